@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/migrator"
+	"github.com/tally-billing/tally/internal/seed"
+	"github.com/tally-billing/tally/internal/server"
+)
+
+func newServeCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the API server (migrates the database first)",
+		Args:  cobra.NoArgs,
+	}
+	addSettingFlags(cmd.Flags(), "addr", "database-url", "env", "log-level")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		ctx := cmd.Context()
+		cfg, err := loadConfig(cmd.Flags())
+		if err != nil {
+			return err
+		}
+		logger := newLogger(cfg)
+		// Take the port first: a port in use is reported before the
+		// database is touched.
+		ln, err := server.Listen(cfg.Addr)
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		db, err := openDatabase(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		m, err := migrator.New(db)
+		if err != nil {
+			return err
+		}
+		applied, err := m.Up(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range applied {
+			logger.Info("migration applied", "version", r.Version, "name", r.Name)
+		}
+		if cfg.SeedDemoData {
+			if _, err := seed.DemoPackages(ctx, db.Ent); err != nil {
+				return err
+			}
+		}
+		srv, err := server.New(cfg, db, logger)
+		if err != nil {
+			return err
+		}
+		base := "http://" + ln.Addr().String()
+		logger.Info("tally is serving",
+			"env", cfg.Env, "addr", ln.Addr().String(), "database", describe(db),
+			"graphql", base+"/graphql", "playground", cfg.Playground)
+		if cfg.Env == config.Development {
+			fmt.Fprintf(os.Stderr, "\nTally is running on %s\n  playground: %s/\n  GraphQL:    %s/graphql\n  webhook:    %s/api/webhooks/stripe\n  database:   %s\nStop it with Ctrl-C.\n\n",
+				ln.Addr(), base, base, base, describe(db))
+		}
+		return srv.Serve(ctx, ln)
+	}
+	return cmd
+}

@@ -1,0 +1,62 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+)
+
+// AdminAction is the audit record of one admin operation, written in the same
+// database transaction as the operation's effect. Append-only.
+type AdminAction struct{ ent.Schema }
+
+func (AdminAction) Mixin() []ent.Mixin {
+	return []ent.Mixin{withID("adm"), createdMixin{}}
+}
+
+func (AdminAction) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("admin_id").Immutable().
+			Comment("the admin's user id"),
+		field.String("action").NotEmpty().MaxLen(100).Immutable().
+			Comment("e.g. grant_credits, revoke_credits, freeze_user, refund_payment").
+			Annotations(entgql.OrderField("ACTION")),
+		field.String("target_id").NotEmpty().MaxLen(100).Immutable().
+			Comment("global id of what was acted on"),
+		field.String("target_user_id").Optional().Nillable().Immutable(),
+		field.Int64("amount").Optional().Nillable().Immutable(),
+		field.String("reason").Optional().MaxLen(1000).Immutable(),
+		field.Int64("balance_before").Optional().Nillable().Immutable(),
+		field.Int64("balance_after").Optional().Nillable().Immutable(),
+		field.String("request_id").Optional().MaxLen(100).Immutable(),
+		field.String("transaction_id").Optional().Nillable().Immutable(),
+	}
+}
+
+func (AdminAction) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.To("admin", User.Type).
+			Field("admin_id").Unique().Required().Immutable(),
+		edge.To("target_user", User.Type).
+			Field("target_user_id").Unique().Immutable().
+			Annotations(restrictDelete),
+		edge.From("transaction", CreditTransaction.Type).Ref("admin_action").
+			Field("transaction_id").Unique().Immutable(),
+	}
+}
+
+func (AdminAction) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("created_at"),
+		index.Fields("admin_id", "created_at"),
+		index.Fields("target_user_id", "created_at"),
+		index.Fields("transaction_id").Unique(),
+	}
+}
+
+func (AdminAction) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.RelayConnection()}
+}

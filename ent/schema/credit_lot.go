@@ -1,0 +1,77 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+)
+
+// CreditLot is a batch of credits that entered a user's account together (a
+// purchase or a grant). Spends draw from lots in order of priority, soonest
+// expiry, then age; a refund or dispute claws back from the lot its payment
+// created.
+type CreditLot struct{ ent.Schema }
+
+func (CreditLot) Mixin() []ent.Mixin {
+	return []ent.Mixin{withID("lot"), timestampsMixin{}}
+}
+
+func (CreditLot) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("user_id").Immutable(),
+		field.Enum("source").
+			NamedValues("Purchase", "PURCHASE", "Grant", "GRANT").
+			Immutable(),
+		field.Int64("original").Positive().Immutable(),
+		field.Int64("remaining").NonNegative().
+			Comment("credits still spendable from this lot"),
+		field.Int64("held").Default(0).NonNegative().
+			Comment("credits of this lot out of reach while its payment is disputed"),
+		field.Time("expires_at").Optional().Nillable().Immutable().
+			Annotations(entgql.OrderField("EXPIRES_AT")),
+		field.Int("priority").Default(0).Immutable().
+			Comment("lower is spent first"),
+		field.String("payment_id").Optional().Nillable().Immutable(),
+		field.String("transaction_id").Immutable().
+			Comment("the transaction that created the lot"),
+	}
+}
+
+func (CreditLot) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("user", User.Type).Ref("lots").
+			Field("user_id").Unique().Required().Immutable(),
+		edge.From("payment", Payment.Type).Ref("lots").
+			Field("payment_id").Unique().Immutable(),
+		edge.From("transaction", CreditTransaction.Type).Ref("created_lots").
+			Field("transaction_id").Unique().Required().Immutable(),
+		edge.To("postings", CreditLedger.Type).
+			Annotations(entgql.Skip(), restrictDelete),
+	}
+}
+
+func (CreditLot) Indexes() []ent.Index {
+	return []ent.Index{
+		// The spend order, over the lots that still hold credits only.
+		index.Fields("user_id", "priority", "expires_at", "created_at").
+			Annotations(entsql.IndexWhere("remaining > 0")),
+		// The expiry sweep.
+		index.Fields("expires_at").
+			Annotations(entsql.IndexWhere("remaining > 0 AND expires_at IS NOT NULL")),
+		index.Fields("payment_id"),
+		index.Fields("transaction_id"),
+	}
+}
+
+func (CreditLot) Annotations() []schema.Annotation {
+	return []schema.Annotation{
+		entgql.RelayConnection(),
+		entsql.Checks(map[string]string{
+			"credit_lot_amounts": "remaining + held <= original",
+		}),
+	}
+}

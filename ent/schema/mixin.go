@@ -1,0 +1,93 @@
+package schema
+
+import (
+	"time"
+
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/mixin"
+
+	"github.com/tally-billing/tally/internal/pulid"
+)
+
+// idMixin gives an entity a prefixed, sortable public id (see internal/pulid).
+// The prefix must be registered in IDPrefixes so that a Relay global id can be
+// resolved back to its entity.
+type idMixin struct {
+	mixin.Schema
+	prefix string
+}
+
+func withID(prefix string) idMixin {
+	if _, ok := IDPrefixes[prefix]; !ok {
+		panic("schema: id prefix " + prefix + " is not registered in IDPrefixes")
+	}
+	return idMixin{prefix: prefix}
+}
+
+func (m idMixin) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("id").
+			MaxLen(40).
+			NotEmpty().
+			Immutable().
+			DefaultFunc(func() string { return pulid.New(m.prefix) }).
+			Annotations(entgql.OrderField("ID")),
+	}
+}
+
+// IDPrefixes maps each id prefix to the ent type that uses it. The prefixes
+// avoid Stripe's own (cus_, evt_, pi_, ch_, cs_) so ids of both systems can be
+// told apart in logs.
+var IDPrefixes = map[string]string{
+	"usr": "User",
+	"scu": "StripeCustomer",
+	"pkg": "CreditPackage",
+	"pay": "Payment",
+	"txn": "CreditTransaction",
+	"led": "CreditLedger",
+	"lot": "CreditLot",
+	"res": "CreditReservation",
+	"pev": "ProcessedEvent",
+	"adm": "AdminAction",
+	"idk": "IdempotencyKey",
+}
+
+// restrictDelete keeps an optional reference from being cleared when its
+// target is deleted (ent's default for optional edges): money records are
+// never deleted, and a ledger row must not change behind the ledger's back.
+var restrictDelete = entsql.OnDelete(entsql.Restrict)
+
+// createdMixin records when a row was written; append-only rows need nothing more.
+type createdMixin struct{ mixin.Schema }
+
+func (createdMixin) Fields() []ent.Field {
+	return []ent.Field{
+		field.Time("created_at").
+			Default(nowUTC).
+			Immutable().
+			Annotations(entgql.OrderField("CREATED_AT")),
+	}
+}
+
+// timestampsMixin is for rows that change after they are written.
+type timestampsMixin struct{ mixin.Schema }
+
+func (timestampsMixin) Fields() []ent.Field {
+	return []ent.Field{
+		field.Time("created_at").
+			Default(nowUTC).
+			Immutable().
+			Annotations(entgql.OrderField("CREATED_AT")),
+		field.Time("updated_at").
+			Default(nowUTC).
+			UpdateDefault(nowUTC).
+			Annotations(entgql.OrderField("UPDATED_AT")),
+	}
+}
+
+// nowUTC keeps stored times in one zone, so that SQLite, which stores times
+// as text, orders them correctly.
+func nowUTC() time.Time { return time.Now().UTC() }

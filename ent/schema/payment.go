@@ -1,0 +1,94 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+)
+
+// Payment is one purchase of a credit pack through Stripe Checkout. Its status
+// follows the payment state machine of the design; amounts are copied from the
+// pack when the purchase starts so that later price changes do not rewrite it.
+type Payment struct{ ent.Schema }
+
+func (Payment) Mixin() []ent.Mixin {
+	return []ent.Mixin{withID("pay"), timestampsMixin{}}
+}
+
+// paymentStatuses are the states of the payment state machine.
+var paymentStatuses = []string{
+	"Pending", "PENDING",
+	"AwaitingPayment", "AWAITING_PAYMENT",
+	"Succeeded", "SUCCEEDED",
+	"Failed", "FAILED",
+	"Expired", "EXPIRED",
+	"PartiallyRefunded", "PARTIALLY_REFUNDED",
+	"Refunded", "REFUNDED",
+	"Disputed", "DISPUTED",
+	"ChargedBack", "CHARGED_BACK",
+}
+
+func (Payment) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("user_id").Immutable(),
+		field.String("package_id").Immutable(),
+		field.Int64("amount").Positive().Immutable().
+			Comment("price paid, in the currency's minor units").
+			Annotations(entgql.OrderField("AMOUNT")),
+		field.String("currency").MinLen(3).MaxLen(3).Immutable(),
+		field.Int64("credits").Positive().Immutable(),
+		field.Enum("status").
+			NamedValues(paymentStatuses...).
+			Default("PENDING").
+			Annotations(entgql.OrderField("STATUS")),
+		field.String("status_before_dispute").
+			Optional().
+			Nillable().
+			MaxLen(32).
+			Comment("the status a won dispute returns the payment to").
+			Annotations(entgql.Skip()),
+		field.Int64("amount_refunded").
+			Default(0).
+			NonNegative().
+			Comment("cumulative, in minor units, as Stripe reports it"),
+		field.String("stripe_checkout_session_id").Optional().Nillable().MaxLen(255),
+		field.String("stripe_payment_intent_id").Optional().Nillable().MaxLen(255),
+		field.String("stripe_charge_id").Optional().Nillable().MaxLen(255),
+		field.Bool("livemode").Default(false),
+		field.Time("paid_at").Optional().Nillable(),
+	}
+}
+
+func (Payment) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("user", User.Type).Ref("payments").
+			Field("user_id").Unique().Required().Immutable(),
+		edge.To("package", CreditPackage.Type).
+			Field("package_id").Unique().Required().Immutable(),
+		edge.To("transactions", CreditTransaction.Type).
+			Annotations(entgql.RelayConnection(), restrictDelete),
+		edge.To("lots", CreditLot.Type).
+			Annotations(restrictDelete),
+		edge.To("events", ProcessedEvent.Type).
+			Annotations(entgql.Skip(), restrictDelete),
+	}
+}
+
+func (Payment) Indexes() []ent.Index {
+	return []ent.Index{
+		// Stripe objects map to at most one payment; nulls are not compared.
+		index.Fields("stripe_checkout_session_id").Unique(),
+		index.Fields("stripe_payment_intent_id").Unique(),
+		index.Fields("stripe_charge_id").Unique(),
+		index.Fields("user_id", "created_at"),
+		index.Fields("status", "created_at"),
+		index.Fields("created_at"),
+	}
+}
+
+func (Payment) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.RelayConnection()}
+}

@@ -1,0 +1,66 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+)
+
+// ProcessedEvent records every Stripe event Tally has seen and what became of
+// it. The unique event id, written in the same transaction as the event's
+// effect, is what makes a redelivered event a no-op.
+type ProcessedEvent struct{ ent.Schema }
+
+func (ProcessedEvent) Mixin() []ent.Mixin {
+	return []ent.Mixin{withID("pev")}
+}
+
+func (ProcessedEvent) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("stripe_event_id").NotEmpty().MaxLen(255).Immutable(),
+		field.String("type").NotEmpty().MaxLen(255).Immutable(),
+		field.Bool("livemode").Default(false).Immutable(),
+		field.String("api_version").Optional().MaxLen(64).Immutable(),
+		field.Enum("outcome").
+			NamedValues(
+				"Applied", "APPLIED",
+				"Ignored", "IGNORED",
+				"Deferred", "DEFERRED",
+				"Failed", "FAILED",
+			).
+			Annotations(entgql.OrderField("OUTCOME")),
+		field.String("error").Optional().MaxLen(2000).
+			Comment("why the event was not applied, for admins"),
+		field.String("payment_id").Optional().Nillable(),
+		field.Int("attempts").Default(1),
+		field.Bytes("payload").Optional().
+			Comment("the event as received, for investigation and replay").
+			Annotations(entgql.Skip()),
+		field.Time("received_at").Immutable().
+			Annotations(entgql.OrderField("RECEIVED_AT")),
+		field.Time("processed_at").Optional().Nillable(),
+	}
+}
+
+func (ProcessedEvent) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("payment", Payment.Type).Ref("events").
+			Field("payment_id").Unique(),
+	}
+}
+
+func (ProcessedEvent) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("stripe_event_id").Unique(),
+		index.Fields("outcome", "received_at"),
+		index.Fields("payment_id"),
+		index.Fields("received_at"),
+	}
+}
+
+func (ProcessedEvent) Annotations() []schema.Annotation {
+	return []schema.Annotation{entgql.RelayConnection()}
+}

@@ -1,0 +1,74 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+)
+
+// User is a user of the application that buys and spends credits. Users are
+// provisioned the first time a token with their external id (the JWT `sub`)
+// is seen.
+type User struct{ ent.Schema }
+
+func (User) Mixin() []ent.Mixin {
+	return []ent.Mixin{withID("usr"), timestampsMixin{}}
+}
+
+func (User) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("external_id").
+			NotEmpty().
+			MaxLen(255).
+			Immutable().
+			Comment("the subject (`sub`) of the user's tokens in the application"),
+		field.String("email").
+			Optional().
+			MaxLen(320),
+		// A cache of the sum of the user's postings, kept in the same database
+		// transaction as every posting: the ledger is the source of truth and the
+		// invariant check compares the two. It goes negative only through a
+		// clawback (a debt).
+		field.Int64("credits_balance").
+			Default(0).
+			Annotations(entgql.OrderField("CREDITS_BALANCE")),
+		field.Enum("status").
+			NamedValues("Active", "ACTIVE", "Frozen", "FROZEN").
+			Default("ACTIVE").
+			Annotations(entgql.OrderField("STATUS")),
+	}
+}
+
+func (User) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.To("stripe_customers", StripeCustomer.Type),
+		edge.To("payments", Payment.Type).
+			Annotations(entgql.RelayConnection()),
+		edge.To("transactions", CreditTransaction.Type).
+			Annotations(entgql.RelayConnection()),
+		edge.To("lots", CreditLot.Type).
+			Annotations(entgql.RelayConnection()),
+		edge.To("reservations", CreditReservation.Type).
+			Annotations(entgql.RelayConnection()),
+		edge.To("postings", CreditLedger.Type).
+			Annotations(entgql.Skip(), restrictDelete),
+	}
+}
+
+func (User) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("external_id").Unique(),
+		index.Fields("email"),
+		index.Fields("status", "created_at"),
+		index.Fields("created_at"),
+	}
+}
+
+func (User) Annotations() []schema.Annotation {
+	return []schema.Annotation{
+		entgql.RelayConnection(),
+	}
+}

@@ -1,0 +1,40 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/tally-billing/tally/internal/apperr"
+)
+
+var errInternal = errors.New("internal error")
+
+// errorPresenter is the one place where errors become GraphQL errors: an
+// apperr.Error keeps its message and code; anything else is logged and shown
+// only as INTERNAL, so no internal detail reaches a client.
+type errorPresenter struct{ logger *slog.Logger }
+
+func (p errorPresenter) present(ctx context.Context, err error) *gqlerror.Error {
+	gqlErr := graphql.DefaultErrorPresenter(ctx, err)
+	var validation *gqlerror.Error
+	if errors.As(err, &validation) && validation.Err == nil {
+		// Parse and validation errors from gqlgen itself are safe and already
+		// carry their own code.
+		return gqlErr
+	}
+	if e, ok := apperr.As(err); ok {
+		gqlErr.Message = e.Message
+		gqlErr.Extensions = map[string]any{"code": string(e.Code)}
+		return gqlErr
+	}
+	if !errors.Is(err, errInternal) {
+		p.logger.ErrorContext(ctx, "GraphQL resolver failed", "error", err.Error(), "path", gqlErr.Path.String())
+	}
+	gqlErr.Message = "internal error"
+	gqlErr.Extensions = map[string]any{"code": string(apperr.Internal)}
+	return gqlErr
+}

@@ -1,0 +1,55 @@
+// Package apperr is the vocabulary of errors that callers of Tally may see.
+// Domain packages return (or wrap) an *Error with a Code; transports map the
+// Code to a GraphQL extensions.code or an HTTP status in one place each. Any
+// other error is internal: it is logged, and the caller sees only INTERNAL.
+package apperr
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a machine-readable error code, stable for clients.
+type Code string
+
+// The codes of the API contract.
+const (
+	Unauthenticated      Code = "UNAUTHENTICATED"
+	Forbidden            Code = "FORBIDDEN"
+	NotFound             Code = "NOT_FOUND"
+	InvalidArgument      Code = "INVALID_ARGUMENT"
+	InsufficientCredits  Code = "INSUFFICIENT_CREDITS"
+	IdempotencyKeyReused Code = "IDEMPOTENCY_KEY_REUSED"
+	AccountFrozen        Code = "ACCOUNT_FROZEN"
+	Conflict             Code = "CONFLICT"
+	Unavailable          Code = "UNAVAILABLE"
+	Internal             Code = "INTERNAL"
+)
+
+// Error is an error meant for the caller: its message must be safe to show.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// New returns an *Error with a formatted, caller-safe message.
+func New(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// As returns the *Error in err's chain, if any.
+func As(err error) (*Error, bool) {
+	var e *Error
+	ok := errors.As(err, &e)
+	return e, ok
+}
+
+// CodeOf returns the code of err, Internal for any error that is not an *Error.
+func CodeOf(err error) Code {
+	if e, ok := As(err); ok {
+		return e.Code
+	}
+	return Internal
+}

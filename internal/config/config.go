@@ -1,0 +1,237 @@
+// Package config reads Tally's configuration from environment variables and
+// checks every value at start, so that a mistake is one readable line at
+// start-up rather than a surprise under traffic.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tally-billing/tally/internal/database"
+)
+
+// Environments.
+const (
+	Development = "development"
+	Production  = "production"
+)
+
+// DevWebhookSecret signs and verifies Stripe webhooks in development when no
+// secret is configured. It is public, so production refuses it.
+const DevWebhookSecret = "whsec_tally_development_only_do_not_use_in_production"
+
+// minSecretLen is the shortest HS256 secret accepted in production (256 bits).
+const minSecretLen = 32
+
+// Config is the whole configuration of a Tally process.
+type Config struct {
+	Env         string
+	Addr        string
+	DatabaseURL string
+	// DBMaxConns caps the database pool (0: the dialect's default).
+	DBMaxConns int
+	LogLevel   slog.Level
+	LogFormat  string // json or text
+
+	JWTSecret    string
+	JWTPublicKey string
+	JWTIssuer    string
+	JWTAudience  string
+
+	StripeSecretKey      string
+	StripeWebhookSecrets []string
+	StripeAPIBase        string
+
+	// Playground and Introspection default to on in development only.
+	Playground    bool
+	Introspection bool
+	// SeedDemoData writes the demo credit packs once (development default).
+	SeedDemoData bool
+
+	ShutdownTimeout time.Duration
+}
+
+// Source is where settings come from: os.Getenv in production, a map in tests.
+type Source func(name string) string
+
+// Load reads the configuration. An invalid value is an error naming the
+// variable and what it accepts; every problem found is reported at once.
+func Load(env Source) (Config, error) {
+	r := reader{env: env}
+	c := Config{
+		Env:         r.oneOf("TALLY_ENV", Development, Development, Production),
+		Addr:        r.addr("TALLY_ADDR", "127.0.0.1:8080"),
+		DatabaseURL: r.str("DATABASE_URL", "tally.db"),
+		DBMaxConns:  r.intRange("TALLY_DB_MAX_CONNS", 0, 0, 1000),
+		LogLevel:    r.level("TALLY_LOG_LEVEL", slog.LevelInfo),
+		LogFormat:   r.oneOf("TALLY_LOG_FORMAT", "json", "json", "text"),
+
+		JWTSecret:    r.str("TALLY_JWT_SECRET", ""),
+		JWTPublicKey: r.str("TALLY_JWT_PUBLIC_KEY", ""),
+		JWTIssuer:    r.str("TALLY_JWT_ISSUER", ""),
+		JWTAudience:  r.str("TALLY_JWT_AUDIENCE", ""),
+
+		StripeSecretKey:      r.str("STRIPE_SECRET_KEY", ""),
+		StripeWebhookSecrets: r.list("STRIPE_WEBHOOK_SECRET"),
+		StripeAPIBase:        r.str("STRIPE_API_BASE", ""),
+
+		ShutdownTimeout: r.duration("TALLY_SHUTDOWN_TIMEOUT", 20*time.Second),
+	}
+	dev := c.Env == Development
+	c.Playground = r.boolean("TALLY_PLAYGROUND", dev)
+	c.Introspection = r.boolean("TALLY_INTROSPECTION", dev)
+	c.SeedDemoData = r.boolean("TALLY_SEED_DEMO_DATA", dev)
+
+	if _, err := database.Parse(c.DatabaseURL); err != nil {
+		r.fail("DATABASE_URL", err.Error())
+	}
+	if c.JWTSecret != "" && c.JWTPublicKey != "" {
+		r.fail("TALLY_JWT_SECRET and TALLY_JWT_PUBLIC_KEY", "set one, not both")
+	}
+	if c.StripeAPIBase != "" && !strings.HasPrefix(c.StripeAPIBase, "http://") && !strings.HasPrefix(c.StripeAPIBase, "https://") {
+		r.fail("STRIPE_API_BASE", "must be an http:// or https:// URL")
+	}
+	for _, s := range c.StripeWebhookSecrets {
+		if !strings.HasPrefix(s, "whsec_") {
+			r.fail("STRIPE_WEBHOOK_SECRET", "each secret must start with whsec_")
+			break
+		}
+	}
+	if c.Env == Production {
+		c.checkProductionSecrets(&r)
+	} else if len(c.StripeWebhookSecrets) == 0 {
+		c.StripeWebhookSecrets = []string{DevWebhookSecret}
+	}
+	if len(r.problems) > 0 {
+		return Config{}, errors.New("invalid configuration: " + strings.Join(r.problems, "; "))
+	}
+	return c, nil
+}
+
+// checkProductionSecrets refuses to run production on missing or
+// development secrets: a guessable token secret would let anyone mint admin
+// tokens, and a public webhook secret would let anyone post payments.
+func (c *Config) checkProductionSecrets(r *reader) {
+	switch {
+	case c.JWTSecret == "" && c.JWTPublicKey == "":
+		r.fail("TALLY_JWT_SECRET", "production needs TALLY_JWT_SECRET (at least 32 bytes) or TALLY_JWT_PUBLIC_KEY")
+	case c.JWTSecret != "" && len(c.JWTSecret) < minSecretLen:
+		r.fail("TALLY_JWT_SECRET", fmt.Sprintf("must be at least %d bytes in production", minSecretLen))
+	}
+	if c.StripeSecretKey != "" && len(c.StripeWebhookSecrets) == 0 {
+		r.fail("STRIPE_WEBHOOK_SECRET", "production with STRIPE_SECRET_KEY needs the webhook signing secret")
+	}
+	for _, s := range c.StripeWebhookSecrets {
+		if s == DevWebhookSecret {
+			r.fail("STRIPE_WEBHOOK_SECRET", "the development secret is public and refused in production")
+		}
+	}
+}
+
+type reader struct {
+	env      Source
+	problems []string
+}
+
+func (r *reader) fail(name, why string) {
+	r.problems = append(r.problems, name+": "+why)
+}
+
+func (r *reader) str(name, def string) string {
+	if v := strings.TrimSpace(r.env(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *reader) list(name string) []string {
+	var out []string
+	for _, part := range strings.Split(r.env(name), ",") {
+		if p := strings.TrimSpace(part); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (r *reader) oneOf(name, def string, allowed ...string) string {
+	v := strings.ToLower(r.str(name, def))
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	r.fail(name, fmt.Sprintf("unknown value %q (use %s)", v, strings.Join(allowed, " or ")))
+	return def
+}
+
+func (r *reader) addr(name, def string) string {
+	v := r.str(name, def)
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		r.fail(name, fmt.Sprintf("%q is not host:port (for example 127.0.0.1:8080 or :8080)", v))
+		return def
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		r.fail(name, fmt.Sprintf("port %q is not a number from 0 to 65535", port))
+		return def
+	}
+	return v
+}
+
+func (r *reader) intRange(name string, def, lo, hi int) int {
+	raw := r.str(name, "")
+	if raw == "" {
+		return def
+	}
+	v, err := strconv.Atoi(raw)
+	if err != nil || v < lo || v > hi {
+		r.fail(name, fmt.Sprintf("%q is not a whole number from %d to %d", raw, lo, hi))
+		return def
+	}
+	return v
+}
+
+func (r *reader) boolean(name string, def bool) bool {
+	raw := r.str(name, "")
+	if raw == "" {
+		return def
+	}
+	v, err := strconv.ParseBool(raw)
+	if err != nil {
+		r.fail(name, fmt.Sprintf("%q is not true or false", raw))
+		return def
+	}
+	return v
+}
+
+func (r *reader) duration(name string, def time.Duration) time.Duration {
+	raw := r.str(name, "")
+	if raw == "" {
+		return def
+	}
+	v, err := time.ParseDuration(raw)
+	if err != nil || v <= 0 {
+		r.fail(name, fmt.Sprintf("%q is not a positive duration such as 20s or 1m", raw))
+		return def
+	}
+	return v
+}
+
+func (r *reader) level(name string, def slog.Level) slog.Level {
+	raw := r.str(name, "")
+	if raw == "" {
+		return def
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(raw)); err != nil {
+		r.fail(name, fmt.Sprintf("unknown level %q (use debug, info, warn or error)", raw))
+		return def
+	}
+	return l
+}

@@ -1,0 +1,182 @@
+// Package database opens Tally's database: PostgreSQL through pgx for
+// production, or an embedded SQLite file (modernc.org/sqlite, no cgo) by
+// default. Everything above this package sees an *ent.Client and a dialect.
+package database
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/tally-billing/tally/ent"
+)
+
+// DB is an open database.
+type DB struct {
+	// URL is the normalized location, safe to reopen (for example by a second
+	// server instance in tests). It may hold a password: never log it; use
+	// Redacted.
+	URL     string
+	Dialect string // dialect.Postgres or dialect.SQLite
+	SQL     *sql.DB
+	Ent     *ent.Client
+}
+
+// Options tune the connection pool.
+type Options struct {
+	// MaxOpenConns caps the pool; 0 picks a default for the dialect.
+	MaxOpenConns int
+}
+
+// Location is a parsed DATABASE_URL.
+type Location struct {
+	Dialect string
+	// DSN is what the driver opens: a pgx connection string, or a SQLite
+	// file DSN with its pragmas.
+	DSN string
+	// Path is the SQLite file; empty for PostgreSQL.
+	Path string
+}
+
+// Parse understands postgres://… and postgresql://… URLs, sqlite://PATH,
+// sqlite:PATH and a bare file path (SQLite).
+func Parse(raw string) (Location, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return Location{}, errors.New("empty (use postgres://… or a SQLite file path)")
+	}
+	scheme, rest, hasScheme := strings.Cut(raw, "://")
+	if !hasScheme {
+		if s, r, ok := strings.Cut(raw, ":"); ok && s == "sqlite" {
+			scheme, rest, hasScheme = s, r, true
+		}
+	}
+	if !hasScheme {
+		return sqliteLocation(raw)
+	}
+	switch strings.ToLower(scheme) {
+	case "postgres", "postgresql":
+		if _, err := pgx.ParseConfig(raw); err != nil {
+			return Location{}, fmt.Errorf("not a valid PostgreSQL URL: %s", pgErrorText(err))
+		}
+		return Location{Dialect: dialect.Postgres, DSN: raw}, nil
+	case "sqlite", "sqlite3", "file":
+		path, _, _ := strings.Cut(rest, "?")
+		return sqliteLocation(path)
+	default:
+		return Location{}, fmt.Errorf("unsupported scheme %q (use postgres://… or sqlite://PATH)", scheme)
+	}
+}
+
+func sqliteLocation(path string) (Location, error) {
+	if path == "" {
+		return Location{}, errors.New("SQLite URL has no file path (use sqlite://tally.db)")
+	}
+	if path == ":memory:" {
+		return Location{}, errors.New("in-memory SQLite is not supported: every connection would see another database (use a file path)")
+	}
+	// WAL lets readers run beside the writer; the busy timeout makes writers
+	// queue instead of failing; _txlock=immediate takes the write lock at
+	// BEGIN so two transactions on one account can never interleave their
+	// read-then-write (money invariant 7).
+	q := url.Values{}
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Set("_txlock", "immediate")
+	q.Set("_time_format", "sqlite")
+	return Location{
+		Dialect: dialect.SQLite,
+		DSN:     "file:" + path + "?" + q.Encode(),
+		Path:    path,
+	}, nil
+}
+
+// Open opens and pings the database at rawURL. It does not migrate.
+func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
+	loc, err := Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	var db *sql.DB
+	switch loc.Dialect {
+	case dialect.Postgres:
+		cfg, err := pgx.ParseConfig(loc.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("DATABASE_URL: %s", pgErrorText(err))
+		}
+		db = stdlib.OpenDB(*cfg)
+		maxOpen := opts.MaxOpenConns
+		if maxOpen <= 0 {
+			maxOpen = 20
+		}
+		db.SetMaxOpenConns(maxOpen)
+		db.SetMaxIdleConns(maxOpen)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+		db.SetConnMaxLifetime(30 * time.Minute)
+	case dialect.SQLite:
+		if dir := filepath.Dir(loc.Path); dir != "." {
+			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+				return nil, fmt.Errorf("DATABASE_URL: directory %s for the SQLite file does not exist", dir)
+			}
+		}
+		db, err = sql.Open("sqlite", loc.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("opening SQLite database %s: %w", loc.Path, err)
+		}
+		maxOpen := opts.MaxOpenConns
+		if maxOpen <= 0 {
+			maxOpen = 8
+		}
+		db.SetMaxOpenConns(maxOpen)
+		db.SetMaxIdleConns(maxOpen)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("cannot reach the database at %s: %s", Redacted(rawURL), pgErrorText(err))
+	}
+	drv := entsql.OpenDB(loc.Dialect, db)
+	return &DB{
+		URL:     rawURL,
+		Dialect: loc.Dialect,
+		SQL:     db,
+		Ent:     ent.NewClient(ent.Driver(drv)),
+	}, nil
+}
+
+// Close closes the pool.
+func (d *DB) Close() error { return d.SQL.Close() }
+
+// Redacted returns the URL with any password replaced, for messages and logs.
+func Redacted(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
+// pgErrorText shortens pgx's connection errors, which repeat the full
+// connection string, to their cause.
+func pgErrorText(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "): "); i >= 0 && strings.Contains(msg, "failed to connect") {
+		msg = msg[i+3:]
+	}
+	return msg
+}
