@@ -185,7 +185,7 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{CreditLotsColumns[7]},
 				Annotation: &entsql.IndexAnnotation{
-					Where: "remaining > 0 AND expires_at IS NOT NULL",
+					Where: "remaining > 0",
 				},
 			},
 			{
@@ -265,12 +265,9 @@ var (
 				Columns: []*schema.Column{CreditReservationsColumns[9], CreditReservationsColumns[5], CreditReservationsColumns[6]},
 			},
 			{
-				Name:    "creditreservation_expires_at",
+				Name:    "creditreservation_status_expires_at",
 				Unique:  false,
-				Columns: []*schema.Column{CreditReservationsColumns[6]},
-				Annotation: &entsql.IndexAnnotation{
-					Where: "status = 'OPEN'",
-				},
+				Columns: []*schema.Column{CreditReservationsColumns[5], CreditReservationsColumns[6]},
 			},
 		},
 	}

@@ -52,9 +52,8 @@ func (CreditReservation) Edges() []ent.Edge {
 func (CreditReservation) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("user_id", "status", "expires_at"),
-		// The expiry sweep, over open reservations only.
-		index.Fields("expires_at").
-			Annotations(entsql.IndexWhere("status = 'OPEN'")),
+		// The expiry sweep.
+		index.Fields("status", "expires_at"),
 	}
 }
 

@@ -26,7 +26,7 @@ CREATE TABLE `credit_lots` (`id` text NOT NULL, `created_at` datetime NOT NULL, 
 -- create index "creditlot_user_id_priority_expires_at_created_at" to table: "credit_lots"
 CREATE INDEX `creditlot_user_id_priority_expires_at_created_at` ON `credit_lots` (`user_id`, `priority`, `expires_at`, `created_at`) WHERE remaining > 0;
 -- create index "creditlot_expires_at" to table: "credit_lots"
-CREATE INDEX `creditlot_expires_at` ON `credit_lots` (`expires_at`) WHERE remaining > 0 AND expires_at IS NOT NULL;
+CREATE INDEX `creditlot_expires_at` ON `credit_lots` (`expires_at`) WHERE remaining > 0;
 -- create index "creditlot_payment_id" to table: "credit_lots"
 CREATE INDEX `creditlot_payment_id` ON `credit_lots` (`payment_id`);
 -- create index "creditlot_transaction_id" to table: "credit_lots"
@@ -41,8 +41,8 @@ CREATE INDEX `creditpackage_active_sort_order` ON `credit_packages` (`active`, `
 CREATE TABLE `credit_reservations` (`id` text NOT NULL, `created_at` datetime NOT NULL, `updated_at` datetime NOT NULL, `amount` integer NOT NULL, `captured_amount` integer NOT NULL DEFAULT (0), `status` text NOT NULL DEFAULT ('OPEN'), `expires_at` datetime NOT NULL, `reason` text NULL, `closed_at` datetime NULL, `user_id` text NOT NULL, PRIMARY KEY (`id`), CONSTRAINT `credit_reservations_users_reservations` FOREIGN KEY (`user_id`) REFERENCES `users` (`id`) ON DELETE NO ACTION, CONSTRAINT `credit_reservation_capture` CHECK (captured_amount <= amount));
 -- create index "creditreservation_user_id_status_expires_at" to table: "credit_reservations"
 CREATE INDEX `creditreservation_user_id_status_expires_at` ON `credit_reservations` (`user_id`, `status`, `expires_at`);
--- create index "creditreservation_expires_at" to table: "credit_reservations"
-CREATE INDEX `creditreservation_expires_at` ON `credit_reservations` (`expires_at`) WHERE status = 'OPEN';
+-- create index "creditreservation_status_expires_at" to table: "credit_reservations"
+CREATE INDEX `creditreservation_status_expires_at` ON `credit_reservations` (`status`, `expires_at`);
 -- create "credit_transactions" table
 CREATE TABLE `credit_transactions` (`id` text NOT NULL, `created_at` datetime NOT NULL, `kind` text NOT NULL, `amount` integer NOT NULL, `reason` text NULL, `actor` text NOT NULL, `idempotency_key` text NULL, `metadata` json NULL, `reservation_id` text NULL, `payment_id` text NULL, `user_id` text NOT NULL, PRIMARY KEY (`id`), CONSTRAINT `credit_transactions_credit_reservations_transactions` FOREIGN KEY (`reservation_id`) REFERENCES `credit_reservations` (`id`) ON DELETE RESTRICT, CONSTRAINT `credit_transactions_payments_transactions` FOREIGN KEY (`payment_id`) REFERENCES `payments` (`id`) ON DELETE RESTRICT, CONSTRAINT `credit_transactions_users_transactions` FOREIGN KEY (`user_id`) REFERENCES `users` (`id`) ON DELETE NO ACTION);
 -- create index "credittransaction_user_id_created_at" to table: "credit_transactions"
@@ -162,8 +162,8 @@ DROP INDEX `credittransaction_payment_id`;
 DROP INDEX `credittransaction_user_id_created_at`;
 -- reverse: create "credit_transactions" table
 DROP TABLE `credit_transactions`;
--- reverse: create index "creditreservation_expires_at" to table: "credit_reservations"
-DROP INDEX `creditreservation_expires_at`;
+-- reverse: create index "creditreservation_status_expires_at" to table: "credit_reservations"
+DROP INDEX `creditreservation_status_expires_at`;
 -- reverse: create index "creditreservation_user_id_status_expires_at" to table: "credit_reservations"
 DROP INDEX `creditreservation_user_id_status_expires_at`;
 -- reverse: create "credit_reservations" table

@@ -17,8 +17,8 @@ CREATE UNIQUE INDEX "user_external_id" ON "users" ("external_id");
 CREATE INDEX "user_status_created_at" ON "users" ("status", "created_at");
 -- create "credit_reservations" table
 CREATE TABLE "credit_reservations" ("id" character varying NOT NULL, "created_at" timestamptz NOT NULL, "updated_at" timestamptz NOT NULL, "amount" bigint NOT NULL, "captured_amount" bigint NOT NULL DEFAULT 0, "status" character varying NOT NULL DEFAULT 'OPEN', "expires_at" timestamptz NOT NULL, "reason" character varying NULL, "closed_at" timestamptz NULL, "user_id" character varying NOT NULL, PRIMARY KEY ("id"), CONSTRAINT "credit_reservations_users_reservations" FOREIGN KEY ("user_id") REFERENCES "users" ("id") ON UPDATE NO ACTION ON DELETE NO ACTION, CONSTRAINT "credit_reservation_capture" CHECK (captured_amount <= amount));
--- create index "creditreservation_expires_at" to table: "credit_reservations"
-CREATE INDEX "creditreservation_expires_at" ON "credit_reservations" ("expires_at") WHERE ((status)::text = 'OPEN'::text);
+-- create index "creditreservation_status_expires_at" to table: "credit_reservations"
+CREATE INDEX "creditreservation_status_expires_at" ON "credit_reservations" ("status", "expires_at");
 -- create index "creditreservation_user_id_status_expires_at" to table: "credit_reservations"
 CREATE INDEX "creditreservation_user_id_status_expires_at" ON "credit_reservations" ("user_id", "status", "expires_at");
 -- create "credit_packages" table
@@ -68,7 +68,7 @@ CREATE UNIQUE INDEX "adminaction_transaction_id" ON "admin_actions" ("transactio
 -- create "credit_lots" table
 CREATE TABLE "credit_lots" ("id" character varying NOT NULL, "created_at" timestamptz NOT NULL, "updated_at" timestamptz NOT NULL, "source" character varying NOT NULL, "original" bigint NOT NULL, "remaining" bigint NOT NULL, "held" bigint NOT NULL DEFAULT 0, "expires_at" timestamptz NULL, "priority" bigint NOT NULL DEFAULT 0, "transaction_id" character varying NOT NULL, "payment_id" character varying NULL, "user_id" character varying NOT NULL, PRIMARY KEY ("id"), CONSTRAINT "credit_lots_credit_transactions_created_lots" FOREIGN KEY ("transaction_id") REFERENCES "credit_transactions" ("id") ON UPDATE NO ACTION ON DELETE NO ACTION, CONSTRAINT "credit_lots_payments_lots" FOREIGN KEY ("payment_id") REFERENCES "payments" ("id") ON UPDATE NO ACTION ON DELETE RESTRICT, CONSTRAINT "credit_lots_users_lots" FOREIGN KEY ("user_id") REFERENCES "users" ("id") ON UPDATE NO ACTION ON DELETE NO ACTION, CONSTRAINT "credit_lot_amounts" CHECK ((remaining + held) <= original));
 -- create index "creditlot_expires_at" to table: "credit_lots"
-CREATE INDEX "creditlot_expires_at" ON "credit_lots" ("expires_at") WHERE ((remaining > 0) AND (expires_at IS NOT NULL));
+CREATE INDEX "creditlot_expires_at" ON "credit_lots" ("expires_at") WHERE (remaining > 0);
 -- create index "creditlot_payment_id" to table: "credit_lots"
 CREATE INDEX "creditlot_payment_id" ON "credit_lots" ("payment_id");
 -- create index "creditlot_transaction_id" to table: "credit_lots"
@@ -185,8 +185,8 @@ DROP INDEX "creditpackage_active_sort_order";
 DROP TABLE "credit_packages";
 -- reverse: create index "creditreservation_user_id_status_expires_at" to table: "credit_reservations"
 DROP INDEX "creditreservation_user_id_status_expires_at";
--- reverse: create index "creditreservation_expires_at" to table: "credit_reservations"
-DROP INDEX "creditreservation_expires_at";
+-- reverse: create index "creditreservation_status_expires_at" to table: "credit_reservations"
+DROP INDEX "creditreservation_status_expires_at";
 -- reverse: create "credit_reservations" table
 DROP TABLE "credit_reservations";
 -- reverse: create index "user_status_created_at" to table: "users"

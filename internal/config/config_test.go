@@ -1,0 +1,110 @@
+package config
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) Source {
+	return func(name string) string { return kv[name] }
+}
+
+func TestDefaultsAreTheEmbeddedDevelopmentSetup(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Env != Development || c.Addr != "127.0.0.1:8080" || c.DatabaseURL != "tally.db" {
+		t.Fatalf("unexpected defaults: env=%q addr=%q db=%q", c.Env, c.Addr, c.DatabaseURL)
+	}
+	if !c.Playground || !c.Introspection || !c.SeedDemoData {
+		t.Fatal("development should enable the playground, introspection and demo data")
+	}
+	if len(c.StripeWebhookSecrets) != 1 || c.StripeWebhookSecrets[0] != DevWebhookSecret {
+		t.Fatalf("development webhook secrets = %v", c.StripeWebhookSecrets)
+	}
+	if c.LogLevel != slog.LevelInfo || c.ShutdownTimeout != 20*time.Second {
+		t.Fatalf("log level %v, shutdown timeout %v", c.LogLevel, c.ShutdownTimeout)
+	}
+}
+
+func TestValuesAreRead(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"TALLY_ADDR":             ":9090",
+		"DATABASE_URL":           "postgres://u:p@db:5432/tally",
+		"TALLY_LOG_LEVEL":        "debug",
+		"TALLY_DB_MAX_CONNS":     "32",
+		"STRIPE_WEBHOOK_SECRET":  "whsec_new, whsec_old",
+		"TALLY_PLAYGROUND":       "false",
+		"TALLY_SHUTDOWN_TIMEOUT": "5s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":9090" || c.DBMaxConns != 32 || c.LogLevel != slog.LevelDebug || c.Playground || c.ShutdownTimeout != 5*time.Second {
+		t.Fatalf("values not read: %+v", c)
+	}
+	if strings.Join(c.StripeWebhookSecrets, ",") != "whsec_new,whsec_old" {
+		t.Fatalf("webhook secrets for rotation = %v", c.StripeWebhookSecrets)
+	}
+}
+
+func TestInvalidValuesNameTheVariable(t *testing.T) {
+	cases := map[string]map[string]string{
+		"TALLY_ENV":              {"TALLY_ENV": "staging"},
+		"TALLY_ADDR":             {"TALLY_ADDR": "localhost"},
+		"DATABASE_URL":           {"DATABASE_URL": "mysql://x"},
+		"TALLY_LOG_LEVEL":        {"TALLY_LOG_LEVEL": "loud"},
+		"TALLY_LOG_FORMAT":       {"TALLY_LOG_FORMAT": "xml"},
+		"TALLY_DB_MAX_CONNS":     {"TALLY_DB_MAX_CONNS": "-1"},
+		"TALLY_PLAYGROUND":       {"TALLY_PLAYGROUND": "maybe"},
+		"TALLY_SHUTDOWN_TIMEOUT": {"TALLY_SHUTDOWN_TIMEOUT": "0s"},
+		"STRIPE_API_BASE":        {"STRIPE_API_BASE": "localhost:12111"},
+		"STRIPE_WEBHOOK_SECRET":  {"STRIPE_WEBHOOK_SECRET": "secret"},
+		"TALLY_JWT_PUBLIC_KEY":   {"TALLY_JWT_SECRET": "s", "TALLY_JWT_PUBLIC_KEY": "k"},
+	}
+	for name, kv := range cases {
+		_, err := Load(env(kv))
+		if err == nil {
+			t.Errorf("%s: %v was accepted", name, kv)
+			continue
+		}
+		if !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error %q should be one line naming the variable", name, err)
+		}
+	}
+}
+
+func TestEveryProblemIsReportedAtOnce(t *testing.T) {
+	_, err := Load(env(map[string]string{"TALLY_ADDR": "x", "TALLY_LOG_LEVEL": "loud"}))
+	if err == nil || !strings.Contains(err.Error(), "TALLY_ADDR") || !strings.Contains(err.Error(), "TALLY_LOG_LEVEL") {
+		t.Fatalf("want both problems in one error, got %v", err)
+	}
+}
+
+func TestProductionRefusesMissingOrDevelopmentSecrets(t *testing.T) {
+	strong := strings.Repeat("k", 32)
+	refused := []map[string]string{
+		{"TALLY_ENV": "production"},
+		{"TALLY_ENV": "production", "TALLY_JWT_SECRET": "short"},
+		{"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong, "STRIPE_SECRET_KEY": "sk_live_x"},
+		{"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong, "STRIPE_WEBHOOK_SECRET": DevWebhookSecret},
+	}
+	for _, kv := range refused {
+		if _, err := Load(env(kv)); err == nil {
+			t.Errorf("production started with %v", kv)
+		}
+	}
+	c, err := Load(env(map[string]string{
+		"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong,
+		"STRIPE_SECRET_KEY": "sk_live_x", "STRIPE_WEBHOOK_SECRET": "whsec_real",
+	}))
+	if err != nil {
+		t.Fatalf("production with real secrets: %v", err)
+	}
+	if c.Playground || c.Introspection || c.SeedDemoData {
+		t.Fatal("production must not enable the playground, introspection or demo data by default")
+	}
+}

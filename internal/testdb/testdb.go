@@ -1,0 +1,120 @@
+// Package testdb is the harness every database test uses: the same test body
+// runs on SQLite and, when TEST_DATABASE_URL is set, on PostgreSQL, each time
+// on a fresh database of its own, so tests share no state and run in
+// parallel.
+//
+// On SQLite a fresh database is a file in the test's temporary directory; on
+// PostgreSQL it is a schema with a random name in the TEST_DATABASE_URL
+// database, dropped when the test ends.
+package testdb
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/migrator"
+)
+
+// EnvPostgres names the variable that enables the PostgreSQL runs.
+const EnvPostgres = "TEST_DATABASE_URL"
+
+// Kind is a database the tests run on.
+type Kind string
+
+// The kinds of database.
+const (
+	SQLite   Kind = "sqlite"
+	Postgres Kind = "postgres"
+)
+
+// Kinds are the databases available to this test run.
+func Kinds() []Kind {
+	kinds := []Kind{SQLite}
+	if os.Getenv(EnvPostgres) != "" {
+		kinds = append(kinds, Postgres)
+	}
+	return kinds
+}
+
+// Each runs body as a parallel subtest per database kind, on a fresh,
+// migrated database.
+func Each(t *testing.T, body func(t *testing.T, db *database.DB)) {
+	t.Helper()
+	for _, kind := range Kinds() {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			body(t, New(t, kind))
+		})
+	}
+}
+
+// EachEmpty is Each with a fresh database that has no migrations applied.
+func EachEmpty(t *testing.T, body func(t *testing.T, db *database.DB)) {
+	t.Helper()
+	for _, kind := range Kinds() {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			body(t, NewEmpty(t, kind))
+		})
+	}
+}
+
+// New returns a fresh, migrated database of the given kind, closed and
+// removed when the test ends.
+func New(t testing.TB, kind Kind) *database.DB {
+	t.Helper()
+	db := NewEmpty(t, kind)
+	m, err := migrator.New(db)
+	if err != nil {
+		t.Fatalf("loading migrations: %v", err)
+	}
+	if _, err := m.Up(context.Background()); err != nil {
+		t.Fatalf("migrating the test database: %v", err)
+	}
+	return db
+}
+
+// NewEmpty returns a fresh database with no tables.
+func NewEmpty(t testing.TB, kind Kind) *database.DB {
+	t.Helper()
+	ctx := context.Background()
+	var url string
+	switch kind {
+	case SQLite:
+		url = "sqlite://" + filepath.Join(t.TempDir(), "tally.db")
+	case Postgres:
+		server := os.Getenv(EnvPostgres)
+		if server == "" {
+			t.Fatalf("%s is not set", EnvPostgres)
+		}
+		scratch, drop, err := database.ScratchPostgres(ctx, server, "tally_test")
+		if err != nil {
+			t.Fatalf("creating a test schema: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := drop(context.Background()); err != nil {
+				t.Errorf("dropping the test schema: %v", err)
+			}
+		})
+		url = scratch
+	default:
+		t.Fatalf("unknown database kind %q", kind)
+	}
+	return Open(t, url)
+}
+
+// Open opens another pool on an existing test database (for example a
+// second server instance on the same database), closed when the test ends.
+func Open(t testing.TB, url string) *database.DB {
+	t.Helper()
+	db, err := database.Open(context.Background(), url, database.Options{})
+	if err != nil {
+		t.Fatalf("opening the test database: %v", err)
+	}
+	// Registered after the schema's drop, so it runs before it.
+	t.Cleanup(func() { db.Close() })
+	return db
+}
