@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 
 	"entgo.io/ent/dialect/sql/schema"
@@ -120,10 +121,16 @@ func assertApplied(t *testing.T, m *migrator.Migrator, want int) {
 	}
 }
 
+// planMu serializes drift checks: ent's Atlas planner writes to the global
+// table definitions in ent/migrate while it works.
+var planMu sync.Mutex
+
 // assertNoDrift asks ent (through Atlas) what it would change to bring the
 // migrated database to the ent schema; the answer must be nothing.
 func assertNoDrift(t *testing.T, db *database.DB) {
 	t.Helper()
+	planMu.Lock()
+	defer planMu.Unlock()
 	var plan bytes.Buffer
 	err := db.Ent.Schema.WriteTo(context.Background(), &plan,
 		schema.WithDropColumn(true), schema.WithDropIndex(true))
