@@ -1,0 +1,149 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tally-billing/tally/ent/creditlot"
+	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/credittransaction"
+)
+
+// sweepBatch bounds how many expired items one sweep pass reads.
+const sweepBatch = 500
+
+var systemExpiry = Actor{Kind: ActorSystem, ID: "expiry"}
+
+// ExpireLots expires every lot past its expiry that still holds credits,
+// each in a transaction of its own (an EXPIRY transaction moving the rest to
+// system:expired). It returns how many lots it expired.
+func (s *Service) ExpireLots(ctx context.Context) (int, error) {
+	done := 0
+	for {
+		due, err := s.db.Ent.CreditLot.Query().
+			Where(creditlot.RemainingGT(0), creditlot.ExpiresAtLTE(s.now().UTC())).
+			Limit(sweepBatch).
+			IDs(ctx)
+		if err != nil {
+			return done, fmt.Errorf("ledger: finding expired lots: %w", err)
+		}
+		for _, id := range due {
+			expired, err := s.expireLot(ctx, id)
+			if err != nil {
+				return done, err
+			}
+			if expired {
+				done++
+			}
+		}
+		if len(due) < sweepBatch {
+			return done, nil
+		}
+	}
+}
+
+func (s *Service) expireLot(ctx context.Context, lotID string) (bool, error) {
+	expired := false
+	err := s.Within(ctx, func(ctx context.Context, t *Tx) error {
+		expired = false
+		lot, err := t.ent.CreditLot.Get(ctx, lotID)
+		if err != nil {
+			return fmt.Errorf("ledger: reading lot %s: %w", lotID, err)
+		}
+		u, err := t.lockUser(ctx, lot.UserID)
+		if err != nil {
+			return err
+		}
+		// Read again under the user's lock: a spend may have emptied it.
+		lot, err = t.ent.CreditLot.Get(ctx, lotID)
+		if err != nil {
+			return fmt.Errorf("ledger: reading lot %s: %w", lotID, err)
+		}
+		if lot.Remaining == 0 || lot.ExpiresAt == nil || lot.ExpiresAt.After(t.now) {
+			return nil
+		}
+		m := newMovement(credittransaction.KindExpiry, lot.Remaining)
+		m.reason = "lot " + lot.ID + " expired"
+		m.paymentID = lot.PaymentID
+		m.post(UserAccount(u.ID), true, &lot.ID, -lot.Remaining)
+		m.post(AccountExpired, false, &lot.ID, lot.Remaining)
+		if err := t.setLot(ctx, lot, 0, lot.Held); err != nil {
+			return err
+		}
+		if _, err := t.write(ctx, systemExpiry, "", u, m); err != nil {
+			return err
+		}
+		expired = true
+		return nil
+	})
+	return expired, err
+}
+
+// ExpireReservations closes every open reservation past its expiry, each in
+// a transaction of its own. Their credits were available again from the
+// moment they expired; this records it.
+func (s *Service) ExpireReservations(ctx context.Context) (int, error) {
+	done := 0
+	for {
+		due, err := s.db.Ent.CreditReservation.Query().
+			Where(creditreservation.StatusEQ(creditreservation.StatusOpen),
+				creditreservation.ExpiresAtLTE(s.now().UTC())).
+			Limit(sweepBatch).
+			All(ctx)
+		if err != nil {
+			return done, fmt.Errorf("ledger: finding expired reservations: %w", err)
+		}
+		for _, r := range due {
+			err := s.Within(ctx, func(ctx context.Context, t *Tx) error {
+				u, err := t.lockUser(ctx, r.UserID)
+				if err != nil {
+					return err
+				}
+				res, err := t.ent.CreditReservation.Get(ctx, r.ID)
+				if err != nil {
+					return fmt.Errorf("ledger: reading reservation %s: %w", r.ID, err)
+				}
+				if res.Status != creditreservation.StatusOpen {
+					return nil
+				}
+				_, err = t.release(ctx, systemExpiry, "", u, res, creditreservation.StatusExpired, "reservation expired")
+				return err
+			})
+			if err != nil {
+				return done, err
+			}
+			done++
+		}
+		if len(due) < sweepBatch {
+			return done, nil
+		}
+	}
+}
+
+// RunSweeper expires lots and reservations every interval until ctx ends.
+// Several servers may run it at once: each expiry re-checks under the
+// user's lock, so an item is expired once.
+func (s *Service) RunSweeper(ctx context.Context, interval time.Duration, logger *slog.Logger) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		if n, err := s.ExpireLots(ctx); err != nil {
+			logger.Error("expiring lots", "error", err.Error())
+		} else if n > 0 {
+			logger.Info("expired lots", "count", n)
+		}
+		if n, err := s.ExpireReservations(ctx); err != nil {
+			logger.Error("expiring reservations", "error", err.Error())
+		} else if n > 0 {
+			logger.Info("expired reservations", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+

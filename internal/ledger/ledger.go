@@ -1,0 +1,250 @@
+// Package ledger is the only code that moves credits. Every movement is a
+// CreditTransaction whose postings (CreditLedger rows) sum to zero, written
+// in one database transaction together with the user's cached balance, the
+// lots it touched and the idempotency record of the request.
+//
+// Accounts: a user's spendable account is "user:<user id>"; the other side of
+// every movement is a system account (see the Account constants). Lots track
+// where a user's credits came from: the sum of a lot's postings on the user's
+// account is its remaining amount, and the sum of its postings on
+// system:held is its held amount. Postings on a user's account that name no
+// lot are debt: a clawback that finds too few unspent credits leaves the
+// balance negative, and the next credits that arrive repay the debt first.
+// So, for every user, the lots' remaining credits add up to max(balance, 0).
+//
+// Concurrency: every operation locks the user's row first (SELECT … FOR
+// UPDATE on PostgreSQL; on SQLite every transaction is BEGIN IMMEDIATE, which
+// takes the database's write lock), so writers on one user are serialized by
+// the database, across any number of server processes. Serialization
+// failures, deadlocks and busy errors are retried a bounded number of times.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"entgo.io/ent/dialect"
+	"github.com/jackc/pgx/v5/pgconn"
+	"modernc.org/sqlite"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/database"
+)
+
+// System accounts: the other side of every movement.
+const (
+	AccountPurchases = "system:purchases" // credits bought
+	AccountGrants    = "system:grants"    // credits given by admins or promotions
+	AccountSpent     = "system:spent"     // credits used
+	AccountExpired   = "system:expired"   // credits that expired unused
+	AccountRevoked   = "system:revoked"   // credits taken back by admins
+	AccountClawback  = "system:clawback"  // credits taken back after a refund or lost dispute
+	AccountHeld      = "system:held"      // credits out of reach during a dispute
+)
+
+// UserAccount is the name of a user's spendable account.
+func UserAccount(userID string) string { return "user:" + userID }
+
+// MaxAmount bounds every amount and balance: 2^53-1, the largest integer a
+// JSON client (JavaScript) reads exactly. Anything larger is refused.
+const MaxAmount int64 = 1<<53 - 1
+
+// ActorKind says what kind of caller moved credits.
+type ActorKind string
+
+// The kinds of actor.
+const (
+	ActorUser    ActorKind = "user"
+	ActorService ActorKind = "service"
+	ActorAdmin   ActorKind = "admin"
+	ActorStripe  ActorKind = "stripe"
+	ActorSystem  ActorKind = "system"
+)
+
+// Actor is who asked for a movement. Its string form is recorded on the
+// transaction and is the scope of its idempotency keys: two callers never
+// share keys.
+type Actor struct {
+	Kind ActorKind
+	ID   string
+}
+
+func (a Actor) String() string { return string(a.Kind) + ":" + a.ID }
+
+func (a Actor) validate() error {
+	switch a.Kind {
+	case ActorUser, ActorService, ActorAdmin, ActorStripe, ActorSystem:
+	default:
+		return fmt.Errorf("ledger: unknown actor kind %q", a.Kind)
+	}
+	if a.ID == "" {
+		return errors.New("ledger: actor without an id")
+	}
+	return nil
+}
+
+// Service moves and reads credits.
+type Service struct {
+	db          *database.DB
+	now         func() time.Time
+	maxAttempts int
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithClock replaces the clock (tests of expiry).
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithMaxAttempts bounds how often a transaction is tried when the database
+// reports a conflict.
+func WithMaxAttempts(n int) Option { return func(s *Service) { s.maxAttempts = n } }
+
+// New returns the ledger over db.
+func New(db *database.DB, opts ...Option) *Service {
+	s := &Service{db: db, now: time.Now, maxAttempts: 10}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Tx is one database transaction of the ledger. Its operations may be
+// combined with other writes of the caller (the payments package records the
+// Stripe event in the same transaction as the credits).
+type Tx struct {
+	s   *Service
+	ent *ent.Tx
+	now time.Time
+}
+
+// Ent is the underlying transaction, for the caller's own writes.
+func (t *Tx) Ent() *ent.Tx { return t.ent }
+
+// Now is the time the transaction treats as now.
+func (t *Tx) Now() time.Time { return t.now }
+
+// Within runs fn in one database transaction, committed if fn returns nil.
+// When the database reports a conflict (deadlock, serialization failure,
+// busy database, a concurrent insert of the same idempotency key) the whole
+// transaction is rolled back and fn runs again, a bounded number of times;
+// fn must therefore have no effects outside the transaction.
+func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = s.attempt(ctx, fn)
+		if err == nil || !retryable(err) || attempt >= s.maxAttempts {
+			break
+		}
+		// Jittered backoff, so that colliding writers do not collide again.
+		delay := time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+	if retryable(err) {
+		return apperr.New(apperr.Conflict, "the account is busy; try again")
+	}
+	return err
+}
+
+func (s *Service) attempt(ctx context.Context, fn func(context.Context, *Tx) error) (err error) {
+	tx, err := s.db.Ent.Tx(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger: beginning a transaction: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err = fn(ctx, &Tx{s: s, ent: tx, now: s.now().UTC()}); err != nil {
+		return err
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("ledger: committing: %w", err)
+	}
+	return nil
+}
+
+// errRetry marks an error that a fresh attempt resolves.
+var errRetry = errors.New("retry")
+
+func retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, errRetry) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// serialization_failure, deadlock_detected, lock_not_available
+		return pgErr.Code == "40001" || pgErr.Code == "40P01" || pgErr.Code == "55P03"
+	}
+	var sqliteErr *sqlite.Error
+	if errors.As(err, &sqliteErr) {
+		code := sqliteErr.Code() & 0xff
+		return code == 5 || code == 6 // SQLITE_BUSY, SQLITE_LOCKED
+	}
+	return false
+}
+
+// lockUser reads the user's row and holds it until the transaction ends.
+func (t *Tx) lockUser(ctx context.Context, userID string) (*ent.User, error) {
+	q := t.ent.User.Query().Where(userIDIs(userID))
+	if t.s.db.Dialect == dialect.Postgres {
+		q = q.ForUpdate()
+	}
+	u, err := q.Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.NotFound, "no user with id %q", userID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: locking user %s: %w", userID, err)
+	}
+	return u, nil
+}
+
+func validateAmount(name string, amount int64) error {
+	switch {
+	case amount <= 0:
+		return apperr.New(apperr.InvalidArgument, "%s must be a positive whole number of credits, not %d", name, amount)
+	case amount > MaxAmount:
+		return apperr.New(apperr.InvalidArgument, "%s %d is larger than the largest amount, %d", name, amount, MaxAmount)
+	}
+	return nil
+}
+
+// ValidateIdempotencyKey checks a client's key: 1 to 255 printable ASCII
+// characters (so it survives headers, logs and every database collation).
+func ValidateIdempotencyKey(key string) error {
+	if key == "" {
+		return apperr.New(apperr.InvalidArgument, "idempotencyKey is required")
+	}
+	if len(key) > 255 {
+		return apperr.New(apperr.InvalidArgument, "idempotencyKey is longer than 255 characters")
+	}
+	if !utf8.ValidString(key) || strings.IndexFunc(key, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
+		return apperr.New(apperr.InvalidArgument, "idempotencyKey may hold only printable ASCII characters")
+	}
+	return nil
+}
+
+func validateText(name, v string, max int) error {
+	if len(v) > max {
+		return apperr.New(apperr.InvalidArgument, "%s is longer than %d characters", name, max)
+	}
+	if !utf8.ValidString(v) {
+		return apperr.New(apperr.InvalidArgument, "%s is not valid UTF-8", name)
+	}
+	return nil
+}

@@ -1,0 +1,473 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/creditlot"
+	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/ent/user"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/pulid"
+)
+
+// GrantRequest adds credits to a user as a new lot.
+type GrantRequest struct {
+	UserID string
+	Amount int64
+	// Purchase grants come from a payment (PaymentID required); the others
+	// are admin or promotional grants.
+	Purchase  bool
+	PaymentID *string
+	ExpiresAt *time.Time
+	// Priority orders spending: lower is spent first.
+	Priority       int
+	Reason         string
+	Metadata       map[string]string
+	IdempotencyKey string
+}
+
+// Grant adds credits in a transaction of its own.
+func (s *Service) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result, error) {
+	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Grant(ctx, actor, req) })
+}
+
+// Grant adds credits: a new lot, and postings from the purchases or grants
+// account to the user's. A user in debt repays it from the new credits first.
+func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result, error) {
+	if err := validateAmount("amount", req.Amount); err != nil {
+		return nil, err
+	}
+	if err := validateText("reason", req.Reason, 1000); err != nil {
+		return nil, err
+	}
+	if req.Purchase != (req.PaymentID != nil) {
+		return nil, fmt.Errorf("ledger: a purchase grant needs a payment, and only a purchase has one")
+	}
+	if req.ExpiresAt != nil && !req.ExpiresAt.After(t.now) {
+		return nil, apperr.New(apperr.InvalidArgument, "expiresAt must be in the future")
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "grant", req, req.UserID, func(u *ent.User) (*Result, error) {
+		kind, source, from := credittransaction.KindGrant, creditlot.SourceGrant, AccountGrants
+		if req.Purchase {
+			kind, source, from = credittransaction.KindPurchase, creditlot.SourcePurchase, AccountPurchases
+		}
+		m := newMovement(kind, req.Amount)
+		m.reason, m.metadata, m.paymentID = req.Reason, req.Metadata, req.PaymentID
+		txn, err := t.insertTransaction(ctx, actor, req.IdempotencyKey, u, m)
+		if err != nil {
+			return nil, err
+		}
+		lot, err := t.ent.CreditLot.Create().
+			SetID(pulid.New("lot")).
+			SetUserID(u.ID).
+			SetSource(source).
+			SetOriginal(req.Amount).
+			SetRemaining(0).
+			SetNillableExpiresAt(utc(req.ExpiresAt)).
+			SetPriority(req.Priority).
+			SetNillablePaymentID(req.PaymentID).
+			SetTransactionID(m.id).
+			SetCreatedAt(t.now).
+			SetUpdatedAt(t.now).
+			Save(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: creating lot: %w", err)
+		}
+		m.post(from, false, &lot.ID, -req.Amount)
+		if err := t.creditLot(ctx, u, m, lot, req.Amount, false); err != nil {
+			return nil, err
+		}
+		if err := t.writePostings(ctx, u, m, txn); err != nil {
+			return nil, err
+		}
+		return &Result{Transaction: txn, Amount: req.Amount}, nil
+	})
+}
+
+// SpendRequest uses credits.
+type SpendRequest struct {
+	UserID         string
+	Amount         int64
+	Reason         string
+	Metadata       map[string]string
+	IdempotencyKey string
+}
+
+// Spend uses credits in a transaction of its own.
+func (s *Service) Spend(ctx context.Context, actor Actor, req SpendRequest) (*Result, error) {
+	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Spend(ctx, actor, req) })
+}
+
+// Spend takes credits from the user's lots in spend order. It refuses, and
+// changes nothing, when the user is frozen, in debt, or has fewer available
+// credits (balance minus open reservations) than the amount.
+func (t *Tx) Spend(ctx context.Context, actor Actor, req SpendRequest) (*Result, error) {
+	if err := validateAmount("amount", req.Amount); err != nil {
+		return nil, err
+	}
+	if err := validateText("reason", req.Reason, 1000); err != nil {
+		return nil, err
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "spend", req, req.UserID, func(u *ent.User) (*Result, error) {
+		m := newMovement(credittransaction.KindSpend, req.Amount)
+		m.reason, m.metadata = req.Reason, req.Metadata
+		if err := t.spendFromLots(ctx, u, m, req.Amount, ""); err != nil {
+			return nil, err
+		}
+		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Transaction: txn, Amount: req.Amount}, nil
+	})
+}
+
+// spendFromLots checks that the user may spend amount (leaving aside the
+// reservation being captured, if any) and draws it from the lots.
+func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount int64, capturing string) error {
+	if u.Status == user.StatusFrozen {
+		return apperr.New(apperr.AccountFrozen, "the account is frozen")
+	}
+	if u.CreditsBalance < 0 {
+		return apperr.New(apperr.InsufficientCredits, "the account has a debt of %d credits to repay first", -u.CreditsBalance)
+	}
+	reserved, err := t.reserved(ctx, u.ID, capturing)
+	if err != nil {
+		return err
+	}
+	lots, err := t.lotsInSpendOrder(ctx, u.ID, true)
+	if err != nil {
+		return err
+	}
+	spendable := int64(0)
+	for _, l := range lots {
+		spendable += l.Remaining
+	}
+	available := min(u.CreditsBalance-reserved, spendable)
+	if amount > available {
+		return apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", amount, max(available, 0))
+	}
+	if _, err := t.drawLots(ctx, u, m, lots, amount); err != nil {
+		return err
+	}
+	m.post(AccountSpent, false, nil, amount)
+	return nil
+}
+
+// reserved sums the user's open, unexpired reservations, leaving out one.
+func (t *Tx) reserved(ctx context.Context, userID, except string) (int64, error) {
+	q := t.ent.CreditReservation.Query().Where(
+		creditreservation.UserID(userID),
+		creditreservation.StatusEQ(creditreservation.StatusOpen),
+		creditreservation.ExpiresAtGT(t.now),
+	)
+	if except != "" {
+		q = q.Where(creditreservation.IDNEQ(except))
+	}
+	var sums []struct {
+		Sum int64 `json:"sum"`
+	}
+	if err := q.Aggregate(ent.Sum(creditreservation.FieldAmount)).Scan(ctx, &sums); err != nil {
+		return 0, fmt.Errorf("ledger: summing reservations of %s: %w", userID, err)
+	}
+	if len(sums) == 0 {
+		return 0, nil
+	}
+	return sums[0].Sum, nil
+}
+
+// RevokeRequest takes credits back (admins).
+type RevokeRequest struct {
+	UserID string
+	// Amount is the most to take: Revoke takes what the lots hold, up to it.
+	Amount int64
+	// LotIDs, when given, are the lots to take from, in this order;
+	// otherwise lots are taken in spend order.
+	LotIDs         []string
+	Reason         string
+	IdempotencyKey string
+}
+
+// Revoke takes credits back in a transaction of its own.
+func (s *Service) Revoke(ctx context.Context, actor Actor, req RevokeRequest) (*Result, error) {
+	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Revoke(ctx, actor, req) })
+}
+
+// Revoke removes up to Amount unspent credits from the user's lots. It never
+// creates a debt; Result.Amount says how much it took.
+func (t *Tx) Revoke(ctx context.Context, actor Actor, req RevokeRequest) (*Result, error) {
+	if err := validateAmount("amount", req.Amount); err != nil {
+		return nil, err
+	}
+	if err := validateText("reason", req.Reason, 1000); err != nil {
+		return nil, err
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "revoke", req, req.UserID, func(u *ent.User) (*Result, error) {
+		var lots []*ent.CreditLot
+		var err error
+		if len(req.LotIDs) > 0 {
+			lots, err = t.chosenLots(ctx, u.ID, req.LotIDs)
+		} else {
+			lots, err = t.lotsInSpendOrder(ctx, u.ID, false)
+		}
+		if err != nil {
+			return nil, err
+		}
+		m := newMovement(credittransaction.KindRevoke, 0)
+		m.reason = req.Reason
+		taken, err := t.drawLots(ctx, u, m, lots, req.Amount)
+		if err != nil {
+			return nil, err
+		}
+		if taken == 0 {
+			return nil, apperr.New(apperr.InsufficientCredits, "there are no unspent credits to revoke")
+		}
+		m.amount = taken
+		m.post(AccountRevoked, false, nil, taken)
+		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Transaction: txn, Amount: taken}, nil
+	})
+}
+
+func (t *Tx) chosenLots(ctx context.Context, userID string, ids []string) ([]*ent.CreditLot, error) {
+	found, err := t.ent.CreditLot.Query().Where(creditlot.UserID(userID), creditlot.IDIn(ids...)).All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading lots: %w", err)
+	}
+	byID := make(map[string]*ent.CreditLot, len(found))
+	for _, l := range found {
+		byID[l.ID] = l
+	}
+	lots := make([]*ent.CreditLot, 0, len(ids))
+	seen := map[string]bool{}
+	for _, id := range ids {
+		l, ok := byID[id]
+		if !ok {
+			return nil, apperr.New(apperr.NotFound, "the user has no lot %q", id)
+		}
+		if !seen[id] {
+			lots = append(lots, l)
+			seen[id] = true
+		}
+	}
+	return lots, nil
+}
+
+// ClawbackRequest takes back the credits of a refunded or lost-dispute payment.
+type ClawbackRequest struct {
+	PaymentID string
+	Amount    int64
+	// Dispute marks a lost dispute; otherwise it is a refund.
+	Dispute        bool
+	Reason         string
+	IdempotencyKey string
+}
+
+// Clawback takes a payment's credits back in a transaction of its own.
+func (s *Service) Clawback(ctx context.Context, actor Actor, req ClawbackRequest) (*Result, error) {
+	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Clawback(ctx, actor, req) })
+}
+
+// Clawback removes Amount credits because their payment was refunded or
+// lost in a dispute: first what the payment's lot has on hold, then what it
+// still holds, then other unspent credits; what is left becomes a debt (a
+// negative balance). The total clawed back from one payment never exceeds
+// the credits it bought.
+func (t *Tx) Clawback(ctx context.Context, actor Actor, req ClawbackRequest) (*Result, error) {
+	if err := validateAmount("amount", req.Amount); err != nil {
+		return nil, err
+	}
+	if err := validateText("reason", req.Reason, 1000); err != nil {
+		return nil, err
+	}
+	p, err := t.payment(ctx, req.PaymentID)
+	if err != nil {
+		return nil, err
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "clawback", req, p.UserID, func(u *ent.User) (*Result, error) {
+		lot, err := t.paymentLot(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		before, err := t.clawedBack(ctx, p.ID)
+		if err != nil {
+			return nil, err
+		}
+		if req.Amount > lot.Original-before {
+			return nil, apperr.New(apperr.InvalidArgument,
+				"cannot claw back %d credits: the payment bought %d and %d were already clawed back",
+				req.Amount, lot.Original, before)
+		}
+		kind := credittransaction.KindRefundClawback
+		if req.Dispute {
+			kind = credittransaction.KindDisputeClawback
+		}
+		m := newMovement(kind, req.Amount)
+		m.reason, m.paymentID = req.Reason, &p.ID
+		left := req.Amount
+		if fromHeld := min(lot.Held, left); fromHeld > 0 {
+			m.post(AccountHeld, false, &lot.ID, -fromHeld)
+			if err := t.setLot(ctx, lot, lot.Remaining, lot.Held-fromHeld); err != nil {
+				return nil, err
+			}
+			left -= fromHeld
+		}
+		others, err := t.lotsInSpendOrder(ctx, u.ID, false)
+		if err != nil {
+			return nil, err
+		}
+		order := []*ent.CreditLot{lot}
+		for _, l := range others {
+			if l.ID != lot.ID {
+				order = append(order, l)
+			}
+		}
+		taken, err := t.drawLots(ctx, u, m, order, left)
+		if err != nil {
+			return nil, err
+		}
+		if debt := left - taken; debt > 0 {
+			m.post(UserAccount(u.ID), true, nil, -debt)
+		}
+		m.post(AccountClawback, false, nil, req.Amount)
+		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Transaction: txn, Amount: req.Amount}, nil
+	})
+}
+
+// PaymentRequest names a payment for a dispute hold or release.
+type PaymentRequest struct {
+	PaymentID      string
+	Reason         string
+	IdempotencyKey string
+}
+
+// HoldPayment puts a disputed payment's unspent credits out of reach, in a
+// transaction of its own.
+func (s *Service) HoldPayment(ctx context.Context, actor Actor, req PaymentRequest) (*Result, error) {
+	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.HoldPayment(ctx, actor, req) })
+}
+
+// HoldPayment moves what the payment's lot still holds to system:held. The
+// credits leave the balance until ReleasePayment (dispute won) or Clawback
+// (dispute lost).
+func (t *Tx) HoldPayment(ctx context.Context, actor Actor, req PaymentRequest) (*Result, error) {
+	p, err := t.payment(ctx, req.PaymentID)
+	if err != nil {
+		return nil, err
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "hold_payment", req, p.UserID, func(u *ent.User) (*Result, error) {
+		lot, err := t.paymentLot(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		amount := lot.Remaining
+		m := newMovement(credittransaction.KindDisputeHold, amount)
+		m.reason, m.paymentID = req.Reason, &p.ID
+		m.post(UserAccount(u.ID), true, &lot.ID, -amount)
+		m.post(AccountHeld, false, &lot.ID, amount)
+		if err := t.setLot(ctx, lot, 0, lot.Held+amount); err != nil {
+			return nil, err
+		}
+		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Transaction: txn, Amount: amount}, nil
+	})
+}
+
+// ReleasePayment returns a disputed payment's held credits, in a
+// transaction of its own.
+func (s *Service) ReleasePayment(ctx context.Context, actor Actor, req PaymentRequest) (*Result, error) {
+	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.ReleasePayment(ctx, actor, req) })
+}
+
+// ReleasePayment moves the payment's held credits back to its lot (repaying
+// any debt first).
+func (t *Tx) ReleasePayment(ctx context.Context, actor Actor, req PaymentRequest) (*Result, error) {
+	p, err := t.payment(ctx, req.PaymentID)
+	if err != nil {
+		return nil, err
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "release_payment", req, p.UserID, func(u *ent.User) (*Result, error) {
+		lot, err := t.paymentLot(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		amount := lot.Held
+		m := newMovement(credittransaction.KindDisputeRelease, amount)
+		m.reason, m.paymentID = req.Reason, &p.ID
+		if amount > 0 {
+			m.post(AccountHeld, false, &lot.ID, -amount)
+			if err := t.creditLot(ctx, u, m, lot, amount, true); err != nil {
+				return nil, err
+			}
+		}
+		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Transaction: txn, Amount: amount}, nil
+	})
+}
+
+func (t *Tx) payment(ctx context.Context, id string) (*ent.Payment, error) {
+	p, err := t.ent.Payment.Query().Where(payment.ID(id)).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.NotFound, "no payment with id %q", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading payment %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// paymentLot is the lot a payment's credits entered through.
+func (t *Tx) paymentLot(ctx context.Context, p *ent.Payment) (*ent.CreditLot, error) {
+	lot, err := t.ent.CreditLot.Query().Where(creditlot.PaymentID(p.ID)).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.Conflict, "payment %s has not granted credits", p.ID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading the lot of payment %s: %w", p.ID, err)
+	}
+	return lot, nil
+}
+
+func (t *Tx) clawedBack(ctx context.Context, paymentID string) (int64, error) {
+	var sums []struct {
+		Sum int64 `json:"sum"`
+	}
+	err := t.ent.CreditTransaction.Query().
+		Where(credittransaction.PaymentID(paymentID),
+			credittransaction.KindIn(credittransaction.KindRefundClawback, credittransaction.KindDisputeClawback)).
+		Aggregate(ent.Sum(credittransaction.FieldAmount)).
+		Scan(ctx, &sums)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: summing clawbacks of %s: %w", paymentID, err)
+	}
+	if len(sums) == 0 {
+		return 0, nil
+	}
+	return sums[0].Sum, nil
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

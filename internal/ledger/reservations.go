@@ -1,0 +1,236 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/ent/user"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/pulid"
+)
+
+// Reservation time limits: long enough for a long paid job, short enough
+// that a crashed job's credits come back the same day.
+const (
+	MinReservationTTL     = time.Second
+	MaxReservationTTL     = 24 * time.Hour
+	DefaultReservationTTL = 15 * time.Minute
+)
+
+// ReserveRequest sets credits aside for a job.
+type ReserveRequest struct {
+	UserID string
+	Amount int64
+	// TTL is how long the reservation holds if neither captured nor
+	// released (0: DefaultReservationTTL).
+	TTL            time.Duration
+	Reason         string
+	IdempotencyKey string
+}
+
+// Reserve sets credits aside, in a transaction of its own.
+func (s *Service) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Result, error) {
+	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Reserve(ctx, actor, req) })
+}
+
+// Reserve opens a reservation. The credits stay in the balance (they are
+// still the user's) but no longer count as available until the reservation
+// is captured, released or expires. A HOLD transaction without postings
+// records it in the user's history.
+func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Result, error) {
+	if err := validateAmount("amount", req.Amount); err != nil {
+		return nil, err
+	}
+	if err := validateText("reason", req.Reason, 1000); err != nil {
+		return nil, err
+	}
+	ttl := req.TTL
+	if ttl == 0 {
+		ttl = DefaultReservationTTL
+	}
+	if ttl < MinReservationTTL || ttl > MaxReservationTTL {
+		return nil, apperr.New(apperr.InvalidArgument, "a reservation lasts from %s to %s, not %s",
+			MinReservationTTL, MaxReservationTTL, ttl)
+	}
+	req.TTL = ttl
+	return t.once(ctx, actor, req.IdempotencyKey, "reserve", req, req.UserID, func(u *ent.User) (*Result, error) {
+		if u.Status == user.StatusFrozen {
+			return nil, apperr.New(apperr.AccountFrozen, "the account is frozen")
+		}
+		if u.CreditsBalance < 0 {
+			return nil, apperr.New(apperr.InsufficientCredits, "the account has a debt of %d credits to repay first", -u.CreditsBalance)
+		}
+		reserved, err := t.reserved(ctx, u.ID, "")
+		if err != nil {
+			return nil, err
+		}
+		lots, err := t.lotsInSpendOrder(ctx, u.ID, true)
+		if err != nil {
+			return nil, err
+		}
+		spendable := int64(0)
+		for _, l := range lots {
+			spendable += l.Remaining
+		}
+		available := min(u.CreditsBalance-reserved, spendable)
+		if req.Amount > available {
+			return nil, apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", req.Amount, max(available, 0))
+		}
+		res, err := t.ent.CreditReservation.Create().
+			SetID(pulid.New("res")).
+			SetUserID(u.ID).
+			SetAmount(req.Amount).
+			SetExpiresAt(t.now.Add(ttl)).
+			SetReason(req.Reason).
+			SetCreatedAt(t.now).
+			SetUpdatedAt(t.now).
+			Save(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: creating reservation: %w", err)
+		}
+		m := newMovement(credittransaction.KindHold, req.Amount)
+		m.reason, m.reservationID = req.Reason, &res.ID
+		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Transaction: txn, Reservation: res, Amount: req.Amount}, nil
+	})
+}
+
+// CaptureRequest spends all or part of a reservation.
+type CaptureRequest struct {
+	UserID        string
+	ReservationID string
+	// Amount to spend; 0 captures the whole reservation. The rest returns
+	// to the available balance.
+	Amount         int64
+	Reason         string
+	IdempotencyKey string
+}
+
+// Capture spends a reservation, in a transaction of its own.
+func (s *Service) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Result, error) {
+	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Capture(ctx, actor, req) })
+}
+
+// Capture spends Amount of an open, unexpired reservation from the lots, as
+// a spend would, and closes it.
+func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Result, error) {
+	if req.Amount != 0 {
+		if err := validateAmount("amount", req.Amount); err != nil {
+			return nil, err
+		}
+	}
+	if err := validateText("reason", req.Reason, 1000); err != nil {
+		return nil, err
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "capture", req, req.UserID, func(u *ent.User) (*Result, error) {
+		res, err := t.openReservation(ctx, u.ID, req.ReservationID)
+		if err != nil {
+			return nil, err
+		}
+		amount := req.Amount
+		if amount == 0 {
+			amount = res.Amount
+		}
+		if amount > res.Amount {
+			return nil, apperr.New(apperr.InvalidArgument, "cannot capture %d credits of a reservation of %d", amount, res.Amount)
+		}
+		m := newMovement(credittransaction.KindCapture, amount)
+		m.reason, m.reservationID = req.Reason, &res.ID
+		if err := t.spendFromLots(ctx, u, m, amount, res.ID); err != nil {
+			return nil, err
+		}
+		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
+		if err != nil {
+			return nil, err
+		}
+		res, err = t.closeReservation(ctx, res, creditreservation.StatusCaptured, amount)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Transaction: txn, Reservation: res, Amount: amount}, nil
+	})
+}
+
+// ReleaseRequest gives a reservation back.
+type ReleaseRequest struct {
+	UserID         string
+	ReservationID  string
+	Reason         string
+	IdempotencyKey string
+}
+
+// ReleaseReservation gives a reservation back, in a transaction of its own.
+func (s *Service) ReleaseReservation(ctx context.Context, actor Actor, req ReleaseRequest) (*Result, error) {
+	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.ReleaseReservation(ctx, actor, req) })
+}
+
+// ReleaseReservation closes an open reservation without spending it.
+func (t *Tx) ReleaseReservation(ctx context.Context, actor Actor, req ReleaseRequest) (*Result, error) {
+	if err := validateText("reason", req.Reason, 1000); err != nil {
+		return nil, err
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "release", req, req.UserID, func(u *ent.User) (*Result, error) {
+		res, err := t.openReservation(ctx, u.ID, req.ReservationID)
+		if err != nil {
+			return nil, err
+		}
+		return t.release(ctx, actor, req.IdempotencyKey, u, res, creditreservation.StatusReleased, req.Reason)
+	})
+}
+
+func (t *Tx) release(ctx context.Context, actor Actor, key string, u *ent.User, res *ent.CreditReservation,
+	status creditreservation.Status, reason string,
+) (*Result, error) {
+	m := newMovement(credittransaction.KindRelease, res.Amount)
+	m.reason, m.reservationID = reason, &res.ID
+	txn, err := t.write(ctx, actor, key, u, m)
+	if err != nil {
+		return nil, err
+	}
+	res, err = t.closeReservation(ctx, res, status, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Transaction: txn, Reservation: res, Amount: res.Amount}, nil
+}
+
+// openReservation reads a reservation of the user that can still be
+// captured or released.
+func (t *Tx) openReservation(ctx context.Context, userID, id string) (*ent.CreditReservation, error) {
+	res, err := t.ent.CreditReservation.Query().
+		Where(creditreservation.ID(id), creditreservation.UserID(userID)).
+		Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.NotFound, "the user has no reservation %q", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading reservation %s: %w", id, err)
+	}
+	if res.Status != creditreservation.StatusOpen {
+		return nil, apperr.New(apperr.Conflict, "reservation %s is already %s", id, res.Status)
+	}
+	if !res.ExpiresAt.After(t.now) {
+		return nil, apperr.New(apperr.Conflict, "reservation %s has expired", id)
+	}
+	return res, nil
+}
+
+func (t *Tx) closeReservation(ctx context.Context, res *ent.CreditReservation, status creditreservation.Status, captured int64) (*ent.CreditReservation, error) {
+	updated, err := t.ent.CreditReservation.UpdateOne(res).
+		SetStatus(status).
+		SetCapturedAmount(captured).
+		SetClosedAt(t.now).
+		SetUpdatedAt(t.now).
+		Save(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: closing reservation %s: %w", res.ID, err)
+	}
+	return updated, nil
+}
