@@ -100,10 +100,14 @@ func sqliteLocation(path string) (Location, error) {
 	q.Set("_time_format", "sqlite")
 	return Location{
 		Dialect: dialect.SQLite,
-		DSN:     "file:" + path + "?" + q.Encode(),
+		DSN:     "file:" + uriPath.Replace(path) + "?" + q.Encode(),
 		Path:    path,
 	}, nil
 }
+
+// uriPath escapes the characters that would end the path part of SQLite's
+// file: URI, so that a directory named "a#b" or "a?b" is opened as named.
+var uriPath = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
 
 // Open opens and pings the database at rawURL. It does not migrate.
 func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {

@@ -48,10 +48,12 @@ func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result,
 	if req.Purchase != (req.PaymentID != nil) {
 		return nil, fmt.Errorf("ledger: a purchase grant needs a payment, and only a purchase has one")
 	}
-	if req.ExpiresAt != nil && !req.ExpiresAt.After(t.now) {
-		return nil, apperr.New(apperr.InvalidArgument, "expiresAt must be in the future")
-	}
 	return t.once(ctx, actor, req.IdempotencyKey, "grant", req, req.UserID, func(u *ent.User) (*Result, error) {
+		// Checked after the key: a retry of a grant that succeeded returns
+		// its result even once its expiry has passed.
+		if req.ExpiresAt != nil && !req.ExpiresAt.After(t.now) {
+			return nil, apperr.New(apperr.InvalidArgument, "expiresAt must be in the future")
+		}
 		kind, source, from := credittransaction.KindGrant, creditlot.SourceGrant, AccountGrants
 		if req.Purchase {
 			kind, source, from = credittransaction.KindPurchase, creditlot.SourcePurchase, AccountPurchases
