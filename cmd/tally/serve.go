@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/migrator"
 	"github.com/tally-billing/tally/internal/seed"
 	"github.com/tally-billing/tally/internal/server"
@@ -58,6 +61,15 @@ func newServeCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		// Expired lots and reservations are swept in the background; every
+		// replica may run the sweeper, each expiry re-checks under the
+		// user's lock.
+		sweepCtx, stopSweeper := context.WithCancel(ctx)
+		var sweeper sync.WaitGroup
+		sweeper.Go(func() {
+			ledger.New(db).RunSweeper(sweepCtx, cfg.SweepInterval, logger.With("component", "sweeper"))
+		})
+		defer func() { stopSweeper(); sweeper.Wait() }()
 		base := "http://" + ln.Addr().String()
 		logger.Info("tally is serving",
 			"env", cfg.Env, "addr", ln.Addr().String(), "database", describe(db),

@@ -149,7 +149,7 @@ func TestLedgerIsAppendOnly(t *testing.T) {
 		u := newUser(t, c, "alice")
 		txn := c.CreditTransaction.Create().SetUserID(u.ID).SetKind(credittransaction.KindGrant).
 			SetAmount(10).SetActor("test").SaveX(ctx)
-		c.CreditLedger.Create().SetTransactionID(txn.ID).SetAccount("user:"+u.ID).SetUserID(u.ID).
+		c.CreditLedger.Create().SetTransactionID(txn.ID).SetAccount("user:" + u.ID).SetUserID(u.ID).
 			SetAmount(10).SetBalanceAfter(10).SaveX(ctx)
 		c.CreditLedger.Create().SetTransactionID(txn.ID).SetAccount("system:grants").SetAmount(-10).SaveX(ctx)
 		c.AdminAction.Create().SetAdminID(u.ID).SetAction("grant_credits").SetTargetID(u.ID).SetTransactionID(txn.ID).SaveX(ctx)

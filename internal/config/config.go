@@ -54,6 +54,8 @@ type Config struct {
 	SeedDemoData bool
 
 	ShutdownTimeout time.Duration
+	// SweepInterval is how often expired lots and reservations are swept.
+	SweepInterval time.Duration
 }
 
 // Source is where settings come from: os.Getenv in production, a map in tests.
@@ -81,6 +83,7 @@ func Load(env Source) (Config, error) {
 		StripeAPIBase:        r.str("STRIPE_API_BASE", ""),
 
 		ShutdownTimeout: r.duration("TALLY_SHUTDOWN_TIMEOUT", 20*time.Second),
+		SweepInterval:   r.duration("TALLY_SWEEP_INTERVAL", time.Minute),
 	}
 	dev := c.Env == Development
 	c.Playground = r.boolean("TALLY_PLAYGROUND", dev)

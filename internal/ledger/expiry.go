@@ -96,7 +96,9 @@ func (s *Service) ExpireReservations(ctx context.Context) (int, error) {
 			return done, fmt.Errorf("ledger: finding expired reservations: %w", err)
 		}
 		for _, r := range due {
+			expired := false
 			err := s.Within(ctx, func(ctx context.Context, t *Tx) error {
+				expired = false
 				u, err := t.lockUser(ctx, r.UserID)
 				if err != nil {
 					return err
@@ -108,13 +110,18 @@ func (s *Service) ExpireReservations(ctx context.Context) (int, error) {
 				if res.Status != creditreservation.StatusOpen {
 					return nil
 				}
-				_, err = t.release(ctx, systemExpiry, "", u, res, creditreservation.StatusExpired, "reservation expired")
-				return err
+				if _, err := t.release(ctx, systemExpiry, "", u, res, creditreservation.StatusExpired, "reservation expired"); err != nil {
+					return err
+				}
+				expired = true
+				return nil
 			})
 			if err != nil {
 				return done, err
 			}
-			done++
+			if expired {
+				done++
+			}
 		}
 		if len(due) < sweepBatch {
 			return done, nil
@@ -129,12 +136,12 @@ func (s *Service) RunSweeper(ctx context.Context, interval time.Duration, logger
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
-		if n, err := s.ExpireLots(ctx); err != nil {
+		if n, err := s.ExpireLots(ctx); err != nil && ctx.Err() == nil {
 			logger.Error("expiring lots", "error", err.Error())
 		} else if n > 0 {
 			logger.Info("expired lots", "count", n)
 		}
-		if n, err := s.ExpireReservations(ctx); err != nil {
+		if n, err := s.ExpireReservations(ctx); err != nil && ctx.Err() == nil {
 			logger.Error("expiring reservations", "error", err.Error())
 		} else if n > 0 {
 			logger.Info("expired reservations", "count", n)
@@ -146,4 +153,3 @@ func (s *Service) RunSweeper(ctx context.Context, interval time.Duration, logger
 		}
 	}
 }
-

@@ -44,8 +44,7 @@ func (s *Service) Balance(ctx context.Context, userID string) (Balance, error) {
 			return err
 		}
 		var sums []struct {
-			Held      int64 `json:"held"`
-			Spendable int64 `json:"spendable"`
+			Held int64 `json:"held"`
 		}
 		err = t.ent.CreditLot.Query().Where(creditlot.UserID(userID)).
 			Aggregate(ent.As(ent.Sum(creditlot.FieldHeld), "held")).

@@ -171,7 +171,7 @@ func TestGraphQLNodeErrors(t *testing.T) {
 			{"not-an-id", "INVALID_ARGUMENT"},
 			{"pkg_01jd6m3v9q8x0n2k4t7w5y1zbc", "NOT_FOUND"}, // well formed, absent
 			{"zzz_01jd6m3v9q8x0n2k4t7w5y1zbc", "NOT_FOUND"}, // unknown type
-			{u.ID, "NOT_FOUND"},                              // exists, but not visible without auth
+			{u.ID, "NOT_FOUND"},                             // exists, but not visible without auth
 		}
 		for _, c := range cases {
 			_, resp := graphql(t, ts, `query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": c.id})
