@@ -66,7 +66,7 @@ type CreditTransactionEdges struct {
 	// type was loaded (or requested) in eager-loading or not.
 	loadedTypes [6]bool
 	// totalCount holds the count of the edges above.
-	totalCount [5]map[string]int
+	totalCount [4]map[string]int
 
 	namedPostings    map[string][]*CreditLedger
 	namedCreatedLots map[string][]*CreditLot

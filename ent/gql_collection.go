@@ -92,7 +92,7 @@ func (_q *AdminActionQuery) collectField(ctx context.Context, oneNode bool, opCt
 				selectedFields = append(selectedFields, adminaction.FieldCreatedAt)
 				fieldSeen[adminaction.FieldCreatedAt] = struct{}{}
 			}
-		case "adminID":
+		case "adminId":
 			if _, ok := fieldSeen[adminaction.FieldAdminID]; !ok {
 				selectedFields = append(selectedFields, adminaction.FieldAdminID)
 				fieldSeen[adminaction.FieldAdminID] = struct{}{}
@@ -102,12 +102,12 @@ func (_q *AdminActionQuery) collectField(ctx context.Context, oneNode bool, opCt
 				selectedFields = append(selectedFields, adminaction.FieldAction)
 				fieldSeen[adminaction.FieldAction] = struct{}{}
 			}
-		case "targetID":
+		case "targetId":
 			if _, ok := fieldSeen[adminaction.FieldTargetID]; !ok {
 				selectedFields = append(selectedFields, adminaction.FieldTargetID)
 				fieldSeen[adminaction.FieldTargetID] = struct{}{}
 			}
-		case "targetUserID":
+		case "targetUserId":
 			if _, ok := fieldSeen[adminaction.FieldTargetUserID]; !ok {
 				selectedFields = append(selectedFields, adminaction.FieldTargetUserID)
 				fieldSeen[adminaction.FieldTargetUserID] = struct{}{}
@@ -132,12 +132,12 @@ func (_q *AdminActionQuery) collectField(ctx context.Context, oneNode bool, opCt
 				selectedFields = append(selectedFields, adminaction.FieldBalanceAfter)
 				fieldSeen[adminaction.FieldBalanceAfter] = struct{}{}
 			}
-		case "requestID":
+		case "requestId":
 			if _, ok := fieldSeen[adminaction.FieldRequestID]; !ok {
 				selectedFields = append(selectedFields, adminaction.FieldRequestID)
 				fieldSeen[adminaction.FieldRequestID] = struct{}{}
 			}
-		case "transactionID":
+		case "transactionId":
 			if _, ok := fieldSeen[adminaction.FieldTransactionID]; !ok {
 				selectedFields = append(selectedFields, adminaction.FieldTransactionID)
 				fieldSeen[adminaction.FieldTransactionID] = struct{}{}
@@ -276,7 +276,7 @@ func (_q *CreditLedgerQuery) collectField(ctx context.Context, oneNode bool, opC
 				selectedFields = append(selectedFields, creditledger.FieldCreatedAt)
 				fieldSeen[creditledger.FieldCreatedAt] = struct{}{}
 			}
-		case "transactionID":
+		case "transactionId":
 			if _, ok := fieldSeen[creditledger.FieldTransactionID]; !ok {
 				selectedFields = append(selectedFields, creditledger.FieldTransactionID)
 				fieldSeen[creditledger.FieldTransactionID] = struct{}{}
@@ -286,12 +286,12 @@ func (_q *CreditLedgerQuery) collectField(ctx context.Context, oneNode bool, opC
 				selectedFields = append(selectedFields, creditledger.FieldAccount)
 				fieldSeen[creditledger.FieldAccount] = struct{}{}
 			}
-		case "userID":
+		case "userId":
 			if _, ok := fieldSeen[creditledger.FieldUserID]; !ok {
 				selectedFields = append(selectedFields, creditledger.FieldUserID)
 				fieldSeen[creditledger.FieldUserID] = struct{}{}
 			}
-		case "lotID":
+		case "lotId":
 			if _, ok := fieldSeen[creditledger.FieldLotID]; !ok {
 				selectedFields = append(selectedFields, creditledger.FieldLotID)
 				fieldSeen[creditledger.FieldLotID] = struct{}{}
@@ -445,7 +445,7 @@ func (_q *CreditLotQuery) collectField(ctx context.Context, oneNode bool, opCtx 
 				selectedFields = append(selectedFields, creditlot.FieldUpdatedAt)
 				fieldSeen[creditlot.FieldUpdatedAt] = struct{}{}
 			}
-		case "userID":
+		case "userId":
 			if _, ok := fieldSeen[creditlot.FieldUserID]; !ok {
 				selectedFields = append(selectedFields, creditlot.FieldUserID)
 				fieldSeen[creditlot.FieldUserID] = struct{}{}
@@ -480,12 +480,12 @@ func (_q *CreditLotQuery) collectField(ctx context.Context, oneNode bool, opCtx 
 				selectedFields = append(selectedFields, creditlot.FieldPriority)
 				fieldSeen[creditlot.FieldPriority] = struct{}{}
 			}
-		case "paymentID":
+		case "paymentId":
 			if _, ok := fieldSeen[creditlot.FieldPaymentID]; !ok {
 				selectedFields = append(selectedFields, creditlot.FieldPaymentID)
 				fieldSeen[creditlot.FieldPaymentID] = struct{}{}
 			}
-		case "transactionID":
+		case "transactionId":
 			if _, ok := fieldSeen[creditlot.FieldTransactionID]; !ok {
 				selectedFields = append(selectedFields, creditlot.FieldTransactionID)
 				fieldSeen[creditlot.FieldTransactionID] = struct{}{}
@@ -609,7 +609,7 @@ func (_q *CreditPackageQuery) collectField(ctx context.Context, oneNode bool, op
 				selectedFields = append(selectedFields, creditpackage.FieldCurrency)
 				fieldSeen[creditpackage.FieldCurrency] = struct{}{}
 			}
-		case "stripePriceID":
+		case "stripePriceId":
 			if _, ok := fieldSeen[creditpackage.FieldStripePriceID]; !ok {
 				selectedFields = append(selectedFields, creditpackage.FieldStripePriceID)
 				fieldSeen[creditpackage.FieldStripePriceID] = struct{}{}
@@ -746,7 +746,7 @@ func (_q *CreditReservationQuery) collectField(ctx context.Context, oneNode bool
 				selectedFields = append(selectedFields, creditreservation.FieldUpdatedAt)
 				fieldSeen[creditreservation.FieldUpdatedAt] = struct{}{}
 			}
-		case "userID":
+		case "userId":
 			if _, ok := fieldSeen[creditreservation.FieldUserID]; !ok {
 				selectedFields = append(selectedFields, creditreservation.FieldUserID)
 				fieldSeen[creditreservation.FieldUserID] = struct{}{}
@@ -923,23 +923,12 @@ func (_q *CreditTransactionQuery) collectField(ctx context.Context, oneNode bool
 			_q.WithNamedPostings(alias, func(wq *CreditLedgerQuery) {
 				*wq = *query
 			})
-
-		case "adminAction":
-			var (
-				alias = field.Alias
-				path  = append(path, alias)
-				query = (&AdminActionClient{config: _q.config}).Query()
-			)
-			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, adminactionImplementors)...); err != nil {
-				return err
-			}
-			_q.withAdminAction = query
 		case "createdAt":
 			if _, ok := fieldSeen[credittransaction.FieldCreatedAt]; !ok {
 				selectedFields = append(selectedFields, credittransaction.FieldCreatedAt)
 				fieldSeen[credittransaction.FieldCreatedAt] = struct{}{}
 			}
-		case "userID":
+		case "userId":
 			if _, ok := fieldSeen[credittransaction.FieldUserID]; !ok {
 				selectedFields = append(selectedFields, credittransaction.FieldUserID)
 				fieldSeen[credittransaction.FieldUserID] = struct{}{}
@@ -969,12 +958,12 @@ func (_q *CreditTransactionQuery) collectField(ctx context.Context, oneNode bool
 				selectedFields = append(selectedFields, credittransaction.FieldIdempotencyKey)
 				fieldSeen[credittransaction.FieldIdempotencyKey] = struct{}{}
 			}
-		case "paymentID":
+		case "paymentId":
 			if _, ok := fieldSeen[credittransaction.FieldPaymentID]; !ok {
 				selectedFields = append(selectedFields, credittransaction.FieldPaymentID)
 				fieldSeen[credittransaction.FieldPaymentID] = struct{}{}
 			}
-		case "reservationID":
+		case "reservationId":
 			if _, ok := fieldSeen[credittransaction.FieldReservationID]; !ok {
 				selectedFields = append(selectedFields, credittransaction.FieldReservationID)
 				fieldSeen[credittransaction.FieldReservationID] = struct{}{}
@@ -1205,12 +1194,12 @@ func (_q *PaymentQuery) collectField(ctx context.Context, oneNode bool, opCtx *g
 				selectedFields = append(selectedFields, payment.FieldUpdatedAt)
 				fieldSeen[payment.FieldUpdatedAt] = struct{}{}
 			}
-		case "userID":
+		case "userId":
 			if _, ok := fieldSeen[payment.FieldUserID]; !ok {
 				selectedFields = append(selectedFields, payment.FieldUserID)
 				fieldSeen[payment.FieldUserID] = struct{}{}
 			}
-		case "packageID":
+		case "packageId":
 			if _, ok := fieldSeen[payment.FieldPackageID]; !ok {
 				selectedFields = append(selectedFields, payment.FieldPackageID)
 				fieldSeen[payment.FieldPackageID] = struct{}{}
@@ -1240,17 +1229,17 @@ func (_q *PaymentQuery) collectField(ctx context.Context, oneNode bool, opCtx *g
 				selectedFields = append(selectedFields, payment.FieldAmountRefunded)
 				fieldSeen[payment.FieldAmountRefunded] = struct{}{}
 			}
-		case "stripeCheckoutSessionID":
+		case "stripeCheckoutSessionId":
 			if _, ok := fieldSeen[payment.FieldStripeCheckoutSessionID]; !ok {
 				selectedFields = append(selectedFields, payment.FieldStripeCheckoutSessionID)
 				fieldSeen[payment.FieldStripeCheckoutSessionID] = struct{}{}
 			}
-		case "stripePaymentIntentID":
+		case "stripePaymentIntentId":
 			if _, ok := fieldSeen[payment.FieldStripePaymentIntentID]; !ok {
 				selectedFields = append(selectedFields, payment.FieldStripePaymentIntentID)
 				fieldSeen[payment.FieldStripePaymentIntentID] = struct{}{}
 			}
-		case "stripeChargeID":
+		case "stripeChargeId":
 			if _, ok := fieldSeen[payment.FieldStripeChargeID]; !ok {
 				selectedFields = append(selectedFields, payment.FieldStripeChargeID)
 				fieldSeen[payment.FieldStripeChargeID] = struct{}{}
@@ -1364,7 +1353,7 @@ func (_q *ProcessedEventQuery) collectField(ctx context.Context, oneNode bool, o
 				selectedFields = append(selectedFields, processedevent.FieldPaymentID)
 				fieldSeen[processedevent.FieldPaymentID] = struct{}{}
 			}
-		case "stripeEventID":
+		case "stripeEventId":
 			if _, ok := fieldSeen[processedevent.FieldStripeEventID]; !ok {
 				selectedFields = append(selectedFields, processedevent.FieldStripeEventID)
 				fieldSeen[processedevent.FieldStripeEventID] = struct{}{}
@@ -1394,7 +1383,7 @@ func (_q *ProcessedEventQuery) collectField(ctx context.Context, oneNode bool, o
 				selectedFields = append(selectedFields, processedevent.FieldError)
 				fieldSeen[processedevent.FieldError] = struct{}{}
 			}
-		case "paymentID":
+		case "paymentId":
 			if _, ok := fieldSeen[processedevent.FieldPaymentID]; !ok {
 				selectedFields = append(selectedFields, processedevent.FieldPaymentID)
 				fieldSeen[processedevent.FieldPaymentID] = struct{}{}
@@ -1499,184 +1488,6 @@ func (_q *UserQuery) collectField(ctx context.Context, oneNode bool, opCtx *grap
 	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
 		switch field.Name {
 
-		case "payments":
-			var (
-				alias = field.Alias
-				path  = append(path, alias)
-				query = (&PaymentClient{config: _q.config}).Query()
-			)
-			args := newPaymentPaginateArgs(fieldArgs(ctx, new(PaymentWhereInput), path...))
-			if err := validateFirstLast(args.first, args.last); err != nil {
-				return fmt.Errorf("validate first and last in path %q: %w", path, err)
-			}
-			pager, err := newPaymentPager(args.opts, args.last != nil)
-			if err != nil {
-				return fmt.Errorf("create new pager in path %q: %w", path, err)
-			}
-			if query, err = pager.applyFilter(query); err != nil {
-				return err
-			}
-			ignoredEdges := !hasCollectedField(ctx, append(path, edgesField)...)
-			if hasCollectedField(ctx, append(path, totalCountField)...) || hasCollectedField(ctx, append(path, pageInfoField)...) {
-				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
-				if hasPagination || ignoredEdges {
-					query := query.Clone()
-					_q.loadTotal = append(_q.loadTotal, func(ctx context.Context, nodes []*User) error {
-						ids := make([]driver.Value, len(nodes))
-						for i := range nodes {
-							ids[i] = nodes[i].ID
-						}
-						var v []struct {
-							NodeID string `sql:"user_id"`
-							Count  int    `sql:"count"`
-						}
-						query.Where(func(s *sql.Selector) {
-							s.Where(sql.InValues(s.C(user.PaymentsColumn), ids...))
-						})
-						if err := query.GroupBy(user.PaymentsColumn).Aggregate(Count()).Scan(ctx, &v); err != nil {
-							return err
-						}
-						m := make(map[string]int, len(v))
-						for i := range v {
-							m[v[i].NodeID] = v[i].Count
-						}
-						for i := range nodes {
-							n := m[nodes[i].ID]
-							if nodes[i].Edges.totalCount[0] == nil {
-								nodes[i].Edges.totalCount[0] = make(map[string]int)
-							}
-							nodes[i].Edges.totalCount[0][alias] = n
-						}
-						return nil
-					})
-				} else {
-					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*User) error {
-						for i := range nodes {
-							n := len(nodes[i].Edges.Payments)
-							if nodes[i].Edges.totalCount[0] == nil {
-								nodes[i].Edges.totalCount[0] = make(map[string]int)
-							}
-							nodes[i].Edges.totalCount[0][alias] = n
-						}
-						return nil
-					})
-				}
-			}
-			if ignoredEdges || (args.first != nil && *args.first == 0) || (args.last != nil && *args.last == 0) {
-				continue
-			}
-			if query, err = pager.applyCursors(query, args.after, args.before); err != nil {
-				return err
-			}
-			path = append(path, edgesField, nodeField)
-			if field := collectedField(ctx, path...); field != nil {
-				if err := query.collectField(ctx, false, opCtx, *field, path, mayAddCondition(satisfies, paymentImplementors)...); err != nil {
-					return err
-				}
-			}
-			if limit := paginateLimit(args.first, args.last); limit > 0 {
-				if oneNode {
-					pager.applyOrder(query.Limit(limit))
-				} else {
-					modify := entgql.LimitPerRow(user.PaymentsColumn, limit, pager.orderExpr(query))
-					query.modifiers = append(query.modifiers, modify)
-				}
-			} else {
-				query = pager.applyOrder(query)
-			}
-			_q.WithNamedPayments(alias, func(wq *PaymentQuery) {
-				*wq = *query
-			})
-
-		case "transactions":
-			var (
-				alias = field.Alias
-				path  = append(path, alias)
-				query = (&CreditTransactionClient{config: _q.config}).Query()
-			)
-			args := newCreditTransactionPaginateArgs(fieldArgs(ctx, new(CreditTransactionWhereInput), path...))
-			if err := validateFirstLast(args.first, args.last); err != nil {
-				return fmt.Errorf("validate first and last in path %q: %w", path, err)
-			}
-			pager, err := newCreditTransactionPager(args.opts, args.last != nil)
-			if err != nil {
-				return fmt.Errorf("create new pager in path %q: %w", path, err)
-			}
-			if query, err = pager.applyFilter(query); err != nil {
-				return err
-			}
-			ignoredEdges := !hasCollectedField(ctx, append(path, edgesField)...)
-			if hasCollectedField(ctx, append(path, totalCountField)...) || hasCollectedField(ctx, append(path, pageInfoField)...) {
-				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
-				if hasPagination || ignoredEdges {
-					query := query.Clone()
-					_q.loadTotal = append(_q.loadTotal, func(ctx context.Context, nodes []*User) error {
-						ids := make([]driver.Value, len(nodes))
-						for i := range nodes {
-							ids[i] = nodes[i].ID
-						}
-						var v []struct {
-							NodeID string `sql:"user_id"`
-							Count  int    `sql:"count"`
-						}
-						query.Where(func(s *sql.Selector) {
-							s.Where(sql.InValues(s.C(user.TransactionsColumn), ids...))
-						})
-						if err := query.GroupBy(user.TransactionsColumn).Aggregate(Count()).Scan(ctx, &v); err != nil {
-							return err
-						}
-						m := make(map[string]int, len(v))
-						for i := range v {
-							m[v[i].NodeID] = v[i].Count
-						}
-						for i := range nodes {
-							n := m[nodes[i].ID]
-							if nodes[i].Edges.totalCount[1] == nil {
-								nodes[i].Edges.totalCount[1] = make(map[string]int)
-							}
-							nodes[i].Edges.totalCount[1][alias] = n
-						}
-						return nil
-					})
-				} else {
-					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*User) error {
-						for i := range nodes {
-							n := len(nodes[i].Edges.Transactions)
-							if nodes[i].Edges.totalCount[1] == nil {
-								nodes[i].Edges.totalCount[1] = make(map[string]int)
-							}
-							nodes[i].Edges.totalCount[1][alias] = n
-						}
-						return nil
-					})
-				}
-			}
-			if ignoredEdges || (args.first != nil && *args.first == 0) || (args.last != nil && *args.last == 0) {
-				continue
-			}
-			if query, err = pager.applyCursors(query, args.after, args.before); err != nil {
-				return err
-			}
-			path = append(path, edgesField, nodeField)
-			if field := collectedField(ctx, path...); field != nil {
-				if err := query.collectField(ctx, false, opCtx, *field, path, mayAddCondition(satisfies, credittransactionImplementors)...); err != nil {
-					return err
-				}
-			}
-			if limit := paginateLimit(args.first, args.last); limit > 0 {
-				if oneNode {
-					pager.applyOrder(query.Limit(limit))
-				} else {
-					modify := entgql.LimitPerRow(user.TransactionsColumn, limit, pager.orderExpr(query))
-					query.modifiers = append(query.modifiers, modify)
-				}
-			} else {
-				query = pager.applyOrder(query)
-			}
-			_q.WithNamedTransactions(alias, func(wq *CreditTransactionQuery) {
-				*wq = *query
-			})
-
 		case "lots":
 			var (
 				alias = field.Alias
@@ -1720,10 +1531,10 @@ func (_q *UserQuery) collectField(ctx context.Context, oneNode bool, opCtx *grap
 						}
 						for i := range nodes {
 							n := m[nodes[i].ID]
-							if nodes[i].Edges.totalCount[2] == nil {
-								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							if nodes[i].Edges.totalCount[0] == nil {
+								nodes[i].Edges.totalCount[0] = make(map[string]int)
 							}
-							nodes[i].Edges.totalCount[2][alias] = n
+							nodes[i].Edges.totalCount[0][alias] = n
 						}
 						return nil
 					})
@@ -1731,10 +1542,10 @@ func (_q *UserQuery) collectField(ctx context.Context, oneNode bool, opCtx *grap
 					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*User) error {
 						for i := range nodes {
 							n := len(nodes[i].Edges.Lots)
-							if nodes[i].Edges.totalCount[2] == nil {
-								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							if nodes[i].Edges.totalCount[0] == nil {
+								nodes[i].Edges.totalCount[0] = make(map[string]int)
 							}
-							nodes[i].Edges.totalCount[2][alias] = n
+							nodes[i].Edges.totalCount[0][alias] = n
 						}
 						return nil
 					})
@@ -1809,10 +1620,10 @@ func (_q *UserQuery) collectField(ctx context.Context, oneNode bool, opCtx *grap
 						}
 						for i := range nodes {
 							n := m[nodes[i].ID]
-							if nodes[i].Edges.totalCount[3] == nil {
-								nodes[i].Edges.totalCount[3] = make(map[string]int)
+							if nodes[i].Edges.totalCount[1] == nil {
+								nodes[i].Edges.totalCount[1] = make(map[string]int)
 							}
-							nodes[i].Edges.totalCount[3][alias] = n
+							nodes[i].Edges.totalCount[1][alias] = n
 						}
 						return nil
 					})
@@ -1820,10 +1631,10 @@ func (_q *UserQuery) collectField(ctx context.Context, oneNode bool, opCtx *grap
 					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*User) error {
 						for i := range nodes {
 							n := len(nodes[i].Edges.Reservations)
-							if nodes[i].Edges.totalCount[3] == nil {
-								nodes[i].Edges.totalCount[3] = make(map[string]int)
+							if nodes[i].Edges.totalCount[1] == nil {
+								nodes[i].Edges.totalCount[1] = make(map[string]int)
 							}
-							nodes[i].Edges.totalCount[3][alias] = n
+							nodes[i].Edges.totalCount[1][alias] = n
 						}
 						return nil
 					})
@@ -1864,7 +1675,7 @@ func (_q *UserQuery) collectField(ctx context.Context, oneNode bool, opCtx *grap
 				selectedFields = append(selectedFields, user.FieldUpdatedAt)
 				fieldSeen[user.FieldUpdatedAt] = struct{}{}
 			}
-		case "externalID":
+		case "externalId":
 			if _, ok := fieldSeen[user.FieldExternalID]; !ok {
 				selectedFields = append(selectedFields, user.FieldExternalID)
 				fieldSeen[user.FieldExternalID] = struct{}{}

@@ -136,14 +136,6 @@ func (_m *CreditTransaction) Postings(ctx context.Context) (result []*CreditLedg
 	return result, err
 }
 
-func (_m *CreditTransaction) AdminAction(ctx context.Context) (*AdminAction, error) {
-	result, err := _m.Edges.AdminActionOrErr()
-	if IsNotLoaded(err) {
-		result, err = _m.QueryAdminAction().Only(ctx)
-	}
-	return result, MaskNotFound(err)
-}
-
 func (_m *Payment) User(ctx context.Context) (*User, error) {
 	result, err := _m.Edges.UserOrErr()
 	if IsNotLoaded(err) {
@@ -201,48 +193,6 @@ func (_m *ProcessedEvent) Payment(ctx context.Context) (*Payment, error) {
 	return result, MaskNotFound(err)
 }
 
-func (_m *User) Payments(
-	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *PaymentOrder, where *PaymentWhereInput,
-) (*PaymentConnection, error) {
-	opts := []PaymentPaginateOption{
-		WithPaymentOrder(orderBy),
-		WithPaymentFilter(where.Filter),
-	}
-	alias := graphql.GetFieldContext(ctx).Field.Alias
-	totalCount, hasTotalCount := _m.Edges.totalCount[0][alias]
-	if nodes, err := _m.NamedPayments(alias); err == nil || hasTotalCount {
-		pager, err := newPaymentPager(opts, last != nil)
-		if err != nil {
-			return nil, err
-		}
-		conn := &PaymentConnection{Edges: []*PaymentEdge{}, TotalCount: totalCount}
-		conn.build(nodes, pager, after, first, before, last)
-		return conn, nil
-	}
-	return _m.QueryPayments().Paginate(ctx, after, first, before, last, opts...)
-}
-
-func (_m *User) Transactions(
-	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditTransactionOrder, where *CreditTransactionWhereInput,
-) (*CreditTransactionConnection, error) {
-	opts := []CreditTransactionPaginateOption{
-		WithCreditTransactionOrder(orderBy),
-		WithCreditTransactionFilter(where.Filter),
-	}
-	alias := graphql.GetFieldContext(ctx).Field.Alias
-	totalCount, hasTotalCount := _m.Edges.totalCount[1][alias]
-	if nodes, err := _m.NamedTransactions(alias); err == nil || hasTotalCount {
-		pager, err := newCreditTransactionPager(opts, last != nil)
-		if err != nil {
-			return nil, err
-		}
-		conn := &CreditTransactionConnection{Edges: []*CreditTransactionEdge{}, TotalCount: totalCount}
-		conn.build(nodes, pager, after, first, before, last)
-		return conn, nil
-	}
-	return _m.QueryTransactions().Paginate(ctx, after, first, before, last, opts...)
-}
-
 func (_m *User) Lots(
 	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditLotOrder, where *CreditLotWhereInput,
 ) (*CreditLotConnection, error) {
@@ -251,7 +201,7 @@ func (_m *User) Lots(
 		WithCreditLotFilter(where.Filter),
 	}
 	alias := graphql.GetFieldContext(ctx).Field.Alias
-	totalCount, hasTotalCount := _m.Edges.totalCount[2][alias]
+	totalCount, hasTotalCount := _m.Edges.totalCount[0][alias]
 	if nodes, err := _m.NamedLots(alias); err == nil || hasTotalCount {
 		pager, err := newCreditLotPager(opts, last != nil)
 		if err != nil {
@@ -272,7 +222,7 @@ func (_m *User) Reservations(
 		WithCreditReservationFilter(where.Filter),
 	}
 	alias := graphql.GetFieldContext(ctx).Field.Alias
-	totalCount, hasTotalCount := _m.Edges.totalCount[3][alias]
+	totalCount, hasTotalCount := _m.Edges.totalCount[1][alias]
 	if nodes, err := _m.NamedReservations(alias); err == nil || hasTotalCount {
 		pager, err := newCreditReservationPager(opts, last != nil)
 		if err != nil {

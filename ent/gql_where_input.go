@@ -3183,10 +3183,6 @@ type CreditTransactionWhereInput struct {
 	// "postings" edge predicates.
 	HasPostings     *bool                `json:"hasPostings,omitempty"`
 	HasPostingsWith []*PostingWhereInput `json:"hasPostingsWith,omitempty"`
-
-	// "admin_action" edge predicates.
-	HasAdminAction     *bool                    `json:"hasAdminAction,omitempty"`
-	HasAdminActionWith []*AdminActionWhereInput `json:"hasAdminActionWith,omitempty"`
 }
 
 // AddPredicates adds custom predicates to the where input to be used during the filtering phase.
@@ -3680,24 +3676,6 @@ func (i *CreditTransactionWhereInput) P() (predicate.CreditTransaction, error) {
 			with = append(with, p)
 		}
 		predicates = append(predicates, credittransaction.HasPostingsWith(with...))
-	}
-	if i.HasAdminAction != nil {
-		p := credittransaction.HasAdminAction()
-		if !*i.HasAdminAction {
-			p = credittransaction.Not(p)
-		}
-		predicates = append(predicates, p)
-	}
-	if len(i.HasAdminActionWith) > 0 {
-		with := make([]predicate.AdminAction, 0, len(i.HasAdminActionWith))
-		for _, w := range i.HasAdminActionWith {
-			p, err := w.P()
-			if err != nil {
-				return nil, fmt.Errorf("%w: field 'HasAdminActionWith'", err)
-			}
-			with = append(with, p)
-		}
-		predicates = append(predicates, credittransaction.HasAdminActionWith(with...))
 	}
 	switch len(predicates) {
 	case 0:
@@ -5190,14 +5168,6 @@ type UserWhereInput struct {
 	StatusIn    []user.Status `json:"statusIn,omitempty"`
 	StatusNotIn []user.Status `json:"statusNotIn,omitempty"`
 
-	// "payments" edge predicates.
-	HasPayments     *bool                `json:"hasPayments,omitempty"`
-	HasPaymentsWith []*PaymentWhereInput `json:"hasPaymentsWith,omitempty"`
-
-	// "transactions" edge predicates.
-	HasTransactions     *bool                          `json:"hasTransactions,omitempty"`
-	HasTransactionsWith []*CreditTransactionWhereInput `json:"hasTransactionsWith,omitempty"`
-
 	// "lots" edge predicates.
 	HasLots     *bool                  `json:"hasLots,omitempty"`
 	HasLotsWith []*CreditLotWhereInput `json:"hasLotsWith,omitempty"`
@@ -5477,42 +5447,6 @@ func (i *UserWhereInput) P() (predicate.User, error) {
 		predicates = append(predicates, user.StatusNotIn(i.StatusNotIn...))
 	}
 
-	if i.HasPayments != nil {
-		p := user.HasPayments()
-		if !*i.HasPayments {
-			p = user.Not(p)
-		}
-		predicates = append(predicates, p)
-	}
-	if len(i.HasPaymentsWith) > 0 {
-		with := make([]predicate.Payment, 0, len(i.HasPaymentsWith))
-		for _, w := range i.HasPaymentsWith {
-			p, err := w.P()
-			if err != nil {
-				return nil, fmt.Errorf("%w: field 'HasPaymentsWith'", err)
-			}
-			with = append(with, p)
-		}
-		predicates = append(predicates, user.HasPaymentsWith(with...))
-	}
-	if i.HasTransactions != nil {
-		p := user.HasTransactions()
-		if !*i.HasTransactions {
-			p = user.Not(p)
-		}
-		predicates = append(predicates, p)
-	}
-	if len(i.HasTransactionsWith) > 0 {
-		with := make([]predicate.CreditTransaction, 0, len(i.HasTransactionsWith))
-		for _, w := range i.HasTransactionsWith {
-			p, err := w.P()
-			if err != nil {
-				return nil, fmt.Errorf("%w: field 'HasTransactionsWith'", err)
-			}
-			with = append(with, p)
-		}
-		predicates = append(predicates, user.HasTransactionsWith(with...))
-	}
 	if i.HasLots != nil {
 		p := user.HasLots()
 		if !*i.HasLots {

@@ -8,6 +8,7 @@ package graph
 import (
 	"context"
 
+	"entgo.io/contrib/entgql"
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/graph/generated"
@@ -32,7 +33,54 @@ func (r *queryResolver) Nodes(ctx context.Context, ids []string) ([]ent.Noder, e
 	return nodes, nil
 }
 
+// AdminActions is the resolver for the adminActions field.
+func (r *queryResolver) AdminActions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AdminActionOrder, where *ent.AdminActionWhereInput) (*ent.AdminActionConnection, error) {
+	return r.Client.AdminAction.Query().Paginate(ctx, after, first, before, last,
+		ent.WithAdminActionOrder(orderOr(orderBy, &ent.AdminActionOrder{Direction: entgql.OrderDirectionDesc, Field: ent.AdminActionOrderFieldCreatedAt})),
+		ent.WithAdminActionFilter(where.Filter))
+}
+
+// CreditTransactions is the resolver for the creditTransactions field.
+func (r *queryResolver) CreditTransactions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error) {
+	return r.Client.CreditTransaction.Query().Paginate(ctx, after, first, before, last,
+		ent.WithCreditTransactionOrder(orderOr(orderBy, &ent.CreditTransactionOrder{Direction: entgql.OrderDirectionDesc, Field: ent.CreditTransactionOrderFieldCreatedAt})),
+		ent.WithCreditTransactionFilter(where.Filter))
+}
+
+// Payments is the resolver for the payments field.
+func (r *queryResolver) Payments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.PaymentOrder, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error) {
+	return r.Client.Payment.Query().Paginate(ctx, after, first, before, last,
+		ent.WithPaymentOrder(orderOr(orderBy, &ent.PaymentOrder{Direction: entgql.OrderDirectionDesc, Field: ent.PaymentOrderFieldCreatedAt})),
+		ent.WithPaymentFilter(where.Filter))
+}
+
+// ProcessedEvents is the resolver for the processedEvents field.
+func (r *queryResolver) ProcessedEvents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ProcessedEventOrder, where *ent.ProcessedEventWhereInput) (*ent.ProcessedEventConnection, error) {
+	return r.Client.ProcessedEvent.Query().Paginate(ctx, after, first, before, last,
+		ent.WithProcessedEventOrder(orderOr(orderBy, &ent.ProcessedEventOrder{Direction: entgql.OrderDirectionDesc, Field: ent.ProcessedEventOrderFieldReceivedAt})),
+		ent.WithProcessedEventFilter(where.Filter))
+}
+
+// Users is the resolver for the users field.
+func (r *queryResolver) Users(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.UserOrder, where *ent.UserWhereInput) (*ent.UserConnection, error) {
+	return r.Client.User.Query().Paginate(ctx, after, first, before, last,
+		ent.WithUserOrder(orderOr(orderBy, &ent.UserOrder{Direction: entgql.OrderDirectionDesc, Field: ent.UserOrderFieldCreatedAt})),
+		ent.WithUserFilter(where.Filter))
+}
+
+// CreditTransaction returns generated.CreditTransactionResolver implementation.
+func (r *Resolver) CreditTransaction() generated.CreditTransactionResolver {
+	return &creditTransactionResolver{r}
+}
+
 // Query returns generated.QueryResolver implementation.
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
-type queryResolver struct{ *Resolver }
+// User returns generated.UserResolver implementation.
+func (r *Resolver) User() generated.UserResolver { return &userResolver{r} }
+
+type (
+	creditTransactionResolver struct{ *Resolver }
+	queryResolver             struct{ *Resolver }
+	userResolver              struct{ *Resolver }
+)

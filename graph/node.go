@@ -15,6 +15,7 @@ import (
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/pulid"
 )
 
@@ -32,10 +33,6 @@ var nodeTables = map[string]string{
 	"pev": processedevent.Table,
 	"adm": adminaction.Table,
 }
-
-// publicNodeTables are the entities anyone may read. Every other entity is
-// hidden until the API issue brings callers and their permissions.
-var publicNodeTables = map[string]bool{creditpackage.Table: true}
 
 func errNodeNotFound(id string) error {
 	return apperr.New(apperr.NotFound, "no node with id %q is visible to you", id)
@@ -58,7 +55,13 @@ func (r *Resolver) node(ctx context.Context, id string) (ent.Noder, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !publicNodeTables[table] {
+	visible, err := r.visible(ctx, table, id)
+	if err != nil {
+		return nil, err
+	}
+	if !visible {
+		// The same answer as for an id that does not exist, so that ids of
+		// other users' objects reveal nothing.
 		return nil, errNodeNotFound(id)
 	}
 	n, err := r.Client.Noder(ctx, id, ent.WithFixedNodeType(table))
@@ -67,4 +70,52 @@ func (r *Resolver) node(ctx context.Context, id string) (ent.Noder, error) {
 		return nil, errNodeNotFound(id)
 	}
 	return n, err
+}
+
+// visible applies to a node the authorization of the field that lists it:
+// credit packs are public; a user sees their own objects; admins see
+// everything; services see only what is public. Ownership is read with a
+// query of its own: the node itself is loaded with only the fields the
+// client selected.
+func (r *Resolver) visible(ctx context.Context, table, id string) (bool, error) {
+	if table == creditpackage.Table {
+		return true, nil
+	}
+	c, ok := auth.FromContext(ctx)
+	if !ok {
+		return false, nil
+	}
+	switch c.Role {
+	case auth.RoleAdmin:
+		return true, nil
+	case auth.RoleUser:
+	default:
+		return false, nil
+	}
+	me, err := r.Accounts.Viewer(ctx)
+	if err != nil {
+		return false, err
+	}
+	var owners []string
+	switch table {
+	case user.Table:
+		owners = []string{id}
+	case payment.Table:
+		owners, err = r.Client.Payment.Query().Where(payment.ID(id)).Select(payment.FieldUserID).Strings(ctx)
+	case credittransaction.Table:
+		owners, err = r.Client.CreditTransaction.Query().Where(credittransaction.ID(id)).Select(credittransaction.FieldUserID).Strings(ctx)
+	case creditlot.Table:
+		owners, err = r.Client.CreditLot.Query().Where(creditlot.ID(id)).Select(creditlot.FieldUserID).Strings(ctx)
+	case creditreservation.Table:
+		owners, err = r.Client.CreditReservation.Query().Where(creditreservation.ID(id)).Select(creditreservation.FieldUserID).Strings(ctx)
+	case creditledger.Table:
+		owners, err = r.Client.CreditLedger.Query().Where(creditledger.ID(id)).
+			QueryTransaction().Select(credittransaction.FieldUserID).Strings(ctx)
+	default: // admin actions, Stripe events
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return len(owners) == 1 && owners[0] == me.ID, nil
 }

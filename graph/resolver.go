@@ -2,9 +2,20 @@
 // the request, call an internal service and map its errors.
 package graph
 
-import "github.com/tally-billing/tally/ent"
+import (
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/internal/admin"
+	"github.com/tally-billing/tally/internal/events"
+	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/users"
+)
 
 // Resolver holds the dependencies of every resolver.
 type Resolver struct {
-	Client *ent.Client
+	Client   *ent.Client
+	Ledger   *ledger.Service
+	Accounts *users.Service
+	Admin    *admin.Service
+	// Events fans out balance changes to subscriptions; nil disables them.
+	Events events.Broker
 }

@@ -8,9 +8,214 @@ package graph
 import (
 	"context"
 
+	"entgo.io/contrib/entgql"
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/graph/generated"
+	"github.com/tally-billing/tally/graph/model"
+	"github.com/tally-billing/tally/internal/admin"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/users"
 )
+
+// Metadata is the resolver for the metadata field.
+func (r *creditTransactionResolver) Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error) {
+	return metadataEntries(obj.Metadata), nil
+}
+
+// SpendCredits is the resolver for the spendCredits field.
+func (r *mutationResolver) SpendCredits(ctx context.Context, input model.SpendCreditsInput) (*model.SpendCreditsPayload, error) {
+	target, actor, err := r.Accounts.Resolve(ctx, users.Target{UserID: input.UserID, ExternalUserID: input.ExternalUserID}, users.ForMovement)
+	if err != nil {
+		return nil, err
+	}
+	metadata, err := metadataMap(input.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.Ledger.Spend(ctx, actor, ledger.SpendRequest{
+		UserID: target.ID, Amount: int64(input.Amount), Reason: deref(input.Reason),
+		Metadata: metadata, IdempotencyKey: input.IdempotencyKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u, err := r.reload(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return &model.SpendCreditsPayload{Transaction: res.Transaction, User: u, Replayed: res.Replayed}, nil
+}
+
+// ReserveCredits is the resolver for the reserveCredits field.
+func (r *mutationResolver) ReserveCredits(ctx context.Context, input model.ReserveCreditsInput) (*model.ReserveCreditsPayload, error) {
+	target, actor, err := r.Accounts.Resolve(ctx, users.Target{UserID: input.UserID, ExternalUserID: input.ExternalUserID}, users.ForMovement)
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.Ledger.Reserve(ctx, actor, ledger.ReserveRequest{
+		UserID: target.ID, Amount: int64(input.Amount), TTL: ttl(input.TTLSeconds),
+		Reason: deref(input.Reason), IdempotencyKey: input.IdempotencyKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u, err := r.reload(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return &model.ReserveCreditsPayload{Reservation: res.Reservation, User: u, Replayed: res.Replayed}, nil
+}
+
+// CaptureReservation is the resolver for the captureReservation field.
+func (r *mutationResolver) CaptureReservation(ctx context.Context, input model.CaptureReservationInput) (*model.CaptureReservationPayload, error) {
+	target, actor, err := r.reservationTarget(ctx, input.ReservationID)
+	if err != nil {
+		return nil, err
+	}
+	amount := int64(deref(input.Amount))
+	if input.Amount != nil && amount <= 0 {
+		return nil, apperr.New(apperr.InvalidArgument, "amount must be a positive whole number of credits, not %d", amount)
+	}
+	res, err := r.Ledger.Capture(ctx, actor, ledger.CaptureRequest{
+		UserID: target.ID, ReservationID: input.ReservationID, Amount: amount,
+		Reason: deref(input.Reason), IdempotencyKey: input.IdempotencyKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u, err := r.reload(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return &model.CaptureReservationPayload{Transaction: res.Transaction, Reservation: res.Reservation, User: u, Replayed: res.Replayed}, nil
+}
+
+// ReleaseReservation is the resolver for the releaseReservation field.
+func (r *mutationResolver) ReleaseReservation(ctx context.Context, input model.ReleaseReservationInput) (*model.ReleaseReservationPayload, error) {
+	target, actor, err := r.reservationTarget(ctx, input.ReservationID)
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.Ledger.ReleaseReservation(ctx, actor, ledger.ReleaseRequest{
+		UserID: target.ID, ReservationID: input.ReservationID,
+		Reason: deref(input.Reason), IdempotencyKey: input.IdempotencyKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u, err := r.reload(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return &model.ReleaseReservationPayload{Reservation: res.Reservation, User: u, Replayed: res.Replayed}, nil
+}
+
+// GrantCredits is the resolver for the grantCredits field.
+func (r *mutationResolver) GrantCredits(ctx context.Context, input model.GrantCreditsInput) (*model.GrantCreditsPayload, error) {
+	a, err := r.adminCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	target, _, err := r.Accounts.Resolve(ctx, users.Target{UserID: input.UserID, ExternalUserID: input.ExternalUserID}, users.ForAdmin)
+	if err != nil {
+		return nil, err
+	}
+	res, action, err := r.Admin.GrantCredits(ctx, a, target, ledger.GrantRequest{
+		Amount: int64(input.Amount), Reason: input.Reason, ExpiresAt: input.ExpiresAt,
+		Priority: deref(input.Priority), IdempotencyKey: input.IdempotencyKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u, err := r.reload(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return &model.GrantCreditsPayload{Transaction: res.Transaction, User: u, AdminAction: action, Replayed: res.Replayed}, nil
+}
+
+// RevokeCredits is the resolver for the revokeCredits field.
+func (r *mutationResolver) RevokeCredits(ctx context.Context, input model.RevokeCreditsInput) (*model.RevokeCreditsPayload, error) {
+	a, err := r.adminCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	target, _, err := r.Accounts.Resolve(ctx, users.Target{UserID: input.UserID, ExternalUserID: input.ExternalUserID}, users.ForMovement)
+	if err != nil {
+		return nil, err
+	}
+	res, action, err := r.Admin.RevokeCredits(ctx, a, target, ledger.RevokeRequest{
+		Amount: int64(input.Amount), LotIDs: input.LotIds, Reason: input.Reason, IdempotencyKey: input.IdempotencyKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u, err := r.reload(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return &model.RevokeCreditsPayload{Transaction: res.Transaction, User: u, AdminAction: action, RevokedAmount: int(res.Amount), Replayed: res.Replayed}, nil
+}
+
+// FreezeUser is the resolver for the freezeUser field.
+func (r *mutationResolver) FreezeUser(ctx context.Context, input model.FreezeUserInput) (*model.FreezeUserPayload, error) {
+	u, action, err := r.setFrozen(ctx, input.UserID, input.ExternalUserID, true, input.Reason)
+	if err != nil {
+		return nil, err
+	}
+	return &model.FreezeUserPayload{User: u, AdminAction: action}, nil
+}
+
+// UnfreezeUser is the resolver for the unfreezeUser field.
+func (r *mutationResolver) UnfreezeUser(ctx context.Context, input model.UnfreezeUserInput) (*model.UnfreezeUserPayload, error) {
+	u, action, err := r.setFrozen(ctx, input.UserID, input.ExternalUserID, false, input.Reason)
+	if err != nil {
+		return nil, err
+	}
+	return &model.UnfreezeUserPayload{User: u, AdminAction: action}, nil
+}
+
+// CreateCreditPackage is the resolver for the createCreditPackage field.
+func (r *mutationResolver) CreateCreditPackage(ctx context.Context, input model.CreateCreditPackageInput) (*model.CreateCreditPackagePayload, error) {
+	a, err := r.adminCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	credits, price := int64(input.Credits), int64(input.PriceAmount)
+	pkg, action, err := r.Admin.CreatePackage(ctx, a, admin.PackageFields{
+		Name: &input.Name, Description: input.Description, Credits: &credits, PriceAmount: &price,
+		Currency: &input.Currency, StripePriceID: input.StripePriceID, SortOrder: input.SortOrder, Active: input.Active,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &model.CreateCreditPackagePayload{CreditPackage: pkg, AdminAction: action}, nil
+}
+
+// UpdateCreditPackage is the resolver for the updateCreditPackage field.
+func (r *mutationResolver) UpdateCreditPackage(ctx context.Context, input model.UpdateCreditPackageInput) (*model.UpdateCreditPackagePayload, error) {
+	a, err := r.adminCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pkg, action, err := r.Admin.UpdatePackage(ctx, a, input.ID, admin.PackageFields{
+		Name: input.Name, Description: input.Description, Credits: int64Ptr(input.Credits), PriceAmount: int64Ptr(input.PriceAmount),
+		Currency: input.Currency, StripePriceID: input.StripePriceID, SortOrder: input.SortOrder, Active: input.Active,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &model.UpdateCreditPackagePayload{CreditPackage: pkg, AdminAction: action}, nil
+}
+
+// Viewer is the resolver for the viewer field.
+func (r *queryResolver) Viewer(ctx context.Context) (*ent.User, error) {
+	return r.Accounts.Viewer(ctx)
+}
 
 // CreditPackages is the resolver for the creditPackages field.
 func (r *queryResolver) CreditPackages(ctx context.Context) ([]*ent.CreditPackage, error) {
@@ -19,3 +224,104 @@ func (r *queryResolver) CreditPackages(ctx context.Context) ([]*ent.CreditPackag
 		Order(ent.Asc(creditpackage.FieldSortOrder), ent.Asc(creditpackage.FieldID)).
 		All(ctx)
 }
+
+// User is the resolver for the user field.
+func (r *queryResolver) User(ctx context.Context, id string) (*ent.User, error) {
+	u, err := r.Client.User.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.NotFound, "no user with id %q", id)
+	}
+	return u, err
+}
+
+// LedgerReport is the resolver for the ledgerReport field.
+func (r *queryResolver) LedgerReport(ctx context.Context) (*model.LedgerReport, error) {
+	rep, err := r.Ledger.Check(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &model.LedgerReport{
+		Ok: rep.OK(), Users: rep.Users, Transactions: rep.Transactions, Postings: rep.Postings, Lots: rep.Lots,
+		Problems: make([]*model.LedgerProblem, 0, len(rep.Problems)),
+	}
+	for _, p := range rep.Problems {
+		out.Problems = append(out.Problems, &model.LedgerProblem{Invariant: p.Invariant, Subject: p.Subject, Detail: p.Detail})
+	}
+	return out, nil
+}
+
+// CreditBalanceChanged is the resolver for the creditBalanceChanged field.
+func (r *subscriptionResolver) CreditBalanceChanged(ctx context.Context) (<-chan *model.CreditBalanceChange, error) {
+	me, err := r.Accounts.Viewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.Events == nil {
+		return nil, apperr.New(apperr.Unavailable, "subscriptions are not enabled on this server")
+	}
+	in, err := r.Events.Subscribe(ctx, me.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *model.CreditBalanceChange, 1)
+	go func() {
+		defer close(out)
+		for ev := range in {
+			select {
+			case out <- &model.CreditBalanceChange{Balance: int(ev.Balance), TransactionID: ev.TransactionID, At: ev.At}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// AvailableCredits is the resolver for the availableCredits field.
+func (r *userResolver) AvailableCredits(ctx context.Context, obj *ent.User) (int, error) {
+	b, err := r.Ledger.Balance(ctx, obj.ID)
+	return int(b.Available), err
+}
+
+// ReservedCredits is the resolver for the reservedCredits field.
+func (r *userResolver) ReservedCredits(ctx context.Context, obj *ent.User) (int, error) {
+	b, err := r.Ledger.Balance(ctx, obj.ID)
+	return int(b.Reserved), err
+}
+
+// HeldCredits is the resolver for the heldCredits field.
+func (r *userResolver) HeldCredits(ctx context.Context, obj *ent.User) (int, error) {
+	b, err := r.Ledger.Balance(ctx, obj.ID)
+	return int(b.Held), err
+}
+
+// Transactions is the resolver for the transactions field.
+func (r *userResolver) Transactions(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error) {
+	return r.Client.CreditTransaction.Query().
+		Where(credittransaction.UserID(obj.ID)).
+		Paginate(ctx, after, first, before, last,
+			ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
+				Direction: entgql.OrderDirectionDesc, Field: ent.CreditTransactionOrderFieldCreatedAt,
+			}),
+			ent.WithCreditTransactionFilter(where.Filter))
+}
+
+// Payments is the resolver for the payments field.
+func (r *userResolver) Payments(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error) {
+	return r.Client.Payment.Query().
+		Where(payment.UserID(obj.ID)).
+		Paginate(ctx, after, first, before, last,
+			ent.WithPaymentOrder(&ent.PaymentOrder{Direction: entgql.OrderDirectionDesc, Field: ent.PaymentOrderFieldCreatedAt}),
+			ent.WithPaymentFilter(where.Filter))
+}
+
+// Mutation returns generated.MutationResolver implementation.
+func (r *Resolver) Mutation() generated.MutationResolver { return &mutationResolver{r} }
+
+// Subscription returns generated.SubscriptionResolver implementation.
+func (r *Resolver) Subscription() generated.SubscriptionResolver { return &subscriptionResolver{r} }
+
+type (
+	mutationResolver     struct{ *Resolver }
+	subscriptionResolver struct{ *Resolver }
+)

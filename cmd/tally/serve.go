@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tally-billing/tally/internal/config"
-	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/migrator"
 	"github.com/tally-billing/tally/internal/seed"
 	"github.com/tally-billing/tally/internal/server"
@@ -57,17 +56,18 @@ func newServeCommand() *cobra.Command {
 				return err
 			}
 		}
-		srv, err := server.New(cfg, db, logger)
+		srv, err := server.New(ctx, cfg, db, logger)
 		if err != nil {
 			return err
 		}
+		defer srv.Close()
 		// Expired lots and reservations are swept in the background; every
 		// replica may run the sweeper, each expiry re-checks under the
 		// user's lock.
 		sweepCtx, stopSweeper := context.WithCancel(ctx)
 		var sweeper sync.WaitGroup
 		sweeper.Go(func() {
-			ledger.New(db).RunSweeper(sweepCtx, cfg.SweepInterval, logger.With("component", "sweeper"))
+			srv.Ledger().RunSweeper(sweepCtx, cfg.SweepInterval, logger.With("component", "sweeper"))
 		})
 		defer func() { stopSweeper(); sweeper.Wait() }()
 		base := "http://" + ln.Addr().String()

@@ -19,20 +19,20 @@ func (AdminAction) Mixin() []ent.Mixin {
 
 func (AdminAction) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("admin_id").Immutable().
+		field.String("admin_id").Annotations(entgql.MapsTo("adminId")).Immutable().
 			Comment("the admin's user id"),
 		field.String("action").NotEmpty().MaxLen(100).Immutable().
 			Comment("e.g. grant_credits, revoke_credits, freeze_user, refund_payment").
 			Annotations(entgql.OrderField("ACTION")),
-		field.String("target_id").NotEmpty().MaxLen(100).Immutable().
+		field.String("target_id").Annotations(entgql.MapsTo("targetId")).NotEmpty().MaxLen(100).Immutable().
 			Comment("global id of what was acted on"),
-		field.String("target_user_id").Optional().Nillable().Immutable(),
+		field.String("target_user_id").Annotations(entgql.MapsTo("targetUserId")).Optional().Nillable().Immutable(),
 		field.Int64("amount").Optional().Nillable().Immutable(),
 		field.String("reason").Optional().MaxLen(1000).Immutable(),
 		field.Int64("balance_before").Optional().Nillable().Immutable(),
 		field.Int64("balance_after").Optional().Nillable().Immutable(),
-		field.String("request_id").Optional().MaxLen(100).Immutable(),
-		field.String("transaction_id").Optional().Nillable().Immutable(),
+		field.String("request_id").Annotations(entgql.MapsTo("requestId")).Optional().MaxLen(100).Immutable(),
+		field.String("transaction_id").Annotations(entgql.MapsTo("transactionId")).Optional().Nillable().Immutable(),
 	}
 }
 
@@ -58,5 +58,8 @@ func (AdminAction) Indexes() []ent.Index {
 }
 
 func (AdminAction) Annotations() []schema.Annotation {
-	return []schema.Annotation{entgql.RelayConnection()}
+	return []schema.Annotation{
+		entgql.RelayConnection(),
+		entgql.QueryField("adminActions").Directives(entgql.NewDirective("admin")),
+	}
 }

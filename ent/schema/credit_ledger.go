@@ -22,11 +22,11 @@ func (CreditLedger) Mixin() []ent.Mixin {
 
 func (CreditLedger) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("transaction_id").Immutable(),
+		field.String("transaction_id").Annotations(entgql.MapsTo("transactionId")).Immutable(),
 		field.String("account").NotEmpty().MaxLen(300).Immutable(),
-		field.String("user_id").Optional().Nillable().Immutable().
+		field.String("user_id").Annotations(entgql.MapsTo("userId")).Optional().Nillable().Immutable().
 			Comment("the owner of the account when it is a user's"),
-		field.String("lot_id").Optional().Nillable().Immutable().
+		field.String("lot_id").Annotations(entgql.MapsTo("lotId")).Optional().Nillable().Immutable().
 			Comment("the lot the credits entered or left through"),
 		field.Int64("amount").Immutable().
 			Comment("signed: positive credits the account, negative debits it"),

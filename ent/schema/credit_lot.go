@@ -22,7 +22,7 @@ func (CreditLot) Mixin() []ent.Mixin {
 
 func (CreditLot) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("user_id").Immutable(),
+		field.String("user_id").Annotations(entgql.MapsTo("userId")).Immutable(),
 		field.Enum("source").
 			NamedValues("Purchase", "PURCHASE", "Grant", "GRANT").
 			Immutable(),
@@ -35,8 +35,8 @@ func (CreditLot) Fields() []ent.Field {
 			Annotations(entgql.OrderField("EXPIRES_AT")),
 		field.Int("priority").Default(0).Immutable().
 			Comment("lower is spent first"),
-		field.String("payment_id").Optional().Nillable().Immutable(),
-		field.String("transaction_id").Immutable().
+		field.String("payment_id").Annotations(entgql.MapsTo("paymentId")).Optional().Nillable().Immutable(),
+		field.String("transaction_id").Annotations(entgql.MapsTo("transactionId")).Immutable().
 			Comment("the transaction that created the lot"),
 	}
 }

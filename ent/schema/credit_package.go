@@ -29,7 +29,7 @@ func (CreditPackage) Fields() []ent.Field {
 		field.String("currency").
 			MinLen(3).MaxLen(3).
 			Comment("ISO 4217 code, lower case as Stripe writes it"),
-		field.String("stripe_price_id").Optional().MaxLen(255),
+		field.String("stripe_price_id").Annotations(entgql.MapsTo("stripePriceId")).Optional().MaxLen(255),
 		field.Bool("active").Default(true),
 		field.Int("sort_order").Default(0).
 			Comment("where the pack appears in the shop; lower first"),

@@ -21,7 +21,7 @@ func (CreditReservation) Mixin() []ent.Mixin {
 
 func (CreditReservation) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("user_id").Immutable(),
+		field.String("user_id").Annotations(entgql.MapsTo("userId")).Immutable(),
 		field.Int64("amount").Positive().Immutable(),
 		field.Int64("captured_amount").Default(0).NonNegative(),
 		field.Enum("status").

@@ -20,7 +20,7 @@ func (CreditTransaction) Mixin() []ent.Mixin {
 
 func (CreditTransaction) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("user_id").Immutable(),
+		field.String("user_id").Annotations(entgql.MapsTo("userId")).Immutable(),
 		field.Enum("kind").
 			NamedValues(
 				"Purchase", "PURCHASE",
@@ -46,8 +46,8 @@ func (CreditTransaction) Fields() []ent.Field {
 		field.String("actor").NotEmpty().MaxLen(300).Immutable().
 			Comment("who caused it, e.g. user:usr_…, service:billing, admin:usr_…, stripe:evt_…, system:expiry"),
 		field.String("idempotency_key").Optional().Nillable().MaxLen(255).Immutable(),
-		field.String("payment_id").Optional().Nillable().Immutable(),
-		field.String("reservation_id").Optional().Nillable().Immutable(),
+		field.String("payment_id").Annotations(entgql.MapsTo("paymentId")).Optional().Nillable().Immutable(),
+		field.String("reservation_id").Annotations(entgql.MapsTo("reservationId")).Optional().Nillable().Immutable(),
 		field.JSON("metadata", map[string]string{}).Optional().Immutable().
 			Annotations(entgql.Skip()),
 	}
@@ -64,8 +64,10 @@ func (CreditTransaction) Edges() []ent.Edge {
 		edge.To("postings", CreditLedger.Type),
 		edge.To("created_lots", CreditLot.Type).
 			Annotations(entgql.Skip()),
+		// Not in GraphQL: it would lead a user from their own transaction to
+		// the admin's account. Admins query adminActions instead.
 		edge.To("admin_action", AdminAction.Type).Unique().
-			Annotations(restrictDelete),
+			Annotations(restrictDelete, entgql.Skip()),
 	}
 }
 
@@ -80,5 +82,8 @@ func (CreditTransaction) Indexes() []ent.Index {
 }
 
 func (CreditTransaction) Annotations() []schema.Annotation {
-	return []schema.Annotation{entgql.RelayConnection()}
+	return []schema.Annotation{
+		entgql.RelayConnection(),
+		entgql.QueryField("creditTransactions").Directives(entgql.NewDirective("admin")),
+	}
 }

@@ -33,8 +33,8 @@ var paymentStatuses = []string{
 
 func (Payment) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("user_id").Immutable(),
-		field.String("package_id").Immutable(),
+		field.String("user_id").Annotations(entgql.MapsTo("userId")).Immutable(),
+		field.String("package_id").Annotations(entgql.MapsTo("packageId")).Immutable(),
 		field.Int64("amount").Positive().Immutable().
 			Comment("price paid, in the currency's minor units").
 			Annotations(entgql.OrderField("AMOUNT")),
@@ -54,9 +54,9 @@ func (Payment) Fields() []ent.Field {
 			Default(0).
 			NonNegative().
 			Comment("cumulative, in minor units, as Stripe reports it"),
-		field.String("stripe_checkout_session_id").Optional().Nillable().MaxLen(255),
-		field.String("stripe_payment_intent_id").Optional().Nillable().MaxLen(255),
-		field.String("stripe_charge_id").Optional().Nillable().MaxLen(255),
+		field.String("stripe_checkout_session_id").Annotations(entgql.MapsTo("stripeCheckoutSessionId")).Optional().Nillable().MaxLen(255),
+		field.String("stripe_payment_intent_id").Annotations(entgql.MapsTo("stripePaymentIntentId")).Optional().Nillable().MaxLen(255),
+		field.String("stripe_charge_id").Annotations(entgql.MapsTo("stripeChargeId")).Optional().Nillable().MaxLen(255),
 		field.Bool("livemode").Default(false),
 		field.Time("paid_at").Optional().Nillable(),
 	}
@@ -90,5 +90,8 @@ func (Payment) Indexes() []ent.Index {
 }
 
 func (Payment) Annotations() []schema.Annotation {
-	return []schema.Annotation{entgql.RelayConnection()}
+	return []schema.Annotation{
+		entgql.RelayConnection(),
+		entgql.QueryField("payments").Directives(entgql.NewDirective("admin")),
+	}
 }

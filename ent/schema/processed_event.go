@@ -20,7 +20,7 @@ func (ProcessedEvent) Mixin() []ent.Mixin {
 
 func (ProcessedEvent) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("stripe_event_id").NotEmpty().MaxLen(255).Immutable(),
+		field.String("stripe_event_id").Annotations(entgql.MapsTo("stripeEventId")).NotEmpty().MaxLen(255).Immutable(),
 		field.String("type").NotEmpty().MaxLen(255).Immutable(),
 		field.Bool("livemode").Default(false).Immutable(),
 		field.String("api_version").Optional().MaxLen(64).Immutable(),
@@ -34,7 +34,7 @@ func (ProcessedEvent) Fields() []ent.Field {
 			Annotations(entgql.OrderField("OUTCOME")),
 		field.String("error").Optional().MaxLen(2000).
 			Comment("why the event was not applied, for admins"),
-		field.String("payment_id").Optional().Nillable(),
+		field.String("payment_id").Annotations(entgql.MapsTo("paymentId")).Optional().Nillable(),
 		field.Int("attempts").Default(1),
 		field.Bytes("payload").Optional().
 			Comment("the event as received, for investigation and replay").
@@ -62,5 +62,8 @@ func (ProcessedEvent) Indexes() []ent.Index {
 }
 
 func (ProcessedEvent) Annotations() []schema.Annotation {
-	return []schema.Annotation{entgql.RelayConnection()}
+	return []schema.Annotation{
+		entgql.RelayConnection(),
+		entgql.QueryField("processedEvents").Directives(entgql.NewDirective("admin")),
+	}
 }

@@ -19,8 +19,8 @@ func (StripeCustomer) Mixin() []ent.Mixin {
 
 func (StripeCustomer) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("user_id").Immutable(),
-		field.String("stripe_customer_id").NotEmpty().MaxLen(255).Immutable(),
+		field.String("user_id").Annotations(entgql.MapsTo("userId")).Immutable(),
+		field.String("stripe_customer_id").Annotations(entgql.MapsTo("stripeCustomerId")).NotEmpty().MaxLen(255).Immutable(),
 		field.Bool("livemode").Default(false).Immutable(),
 	}
 }

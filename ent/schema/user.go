@@ -20,7 +20,7 @@ func (User) Mixin() []ent.Mixin {
 
 func (User) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("external_id").
+		field.String("external_id").Annotations(entgql.MapsTo("externalId")).
 			NotEmpty().
 			MaxLen(255).
 			Immutable().
@@ -45,10 +45,12 @@ func (User) Fields() []ent.Field {
 func (User) Edges() []ent.Edge {
 	return []ent.Edge{
 		edge.To("stripe_customers", StripeCustomer.Type),
+		// payments and transactions are served newest first by hand-written
+		// fields (graph/schema.graphqls), not the generated edges.
 		edge.To("payments", Payment.Type).
-			Annotations(entgql.RelayConnection()),
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		edge.To("transactions", CreditTransaction.Type).
-			Annotations(entgql.RelayConnection()),
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		edge.To("lots", CreditLot.Type).
 			Annotations(entgql.RelayConnection()),
 		edge.To("reservations", CreditReservation.Type).
@@ -70,5 +72,6 @@ func (User) Indexes() []ent.Index {
 func (User) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
+		entgql.QueryField("users").Directives(entgql.NewDirective("admin")),
 	}
 }

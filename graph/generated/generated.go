@@ -22,6 +22,7 @@ import (
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/user"
+	"github.com/tally-billing/tally/graph/model"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -36,10 +37,16 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	CreditTransaction() CreditTransactionResolver
+	Mutation() MutationResolver
 	Query() QueryResolver
+	Subscription() SubscriptionResolver
+	User() UserResolver
 }
 
 type DirectiveRoot struct {
+	Admin   func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
+	HasRole func(ctx context.Context, obj any, next graphql.Resolver, roles []model.Role) (res any, err error)
 }
 
 type ComplexityRoot struct {
@@ -70,6 +77,24 @@ type ComplexityRoot struct {
 	AdminActionEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	CaptureReservationPayload struct {
+		Replayed    func(childComplexity int) int
+		Reservation func(childComplexity int) int
+		Transaction func(childComplexity int) int
+		User        func(childComplexity int) int
+	}
+
+	CreateCreditPackagePayload struct {
+		AdminAction   func(childComplexity int) int
+		CreditPackage func(childComplexity int) int
+	}
+
+	CreditBalanceChange struct {
+		At            func(childComplexity int) int
+		Balance       func(childComplexity int) int
+		TransactionID func(childComplexity int) int
 	}
 
 	CreditLot struct {
@@ -154,12 +179,12 @@ type ComplexityRoot struct {
 
 	CreditTransaction struct {
 		Actor          func(childComplexity int) int
-		AdminAction    func(childComplexity int) int
 		Amount         func(childComplexity int) int
 		CreatedAt      func(childComplexity int) int
 		ID             func(childComplexity int) int
 		IdempotencyKey func(childComplexity int) int
 		Kind           func(childComplexity int) int
+		Metadata       func(childComplexity int) int
 		Payment        func(childComplexity int) int
 		PaymentID      func(childComplexity int) int
 		Postings       func(childComplexity int) int
@@ -179,6 +204,51 @@ type ComplexityRoot struct {
 	CreditTransactionEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	FreezeUserPayload struct {
+		AdminAction func(childComplexity int) int
+		User        func(childComplexity int) int
+	}
+
+	GrantCreditsPayload struct {
+		AdminAction func(childComplexity int) int
+		Replayed    func(childComplexity int) int
+		Transaction func(childComplexity int) int
+		User        func(childComplexity int) int
+	}
+
+	LedgerProblem struct {
+		Detail    func(childComplexity int) int
+		Invariant func(childComplexity int) int
+		Subject   func(childComplexity int) int
+	}
+
+	LedgerReport struct {
+		Lots         func(childComplexity int) int
+		Ok           func(childComplexity int) int
+		Postings     func(childComplexity int) int
+		Problems     func(childComplexity int) int
+		Transactions func(childComplexity int) int
+		Users        func(childComplexity int) int
+	}
+
+	MetadataEntry struct {
+		Key   func(childComplexity int) int
+		Value func(childComplexity int) int
+	}
+
+	Mutation struct {
+		CaptureReservation  func(childComplexity int, input model.CaptureReservationInput) int
+		CreateCreditPackage func(childComplexity int, input model.CreateCreditPackageInput) int
+		FreezeUser          func(childComplexity int, input model.FreezeUserInput) int
+		GrantCredits        func(childComplexity int, input model.GrantCreditsInput) int
+		ReleaseReservation  func(childComplexity int, input model.ReleaseReservationInput) int
+		ReserveCredits      func(childComplexity int, input model.ReserveCreditsInput) int
+		RevokeCredits       func(childComplexity int, input model.RevokeCreditsInput) int
+		SpendCredits        func(childComplexity int, input model.SpendCreditsInput) int
+		UnfreezeUser        func(childComplexity int, input model.UnfreezeUserInput) int
+		UpdateCreditPackage func(childComplexity int, input model.UpdateCreditPackageInput) int
 	}
 
 	PageInfo struct {
@@ -262,23 +332,74 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
-		CreditPackages func(childComplexity int) int
-		Node           func(childComplexity int, id string) int
-		Nodes          func(childComplexity int, ids []string) int
+		AdminActions       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AdminActionOrder, where *ent.AdminActionWhereInput) int
+		CreditPackages     func(childComplexity int) int
+		CreditTransactions func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder, where *ent.CreditTransactionWhereInput) int
+		LedgerReport       func(childComplexity int) int
+		Node               func(childComplexity int, id string) int
+		Nodes              func(childComplexity int, ids []string) int
+		Payments           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.PaymentOrder, where *ent.PaymentWhereInput) int
+		ProcessedEvents    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ProcessedEventOrder, where *ent.ProcessedEventWhereInput) int
+		User               func(childComplexity int, id string) int
+		Users              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.UserOrder, where *ent.UserWhereInput) int
+		Viewer             func(childComplexity int) int
+	}
+
+	ReleaseReservationPayload struct {
+		Replayed    func(childComplexity int) int
+		Reservation func(childComplexity int) int
+		User        func(childComplexity int) int
+	}
+
+	ReserveCreditsPayload struct {
+		Replayed    func(childComplexity int) int
+		Reservation func(childComplexity int) int
+		User        func(childComplexity int) int
+	}
+
+	RevokeCreditsPayload struct {
+		AdminAction   func(childComplexity int) int
+		Replayed      func(childComplexity int) int
+		RevokedAmount func(childComplexity int) int
+		Transaction   func(childComplexity int) int
+		User          func(childComplexity int) int
+	}
+
+	SpendCreditsPayload struct {
+		Replayed    func(childComplexity int) int
+		Transaction func(childComplexity int) int
+		User        func(childComplexity int) int
+	}
+
+	Subscription struct {
+		CreditBalanceChanged func(childComplexity int) int
+	}
+
+	UnfreezeUserPayload struct {
+		AdminAction func(childComplexity int) int
+		User        func(childComplexity int) int
+	}
+
+	UpdateCreditPackagePayload struct {
+		AdminAction   func(childComplexity int) int
+		CreditPackage func(childComplexity int) int
 	}
 
 	User struct {
-		CreatedAt      func(childComplexity int) int
-		CreditsBalance func(childComplexity int) int
-		Email          func(childComplexity int) int
-		ExternalID     func(childComplexity int) int
-		ID             func(childComplexity int) int
-		Lots           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder, where *ent.CreditLotWhereInput) int
-		Payments       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.PaymentOrder, where *ent.PaymentWhereInput) int
-		Reservations   func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder, where *ent.CreditReservationWhereInput) int
-		Status         func(childComplexity int) int
-		Transactions   func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder, where *ent.CreditTransactionWhereInput) int
-		UpdatedAt      func(childComplexity int) int
+		AvailableCredits func(childComplexity int) int
+		CreatedAt        func(childComplexity int) int
+		CreditsBalance   func(childComplexity int) int
+		Email            func(childComplexity int) int
+		ExternalID       func(childComplexity int) int
+		HeldCredits      func(childComplexity int) int
+		ID               func(childComplexity int) int
+		Lots             func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder, where *ent.CreditLotWhereInput) int
+		Payments         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) int
+		Reservations     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder, where *ent.CreditReservationWhereInput) int
+		ReservedCredits  func(childComplexity int) int
+		Status           func(childComplexity int) int
+		Transactions     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) int
+		UpdatedAt        func(childComplexity int) int
 	}
 
 	UserConnection struct {
@@ -297,10 +418,43 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type CreditTransactionResolver interface {
+	Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error)
+}
+type MutationResolver interface {
+	SpendCredits(ctx context.Context, input model.SpendCreditsInput) (*model.SpendCreditsPayload, error)
+	ReserveCredits(ctx context.Context, input model.ReserveCreditsInput) (*model.ReserveCreditsPayload, error)
+	CaptureReservation(ctx context.Context, input model.CaptureReservationInput) (*model.CaptureReservationPayload, error)
+	ReleaseReservation(ctx context.Context, input model.ReleaseReservationInput) (*model.ReleaseReservationPayload, error)
+	GrantCredits(ctx context.Context, input model.GrantCreditsInput) (*model.GrantCreditsPayload, error)
+	RevokeCredits(ctx context.Context, input model.RevokeCreditsInput) (*model.RevokeCreditsPayload, error)
+	FreezeUser(ctx context.Context, input model.FreezeUserInput) (*model.FreezeUserPayload, error)
+	UnfreezeUser(ctx context.Context, input model.UnfreezeUserInput) (*model.UnfreezeUserPayload, error)
+	CreateCreditPackage(ctx context.Context, input model.CreateCreditPackageInput) (*model.CreateCreditPackagePayload, error)
+	UpdateCreditPackage(ctx context.Context, input model.UpdateCreditPackageInput) (*model.UpdateCreditPackagePayload, error)
+}
 type QueryResolver interface {
 	Node(ctx context.Context, id string) (ent.Noder, error)
 	Nodes(ctx context.Context, ids []string) ([]ent.Noder, error)
+	AdminActions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AdminActionOrder, where *ent.AdminActionWhereInput) (*ent.AdminActionConnection, error)
+	CreditTransactions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error)
+	Payments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.PaymentOrder, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error)
+	ProcessedEvents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ProcessedEventOrder, where *ent.ProcessedEventWhereInput) (*ent.ProcessedEventConnection, error)
+	Users(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.UserOrder, where *ent.UserWhereInput) (*ent.UserConnection, error)
+	Viewer(ctx context.Context) (*ent.User, error)
 	CreditPackages(ctx context.Context) ([]*ent.CreditPackage, error)
+	User(ctx context.Context, id string) (*ent.User, error)
+	LedgerReport(ctx context.Context) (*model.LedgerReport, error)
+}
+type SubscriptionResolver interface {
+	CreditBalanceChanged(ctx context.Context) (<-chan *model.CreditBalanceChange, error)
+}
+type UserResolver interface {
+	AvailableCredits(ctx context.Context, obj *ent.User) (int, error)
+	ReservedCredits(ctx context.Context, obj *ent.User) (int, error)
+	HeldCredits(ctx context.Context, obj *ent.User) (int, error)
+	Transactions(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error)
+	Payments(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -333,7 +487,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AdminAction.Admin(childComplexity), true
-	case "AdminAction.adminID":
+	case "AdminAction.adminId":
 		if e.ComplexityRoot.AdminAction.AdminID == nil {
 			break
 		}
@@ -375,13 +529,13 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AdminAction.Reason(childComplexity), true
-	case "AdminAction.requestID":
+	case "AdminAction.requestId":
 		if e.ComplexityRoot.AdminAction.RequestID == nil {
 			break
 		}
 
 		return e.ComplexityRoot.AdminAction.RequestID(childComplexity), true
-	case "AdminAction.targetID":
+	case "AdminAction.targetId":
 		if e.ComplexityRoot.AdminAction.TargetID == nil {
 			break
 		}
@@ -393,7 +547,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AdminAction.TargetUser(childComplexity), true
-	case "AdminAction.targetUserID":
+	case "AdminAction.targetUserId":
 		if e.ComplexityRoot.AdminAction.TargetUserID == nil {
 			break
 		}
@@ -405,7 +559,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AdminAction.Transaction(childComplexity), true
-	case "AdminAction.transactionID":
+	case "AdminAction.transactionId":
 		if e.ComplexityRoot.AdminAction.TransactionID == nil {
 			break
 		}
@@ -444,6 +598,63 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.AdminActionEdge.Node(childComplexity), true
 
+	case "CaptureReservationPayload.replayed":
+		if e.ComplexityRoot.CaptureReservationPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CaptureReservationPayload.Replayed(childComplexity), true
+	case "CaptureReservationPayload.reservation":
+		if e.ComplexityRoot.CaptureReservationPayload.Reservation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CaptureReservationPayload.Reservation(childComplexity), true
+	case "CaptureReservationPayload.transaction":
+		if e.ComplexityRoot.CaptureReservationPayload.Transaction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CaptureReservationPayload.Transaction(childComplexity), true
+	case "CaptureReservationPayload.user":
+		if e.ComplexityRoot.CaptureReservationPayload.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CaptureReservationPayload.User(childComplexity), true
+
+	case "CreateCreditPackagePayload.adminAction":
+		if e.ComplexityRoot.CreateCreditPackagePayload.AdminAction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCreditPackagePayload.AdminAction(childComplexity), true
+	case "CreateCreditPackagePayload.creditPackage":
+		if e.ComplexityRoot.CreateCreditPackagePayload.CreditPackage == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCreditPackagePayload.CreditPackage(childComplexity), true
+
+	case "CreditBalanceChange.at":
+		if e.ComplexityRoot.CreditBalanceChange.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditBalanceChange.At(childComplexity), true
+	case "CreditBalanceChange.balance":
+		if e.ComplexityRoot.CreditBalanceChange.Balance == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditBalanceChange.Balance(childComplexity), true
+	case "CreditBalanceChange.transactionId":
+		if e.ComplexityRoot.CreditBalanceChange.TransactionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditBalanceChange.TransactionID(childComplexity), true
+
 	case "CreditLot.createdAt":
 		if e.ComplexityRoot.CreditLot.CreatedAt == nil {
 			break
@@ -480,7 +691,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditLot.Payment(childComplexity), true
-	case "CreditLot.paymentID":
+	case "CreditLot.paymentId":
 		if e.ComplexityRoot.CreditLot.PaymentID == nil {
 			break
 		}
@@ -510,7 +721,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditLot.Transaction(childComplexity), true
-	case "CreditLot.transactionID":
+	case "CreditLot.transactionId":
 		if e.ComplexityRoot.CreditLot.TransactionID == nil {
 			break
 		}
@@ -528,7 +739,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditLot.User(childComplexity), true
-	case "CreditLot.userID":
+	case "CreditLot.userId":
 		if e.ComplexityRoot.CreditLot.UserID == nil {
 			break
 		}
@@ -621,7 +832,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditPackage.SortOrder(childComplexity), true
-	case "CreditPackage.stripePriceID":
+	case "CreditPackage.stripePriceId":
 		if e.ComplexityRoot.CreditPackage.StripePriceID == nil {
 			break
 		}
@@ -732,7 +943,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditReservation.User(childComplexity), true
-	case "CreditReservation.userID":
+	case "CreditReservation.userId":
 		if e.ComplexityRoot.CreditReservation.UserID == nil {
 			break
 		}
@@ -777,12 +988,6 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditTransaction.Actor(childComplexity), true
-	case "CreditTransaction.adminAction":
-		if e.ComplexityRoot.CreditTransaction.AdminAction == nil {
-			break
-		}
-
-		return e.ComplexityRoot.CreditTransaction.AdminAction(childComplexity), true
 	case "CreditTransaction.amount":
 		if e.ComplexityRoot.CreditTransaction.Amount == nil {
 			break
@@ -813,13 +1018,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditTransaction.Kind(childComplexity), true
+	case "CreditTransaction.metadata":
+		if e.ComplexityRoot.CreditTransaction.Metadata == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditTransaction.Metadata(childComplexity), true
 	case "CreditTransaction.payment":
 		if e.ComplexityRoot.CreditTransaction.Payment == nil {
 			break
 		}
 
 		return e.ComplexityRoot.CreditTransaction.Payment(childComplexity), true
-	case "CreditTransaction.paymentID":
+	case "CreditTransaction.paymentId":
 		if e.ComplexityRoot.CreditTransaction.PaymentID == nil {
 			break
 		}
@@ -843,7 +1054,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditTransaction.Reservation(childComplexity), true
-	case "CreditTransaction.reservationID":
+	case "CreditTransaction.reservationId":
 		if e.ComplexityRoot.CreditTransaction.ReservationID == nil {
 			break
 		}
@@ -855,7 +1066,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditTransaction.User(childComplexity), true
-	case "CreditTransaction.userID":
+	case "CreditTransaction.userId":
 		if e.ComplexityRoot.CreditTransaction.UserID == nil {
 			break
 		}
@@ -893,6 +1104,224 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditTransactionEdge.Node(childComplexity), true
+
+	case "FreezeUserPayload.adminAction":
+		if e.ComplexityRoot.FreezeUserPayload.AdminAction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FreezeUserPayload.AdminAction(childComplexity), true
+	case "FreezeUserPayload.user":
+		if e.ComplexityRoot.FreezeUserPayload.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FreezeUserPayload.User(childComplexity), true
+
+	case "GrantCreditsPayload.adminAction":
+		if e.ComplexityRoot.GrantCreditsPayload.AdminAction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GrantCreditsPayload.AdminAction(childComplexity), true
+	case "GrantCreditsPayload.replayed":
+		if e.ComplexityRoot.GrantCreditsPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GrantCreditsPayload.Replayed(childComplexity), true
+	case "GrantCreditsPayload.transaction":
+		if e.ComplexityRoot.GrantCreditsPayload.Transaction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GrantCreditsPayload.Transaction(childComplexity), true
+	case "GrantCreditsPayload.user":
+		if e.ComplexityRoot.GrantCreditsPayload.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.GrantCreditsPayload.User(childComplexity), true
+
+	case "LedgerProblem.detail":
+		if e.ComplexityRoot.LedgerProblem.Detail == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerProblem.Detail(childComplexity), true
+	case "LedgerProblem.invariant":
+		if e.ComplexityRoot.LedgerProblem.Invariant == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerProblem.Invariant(childComplexity), true
+	case "LedgerProblem.subject":
+		if e.ComplexityRoot.LedgerProblem.Subject == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerProblem.Subject(childComplexity), true
+
+	case "LedgerReport.lots":
+		if e.ComplexityRoot.LedgerReport.Lots == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerReport.Lots(childComplexity), true
+	case "LedgerReport.ok":
+		if e.ComplexityRoot.LedgerReport.Ok == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerReport.Ok(childComplexity), true
+	case "LedgerReport.postings":
+		if e.ComplexityRoot.LedgerReport.Postings == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerReport.Postings(childComplexity), true
+	case "LedgerReport.problems":
+		if e.ComplexityRoot.LedgerReport.Problems == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerReport.Problems(childComplexity), true
+	case "LedgerReport.transactions":
+		if e.ComplexityRoot.LedgerReport.Transactions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerReport.Transactions(childComplexity), true
+	case "LedgerReport.users":
+		if e.ComplexityRoot.LedgerReport.Users == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerReport.Users(childComplexity), true
+
+	case "MetadataEntry.key":
+		if e.ComplexityRoot.MetadataEntry.Key == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MetadataEntry.Key(childComplexity), true
+	case "MetadataEntry.value":
+		if e.ComplexityRoot.MetadataEntry.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MetadataEntry.Value(childComplexity), true
+
+	case "Mutation.captureReservation":
+		if e.ComplexityRoot.Mutation.CaptureReservation == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_captureReservation_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CaptureReservation(childComplexity, args["input"].(model.CaptureReservationInput)), true
+	case "Mutation.createCreditPackage":
+		if e.ComplexityRoot.Mutation.CreateCreditPackage == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createCreditPackage_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateCreditPackage(childComplexity, args["input"].(model.CreateCreditPackageInput)), true
+	case "Mutation.freezeUser":
+		if e.ComplexityRoot.Mutation.FreezeUser == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_freezeUser_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FreezeUser(childComplexity, args["input"].(model.FreezeUserInput)), true
+	case "Mutation.grantCredits":
+		if e.ComplexityRoot.Mutation.GrantCredits == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_grantCredits_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.GrantCredits(childComplexity, args["input"].(model.GrantCreditsInput)), true
+	case "Mutation.releaseReservation":
+		if e.ComplexityRoot.Mutation.ReleaseReservation == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_releaseReservation_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ReleaseReservation(childComplexity, args["input"].(model.ReleaseReservationInput)), true
+	case "Mutation.reserveCredits":
+		if e.ComplexityRoot.Mutation.ReserveCredits == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_reserveCredits_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ReserveCredits(childComplexity, args["input"].(model.ReserveCreditsInput)), true
+	case "Mutation.revokeCredits":
+		if e.ComplexityRoot.Mutation.RevokeCredits == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_revokeCredits_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RevokeCredits(childComplexity, args["input"].(model.RevokeCreditsInput)), true
+	case "Mutation.spendCredits":
+		if e.ComplexityRoot.Mutation.SpendCredits == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_spendCredits_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SpendCredits(childComplexity, args["input"].(model.SpendCreditsInput)), true
+	case "Mutation.unfreezeUser":
+		if e.ComplexityRoot.Mutation.UnfreezeUser == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_unfreezeUser_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UnfreezeUser(childComplexity, args["input"].(model.UnfreezeUserInput)), true
+	case "Mutation.updateCreditPackage":
+		if e.ComplexityRoot.Mutation.UpdateCreditPackage == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateCreditPackage_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateCreditPackage(childComplexity, args["input"].(model.UpdateCreditPackageInput)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -973,7 +1402,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Payment.Package(childComplexity), true
-	case "Payment.packageID":
+	case "Payment.packageId":
 		if e.ComplexityRoot.Payment.PackageID == nil {
 			break
 		}
@@ -991,19 +1420,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Payment.Status(childComplexity), true
-	case "Payment.stripeChargeID":
+	case "Payment.stripeChargeId":
 		if e.ComplexityRoot.Payment.StripeChargeID == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Payment.StripeChargeID(childComplexity), true
-	case "Payment.stripeCheckoutSessionID":
+	case "Payment.stripeCheckoutSessionId":
 		if e.ComplexityRoot.Payment.StripeCheckoutSessionID == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Payment.StripeCheckoutSessionID(childComplexity), true
-	case "Payment.stripePaymentIntentID":
+	case "Payment.stripePaymentIntentId":
 		if e.ComplexityRoot.Payment.StripePaymentIntentID == nil {
 			break
 		}
@@ -1032,7 +1461,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Payment.User(childComplexity), true
-	case "Payment.userID":
+	case "Payment.userId":
 		if e.ComplexityRoot.Payment.UserID == nil {
 			break
 		}
@@ -1107,7 +1536,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Posting.Lot(childComplexity), true
-	case "Posting.lotID":
+	case "Posting.lotId":
 		if e.ComplexityRoot.Posting.LotID == nil {
 			break
 		}
@@ -1119,7 +1548,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Posting.Transaction(childComplexity), true
-	case "Posting.transactionID":
+	case "Posting.transactionId":
 		if e.ComplexityRoot.Posting.TransactionID == nil {
 			break
 		}
@@ -1131,7 +1560,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Posting.User(childComplexity), true
-	case "Posting.userID":
+	case "Posting.userId":
 		if e.ComplexityRoot.Posting.UserID == nil {
 			break
 		}
@@ -1180,7 +1609,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ProcessedEvent.Payment(childComplexity), true
-	case "ProcessedEvent.paymentID":
+	case "ProcessedEvent.paymentId":
 		if e.ComplexityRoot.ProcessedEvent.PaymentID == nil {
 			break
 		}
@@ -1198,7 +1627,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ProcessedEvent.ReceivedAt(childComplexity), true
-	case "ProcessedEvent.stripeEventID":
+	case "ProcessedEvent.stripeEventId":
 		if e.ComplexityRoot.ProcessedEvent.StripeEventID == nil {
 			break
 		}
@@ -1243,13 +1672,41 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ProcessedEventEdge.Node(childComplexity), true
 
+	case "Query.adminActions":
+		if e.ComplexityRoot.Query.AdminActions == nil {
+			break
+		}
+
+		args, err := ec.field_Query_adminActions_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.AdminActions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.AdminActionOrder), args["where"].(*ent.AdminActionWhereInput)), true
 	case "Query.creditPackages":
 		if e.ComplexityRoot.Query.CreditPackages == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Query.CreditPackages(childComplexity), true
+	case "Query.creditTransactions":
+		if e.ComplexityRoot.Query.CreditTransactions == nil {
+			break
+		}
 
+		args, err := ec.field_Query_creditTransactions_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.CreditTransactions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditTransactionOrder), args["where"].(*ent.CreditTransactionWhereInput)), true
+
+	case "Query.ledgerReport":
+		if e.ComplexityRoot.Query.LedgerReport == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.LedgerReport(childComplexity), true
 	case "Query.node":
 		if e.ComplexityRoot.Query.Node == nil {
 			break
@@ -1272,7 +1729,184 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Nodes(childComplexity, args["ids"].([]string)), true
+	case "Query.payments":
+		if e.ComplexityRoot.Query.Payments == nil {
+			break
+		}
 
+		args, err := ec.field_Query_payments_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Payments(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.PaymentOrder), args["where"].(*ent.PaymentWhereInput)), true
+	case "Query.processedEvents":
+		if e.ComplexityRoot.Query.ProcessedEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Query_processedEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.ProcessedEvents(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.ProcessedEventOrder), args["where"].(*ent.ProcessedEventWhereInput)), true
+	case "Query.user":
+		if e.ComplexityRoot.Query.User == nil {
+			break
+		}
+
+		args, err := ec.field_Query_user_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.User(childComplexity, args["id"].(string)), true
+	case "Query.users":
+		if e.ComplexityRoot.Query.Users == nil {
+			break
+		}
+
+		args, err := ec.field_Query_users_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Users(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.UserOrder), args["where"].(*ent.UserWhereInput)), true
+	case "Query.viewer":
+		if e.ComplexityRoot.Query.Viewer == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.Viewer(childComplexity), true
+
+	case "ReleaseReservationPayload.replayed":
+		if e.ComplexityRoot.ReleaseReservationPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseReservationPayload.Replayed(childComplexity), true
+	case "ReleaseReservationPayload.reservation":
+		if e.ComplexityRoot.ReleaseReservationPayload.Reservation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseReservationPayload.Reservation(childComplexity), true
+	case "ReleaseReservationPayload.user":
+		if e.ComplexityRoot.ReleaseReservationPayload.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReleaseReservationPayload.User(childComplexity), true
+
+	case "ReserveCreditsPayload.replayed":
+		if e.ComplexityRoot.ReserveCreditsPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReserveCreditsPayload.Replayed(childComplexity), true
+	case "ReserveCreditsPayload.reservation":
+		if e.ComplexityRoot.ReserveCreditsPayload.Reservation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReserveCreditsPayload.Reservation(childComplexity), true
+	case "ReserveCreditsPayload.user":
+		if e.ComplexityRoot.ReserveCreditsPayload.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReserveCreditsPayload.User(childComplexity), true
+
+	case "RevokeCreditsPayload.adminAction":
+		if e.ComplexityRoot.RevokeCreditsPayload.AdminAction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RevokeCreditsPayload.AdminAction(childComplexity), true
+	case "RevokeCreditsPayload.replayed":
+		if e.ComplexityRoot.RevokeCreditsPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RevokeCreditsPayload.Replayed(childComplexity), true
+	case "RevokeCreditsPayload.revokedAmount":
+		if e.ComplexityRoot.RevokeCreditsPayload.RevokedAmount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RevokeCreditsPayload.RevokedAmount(childComplexity), true
+	case "RevokeCreditsPayload.transaction":
+		if e.ComplexityRoot.RevokeCreditsPayload.Transaction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RevokeCreditsPayload.Transaction(childComplexity), true
+	case "RevokeCreditsPayload.user":
+		if e.ComplexityRoot.RevokeCreditsPayload.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RevokeCreditsPayload.User(childComplexity), true
+
+	case "SpendCreditsPayload.replayed":
+		if e.ComplexityRoot.SpendCreditsPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SpendCreditsPayload.Replayed(childComplexity), true
+	case "SpendCreditsPayload.transaction":
+		if e.ComplexityRoot.SpendCreditsPayload.Transaction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SpendCreditsPayload.Transaction(childComplexity), true
+	case "SpendCreditsPayload.user":
+		if e.ComplexityRoot.SpendCreditsPayload.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SpendCreditsPayload.User(childComplexity), true
+
+	case "Subscription.creditBalanceChanged":
+		if e.ComplexityRoot.Subscription.CreditBalanceChanged == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Subscription.CreditBalanceChanged(childComplexity), true
+
+	case "UnfreezeUserPayload.adminAction":
+		if e.ComplexityRoot.UnfreezeUserPayload.AdminAction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UnfreezeUserPayload.AdminAction(childComplexity), true
+	case "UnfreezeUserPayload.user":
+		if e.ComplexityRoot.UnfreezeUserPayload.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UnfreezeUserPayload.User(childComplexity), true
+
+	case "UpdateCreditPackagePayload.adminAction":
+		if e.ComplexityRoot.UpdateCreditPackagePayload.AdminAction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UpdateCreditPackagePayload.AdminAction(childComplexity), true
+	case "UpdateCreditPackagePayload.creditPackage":
+		if e.ComplexityRoot.UpdateCreditPackagePayload.CreditPackage == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UpdateCreditPackagePayload.CreditPackage(childComplexity), true
+
+	case "User.availableCredits":
+		if e.ComplexityRoot.User.AvailableCredits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.User.AvailableCredits(childComplexity), true
 	case "User.createdAt":
 		if e.ComplexityRoot.User.CreatedAt == nil {
 			break
@@ -1291,12 +1925,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.User.Email(childComplexity), true
-	case "User.externalID":
+	case "User.externalId":
 		if e.ComplexityRoot.User.ExternalID == nil {
 			break
 		}
 
 		return e.ComplexityRoot.User.ExternalID(childComplexity), true
+	case "User.heldCredits":
+		if e.ComplexityRoot.User.HeldCredits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.User.HeldCredits(childComplexity), true
 	case "User.id":
 		if e.ComplexityRoot.User.ID == nil {
 			break
@@ -1324,7 +1964,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.User.Payments(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.PaymentOrder), args["where"].(*ent.PaymentWhereInput)), true
+		return e.ComplexityRoot.User.Payments(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["where"].(*ent.PaymentWhereInput)), true
 	case "User.reservations":
 		if e.ComplexityRoot.User.Reservations == nil {
 			break
@@ -1336,6 +1976,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.User.Reservations(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditReservationOrder), args["where"].(*ent.CreditReservationWhereInput)), true
+	case "User.reservedCredits":
+		if e.ComplexityRoot.User.ReservedCredits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.User.ReservedCredits(childComplexity), true
 	case "User.status":
 		if e.ComplexityRoot.User.Status == nil {
 			break
@@ -1352,7 +1998,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.User.Transactions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditTransactionOrder), args["where"].(*ent.CreditTransactionWhereInput)), true
+		return e.ComplexityRoot.User.Transactions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["where"].(*ent.CreditTransactionWhereInput)), true
 	case "User.updatedAt":
 		if e.ComplexityRoot.User.UpdatedAt == nil {
 			break
@@ -1403,6 +2049,8 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("AdminActionOrder", ec.unmarshalInputAdminActionOrder),
 			graphql.NewInputUnmarshaler("AdminActionWhereInput", ec.unmarshalInputAdminActionWhereInput),
+			graphql.NewInputUnmarshaler("CaptureReservationInput", ec.unmarshalInputCaptureReservationInput),
+			graphql.NewInputUnmarshaler("CreateCreditPackageInput", ec.unmarshalInputCreateCreditPackageInput),
 			graphql.NewInputUnmarshaler("CreditLotOrder", ec.unmarshalInputCreditLotOrder),
 			graphql.NewInputUnmarshaler("CreditLotWhereInput", ec.unmarshalInputCreditLotWhereInput),
 			graphql.NewInputUnmarshaler("CreditPackageOrder", ec.unmarshalInputCreditPackageOrder),
@@ -1411,12 +2059,21 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreditReservationWhereInput", ec.unmarshalInputCreditReservationWhereInput),
 			graphql.NewInputUnmarshaler("CreditTransactionOrder", ec.unmarshalInputCreditTransactionOrder),
 			graphql.NewInputUnmarshaler("CreditTransactionWhereInput", ec.unmarshalInputCreditTransactionWhereInput),
+			graphql.NewInputUnmarshaler("FreezeUserInput", ec.unmarshalInputFreezeUserInput),
+			graphql.NewInputUnmarshaler("GrantCreditsInput", ec.unmarshalInputGrantCreditsInput),
+			graphql.NewInputUnmarshaler("MetadataEntryInput", ec.unmarshalInputMetadataEntryInput),
 			graphql.NewInputUnmarshaler("PaymentOrder", ec.unmarshalInputPaymentOrder),
 			graphql.NewInputUnmarshaler("PaymentWhereInput", ec.unmarshalInputPaymentWhereInput),
 			graphql.NewInputUnmarshaler("PostingOrder", ec.unmarshalInputPostingOrder),
 			graphql.NewInputUnmarshaler("PostingWhereInput", ec.unmarshalInputPostingWhereInput),
 			graphql.NewInputUnmarshaler("ProcessedEventOrder", ec.unmarshalInputProcessedEventOrder),
 			graphql.NewInputUnmarshaler("ProcessedEventWhereInput", ec.unmarshalInputProcessedEventWhereInput),
+			graphql.NewInputUnmarshaler("ReleaseReservationInput", ec.unmarshalInputReleaseReservationInput),
+			graphql.NewInputUnmarshaler("ReserveCreditsInput", ec.unmarshalInputReserveCreditsInput),
+			graphql.NewInputUnmarshaler("RevokeCreditsInput", ec.unmarshalInputRevokeCreditsInput),
+			graphql.NewInputUnmarshaler("SpendCreditsInput", ec.unmarshalInputSpendCreditsInput),
+			graphql.NewInputUnmarshaler("UnfreezeUserInput", ec.unmarshalInputUnfreezeUserInput),
+			graphql.NewInputUnmarshaler("UpdateCreditPackageInput", ec.unmarshalInputUpdateCreditPackageInput),
 			graphql.NewInputUnmarshaler("UserOrder", ec.unmarshalInputUserOrder),
 			graphql.NewInputUnmarshaler("UserWhereInput", ec.unmarshalInputUserWhereInput),
 		)
@@ -1454,6 +2111,38 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 
 			return &response
 		}
+	case ast.Mutation:
+		return func(ctx context.Context) *graphql.Response {
+			if !first {
+				return nil
+			}
+			first = false
+			ctx = graphql.WithLazyInputUnmarshalerIndex(ctx, inputUnmarshalers)
+			data := ec._Mutation(ctx, opCtx.Operation.SelectionSet)
+			var buf bytes.Buffer
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
 
 	default:
 		return graphql.OneShot(graphql.ErrorResponse(ctx, "unsupported GraphQL operation"))
@@ -1488,7 +2177,7 @@ type AdminAction implements Node {
   """
   the admin's user id
   """
-  adminID: ID!
+  adminId: ID!
   """
   e.g. grant_credits, revoke_credits, freeze_user, refund_payment
   """
@@ -1496,14 +2185,14 @@ type AdminAction implements Node {
   """
   global id of what was acted on
   """
-  targetID: String!
-  targetUserID: ID
+  targetId: String!
+  targetUserId: ID
   amount: Int
   reason: String
   balanceBefore: Int
   balanceAfter: Int
-  requestID: String
-  transactionID: ID
+  requestId: String
+  transactionId: ID
   admin: User!
   targetUser: User
   transaction: CreditTransaction
@@ -1770,7 +2459,7 @@ type CreditLot implements Node {
   id: ID!
   createdAt: Time!
   updatedAt: Time!
-  userID: ID!
+  userId: ID!
   source: CreditLotSource!
   original: Int!
   """
@@ -1786,11 +2475,11 @@ type CreditLot implements Node {
   lower is spent first
   """
   priority: Int!
-  paymentID: ID
+  paymentId: ID
   """
   the transaction that created the lot
   """
-  transactionID: ID!
+  transactionId: ID!
   user: User!
   payment: Payment
   transaction: CreditTransaction!
@@ -2042,7 +2731,7 @@ type CreditPackage implements Node {
   ISO 4217 code, lower case as Stripe writes it
   """
   currency: String!
-  stripePriceID: String
+  stripePriceId: String
   active: Boolean!
   """
   where the pack appears in the shop; lower first
@@ -2257,7 +2946,7 @@ type CreditReservation implements Node {
   id: ID!
   createdAt: Time!
   updatedAt: Time!
-  userID: ID!
+  userId: ID!
   amount: Int!
   capturedAmount: Int!
   status: CreditReservationStatus!
@@ -2473,7 +3162,7 @@ input CreditReservationWhereInput {
 type CreditTransaction implements Node {
   id: ID!
   createdAt: Time!
-  userID: ID!
+  userId: ID!
   kind: CreditTransactionKind!
   """
   credits moved, always positive; the postings carry the direction
@@ -2485,13 +3174,12 @@ type CreditTransaction implements Node {
   """
   actor: String!
   idempotencyKey: String
-  paymentID: ID
-  reservationID: ID
+  paymentId: ID
+  reservationId: ID
   user: User!
   payment: Payment
   reservation: CreditReservation
   postings: [Posting!]
-  adminAction: AdminAction
 }
 """
 A connection to a list of items.
@@ -2736,11 +3424,6 @@ input CreditTransactionWhereInput {
   """
   hasPostings: Boolean
   hasPostingsWith: [PostingWhereInput!]
-  """
-  admin_action edge predicates
-  """
-  hasAdminAction: Boolean
-  hasAdminActionWith: [AdminActionWhereInput!]
 }
 """
 Define a Relay Cursor type:
@@ -2796,8 +3479,8 @@ type Payment implements Node {
   id: ID!
   createdAt: Time!
   updatedAt: Time!
-  userID: ID!
-  packageID: ID!
+  userId: ID!
+  packageId: ID!
   """
   price paid, in the currency's minor units
   """
@@ -2809,9 +3492,9 @@ type Payment implements Node {
   cumulative, in minor units, as Stripe reports it
   """
   amountRefunded: Int!
-  stripeCheckoutSessionID: String
-  stripePaymentIntentID: String
-  stripeChargeID: String
+  stripeCheckoutSessionId: String
+  stripePaymentIntentId: String
+  stripeChargeId: String
   livemode: Boolean!
   paidAt: Time
   user: User!
@@ -3143,16 +3826,16 @@ input PaymentWhereInput {
 type Posting implements Node @goModel(model: "github.com/tally-billing/tally/ent.CreditLedger") {
   id: ID!
   createdAt: Time!
-  transactionID: ID!
+  transactionId: ID!
   account: String!
   """
   the owner of the account when it is a user's
   """
-  userID: ID
+  userId: ID
   """
   the lot the credits entered or left through
   """
-  lotID: ID
+  lotId: ID
   """
   signed: positive credits the account, negative debits it
   """
@@ -3324,7 +4007,7 @@ input PostingWhereInput {
 }
 type ProcessedEvent implements Node {
   id: ID!
-  stripeEventID: String!
+  stripeEventId: String!
   type: String!
   livemode: Boolean!
   apiVersion: String
@@ -3333,7 +4016,7 @@ type ProcessedEvent implements Node {
   why the event was not applied, for admins
   """
   error: String
-  paymentID: ID
+  paymentId: ID
   attempts: Int!
   receivedAt: Time!
   processedAt: Time
@@ -3578,22 +4261,68 @@ type Query {
     """
     ids: [ID!]!
   ): [Node]!
-}
-"""
-The builtin Time type
-"""
-scalar Time
-type User implements Node {
-  id: ID!
-  createdAt: Time!
-  updatedAt: Time!
-  """
-  the subject (` + "`" + `sub` + "`" + `) of the user's tokens in the application
-  """
-  externalID: String!
-  email: String
-  creditsBalance: Int!
-  status: UserStatus!
+  adminActions(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for AdminActions returned from the connection.
+    """
+    orderBy: AdminActionOrder
+
+    """
+    Filtering options for AdminActions returned from the connection.
+    """
+    where: AdminActionWhereInput
+  ): AdminActionConnection! @admin
+  creditTransactions(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for CreditTransactions returned from the connection.
+    """
+    orderBy: CreditTransactionOrder
+
+    """
+    Filtering options for CreditTransactions returned from the connection.
+    """
+    where: CreditTransactionWhereInput
+  ): CreditTransactionConnection! @admin
   payments(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -3624,8 +4353,8 @@ type User implements Node {
     Filtering options for Payments returned from the connection.
     """
     where: PaymentWhereInput
-  ): PaymentConnection!
-  transactions(
+  ): PaymentConnection! @admin
+  processedEvents(
     """
     Returns the elements in the list that come after the specified cursor.
     """
@@ -3647,15 +4376,62 @@ type User implements Node {
     last: Int
 
     """
-    Ordering options for CreditTransactions returned from the connection.
+    Ordering options for ProcessedEvents returned from the connection.
     """
-    orderBy: CreditTransactionOrder
+    orderBy: ProcessedEventOrder
 
     """
-    Filtering options for CreditTransactions returned from the connection.
+    Filtering options for ProcessedEvents returned from the connection.
     """
-    where: CreditTransactionWhereInput
-  ): CreditTransactionConnection!
+    where: ProcessedEventWhereInput
+  ): ProcessedEventConnection! @admin
+  users(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for Users returned from the connection.
+    """
+    orderBy: UserOrder
+
+    """
+    Filtering options for Users returned from the connection.
+    """
+    where: UserWhereInput
+  ): UserConnection! @admin
+}
+"""
+The builtin Time type
+"""
+scalar Time
+type User implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  """
+  the subject (` + "`" + `sub` + "`" + `) of the user's tokens in the application
+  """
+  externalId: String!
+  email: String
+  creditsBalance: Int!
+  status: UserStatus!
   lots(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -3875,16 +4651,6 @@ input UserWhereInput {
   statusIn: [UserStatus!]
   statusNotIn: [UserStatus!]
   """
-  payments edge predicates
-  """
-  hasPayments: Boolean
-  hasPaymentsWith: [PaymentWhereInput!]
-  """
-  transactions edge predicates
-  """
-  hasTransactions: Boolean
-  hasTransactionsWith: [CreditTransactionWhereInput!]
-  """
   lots edge predicates
   """
   hasLots: Boolean
@@ -3898,12 +4664,351 @@ input UserWhereInput {
 `, BuiltIn: false},
 	{Name: "../schema.graphqls", Input: `# Tally's hand-written GraphQL schema. Types generated from the ent schema are
 # in ent.graphqls (do not edit that file; run ` + "`" + `go generate ./...` + "`" + `).
+#
+# Authorization: every field that is not public carries @admin or @hasRole;
+# a test walks the schema and fails when a Query, Mutation or Subscription
+# field has neither and is not on the public list.
+
+"""
+Only callers whose token has one of these roles may use the field.
+"""
+directive @hasRole(roles: [Role!]!) on FIELD_DEFINITION
+
+"""
+Only admins may use the field.
+"""
+directive @admin on FIELD_DEFINITION
+
+"""
+The role claim of a caller's token.
+"""
+enum Role {
+  USER
+  SERVICE
+  ADMIN
+}
 
 extend type Query {
+  """
+  The caller's own account. Users and admins only: a service acts on behalf
+  of users and has no account of its own.
+  """
+  viewer: User! @hasRole(roles: [USER, ADMIN])
+
   """
   The credit packs on sale, in shop order. Public.
   """
   creditPackages: [CreditPackage!]!
+
+  """
+  Any user, by global id.
+  """
+  user(id: ID!): User @admin
+
+  """
+  The ledger's invariants checked over every user: counts and discrepancies.
+  """
+  ledgerReport: LedgerReport! @admin
+}
+
+extend type User {
+  """
+  Credits that can be spent or reserved now: the balance minus open
+  reservations (and nothing while the account is in debt).
+  """
+  availableCredits: Int!
+  """
+  Credits set aside by open, unexpired reservations.
+  """
+  reservedCredits: Int!
+  """
+  Credits out of reach while a payment is disputed (not in the balance).
+  """
+  heldCredits: Int!
+  """
+  The user's credit transactions, newest first, with their postings.
+  """
+  transactions(
+    after: Cursor
+    first: Int
+    before: Cursor
+    last: Int
+    where: CreditTransactionWhereInput
+  ): CreditTransactionConnection!
+  """
+  The user's payments, newest first.
+  """
+  payments(
+    after: Cursor
+    first: Int
+    before: Cursor
+    last: Int
+    where: PaymentWhereInput
+  ): PaymentConnection!
+}
+
+"""
+A key and value attached to a transaction by the caller.
+"""
+type MetadataEntry {
+  key: String!
+  value: String!
+}
+
+input MetadataEntryInput {
+  key: String!
+  value: String!
+}
+
+extend type CreditTransaction {
+  """
+  What the caller attached to the request, sorted by key.
+  """
+  metadata: [MetadataEntry!]!
+}
+
+type LedgerReport {
+  ok: Boolean!
+  users: Int!
+  transactions: Int!
+  postings: Int!
+  lots: Int!
+  problems: [LedgerProblem!]!
+}
+
+type LedgerProblem {
+  """
+  Which invariant is broken: unbalanced_transaction, balance_mismatch,
+  lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree.
+  """
+  invariant: String!
+  """
+  The transaction, user or lot concerned.
+  """
+  subject: ID!
+  detail: String!
+}
+
+"""
+Spend credits. A user spends from their own account (userId and
+externalUserId may be left out); a service or admin names the user by
+exactly one of userId and externalUserId.
+"""
+input SpendCreditsInput {
+  userId: ID
+  externalUserId: String
+  amount: Int!
+  reason: String
+  metadata: [MetadataEntryInput!]
+  """
+  1 to 255 printable ASCII characters. Retrying with the same key and input
+  returns the first result; the same key with other input is refused with
+  IDEMPOTENCY_KEY_REUSED.
+  """
+  idempotencyKey: String!
+}
+
+type SpendCreditsPayload {
+  transaction: CreditTransaction!
+  user: User!
+  """
+  True when this key was used before and its first result is returned.
+  """
+  replayed: Boolean!
+}
+
+input ReserveCreditsInput {
+  userId: ID
+  externalUserId: String
+  amount: Int!
+  """
+  How long the reservation holds unless captured or released: 1 to 86400
+  seconds (default 900).
+  """
+  ttlSeconds: Int
+  reason: String
+  idempotencyKey: String!
+}
+
+type ReserveCreditsPayload {
+  reservation: CreditReservation!
+  user: User!
+  replayed: Boolean!
+}
+
+input CaptureReservationInput {
+  reservationId: ID!
+  """
+  Credits to spend; left out, the whole reservation. The rest is released.
+  """
+  amount: Int
+  reason: String
+  idempotencyKey: String!
+}
+
+type CaptureReservationPayload {
+  transaction: CreditTransaction!
+  reservation: CreditReservation!
+  user: User!
+  replayed: Boolean!
+}
+
+input ReleaseReservationInput {
+  reservationId: ID!
+  reason: String
+  idempotencyKey: String!
+}
+
+type ReleaseReservationPayload {
+  reservation: CreditReservation!
+  user: User!
+  replayed: Boolean!
+}
+
+"""
+Give credits to a user (admins). A user named by externalUserId who has never
+signed in is created.
+"""
+input GrantCreditsInput {
+  userId: ID
+  externalUserId: String
+  amount: Int!
+  reason: String!
+  expiresAt: Time
+  """
+  Lower is spent first (default 0).
+  """
+  priority: Int
+  idempotencyKey: String!
+}
+
+type GrantCreditsPayload {
+  transaction: CreditTransaction!
+  user: User!
+  adminAction: AdminAction!
+  replayed: Boolean!
+}
+
+"""
+Take back up to amount unspent credits (admins): from the given lots in
+order, or in spend order. Never creates a debt.
+"""
+input RevokeCreditsInput {
+  userId: ID
+  externalUserId: String
+  amount: Int!
+  lotIds: [ID!]
+  reason: String!
+  idempotencyKey: String!
+}
+
+type RevokeCreditsPayload {
+  transaction: CreditTransaction!
+  user: User!
+  adminAction: AdminAction!
+  """
+  The credits actually taken (at most amount).
+  """
+  revokedAmount: Int!
+  replayed: Boolean!
+}
+
+input FreezeUserInput {
+  userId: ID
+  externalUserId: String
+  reason: String!
+}
+
+type FreezeUserPayload {
+  user: User!
+  adminAction: AdminAction!
+}
+
+input UnfreezeUserInput {
+  userId: ID
+  externalUserId: String
+  reason: String!
+}
+
+type UnfreezeUserPayload {
+  user: User!
+  adminAction: AdminAction!
+}
+
+input CreateCreditPackageInput {
+  name: String!
+  description: String
+  credits: Int!
+  """
+  In the currency's minor units (cents).
+  """
+  priceAmount: Int!
+  """
+  ISO 4217 code, e.g. usd.
+  """
+  currency: String!
+  stripePriceId: String
+  sortOrder: Int
+  active: Boolean
+}
+
+type CreateCreditPackagePayload {
+  creditPackage: CreditPackage!
+  adminAction: AdminAction!
+}
+
+"""
+Change a pack (admins). Fields left out keep their value. Payments already
+made keep the amounts they were made with.
+"""
+input UpdateCreditPackageInput {
+  id: ID!
+  name: String
+  description: String
+  credits: Int
+  priceAmount: Int
+  currency: String
+  stripePriceId: String
+  sortOrder: Int
+  active: Boolean
+}
+
+type UpdateCreditPackagePayload {
+  creditPackage: CreditPackage!
+  adminAction: AdminAction!
+}
+
+type Mutation {
+  spendCredits(input: SpendCreditsInput!): SpendCreditsPayload! @hasRole(roles: [USER, SERVICE, ADMIN])
+  reserveCredits(input: ReserveCreditsInput!): ReserveCreditsPayload! @hasRole(roles: [USER, SERVICE, ADMIN])
+  captureReservation(input: CaptureReservationInput!): CaptureReservationPayload! @hasRole(roles: [USER, SERVICE, ADMIN])
+  releaseReservation(input: ReleaseReservationInput!): ReleaseReservationPayload! @hasRole(roles: [USER, SERVICE, ADMIN])
+  grantCredits(input: GrantCreditsInput!): GrantCreditsPayload! @admin
+  revokeCredits(input: RevokeCreditsInput!): RevokeCreditsPayload! @admin
+  freezeUser(input: FreezeUserInput!): FreezeUserPayload! @admin
+  unfreezeUser(input: UnfreezeUserInput!): UnfreezeUserPayload! @admin
+  createCreditPackage(input: CreateCreditPackageInput!): CreateCreditPackagePayload! @admin
+  updateCreditPackage(input: UpdateCreditPackageInput!): UpdateCreditPackagePayload! @admin
+}
+
+"""
+A change of the viewer's balance.
+"""
+type CreditBalanceChange {
+  balance: Int!
+  """
+  The transaction that changed it.
+  """
+  transactionId: ID!
+  at: Time!
+}
+
+type Subscription {
+  """
+  Every change of the viewer's balance, as it is committed (over WebSocket,
+  graphql-ws or graphql-transport-ws).
+  """
+  creditBalanceChanged: CreditBalanceChange! @hasRole(roles: [USER, ADMIN])
 }
 `, BuiltIn: false},
 }
@@ -3919,14 +5024,14 @@ func (ec *executionContext) childFields_AdminAction(ctx context.Context, field g
 		return ec.fieldContext_AdminAction_id(ctx, field)
 	case "createdAt":
 		return ec.fieldContext_AdminAction_createdAt(ctx, field)
-	case "adminID":
-		return ec.fieldContext_AdminAction_adminID(ctx, field)
+	case "adminId":
+		return ec.fieldContext_AdminAction_adminId(ctx, field)
 	case "action":
 		return ec.fieldContext_AdminAction_action(ctx, field)
-	case "targetID":
-		return ec.fieldContext_AdminAction_targetID(ctx, field)
-	case "targetUserID":
-		return ec.fieldContext_AdminAction_targetUserID(ctx, field)
+	case "targetId":
+		return ec.fieldContext_AdminAction_targetId(ctx, field)
+	case "targetUserId":
+		return ec.fieldContext_AdminAction_targetUserId(ctx, field)
 	case "amount":
 		return ec.fieldContext_AdminAction_amount(ctx, field)
 	case "reason":
@@ -3935,10 +5040,10 @@ func (ec *executionContext) childFields_AdminAction(ctx context.Context, field g
 		return ec.fieldContext_AdminAction_balanceBefore(ctx, field)
 	case "balanceAfter":
 		return ec.fieldContext_AdminAction_balanceAfter(ctx, field)
-	case "requestID":
-		return ec.fieldContext_AdminAction_requestID(ctx, field)
-	case "transactionID":
-		return ec.fieldContext_AdminAction_transactionID(ctx, field)
+	case "requestId":
+		return ec.fieldContext_AdminAction_requestId(ctx, field)
+	case "transactionId":
+		return ec.fieldContext_AdminAction_transactionId(ctx, field)
 	case "admin":
 		return ec.fieldContext_AdminAction_admin(ctx, field)
 	case "targetUser":
@@ -3947,6 +5052,18 @@ func (ec *executionContext) childFields_AdminAction(ctx context.Context, field g
 		return ec.fieldContext_AdminAction_transaction(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AdminAction", field.Name)
+}
+
+func (ec *executionContext) childFields_AdminActionConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_AdminActionConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_AdminActionConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_AdminActionConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AdminActionConnection", field.Name)
 }
 
 func (ec *executionContext) childFields_AdminActionEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -3959,6 +5076,42 @@ func (ec *executionContext) childFields_AdminActionEdge(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type AdminActionEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_CaptureReservationPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "transaction":
+		return ec.fieldContext_CaptureReservationPayload_transaction(ctx, field)
+	case "reservation":
+		return ec.fieldContext_CaptureReservationPayload_reservation(ctx, field)
+	case "user":
+		return ec.fieldContext_CaptureReservationPayload_user(ctx, field)
+	case "replayed":
+		return ec.fieldContext_CaptureReservationPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CaptureReservationPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_CreateCreditPackagePayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "creditPackage":
+		return ec.fieldContext_CreateCreditPackagePayload_creditPackage(ctx, field)
+	case "adminAction":
+		return ec.fieldContext_CreateCreditPackagePayload_adminAction(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreateCreditPackagePayload", field.Name)
+}
+
+func (ec *executionContext) childFields_CreditBalanceChange(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "balance":
+		return ec.fieldContext_CreditBalanceChange_balance(ctx, field)
+	case "transactionId":
+		return ec.fieldContext_CreditBalanceChange_transactionId(ctx, field)
+	case "at":
+		return ec.fieldContext_CreditBalanceChange_at(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreditBalanceChange", field.Name)
+}
+
 func (ec *executionContext) childFields_CreditLot(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -3967,8 +5120,8 @@ func (ec *executionContext) childFields_CreditLot(ctx context.Context, field gra
 		return ec.fieldContext_CreditLot_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_CreditLot_updatedAt(ctx, field)
-	case "userID":
-		return ec.fieldContext_CreditLot_userID(ctx, field)
+	case "userId":
+		return ec.fieldContext_CreditLot_userId(ctx, field)
 	case "source":
 		return ec.fieldContext_CreditLot_source(ctx, field)
 	case "original":
@@ -3981,10 +5134,10 @@ func (ec *executionContext) childFields_CreditLot(ctx context.Context, field gra
 		return ec.fieldContext_CreditLot_expiresAt(ctx, field)
 	case "priority":
 		return ec.fieldContext_CreditLot_priority(ctx, field)
-	case "paymentID":
-		return ec.fieldContext_CreditLot_paymentID(ctx, field)
-	case "transactionID":
-		return ec.fieldContext_CreditLot_transactionID(ctx, field)
+	case "paymentId":
+		return ec.fieldContext_CreditLot_paymentId(ctx, field)
+	case "transactionId":
+		return ec.fieldContext_CreditLot_transactionId(ctx, field)
 	case "user":
 		return ec.fieldContext_CreditLot_user(ctx, field)
 	case "payment":
@@ -4035,8 +5188,8 @@ func (ec *executionContext) childFields_CreditPackage(ctx context.Context, field
 		return ec.fieldContext_CreditPackage_priceAmount(ctx, field)
 	case "currency":
 		return ec.fieldContext_CreditPackage_currency(ctx, field)
-	case "stripePriceID":
-		return ec.fieldContext_CreditPackage_stripePriceID(ctx, field)
+	case "stripePriceId":
+		return ec.fieldContext_CreditPackage_stripePriceId(ctx, field)
 	case "active":
 		return ec.fieldContext_CreditPackage_active(ctx, field)
 	case "sortOrder":
@@ -4063,8 +5216,8 @@ func (ec *executionContext) childFields_CreditReservation(ctx context.Context, f
 		return ec.fieldContext_CreditReservation_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_CreditReservation_updatedAt(ctx, field)
-	case "userID":
-		return ec.fieldContext_CreditReservation_userID(ctx, field)
+	case "userId":
+		return ec.fieldContext_CreditReservation_userId(ctx, field)
 	case "amount":
 		return ec.fieldContext_CreditReservation_amount(ctx, field)
 	case "capturedAmount":
@@ -4113,8 +5266,8 @@ func (ec *executionContext) childFields_CreditTransaction(ctx context.Context, f
 		return ec.fieldContext_CreditTransaction_id(ctx, field)
 	case "createdAt":
 		return ec.fieldContext_CreditTransaction_createdAt(ctx, field)
-	case "userID":
-		return ec.fieldContext_CreditTransaction_userID(ctx, field)
+	case "userId":
+		return ec.fieldContext_CreditTransaction_userId(ctx, field)
 	case "kind":
 		return ec.fieldContext_CreditTransaction_kind(ctx, field)
 	case "amount":
@@ -4125,10 +5278,10 @@ func (ec *executionContext) childFields_CreditTransaction(ctx context.Context, f
 		return ec.fieldContext_CreditTransaction_actor(ctx, field)
 	case "idempotencyKey":
 		return ec.fieldContext_CreditTransaction_idempotencyKey(ctx, field)
-	case "paymentID":
-		return ec.fieldContext_CreditTransaction_paymentID(ctx, field)
-	case "reservationID":
-		return ec.fieldContext_CreditTransaction_reservationID(ctx, field)
+	case "paymentId":
+		return ec.fieldContext_CreditTransaction_paymentId(ctx, field)
+	case "reservationId":
+		return ec.fieldContext_CreditTransaction_reservationId(ctx, field)
 	case "user":
 		return ec.fieldContext_CreditTransaction_user(ctx, field)
 	case "payment":
@@ -4137,8 +5290,8 @@ func (ec *executionContext) childFields_CreditTransaction(ctx context.Context, f
 		return ec.fieldContext_CreditTransaction_reservation(ctx, field)
 	case "postings":
 		return ec.fieldContext_CreditTransaction_postings(ctx, field)
-	case "adminAction":
-		return ec.fieldContext_CreditTransaction_adminAction(ctx, field)
+	case "metadata":
+		return ec.fieldContext_CreditTransaction_metadata(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CreditTransaction", field.Name)
 }
@@ -4165,6 +5318,70 @@ func (ec *executionContext) childFields_CreditTransactionEdge(ctx context.Contex
 	return nil, fmt.Errorf("no field named %q was found under type CreditTransactionEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_FreezeUserPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "user":
+		return ec.fieldContext_FreezeUserPayload_user(ctx, field)
+	case "adminAction":
+		return ec.fieldContext_FreezeUserPayload_adminAction(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type FreezeUserPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_GrantCreditsPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "transaction":
+		return ec.fieldContext_GrantCreditsPayload_transaction(ctx, field)
+	case "user":
+		return ec.fieldContext_GrantCreditsPayload_user(ctx, field)
+	case "adminAction":
+		return ec.fieldContext_GrantCreditsPayload_adminAction(ctx, field)
+	case "replayed":
+		return ec.fieldContext_GrantCreditsPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type GrantCreditsPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_LedgerProblem(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "invariant":
+		return ec.fieldContext_LedgerProblem_invariant(ctx, field)
+	case "subject":
+		return ec.fieldContext_LedgerProblem_subject(ctx, field)
+	case "detail":
+		return ec.fieldContext_LedgerProblem_detail(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LedgerProblem", field.Name)
+}
+
+func (ec *executionContext) childFields_LedgerReport(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "ok":
+		return ec.fieldContext_LedgerReport_ok(ctx, field)
+	case "users":
+		return ec.fieldContext_LedgerReport_users(ctx, field)
+	case "transactions":
+		return ec.fieldContext_LedgerReport_transactions(ctx, field)
+	case "postings":
+		return ec.fieldContext_LedgerReport_postings(ctx, field)
+	case "lots":
+		return ec.fieldContext_LedgerReport_lots(ctx, field)
+	case "problems":
+		return ec.fieldContext_LedgerReport_problems(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LedgerReport", field.Name)
+}
+
+func (ec *executionContext) childFields_MetadataEntry(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "key":
+		return ec.fieldContext_MetadataEntry_key(ctx, field)
+	case "value":
+		return ec.fieldContext_MetadataEntry_value(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MetadataEntry", field.Name)
+}
+
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "hasNextPage":
@@ -4187,10 +5404,10 @@ func (ec *executionContext) childFields_Payment(ctx context.Context, field graph
 		return ec.fieldContext_Payment_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_Payment_updatedAt(ctx, field)
-	case "userID":
-		return ec.fieldContext_Payment_userID(ctx, field)
-	case "packageID":
-		return ec.fieldContext_Payment_packageID(ctx, field)
+	case "userId":
+		return ec.fieldContext_Payment_userId(ctx, field)
+	case "packageId":
+		return ec.fieldContext_Payment_packageId(ctx, field)
 	case "amount":
 		return ec.fieldContext_Payment_amount(ctx, field)
 	case "currency":
@@ -4201,12 +5418,12 @@ func (ec *executionContext) childFields_Payment(ctx context.Context, field graph
 		return ec.fieldContext_Payment_status(ctx, field)
 	case "amountRefunded":
 		return ec.fieldContext_Payment_amountRefunded(ctx, field)
-	case "stripeCheckoutSessionID":
-		return ec.fieldContext_Payment_stripeCheckoutSessionID(ctx, field)
-	case "stripePaymentIntentID":
-		return ec.fieldContext_Payment_stripePaymentIntentID(ctx, field)
-	case "stripeChargeID":
-		return ec.fieldContext_Payment_stripeChargeID(ctx, field)
+	case "stripeCheckoutSessionId":
+		return ec.fieldContext_Payment_stripeCheckoutSessionId(ctx, field)
+	case "stripePaymentIntentId":
+		return ec.fieldContext_Payment_stripePaymentIntentId(ctx, field)
+	case "stripeChargeId":
+		return ec.fieldContext_Payment_stripeChargeId(ctx, field)
 	case "livemode":
 		return ec.fieldContext_Payment_livemode(ctx, field)
 	case "paidAt":
@@ -4251,14 +5468,14 @@ func (ec *executionContext) childFields_Posting(ctx context.Context, field graph
 		return ec.fieldContext_Posting_id(ctx, field)
 	case "createdAt":
 		return ec.fieldContext_Posting_createdAt(ctx, field)
-	case "transactionID":
-		return ec.fieldContext_Posting_transactionID(ctx, field)
+	case "transactionId":
+		return ec.fieldContext_Posting_transactionId(ctx, field)
 	case "account":
 		return ec.fieldContext_Posting_account(ctx, field)
-	case "userID":
-		return ec.fieldContext_Posting_userID(ctx, field)
-	case "lotID":
-		return ec.fieldContext_Posting_lotID(ctx, field)
+	case "userId":
+		return ec.fieldContext_Posting_userId(ctx, field)
+	case "lotId":
+		return ec.fieldContext_Posting_lotId(ctx, field)
 	case "amount":
 		return ec.fieldContext_Posting_amount(ctx, field)
 	case "balanceAfter":
@@ -4277,8 +5494,8 @@ func (ec *executionContext) childFields_ProcessedEvent(ctx context.Context, fiel
 	switch field.Name {
 	case "id":
 		return ec.fieldContext_ProcessedEvent_id(ctx, field)
-	case "stripeEventID":
-		return ec.fieldContext_ProcessedEvent_stripeEventID(ctx, field)
+	case "stripeEventId":
+		return ec.fieldContext_ProcessedEvent_stripeEventId(ctx, field)
 	case "type":
 		return ec.fieldContext_ProcessedEvent_type(ctx, field)
 	case "livemode":
@@ -4289,8 +5506,8 @@ func (ec *executionContext) childFields_ProcessedEvent(ctx context.Context, fiel
 		return ec.fieldContext_ProcessedEvent_outcome(ctx, field)
 	case "error":
 		return ec.fieldContext_ProcessedEvent_error(ctx, field)
-	case "paymentID":
-		return ec.fieldContext_ProcessedEvent_paymentID(ctx, field)
+	case "paymentId":
+		return ec.fieldContext_ProcessedEvent_paymentId(ctx, field)
 	case "attempts":
 		return ec.fieldContext_ProcessedEvent_attempts(ctx, field)
 	case "receivedAt":
@@ -4303,6 +5520,18 @@ func (ec *executionContext) childFields_ProcessedEvent(ctx context.Context, fiel
 	return nil, fmt.Errorf("no field named %q was found under type ProcessedEvent", field.Name)
 }
 
+func (ec *executionContext) childFields_ProcessedEventConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_ProcessedEventConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_ProcessedEventConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_ProcessedEventConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ProcessedEventConnection", field.Name)
+}
+
 func (ec *executionContext) childFields_ProcessedEventEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "node":
@@ -4313,6 +5542,78 @@ func (ec *executionContext) childFields_ProcessedEventEdge(ctx context.Context, 
 	return nil, fmt.Errorf("no field named %q was found under type ProcessedEventEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_ReleaseReservationPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "reservation":
+		return ec.fieldContext_ReleaseReservationPayload_reservation(ctx, field)
+	case "user":
+		return ec.fieldContext_ReleaseReservationPayload_user(ctx, field)
+	case "replayed":
+		return ec.fieldContext_ReleaseReservationPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReleaseReservationPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_ReserveCreditsPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "reservation":
+		return ec.fieldContext_ReserveCreditsPayload_reservation(ctx, field)
+	case "user":
+		return ec.fieldContext_ReserveCreditsPayload_user(ctx, field)
+	case "replayed":
+		return ec.fieldContext_ReserveCreditsPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReserveCreditsPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_RevokeCreditsPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "transaction":
+		return ec.fieldContext_RevokeCreditsPayload_transaction(ctx, field)
+	case "user":
+		return ec.fieldContext_RevokeCreditsPayload_user(ctx, field)
+	case "adminAction":
+		return ec.fieldContext_RevokeCreditsPayload_adminAction(ctx, field)
+	case "revokedAmount":
+		return ec.fieldContext_RevokeCreditsPayload_revokedAmount(ctx, field)
+	case "replayed":
+		return ec.fieldContext_RevokeCreditsPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RevokeCreditsPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_SpendCreditsPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "transaction":
+		return ec.fieldContext_SpendCreditsPayload_transaction(ctx, field)
+	case "user":
+		return ec.fieldContext_SpendCreditsPayload_user(ctx, field)
+	case "replayed":
+		return ec.fieldContext_SpendCreditsPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SpendCreditsPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_UnfreezeUserPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "user":
+		return ec.fieldContext_UnfreezeUserPayload_user(ctx, field)
+	case "adminAction":
+		return ec.fieldContext_UnfreezeUserPayload_adminAction(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UnfreezeUserPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_UpdateCreditPackagePayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "creditPackage":
+		return ec.fieldContext_UpdateCreditPackagePayload_creditPackage(ctx, field)
+	case "adminAction":
+		return ec.fieldContext_UpdateCreditPackagePayload_adminAction(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UpdateCreditPackagePayload", field.Name)
+}
+
 func (ec *executionContext) childFields_User(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -4321,24 +5622,42 @@ func (ec *executionContext) childFields_User(ctx context.Context, field graphql.
 		return ec.fieldContext_User_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_User_updatedAt(ctx, field)
-	case "externalID":
-		return ec.fieldContext_User_externalID(ctx, field)
+	case "externalId":
+		return ec.fieldContext_User_externalId(ctx, field)
 	case "email":
 		return ec.fieldContext_User_email(ctx, field)
 	case "creditsBalance":
 		return ec.fieldContext_User_creditsBalance(ctx, field)
 	case "status":
 		return ec.fieldContext_User_status(ctx, field)
-	case "payments":
-		return ec.fieldContext_User_payments(ctx, field)
-	case "transactions":
-		return ec.fieldContext_User_transactions(ctx, field)
 	case "lots":
 		return ec.fieldContext_User_lots(ctx, field)
 	case "reservations":
 		return ec.fieldContext_User_reservations(ctx, field)
+	case "availableCredits":
+		return ec.fieldContext_User_availableCredits(ctx, field)
+	case "reservedCredits":
+		return ec.fieldContext_User_reservedCredits(ctx, field)
+	case "heldCredits":
+		return ec.fieldContext_User_heldCredits(ctx, field)
+	case "transactions":
+		return ec.fieldContext_User_transactions(ctx, field)
+	case "payments":
+		return ec.fieldContext_User_payments(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type User", field.Name)
+}
+
+func (ec *executionContext) childFields_UserConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_UserConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_UserConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_UserConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UserConnection", field.Name)
 }
 
 func (ec *executionContext) childFields_UserEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -4467,6 +5786,160 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 
 // region    ***************************** args.gotpl *****************************
 
+func (ec *executionContext) dir_hasRole_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "roles",
+		func(ctx context.Context, v any) ([]model.Role, error) {
+			return ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["roles"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_captureReservation_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CaptureReservationInput, error) {
+			return ec.unmarshalNCaptureReservationInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCaptureReservationInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createCreditPackage_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateCreditPackageInput, error) {
+			return ec.unmarshalNCreateCreditPackageInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPackageInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_freezeUser_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.FreezeUserInput, error) {
+			return ec.unmarshalNFreezeUserInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐFreezeUserInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_grantCredits_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.GrantCreditsInput, error) {
+			return ec.unmarshalNGrantCreditsInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐGrantCreditsInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_releaseReservation_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.ReleaseReservationInput, error) {
+			return ec.unmarshalNReleaseReservationInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReleaseReservationInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_reserveCredits_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.ReserveCreditsInput, error) {
+			return ec.unmarshalNReserveCreditsInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReserveCreditsInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_revokeCredits_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.RevokeCreditsInput, error) {
+			return ec.unmarshalNRevokeCreditsInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRevokeCreditsInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_spendCredits_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SpendCreditsInput, error) {
+			return ec.unmarshalNSpendCreditsInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSpendCreditsInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_unfreezeUser_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UnfreezeUserInput, error) {
+			return ec.unmarshalNUnfreezeUserInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUnfreezeUserInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateCreditPackage_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateCreditPackageInput, error) {
+			return ec.unmarshalNUpdateCreditPackageInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateCreditPackageInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Payment_transactions_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -4535,6 +6008,114 @@ func (ec *executionContext) field_Query___type_args(ctx context.Context, rawArgs
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_adminActions_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.AdminActionOrder, error) {
+			return ec.unmarshalOAdminActionOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.AdminActionWhereInput, error) {
+			return ec.unmarshalOAdminActionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_creditTransactions_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.CreditTransactionOrder, error) {
+			return ec.unmarshalOCreditTransactionOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.CreditTransactionWhereInput, error) {
+			return ec.unmarshalOCreditTransactionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_node_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -4560,6 +6141,182 @@ func (ec *executionContext) field_Query_nodes_args(ctx context.Context, rawArgs 
 		return nil, err
 	}
 	args["ids"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_payments_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.PaymentOrder, error) {
+			return ec.unmarshalOPaymentOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.PaymentWhereInput, error) {
+			return ec.unmarshalOPaymentWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_processedEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.ProcessedEventOrder, error) {
+			return ec.unmarshalOProcessedEventOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐProcessedEventOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.ProcessedEventWhereInput, error) {
+			return ec.unmarshalOProcessedEventWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐProcessedEventWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_user_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_users_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.UserOrder, error) {
+			return ec.unmarshalOUserOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUserOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.UserWhereInput, error) {
+			return ec.unmarshalOUserWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUserWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
 	return args, nil
 }
 
@@ -4652,22 +6409,14 @@ func (ec *executionContext) field_User_payments_args(ctx context.Context, rawArg
 		return nil, err
 	}
 	args["last"] = arg3
-	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
-		func(ctx context.Context, v any) (*ent.PaymentOrder, error) {
-			return ec.unmarshalOPaymentOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentOrder(ctx, v)
-		})
-	if err != nil {
-		return nil, err
-	}
-	args["orderBy"] = arg4
-	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "where",
 		func(ctx context.Context, v any) (*ent.PaymentWhereInput, error) {
 			return ec.unmarshalOPaymentWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentWhereInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
 	}
-	args["where"] = arg5
+	args["where"] = arg4
 	return args, nil
 }
 
@@ -4760,22 +6509,14 @@ func (ec *executionContext) field_User_transactions_args(ctx context.Context, ra
 		return nil, err
 	}
 	args["last"] = arg3
-	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
-		func(ctx context.Context, v any) (*ent.CreditTransactionOrder, error) {
-			return ec.unmarshalOCreditTransactionOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionOrder(ctx, v)
-		})
-	if err != nil {
-		return nil, err
-	}
-	args["orderBy"] = arg4
-	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "where",
 		func(ctx context.Context, v any) (*ent.CreditTransactionWhereInput, error) {
 			return ec.unmarshalOCreditTransactionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionWhereInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
 	}
-	args["where"] = arg5
+	args["where"] = arg4
 	return args, nil
 }
 
@@ -4899,13 +6640,13 @@ func (ec *executionContext) fieldContext_AdminAction_createdAt(_ context.Context
 	return graphql.NewScalarFieldContext("AdminAction", field, false, false, "Time")
 }
 
-func (ec *executionContext) _AdminAction_adminID(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
+func (ec *executionContext) _AdminAction_adminId(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_AdminAction_adminID(ctx, field)
+			return ec.fieldContext_AdminAction_adminId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.AdminID, nil
@@ -4918,7 +6659,7 @@ func (ec *executionContext) _AdminAction_adminID(ctx context.Context, field grap
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_AdminAction_adminID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_AdminAction_adminId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AdminAction", field, false, false, "ID")
 }
 
@@ -4945,13 +6686,13 @@ func (ec *executionContext) fieldContext_AdminAction_action(_ context.Context, f
 	return graphql.NewScalarFieldContext("AdminAction", field, false, false, "String")
 }
 
-func (ec *executionContext) _AdminAction_targetID(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
+func (ec *executionContext) _AdminAction_targetId(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_AdminAction_targetID(ctx, field)
+			return ec.fieldContext_AdminAction_targetId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.TargetID, nil
@@ -4964,17 +6705,17 @@ func (ec *executionContext) _AdminAction_targetID(ctx context.Context, field gra
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_AdminAction_targetID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_AdminAction_targetId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AdminAction", field, false, false, "String")
 }
 
-func (ec *executionContext) _AdminAction_targetUserID(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
+func (ec *executionContext) _AdminAction_targetUserId(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_AdminAction_targetUserID(ctx, field)
+			return ec.fieldContext_AdminAction_targetUserId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.TargetUserID, nil
@@ -4987,7 +6728,7 @@ func (ec *executionContext) _AdminAction_targetUserID(ctx context.Context, field
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_AdminAction_targetUserID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_AdminAction_targetUserId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AdminAction", field, false, false, "ID")
 }
 
@@ -5083,13 +6824,13 @@ func (ec *executionContext) fieldContext_AdminAction_balanceAfter(_ context.Cont
 	return graphql.NewScalarFieldContext("AdminAction", field, false, false, "Int")
 }
 
-func (ec *executionContext) _AdminAction_requestID(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
+func (ec *executionContext) _AdminAction_requestId(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_AdminAction_requestID(ctx, field)
+			return ec.fieldContext_AdminAction_requestId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.RequestID, nil
@@ -5102,17 +6843,17 @@ func (ec *executionContext) _AdminAction_requestID(ctx context.Context, field gr
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_AdminAction_requestID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_AdminAction_requestId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AdminAction", field, false, false, "String")
 }
 
-func (ec *executionContext) _AdminAction_transactionID(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
+func (ec *executionContext) _AdminAction_transactionId(ctx context.Context, field graphql.CollectedField, obj *ent.AdminAction) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_AdminAction_transactionID(ctx, field)
+			return ec.fieldContext_AdminAction_transactionId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.TransactionID, nil
@@ -5125,7 +6866,7 @@ func (ec *executionContext) _AdminAction_transactionID(ctx context.Context, fiel
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_AdminAction_transactionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_AdminAction_transactionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AdminAction", field, false, false, "ID")
 }
 
@@ -5367,6 +7108,258 @@ func (ec *executionContext) fieldContext_AdminActionEdge_cursor(_ context.Contex
 	return graphql.NewScalarFieldContext("AdminActionEdge", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _CaptureReservationPayload_transaction(ctx context.Context, field graphql.CollectedField, obj *model.CaptureReservationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CaptureReservationPayload_transaction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Transaction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransaction) graphql.Marshaler {
+			return ec.marshalNCreditTransaction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransaction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CaptureReservationPayload_transaction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CaptureReservationPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditTransaction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CaptureReservationPayload_reservation(ctx context.Context, field graphql.CollectedField, obj *model.CaptureReservationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CaptureReservationPayload_reservation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reservation, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditReservation) graphql.Marshaler {
+			return ec.marshalNCreditReservation2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CaptureReservationPayload_reservation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CaptureReservationPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditReservation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CaptureReservationPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.CaptureReservationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CaptureReservationPayload_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CaptureReservationPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CaptureReservationPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CaptureReservationPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.CaptureReservationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CaptureReservationPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CaptureReservationPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CaptureReservationPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CreateCreditPackagePayload_creditPackage(ctx context.Context, field graphql.CollectedField, obj *model.CreateCreditPackagePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCreditPackagePayload_creditPackage(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreditPackage, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditPackage) graphql.Marshaler {
+			return ec.marshalNCreditPackage2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackage(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCreditPackagePayload_creditPackage(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreateCreditPackagePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPackage(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreateCreditPackagePayload_adminAction(ctx context.Context, field graphql.CollectedField, obj *model.CreateCreditPackagePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCreditPackagePayload_adminAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdminAction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+			return ec.marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCreditPackagePayload_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreateCreditPackagePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminAction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditBalanceChange_balance(ctx context.Context, field graphql.CollectedField, obj *model.CreditBalanceChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditBalanceChange_balance(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Balance, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditBalanceChange_balance(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditBalanceChange", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditBalanceChange_transactionId(ctx context.Context, field graphql.CollectedField, obj *model.CreditBalanceChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditBalanceChange_transactionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TransactionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditBalanceChange_transactionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditBalanceChange", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CreditBalanceChange_at(ctx context.Context, field graphql.CollectedField, obj *model.CreditBalanceChange) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditBalanceChange_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditBalanceChange_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditBalanceChange", field, false, false, "Time")
+}
+
 func (ec *executionContext) _CreditLot_id(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLot) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5436,13 +7429,13 @@ func (ec *executionContext) fieldContext_CreditLot_updatedAt(_ context.Context, 
 	return graphql.NewScalarFieldContext("CreditLot", field, false, false, "Time")
 }
 
-func (ec *executionContext) _CreditLot_userID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLot) (ret graphql.Marshaler) {
+func (ec *executionContext) _CreditLot_userId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLot) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreditLot_userID(ctx, field)
+			return ec.fieldContext_CreditLot_userId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.UserID, nil
@@ -5455,7 +7448,7 @@ func (ec *executionContext) _CreditLot_userID(ctx context.Context, field graphql
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_CreditLot_userID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_CreditLot_userId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditLot", field, false, false, "ID")
 }
 
@@ -5597,13 +7590,13 @@ func (ec *executionContext) fieldContext_CreditLot_priority(_ context.Context, f
 	return graphql.NewScalarFieldContext("CreditLot", field, false, false, "Int")
 }
 
-func (ec *executionContext) _CreditLot_paymentID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLot) (ret graphql.Marshaler) {
+func (ec *executionContext) _CreditLot_paymentId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLot) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreditLot_paymentID(ctx, field)
+			return ec.fieldContext_CreditLot_paymentId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.PaymentID, nil
@@ -5616,17 +7609,17 @@ func (ec *executionContext) _CreditLot_paymentID(ctx context.Context, field grap
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_CreditLot_paymentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_CreditLot_paymentId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditLot", field, false, false, "ID")
 }
 
-func (ec *executionContext) _CreditLot_transactionID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLot) (ret graphql.Marshaler) {
+func (ec *executionContext) _CreditLot_transactionId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLot) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreditLot_transactionID(ctx, field)
+			return ec.fieldContext_CreditLot_transactionId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.TransactionID, nil
@@ -5639,7 +7632,7 @@ func (ec *executionContext) _CreditLot_transactionID(ctx context.Context, field 
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_CreditLot_transactionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_CreditLot_transactionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditLot", field, false, false, "ID")
 }
 
@@ -6065,13 +8058,13 @@ func (ec *executionContext) fieldContext_CreditPackage_currency(_ context.Contex
 	return graphql.NewScalarFieldContext("CreditPackage", field, false, false, "String")
 }
 
-func (ec *executionContext) _CreditPackage_stripePriceID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPackage) (ret graphql.Marshaler) {
+func (ec *executionContext) _CreditPackage_stripePriceId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPackage) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreditPackage_stripePriceID(ctx, field)
+			return ec.fieldContext_CreditPackage_stripePriceId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.StripePriceID, nil
@@ -6084,7 +8077,7 @@ func (ec *executionContext) _CreditPackage_stripePriceID(ctx context.Context, fi
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_CreditPackage_stripePriceID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_CreditPackage_stripePriceId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditPackage", field, false, false, "String")
 }
 
@@ -6345,13 +8338,13 @@ func (ec *executionContext) fieldContext_CreditReservation_updatedAt(_ context.C
 	return graphql.NewScalarFieldContext("CreditReservation", field, false, false, "Time")
 }
 
-func (ec *executionContext) _CreditReservation_userID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditReservation) (ret graphql.Marshaler) {
+func (ec *executionContext) _CreditReservation_userId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditReservation) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreditReservation_userID(ctx, field)
+			return ec.fieldContext_CreditReservation_userId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.UserID, nil
@@ -6364,7 +8357,7 @@ func (ec *executionContext) _CreditReservation_userID(ctx context.Context, field
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_CreditReservation_userID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_CreditReservation_userId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditReservation", field, false, false, "ID")
 }
 
@@ -6758,13 +8751,13 @@ func (ec *executionContext) fieldContext_CreditTransaction_createdAt(_ context.C
 	return graphql.NewScalarFieldContext("CreditTransaction", field, false, false, "Time")
 }
 
-func (ec *executionContext) _CreditTransaction_userID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
+func (ec *executionContext) _CreditTransaction_userId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreditTransaction_userID(ctx, field)
+			return ec.fieldContext_CreditTransaction_userId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.UserID, nil
@@ -6777,7 +8770,7 @@ func (ec *executionContext) _CreditTransaction_userID(ctx context.Context, field
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_CreditTransaction_userID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_CreditTransaction_userId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditTransaction", field, false, false, "ID")
 }
 
@@ -6896,13 +8889,13 @@ func (ec *executionContext) fieldContext_CreditTransaction_idempotencyKey(_ cont
 	return graphql.NewScalarFieldContext("CreditTransaction", field, false, false, "String")
 }
 
-func (ec *executionContext) _CreditTransaction_paymentID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
+func (ec *executionContext) _CreditTransaction_paymentId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreditTransaction_paymentID(ctx, field)
+			return ec.fieldContext_CreditTransaction_paymentId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.PaymentID, nil
@@ -6915,17 +8908,17 @@ func (ec *executionContext) _CreditTransaction_paymentID(ctx context.Context, fi
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_CreditTransaction_paymentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_CreditTransaction_paymentId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditTransaction", field, false, false, "ID")
 }
 
-func (ec *executionContext) _CreditTransaction_reservationID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
+func (ec *executionContext) _CreditTransaction_reservationId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreditTransaction_reservationID(ctx, field)
+			return ec.fieldContext_CreditTransaction_reservationId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.ReservationID, nil
@@ -6938,7 +8931,7 @@ func (ec *executionContext) _CreditTransaction_reservationID(ctx context.Context
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_CreditTransaction_reservationID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_CreditTransaction_reservationId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditTransaction", field, false, false, "ID")
 }
 
@@ -7070,33 +9063,33 @@ func (ec *executionContext) fieldContext_CreditTransaction_postings(_ context.Co
 	return fc, nil
 }
 
-func (ec *executionContext) _CreditTransaction_adminAction(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
+func (ec *executionContext) _CreditTransaction_metadata(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_CreditTransaction_adminAction(ctx, field)
+			return ec.fieldContext_CreditTransaction_metadata(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.AdminAction(ctx)
+			return ec.Resolvers.CreditTransaction().Metadata(ctx, obj)
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
-			return ec.marshalOAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.MetadataEntry) graphql.Marshaler {
+			return ec.marshalNMetadataEntry2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntryᚄ(ctx, selections, v)
 		},
 		true,
-		false,
+		true,
 	)
 }
-func (ec *executionContext) fieldContext_CreditTransaction_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_CreditTransaction_metadata(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
 		Object:     "CreditTransaction",
 		Field:      field,
 		IsMethod:   true,
-		IsResolver: false,
+		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.childFields_AdminAction(ctx, field)
+			return ec.childFields_MetadataEntry(ctx, field)
 		},
 	}
 	return fc, nil
@@ -7242,6 +9235,1041 @@ func (ec *executionContext) _CreditTransactionEdge_cursor(ctx context.Context, f
 }
 func (ec *executionContext) fieldContext_CreditTransactionEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditTransactionEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _FreezeUserPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.FreezeUserPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FreezeUserPayload_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FreezeUserPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "FreezeUserPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _FreezeUserPayload_adminAction(ctx context.Context, field graphql.CollectedField, obj *model.FreezeUserPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FreezeUserPayload_adminAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdminAction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+			return ec.marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FreezeUserPayload_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "FreezeUserPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminAction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _GrantCreditsPayload_transaction(ctx context.Context, field graphql.CollectedField, obj *model.GrantCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GrantCreditsPayload_transaction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Transaction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransaction) graphql.Marshaler {
+			return ec.marshalNCreditTransaction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransaction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GrantCreditsPayload_transaction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "GrantCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditTransaction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _GrantCreditsPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.GrantCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GrantCreditsPayload_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GrantCreditsPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "GrantCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _GrantCreditsPayload_adminAction(ctx context.Context, field graphql.CollectedField, obj *model.GrantCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GrantCreditsPayload_adminAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdminAction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+			return ec.marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GrantCreditsPayload_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "GrantCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminAction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _GrantCreditsPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.GrantCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_GrantCreditsPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_GrantCreditsPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("GrantCreditsPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _LedgerProblem_invariant(ctx context.Context, field graphql.CollectedField, obj *model.LedgerProblem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerProblem_invariant(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Invariant, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerProblem_invariant(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerProblem", field, false, false, "String")
+}
+
+func (ec *executionContext) _LedgerProblem_subject(ctx context.Context, field graphql.CollectedField, obj *model.LedgerProblem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerProblem_subject(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Subject, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerProblem_subject(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerProblem", field, false, false, "ID")
+}
+
+func (ec *executionContext) _LedgerProblem_detail(ctx context.Context, field graphql.CollectedField, obj *model.LedgerProblem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerProblem_detail(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Detail, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerProblem_detail(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerProblem", field, false, false, "String")
+}
+
+func (ec *executionContext) _LedgerReport_ok(ctx context.Context, field graphql.CollectedField, obj *model.LedgerReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerReport_ok(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Ok, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerReport_ok(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerReport", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _LedgerReport_users(ctx context.Context, field graphql.CollectedField, obj *model.LedgerReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerReport_users(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Users, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerReport_users(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerReport", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerReport_transactions(ctx context.Context, field graphql.CollectedField, obj *model.LedgerReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerReport_transactions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Transactions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerReport_transactions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerReport", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerReport_postings(ctx context.Context, field graphql.CollectedField, obj *model.LedgerReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerReport_postings(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Postings, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerReport_postings(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerReport", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerReport_lots(ctx context.Context, field graphql.CollectedField, obj *model.LedgerReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerReport_lots(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Lots, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerReport_lots(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerReport", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerReport_problems(ctx context.Context, field graphql.CollectedField, obj *model.LedgerReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerReport_problems(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Problems, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.LedgerProblem) graphql.Marshaler {
+			return ec.marshalNLedgerProblem2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerProblemᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerReport_problems(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LedgerReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LedgerProblem(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MetadataEntry_key(ctx context.Context, field graphql.CollectedField, obj *model.MetadataEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MetadataEntry_key(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Key, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MetadataEntry_key(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MetadataEntry", field, false, false, "String")
+}
+
+func (ec *executionContext) _MetadataEntry_value(ctx context.Context, field graphql.CollectedField, obj *model.MetadataEntry) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MetadataEntry_value(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Value, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MetadataEntry_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MetadataEntry", field, false, false, "String")
+}
+
+func (ec *executionContext) _Mutation_spendCredits(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_spendCredits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SpendCredits(ctx, fc.Args["input"].(model.SpendCreditsInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "SERVICE", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.SpendCreditsPayload
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.SpendCreditsPayload
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SpendCreditsPayload) graphql.Marshaler {
+			return ec.marshalNSpendCreditsPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSpendCreditsPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_spendCredits(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SpendCreditsPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_spendCredits_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_reserveCredits(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_reserveCredits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ReserveCredits(ctx, fc.Args["input"].(model.ReserveCreditsInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "SERVICE", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.ReserveCreditsPayload
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.ReserveCreditsPayload
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ReserveCreditsPayload) graphql.Marshaler {
+			return ec.marshalNReserveCreditsPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReserveCreditsPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_reserveCredits(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReserveCreditsPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_reserveCredits_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_captureReservation(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_captureReservation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CaptureReservation(ctx, fc.Args["input"].(model.CaptureReservationInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "SERVICE", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.CaptureReservationPayload
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.CaptureReservationPayload
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CaptureReservationPayload) graphql.Marshaler {
+			return ec.marshalNCaptureReservationPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCaptureReservationPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_captureReservation(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CaptureReservationPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_captureReservation_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_releaseReservation(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_releaseReservation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ReleaseReservation(ctx, fc.Args["input"].(model.ReleaseReservationInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "SERVICE", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.ReleaseReservationPayload
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.ReleaseReservationPayload
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ReleaseReservationPayload) graphql.Marshaler {
+			return ec.marshalNReleaseReservationPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReleaseReservationPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_releaseReservation(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReleaseReservationPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_releaseReservation_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_grantCredits(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_grantCredits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().GrantCredits(ctx, fc.Args["input"].(model.GrantCreditsInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.GrantCreditsPayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.GrantCreditsPayload) graphql.Marshaler {
+			return ec.marshalNGrantCreditsPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐGrantCreditsPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_grantCredits(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_GrantCreditsPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_grantCredits_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_revokeCredits(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_revokeCredits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RevokeCredits(ctx, fc.Args["input"].(model.RevokeCreditsInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.RevokeCreditsPayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RevokeCreditsPayload) graphql.Marshaler {
+			return ec.marshalNRevokeCreditsPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRevokeCreditsPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_revokeCredits(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RevokeCreditsPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_revokeCredits_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_freezeUser(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_freezeUser(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().FreezeUser(ctx, fc.Args["input"].(model.FreezeUserInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.FreezeUserPayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.FreezeUserPayload) graphql.Marshaler {
+			return ec.marshalNFreezeUserPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐFreezeUserPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_freezeUser(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_FreezeUserPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_freezeUser_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_unfreezeUser(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_unfreezeUser(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UnfreezeUser(ctx, fc.Args["input"].(model.UnfreezeUserInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.UnfreezeUserPayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.UnfreezeUserPayload) graphql.Marshaler {
+			return ec.marshalNUnfreezeUserPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUnfreezeUserPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_unfreezeUser(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UnfreezeUserPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_unfreezeUser_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createCreditPackage(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createCreditPackage(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateCreditPackage(ctx, fc.Args["input"].(model.CreateCreditPackageInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.CreateCreditPackagePayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CreateCreditPackagePayload) graphql.Marshaler {
+			return ec.marshalNCreateCreditPackagePayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPackagePayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createCreditPackage(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreateCreditPackagePayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createCreditPackage_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updateCreditPackage(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateCreditPackage(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateCreditPackage(ctx, fc.Args["input"].(model.UpdateCreditPackageInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.UpdateCreditPackagePayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.UpdateCreditPackagePayload) graphql.Marshaler {
+			return ec.marshalNUpdateCreditPackagePayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateCreditPackagePayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateCreditPackage(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UpdateCreditPackagePayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateCreditPackage_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *entgql.PageInfo[string]) (ret graphql.Marshaler) {
@@ -7405,13 +10433,13 @@ func (ec *executionContext) fieldContext_Payment_updatedAt(_ context.Context, fi
 	return graphql.NewScalarFieldContext("Payment", field, false, false, "Time")
 }
 
-func (ec *executionContext) _Payment_userID(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+func (ec *executionContext) _Payment_userId(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Payment_userID(ctx, field)
+			return ec.fieldContext_Payment_userId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.UserID, nil
@@ -7424,17 +10452,17 @@ func (ec *executionContext) _Payment_userID(ctx context.Context, field graphql.C
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_Payment_userID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_Payment_userId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Payment", field, false, false, "ID")
 }
 
-func (ec *executionContext) _Payment_packageID(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+func (ec *executionContext) _Payment_packageId(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Payment_packageID(ctx, field)
+			return ec.fieldContext_Payment_packageId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.PackageID, nil
@@ -7447,7 +10475,7 @@ func (ec *executionContext) _Payment_packageID(ctx context.Context, field graphq
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_Payment_packageID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_Payment_packageId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Payment", field, false, false, "ID")
 }
 
@@ -7566,13 +10594,13 @@ func (ec *executionContext) fieldContext_Payment_amountRefunded(_ context.Contex
 	return graphql.NewScalarFieldContext("Payment", field, false, false, "Int")
 }
 
-func (ec *executionContext) _Payment_stripeCheckoutSessionID(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+func (ec *executionContext) _Payment_stripeCheckoutSessionId(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Payment_stripeCheckoutSessionID(ctx, field)
+			return ec.fieldContext_Payment_stripeCheckoutSessionId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.StripeCheckoutSessionID, nil
@@ -7585,17 +10613,17 @@ func (ec *executionContext) _Payment_stripeCheckoutSessionID(ctx context.Context
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_Payment_stripeCheckoutSessionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_Payment_stripeCheckoutSessionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Payment", field, false, false, "String")
 }
 
-func (ec *executionContext) _Payment_stripePaymentIntentID(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+func (ec *executionContext) _Payment_stripePaymentIntentId(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Payment_stripePaymentIntentID(ctx, field)
+			return ec.fieldContext_Payment_stripePaymentIntentId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.StripePaymentIntentID, nil
@@ -7608,17 +10636,17 @@ func (ec *executionContext) _Payment_stripePaymentIntentID(ctx context.Context, 
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_Payment_stripePaymentIntentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_Payment_stripePaymentIntentId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Payment", field, false, false, "String")
 }
 
-func (ec *executionContext) _Payment_stripeChargeID(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+func (ec *executionContext) _Payment_stripeChargeId(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Payment_stripeChargeID(ctx, field)
+			return ec.fieldContext_Payment_stripeChargeId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.StripeChargeID, nil
@@ -7631,7 +10659,7 @@ func (ec *executionContext) _Payment_stripeChargeID(ctx context.Context, field g
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_Payment_stripeChargeID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_Payment_stripeChargeId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Payment", field, false, false, "String")
 }
 
@@ -8009,13 +11037,13 @@ func (ec *executionContext) fieldContext_Posting_createdAt(_ context.Context, fi
 	return graphql.NewScalarFieldContext("Posting", field, false, false, "Time")
 }
 
-func (ec *executionContext) _Posting_transactionID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLedger) (ret graphql.Marshaler) {
+func (ec *executionContext) _Posting_transactionId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLedger) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Posting_transactionID(ctx, field)
+			return ec.fieldContext_Posting_transactionId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.TransactionID, nil
@@ -8028,7 +11056,7 @@ func (ec *executionContext) _Posting_transactionID(ctx context.Context, field gr
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_Posting_transactionID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_Posting_transactionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Posting", field, false, false, "ID")
 }
 
@@ -8055,13 +11083,13 @@ func (ec *executionContext) fieldContext_Posting_account(_ context.Context, fiel
 	return graphql.NewScalarFieldContext("Posting", field, false, false, "String")
 }
 
-func (ec *executionContext) _Posting_userID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLedger) (ret graphql.Marshaler) {
+func (ec *executionContext) _Posting_userId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLedger) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Posting_userID(ctx, field)
+			return ec.fieldContext_Posting_userId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.UserID, nil
@@ -8074,17 +11102,17 @@ func (ec *executionContext) _Posting_userID(ctx context.Context, field graphql.C
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_Posting_userID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_Posting_userId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Posting", field, false, false, "ID")
 }
 
-func (ec *executionContext) _Posting_lotID(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLedger) (ret graphql.Marshaler) {
+func (ec *executionContext) _Posting_lotId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditLedger) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_Posting_lotID(ctx, field)
+			return ec.fieldContext_Posting_lotId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.LotID, nil
@@ -8097,7 +11125,7 @@ func (ec *executionContext) _Posting_lotID(ctx context.Context, field graphql.Co
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_Posting_lotID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_Posting_lotId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Posting", field, false, false, "ID")
 }
 
@@ -8266,13 +11294,13 @@ func (ec *executionContext) fieldContext_ProcessedEvent_id(_ context.Context, fi
 	return graphql.NewScalarFieldContext("ProcessedEvent", field, false, false, "ID")
 }
 
-func (ec *executionContext) _ProcessedEvent_stripeEventID(ctx context.Context, field graphql.CollectedField, obj *ent.ProcessedEvent) (ret graphql.Marshaler) {
+func (ec *executionContext) _ProcessedEvent_stripeEventId(ctx context.Context, field graphql.CollectedField, obj *ent.ProcessedEvent) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_ProcessedEvent_stripeEventID(ctx, field)
+			return ec.fieldContext_ProcessedEvent_stripeEventId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.StripeEventID, nil
@@ -8285,7 +11313,7 @@ func (ec *executionContext) _ProcessedEvent_stripeEventID(ctx context.Context, f
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_ProcessedEvent_stripeEventID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_ProcessedEvent_stripeEventId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ProcessedEvent", field, false, false, "String")
 }
 
@@ -8404,13 +11432,13 @@ func (ec *executionContext) fieldContext_ProcessedEvent_error(_ context.Context,
 	return graphql.NewScalarFieldContext("ProcessedEvent", field, false, false, "String")
 }
 
-func (ec *executionContext) _ProcessedEvent_paymentID(ctx context.Context, field graphql.CollectedField, obj *ent.ProcessedEvent) (ret graphql.Marshaler) {
+func (ec *executionContext) _ProcessedEvent_paymentId(ctx context.Context, field graphql.CollectedField, obj *ent.ProcessedEvent) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_ProcessedEvent_paymentID(ctx, field)
+			return ec.fieldContext_ProcessedEvent_paymentId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.PaymentID, nil
@@ -8423,7 +11451,7 @@ func (ec *executionContext) _ProcessedEvent_paymentID(ctx context.Context, field
 		false,
 	)
 }
-func (ec *executionContext) fieldContext_ProcessedEvent_paymentID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_ProcessedEvent_paymentId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ProcessedEvent", field, false, false, "ID")
 }
 
@@ -8758,6 +11786,341 @@ func (ec *executionContext) fieldContext_Query_nodes(ctx context.Context, field 
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_adminActions(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_adminActions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().AdminActions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.AdminActionOrder), fc.Args["where"].(*ent.AdminActionWhereInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *ent.AdminActionConnection
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminActionConnection) graphql.Marshaler {
+			return ec.marshalNAdminActionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_adminActions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminActionConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_adminActions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_creditTransactions(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_creditTransactions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().CreditTransactions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditTransactionOrder), fc.Args["where"].(*ent.CreditTransactionWhereInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *ent.CreditTransactionConnection
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransactionConnection) graphql.Marshaler {
+			return ec.marshalNCreditTransactionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_creditTransactions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditTransactionConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_creditTransactions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_payments(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_payments(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Payments(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.PaymentOrder), fc.Args["where"].(*ent.PaymentWhereInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *ent.PaymentConnection
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.PaymentConnection) graphql.Marshaler {
+			return ec.marshalNPaymentConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_payments(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PaymentConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_payments_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_processedEvents(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_processedEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().ProcessedEvents(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.ProcessedEventOrder), fc.Args["where"].(*ent.ProcessedEventWhereInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *ent.ProcessedEventConnection
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ProcessedEventConnection) graphql.Marshaler {
+			return ec.marshalNProcessedEventConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐProcessedEventConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_processedEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ProcessedEventConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_processedEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_users(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_users(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Users(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.UserOrder), fc.Args["where"].(*ent.UserWhereInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *ent.UserConnection
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.UserConnection) graphql.Marshaler {
+			return ec.marshalNUserConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUserConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_users(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_users_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_viewer(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_viewer(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().Viewer(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "ADMIN"})
+				if err != nil {
+					var zeroVal *ent.User
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *ent.User
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_viewer(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_creditPackages(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -8785,6 +12148,108 @@ func (ec *executionContext) fieldContext_Query_creditPackages(_ context.Context,
 		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_CreditPackage(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_user(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().User(ctx, fc.Args["id"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *ent.User
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalOUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_user(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_user_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_ledgerReport(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_ledgerReport(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().LedgerReport(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.LedgerReport
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.LedgerReport) graphql.Marshaler {
+			return ec.marshalNLedgerReport2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerReport(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_ledgerReport(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LedgerReport(ctx, field)
 		},
 	}
 	return fc, nil
@@ -8866,6 +12331,587 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _ReleaseReservationPayload_reservation(ctx context.Context, field graphql.CollectedField, obj *model.ReleaseReservationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseReservationPayload_reservation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reservation, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditReservation) graphql.Marshaler {
+			return ec.marshalNCreditReservation2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseReservationPayload_reservation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ReleaseReservationPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditReservation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReleaseReservationPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.ReleaseReservationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseReservationPayload_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseReservationPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ReleaseReservationPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReleaseReservationPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.ReleaseReservationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReleaseReservationPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReleaseReservationPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReleaseReservationPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ReserveCreditsPayload_reservation(ctx context.Context, field graphql.CollectedField, obj *model.ReserveCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReserveCreditsPayload_reservation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reservation, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditReservation) graphql.Marshaler {
+			return ec.marshalNCreditReservation2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReserveCreditsPayload_reservation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ReserveCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditReservation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReserveCreditsPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.ReserveCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReserveCreditsPayload_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReserveCreditsPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ReserveCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ReserveCreditsPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.ReserveCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReserveCreditsPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReserveCreditsPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReserveCreditsPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _RevokeCreditsPayload_transaction(ctx context.Context, field graphql.CollectedField, obj *model.RevokeCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RevokeCreditsPayload_transaction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Transaction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransaction) graphql.Marshaler {
+			return ec.marshalNCreditTransaction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransaction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RevokeCreditsPayload_transaction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RevokeCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditTransaction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RevokeCreditsPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.RevokeCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RevokeCreditsPayload_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RevokeCreditsPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RevokeCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RevokeCreditsPayload_adminAction(ctx context.Context, field graphql.CollectedField, obj *model.RevokeCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RevokeCreditsPayload_adminAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdminAction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+			return ec.marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RevokeCreditsPayload_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RevokeCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminAction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RevokeCreditsPayload_revokedAmount(ctx context.Context, field graphql.CollectedField, obj *model.RevokeCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RevokeCreditsPayload_revokedAmount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RevokedAmount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RevokeCreditsPayload_revokedAmount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RevokeCreditsPayload", field, false, false, "Int")
+}
+
+func (ec *executionContext) _RevokeCreditsPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.RevokeCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RevokeCreditsPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RevokeCreditsPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RevokeCreditsPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _SpendCreditsPayload_transaction(ctx context.Context, field graphql.CollectedField, obj *model.SpendCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SpendCreditsPayload_transaction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Transaction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransaction) graphql.Marshaler {
+			return ec.marshalNCreditTransaction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransaction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SpendCreditsPayload_transaction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SpendCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditTransaction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SpendCreditsPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.SpendCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SpendCreditsPayload_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SpendCreditsPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SpendCreditsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SpendCreditsPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.SpendCreditsPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SpendCreditsPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SpendCreditsPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SpendCreditsPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Subscription_creditBalanceChanged(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_creditBalanceChanged(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Subscription().CreditBalanceChanged(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.CreditBalanceChange
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.CreditBalanceChange
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CreditBalanceChange) graphql.Marshaler {
+			return ec.marshalNCreditBalanceChange2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreditBalanceChange(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_creditBalanceChanged(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditBalanceChange(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UnfreezeUserPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.UnfreezeUserPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UnfreezeUserPayload_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UnfreezeUserPayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UnfreezeUserPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UnfreezeUserPayload_adminAction(ctx context.Context, field graphql.CollectedField, obj *model.UnfreezeUserPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UnfreezeUserPayload_adminAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdminAction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+			return ec.marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UnfreezeUserPayload_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UnfreezeUserPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminAction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UpdateCreditPackagePayload_creditPackage(ctx context.Context, field graphql.CollectedField, obj *model.UpdateCreditPackagePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UpdateCreditPackagePayload_creditPackage(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreditPackage, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditPackage) graphql.Marshaler {
+			return ec.marshalNCreditPackage2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackage(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UpdateCreditPackagePayload_creditPackage(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UpdateCreditPackagePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPackage(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UpdateCreditPackagePayload_adminAction(ctx context.Context, field graphql.CollectedField, obj *model.UpdateCreditPackagePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UpdateCreditPackagePayload_adminAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdminAction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+			return ec.marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UpdateCreditPackagePayload_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UpdateCreditPackagePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminAction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _User_id(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -8935,13 +12981,13 @@ func (ec *executionContext) fieldContext_User_updatedAt(_ context.Context, field
 	return graphql.NewScalarFieldContext("User", field, false, false, "Time")
 }
 
-func (ec *executionContext) _User_externalID(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+func (ec *executionContext) _User_externalId(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
 		field,
 		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_User_externalID(ctx, field)
+			return ec.fieldContext_User_externalId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
 			return obj.ExternalID, nil
@@ -8954,7 +13000,7 @@ func (ec *executionContext) _User_externalID(ctx context.Context, field graphql.
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_User_externalID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_User_externalId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("User", field, false, false, "String")
 }
 
@@ -9025,94 +13071,6 @@ func (ec *executionContext) _User_status(ctx context.Context, field graphql.Coll
 }
 func (ec *executionContext) fieldContext_User_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("User", field, false, false, "UserStatus")
-}
-
-func (ec *executionContext) _User_payments(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_User_payments(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			fc := graphql.GetFieldContext(ctx)
-			return obj.Payments(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.PaymentOrder), fc.Args["where"].(*ent.PaymentWhereInput))
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *ent.PaymentConnection) graphql.Marshaler {
-			return ec.marshalNPaymentConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentConnection(ctx, selections, v)
-		},
-		true,
-		true,
-	)
-}
-func (ec *executionContext) fieldContext_User_payments(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	fc = &graphql.FieldContext{
-		Object:     "User",
-		Field:      field,
-		IsMethod:   true,
-		IsResolver: false,
-		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.childFields_PaymentConnection(ctx, field)
-		},
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = ec.Recover(ctx, r)
-			ec.Error(ctx, err)
-		}
-	}()
-	ctx = graphql.WithFieldContext(ctx, fc)
-	if fc.Args, err = ec.field_User_payments_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
-		ec.Error(ctx, err)
-		return fc, err
-	}
-	return fc, nil
-}
-
-func (ec *executionContext) _User_transactions(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_User_transactions(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			fc := graphql.GetFieldContext(ctx)
-			return obj.Transactions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditTransactionOrder), fc.Args["where"].(*ent.CreditTransactionWhereInput))
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransactionConnection) graphql.Marshaler {
-			return ec.marshalNCreditTransactionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionConnection(ctx, selections, v)
-		},
-		true,
-		true,
-	)
-}
-func (ec *executionContext) fieldContext_User_transactions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	fc = &graphql.FieldContext{
-		Object:     "User",
-		Field:      field,
-		IsMethod:   true,
-		IsResolver: false,
-		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.childFields_CreditTransactionConnection(ctx, field)
-		},
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = ec.Recover(ctx, r)
-			ec.Error(ctx, err)
-		}
-	}()
-	ctx = graphql.WithFieldContext(ctx, fc)
-	if fc.Args, err = ec.field_User_transactions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
-		ec.Error(ctx, err)
-		return fc, err
-	}
-	return fc, nil
 }
 
 func (ec *executionContext) _User_lots(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
@@ -9197,6 +13155,163 @@ func (ec *executionContext) fieldContext_User_reservations(ctx context.Context, 
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_User_reservations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _User_availableCredits(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_availableCredits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.User().AvailableCredits(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_availableCredits(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("User", field, true, true, "Int")
+}
+
+func (ec *executionContext) _User_reservedCredits(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_reservedCredits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.User().ReservedCredits(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_reservedCredits(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("User", field, true, true, "Int")
+}
+
+func (ec *executionContext) _User_heldCredits(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_heldCredits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.User().HeldCredits(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_heldCredits(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("User", field, true, true, "Int")
+}
+
+func (ec *executionContext) _User_transactions(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_transactions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.User().Transactions(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["where"].(*ent.CreditTransactionWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransactionConnection) graphql.Marshaler {
+			return ec.marshalNCreditTransactionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_transactions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditTransactionConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_User_transactions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _User_payments(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_payments(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.User().Payments(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["where"].(*ent.PaymentWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.PaymentConnection) graphql.Marshaler {
+			return ec.marshalNPaymentConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_payments(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PaymentConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_User_payments_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -11595,6 +15710,160 @@ func (ec *executionContext) unmarshalInputAdminActionWhereInput(ctx context.Cont
 func UnmarshalAdminActionWhereInput(ctx context.Context, raw any) (ent.AdminActionWhereInput, error) {
 	var out ent.AdminActionWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "AdminActionWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCaptureReservationInput(ctx context.Context, obj any) (model.CaptureReservationInput, error) {
+	var it model.CaptureReservationInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"reservationId", "amount", "reason", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "reservationId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reservationId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReservationID = data
+		case "amount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Amount = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCaptureReservationInput unmarshals raw into the CaptureReservationInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCaptureReservationInput(ctx context.Context, raw any) (model.CaptureReservationInput, error) {
+	var out model.CaptureReservationInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CaptureReservationInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreateCreditPackageInput(ctx context.Context, obj any) (model.CreateCreditPackageInput, error) {
+	var it model.CreateCreditPackageInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "description", "credits", "priceAmount", "currency", "stripePriceId", "sortOrder", "active"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
+		case "credits":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credits"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Credits = data
+		case "priceAmount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmount"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmount = data
+		case "currency":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currency"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Currency = data
+		case "stripePriceId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceID = data
+		case "sortOrder":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrder"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrder = data
+		case "active":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("active"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Active = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateCreditPackageInput unmarshals raw into the CreateCreditPackageInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateCreditPackageInput(ctx context.Context, raw any) (model.CreateCreditPackageInput, error) {
+	var out model.CreateCreditPackageInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateCreditPackageInput", raw, &out)
 	return out, err
 }
 
@@ -14250,7 +18519,7 @@ func (ec *executionContext) unmarshalInputCreditTransactionWhereInput(ctx contex
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "kind", "kindNEQ", "kindIn", "kindNotIn", "amount", "amountNEQ", "amountIn", "amountNotIn", "amountGT", "amountGTE", "amountLT", "amountLTE", "reason", "reasonNEQ", "reasonIn", "reasonNotIn", "reasonGT", "reasonGTE", "reasonLT", "reasonLTE", "reasonContains", "reasonHasPrefix", "reasonHasSuffix", "reasonIsNil", "reasonNotNil", "reasonEqualFold", "reasonContainsFold", "actor", "actorNEQ", "actorIn", "actorNotIn", "actorGT", "actorGTE", "actorLT", "actorLTE", "actorContains", "actorHasPrefix", "actorHasSuffix", "actorEqualFold", "actorContainsFold", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "paymentID", "paymentIDNEQ", "paymentIDIn", "paymentIDNotIn", "paymentIDGT", "paymentIDGTE", "paymentIDLT", "paymentIDLTE", "paymentIDContains", "paymentIDHasPrefix", "paymentIDHasSuffix", "paymentIDIsNil", "paymentIDNotNil", "paymentIDEqualFold", "paymentIDContainsFold", "reservationID", "reservationIDNEQ", "reservationIDIn", "reservationIDNotIn", "reservationIDGT", "reservationIDGTE", "reservationIDLT", "reservationIDLTE", "reservationIDContains", "reservationIDHasPrefix", "reservationIDHasSuffix", "reservationIDIsNil", "reservationIDNotNil", "reservationIDEqualFold", "reservationIDContainsFold", "hasUser", "hasUserWith", "hasPayment", "hasPaymentWith", "hasReservation", "hasReservationWith", "hasPostings", "hasPostingsWith", "hasAdminAction", "hasAdminActionWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "kind", "kindNEQ", "kindIn", "kindNotIn", "amount", "amountNEQ", "amountIn", "amountNotIn", "amountGT", "amountGTE", "amountLT", "amountLTE", "reason", "reasonNEQ", "reasonIn", "reasonNotIn", "reasonGT", "reasonGTE", "reasonLT", "reasonLTE", "reasonContains", "reasonHasPrefix", "reasonHasSuffix", "reasonIsNil", "reasonNotNil", "reasonEqualFold", "reasonContainsFold", "actor", "actorNEQ", "actorIn", "actorNotIn", "actorGT", "actorGTE", "actorLT", "actorLTE", "actorContains", "actorHasPrefix", "actorHasSuffix", "actorEqualFold", "actorContainsFold", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "paymentID", "paymentIDNEQ", "paymentIDIn", "paymentIDNotIn", "paymentIDGT", "paymentIDGTE", "paymentIDLT", "paymentIDLTE", "paymentIDContains", "paymentIDHasPrefix", "paymentIDHasSuffix", "paymentIDIsNil", "paymentIDNotNil", "paymentIDEqualFold", "paymentIDContainsFold", "reservationID", "reservationIDNEQ", "reservationIDIn", "reservationIDNotIn", "reservationIDGT", "reservationIDGTE", "reservationIDLT", "reservationIDLTE", "reservationIDContains", "reservationIDHasPrefix", "reservationIDHasSuffix", "reservationIDIsNil", "reservationIDNotNil", "reservationIDEqualFold", "reservationIDContainsFold", "hasUser", "hasUserWith", "hasPayment", "hasPaymentWith", "hasReservation", "hasReservationWith", "hasPostings", "hasPostingsWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -15146,20 +19415,6 @@ func (ec *executionContext) unmarshalInputCreditTransactionWhereInput(ctx contex
 				return it, err
 			}
 			it.HasPostingsWith = data
-		case "hasAdminAction":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasAdminAction"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasAdminAction = data
-		case "hasAdminActionWith":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasAdminActionWith"))
-			data, err := ec.unmarshalOAdminActionWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionWhereInputᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasAdminActionWith = data
 		}
 	}
 	return it, nil
@@ -15174,6 +19429,195 @@ func (ec *executionContext) unmarshalInputCreditTransactionWhereInput(ctx contex
 func UnmarshalCreditTransactionWhereInput(ctx context.Context, raw any) (ent.CreditTransactionWhereInput, error) {
 	var out ent.CreditTransactionWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreditTransactionWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputFreezeUserInput(ctx context.Context, obj any) (model.FreezeUserInput, error) {
+	var it model.FreezeUserInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"userId", "externalUserId", "reason"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "externalUserId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("externalUserId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExternalUserID = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalFreezeUserInput unmarshals raw into the FreezeUserInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalFreezeUserInput(ctx context.Context, raw any) (model.FreezeUserInput, error) {
+	var out model.FreezeUserInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "FreezeUserInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputGrantCreditsInput(ctx context.Context, obj any) (model.GrantCreditsInput, error) {
+	var it model.GrantCreditsInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"userId", "externalUserId", "amount", "reason", "expiresAt", "priority", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "externalUserId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("externalUserId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExternalUserID = data
+		case "amount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Amount = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		case "expiresAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiresAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExpiresAt = data
+		case "priority":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priority"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Priority = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalGrantCreditsInput unmarshals raw into the GrantCreditsInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalGrantCreditsInput(ctx context.Context, raw any) (model.GrantCreditsInput, error) {
+	var out model.GrantCreditsInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "GrantCreditsInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputMetadataEntryInput(ctx context.Context, obj any) (model.MetadataEntryInput, error) {
+	var it model.MetadataEntryInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"key", "value"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "key":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("key"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Key = data
+		case "value":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("value"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Value = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalMetadataEntryInput unmarshals raw into the MetadataEntryInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalMetadataEntryInput(ctx context.Context, raw any) (model.MetadataEntryInput, error) {
+	var out model.MetadataEntryInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "MetadataEntryInput", raw, &out)
 	return out, err
 }
 
@@ -18101,6 +22545,447 @@ func UnmarshalProcessedEventWhereInput(ctx context.Context, raw any) (ent.Proces
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputReleaseReservationInput(ctx context.Context, obj any) (model.ReleaseReservationInput, error) {
+	var it model.ReleaseReservationInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"reservationId", "reason", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "reservationId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reservationId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ReservationID = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalReleaseReservationInput unmarshals raw into the ReleaseReservationInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalReleaseReservationInput(ctx context.Context, raw any) (model.ReleaseReservationInput, error) {
+	var out model.ReleaseReservationInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ReleaseReservationInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputReserveCreditsInput(ctx context.Context, obj any) (model.ReserveCreditsInput, error) {
+	var it model.ReserveCreditsInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"userId", "externalUserId", "amount", "ttlSeconds", "reason", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "externalUserId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("externalUserId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExternalUserID = data
+		case "amount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Amount = data
+		case "ttlSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ttlSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TTLSeconds = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalReserveCreditsInput unmarshals raw into the ReserveCreditsInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalReserveCreditsInput(ctx context.Context, raw any) (model.ReserveCreditsInput, error) {
+	var out model.ReserveCreditsInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ReserveCreditsInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputRevokeCreditsInput(ctx context.Context, obj any) (model.RevokeCreditsInput, error) {
+	var it model.RevokeCreditsInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"userId", "externalUserId", "amount", "lotIds", "reason", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "externalUserId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("externalUserId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExternalUserID = data
+		case "amount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Amount = data
+		case "lotIds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lotIds"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LotIds = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalRevokeCreditsInput unmarshals raw into the RevokeCreditsInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalRevokeCreditsInput(ctx context.Context, raw any) (model.RevokeCreditsInput, error) {
+	var out model.RevokeCreditsInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "RevokeCreditsInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputSpendCreditsInput(ctx context.Context, obj any) (model.SpendCreditsInput, error) {
+	var it model.SpendCreditsInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"userId", "externalUserId", "amount", "reason", "metadata", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "externalUserId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("externalUserId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExternalUserID = data
+		case "amount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Amount = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		case "metadata":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("metadata"))
+			data, err := ec.unmarshalOMetadataEntryInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntryInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Metadata = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSpendCreditsInput unmarshals raw into the SpendCreditsInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSpendCreditsInput(ctx context.Context, raw any) (model.SpendCreditsInput, error) {
+	var out model.SpendCreditsInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SpendCreditsInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUnfreezeUserInput(ctx context.Context, obj any) (model.UnfreezeUserInput, error) {
+	var it model.UnfreezeUserInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"userId", "externalUserId", "reason"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "externalUserId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("externalUserId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExternalUserID = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUnfreezeUserInput unmarshals raw into the UnfreezeUserInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUnfreezeUserInput(ctx context.Context, raw any) (model.UnfreezeUserInput, error) {
+	var out model.UnfreezeUserInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UnfreezeUserInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUpdateCreditPackageInput(ctx context.Context, obj any) (model.UpdateCreditPackageInput, error) {
+	var it model.UpdateCreditPackageInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "name", "description", "credits", "priceAmount", "currency", "stripePriceId", "sortOrder", "active"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
+		case "credits":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credits"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Credits = data
+		case "priceAmount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmount"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmount = data
+		case "currency":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currency"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Currency = data
+		case "stripePriceId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceID = data
+		case "sortOrder":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrder"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrder = data
+		case "active":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("active"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Active = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateCreditPackageInput unmarshals raw into the UpdateCreditPackageInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateCreditPackageInput(ctx context.Context, raw any) (model.UpdateCreditPackageInput, error) {
+	var out model.UpdateCreditPackageInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateCreditPackageInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputUserOrder(ctx context.Context, obj any) (ent.UserOrder, error) {
 	var it ent.UserOrder
 	if obj == nil {
@@ -18165,7 +23050,7 @@ func (ec *executionContext) unmarshalInputUserWhereInput(ctx context.Context, ob
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "externalID", "externalIDNEQ", "externalIDIn", "externalIDNotIn", "externalIDGT", "externalIDGTE", "externalIDLT", "externalIDLTE", "externalIDContains", "externalIDHasPrefix", "externalIDHasSuffix", "externalIDEqualFold", "externalIDContainsFold", "email", "emailNEQ", "emailIn", "emailNotIn", "emailGT", "emailGTE", "emailLT", "emailLTE", "emailContains", "emailHasPrefix", "emailHasSuffix", "emailIsNil", "emailNotNil", "emailEqualFold", "emailContainsFold", "creditsBalance", "creditsBalanceNEQ", "creditsBalanceIn", "creditsBalanceNotIn", "creditsBalanceGT", "creditsBalanceGTE", "creditsBalanceLT", "creditsBalanceLTE", "status", "statusNEQ", "statusIn", "statusNotIn", "hasPayments", "hasPaymentsWith", "hasTransactions", "hasTransactionsWith", "hasLots", "hasLotsWith", "hasReservations", "hasReservationsWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "externalID", "externalIDNEQ", "externalIDIn", "externalIDNotIn", "externalIDGT", "externalIDGTE", "externalIDLT", "externalIDLTE", "externalIDContains", "externalIDHasPrefix", "externalIDHasSuffix", "externalIDEqualFold", "externalIDContainsFold", "email", "emailNEQ", "emailIn", "emailNotIn", "emailGT", "emailGTE", "emailLT", "emailLTE", "emailContains", "emailHasPrefix", "emailHasSuffix", "emailIsNil", "emailNotNil", "emailEqualFold", "emailContainsFold", "creditsBalance", "creditsBalanceNEQ", "creditsBalanceIn", "creditsBalanceNotIn", "creditsBalanceGT", "creditsBalanceGTE", "creditsBalanceLT", "creditsBalanceLTE", "status", "statusNEQ", "statusIn", "statusNotIn", "hasLots", "hasLotsWith", "hasReservations", "hasReservationsWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -18655,34 +23540,6 @@ func (ec *executionContext) unmarshalInputUserWhereInput(ctx context.Context, ob
 				return it, err
 			}
 			it.StatusNotIn = data
-		case "hasPayments":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasPayments"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasPayments = data
-		case "hasPaymentsWith":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasPaymentsWith"))
-			data, err := ec.unmarshalOPaymentWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentWhereInputᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasPaymentsWith = data
-		case "hasTransactions":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasTransactions"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasTransactions = data
-		case "hasTransactionsWith":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasTransactionsWith"))
-			data, err := ec.unmarshalOCreditTransactionWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionWhereInputᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasTransactionsWith = data
 		case "hasLots":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasLots"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -18815,8 +23672,8 @@ func (ec *executionContext) _AdminAction(ctx context.Context, sel ast.SelectionS
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "adminID":
-			out.Values[i] = ec._AdminAction_adminID(ctx, field, obj)
+		case "adminId":
+			out.Values[i] = ec._AdminAction_adminId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -18825,13 +23682,13 @@ func (ec *executionContext) _AdminAction(ctx context.Context, sel ast.SelectionS
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "targetID":
-			out.Values[i] = ec._AdminAction_targetID(ctx, field, obj)
+		case "targetId":
+			out.Values[i] = ec._AdminAction_targetId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "targetUserID":
-			out.Values[i] = ec._AdminAction_targetUserID(ctx, field, obj)
+		case "targetUserId":
+			out.Values[i] = ec._AdminAction_targetUserId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -18855,13 +23712,13 @@ func (ec *executionContext) _AdminAction(ctx context.Context, sel ast.SelectionS
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "requestID":
-			out.Values[i] = ec._AdminAction_requestID(ctx, field, obj)
+		case "requestId":
+			out.Values[i] = ec._AdminAction_requestId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "transactionID":
-			out.Values[i] = ec._AdminAction_transactionID(ctx, field, obj)
+		case "transactionId":
+			out.Values[i] = ec._AdminAction_transactionId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -18981,6 +23838,135 @@ func (ec *executionContext) _AdminActionEdge(ctx context.Context, sel ast.Select
 	return out
 }
 
+var captureReservationPayloadImplementors = []string{"CaptureReservationPayload"}
+
+func (ec *executionContext) _CaptureReservationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CaptureReservationPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, captureReservationPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CaptureReservationPayload")
+		case "transaction":
+			out.Values[i] = ec._CaptureReservationPayload_transaction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reservation":
+			out.Values[i] = ec._CaptureReservationPayload_reservation(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "user":
+			out.Values[i] = ec._CaptureReservationPayload_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._CaptureReservationPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var createCreditPackagePayloadImplementors = []string{"CreateCreditPackagePayload"}
+
+func (ec *executionContext) _CreateCreditPackagePayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCreditPackagePayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, createCreditPackagePayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreateCreditPackagePayload")
+		case "creditPackage":
+			out.Values[i] = ec._CreateCreditPackagePayload_creditPackage(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adminAction":
+			out.Values[i] = ec._CreateCreditPackagePayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var creditBalanceChangeImplementors = []string{"CreditBalanceChange"}
+
+func (ec *executionContext) _CreditBalanceChange(ctx context.Context, sel ast.SelectionSet, obj *model.CreditBalanceChange) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditBalanceChangeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreditBalanceChange")
+		case "balance":
+			out.Values[i] = ec._CreditBalanceChange_balance(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "transactionId":
+			out.Values[i] = ec._CreditBalanceChange_transactionId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._CreditBalanceChange_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var creditLotImplementors = []string{"CreditLot", "Node"}
 
 func (ec *executionContext) _CreditLot(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditLot) graphql.Marshaler {
@@ -19007,8 +23993,8 @@ func (ec *executionContext) _CreditLot(ctx context.Context, sel ast.SelectionSet
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "userID":
-			out.Values[i] = ec._CreditLot_userID(ctx, field, obj)
+		case "userId":
+			out.Values[i] = ec._CreditLot_userId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -19042,13 +24028,13 @@ func (ec *executionContext) _CreditLot(ctx context.Context, sel ast.SelectionSet
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "paymentID":
-			out.Values[i] = ec._CreditLot_paymentID(ctx, field, obj)
+		case "paymentId":
+			out.Values[i] = ec._CreditLot_paymentId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "transactionID":
-			out.Values[i] = ec._CreditLot_transactionID(ctx, field, obj)
+		case "transactionId":
+			out.Values[i] = ec._CreditLot_transactionId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -19219,8 +24205,8 @@ func (ec *executionContext) _CreditPackage(ctx context.Context, sel ast.Selectio
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
-		case "stripePriceID":
-			out.Values[i] = ec._CreditPackage_stripePriceID(ctx, field, obj)
+		case "stripePriceId":
+			out.Values[i] = ec._CreditPackage_stripePriceId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
@@ -19358,8 +24344,8 @@ func (ec *executionContext) _CreditReservation(ctx context.Context, sel ast.Sele
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "userID":
-			out.Values[i] = ec._CreditReservation_userID(ctx, field, obj)
+		case "userId":
+			out.Values[i] = ec._CreditReservation_userId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -19524,8 +24510,8 @@ func (ec *executionContext) _CreditTransaction(ctx context.Context, sel ast.Sele
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "userID":
-			out.Values[i] = ec._CreditTransaction_userID(ctx, field, obj)
+		case "userId":
+			out.Values[i] = ec._CreditTransaction_userId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -19554,13 +24540,13 @@ func (ec *executionContext) _CreditTransaction(ctx context.Context, sel ast.Sele
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "paymentID":
-			out.Values[i] = ec._CreditTransaction_paymentID(ctx, field, obj)
+		case "paymentId":
+			out.Values[i] = ec._CreditTransaction_paymentId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "reservationID":
-			out.Values[i] = ec._CreditTransaction_reservationID(ctx, field, obj)
+		case "reservationId":
+			out.Values[i] = ec._CreditTransaction_reservationId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -19588,11 +24574,11 @@ func (ec *executionContext) _CreditTransaction(ctx context.Context, sel ast.Sele
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._CreditTransaction_postings(ctx, field, obj)
 				})
-		case "adminAction":
+		case "metadata":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, false,
+				true, true,
 				func(ctx context.Context) graphql.Marshaler {
-					return ec._CreditTransaction_adminAction(ctx, field, obj)
+					return ec._CreditTransaction_metadata(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -19692,6 +24678,337 @@ func (ec *executionContext) _CreditTransactionEdge(ctx context.Context, sel ast.
 	return out
 }
 
+var freezeUserPayloadImplementors = []string{"FreezeUserPayload"}
+
+func (ec *executionContext) _FreezeUserPayload(ctx context.Context, sel ast.SelectionSet, obj *model.FreezeUserPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, freezeUserPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("FreezeUserPayload")
+		case "user":
+			out.Values[i] = ec._FreezeUserPayload_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adminAction":
+			out.Values[i] = ec._FreezeUserPayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var grantCreditsPayloadImplementors = []string{"GrantCreditsPayload"}
+
+func (ec *executionContext) _GrantCreditsPayload(ctx context.Context, sel ast.SelectionSet, obj *model.GrantCreditsPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, grantCreditsPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("GrantCreditsPayload")
+		case "transaction":
+			out.Values[i] = ec._GrantCreditsPayload_transaction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "user":
+			out.Values[i] = ec._GrantCreditsPayload_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adminAction":
+			out.Values[i] = ec._GrantCreditsPayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._GrantCreditsPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var ledgerProblemImplementors = []string{"LedgerProblem"}
+
+func (ec *executionContext) _LedgerProblem(ctx context.Context, sel ast.SelectionSet, obj *model.LedgerProblem) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, ledgerProblemImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LedgerProblem")
+		case "invariant":
+			out.Values[i] = ec._LedgerProblem_invariant(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "subject":
+			out.Values[i] = ec._LedgerProblem_subject(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "detail":
+			out.Values[i] = ec._LedgerProblem_detail(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var ledgerReportImplementors = []string{"LedgerReport"}
+
+func (ec *executionContext) _LedgerReport(ctx context.Context, sel ast.SelectionSet, obj *model.LedgerReport) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, ledgerReportImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LedgerReport")
+		case "ok":
+			out.Values[i] = ec._LedgerReport_ok(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "users":
+			out.Values[i] = ec._LedgerReport_users(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "transactions":
+			out.Values[i] = ec._LedgerReport_transactions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "postings":
+			out.Values[i] = ec._LedgerReport_postings(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lots":
+			out.Values[i] = ec._LedgerReport_lots(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "problems":
+			out.Values[i] = ec._LedgerReport_problems(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var metadataEntryImplementors = []string{"MetadataEntry"}
+
+func (ec *executionContext) _MetadataEntry(ctx context.Context, sel ast.SelectionSet, obj *model.MetadataEntry) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, metadataEntryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MetadataEntry")
+		case "key":
+			out.Values[i] = ec._MetadataEntry_key(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "value":
+			out.Values[i] = ec._MetadataEntry_value(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var mutationImplementors = []string{"Mutation"}
+
+func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mutationImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Mutation",
+	})
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		innerCtx := graphql.WithRootFieldContext(ctx, &graphql.RootFieldContext{
+			Object: field.Name,
+			Field:  field,
+		})
+
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Mutation")
+		case "spendCredits":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_spendCredits(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reserveCredits":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_reserveCredits(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "captureReservation":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_captureReservation(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "releaseReservation":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_releaseReservation(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "grantCredits":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_grantCredits(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revokeCredits":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_revokeCredits(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "freezeUser":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_freezeUser(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "unfreezeUser":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_unfreezeUser(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createCreditPackage":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createCreditPackage(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updateCreditPackage":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateCreditPackage(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var pageInfoImplementors = []string{"PageInfo"}
 
 func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet, obj *entgql.PageInfo[string]) graphql.Marshaler {
@@ -19766,13 +25083,13 @@ func (ec *executionContext) _Payment(ctx context.Context, sel ast.SelectionSet, 
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "userID":
-			out.Values[i] = ec._Payment_userID(ctx, field, obj)
+		case "userId":
+			out.Values[i] = ec._Payment_userId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "packageID":
-			out.Values[i] = ec._Payment_packageID(ctx, field, obj)
+		case "packageId":
+			out.Values[i] = ec._Payment_packageId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -19801,18 +25118,18 @@ func (ec *executionContext) _Payment(ctx context.Context, sel ast.SelectionSet, 
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "stripeCheckoutSessionID":
-			out.Values[i] = ec._Payment_stripeCheckoutSessionID(ctx, field, obj)
+		case "stripeCheckoutSessionId":
+			out.Values[i] = ec._Payment_stripeCheckoutSessionId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "stripePaymentIntentID":
-			out.Values[i] = ec._Payment_stripePaymentIntentID(ctx, field, obj)
+		case "stripePaymentIntentId":
+			out.Values[i] = ec._Payment_stripePaymentIntentId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "stripeChargeID":
-			out.Values[i] = ec._Payment_stripeChargeID(ctx, field, obj)
+		case "stripeChargeId":
+			out.Values[i] = ec._Payment_stripeChargeId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -19969,8 +25286,8 @@ func (ec *executionContext) _Posting(ctx context.Context, sel ast.SelectionSet, 
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "transactionID":
-			out.Values[i] = ec._Posting_transactionID(ctx, field, obj)
+		case "transactionId":
+			out.Values[i] = ec._Posting_transactionId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -19979,13 +25296,13 @@ func (ec *executionContext) _Posting(ctx context.Context, sel ast.SelectionSet, 
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "userID":
-			out.Values[i] = ec._Posting_userID(ctx, field, obj)
+		case "userId":
+			out.Values[i] = ec._Posting_userId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "lotID":
-			out.Values[i] = ec._Posting_lotID(ctx, field, obj)
+		case "lotId":
+			out.Values[i] = ec._Posting_lotId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -20050,8 +25367,8 @@ func (ec *executionContext) _ProcessedEvent(ctx context.Context, sel ast.Selecti
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "stripeEventID":
-			out.Values[i] = ec._ProcessedEvent_stripeEventID(ctx, field, obj)
+		case "stripeEventId":
+			out.Values[i] = ec._ProcessedEvent_stripeEventId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -20080,8 +25397,8 @@ func (ec *executionContext) _ProcessedEvent(ctx context.Context, sel ast.Selecti
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "paymentID":
-			out.Values[i] = ec._ProcessedEvent_paymentID(ctx, field, obj)
+		case "paymentId":
+			out.Values[i] = ec._ProcessedEvent_paymentId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -20235,11 +25552,59 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_nodes(ctx, field)
 				})
+		case "adminActions":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_adminActions(ctx, field)
+				})
+		case "creditTransactions":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_creditTransactions(ctx, field)
+				})
+		case "payments":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_payments(ctx, field)
+				})
+		case "processedEvents":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_processedEvents(ctx, field)
+				})
+		case "users":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_users(ctx, field)
+				})
+		case "viewer":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_viewer(ctx, field)
+				})
 		case "creditPackages":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_creditPackages(ctx, field)
+				})
+		case "user":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_user(ctx, field)
+				})
+		case "ledgerReport":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_ledgerReport(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -20254,6 +25619,284 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 			})
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var releaseReservationPayloadImplementors = []string{"ReleaseReservationPayload"}
+
+func (ec *executionContext) _ReleaseReservationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ReleaseReservationPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, releaseReservationPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReleaseReservationPayload")
+		case "reservation":
+			out.Values[i] = ec._ReleaseReservationPayload_reservation(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "user":
+			out.Values[i] = ec._ReleaseReservationPayload_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._ReleaseReservationPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var reserveCreditsPayloadImplementors = []string{"ReserveCreditsPayload"}
+
+func (ec *executionContext) _ReserveCreditsPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ReserveCreditsPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, reserveCreditsPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReserveCreditsPayload")
+		case "reservation":
+			out.Values[i] = ec._ReserveCreditsPayload_reservation(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "user":
+			out.Values[i] = ec._ReserveCreditsPayload_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._ReserveCreditsPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var revokeCreditsPayloadImplementors = []string{"RevokeCreditsPayload"}
+
+func (ec *executionContext) _RevokeCreditsPayload(ctx context.Context, sel ast.SelectionSet, obj *model.RevokeCreditsPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, revokeCreditsPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RevokeCreditsPayload")
+		case "transaction":
+			out.Values[i] = ec._RevokeCreditsPayload_transaction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "user":
+			out.Values[i] = ec._RevokeCreditsPayload_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adminAction":
+			out.Values[i] = ec._RevokeCreditsPayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revokedAmount":
+			out.Values[i] = ec._RevokeCreditsPayload_revokedAmount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._RevokeCreditsPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var spendCreditsPayloadImplementors = []string{"SpendCreditsPayload"}
+
+func (ec *executionContext) _SpendCreditsPayload(ctx context.Context, sel ast.SelectionSet, obj *model.SpendCreditsPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, spendCreditsPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SpendCreditsPayload")
+		case "transaction":
+			out.Values[i] = ec._SpendCreditsPayload_transaction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "user":
+			out.Values[i] = ec._SpendCreditsPayload_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._SpendCreditsPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var subscriptionImplementors = []string{"Subscription"}
+
+func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subscriptionImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Subscription",
+	})
+	if len(fields) != 1 {
+		graphql.AddErrorf(ctx, "must subscribe to exactly one stream")
+		return nil
+	}
+
+	switch fields[0].Name {
+	case "creditBalanceChanged":
+		return ec._Subscription_creditBalanceChanged(ctx, fields[0])
+	default:
+		panic("unknown field " + strconv.Quote(fields[0].Name))
+	}
+}
+
+var unfreezeUserPayloadImplementors = []string{"UnfreezeUserPayload"}
+
+func (ec *executionContext) _UnfreezeUserPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UnfreezeUserPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, unfreezeUserPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("UnfreezeUserPayload")
+		case "user":
+			out.Values[i] = ec._UnfreezeUserPayload_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adminAction":
+			out.Values[i] = ec._UnfreezeUserPayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var updateCreditPackagePayloadImplementors = []string{"UpdateCreditPackagePayload"}
+
+func (ec *executionContext) _UpdateCreditPackagePayload(ctx context.Context, sel ast.SelectionSet, obj *model.UpdateCreditPackagePayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, updateCreditPackagePayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("UpdateCreditPackagePayload")
+		case "creditPackage":
+			out.Values[i] = ec._UpdateCreditPackagePayload_creditPackage(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adminAction":
+			out.Values[i] = ec._UpdateCreditPackagePayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -20298,8 +25941,8 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "externalID":
-			out.Values[i] = ec._User_externalID(ctx, field, obj)
+		case "externalId":
+			out.Values[i] = ec._User_externalId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -20318,18 +25961,6 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "payments":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._User_payments(ctx, field, obj)
-				})
-		case "transactions":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._User_transactions(ctx, field, obj)
-				})
 		case "lots":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -20341,6 +25972,36 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._User_reservations(ctx, field, obj)
+				})
+		case "availableCredits":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_availableCredits(ctx, field, obj)
+				})
+		case "reservedCredits":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_reservedCredits(ctx, field, obj)
+				})
+		case "heldCredits":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_heldCredits(ctx, field, obj)
+				})
+		case "transactions":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_transactions(ctx, field, obj)
+				})
+		case "payments":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_payments(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -20802,6 +26463,22 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 
 // region    ***************************** type.gotpl *****************************
 
+func (ec *executionContext) marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx context.Context, sel ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "AdminAction!")
+		return graphql.Null
+	}
+	return ec._AdminAction(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNAdminActionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionConnection(ctx context.Context, sel ast.SelectionSet, v *ent.AdminActionConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "AdminActionConnection!")
+		return graphql.Null
+	}
+	return ec._AdminActionConnection(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNAdminActionOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionOrderField(ctx context.Context, v any) (*ent.AdminActionOrderField, error) {
 	var res = new(ent.AdminActionOrderField)
 	err := res.UnmarshalGQL(v)
@@ -20833,6 +26510,40 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 		graphql.AddInvalidNullFromMarshaler(ctx, "Boolean!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNCaptureReservationInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCaptureReservationInput(ctx context.Context, v any) (model.CaptureReservationInput, error) {
+	res, err := ec.unmarshalInputCaptureReservationInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCaptureReservationPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCaptureReservationPayload(ctx context.Context, sel ast.SelectionSet, v *model.CaptureReservationPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CaptureReservationPayload!")
+		return graphql.Null
+	}
+	return ec._CaptureReservationPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCreateCreditPackageInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPackageInput(ctx context.Context, v any) (model.CreateCreditPackageInput, error) {
+	res, err := ec.unmarshalInputCreateCreditPackageInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreateCreditPackagePayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPackagePayload(ctx context.Context, sel ast.SelectionSet, v *model.CreateCreditPackagePayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreateCreditPackagePayload!")
+		return graphql.Null
+	}
+	return ec._CreateCreditPackagePayload(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCreditBalanceChange2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreditBalanceChange(ctx context.Context, sel ast.SelectionSet, v *model.CreditBalanceChange) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreditBalanceChange!")
+		return graphql.Null
+	}
+	return ec._CreditBalanceChange(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNCreditLot2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLot(ctx context.Context, sel ast.SelectionSet, v *ent.CreditLot) graphql.Marshaler {
@@ -20921,6 +26632,14 @@ func (ec *executionContext) marshalNCreditPackageOrderField2ᚖgithubᚗcomᚋta
 func (ec *executionContext) unmarshalNCreditPackageWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackageWhereInput(ctx context.Context, v any) (*ent.CreditPackageWhereInput, error) {
 	res, err := ec.unmarshalInputCreditPackageWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreditReservation2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservation(ctx context.Context, sel ast.SelectionSet, v *ent.CreditReservation) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreditReservation!")
+		return graphql.Null
+	}
+	return ec._CreditReservation(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNCreditReservationConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservationConnection(ctx context.Context, sel ast.SelectionSet, v *ent.CreditReservationConnection) graphql.Marshaler {
@@ -21015,6 +26734,32 @@ func (ec *executionContext) marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCurso
 	return v
 }
 
+func (ec *executionContext) unmarshalNFreezeUserInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐFreezeUserInput(ctx context.Context, v any) (model.FreezeUserInput, error) {
+	res, err := ec.unmarshalInputFreezeUserInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNFreezeUserPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐFreezeUserPayload(ctx context.Context, sel ast.SelectionSet, v *model.FreezeUserPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "FreezeUserPayload!")
+		return graphql.Null
+	}
+	return ec._FreezeUserPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNGrantCreditsInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐGrantCreditsInput(ctx context.Context, v any) (model.GrantCreditsInput, error) {
+	res, err := ec.unmarshalInputGrantCreditsInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNGrantCreditsPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐGrantCreditsPayload(ctx context.Context, sel ast.SelectionSet, v *model.GrantCreditsPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "GrantCreditsPayload!")
+		return graphql.Null
+	}
+	return ec._GrantCreditsPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNID2string(ctx context.Context, v any) (string, error) {
 	res, err := graphql.UnmarshalID(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -21084,6 +26829,67 @@ func (ec *executionContext) marshalNInt2int64(ctx context.Context, sel ast.Selec
 		graphql.AddInvalidNullFromMarshaler(ctx, "Int!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNLedgerProblem2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerProblemᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.LedgerProblem) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNLedgerProblem2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerProblem(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNLedgerProblem2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerProblem(ctx context.Context, sel ast.SelectionSet, v *model.LedgerProblem) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LedgerProblem!")
+		return graphql.Null
+	}
+	return ec._LedgerProblem(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNLedgerReport2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerReport(ctx context.Context, sel ast.SelectionSet, v *model.LedgerReport) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LedgerReport!")
+		return graphql.Null
+	}
+	return ec._LedgerReport(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNMetadataEntry2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntryᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MetadataEntry) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMetadataEntry2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntry(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMetadataEntry2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntry(ctx context.Context, sel ast.SelectionSet, v *model.MetadataEntry) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MetadataEntry!")
+		return graphql.Null
+	}
+	return ec._MetadataEntry(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNMetadataEntryInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntryInput(ctx context.Context, v any) (*model.MetadataEntryInput, error) {
+	res, err := ec.unmarshalInputMetadataEntryInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNNode2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐNoder(ctx context.Context, sel ast.SelectionSet, v []ent.Noder) graphql.Marshaler {
@@ -21174,6 +26980,14 @@ func (ec *executionContext) unmarshalNPostingWhereInput2ᚖgithubᚗcomᚋtally�
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNProcessedEventConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐProcessedEventConnection(ctx context.Context, sel ast.SelectionSet, v *ent.ProcessedEventConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ProcessedEventConnection!")
+		return graphql.Null
+	}
+	return ec._ProcessedEventConnection(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNProcessedEventOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐProcessedEventOrderField(ctx context.Context, v any) (*ent.ProcessedEventOrderField, error) {
 	var res = new(ent.ProcessedEventOrderField)
 	err := res.UnmarshalGQL(v)
@@ -21201,6 +27015,98 @@ func (ec *executionContext) marshalNProcessedEventOutcome2githubᚗcomᚋtally�
 func (ec *executionContext) unmarshalNProcessedEventWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐProcessedEventWhereInput(ctx context.Context, v any) (*ent.ProcessedEventWhereInput, error) {
 	res, err := ec.unmarshalInputProcessedEventWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNReleaseReservationInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReleaseReservationInput(ctx context.Context, v any) (model.ReleaseReservationInput, error) {
+	res, err := ec.unmarshalInputReleaseReservationInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNReleaseReservationPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReleaseReservationPayload(ctx context.Context, sel ast.SelectionSet, v *model.ReleaseReservationPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ReleaseReservationPayload!")
+		return graphql.Null
+	}
+	return ec._ReleaseReservationPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNReserveCreditsInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReserveCreditsInput(ctx context.Context, v any) (model.ReserveCreditsInput, error) {
+	res, err := ec.unmarshalInputReserveCreditsInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNReserveCreditsPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReserveCreditsPayload(ctx context.Context, sel ast.SelectionSet, v *model.ReserveCreditsPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ReserveCreditsPayload!")
+		return graphql.Null
+	}
+	return ec._ReserveCreditsPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRevokeCreditsInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRevokeCreditsInput(ctx context.Context, v any) (model.RevokeCreditsInput, error) {
+	res, err := ec.unmarshalInputRevokeCreditsInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRevokeCreditsPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRevokeCreditsPayload(ctx context.Context, sel ast.SelectionSet, v *model.RevokeCreditsPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RevokeCreditsPayload!")
+		return graphql.Null
+	}
+	return ec._RevokeCreditsPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNRole2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
+	var res model.Role
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRole2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRole(ctx context.Context, sel ast.SelectionSet, v model.Role) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx context.Context, v any) ([]model.Role, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.Role, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNRole2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRole(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx context.Context, sel ast.SelectionSet, v []model.Role) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNRole2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRole(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNSpendCreditsInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSpendCreditsInput(ctx context.Context, v any) (model.SpendCreditsInput, error) {
+	res, err := ec.unmarshalInputSpendCreditsInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSpendCreditsPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSpendCreditsPayload(ctx context.Context, sel ast.SelectionSet, v *model.SpendCreditsPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SpendCreditsPayload!")
+		return graphql.Null
+	}
+	return ec._SpendCreditsPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNString2string(ctx context.Context, v any) (string, error) {
@@ -21231,12 +27137,46 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 	return res
 }
 
+func (ec *executionContext) unmarshalNUnfreezeUserInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUnfreezeUserInput(ctx context.Context, v any) (model.UnfreezeUserInput, error) {
+	res, err := ec.unmarshalInputUnfreezeUserInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNUnfreezeUserPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUnfreezeUserPayload(ctx context.Context, sel ast.SelectionSet, v *model.UnfreezeUserPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "UnfreezeUserPayload!")
+		return graphql.Null
+	}
+	return ec._UnfreezeUserPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNUpdateCreditPackageInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateCreditPackageInput(ctx context.Context, v any) (model.UpdateCreditPackageInput, error) {
+	res, err := ec.unmarshalInputUpdateCreditPackageInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNUpdateCreditPackagePayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateCreditPackagePayload(ctx context.Context, sel ast.SelectionSet, v *model.UpdateCreditPackagePayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "UpdateCreditPackagePayload!")
+		return graphql.Null
+	}
+	return ec._UpdateCreditPackagePayload(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx context.Context, sel ast.SelectionSet, v *ent.User) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "User!")
 		return graphql.Null
 	}
 	return ec._User(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNUserConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUserConnection(ctx context.Context, sel ast.SelectionSet, v *ent.UserConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "UserConnection!")
+		return graphql.Null
+	}
+	return ec._UserConnection(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNUserOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUserOrderField(ctx context.Context, v any) (*ent.UserOrderField, error) {
@@ -21435,6 +27375,14 @@ func (ec *executionContext) marshalOAdminActionEdge2ᚖgithubᚗcomᚋtallyᚑbi
 		return graphql.Null
 	}
 	return ec._AdminActionEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOAdminActionOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionOrder(ctx context.Context, v any) (*ent.AdminActionOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputAdminActionOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalOAdminActionWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionWhereInputᚄ(ctx context.Context, v any) ([]*ent.AdminActionWhereInput, error) {
@@ -22093,6 +28041,23 @@ func (ec *executionContext) marshalOInt2ᚖint64(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) unmarshalOMetadataEntryInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntryInputᚄ(ctx context.Context, v any) ([]*model.MetadataEntryInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.MetadataEntryInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNMetadataEntryInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntryInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
 func (ec *executionContext) marshalONode2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐNoder(ctx context.Context, sel ast.SelectionSet, v ent.Noder) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -22281,6 +28246,14 @@ func (ec *executionContext) marshalOProcessedEventEdge2ᚖgithubᚗcomᚋtally�
 		return graphql.Null
 	}
 	return ec._ProcessedEventEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOProcessedEventOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐProcessedEventOrder(ctx context.Context, v any) (*ent.ProcessedEventOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputProcessedEventOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalOProcessedEventOutcome2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋprocessedeventᚐOutcomeᚄ(ctx context.Context, v any) ([]processedevent.Outcome, error) {
@@ -22503,6 +28476,14 @@ func (ec *executionContext) marshalOUserEdge2ᚖgithubᚗcomᚋtallyᚑbilling�
 		return graphql.Null
 	}
 	return ec._UserEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOUserOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUserOrder(ctx context.Context, v any) (*ent.UserOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputUserOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalOUserStatus2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋuserᚐStatusᚄ(ctx context.Context, v any) ([]user.Status, error) {

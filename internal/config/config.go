@@ -56,6 +56,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// SweepInterval is how often expired lots and reservations are swept.
 	SweepInterval time.Duration
+
+	// RateLimit is the sustained requests per second allowed to one caller
+	// (token subject, or client address when anonymous); 0 disables it.
+	// RateBurst is how many may come at once.
+	RateLimit float64
+	RateBurst int
+	// CORSOrigins are the browser origins allowed to call the API.
+	CORSOrigins []string
 }
 
 // Source is where settings come from: os.Getenv in production, a map in tests.
@@ -84,12 +92,21 @@ func Load(env Source) (Config, error) {
 
 		ShutdownTimeout: r.duration("TALLY_SHUTDOWN_TIMEOUT", 20*time.Second),
 		SweepInterval:   r.duration("TALLY_SWEEP_INTERVAL", time.Minute),
+		RateLimit:       float64(r.intRange("TALLY_RATE_LIMIT", 100, 0, 1_000_000)),
+		RateBurst:       r.intRange("TALLY_RATE_BURST", 200, 1, 1_000_000),
+		CORSOrigins:     r.list("TALLY_CORS_ORIGINS"),
 	}
 	dev := c.Env == Development
 	c.Playground = r.boolean("TALLY_PLAYGROUND", dev)
 	c.Introspection = r.boolean("TALLY_INTROSPECTION", dev)
 	c.SeedDemoData = r.boolean("TALLY_SEED_DEMO_DATA", dev)
 
+	for _, o := range c.CORSOrigins {
+		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			r.fail("TALLY_CORS_ORIGINS", fmt.Sprintf("%q is not an origin such as https://app.example.com", o))
+			break
+		}
+	}
 	if _, err := database.Parse(c.DatabaseURL); err != nil {
 		r.fail("DATABASE_URL", err.Error())
 	}

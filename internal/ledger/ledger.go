@@ -94,6 +94,22 @@ type Service struct {
 	db          *database.DB
 	now         func() time.Time
 	maxAttempts int
+	notify      func(context.Context, BalanceChange)
+}
+
+// BalanceChange is a user's new balance after a committed transaction.
+type BalanceChange struct {
+	UserID        string
+	Balance       int64
+	TransactionID string
+	At            time.Time
+}
+
+// WithNotifier calls notify with every balance change once its database
+// transaction has committed (never for one that rolled back), for example to
+// feed subscriptions.
+func WithNotifier(notify func(context.Context, BalanceChange)) Option {
+	return func(s *Service) { s.notify = notify }
 }
 
 // Option configures a Service.
@@ -119,9 +135,10 @@ func New(db *database.DB, opts ...Option) *Service {
 // combined with other writes of the caller (the payments package records the
 // Stripe event in the same transaction as the credits).
 type Tx struct {
-	s   *Service
-	ent *ent.Tx
-	now time.Time
+	s       *Service
+	ent     *ent.Tx
+	now     time.Time
+	changes []BalanceChange
 }
 
 // Ent is the underlying transaction, for the caller's own writes.
@@ -166,11 +183,17 @@ func (s *Service) attempt(ctx context.Context, fn func(context.Context, *Tx) err
 			_ = tx.Rollback()
 		}
 	}()
-	if err = fn(ctx, &Tx{s: s, ent: tx, now: s.now().UTC()}); err != nil {
+	t := &Tx{s: s, ent: tx, now: s.now().UTC()}
+	if err = fn(ctx, t); err != nil {
 		return err
 	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("ledger: committing: %w", err)
+	}
+	if s.notify != nil {
+		for _, c := range t.changes {
+			s.notify(ctx, c)
+		}
 	}
 	return nil
 }

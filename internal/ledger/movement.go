@@ -147,6 +147,7 @@ func (t *Tx) writePostings(ctx context.Context, u *ent.User, m *movement, txn *e
 			return fmt.Errorf("ledger: updating the balance of %s: %w", u.ID, err)
 		}
 		u.CreditsBalance = balance
+		t.changes = append(t.changes, BalanceChange{UserID: u.ID, Balance: balance, TransactionID: txn.ID, At: t.now})
 	}
 	return nil
 }
@@ -367,5 +368,24 @@ func (s *Service) do(ctx context.Context, op func(ctx context.Context, t *Tx) (*
 	if err != nil {
 		return nil, err
 	}
-	return res, nil
+	return res.Unwrap(), nil
+}
+
+// Unwrap detaches the result's entities from the committed transaction that
+// made them, so that reading their edges afterwards (as GraphQL does) runs
+// on the database rather than on a closed transaction. Call it once the
+// transaction of Within has committed.
+func (r *Result) Unwrap() *Result {
+	if r.Transaction != nil {
+		postings := r.Transaction.Edges.Postings
+		r.Transaction = r.Transaction.Unwrap()
+		for i, p := range postings {
+			postings[i] = p.Unwrap()
+		}
+		r.Transaction.Edges.Postings = postings
+	}
+	if r.Reservation != nil {
+		r.Reservation = r.Reservation.Unwrap()
+	}
+	return r
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"time"
@@ -86,4 +87,25 @@ func maxBody(limit int64) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// requireJSON refuses POST bodies that are not JSON. Browsers send
+// form-encoded, multipart and text/plain bodies cross-site without a CORS
+// preflight, so accepting them would open the API to CSRF.
+func requireJSON(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if err != nil || (mediaType != "application/json" && mediaType != "application/graphql-response+json") {
+				writeJSON(w, http.StatusUnsupportedMediaType, map[string]any{
+					"errors": []map[string]any{{
+						"message":    "send the operation as application/json",
+						"extensions": map[string]string{"code": "INVALID_ARGUMENT"},
+					}},
+				})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -18,10 +18,17 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/go-chi/cors"
+
 	"github.com/tally-billing/tally/graph"
+	"github.com/tally-billing/tally/internal/admin"
+	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/events"
+	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/migrator"
+	"github.com/tally-billing/tally/internal/users"
 	"github.com/tally-billing/tally/webhook"
 )
 
@@ -39,18 +46,50 @@ type Server struct {
 	migrator *migrator.Migrator
 	logger   *slog.Logger
 	metrics  *metrics
+	verifier *auth.Verifier
+	events   events.Broker
+	ledger   *ledger.Service
 	handler  http.Handler
 }
 
-// New builds the server's routes over db.
-func New(cfg config.Config, db *database.DB, logger *slog.Logger) (*Server, error) {
+// New builds the server's services and routes over db. Close releases what
+// it started (the event broker's connection).
+func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.Logger) (*Server, error) {
 	m, err := migrator.New(db)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: db, migrator: m, logger: logger, metrics: newMetrics()}
+	verifier, err := auth.VerifierFromConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	broker, err := events.New(ctx, db, logger.With("component", "events"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, db: db, migrator: m, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker}
+	s.ledger = ledger.New(db, ledger.WithNotifier(s.publish))
 	s.handler = s.routes()
 	return s, nil
+}
+
+// Ledger is the server's ledger (for background work such as the sweeper).
+func (s *Server) Ledger() *ledger.Service { return s.ledger }
+
+// Close stops the event broker.
+func (s *Server) Close() error { return s.events.Close() }
+
+// publish hands a committed balance change to subscriptions. A failure
+// loses a notification, never money: clients re-read the balance.
+func (s *Server) publish(ctx context.Context, c ledger.BalanceChange) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	err := s.events.Publish(ctx, events.BalanceChanged{
+		UserID: c.UserID, Balance: c.Balance, TransactionID: c.TransactionID, At: c.At,
+	})
+	if err != nil {
+		s.logger.WarnContext(ctx, "publishing a balance change", "error", err.Error(), "user", c.UserID)
+	}
 }
 
 // Handler is the root HTTP handler.
@@ -66,11 +105,33 @@ func (s *Server) routes() http.Handler {
 	r.Get("/readyz", s.readyz)
 	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 
-	gql := graph.NewHandler(s.db.Ent, graph.Options{
-		Introspection: s.cfg.Introspection,
-		Logger:        s.logger,
+	gql := graph.NewHandler(&graph.Resolver{
+		Client:   s.db.Ent,
+		Ledger:   s.ledger,
+		Accounts: users.New(s.db.Ent),
+		Admin:    admin.New(s.ledger),
+		Events:   s.events,
+	}, graph.Options{
+		Introspection:  s.cfg.Introspection,
+		Verifier:       s.verifier,
+		AllowedOrigins: s.cfg.CORSOrigins,
+		Logger:         s.logger,
 	})
-	r.With(maxBody(maxGraphQLBody)).Handle("/graphql", gql)
+	api := r.With(maxBody(maxGraphQLBody))
+	if len(s.cfg.CORSOrigins) > 0 {
+		api = api.With(cors.Handler(cors.Options{
+			AllowedOrigins: s.cfg.CORSOrigins,
+			AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
+			AllowedHeaders: []string{"Authorization", "Content-Type", "Accept"},
+			ExposedHeaders: []string{"X-Request-Id", "Retry-After"},
+			MaxAge:         600,
+		}))
+	}
+	api = api.With(requireJSON, auth.Middleware(s.verifier))
+	if s.cfg.RateLimit > 0 {
+		api = api.With(newRateLimiter(s.cfg.RateLimit, s.cfg.RateBurst).middleware)
+	}
+	api.Handle("/graphql", gql)
 	if s.cfg.Playground {
 		r.Handle("/", playground.Handler("Tally", "/graphql"))
 	}

@@ -40,15 +40,18 @@ func (b *syncBuffer) String() string {
 
 func start(t *testing.T, db *database.DB) (*httptest.Server, *syncBuffer) {
 	t.Helper()
-	cfg, err := config.Load(func(string) string { return "" })
+	cfg, err := config.Load(func(k string) string {
+		return map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL}[k]
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	srv, err := server.New(cfg, db, slog.New(slog.NewJSONHandler(logs, nil)))
+	srv, err := server.New(context.Background(), cfg, db, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { srv.Close() })
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return ts, logs

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tally-billing/tally/internal/auth"
+	"github.com/tally-billing/tally/internal/config"
+)
+
+// maxTokenTTL keeps hand-minted tokens from turning into permanent keys.
+const maxTokenTTL = 30 * 24 * time.Hour
+
+func newTokenCommand() *cobra.Command {
+	var (
+		sub, role, email string
+		ttl              time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "token --sub SUBJECT [--role user|service|admin] [--email EMAIL] [--ttl DURATION]",
+		Short: "Print a signed bearer token (HS256) for development and tests",
+		Long: "Print a signed bearer token (HS256) on stdout. It is signed with TALLY_JWT_SECRET, or in\n" +
+			"development without one with the secret that `tally serve` uses, kept beside the database.\n" +
+			"RS256 tokens (TALLY_JWT_PUBLIC_KEY) come from your identity provider, not from Tally.",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("token takes no arguments, got %q", args[0])}
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&sub, "sub", "", "the subject: the user's external id, or the service's name (required)")
+	fs.StringVar(&role, "role", string(auth.RoleUser), "user, service or admin")
+	fs.StringVar(&email, "email", "", "the email claim (optional)")
+	fs.DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid, at most 720h (30 days)")
+	addSettingFlags(fs, "database-url", "env")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		// The command line is checked before the configuration, so that a
+		// typo is reported as such even where the configuration is wrong.
+		r, err := auth.ParseRole(role)
+		if err != nil {
+			return usageError{fmt.Errorf("--role: %w", err)}
+		}
+		switch {
+		case sub == "":
+			return usageError{errors.New("--sub is required (the user's external id, or the service's name)")}
+		case len(sub) > auth.MaxSubjectLen:
+			return usageError{fmt.Errorf("--sub is longer than %d bytes", auth.MaxSubjectLen)}
+		case ttl <= 0 || ttl > maxTokenTTL:
+			return usageError{fmt.Errorf("--ttl must be positive and at most 720h (30 days), not %s", ttl)}
+		}
+		cfg, err := loadConfig(cmd.Flags())
+		if err != nil {
+			return err
+		}
+		secret, err := signingSecret(cfg)
+		if err != nil {
+			return err
+		}
+		token, err := auth.Mint(secret, auth.MintClaims{
+			Subject: sub, Role: r, Email: email,
+			// The server checks these when they are configured, so a token
+			// minted without them would be refused.
+			Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+		}, ttl)
+		if err != nil {
+			return usageError{err}
+		}
+		_, err = fmt.Fprintln(cmd.OutOrStdout(), token)
+		return err
+	}
+	return cmd
+}
+
+// signingSecret is the HS256 key the server verifies with, mirroring
+// auth.VerifierFromConfig.
+func signingSecret(cfg config.Config) ([]byte, error) {
+	switch {
+	case cfg.JWTPublicKey != "":
+		return nil, errors.New("cannot mint: TALLY_JWT_PUBLIC_KEY is set, and RS256 tokens need the private key, which Tally never holds; get tokens from your identity provider")
+	case cfg.JWTSecret != "":
+		return []byte(cfg.JWTSecret), nil
+	case cfg.Env != config.Development:
+		return nil, errors.New("cannot mint: production signs only with TALLY_JWT_SECRET, which is not set")
+	}
+	secret, _, err := auth.DevSecret(cfg.DatabaseURL)
+	return secret, err
+}

@@ -1,0 +1,128 @@
+package graph
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/graph/model"
+	"github.com/tally-billing/tally/internal/admin"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/auth"
+	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/users"
+)
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func int64Ptr(p *int) *int64 {
+	if p == nil {
+		return nil
+	}
+	v := int64(*p)
+	return &v
+}
+
+func metadataMap(entries []*model.MetadataEntryInput) (map[string]string, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(entries))
+	for _, e := range entries {
+		if _, dup := m[e.Key]; dup {
+			return nil, apperr.New(apperr.InvalidArgument, "metadata key %q appears twice", e.Key)
+		}
+		m[e.Key] = e.Value
+	}
+	return m, nil
+}
+
+func metadataEntries(m map[string]string) []*model.MetadataEntry {
+	out := make([]*model.MetadataEntry, 0, len(m))
+	for k, v := range m {
+		out = append(out, &model.MetadataEntry{Key: k, Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// adminCaller is the admin running the current request.
+func (r *Resolver) adminCaller(ctx context.Context) (admin.Admin, error) {
+	me, err := r.Accounts.Viewer(ctx)
+	if err != nil {
+		return admin.Admin{}, err
+	}
+	return admin.Admin{User: me, RequestID: middleware.GetReqID(ctx)}, nil
+}
+
+// reservationTarget finds the user a reservation belongs to and checks the
+// caller may act on it: its owner, a service or an admin. Another user's
+// reservation is NOT_FOUND, not FORBIDDEN, so ids reveal nothing.
+func (r *Resolver) reservationTarget(ctx context.Context, reservationID string) (*ent.User, ledger.Actor, error) {
+	res, err := r.Client.CreditReservation.Query().
+		Where(creditreservation.ID(reservationID)).
+		WithUser().
+		Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, ledger.Actor{}, apperr.New(apperr.NotFound, "no reservation with id %q", reservationID)
+	}
+	if err != nil {
+		return nil, ledger.Actor{}, err
+	}
+	owner := res.Edges.User
+	target, actor, err := r.Accounts.Resolve(ctx, users.Target{UserID: &owner.ID}, users.ForMovement)
+	if apperr.CodeOf(err) == apperr.Forbidden {
+		return nil, ledger.Actor{}, apperr.New(apperr.NotFound, "no reservation with id %q", reservationID)
+	}
+	return target, actor, err
+}
+
+// reload reads a user again after an operation changed them.
+func (r *Resolver) reload(ctx context.Context, u *ent.User) (*ent.User, error) {
+	return r.Client.User.Get(ctx, u.ID)
+}
+
+func ttl(seconds *int) time.Duration {
+	if seconds == nil {
+		return 0
+	}
+	if *seconds <= 0 {
+		return -1 // refused by the ledger with a clear message
+	}
+	return time.Duration(*seconds) * time.Second
+}
+
+func callerRole(ctx context.Context) (auth.Role, bool) {
+	c, ok := auth.FromContext(ctx)
+	return c.Role, ok
+}
+
+func (r *Resolver) setFrozen(ctx context.Context, userID, externalUserID *string, frozen bool, reason string) (*ent.User, *ent.AdminAction, error) {
+	a, err := r.adminCaller(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	target, _, err := r.Accounts.Resolve(ctx, users.Target{UserID: userID, ExternalUserID: externalUserID}, users.ForMovement)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r.Admin.SetFrozen(ctx, a, target, frozen, reason)
+}
+
+// orderOr is the client's order, or the list's default (newest first).
+func orderOr[T any](given, fallback *T) *T {
+	if given != nil {
+		return given
+	}
+	return fallback
+}

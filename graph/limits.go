@@ -1,0 +1,107 @@
+package graph
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/tally-billing/tally/internal/apperr"
+)
+
+// Page sizes of connections. A connection asked without first or last
+// returns DefaultPageSize items; more than MaxPageSize is an error, not a
+// silent clamp, so a client never mistakes a short page for the end.
+const (
+	DefaultPageSize = 20
+	MaxPageSize     = 100
+)
+
+// pageArgs checks first and last on every connection field and supplies the
+// default page size when neither is given (entgql would return everything).
+func pageArgs(ctx context.Context, next graphql.Resolver) (any, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil || fc.Field.Definition == nil || fc.Field.Definition.Arguments.ForName("first") == nil {
+		return next(ctx)
+	}
+	first, _ := fc.Args["first"].(*int)
+	last, _ := fc.Args["last"].(*int)
+	for name, v := range map[string]*int{"first": first, "last": last} {
+		if v != nil && (*v < 0 || *v > MaxPageSize) {
+			return nil, apperr.New(apperr.InvalidArgument, "%s must be from 0 to %d, not %d", name, MaxPageSize, *v)
+		}
+	}
+	if first != nil && last != nil {
+		return nil, apperr.New(apperr.InvalidArgument, "give first or last, not both")
+	}
+	if first == nil && last == nil {
+		size := DefaultPageSize
+		fc.Args["first"] = &size
+	}
+	return next(ctx)
+}
+
+// pageSize is what a connection field will return at most, for complexity.
+func pageSize(first, last *int) int {
+	switch {
+	case first != nil:
+		return max(*first, 1)
+	case last != nil:
+		return max(*last, 1)
+	default:
+		return DefaultPageSize
+	}
+}
+
+// depthLimit refuses operations nested deeper than max fields (introspection
+// fields are not counted: the playground's own introspection query is deep).
+type depthLimit struct{ max int }
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationContextMutator
+} = depthLimit{}
+
+func (depthLimit) ExtensionName() string                   { return "DepthLimit" }
+func (depthLimit) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (d depthLimit) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if oc.Operation == nil {
+		return nil
+	}
+	if depth := selectionDepth(oc.Operation.SelectionSet, oc.Doc.Fragments, 0); depth > d.max {
+		return &gqlerror.Error{
+			Message:    fmt.Sprintf("the operation is nested %d levels deep; the limit is %d", depth, d.max),
+			Extensions: map[string]any{"code": string(apperr.InvalidArgument)},
+		}
+	}
+	return nil
+}
+
+func selectionDepth(set ast.SelectionSet, fragments ast.FragmentDefinitionList, seen int) int {
+	if seen > 64 { // cyclic fragments are refused by validation; be safe anyway
+		return seen
+	}
+	deepest := 0
+	for _, sel := range set {
+		var d int
+		switch s := sel.(type) {
+		case *ast.Field:
+			if strings.HasPrefix(s.Name, "__") {
+				continue
+			}
+			d = 1 + selectionDepth(s.SelectionSet, fragments, seen+1)
+		case *ast.InlineFragment:
+			d = selectionDepth(s.SelectionSet, fragments, seen+1)
+		case *ast.FragmentSpread:
+			if f := fragments.ForName(s.Name); f != nil {
+				d = selectionDepth(f.SelectionSet, fragments, seen+1)
+			}
+		}
+		deepest = max(deepest, d)
+	}
+	return deepest
+}

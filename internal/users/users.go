@@ -1,0 +1,191 @@
+// Package users turns a verified caller into accounts: it provisions a user
+// the first time their token is seen, and decides which user an operation
+// targets and whether the caller may act on them.
+package users
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"entgo.io/ent/dialect/sql"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/user"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/auth"
+	"github.com/tally-billing/tally/internal/ledger"
+)
+
+// Service finds and provisions users.
+type Service struct {
+	client *ent.Client
+}
+
+// New returns the users service.
+func New(client *ent.Client) *Service { return &Service{client: client} }
+
+// cacheKey holds the caller's user for the rest of one request, so that
+// several fields of one operation provision and read it once.
+type cacheKey struct{}
+
+type cached struct {
+	once sync.Once
+	user *ent.User
+	err  error
+}
+
+// WithRequestCache prepares ctx to remember the caller's user for one request.
+func WithRequestCache(ctx context.Context) context.Context {
+	return context.WithValue(ctx, cacheKey{}, &cached{})
+}
+
+// Caller returns the verified caller or UNAUTHENTICATED.
+func Caller(ctx context.Context) (auth.Caller, error) {
+	c, ok := auth.FromContext(ctx)
+	if !ok {
+		return auth.Caller{}, apperr.New(apperr.Unauthenticated, "a bearer token is required")
+	}
+	return c, nil
+}
+
+// Viewer returns the caller's own user, created on first sight. Services
+// have no account of their own.
+func (s *Service) Viewer(ctx context.Context) (*ent.User, error) {
+	c, err := Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.Role == auth.RoleService {
+		return nil, apperr.New(apperr.Forbidden, "a service token has no account of its own")
+	}
+	if cache, ok := ctx.Value(cacheKey{}).(*cached); ok {
+		cache.once.Do(func() { cache.user, cache.err = s.provision(ctx, c.Subject, c.Email) })
+		return cache.user, cache.err
+	}
+	return s.provision(ctx, c.Subject, c.Email)
+}
+
+// provision returns the user with the external id, creating it if needed.
+// Concurrent first requests of one user create it once (unique external id).
+func (s *Service) provision(ctx context.Context, externalID, email string) (*ent.User, error) {
+	u, err := s.client.User.Query().Where(user.ExternalID(externalID)).Only(ctx)
+	if err == nil {
+		if email != "" && u.Email != email {
+			if u, err = u.Update().SetEmail(email).Save(ctx); err != nil {
+				return nil, fmt.Errorf("users: updating the email of %s: %w", externalID, err)
+			}
+		}
+		return u, nil
+	}
+	if !ent.IsNotFound(err) {
+		return nil, fmt.Errorf("users: reading %s: %w", externalID, err)
+	}
+	create := s.client.User.Create().SetExternalID(externalID)
+	if email != "" {
+		create.SetEmail(email)
+	}
+	if err := create.OnConflict(sql.ConflictColumns(user.FieldExternalID)).DoNothing().Exec(ctx); err != nil && !isNoRows(err) {
+		return nil, fmt.Errorf("users: creating %s: %w", externalID, err)
+	}
+	u, err = s.client.User.Query().Where(user.ExternalID(externalID)).Only(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("users: reading %s after creating it: %w", externalID, err)
+	}
+	return u, nil
+}
+
+func isNoRows(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no rows in result set")
+}
+
+// Target names a user in an operation's input: by global id or by external
+// id, at most one.
+type Target struct {
+	UserID         *string
+	ExternalUserID *string
+}
+
+// Purpose says what the caller wants to do to the target.
+type Purpose int
+
+const (
+	// ForMovement: spend, reserve, capture, release. Users act on
+	// themselves; services and admins name the user.
+	ForMovement Purpose = iota
+	// ForAdmin: admin operations; a user named by external id who has never
+	// signed in is provisioned, so credits can be granted in advance.
+	ForAdmin
+)
+
+// Resolve returns the user an operation targets and the actor it runs as.
+func (s *Service) Resolve(ctx context.Context, t Target, purpose Purpose) (*ent.User, ledger.Actor, error) {
+	c, err := Caller(ctx)
+	if err != nil {
+		return nil, ledger.Actor{}, err
+	}
+	named := t.UserID != nil || t.ExternalUserID != nil
+	if t.UserID != nil && t.ExternalUserID != nil {
+		return nil, ledger.Actor{}, apperr.New(apperr.InvalidArgument, "give userId or externalUserId, not both")
+	}
+	switch c.Role {
+	case auth.RoleUser:
+		me, err := s.Viewer(ctx)
+		if err != nil {
+			return nil, ledger.Actor{}, err
+		}
+		if named && !s.isSelf(me, t) {
+			return nil, ledger.Actor{}, apperr.New(apperr.Forbidden, "a user may act only on their own account")
+		}
+		return me, ledger.Actor{Kind: ledger.ActorUser, ID: me.ID}, nil
+	case auth.RoleService, auth.RoleAdmin:
+		if !named {
+			return nil, ledger.Actor{}, apperr.New(apperr.InvalidArgument, "name the user with userId or externalUserId")
+		}
+		actor := ledger.Actor{Kind: ledger.ActorService, ID: c.Subject}
+		if c.Role == auth.RoleAdmin {
+			me, err := s.Viewer(ctx)
+			if err != nil {
+				return nil, ledger.Actor{}, err
+			}
+			actor = ledger.Actor{Kind: ledger.ActorAdmin, ID: me.ID}
+		}
+		target, err := s.find(ctx, t, purpose == ForAdmin)
+		return target, actor, err
+	default:
+		return nil, ledger.Actor{}, apperr.New(apperr.Forbidden, "unknown role")
+	}
+}
+
+func (s *Service) isSelf(me *ent.User, t Target) bool {
+	return (t.UserID != nil && *t.UserID == me.ID) || (t.ExternalUserID != nil && *t.ExternalUserID == me.ExternalID)
+}
+
+func (s *Service) find(ctx context.Context, t Target, provision bool) (*ent.User, error) {
+	if t.ExternalUserID != nil {
+		ext := strings.TrimSpace(*t.ExternalUserID)
+		if ext == "" || len(ext) > 255 {
+			return nil, apperr.New(apperr.InvalidArgument, "externalUserId must be 1 to 255 characters")
+		}
+		if provision {
+			return s.provision(ctx, ext, "")
+		}
+		u, err := s.client.User.Query().Where(user.ExternalID(ext)).Only(ctx)
+		if ent.IsNotFound(err) {
+			return nil, apperr.New(apperr.NotFound, "no user with external id %q", ext)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("users: reading %s: %w", ext, err)
+		}
+		return u, nil
+	}
+	u, err := s.client.User.Get(ctx, *t.UserID)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.NotFound, "no user with id %q", *t.UserID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("users: reading %s: %w", *t.UserID, err)
+	}
+	return u, nil
+}
