@@ -442,3 +442,93 @@ func TestAPIRateLimit(t *testing.T) {
 		}
 	})
 }
+
+func TestAPIInputErrorsAndMediaTypes(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a := newAPI(t, db, nil)
+		alice := token(t, "alice", auth.RoleUser)
+		a.ok(alice, viewerQuery, nil)
+		// Input that is not an Int at all (past int64, in the query text or in
+		// variables, or a string) fails GraphQL validation with 422 before any
+		// resolver runs; never INTERNAL.
+		for _, c := range []struct {
+			query string
+			vars  map[string]any
+		}{
+			{`mutation { spendCredits(input: {amount: 99999999999999999999, idempotencyKey: "big"}) { replayed } }`, nil},
+			{spendMutation, map[string]any{"input": map[string]any{"amount": 1e30, "idempotencyKey": "big2"}}},
+			{spendMutation, map[string]any{"input": map[string]any{"amount": "ten", "idempotencyKey": "big3"}}},
+		} {
+			if r := a.refused(alice, c.query, c.vars, "GRAPHQL_VALIDATION_FAILED"); r.status != 422 {
+				t.Fatalf("%v: status %d", c.vars, r.status)
+			}
+		}
+
+		body := []byte(`{"query":"{ creditPackages { id } }"}`)
+		req, _ := http.NewRequest(http.MethodPost, a.ts.URL+"/graphql", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/graphql-response+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || !strings.HasPrefix(ct, "application/graphql-response+json") {
+			t.Fatalf("Accept: application/graphql-response+json answered %d %q", resp.StatusCode, ct)
+		}
+	})
+}
+
+func TestAPIProductionHidesIntrospection(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		prod := map[string]string{"TALLY_ENV": "production", "TALLY_SEED_DEMO_DATA": "false"}
+		a := newAPI(t, db, prod)
+		if r := a.gql("", `{ __schema { types { name } } }`, nil); len(r.Errors) == 0 {
+			t.Fatal("introspection answered in production")
+		}
+		resp, err := http.Get(a.ts.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Fatalf("the playground answered %d in production", resp.StatusCode)
+		}
+		prod["TALLY_INTROSPECTION"] = "true"
+		b := newAPI(t, db, prod)
+		b.ok("", `{ __schema { types { name } } }`, nil)
+	})
+}
+
+func TestAPICreditPackageAdmin(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a := newAPI(t, db, nil)
+		admin := token(t, "root", auth.RoleAdmin)
+		a.ok(admin, viewerQuery, nil)
+		create := `mutation($input: CreateCreditPackageInput!) { createCreditPackage(input: $input) {
+			creditPackage { id name credits priceAmount currency active } adminAction { action targetId } } }`
+		r := a.ok(admin, create, map[string]any{"input": map[string]any{"name": "Mega", "credits": 5000, "priceAmount": 19900, "currency": "EUR"}})
+		pkgID := r.get(t, "createCreditPackage", "creditPackage", "id").(string)
+		if r.get(t, "createCreditPackage", "creditPackage", "currency") != "eur" ||
+			r.get(t, "createCreditPackage", "adminAction", "targetId") != pkgID {
+			t.Fatalf("create: %s", r.Data)
+		}
+		a.refused(admin, create, map[string]any{"input": map[string]any{"name": "Mega", "credits": 1, "priceAmount": 1, "currency": "eur"}}, "CONFLICT")
+		a.refused(admin, create, map[string]any{"input": map[string]any{"name": "Zero", "credits": 0, "priceAmount": 1, "currency": "eur"}}, "INVALID_ARGUMENT")
+		a.refused(admin, create, map[string]any{"input": map[string]any{"name": "Bad", "credits": 1, "priceAmount": 1, "currency": "euro"}}, "INVALID_ARGUMENT")
+
+		update := `mutation($input: UpdateCreditPackageInput!) { updateCreditPackage(input: $input) { creditPackage { active priceAmount } } }`
+		a.ok(admin, update, map[string]any{"input": map[string]any{"id": pkgID, "active": false}})
+		r = a.ok("", `{ creditPackages { id } }`, nil)
+		for _, p := range r.get(t, "creditPackages").([]any) {
+			if p.(map[string]any)["id"] == pkgID {
+				t.Fatal("a deactivated pack is still on sale")
+			}
+		}
+		a.refused(admin, update, map[string]any{"input": map[string]any{"id": "pkg_01jd6m3v9q8x0n2k4t7w5y1zbc", "active": true}}, "NOT_FOUND")
+		r = a.ok(admin, `{ adminActions(first: 10, where: {action: "update_credit_package"}) { totalCount } }`, nil)
+		if r.get(t, "adminActions", "totalCount") != float64(1) {
+			t.Fatalf("update not audited: %s", r.Data)
+		}
+	})
+}

@@ -1,0 +1,81 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/internal/auth"
+	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/server"
+	"github.com/tally-billing/tally/internal/testdb"
+)
+
+// countingAPI is a server whose every database statement is counted.
+func countingAPI(t *testing.T, db *database.DB) (*api, *atomic.Int64) {
+	t.Helper()
+	var n atomic.Int64
+	counted := *db
+	counted.Ent = ent.NewClient(ent.Driver(dialect.DebugWithContext(entsql.OpenDB(db.Dialect, db.SQL),
+		func(context.Context, ...any) { n.Add(1) })))
+	cfg, err := config.Load(func(k string) string {
+		return map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(context.Background(), cfg, &counted, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { ts.Close(); srv.Close() })
+	return &api{t: t, ts: ts, db: db, logs: &syncBuffer{}}, &n
+}
+
+// TestQueryCountsStayFlat: a connection page costs the same number of
+// database statements whether it has 5 items or 50 (no N+1 on nested edges).
+func TestQueryCountsStayFlat(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a, n := countingAPI(t, db)
+		admin, alice := token(t, "root", auth.RoleAdmin), token(t, "alice", auth.RoleUser)
+		for i := range 60 {
+			a.ok(admin, grantMutation, map[string]any{"input": map[string]any{
+				"externalUserId": fmt.Sprintf("user-%d", i%30), "amount": 1, "reason": "seed", "idempotencyKey": fmt.Sprint("seed-", i),
+			}})
+			a.ok(admin, grantMutation, map[string]any{"input": map[string]any{
+				"externalUserId": "alice", "amount": 1, "reason": "seed", "idempotencyKey": fmt.Sprint("alice-", i),
+			}})
+		}
+		a.ok(alice, viewerQuery, nil)
+		cost := func(tok, query string) int64 {
+			before := n.Load()
+			a.ok(tok, query, nil)
+			return n.Load() - before
+		}
+		for _, q := range []struct{ name, tok, query string }{
+			{"viewer transactions with postings", alice,
+				`{ viewer { transactions(first: %d) { edges { node { id amount postings { account amount lot { id remaining } } } } } } }`},
+			{"admin transactions with their users", admin,
+				`{ creditTransactions(first: %d) { edges { node { id user { externalId } postings { amount } } } } }`},
+			{"admin users with their lots", admin,
+				`{ users(first: %d) { edges { node { externalId lots(first: 3) { edges { node { remaining } } } } } } }`},
+		} {
+			small, large := cost(q.tok, fmt.Sprintf(q.query, 5)), cost(q.tok, fmt.Sprintf(q.query, 50))
+			if small == 0 {
+				t.Fatalf("%s: no statements counted; the counter is not wired", q.name)
+			}
+			if small != large {
+				t.Errorf("%s: %d statements for 5 items, %d for 50", q.name, small, large)
+			}
+		}
+	})
+}
