@@ -138,27 +138,37 @@ func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount
 	if u.CreditsBalance < 0 {
 		return apperr.New(apperr.InsufficientCredits, "the account has a debt of %d credits to repay first", -u.CreditsBalance)
 	}
-	reserved, err := t.reserved(ctx, u.ID, capturing)
+	available, lots, err := t.available(ctx, u, capturing)
 	if err != nil {
 		return err
 	}
-	lots, err := t.lotsInSpendOrder(ctx, u.ID, true)
-	if err != nil {
-		return err
-	}
-	spendable := int64(0)
-	for _, l := range lots {
-		spendable += l.Remaining
-	}
-	available := min(u.CreditsBalance-reserved, spendable)
 	if amount > available {
-		return apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", amount, max(available, 0))
+		return apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", amount, available)
 	}
 	if _, err := t.drawLots(ctx, u, m, lots, amount); err != nil {
 		return err
 	}
 	m.post(AccountSpent, false, nil, amount)
 	return nil
+}
+
+// available is what the user may spend or reserve now: the balance less
+// open reservations (leaving out the one being captured, if any), and never
+// more than the unexpired lots hold. It returns those lots in spend order.
+func (t *Tx) available(ctx context.Context, u *ent.User, except string) (int64, []*ent.CreditLot, error) {
+	reserved, err := t.reserved(ctx, u.ID, except)
+	if err != nil {
+		return 0, nil, err
+	}
+	lots, err := t.lotsInSpendOrder(ctx, u.ID, true)
+	if err != nil {
+		return 0, nil, err
+	}
+	spendable := int64(0)
+	for _, l := range lots {
+		spendable += l.Remaining
+	}
+	return max(0, min(u.CreditsBalance-reserved, spendable)), lots, nil
 }
 
 // reserved sums the user's open, unexpired reservations, leaving out one.

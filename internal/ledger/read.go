@@ -55,16 +55,8 @@ func (s *Service) Balance(ctx context.Context, userID string) (Balance, error) {
 		if len(sums) > 0 {
 			b.Held = sums[0].Held
 		}
-		lots, err := t.lotsInSpendOrder(ctx, userID, true)
-		if err != nil {
-			return err
-		}
-		spendable := int64(0)
-		for _, l := range lots {
-			spendable += l.Remaining
-		}
-		b.Available = max(0, min(b.Balance-b.Reserved, spendable))
-		return nil
+		b.Available, _, err = t.available(ctx, u, "")
+		return err
 	})
 	return b, err
 }

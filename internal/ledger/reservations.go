@@ -64,21 +64,12 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 		if u.CreditsBalance < 0 {
 			return nil, apperr.New(apperr.InsufficientCredits, "the account has a debt of %d credits to repay first", -u.CreditsBalance)
 		}
-		reserved, err := t.reserved(ctx, u.ID, "")
+		available, _, err := t.available(ctx, u, "")
 		if err != nil {
 			return nil, err
 		}
-		lots, err := t.lotsInSpendOrder(ctx, u.ID, true)
-		if err != nil {
-			return nil, err
-		}
-		spendable := int64(0)
-		for _, l := range lots {
-			spendable += l.Remaining
-		}
-		available := min(u.CreditsBalance-reserved, spendable)
 		if req.Amount > available {
-			return nil, apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", req.Amount, max(available, 0))
+			return nil, apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", req.Amount, available)
 		}
 		res, err := t.ent.CreditReservation.Create().
 			SetID(pulid.New("res")).

@@ -97,15 +97,18 @@ func requireJSON(next http.Handler) http.Handler {
 		if r.Method == http.MethodPost {
 			mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 			if err != nil || (mediaType != "application/json" && mediaType != "application/graphql-response+json") {
-				writeJSON(w, http.StatusUnsupportedMediaType, map[string]any{
-					"errors": []map[string]any{{
-						"message":    "send the operation as application/json",
-						"extensions": map[string]string{"code": "INVALID_ARGUMENT"},
-					}},
-				})
+				writeGraphQLError(w, http.StatusUnsupportedMediaType, "INVALID_ARGUMENT", "send the operation as application/json")
 				return
 			}
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// writeGraphQLError answers a request refused before GraphQL ran, in the
+// shape GraphQL clients read errors in.
+func writeGraphQLError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]any{
+		"errors": []map[string]any{{"message": message, "extensions": map[string]string{"code": code}}},
 	})
 }

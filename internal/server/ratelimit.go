@@ -75,12 +75,7 @@ func (l *rateLimiter) middleware(next http.Handler) http.Handler {
 		}
 		if d := l.wait(key, time.Now()); d > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
-			writeJSON(w, http.StatusTooManyRequests, map[string]any{
-				"errors": []map[string]any{{
-					"message":    "too many requests; retry later",
-					"extensions": map[string]string{"code": "RATE_LIMITED"},
-				}},
-			})
+			writeGraphQLError(w, http.StatusTooManyRequests, "RATE_LIMITED", "too many requests; retry later")
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -5,18 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/migrator"
 	"github.com/tally-billing/tally/internal/seed"
-	"github.com/tally-billing/tally/internal/server"
 	"github.com/tally-billing/tally/internal/testdb"
 )
 
@@ -40,21 +37,8 @@ func (b *syncBuffer) String() string {
 
 func start(t *testing.T, db *database.DB) (*httptest.Server, *syncBuffer) {
 	t.Helper()
-	cfg, err := config.Load(func(k string) string {
-		return map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	srv, err := server.New(context.Background(), cfg, db, slog.New(slog.NewJSONHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
-	return ts, logs
+	a := newAPI(t, db, nil)
+	return a.ts, a.logs
 }
 
 func get(t *testing.T, url string) (int, map[string]any) {
