@@ -89,7 +89,10 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 
 // websocketAuth verifies the token a WebSocket client sends in its
 // connection_init payload ({"Authorization": "Bearer …"}); no token makes
-// an anonymous connection, which the directives then refuse.
+// an anonymous connection, which the directives then refuse. A bad token
+// closes the connection with 4403, so that clients stop instead of
+// reconnecting as they would after a normal close. The acknowledgement
+// carries no payload: echoing the init payload would send the token back.
 func websocketAuth(v *auth.Verifier) transport.WebsocketInitFunc {
 	return func(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 		header := payload.Authorization()
@@ -97,20 +100,24 @@ func websocketAuth(v *auth.Verifier) transport.WebsocketInitFunc {
 			header = payload.GetString("authorization")
 		}
 		if header == "" || v == nil {
-			return ctx, &payload, nil
+			return ctx, nil, nil
+		}
+		refuse := func(msg string) (context.Context, *transport.InitPayload, error) {
+			ctx = transport.WithWebsocketCloseCode(ctx, 4403)
+			return transport.AppendCloseReason(ctx, msg), nil, errors.New(msg)
 		}
 		token, ok := strings.CutPrefix(header, "Bearer ")
 		if !ok {
-			return ctx, nil, errors.New("the Authorization value must be a Bearer token")
+			return refuse("the Authorization value must be a Bearer token")
 		}
 		c, err := v.Verify(strings.TrimSpace(token))
 		if err != nil {
 			if e, ok := apperr.As(err); ok {
-				return ctx, nil, errors.New(e.Message)
+				return refuse(e.Message)
 			}
-			return ctx, nil, errors.New("invalid token")
+			return refuse("invalid token")
 		}
-		return auth.WithCaller(ctx, c), &payload, nil
+		return auth.WithCaller(ctx, c), nil, nil
 	}
 }
 
