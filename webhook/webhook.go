@@ -1,23 +1,257 @@
 // Package webhook is the REST endpoint Stripe posts events to. It is the
-// transport only: body cap, signature check, dispatch to internal/payments,
-// and the status code that tells Stripe whether to retry.
+// transport only: body cap, signature check, API-version policy, dispatch to
+// a Processor (internal/payments), and the status code that tells Stripe
+// whether to retry.
 package webhook
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/tally-billing/tally/internal/apperr"
 )
 
-// Handler answers Stripe's webhook deliveries.
-type Handler struct{}
+// DefaultMaxBody caps a delivery's body. Stripe events embed whole objects
+// but stay far below it.
+const DefaultMaxBody = 1 << 20
 
-// ServeHTTP answers 501 until Stripe event handling is built (the Stripe
-// issue): Stripe retries 5xx answers for three days, so no event sent in the
-// meantime is lost.
-func (Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusNotImplemented)
-	_ = json.NewEncoder(w).Encode(map[string]string{
-		"error": "Stripe webhook handling is not implemented yet",
-	})
+// Processor decides on one verified Stripe event.
+type Processor interface {
+	// HandleEvent applies the event at most once. It returns the outcome
+	// recorded ("applied", "duplicate", "ignored", "deferred", "failed") and a
+	// nil error when Stripe should consider the delivery done (2xx), or an
+	// error when the event could not be applied and Stripe must retry (5xx).
+	HandleEvent(ctx context.Context, event *stripe.Event, payload []byte) (outcome string, err error)
+}
+
+// Options configure a Handler.
+type Options struct {
+	// Secrets are the endpoint's signing secrets (whsec_...). List the old
+	// and the new one while a secret is rolled; a delivery signed with any of
+	// them is accepted.
+	Secrets []string
+	// Tolerance is how far a signature's timestamp may be from now, in the
+	// past or the future (default DefaultTolerance).
+	Tolerance time.Duration
+	// AcceptedAPIVersions are the event API versions processed (default: the
+	// version stripe-go decodes, stripe.APIVersion).
+	AcceptedAPIVersions []string
+	// Processor applies verified events. Required.
+	Processor Processor
+	// Logger receives one line per delivery (default slog.Default()).
+	Logger *slog.Logger
+	// MaxBody caps the request body in bytes (default DefaultMaxBody).
+	MaxBody int64
+	// Now is the clock the signature timestamp is checked against (tests).
+	Now func() time.Time
+}
+
+// Handler answers Stripe's webhook deliveries. Build it with New. The zero
+// Handler answers every delivery 503, so that an endpoint mounted before it
+// is configured makes Stripe retry rather than lose events.
+type Handler struct {
+	secrets   []string
+	tolerance time.Duration
+	versions  map[string]bool
+	processor Processor
+	logger    *slog.Logger
+	maxBody   int64
+	now       func() time.Time
+}
+
+// New returns a Handler. It panics without a Processor, which is a wiring
+// mistake. Without secrets the handler answers 503: production may run
+// without Stripe configured, and a 5xx keeps Stripe retrying until it is.
+func New(opts Options) *Handler {
+	if opts.Processor == nil {
+		panic("webhook.New: Options.Processor is required")
+	}
+	h := &Handler{
+		secrets:   append([]string(nil), opts.Secrets...),
+		tolerance: opts.Tolerance,
+		versions:  map[string]bool{},
+		processor: opts.Processor,
+		logger:    opts.Logger,
+		maxBody:   opts.MaxBody,
+		now:       opts.Now,
+	}
+	if h.tolerance <= 0 {
+		h.tolerance = DefaultTolerance
+	}
+	versions := opts.AcceptedAPIVersions
+	if len(versions) == 0 {
+		versions = []string{stripe.APIVersion}
+	}
+	for _, v := range versions {
+		h.versions[v] = true
+	}
+	if h.logger == nil {
+		h.logger = slog.Default()
+	}
+	if h.maxBody <= 0 {
+		h.maxBody = DefaultMaxBody
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	return h
+}
+
+// ServeHTTP verifies, decodes and dispatches one delivery. Nothing reaches
+// the Processor until the body is within the cap, the signature is valid
+// and the event is in an accepted API version.
+func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	d := delivery{h: h, w: w, r: r}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		d.answer(http.StatusMethodNotAllowed, "method not allowed", slog.LevelWarn, slog.String("method", r.Method))
+		return
+	}
+	if h.processor == nil || len(h.secrets) == 0 {
+		d.answer(http.StatusServiceUnavailable, "webhook endpoint is not configured", slog.LevelError,
+			slog.String("reason", "no processor or no signing secret configured"))
+		return
+	}
+
+	body, err := h.readBody(w, r)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			d.answer(http.StatusRequestEntityTooLarge, "request body too large", slog.LevelWarn, slog.Int64("limit", h.maxBody))
+			return
+		}
+		d.answer(http.StatusBadRequest, "could not read the request body", slog.LevelWarn, slog.String("error", err.Error()))
+		return
+	}
+
+	if err := verify(r.Header.Get(SignatureHeader), body, h.secrets, h.tolerance, h.now()); err != nil {
+		d.answer(http.StatusBadRequest, "invalid signature: "+publicReason(err), slog.LevelWarn, slog.String("error", err.Error()))
+		return
+	}
+
+	var event stripe.Event
+	if err := json.Unmarshal(body, &event); err != nil {
+		d.answer(http.StatusBadRequest, "payload is not a Stripe event", slog.LevelWarn, slog.String("error", err.Error()))
+		return
+	}
+	if event.ID == "" || event.Type == "" {
+		d.answer(http.StatusBadRequest, "payload is not a Stripe event", slog.LevelWarn, slog.String("error", "event has no id or no type"))
+		return
+	}
+	d.event = &event
+
+	// An event in another API version is refused with a 400 rather than
+	// recorded as ignored. Stripe renders `data` in the endpoint's API version,
+	// and decoding a shape we were not written for could apply a wrong
+	// amount or miss a refund. A 2xx would make Stripe drop the event for
+	// good; a non-2xx keeps it failing visibly in the Stripe dashboard and
+	// retried for three days, time for an operator to review the version and
+	// add it to STRIPE_WEBHOOK_API_VERSIONS (or pin the endpoint's version),
+	// after which the event is redelivered or resent. 400, not 5xx: the
+	// server is healthy, the event is what we cannot take yet.
+	if !h.versions[event.APIVersion] {
+		d.answer(http.StatusBadRequest, fmt.Sprintf("unsupported API version %q", event.APIVersion), slog.LevelWarn,
+			slog.String("reason", "API version not in STRIPE_WEBHOOK_API_VERSIONS"))
+		return
+	}
+
+	outcome, err := h.processor.HandleEvent(r.Context(), &event, body)
+	d.outcome = outcome
+	switch {
+	case err == nil:
+		d.reply(http.StatusOK, map[string]any{"received": true, "outcome": outcome}, slog.LevelInfo)
+	case unavailable(r.Context(), err):
+		// The event was not applied; Stripe retries, and by then the
+		// database or the deadline has likely recovered.
+		d.answer(http.StatusServiceUnavailable, "temporarily unavailable, retry later", slog.LevelWarn, slog.String("error", err.Error()))
+	default:
+		// The error text may name tables, amounts or customers: it goes to
+		// the log only.
+		d.answer(http.StatusInternalServerError, "internal error", slog.LevelError, slog.String("error", err.Error()))
+	}
+}
+
+// readBody reads the whole body within the cap. A declared length over the
+// cap is refused before reading anything.
+func (h Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > h.maxBody {
+		return nil, &http.MaxBytesError{Limit: h.maxBody}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("reading webhook body: %w", err)
+	}
+	return body, nil
+}
+
+// unavailable says whether err is a transient condition (deadline,
+// cancellation, an unavailable dependency) rather than a fault in the event
+// or the code.
+func unavailable(ctx context.Context, err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) ||
+		ctx.Err() != nil ||
+		apperr.CodeOf(err) == apperr.Unavailable
+}
+
+// publicReason is the part of a signature failure that is shown to the
+// caller: the kind of failure, without echoing the header back.
+func publicReason(err error) string {
+	for _, known := range []error{ErrNoSignature, ErrMalformedSignature, ErrSignatureMismatch, ErrTimestampOutside} {
+		if errors.Is(err, known) {
+			return known.Error()
+		}
+	}
+	return "rejected"
+}
+
+// delivery carries what is known about one request so that every way out
+// writes the answer and exactly one log line.
+type delivery struct {
+	h       Handler
+	w       http.ResponseWriter
+	r       *http.Request
+	event   *stripe.Event
+	outcome string
+}
+
+func (d *delivery) answer(status int, message string, level slog.Level, extra ...slog.Attr) {
+	d.reply(status, map[string]string{"error": message}, level, extra...)
+}
+
+func (d *delivery) reply(status int, body any, level slog.Level, extra ...slog.Attr) {
+	d.w.Header().Set("Content-Type", "application/json")
+	d.w.WriteHeader(status)
+	_ = json.NewEncoder(d.w).Encode(body)
+
+	attrs := []slog.Attr{slog.Int("status", status)}
+	if id := middleware.GetReqID(d.r.Context()); id != "" {
+		attrs = append(attrs, slog.String("request_id", id))
+	}
+	if e := d.event; e != nil {
+		attrs = append(attrs,
+			slog.String("event_id", e.ID),
+			slog.String("type", string(e.Type)),
+			slog.String("api_version", e.APIVersion),
+			slog.Bool("livemode", e.Livemode),
+		)
+	}
+	if d.outcome != "" {
+		attrs = append(attrs, slog.String("outcome", d.outcome))
+	}
+	attrs = append(attrs, extra...)
+	logger := d.h.logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger.LogAttrs(d.r.Context(), level, "stripe webhook", attrs...)
 }

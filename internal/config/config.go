@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,19 @@ const (
 // DevWebhookSecret signs and verifies Stripe webhooks in development when no
 // secret is configured. It is public, so production refuses it.
 const DevWebhookSecret = "whsec_tally_development_only_do_not_use_in_production"
+
+// DefaultStripeAPIVersion is the event API version accepted when
+// STRIPE_WEBHOOK_API_VERSIONS is not set: the one stripe-go v76 decodes.
+const DefaultStripeAPIVersion = "2023-10-16"
+
+// maxWebhookTolerance caps STRIPE_WEBHOOK_TOLERANCE. Stripe signs every
+// retry afresh, so the window only has to absorb clock skew and transit; a
+// longer one only lengthens how long a captured delivery can be replayed.
+const maxWebhookTolerance = time.Hour
+
+// stripeAPIVersion is Stripe's version format: a release date, with a
+// release name after a dot since 2024 (2024-09-30.acacia).
+var stripeAPIVersion = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$`)
 
 // minSecretLen is the shortest HS256 secret accepted in production (256 bits).
 const minSecretLen = 32
@@ -46,6 +60,12 @@ type Config struct {
 	StripeSecretKey      string
 	StripeWebhookSecrets []string
 	StripeAPIBase        string
+	// StripeWebhookAPIVersions are the event API versions the webhook
+	// processes; an event rendered in any other version is refused.
+	StripeWebhookAPIVersions []string
+	// StripeWebhookTolerance is how far a webhook signature's timestamp may
+	// be from now, in the past or the future.
+	StripeWebhookTolerance time.Duration
 
 	// Playground and Introspection default to on in development only.
 	Playground    bool
@@ -90,6 +110,9 @@ func Load(env Source) (Config, error) {
 		StripeWebhookSecrets: r.list("STRIPE_WEBHOOK_SECRET"),
 		StripeAPIBase:        r.str("STRIPE_API_BASE", ""),
 
+		StripeWebhookAPIVersions: r.list("STRIPE_WEBHOOK_API_VERSIONS"),
+		StripeWebhookTolerance:   r.duration("STRIPE_WEBHOOK_TOLERANCE", 300*time.Second),
+
 		ShutdownTimeout: r.duration("TALLY_SHUTDOWN_TIMEOUT", 20*time.Second),
 		SweepInterval:   r.duration("TALLY_SWEEP_INTERVAL", time.Minute),
 		RateLimit:       float64(r.intRange("TALLY_RATE_LIMIT", 100, 0, 1_000_000)),
@@ -122,6 +145,18 @@ func Load(env Source) (Config, error) {
 			break
 		}
 	}
+	if len(c.StripeWebhookAPIVersions) == 0 {
+		c.StripeWebhookAPIVersions = []string{DefaultStripeAPIVersion}
+	}
+	for _, v := range c.StripeWebhookAPIVersions {
+		if !validAPIVersion(v) {
+			r.fail("STRIPE_WEBHOOK_API_VERSIONS", fmt.Sprintf("%q is not a Stripe API version such as %s", v, DefaultStripeAPIVersion))
+			break
+		}
+	}
+	if c.StripeWebhookTolerance > maxWebhookTolerance {
+		r.fail("STRIPE_WEBHOOK_TOLERANCE", fmt.Sprintf("at most %s: a longer window only lengthens replays", maxWebhookTolerance))
+	}
 	if c.Env == Production {
 		c.checkProductionSecrets(&r)
 	} else if len(c.StripeWebhookSecrets) == 0 {
@@ -151,6 +186,16 @@ func (c *Config) checkProductionSecrets(r *reader) {
 			r.fail("STRIPE_WEBHOOK_SECRET", "the development secret is public and refused in production")
 		}
 	}
+}
+
+// validAPIVersion checks the shape and the date, so that a typo such as
+// 2023-16-10 is caught at start rather than refusing every event.
+func validAPIVersion(v string) bool {
+	if !stripeAPIVersion.MatchString(v) {
+		return false
+	}
+	_, err := time.Parse(time.DateOnly, v[:len(time.DateOnly)])
+	return err == nil
 }
 
 type reader struct {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stripe/stripe-go/v76"
 )
 
 func env(kv map[string]string) Source {
@@ -64,6 +66,9 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		"STRIPE_API_BASE":        {"STRIPE_API_BASE": "localhost:12111"},
 		"STRIPE_WEBHOOK_SECRET":  {"STRIPE_WEBHOOK_SECRET": "secret"},
 		"TALLY_JWT_PUBLIC_KEY":   {"TALLY_JWT_SECRET": "s", "TALLY_JWT_PUBLIC_KEY": "k"},
+
+		"STRIPE_WEBHOOK_API_VERSIONS": {"STRIPE_WEBHOOK_API_VERSIONS": "2023-10-16,latest"},
+		"STRIPE_WEBHOOK_TOLERANCE":    {"STRIPE_WEBHOOK_TOLERANCE": "2h"},
 	}
 	for name, kv := range cases {
 		_, err := Load(env(kv))
@@ -106,5 +111,51 @@ func TestProductionRefusesMissingOrDevelopmentSecrets(t *testing.T) {
 	}
 	if c.Playground || c.Introspection || c.SeedDemoData {
 		t.Fatal("production must not enable the playground, introspection or demo data by default")
+	}
+}
+
+func TestStripeWebhookPolicyDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.StripeWebhookAPIVersions, ",") != "2023-10-16" || c.StripeWebhookTolerance != 300*time.Second {
+		t.Fatalf("webhook API versions %v, tolerance %v", c.StripeWebhookAPIVersions, c.StripeWebhookTolerance)
+	}
+	// Upgrading stripe-go changes the shape it decodes; the default must
+	// move with it, deliberately.
+	if DefaultStripeAPIVersion != stripe.APIVersion {
+		t.Fatalf("DefaultStripeAPIVersion %s, but stripe-go decodes %s", DefaultStripeAPIVersion, stripe.APIVersion)
+	}
+}
+
+func TestStripeWebhookPolicyIsRead(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"STRIPE_WEBHOOK_API_VERSIONS": " 2023-10-16, 2024-09-30.acacia ,",
+		"STRIPE_WEBHOOK_TOLERANCE":    "2m",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.StripeWebhookAPIVersions, ",") != "2023-10-16,2024-09-30.acacia" || c.StripeWebhookTolerance != 2*time.Minute {
+		t.Fatalf("webhook API versions %v, tolerance %v", c.StripeWebhookAPIVersions, c.StripeWebhookTolerance)
+	}
+}
+
+func TestStripeWebhookPolicyRefusesNonsense(t *testing.T) {
+	refused := map[string][]string{
+		"STRIPE_WEBHOOK_API_VERSIONS": {"latest", "2023-16-10", "2023-10-16.", "2023-10-16,v2", "2023-02-30"},
+		"STRIPE_WEBHOOK_TOLERANCE":    {"300", "0s", "-5m", "61m"},
+	}
+	for name, values := range refused {
+		for _, v := range values {
+			_, err := Load(env(map[string]string{name: v}))
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%s=%q: got %v, want an error naming the variable", name, v, err)
+			}
+		}
+	}
+	if _, err := Load(env(map[string]string{"STRIPE_WEBHOOK_TOLERANCE": "1h"})); err != nil {
+		t.Errorf("a tolerance of exactly the cap: %v", err)
 	}
 }

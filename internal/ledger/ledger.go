@@ -198,14 +198,16 @@ func (s *Service) attempt(ctx context.Context, fn func(context.Context, *Tx) err
 	return nil
 }
 
-// errRetry marks an error that a fresh attempt resolves.
-var errRetry = errors.New("retry")
+// ErrRetry marks an error that a fresh attempt of the whole transaction
+// resolves (for example a unique insert that lost a race): Within retries
+// errors that wrap it.
+var ErrRetry = errors.New("retry")
 
 func retryable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, errRetry) {
+	if errors.Is(err, ErrRetry) {
 		return true
 	}
 	var pgErr *pgconn.PgError
@@ -219,6 +221,14 @@ func retryable(err error) bool {
 		return code == 5 || code == 6 // SQLITE_BUSY, SQLITE_LOCKED
 	}
 	return false
+}
+
+// LockUser locks a user for the rest of the transaction, for callers that
+// combine their own writes with the ledger's (take it before reading what
+// the user's credits depend on: every ledger operation locks the user
+// first, so the lock order is always user, then the rest).
+func (t *Tx) LockUser(ctx context.Context, userID string) (*ent.User, error) {
+	return t.lockUser(ctx, userID)
 }
 
 // lockUser reads the user's row and holds it until the transaction ends.

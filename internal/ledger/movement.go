@@ -316,7 +316,7 @@ func (t *Tx) remember(ctx context.Context, actor Actor, key, fp string, res *Res
 		SetCreatedAt(t.now).
 		Exec(ctx)
 	if ent.IsConstraintError(err) {
-		return fmt.Errorf("ledger: idempotency key %q taken concurrently: %w", key, errRetry)
+		return fmt.Errorf("ledger: idempotency key %q taken concurrently: %w", key, ErrRetry)
 	}
 	if err != nil {
 		return fmt.Errorf("ledger: recording idempotency key: %w", err)

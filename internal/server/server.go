@@ -28,6 +28,7 @@ import (
 	"github.com/tally-billing/tally/internal/events"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/migrator"
+	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/users"
 	"github.com/tally-billing/tally/webhook"
 )
@@ -49,6 +50,7 @@ type Server struct {
 	verifier *auth.Verifier
 	events   events.Broker
 	ledger   *ledger.Service
+	payments *payments.Service
 	handler  http.Handler
 }
 
@@ -69,6 +71,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	}
 	s := &Server{cfg: cfg, db: db, migrator: m, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker}
 	s.ledger = ledger.New(db, ledger.WithNotifier(s.publish))
+	s.payments = payments.New(db, s.ledger, payments.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
 	s.handler = s.routes()
 	return s, nil
 }
@@ -135,7 +138,14 @@ func (s *Server) routes() http.Handler {
 	if s.cfg.Playground {
 		r.Handle("/", playground.Handler("Tally", "/graphql"))
 	}
-	r.With(maxBody(maxWebhookBody)).Method(http.MethodPost, "/api/webhooks/stripe", webhook.Handler{})
+	r.Method(http.MethodPost, "/api/webhooks/stripe", webhook.New(webhook.Options{
+		Secrets:             s.cfg.StripeWebhookSecrets,
+		Tolerance:           s.cfg.StripeWebhookTolerance,
+		AcceptedAPIVersions: s.cfg.StripeWebhookAPIVersions,
+		Processor:           s.payments,
+		Logger:              s.logger.With("component", "webhook"),
+		MaxBody:             maxWebhookBody,
+	}))
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
 	})

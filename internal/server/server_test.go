@@ -191,8 +191,8 @@ func TestHTTPEdges(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotImplemented {
-			t.Errorf("webhook: %d, want 501 until Stripe handling exists", resp.StatusCode)
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("unsigned webhook: %d, want 400", resp.StatusCode)
 		}
 
 		if code, _ := get(t, ts.URL+"/no/such/route"); code != 404 {
@@ -205,7 +205,7 @@ func TestHTTPEdges(t *testing.T) {
 		}
 		metrics, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if !strings.Contains(string(metrics), `tally_http_requests_total{method="POST",route="/api/webhooks/stripe",status="501"} 1`) {
+		if !strings.Contains(string(metrics), `tally_http_requests_total{method="POST",route="/api/webhooks/stripe",status="400"} 1`) {
 			t.Errorf("metrics do not count the webhook request:\n%s", metrics)
 		}
 

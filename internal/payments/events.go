@@ -1,0 +1,269 @@
+package payments
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/ent/predicate"
+	"github.com/tally-billing/tally/ent/processedevent"
+	"github.com/tally-billing/tally/internal/ledger"
+)
+
+// Outcomes of an event, as the webhook reports them.
+const (
+	OutcomeApplied   = "applied"
+	OutcomeDuplicate = "duplicate"
+	OutcomeIgnored   = "ignored"
+	OutcomeDeferred  = "deferred"
+	OutcomeFailed    = "failed"
+)
+
+var webhookActor = ledger.Actor{Kind: ledger.ActorStripe, ID: "webhook"}
+
+// DeferredError says an event cannot be applied yet: its payment has not
+// reached the state the event needs (a refund before the payment). The
+// webhook answers 5xx, so Stripe delivers it again later.
+type DeferredError struct{ Reason string }
+
+func (e *DeferredError) Error() string { return "deferred: " + e.Reason }
+
+// decision is what handling an event decided, recorded with it.
+type decision struct {
+	outcome processedevent.Outcome
+	reason  string // why it was not applied, for admins
+}
+
+func applied() decision { return decision{outcome: processedevent.OutcomeApplied} }
+
+func ignored(format string, args ...any) decision {
+	return decision{outcome: processedevent.OutcomeIgnored, reason: fmt.Sprintf(format, args...)}
+}
+
+func failed(format string, args ...any) decision {
+	return decision{outcome: processedevent.OutcomeFailed, reason: fmt.Sprintf(format, args...)}
+}
+
+// HandleEvent applies a verified Stripe event at most once. The event's
+// record (ProcessedEvent) is written in the same database transaction as its
+// effect, under the lock of the payment's user, so a redelivery, even a
+// concurrent one, finds the record and does nothing. It returns nil for an
+// event applied, already seen, ignored or refused as not matching (the
+// outcome says which); an error when Stripe should deliver it again.
+func (s *Service) HandleEvent(ctx context.Context, ev *stripe.Event, payload []byte) (string, error) {
+	if ev == nil || ev.ID == "" || ev.Type == "" {
+		return "", errors.New("payments: event without id or type")
+	}
+	received := s.now().UTC()
+	target, err := s.match(ctx, ev)
+	var early *DeferredError
+	if errors.As(err, &early) {
+		s.recordDeferred(ctx, ev, payload, nil, early.Reason, received)
+		return OutcomeDeferred, err
+	}
+	if err != nil {
+		return "", err
+	}
+	var outcome string
+	err = s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
+		outcome = ""
+		var p *ent.Payment
+		if target.payment != nil {
+			if _, err := t.LockUser(ctx, target.payment.UserID); err != nil {
+				return err
+			}
+			// Read again under the lock: another event may have moved it.
+			var err error
+			if p, err = t.Ent().Payment.Get(ctx, target.payment.ID); err != nil {
+				return fmt.Errorf("payments: reading payment %s: %w", target.payment.ID, err)
+			}
+		}
+		prior, err := t.Ent().ProcessedEvent.Query().Where(processedevent.StripeEventID(ev.ID)).Only(ctx)
+		if err != nil && !ent.IsNotFound(err) {
+			return fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
+		}
+		if prior != nil && prior.Outcome != processedevent.OutcomeDeferred {
+			outcome = OutcomeDuplicate
+			return nil
+		}
+		d := target.mismatch
+		if d == nil {
+			d, err = s.apply(ctx, t, ev, p)
+			if err != nil {
+				return err
+			}
+		}
+		if err := s.record(ctx, t.Ent(), prior, ev, payload, p, *d, received); err != nil {
+			return err
+		}
+		outcome = strings.ToLower(string(d.outcome))
+		return nil
+	})
+	var deferred *DeferredError
+	if errors.As(err, &deferred) {
+		s.recordDeferred(ctx, ev, payload, target.payment, deferred.Reason, received)
+		return OutcomeDeferred, err
+	}
+	if err != nil {
+		return "", err
+	}
+	return outcome, nil
+}
+
+// record writes (or, for an event deferred before, completes) the event's
+// record in the transaction of its effect.
+func (s *Service) record(ctx context.Context, tx *ent.Tx, prior *ent.ProcessedEvent, ev *stripe.Event, payload []byte,
+	p *ent.Payment, d decision, received time.Time,
+) error {
+	now := s.now().UTC()
+	var paymentID *string
+	if p != nil {
+		paymentID = &p.ID
+	}
+	if prior != nil {
+		err := tx.ProcessedEvent.UpdateOne(prior).
+			SetOutcome(d.outcome).
+			SetError(d.reason).
+			SetNillablePaymentID(paymentID).
+			SetAttempts(prior.Attempts + 1).
+			SetProcessedAt(now).
+			Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("payments: recording event %s: %w", ev.ID, err)
+		}
+		return nil
+	}
+	err := tx.ProcessedEvent.Create().
+		SetStripeEventID(ev.ID).
+		SetType(string(ev.Type)).
+		SetLivemode(ev.Livemode).
+		SetAPIVersion(ev.APIVersion).
+		SetOutcome(d.outcome).
+		SetError(d.reason).
+		SetNillablePaymentID(paymentID).
+		SetPayload(payload).
+		SetReceivedAt(received).
+		SetProcessedAt(now).
+		Exec(ctx)
+	if ent.IsConstraintError(err) {
+		// The same event, delivered concurrently, was recorded first. Start
+		// over: the retry finds that record (or, if it rolled back, none).
+		return fmt.Errorf("payments: event %s recorded concurrently: %w", ev.ID, ledger.ErrRetry)
+	}
+	if err != nil {
+		return fmt.Errorf("payments: recording event %s: %w", ev.ID, err)
+	}
+	return nil
+}
+
+// recordDeferred notes, outside the rolled-back transaction, that an event
+// arrived too early, so that admins see it waiting. Best effort: Stripe's
+// redelivery is what makes sure it is applied.
+func (s *Service) recordDeferred(ctx context.Context, ev *stripe.Event, payload []byte, p *ent.Payment, reason string, received time.Time) {
+	c := s.db.Ent
+	prior, err := c.ProcessedEvent.Query().Where(processedevent.StripeEventID(ev.ID)).Only(ctx)
+	switch {
+	case err == nil && prior.Outcome == processedevent.OutcomeDeferred:
+		_ = prior.Update().SetAttempts(prior.Attempts + 1).SetError(reason).Exec(ctx)
+	case ent.IsNotFound(err):
+		create := c.ProcessedEvent.Create().
+			SetStripeEventID(ev.ID).SetType(string(ev.Type)).SetLivemode(ev.Livemode).
+			SetAPIVersion(ev.APIVersion).SetOutcome(processedevent.OutcomeDeferred).
+			SetError(reason).SetPayload(payload).SetReceivedAt(received)
+		if p != nil {
+			create.SetPaymentID(p.ID)
+		}
+		_ = create.Exec(ctx)
+	}
+}
+
+// matched is the payment an event concerns, or why none matches.
+type matched struct {
+	payment  *ent.Payment
+	mismatch *decision
+}
+
+// match finds the event's payment: a Checkout Session through its
+// client_reference_id (the payment id), charges and disputes through the
+// payment intent or the charge.
+func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) {
+	q := s.db.Ent.Payment.Query()
+	switch {
+	case strings.HasPrefix(string(ev.Type), "checkout.session."):
+		var sess stripe.CheckoutSession
+		if err := json.Unmarshal(ev.Data.Raw, &sess); err != nil {
+			d := failed("malformed Checkout Session: %v", err)
+			return matched{mismatch: &d}, nil
+		}
+		ref := sess.ClientReferenceID
+		if ref == "" {
+			ref = sess.Metadata["payment_id"]
+		}
+		q = q.Where(payment.Or(payment.ID(ref), payment.StripeCheckoutSessionID(sess.ID)))
+	case ev.Type == "charge.refunded":
+		var ch stripe.Charge
+		if err := json.Unmarshal(ev.Data.Raw, &ch); err != nil {
+			d := failed("malformed Charge: %v", err)
+			return matched{mismatch: &d}, nil
+		}
+		q = q.Where(byIntentOrCharge(ch.PaymentIntent, ch.ID))
+	case strings.HasPrefix(string(ev.Type), "charge.dispute."):
+		var dp stripe.Dispute
+		if err := json.Unmarshal(ev.Data.Raw, &dp); err != nil {
+			d := failed("malformed Dispute: %v", err)
+			return matched{mismatch: &d}, nil
+		}
+		chargeID := ""
+		if dp.Charge != nil {
+			chargeID = dp.Charge.ID
+		}
+		q = q.Where(byIntentOrCharge(dp.PaymentIntent, chargeID))
+	default:
+		d := ignored("Tally does not handle %s events", ev.Type)
+		return matched{mismatch: &d}, nil
+	}
+	ps, err := q.Limit(2).All(ctx)
+	if err != nil {
+		return matched{}, fmt.Errorf("payments: matching event %s: %w", ev.ID, err)
+	}
+	switch len(ps) {
+	case 0:
+		if !strings.HasPrefix(string(ev.Type), "checkout.session.") {
+			// A charge or dispute is matched through the payment intent,
+			// which Tally learns when the session completes: an early one
+			// waits for it. (A Checkout Session names its payment itself,
+			// so an unknown one is not Tally's.)
+			return matched{}, &DeferredError{Reason: "no payment matches this event yet"}
+		}
+		d := failed("no payment matches this event")
+		return matched{mismatch: &d}, nil
+	case 1:
+		return matched{payment: ps[0]}, nil
+	default:
+		d := failed("the event matches more than one payment")
+		return matched{mismatch: &d}, nil
+	}
+}
+
+// byIntentOrCharge matches a payment by its payment intent or its charge;
+// with neither known it matches nothing.
+func byIntentOrCharge(pi *stripe.PaymentIntent, chargeID string) predicate.Payment {
+	var ors []predicate.Payment
+	if pi != nil && pi.ID != "" {
+		ors = append(ors, payment.StripePaymentIntentID(pi.ID))
+	}
+	if chargeID != "" {
+		ors = append(ors, payment.StripeChargeID(chargeID))
+	}
+	if len(ors) == 0 {
+		return payment.ID("")
+	}
+	return payment.Or(ors...)
+}

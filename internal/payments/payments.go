@@ -1,0 +1,49 @@
+// Package payments is the Stripe side of Tally: Checkout purchases, the
+// handling of Stripe events (the payment state machine), refunds, disputes
+// and reconciliation. Credits move only through internal/ledger, in the same
+// database transaction as the payment's state and the event's record.
+package payments
+
+import (
+	"errors"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/client"
+
+	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/ledger"
+)
+
+// APIVersion is the Stripe API version Tally is written against.
+const APIVersion = stripe.APIVersion // "2023-10-16" for stripe-go v76
+
+// Config configures the Stripe side.
+type Config struct {
+	// SecretKey is the Stripe API key; empty disables purchases, refunds and
+	// replays (webhooks still work).
+	SecretKey string
+	// APIBase overrides Stripe's API URL (stripe-mock in tests).
+	APIBase string
+}
+
+// Service runs the Stripe side.
+type Service struct {
+	db     *database.DB
+	ledger *ledger.Service
+	stripe *client.API // nil without a secret key
+	now    func() time.Time
+}
+
+// ErrStripeDisabled is returned by operations that call Stripe when no
+// secret key is configured.
+var ErrStripeDisabled = errors.New("payments: Stripe is not configured (set STRIPE_SECRET_KEY)")
+
+// New returns the payments service.
+func New(db *database.DB, l *ledger.Service, cfg Config) *Service {
+	s := &Service{db: db, ledger: l, now: time.Now}
+	if cfg.SecretKey != "" {
+		s.stripe = newStripeClient(cfg)
+	}
+	return s
+}

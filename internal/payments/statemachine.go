@@ -1,0 +1,271 @@
+package payments
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/ent/processedevent"
+	"github.com/tally-billing/tally/internal/ledger"
+)
+
+// granted says whether the payment's credits have been granted: the states
+// after a successful payment.
+func granted(st payment.Status) bool {
+	switch st {
+	case payment.StatusSucceeded, payment.StatusPartiallyRefunded, payment.StatusRefunded,
+		payment.StatusDisputed, payment.StatusChargedBack:
+		return true
+	}
+	return false
+}
+
+// apply decides on one event for its (locked) payment and makes its effect.
+// Every order of one payment's events ends in the same state and balance:
+// events that need the credits granted first are deferred until they are;
+// refunds are cumulative; a second success is a no-op; transitions the state
+// machine does not allow are recorded and not applied.
+func (s *Service) apply(ctx context.Context, t *ledger.Tx, ev *stripe.Event, p *ent.Payment) (*decision, error) {
+	var d decision
+	var err error
+	switch ev.Type {
+	case "checkout.session.completed", "checkout.session.async_payment_succeeded",
+		"checkout.session.async_payment_failed", "checkout.session.expired":
+		var sess stripe.CheckoutSession
+		if err := json.Unmarshal(ev.Data.Raw, &sess); err != nil {
+			d = failed("malformed Checkout Session: %v", err)
+			break
+		}
+		d, err = s.applySession(ctx, t, ev, p, &sess)
+	case "charge.refunded":
+		var ch stripe.Charge
+		if err := json.Unmarshal(ev.Data.Raw, &ch); err != nil {
+			d = failed("malformed Charge: %v", err)
+			break
+		}
+		d, err = s.applyRefund(ctx, t, p, &ch)
+	case "charge.dispute.created", "charge.dispute.closed":
+		var dp stripe.Dispute
+		if err := json.Unmarshal(ev.Data.Raw, &dp); err != nil {
+			d = failed("malformed Dispute: %v", err)
+			break
+		}
+		if ev.Type == "charge.dispute.created" {
+			d, err = s.applyDisputeOpened(ctx, t, p, &dp)
+		} else {
+			d, err = s.applyDisputeClosed(ctx, t, p, &dp)
+		}
+	default:
+		d = ignored("Tally does not handle %s events", ev.Type)
+	}
+	return &d, err
+}
+
+func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Event, p *ent.Payment, sess *stripe.CheckoutSession) (decision, error) {
+	// A session that does not match its payment is never applied: it may be
+	// forged through a leaked key, or a bug; admins see it.
+	if p.StripeCheckoutSessionID != nil && *p.StripeCheckoutSessionID != sess.ID {
+		return failed("session %s is not the payment's session %s", sess.ID, *p.StripeCheckoutSessionID), nil
+	}
+	if sess.AmountTotal != 0 && sess.AmountTotal != p.Amount {
+		return failed("session amount %d does not match the payment's %d", sess.AmountTotal, p.Amount), nil
+	}
+	if sess.Currency != "" && string(sess.Currency) != p.Currency {
+		return failed("session currency %s does not match the payment's %s", sess.Currency, p.Currency), nil
+	}
+	if uid := sess.Metadata["user_id"]; uid != "" && uid != p.UserID {
+		return failed("session user %s does not match the payment's user", uid), nil
+	}
+	update := t.Ent().Payment.UpdateOne(p).SetStripeCheckoutSessionID(sess.ID).SetLivemode(sess.Livemode)
+	if sess.PaymentIntent != nil && sess.PaymentIntent.ID != "" {
+		update.SetStripePaymentIntentID(sess.PaymentIntent.ID)
+	}
+	paid := ev.Type == "checkout.session.async_payment_succeeded" ||
+		(ev.Type == "checkout.session.completed" &&
+			(sess.PaymentStatus == stripe.CheckoutSessionPaymentStatusPaid ||
+				sess.PaymentStatus == stripe.CheckoutSessionPaymentStatusNoPaymentRequired))
+	switch {
+	case paid:
+		if granted(p.Status) {
+			return ignored("payment already %s; credits granted once", p.Status), update.Exec(ctx)
+		}
+		if p.Status != payment.StatusPending && p.Status != payment.StatusAwaitingPayment {
+			return ignored("illegal transition %s → SUCCEEDED", p.Status), nil
+		}
+		_, err := t.Grant(ctx, webhookActor, ledger.GrantRequest{
+			UserID: p.UserID, Amount: p.Credits, Purchase: true, PaymentID: &p.ID,
+			Reason: "purchase", IdempotencyKey: "payment:" + p.ID + ":grant",
+		})
+		if err != nil {
+			return decision{}, fmt.Errorf("payments: granting payment %s: %w", p.ID, err)
+		}
+		return applied(), update.SetStatus(payment.StatusSucceeded).SetPaidAt(s.now().UTC()).Exec(ctx)
+	case ev.Type == "checkout.session.completed": // unpaid: an asynchronous method is on its way
+		if p.Status != payment.StatusPending {
+			return ignored("payment already %s", p.Status), update.Exec(ctx)
+		}
+		return applied(), update.SetStatus(payment.StatusAwaitingPayment).Exec(ctx)
+	case ev.Type == "checkout.session.async_payment_failed":
+		if p.Status != payment.StatusPending && p.Status != payment.StatusAwaitingPayment {
+			return ignored("illegal transition %s → FAILED", p.Status), nil
+		}
+		return applied(), update.SetStatus(payment.StatusFailed).Exec(ctx)
+	default: // expired
+		if p.Status != payment.StatusPending && p.Status != payment.StatusAwaitingPayment {
+			return ignored("illegal transition %s → EXPIRED", p.Status), nil
+		}
+		return applied(), update.SetStatus(payment.StatusExpired).Exec(ctx)
+	}
+}
+
+// clawed sums what was already clawed back from a payment, by kind.
+func clawed(ctx context.Context, tx *ent.Tx, paymentID string, kind credittransaction.Kind) (int64, error) {
+	var sums []struct {
+		Sum int64 `json:"sum"`
+	}
+	err := tx.CreditTransaction.Query().
+		Where(credittransaction.PaymentID(paymentID), credittransaction.KindEQ(kind)).
+		Aggregate(ent.Sum(credittransaction.FieldAmount)).Scan(ctx, &sums)
+	if err != nil {
+		return 0, fmt.Errorf("payments: summing clawbacks of %s: %w", paymentID, err)
+	}
+	if len(sums) == 0 {
+		return 0, nil
+	}
+	return sums[0].Sum, nil
+}
+
+// refundCredits is how many credits a cumulative refund takes back:
+// proportional to the money refunded, all of them for a full refund.
+func refundCredits(p *ent.Payment, refunded int64) int64 {
+	if refunded >= p.Amount {
+		return p.Credits
+	}
+	return p.Credits * refunded / p.Amount
+}
+
+func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment, ch *stripe.Charge) (decision, error) {
+	if !granted(p.Status) {
+		return decision{}, &DeferredError{Reason: fmt.Sprintf("payment %s is %s: a refund waits for the payment", p.ID, p.Status)}
+	}
+	if ch.Currency != "" && string(ch.Currency) != p.Currency {
+		return failed("charge currency %s does not match the payment's %s", ch.Currency, p.Currency), nil
+	}
+	update := t.Ent().Payment.UpdateOne(p).SetStripeChargeID(ch.ID)
+	// amount_refunded is cumulative; deliveries may come out of order, so
+	// only a larger total means anything new.
+	if ch.AmountRefunded <= p.AmountRefunded {
+		return ignored("refund total %d already applied (%d)", ch.AmountRefunded, p.AmountRefunded), update.Exec(ctx)
+	}
+	refunded := min(ch.AmountRefunded, p.Amount)
+	byRefunds, err := clawed(ctx, t.Ent(), p.ID, credittransaction.KindRefundClawback)
+	if err != nil {
+		return decision{}, err
+	}
+	byDisputes, err := clawed(ctx, t.Ent(), p.ID, credittransaction.KindDisputeClawback)
+	if err != nil {
+		return decision{}, err
+	}
+	credits := min(refundCredits(p, refunded)-byRefunds, p.Credits-byRefunds-byDisputes)
+	if credits > 0 {
+		_, err := t.Clawback(ctx, webhookActor, ledger.ClawbackRequest{
+			PaymentID: p.ID, Amount: credits, Reason: fmt.Sprintf("refund of %d %s", refunded, p.Currency),
+			IdempotencyKey: fmt.Sprintf("payment:%s:refunded:%d", p.ID, refunded),
+		})
+		if err != nil {
+			return decision{}, fmt.Errorf("payments: clawing back refund of %s: %w", p.ID, err)
+		}
+	}
+	after := payment.StatusPartiallyRefunded
+	if refunded >= p.Amount {
+		after = payment.StatusRefunded
+	}
+	update.SetAmountRefunded(refunded)
+	switch p.Status {
+	case payment.StatusDisputed:
+		// The dispute decides the status; a won dispute returns here.
+		update.SetStatusBeforeDispute(string(after))
+	case payment.StatusChargedBack:
+	default:
+		update.SetStatus(after)
+	}
+	return applied(), update.Exec(ctx)
+}
+
+// disputeClosed says whether a dispute of the payment was closed already,
+// so that a late "created" does not reopen it.
+func disputeClosed(ctx context.Context, tx *ent.Tx, paymentID string) (bool, error) {
+	n, err := tx.ProcessedEvent.Query().Where(
+		processedevent.PaymentID(paymentID),
+		processedevent.Type("charge.dispute.closed"),
+		processedevent.OutcomeNEQ(processedevent.OutcomeDeferred),
+	).Count(ctx)
+	return n > 0, err
+}
+
+func (s *Service) applyDisputeOpened(ctx context.Context, t *ledger.Tx, p *ent.Payment, dp *stripe.Dispute) (decision, error) {
+	if !granted(p.Status) {
+		return decision{}, &DeferredError{Reason: fmt.Sprintf("payment %s is %s: a dispute waits for the payment", p.ID, p.Status)}
+	}
+	closed, err := disputeClosed(ctx, t.Ent(), p.ID)
+	if err != nil {
+		return decision{}, err
+	}
+	if closed || p.Status == payment.StatusDisputed || p.Status == payment.StatusChargedBack {
+		return ignored("payment is %s; dispute %s not opened again", p.Status, dp.ID), nil
+	}
+	_, err = t.HoldPayment(ctx, webhookActor, ledger.PaymentRequest{
+		PaymentID: p.ID, Reason: "dispute " + dp.ID + " opened", IdempotencyKey: "dispute:" + dp.ID + ":hold",
+	})
+	if err != nil {
+		return decision{}, fmt.Errorf("payments: holding credits of %s: %w", p.ID, err)
+	}
+	return applied(), t.Ent().Payment.UpdateOne(p).
+		SetStatusBeforeDispute(string(p.Status)).
+		SetStatus(payment.StatusDisputed).
+		Exec(ctx)
+}
+
+func (s *Service) applyDisputeClosed(ctx context.Context, t *ledger.Tx, p *ent.Payment, dp *stripe.Dispute) (decision, error) {
+	if !granted(p.Status) {
+		return decision{}, &DeferredError{Reason: fmt.Sprintf("payment %s is %s: a dispute waits for the payment", p.ID, p.Status)}
+	}
+	if p.Status == payment.StatusChargedBack {
+		return ignored("payment already charged back"), nil
+	}
+	if dp.Status == stripe.DisputeStatusLost {
+		byRefunds, err := clawed(ctx, t.Ent(), p.ID, credittransaction.KindRefundClawback)
+		if err != nil {
+			return decision{}, err
+		}
+		if rest := p.Credits - byRefunds; rest > 0 {
+			_, err := t.Clawback(ctx, webhookActor, ledger.ClawbackRequest{
+				PaymentID: p.ID, Amount: rest, Dispute: true, Reason: "dispute " + dp.ID + " lost",
+				IdempotencyKey: "dispute:" + dp.ID + ":lost",
+			})
+			if err != nil {
+				return decision{}, fmt.Errorf("payments: clawing back lost dispute of %s: %w", p.ID, err)
+			}
+		}
+		return applied(), t.Ent().Payment.UpdateOne(p).SetStatus(payment.StatusChargedBack).Exec(ctx)
+	}
+	// Won (or an inquiry closed with a warning): the held credits return.
+	if p.Status != payment.StatusDisputed {
+		return ignored("no dispute is open on the payment; nothing to release"), nil
+	}
+	if _, err := t.ReleasePayment(ctx, webhookActor, ledger.PaymentRequest{
+		PaymentID: p.ID, Reason: "dispute " + dp.ID + " " + string(dp.Status), IdempotencyKey: "dispute:" + dp.ID + ":release",
+	}); err != nil {
+		return decision{}, fmt.Errorf("payments: releasing credits of %s: %w", p.ID, err)
+	}
+	before := payment.StatusSucceeded
+	if p.StatusBeforeDispute != nil {
+		before = payment.Status(*p.StatusBeforeDispute)
+	}
+	return applied(), t.Ent().Payment.UpdateOne(p).SetStatus(before).ClearStatusBeforeDispute().Exec(ctx)
+}

@@ -1,0 +1,77 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/testdb"
+	"github.com/tally-billing/tally/webhook"
+)
+
+func (a *api) webhook(body []byte, signature string) (int, map[string]any) {
+	a.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, a.ts.URL+"/api/webhooks/stripe", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if signature != "" {
+		req.Header.Set("Stripe-Signature", signature)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TestWebhookPurchaseEndToEnd: a signed checkout.session.completed posted to
+// the real endpoint grants the payment's credits once; a bad signature is
+// 400 and writes nothing.
+func TestWebhookPurchaseEndToEnd(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a := newAPI(t, db, nil)
+		ctx := context.Background()
+		u := db.Ent.User.Create().SetExternalID("alice").SaveX(ctx)
+		pkg := db.Ent.CreditPackage.Create().SetName("Pack").SetCredits(250).SetPriceAmount(900).SetCurrency("usd").SaveX(ctx)
+		p := db.Ent.Payment.Create().SetUserID(u.ID).SetPackageID(pkg.ID).SetAmount(900).SetCurrency("usd").
+			SetCredits(250).SetStripeCheckoutSessionID("cs_test_1").SaveX(ctx)
+		body, _ := json.Marshal(map[string]any{
+			"id": "evt_1", "object": "event", "type": "checkout.session.completed", "api_version": "2023-10-16",
+			"created": time.Now().Unix(), "livemode": false,
+			"data": map[string]any{"object": map[string]any{
+				"id": "cs_test_1", "object": "checkout.session", "client_reference_id": p.ID,
+				"amount_total": 900, "currency": "usd", "payment_status": "paid", "payment_intent": "pi_1",
+			}},
+		})
+		before := moneyDigest(t, db)
+		if code, _ := a.webhook(body, webhook.Sign(body, "whsec_wrong", time.Now())); code != 400 {
+			t.Fatalf("wrong secret: %d", code)
+		}
+		if code, _ := a.webhook(body, ""); code != 400 {
+			t.Fatalf("no signature: %d", code)
+		}
+		if moneyDigest(t, db) != before || db.Ent.ProcessedEvent.Query().CountX(ctx) != 0 {
+			t.Fatal("a refused delivery wrote something")
+		}
+		code, out := a.webhook(body, webhook.Sign(body, config.DevWebhookSecret, time.Now()))
+		if code != 200 || out["outcome"] != "applied" {
+			t.Fatalf("signed delivery: %d %v", code, out)
+		}
+		code, out = a.webhook(body, webhook.Sign(body, config.DevWebhookSecret, time.Now()))
+		if code != 200 || out["outcome"] != "duplicate" {
+			t.Fatalf("redelivery: %d %v", code, out)
+		}
+		got := db.Ent.Payment.GetX(ctx, p.ID)
+		if got.Status != payment.StatusSucceeded || db.Ent.User.GetX(ctx, u.ID).CreditsBalance != 250 {
+			t.Fatalf("payment %s, balance %d", got.Status, db.Ent.User.GetX(ctx, u.ID).CreditsBalance)
+		}
+	})
+}
