@@ -7,6 +7,7 @@ import (
 	"github.com/tally-billing/tally/internal/admin"
 	"github.com/tally-billing/tally/internal/events"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/users"
 )
 
@@ -16,6 +17,7 @@ type Resolver struct {
 	Ledger   *ledger.Service
 	Accounts *users.Service
 	Admin    *admin.Service
+	Payments *payments.Service
 	// Events fans out balance changes to subscriptions; nil disables them.
 	Events events.Broker
 }

@@ -7,6 +7,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 
 	"entgo.io/contrib/entgql"
 	"github.com/tally-billing/tally/ent"
@@ -18,12 +19,76 @@ import (
 	"github.com/tally-billing/tally/internal/admin"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/users"
 )
 
 // Metadata is the resolver for the metadata field.
 func (r *creditTransactionResolver) Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error) {
 	return metadataEntries(obj.Metadata), nil
+}
+
+// CreateCheckoutSession is the resolver for the createCheckoutSession field.
+func (r *mutationResolver) CreateCheckoutSession(ctx context.Context, input model.CreateCheckoutSessionInput) (*model.CreateCheckoutSessionPayload, error) {
+	me, err := r.Accounts.Viewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.Payments.CreateCheckoutSession(ctx, me.ID, payments.CheckoutRequest{
+		PackageID: input.PackageID, SuccessURL: input.SuccessURL, CancelURL: input.CancelURL,
+		IdempotencyKey: input.IdempotencyKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &model.CreateCheckoutSessionPayload{CheckoutURL: res.URL, SessionID: res.SessionID, Payment: res.Payment, Replayed: res.Replayed}, nil
+}
+
+// RefundPayment is the resolver for the refundPayment field.
+func (r *mutationResolver) RefundPayment(ctx context.Context, input model.RefundPaymentInput) (*model.RefundPaymentPayload, error) {
+	a, err := r.adminCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := r.Client.Payment.Get(ctx, input.PaymentID)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.NotFound, "no payment with id %q", input.PaymentID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	amount := p.Amount - p.AmountRefunded
+	if input.Amount != nil {
+		amount = int64(*input.Amount)
+	}
+	refund, err := r.Payments.CreateRefund(ctx, p.ID, amount, input.Reason, input.IdempotencyKey)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.Payments.ApplyRefund(ctx, p, refund, amount); err != nil {
+		return nil, err
+	}
+	action, err := r.Admin.RecordRefund(ctx, a, p, amount, input.Reason, refund.ID)
+	if err != nil {
+		return nil, err
+	}
+	if p, err = r.Client.Payment.Get(ctx, p.ID); err != nil {
+		return nil, err
+	}
+	return &model.RefundPaymentPayload{Payment: p, RefundID: refund.ID, AdminAction: action}, nil
+}
+
+// ReplayStripeEvent is the resolver for the replayStripeEvent field.
+func (r *mutationResolver) ReplayStripeEvent(ctx context.Context, input model.ReplayStripeEventInput) (*model.ReplayStripeEventPayload, error) {
+	outcome, err := r.Payments.ReplayEvent(ctx, input.EventID)
+	var deferred *payments.DeferredError
+	if errors.As(err, &deferred) {
+		return &model.ReplayStripeEventPayload{Outcome: payments.OutcomeDeferred}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &model.ReplayStripeEventPayload{Outcome: outcome}, nil
 }
 
 // SpendCredits is the resolver for the spendCredits field.

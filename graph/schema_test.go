@@ -16,7 +16,7 @@ var adminFields = map[string]bool{
 	"users": true, "user": true, "payments": true, "creditTransactions": true,
 	"adminActions": true, "processedEvents": true, "ledgerReport": true,
 	"grantCredits": true, "revokeCredits": true, "freezeUser": true, "unfreezeUser": true,
-	"createCreditPackage": true, "updateCreditPackage": true,
+	"createCreditPackage": true, "updateCreditPackage": true, "refundPayment": true, "replayStripeEvent": true,
 }
 
 // TestEveryRootFieldIsGuarded walks the schema: a new Query, Mutation or

@@ -86,6 +86,13 @@ type ComplexityRoot struct {
 		User        func(childComplexity int) int
 	}
 
+	CreateCheckoutSessionPayload struct {
+		CheckoutURL func(childComplexity int) int
+		Payment     func(childComplexity int) int
+		Replayed    func(childComplexity int) int
+		SessionID   func(childComplexity int) int
+	}
+
 	CreateCreditPackagePayload struct {
 		AdminAction   func(childComplexity int) int
 		CreditPackage func(childComplexity int) int
@@ -239,16 +246,19 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		CaptureReservation  func(childComplexity int, input model.CaptureReservationInput) int
-		CreateCreditPackage func(childComplexity int, input model.CreateCreditPackageInput) int
-		FreezeUser          func(childComplexity int, input model.FreezeUserInput) int
-		GrantCredits        func(childComplexity int, input model.GrantCreditsInput) int
-		ReleaseReservation  func(childComplexity int, input model.ReleaseReservationInput) int
-		ReserveCredits      func(childComplexity int, input model.ReserveCreditsInput) int
-		RevokeCredits       func(childComplexity int, input model.RevokeCreditsInput) int
-		SpendCredits        func(childComplexity int, input model.SpendCreditsInput) int
-		UnfreezeUser        func(childComplexity int, input model.UnfreezeUserInput) int
-		UpdateCreditPackage func(childComplexity int, input model.UpdateCreditPackageInput) int
+		CaptureReservation    func(childComplexity int, input model.CaptureReservationInput) int
+		CreateCheckoutSession func(childComplexity int, input model.CreateCheckoutSessionInput) int
+		CreateCreditPackage   func(childComplexity int, input model.CreateCreditPackageInput) int
+		FreezeUser            func(childComplexity int, input model.FreezeUserInput) int
+		GrantCredits          func(childComplexity int, input model.GrantCreditsInput) int
+		RefundPayment         func(childComplexity int, input model.RefundPaymentInput) int
+		ReleaseReservation    func(childComplexity int, input model.ReleaseReservationInput) int
+		ReplayStripeEvent     func(childComplexity int, input model.ReplayStripeEventInput) int
+		ReserveCredits        func(childComplexity int, input model.ReserveCreditsInput) int
+		RevokeCredits         func(childComplexity int, input model.RevokeCreditsInput) int
+		SpendCredits          func(childComplexity int, input model.SpendCreditsInput) int
+		UnfreezeUser          func(childComplexity int, input model.UnfreezeUserInput) int
+		UpdateCreditPackage   func(childComplexity int, input model.UpdateCreditPackageInput) int
 	}
 
 	PageInfo struct {
@@ -345,10 +355,20 @@ type ComplexityRoot struct {
 		Viewer             func(childComplexity int) int
 	}
 
+	RefundPaymentPayload struct {
+		AdminAction func(childComplexity int) int
+		Payment     func(childComplexity int) int
+		RefundID    func(childComplexity int) int
+	}
+
 	ReleaseReservationPayload struct {
 		Replayed    func(childComplexity int) int
 		Reservation func(childComplexity int) int
 		User        func(childComplexity int) int
+	}
+
+	ReplayStripeEventPayload struct {
+		Outcome func(childComplexity int) int
 	}
 
 	ReserveCreditsPayload struct {
@@ -422,6 +442,9 @@ type CreditTransactionResolver interface {
 	Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error)
 }
 type MutationResolver interface {
+	CreateCheckoutSession(ctx context.Context, input model.CreateCheckoutSessionInput) (*model.CreateCheckoutSessionPayload, error)
+	RefundPayment(ctx context.Context, input model.RefundPaymentInput) (*model.RefundPaymentPayload, error)
+	ReplayStripeEvent(ctx context.Context, input model.ReplayStripeEventInput) (*model.ReplayStripeEventPayload, error)
 	SpendCredits(ctx context.Context, input model.SpendCreditsInput) (*model.SpendCreditsPayload, error)
 	ReserveCredits(ctx context.Context, input model.ReserveCreditsInput) (*model.ReserveCreditsPayload, error)
 	CaptureReservation(ctx context.Context, input model.CaptureReservationInput) (*model.CaptureReservationPayload, error)
@@ -622,6 +645,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CaptureReservationPayload.User(childComplexity), true
+
+	case "CreateCheckoutSessionPayload.checkoutUrl":
+		if e.ComplexityRoot.CreateCheckoutSessionPayload.CheckoutURL == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCheckoutSessionPayload.CheckoutURL(childComplexity), true
+	case "CreateCheckoutSessionPayload.payment":
+		if e.ComplexityRoot.CreateCheckoutSessionPayload.Payment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCheckoutSessionPayload.Payment(childComplexity), true
+	case "CreateCheckoutSessionPayload.replayed":
+		if e.ComplexityRoot.CreateCheckoutSessionPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCheckoutSessionPayload.Replayed(childComplexity), true
+	case "CreateCheckoutSessionPayload.sessionId":
+		if e.ComplexityRoot.CreateCheckoutSessionPayload.SessionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCheckoutSessionPayload.SessionID(childComplexity), true
 
 	case "CreateCreditPackagePayload.adminAction":
 		if e.ComplexityRoot.CreateCreditPackagePayload.AdminAction == nil {
@@ -1223,6 +1271,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CaptureReservation(childComplexity, args["input"].(model.CaptureReservationInput)), true
+	case "Mutation.createCheckoutSession":
+		if e.ComplexityRoot.Mutation.CreateCheckoutSession == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createCheckoutSession_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateCheckoutSession(childComplexity, args["input"].(model.CreateCheckoutSessionInput)), true
 	case "Mutation.createCreditPackage":
 		if e.ComplexityRoot.Mutation.CreateCreditPackage == nil {
 			break
@@ -1256,6 +1315,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.GrantCredits(childComplexity, args["input"].(model.GrantCreditsInput)), true
+	case "Mutation.refundPayment":
+		if e.ComplexityRoot.Mutation.RefundPayment == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_refundPayment_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RefundPayment(childComplexity, args["input"].(model.RefundPaymentInput)), true
 	case "Mutation.releaseReservation":
 		if e.ComplexityRoot.Mutation.ReleaseReservation == nil {
 			break
@@ -1267,6 +1337,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ReleaseReservation(childComplexity, args["input"].(model.ReleaseReservationInput)), true
+	case "Mutation.replayStripeEvent":
+		if e.ComplexityRoot.Mutation.ReplayStripeEvent == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_replayStripeEvent_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ReplayStripeEvent(childComplexity, args["input"].(model.ReplayStripeEventInput)), true
 	case "Mutation.reserveCredits":
 		if e.ComplexityRoot.Mutation.ReserveCredits == nil {
 			break
@@ -1780,6 +1861,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.Viewer(childComplexity), true
 
+	case "RefundPaymentPayload.adminAction":
+		if e.ComplexityRoot.RefundPaymentPayload.AdminAction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RefundPaymentPayload.AdminAction(childComplexity), true
+	case "RefundPaymentPayload.payment":
+		if e.ComplexityRoot.RefundPaymentPayload.Payment == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RefundPaymentPayload.Payment(childComplexity), true
+	case "RefundPaymentPayload.refundId":
+		if e.ComplexityRoot.RefundPaymentPayload.RefundID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.RefundPaymentPayload.RefundID(childComplexity), true
+
 	case "ReleaseReservationPayload.replayed":
 		if e.ComplexityRoot.ReleaseReservationPayload.Replayed == nil {
 			break
@@ -1798,6 +1898,13 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ReleaseReservationPayload.User(childComplexity), true
+
+	case "ReplayStripeEventPayload.outcome":
+		if e.ComplexityRoot.ReplayStripeEventPayload.Outcome == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReplayStripeEventPayload.Outcome(childComplexity), true
 
 	case "ReserveCreditsPayload.replayed":
 		if e.ComplexityRoot.ReserveCreditsPayload.Replayed == nil {
@@ -2050,6 +2157,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("AdminActionOrder", ec.unmarshalInputAdminActionOrder),
 			graphql.NewInputUnmarshaler("AdminActionWhereInput", ec.unmarshalInputAdminActionWhereInput),
 			graphql.NewInputUnmarshaler("CaptureReservationInput", ec.unmarshalInputCaptureReservationInput),
+			graphql.NewInputUnmarshaler("CreateCheckoutSessionInput", ec.unmarshalInputCreateCheckoutSessionInput),
 			graphql.NewInputUnmarshaler("CreateCreditPackageInput", ec.unmarshalInputCreateCreditPackageInput),
 			graphql.NewInputUnmarshaler("CreditLotOrder", ec.unmarshalInputCreditLotOrder),
 			graphql.NewInputUnmarshaler("CreditLotWhereInput", ec.unmarshalInputCreditLotWhereInput),
@@ -2068,7 +2176,9 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("PostingWhereInput", ec.unmarshalInputPostingWhereInput),
 			graphql.NewInputUnmarshaler("ProcessedEventOrder", ec.unmarshalInputProcessedEventOrder),
 			graphql.NewInputUnmarshaler("ProcessedEventWhereInput", ec.unmarshalInputProcessedEventWhereInput),
+			graphql.NewInputUnmarshaler("RefundPaymentInput", ec.unmarshalInputRefundPaymentInput),
 			graphql.NewInputUnmarshaler("ReleaseReservationInput", ec.unmarshalInputReleaseReservationInput),
+			graphql.NewInputUnmarshaler("ReplayStripeEventInput", ec.unmarshalInputReplayStripeEventInput),
 			graphql.NewInputUnmarshaler("ReserveCreditsInput", ec.unmarshalInputReserveCreditsInput),
 			graphql.NewInputUnmarshaler("RevokeCreditsInput", ec.unmarshalInputRevokeCreditsInput),
 			graphql.NewInputUnmarshaler("SpendCreditsInput", ec.unmarshalInputSpendCreditsInput),
@@ -4978,7 +5088,72 @@ type UpdateCreditPackagePayload {
   adminAction: AdminAction!
 }
 
+"""
+Start buying a credit pack through Stripe Checkout: send the buyer to
+checkoutUrl. Credits arrive when Stripe reports the payment (webhook).
+"""
+input CreateCheckoutSessionInput {
+  packageId: ID!
+  """
+  Where Stripe sends the buyer back: absolute http(s) URLs. successUrl may
+  hold Stripe's {CHECKOUT_SESSION_ID}.
+  """
+  successUrl: String!
+  cancelUrl: String!
+  idempotencyKey: String!
+}
+
+type CreateCheckoutSessionPayload {
+  """
+  Stripe's hosted payment page (empty when a replayed request's session has
+  ended).
+  """
+  checkoutUrl: String!
+  sessionId: String!
+  payment: Payment!
+  replayed: Boolean!
+}
+
+"""
+Refund a payment through Stripe (admins). The credits are clawed back at
+once, in proportion to the money refunded, and exactly once whether this or
+Stripe's charge.refunded event is processed first.
+"""
+input RefundPaymentInput {
+  paymentId: ID!
+  """
+  In the payment's minor units; left out, everything not yet refunded.
+  """
+  amount: Int
+  reason: String!
+  idempotencyKey: String!
+}
+
+type RefundPaymentPayload {
+  payment: Payment!
+  refundId: String!
+  adminAction: AdminAction!
+}
+
+"""
+Fetch an event from Stripe and process it as a delivery would (admins).
+Idempotent: an event already applied changes nothing.
+"""
+input ReplayStripeEventInput {
+  eventId: String!
+}
+
+type ReplayStripeEventPayload {
+  """
+  applied, duplicate, ignored, failed or deferred.
+  """
+  outcome: String!
+}
+
 type Mutation {
+  createCheckoutSession(input: CreateCheckoutSessionInput!): CreateCheckoutSessionPayload! @hasRole(roles: [USER, ADMIN])
+  refundPayment(input: RefundPaymentInput!): RefundPaymentPayload! @admin
+  replayStripeEvent(input: ReplayStripeEventInput!): ReplayStripeEventPayload! @admin
   spendCredits(input: SpendCreditsInput!): SpendCreditsPayload! @hasRole(roles: [USER, SERVICE, ADMIN])
   reserveCredits(input: ReserveCreditsInput!): ReserveCreditsPayload! @hasRole(roles: [USER, SERVICE, ADMIN])
   captureReservation(input: CaptureReservationInput!): CaptureReservationPayload! @hasRole(roles: [USER, SERVICE, ADMIN])
@@ -5088,6 +5263,20 @@ func (ec *executionContext) childFields_CaptureReservationPayload(ctx context.Co
 		return ec.fieldContext_CaptureReservationPayload_replayed(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CaptureReservationPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_CreateCheckoutSessionPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "checkoutUrl":
+		return ec.fieldContext_CreateCheckoutSessionPayload_checkoutUrl(ctx, field)
+	case "sessionId":
+		return ec.fieldContext_CreateCheckoutSessionPayload_sessionId(ctx, field)
+	case "payment":
+		return ec.fieldContext_CreateCheckoutSessionPayload_payment(ctx, field)
+	case "replayed":
+		return ec.fieldContext_CreateCheckoutSessionPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreateCheckoutSessionPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_CreateCreditPackagePayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -5542,6 +5731,18 @@ func (ec *executionContext) childFields_ProcessedEventEdge(ctx context.Context, 
 	return nil, fmt.Errorf("no field named %q was found under type ProcessedEventEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_RefundPaymentPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "payment":
+		return ec.fieldContext_RefundPaymentPayload_payment(ctx, field)
+	case "refundId":
+		return ec.fieldContext_RefundPaymentPayload_refundId(ctx, field)
+	case "adminAction":
+		return ec.fieldContext_RefundPaymentPayload_adminAction(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type RefundPaymentPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_ReleaseReservationPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "reservation":
@@ -5552,6 +5753,14 @@ func (ec *executionContext) childFields_ReleaseReservationPayload(ctx context.Co
 		return ec.fieldContext_ReleaseReservationPayload_replayed(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ReleaseReservationPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_ReplayStripeEventPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "outcome":
+		return ec.fieldContext_ReplayStripeEventPayload_outcome(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReplayStripeEventPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_ReserveCreditsPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -5814,6 +6023,20 @@ func (ec *executionContext) field_Mutation_captureReservation_args(ctx context.C
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_createCheckoutSession_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateCheckoutSessionInput, error) {
+			return ec.unmarshalNCreateCheckoutSessionInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCheckoutSessionInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_createCreditPackage_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -5856,12 +6079,40 @@ func (ec *executionContext) field_Mutation_grantCredits_args(ctx context.Context
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_refundPayment_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.RefundPaymentInput, error) {
+			return ec.unmarshalNRefundPaymentInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRefundPaymentInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_releaseReservation_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.ReleaseReservationInput, error) {
 			return ec.unmarshalNReleaseReservationInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReleaseReservationInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_replayStripeEvent_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.ReplayStripeEventInput, error) {
+			return ec.unmarshalNReplayStripeEventInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReplayStripeEventInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -7225,6 +7476,107 @@ func (ec *executionContext) _CaptureReservationPayload_replayed(ctx context.Cont
 }
 func (ec *executionContext) fieldContext_CaptureReservationPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CaptureReservationPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CreateCheckoutSessionPayload_checkoutUrl(ctx context.Context, field graphql.CollectedField, obj *model.CreateCheckoutSessionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCheckoutSessionPayload_checkoutUrl(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CheckoutURL, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCheckoutSessionPayload_checkoutUrl(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateCheckoutSessionPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreateCheckoutSessionPayload_sessionId(ctx context.Context, field graphql.CollectedField, obj *model.CreateCheckoutSessionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCheckoutSessionPayload_sessionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SessionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCheckoutSessionPayload_sessionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateCheckoutSessionPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreateCheckoutSessionPayload_payment(ctx context.Context, field graphql.CollectedField, obj *model.CreateCheckoutSessionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCheckoutSessionPayload_payment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Payment, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Payment) graphql.Marshaler {
+			return ec.marshalNPayment2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPayment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCheckoutSessionPayload_payment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreateCheckoutSessionPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Payment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreateCheckoutSessionPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.CreateCheckoutSessionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCheckoutSessionPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCheckoutSessionPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateCheckoutSessionPayload", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _CreateCreditPackagePayload_creditPackage(ctx context.Context, field graphql.CollectedField, obj *model.CreateCreditPackagePayload) (ret graphql.Marshaler) {
@@ -9680,6 +10032,182 @@ func (ec *executionContext) _MetadataEntry_value(ctx context.Context, field grap
 }
 func (ec *executionContext) fieldContext_MetadataEntry_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("MetadataEntry", field, false, false, "String")
+}
+
+func (ec *executionContext) _Mutation_createCheckoutSession(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createCheckoutSession(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateCheckoutSession(ctx, fc.Args["input"].(model.CreateCheckoutSessionInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.CreateCheckoutSessionPayload
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.CreateCheckoutSessionPayload
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CreateCheckoutSessionPayload) graphql.Marshaler {
+			return ec.marshalNCreateCheckoutSessionPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCheckoutSessionPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createCheckoutSession(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreateCheckoutSessionPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createCheckoutSession_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_refundPayment(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_refundPayment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RefundPayment(ctx, fc.Args["input"].(model.RefundPaymentInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.RefundPaymentPayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.RefundPaymentPayload) graphql.Marshaler {
+			return ec.marshalNRefundPaymentPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRefundPaymentPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_refundPayment(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_RefundPaymentPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_refundPayment_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_replayStripeEvent(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_replayStripeEvent(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ReplayStripeEvent(ctx, fc.Args["input"].(model.ReplayStripeEventInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.ReplayStripeEventPayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ReplayStripeEventPayload) graphql.Marshaler {
+			return ec.marshalNReplayStripeEventPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReplayStripeEventPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_replayStripeEvent(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReplayStripeEventPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_replayStripeEvent_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Mutation_spendCredits(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -12331,6 +12859,93 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _RefundPaymentPayload_payment(ctx context.Context, field graphql.CollectedField, obj *model.RefundPaymentPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RefundPaymentPayload_payment(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Payment, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Payment) graphql.Marshaler {
+			return ec.marshalNPayment2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPayment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RefundPaymentPayload_payment(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RefundPaymentPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Payment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _RefundPaymentPayload_refundId(ctx context.Context, field graphql.CollectedField, obj *model.RefundPaymentPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RefundPaymentPayload_refundId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RefundID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RefundPaymentPayload_refundId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("RefundPaymentPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _RefundPaymentPayload_adminAction(ctx context.Context, field graphql.CollectedField, obj *model.RefundPaymentPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_RefundPaymentPayload_adminAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdminAction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+			return ec.marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_RefundPaymentPayload_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "RefundPaymentPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminAction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _ReleaseReservationPayload_reservation(ctx context.Context, field graphql.CollectedField, obj *model.ReleaseReservationPayload) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -12416,6 +13031,29 @@ func (ec *executionContext) _ReleaseReservationPayload_replayed(ctx context.Cont
 }
 func (ec *executionContext) fieldContext_ReleaseReservationPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ReleaseReservationPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ReplayStripeEventPayload_outcome(ctx context.Context, field graphql.CollectedField, obj *model.ReplayStripeEventPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReplayStripeEventPayload_outcome(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Outcome, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReplayStripeEventPayload_outcome(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReplayStripeEventPayload", field, false, false, "String")
 }
 
 func (ec *executionContext) _ReserveCreditsPayload_reservation(ctx context.Context, field graphql.CollectedField, obj *model.ReserveCreditsPayload) (ret graphql.Marshaler) {
@@ -15773,6 +16411,69 @@ func (ec *executionContext) unmarshalInputCaptureReservationInput(ctx context.Co
 func UnmarshalCaptureReservationInput(ctx context.Context, raw any) (model.CaptureReservationInput, error) {
 	var out model.CaptureReservationInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "CaptureReservationInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreateCheckoutSessionInput(ctx context.Context, obj any) (model.CreateCheckoutSessionInput, error) {
+	var it model.CreateCheckoutSessionInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"packageId", "successUrl", "cancelUrl", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "packageId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PackageID = data
+		case "successUrl":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("successUrl"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SuccessURL = data
+		case "cancelUrl":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cancelUrl"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CancelURL = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateCheckoutSessionInput unmarshals raw into the CreateCheckoutSessionInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateCheckoutSessionInput(ctx context.Context, raw any) (model.CreateCheckoutSessionInput, error) {
+	var out model.CreateCheckoutSessionInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateCheckoutSessionInput", raw, &out)
 	return out, err
 }
 
@@ -22545,6 +23246,69 @@ func UnmarshalProcessedEventWhereInput(ctx context.Context, raw any) (ent.Proces
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputRefundPaymentInput(ctx context.Context, obj any) (model.RefundPaymentInput, error) {
+	var it model.RefundPaymentInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"paymentId", "amount", "reason", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "paymentId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paymentId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PaymentID = data
+		case "amount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Amount = data
+		case "reason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Reason = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalRefundPaymentInput unmarshals raw into the RefundPaymentInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalRefundPaymentInput(ctx context.Context, raw any) (model.RefundPaymentInput, error) {
+	var out model.RefundPaymentInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "RefundPaymentInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputReleaseReservationInput(ctx context.Context, obj any) (model.ReleaseReservationInput, error) {
 	var it model.ReleaseReservationInput
 	if obj == nil {
@@ -22598,6 +23362,48 @@ func (ec *executionContext) unmarshalInputReleaseReservationInput(ctx context.Co
 func UnmarshalReleaseReservationInput(ctx context.Context, raw any) (model.ReleaseReservationInput, error) {
 	var out model.ReleaseReservationInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "ReleaseReservationInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputReplayStripeEventInput(ctx context.Context, obj any) (model.ReplayStripeEventInput, error) {
+	var it model.ReplayStripeEventInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"eventId"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "eventId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventId"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.EventID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalReplayStripeEventInput unmarshals raw into the ReplayStripeEventInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalReplayStripeEventInput(ctx context.Context, raw any) (model.ReplayStripeEventInput, error) {
+	var out model.ReplayStripeEventInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "ReplayStripeEventInput", raw, &out)
 	return out, err
 }
 
@@ -23886,6 +24692,54 @@ func (ec *executionContext) _CaptureReservationPayload(ctx context.Context, sel 
 	return out
 }
 
+var createCheckoutSessionPayloadImplementors = []string{"CreateCheckoutSessionPayload"}
+
+func (ec *executionContext) _CreateCheckoutSessionPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCheckoutSessionPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, createCheckoutSessionPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreateCheckoutSessionPayload")
+		case "checkoutUrl":
+			out.Values[i] = ec._CreateCheckoutSessionPayload_checkoutUrl(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sessionId":
+			out.Values[i] = ec._CreateCheckoutSessionPayload_sessionId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "payment":
+			out.Values[i] = ec._CreateCheckoutSessionPayload_payment(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._CreateCheckoutSessionPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var createCreditPackagePayloadImplementors = []string{"CreateCreditPackagePayload"}
 
 func (ec *executionContext) _CreateCreditPackagePayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCreditPackagePayload) graphql.Marshaler {
@@ -24922,6 +25776,27 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		switch field.Name {
 		case "__typename":
 			out.Values[i] = graphql.MarshalString("Mutation")
+		case "createCheckoutSession":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createCheckoutSession(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "refundPayment":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_refundPayment(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayStripeEvent":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_replayStripeEvent(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "spendCredits":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_spendCredits(ctx, field)
@@ -25637,6 +26512,49 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 	return out
 }
 
+var refundPaymentPayloadImplementors = []string{"RefundPaymentPayload"}
+
+func (ec *executionContext) _RefundPaymentPayload(ctx context.Context, sel ast.SelectionSet, obj *model.RefundPaymentPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, refundPaymentPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("RefundPaymentPayload")
+		case "payment":
+			out.Values[i] = ec._RefundPaymentPayload_payment(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "refundId":
+			out.Values[i] = ec._RefundPaymentPayload_refundId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adminAction":
+			out.Values[i] = ec._RefundPaymentPayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var releaseReservationPayloadImplementors = []string{"ReleaseReservationPayload"}
 
 func (ec *executionContext) _ReleaseReservationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ReleaseReservationPayload) graphql.Marshaler {
@@ -25660,6 +26578,39 @@ func (ec *executionContext) _ReleaseReservationPayload(ctx context.Context, sel 
 			}
 		case "replayed":
 			out.Values[i] = ec._ReleaseReservationPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var replayStripeEventPayloadImplementors = []string{"ReplayStripeEventPayload"}
+
+func (ec *executionContext) _ReplayStripeEventPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ReplayStripeEventPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, replayStripeEventPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReplayStripeEventPayload")
+		case "outcome":
+			out.Values[i] = ec._ReplayStripeEventPayload_outcome(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -26525,6 +27476,19 @@ func (ec *executionContext) marshalNCaptureReservationPayload2ᚖgithubᚗcomᚋ
 	return ec._CaptureReservationPayload(ctx, sel, v)
 }
 
+func (ec *executionContext) unmarshalNCreateCheckoutSessionInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCheckoutSessionInput(ctx context.Context, v any) (model.CreateCheckoutSessionInput, error) {
+	res, err := ec.unmarshalInputCreateCheckoutSessionInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreateCheckoutSessionPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCheckoutSessionPayload(ctx context.Context, sel ast.SelectionSet, v *model.CreateCheckoutSessionPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreateCheckoutSessionPayload!")
+		return graphql.Null
+	}
+	return ec._CreateCheckoutSessionPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNCreateCreditPackageInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPackageInput(ctx context.Context, v any) (model.CreateCreditPackageInput, error) {
 	res, err := ec.unmarshalInputCreateCreditPackageInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -26916,6 +27880,14 @@ func (ec *executionContext) marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPag
 	return ec._PageInfo(ctx, sel, &v)
 }
 
+func (ec *executionContext) marshalNPayment2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPayment(ctx context.Context, sel ast.SelectionSet, v *ent.Payment) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Payment!")
+		return graphql.Null
+	}
+	return ec._Payment(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNPaymentConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentConnection(ctx context.Context, sel ast.SelectionSet, v *ent.PaymentConnection) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "PaymentConnection!")
@@ -27017,6 +27989,19 @@ func (ec *executionContext) unmarshalNProcessedEventWhereInput2ᚖgithubᚗcom�
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNRefundPaymentInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRefundPaymentInput(ctx context.Context, v any) (model.RefundPaymentInput, error) {
+	res, err := ec.unmarshalInputRefundPaymentInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNRefundPaymentPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRefundPaymentPayload(ctx context.Context, sel ast.SelectionSet, v *model.RefundPaymentPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "RefundPaymentPayload!")
+		return graphql.Null
+	}
+	return ec._RefundPaymentPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNReleaseReservationInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReleaseReservationInput(ctx context.Context, v any) (model.ReleaseReservationInput, error) {
 	res, err := ec.unmarshalInputReleaseReservationInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -27028,6 +28013,19 @@ func (ec *executionContext) marshalNReleaseReservationPayload2ᚖgithubᚗcomᚋ
 		return graphql.Null
 	}
 	return ec._ReleaseReservationPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNReplayStripeEventInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReplayStripeEventInput(ctx context.Context, v any) (model.ReplayStripeEventInput, error) {
+	res, err := ec.unmarshalInputReplayStripeEventInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNReplayStripeEventPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReplayStripeEventPayload(ctx context.Context, sel ast.SelectionSet, v *model.ReplayStripeEventPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ReplayStripeEventPayload!")
+		return graphql.Null
+	}
+	return ec._ReplayStripeEventPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNReserveCreditsInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐReserveCreditsInput(ctx context.Context, v any) (model.ReserveCreditsInput, error) {

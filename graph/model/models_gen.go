@@ -27,6 +27,26 @@ type CaptureReservationPayload struct {
 	Replayed    bool                   `json:"replayed"`
 }
 
+// Start buying a credit pack through Stripe Checkout: send the buyer to
+// checkoutUrl. Credits arrive when Stripe reports the payment (webhook).
+type CreateCheckoutSessionInput struct {
+	PackageID string `json:"packageId"`
+	// Where Stripe sends the buyer back: absolute http(s) URLs. successUrl may
+	// hold Stripe's {CHECKOUT_SESSION_ID}.
+	SuccessURL     string `json:"successUrl"`
+	CancelURL      string `json:"cancelUrl"`
+	IdempotencyKey string `json:"idempotencyKey"`
+}
+
+type CreateCheckoutSessionPayload struct {
+	// Stripe's hosted payment page (empty when a replayed request's session has
+	// ended).
+	CheckoutURL string       `json:"checkoutUrl"`
+	SessionID   string       `json:"sessionId"`
+	Payment     *ent.Payment `json:"payment"`
+	Replayed    bool         `json:"replayed"`
+}
+
 type CreateCreditPackageInput struct {
 	Name        string  `json:"name"`
 	Description *string `json:"description,omitempty"`
@@ -113,6 +133,23 @@ type MetadataEntryInput struct {
 	Value string `json:"value"`
 }
 
+// Refund a payment through Stripe (admins). The credits are clawed back at
+// once, in proportion to the money refunded, and exactly once whether this or
+// Stripe's charge.refunded event is processed first.
+type RefundPaymentInput struct {
+	PaymentID string `json:"paymentId"`
+	// In the payment's minor units; left out, everything not yet refunded.
+	Amount         *int   `json:"amount,omitempty"`
+	Reason         string `json:"reason"`
+	IdempotencyKey string `json:"idempotencyKey"`
+}
+
+type RefundPaymentPayload struct {
+	Payment     *ent.Payment     `json:"payment"`
+	RefundID    string           `json:"refundId"`
+	AdminAction *ent.AdminAction `json:"adminAction"`
+}
+
 type ReleaseReservationInput struct {
 	ReservationID  string  `json:"reservationId"`
 	Reason         *string `json:"reason,omitempty"`
@@ -123,6 +160,17 @@ type ReleaseReservationPayload struct {
 	Reservation *ent.CreditReservation `json:"reservation"`
 	User        *ent.User              `json:"user"`
 	Replayed    bool                   `json:"replayed"`
+}
+
+// Fetch an event from Stripe and process it as a delivery would (admins).
+// Idempotent: an event already applied changes nothing.
+type ReplayStripeEventInput struct {
+	EventID string `json:"eventId"`
+}
+
+type ReplayStripeEventPayload struct {
+	// applied, duplicate, ignored, failed or deferred.
+	Outcome string `json:"outcome"`
 }
 
 type ReserveCreditsInput struct {

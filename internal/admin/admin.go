@@ -25,6 +25,7 @@ const (
 	ActionUnfreezeUser  = "unfreeze_user"
 	ActionCreatePackage = "create_credit_package"
 	ActionUpdatePackage = "update_credit_package"
+	ActionRefundPayment = "refund_payment"
 )
 
 // Service runs admin operations.
@@ -292,4 +293,23 @@ func packageError(err error) error {
 		return apperr.New(apperr.InvalidArgument, "invalid credit pack: %s", strings.TrimPrefix(err.Error(), "ent: "))
 	}
 	return fmt.Errorf("admin: writing credit pack: %w", err)
+}
+
+// RecordRefund audits a refund made in Stripe. The refund itself happens in
+// Stripe and its credits move in the transaction that applies it; this
+// record names both (reason carries the Stripe refund id).
+func (s *Service) RecordRefund(ctx context.Context, a Admin, p *ent.Payment, amount int64, reason, refundID string) (*ent.AdminAction, error) {
+	var action *ent.AdminAction
+	err := s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
+		var err error
+		action, err = a.write(ctx, t.Ent(), record{
+			action: ActionRefundPayment, targetID: p.ID, targetUserID: &p.UserID,
+			amount: &amount, reason: reason + " (Stripe refund " + refundID + ")",
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return action.Unwrap(), nil
 }

@@ -113,6 +113,7 @@ func (s *Server) routes() http.Handler {
 		Ledger:   s.ledger,
 		Accounts: users.New(s.db.Ent),
 		Admin:    admin.New(s.ledger),
+		Payments: s.payments,
 		Events:   s.events,
 	}, graph.Options{
 		Introspection:  s.cfg.Introspection,

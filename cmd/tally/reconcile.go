@@ -1,0 +1,87 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/payments"
+)
+
+func newReconcileCommand() *cobra.Command {
+	var since time.Duration
+	var apply bool
+	cmd := &cobra.Command{
+		Use:   "reconcile",
+		Short: "Check the ledger and compare Stripe with what Tally applied; --apply repairs",
+		Long: `Checks the ledger's invariants over every user, then reads Stripe (paid Checkout
+Sessions and events of the handled types created in the last --since) and lists
+what Tally has not applied. With --apply, each missing item is processed exactly
+as a webhook delivery would be, so running it again repairs nothing twice.
+Exits 1 when a problem remains.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.Flags().DurationVar(&since, "since", 30*24*time.Hour, "how far back to read Stripe")
+	cmd.Flags().BoolVar(&apply, "apply", false, "repair what is missing")
+	addSettingFlags(cmd.Flags(), "database-url", "env")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if since <= 0 {
+			return usageError{errors.New("--since must be positive, such as 72h")}
+		}
+		cfg, err := loadConfig(cmd.Flags())
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		db, err := openDatabase(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		out := cmd.OutOrStdout()
+		svc := payments.New(db, ledger.New(db), payments.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
+		r, err := svc.Reconcile(ctx, payments.ReconcileOptions{
+			Since: since, Apply: apply,
+			Progress: func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), "… "+format+"\n", args...) },
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "ledger: %d users, %d transactions, %d postings, %d lots: ", r.Ledger.Users, r.Ledger.Transactions, r.Ledger.Postings, r.Ledger.Lots)
+		if r.Ledger.OK() {
+			fmt.Fprintln(out, "every invariant holds")
+		} else {
+			fmt.Fprintf(out, "%d problems\n", len(r.Ledger.Problems))
+			for _, p := range r.Ledger.Problems {
+				fmt.Fprintf(out, "  %s %s: %s\n", p.Invariant, p.Subject, p.Detail)
+			}
+		}
+		if !r.StripeChecked {
+			fmt.Fprintln(out, "stripe: not checked (no STRIPE_SECRET_KEY)")
+		} else {
+			fmt.Fprintf(out, "stripe: %d paid sessions and %d events checked since %s\n",
+				r.SessionsChecked, r.EventsChecked, time.Now().Add(-since).UTC().Format(time.RFC3339))
+			for _, id := range r.PaidNotGranted {
+				fmt.Fprintf(out, "  paid in Stripe, credits not granted: %s\n", id)
+			}
+			for _, id := range r.Unprocessed {
+				fmt.Fprintf(out, "  event not applied: %s\n", id)
+			}
+			if apply {
+				fmt.Fprintf(out, "repaired: %d\n", r.Repaired)
+			}
+			for _, f := range r.Failures {
+				fmt.Fprintf(out, "  repair failed: %s\n", f)
+			}
+		}
+		missing := len(r.PaidNotGranted) + len(r.Unprocessed)
+		if !r.Ledger.OK() || len(r.Failures) > 0 || (!apply && missing > 0) {
+			return errors.New("reconciliation found problems (see above)")
+		}
+		return nil
+	}
+	return cmd
+}

@@ -1,0 +1,502 @@
+package payments
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/idempotencykey"
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/ent/stripecustomer"
+	"github.com/tally-billing/tally/ent/user"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/ledger"
+)
+
+// CheckoutRequest asks to buy one credit pack through Stripe Checkout.
+type CheckoutRequest struct {
+	PackageID string
+	// SuccessURL and CancelURL are where Stripe sends the buyer back; absolute
+	// http(s) URLs. SuccessURL may contain Stripe's {CHECKOUT_SESSION_ID}.
+	SuccessURL string
+	CancelURL  string
+	// IdempotencyKey is the caller's key, scoped to the user: the same key
+	// with the same request returns the same purchase.
+	IdempotencyKey string
+}
+
+// CheckoutResult is a started purchase.
+type CheckoutResult struct {
+	// Payment is the purchase, PENDING until Stripe reports it paid.
+	Payment   *ent.Payment
+	SessionID string
+	// URL is Stripe's hosted payment page; empty once the session has
+	// completed or expired (a replay of an old request).
+	URL string
+	// Replayed is true when an earlier request with the same idempotency key
+	// made the purchase.
+	Replayed bool
+}
+
+// checkoutOp names checkout in idempotency fingerprints, so that a key the
+// user already spent on a ledger operation is refused here, and vice versa.
+const checkoutOp = "checkout"
+
+// maxReturnURL bounds success and cancel URLs well below Stripe's limit.
+const maxReturnURL = 2048
+
+// CreateCheckoutSession starts the purchase of a credit pack: it makes sure
+// the user has a Stripe customer, writes a PENDING Payment with the pack's
+// price and credits, and opens a Checkout Session for it whose
+// client_reference_id is the payment id. Credits arrive later, from the
+// webhook.
+//
+// Idempotency: the caller's key is recorded (scope "user:<id>", as the
+// ledger's keys) in the same transaction as the pending Payment and points to
+// it. A retry with the key returns that payment and its session, finishing
+// the Stripe call first if the earlier request stopped before storing the
+// session; because the Stripe idempotency key derives from the payment id, a
+// finished retry meets the same session in Stripe. The key with another
+// request is IDEMPOTENCY_KEY_REUSED.
+//
+// Failure: when Stripe refuses or cannot be reached, the pending Payment and
+// the key's record are deleted together (a payment without a session is not
+// a purchase anyone can pay), so the caller may retry with the same key. The
+// next attempt is a new payment id, hence a new Stripe idempotency key:
+// Stripe replays a failed answer for a reused key for 24 hours.
+func (s *Service) CreateCheckoutSession(ctx context.Context, userID string, req CheckoutRequest) (*CheckoutResult, error) {
+	if s.stripe == nil {
+		return nil, errStripeDisabled()
+	}
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	fp, err := checkoutFingerprint(req)
+	if err != nil {
+		return nil, err
+	}
+	scope := ledger.Actor{Kind: ledger.ActorUser, ID: userID}.String()
+
+	// A concurrent request with the same key can win the insert of the key's
+	// record; the next round then finds its purchase.
+	for range 3 {
+		prior, err := s.checkoutPrior(ctx, scope, req.IdempotencyKey, fp)
+		if err != nil {
+			return nil, err
+		}
+		if prior != nil {
+			return s.resumeCheckout(ctx, scope, req, prior)
+		}
+
+		// Checked before Stripe hears of the user, and again when writing.
+		u, _, err := loadCheckout(ctx, s.db.Ent, userID, req.PackageID)
+		if err != nil {
+			return nil, err
+		}
+		customerID, err := s.ensureStripeCustomer(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		p, pkg, err := s.insertPendingPayment(ctx, scope, req, fp, userID)
+		if errors.Is(err, errCheckoutKeyTaken) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return s.openCheckoutSession(ctx, scope, req, p, pkg, customerID, false)
+	}
+	return nil, apperr.New(apperr.Conflict, "another request with idempotency key %q is in progress; try again", req.IdempotencyKey)
+}
+
+func (r CheckoutRequest) validate() error {
+	if err := ledger.ValidateIdempotencyKey(r.IdempotencyKey); err != nil {
+		return err
+	}
+	if r.PackageID == "" {
+		return apperr.New(apperr.InvalidArgument, "packageId is required")
+	}
+	if err := validateReturnURL("successUrl", r.SuccessURL); err != nil {
+		return err
+	}
+	return validateReturnURL("cancelUrl", r.CancelURL)
+}
+
+// validateReturnURL accepts absolute http(s) URLs only: Stripe redirects the
+// buyer's browser there, and a relative or javascript: URL is a bug or an
+// attack.
+func validateReturnURL(name, raw string) error {
+	if raw == "" {
+		return apperr.New(apperr.InvalidArgument, "%s is required", name)
+	}
+	if len(raw) > maxReturnURL {
+		return apperr.New(apperr.InvalidArgument, "%s is longer than %d characters", name, maxReturnURL)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		strings.ContainsAny(raw, " \t\r\n") {
+		return apperr.New(apperr.InvalidArgument, "%s must be an absolute http or https URL", name)
+	}
+	return nil
+}
+
+// checkoutFingerprint identifies a request independently of its key.
+func checkoutFingerprint(req CheckoutRequest) (string, error) {
+	b, err := json.Marshal(struct {
+		Op  string
+		Req any
+	}{checkoutOp, struct{ PackageID, SuccessURL, CancelURL string }{req.PackageID, req.SuccessURL, req.CancelURL}})
+	if err != nil {
+		return "", fmt.Errorf("payments: fingerprinting checkout: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// checkoutRecord is what a checkout's idempotency record remembers.
+type checkoutRecord struct {
+	PaymentID string `json:"payment_id"`
+}
+
+// errCheckoutKeyTaken says a concurrent request recorded the same key first.
+var errCheckoutKeyTaken = errors.New("payments: idempotency key taken concurrently")
+
+// checkoutPrior returns the payment of an earlier request with this key, nil
+// if there is none, or IDEMPOTENCY_KEY_REUSED if that request was another.
+func (s *Service) checkoutPrior(ctx context.Context, scope, key, fp string) (*ent.Payment, error) {
+	rec, err := s.db.Ent.IdempotencyKey.Query().
+		Where(idempotencykey.Scope(scope), idempotencykey.Key(key)).
+		Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("payments: reading idempotency key: %w", err)
+	}
+	if rec.Fingerprint != fp {
+		return nil, apperr.New(apperr.IdempotencyKeyReused,
+			"idempotency key %q was already used for a different request", key)
+	}
+	var stored checkoutRecord
+	if err := json.Unmarshal(rec.Result, &stored); err != nil || stored.PaymentID == "" {
+		return nil, fmt.Errorf("payments: idempotency key %q does not name a payment (%q): %v", key, rec.Result, err)
+	}
+	p, err := s.db.Ent.Payment.Get(ctx, stored.PaymentID)
+	if ent.IsNotFound(err) {
+		// The failed attempt's cleanup committed between the two reads; the
+		// key is free again.
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("payments: reading payment %s of idempotency key %q: %w", stored.PaymentID, key, err)
+	}
+	return p, nil
+}
+
+// resumeCheckout answers a retried request with its first purchase, opening
+// the session first if the earlier request stopped before storing it.
+func (s *Service) resumeCheckout(ctx context.Context, scope string, req CheckoutRequest, p *ent.Payment) (*CheckoutResult, error) {
+	if p.StripeCheckoutSessionID != nil {
+		params := &stripe.CheckoutSessionParams{}
+		params.Context = ctx
+		sess, err := s.stripe.CheckoutSessions.Get(*p.StripeCheckoutSessionID, params)
+		if err != nil {
+			return nil, stripeError("reading Checkout Session "+*p.StripeCheckoutSessionID, err)
+		}
+		return &CheckoutResult{Payment: p, SessionID: sess.ID, URL: sess.URL, Replayed: true}, nil
+	}
+	// Finishing the first request: the pack may have been withdrawn since,
+	// but the buyer was promised this purchase.
+	u, err := s.db.Ent.User.Get(ctx, p.UserID)
+	if err != nil {
+		return nil, fmt.Errorf("payments: reading user %s of payment %s: %w", p.UserID, p.ID, err)
+	}
+	pkg, err := s.db.Ent.CreditPackage.Get(ctx, p.PackageID)
+	if err != nil {
+		return nil, fmt.Errorf("payments: reading package %s of payment %s: %w", p.PackageID, p.ID, err)
+	}
+	customerID, err := s.ensureStripeCustomer(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	return s.openCheckoutSession(ctx, scope, req, p, pkg, customerID, true)
+}
+
+// loadCheckout reads the buyer and the pack and checks that the one may buy
+// the other.
+func loadCheckout(ctx context.Context, c *ent.Client, userID, packageID string) (*ent.User, *ent.CreditPackage, error) {
+	u, err := c.User.Query().Where(user.ID(userID)).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, nil, apperr.New(apperr.NotFound, "no user with id %q", userID)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("payments: reading user %s: %w", userID, err)
+	}
+	if u.Status == user.StatusFrozen {
+		return nil, nil, apperr.New(apperr.AccountFrozen, "the account is frozen; purchases are not possible")
+	}
+	pkg, err := c.CreditPackage.Query().Where(creditpackage.ID(packageID)).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, nil, apperr.New(apperr.NotFound, "no credit package with id %q", packageID)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("payments: reading credit package %s: %w", packageID, err)
+	}
+	if !pkg.Active {
+		return nil, nil, apperr.New(apperr.InvalidArgument, "credit package %q is no longer on sale", packageID)
+	}
+	return u, pkg, nil
+}
+
+// ensureStripeCustomer returns the user's Stripe customer in the key's mode,
+// creating it once. Concurrent first purchases all ask Stripe with the same
+// idempotency key, so within Stripe's 24-hour window they get the same
+// customer; the unique (user_id, livemode) index keeps one row, and the
+// losers read the winner's. Only immutable fields are sent, so that the
+// deterministic key never meets different parameters.
+func (s *Service) ensureStripeCustomer(ctx context.Context, u *ent.User) (string, error) {
+	livemode := s.stripeLivemode()
+	existing := func() (*ent.StripeCustomer, error) {
+		return s.db.Ent.StripeCustomer.Query().
+			Where(stripecustomer.UserID(u.ID), stripecustomer.Livemode(livemode)).
+			Only(ctx)
+	}
+	sc, err := existing()
+	if err == nil {
+		return sc.StripeCustomerID, nil
+	}
+	if !ent.IsNotFound(err) {
+		return "", fmt.Errorf("payments: reading the Stripe customer of user %s: %w", u.ID, err)
+	}
+
+	params := &stripe.CustomerParams{
+		Metadata: map[string]string{"user_id": u.ID, "external_id": u.ExternalID},
+	}
+	params.Context = ctx
+	params.SetIdempotencyKey("tally-customer-" + u.ID)
+	cust, err := s.stripe.Customers.New(params)
+	if err != nil {
+		return "", stripeError("creating the Stripe customer of user "+u.ID, err)
+	}
+
+	err = s.db.Ent.StripeCustomer.Create().
+		SetUserID(u.ID).
+		SetStripeCustomerID(cust.ID).
+		SetLivemode(livemode).
+		Exec(ctx)
+	if ent.IsConstraintError(err) {
+		if sc, rerr := existing(); rerr == nil {
+			return sc.StripeCustomerID, nil
+		}
+		return "", fmt.Errorf("payments: Stripe customer %s of user %s is already linked to another user: %w", cust.ID, u.ID, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("payments: recording Stripe customer %s of user %s: %w", cust.ID, u.ID, err)
+	}
+	return cust.ID, nil
+}
+
+// insertPendingPayment writes the pending Payment and the key's record in
+// one transaction, with the pack's price as it is now.
+func (s *Service) insertPendingPayment(ctx context.Context, scope string, req CheckoutRequest, fp, userID string) (*ent.Payment, *ent.CreditPackage, error) {
+	var (
+		p   *ent.Payment
+		pkg *ent.CreditPackage
+	)
+	err := s.ledger.Within(ctx, func(ctx context.Context, tx *ledger.Tx) error {
+		c := tx.Ent().Client()
+		var err error
+		if _, pkg, err = loadCheckout(ctx, c, userID, req.PackageID); err != nil {
+			return err
+		}
+		p, err = c.Payment.Create().
+			SetUserID(userID).
+			SetPackageID(pkg.ID).
+			SetAmount(pkg.PriceAmount).
+			SetCurrency(pkg.Currency).
+			SetCredits(pkg.Credits).
+			SetStatus(payment.StatusPending).
+			SetLivemode(s.stripeLivemode()).
+			Save(ctx)
+		if err != nil {
+			return fmt.Errorf("payments: writing the pending payment: %w", err)
+		}
+		rec, err := json.Marshal(checkoutRecord{PaymentID: p.ID})
+		if err != nil {
+			return fmt.Errorf("payments: encoding idempotency record: %w", err)
+		}
+		err = c.IdempotencyKey.Create().
+			SetScope(scope).
+			SetKey(req.IdempotencyKey).
+			SetFingerprint(fp).
+			SetResult(rec).
+			SetCreatedAt(tx.Now()).
+			Exec(ctx)
+		if ent.IsConstraintError(err) {
+			return errCheckoutKeyTaken
+		}
+		if err != nil {
+			return fmt.Errorf("payments: recording idempotency key: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return p.Unwrap(), pkg.Unwrap(), nil
+}
+
+// openCheckoutSession creates the Checkout Session of a pending payment and
+// stores its id, or undoes the payment if Stripe says no.
+func (s *Service) openCheckoutSession(ctx context.Context, scope string, req CheckoutRequest,
+	p *ent.Payment, pkg *ent.CreditPackage, customerID string, replayed bool,
+) (*CheckoutResult, error) {
+	metadata := map[string]string{"payment_id": p.ID, "user_id": p.UserID, "package_id": p.PackageID}
+	item := &stripe.CheckoutSessionLineItemParams{Quantity: stripe.Int64(1)}
+	if pkg.StripePriceID != "" {
+		item.Price = stripe.String(pkg.StripePriceID)
+	} else {
+		// From the payment, not the pack: these are what the buyer was
+		// quoted, and a resumed request must send what the first one did.
+		item.PriceData = &stripe.CheckoutSessionLineItemPriceDataParams{
+			Currency:    stripe.String(p.Currency),
+			UnitAmount:  stripe.Int64(p.Amount),
+			ProductData: &stripe.CheckoutSessionLineItemPriceDataProductDataParams{Name: stripe.String(pkg.Name)},
+		}
+	}
+	params := &stripe.CheckoutSessionParams{
+		Mode:              stripe.String(string(stripe.CheckoutSessionModePayment)),
+		ClientReferenceID: stripe.String(p.ID),
+		Customer:          stripe.String(customerID),
+		SuccessURL:        stripe.String(req.SuccessURL),
+		CancelURL:         stripe.String(req.CancelURL),
+		LineItems:         []*stripe.CheckoutSessionLineItemParams{item},
+		Metadata:          metadata,
+		// Charge and refund events name the PaymentIntent, not the session.
+		PaymentIntentData: &stripe.CheckoutSessionPaymentIntentDataParams{Metadata: metadata},
+	}
+	params.Context = ctx
+	params.SetIdempotencyKey("tally-checkout-" + p.ID)
+	sess, err := s.stripe.CheckoutSessions.New(params)
+	if err != nil {
+		serr := stripeError("creating the Checkout Session of payment "+p.ID, err)
+		// A 409 is a concurrent retry of this very payment still talking
+		// to Stripe; it owns the payment now.
+		if !stripeInFlight(err) {
+			if cerr := s.abandonCheckout(ctx, scope, req.IdempotencyKey, p.ID); cerr != nil {
+				return nil, errors.Join(serr, cerr)
+			}
+		}
+		return nil, serr
+	}
+
+	// The payment intent is not stored here: in the API version Tally pins, a
+	// payment-mode session has none until the buyer confirms, and the
+	// checkout.session.completed event brings it. The store survives a
+	// cancelled request, so that a session that exists is not forgotten.
+	storeCtx := context.WithoutCancel(ctx)
+	n, err := s.db.Ent.Payment.Update().
+		Where(payment.ID(p.ID), payment.StripeCheckoutSessionIDIsNil()).
+		SetStripeCheckoutSessionID(sess.ID).
+		Save(storeCtx)
+	if err != nil {
+		return nil, fmt.Errorf("payments: storing Checkout Session %s on payment %s: %w", sess.ID, p.ID, err)
+	}
+	stored, err := s.db.Ent.Payment.Get(storeCtx, p.ID)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.Conflict, "the purchase was abandoned by a concurrent attempt; try again")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("payments: reading payment %s: %w", p.ID, err)
+	}
+	if n == 0 && (stored.StripeCheckoutSessionID == nil || *stored.StripeCheckoutSessionID != sess.ID) {
+		return nil, fmt.Errorf("payments: payment %s has Checkout Session %v, Stripe answered %s", p.ID, stored.StripeCheckoutSessionID, sess.ID)
+	}
+	return &CheckoutResult{Payment: stored, SessionID: sess.ID, URL: sess.URL, Replayed: replayed}, nil
+}
+
+// abandonCheckout deletes a pending payment that got no session, with its
+// key's record so that the key may be used again. A payment that meanwhile
+// got a session (a concurrent retry succeeded) is kept, with its key.
+func (s *Service) abandonCheckout(ctx context.Context, scope, key, paymentID string) error {
+	// The cleanup must run even when the caller has gone away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := s.ledger.Within(ctx, func(ctx context.Context, tx *ledger.Tx) error {
+		n, err := tx.Ent().Payment.Delete().
+			Where(payment.ID(paymentID), payment.StripeCheckoutSessionIDIsNil(), payment.StatusEQ(payment.StatusPending)).
+			Exec(ctx)
+		if err != nil || n == 0 {
+			return err
+		}
+		_, err = tx.Ent().IdempotencyKey.Delete().
+			Where(idempotencykey.Scope(scope), idempotencykey.Key(key)).
+			Exec(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("payments: deleting pending payment %s after Stripe failed (a retry with the same key finishes it): %w", paymentID, err)
+	}
+	return nil
+}
+
+// stripeLivemode says whether the configured key acts on live data.
+func (s *Service) stripeLivemode() bool {
+	key := s.stripe.CheckoutSessions.Key
+	return strings.HasPrefix(key, "sk_live_") || strings.HasPrefix(key, "rk_live_")
+}
+
+// errStripeDisabled is the caller's view of ErrStripeDisabled.
+func errStripeDisabled() error {
+	return fmt.Errorf("%w: %w",
+		apperr.New(apperr.Unavailable, "payments are not enabled on this server"), ErrStripeDisabled)
+}
+
+// stripeInFlight reports Stripe's answer to a request whose idempotency key
+// another request is still using.
+func stripeInFlight(err error) bool {
+	var se *stripe.Error
+	return errors.As(err, &se) && se.HTTPStatusCode == http.StatusConflict
+}
+
+// stripeError gives a failed Stripe call a code for the caller. Stripe's own
+// message is shown only when it is about the request (4xx); server-side and
+// network failures say no more than that Stripe is unavailable. The original
+// error stays in the chain, for the logs.
+func stripeError(action string, err error) error {
+	var ae *apperr.Error
+	var se *stripe.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("payments: %s: %w", action, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		ae = apperr.New(apperr.Unavailable, "Stripe did not answer in time; try again")
+	case !errors.As(err, &se):
+		ae = apperr.New(apperr.Unavailable, "payments are temporarily unavailable; try again later")
+	case se.Type == stripe.ErrorTypeIdempotency:
+		ae = apperr.New(apperr.IdempotencyKeyReused, "the idempotency key was already used for a different request")
+	case se.HTTPStatusCode == http.StatusConflict || se.Code == stripe.ErrorCodeLockTimeout:
+		ae = apperr.New(apperr.Conflict, "a concurrent request is changing the same payment; try again")
+	case se.HTTPStatusCode == http.StatusTooManyRequests:
+		ae = apperr.New(apperr.Unavailable, "Stripe is limiting requests; try again shortly")
+	case se.Type == stripe.ErrorTypeCard:
+		ae = apperr.New(apperr.InvalidArgument, "the card was declined: %s", se.Msg)
+	case se.HTTPStatusCode == http.StatusUnauthorized || se.HTTPStatusCode == http.StatusForbidden,
+		se.HTTPStatusCode >= 500, se.HTTPStatusCode == 0:
+		ae = apperr.New(apperr.Unavailable, "payments are temporarily unavailable; try again later")
+	default:
+		ae = apperr.New(apperr.InvalidArgument, "Stripe refused the request: %s", se.Msg)
+	}
+	return fmt.Errorf("payments: %s: %w: %w", action, ae, err)
+}

@@ -1,0 +1,227 @@
+package payments
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/ent/processedevent"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/ledger"
+)
+
+// HandledEventTypes are the Stripe events Tally applies: the ones to enable
+// on the webhook endpoint.
+var HandledEventTypes = []string{
+	"checkout.session.completed",
+	"checkout.session.async_payment_succeeded",
+	"checkout.session.async_payment_failed",
+	"checkout.session.expired",
+	"charge.refunded",
+	"charge.dispute.created",
+	"charge.dispute.closed",
+}
+
+// ReplayEvent fetches an event from Stripe and processes it as a delivery
+// would: idempotent, so replaying an applied event changes nothing.
+func (s *Service) ReplayEvent(ctx context.Context, eventID string) (string, error) {
+	if s.stripe == nil {
+		return "", errStripeDisabled()
+	}
+	ev, err := s.stripe.Events.Get(eventID, &stripe.EventParams{Params: stripe.Params{Context: ctx}})
+	var se *stripe.Error
+	if errors.As(err, &se) && se.HTTPStatusCode == 404 {
+		return "", apperr.New(apperr.NotFound, "Stripe has no event %q", eventID)
+	}
+	if err != nil {
+		return "", stripeError("fetching event "+eventID, err)
+	}
+	payload := ev.LastResponse.RawJSON
+	if len(payload) == 0 {
+		if payload, err = json.Marshal(ev); err != nil {
+			return "", fmt.Errorf("payments: encoding event %s: %w", eventID, err)
+		}
+	}
+	return s.HandleEvent(ctx, ev, payload)
+}
+
+// ReconcileOptions bound a reconciliation.
+type ReconcileOptions struct {
+	// Since is how far back Stripe is read (sessions and events).
+	Since time.Duration
+	// Apply repairs what is missing; otherwise it only reports.
+	Apply bool
+	// Progress, when set, is told what is being done on long runs.
+	Progress func(format string, args ...any)
+}
+
+// ReconcileReport is what a reconciliation found (and, with Apply, did).
+type ReconcileReport struct {
+	Ledger ledger.Report
+	// StripeChecked is false when no Stripe key is configured.
+	StripeChecked   bool
+	SessionsChecked int
+	// PaidNotGranted are payments whose Checkout Session is paid in Stripe
+	// but whose credits Tally has not granted.
+	PaidNotGranted []string
+	EventsChecked  int
+	// Unprocessed are handled events Stripe has that Tally has not applied.
+	Unprocessed []string
+	Repaired    int
+	Failures    []string
+}
+
+// Reconcile checks the ledger's invariants, then compares Stripe with what
+// Tally applied: paid Checkout Sessions whose credits are missing, and
+// events of the handled types that were never applied (or still wait).
+// With Apply it processes what is missing through the same path as a
+// webhook delivery, so a repair is applied at most once however often
+// Reconcile runs.
+func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (ReconcileReport, error) {
+	progress := opts.Progress
+	if progress == nil {
+		progress = func(string, ...any) {}
+	}
+	var r ReconcileReport
+	progress("checking the ledger invariants")
+	var err error
+	if r.Ledger, err = s.ledger.Check(ctx); err != nil {
+		return r, err
+	}
+	if s.stripe == nil {
+		return r, nil
+	}
+	r.StripeChecked = true
+	since := s.now().Add(-opts.Since).Unix()
+
+	progress("reading Checkout Sessions created since %s", time.Unix(since, 0).UTC().Format(time.RFC3339))
+	sp := &stripe.CheckoutSessionListParams{CreatedRange: &stripe.RangeQueryParams{GreaterThanOrEqual: since}}
+	sp.Context = ctx
+	sp.Filters.AddFilter("limit", "", "100")
+	it := s.stripe.CheckoutSessions.List(sp)
+	for it.Next() {
+		sess := it.CheckoutSession()
+		r.SessionsChecked++
+		if r.SessionsChecked%500 == 0 {
+			progress("%d sessions checked", r.SessionsChecked)
+		}
+		if sess.PaymentStatus != stripe.CheckoutSessionPaymentStatusPaid &&
+			sess.PaymentStatus != stripe.CheckoutSessionPaymentStatusNoPaymentRequired {
+			continue
+		}
+		p, err := s.db.Ent.Payment.Query().
+			Where(payment.Or(payment.ID(sess.ClientReferenceID), payment.StripeCheckoutSessionID(sess.ID))).
+			Only(ctx)
+		if ent.IsNotFound(err) {
+			continue // not a Tally purchase
+		}
+		if err != nil {
+			return r, fmt.Errorf("payments: matching session %s: %w", sess.ID, err)
+		}
+		if granted(p.Status) {
+			continue
+		}
+		r.PaidNotGranted = append(r.PaidNotGranted, p.ID)
+		if opts.Apply {
+			s.repair(ctx, &r, "reconcile_"+sess.ID, "checkout.session.completed", sess)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return r, stripeError("listing Checkout Sessions", err)
+	}
+
+	progress("reading events created since %s", time.Unix(since, 0).UTC().Format(time.RFC3339))
+	ep := &stripe.EventListParams{CreatedRange: &stripe.RangeQueryParams{GreaterThanOrEqual: since}}
+	ep.Context = ctx
+	ep.Types = stripe.StringSlice(HandledEventTypes)
+	ep.Filters.AddFilter("limit", "", "100")
+	events := s.stripe.Events.List(ep)
+	for events.Next() {
+		ev := events.Event()
+		r.EventsChecked++
+		if r.EventsChecked%500 == 0 {
+			progress("%d events checked", r.EventsChecked)
+		}
+		rec, err := s.db.Ent.ProcessedEvent.Query().Where(processedevent.StripeEventID(ev.ID)).Only(ctx)
+		if err != nil && !ent.IsNotFound(err) {
+			return r, fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
+		}
+		if rec != nil && rec.Outcome != processedevent.OutcomeDeferred {
+			continue
+		}
+		r.Unprocessed = append(r.Unprocessed, ev.ID)
+		if opts.Apply {
+			payload, err := json.Marshal(ev)
+			if err != nil {
+				return r, fmt.Errorf("payments: encoding event %s: %w", ev.ID, err)
+			}
+			if _, err := s.HandleEvent(ctx, ev, payload); err != nil {
+				r.Failures = append(r.Failures, fmt.Sprintf("%s: %v", ev.ID, err))
+			} else {
+				r.Repaired++
+			}
+		}
+	}
+	if err := events.Err(); err != nil {
+		return r, stripeError("listing events", err)
+	}
+	return r, nil
+}
+
+// repair processes a Stripe object as the event that should have announced
+// it. The event id is derived from the object, so repeated repairs are one.
+func (s *Service) repair(ctx context.Context, r *ReconcileReport, id, typ string, object any) {
+	raw, err := json.Marshal(object)
+	if err == nil {
+		var payload []byte
+		payload, err = json.Marshal(map[string]any{
+			"id": id, "object": "event", "type": typ, "api_version": APIVersion,
+			"created": s.now().Unix(), "data": map[string]json.RawMessage{"object": raw},
+		})
+		if err == nil {
+			var ev stripe.Event
+			if err = json.Unmarshal(payload, &ev); err == nil {
+				_, err = s.HandleEvent(ctx, &ev, payload)
+			}
+		}
+	}
+	if err != nil {
+		r.Failures = append(r.Failures, fmt.Sprintf("%s: %v", id, err))
+		return
+	}
+	r.Repaired++
+}
+
+// ApplyRefund claws back, at once, the credits of a refund Tally just made
+// in Stripe, as the charge.refunded event will (with the cumulative amount
+// refunded as far as Tally knows). The event's own delivery then finds the
+// credits clawed back already: refunds are applied by cumulative total, so
+// whichever comes first, the credits go exactly once.
+func (s *Service) ApplyRefund(ctx context.Context, p *ent.Payment, refund *stripe.Refund, amount int64) (string, error) {
+	chargeID := "ch_unknown_" + p.ID
+	if p.StripeChargeID != nil {
+		chargeID = *p.StripeChargeID
+	} else if refund.Charge != nil && refund.Charge.ID != "" {
+		chargeID = refund.Charge.ID
+	}
+	intent := ""
+	if p.StripePaymentIntentID != nil {
+		intent = *p.StripePaymentIntentID
+	}
+	charge := map[string]any{
+		"id": chargeID, "object": "charge", "amount": p.Amount, "currency": p.Currency,
+		"amount_refunded": min(p.AmountRefunded+amount, p.Amount), "payment_intent": intent,
+	}
+	var r ReconcileReport
+	s.repair(ctx, &r, "refund_"+refund.ID, "charge.refunded", charge)
+	if len(r.Failures) > 0 {
+		return "", fmt.Errorf("payments: applying refund %s: %s", refund.ID, r.Failures[0])
+	}
+	return OutcomeApplied, nil
+}

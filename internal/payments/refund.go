@@ -1,0 +1,103 @@
+package payments
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/ledger"
+)
+
+// maxRefundReason is Stripe's limit on a metadata value, where the reason
+// goes.
+const maxRefundReason = 500
+
+// CreateRefund asks Stripe to refund amount (minor units) of a succeeded or
+// partially refunded payment. It changes nothing in Tally: the
+// charge.refunded event that follows records the refund and claws the
+// credits back, once, whoever started the refund (here or in Stripe's
+// dashboard).
+//
+// reason is free text kept in the refund's metadata; when it is one of
+// Stripe's reasons (duplicate, fraudulent, requested_by_customer) it is also
+// sent as the refund's reason.
+//
+// The Stripe idempotency key derives from the payment and idempotencyKey, so
+// a retried request gets the same refund from Stripe, and the key with
+// another amount is IDEMPOTENCY_KEY_REUSED (Stripe keeps keys for 24 hours;
+// after that, Stripe's own check that refunds never exceed the charge is what
+// stops a late duplicate from refunding more than was paid). The amount is
+// checked against what Tally knows was refunded; Stripe refuses a refund that
+// refunds in flight would push past the charge, as INVALID_ARGUMENT.
+func (s *Service) CreateRefund(ctx context.Context, paymentID string, amount int64, reason, idempotencyKey string) (*stripe.Refund, error) {
+	if s.stripe == nil {
+		return nil, errStripeDisabled()
+	}
+	if err := ledger.ValidateIdempotencyKey(idempotencyKey); err != nil {
+		return nil, err
+	}
+	if amount <= 0 || amount > ledger.MaxAmount {
+		return nil, apperr.New(apperr.InvalidArgument, "the refund amount must be a positive whole number of minor units, not %d", amount)
+	}
+	if len(reason) > maxRefundReason || !utf8.ValidString(reason) {
+		return nil, apperr.New(apperr.InvalidArgument, "reason must be valid UTF-8 of at most %d bytes", maxRefundReason)
+	}
+
+	p, err := s.db.Ent.Payment.Get(ctx, paymentID)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.NotFound, "no payment with id %q", paymentID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("payments: reading payment %s: %w", paymentID, err)
+	}
+	if p.Status != payment.StatusSucceeded && p.Status != payment.StatusPartiallyRefunded {
+		return nil, apperr.New(apperr.InvalidArgument,
+			"payment %s is %s; only succeeded or partially refunded payments can be refunded", p.ID, p.Status)
+	}
+	if p.StripePaymentIntentID == nil || *p.StripePaymentIntentID == "" {
+		return nil, apperr.New(apperr.InvalidArgument, "payment %s has no Stripe PaymentIntent to refund", p.ID)
+	}
+	if left := p.Amount - p.AmountRefunded; amount > left {
+		return nil, apperr.New(apperr.InvalidArgument,
+			"the refund amount %d is more than the %d %s left to refund on payment %s", amount, left, p.Currency, p.ID)
+	}
+
+	params := &stripe.RefundParams{
+		PaymentIntent: p.StripePaymentIntentID,
+		Amount:        stripe.Int64(amount),
+		Metadata:      map[string]string{"payment_id": p.ID, "user_id": p.UserID},
+	}
+	if reason != "" {
+		params.Metadata["reason"] = reason
+	}
+	switch stripe.RefundReason(reason) {
+	case stripe.RefundReasonDuplicate, stripe.RefundReasonFraudulent, stripe.RefundReasonRequestedByCustomer:
+		params.Reason = stripe.String(reason)
+	}
+	params.Context = ctx
+	params.SetIdempotencyKey(refundIdempotencyKey(p.ID, idempotencyKey))
+	r, err := s.stripe.Refunds.New(params)
+	if err != nil {
+		return nil, stripeError("refunding payment "+p.ID, err)
+	}
+	return r, nil
+}
+
+// refundIdempotencyKey is the Stripe idempotency key of a refund request.
+// Stripe takes at most 255 characters; a caller's key too long to fit is
+// replaced by its hash.
+func refundIdempotencyKey(paymentID, key string) string {
+	k := "tally-refund-" + paymentID + "-" + key
+	if len(k) <= 255 {
+		return k
+	}
+	sum := sha256.Sum256([]byte(key))
+	return "tally-refund-" + paymentID + "-sha256-" + hex.EncodeToString(sum[:])
+}
