@@ -381,3 +381,43 @@ func (f *fixture) runOrder(p *ent.Payment, outcome string, fullRefund bool, orde
 		balance int64
 	}{got.Status, u.CreditsBalance}
 }
+
+func TestAsyncFailureAndExpiry(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		f := newFixture(t, db)
+		failedPay, expiredPay := f.pendingPayment(), f.pendingPayment()
+
+		f.deliver("evt_unpaid", "checkout.session.completed", session(failedPay, "unpaid"))
+		if st, bal, _ := f.state(failedPay); st != payment.StatusAwaitingPayment || bal != 0 {
+			t.Fatalf("completed unpaid: %s, %d", st, bal)
+		}
+		if out, err := f.deliver("evt_failed", "checkout.session.async_payment_failed", session(failedPay, "unpaid")); err != nil || out != payments.OutcomeApplied {
+			t.Fatalf("async failure: %q %v", out, err)
+		}
+		// A success reported after the failure is an illegal transition:
+		// recorded, not applied.
+		if out, _ := f.deliver("evt_late_ok", "checkout.session.async_payment_succeeded", session(failedPay, "paid")); out != payments.OutcomeIgnored {
+			t.Fatalf("success after failure: %q", out)
+		}
+		if st, bal, _ := f.state(failedPay); st != payment.StatusFailed || bal != 0 {
+			t.Fatalf("after the failure: %s, %d", st, bal)
+		}
+
+		if out, err := f.deliver("evt_expired", "checkout.session.expired", session(expiredPay, "unpaid")); err != nil || out != payments.OutcomeApplied {
+			t.Fatalf("expiry: %q %v", out, err)
+		}
+		if st, bal, _ := f.state(expiredPay); st != payment.StatusExpired || bal != 0 {
+			t.Fatalf("after expiry: %s, %d", st, bal)
+		}
+		// An expiry after a payment succeeded changes nothing.
+		paid := f.pendingPayment()
+		f.deliver("evt_paid", "checkout.session.completed", session(paid, "paid"))
+		if out, _ := f.deliver("evt_exp_late", "checkout.session.expired", session(paid, "unpaid")); out != payments.OutcomeIgnored {
+			t.Fatalf("expiry after payment: %q", out)
+		}
+		if st, bal, _ := f.state(paid); st != payment.StatusSucceeded || bal != 100 {
+			t.Fatalf("paid then expired: %s, %d", st, bal)
+		}
+		f.checkLedger()
+	})
+}

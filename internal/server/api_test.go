@@ -532,3 +532,27 @@ func TestAPICreditPackageAdmin(t *testing.T) {
 		}
 	})
 }
+
+func TestAPICORS(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a := newAPI(t, db, map[string]string{"TALLY_CORS_ORIGINS": "https://app.example.com"})
+		preflight := func(origin string) *http.Response {
+			req, _ := http.NewRequest(http.MethodOptions, a.ts.URL+"/graphql", nil)
+			req.Header.Set("Origin", origin)
+			req.Header.Set("Access-Control-Request-Method", "POST")
+			req.Header.Set("Access-Control-Request-Headers", "authorization, content-type")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp
+		}
+		if resp := preflight("https://app.example.com"); resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+			t.Fatalf("allowed origin: %d %v", resp.StatusCode, resp.Header)
+		}
+		if resp := preflight("https://evil.example.com"); resp.Header.Get("Access-Control-Allow-Origin") != "" {
+			t.Fatalf("another origin was allowed: %v", resp.Header)
+		}
+	})
+}
