@@ -50,32 +50,28 @@ func (r *mutationResolver) RefundPayment(ctx context.Context, input model.Refund
 	if err != nil {
 		return nil, err
 	}
-	p, err := r.Client.Payment.Get(ctx, input.PaymentID)
-	if ent.IsNotFound(err) {
-		return nil, apperr.New(apperr.NotFound, "no payment with id %q", input.PaymentID)
+	if input.Amount != nil && *input.Amount <= 0 {
+		return nil, apperr.New(apperr.InvalidArgument, "amount must be a positive number of minor units, not %d", *input.Amount)
 	}
+	var action *ent.AdminAction
+	res, err := r.Payments.RefundPayment(ctx, "admin:"+a.User.ID, payments.RefundRequest{
+		PaymentID: input.PaymentID, Amount: int64(deref(input.Amount)), Reason: input.Reason, IdempotencyKey: input.IdempotencyKey,
+	}, func(ctx context.Context, tx *ent.Tx, p *ent.Payment, amount int64, refundID string) error {
+		var err error
+		action, err = a.RefundAudit(ctx, tx, p, amount, input.Reason, refundID)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	amount := p.Amount - p.AmountRefunded
-	if input.Amount != nil {
-		amount = int64(*input.Amount)
+	if res.Replayed || action == nil {
+		if action, err = r.Admin.FindRefundAudit(ctx, r.Client, res.Payment.ID, res.RefundID); err != nil {
+			return nil, err
+		}
+	} else {
+		action = action.Unwrap()
 	}
-	refund, err := r.Payments.CreateRefund(ctx, p.ID, amount, input.Reason, input.IdempotencyKey)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := r.Payments.ApplyRefund(ctx, p, refund, amount); err != nil {
-		return nil, err
-	}
-	action, err := r.Admin.RecordRefund(ctx, a, p, amount, input.Reason, refund.ID)
-	if err != nil {
-		return nil, err
-	}
-	if p, err = r.Client.Payment.Get(ctx, p.ID); err != nil {
-		return nil, err
-	}
-	return &model.RefundPaymentPayload{Payment: p, RefundID: refund.ID, AdminAction: action}, nil
+	return &model.RefundPaymentPayload{Payment: res.Payment, RefundID: res.RefundID, AdminAction: action}, nil
 }
 
 // ReplayStripeEvent is the resolver for the replayStripeEvent field.

@@ -295,21 +295,25 @@ func packageError(err error) error {
 	return fmt.Errorf("admin: writing credit pack: %w", err)
 }
 
-// RecordRefund audits a refund made in Stripe. The refund itself happens in
-// Stripe and its credits move in the transaction that applies it; this
-// record names both (reason carries the Stripe refund id).
-func (s *Service) RecordRefund(ctx context.Context, a Admin, p *ent.Payment, amount int64, reason, refundID string) (*ent.AdminAction, error) {
-	var action *ent.AdminAction
-	err := s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
-		var err error
-		action, err = a.write(ctx, t.Ent(), record{
-			action: ActionRefundPayment, targetID: p.ID, targetUserID: &p.UserID,
-			amount: &amount, reason: reason + " (Stripe refund " + refundID + ")",
-		})
-		return err
+// RefundAudit writes the audit record of a refund made in Stripe, in the
+// transaction that claws its credits back (see payments.ApplyRefund).
+func (a Admin) RefundAudit(ctx context.Context, tx *ent.Tx, p *ent.Payment, amount int64, reason, refundID string) (*ent.AdminAction, error) {
+	return a.write(ctx, tx, record{
+		action: ActionRefundPayment, targetID: p.ID, targetUserID: &p.UserID,
+		amount: &amount, reason: reason + " (Stripe refund " + refundID + ")",
 	})
+}
+
+// FindRefundAudit returns the audit record of a refund already applied, for
+// a retried request.
+func (s *Service) FindRefundAudit(ctx context.Context, client *ent.Client, paymentID, refundID string) (*ent.AdminAction, error) {
+	action, err := client.AdminAction.Query().Where(
+		adminaction.Action(ActionRefundPayment),
+		adminaction.TargetID(paymentID),
+		adminaction.ReasonContains("(Stripe refund "+refundID+")"),
+	).First(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("admin: reading the audit record of refund %s: %w", refundID, err)
 	}
-	return action.Unwrap(), nil
+	return action, nil
 }

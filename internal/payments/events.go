@@ -58,6 +58,13 @@ func failed(format string, args ...any) decision {
 // event applied, already seen, ignored or refused as not matching (the
 // outcome says which); an error when Stripe should deliver it again.
 func (s *Service) HandleEvent(ctx context.Context, ev *stripe.Event, payload []byte) (string, error) {
+	return s.handle(ctx, ev, payload, nil)
+}
+
+// handle is HandleEvent that also runs also, when given, in the event's
+// transaction, unless the event was seen before: an admin's audit record
+// then lands in the same transaction as the effect it describes.
+func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, also func(context.Context, *ent.Tx) error) (string, error) {
 	if ev == nil || ev.ID == "" || ev.Type == "" {
 		return "", errors.New("payments: event without id or type")
 	}
@@ -102,6 +109,11 @@ func (s *Service) HandleEvent(ctx context.Context, ev *stripe.Event, payload []b
 		}
 		if err := s.record(ctx, t.Ent(), prior, ev, payload, p, *d, received); err != nil {
 			return err
+		}
+		if also != nil {
+			if err := also(ctx, t.Ent()); err != nil {
+				return err
+			}
 		}
 		outcome = strings.ToLower(string(d.outcome))
 		return nil

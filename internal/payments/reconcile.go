@@ -177,19 +177,9 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 // repair processes a Stripe object as the event that should have announced
 // it. The event id is derived from the object, so repeated repairs are one.
 func (s *Service) repair(ctx context.Context, r *ReconcileReport, id, typ string, object any) {
-	raw, err := json.Marshal(object)
+	ev, payload, err := s.syntheticEvent(id, typ, object)
 	if err == nil {
-		var payload []byte
-		payload, err = json.Marshal(map[string]any{
-			"id": id, "object": "event", "type": typ, "api_version": APIVersion,
-			"created": s.now().Unix(), "data": map[string]json.RawMessage{"object": raw},
-		})
-		if err == nil {
-			var ev stripe.Event
-			if err = json.Unmarshal(payload, &ev); err == nil {
-				_, err = s.HandleEvent(ctx, &ev, payload)
-			}
-		}
+		_, err = s.HandleEvent(ctx, ev, payload)
 	}
 	if err != nil {
 		r.Failures = append(r.Failures, fmt.Sprintf("%s: %v", id, err))
@@ -202,8 +192,12 @@ func (s *Service) repair(ctx context.Context, r *ReconcileReport, id, typ string
 // in Stripe, as the charge.refunded event will (with the cumulative amount
 // refunded as far as Tally knows). The event's own delivery then finds the
 // credits clawed back already: refunds are applied by cumulative total, so
-// whichever comes first, the credits go exactly once.
-func (s *Service) ApplyRefund(ctx context.Context, p *ent.Payment, refund *stripe.Refund, amount int64) (string, error) {
+// whichever comes first, the credits go exactly once. audit runs in the same
+// transaction, unless this refund was applied before (a retried request);
+// the outcome is then OutcomeDuplicate.
+func (s *Service) ApplyRefund(ctx context.Context, p *ent.Payment, refund *stripe.Refund, amount int64,
+	audit func(context.Context, *ent.Tx) error,
+) (string, error) {
 	chargeID := "ch_unknown_" + p.ID
 	if p.StripeChargeID != nil {
 		chargeID = *p.StripeChargeID
@@ -214,14 +208,33 @@ func (s *Service) ApplyRefund(ctx context.Context, p *ent.Payment, refund *strip
 	if p.StripePaymentIntentID != nil {
 		intent = *p.StripePaymentIntentID
 	}
-	charge := map[string]any{
+	ev, payload, err := s.syntheticEvent("refund_"+refund.ID, "charge.refunded", map[string]any{
 		"id": chargeID, "object": "charge", "amount": p.Amount, "currency": p.Currency,
 		"amount_refunded": min(p.AmountRefunded+amount, p.Amount), "payment_intent": intent,
+	})
+	if err != nil {
+		return "", err
 	}
-	var r ReconcileReport
-	s.repair(ctx, &r, "refund_"+refund.ID, "charge.refunded", charge)
-	if len(r.Failures) > 0 {
-		return "", fmt.Errorf("payments: applying refund %s: %s", refund.ID, r.Failures[0])
+	return s.handle(ctx, ev, payload, audit)
+}
+
+// syntheticEvent builds the event that should have announced a Stripe
+// object, with an id derived from it so that repeats are one event.
+func (s *Service) syntheticEvent(id, typ string, object any) (*stripe.Event, []byte, error) {
+	raw, err := json.Marshal(object)
+	if err != nil {
+		return nil, nil, fmt.Errorf("payments: encoding %s: %w", id, err)
 	}
-	return OutcomeApplied, nil
+	payload, err := json.Marshal(map[string]any{
+		"id": id, "object": "event", "type": typ, "api_version": APIVersion,
+		"created": s.now().Unix(), "data": map[string]json.RawMessage{"object": raw},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("payments: encoding %s: %w", id, err)
+	}
+	var ev stripe.Event
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return nil, nil, fmt.Errorf("payments: decoding %s: %w", id, err)
+	}
+	return &ev, payload, nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tally-billing/tally/ent/adminaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/auth"
@@ -70,6 +71,14 @@ func TestAPICheckoutAndRefund(t *testing.T) {
 		if r.get(t, "refundPayment", "payment", "status") != "PARTIALLY_REFUNDED" || r.get(t, "refundPayment", "adminAction", "amount") != float64(400) {
 			t.Fatalf("refund: %s", r.Data)
 		}
+		// The same request again: the same refund, no second clawback or audit row.
+		again := a.ok(admin, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": 400, "reason": "goodwill", "idempotencyKey": "rf-1"}})
+		if again.get(t, "refundPayment", "refundId") != r.get(t, "refundPayment", "refundId") {
+			t.Fatalf("retried refund: %s", again.Data)
+		}
+		if n := db.Ent.AdminAction.Query().Where(adminaction.Action("refund_payment")).CountX(ctx); n != 1 {
+			t.Fatalf("%d refund audit records after a retried request", n)
+		}
 		charge, _ := json.Marshal(map[string]any{
 			"id": "evt_refunded", "object": "event", "type": "charge.refunded", "api_version": "2023-10-16",
 			"created": time.Now().Unix(), "data": map[string]any{"object": map[string]any{
@@ -86,6 +95,8 @@ func TestAPICheckoutAndRefund(t *testing.T) {
 			t.Fatalf("status %s", st)
 		}
 		a.refused(admin, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": 601, "reason": "too much", "idempotencyKey": "rf-2"}}, "INVALID_ARGUMENT")
+		a.refused(admin, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": 0, "reason": "zero", "idempotencyKey": "rf-4"}}, "INVALID_ARGUMENT")
+		a.refused(admin, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": 10, "reason": "other", "idempotencyKey": "rf-1"}}, "IDEMPOTENCY_KEY_REUSED")
 		a.refused(alice, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": 1, "reason": "self", "idempotencyKey": "rf-3"}}, "FORBIDDEN")
 
 		// Replaying an event fetched from Stripe is idempotent and admin-only.
