@@ -138,7 +138,7 @@ func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount
 	if u.CreditsBalance < 0 {
 		return apperr.New(apperr.InsufficientCredits, "the account has a debt of %d credits to repay first", -u.CreditsBalance)
 	}
-	available, lots, err := t.available(ctx, u, capturing)
+	available, _, lots, err := t.available(ctx, u, capturing)
 	if err != nil {
 		return err
 	}
@@ -155,20 +155,18 @@ func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount
 // available is what the user may spend or reserve now: the balance less
 // open reservations (leaving out the one being captured, if any), and never
 // more than the unexpired lots hold. It returns those lots in spend order.
-func (t *Tx) available(ctx context.Context, u *ent.User, except string) (int64, []*ent.CreditLot, error) {
-	reserved, err := t.reserved(ctx, u.ID, except)
-	if err != nil {
-		return 0, nil, err
+func (t *Tx) available(ctx context.Context, u *ent.User, except string) (available, reserved int64, lots []*ent.CreditLot, err error) {
+	if reserved, err = t.reserved(ctx, u.ID, except); err != nil {
+		return 0, 0, nil, err
 	}
-	lots, err := t.lotsInSpendOrder(ctx, u.ID, true)
-	if err != nil {
-		return 0, nil, err
+	if lots, err = t.lotsInSpendOrder(ctx, u.ID, true); err != nil {
+		return 0, 0, nil, err
 	}
 	spendable := int64(0)
 	for _, l := range lots {
 		spendable += l.Remaining
 	}
-	return max(0, min(u.CreditsBalance-reserved, spendable)), lots, nil
+	return max(0, min(u.CreditsBalance-reserved, spendable)), reserved, lots, nil
 }
 
 // reserved sums the user's open, unexpired reservations, leaving out one.
@@ -309,10 +307,11 @@ func (t *Tx) Clawback(ctx context.Context, actor Actor, req ClawbackRequest) (*R
 		if err != nil {
 			return nil, err
 		}
-		before, err := t.clawedBack(ctx, p.ID)
+		byRefunds, byDisputes, err := t.ClawedBack(ctx, p.ID)
 		if err != nil {
 			return nil, err
 		}
+		before := byRefunds + byDisputes
 		if req.Amount > lot.Original-before {
 			return nil, apperr.New(apperr.InvalidArgument,
 				"cannot claw back %d credits: the payment bought %d and %d were already clawed back",
@@ -458,22 +457,30 @@ func (t *Tx) paymentLot(ctx context.Context, p *ent.Payment) (*ent.CreditLot, er
 	return lot, nil
 }
 
-func (t *Tx) clawedBack(ctx context.Context, paymentID string) (int64, error) {
+// ClawedBack sums what was already clawed back from a payment, by refunds
+// and by lost disputes.
+func (t *Tx) ClawedBack(ctx context.Context, paymentID string) (byRefunds, byDisputes int64, err error) {
 	var sums []struct {
-		Sum int64 `json:"sum"`
+		Kind credittransaction.Kind `json:"kind"`
+		Sum  int64                  `json:"sum"`
 	}
-	err := t.ent.CreditTransaction.Query().
+	err = t.ent.CreditTransaction.Query().
 		Where(credittransaction.PaymentID(paymentID),
 			credittransaction.KindIn(credittransaction.KindRefundClawback, credittransaction.KindDisputeClawback)).
+		GroupBy(credittransaction.FieldKind).
 		Aggregate(ent.Sum(credittransaction.FieldAmount)).
 		Scan(ctx, &sums)
 	if err != nil {
-		return 0, fmt.Errorf("ledger: summing clawbacks of %s: %w", paymentID, err)
+		return 0, 0, fmt.Errorf("ledger: summing clawbacks of %s: %w", paymentID, err)
 	}
-	if len(sums) == 0 {
-		return 0, nil
+	for _, s := range sums {
+		if s.Kind == credittransaction.KindRefundClawback {
+			byRefunds = s.Sum
+		} else {
+			byDisputes = s.Sum
+		}
 	}
-	return sums[0].Sum, nil
+	return byRefunds, byDisputes, nil
 }
 
 func utc(t *time.Time) *time.Time {

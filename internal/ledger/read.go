@@ -40,7 +40,7 @@ func (s *Service) Balance(ctx context.Context, userID string) (Balance, error) {
 			return fmt.Errorf("ledger: reading user %s: %w", userID, err)
 		}
 		b.Balance = u.CreditsBalance
-		if b.Reserved, err = t.reserved(ctx, userID, ""); err != nil {
+		if b.Available, b.Reserved, _, err = t.available(ctx, u, ""); err != nil {
 			return err
 		}
 		var sums []struct {
@@ -55,8 +55,7 @@ func (s *Service) Balance(ctx context.Context, userID string) (Balance, error) {
 		if len(sums) > 0 {
 			b.Held = sums[0].Held
 		}
-		b.Available, _, err = t.available(ctx, u, "")
-		return err
+		return nil
 	})
 	return b, err
 }

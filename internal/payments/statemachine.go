@@ -8,7 +8,6 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/tally-billing/tally/ent"
-	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/internal/ledger"
@@ -123,23 +122,6 @@ func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Eve
 	}
 }
 
-// clawed sums what was already clawed back from a payment, by kind.
-func clawed(ctx context.Context, tx *ent.Tx, paymentID string, kind credittransaction.Kind) (int64, error) {
-	var sums []struct {
-		Sum int64 `json:"sum"`
-	}
-	err := tx.CreditTransaction.Query().
-		Where(credittransaction.PaymentID(paymentID), credittransaction.KindEQ(kind)).
-		Aggregate(ent.Sum(credittransaction.FieldAmount)).Scan(ctx, &sums)
-	if err != nil {
-		return 0, fmt.Errorf("payments: summing clawbacks of %s: %w", paymentID, err)
-	}
-	if len(sums) == 0 {
-		return 0, nil
-	}
-	return sums[0].Sum, nil
-}
-
 // refundCredits is how many credits a cumulative refund takes back:
 // proportional to the money refunded, all of them for a full refund.
 func refundCredits(p *ent.Payment, refunded int64) int64 {
@@ -163,11 +145,7 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 		return ignored("refund total %d already applied (%d)", ch.AmountRefunded, p.AmountRefunded), update.Exec(ctx)
 	}
 	refunded := min(ch.AmountRefunded, p.Amount)
-	byRefunds, err := clawed(ctx, t.Ent(), p.ID, credittransaction.KindRefundClawback)
-	if err != nil {
-		return decision{}, err
-	}
-	byDisputes, err := clawed(ctx, t.Ent(), p.ID, credittransaction.KindDisputeClawback)
+	byRefunds, byDisputes, err := t.ClawedBack(ctx, p.ID)
 	if err != nil {
 		return decision{}, err
 	}
@@ -239,7 +217,7 @@ func (s *Service) applyDisputeClosed(ctx context.Context, t *ledger.Tx, p *ent.P
 		return ignored("payment already charged back"), nil
 	}
 	if dp.Status == stripe.DisputeStatusLost {
-		byRefunds, err := clawed(ctx, t.Ent(), p.ID, credittransaction.KindRefundClawback)
+		byRefunds, _, err := t.ClawedBack(ctx, p.ID)
 		if err != nil {
 			return decision{}, err
 		}

@@ -5,11 +5,13 @@ package users
 
 import (
 	"context"
+	stdsql "database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 
-	"entgo.io/ent/dialect/sql"
+	entsql "entgo.io/ent/dialect/sql"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/user"
@@ -86,7 +88,9 @@ func (s *Service) provision(ctx context.Context, externalID, email string) (*ent
 	if email != "" {
 		create.SetEmail(email)
 	}
-	if err := create.OnConflict(sql.ConflictColumns(user.FieldExternalID)).DoNothing().Exec(ctx); err != nil && !isNoRows(err) {
+	// On a conflict nothing is inserted and PostgreSQL returns no id:
+	// sql.ErrNoRows means another request created the user first.
+	if err := create.OnConflict(entsql.ConflictColumns(user.FieldExternalID)).DoNothing().Exec(ctx); err != nil && !errors.Is(err, stdsql.ErrNoRows) {
 		return nil, fmt.Errorf("users: creating %s: %w", externalID, err)
 	}
 	u, err = s.client.User.Query().Where(user.ExternalID(externalID)).Only(ctx)
@@ -94,10 +98,6 @@ func (s *Service) provision(ctx context.Context, externalID, email string) (*ent
 		return nil, fmt.Errorf("users: reading %s after creating it: %w", externalID, err)
 	}
 	return u, nil
-}
-
-func isNoRows(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "no rows in result set")
 }
 
 // Target names a user in an operation's input: by global id or by external
