@@ -199,3 +199,33 @@ func TestConcurrentMixedOperations(t *testing.T) {
 		e.check()
 	})
 }
+
+// TestStatsCountCommitsRetriesAndConflicts: the totals the server exports
+// as metrics (the load generator's retry rate) count what happened.
+func TestStatsCountCommitsRetriesAndConflicts(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		ctx := context.Background()
+		s := ledger.New(db, ledger.WithMaxAttempts(3))
+		calls := 0
+		err := s.Within(ctx, func(context.Context, *ledger.Tx) error {
+			calls++
+			if calls == 1 {
+				return fmt.Errorf("lost a race: %w", ledger.ErrRetry)
+			}
+			return nil
+		})
+		if err != nil || calls != 2 {
+			t.Fatalf("Within: %v after %d calls; want success on the second", err, calls)
+		}
+		err = s.Within(ctx, func(context.Context, *ledger.Tx) error {
+			return fmt.Errorf("always losing: %w", ledger.ErrRetry)
+		})
+		if apperr.CodeOf(err) != apperr.Conflict {
+			t.Fatalf("a transaction that always conflicts: %v, want CONFLICT", err)
+		}
+		want := ledger.Stats{Transactions: 1, Retries: 1 + 2, Conflicts: 1}
+		if got := s.Stats(); got != want {
+			t.Fatalf("stats %+v, want %+v", got, want)
+		}
+	})
+}

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -95,6 +96,30 @@ type Service struct {
 	now         func() time.Time
 	maxAttempts int
 	notify      func(context.Context, BalanceChange)
+	stats       counters
+}
+
+// counters are the ledger's running totals, read by the server's metrics.
+type counters struct {
+	transactions atomic.Uint64 // database transactions committed
+	retries      atomic.Uint64 // attempts rolled back by a conflict and tried again
+	conflicts    atomic.Uint64 // operations given up after maxAttempts conflicts
+}
+
+// Stats are the ledger's running totals since the Service was made.
+type Stats struct {
+	Transactions uint64
+	Retries      uint64
+	Conflicts    uint64
+}
+
+// Stats returns the ledger's running totals.
+func (s *Service) Stats() Stats {
+	return Stats{
+		Transactions: s.stats.transactions.Load(),
+		Retries:      s.stats.retries.Load(),
+		Conflicts:    s.stats.conflicts.Load(),
+	}
 }
 
 // BalanceChange is a user's new balance after a committed transaction.
@@ -159,6 +184,7 @@ func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *T
 		if err == nil || !retryable(err) || attempt >= s.maxAttempts {
 			break
 		}
+		s.stats.retries.Add(1)
 		// Jittered backoff, so that colliding writers do not collide again.
 		delay := time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond
 		select {
@@ -168,6 +194,7 @@ func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *T
 		}
 	}
 	if retryable(err) {
+		s.stats.conflicts.Add(1)
 		return apperr.New(apperr.Conflict, "the account is busy; try again")
 	}
 	return err
@@ -190,6 +217,7 @@ func (s *Service) attempt(ctx context.Context, fn func(context.Context, *Tx) err
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("ledger: committing: %w", err)
 	}
+	s.stats.transactions.Add(1)
 	if s.notify != nil {
 		for _, c := range t.changes {
 			s.notify(ctx, c)

@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/tally-billing/tally/internal/ledger"
 )
 
 // metrics live in a registry of the server's own, so that several servers in
@@ -11,6 +12,24 @@ type metrics struct {
 	registry *prometheus.Registry
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+}
+
+// watchLedger exports the ledger's running totals.
+func (m *metrics) watchLedger(l *ledger.Service) {
+	m.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tally_ledger_transactions_total",
+			Help: "Database transactions the ledger committed.",
+		}, func() float64 { return float64(l.Stats().Transactions) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tally_ledger_retries_total",
+			Help: "Ledger transactions rolled back by a conflict (lock, busy database, concurrent key) and tried again.",
+		}, func() float64 { return float64(l.Stats().Retries) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tally_ledger_conflicts_total",
+			Help: "Ledger operations refused with CONFLICT after too many conflicting attempts.",
+		}, func() float64 { return float64(l.Stats().Conflicts) }),
+	)
 }
 
 func newMetrics() *metrics {

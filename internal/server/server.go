@@ -71,6 +71,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	}
 	s := &Server{cfg: cfg, db: db, migrator: m, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker}
 	s.ledger = ledger.New(db, ledger.WithNotifier(s.publish))
+	s.metrics.watchLedger(s.ledger)
 	s.payments = payments.New(db, s.ledger, payments.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
 	s.handler = s.routes()
 	return s, nil

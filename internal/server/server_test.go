@@ -208,6 +208,11 @@ func TestHTTPEdges(t *testing.T) {
 		if !strings.Contains(string(metrics), `tally_http_requests_total{method="POST",route="/api/webhooks/stripe",status="400"} 1`) {
 			t.Errorf("metrics do not count the webhook request:\n%s", metrics)
 		}
+		for _, name := range []string{"tally_ledger_transactions_total", "tally_ledger_retries_total", "tally_ledger_conflicts_total"} {
+			if !strings.Contains(string(metrics), "\n"+name+" ") {
+				t.Errorf("metrics lack %s", name)
+			}
+		}
 
 		// Every request gets an id, echoed to the caller and in its log line.
 		resp, err = http.Get(ts.URL + "/healthz")
