@@ -87,8 +87,12 @@ func (r *Resolver) reservationTarget(ctx context.Context, reservationID string) 
 	return target, actor, err
 }
 
-// reload reads a user again after an operation changed them.
-func (r *Resolver) reload(ctx context.Context, u *ent.User) (*ent.User, error) {
+// userAfter is the user as an operation left them: the row the ledger read
+// under its lock and updated, or (when the operation did not say) as read now.
+func (r *Resolver) userAfter(ctx context.Context, res *ledger.Result, u *ent.User) (*ent.User, error) {
+	if res.User != nil {
+		return res.User, nil
+	}
 	return r.Client.User.Get(ctx, u.ID)
 }
 

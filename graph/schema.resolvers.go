@@ -104,7 +104,7 @@ func (r *mutationResolver) SpendCredits(ctx context.Context, input model.SpendCr
 	if err != nil {
 		return nil, err
 	}
-	u, err := r.reload(ctx, target)
+	u, err := r.userAfter(ctx, res, target)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func (r *mutationResolver) ReserveCredits(ctx context.Context, input model.Reser
 	if err != nil {
 		return nil, err
 	}
-	u, err := r.reload(ctx, target)
+	u, err := r.userAfter(ctx, res, target)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +148,7 @@ func (r *mutationResolver) CaptureReservation(ctx context.Context, input model.C
 	if err != nil {
 		return nil, err
 	}
-	u, err := r.reload(ctx, target)
+	u, err := r.userAfter(ctx, res, target)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (r *mutationResolver) ReleaseReservation(ctx context.Context, input model.R
 	if err != nil {
 		return nil, err
 	}
-	u, err := r.reload(ctx, target)
+	u, err := r.userAfter(ctx, res, target)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func (r *mutationResolver) GrantCredits(ctx context.Context, input model.GrantCr
 	if err != nil {
 		return nil, err
 	}
-	u, err := r.reload(ctx, target)
+	u, err := r.userAfter(ctx, res, target)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +215,7 @@ func (r *mutationResolver) RevokeCredits(ctx context.Context, input model.Revoke
 	if err != nil {
 		return nil, err
 	}
-	u, err := r.reload(ctx, target)
+	u, err := r.userAfter(ctx, res, target)
 	if err != nil {
 		return nil, err
 	}

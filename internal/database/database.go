@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -183,4 +184,25 @@ func pgErrorText(err error) string {
 		msg = msg[i+3:]
 	}
 	return msg
+}
+
+// Rebind turns the ? placeholders of a hand-written statement into the
+// dialect's ($1, $2, … on PostgreSQL). The statement must not hold a ?
+// anywhere else (in a string literal, say).
+func (d *DB) Rebind(query string) string {
+	if d.Dialect != dialect.Postgres {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 8)
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -74,3 +74,13 @@ func TestOpenErrorsAreReadableAndRedacted(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestRebind(t *testing.T) {
+	q := "SELECT a FROM t WHERE b = ? AND c > ?"
+	if got := (&DB{Dialect: dialect.Postgres}).Rebind(q); got != "SELECT a FROM t WHERE b = $1 AND c > $2" {
+		t.Errorf("PostgreSQL: %q", got)
+	}
+	if got := (&DB{Dialect: dialect.SQLite}).Rebind(q); got != q {
+		t.Errorf("SQLite: %q", got)
+	}
+}

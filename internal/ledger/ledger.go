@@ -97,6 +97,7 @@ type Service struct {
 	maxAttempts int
 	notify      func(context.Context, BalanceChange)
 	stats       counters
+	spends      spendBatcher
 }
 
 // counters are the ledger's running totals, read by the server's metrics.
@@ -163,7 +164,11 @@ type Tx struct {
 	s       *Service
 	ent     *ent.Tx
 	now     time.Time
+	attempt int // 1 for the first try, more after conflicts
 	changes []BalanceChange
+	// dirtyLots were drawn from in memory and are written with the next
+	// movement (before commit at the latest).
+	dirtyLots map[string]*ent.CreditLot
 }
 
 // Ent is the underlying transaction, for the caller's own writes.
@@ -180,7 +185,7 @@ func (t *Tx) Now() time.Time { return t.now }
 func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
 	var err error
 	for attempt := 1; ; attempt++ {
-		err = s.attempt(ctx, fn)
+		err = s.attempt(ctx, attempt, fn)
 		if err == nil || !retryable(err) || attempt >= s.maxAttempts {
 			break
 		}
@@ -200,7 +205,7 @@ func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *T
 	return err
 }
 
-func (s *Service) attempt(ctx context.Context, fn func(context.Context, *Tx) error) (err error) {
+func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *Tx) error) (err error) {
 	tx, err := s.db.Ent.Tx(ctx)
 	if err != nil {
 		return fmt.Errorf("ledger: beginning a transaction: %w", err)
@@ -210,8 +215,11 @@ func (s *Service) attempt(ctx context.Context, fn func(context.Context, *Tx) err
 			_ = tx.Rollback()
 		}
 	}()
-	t := &Tx{s: s, ent: tx, now: s.now().UTC()}
+	t := &Tx{s: s, ent: tx, now: s.now().UTC(), attempt: n}
 	if err = fn(ctx, t); err != nil {
+		return err
+	}
+	if err = t.flushLots(ctx); err != nil {
 		return err
 	}
 	if err = tx.Commit(); err != nil {

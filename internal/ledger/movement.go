@@ -30,6 +30,8 @@ type Result struct {
 	Reservation *ent.CreditReservation
 	// Balance is the user's balance right after the transaction.
 	Balance int64
+	// User is the user's row once the operation is done (for a replay: now).
+	User *ent.User
 	// Amount is the credits moved; Revoke may move less than it was asked.
 	Amount int64
 	// Replayed is true when an earlier request with the same idempotency key
@@ -70,19 +72,58 @@ func (m *movement) post(account string, onUser bool, lotID *string, amount int64
 // write records the transaction and its postings and brings the user's
 // cached balance along.
 func (t *Tx) write(ctx context.Context, actor Actor, key string, u *ent.User, m *movement) (*ent.CreditTransaction, error) {
-	txn, err := t.insertTransaction(ctx, actor, key, u, m)
+	txns, err := t.writeMany(ctx, u, []keyed{{actor: actor, key: key, m: m}})
 	if err != nil {
 		return nil, err
 	}
-	if err := t.writePostings(ctx, u, m, txn); err != nil {
+	return txns[0], nil
+}
+
+// keyed is a movement with who asked for it and the idempotency key of
+// their request.
+type keyed struct {
+	actor Actor
+	key   string
+	m     *movement
+}
+
+// writeMany records several movements of one user, in order, with one
+// statement per table (a coalesced batch of spends is written as cheaply as
+// one spend): the lots they drew from, the transactions, the postings, and
+// the user's cached balance.
+func (t *Tx) writeMany(ctx context.Context, u *ent.User, ms []keyed) ([]*ent.CreditTransaction, error) {
+	if err := t.flushLots(ctx); err != nil {
 		return nil, err
 	}
-	return txn, nil
+	creates := make([]*ent.CreditTransactionCreate, len(ms))
+	for i, k := range ms {
+		creates[i] = t.transactionCreate(k.actor, k.key, u, k.m)
+	}
+	txns, err := t.ent.CreditTransaction.CreateBulk(creates...).Save(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: writing %s transactions: %w", ms[0].m.kind, err)
+	}
+	movements := make([]*movement, len(ms))
+	for i, k := range ms {
+		movements[i] = k.m
+	}
+	if err := t.writePostings(ctx, u, movements, txns); err != nil {
+		return nil, err
+	}
+	return txns, nil
 }
 
 // insertTransaction writes the transaction row alone, for movements that
 // create rows referring to it (a grant's lot) before their postings.
 func (t *Tx) insertTransaction(ctx context.Context, actor Actor, key string, u *ent.User, m *movement) (*ent.CreditTransaction, error) {
+	txn, err := t.transactionCreate(actor, key, u, m).Save(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: writing %s transaction: %w", m.kind, err)
+	}
+	return txn, nil
+}
+
+func (t *Tx) transactionCreate(actor Actor, key string, u *ent.User, m *movement) *ent.CreditTransactionCreate {
 	create := t.ent.CreditTransaction.Create().
 		SetID(m.id).
 		SetUserID(u.ID).
@@ -101,68 +142,104 @@ func (t *Tx) insertTransaction(ctx context.Context, actor Actor, key string, u *
 	if len(m.metadata) > 0 {
 		create.SetMetadata(m.metadata)
 	}
-	txn, err := create.Save(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: writing %s transaction: %w", m.kind, err)
-	}
-	return txn, nil
+	return create
 }
 
-// writePostings writes the movement's postings, with the running balance of
-// the user's account, and the user's new cached balance. The postings must
-// sum to zero: a movement that does not balance is a bug, refused (and the
-// whole transaction rolled back).
-func (t *Tx) writePostings(ctx context.Context, u *ent.User, m *movement, txn *ent.CreditTransaction) error {
-	var sum int64
-	for _, p := range m.postings {
-		sum += p.amount
-	}
-	if sum != 0 {
-		return fmt.Errorf("ledger: %s postings sum to %d, not zero", m.kind, sum)
-	}
+// writePostings writes the movements' postings, with the running balance of
+// the user's account, and the user's new cached balance. Each movement's
+// postings must sum to zero: one that does not balance is a bug, refused
+// (and the whole transaction rolled back).
+func (t *Tx) writePostings(ctx context.Context, u *ent.User, ms []*movement, txns []*ent.CreditTransaction) error {
 	balance := u.CreditsBalance
-	builders := make([]*ent.CreditLedgerCreate, 0, len(m.postings))
-	for _, p := range m.postings {
-		b := t.ent.CreditLedger.Create().
-			SetTransactionID(txn.ID).
-			SetAccount(p.account).
-			SetAmount(p.amount).
-			SetNillableLotID(p.lotID).
-			SetCreatedAt(t.now)
-		if p.onUser {
-			balance += p.amount
-			b.SetUserID(u.ID).SetBalanceAfter(balance)
+	var builders []*ent.CreditLedgerCreate
+	owner := make([]int, 0, 2*len(ms)) // which transaction each posting belongs to
+	for i, m := range ms {
+		var sum int64
+		for _, p := range m.postings {
+			sum += p.amount
 		}
-		builders = append(builders, b)
+		if sum != 0 {
+			return fmt.Errorf("ledger: %s postings sum to %d, not zero", m.kind, sum)
+		}
+		before := balance
+		for _, p := range m.postings {
+			b := t.ent.CreditLedger.Create().
+				SetTransactionID(txns[i].ID).
+				SetAccount(p.account).
+				SetAmount(p.amount).
+				SetNillableLotID(p.lotID).
+				SetCreatedAt(t.now)
+			if p.onUser {
+				balance += p.amount
+				b.SetUserID(u.ID).SetBalanceAfter(balance)
+			}
+			builders = append(builders, b)
+			owner = append(owner, i)
+		}
+		if balance != before {
+			t.changes = append(t.changes, BalanceChange{UserID: u.ID, Balance: balance, TransactionID: txns[i].ID, At: t.now})
+		}
 	}
 	if len(builders) > 0 {
 		postings, err := t.ent.CreditLedger.CreateBulk(builders...).Save(ctx)
 		if err != nil {
 			return fmt.Errorf("ledger: writing postings: %w", err)
 		}
-		txn.Edges.Postings = postings
+		for j, p := range postings {
+			txn := txns[owner[j]]
+			txn.Edges.Postings = append(txn.Edges.Postings, p)
+		}
 	}
 	if balance != u.CreditsBalance {
-		if err := t.ent.User.UpdateOneID(u.ID).SetCreditsBalance(balance).Exec(ctx); err != nil {
+		// Update, not UpdateOne: UpdateOne reads the row back, a round trip
+		// made while every other writer of this account waits.
+		err := t.ent.User.Update().Where(user.ID(u.ID)).SetCreditsBalance(balance).SetUpdatedAt(t.now).Exec(ctx)
+		if err != nil {
 			return fmt.Errorf("ledger: updating the balance of %s: %w", u.ID, err)
 		}
 		u.CreditsBalance = balance
-		t.changes = append(t.changes, BalanceChange{UserID: u.ID, Balance: balance, TransactionID: txn.ID, At: t.now})
 	}
 	return nil
 }
 
-// setLot writes a lot's new remaining and held credits.
+// setLot writes a lot's new remaining and held credits now.
 func (t *Tx) setLot(ctx context.Context, lot *ent.CreditLot, remaining, held int64) error {
-	err := t.ent.CreditLot.UpdateOneID(lot.ID).
-		SetRemaining(remaining).
-		SetHeld(held).
+	lot.Remaining, lot.Held = remaining, held
+	return t.saveLot(ctx, lot)
+}
+
+func (t *Tx) saveLot(ctx context.Context, lot *ent.CreditLot) error {
+	// Update, not UpdateOne, which would read the row back.
+	err := t.ent.CreditLot.Update().
+		Where(creditlot.ID(lot.ID)).
+		SetRemaining(lot.Remaining).
+		SetHeld(lot.Held).
 		SetUpdatedAt(t.now).
 		Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("ledger: updating lot %s: %w", lot.ID, err)
 	}
-	lot.Remaining, lot.Held = remaining, held
+	delete(t.dirtyLots, lot.ID)
+	return nil
+}
+
+// drawLot takes credits from a lot in memory; the lot is written once, by
+// the next write of movements (or flushLots), however many draws it had.
+func (t *Tx) drawLot(lot *ent.CreditLot, take int64) {
+	lot.Remaining -= take
+	if t.dirtyLots == nil {
+		t.dirtyLots = map[string]*ent.CreditLot{}
+	}
+	t.dirtyLots[lot.ID] = lot
+}
+
+// flushLots writes the lots drawn from in memory.
+func (t *Tx) flushLots(ctx context.Context) error {
+	for _, lot := range t.dirtyLots {
+		if err := t.saveLot(ctx, lot); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -190,8 +267,9 @@ func (t *Tx) creditLot(ctx context.Context, u *ent.User, m *movement, lot *ent.C
 }
 
 // drawLots takes up to amount credits from lots, in the order given, and
-// posts them off the user's account; it returns what it took.
-func (t *Tx) drawLots(ctx context.Context, u *ent.User, m *movement, lots []*ent.CreditLot, amount int64) (int64, error) {
+// posts them off the user's account; it returns what it took. The lots are
+// written with the movement.
+func (t *Tx) drawLots(u *ent.User, m *movement, lots []*ent.CreditLot, amount int64) int64 {
 	taken := int64(0)
 	for _, lot := range lots {
 		if taken == amount {
@@ -202,12 +280,10 @@ func (t *Tx) drawLots(ctx context.Context, u *ent.User, m *movement, lots []*ent
 			continue
 		}
 		m.post(UserAccount(u.ID), true, &lot.ID, -take)
-		if err := t.setLot(ctx, lot, lot.Remaining-take, lot.Held); err != nil {
-			return 0, err
-		}
+		t.drawLot(lot, take)
 		taken += take
 	}
-	return taken, nil
+	return taken
 }
 
 // lotsInSpendOrder are the user's lots that hold credits, in the order
@@ -266,60 +342,82 @@ func (t *Tx) prior(ctx context.Context, actor Actor, key, fp string) (*Result, e
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading idempotency key: %w", err)
 	}
+	return t.replay(ctx, rec, fp)
+}
+
+// replay is the result recorded with a key, or IDEMPOTENCY_KEY_REUSED if
+// the request that recorded it was not the one with fingerprint fp.
+func (t *Tx) replay(ctx context.Context, rec *ent.IdempotencyKey, fp string) (*Result, error) {
 	if rec.Fingerprint != fp {
 		return nil, apperr.New(apperr.IdempotencyKeyReused,
-			"idempotency key %q was already used for a different request", key)
+			"idempotency key %q was already used for a different request", rec.Key)
 	}
 	var stored storedResult
 	if err := json.Unmarshal(rec.Result, &stored); err != nil {
-		return nil, fmt.Errorf("ledger: decoding the stored result of key %q: %w", key, err)
+		return nil, fmt.Errorf("ledger: decoding the stored result of key %q: %w", rec.Key, err)
 	}
 	res := &Result{Balance: stored.Balance, Amount: stored.Amount, Replayed: true}
+	var err error
 	if stored.TransactionID != "" {
 		res.Transaction, err = t.ent.CreditTransaction.Query().
 			Where(credittransaction.ID(stored.TransactionID)).
 			WithPostings().
 			Only(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("ledger: reading the transaction of key %q: %w", key, err)
+			return nil, fmt.Errorf("ledger: reading the transaction of key %q: %w", rec.Key, err)
 		}
 	}
 	if stored.ReservationID != "" {
 		res.Reservation, err = t.ent.CreditReservation.Get(ctx, stored.ReservationID)
 		if err != nil {
-			return nil, fmt.Errorf("ledger: reading the reservation of key %q: %w", key, err)
+			return nil, fmt.Errorf("ledger: reading the reservation of key %q: %w", rec.Key, err)
 		}
 	}
 	return res, nil
 }
 
+// remembered is a result to record under its request's key.
+type remembered struct {
+	actor   Actor
+	key, fp string
+	res     *Result
+}
+
 // remember records the key with the result, in the transaction of the effect.
-// A concurrent request with the same key that committed first makes this
-// insert fail; the retry then finds that request's result.
 func (t *Tx) remember(ctx context.Context, actor Actor, key, fp string, res *Result) error {
-	stored := storedResult{Balance: res.Balance, Amount: res.Amount}
-	if res.Transaction != nil {
-		stored.TransactionID = res.Transaction.ID
+	return t.rememberMany(ctx, []remembered{{actor: actor, key: key, fp: fp, res: res}})
+}
+
+// rememberMany records several keys in one statement. A concurrent request
+// with one of the keys that committed first makes it fail; the retry then
+// finds that request's result.
+func (t *Tx) rememberMany(ctx context.Context, rs []remembered) error {
+	creates := make([]*ent.IdempotencyKeyCreate, len(rs))
+	for i, r := range rs {
+		stored := storedResult{Balance: r.res.Balance, Amount: r.res.Amount}
+		if r.res.Transaction != nil {
+			stored.TransactionID = r.res.Transaction.ID
+		}
+		if r.res.Reservation != nil {
+			stored.ReservationID = r.res.Reservation.ID
+		}
+		b, err := json.Marshal(stored)
+		if err != nil {
+			return fmt.Errorf("ledger: encoding result: %w", err)
+		}
+		creates[i] = t.ent.IdempotencyKey.Create().
+			SetScope(r.actor.String()).
+			SetKey(r.key).
+			SetFingerprint(r.fp).
+			SetResult(b).
+			SetCreatedAt(t.now)
 	}
-	if res.Reservation != nil {
-		stored.ReservationID = res.Reservation.ID
-	}
-	b, err := json.Marshal(stored)
-	if err != nil {
-		return fmt.Errorf("ledger: encoding result: %w", err)
-	}
-	err = t.ent.IdempotencyKey.Create().
-		SetScope(actor.String()).
-		SetKey(key).
-		SetFingerprint(fp).
-		SetResult(b).
-		SetCreatedAt(t.now).
-		Exec(ctx)
+	err := t.ent.IdempotencyKey.CreateBulk(creates...).Exec(ctx)
 	if ent.IsConstraintError(err) {
-		return fmt.Errorf("ledger: idempotency key %q taken concurrently: %w", key, ErrRetry)
+		return fmt.Errorf("ledger: an idempotency key was taken concurrently: %w", ErrRetry)
 	}
 	if err != nil {
-		return fmt.Errorf("ledger: recording idempotency key: %w", err)
+		return fmt.Errorf("ledger: recording idempotency keys: %w", err)
 	}
 	return nil
 }
@@ -344,6 +442,9 @@ func (t *Tx) once(ctx context.Context, actor Actor, key, opName string, req any,
 		return nil, err
 	}
 	if res, err := t.prior(ctx, actor, key, fp); res != nil || err != nil {
+		if res != nil {
+			res.User = u
+		}
 		return res, err
 	}
 	res, err := op(u)
@@ -351,6 +452,7 @@ func (t *Tx) once(ctx context.Context, actor Actor, key, opName string, req any,
 		return nil, err
 	}
 	res.Balance = u.CreditsBalance
+	res.User = u
 	if err := t.remember(ctx, actor, key, fp, res); err != nil {
 		return nil, err
 	}
@@ -386,6 +488,9 @@ func (r *Result) Unwrap() *Result {
 	}
 	if r.Reservation != nil {
 		r.Reservation = r.Reservation.Unwrap()
+	}
+	if r.User != nil {
+		r.User = r.User.Unwrap()
 	}
 	return r
 }

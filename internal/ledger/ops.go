@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"entgo.io/ent/dialect/sql"
+
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditreservation"
@@ -84,7 +86,7 @@ func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result,
 		if err := t.creditLot(ctx, u, m, lot, req.Amount, false); err != nil {
 			return nil, err
 		}
-		if err := t.writePostings(ctx, u, m, txn); err != nil {
+		if err := t.writePostings(ctx, u, []*movement{m}, []*ent.CreditTransaction{txn}); err != nil {
 			return nil, err
 		}
 		return &Result{Transaction: txn, Amount: req.Amount}, nil
@@ -100,43 +102,36 @@ type SpendRequest struct {
 	IdempotencyKey string
 }
 
-// Spend uses credits in a transaction of its own.
+// Spend uses credits in a transaction of its own. Concurrent spends from
+// one account are coalesced: see spendBatcher.
 func (s *Service) Spend(ctx context.Context, actor Actor, req SpendRequest) (*Result, error) {
-	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Spend(ctx, actor, req) })
+	call, err := newSpendCall(actor, req)
+	if err != nil {
+		return nil, err
+	}
+	s.spends.submit(ctx, s, call)
+	return call.res, call.err
 }
 
 // Spend takes credits from the user's lots in spend order. It refuses, and
 // changes nothing, when the user is frozen, in debt, or has fewer available
 // credits (balance minus open reservations) than the amount.
 func (t *Tx) Spend(ctx context.Context, actor Actor, req SpendRequest) (*Result, error) {
-	if err := validateAmount("amount", req.Amount); err != nil {
+	call, err := newSpendCall(actor, req)
+	if err != nil {
 		return nil, err
 	}
-	if err := validateText("reason", req.Reason, 1000); err != nil {
+	if err := t.spendMany(ctx, []*spendCall{call}); err != nil {
 		return nil, err
 	}
-	return t.once(ctx, actor, req.IdempotencyKey, "spend", req, req.UserID, func(u *ent.User) (*Result, error) {
-		m := newMovement(credittransaction.KindSpend, req.Amount)
-		m.reason, m.metadata = req.Reason, req.Metadata
-		if err := t.spendFromLots(ctx, u, m, req.Amount, ""); err != nil {
-			return nil, err
-		}
-		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
-		if err != nil {
-			return nil, err
-		}
-		return &Result{Transaction: txn, Amount: req.Amount}, nil
-	})
+	return call.res, call.err
 }
 
 // spendFromLots checks that the user may spend amount (leaving aside the
 // reservation being captured, if any) and draws it from the lots.
 func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount int64, capturing string) error {
-	if u.Status == user.StatusFrozen {
-		return apperr.New(apperr.AccountFrozen, "the account is frozen")
-	}
-	if u.CreditsBalance < 0 {
-		return apperr.New(apperr.InsufficientCredits, "the account has a debt of %d credits to repay first", -u.CreditsBalance)
+	if err := spendable(u); err != nil {
+		return err
 	}
 	available, _, lots, err := t.available(ctx, u, capturing)
 	if err != nil {
@@ -145,10 +140,19 @@ func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount
 	if amount > available {
 		return apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", amount, available)
 	}
-	if _, err := t.drawLots(ctx, u, m, lots, amount); err != nil {
-		return err
-	}
+	t.drawLots(u, m, lots, amount)
 	m.post(AccountSpent, false, nil, amount)
+	return nil
+}
+
+// spendable refuses a spend from a frozen account or one in debt.
+func spendable(u *ent.User) error {
+	if u.Status == user.StatusFrozen {
+		return apperr.New(apperr.AccountFrozen, "the account is frozen")
+	}
+	if u.CreditsBalance < 0 {
+		return apperr.New(apperr.InsufficientCredits, "the account has a debt of %d credits to repay first", -u.CreditsBalance)
+	}
 	return nil
 }
 
@@ -156,17 +160,63 @@ func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount
 // open reservations (leaving out the one being captured, if any), and never
 // more than the unexpired lots hold. It returns those lots in spend order.
 func (t *Tx) available(ctx context.Context, u *ent.User, except string) (available, reserved int64, lots []*ent.CreditLot, err error) {
-	if reserved, err = t.reserved(ctx, u.ID, except); err != nil {
-		return 0, 0, nil, err
-	}
-	if lots, err = t.lotsInSpendOrder(ctx, u.ID, true); err != nil {
+	if lots, reserved, err = t.lotsAndReserved(ctx, u.ID, except); err != nil {
 		return 0, 0, nil, err
 	}
 	spendable := int64(0)
 	for _, l := range lots {
 		spendable += l.Remaining
 	}
-	return max(0, min(u.CreditsBalance-reserved, spendable)), reserved, lots, nil
+	return availableOf(u.CreditsBalance, reserved, spendable), reserved, lots, nil
+}
+
+// availableOf is what a user may spend: the balance less reservations, and
+// never more than the unexpired lots hold.
+func availableOf(balance, reserved, spendable int64) int64 {
+	return max(0, min(balance-reserved, spendable))
+}
+
+// lotsAndReserved reads the user's unexpired lots in spend order and, in
+// the same statement (one round trip fewer under the account's lock), the
+// sum of open reservations leaving out one.
+func (t *Tx) lotsAndReserved(ctx context.Context, userID, except string) ([]*ent.CreditLot, int64, error) {
+	const column = "reserved_sum"
+	lots, err := t.ent.CreditLot.Query().
+		Where(creditlot.UserID(userID), creditlot.RemainingGT(0),
+			creditlot.Or(creditlot.ExpiresAtIsNil(), creditlot.ExpiresAtGT(t.now))).
+		Order(spendOrder...).
+		Modify(func(s *sql.Selector) {
+			r := sql.Table(creditreservation.Table)
+			sum := sql.Select("CAST(COALESCE(SUM(" + r.C(creditreservation.FieldAmount) + "), 0) AS BIGINT)").
+				From(r).
+				Where(sql.And(
+					sql.EQ(r.C(creditreservation.FieldUserID), userID),
+					sql.EQ(r.C(creditreservation.FieldStatus), creditreservation.StatusOpen),
+					sql.GT(r.C(creditreservation.FieldExpiresAt), t.now),
+				))
+			if except != "" {
+				sum.Where(sql.NEQ(r.C(creditreservation.FieldID), except))
+			}
+			s.AppendSelectExprAs(sum, column)
+		}).
+		All(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ledger: reading the lots of %s: %w", userID, err)
+	}
+	if len(lots) == 0 {
+		// No row to carry the sum (and nothing to spend).
+		reserved, err := t.reserved(ctx, userID, except)
+		return nil, reserved, err
+	}
+	v, err := lots[0].Value(column)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ledger: reading the reservations of %s: %w", userID, err)
+	}
+	reserved, ok := v.(int64)
+	if !ok {
+		return nil, 0, fmt.Errorf("ledger: the reservations of %s sum to a %T", userID, v)
+	}
+	return lots, reserved, nil
 }
 
 // reserved sums the user's open, unexpired reservations, leaving out one.
@@ -230,10 +280,7 @@ func (t *Tx) Revoke(ctx context.Context, actor Actor, req RevokeRequest) (*Resul
 		}
 		m := newMovement(credittransaction.KindRevoke, 0)
 		m.reason = req.Reason
-		taken, err := t.drawLots(ctx, u, m, lots, req.Amount)
-		if err != nil {
-			return nil, err
-		}
+		taken := t.drawLots(u, m, lots, req.Amount)
 		if taken == 0 {
 			return nil, apperr.New(apperr.InsufficientCredits, "there are no unspent credits to revoke")
 		}
@@ -341,10 +388,7 @@ func (t *Tx) Clawback(ctx context.Context, actor Actor, req ClawbackRequest) (*R
 				order = append(order, l)
 			}
 		}
-		taken, err := t.drawLots(ctx, u, m, order, left)
-		if err != nil {
-			return nil, err
-		}
+		taken := t.drawLots(u, m, order, left)
 		if debt := left - taken; debt > 0 {
 			m.post(UserAccount(u.ID), true, nil, -debt)
 		}

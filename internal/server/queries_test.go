@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -22,10 +24,21 @@ import (
 // countingAPI is a server whose every database statement is counted.
 func countingAPI(t *testing.T, db *database.DB) (*api, *atomic.Int64) {
 	t.Helper()
+	return loggingAPI(t, db, nil)
+}
+
+// loggingAPI is countingAPI that also hands every statement to log.
+func loggingAPI(t *testing.T, db *database.DB, log func(string)) (*api, *atomic.Int64) {
+	t.Helper()
 	var n atomic.Int64
 	counted := *db
 	counted.Ent = ent.NewClient(ent.Driver(dialect.DebugWithContext(entsql.OpenDB(db.Dialect, db.SQL),
-		func(context.Context, ...any) { n.Add(1) })))
+		func(_ context.Context, v ...any) {
+			n.Add(1)
+			if log != nil {
+				log(fmt.Sprint(v...))
+			}
+		})))
 	cfg, err := config.Load(func(k string) string {
 		return map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0"}[k]
 	})
@@ -75,6 +88,41 @@ func TestQueryCountsStayFlat(t *testing.T) {
 			}
 			if small != large {
 				t.Errorf("%s: %d statements for 5 items, %d for 50", q.name, small, large)
+			}
+		}
+	})
+}
+
+const spendStatementBudget = 9
+
+// TestSpendStatementBudget: the statements (round trips, counting BEGIN and
+// COMMIT) of one spendCredits by a service, the application backend's hot
+// path. Each one under the account's lock lengthens the time every other
+// spend on that account waits; a change that adds one fails here.
+func TestSpendStatementBudget(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		var mu sync.Mutex
+		var statements []string
+		a, n := loggingAPI(t, db, func(s string) { mu.Lock(); statements = append(statements, s); mu.Unlock() })
+		admin, svc := token(t, "root", auth.RoleAdmin), token(t, "backend", auth.RoleService)
+		a.ok(admin, grantMutation, map[string]any{"input": map[string]any{
+			"externalUserId": "alice", "amount": 100, "reason": "seed", "idempotencyKey": "seed",
+		}})
+		spend := `mutation($input: SpendCreditsInput!) { spendCredits(input: $input) {
+			transaction { id amount } user { creditsBalance } replayed } }`
+		// The first spend looks the user's external id up; later ones know it.
+		for i, budget := range []int64{spendStatementBudget + 1, spendStatementBudget} {
+			mu.Lock()
+			statements = nil
+			mu.Unlock()
+			before := n.Load()
+			a.ok(svc, spend, map[string]any{"input": map[string]any{
+				"externalUserId": "alice", "amount": 1, "idempotencyKey": fmt.Sprint("spend-", i),
+			}})
+			if got := n.Load() - before; got > budget {
+				mu.Lock()
+				t.Errorf("spend %d: %d statements, budget %d:\n%s", i, got, budget, strings.Join(statements, "\n"))
+				mu.Unlock()
 			}
 		}
 	})

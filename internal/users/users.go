@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	entsql "entgo.io/ent/dialect/sql"
 
 	"github.com/tally-billing/tally/ent"
@@ -23,10 +25,23 @@ import (
 // Service finds and provisions users.
 type Service struct {
 	client *ent.Client
+	// ids maps external ids to user ids. Both are immutable and users are
+	// never deleted (money records refer to them), so an entry never goes
+	// stale; it saves the application backend's every spend a lookup.
+	ids *lru.Cache[string, string]
 }
 
+// idCacheSize bounds the external id cache (about 100 bytes an entry).
+const idCacheSize = 100_000
+
 // New returns the users service.
-func New(client *ent.Client) *Service { return &Service{client: client} }
+func New(client *ent.Client) *Service {
+	ids, err := lru.New[string, string](idCacheSize)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
+	return &Service{client: client, ids: ids}
+}
 
 // cacheKey holds the caller's user for the rest of one request, so that
 // several fields of one operation provision and read it once.
@@ -120,6 +135,8 @@ const (
 )
 
 // Resolve returns the user an operation targets and the actor it runs as.
+// For ForMovement, a target named by external id may carry only its ID and
+// ExternalID (the ledger reads the rest under its lock).
 func (s *Service) Resolve(ctx context.Context, t Target, purpose Purpose) (*ent.User, ledger.Actor, error) {
 	c, err := Caller(ctx)
 	if err != nil {
@@ -171,6 +188,9 @@ func (s *Service) find(ctx context.Context, t Target, provision bool) (*ent.User
 		if provision {
 			return s.provision(ctx, ext, "")
 		}
+		if id, ok := s.ids.Get(ext); ok {
+			return &ent.User{ID: id, ExternalID: ext}, nil
+		}
 		u, err := s.client.User.Query().Where(user.ExternalID(ext)).Only(ctx)
 		if ent.IsNotFound(err) {
 			return nil, apperr.New(apperr.NotFound, "no user with external id %q", ext)
@@ -178,6 +198,7 @@ func (s *Service) find(ctx context.Context, t Target, provision bool) (*ent.User
 		if err != nil {
 			return nil, fmt.Errorf("users: reading %s: %w", ext, err)
 		}
+		s.ids.Add(ext, u.ID)
 		return u, nil
 	}
 	u, err := s.client.User.Get(ctx, *t.UserID)
