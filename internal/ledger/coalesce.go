@@ -31,7 +31,6 @@ type spendCall struct {
 	// sameAs is an earlier call of the batch with the same key.
 	sameAs *spendCall
 	done   chan struct{} // closed once res or err is final
-	lead   chan struct{} // receives when this call is to run the next batch
 }
 
 func newSpendCall(actor Actor, req SpendRequest) (*spendCall, error) {
@@ -51,7 +50,7 @@ func newSpendCall(actor Actor, req SpendRequest) (*spendCall, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &spendCall{actor: actor, req: req, fp: fp, done: make(chan struct{}), lead: make(chan struct{}, 1)}, nil
+	return &spendCall{actor: actor, req: req, fp: fp, done: make(chan struct{})}, nil
 }
 
 func (c *spendCall) scopedKey() scopedKey {
@@ -60,62 +59,93 @@ func (c *spendCall) scopedKey() scopedKey {
 
 type scopedKey struct{ scope, key string }
 
-// spendBatcher coalesces concurrent spends from one account. While a
-// database transaction spends from an account, the spends that arrive for
-// it queue; when it commits, the first of them runs the whole queue (up to
-// maxSpendBatch) in the next transaction. Each spend keeps its own
-// transaction, postings, idempotency record and refusal; they share the
-// account's lock, the reads of its lots and the commit, which on a hot
-// account is most of the cost. Nothing waits on purpose: a spend that
-// finds its account idle runs at once, alone. Several server processes
-// each coalesce their own callers; the row lock still orders them.
+// spendBatcher coalesces concurrent spends into shared database
+// transactions: a group commit done by the application. Spends queue, and
+// whenever fewer than maxBatchesInFlight batches are running, the queue's
+// spends whose accounts have no batch running start one (up to
+// maxSpendBatch, from any accounts, in arrival order). A spend that finds
+// the batcher idle therefore runs at once, alone: nothing waits on purpose.
+// Each spend keeps its own transaction, postings, idempotency record and
+// refusal; a batch shares the locks (taken in id order, so batches never
+// deadlock), the reads, one statement per table, and the commit. An
+// account is in at most one running batch, so a hot account's spends pile
+// up into the next one instead of queueing on its row lock. Several server
+// processes each coalesce their own callers; the row locks still order
+// them.
 type spendBatcher struct {
-	mu sync.Mutex
-	// queues holds, for each account with a batch running, the calls
-	// waiting for the next one.
-	queues map[string][]*spendCall
+	run func(context.Context, []*spendCall)
+
+	mu      sync.Mutex
+	queue   []*spendCall
+	running int             // batches in flight
+	busy    map[string]bool // accounts in a running batch
 }
 
-// submit returns once the call's result is final.
-func (b *spendBatcher) submit(ctx context.Context, s *Service, c *spendCall) {
-	userID := c.req.UserID
+// maxBatchesInFlight lets batches of different accounts overlap, one's
+// commit with another's reads.
+const maxBatchesInFlight = 4
+
+// submit returns once the call's result is final. The caller's
+// cancellation does not stop it: its batch runs for other callers too, and
+// a spend that was asked for gets a definite outcome.
+func (b *spendBatcher) submit(c *spendCall) {
 	b.mu.Lock()
-	if b.queues == nil {
-		b.queues = map[string][]*spendCall{}
-	}
-	queue, busy := b.queues[userID]
-	b.queues[userID] = append(queue, c)
+	b.queue = append(b.queue, c)
+	b.dispatch()
 	b.mu.Unlock()
-	if busy {
-		select {
-		case <-c.done:
+	<-c.done
+}
+
+// dispatch starts batches while there are free slots and queued spends that
+// can run. Called with mu held.
+func (b *spendBatcher) dispatch() {
+	for b.running < maxBatchesInFlight {
+		batch := b.take()
+		if len(batch) == 0 {
 			return
-		case <-c.lead:
+		}
+		b.running++
+		go b.runBatch(batch)
+	}
+}
+
+// take removes from the queue, in order, up to maxSpendBatch spends whose
+// accounts have no batch running. Called with mu held.
+func (b *spendBatcher) take() []*spendCall {
+	var batch []*spendCall
+	rest := b.queue[:0]
+	for _, c := range b.queue {
+		if len(batch) < maxSpendBatch && !b.busy[c.req.UserID] {
+			batch = append(batch, c)
+		} else {
+			rest = append(rest, c)
 		}
 	}
+	clear(b.queue[len(rest):])
+	b.queue = rest
+	if b.busy == nil {
+		b.busy = map[string]bool{}
+	}
+	for _, c := range batch {
+		b.busy[c.req.UserID] = true
+	}
+	return batch
+}
 
-	// c leads the next batch: the head of the queue, which is c itself.
-	b.mu.Lock()
-	queue = b.queues[userID]
-	n := min(len(queue), maxSpendBatch)
-	batch := queue[:n:n]
-	b.queues[userID] = queue[n:]
-	b.mu.Unlock()
-
-	runCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), spendBatchTimeout)
-	s.runSpends(runCtx, batch)
+func (b *spendBatcher) runBatch(batch []*spendCall) {
+	ctx, cancel := context.WithTimeout(context.Background(), spendBatchTimeout)
+	b.run(ctx, batch)
 	cancel()
-	for _, other := range batch[1:] {
-		close(other.done)
-	}
-
 	b.mu.Lock()
-	if rest := b.queues[userID]; len(rest) > 0 {
-		rest[0].lead <- struct{}{}
-	} else {
-		delete(b.queues, userID)
+	for _, c := range batch {
+		delete(b.busy, c.req.UserID)
 	}
+	b.running--
+	b.dispatch()
 	b.mu.Unlock()
+	for _, c := range batch {
+		close(c.done)
+	}
 }
 
 // runSpends spends a batch in one transaction. A failure that is not a
@@ -141,9 +171,9 @@ func (s *Service) runSpends(ctx context.Context, calls []*spendCall) {
 	calls[0].res, calls[0].err = nil, err
 }
 
-// spendMany runs spends from one user in order, in this transaction. A
-// spend that is refused gets its error in its call and changes nothing;
-// the error returned is one that fails them all.
+// spendMany runs spends, from one user or several, in order, in this
+// transaction. A spend that is refused gets its error in its call and
+// changes nothing; the error returned is one that fails them all.
 //
 // Keys are not looked up before the work on a first attempt: nearly every
 // key is new, and one that is not makes the insert of its record fail,
@@ -152,50 +182,59 @@ func (s *Service) runSpends(ctx context.Context, calls []*spendCall) {
 // that succeeded must get its result, not a refusal caused by its own
 // effect.
 func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
+	ids := make([]string, 0, len(calls))
 	for _, c := range calls {
 		c.res, c.err, c.sameAs = nil, nil, nil
+		ids = append(ids, c.req.UserID)
 	}
-	u, err := t.lockUser(ctx, calls[0].req.UserID)
-	if _, refused := apperr.As(err); refused {
-		for _, c := range calls {
-			c.err = err
-		}
-		return nil
-	}
+	users, err := t.lockUsers(ctx, ids)
 	if err != nil {
 		return err
 	}
+	for _, c := range calls {
+		if users[c.req.UserID] == nil {
+			c.err = apperr.New(apperr.NotFound, "no user with id %q", c.req.UserID)
+		}
+	}
 	if t.attempt > 1 {
-		if err := t.replayKnown(ctx, u, calls); err != nil {
+		if err := t.replayKnown(ctx, users, calls); err != nil {
 			return err
 		}
 	}
 
+	// The lots of every account that may spend, in one read.
+	var readable []string
+	for id, u := range users {
+		if spendable(u) == nil {
+			readable = append(readable, id)
+		}
+	}
+	lots, reserved, err := t.lotsAndReserved(ctx, readable, "")
+	if err != nil {
+		return err
+	}
+	available := make(map[string]int64, len(readable))
+	for _, id := range readable {
+		available[id] = availableOf(users[id].CreditsBalance, reserved[id], sumRemaining(lots[id]))
+	}
+
 	var (
-		lots      []*ent.CreditLot
-		available int64
-		loaded    bool
-		writes    []keyed
-		spent     []*spendCall
-		first     = map[scopedKey]*spendCall{}
-		refused   []*spendCall
+		writes  []keyed
+		spent   []*spendCall
+		first   = map[scopedKey]*spendCall{}
+		refused []*spendCall
 	)
 	for _, c := range calls {
 		if c.res != nil || c.err != nil {
-			continue // replayed
+			continue // replayed, or no such user
 		}
 		if f, ok := first[c.scopedKey()]; ok {
 			c.sameAs = f
 			continue
 		}
-		if c.err = spendable(u); c.err == nil && !loaded {
-			if available, _, lots, err = t.available(ctx, u, ""); err != nil {
-				return err
-			}
-			loaded = true
-		}
-		if c.err == nil && c.req.Amount > available {
-			c.err = apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", c.req.Amount, available)
+		u := users[c.req.UserID]
+		if c.err = spendable(u); c.err == nil && c.req.Amount > available[u.ID] {
+			c.err = apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", c.req.Amount, available[u.ID])
 		}
 		if c.err != nil {
 			refused = append(refused, c)
@@ -203,38 +242,48 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 		}
 		m := newMovement(credittransaction.KindSpend, c.req.Amount)
 		m.reason, m.metadata = c.req.Reason, c.req.Metadata
-		t.drawLots(u, m, lots, c.req.Amount)
+		t.drawLots(u, m, lots[u.ID], c.req.Amount)
 		m.post(AccountSpent, false, nil, c.req.Amount)
-		available -= c.req.Amount
-		writes = append(writes, keyed{actor: c.actor, key: c.req.IdempotencyKey, m: m})
+		available[u.ID] -= c.req.Amount
+		writes = append(writes, keyed{actor: c.actor, key: c.req.IdempotencyKey, u: u, m: m})
 		spent = append(spent, c)
 		first[c.scopedKey()] = c
 	}
 	if len(refused) > 0 && t.attempt == 1 {
-		if err := t.replayKnown(ctx, u, refused); err != nil {
+		if err := t.replayKnown(ctx, users, refused); err != nil {
 			return err
 		}
+	}
+	if len(writes) == 0 {
+		return nil
 	}
 
-	if len(writes) > 0 {
-		balance := u.CreditsBalance
-		txns, err := t.writeMany(ctx, u, writes)
-		if err != nil {
-			return err
-		}
-		records := make([]remembered, len(spent))
-		for i, c := range spent {
-			balance -= c.req.Amount
-			after := *u
-			after.CreditsBalance = balance
-			c.res = &Result{Transaction: txns[i], Amount: c.req.Amount, Balance: balance, User: &after}
-			records[i] = remembered{actor: c.actor, key: c.req.IdempotencyKey, fp: c.fp, res: c.res}
-		}
-		if err := t.rememberMany(ctx, records); err != nil {
-			return err
-		}
+	balances := make(map[string]int64, len(users))
+	for id, u := range users {
+		balances[id] = u.CreditsBalance
 	}
-	return nil
+	txns, err := t.writeMany(ctx, writes)
+	if err != nil {
+		return err
+	}
+	records := make([]remembered, len(spent))
+	for i, c := range spent {
+		u := users[c.req.UserID]
+		balances[u.ID] -= c.req.Amount
+		after := *u
+		after.CreditsBalance = balances[u.ID]
+		c.res = &Result{Transaction: txns[i], Amount: c.req.Amount, Balance: balances[u.ID], User: &after}
+		records[i] = remembered{actor: c.actor, key: c.req.IdempotencyKey, fp: c.fp, res: c.res}
+	}
+	return t.rememberMany(ctx, records)
+}
+
+func sumRemaining(lots []*ent.CreditLot) int64 {
+	sum := int64(0)
+	for _, l := range lots {
+		sum += l.Remaining
+	}
+	return sum
 }
 
 // settleDuplicates answers the calls that repeated the key of an earlier
@@ -259,7 +308,7 @@ func settleDuplicates(calls []*spendCall) {
 
 // replayKnown gives each call whose key already has a record that record's
 // result (or IDEMPOTENCY_KEY_REUSED), in place of whatever it had.
-func (t *Tx) replayKnown(ctx context.Context, u *ent.User, calls []*spendCall) error {
+func (t *Tx) replayKnown(ctx context.Context, users map[string]*ent.User, calls []*spendCall) error {
 	byKey := make(map[scopedKey][]*spendCall, len(calls))
 	matches := make([]predicate.IdempotencyKey, 0, len(calls))
 	for _, c := range calls {
@@ -280,7 +329,7 @@ func (t *Tx) replayKnown(ctx context.Context, u *ent.User, calls []*spendCall) e
 				return c.err
 			}
 			if c.res != nil {
-				now := *u
+				now := *users[c.req.UserID]
 				c.res.User = &now
 			}
 		}

@@ -13,15 +13,17 @@ import (
 	"github.com/tally-billing/tally/internal/testdb"
 )
 
-// holdAccount keeps the user's lock in a transaction of its own until the
+// holdAccounts keeps the users' locks in a transaction of its own until the
 // returned function is called, so that spends queue behind it.
-func holdAccount(t *testing.T, l *ledger.Service, userID string) (release func()) {
+func holdAccounts(t *testing.T, l *ledger.Service, userIDs ...string) (release func()) {
 	t.Helper()
 	locked, released, finished := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
 		finished <- l.Within(context.Background(), func(ctx context.Context, tx *ledger.Tx) error {
-			if _, err := tx.LockUser(ctx, userID); err != nil {
-				return err
+			for _, id := range userIDs {
+				if _, err := tx.LockUser(ctx, id); err != nil {
+					return err
+				}
 			}
 			close(locked)
 			<-released
@@ -53,13 +55,13 @@ func waitQueued(t *testing.T, l *ledger.Service, userID string, n int) {
 	}
 }
 
-// TestCoalescedBatchKeepsEachSpendApart: spends that queue behind a busy
-// account run in one database transaction, and each still gets exactly the
-// outcome it would have had alone, in arrival order: the ones that fit are
-// spent, one too large is refused without touching the others, a key
-// repeated inside the batch is applied once (and replayed, or refused as
-// reused when the request differs), and a key used before the batch is
-// replayed rather than spent again.
+// TestCoalescedBatchKeepsEachSpendApart: spends that queue while every
+// batch slot is busy run in one database transaction, and each still gets
+// exactly the outcome it would have had alone, in arrival order: the ones
+// that fit are spent, one too large is refused without touching the
+// others, a key repeated inside the batch is applied once (and replayed, or
+// refused as reused when the request differs), and a key used before the
+// batch is replayed rather than spent again.
 func TestCoalescedBatchKeepsEachSpendApart(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		e := newEnv(t, db)
@@ -70,19 +72,23 @@ func TestCoalescedBatchKeepsEachSpendApart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		statsBefore := e.l.Stats()
+		carol := e.user("carol")
+		e.grant(carol.ID, 10)
 
 		type call struct {
 			name   string
+			user   string
 			amount int64
 			key    string
 			res    *ledger.Result
 			err    error
 		}
 		calls := []*call{
-			{name: "leader", amount: 1, key: "k-leader"},
+			{name: "first", amount: 1, key: "k-first"},
 			{name: "fits", amount: 10, key: "k-a"},
 			{name: "too large", amount: 1000, key: "k-big"},
+			{name: "carol's", user: carol.ID, amount: 4, key: "k-carol"},
+			{name: "no such user", user: "usr_nobody", amount: 1, key: "k-x"},
 			{name: "fits too", amount: 20, key: "k-b"},
 			{name: "same key, same request", amount: 10, key: "k-a"},
 			{name: "same key, other amount", amount: 11, key: "k-a"},
@@ -90,24 +96,48 @@ func TestCoalescedBatchKeepsEachSpendApart(t *testing.T) {
 			{name: "takes the rest", amount: 64, key: "k-c"},
 			{name: "one too many", amount: 1, key: "k-d"},
 		}
-		release := holdAccount(t, e.l, u.ID)
-		var wg sync.WaitGroup
-		spend := func(c *call) {
-			defer wg.Done()
-			c.res, c.err = e.l.Spend(ctx, service, ledger.SpendRequest{UserID: u.ID, Amount: c.amount, IdempotencyKey: c.key})
+		// Four accounts are held, and a spend from each takes a batch slot;
+		// the spends under test then queue, one at a time, so that they keep
+		// this order in the batch that runs once the slots free up.
+		var held []string
+		for i := range ledger.MaxBatchesInFlight {
+			h := e.user(fmt.Sprint("held-", i))
+			e.grant(h.ID, 100)
+			held = append(held, h.ID)
 		}
-		// The leader blocks on the held lock; the others queue behind it
-		// one at a time, so that the batch keeps this order.
-		wg.Add(1)
-		go spend(calls[0])
-		time.Sleep(20 * time.Millisecond)
-		for i, c := range calls[1:] {
+		statsBefore := e.l.Stats()
+		release := holdAccounts(t, e.l, held...)
+		var bobs, wg sync.WaitGroup
+		for i, id := range held {
+			bobs.Add(1)
+			go func() {
+				defer bobs.Done()
+				if _, err := e.l.Spend(ctx, service, ledger.SpendRequest{UserID: id, Amount: 1, IdempotencyKey: fmt.Sprint("held-", i)}); err != nil {
+					t.Errorf("spend from a held account: %v", err)
+				}
+			}()
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for ledger.BatchesRunning(e.l) != ledger.MaxBatchesInFlight || ledger.QueuedSpends(e.l, "") != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the spends from held accounts did not take every batch slot")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		for i, c := range calls {
+			if c.user == "" {
+				c.user = u.ID
+			}
 			wg.Add(1)
-			go spend(c)
-			waitQueued(t, e.l, u.ID, i+1)
+			go func() {
+				defer wg.Done()
+				c.res, c.err = e.l.Spend(ctx, service, ledger.SpendRequest{UserID: c.user, Amount: c.amount, IdempotencyKey: c.key})
+			}()
+			waitQueued(t, e.l, "", i+1)
 		}
 		release()
 		wg.Wait()
+		bobs.Wait()
 		batchTransactions := e.l.Stats().Transactions - statsBefore.Transactions
 
 		want := map[string]struct {
@@ -115,9 +145,11 @@ func TestCoalescedBatchKeepsEachSpendApart(t *testing.T) {
 			replayed bool
 			balance  int64
 		}{
-			"leader":                 {balance: 94},
+			"first":                  {balance: 94},
 			"fits":                   {balance: 84},
 			"too large":              {code: apperr.InsufficientCredits},
+			"carol's":                {balance: 6},
+			"no such user":           {code: apperr.NotFound},
 			"fits too":               {balance: 64},
 			"same key, same request": {replayed: true, balance: 84},
 			"same key, other amount": {code: apperr.IdempotencyKeyReused},
@@ -144,26 +176,36 @@ func TestCoalescedBatchKeepsEachSpendApart(t *testing.T) {
 				t.Errorf("%s: no transaction with postings in the result", c.name)
 			}
 		}
-		if calls[1].err == nil && calls[4].err == nil && calls[1].res.Transaction.ID != calls[4].res.Transaction.ID {
+		if calls[1].err == nil && calls[6].err == nil && calls[1].res.Transaction.ID != calls[6].res.Transaction.ID {
 			t.Errorf("a key repeated in the batch made two transactions")
 		}
-		if calls[6].err == nil && calls[6].res.Transaction.ID != earlier.Transaction.ID {
+		if calls[8].err == nil && calls[8].res.Transaction.ID != earlier.Transaction.ID {
 			t.Errorf("the replay of an earlier key made a new transaction")
 		}
 		if b := e.balance(u.ID); b.Balance != 0 {
 			t.Errorf("balance %d, want 0", b.Balance)
 		}
+		if b := e.balance(carol.ID); b.Balance != 6 {
+			t.Errorf("carol's balance %d, want 6", b.Balance)
+		}
+		for _, id := range held {
+			if b := e.balance(id); b.Balance != 99 {
+				t.Errorf("held account's balance %d, want 99", b.Balance)
+			}
+		}
 		var spends int
 		if err := db.SQL.QueryRow(`SELECT COUNT(*) FROM credit_transactions WHERE kind = 'SPEND'`).Scan(&spends); err != nil {
 			t.Fatal(err)
 		}
-		if spends != 5 { // earlier, leader, fits, fits too, takes the rest
-			t.Errorf("%d SPEND transactions, want 5", spends)
+		// earlier, first, fits, carol's, fits too, takes the rest; and one
+		// from each held account
+		if want := 6 + ledger.MaxBatchesInFlight; spends != want {
+			t.Errorf("%d SPEND transactions, want %d", spends, want)
 		}
-		// The hold, the leader alone, then one batch for the other eight (a
-		// retry is allowed: the earlier key is found by its insert failing).
-		if batchTransactions != 3 {
-			t.Errorf("%d database transactions for 9 spends behind a held account, want 3", batchTransactions)
+		// The hold, the held accounts' spends, and one for all the others (a retry is
+		// allowed: the earlier key is found by its insert failing).
+		if want := uint64(1 + ledger.MaxBatchesInFlight + 1); batchTransactions != want {
+			t.Errorf("%d database transactions, want %d: the 11 queued spends were not one batch", batchTransactions, want)
 		}
 		e.check()
 	})

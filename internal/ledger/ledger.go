@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ import (
 	"modernc.org/sqlite"
 
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/database"
 )
@@ -154,6 +156,7 @@ func New(db *database.DB, opts ...Option) *Service {
 	for _, o := range opts {
 		o(s)
 	}
+	s.spends.run = s.runSpends
 	return s
 }
 
@@ -265,6 +268,25 @@ func retryable(err error) bool {
 // first, so the lock order is always user, then the rest).
 func (t *Tx) LockUser(ctx context.Context, userID string) (*ent.User, error) {
 	return t.lockUser(ctx, userID)
+}
+
+// lockUsers locks several users, in id order (so that two transactions
+// locking overlapping sets never deadlock), and returns those that exist.
+func (t *Tx) lockUsers(ctx context.Context, ids []string) (map[string]*ent.User, error) {
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	q := t.ent.User.Query().Where(user.IDIn(ids...)).Order(user.ByID())
+	if t.s.db.Dialect == dialect.Postgres {
+		q = q.ForUpdate()
+	}
+	found, err := q.All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: locking %d users: %w", len(ids), err)
+	}
+	users := make(map[string]*ent.User, len(found))
+	for _, u := range found {
+		users[u.ID] = u
+	}
+	return users, nil
 }
 
 // lockUser reads the user's row and holds it until the transaction ends.

@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"entgo.io/ent/dialect/sql"
 
@@ -72,7 +75,7 @@ func (m *movement) post(account string, onUser bool, lotID *string, amount int64
 // write records the transaction and its postings and brings the user's
 // cached balance along.
 func (t *Tx) write(ctx context.Context, actor Actor, key string, u *ent.User, m *movement) (*ent.CreditTransaction, error) {
-	txns, err := t.writeMany(ctx, u, []keyed{{actor: actor, key: key, m: m}})
+	txns, err := t.writeMany(ctx, []keyed{{actor: actor, key: key, u: u, m: m}})
 	if err != nil {
 		return nil, err
 	}
@@ -84,30 +87,27 @@ func (t *Tx) write(ctx context.Context, actor Actor, key string, u *ent.User, m 
 type keyed struct {
 	actor Actor
 	key   string
+	u     *ent.User
 	m     *movement
 }
 
-// writeMany records several movements of one user, in order, with one
-// statement per table (a coalesced batch of spends is written as cheaply as
-// one spend): the lots they drew from, the transactions, the postings, and
-// the user's cached balance.
-func (t *Tx) writeMany(ctx context.Context, u *ent.User, ms []keyed) ([]*ent.CreditTransaction, error) {
+// writeMany records several movements, of one user or several, in order,
+// with one statement per table (a batch of spends is written about as
+// cheaply as one spend): the lots they drew from, the transactions, the
+// postings, and the users' cached balances.
+func (t *Tx) writeMany(ctx context.Context, ms []keyed) ([]*ent.CreditTransaction, error) {
 	if err := t.flushLots(ctx); err != nil {
 		return nil, err
 	}
 	creates := make([]*ent.CreditTransactionCreate, len(ms))
 	for i, k := range ms {
-		creates[i] = t.transactionCreate(k.actor, k.key, u, k.m)
+		creates[i] = t.transactionCreate(k.actor, k.key, k.u, k.m)
 	}
 	txns, err := t.ent.CreditTransaction.CreateBulk(creates...).Save(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: writing %s transactions: %w", ms[0].m.kind, err)
 	}
-	movements := make([]*movement, len(ms))
-	for i, k := range ms {
-		movements[i] = k.m
-	}
-	if err := t.writePostings(ctx, u, movements, txns); err != nil {
+	if err := t.writePostings(ctx, ms, txns); err != nil {
 		return nil, err
 	}
 	return txns, nil
@@ -145,24 +145,29 @@ func (t *Tx) transactionCreate(actor Actor, key string, u *ent.User, m *movement
 	return create
 }
 
-// writePostings writes the movements' postings, with the running balance of
-// the user's account, and the user's new cached balance. Each movement's
-// postings must sum to zero: one that does not balance is a bug, refused
-// (and the whole transaction rolled back).
-func (t *Tx) writePostings(ctx context.Context, u *ent.User, ms []*movement, txns []*ent.CreditTransaction) error {
-	balance := u.CreditsBalance
+// writePostings writes the movements' postings, with the running balance
+// of each user's account, and the users' new cached balances. Each
+// movement's postings must sum to zero: one that does not balance is a bug,
+// refused (and the whole transaction rolled back).
+func (t *Tx) writePostings(ctx context.Context, ms []keyed, txns []*ent.CreditTransaction) error {
 	var builders []*ent.CreditLedgerCreate
 	owner := make([]int, 0, 2*len(ms)) // which transaction each posting belongs to
-	for i, m := range ms {
+	var changed []*ent.User
+	balances := map[string]int64{}
+	for i, k := range ms {
 		var sum int64
-		for _, p := range m.postings {
+		for _, p := range k.m.postings {
 			sum += p.amount
 		}
 		if sum != 0 {
-			return fmt.Errorf("ledger: %s postings sum to %d, not zero", m.kind, sum)
+			return fmt.Errorf("ledger: %s postings sum to %d, not zero", k.m.kind, sum)
+		}
+		balance, seen := balances[k.u.ID]
+		if !seen {
+			balance = k.u.CreditsBalance
 		}
 		before := balance
-		for _, p := range m.postings {
+		for _, p := range k.m.postings {
 			b := t.ent.CreditLedger.Create().
 				SetTransactionID(txns[i].ID).
 				SetAccount(p.account).
@@ -171,13 +176,17 @@ func (t *Tx) writePostings(ctx context.Context, u *ent.User, ms []*movement, txn
 				SetCreatedAt(t.now)
 			if p.onUser {
 				balance += p.amount
-				b.SetUserID(u.ID).SetBalanceAfter(balance)
+				b.SetUserID(k.u.ID).SetBalanceAfter(balance)
 			}
 			builders = append(builders, b)
 			owner = append(owner, i)
 		}
+		balances[k.u.ID] = balance
 		if balance != before {
-			t.changes = append(t.changes, BalanceChange{UserID: u.ID, Balance: balance, TransactionID: txns[i].ID, At: t.now})
+			if !seen || !slices.Contains(changed, k.u) {
+				changed = append(changed, k.u)
+			}
+			t.changes = append(t.changes, BalanceChange{UserID: k.u.ID, Balance: balance, TransactionID: txns[i].ID, At: t.now})
 		}
 	}
 	if len(builders) > 0 {
@@ -190,14 +199,65 @@ func (t *Tx) writePostings(ctx context.Context, u *ent.User, ms []*movement, txn
 			txn.Edges.Postings = append(txn.Edges.Postings, p)
 		}
 	}
-	if balance != u.CreditsBalance {
+	for _, u := range changed {
+		u.CreditsBalance = balances[u.ID]
+	}
+	return t.saveBalances(ctx, changed)
+}
+
+// saveBalances writes users' cached balances, in one statement.
+func (t *Tx) saveBalances(ctx context.Context, users []*ent.User) error {
+	switch len(users) {
+	case 0:
+		return nil
+	case 1:
 		// Update, not UpdateOne: UpdateOne reads the row back, a round trip
 		// made while every other writer of this account waits.
-		err := t.ent.User.Update().Where(user.ID(u.ID)).SetCreditsBalance(balance).SetUpdatedAt(t.now).Exec(ctx)
+		u := users[0]
+		err := t.ent.User.Update().Where(user.ID(u.ID)).SetCreditsBalance(u.CreditsBalance).SetUpdatedAt(t.now).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("ledger: updating the balance of %s: %w", u.ID, err)
 		}
-		u.CreditsBalance = balance
+		return nil
+	}
+	values := make(map[string]int64, len(users))
+	for _, u := range users {
+		values[u.ID] = u.CreditsBalance
+	}
+	if err := t.setColumnByID(ctx, "users", "credits_balance", values); err != nil {
+		return fmt.Errorf("ledger: updating the balances of %d users: %w", len(users), err)
+	}
+	return nil
+}
+
+// setColumnByID sets an integer column of several rows, each to its own
+// value, in one statement: UPDATE … SET col = CASE id WHEN … END. (The
+// casts make PostgreSQL type the parameters as integers.)
+func (t *Tx) setColumnByID(ctx context.Context, table, column string, values map[string]int64) error {
+	var q strings.Builder
+	args := make([]any, 0, 3*len(values)+1)
+	fmt.Fprintf(&q, "UPDATE %s SET %s = CASE id", table, column)
+	ids := slices.Sorted(maps.Keys(values))
+	for _, id := range ids {
+		q.WriteString(" WHEN ? THEN CAST(? AS BIGINT)")
+		args = append(args, id, values[id])
+	}
+	q.WriteString(" END, updated_at = ? WHERE id IN (")
+	args = append(args, t.now)
+	for i, id := range ids {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("?")
+		args = append(args, id)
+	}
+	q.WriteString(")")
+	res, err := t.ent.ExecContext(ctx, t.s.db.Rebind(q.String()), args...)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err == nil && n != int64(len(ids)) {
+		return fmt.Errorf("%d of %d rows of %s updated", n, len(ids), table)
 	}
 	return nil
 }
@@ -233,13 +293,25 @@ func (t *Tx) drawLot(lot *ent.CreditLot, take int64) {
 	t.dirtyLots[lot.ID] = lot
 }
 
-// flushLots writes the lots drawn from in memory.
+// flushLots writes the lots drawn from in memory (their held credits do
+// not change by drawing).
 func (t *Tx) flushLots(ctx context.Context) error {
-	for _, lot := range t.dirtyLots {
-		if err := t.saveLot(ctx, lot); err != nil {
-			return err
+	switch len(t.dirtyLots) {
+	case 0:
+		return nil
+	case 1:
+		for _, lot := range t.dirtyLots {
+			return t.saveLot(ctx, lot)
 		}
 	}
+	values := make(map[string]int64, len(t.dirtyLots))
+	for id, lot := range t.dirtyLots {
+		values[id] = lot.Remaining
+	}
+	if err := t.setColumnByID(ctx, "credit_lots", "remaining", values); err != nil {
+		return fmt.Errorf("ledger: updating %d lots: %w", len(values), err)
+	}
+	clear(t.dirtyLots)
 	return nil
 }
 

@@ -86,7 +86,7 @@ func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result,
 		if err := t.creditLot(ctx, u, m, lot, req.Amount, false); err != nil {
 			return nil, err
 		}
-		if err := t.writePostings(ctx, u, []*movement{m}, []*ent.CreditTransaction{txn}); err != nil {
+		if err := t.writePostings(ctx, []keyed{{actor: actor, key: req.IdempotencyKey, u: u, m: m}}, []*ent.CreditTransaction{txn}); err != nil {
 			return nil, err
 		}
 		return &Result{Transaction: txn, Amount: req.Amount}, nil
@@ -109,7 +109,7 @@ func (s *Service) Spend(ctx context.Context, actor Actor, req SpendRequest) (*Re
 	if err != nil {
 		return nil, err
 	}
-	s.spends.submit(ctx, s, call)
+	s.spends.submit(call)
 	return call.res, call.err
 }
 
@@ -133,7 +133,7 @@ func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount
 	if err := spendable(u); err != nil {
 		return err
 	}
-	available, _, lots, err := t.available(ctx, u, capturing)
+	available, lots, err := t.available(ctx, u, capturing)
 	if err != nil {
 		return err
 	}
@@ -159,30 +159,27 @@ func spendable(u *ent.User) error {
 // available is what the user may spend or reserve now: the balance less
 // open reservations (leaving out the one being captured, if any), and never
 // more than the unexpired lots hold. It returns those lots in spend order.
-func (t *Tx) available(ctx context.Context, u *ent.User, except string) (available, reserved int64, lots []*ent.CreditLot, err error) {
-	if lots, reserved, err = t.lotsAndReserved(ctx, u.ID, except); err != nil {
-		return 0, 0, nil, err
+func (t *Tx) available(ctx context.Context, u *ent.User, except string) (int64, []*ent.CreditLot, error) {
+	lots, reserved, err := t.lotsAndReserved(ctx, []string{u.ID}, except)
+	if err != nil {
+		return 0, nil, err
 	}
-	spendable := int64(0)
-	for _, l := range lots {
-		spendable += l.Remaining
-	}
-	return availableOf(u.CreditsBalance, reserved, spendable), reserved, lots, nil
+	return availableOf(u.CreditsBalance, reserved[u.ID], sumRemaining(lots[u.ID])), lots[u.ID], nil
 }
 
-// availableOf is what a user may spend: the balance less reservations, and
-// never more than the unexpired lots hold.
-func availableOf(balance, reserved, spendable int64) int64 {
-	return max(0, min(balance-reserved, spendable))
-}
-
-// lotsAndReserved reads the user's unexpired lots in spend order and, in
-// the same statement (one round trip fewer under the account's lock), the
-// sum of open reservations leaving out one.
-func (t *Tx) lotsAndReserved(ctx context.Context, userID, except string) ([]*ent.CreditLot, int64, error) {
+// lotsAndReserved reads the users' unexpired lots in spend order and, in
+// the same statement (one round trip fewer under the accounts' locks), the
+// sum of each user's open reservations (leaving out one). A user without
+// lots has no row to carry the sum; it has nothing available anyway.
+func (t *Tx) lotsAndReserved(ctx context.Context, userIDs []string, except string) (map[string][]*ent.CreditLot, map[string]int64, error) {
 	const column = "reserved_sum"
-	lots, err := t.ent.CreditLot.Query().
-		Where(creditlot.UserID(userID), creditlot.RemainingGT(0),
+	lots := map[string][]*ent.CreditLot{}
+	reserved := map[string]int64{}
+	if len(userIDs) == 0 {
+		return lots, reserved, nil
+	}
+	found, err := t.ent.CreditLot.Query().
+		Where(creditlot.UserIDIn(userIDs...), creditlot.RemainingGT(0),
 			creditlot.Or(creditlot.ExpiresAtIsNil(), creditlot.ExpiresAtGT(t.now))).
 		Order(spendOrder...).
 		Modify(func(s *sql.Selector) {
@@ -190,7 +187,7 @@ func (t *Tx) lotsAndReserved(ctx context.Context, userID, except string) ([]*ent
 			sum := sql.Select("CAST(COALESCE(SUM(" + r.C(creditreservation.FieldAmount) + "), 0) AS BIGINT)").
 				From(r).
 				Where(sql.And(
-					sql.EQ(r.C(creditreservation.FieldUserID), userID),
+					sql.ColumnsEQ(r.C(creditreservation.FieldUserID), s.C(creditlot.FieldUserID)),
 					sql.EQ(r.C(creditreservation.FieldStatus), creditreservation.StatusOpen),
 					sql.GT(r.C(creditreservation.FieldExpiresAt), t.now),
 				))
@@ -201,44 +198,29 @@ func (t *Tx) lotsAndReserved(ctx context.Context, userID, except string) ([]*ent
 		}).
 		All(ctx)
 	if err != nil {
-		return nil, 0, fmt.Errorf("ledger: reading the lots of %s: %w", userID, err)
+		return nil, nil, fmt.Errorf("ledger: reading the lots of %d users: %w", len(userIDs), err)
 	}
-	if len(lots) == 0 {
-		// No row to carry the sum (and nothing to spend).
-		reserved, err := t.reserved(ctx, userID, except)
-		return nil, reserved, err
-	}
-	v, err := lots[0].Value(column)
-	if err != nil {
-		return nil, 0, fmt.Errorf("ledger: reading the reservations of %s: %w", userID, err)
-	}
-	reserved, ok := v.(int64)
-	if !ok {
-		return nil, 0, fmt.Errorf("ledger: the reservations of %s sum to a %T", userID, v)
+	for _, l := range found {
+		if _, ok := reserved[l.UserID]; !ok {
+			v, err := l.Value(column)
+			if err != nil {
+				return nil, nil, fmt.Errorf("ledger: reading the reservations of %s: %w", l.UserID, err)
+			}
+			sum, ok := v.(int64)
+			if !ok {
+				return nil, nil, fmt.Errorf("ledger: the reservations of %s sum to a %T", l.UserID, v)
+			}
+			reserved[l.UserID] = sum
+		}
+		lots[l.UserID] = append(lots[l.UserID], l)
 	}
 	return lots, reserved, nil
 }
 
-// reserved sums the user's open, unexpired reservations, leaving out one.
-func (t *Tx) reserved(ctx context.Context, userID, except string) (int64, error) {
-	q := t.ent.CreditReservation.Query().Where(
-		creditreservation.UserID(userID),
-		creditreservation.StatusEQ(creditreservation.StatusOpen),
-		creditreservation.ExpiresAtGT(t.now),
-	)
-	if except != "" {
-		q = q.Where(creditreservation.IDNEQ(except))
-	}
-	var sums []struct {
-		Sum int64 `json:"sum"`
-	}
-	if err := q.Aggregate(ent.Sum(creditreservation.FieldAmount)).Scan(ctx, &sums); err != nil {
-		return 0, fmt.Errorf("ledger: summing reservations of %s: %w", userID, err)
-	}
-	if len(sums) == 0 {
-		return 0, nil
-	}
-	return sums[0].Sum, nil
+// availableOf is what a user may spend: the balance less reservations, and
+// never more than the unexpired lots hold.
+func availableOf(balance, reserved, spendable int64) int64 {
+	return max(0, min(balance-reserved, spendable))
 }
 
 // RevokeRequest takes credits back (admins).

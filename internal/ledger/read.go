@@ -3,8 +3,8 @@ package ledger
 import (
 	"context"
 	stdsql "database/sql"
-	"errors"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"time"

@@ -64,7 +64,7 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 		if u.CreditsBalance < 0 {
 			return nil, apperr.New(apperr.InsufficientCredits, "the account has a debt of %d credits to repay first", -u.CreditsBalance)
 		}
-		available, _, _, err := t.available(ctx, u, "")
+		available, _, err := t.available(ctx, u, "")
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,117 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tally-billing/tally/internal/auth"
+	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/server"
+	"github.com/tally-billing/tally/internal/testdb"
+)
+
+// BenchmarkSpendOverHTTP: spendCredits through the whole server (HTTP, JWT,
+// GraphQL, ledger) against the same spends made by calling the ledger in
+// process, in the same run, on one hot account and spread over 1,000. The
+// difference is what being an HTTP API costs; profile it with
+//
+//	go test -run '^$' -bench SpendOverHTTP -cpuprofile cpu.out ./internal/server
+func BenchmarkSpendOverHTTP(b *testing.B) {
+	for _, kind := range testdb.Kinds() {
+		b.Run(string(kind), func(b *testing.B) {
+			db := testdb.New(b, kind)
+			cfg, err := config.Load(func(k string) string {
+				return map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0"}[k]
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv, err := server.New(context.Background(), cfg, db, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ts := httptest.NewServer(srv.Handler())
+			b.Cleanup(func() { ts.Close(); srv.Close() })
+
+			const accounts = 1000
+			ids := make([]string, accounts)
+			admin := ledger.Actor{Kind: ledger.ActorAdmin, ID: "bench"}
+			for i := range ids {
+				u, err := db.Ent.User.Create().SetExternalID(fmt.Sprint("bench-", i)).Save(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids[i] = u.ID
+				if _, err := srv.Ledger().Grant(context.Background(), admin, ledger.GrantRequest{
+					UserID: u.ID, Amount: 1 << 40, IdempotencyKey: fmt.Sprint("seed-", i),
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tok, err := auth.Mint([]byte(testSecret), auth.MintClaims{Subject: "backend", Role: auth.RoleService}, time.Hour)
+			if err != nil {
+				b.Fatal(err)
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+			var seq atomic.Int64
+			for _, spread := range []int{1, accounts} {
+				b.Run(fmt.Sprintf("accounts=%d/http", spread), func(b *testing.B) {
+					b.SetParallelism(16)
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							n := seq.Add(1)
+							body, _ := json.Marshal(map[string]any{
+								"query": `mutation($input: SpendCreditsInput!) { spendCredits(input: $input) { replayed transaction { id } } }`,
+								"variables": map[string]any{"input": map[string]any{
+									"externalUserId": fmt.Sprint("bench-", n%int64(spread)), "amount": 1, "idempotencyKey": fmt.Sprint("h-", n),
+								}},
+							})
+							req, _ := http.NewRequest(http.MethodPost, ts.URL+"/graphql", bytes.NewReader(body))
+							req.Header.Set("Content-Type", "application/json")
+							req.Header.Set("Authorization", "Bearer "+tok)
+							resp, err := client.Do(req)
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							out, _ := io.ReadAll(resp.Body)
+							resp.Body.Close()
+							if resp.StatusCode != 200 || bytes.Contains(out, []byte(`"errors"`)) {
+								b.Errorf("spend: %d %s", resp.StatusCode, out)
+								return
+							}
+						}
+					})
+				})
+				b.Run(fmt.Sprintf("accounts=%d/ledger-in-process", spread), func(b *testing.B) {
+					actor := ledger.Actor{Kind: ledger.ActorService, ID: "backend"}
+					b.SetParallelism(16)
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							n := seq.Add(1)
+							if _, err := srv.Ledger().Spend(context.Background(), actor, ledger.SpendRequest{
+								UserID: ids[n%int64(spread)], Amount: 1, IdempotencyKey: fmt.Sprint("l-", n),
+							}); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				})
+			}
+			if rep, err := srv.Ledger().Check(context.Background()); err != nil || !rep.OK() {
+				b.Fatalf("invariants after the benchmark: %v %+v", err, rep)
+			}
+		})
+	}
+}
