@@ -316,26 +316,36 @@ func (t *Tx) flushLots(ctx context.Context) error {
 }
 
 // creditLot adds amount to the user's account through lot, repaying any debt
-// first: the repaid part moves from the lot to the lot-less (debt) postings,
-// so that the lot keeps only credits the user can spend.
+// first (see credit), and writes the lot.
 func (t *Tx) creditLot(ctx context.Context, u *ent.User, m *movement, lot *ent.CreditLot, amount int64, fromHeld bool) error {
-	account := UserAccount(u.ID)
-	m.post(account, true, &lot.ID, amount)
-	balanceAfter := u.CreditsBalance + amount
-	repaid := int64(0)
-	if u.CreditsBalance < 0 {
-		repaid = min(amount, -u.CreditsBalance)
-		m.post(account, true, &lot.ID, -repaid)
-		m.post(account, true, nil, repaid)
-	}
-	if balanceAfter > MaxAmount {
-		return apperr.New(apperr.InvalidArgument, "the balance would exceed the largest amount, %d", MaxAmount)
+	kept, err := credit(u, m, lot.ID, amount)
+	if err != nil {
+		return err
 	}
 	held := lot.Held
 	if fromHeld {
 		held -= amount
 	}
-	return t.setLot(ctx, lot, lot.Remaining+amount-repaid, held)
+	return t.setLot(ctx, lot, lot.Remaining+kept, held)
+}
+
+// credit posts amount to the user's account through the lot, repaying any
+// debt first: the repaid part moves from the lot to the lot-less (debt)
+// postings, so that the lot keeps only credits the user can spend. It
+// returns what the lot keeps.
+func credit(u *ent.User, m *movement, lotID string, amount int64) (kept int64, err error) {
+	if u.CreditsBalance+amount > MaxAmount {
+		return 0, apperr.New(apperr.InvalidArgument, "the balance would exceed the largest amount, %d", MaxAmount)
+	}
+	account := UserAccount(u.ID)
+	m.post(account, true, &lotID, amount)
+	repaid := int64(0)
+	if u.CreditsBalance < 0 {
+		repaid = min(amount, -u.CreditsBalance)
+		m.post(account, true, &lotID, -repaid)
+		m.post(account, true, nil, repaid)
+	}
+	return amount - repaid, nil
 }
 
 // drawLots takes up to amount credits from lots, in the order given, and

@@ -62,29 +62,33 @@ func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result,
 		}
 		m := newMovement(kind, req.Amount)
 		m.reason, m.metadata, m.paymentID = req.Reason, req.Metadata, req.PaymentID
+		lotID := pulid.New("lot")
+		m.post(from, false, &lotID, -req.Amount)
+		kept, err := credit(u, m, lotID, req.Amount)
+		if err != nil {
+			return nil, err
+		}
+		// The transaction, then the lot (which names it), then the postings
+		// (which name the lot).
 		txn, err := t.insertTransaction(ctx, actor, req.IdempotencyKey, u, m)
 		if err != nil {
 			return nil, err
 		}
-		lot, err := t.ent.CreditLot.Create().
-			SetID(pulid.New("lot")).
+		err = t.ent.CreditLot.Create().
+			SetID(lotID).
 			SetUserID(u.ID).
 			SetSource(source).
 			SetOriginal(req.Amount).
-			SetRemaining(0).
+			SetRemaining(kept).
 			SetNillableExpiresAt(utc(req.ExpiresAt)).
 			SetPriority(req.Priority).
 			SetNillablePaymentID(req.PaymentID).
 			SetTransactionID(m.id).
 			SetCreatedAt(t.now).
 			SetUpdatedAt(t.now).
-			Save(ctx)
+			Exec(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: creating lot: %w", err)
-		}
-		m.post(from, false, &lot.ID, -req.Amount)
-		if err := t.creditLot(ctx, u, m, lot, req.Amount, false); err != nil {
-			return nil, err
 		}
 		if err := t.writePostings(ctx, []keyed{{actor: actor, key: req.IdempotencyKey, u: u, m: m}}, []*ent.CreditTransaction{txn}); err != nil {
 			return nil, err

@@ -69,6 +69,18 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		return "", errors.New("payments: event without id or type")
 	}
 	received := s.now().UTC()
+	// A redelivery of an event already decided (Stripe retries, and sends
+	// duplicates) is answered with one read, outside any transaction: a
+	// decided event's record never changes. Deferred ones are tried again.
+	decided, err := s.db.Ent.ProcessedEvent.Query().
+		Where(processedevent.StripeEventID(ev.ID), processedevent.OutcomeNEQ(processedevent.OutcomeDeferred)).
+		Exist(ctx)
+	if err != nil {
+		return "", fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
+	}
+	if decided {
+		return OutcomeDuplicate, nil
+	}
 	target, err := s.match(ctx, ev)
 	var early *DeferredError
 	if errors.As(err, &early) {

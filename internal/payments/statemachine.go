@@ -80,7 +80,7 @@ func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Eve
 	if uid := sess.Metadata["user_id"]; uid != "" && uid != p.UserID {
 		return failed("session user %s does not match the payment's user", uid), nil
 	}
-	update := t.Ent().Payment.UpdateOne(p).SetStripeCheckoutSessionID(sess.ID).SetLivemode(sess.Livemode)
+	update := t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStripeCheckoutSessionID(sess.ID).SetLivemode(sess.Livemode)
 	if sess.PaymentIntent != nil && sess.PaymentIntent.ID != "" {
 		update.SetStripePaymentIntentID(sess.PaymentIntent.ID)
 	}
@@ -138,7 +138,7 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 	if ch.Currency != "" && string(ch.Currency) != p.Currency {
 		return failed("charge currency %s does not match the payment's %s", ch.Currency, p.Currency), nil
 	}
-	update := t.Ent().Payment.UpdateOne(p).SetStripeChargeID(ch.ID)
+	update := t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStripeChargeID(ch.ID)
 	// amount_refunded is cumulative; deliveries may come out of order, so
 	// only a larger total means anything new.
 	if ch.AmountRefunded <= p.AmountRefunded {
@@ -203,7 +203,7 @@ func (s *Service) applyDisputeOpened(ctx context.Context, t *ledger.Tx, p *ent.P
 	if err != nil {
 		return decision{}, fmt.Errorf("payments: holding credits of %s: %w", p.ID, err)
 	}
-	return applied(), t.Ent().Payment.UpdateOne(p).
+	return applied(), t.Ent().Payment.Update().Where(payment.ID(p.ID)).
 		SetStatusBeforeDispute(string(p.Status)).
 		SetStatus(payment.StatusDisputed).
 		Exec(ctx)
@@ -230,7 +230,7 @@ func (s *Service) applyDisputeClosed(ctx context.Context, t *ledger.Tx, p *ent.P
 				return decision{}, fmt.Errorf("payments: clawing back lost dispute of %s: %w", p.ID, err)
 			}
 		}
-		return applied(), t.Ent().Payment.UpdateOne(p).SetStatus(payment.StatusChargedBack).Exec(ctx)
+		return applied(), t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStatus(payment.StatusChargedBack).Exec(ctx)
 	}
 	// Won (or an inquiry closed with a warning): the held credits return.
 	if p.Status != payment.StatusDisputed {
@@ -245,5 +245,5 @@ func (s *Service) applyDisputeClosed(ctx context.Context, t *ledger.Tx, p *ent.P
 	if p.StatusBeforeDispute != nil {
 		before = payment.Status(*p.StatusBeforeDispute)
 	}
-	return applied(), t.Ent().Payment.UpdateOne(p).SetStatus(before).ClearStatusBeforeDispute().Exec(ctx)
+	return applied(), t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStatus(before).ClearStatusBeforeDispute().Exec(ctx)
 }

@@ -115,3 +115,73 @@ func BenchmarkSpendOverHTTP(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkViewerBalanceOverHTTP: `{ viewer { creditsBalance } }` through
+// the whole server against the raw SELECT it comes down to, in the same run.
+func BenchmarkViewerBalanceOverHTTP(b *testing.B) {
+	for _, kind := range testdb.Kinds() {
+		b.Run(string(kind), func(b *testing.B) {
+			db := testdb.New(b, kind)
+			cfg, err := config.Load(func(k string) string {
+				return map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0"}[k]
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv, err := server.New(context.Background(), cfg, db, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ts := httptest.NewServer(srv.Handler())
+			b.Cleanup(func() { ts.Close(); srv.Close() })
+			u, err := db.Ent.User.Create().SetExternalID("reader").Save(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			tok, err := auth.Mint([]byte(testSecret), auth.MintClaims{Subject: "reader", Role: auth.RoleUser}, time.Hour)
+			if err != nil {
+				b.Fatal(err)
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+			body := []byte(`{"query":"{ viewer { creditsBalance } }"}`)
+			b.Run("http", func(b *testing.B) {
+				b.SetParallelism(16)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						req, _ := http.NewRequest(http.MethodPost, ts.URL+"/graphql", bytes.NewReader(body))
+						req.Header.Set("Content-Type", "application/json")
+						req.Header.Set("Authorization", "Bearer "+tok)
+						resp, err := client.Do(req)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						out, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 || !bytes.Contains(out, []byte(`"creditsBalance":0`)) {
+							b.Errorf("viewer: %d %s", resp.StatusCode, out)
+							return
+						}
+					}
+				})
+			})
+			b.Run("raw-select", func(b *testing.B) {
+				stmt, err := db.SQL.Prepare(db.Rebind(`SELECT credits_balance FROM users WHERE id = ?`))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer stmt.Close()
+				b.SetParallelism(16)
+				b.RunParallel(func(pb *testing.PB) {
+					var balance int64
+					for pb.Next() {
+						if err := stmt.QueryRow(u.ID).Scan(&balance); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		})
+	}
+}

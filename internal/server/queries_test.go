@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
@@ -19,6 +21,7 @@ import (
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/server"
 	"github.com/tally-billing/tally/internal/testdb"
+	"github.com/tally-billing/tally/webhook"
 )
 
 // countingAPI is a server whose every database statement is counted.
@@ -127,3 +130,50 @@ func TestSpendStatementBudget(t *testing.T) {
 		}
 	})
 }
+
+// TestPurchaseWebhookStatementBudget: the statements of applying one
+// checkout.session.completed, and of acknowledging its redelivery (Stripe
+// retries, and bursts of duplicates are normal).
+func TestPurchaseWebhookStatementBudget(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		var mu sync.Mutex
+		var statements []string
+		a, n := loggingAPI(t, db, func(s string) { mu.Lock(); statements = append(statements, s); mu.Unlock() })
+		ctx := context.Background()
+		u := db.Ent.User.Create().SetExternalID("alice").SaveX(ctx)
+		pkg := db.Ent.CreditPackage.Create().SetName("Pack").SetCredits(250).SetPriceAmount(900).SetCurrency("usd").SaveX(ctx)
+		p := db.Ent.Payment.Create().SetUserID(u.ID).SetPackageID(pkg.ID).SetAmount(900).SetCurrency("usd").
+			SetCredits(250).SetStripeCheckoutSessionID("cs_test_1").SaveX(ctx)
+		body, _ := json.Marshal(map[string]any{
+			"id": "evt_1", "object": "event", "type": "checkout.session.completed", "api_version": "2023-10-16",
+			"created": time.Now().Unix(), "livemode": false,
+			"data": map[string]any{"object": map[string]any{
+				"id": "cs_test_1", "object": "checkout.session", "client_reference_id": p.ID,
+				"amount_total": 900, "currency": "usd", "payment_status": "paid", "payment_intent": "pi_1",
+			}},
+		})
+		for _, step := range []struct {
+			outcome string
+			budget  int64
+		}{{"applied", purchaseWebhookBudget}, {"duplicate", duplicateWebhookBudget}} {
+			mu.Lock()
+			statements = nil
+			mu.Unlock()
+			before := n.Load()
+			code, out := a.webhook(body, webhook.Sign(body, config.DevWebhookSecret, time.Now()))
+			if code != 200 || out["outcome"] != step.outcome {
+				t.Fatalf("delivery: %d %v, want %s", code, out, step.outcome)
+			}
+			if got := n.Load() - before; got > step.budget {
+				mu.Lock()
+				t.Errorf("%s: %d statements, budget %d:\n%s", step.outcome, got, step.budget, strings.Join(statements, "\n"))
+				mu.Unlock()
+			}
+		}
+	})
+}
+
+const (
+	purchaseWebhookBudget  = 16
+	duplicateWebhookBudget = 1
+)
