@@ -509,6 +509,22 @@ func (t *Tx) rememberMany(ctx context.Context, rs []remembered) error {
 func (t *Tx) once(ctx context.Context, actor Actor, key, opName string, req any, userID string,
 	op func(u *ent.User) (*Result, error),
 ) (*Result, error) {
+	return t.keyed(ctx, actor, key, opName, req, userID, false, op)
+}
+
+// onceOptimistic is once for an operation that refuses only before its
+// first write. On a first attempt its key is looked up only if it refuses
+// (see spendMany): a key that exists makes the insert of its record fail,
+// which rolls back and retries with the lookup.
+func (t *Tx) onceOptimistic(ctx context.Context, actor Actor, key, opName string, req any, userID string,
+	op func(u *ent.User) (*Result, error),
+) (*Result, error) {
+	return t.keyed(ctx, actor, key, opName, req, userID, true, op)
+}
+
+func (t *Tx) keyed(ctx context.Context, actor Actor, key, opName string, req any, userID string,
+	optimistic bool, op func(u *ent.User) (*Result, error),
+) (*Result, error) {
 	if err := actor.validate(); err != nil {
 		return nil, err
 	}
@@ -523,14 +539,26 @@ func (t *Tx) once(ctx context.Context, actor Actor, key, opName string, req any,
 	if err != nil {
 		return nil, err
 	}
-	if res, err := t.prior(ctx, actor, key, fp); res != nil || err != nil {
+	replayed := func() (*Result, error) {
+		res, err := t.prior(ctx, actor, key, fp)
 		if res != nil {
 			res.User = u
 		}
 		return res, err
 	}
+	lookedUp := !optimistic || t.attempt > 1
+	if lookedUp {
+		if res, err := replayed(); res != nil || err != nil {
+			return res, err
+		}
+	}
 	res, err := op(u)
 	if err != nil {
+		if _, refused := apperr.As(err); refused && !lookedUp {
+			if res, perr := replayed(); res != nil || perr != nil {
+				return res, perr
+			}
+		}
 		return nil, err
 	}
 	res.Balance = u.CreditsBalance

@@ -50,7 +50,7 @@ func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result,
 	if req.Purchase != (req.PaymentID != nil) {
 		return nil, fmt.Errorf("ledger: a purchase grant needs a payment, and only a purchase has one")
 	}
-	return t.once(ctx, actor, req.IdempotencyKey, "grant", req, req.UserID, func(u *ent.User) (*Result, error) {
+	return t.onceOptimistic(ctx, actor, req.IdempotencyKey, "grant", req, req.UserID, func(u *ent.User) (*Result, error) {
 		// Checked after the key: a retry of a grant that succeeded returns
 		// its result even once its expiry has passed.
 		if req.ExpiresAt != nil && !req.ExpiresAt.After(t.now) {

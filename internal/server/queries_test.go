@@ -174,6 +174,6 @@ func TestPurchaseWebhookStatementBudget(t *testing.T) {
 }
 
 const (
-	purchaseWebhookBudget  = 16
+	purchaseWebhookBudget  = 15
 	duplicateWebhookBudget = 1
 )
