@@ -1,11 +1,13 @@
 // Command tallybench is Tally's load generator (issue 6). It creates a
-// fresh database, starts a real Tally server in process on a loopback port,
-// and runs each workload over HTTP alternated with its raw-SQL baseline on
-// the same database, round after round, checking the money invariants
-// after every run. It prints a Markdown table and writes JSON.
+// fresh database, migrates it, builds and starts the real Tally server as
+// a child process on a loopback port, and runs each workload over HTTP
+// alternated with its raw-SQL baselines on the same database, round after
+// round, checking the money invariants after every run. It prints a
+// Markdown table and writes results.json and chart.svg.
 //
-//	go run ./cmd/tallybench --db sqlite --duration 3s --rounds 1 --clients 1,8
-//	go run ./cmd/tallybench --db postgres --pg-url postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+//	go run ./cmd/tallybench --db sqlite --duration 2s --rounds 1 --clients 1,8
+//	go run ./cmd/tallybench --db postgres --workloads W1,W4
+//	go run ./cmd/tallybench --db postgres --soak 5m
 //
 // See docs/benchmarks.md.
 package main
@@ -17,33 +19,53 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
+// allWorkloads are what --workloads chooses from.
+var allWorkloads = []string{"W1", "W2", "W3", "W4"}
+
 type options struct {
-	db       string
-	pgURL    string
-	duration time.Duration
-	rounds   int
-	clients  []int
-	out      string
+	db             string
+	pgURL          string
+	duration       time.Duration
+	rounds         int
+	clients        []int
+	out            string
+	workloads      map[string]bool
+	accounts       int
+	history        int
+	depths         []int
+	dupShare       float64
+	soak           time.Duration
+	tallyBin       string
+	baselineDriver string
 }
 
 func main() {
 	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tallybench:", err)
 		os.Exit(2)
 	}
-	// Ctrl-C stops between runs: the run in progress finishes (it is
-	// bounded by --duration) and the database is still dropped.
+	// Ctrl-C stops between runs (or ends a soak early): the run in progress
+	// finishes (it is bounded by --duration), what has run is reported,
+	// and the server and the database are still cleaned up.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := bench(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "tallybench:", err)
+		if errors.Is(err, errInterrupted) {
+			os.Exit(130) // the shell's code for a command stopped by Ctrl-C
+		}
 		os.Exit(1)
 	}
 }
@@ -51,14 +73,22 @@ func main() {
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("tallybench", flag.ContinueOnError)
 	var o options
-	var clients string
+	var clients, workloads, depths string
 	fs.StringVar(&o.db, "db", "sqlite", "database: sqlite or postgres")
 	fs.StringVar(&o.pgURL, "pg-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		"PostgreSQL server on which a fresh database is created and dropped (with --db postgres)")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each run")
-	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every workload and its baseline, alternated")
-	fs.StringVar(&clients, "clients", "1,8,32,64", "concurrent client counts, comma-separated")
-	fs.StringVar(&o.out, "out", "results", "directory for results.json")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each run")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every workload and its baselines, in rotating order")
+	fs.StringVar(&clients, "clients", "1,8,32,64", "concurrent client counts for W1 and W3's balance read; W2, W3's pages and W4 use the largest")
+	fs.StringVar(&o.out, "out", "results", "directory for results.json and chart.svg")
+	fs.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated")
+	fs.IntVar(&o.accounts, "accounts", 10000, "W2's accounts (each for the API and for the baselines)")
+	fs.IntVar(&o.history, "history", 10000, "W3's history: transactions of the user whose pages are read")
+	fs.StringVar(&depths, "depths", "", "W3's page depths (rows skipped), comma-separated (default 0, 10% and 90% of --history: 0,1000,9000)")
+	fs.Float64Var(&o.dupShare, "duplicates", 0.3, "W4: share of deliveries that repeat an event already sent")
+	fs.DurationVar(&o.soak, "soak", 0, "instead of the workloads, a mixed load for this long (e.g. 5m), watching the server's RSS")
+	fs.StringVar(&o.tallyBin, "tally", "", "a tally binary to run instead of building ./cmd/tally")
+	fs.StringVar(&o.baselineDriver, "baseline-driver", "pgx", "PostgreSQL baselines through pgx (pgxpool) or sql (database/sql over pgx's stdlib, as Tally)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -68,27 +98,64 @@ func parseFlags(args []string) (options, error) {
 	if o.db != "sqlite" && o.db != "postgres" {
 		return o, fmt.Errorf("--db must be sqlite or postgres, not %q", o.db)
 	}
-	if o.duration <= 0 || o.rounds < 1 {
-		return o, errors.New("--duration and --rounds must be positive")
+	if o.baselineDriver != "pgx" && o.baselineDriver != "sql" {
+		return o, fmt.Errorf("--baseline-driver must be pgx or sql, not %q", o.baselineDriver)
 	}
-	for _, f := range strings.Split(clients, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 1024 {
-			return o, fmt.Errorf("--clients: %q is not a count from 1 to 1024", f)
+	if o.duration <= 0 || o.rounds < 1 || o.soak < 0 {
+		return o, errors.New("--duration and --rounds must be positive, --soak not negative")
+	}
+	if o.dupShare < 0 || o.dupShare >= 1 {
+		return o, errors.New("--duplicates must be from 0 to less than 1")
+	}
+	if o.accounts < 1 || o.accounts > 1_000_000 {
+		return o, errors.New("--accounts must be from 1 to 1,000,000")
+	}
+	var err error
+	if o.clients, err = intList("--clients", clients, 1, 1024); err != nil {
+		return o, err
+	}
+	if o.history <= historyPage {
+		return o, fmt.Errorf("--history must be more than a page (%d)", historyPage)
+	}
+	if depths == "" {
+		depths = fmt.Sprintf("0,%d,%d", o.history/10, o.history*9/10)
+	}
+	if o.depths, err = intList("--depths", depths, 0, o.history-historyPage-1); err != nil {
+		return o, fmt.Errorf("%w (each depth needs a full page after it within --history %d)", err, o.history)
+	}
+	slices.Sort(o.depths)
+	o.depths = slices.Compact(o.depths)
+	o.workloads = map[string]bool{}
+	for _, w := range strings.Split(workloads, ",") {
+		w = strings.ToUpper(strings.TrimSpace(w))
+		if !slices.Contains(allWorkloads, w) {
+			return o, fmt.Errorf("--workloads: %q is not one of %s", w, strings.Join(allWorkloads, ", "))
 		}
-		o.clients = append(o.clients, n)
+		o.workloads[w] = true
+	}
+	if o.tallyBin != "" {
+		if o.tallyBin, err = filepath.Abs(o.tallyBin); err != nil {
+			return o, err
+		}
 	}
 	return o, nil
 }
 
-// workload is one thing measured: an operation per client, and what to
-// check after a run.
-type workload struct {
-	name     string
-	baseline string // the workload this one is compared with; "" for a baseline
-	newOp    func(client int) op
-	account  *spendLedger // the spending account to check, or nil for reads
+func intList(flagName, s string, lo, hi int) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < lo || n > hi {
+			return nil, fmt.Errorf("%s: %q is not a number from %d to %d", flagName, f, lo, hi)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
+
+// errInterrupted ends a benchmark stopped by Ctrl-C, after reporting what
+// ran; broken invariants take precedence (exit 1).
+var errInterrupted = errors.New("interrupted")
 
 func bench(ctx context.Context, o options) error {
 	started := time.Now()
@@ -98,62 +165,104 @@ func bench(ctx context.Context, o options) error {
 		return err
 	}
 	defer e.Close()
-	logf("tally is serving on %s", e.baseURL)
-
-	hot := &spendLedger{userID: e.hotUserID}
-	rawAcct := &spendLedger{userID: e.rawUserID}
-	// Workloads come in pairs, each with its baseline, run back to back on
-	// the same database so that both see the same machine state.
-	pairs := [][2]workload{
-		{
-			{name: "W1", baseline: "B1", account: hot, newOp: func(c int) op {
-				return spendOp(e.api, e.serviceToken, hotExternalID, fmt.Sprintf("w1-%d", runSeq.Add(1)), c)
-			}},
-			{name: "B1", account: rawAcct, newOp: func(int) op { return rawSpendOp(e.raw, e.rawUserID) }},
-		},
-		{
-			{name: "W3", baseline: "B3", newOp: func(int) op { return balanceOp(e.api, e.readerToken, readerCredit) }},
-			{name: "B3", newOp: func(int) op { return rawReadOp(e.raw, e.readerUserID, readerCredit) }},
-		},
+	logf("tally (pid %d) is serving on %s", e.server.pid, e.server.baseURL)
+	res := newResults(o, e.poolSize)
+	if o.soak > 0 {
+		if err := e.soak(ctx, res); err != nil {
+			return err
+		}
+		res.Seeding = e.seeding
+		res.finish(time.Since(started))
+		fmt.Print(res.Soak.markdown())
+		fmt.Print(targetsMarkdown(res.Targets))
+		if err := e.report(res); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
+		return nil
 	}
-
-	res := newResults(o, o.db)
-	violations := 0
+	groups, err := e.plan(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w while seeding: %v", errInterrupted, err)
+		}
+		return err
+	}
+	if err := e.analyzeSeed(ctx); err != nil {
+		return err
+	}
+	res.setPlan(groups)
+	res.Seeding = e.seeding
+	logf("the runs take about %s (and the checks after each)", o.estimate(groups).Round(time.Second))
 rounds:
 	for round := range o.rounds {
-		for _, clients := range o.clients {
-			for _, pair := range pairs {
-				// Alternate which of the pair goes first, so that neither
-				// always runs on a warmer (or more bloated) database.
-				order := []workload{pair[0], pair[1]}
-				if round%2 == 1 {
-					order[0], order[1] = order[1], order[0]
-				}
-				for _, w := range order {
+		for _, g := range groups {
+			for _, clients := range g.clients {
+				for _, w := range g.order(round) {
 					if ctx.Err() != nil {
 						logf("interrupted: reporting what has run")
 						break rounds
 					}
-					s := run(clients, o.duration, w.newOp)
-					checkErr := e.verify(ctx, w.account, len(s.latencies)-s.errors)
-					r := res.add(round+1, w, clients, s, checkErr)
-					logf("round %d %s clients=%d: %.0f ops/s p99 %.2f ms errors %d check %s",
-						round+1, w.name, clients, r.OpsPerSec, r.P99ms, r.Errors, r.Check)
-					if checkErr != nil {
-						violations++
+					r, err := e.runOne(ctx, res, round+1, w, clients)
+					if errors.Is(err, errSkip) {
+						logf("round %d %s: skipped (no peak measured to take a share of)", round+1, w.name)
+						continue
 					}
+					if err != nil {
+						return fmt.Errorf("round %d %s: %w", round+1, w.name, err)
+					}
+					logRun(r)
 				}
 			}
 		}
 	}
 	res.finish(time.Since(started))
 	fmt.Print(res.markdown())
-	if err := res.writeJSON(o.out); err != nil {
+	if err := e.report(res); err != nil {
 		return err
 	}
-	logf("wrote %s", jsonPath(o.out))
-	if violations > 0 {
-		return fmt.Errorf("%d runs broke the money invariants (see the check column)", violations)
+	if ctx.Err() != nil {
+		return errInterrupted
+	}
+	return nil
+}
+
+func logRun(r runResult) {
+	extra := ""
+	if r.ServerRSSMiB > 0 {
+		extra = fmt.Sprintf(" retries %.2f%% rss %.0f MiB cpu %.2f", 100*r.RetryRate, r.ServerRSSMiB, r.ServerCPU)
+	}
+	if r.DuplicateShare > 0 {
+		extra += fmt.Sprintf(" duplicates %.0f%%", 100*r.DuplicateShare)
+	}
+	who := fmt.Sprintf("clients=%d", r.Clients)
+	if r.TargetRate > 0 {
+		who = fmt.Sprintf("open %.0f/s", r.TargetRate)
+	}
+	logf("round %d %s %s: %.0f ops/s p99 %.2f ms errors %d%s check %s",
+		r.Round, r.Workload, who, r.OpsPerSec, r.P99ms, r.Errors, extra, r.Check)
+}
+
+// report writes the JSON and the chart, and fails the command when any
+// invariant was violated.
+func (e *env) report(res *results) error {
+	if err := res.writeJSON(e.o.out); err != nil {
+		return fmt.Errorf("writing results.json: %w", err)
+	}
+	title := fmt.Sprintf("Tally on %s: each workload beside its raw-SQL baselines (%s runs, %d rounds)",
+		res.Settings.Database, res.Settings.Duration, res.Settings.Rounds)
+	rows := res.Summary
+	if res.Soak != nil {
+		title, rows = fmt.Sprintf("Tally on %s: soak of %s, by operation", res.Settings.Database, res.Soak.Duration), res.Soak.Ops
+	}
+	if err := writeChart(e.o.out, rows, title); err != nil {
+		return fmt.Errorf("writing chart.svg: %w", err)
+	}
+	logf("wrote %s and chart.svg", filepath.Join(e.o.out, "results.json"))
+	if n := res.violations(); n > 0 {
+		return fmt.Errorf("%d runs broke the money invariants (see the check column and results.json)", n)
 	}
 	return nil
 }

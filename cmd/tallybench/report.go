@@ -7,20 +7,24 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 )
 
-// runSeq numbers the runs of the process, so that idempotency keys of
-// different runs never collide.
+// runSeq numbers what the process starts (runs, clients' key prefixes,
+// random seeds), so that idempotency keys never collide.
 var runSeq atomic.Int64
 
 // runResult is one run of one workload in one round.
 type runResult struct {
 	summary
 	Round int    `json:"round"`
-	Check string `json:"check"` // "ok", or the invariant violated
+	Check string `json:"check"` // "ok", or the invariants violated
+	// DuplicateShare is the share of W4's deliveries that were duplicates
+	// (the setting, unless the pending payments ran out).
+	DuplicateShare float64 `json:"duplicate_share,omitempty"`
 }
 
 // results is everything the JSON file holds.
@@ -29,11 +33,24 @@ type results struct {
 	Seconds  float64     `json:"seconds"`
 	Machine  machine     `json:"machine"`
 	Settings settings    `json:"settings"`
+	Seeding  []seedTime  `json:"seeding,omitempty"`
 	Summary  []summary   `json:"summary"`
 	Runs     []runResult `json:"runs"`
+	Targets  []target    `json:"targets,omitempty"`
+	Soak     *soakResult `json:"soak,omitempty"`
 
-	samples map[string][]sample // by workload and clients, for the summary
-	order   []string
+	samples   map[string][]sample // by workload and clients, for the summary
+	workloads map[string]*workload
+	rates     map[string][]float64 // open-loop target rates, by key
+	order     []string
+	rank      map[string]int // plan order: group, then member
+}
+
+// seedTime records how long seeding took, which says something of the
+// ledger's speed on its own.
+type seedTime struct {
+	What    string  `json:"what"`
+	Seconds float64 `json:"seconds"`
 }
 
 type machine struct {
@@ -42,19 +59,28 @@ type machine struct {
 	NumCPU    int    `json:"num_cpu"`
 	GoVersion string `json:"go_version"`
 	CPUModel  string `json:"cpu_model,omitempty"`
+	MemoryMiB int64  `json:"memory_mib,omitempty"`
 	Revision  string `json:"vcs_revision,omitempty"`
 }
 
 type settings struct {
-	Database string   `json:"database"`
-	Duration string   `json:"duration"`
-	Rounds   int      `json:"rounds"`
-	Clients  []int    `json:"clients"`
-	Env      []string `json:"env,omitempty"` // TALLY_* settings passed through
+	Database       string   `json:"database"`
+	BaselineDriver string   `json:"baseline_driver"`
+	Duration       string   `json:"duration"`
+	Rounds         int      `json:"rounds"`
+	Clients        []int    `json:"clients"`
+	Workloads      []string `json:"workloads"`
+	Accounts       int      `json:"accounts"`
+	History        int      `json:"history"`
+	Depths         []int    `json:"depths"`
+	DuplicateShare float64  `json:"duplicate_share"`
+	PoolSize       int      `json:"pool_size"`
+	Env            []string `json:"env,omitempty"` // TALLY_* settings passed through
 }
 
-func newResults(o options, db string) *results {
-	m := machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, NumCPU: runtime.NumCPU(), GoVersion: runtime.Version(), CPUModel: cpuModel()}
+func newResults(o options, poolSize int) *results {
+	m := machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, NumCPU: runtime.NumCPU(), GoVersion: runtime.Version(),
+		CPUModel: cpuModel(), MemoryMiB: memoryMiB()}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {
@@ -68,11 +94,35 @@ func newResults(o options, db string) *results {
 			env = append(env, kv)
 		}
 	}
+	driver := "database/sql"
+	if o.db == "postgres" && o.baselineDriver == "pgx" {
+		driver = "pgx (pgxpool)"
+	}
+	var ws []string
+	for _, w := range allWorkloads {
+		if o.workloads[w] {
+			ws = append(ws, w)
+		}
+	}
 	return &results{
-		Started:  time.Now().UTC(),
-		Machine:  m,
-		Settings: settings{Database: db, Duration: o.duration.String(), Rounds: o.rounds, Clients: o.clients, Env: env},
-		samples:  map[string][]sample{},
+		Started: time.Now().UTC(),
+		Machine: m,
+		Settings: settings{Database: o.db, BaselineDriver: driver, Duration: o.duration.String(), Rounds: o.rounds,
+			Clients: o.clients, Workloads: ws, Accounts: o.accounts, History: o.history, Depths: o.depths,
+			DuplicateShare: o.dupShare, PoolSize: poolSize, Env: env},
+		samples:   map[string][]sample{},
+		workloads: map[string]*workload{},
+		rates:     map[string][]float64{},
+		rank:      map[string]int{},
+	}
+}
+
+// setPlan records the plan's order, which the report follows.
+func (r *results) setPlan(groups []group) {
+	for gi, g := range groups {
+		for mi, m := range g.members {
+			r.rank[m.name] = gi*100 + mi
+		}
 	}
 }
 
@@ -90,11 +140,23 @@ func cpuModel() string {
 	return ""
 }
 
+// memoryMiB reads the machine's memory on Linux; elsewhere it is left out.
+func memoryMiB() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	n, err := parseStatusField(string(b), "MemTotal")
+	if err != nil {
+		return 0
+	}
+	return n >> 20
+}
+
 func key(workload string, clients int) string { return fmt.Sprintf("%s/%d", workload, clients) }
 
-func (r *results) add(round int, w workload, clients int, s sample, checkErr error) runResult {
-	rr := runResult{summary: summarize(w.name, r.Settings.Database, clients, 1, s), Round: round, Check: "ok"}
-	rr.Baseline = w.baseline
+func (r *results) add(round int, w *workload, clients int, rate float64, s sample, checkErr error) runResult {
+	rr := runResult{summary: summarize(w, r.Settings.Database, clients, rate, 1, s), Round: round, Check: "ok"}
 	if checkErr != nil {
 		rr.Check = checkErr.Error()
 	}
@@ -104,116 +166,127 @@ func (r *results) add(round int, w workload, clients int, s sample, checkErr err
 		r.order = append(r.order, k)
 	}
 	r.samples[k] = append(r.samples[k], s)
-	// A run's own ratio compares it with its baseline's run in the same
-	// round, when that has already run.
-	if w.baseline != "" {
-		for _, b := range r.Runs {
-			if b.Round == round && b.Workload == w.baseline && b.Clients == clients {
-				compare(&r.Runs[len(r.Runs)-1].summary, b.summary)
-			}
+	r.workloads[k] = w
+	if w.open {
+		r.rates[k] = append(r.rates[k], rate)
+	}
+	// A run's own ratios compare it with its baselines' runs in the same
+	// round, whichever ran first.
+	for i := range r.Runs {
+		x := &r.Runs[i]
+		if x.Round != round || x.Clients != clients {
+			continue
 		}
-	} else {
-		for i := range r.Runs {
-			x := &r.Runs[i]
-			if x.Round == round && x.Baseline == w.name && x.Clients == clients {
-				compare(&x.summary, rr.summary)
-			}
+		last := &r.Runs[len(r.Runs)-1]
+		if slices.Contains(w.baselines, x.Workload) {
+			compare(&last.summary, x.summary)
+		}
+		if wx := r.workloads[key(x.Workload, clients)]; wx != nil && slices.Contains(wx.baselines, w.name) {
+			compare(&x.summary, last.summary)
 		}
 	}
 	return r.Runs[len(r.Runs)-1]
 }
 
 // finish pools every round of each workload and client count, and
-// compares each workload with its baseline pooled the same way.
+// compares each workload with its baselines pooled the same way.
 func (r *results) finish(took time.Duration) {
 	r.Seconds = took.Seconds()
-	baselineOf := map[string]string{}
-	for _, run := range r.Runs {
-		if run.Baseline != "" {
-			baselineOf[run.Workload] = run.Baseline
-		}
-	}
 	byKey := map[string]summary{}
 	for _, k := range r.order {
 		ss := r.samples[k]
-		name, _, _ := strings.Cut(k, "/")
-		var clients int
-		fmt.Sscanf(k[len(name)+1:], "%d", &clients)
-		byKey[k] = summarize(name, r.Settings.Database, clients, len(ss), merge(ss))
+		w := r.workloads[k]
+		rate := 0.0
+		for _, x := range r.rates[k] {
+			rate += x / float64(len(r.rates[k]))
+		}
+		byKey[k] = summarize(w, r.Settings.Database, r.clientsOf(k), rate, len(ss), merge(ss))
 	}
 	r.Summary = nil
 	for _, k := range r.order {
 		s := byKey[k]
-		if b, ok := baselineOf[s.Workload]; ok {
+		for _, b := range r.workloads[k].baselines {
 			if bs, ok := byKey[key(b, s.Clients)]; ok {
 				compare(&s, bs)
 			}
 		}
 		r.Summary = append(r.Summary, s)
 	}
-	// Workload, then clients: the table reads one workload at a time.
-	sortSummaries(r.Summary)
+	slices.SortStableFunc(r.Summary, func(a, b summary) int {
+		ra, rb := r.rank[a.Workload], r.rank[b.Workload]
+		if ra/100 != rb/100 {
+			return ra/100 - rb/100
+		}
+		if a.Clients != b.Clients {
+			return a.Clients - b.Clients
+		}
+		return ra%100 - rb%100
+	})
+	r.Targets = evaluateTargets(r)
 }
 
-func sortSummaries(s []summary) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && less(s[j], s[j-1]); j-- {
-			s[j], s[j-1] = s[j-1], s[j]
+func (r *results) clientsOf(k string) int {
+	var clients int
+	_, c, _ := strings.Cut(k, "/")
+	fmt.Sscanf(c, "%d", &clients)
+	return clients
+}
+
+func (r *results) violations() int {
+	n := 0
+	for _, run := range r.Runs {
+		if run.Check != "ok" {
+			n++
 		}
 	}
-}
-
-// less orders W1, B1, W3, B3: each workload beside its baseline.
-func less(a, b summary) bool {
-	ga, gb := a.Workload[1:], b.Workload[1:]
-	if ga != gb {
-		return ga < gb
+	if r.Soak != nil && r.Soak.Check != "ok" {
+		n++
 	}
-	if a.Clients != b.Clients {
-		return a.Clients < b.Clients
-	}
-	return a.Workload > b.Workload // W before B
+	return n
 }
 
 func (r *results) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%s, %s per run, %d round(s); %d CPUs, %s\n\n", r.Settings.Database, r.Settings.Duration, r.Settings.Rounds, r.Machine.NumCPU, r.Machine.GoVersion)
-	b.WriteString("| workload | clients | ops/s | p50 ms | p95 ms | p99 ms | errors | ops/s vs baseline | p99 vs baseline |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "\n%s (baselines through %s, pools of %d), %s per run, %d round(s); %d CPUs, %s\n\n",
+		r.Settings.Database, r.Settings.BaselineDriver, r.Settings.PoolSize, r.Settings.Duration, r.Settings.Rounds,
+		r.Machine.NumCPU, r.Machine.GoVersion)
+	b.WriteString("| workload | clients | ops/s | p50 ms | p95 ms | p99 ms | errors | retries/op | server RSS MiB | server CPU | ops/s vs baseline | p99 vs baseline |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, s := range r.Summary {
-		ratio, p99 := "", ""
-		if s.Baseline != "" {
-			ratio = fmt.Sprintf("%.2f× %s", s.Ratio, s.Baseline)
-			p99 = fmt.Sprintf("%.2f×", s.P99Ratio)
+		clients := fmt.Sprint(s.Clients)
+		if s.TargetRate > 0 {
+			clients = fmt.Sprintf("open, %.0f/s", s.TargetRate)
 		}
-		fmt.Fprintf(&b, "| %s %s | %d | %.0f | %.2f | %.2f | %.2f | %d (%.2f%%) | %s | %s |\n",
-			s.Workload, describeWorkload(s.Workload), s.Clients, s.OpsPerSec, s.P50ms, s.P95ms, s.P99ms, s.Errors, 100*s.ErrorRate, ratio, p99)
-	}
-	bad := 0
-	for _, run := range r.Runs {
-		if run.Check != "ok" {
-			bad++
+		retries, rss, cpu := "", "", ""
+		if s.ViaServer {
+			retries = fmt.Sprintf("%.2f%%", 100*s.RetryRate)
+			if s.Conflicts > 0 {
+				retries += fmt.Sprintf(" (%d conflicts)", s.Conflicts)
+			}
+			rss, cpu = fmt.Sprintf("%.1f", s.ServerRSSMiB), fmt.Sprintf("%.2f", s.ServerCPU)
 		}
+		var ops, p99 []string
+		for _, v := range s.Versus {
+			ops = append(ops, fmt.Sprintf("%.2f× %s", v.Ops, v.Baseline))
+			p99 = append(p99, fmt.Sprintf("%.2f×", v.P99))
+		}
+		fmt.Fprintf(&b, "| %s %s | %s | %.0f | %.2f | %.2f | %.2f | %d (%.2f%%) | %s | %s | %s | %s | %s |\n",
+			s.Workload, s.Description, clients, s.OpsPerSec, s.P50ms, s.P95ms, s.P99ms, s.Errors, 100*s.ErrorRate,
+			retries, rss, cpu, strings.Join(ops, ", "), strings.Join(p99, ", "))
 	}
-	fmt.Fprintf(&b, "\nInvariant checks: %d of %d runs OK.\n", len(r.Runs)-bad, len(r.Runs))
+	fmt.Fprintf(&b, "\nInvariant checks: %d of %d runs OK.\n", len(r.Runs)-r.violations(), len(r.Runs))
+	if len(r.Seeding) > 0 {
+		var parts []string
+		for _, s := range r.Seeding {
+			parts = append(parts, fmt.Sprintf("%s %.1fs", s.What, s.Seconds))
+		}
+		fmt.Fprintf(&b, "Seeding: %s.\n", strings.Join(parts, "; "))
+	}
+	if len(r.Targets) > 0 {
+		b.WriteString(targetsMarkdown(r.Targets))
+	}
 	return b.String()
 }
-
-func describeWorkload(name string) string {
-	switch name {
-	case "W1":
-		return "spendCredits, hot account"
-	case "B1":
-		return "raw SQL spend"
-	case "W3":
-		return "viewer { creditsBalance }"
-	case "B3":
-		return "raw SELECT balance"
-	}
-	return ""
-}
-
-func jsonPath(dir string) string { return filepath.Join(dir, "results.json") }
 
 func (r *results) writeJSON(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -223,5 +296,5 @@ func (r *results) writeJSON(dir string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(jsonPath(dir), append(b, '\n'), 0o644)
+	return os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644)
 }
