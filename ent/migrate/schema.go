@@ -312,9 +312,9 @@ var (
 		},
 		Indexes: []*schema.Index{
 			{
-				Name:    "credittransaction_user_id_created_at",
+				Name:    "credittransaction_user_id_created_at_id",
 				Unique:  false,
-				Columns: []*schema.Column{CreditTransactionsColumns[10], CreditTransactionsColumns[1]},
+				Columns: []*schema.Column{CreditTransactionsColumns[10], CreditTransactionsColumns[1], CreditTransactionsColumns[0]},
 			},
 			{
 				Name:    "credittransaction_payment_id",

@@ -73,7 +73,7 @@ func (CreditTransaction) Edges() []ent.Edge {
 
 func (CreditTransaction) Indexes() []ent.Index {
 	return []ent.Index{
-		index.Fields("user_id", "created_at"),
+		index.Fields("user_id", "created_at", "id"),
 		index.Fields("payment_id"),
 		index.Fields("reservation_id"),
 		index.Fields("kind", "created_at"),

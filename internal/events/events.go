@@ -54,6 +54,18 @@ type Broker interface {
 	Close() error
 }
 
+// Transactional is a broker that publishes through the database: the
+// statement it returns, run in the transaction that made the changes,
+// publishes them all when that transaction commits, and never if it rolls
+// back. One statement for a batch, and no event lost between a commit and
+// a publish.
+type Transactional interface {
+	Broker
+	// PublishStatement returns the statement (with its arguments) that
+	// publishes evs.
+	PublishStatement(evs []BalanceChanged) (string, []any, error)
+}
+
 // ErrClosed is returned by a broker's Publish and Subscribe after Close.
 var ErrClosed = errors.New("events: the broker is closed")
 

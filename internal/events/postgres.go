@@ -108,25 +108,40 @@ func newPostgres(ctx context.Context, url string, logger *slog.Logger, pub *sql.
 }
 
 func (b *postgres) Publish(ctx context.Context, ev BalanceChanged) error {
-	if err := validate(ev); err != nil {
-		return err
-	}
 	if b.isClosed() {
 		return ErrClosed
 	}
-	payload, err := json.Marshal(ev)
+	query, args, err := b.PublishStatement([]BalanceChanged{ev})
 	if err != nil {
-		return fmt.Errorf("events: encoding the event of %s: %w", ev.UserID, err)
-	}
-	if len(payload) >= maxPayload {
-		return fmt.Errorf("events: the event of %s is %d bytes, over PostgreSQL's NOTIFY limit", ev.UserID, len(payload))
+		return err
 	}
 	// The listener of this replica hears the NOTIFY too: one path for every
 	// subscriber keeps each replica's events in the same order.
-	if _, err := b.pub.ExecContext(ctx, "SELECT pg_notify($1, $2)", b.channel, string(payload)); err != nil {
+	if _, err := b.pub.ExecContext(ctx, query, args...); err != nil {
 		return fmt.Errorf("events: notifying the balance of %s: %w", ev.UserID, err)
 	}
 	return nil
+}
+
+// PublishStatement is one NOTIFY per event, in one statement. PostgreSQL
+// delivers a transaction's notifications at its commit, in order.
+func (b *postgres) PublishStatement(evs []BalanceChanged) (string, []any, error) {
+	payloads := make([]string, len(evs))
+	for i, ev := range evs {
+		if err := validate(ev); err != nil {
+			return "", nil, err
+		}
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			return "", nil, fmt.Errorf("events: encoding the event of %s: %w", ev.UserID, err)
+		}
+		if len(payload) >= maxPayload {
+			return "", nil, fmt.Errorf("events: the event of %s is %d bytes, over PostgreSQL's NOTIFY limit", ev.UserID, len(payload))
+		}
+		payloads[i] = string(payload)
+	}
+	return "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS e(p, n) ORDER BY n",
+		[]any{b.channel, payloads}, nil
 }
 
 func (b *postgres) Subscribe(ctx context.Context, userID string) (<-chan BalanceChanged, error) {

@@ -125,3 +125,47 @@ func TestNewPostgresFailsOnUnreachableServer(t *testing.T) {
 		t.Errorf("the error shows the password: %v", err)
 	}
 }
+
+// A transaction's events, published by one statement inside it, arrive in
+// order once it commits, and never from a transaction that rolled back.
+func TestPublishStatementDeliversAtCommitOnly(t *testing.T) {
+	db := postgresDB(t)
+	b := newBroker(t, db).(Transactional)
+	ch := subscribe(t, b, t.Context(), "usr_alice")
+	run := func(balances []int64, commit bool) {
+		t.Helper()
+		evs := make([]BalanceChanged, len(balances))
+		for i, balance := range balances {
+			evs[i] = event("usr_alice", balance)
+		}
+		query, args, err := b.PublishStatement(evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := db.SQL.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(query, args...); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = tx.Commit()
+		} else {
+			err = tx.Rollback()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	run([]int64{1, 2}, false)
+	run([]int64{3, 4, 5}, true)
+	for _, want := range []int64{3, 4, 5} {
+		if got := receive(t, ch); got.Balance != want {
+			t.Fatalf("received balance %d, want %d (1 and 2 were rolled back)", got.Balance, want)
+		}
+	}
+	if _, _, err := b.PublishStatement([]BalanceChanged{{Balance: 1}}); err == nil {
+		t.Error("an event without a user got a statement")
+	}
+}

@@ -98,6 +98,7 @@ type Service struct {
 	now         func() time.Time
 	maxAttempts int
 	notify      func(context.Context, BalanceChange)
+	notifyTx    func(context.Context, *ent.Tx, []BalanceChange) error
 	stats       counters
 	spends      spendBatcher
 }
@@ -138,6 +139,14 @@ type BalanceChange struct {
 // feed subscriptions.
 func WithNotifier(notify func(context.Context, BalanceChange)) Option {
 	return func(s *Service) { s.notify = notify }
+}
+
+// WithTxNotifier calls notify with a transaction's balance changes inside
+// it, just before it commits (for a publisher whose messages the database
+// delivers only at commit, such as PostgreSQL's NOTIFY). An error fails the
+// transaction.
+func WithTxNotifier(notify func(context.Context, *ent.Tx, []BalanceChange) error) Option {
+	return func(s *Service) { s.notifyTx = notify }
 }
 
 // Option configures a Service.
@@ -224,6 +233,11 @@ func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *
 	}
 	if err = t.flushLots(ctx); err != nil {
 		return err
+	}
+	if s.notifyTx != nil && len(t.changes) > 0 {
+		if err = s.notifyTx(ctx, tx, t.changes); err != nil {
+			return fmt.Errorf("ledger: publishing balance changes: %w", err)
+		}
 	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("ledger: committing: %w", err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-chi/cors"
 
+	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/graph"
 	"github.com/tally-billing/tally/internal/admin"
 	"github.com/tally-billing/tally/internal/auth"
@@ -70,7 +71,22 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 		return nil, err
 	}
 	s := &Server{cfg: cfg, db: db, migrator: m, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker}
-	s.ledger = ledger.New(db, ledger.WithNotifier(s.publish))
+	publishing := ledger.WithNotifier(s.publish)
+	if tb, ok := broker.(events.Transactional); ok {
+		publishing = ledger.WithTxNotifier(func(ctx context.Context, tx *ent.Tx, changes []ledger.BalanceChange) error {
+			evs := make([]events.BalanceChanged, len(changes))
+			for i, c := range changes {
+				evs[i] = events.BalanceChanged{UserID: c.UserID, Balance: c.Balance, TransactionID: c.TransactionID, At: c.At}
+			}
+			query, args, err := tb.PublishStatement(evs)
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, query, args...)
+			return err
+		})
+	}
+	s.ledger = ledger.New(db, publishing)
 	s.metrics.watchLedger(s.ledger)
 	s.payments = payments.New(db, s.ledger, payments.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
 	s.handler = s.routes()
