@@ -123,6 +123,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("DATABASE_URL: %s", pgErrorText(err))
 		}
+		// pgx prepares every distinct statement once per connection and keeps
+		// it (and PostgreSQL keeps it in the backend). Batched statements
+		// come in a shape per batch size, so an unbounded cache would grow
+		// with traffic; a smaller one still holds every hot statement.
+		cfg.StatementCacheCapacity = statementCacheCapacity
+		cfg.DescriptionCacheCapacity = statementCacheCapacity
 		db = stdlib.OpenDB(*cfg)
 		maxOpen := opts.MaxOpenConns
 		if maxOpen <= 0 {
@@ -163,6 +169,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 		Ent:     ent.NewClient(ent.Driver(drv)),
 	}, nil
 }
+
+// statementCacheCapacity bounds the prepared statements of one connection.
+const statementCacheCapacity = 128
 
 // Close closes the pool.
 func (d *DB) Close() error { return d.SQL.Close() }
