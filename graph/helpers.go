@@ -2,6 +2,8 @@ package graph
 
 import (
 	"context"
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
 	"sort"
 	"time"
 
@@ -129,4 +131,32 @@ func orderOr[T any](given, fallback *T) *T {
 		return given
 	}
 	return fallback
+}
+
+// uncounted hides pageInfo from entgql's Paginate unless totalCount is asked
+// for too. Paginate counts every row of the connection (the user's whole
+// history) whenever either is selected, yet it derives pageInfo from the
+// one row it reads past the page, whatever the count says; so a page that
+// does not show totalCount need not pay for it. pageInfo is still returned:
+// the executor renders it from the connection.
+func uncounted(ctx context.Context) context.Context {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return ctx
+	}
+	for _, f := range graphql.CollectFieldsCtx(ctx, nil) {
+		if f.Name == "totalCount" {
+			return ctx
+		}
+	}
+	kept := make(ast.SelectionSet, 0, len(fc.Field.Selections))
+	for _, sel := range fc.Field.Selections {
+		if f, ok := sel.(*ast.Field); ok && f.Name == "pageInfo" {
+			continue
+		}
+		kept = append(kept, sel)
+	}
+	hidden := *fc
+	hidden.Field.Selections = kept
+	return graphql.WithFieldContext(ctx, &hidden)
 }

@@ -360,7 +360,7 @@ func (r *userResolver) HeldCredits(ctx context.Context, obj *ent.User) (int, err
 func (r *userResolver) Transactions(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error) {
 	return r.Client.CreditTransaction.Query().
 		Where(credittransaction.UserID(obj.ID)).
-		Paginate(ctx, after, first, before, last,
+		Paginate(uncounted(ctx), after, first, before, last,
 			ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
 				Direction: entgql.OrderDirectionDesc, Field: ent.CreditTransactionOrderFieldCreatedAt,
 			}),
@@ -371,7 +371,7 @@ func (r *userResolver) Transactions(ctx context.Context, obj *ent.User, after *e
 func (r *userResolver) Payments(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error) {
 	return r.Client.Payment.Query().
 		Where(payment.UserID(obj.ID)).
-		Paginate(ctx, after, first, before, last,
+		Paginate(uncounted(ctx), after, first, before, last,
 			ent.WithPaymentOrder(&ent.PaymentOrder{Direction: entgql.OrderDirectionDesc, Field: ent.PaymentOrderFieldCreatedAt}),
 			ent.WithPaymentFilter(where.Filter))
 }

@@ -188,3 +188,39 @@ const (
 	purchaseWebhookBudget  = 15
 	duplicateWebhookBudget = 1
 )
+
+// TestPageInfoWithoutTotalCountSkipsTheCount: a history page that asks for
+// pageInfo but not totalCount does not count the whole history (one
+// statement fewer), and its pageInfo is as right as with the count.
+func TestPageInfoWithoutTotalCountSkipsTheCount(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a, n := countingAPI(t, db)
+		admin, alice := token(t, "root", auth.RoleAdmin), token(t, "alice", auth.RoleUser)
+		for i := range 7 {
+			a.ok(admin, grantMutation, map[string]any{"input": map[string]any{
+				"externalUserId": "alice", "amount": 1, "reason": "seed", "idempotencyKey": fmt.Sprint("seed-", i),
+			}})
+		}
+		a.ok(alice, viewerQuery, nil)
+		page := func(extra string) (int64, map[string]any) {
+			before := n.Load()
+			res := a.ok(alice, `{ viewer { transactions(first: 5) { `+extra+` pageInfo { hasNextPage endCursor } edges { node { id } } } } }`, nil)
+			conn, _ := res.get(t, "viewer", "transactions").(map[string]any)
+			return n.Load() - before, conn
+		}
+		counted, withCount := page("totalCount")
+		uncounted, without := page("")
+		if counted-uncounted != 1 {
+			t.Errorf("%d statements with totalCount, %d without; want one fewer without", counted, uncounted)
+		}
+		if withCount["totalCount"] != float64(7) {
+			t.Errorf("totalCount %v, want 7", withCount["totalCount"])
+		}
+		if fmt.Sprint(without["pageInfo"]) != fmt.Sprint(withCount["pageInfo"]) {
+			t.Errorf("pageInfo without the count %v, with it %v", without["pageInfo"], withCount["pageInfo"])
+		}
+		if info, _ := without["pageInfo"].(map[string]any); info["hasNextPage"] != true {
+			t.Errorf("pageInfo %v: 7 transactions in pages of 5 have a next page", info)
+		}
+	})
+}
