@@ -176,3 +176,24 @@ func rawPageOp(r rawStore, userID string, d depthCursor) op {
 		return nil
 	}
 }
+
+// rows is what both drivers' result sets offer.
+type rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// pageIDs reads a history page's rows (every column, as the API reads
+// them) and returns their ids.
+func pageIDs(rs rows) ([]string, error) {
+	ids := make([]string, 0, historyPage+1)
+	for rs.Next() {
+		var r pageRow
+		if err := rs.Scan(&r.id, &r.amount, &r.kind, &r.createdAt); err != nil {
+			return nil, err
+		}
+		ids = append(ids, r.id)
+	}
+	return ids, rs.Err()
+}

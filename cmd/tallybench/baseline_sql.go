@@ -147,15 +147,7 @@ func (s *sqlStore) page(ctx context.Context, userID string, d depthCursor) ([]st
 		return nil, err
 	}
 	defer rows.Close()
-	ids := make([]string, 0, historyPage+1)
-	for rows.Next() {
-		var r pageRow
-		if err := rows.Scan(&r.id, &r.amount, &r.kind, &r.createdAt); err != nil {
-			return nil, err
-		}
-		ids = append(ids, r.id)
-	}
-	return ids, rows.Err()
+	return pageIDs(rows)
 }
 
 func (s *sqlStore) completeCheckout(ctx context.Context, eventID, paymentID string) (bool, error) {

@@ -15,10 +15,30 @@ import (
 
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/server"
 	"github.com/tally-billing/tally/internal/testdb"
 )
+
+// benchServer is a server on a fresh database of the kind, over HTTP.
+func benchServer(b *testing.B, kind testdb.Kind) (*database.DB, *server.Server, *httptest.Server) {
+	b.Helper()
+	db := testdb.New(b, kind)
+	cfg, err := config.Load(func(k string) string {
+		return map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0"}[k]
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := server.New(context.Background(), cfg, db, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	b.Cleanup(func() { ts.Close(); srv.Close() })
+	return db, srv, ts
+}
 
 // BenchmarkSpendOverHTTP: spendCredits through the whole server (HTTP, JWT,
 // GraphQL, ledger) against the same spends made by calling the ledger in
@@ -29,19 +49,7 @@ import (
 func BenchmarkSpendOverHTTP(b *testing.B) {
 	for _, kind := range testdb.Kinds() {
 		b.Run(string(kind), func(b *testing.B) {
-			db := testdb.New(b, kind)
-			cfg, err := config.Load(func(k string) string {
-				return map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0"}[k]
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv, err := server.New(context.Background(), cfg, db, slog.New(slog.DiscardHandler))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ts := httptest.NewServer(srv.Handler())
-			b.Cleanup(func() { ts.Close(); srv.Close() })
+			db, srv, ts := benchServer(b, kind)
 
 			const accounts = 1000
 			ids := make([]string, accounts)
@@ -121,19 +129,7 @@ func BenchmarkSpendOverHTTP(b *testing.B) {
 func BenchmarkViewerBalanceOverHTTP(b *testing.B) {
 	for _, kind := range testdb.Kinds() {
 		b.Run(string(kind), func(b *testing.B) {
-			db := testdb.New(b, kind)
-			cfg, err := config.Load(func(k string) string {
-				return map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0"}[k]
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv, err := server.New(context.Background(), cfg, db, slog.New(slog.DiscardHandler))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ts := httptest.NewServer(srv.Handler())
-			b.Cleanup(func() { ts.Close(); srv.Close() })
+			db, _, ts := benchServer(b, kind)
 			u, err := db.Ent.User.Create().SetExternalID("reader").Save(context.Background())
 			if err != nil {
 				b.Fatal(err)

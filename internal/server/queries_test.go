@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -140,19 +139,7 @@ func TestPurchaseWebhookStatementBudget(t *testing.T) {
 		var mu sync.Mutex
 		var statements []string
 		a, n := loggingAPI(t, db, func(s string) { mu.Lock(); statements = append(statements, s); mu.Unlock() })
-		ctx := context.Background()
-		u := db.Ent.User.Create().SetExternalID("alice").SaveX(ctx)
-		pkg := db.Ent.CreditPackage.Create().SetName("Pack").SetCredits(250).SetPriceAmount(900).SetCurrency("usd").SaveX(ctx)
-		p := db.Ent.Payment.Create().SetUserID(u.ID).SetPackageID(pkg.ID).SetAmount(900).SetCurrency("usd").
-			SetCredits(250).SetStripeCheckoutSessionID("cs_test_1").SaveX(ctx)
-		body, _ := json.Marshal(map[string]any{
-			"id": "evt_1", "object": "event", "type": "checkout.session.completed", "api_version": "2023-10-16",
-			"created": time.Now().Unix(), "livemode": false,
-			"data": map[string]any{"object": map[string]any{
-				"id": "cs_test_1", "object": "checkout.session", "client_reference_id": p.ID,
-				"amount_total": 900, "currency": "usd", "payment_status": "paid", "payment_intent": "pi_1",
-			}},
-		})
+		_, _, body := pendingPurchase(t, db)
 		for _, step := range []struct {
 			outcome string
 			budget  int64

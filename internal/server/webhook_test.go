@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/database"
@@ -32,6 +33,29 @@ func (a *api) webhook(body []byte, signature string) (int, map[string]any) {
 	return resp.StatusCode, out
 }
 
+// pendingPurchase makes alice's pending payment of 250 credits for $9 and
+// the checkout.session.completed event that pays it.
+func pendingPurchase(t *testing.T, db *database.DB) (*ent.User, *ent.Payment, []byte) {
+	t.Helper()
+	ctx := context.Background()
+	u := db.Ent.User.Create().SetExternalID("alice").SaveX(ctx)
+	pkg := db.Ent.CreditPackage.Create().SetName("Pack").SetCredits(250).SetPriceAmount(900).SetCurrency("usd").SaveX(ctx)
+	p := db.Ent.Payment.Create().SetUserID(u.ID).SetPackageID(pkg.ID).SetAmount(900).SetCurrency("usd").
+		SetCredits(250).SetStripeCheckoutSessionID("cs_test_1").SaveX(ctx)
+	body, err := json.Marshal(map[string]any{
+		"id": "evt_1", "object": "event", "type": "checkout.session.completed", "api_version": "2023-10-16",
+		"created": time.Now().Unix(), "livemode": false,
+		"data": map[string]any{"object": map[string]any{
+			"id": "cs_test_1", "object": "checkout.session", "client_reference_id": p.ID,
+			"amount_total": 900, "currency": "usd", "payment_status": "paid", "payment_intent": "pi_1",
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, p, body
+}
+
 // TestWebhookPurchaseEndToEnd: a signed checkout.session.completed posted to
 // the real endpoint grants the payment's credits once; a bad signature is
 // 400 and writes nothing.
@@ -39,18 +63,7 @@ func TestWebhookPurchaseEndToEnd(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		a := newAPI(t, db, nil)
 		ctx := context.Background()
-		u := db.Ent.User.Create().SetExternalID("alice").SaveX(ctx)
-		pkg := db.Ent.CreditPackage.Create().SetName("Pack").SetCredits(250).SetPriceAmount(900).SetCurrency("usd").SaveX(ctx)
-		p := db.Ent.Payment.Create().SetUserID(u.ID).SetPackageID(pkg.ID).SetAmount(900).SetCurrency("usd").
-			SetCredits(250).SetStripeCheckoutSessionID("cs_test_1").SaveX(ctx)
-		body, _ := json.Marshal(map[string]any{
-			"id": "evt_1", "object": "event", "type": "checkout.session.completed", "api_version": "2023-10-16",
-			"created": time.Now().Unix(), "livemode": false,
-			"data": map[string]any{"object": map[string]any{
-				"id": "cs_test_1", "object": "checkout.session", "client_reference_id": p.ID,
-				"amount_total": 900, "currency": "usd", "payment_status": "paid", "payment_intent": "pi_1",
-			}},
-		})
+		u, p, body := pendingPurchase(t, db)
 		before := moneyDigest(t, db)
 		if code, _ := a.webhook(body, webhook.Sign(body, "whsec_wrong", time.Now())); code != 400 {
 			t.Fatalf("wrong secret: %d", code)
