@@ -40,19 +40,10 @@ func runClosed(clients int, duration time.Duration, newOp func(client int) op) s
 			var mine sample
 			mine.latencies = make([]time.Duration, 0, 4096)
 			for !stopped.Load() {
-				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-				t0 := time.Now()
-				err := do(ctx)
-				mine.latencies = append(mine.latencies, time.Since(t0))
-				cancel()
-				if err != nil {
-					mine.errors++
-					reportError(err)
-				}
+				mine.record(do, time.Now())
 			}
 			mu.Lock()
-			all.latencies = append(all.latencies, mine.latencies...)
-			all.errors += mine.errors
+			all.merge(mine)
 			mu.Unlock()
 		})
 	}
@@ -85,18 +76,10 @@ func runOpen(rate float64, duration time.Duration, newOp func(client int) op) sa
 		wg.Go(func() {
 			var mine sample
 			for at := range due {
-				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-				err := do(ctx)
-				mine.latencies = append(mine.latencies, time.Since(at))
-				cancel()
-				if err != nil {
-					mine.errors++
-					reportError(err)
-				}
+				mine.record(do, at)
 			}
 			mu.Lock()
-			all.latencies = append(all.latencies, mine.latencies...)
-			all.errors += mine.errors
+			all.merge(mine)
 			mu.Unlock()
 		})
 	}
@@ -124,4 +107,23 @@ func reportError(err error) {
 	if errorsShown.Add(1) <= 5 {
 		logf("error: %v", err)
 	}
+}
+
+// record runs one operation and notes its latency from since (when it was
+// started, or due in an open loop) and whether it failed.
+func (s *sample) record(do op, since time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	err := do(ctx)
+	s.latencies = append(s.latencies, time.Since(since))
+	cancel()
+	if err != nil {
+		s.errors++
+		reportError(err)
+	}
+}
+
+// merge adds a worker's sample to the run's.
+func (s *sample) merge(worker sample) {
+	s.latencies = append(s.latencies, worker.latencies...)
+	s.errors += worker.errors
 }

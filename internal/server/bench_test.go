@@ -40,6 +40,27 @@ func benchServer(b *testing.B, kind testdb.Kind) (*database.DB, *server.Server, 
 	return db, srv, ts
 }
 
+// benchPost posts a GraphQL body with a bearer token and returns the
+// response body, or an error for a transport failure or a status not 200.
+func benchPost(client *http.Client, url, tok string, body []byte) ([]byte, error) {
+	req, err := http.NewRequest(http.MethodPost, url+"/graphql", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return out, err
+}
+
 // BenchmarkSpendOverHTTP: spendCredits through the whole server (HTTP, JWT,
 // GraphQL, ledger) against the same spends made by calling the ledger in
 // process, in the same run, on one hot account and spread over 1,000. The
@@ -84,18 +105,8 @@ func BenchmarkSpendOverHTTP(b *testing.B) {
 									"externalUserId": fmt.Sprint("bench-", n%int64(spread)), "amount": 1, "idempotencyKey": fmt.Sprint("h-", n),
 								}},
 							})
-							req, _ := http.NewRequest(http.MethodPost, ts.URL+"/graphql", bytes.NewReader(body))
-							req.Header.Set("Content-Type", "application/json")
-							req.Header.Set("Authorization", "Bearer "+tok)
-							resp, err := client.Do(req)
-							if err != nil {
-								b.Error(err)
-								return
-							}
-							out, _ := io.ReadAll(resp.Body)
-							resp.Body.Close()
-							if resp.StatusCode != 200 || bytes.Contains(out, []byte(`"errors"`)) {
-								b.Errorf("spend: %d %s", resp.StatusCode, out)
+							if out, err := benchPost(client, ts.URL, tok, body); err != nil || bytes.Contains(out, []byte(`"errors"`)) {
+								b.Errorf("spend: %v %s", err, out)
 								return
 							}
 						}
@@ -144,18 +155,8 @@ func BenchmarkViewerBalanceOverHTTP(b *testing.B) {
 				b.SetParallelism(16)
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
-						req, _ := http.NewRequest(http.MethodPost, ts.URL+"/graphql", bytes.NewReader(body))
-						req.Header.Set("Content-Type", "application/json")
-						req.Header.Set("Authorization", "Bearer "+tok)
-						resp, err := client.Do(req)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						out, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != 200 || !bytes.Contains(out, []byte(`"creditsBalance":0`)) {
-							b.Errorf("viewer: %d %s", resp.StatusCode, out)
+						if out, err := benchPost(client, ts.URL, tok, body); err != nil || !bytes.Contains(out, []byte(`"creditsBalance":0`)) {
+							b.Errorf("viewer: %v %s", err, out)
 							return
 						}
 					}
