@@ -14,9 +14,10 @@ import (
 // gqlClient posts GraphQL operations (and Stripe webhooks) to one Tally
 // server over HTTP.
 type gqlClient struct {
-	http    *http.Client
-	url     string
-	hookURL string
+	http      *http.Client
+	url       string
+	hookURL   string
+	healthURL string
 }
 
 func newGQLClient(baseURL string, maxConns int) *gqlClient {
@@ -29,9 +30,10 @@ func newGQLClient(baseURL string, maxConns int) *gqlClient {
 		IdleConnTimeout:     90 * time.Second,
 	}
 	return &gqlClient{
-		http:    &http.Client{Transport: tr},
-		url:     baseURL + "/graphql",
-		hookURL: baseURL + "/api/webhooks/stripe",
+		http:      &http.Client{Transport: tr},
+		url:       baseURL + "/graphql",
+		hookURL:   baseURL + "/api/webhooks/stripe",
+		healthURL: baseURL + "/healthz",
 	}
 }
 
@@ -134,6 +136,31 @@ func apiBalanceOp(c *gqlClient, userToken string, want int64) op {
 		}
 		if out.Viewer == nil || out.Viewer.CreditsBalance != want {
 			return fmt.Errorf("viewer balance %+v, want %d", out.Viewer, want)
+		}
+		return nil
+	}
+}
+
+// apiHealthOp is H0, the HTTP floor: the same server's liveness probe,
+// which touches no token, no GraphQL and no database. Nothing answered over
+// HTTP on this machine can be faster, so it bounds what W3 can reach.
+func apiHealthOp(c *gqlClient) op {
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.healthURL, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(raw, []byte(`"ok"`)) {
+			return fmt.Errorf("healthz HTTP %d: %.200s", resp.StatusCode, raw)
 		}
 		return nil
 	}

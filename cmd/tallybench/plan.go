@@ -109,6 +109,11 @@ func (e *env) plan(ctx context.Context) ([]group, error) {
 				newOp: func(int) op { return apiBalanceOp(e.api, e.readerToken, readerCredit) }},
 			{name: "B3", desc: "raw SELECT balance", group: "W3",
 				newOp: func(int) op { return rawReadOp(e.raw, e.readerUserID, readerCredit) }},
+			// Not a target: what any request to the server costs, compared
+			// with B3 so that W3's ratio can be read against it.
+			{name: "H0", desc: "HTTP floor: GET /healthz (no auth, GraphQL or database)", group: "W3",
+				baselines: []string{"B3"}, viaServer: true,
+				newOp: func(int) op { return apiHealthOp(e.api) }},
 		}})
 		if err := e.seedHistory(ctx, o.history, o.depths); err != nil {
 			return nil, err

@@ -66,6 +66,15 @@ func evaluateTargets(r *results) []target {
 	ratioTarget("W2u", "B1u", 64, 0.6)
 	ratioTarget("W2z", "B1z", 64, 0.6)
 	ratioTarget("W3", "B3", 32, 0.4)
+	// Beside W3: how far the HTTP floor itself reaches, the most any
+	// request answered over HTTP could.
+	if n := len(ts); n > 0 && strings.HasPrefix(ts[n-1].What, "W3 ") {
+		if h, ok := find("H0", 32); ok {
+			if v, ok := h.versus("B3"); ok {
+				ts[n-1].Got += fmt.Sprintf(" (HTTP floor H0: %.2f×)", v.Ops)
+			}
+		}
+	}
 	var fastest, slowest summary
 	for _, s := range r.Summary {
 		var d int

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/tally-billing/tally/internal/apperr"
 )
@@ -21,6 +22,10 @@ const leeway = 30 * time.Second
 // maxTokenLen bounds the work done on a header before its signature is
 // checked; real tokens are a few hundred bytes.
 const maxTokenLen = 8 << 10
+
+// verifiedCacheSize bounds the cache of verified tokens (a token and its
+// caller are a few hundred bytes).
+const verifiedCacheSize = 10_000
 
 // minRSABits refuses keys that are too weak to trust for admin tokens.
 const minRSABits = 2048
@@ -46,11 +51,33 @@ type Verifier struct {
 	issuer   string
 	audience string
 	parser   *jwt.Parser
+	// verified remembers tokens whose signature and claims checked out, with
+	// the window in which they are valid. A token is immutable bytes, so the
+	// same string always verifies the same way but for the clock, which is
+	// checked on every use; this spares each request of a client that
+	// reuses its token the signature check and the JSON decoding (an RS256
+	// verification is much dearer than the rest of a balance read).
+	verified *lru.Cache[string, verifiedToken]
+	now      func() time.Time
+}
+
+type verifiedToken struct {
+	caller    Caller
+	notBefore time.Time // zero: no nbf
+	expires   time.Time
+}
+
+func (t verifiedToken) validAt(now time.Time) bool {
+	return now.Before(t.expires.Add(leeway)) && (t.notBefore.IsZero() || !now.Before(t.notBefore.Add(-leeway)))
 }
 
 // NewVerifier checks cfg and returns a Verifier for it.
 func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
-	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience}
+	verified, err := lru.New[string, verifiedToken](verifiedCacheSize)
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience, verified: verified, now: time.Now}
 	switch {
 	case len(cfg.Secret) > 0 && len(cfg.PublicKeyPEM) > 0:
 		return nil, errors.New("set an HS256 secret or an RS256 public key, not both")
@@ -75,6 +102,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		jwt.WithValidMethods([]string{v.alg}),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(leeway),
+		jwt.WithTimeFunc(func() time.Time { return v.now() }),
 	}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
@@ -124,6 +152,13 @@ func (v *Verifier) Verify(token string) (Caller, error) {
 	if len(token) > maxTokenLen {
 		return Caller{}, unauthenticated("token too large")
 	}
+	if t, ok := v.verified.Get(token); ok {
+		if t.validAt(v.now()) {
+			return t.caller, nil
+		}
+		// Expired (or not yet valid): the full check below names which.
+		v.verified.Remove(token)
+	}
 	var c claims
 	tok, err := v.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		// WithValidMethods already refused other algorithms; checking again
@@ -148,7 +183,15 @@ func (v *Verifier) Verify(token string) (Caller, error) {
 	if len(c.Email) > maxEmailLen {
 		return Caller{}, unauthenticated("token email too long")
 	}
-	return Caller{Subject: c.Subject, Role: role, Email: c.Email}, nil
+	caller := Caller{Subject: c.Subject, Role: role, Email: c.Email}
+	entry := verifiedToken{caller: caller, expires: c.ExpiresAt.Time}
+	if c.NotBefore != nil {
+		entry.notBefore = c.NotBefore.Time
+	}
+	if entry.validAt(v.now()) {
+		v.verified.Add(token, entry)
+	}
+	return caller, nil
 }
 
 // refusal turns a jwt error into a message that names the problem without

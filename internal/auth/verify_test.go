@@ -338,3 +338,49 @@ func TestVerifyIsSafeForConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A token verified once is remembered, but only until its expiry: the clock
+// is checked on every use, so a remembered token is refused once it expires
+// exactly as a fresh one would be, and a token refused for being early is
+// accepted once its time comes.
+func TestRememberedTokensStillExpire(t *testing.T) {
+	v := hsVerifier(t, auth.VerifierConfig{})
+	now := time.Now()
+	v.SetClock(func() time.Time { return now })
+	tok := sign(t, jwt.SigningMethodHS256, secret, claims(map[string]any{"exp": now.Add(time.Minute).Unix()}))
+	for range 2 {
+		if got, err := v.Verify(tok); err != nil || got.Subject != "alice" {
+			t.Fatalf("a valid token: %+v, %v", got, err)
+		}
+	}
+	now = now.Add(time.Minute + auth.Leeway + time.Second)
+	_, err := v.Verify(tok)
+	refused(t, err, "token expired")
+
+	early := sign(t, jwt.SigningMethodHS256, secret, claims(map[string]any{"nbf": now.Add(time.Hour).Unix(), "exp": now.Add(2 * time.Hour).Unix()}))
+	_, err = v.Verify(early)
+	refused(t, err, "token not valid yet")
+	now = now.Add(time.Hour)
+	if _, err := v.Verify(early); err != nil {
+		t.Fatalf("the token's time has come: %v", err)
+	}
+}
+
+// Remembering a token never lets another string through: a token that
+// differs from a remembered one in its signature is checked afresh.
+func TestRememberedTokenDoesNotVouchForATamperedOne(t *testing.T) {
+	v := hsVerifier(t, auth.VerifierConfig{})
+	tok := sign(t, jwt.SigningMethodHS256, secret, claims(nil))
+	if _, err := v.Verify(tok); err != nil {
+		t.Fatal(err)
+	}
+	// A character well inside the signature: the last one carries padding
+	// bits that decoding ignores.
+	i := len(tok) - 10
+	flipped := byte('A')
+	if tok[i] == 'A' {
+		flipped = 'z'
+	}
+	_, err := v.Verify(tok[:i] + string(flipped) + tok[i+1:])
+	refused(t, err, "invalid token signature")
+}

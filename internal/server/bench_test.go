@@ -182,3 +182,81 @@ func BenchmarkViewerBalanceOverHTTP(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHistoryPageOverHTTP: a 50-row page of the viewer's history
+// through the whole server against the keyset SELECT it comes down to, in the
+// same run.
+func BenchmarkHistoryPageOverHTTP(b *testing.B) {
+	for _, kind := range testdb.Kinds() {
+		b.Run(string(kind), func(b *testing.B) {
+			db, srv, ts := benchServer(b, kind)
+			ctx := context.Background()
+			u, err := db.Ent.User.Create().SetExternalID("reader").Save(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := srv.Ledger().Grant(ctx, ledger.Actor{Kind: ledger.ActorAdmin, ID: "bench"}, ledger.GrantRequest{
+				UserID: u.ID, Amount: 1 << 40, IdempotencyKey: "seed",
+			}); err != nil {
+				b.Fatal(err)
+			}
+			for i := range 500 {
+				if _, err := srv.Ledger().Spend(ctx, ledger.Actor{Kind: ledger.ActorService, ID: "bench"}, ledger.SpendRequest{
+					UserID: u.ID, Amount: 1, IdempotencyKey: fmt.Sprint("s-", i),
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tok, err := auth.Mint([]byte(testSecret), auth.MintClaims{Subject: "reader", Role: auth.RoleUser}, time.Hour)
+			if err != nil {
+				b.Fatal(err)
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+			body := []byte(`{"query":"{ viewer { transactions(first: 50) { edges { node { id amount kind createdAt } } pageInfo { endCursor hasNextPage } } } }"}`)
+			b.Run("http", func(b *testing.B) {
+				b.SetParallelism(16)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if out, err := benchPost(client, ts.URL, tok, body); err != nil || !bytes.Contains(out, []byte(`"hasNextPage":true`)) {
+							b.Errorf("page: %v %s", err, out)
+							return
+						}
+					}
+				})
+			})
+			b.Run("raw-select", func(b *testing.B) {
+				stmt, err := db.SQL.Prepare(db.Rebind(`SELECT id, amount, kind, created_at FROM credit_transactions WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT 51`))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer stmt.Close()
+				b.SetParallelism(16)
+				b.RunParallel(func(pb *testing.PB) {
+					var (
+						id, kind string
+						amount   int64
+						at       time.Time
+					)
+					for pb.Next() {
+						rows, err := stmt.Query(u.ID)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						n := 0
+						for rows.Next() {
+							if err := rows.Scan(&id, &amount, &kind, &at); err != nil {
+								b.Error(err)
+							}
+							n++
+						}
+						if err := rows.Close(); err != nil || n != 51 {
+							b.Errorf("page: %d rows, %v", n, err)
+							return
+						}
+					}
+				})
+			})
+		})
+	}
+}
