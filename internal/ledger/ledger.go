@@ -181,6 +181,10 @@ type Tx struct {
 	// dirtyLots were drawn from in memory and are written with the next
 	// movement (before commit at the latest).
 	dirtyLots map[string]*ent.CreditLot
+	// locked are the users this transaction holds. Once locked, a user's
+	// row changes only through the ledger's own in-memory copy (written back
+	// with each movement), so locking it again need not read it again.
+	locked map[string]*ent.User
 }
 
 // Ent is the underlying transaction, for the caller's own writes.
@@ -288,23 +292,45 @@ func (t *Tx) LockUser(ctx context.Context, userID string) (*ent.User, error) {
 // locking overlapping sets never deadlock), and returns those that exist.
 func (t *Tx) lockUsers(ctx context.Context, ids []string) (map[string]*ent.User, error) {
 	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
-	q := t.ent.User.Query().Where(user.IDIn(ids...)).Order(user.ByID())
+	users := make(map[string]*ent.User, len(ids))
+	missing := ids[:0:0]
+	for _, id := range ids {
+		if u, ok := t.locked[id]; ok {
+			users[id] = u
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return users, nil
+	}
+	q := t.ent.User.Query().Where(user.IDIn(missing...)).Order(user.ByID())
 	if t.s.db.Dialect == dialect.Postgres {
 		q = q.ForUpdate()
 	}
 	found, err := q.All(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: locking %d users: %w", len(ids), err)
+		return nil, fmt.Errorf("ledger: locking %d users: %w", len(missing), err)
 	}
-	users := make(map[string]*ent.User, len(found))
 	for _, u := range found {
 		users[u.ID] = u
+		t.holds(u)
 	}
 	return users, nil
 }
 
+func (t *Tx) holds(u *ent.User) {
+	if t.locked == nil {
+		t.locked = make(map[string]*ent.User)
+	}
+	t.locked[u.ID] = u
+}
+
 // lockUser reads the user's row and holds it until the transaction ends.
 func (t *Tx) lockUser(ctx context.Context, userID string) (*ent.User, error) {
+	if u, ok := t.locked[userID]; ok {
+		return u, nil
+	}
 	q := t.ent.User.Query().Where(userIDIs(userID))
 	if t.s.db.Dialect == dialect.Postgres {
 		q = q.ForUpdate()
@@ -316,6 +342,7 @@ func (t *Tx) lockUser(ctx context.Context, userID string) (*ent.User, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: locking user %s: %w", userID, err)
 	}
+	t.holds(u)
 	return u, nil
 }
 

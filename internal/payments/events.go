@@ -70,15 +70,18 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 	}
 	received := s.now().UTC()
 	// A redelivery of an event already decided (Stripe retries, and sends
-	// duplicates) is answered with one read, outside any transaction: a
+	// duplicates) is answered with this one read, outside any transaction: a
 	// decided event's record never changes. Deferred ones are tried again.
-	decided, err := s.db.Ent.ProcessedEvent.Query().
-		Where(processedevent.StripeEventID(ev.ID), processedevent.OutcomeNEQ(processedevent.OutcomeDeferred)).
-		Exist(ctx)
-	if err != nil {
+	// For a new event the read stands in for the read under the lock on the
+	// first attempt (see below).
+	seen, err := s.db.Ent.ProcessedEvent.Query().
+		Where(processedevent.StripeEventID(ev.ID)).
+		Select(processedevent.FieldID, processedevent.FieldOutcome, processedevent.FieldAttempts).
+		Only(ctx)
+	if err != nil && !ent.IsNotFound(err) {
 		return "", fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
 	}
-	if decided {
+	if seen != nil && seen.Outcome != processedevent.OutcomeDeferred {
 		return OutcomeDuplicate, nil
 	}
 	target, err := s.match(ctx, ev)
@@ -91,8 +94,10 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		return "", err
 	}
 	var outcome string
+	attempts := 0
 	err = s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
 		outcome = ""
+		attempts++
 		var p *ent.Payment
 		if target.payment != nil {
 			if _, err := t.LockUser(ctx, target.payment.UserID); err != nil {
@@ -104,9 +109,20 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 				return fmt.Errorf("payments: reading payment %s: %w", target.payment.ID, err)
 			}
 		}
-		prior, err := t.Ent().ProcessedEvent.Query().Where(processedevent.StripeEventID(ev.ID)).Only(ctx)
-		if err != nil && !ent.IsNotFound(err) {
-			return fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
+		// The first attempt trusts the read made before the transaction: a
+		// record written since makes record's insert, or its guarded update
+		// of a deferred record, fail and the transaction run again, and
+		// that attempt reads the record under the lock.
+		prior := seen
+		if attempts > 1 {
+			var err error
+			prior, err = t.Ent().ProcessedEvent.Query().
+				Where(processedevent.StripeEventID(ev.ID)).
+				Select(processedevent.FieldID, processedevent.FieldOutcome, processedevent.FieldAttempts).
+				Only(ctx)
+			if err != nil && !ent.IsNotFound(err) {
+				return fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
+			}
 		}
 		if prior != nil && prior.Outcome != processedevent.OutcomeDeferred {
 			outcome = OutcomeDuplicate
@@ -152,15 +168,22 @@ func (s *Service) record(ctx context.Context, tx *ent.Tx, prior *ent.ProcessedEv
 		paymentID = &p.ID
 	}
 	if prior != nil {
-		err := tx.ProcessedEvent.UpdateOne(prior).
+		// Only a record still deferred is completed: one decided since it
+		// was read belongs to another delivery, and the retry reports a
+		// duplicate.
+		n, err := tx.ProcessedEvent.Update().
+			Where(processedevent.ID(prior.ID), processedevent.OutcomeEQ(processedevent.OutcomeDeferred)).
 			SetOutcome(d.outcome).
 			SetError(d.reason).
 			SetNillablePaymentID(paymentID).
-			SetAttempts(prior.Attempts + 1).
+			AddAttempts(1).
 			SetProcessedAt(now).
-			Exec(ctx)
+			Save(ctx)
 		if err != nil {
 			return fmt.Errorf("payments: recording event %s: %w", ev.ID, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("payments: event %s decided concurrently: %w", ev.ID, ledger.ErrRetry)
 		}
 		return nil
 	}

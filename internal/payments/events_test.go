@@ -205,6 +205,51 @@ func TestEventsThatDoNotMatch(t *testing.T) {
 	})
 }
 
+// A deferred event redelivered many times at once, once its payment is
+// there, is applied by exactly one delivery: each completes the deferred
+// record only if it is still deferred, and the others find it decided.
+func TestDeferredEventRedeliveredConcurrentlyAppliesOnce(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		f := newFixture(t, db)
+		ctx := context.Background()
+		p := f.pendingPayment()
+		if out, err := f.deliver("evt_r_early", "charge.refunded", charge(p, 300)); err == nil || out != payments.OutcomeDeferred {
+			t.Fatalf("early refund: %q %v", out, err)
+		}
+		f.deliver("evt_paid", "checkout.session.completed", session(p, "paid"))
+		var wg sync.WaitGroup
+		outcomes := make(chan string, 10)
+		for i := range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out, err := f.deliver("evt_r_early", "charge.refunded", charge(p, 300))
+				if err != nil {
+					t.Errorf("redelivery %d: %v", i, err)
+				}
+				outcomes <- out
+			}()
+		}
+		wg.Wait()
+		close(outcomes)
+		counts := map[string]int{}
+		for o := range outcomes {
+			counts[o]++
+		}
+		if counts[payments.OutcomeApplied] != 1 || counts[payments.OutcomeDuplicate] != 9 {
+			t.Fatalf("outcomes %v", counts)
+		}
+		if st, bal, refunded := f.state(p); st != payment.StatusPartiallyRefunded || bal != 70 || refunded != 300 {
+			t.Fatalf("after the refund: %s, balance %d, refunded %d", st, bal, refunded)
+		}
+		rec := db.Ent.ProcessedEvent.Query().Where(processedevent.StripeEventID("evt_r_early")).OnlyX(ctx)
+		if rec.Outcome != processedevent.OutcomeApplied || rec.Attempts < 2 {
+			t.Fatalf("record %s after %d attempts", rec.Outcome, rec.Attempts)
+		}
+		f.checkLedger()
+	})
+}
+
 func TestRefundsAndDebt(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		f := newFixture(t, db)

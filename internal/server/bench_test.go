@@ -14,11 +14,14 @@ import (
 	"time"
 
 	"github.com/tally-billing/tally/internal/auth"
+	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/server"
 	"github.com/tally-billing/tally/internal/testdb"
+	"github.com/tally-billing/tally/webhook"
 )
 
 // benchServer is a server on a fresh database of the kind, over HTTP.
@@ -252,6 +255,73 @@ func BenchmarkHistoryPageOverHTTP(b *testing.B) {
 						}
 						if err := rows.Close(); err != nil || n != 51 {
 							b.Errorf("page: %d rows, %v", n, err)
+							return
+						}
+					}
+				})
+			})
+		})
+	}
+}
+
+// BenchmarkPurchaseWebhookOverHTTP: signed checkout.session.completed
+// deliveries, each for its own pending payment (of 100 buyers), through the
+// whole server. The raw baseline is tallybench's B4; this one is for
+// profiling the server's side:
+//
+//	go test -run '^$' -bench PurchaseWebhookOverHTTP -cpuprofile cpu.out ./internal/server
+func BenchmarkPurchaseWebhookOverHTTP(b *testing.B) {
+	for _, kind := range testdb.Kinds() {
+		b.Run(string(kind), func(b *testing.B) {
+			db, _, ts := benchServer(b, kind)
+			ctx := context.Background()
+			pkg := db.Ent.CreditPackage.Create().SetName("Pack").SetCredits(250).SetPriceAmount(900).SetCurrency("usd").SaveX(ctx)
+			buyers := make([]string, 100)
+			for i := range buyers {
+				buyers[i] = db.Ent.User.Create().SetExternalID(fmt.Sprint("buyer-", i)).SaveX(ctx).ID
+			}
+			var made atomic.Int64
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+			b.Run("http", func(b *testing.B) {
+				// Each delivery needs a payment of its own, made before the
+				// clock starts.
+				events := make([][]byte, b.N)
+				for lo := 0; lo < b.N; lo += 500 {
+					hi := min(lo+500, b.N)
+					creates := make([]*ent.PaymentCreate, 0, hi-lo)
+					for i := lo; i < hi; i++ {
+						n := made.Add(1)
+						creates = append(creates, db.Ent.Payment.Create().SetUserID(buyers[n%int64(len(buyers))]).SetPackageID(pkg.ID).
+							SetAmount(900).SetCurrency("usd").SetCredits(250).SetStripeCheckoutSessionID(fmt.Sprint("cs_bench_", n)))
+					}
+					ps, err := db.Ent.Payment.CreateBulk(creates...).Save(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for i, p := range ps {
+						if events[lo+i], err = payments.SimulatedCheckoutCompleted(p); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				var next atomic.Int64
+				b.ResetTimer()
+				b.SetParallelism(16)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						body := events[next.Add(1)-1]
+						req, _ := http.NewRequest(http.MethodPost, ts.URL+"/api/webhooks/stripe", bytes.NewReader(body))
+						req.Header.Set("Content-Type", "application/json")
+						req.Header.Set("Stripe-Signature", webhook.Sign(body, config.DevWebhookSecret, time.Now()))
+						resp, err := client.Do(req)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						out, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK || !bytes.Contains(out, []byte(`"applied"`)) {
+							b.Errorf("delivery: %d %s", resp.StatusCode, out)
 							return
 						}
 					}

@@ -172,7 +172,7 @@ func publishStatements(db *database.DB) int64 {
 }
 
 const (
-	purchaseWebhookBudget  = 15
+	purchaseWebhookBudget  = 13
 	duplicateWebhookBudget = 1
 )
 
