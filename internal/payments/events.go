@@ -109,12 +109,14 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 				return fmt.Errorf("payments: reading payment %s: %w", target.payment.ID, err)
 			}
 		}
-		// The first attempt trusts the read made before the transaction: a
-		// record written since makes record's insert, or its guarded update
-		// of a deferred record, fail and the transaction run again, and
-		// that attempt reads the record under the lock.
+		// The first attempt trusts the read made before the transaction,
+		// unless the payment moved since (most often a concurrent delivery
+		// of this very event, applied while this one waited for the lock).
+		// A record written since all the same makes record's insert, or its
+		// guarded update of a deferred record, fail and the transaction run
+		// again, and that attempt reads the record under the lock.
 		prior := seen
-		if attempts > 1 {
+		if attempts > 1 || (p != nil && !p.UpdatedAt.Equal(target.payment.UpdatedAt)) {
 			var err error
 			prior, err = t.Ent().ProcessedEvent.Query().
 				Where(processedevent.StripeEventID(ev.ID)).
