@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/tally-billing/tally/internal/apperr"
@@ -31,10 +32,36 @@ func (p errorPresenter) present(ctx context.Context, err error) *gqlerror.Error 
 		gqlErr.Extensions = map[string]any{"code": string(e.Code)}
 		return gqlErr
 	}
+	if arg, ok := badArgument(ctx, gqlErr.Path); ok {
+		// A value that the argument's scalar refused to decode (a cursor
+		// that is not one): the client's mistake. The decoder's own message
+		// may name internals, so it is not shown.
+		gqlErr.Message = arg + " is not a valid value for its type"
+		gqlErr.Extensions = map[string]any{"code": string(apperr.InvalidArgument)}
+		return gqlErr
+	}
 	if !errors.Is(err, errInternal) {
 		p.logger.ErrorContext(ctx, "GraphQL resolver failed", "error", err.Error(), "path", gqlErr.Path.String())
 	}
 	gqlErr.Message = "internal error"
 	gqlErr.Extensions = map[string]any{"code": string(apperr.Internal)}
 	return gqlErr
+}
+
+// badArgument says whether an error's path ends in an argument of the field
+// it was raised on, which is where gqlgen reports a value its scalar could
+// not decode; it returns the argument's name.
+func badArgument(ctx context.Context, path ast.Path) (string, bool) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil || fc.Field.Field == nil || len(path) == 0 {
+		return "", false
+	}
+	name, ok := path[len(path)-1].(ast.PathName)
+	if !ok {
+		return "", false
+	}
+	if fc.Field.Definition != nil && fc.Field.Definition.Arguments.ForName(string(name)) != nil {
+		return string(name), true
+	}
+	return "", false
 }

@@ -2,15 +2,18 @@ package graph
 
 import (
 	"context"
-	"github.com/99designs/gqlgen/graphql"
-	"github.com/vektah/gqlparser/v2/ast"
 	"sort"
 	"time"
 
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent/dialect/sql"
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/graph/model"
 	"github.com/tally-billing/tally/internal/admin"
 	"github.com/tally-billing/tally/internal/apperr"
@@ -141,13 +144,8 @@ func orderOr[T any](given, fallback *T) *T {
 // the executor renders it from the connection.
 func uncounted(ctx context.Context) context.Context {
 	fc := graphql.GetFieldContext(ctx)
-	if fc == nil {
+	if fc == nil || asksFor(ctx, "totalCount") {
 		return ctx
-	}
-	for _, f := range graphql.CollectFieldsCtx(ctx, nil) {
-		if f.Name == "totalCount" {
-			return ctx
-		}
 	}
 	kept := make(ast.SelectionSet, 0, len(fc.Field.Selections))
 	for _, sel := range fc.Field.Selections {
@@ -159,4 +157,40 @@ func uncounted(ctx context.Context) context.Context {
 	hidden := *fc
 	hidden.Field.Selections = kept
 	return graphql.WithFieldContext(ctx, &hidden)
+}
+
+// historyKeyset is the condition for a forward page of a user's history
+// after a cursor, newest first: a row comparison, (created_at, id) <
+// (cursor), which both databases answer with a range of the user's
+// (user_id, created_at, id) index, so that every page costs the same
+// however deep. entgql's own cursor condition (created_at < t OR
+// (created_at = t AND id < i)) is no range: PostgreSQL read the whole
+// history older than the cursor and sorted it. Only forward pages without
+// totalCount take this path (entgql counts the query it is given, which
+// would then stop at the cursor); the rest stay with entgql's condition.
+func historyKeyset(ctx context.Context, after, before *entgql.Cursor[string], last *int) (func(*sql.Selector), bool) {
+	if after == nil || before != nil || last != nil || asksFor(ctx, "totalCount") {
+		return nil, false
+	}
+	at, ok := after.Value.(time.Time)
+	if !ok {
+		return nil, false
+	}
+	return func(s *sql.Selector) {
+		s.Where(sql.CompositeLT([]string{s.C(credittransaction.FieldCreatedAt), s.C(credittransaction.FieldID)}, at, after.ID))
+	}, true
+}
+
+// asksFor says whether the current field's selection includes the named
+// field.
+func asksFor(ctx context.Context, name string) bool {
+	if graphql.GetFieldContext(ctx) == nil {
+		return false
+	}
+	for _, f := range graphql.CollectFieldsCtx(ctx, nil) {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
 }

@@ -358,13 +358,22 @@ func (r *userResolver) HeldCredits(ctx context.Context, obj *ent.User) (int, err
 
 // Transactions is the resolver for the transactions field.
 func (r *userResolver) Transactions(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error) {
-	return r.Client.CreditTransaction.Query().
-		Where(credittransaction.UserID(obj.ID)).
-		Paginate(uncounted(ctx), after, first, before, last,
-			ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
-				Direction: entgql.OrderDirectionDesc, Field: ent.CreditTransactionOrderFieldCreatedAt,
-			}),
-			ent.WithCreditTransactionFilter(where.Filter))
+	q := r.Client.CreditTransaction.Query().Where(credittransaction.UserID(obj.ID))
+	opts := []ent.CreditTransactionPaginateOption{
+		ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
+			Direction: entgql.OrderDirectionDesc, Field: ent.CreditTransactionOrderFieldCreatedAt,
+		}),
+		ent.WithCreditTransactionFilter(where.Filter),
+	}
+	if after, ok := historyKeyset(ctx, after, before, last); ok {
+		conn, err := q.Where(after).Paginate(uncounted(ctx), nil, first, nil, nil, opts...)
+		if err != nil {
+			return nil, err
+		}
+		conn.PageInfo.HasPreviousPage = true
+		return conn, nil
+	}
+	return q.Paginate(uncounted(ctx), after, first, before, last, opts...)
 }
 
 // Payments is the resolver for the payments field.

@@ -110,6 +110,10 @@ func sqliteLocation(path string) (Location, error) {
 // file: URI, so that a directory named "a#b" or "a?b" is opened as named.
 var uriPath = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
 
+// defaultRandomPageCost is the planner's cost of a random page read on
+// Tally's connections, unless DATABASE_URL sets it.
+const defaultRandomPageCost = "1.1"
+
 // Open opens and pings the database at rawURL. It does not migrate.
 func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	loc, err := Parse(rawURL)
@@ -129,6 +133,17 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 		// with traffic; a smaller one still holds every hot statement.
 		cfg.StatementCacheCapacity = statementCacheCapacity
 		cfg.DescriptionCacheCapacity = statementCacheCapacity
+		// PostgreSQL's default random_page_cost (4) prices a random read as
+		// a spinning disk's. With it, the planner read a dormant user's
+		// first page of history by walking every newer row of everyone's
+		// through the created_at index (40 ms at 200,000 rows, and growing
+		// with the table) rather than the user's own index (0.1 ms): the
+		// user's rows lie scattered over the heap, while created_at follows
+		// it. 1.1 is the usual figure for SSDs. A URL that sets the
+		// parameter (?random_page_cost=…) keeps its own.
+		if _, set := cfg.RuntimeParams["random_page_cost"]; !set {
+			cfg.RuntimeParams["random_page_cost"] = defaultRandomPageCost
+		}
 		db = stdlib.OpenDB(*cfg)
 		maxOpen := opts.MaxOpenConns
 		if maxOpen <= 0 {

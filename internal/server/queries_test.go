@@ -17,7 +17,9 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/server"
 	"github.com/tally-billing/tally/internal/testdb"
 	"github.com/tally-billing/tally/webhook"
@@ -209,5 +211,76 @@ func TestPageInfoWithoutTotalCountSkipsTheCount(t *testing.T) {
 		if info, _ := without["pageInfo"].(map[string]any); info["hasNextPage"] != true {
 			t.Errorf("pageInfo %v: 7 transactions in pages of 5 have a next page", info)
 		}
+	})
+}
+
+// TestHistoryPagesWalkTheWholeHistory: following endCursor page by page
+// returns every transaction once, newest first (ties on createdAt broken by
+// id, as transactions written together share their time), with pageInfo
+// right on every page; with and without totalCount (which take different
+// cursor conditions); and a cursor that is not one is refused.
+func TestHistoryPagesWalkTheWholeHistory(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a := newAPI(t, db, nil)
+		ctx := context.Background()
+		u := db.Ent.User.Create().SetExternalID("alice").SaveX(ctx)
+		l := ledger.New(db)
+		admin := ledger.Actor{Kind: ledger.ActorAdmin, ID: "root"}
+		// Seven transactions in one database transaction share their time.
+		if err := l.Within(ctx, func(ctx context.Context, tx *ledger.Tx) error {
+			for i := range 7 {
+				if _, err := tx.Grant(ctx, admin, ledger.GrantRequest{UserID: u.ID, Amount: 1, Reason: "seed", IdempotencyKey: fmt.Sprint("same-", i)}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5 {
+			if _, err := l.Grant(ctx, admin, ledger.GrantRequest{UserID: u.ID, Amount: 1, Reason: "seed", IdempotencyKey: fmt.Sprint("own-", i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var want []string
+		for _, tx := range db.Ent.CreditTransaction.Query().Where(credittransaction.UserID(u.ID)).
+			Order(ent.Desc(credittransaction.FieldCreatedAt), ent.Desc(credittransaction.FieldID)).AllX(ctx) {
+			want = append(want, tx.ID)
+		}
+		alice := token(t, "alice", auth.RoleUser)
+		for _, counted := range []bool{false, true} {
+			extra := ""
+			if counted {
+				extra = "totalCount"
+			}
+			var got []string
+			var after any
+			for page := 0; ; page++ {
+				res := a.ok(alice, `query($after: Cursor) { viewer { transactions(first: 5, after: $after) { `+extra+`
+					edges { node { id } } pageInfo { hasNextPage hasPreviousPage endCursor } } } }`, map[string]any{"after": after})
+				conn := res.get(t, "viewer", "transactions").(map[string]any)
+				for _, e := range conn["edges"].([]any) {
+					got = append(got, e.(map[string]any)["node"].(map[string]any)["id"].(string))
+				}
+				info := conn["pageInfo"].(map[string]any)
+				if info["hasPreviousPage"] != (page > 0) {
+					t.Fatalf("counted=%v page %d: hasPreviousPage %v", counted, page, info["hasPreviousPage"])
+				}
+				if counted && conn["totalCount"] != float64(len(want)) {
+					t.Fatalf("totalCount %v, want %d", conn["totalCount"], len(want))
+				}
+				if info["hasNextPage"] != true {
+					break
+				}
+				if page > len(want) {
+					t.Fatal("the pages do not end")
+				}
+				after = info["endCursor"]
+			}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("counted=%v: pages gave\n%v\nwant\n%v", counted, got, want)
+			}
+		}
+		a.refused(alice, `{ viewer { transactions(first: 5, after: "bm90IGEgY3Vyc29y") { edges { node { id } } } } }`, nil, "INVALID_ARGUMENT")
 	})
 }
