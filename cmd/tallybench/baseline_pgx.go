@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tally-billing/tally/internal/database"
 )
 
 // pgxStore runs PostgreSQL's baselines through pgx directly, as the issue
@@ -25,6 +27,12 @@ func newPgxStore(ctx context.Context, url string, maxConns int) (*pgxStore, erro
 	}
 	cfg.MaxConns = int32(maxConns)
 	cfg.MinConns = int32(maxConns)
+	// The planner settings of Tally's own sessions, so that a baseline and
+	// its workload are planned alike (with PostgreSQL's default
+	// random_page_cost the first history page walks everyone's newer rows).
+	if _, set := cfg.ConnConfig.RuntimeParams["random_page_cost"]; !set {
+		cfg.ConnConfig.RuntimeParams["random_page_cost"] = database.DefaultRandomPageCost
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening the baseline's pgx pool: %w", err)

@@ -110,9 +110,9 @@ func sqliteLocation(path string) (Location, error) {
 // file: URI, so that a directory named "a#b" or "a?b" is opened as named.
 var uriPath = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
 
-// defaultRandomPageCost is the planner's cost of a random page read on
+// DefaultRandomPageCost is the planner's cost of a random page read on
 // Tally's connections, unless DATABASE_URL sets it.
-const defaultRandomPageCost = "1.1"
+const DefaultRandomPageCost = "1.1"
 
 // Open opens and pings the database at rawURL. It does not migrate.
 func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
@@ -142,7 +142,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 		// it. 1.1 is the usual figure for SSDs. A URL that sets the
 		// parameter (?random_page_cost=…) keeps its own.
 		if _, set := cfg.RuntimeParams["random_page_cost"]; !set {
-			cfg.RuntimeParams["random_page_cost"] = defaultRandomPageCost
+			cfg.RuntimeParams["random_page_cost"] = DefaultRandomPageCost
 		}
 		db = stdlib.OpenDB(*cfg)
 		maxOpen := opts.MaxOpenConns
