@@ -74,12 +74,9 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 	// decided event's record never changes. Deferred ones are tried again.
 	// For a new event the read stands in for the read under the lock on the
 	// first attempt (see below).
-	seen, err := s.db.Ent.ProcessedEvent.Query().
-		Where(processedevent.StripeEventID(ev.ID)).
-		Select(processedevent.FieldID, processedevent.FieldOutcome, processedevent.FieldAttempts).
-		Only(ctx)
-	if err != nil && !ent.IsNotFound(err) {
-		return "", fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
+	seen, err := eventRecord(ctx, s.db.Ent.ProcessedEvent, ev.ID)
+	if err != nil {
+		return "", err
 	}
 	if seen != nil && seen.Outcome != processedevent.OutcomeDeferred {
 		return OutcomeDuplicate, nil
@@ -118,12 +115,8 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		prior := seen
 		if attempts > 1 || (p != nil && !p.UpdatedAt.Equal(target.payment.UpdatedAt)) {
 			var err error
-			prior, err = t.Ent().ProcessedEvent.Query().
-				Where(processedevent.StripeEventID(ev.ID)).
-				Select(processedevent.FieldID, processedevent.FieldOutcome, processedevent.FieldAttempts).
-				Only(ctx)
-			if err != nil && !ent.IsNotFound(err) {
-				return fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
+			if prior, err = eventRecord(ctx, t.Ent().ProcessedEvent, ev.ID); err != nil {
+				return err
 			}
 		}
 		if prior != nil && prior.Outcome != processedevent.OutcomeDeferred {
@@ -157,6 +150,21 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		return "", err
 	}
 	return outcome, nil
+}
+
+// eventRecord reads what deciding an event needs of its record: nil when
+// there is none yet.
+func eventRecord(ctx context.Context, c *ent.ProcessedEventClient, stripeEventID string) (*ent.ProcessedEvent, error) {
+	rec, err := c.Query().Where(processedevent.StripeEventID(stripeEventID)).
+		Select(processedevent.FieldID, processedevent.FieldOutcome).
+		Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("payments: reading event %s: %w", stripeEventID, err)
+	}
+	return rec, nil
 }
 
 // record writes (or, for an event deferred before, completes) the event's
