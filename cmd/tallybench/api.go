@@ -45,6 +45,24 @@ type gqlResponse struct {
 	} `json:"errors"`
 }
 
+// send makes the request and returns the body of a 200 answer; any other
+// status is an error that quotes the body.
+func (c *gqlClient) send(req *http.Request) ([]byte, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, raw)
+	}
+	return raw, nil
+}
+
 // post sends one operation and decodes its data into out (when not nil).
 func (c *gqlClient) post(ctx context.Context, token string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
@@ -53,17 +71,9 @@ func (c *gqlClient) post(ctx context.Context, token string, body []byte, out any
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.http.Do(req)
+	raw, err := c.send(req)
 	if err != nil {
 		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, raw)
 	}
 	var r gqlResponse
 	if err := json.Unmarshal(raw, &r); err != nil {
@@ -150,17 +160,12 @@ func apiHealthOp(c *gqlClient) op {
 		if err != nil {
 			return err
 		}
-		resp, err := c.http.Do(req)
+		raw, err := c.send(req)
 		if err != nil {
-			return err
+			return fmt.Errorf("healthz: %w", err)
 		}
-		defer resp.Body.Close()
-		raw, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK || !bytes.Contains(raw, []byte(`"ok"`)) {
-			return fmt.Errorf("healthz HTTP %d: %.200s", resp.StatusCode, raw)
+		if !bytes.Contains(raw, []byte(`"ok"`)) {
+			return fmt.Errorf("healthz answered %.200s", raw)
 		}
 		return nil
 	}
@@ -255,17 +260,9 @@ func (c *gqlClient) postWebhook(ctx context.Context, payload []byte, signature s
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Stripe-Signature", signature)
-	resp, err := c.http.Do(req)
+	raw, err := c.send(req)
 	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("webhook HTTP %d: %.200s", resp.StatusCode, raw)
+		return "", fmt.Errorf("webhook: %w", err)
 	}
 	var a webhookAnswer
 	if err := json.Unmarshal(raw, &a); err != nil {

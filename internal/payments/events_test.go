@@ -79,6 +79,27 @@ func dispute(p *ent.Payment, status string) map[string]any {
 	}
 }
 
+// paidAfterAnEarlyRefund is a payment whose refund of 300 (evt_r_early)
+// arrived before it succeeded, and was deferred.
+func (f *fixture) paidAfterAnEarlyRefund() *ent.Payment {
+	f.t.Helper()
+	p := f.pendingPayment()
+	if out, err := f.deliver("evt_r_early", "charge.refunded", charge(p, 300)); err == nil || out != payments.OutcomeDeferred {
+		f.t.Fatalf("early refund: %q %v", out, err)
+	}
+	f.deliver("evt_paid", "checkout.session.completed", session(p, "paid"))
+	return p
+}
+
+// tally counts the outcomes of concurrent deliveries.
+func tally(outcomes <-chan string) map[string]int {
+	counts := map[string]int{}
+	for o := range outcomes {
+		counts[o]++
+	}
+	return counts
+}
+
 func (f *fixture) deliver(id, typ string, object map[string]any) (string, error) {
 	ev, raw := event(id, typ, object)
 	return f.svc.HandleEvent(context.Background(), ev, raw)
@@ -126,10 +147,7 @@ func TestCheckoutCompletedGrantsOnce(t *testing.T) {
 			}
 		}
 		close(outcomes)
-		counts := map[string]int{}
-		for o := range outcomes {
-			counts[o]++
-		}
+		counts := tally(outcomes)
 		if counts[payments.OutcomeApplied] != 1 || counts[payments.OutcomeDuplicate] != 19 {
 			t.Fatalf("outcomes %v", counts)
 		}
@@ -212,11 +230,7 @@ func TestDeferredEventRedeliveredConcurrentlyAppliesOnce(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		f := newFixture(t, db)
 		ctx := context.Background()
-		p := f.pendingPayment()
-		if out, err := f.deliver("evt_r_early", "charge.refunded", charge(p, 300)); err == nil || out != payments.OutcomeDeferred {
-			t.Fatalf("early refund: %q %v", out, err)
-		}
-		f.deliver("evt_paid", "checkout.session.completed", session(p, "paid"))
+		p := f.paidAfterAnEarlyRefund()
 		var wg sync.WaitGroup
 		outcomes := make(chan string, 10)
 		for i := range 10 {
@@ -232,10 +246,7 @@ func TestDeferredEventRedeliveredConcurrentlyAppliesOnce(t *testing.T) {
 		}
 		wg.Wait()
 		close(outcomes)
-		counts := map[string]int{}
-		for o := range outcomes {
-			counts[o]++
-		}
+		counts := tally(outcomes)
 		if counts[payments.OutcomeApplied] != 1 || counts[payments.OutcomeDuplicate] != 9 {
 			t.Fatalf("outcomes %v", counts)
 		}
@@ -254,12 +265,8 @@ func TestRefundsAndDebt(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		f := newFixture(t, db)
 		ctx := context.Background()
-		p := f.pendingPayment()
 		// A refund before the payment waits: Stripe delivers it again.
-		if out, err := f.deliver("evt_r_early", "charge.refunded", charge(p, 300)); err == nil || out != payments.OutcomeDeferred {
-			t.Fatalf("early refund: %q %v", out, err)
-		}
-		f.deliver("evt_paid", "checkout.session.completed", session(p, "paid"))
+		p := f.paidAfterAnEarlyRefund()
 		if _, err := f.l.Spend(ctx, ledger.Actor{Kind: ledger.ActorService, ID: "app"},
 			ledger.SpendRequest{UserID: p.UserID, Amount: 90, IdempotencyKey: "s1"}); err != nil {
 			t.Fatal(err)

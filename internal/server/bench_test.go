@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"

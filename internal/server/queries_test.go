@@ -15,9 +15,9 @@ import (
 	entsql "entgo.io/ent/dialect/sql"
 
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
-	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/server"
