@@ -3,7 +3,6 @@ package ledger
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/tally-billing/tally/ent"
@@ -13,13 +12,14 @@ import (
 	"github.com/tally-billing/tally/internal/apperr"
 )
 
-// maxSpendBatch bounds how many spends share one database transaction
-// (and so the size of its statements).
-const maxSpendBatch = 64
-
-// spendBatchTimeout bounds a batch's transaction. A batch runs on behalf of
-// every caller in it, so no single caller's cancellation stops it.
-const spendBatchTimeout = 30 * time.Second
+// Spends are coalesced into shared transactions (see Service.Spend): at
+// most maxSpendBatch in one, at most maxBatchesInFlight transactions at
+// once, each bounded by spendBatchTimeout.
+const (
+	maxSpendBatch      = 64
+	maxBatchesInFlight = 4
+	spendBatchTimeout  = 30 * time.Second
+)
 
 // spendCall is one Spend on its way through a batch.
 type spendCall struct {
@@ -30,7 +30,6 @@ type spendCall struct {
 	err   error
 	// sameAs is an earlier call of the batch with the same key.
 	sameAs *spendCall
-	done   chan struct{} // closed once res or err is final
 }
 
 func newSpendCall(actor Actor, req SpendRequest) (*spendCall, error) {
@@ -50,7 +49,7 @@ func newSpendCall(actor Actor, req SpendRequest) (*spendCall, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &spendCall{actor: actor, req: req, fp: fp, done: make(chan struct{})}, nil
+	return &spendCall{actor: actor, req: req, fp: fp}, nil
 }
 
 func (c *spendCall) scopedKey() scopedKey {
@@ -58,95 +57,6 @@ func (c *spendCall) scopedKey() scopedKey {
 }
 
 type scopedKey struct{ scope, key string }
-
-// spendBatcher coalesces concurrent spends into shared database
-// transactions: a group commit done by the application. Spends queue, and
-// whenever fewer than maxBatchesInFlight batches are running, the queue's
-// spends whose accounts have no batch running start one (up to
-// maxSpendBatch, from any accounts, in arrival order). A spend that finds
-// the batcher idle therefore runs at once, alone: nothing waits on purpose.
-// Each spend keeps its own transaction, postings, idempotency record and
-// refusal; a batch shares the locks (taken in id order, so batches never
-// deadlock), the reads, one statement per table, and the commit. An
-// account is in at most one running batch, so a hot account's spends pile
-// up into the next one instead of queueing on its row lock. Several server
-// processes each coalesce their own callers; the row locks still order
-// them.
-type spendBatcher struct {
-	run func(context.Context, []*spendCall)
-
-	mu      sync.Mutex
-	queue   []*spendCall
-	running int             // batches in flight
-	busy    map[string]bool // accounts in a running batch
-}
-
-// maxBatchesInFlight lets batches of different accounts overlap, one's
-// commit with another's reads.
-const maxBatchesInFlight = 4
-
-// submit returns once the call's result is final. The caller's
-// cancellation does not stop it: its batch runs for other callers too, and
-// a spend that was asked for gets a definite outcome.
-func (b *spendBatcher) submit(c *spendCall) {
-	b.mu.Lock()
-	b.queue = append(b.queue, c)
-	b.dispatch()
-	b.mu.Unlock()
-	<-c.done
-}
-
-// dispatch starts batches while there are free slots and queued spends that
-// can run. Called with mu held.
-func (b *spendBatcher) dispatch() {
-	for b.running < maxBatchesInFlight {
-		batch := b.take()
-		if len(batch) == 0 {
-			return
-		}
-		b.running++
-		go b.runBatch(batch)
-	}
-}
-
-// take removes from the queue, in order, up to maxSpendBatch spends whose
-// accounts have no batch running. Called with mu held.
-func (b *spendBatcher) take() []*spendCall {
-	var batch []*spendCall
-	rest := b.queue[:0]
-	for _, c := range b.queue {
-		if len(batch) < maxSpendBatch && !b.busy[c.req.UserID] {
-			batch = append(batch, c)
-		} else {
-			rest = append(rest, c)
-		}
-	}
-	clear(b.queue[len(rest):])
-	b.queue = rest
-	if b.busy == nil {
-		b.busy = map[string]bool{}
-	}
-	for _, c := range batch {
-		b.busy[c.req.UserID] = true
-	}
-	return batch
-}
-
-func (b *spendBatcher) runBatch(batch []*spendCall) {
-	ctx, cancel := context.WithTimeout(context.Background(), spendBatchTimeout)
-	b.run(ctx, batch)
-	cancel()
-	b.mu.Lock()
-	for _, c := range batch {
-		delete(b.busy, c.req.UserID)
-	}
-	b.running--
-	b.dispatch()
-	b.mu.Unlock()
-	for _, c := range batch {
-		close(c.done)
-	}
-}
 
 // runSpends spends a batch in one transaction. A failure that is not a
 // refusal (a database error) fails the batch; each spend then runs alone,

@@ -37,6 +37,7 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/batch"
 	"github.com/tally-billing/tally/internal/database"
 )
 
@@ -100,7 +101,7 @@ type Service struct {
 	notify      func(context.Context, BalanceChange)
 	notifyTx    func(context.Context, *ent.Tx, []BalanceChange) error
 	stats       counters
-	spends      spendBatcher
+	spends      *batch.Batcher[*spendCall]
 }
 
 // counters are the ledger's running totals, read by the server's metrics.
@@ -165,7 +166,8 @@ func New(db *database.DB, opts ...Option) *Service {
 	for _, o := range opts {
 		o(s)
 	}
-	s.spends.run = s.runSpends
+	s.spends = batch.New(s.runSpends, func(c *spendCall) string { return c.req.UserID },
+		batch.Options{MaxBatch: maxSpendBatch, MaxInFlight: maxBatchesInFlight, Timeout: spendBatchTimeout})
 	return s
 }
 
@@ -286,6 +288,12 @@ func retryable(err error) bool {
 // first, so the lock order is always user, then the rest).
 func (t *Tx) LockUser(ctx context.Context, userID string) (*ent.User, error) {
 	return t.lockUser(ctx, userID)
+}
+
+// LockUsers is LockUser for several users at once, in one statement; it
+// returns those that exist.
+func (t *Tx) LockUsers(ctx context.Context, ids []string) (map[string]*ent.User, error) {
+	return t.lockUsers(ctx, ids)
 }
 
 // lockUsers locks several users, in id order (so that two transactions

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -99,6 +100,19 @@ func (t *Tx) writeMany(ctx context.Context, ms []keyed) ([]*ent.CreditTransactio
 	if err := t.flushLots(ctx); err != nil {
 		return nil, err
 	}
+	txns, err := t.insertTransactions(ctx, ms)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.writePostings(ctx, ms, txns); err != nil {
+		return nil, err
+	}
+	return txns, nil
+}
+
+// insertTransactions writes the movements' transaction rows, in one
+// statement.
+func (t *Tx) insertTransactions(ctx context.Context, ms []keyed) ([]*ent.CreditTransaction, error) {
 	creates := make([]*ent.CreditTransactionCreate, len(ms))
 	for i, k := range ms {
 		creates[i] = t.transactionCreate(k.actor, k.key, k.u, k.m)
@@ -106,9 +120,6 @@ func (t *Tx) writeMany(ctx context.Context, ms []keyed) ([]*ent.CreditTransactio
 	txns, err := t.ent.CreditTransaction.CreateBulk(creates...).Save(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: writing %s transactions: %w", ms[0].m.kind, err)
-	}
-	if err := t.writePostings(ctx, ms, txns); err != nil {
-		return nil, err
 	}
 	return txns, nil
 }
@@ -503,6 +514,27 @@ func (t *Tx) rememberMany(ctx context.Context, rs []remembered) error {
 	}
 	return nil
 }
+
+// noKnownKeys fails, for the caller to fall back to operations that
+// replay, when one of the keys already has a record.
+func (t *Tx) noKnownKeys(ctx context.Context, rs []remembered) error {
+	matches := make([]predicate.IdempotencyKey, len(rs))
+	for i, r := range rs {
+		matches[i] = idempotencykey.And(idempotencykey.Scope(r.actor.String()), idempotencykey.Key(r.key))
+	}
+	n, err := t.ent.IdempotencyKey.Query().Where(idempotencykey.Or(matches...)).Count(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger: reading idempotency keys: %w", err)
+	}
+	if n > 0 {
+		return ErrKnownKey
+	}
+	return nil
+}
+
+// ErrKnownKey says a batch met an idempotency key that already has a
+// record; its operations are to be made one by one, which replay it.
+var ErrKnownKey = errors.New("ledger: an idempotency key of the batch already has a record")
 
 // once runs op on the locked user unless the key already has a result. req
 // (with the name of the operation) is what the key's fingerprint covers.

@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"entgo.io/ent/dialect/sql"
@@ -41,30 +43,11 @@ func (s *Service) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Re
 // Grant adds credits: a new lot, and postings from the purchases or grants
 // account to the user's. A user in debt repays it from the new credits first.
 func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result, error) {
-	if err := validateAmount("amount", req.Amount); err != nil {
+	if err := validateGrant(req); err != nil {
 		return nil, err
-	}
-	if err := validateText("reason", req.Reason, 1000); err != nil {
-		return nil, err
-	}
-	if req.Purchase != (req.PaymentID != nil) {
-		return nil, fmt.Errorf("ledger: a purchase grant needs a payment, and only a purchase has one")
 	}
 	return t.onceOptimistic(ctx, actor, req.IdempotencyKey, "grant", req, req.UserID, func(u *ent.User) (*Result, error) {
-		// Checked after the key: a retry of a grant that succeeded returns
-		// its result even once its expiry has passed.
-		if req.ExpiresAt != nil && !req.ExpiresAt.After(t.now) {
-			return nil, apperr.New(apperr.InvalidArgument, "expiresAt must be in the future")
-		}
-		kind, source, from := credittransaction.KindGrant, creditlot.SourceGrant, AccountGrants
-		if req.Purchase {
-			kind, source, from = credittransaction.KindPurchase, creditlot.SourcePurchase, AccountPurchases
-		}
-		m := newMovement(kind, req.Amount)
-		m.reason, m.metadata, m.paymentID = req.Reason, req.Metadata, req.PaymentID
-		lotID := pulid.New("lot")
-		m.post(from, false, &lotID, -req.Amount)
-		kept, err := credit(u, m, lotID, req.Amount)
+		m, lot, err := t.grantMovement(u, req)
 		if err != nil {
 			return nil, err
 		}
@@ -74,20 +57,7 @@ func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result,
 		if err != nil {
 			return nil, err
 		}
-		err = t.ent.CreditLot.Create().
-			SetID(lotID).
-			SetUserID(u.ID).
-			SetSource(source).
-			SetOriginal(req.Amount).
-			SetRemaining(kept).
-			SetNillableExpiresAt(utc(req.ExpiresAt)).
-			SetPriority(req.Priority).
-			SetNillablePaymentID(req.PaymentID).
-			SetTransactionID(m.id).
-			SetCreatedAt(t.now).
-			SetUpdatedAt(t.now).
-			Exec(ctx)
-		if err != nil {
+		if err := lot.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("ledger: creating lot: %w", err)
 		}
 		if err := t.writePostings(ctx, []keyed{{actor: actor, key: req.IdempotencyKey, u: u, m: m}}, []*ent.CreditTransaction{txn}); err != nil {
@@ -95,6 +65,131 @@ func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result,
 		}
 		return &Result{Transaction: txn, Amount: req.Amount}, nil
 	})
+}
+
+// GrantMany makes several grants, each to a different user, in this
+// transaction, with one statement per table (the payments package applies a
+// batch of purchase webhooks with it). It is all or nothing: any refusal,
+// or a key that already has a record, fails it, and the caller then makes
+// the grants one by one with Grant, which replays known keys.
+func (t *Tx) GrantMany(ctx context.Context, actor Actor, reqs []GrantRequest) ([]*Result, error) {
+	if err := actor.validate(); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(reqs))
+	records := make([]remembered, len(reqs))
+	for i, req := range reqs {
+		if err := validateGrant(req); err != nil {
+			return nil, err
+		}
+		if err := ValidateIdempotencyKey(req.IdempotencyKey); err != nil {
+			return nil, err
+		}
+		fp, err := fingerprint("grant", req)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = req.UserID
+		records[i] = remembered{actor: actor, key: req.IdempotencyKey, fp: fp}
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != len(ids) {
+		// credit reads the balance each grant starts from: two grants of one
+		// user would both start from the same one.
+		return nil, errors.New("ledger: GrantMany takes one grant per user")
+	}
+	users, err := t.lockUsers(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	if t.attempt > 1 {
+		// The first attempt found a key taken: let Grant replay it.
+		if err := t.noKnownKeys(ctx, records); err != nil {
+			return nil, err
+		}
+	}
+	ms := make([]keyed, len(reqs))
+	lots := make([]*ent.CreditLotCreate, len(reqs))
+	for i, req := range reqs {
+		u := users[req.UserID]
+		if u == nil {
+			return nil, apperr.New(apperr.NotFound, "no user with id %q", req.UserID)
+		}
+		m, lot, err := t.grantMovement(u, req)
+		if err != nil {
+			return nil, err
+		}
+		ms[i], lots[i] = keyed{actor: actor, key: req.IdempotencyKey, u: u, m: m}, lot
+	}
+	if err := t.flushLots(ctx); err != nil {
+		return nil, err
+	}
+	txns, err := t.insertTransactions(ctx, ms)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.ent.CreditLot.CreateBulk(lots...).Exec(ctx); err != nil {
+		return nil, fmt.Errorf("ledger: creating %d lots: %w", len(lots), err)
+	}
+	if err := t.writePostings(ctx, ms, txns); err != nil {
+		return nil, err
+	}
+	results := make([]*Result, len(reqs))
+	for i, req := range reqs {
+		u := users[req.UserID]
+		results[i] = &Result{Transaction: txns[i], Amount: req.Amount, Balance: u.CreditsBalance, User: u}
+		records[i].res = results[i]
+	}
+	if err := t.rememberMany(ctx, records); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+func validateGrant(req GrantRequest) error {
+	if err := validateAmount("amount", req.Amount); err != nil {
+		return err
+	}
+	if err := validateText("reason", req.Reason, 1000); err != nil {
+		return err
+	}
+	if req.Purchase != (req.PaymentID != nil) {
+		return fmt.Errorf("ledger: a purchase grant needs a payment, and only a purchase has one")
+	}
+	return nil
+}
+
+// grantMovement is a grant's movement and its new lot, not yet written.
+func (t *Tx) grantMovement(u *ent.User, req GrantRequest) (*movement, *ent.CreditLotCreate, error) {
+	// Checked after the key: a retry of a grant that succeeded returns its
+	// result even once its expiry has passed.
+	if req.ExpiresAt != nil && !req.ExpiresAt.After(t.now) {
+		return nil, nil, apperr.New(apperr.InvalidArgument, "expiresAt must be in the future")
+	}
+	kind, source, from := credittransaction.KindGrant, creditlot.SourceGrant, AccountGrants
+	if req.Purchase {
+		kind, source, from = credittransaction.KindPurchase, creditlot.SourcePurchase, AccountPurchases
+	}
+	m := newMovement(kind, req.Amount)
+	m.reason, m.metadata, m.paymentID = req.Reason, req.Metadata, req.PaymentID
+	lotID := pulid.New("lot")
+	m.post(from, false, &lotID, -req.Amount)
+	kept, err := credit(u, m, lotID, req.Amount)
+	if err != nil {
+		return nil, nil, err
+	}
+	lot := t.ent.CreditLot.Create().
+		SetID(lotID).
+		SetUserID(u.ID).
+		SetSource(source).
+		SetOriginal(req.Amount).
+		SetRemaining(kept).
+		SetNillableExpiresAt(utc(req.ExpiresAt)).
+		SetPriority(req.Priority).
+		SetNillablePaymentID(req.PaymentID).
+		SetTransactionID(m.id).
+		SetCreatedAt(t.now).
+		SetUpdatedAt(t.now)
+	return m, lot, nil
 }
 
 // SpendRequest uses credits.
@@ -106,14 +201,17 @@ type SpendRequest struct {
 	IdempotencyKey string
 }
 
-// Spend uses credits in a transaction of its own. Concurrent spends from
-// one account are coalesced: see spendBatcher.
+// Spend uses credits in a transaction of its own. Concurrent spends are
+// coalesced (see batch.Batcher): each keeps its own transaction, postings,
+// idempotency record and refusal; a batch shares the locks (taken in id
+// order, so batches never deadlock), the reads, one statement per table,
+// and the commit.
 func (s *Service) Spend(ctx context.Context, actor Actor, req SpendRequest) (*Result, error) {
 	call, err := newSpendCall(actor, req)
 	if err != nil {
 		return nil, err
 	}
-	s.spends.submit(call)
+	s.spends.Do(call)
 	return call.res, call.err
 }
 

@@ -90,9 +90,24 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 	if err != nil {
 		return "", err
 	}
+	if seen == nil && also == nil && target.session != nil && target.payment != nil && target.mismatch == nil {
+		// The common case by far, and what arrives in bursts: a new
+		// Checkout Session event. Concurrent ones share a transaction.
+		c := &purchase{ev: ev, payload: payload, sess: target.session, target: target.payment, received: received}
+		s.purchases.Do(c)
+		return c.outcome, c.err
+	}
+	return s.handleAlone(ctx, ev, payload, target, seen, received, also)
+}
+
+// handleAlone applies an event in a transaction of its own. seen is the
+// event's record as read before (nil for none).
+func (s *Service) handleAlone(ctx context.Context, ev *stripe.Event, payload []byte, target matched, seen *ent.ProcessedEvent,
+	received time.Time, also func(context.Context, *ent.Tx) error,
+) (string, error) {
 	var outcome string
 	attempts := 0
-	err = s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
+	err := s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
 		outcome = ""
 		attempts++
 		var p *ent.Payment
@@ -125,8 +140,8 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		}
 		d := target.mismatch
 		if d == nil {
-			d, err = s.apply(ctx, t, ev, p)
-			if err != nil {
+			var err error
+			if d, err = s.apply(ctx, t, ev, p); err != nil {
 				return err
 			}
 		}
@@ -197,18 +212,7 @@ func (s *Service) record(ctx context.Context, tx *ent.Tx, prior *ent.ProcessedEv
 		}
 		return nil
 	}
-	err := tx.ProcessedEvent.Create().
-		SetStripeEventID(ev.ID).
-		SetType(string(ev.Type)).
-		SetLivemode(ev.Livemode).
-		SetAPIVersion(ev.APIVersion).
-		SetOutcome(d.outcome).
-		SetError(d.reason).
-		SetNillablePaymentID(paymentID).
-		SetPayload(payload).
-		SetReceivedAt(received).
-		SetProcessedAt(now).
-		Exec(ctx)
+	err := recordCreate(tx, ev, payload, paymentID, d, received, now).Exec(ctx)
 	if ent.IsConstraintError(err) {
 		// The same event, delivered concurrently, was recorded first. Start
 		// over: the retry finds that record (or, if it rolled back, none).
@@ -218,6 +222,21 @@ func (s *Service) record(ctx context.Context, tx *ent.Tx, prior *ent.ProcessedEv
 		return fmt.Errorf("payments: recording event %s: %w", ev.ID, err)
 	}
 	return nil
+}
+
+// recordCreate is the insert of a decided event's record.
+func recordCreate(tx *ent.Tx, ev *stripe.Event, payload []byte, paymentID *string, d decision, received, now time.Time) *ent.ProcessedEventCreate {
+	return tx.ProcessedEvent.Create().
+		SetStripeEventID(ev.ID).
+		SetType(string(ev.Type)).
+		SetLivemode(ev.Livemode).
+		SetAPIVersion(ev.APIVersion).
+		SetOutcome(d.outcome).
+		SetError(d.reason).
+		SetNillablePaymentID(paymentID).
+		SetPayload(payload).
+		SetReceivedAt(received).
+		SetProcessedAt(now)
 }
 
 // recordDeferred notes, outside the rolled-back transaction, that an event
@@ -245,6 +264,8 @@ func (s *Service) recordDeferred(ctx context.Context, ev *stripe.Event, payload 
 type matched struct {
 	payment  *ent.Payment
 	mismatch *decision
+	// session is a Checkout Session event's session, as decoded.
+	session *stripe.CheckoutSession
 }
 
 // match finds the event's payment: a Checkout Session through its
@@ -252,6 +273,7 @@ type matched struct {
 // payment intent or the charge.
 func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) {
 	q := s.db.Ent.Payment.Query()
+	var session *stripe.CheckoutSession
 	switch {
 	case strings.HasPrefix(string(ev.Type), "checkout.session."):
 		var sess stripe.CheckoutSession
@@ -264,6 +286,7 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 			ref = sess.Metadata["payment_id"]
 		}
 		q = q.Where(payment.Or(payment.ID(ref), payment.StripeCheckoutSessionID(sess.ID)))
+		session = &sess
 	case ev.Type == "charge.refunded":
 		var ch stripe.Charge
 		if err := json.Unmarshal(ev.Data.Raw, &ch); err != nil {
@@ -302,7 +325,7 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 		d := failed("no payment matches this event")
 		return matched{mismatch: &d}, nil
 	case 1:
-		return matched{payment: ps[0]}, nil
+		return matched{payment: ps[0], session: session}, nil
 	default:
 		d := failed("the event matches more than one payment")
 		return matched{mismatch: &d}, nil

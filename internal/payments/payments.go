@@ -11,6 +11,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
 
+	"github.com/tally-billing/tally/internal/batch"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
 )
@@ -33,6 +34,8 @@ type Service struct {
 	ledger *ledger.Service
 	stripe *client.API // nil without a secret key
 	now    func() time.Time
+	// purchases coalesces concurrent Checkout Session events.
+	purchases *batch.Batcher[*purchase]
 }
 
 // ErrStripeDisabled is returned by operations that call Stripe when no
@@ -42,6 +45,7 @@ var ErrStripeDisabled = errors.New("payments: Stripe is not configured (set STRI
 // New returns the payments service.
 func New(db *database.DB, l *ledger.Service, cfg Config) *Service {
 	s := &Service{db: db, ledger: l, now: time.Now}
+	s.purchases = newPurchaseBatcher(s)
 	if cfg.SecretKey != "" {
 		s.stripe = newStripeClient(cfg)
 	}

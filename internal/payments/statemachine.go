@@ -66,59 +66,95 @@ func (s *Service) apply(ctx context.Context, t *ledger.Tx, ev *stripe.Event, p *
 }
 
 func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Event, p *ent.Payment, sess *stripe.CheckoutSession) (decision, error) {
-	// A session that does not match its payment is never applied: it may be
-	// forged through a leaked key, or a bug; admins see it.
-	if p.StripeCheckoutSessionID != nil && *p.StripeCheckoutSessionID != sess.ID {
-		return failed("session %s is not the payment's session %s", sess.ID, *p.StripeCheckoutSessionID), nil
+	eff := decideSession(ev.Type, p, sess)
+	if eff.grant {
+		if _, err := t.Grant(ctx, webhookActor, purchaseGrant(p)); err != nil {
+			return decision{}, fmt.Errorf("payments: granting payment %s: %w", p.ID, err)
+		}
 	}
-	if sess.AmountTotal != 0 && sess.AmountTotal != p.Amount {
-		return failed("session amount %d does not match the payment's %d", sess.AmountTotal, p.Amount), nil
-	}
-	if sess.Currency != "" && string(sess.Currency) != p.Currency {
-		return failed("session currency %s does not match the payment's %s", sess.Currency, p.Currency), nil
-	}
-	if uid := sess.Metadata["user_id"]; uid != "" && uid != p.UserID {
-		return failed("session user %s does not match the payment's user", uid), nil
+	if !eff.write {
+		return eff.d, nil
 	}
 	update := t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStripeCheckoutSessionID(sess.ID).SetLivemode(sess.Livemode)
 	if sess.PaymentIntent != nil && sess.PaymentIntent.ID != "" {
 		update.SetStripePaymentIntentID(sess.PaymentIntent.ID)
 	}
-	paid := ev.Type == "checkout.session.async_payment_succeeded" ||
-		(ev.Type == "checkout.session.completed" &&
+	if eff.status != "" {
+		update.SetStatus(eff.status)
+	}
+	if eff.grant {
+		update.SetPaidAt(s.now().UTC())
+	}
+	return eff.d, update.Exec(ctx)
+}
+
+// sessionEffect is what a Checkout Session event does to its payment.
+type sessionEffect struct {
+	d decision
+	// write records the session on the payment (its id, mode and payment
+	// intent), with status when that is set.
+	write  bool
+	status payment.Status
+	// grant grants the payment's credits (and marks it paid).
+	grant bool
+}
+
+// decideSession decides a Checkout Session event for its (locked) payment,
+// without writing anything: the webhook applies it to one payment
+// (applySession) or to a batch of them (applyPurchases).
+func decideSession(typ stripe.EventType, p *ent.Payment, sess *stripe.CheckoutSession) sessionEffect {
+	// A session that does not match its payment is never applied: it may be
+	// forged through a leaked key, or a bug; admins see it.
+	if p.StripeCheckoutSessionID != nil && *p.StripeCheckoutSessionID != sess.ID {
+		return sessionEffect{d: failed("session %s is not the payment's session %s", sess.ID, *p.StripeCheckoutSessionID)}
+	}
+	if sess.AmountTotal != 0 && sess.AmountTotal != p.Amount {
+		return sessionEffect{d: failed("session amount %d does not match the payment's %d", sess.AmountTotal, p.Amount)}
+	}
+	if sess.Currency != "" && string(sess.Currency) != p.Currency {
+		return sessionEffect{d: failed("session currency %s does not match the payment's %s", sess.Currency, p.Currency)}
+	}
+	if uid := sess.Metadata["user_id"]; uid != "" && uid != p.UserID {
+		return sessionEffect{d: failed("session user %s does not match the payment's user", uid)}
+	}
+	open := p.Status == payment.StatusPending || p.Status == payment.StatusAwaitingPayment
+	paid := typ == "checkout.session.async_payment_succeeded" ||
+		(typ == "checkout.session.completed" &&
 			(sess.PaymentStatus == stripe.CheckoutSessionPaymentStatusPaid ||
 				sess.PaymentStatus == stripe.CheckoutSessionPaymentStatusNoPaymentRequired))
 	switch {
 	case paid:
 		if granted(p.Status) {
-			return ignored("payment already %s; credits granted once", p.Status), update.Exec(ctx)
+			return sessionEffect{d: ignored("payment already %s; credits granted once", p.Status), write: true}
 		}
-		if p.Status != payment.StatusPending && p.Status != payment.StatusAwaitingPayment {
-			return ignored("illegal transition %s → SUCCEEDED", p.Status), nil
+		if !open {
+			return sessionEffect{d: ignored("illegal transition %s → SUCCEEDED", p.Status)}
 		}
-		_, err := t.Grant(ctx, webhookActor, ledger.GrantRequest{
-			UserID: p.UserID, Amount: p.Credits, Purchase: true, PaymentID: &p.ID,
-			Reason: "purchase", IdempotencyKey: "payment:" + p.ID + ":grant",
-		})
-		if err != nil {
-			return decision{}, fmt.Errorf("payments: granting payment %s: %w", p.ID, err)
-		}
-		return applied(), update.SetStatus(payment.StatusSucceeded).SetPaidAt(s.now().UTC()).Exec(ctx)
-	case ev.Type == "checkout.session.completed": // unpaid: an asynchronous method is on its way
+		return sessionEffect{d: applied(), write: true, status: payment.StatusSucceeded, grant: true}
+	case typ == "checkout.session.completed": // unpaid: an asynchronous method is on its way
 		if p.Status != payment.StatusPending {
-			return ignored("payment already %s", p.Status), update.Exec(ctx)
+			return sessionEffect{d: ignored("payment already %s", p.Status), write: true}
 		}
-		return applied(), update.SetStatus(payment.StatusAwaitingPayment).Exec(ctx)
-	case ev.Type == "checkout.session.async_payment_failed":
-		if p.Status != payment.StatusPending && p.Status != payment.StatusAwaitingPayment {
-			return ignored("illegal transition %s → FAILED", p.Status), nil
+		return sessionEffect{d: applied(), write: true, status: payment.StatusAwaitingPayment}
+	case typ == "checkout.session.async_payment_failed":
+		if !open {
+			return sessionEffect{d: ignored("illegal transition %s → FAILED", p.Status)}
 		}
-		return applied(), update.SetStatus(payment.StatusFailed).Exec(ctx)
+		return sessionEffect{d: applied(), write: true, status: payment.StatusFailed}
 	default: // expired
-		if p.Status != payment.StatusPending && p.Status != payment.StatusAwaitingPayment {
-			return ignored("illegal transition %s → EXPIRED", p.Status), nil
+		if !open {
+			return sessionEffect{d: ignored("illegal transition %s → EXPIRED", p.Status)}
 		}
-		return applied(), update.SetStatus(payment.StatusExpired).Exec(ctx)
+		return sessionEffect{d: applied(), write: true, status: payment.StatusExpired}
+	}
+}
+
+// purchaseGrant is the grant of a paid payment's credits; its key makes it
+// once per payment.
+func purchaseGrant(p *ent.Payment) ledger.GrantRequest {
+	return ledger.GrantRequest{
+		UserID: p.UserID, Amount: p.Credits, Purchase: true, PaymentID: &p.ID,
+		Reason: "purchase", IdempotencyKey: "payment:" + p.ID + ":grant",
 	}
 }
 

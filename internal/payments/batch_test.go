@@ -1,0 +1,238 @@
+package payments_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/ent/processedevent"
+	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/payments"
+	"github.com/tally-billing/tally/internal/testdb"
+)
+
+// pendingPaymentOf is pendingPayment for an existing user.
+func (f *fixture) pendingPaymentOf(userID string) *ent.Payment {
+	f.t.Helper()
+	ctx := context.Background()
+	f.n++
+	pkg := f.db.Ent.CreditPackage.Create().SetName(fmt.Sprintf("pack-%d", f.n)).SetCredits(100).
+		SetPriceAmount(1000).SetCurrency("usd").SaveX(ctx)
+	return f.db.Ent.Payment.Create().SetUserID(userID).SetPackageID(pkg.ID).SetAmount(1000).
+		SetCurrency("usd").SetCredits(100).SetStripeCheckoutSessionID(fmt.Sprintf("cs_%s_%d", userID, f.n)).SaveX(ctx)
+}
+
+// occupyPurchaseSlots fills every purchase batch slot with a payment whose
+// user is locked by a transaction of its own, so that the events delivered
+// next queue and then run together. release lets everything go and waits
+// for the occupying deliveries.
+func (f *fixture) occupyPurchaseSlots() (release func()) {
+	f.t.Helper()
+	var held []*ent.Payment
+	for range payments.MaxPurchaseBatchesInFlight {
+		held = append(held, f.pendingPayment())
+	}
+	locked, released, finished := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		finished <- f.l.Within(context.Background(), func(ctx context.Context, tx *ledger.Tx) error {
+			for _, p := range held {
+				if _, err := tx.LockUser(ctx, p.UserID); err != nil {
+					return err
+				}
+			}
+			close(locked)
+			<-released
+			return nil
+		})
+	}()
+	select {
+	case <-locked:
+	case err := <-finished:
+		f.t.Fatalf("holding the users: %v", err)
+	}
+	var deliveries sync.WaitGroup
+	for _, p := range held {
+		deliveries.Add(1)
+		go func() {
+			defer deliveries.Done()
+			if out, err := f.deliver("evt_held_"+p.ID, "checkout.session.completed", session(p, "paid")); err != nil || out != payments.OutcomeApplied {
+				f.t.Errorf("held purchase: %q %v", out, err)
+			}
+		}()
+	}
+	f.waitFor("every batch slot taken", func() bool {
+		return payments.PurchaseBatchesRunning(f.svc) == payments.MaxPurchaseBatchesInFlight
+	})
+	return func() {
+		close(released)
+		if err := <-finished; err != nil {
+			f.t.Fatalf("holding the users: %v", err)
+		}
+		deliveries.Wait()
+	}
+}
+
+func (f *fixture) waitFor(what string, cond func() bool) {
+	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("gave up waiting: %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestConcurrentPurchasesShareTransactionsAndApplyOnce: Checkout Session
+// events that arrive together are applied in shared transactions, and each
+// is still applied exactly once, whatever the batch holds: duplicates of its
+// events, two payments of one user, a buyer in debt (who repays it first),
+// and events that do not apply (an unpaid session, a mismatched amount).
+func TestConcurrentPurchasesShareTransactionsAndApplyOnce(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		f := newFixture(t, db)
+		ctx := context.Background()
+		debtor := f.paidAfterAnEarlyRefund()
+		if _, err := f.l.Spend(ctx, ledger.Actor{Kind: ledger.ActorService, ID: "app"},
+			ledger.SpendRequest{UserID: debtor.UserID, Amount: 90, IdempotencyKey: "s1"}); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := f.deliver("evt_r_early", "charge.refunded", charge(debtor, 300)); err != nil || out != payments.OutcomeApplied {
+			t.Fatalf("refund: %q %v", out, err)
+		}
+		if _, bal, _ := f.state(debtor); bal != -20 {
+			t.Fatalf("debtor's balance %d, want -20", bal)
+		}
+
+		type delivery struct {
+			p       *ent.Payment
+			id      string
+			object  map[string]any
+			outcome string // of the first of its deliveries to be applied
+			status  payment.Status
+		}
+		var events []*delivery
+		paid := func(p *ent.Payment) {
+			events = append(events, &delivery{p: p, id: "evt_" + p.ID, object: session(p, "paid"),
+				outcome: payments.OutcomeApplied, status: payment.StatusSucceeded})
+		}
+		for i := range 12 {
+			p := f.pendingPayment()
+			paid(p)
+			if i%4 == 0 {
+				paid(f.pendingPaymentOf(p.UserID))
+			}
+		}
+		paid(f.pendingPaymentOf(debtor.UserID))
+		unpaid := f.pendingPayment()
+		events = append(events, &delivery{p: unpaid, id: "evt_unpaid", object: session(unpaid, "unpaid"),
+			outcome: payments.OutcomeApplied, status: payment.StatusAwaitingPayment})
+		wrong := f.pendingPayment()
+		wrongAmount := session(wrong, "paid")
+		wrongAmount["amount_total"] = 1
+		events = append(events, &delivery{p: wrong, id: "evt_wrong", object: wrongAmount,
+			outcome: payments.OutcomeFailed, status: payment.StatusPending})
+
+		release := f.occupyPurchaseSlots()
+		before := f.l.Stats()
+		const copies = 2
+		var wg sync.WaitGroup
+		outcomes := make(map[string]chan string, len(events))
+		for _, e := range events {
+			outcomes[e.id] = make(chan string, copies)
+			for range copies {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					out, err := f.deliver(e.id, "checkout.session.completed", e.object)
+					if err != nil {
+						t.Errorf("%s: %v", e.id, err)
+					}
+					outcomes[e.id] <- out
+				}()
+			}
+		}
+		f.waitFor("every delivery queued", func() bool { return payments.QueuedPurchases(f.svc) == copies*len(events) })
+		release()
+		wg.Wait()
+
+		// Four transactions freed the slots; the queued deliveries need one
+		// batch per delivery of a user's busiest queue (two payments of one
+		// user, each delivered twice: four), whereas one by one they would
+		// take one each.
+		if got := f.l.Stats().Transactions - before.Transactions; got > payments.MaxPurchaseBatchesInFlight+1+2*copies {
+			t.Errorf("%d transactions for %d deliveries: not batched", got, copies*len(events))
+		}
+		for _, e := range events {
+			close(outcomes[e.id])
+			counts := tally(outcomes[e.id])
+			if counts[e.outcome] != 1 || counts[payments.OutcomeDuplicate] != copies-1 {
+				t.Errorf("%s: outcomes %v, want one %s and the rest duplicates", e.id, counts, e.outcome)
+			}
+			if st := db.Ent.Payment.GetX(ctx, e.p.ID).Status; st != e.status {
+				t.Errorf("%s: payment %s, want %s", e.id, st, e.status)
+			}
+			rec := db.Ent.ProcessedEvent.Query().Where(processedevent.StripeEventID(e.id)).OnlyX(ctx)
+			if string(rec.Outcome) != map[string]string{payments.OutcomeApplied: "APPLIED", payments.OutcomeFailed: "FAILED"}[e.outcome] ||
+				rec.PaymentID == nil || *rec.PaymentID != e.p.ID {
+				t.Errorf("%s: recorded %s for %v", e.id, rec.Outcome, rec.PaymentID)
+			}
+		}
+		want := map[string]int64{}
+		for _, e := range events {
+			if e.status == payment.StatusSucceeded {
+				want[e.p.UserID] += 100
+			}
+		}
+		want[debtor.UserID] -= 20 // repaid from the new credits
+		for userID, balance := range want {
+			if got := db.Ent.User.GetX(ctx, userID).CreditsBalance; got != balance {
+				t.Errorf("user %s: balance %d, want %d", userID, got, balance)
+			}
+		}
+		f.checkLedger()
+	})
+}
+
+// TestBatchWithAKnownGrantKeyFallsBackToOneByOne: a batch that meets a
+// grant key already recorded (state a crash or a bug could leave) does not
+// fail its other events, and does not grant that payment twice: the events
+// are applied one by one, where the known key is replayed.
+func TestBatchWithAKnownGrantKeyFallsBackToOneByOne(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		f := newFixture(t, db)
+		ctx := context.Background()
+		known, other := f.pendingPayment(), f.pendingPayment()
+		if _, err := f.l.Grant(ctx, ledger.Actor{Kind: ledger.ActorStripe, ID: "webhook"}, ledger.GrantRequest{
+			UserID: known.UserID, Amount: known.Credits, Purchase: true, PaymentID: &known.ID,
+			Reason: "purchase", IdempotencyKey: "payment:" + known.ID + ":grant",
+		}); err != nil {
+			t.Fatal(err)
+		}
+		release := f.occupyPurchaseSlots()
+		var wg sync.WaitGroup
+		for _, p := range []*ent.Payment{known, other} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if out, err := f.deliver("evt_"+p.ID, "checkout.session.completed", session(p, "paid")); err != nil || out != payments.OutcomeApplied {
+					t.Errorf("%s: %q %v", p.ID, out, err)
+				}
+			}()
+		}
+		f.waitFor("both deliveries queued", func() bool { return payments.QueuedPurchases(f.svc) == 2 })
+		release()
+		wg.Wait()
+		for _, p := range []*ent.Payment{known, other} {
+			if st, bal, _ := f.state(p); st != payment.StatusSucceeded || bal != 100 {
+				t.Errorf("%s: %s, balance %d; want SUCCEEDED with 100", p.ID, st, bal)
+			}
+		}
+		f.checkLedger()
+	})
+}
