@@ -124,6 +124,7 @@ func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*pur
 	now := s.now().UTC()
 	var grants []ledger.GrantRequest
 	var records []*ent.ProcessedEventCreate
+	var writes []sessionWrite
 	for _, c := range calls {
 		if _, seen := prior[c.ev.ID]; seen {
 			c.outcome = OutcomeDuplicate
@@ -135,23 +136,13 @@ func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*pur
 			grants = append(grants, purchaseGrant(p))
 		}
 		if eff.write {
-			update := t.Ent().Payment.Update().Where(payment.ID(p.ID)).
-				SetStripeCheckoutSessionID(c.sess.ID).SetLivemode(c.sess.Livemode).SetUpdatedAt(now)
-			if pi := c.sess.PaymentIntent; pi != nil && pi.ID != "" {
-				update.SetStripePaymentIntentID(pi.ID)
-			}
-			if eff.status != "" {
-				update.SetStatus(eff.status)
-			}
-			if eff.grant {
-				update.SetPaidAt(now)
-			}
-			if err := update.Exec(ctx); err != nil {
-				return fmt.Errorf("payments: updating payment %s: %w", p.ID, err)
-			}
+			writes = append(writes, newSessionWrite(p, c.sess, eff))
 		}
 		records = append(records, recordCreate(t.Ent(), c.ev, c.payload, &p.ID, eff.d, c.received, now))
 		c.outcome = strings.ToLower(string(eff.d.outcome))
+	}
+	if err := s.writeSessions(ctx, t.Ent(), writes, now); err != nil {
+		return err
 	}
 	if len(grants) > 0 {
 		if _, err := t.GrantMany(ctx, webhookActor, grants); err != nil {
@@ -169,6 +160,93 @@ func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*pur
 	}
 	if err != nil {
 		return fmt.Errorf("payments: recording %d events: %w", len(records), err)
+	}
+	return nil
+}
+
+// sessionWrite is what a Checkout Session event writes on its payment: the
+// session's id, mode and payment intent, and the new state if any.
+type sessionWrite struct {
+	paymentID, sessionID, intentID string
+	livemode                       bool
+	status                         payment.Status // "" leaves it
+	paid                           bool           // paid_at becomes now
+}
+
+func newSessionWrite(p *ent.Payment, sess *stripe.CheckoutSession, eff sessionEffect) sessionWrite {
+	w := sessionWrite{paymentID: p.ID, sessionID: sess.ID, livemode: sess.Livemode, status: eff.status, paid: eff.grant}
+	if sess.PaymentIntent != nil {
+		w.intentID = sess.PaymentIntent.ID
+	}
+	return w
+}
+
+// writeSessions writes payments' session details with one statement per
+// kind of change (a batch of paid sessions is one): what differs from row to
+// row, the session and payment intent ids, is set by a CASE on the id.
+func (s *Service) writeSessions(ctx context.Context, tx *ent.Tx, ws []sessionWrite, now time.Time) error {
+	type kind struct {
+		livemode, paid bool
+		status         payment.Status
+	}
+	var kinds []kind
+	groups := map[kind][]sessionWrite{}
+	for _, w := range ws {
+		k := kind{livemode: w.livemode, paid: w.paid, status: w.status}
+		if _, ok := groups[k]; !ok {
+			kinds = append(kinds, k)
+		}
+		groups[k] = append(groups[k], w)
+	}
+	for _, k := range kinds {
+		g := groups[k]
+		var q strings.Builder
+		var args []any
+		fmt.Fprintf(&q, "UPDATE %s SET %s = ?, %s = ?", payment.Table, payment.FieldLivemode, payment.FieldUpdatedAt)
+		args = append(args, k.livemode, now)
+		if k.status != "" {
+			fmt.Fprintf(&q, ", %s = ?", payment.FieldStatus)
+			args = append(args, string(k.status))
+		}
+		if k.paid {
+			fmt.Fprintf(&q, ", %s = ?", payment.FieldPaidAt)
+			args = append(args, now)
+		}
+		fmt.Fprintf(&q, ", %s = CASE %s", payment.FieldStripeCheckoutSessionID, payment.FieldID)
+		withIntent := false
+		for _, w := range g {
+			q.WriteString(" WHEN ? THEN ?")
+			args = append(args, w.paymentID, w.sessionID)
+			withIntent = withIntent || w.intentID != ""
+		}
+		q.WriteString(" END")
+		if withIntent {
+			// A session without a payment intent leaves the payment's.
+			fmt.Fprintf(&q, ", %s = CASE %s", payment.FieldStripePaymentIntentID, payment.FieldID)
+			for _, w := range g {
+				if w.intentID != "" {
+					q.WriteString(" WHEN ? THEN ?")
+					args = append(args, w.paymentID, w.intentID)
+				}
+			}
+			fmt.Fprintf(&q, " ELSE %s END", payment.FieldStripePaymentIntentID)
+		}
+		fmt.Fprintf(&q, " WHERE %s IN (", payment.FieldID)
+		for i, w := range g {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("?")
+			args = append(args, w.paymentID)
+		}
+		q.WriteString(")")
+		res, err := tx.ExecContext(ctx, s.db.Rebind(q.String()), args...)
+		if err != nil {
+			return fmt.Errorf("payments: updating %d payments: %w", len(g), err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n != int64(len(g)) {
+			return fmt.Errorf("payments: %d of %d payments updated", n, len(g))
+		}
 	}
 	return nil
 }

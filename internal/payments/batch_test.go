@@ -128,6 +128,9 @@ func TestConcurrentPurchasesShareTransactionsAndApplyOnce(t *testing.T) {
 				paid(f.pendingPaymentOf(p.UserID))
 			}
 		}
+		// A session without a payment intent (no payment required) leaves
+		// the payment's unset, next to sessions that set theirs.
+		delete(events[3].object, "payment_intent")
 		paid(f.pendingPaymentOf(debtor.UserID))
 		unpaid := f.pendingPayment()
 		events = append(events, &delivery{p: unpaid, id: "evt_unpaid", object: session(unpaid, "unpaid"),
@@ -174,8 +177,22 @@ func TestConcurrentPurchasesShareTransactionsAndApplyOnce(t *testing.T) {
 			if counts[e.outcome] != 1 || counts[payments.OutcomeDuplicate] != copies-1 {
 				t.Errorf("%s: outcomes %v, want one %s and the rest duplicates", e.id, counts, e.outcome)
 			}
-			if st := db.Ent.Payment.GetX(ctx, e.p.ID).Status; st != e.status {
-				t.Errorf("%s: payment %s, want %s", e.id, st, e.status)
+			got := db.Ent.Payment.GetX(ctx, e.p.ID)
+			if got.Status != e.status {
+				t.Errorf("%s: payment %s, want %s", e.id, got.Status, e.status)
+			}
+			if e.status != payment.StatusPending {
+				wantIntent, gotIntent := "", ""
+				if e.object["payment_intent"] != nil {
+					wantIntent = "pi_" + e.p.ID
+				}
+				if got.StripePaymentIntentID != nil {
+					gotIntent = *got.StripePaymentIntentID
+				}
+				if gotIntent != wantIntent || *got.StripeCheckoutSessionID != *e.p.StripeCheckoutSessionID ||
+					(got.PaidAt != nil) != (e.status == payment.StatusSucceeded) {
+					t.Errorf("%s: session %s, intent %q, paid at %v", e.id, *got.StripeCheckoutSessionID, gotIntent, got.PaidAt)
+				}
 			}
 			rec := db.Ent.ProcessedEvent.Query().Where(processedevent.StripeEventID(e.id)).OnlyX(ctx)
 			if string(rec.Outcome) != map[string]string{payments.OutcomeApplied: "APPLIED", payments.OutcomeFailed: "FAILED"}[e.outcome] ||

@@ -75,17 +75,7 @@ func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Eve
 	if !eff.write {
 		return eff.d, nil
 	}
-	update := t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStripeCheckoutSessionID(sess.ID).SetLivemode(sess.Livemode)
-	if sess.PaymentIntent != nil && sess.PaymentIntent.ID != "" {
-		update.SetStripePaymentIntentID(sess.PaymentIntent.ID)
-	}
-	if eff.status != "" {
-		update.SetStatus(eff.status)
-	}
-	if eff.grant {
-		update.SetPaidAt(s.now().UTC())
-	}
-	return eff.d, update.Exec(ctx)
+	return eff.d, s.writeSessions(ctx, t.Ent(), []sessionWrite{newSessionWrite(p, sess, eff)}, s.now().UTC())
 }
 
 // sessionEffect is what a Checkout Session event does to its payment.
