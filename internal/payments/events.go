@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"entgo.io/ent/dialect/sql"
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/tally-billing/tally/ent"
@@ -70,18 +71,14 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 	}
 	received := s.now().UTC()
 	// A redelivery of an event already decided (Stripe retries, and sends
-	// duplicates) is answered with this one read, outside any transaction: a
+	// duplicates) is answered with one read, outside any transaction: a
 	// decided event's record never changes. Deferred ones are tried again.
 	// For a new event the read stands in for the read under the lock on the
-	// first attempt (see below).
-	seen, err := eventRecord(ctx, s.db.Ent.ProcessedEvent, ev.ID)
-	if err != nil {
-		return "", err
-	}
+	// first attempt (see handleAlone and applyPurchases).
+	seen, target, err := s.lookup(ctx, ev)
 	if seen != nil && seen.Outcome != processedevent.OutcomeDeferred {
 		return OutcomeDuplicate, nil
 	}
-	target, err := s.match(ctx, ev)
 	var early *DeferredError
 	if errors.As(err, &early) {
 		s.recordDeferred(ctx, ev, payload, nil, early.Reason, received)
@@ -165,6 +162,35 @@ func (s *Service) handleAlone(ctx context.Context, ev *stripe.Event, payload []b
 		return "", err
 	}
 	return outcome, nil
+}
+
+// lookup reads the event's record (nil when there is none) and, unless the
+// record says the event was decided, the payment it concerns. A Checkout
+// Session event's record comes with its payment, in one statement.
+func (s *Service) lookup(ctx context.Context, ev *stripe.Event) (*ent.ProcessedEvent, matched, error) {
+	if strings.HasPrefix(string(ev.Type), "checkout.session.") {
+		target, err := s.match(ctx, ev)
+		if err != nil {
+			return nil, matched{}, err
+		}
+		switch o := target.recorded; {
+		case o == nil: // no payment row to read it with
+		case *o == "":
+			return nil, target, nil
+		case *o != string(processedevent.OutcomeDeferred):
+			return &ent.ProcessedEvent{Outcome: processedevent.Outcome(*o)}, target, nil
+		}
+		// A deferred record is completed by its id, which the match does
+		// not read.
+		seen, err := eventRecord(ctx, s.db.Ent.ProcessedEvent, ev.ID)
+		return seen, target, err
+	}
+	seen, err := eventRecord(ctx, s.db.Ent.ProcessedEvent, ev.ID)
+	if err != nil || seen != nil && seen.Outcome != processedevent.OutcomeDeferred {
+		return seen, matched{}, err
+	}
+	target, err := s.match(ctx, ev)
+	return seen, target, err
 }
 
 // eventRecord reads what deciding an event needs of its record: nil when
@@ -266,6 +292,9 @@ type matched struct {
 	mismatch *decision
 	// session is a Checkout Session event's session, as decoded.
 	session *stripe.CheckoutSession
+	// recorded is the outcome of the event's record read with its payment
+	// ("" for no record), nil when it was not read.
+	recorded *string
 }
 
 // match finds the event's payment: a Checkout Session through its
@@ -286,6 +315,7 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 			ref = sess.Metadata["payment_id"]
 		}
 		q = q.Where(payment.Or(payment.ID(ref), payment.StripeCheckoutSessionID(sess.ID)))
+		q.Modify(withEventOutcome(ev.ID))
 		session = &sess
 	case ev.Type == "charge.refunded":
 		var ch stripe.Charge
@@ -325,11 +355,51 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 		d := failed("no payment matches this event")
 		return matched{mismatch: &d}, nil
 	case 1:
-		return matched{payment: ps[0], session: session}, nil
+		m := matched{payment: ps[0], session: session}
+		if session != nil {
+			o, err := eventOutcome(ps[0])
+			if err != nil {
+				return matched{}, fmt.Errorf("payments: matching event %s: %w", ev.ID, err)
+			}
+			m.recorded = &o
+		}
+		return m, nil
 	default:
 		d := failed("the event matches more than one payment")
 		return matched{mismatch: &d}, nil
 	}
+}
+
+// eventOutcomeColumn is the column withEventOutcome adds to a payment.
+const eventOutcomeColumn = "event_outcome"
+
+// withEventOutcome adds to each payment read the outcome of the event's
+// record, "" when it has none (never NULL: SQLite's driver could not say
+// what type a NULL column would have).
+func withEventOutcome(eventID string) func(*sql.Selector) {
+	return func(sel *sql.Selector) {
+		outcome := sql.Select(processedevent.FieldOutcome).
+			From(sql.Table(processedevent.Table)).
+			Where(sql.EQ(processedevent.FieldStripeEventID, eventID))
+		sel.AppendSelectExprAs(sql.ExprFunc(func(b *sql.Builder) {
+			b.S("COALESCE((").Join(outcome).S("), '')")
+		}), eventOutcomeColumn)
+	}
+}
+
+// eventOutcome is the outcome withEventOutcome read.
+func eventOutcome(p *ent.Payment) (string, error) {
+	v, err := p.Value(eventOutcomeColumn)
+	if err != nil {
+		return "", err
+	}
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case []byte:
+		return string(v), nil
+	}
+	return "", fmt.Errorf("unexpected %T for the event's outcome", v)
 }
 
 // byIntentOrCharge matches a payment by its payment intent or its charge;

@@ -174,7 +174,7 @@ func publishStatements(db *database.DB) int64 {
 }
 
 const (
-	purchaseWebhookBudget  = 13
+	purchaseWebhookBudget  = 12
 	duplicateWebhookBudget = 1
 )
 
