@@ -35,6 +35,7 @@ import (
 	"modernc.org/sqlite"
 
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/predicate"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/batch"
@@ -290,10 +291,27 @@ func (t *Tx) LockUser(ctx context.Context, userID string) (*ent.User, error) {
 	return t.lockUser(ctx, userID)
 }
 
-// LockUsers is LockUser for several users at once, in one statement; it
-// returns those that exist.
-func (t *Tx) LockUsers(ctx context.Context, ids []string) (map[string]*ent.User, error) {
-	return t.lockUsers(ctx, ids)
+// LockUsersWhere is LockUser for the users that match, in one statement
+// and in id order (a subquery can name them: the users of some payments).
+func (t *Tx) LockUsersWhere(ctx context.Context, match predicate.User) (map[string]*ent.User, error) {
+	q := t.ent.User.Query().Where(match).Order(user.ByID())
+	if t.s.db.Dialect == dialect.Postgres {
+		q = q.ForUpdate()
+	}
+	found, err := q.All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: locking users: %w", err)
+	}
+	users := make(map[string]*ent.User, len(found))
+	for _, u := range found {
+		if held, ok := t.locked[u.ID]; ok {
+			u = held // it may have moved in this transaction
+		} else {
+			t.holds(u)
+		}
+		users[u.ID] = u
+	}
+	return users, nil
 }
 
 // lockUsers locks several users, in id order (so that two transactions

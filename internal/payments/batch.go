@@ -7,11 +7,13 @@ import (
 	"strings"
 	"time"
 
+	"entgo.io/ent/dialect/sql"
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
+	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/batch"
 	"github.com/tally-billing/tally/internal/ledger"
 )
@@ -25,22 +27,31 @@ const (
 	purchaseBatchTimeout       = 30 * time.Second
 )
 
-// purchase is one new Checkout Session event on its way through a batch.
+// purchase is one Checkout Session event on its way through a batch.
 type purchase struct {
 	ev       *stripe.Event
 	payload  []byte
 	sess     *stripe.CheckoutSession
-	target   *ent.Payment // as matched before the transaction
+	ref      string // the payment id the session names
 	received time.Time
 
 	outcome string
 	err     error
+	// later is set when the batch held another event of its payment or its
+	// user: it is applied on its own once the batch has committed.
+	later bool
+}
+
+// key keeps two events of one payment out of one batch.
+func (c *purchase) key() string {
+	if c.ref != "" {
+		return "payment:" + c.ref
+	}
+	return "session:" + c.sess.ID
 }
 
 func newPurchaseBatcher(s *Service) *batch.Batcher[*purchase] {
-	// One event per user in a batch: a batch's grants start from the
-	// balances read under the lock, one per user.
-	return batch.New(s.runPurchases, func(c *purchase) string { return c.target.UserID },
+	return batch.New(s.runPurchases, (*purchase).key,
 		batch.Options{MaxBatch: maxPurchaseBatch, MaxInFlight: maxPurchaseBatchesInFlight, Timeout: purchaseBatchTimeout, OnePerKey: true})
 }
 
@@ -48,76 +59,121 @@ func newPurchaseBatcher(s *Service) *batch.Batcher[*purchase] {
 // needs what only that path does (completing a deferred record).
 var errAlone = errors.New("payments: an event of the batch is to be applied alone")
 
-// runPurchases applies a batch in one transaction. When that fails, each
-// event is applied alone, so that one event cannot fail the others.
+// runPurchases answers the redeliveries of decided events from one read of
+// the batch's records, outside any transaction (a decided event's record
+// never changes), applies the rest in one transaction, then the events it
+// left for later, each on its own. When the transaction fails, its events
+// are applied on their own, so that one event cannot fail the others.
 func (s *Service) runPurchases(ctx context.Context, calls []*purchase) {
-	attempts := 0
-	err := s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
-		attempts++
-		return s.applyPurchases(ctx, t, calls, attempts == 1)
-	})
-	if err == nil {
-		return
+	pending, err := s.answerDecided(ctx, calls)
+	if err != nil {
+		pending = calls
+	} else if len(pending) > 0 {
+		attempts := 0
+		err = s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
+			attempts++
+			return s.applyPurchases(ctx, t, pending, attempts > 1)
+		})
 	}
-	if len(calls) == 1 && !errors.Is(err, errAlone) && !errors.Is(err, ledger.ErrKnownKey) {
-		calls[0].outcome, calls[0].err = "", err
-		return
+	if err != nil {
+		if len(calls) == 1 && !errors.Is(err, errAlone) && !errors.Is(err, ledger.ErrKnownKey) {
+			calls[0].outcome, calls[0].err = "", err
+			return
+		}
+		for _, c := range pending {
+			c.later = true
+		}
 	}
 	for _, c := range calls {
-		c.outcome, c.err = s.handleAlone(ctx, c.ev, c.payload, matched{payment: c.target, session: c.sess}, nil, c.received, nil)
+		if c.later {
+			c.outcome, c.err = s.handleUnbatched(ctx, c.ev, c.payload, c.received, nil)
+		}
 	}
 }
 
-// applyPurchases decides each event as applySession does, and writes the
-// batch with one statement per table: the users' locks (in id order), the
-// payments read again under them, the grants (see ledger.GrantMany), the
-// payments' new states, and the events' records.
-func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*purchase, firstAttempt bool) error {
-	userIDs := make([]string, len(calls))
-	paymentIDs := make([]string, len(calls))
-	eventIDs := make([]string, len(calls))
-	for i, c := range calls {
-		c.outcome, c.err = "", nil
-		userIDs[i], paymentIDs[i], eventIDs[i] = c.target.UserID, c.target.ID, c.ev.ID
+// answerDecided reads the records of the batch's events: a decided one is a
+// duplicate, a deferred one is left for later (completing it is the single
+// path's), and the others are returned. The read is trusted on the first
+// attempt: a record written since makes the insert of the batch's records
+// fail, and the retry reads them under the locks.
+func (s *Service) answerDecided(ctx context.Context, calls []*purchase) ([]*purchase, error) {
+	prior, err := eventOutcomes(ctx, s.db.Ent.ProcessedEvent, calls)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := t.LockUsers(ctx, userIDs); err != nil {
+	var pending []*purchase
+	for _, c := range calls {
+		c.outcome, c.err, c.later = "", nil, false
+		switch o, seen := prior[c.ev.ID]; {
+		case !seen:
+			pending = append(pending, c)
+		case o == processedevent.OutcomeDeferred:
+			c.later = true
+		default:
+			c.outcome = OutcomeDuplicate
+		}
+	}
+	return pending, nil
+}
+
+// eventOutcomes are the outcomes of the events' records, by event id.
+func eventOutcomes(ctx context.Context, c *ent.ProcessedEventClient, calls []*purchase) (map[string]processedevent.Outcome, error) {
+	ids := make([]string, len(calls))
+	for i, call := range calls {
+		ids[i] = call.ev.ID
+	}
+	recs, err := c.Query().Where(processedevent.StripeEventIDIn(ids...)).
+		Select(processedevent.FieldStripeEventID, processedevent.FieldOutcome).All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("payments: reading %d events: %w", len(ids), err)
+	}
+	outcomes := make(map[string]processedevent.Outcome, len(recs))
+	for _, r := range recs {
+		outcomes[r.StripeEventID] = r.Outcome
+	}
+	return outcomes, nil
+}
+
+// applyPurchases decides each event of the batch as applySession decides
+// one, with one statement per step for the whole batch: lock the users of
+// the payments the sessions name (in id order), read those payments under
+// the locks (and, on a retry, the events' records), then write the
+// payments' new states, the grants (see ledger.GrantMany) and the records.
+func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*purchase, readRecords bool) error {
+	var refs, sessionIDs []any
+	for _, c := range calls {
+		c.outcome, c.err, c.later = "", nil, false
+		if c.ref != "" {
+			refs = append(refs, c.ref)
+		}
+		if c.sess.ID != "" {
+			sessionIDs = append(sessionIDs, c.sess.ID)
+		}
+	}
+	named := func(id, sessionID string) *sql.Predicate {
+		return sql.Or(sql.In(id, refs...), sql.In(sessionID, sessionIDs...))
+	}
+	if _, err := t.LockUsersWhere(ctx, func(sel *sql.Selector) {
+		sel.Where(sql.In(sel.C(user.FieldID), sql.Select(payment.FieldUserID).From(sql.Table(payment.Table)).
+			Where(named(payment.FieldID, payment.FieldStripeCheckoutSessionID))))
+	}); err != nil {
 		return err
 	}
-	ps, err := t.Ent().Payment.Query().Where(payment.IDIn(paymentIDs...)).All(ctx)
+	ps, err := t.Ent().Payment.Query().Where(func(sel *sql.Selector) {
+		sel.Where(named(sel.C(payment.FieldID), sel.C(payment.FieldStripeCheckoutSessionID)))
+	}).All(ctx)
 	if err != nil {
-		return fmt.Errorf("payments: reading %d payments: %w", len(paymentIDs), err)
-	}
-	byID := make(map[string]*ent.Payment, len(ps))
-	for _, p := range ps {
-		byID[p.ID] = p
-	}
-	// The first attempt trusts the reads made before the transaction (no
-	// record), unless a payment moved since: most often a concurrent
-	// delivery of its event, applied while this batch waited for the lock.
-	// A record written since all the same makes the insert of the records
-	// fail and the transaction run again, reading them under the lock.
-	readRecords := !firstAttempt
-	for _, c := range calls {
-		p := byID[c.target.ID]
-		if p == nil {
-			return fmt.Errorf("payments: payment %s disappeared", c.target.ID)
-		}
-		if !p.UpdatedAt.Equal(c.target.UpdatedAt) {
-			readRecords = true
-		}
+		return fmt.Errorf("payments: reading the payments of %d events: %w", len(calls), err)
 	}
 	prior := map[string]processedevent.Outcome{}
 	if readRecords {
-		recs, err := t.Ent().ProcessedEvent.Query().Where(processedevent.StripeEventIDIn(eventIDs...)).
-			Select(processedevent.FieldStripeEventID, processedevent.FieldOutcome).All(ctx)
-		if err != nil {
-			return fmt.Errorf("payments: reading %d events: %w", len(eventIDs), err)
+		if prior, err = eventOutcomes(ctx, t.Ent().ProcessedEvent, calls); err != nil {
+			return err
 		}
-		for _, r := range recs {
-			if r.Outcome == processedevent.OutcomeDeferred {
+		for _, o := range prior {
+			if o == processedevent.OutcomeDeferred {
 				return errAlone
 			}
-			prior[r.StripeEventID] = r.Outcome
 		}
 	}
 
@@ -125,21 +181,42 @@ func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*pur
 	var grants []ledger.GrantRequest
 	var records []*ent.ProcessedEventCreate
 	var writes []sessionWrite
+	taken := map[string]bool{} // payments and users with an event in this batch
 	for _, c := range calls {
 		if _, seen := prior[c.ev.ID]; seen {
 			c.outcome = OutcomeDuplicate
 			continue
 		}
-		p := byID[c.target.ID]
-		eff := decideSession(c.ev.Type, p, c.sess)
-		if eff.grant {
-			grants = append(grants, purchaseGrant(p))
+		var p *ent.Payment
+		var d decision
+		switch matches := paymentsNamed(ps, c); len(matches) {
+		case 0:
+			d = failed("no payment matches this event")
+		case 1:
+			p = matches[0]
+			if taken[p.ID] || taken[p.UserID] {
+				// Its grant would start from a balance this batch changes.
+				c.later = true
+				continue
+			}
+			taken[p.ID], taken[p.UserID] = true, true
+			eff := decideSession(c.ev.Type, p, c.sess)
+			if eff.grant {
+				grants = append(grants, purchaseGrant(p))
+			}
+			if eff.write {
+				writes = append(writes, newSessionWrite(p, c.sess, eff))
+			}
+			d = eff.d
+		default:
+			d = failed("the event matches more than one payment")
 		}
-		if eff.write {
-			writes = append(writes, newSessionWrite(p, c.sess, eff))
+		var paymentID *string
+		if p != nil {
+			paymentID = &p.ID
 		}
-		records = append(records, recordCreate(t.Ent(), c.ev, c.payload, &p.ID, eff.d, c.received, now))
-		c.outcome = strings.ToLower(string(eff.d.outcome))
+		records = append(records, recordCreate(t.Ent(), c.ev, c.payload, paymentID, d, c.received, now))
+		c.outcome = strings.ToLower(string(d.outcome))
 	}
 	if err := s.writeSessions(ctx, t.Ent(), writes, now); err != nil {
 		return err
@@ -155,13 +232,25 @@ func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*pur
 	err = t.Ent().ProcessedEvent.CreateBulk(records...).Exec(ctx)
 	if ent.IsConstraintError(err) {
 		// An event of the batch, delivered concurrently elsewhere, was
-		// recorded first. Start over: the retry reads the records.
+		// recorded first. Start over: the retry finds its record.
 		return fmt.Errorf("payments: an event of the batch was recorded concurrently: %w", ledger.ErrRetry)
 	}
 	if err != nil {
 		return fmt.Errorf("payments: recording %d events: %w", len(records), err)
 	}
 	return nil
+}
+
+// paymentsNamed are the payments a session names, by id or by session id
+// (as match finds them).
+func paymentsNamed(ps []*ent.Payment, c *purchase) []*ent.Payment {
+	var out []*ent.Payment
+	for _, p := range ps {
+		if (c.ref != "" && p.ID == c.ref) || (c.sess.ID != "" && p.StripeCheckoutSessionID != nil && *p.StripeCheckoutSessionID == c.sess.ID) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // sessionWrite is what a Checkout Session event writes on its payment: the

@@ -70,11 +70,29 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		return "", errors.New("payments: event without id or type")
 	}
 	received := s.now().UTC()
-	// A redelivery of an event already decided (Stripe retries, and sends
-	// duplicates) is answered with one read, outside any transaction: a
-	// decided event's record never changes. Deferred ones are tried again.
-	// For a new event the read stands in for the read under the lock on the
-	// first attempt (see handleAlone and applyPurchases).
+	if also == nil && strings.HasPrefix(string(ev.Type), "checkout.session.") {
+		// The common case by far, and what arrives in bursts: concurrent
+		// Checkout Session events share a transaction (see applyPurchases),
+		// which also finds their payments and records.
+		var sess stripe.CheckoutSession
+		if err := json.Unmarshal(ev.Data.Raw, &sess); err == nil {
+			c := &purchase{ev: ev, payload: payload, sess: &sess, ref: sessionPaymentRef(&sess), received: received}
+			s.purchases.Do(c)
+			return c.outcome, c.err
+		}
+	}
+	return s.handleUnbatched(ctx, ev, payload, received, also)
+}
+
+// handleUnbatched decides an event on its own: a redelivery of an event
+// already decided (Stripe retries, and sends duplicates) is answered with
+// one read, outside any transaction (a decided event's record never
+// changes; deferred ones are tried again), and a new one is applied in a
+// transaction of its own. For a new event the read stands in for the read
+// under the lock on the first attempt (see handleAlone).
+func (s *Service) handleUnbatched(ctx context.Context, ev *stripe.Event, payload []byte, received time.Time,
+	also func(context.Context, *ent.Tx) error,
+) (string, error) {
 	seen, target, err := s.lookup(ctx, ev)
 	if seen != nil && seen.Outcome != processedevent.OutcomeDeferred {
 		return OutcomeDuplicate, nil
@@ -86,13 +104,6 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 	}
 	if err != nil {
 		return "", err
-	}
-	if seen == nil && also == nil && target.session != nil && target.payment != nil && target.mismatch == nil {
-		// The common case by far, and what arrives in bursts: a new
-		// Checkout Session event. Concurrent ones share a transaction.
-		c := &purchase{ev: ev, payload: payload, sess: target.session, target: target.payment, received: received}
-		s.purchases.Do(c)
-		return c.outcome, c.err
 	}
 	return s.handleAlone(ctx, ev, payload, target, seen, received, also)
 }
@@ -290,8 +301,6 @@ func (s *Service) recordDeferred(ctx context.Context, ev *stripe.Event, payload 
 type matched struct {
 	payment  *ent.Payment
 	mismatch *decision
-	// session is a Checkout Session event's session, as decoded.
-	session *stripe.CheckoutSession
 	// recorded is the outcome of the event's record read with its payment
 	// ("" for no record), nil when it was not read.
 	recorded *string
@@ -302,7 +311,7 @@ type matched struct {
 // payment intent or the charge.
 func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) {
 	q := s.db.Ent.Payment.Query()
-	var session *stripe.CheckoutSession
+	session := false // a Checkout Session event's record is read with its payment
 	switch {
 	case strings.HasPrefix(string(ev.Type), "checkout.session."):
 		var sess stripe.CheckoutSession
@@ -310,13 +319,9 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 			d := failed("malformed Checkout Session: %v", err)
 			return matched{mismatch: &d}, nil
 		}
-		ref := sess.ClientReferenceID
-		if ref == "" {
-			ref = sess.Metadata["payment_id"]
-		}
-		q = q.Where(payment.Or(payment.ID(ref), payment.StripeCheckoutSessionID(sess.ID)))
+		q = q.Where(payment.Or(payment.ID(sessionPaymentRef(&sess)), payment.StripeCheckoutSessionID(sess.ID)))
 		q.Modify(withEventOutcome(ev.ID))
-		session = &sess
+		session = true
 	case ev.Type == "charge.refunded":
 		var ch stripe.Charge
 		if err := json.Unmarshal(ev.Data.Raw, &ch); err != nil {
@@ -355,8 +360,8 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 		d := failed("no payment matches this event")
 		return matched{mismatch: &d}, nil
 	case 1:
-		m := matched{payment: ps[0], session: session}
-		if session != nil {
+		m := matched{payment: ps[0]}
+		if session {
 			o, err := eventOutcome(ps[0])
 			if err != nil {
 				return matched{}, fmt.Errorf("payments: matching event %s: %w", ev.ID, err)
@@ -368,6 +373,16 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 		d := failed("the event matches more than one payment")
 		return matched{mismatch: &d}, nil
 	}
+}
+
+// sessionPaymentRef is the payment id a Checkout Session names: Tally
+// creates sessions with client_reference_id set to it (the metadata's
+// payment_id is the fallback for sessions made by hand).
+func sessionPaymentRef(sess *stripe.CheckoutSession) string {
+	if sess.ClientReferenceID != "" {
+		return sess.ClientReferenceID
+	}
+	return sess.Metadata["payment_id"]
 }
 
 // eventOutcomeColumn is the column withEventOutcome adds to a payment.
