@@ -10,38 +10,9 @@ import (
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/ledger/ledgertest"
 	"github.com/tally-billing/tally/internal/testdb"
 )
-
-// holdAccounts keeps the users' locks in a transaction of its own until the
-// returned function is called, so that spends queue behind it.
-func holdAccounts(t *testing.T, l *ledger.Service, userIDs ...string) (release func()) {
-	t.Helper()
-	locked, released, finished := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		finished <- l.Within(context.Background(), func(ctx context.Context, tx *ledger.Tx) error {
-			for _, id := range userIDs {
-				if _, err := tx.LockUser(ctx, id); err != nil {
-					return err
-				}
-			}
-			close(locked)
-			<-released
-			return nil
-		})
-	}()
-	select {
-	case <-locked:
-	case err := <-finished:
-		t.Fatalf("holding the account: %v", err)
-	}
-	return func() {
-		close(released)
-		if err := <-finished; err != nil {
-			t.Fatalf("holding the account: %v", err)
-		}
-	}
-}
 
 // waitQueued waits until n spends wait for the account's next batch.
 func waitQueued(t *testing.T, l *ledger.Service, userID string, n int) {
@@ -106,7 +77,7 @@ func TestCoalescedBatchKeepsEachSpendApart(t *testing.T) {
 			held = append(held, h.ID)
 		}
 		statsBefore := e.l.Stats()
-		release := holdAccounts(t, e.l, held...)
+		release := ledgertest.HoldUsers(t, e.l, held...)
 		var bobs, wg sync.WaitGroup
 		for i, id := range held {
 			bobs.Add(1)

@@ -12,6 +12,7 @@ import (
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/ledger/ledgertest"
 	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/testdb"
 )
@@ -34,27 +35,12 @@ func (f *fixture) pendingPaymentOf(userID string) *ent.Payment {
 func (f *fixture) occupyPurchaseSlots() (release func()) {
 	f.t.Helper()
 	var held []*ent.Payment
+	var userIDs []string
 	for range payments.MaxPurchaseBatchesInFlight {
-		held = append(held, f.pendingPayment())
+		p := f.pendingPayment()
+		held, userIDs = append(held, p), append(userIDs, p.UserID)
 	}
-	locked, released, finished := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		finished <- f.l.Within(context.Background(), func(ctx context.Context, tx *ledger.Tx) error {
-			for _, p := range held {
-				if _, err := tx.LockUser(ctx, p.UserID); err != nil {
-					return err
-				}
-			}
-			close(locked)
-			<-released
-			return nil
-		})
-	}()
-	select {
-	case <-locked:
-	case err := <-finished:
-		f.t.Fatalf("holding the users: %v", err)
-	}
+	releaseUsers := ledgertest.HoldUsers(f.t, f.l, userIDs...)
 	var deliveries sync.WaitGroup
 	for _, p := range held {
 		deliveries.Add(1)
@@ -69,10 +55,7 @@ func (f *fixture) occupyPurchaseSlots() (release func()) {
 		return payments.PurchaseBatchesRunning(f.svc) == payments.MaxPurchaseBatchesInFlight
 	})
 	return func() {
-		close(released)
-		if err := <-finished; err != nil {
-			f.t.Fatalf("holding the users: %v", err)
-		}
+		releaseUsers()
 		deliveries.Wait()
 	}
 }
@@ -97,14 +80,7 @@ func TestConcurrentPurchasesShareTransactionsAndApplyOnce(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		f := newFixture(t, db)
 		ctx := context.Background()
-		debtor := f.paidAfterAnEarlyRefund()
-		if _, err := f.l.Spend(ctx, ledger.Actor{Kind: ledger.ActorService, ID: "app"},
-			ledger.SpendRequest{UserID: debtor.UserID, Amount: 90, IdempotencyKey: "s1"}); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := f.deliver("evt_r_early", "charge.refunded", charge(debtor, 300)); err != nil || out != payments.OutcomeApplied {
-			t.Fatalf("refund: %q %v", out, err)
-		}
+		debtor := f.inDebt()
 		if _, bal, _ := f.state(debtor); bal != -20 {
 			t.Fatalf("debtor's balance %d, want -20", bal)
 		}

@@ -91,6 +91,22 @@ func (f *fixture) paidAfterAnEarlyRefund() *ent.Payment {
 	return p
 }
 
+// inDebt is a payment of 100 credits whose buyer spent 90 before its
+// refund of 300 (of 1000, evt_r_early, deferred until the payment) was
+// applied: 30 credits clawed back, 20 of them a debt.
+func (f *fixture) inDebt() *ent.Payment {
+	f.t.Helper()
+	p := f.paidAfterAnEarlyRefund()
+	if _, err := f.l.Spend(context.Background(), ledger.Actor{Kind: ledger.ActorService, ID: "app"},
+		ledger.SpendRequest{UserID: p.UserID, Amount: 90, IdempotencyKey: "s1"}); err != nil {
+		f.t.Fatal(err)
+	}
+	if out, err := f.deliver("evt_r_early", "charge.refunded", charge(p, 300)); err != nil || out != payments.OutcomeApplied {
+		f.t.Fatalf("refund redelivered after the payment: %q %v", out, err)
+	}
+	return p
+}
+
 // tally counts the outcomes of concurrent deliveries.
 func tally(outcomes <-chan string) map[string]int {
 	counts := map[string]int{}
@@ -264,16 +280,8 @@ func TestDeferredEventRedeliveredConcurrentlyAppliesOnce(t *testing.T) {
 func TestRefundsAndDebt(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		f := newFixture(t, db)
-		ctx := context.Background()
 		// A refund before the payment waits: Stripe delivers it again.
-		p := f.paidAfterAnEarlyRefund()
-		if _, err := f.l.Spend(ctx, ledger.Actor{Kind: ledger.ActorService, ID: "app"},
-			ledger.SpendRequest{UserID: p.UserID, Amount: 90, IdempotencyKey: "s1"}); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := f.deliver("evt_r_early", "charge.refunded", charge(p, 300)); err != nil || out != payments.OutcomeApplied {
-			t.Fatalf("refund redelivered after the payment: %q %v", out, err)
-		}
+		p := f.inDebt()
 		// 30 of 100 credits clawed back; 10 were unspent, 20 become a debt.
 		if st, bal, refunded := f.state(p); st != payment.StatusPartiallyRefunded || bal != -20 || refunded != 300 {
 			t.Fatalf("after a partial refund: %s, balance %d, refunded %d", st, bal, refunded)
