@@ -238,3 +238,47 @@ func TestBatchWithAKnownGrantKeyFallsBackToOneByOne(t *testing.T) {
 		f.checkLedger()
 	})
 }
+
+// TestReplicasDeliveredTheSameEventsApplyEachOnce: two replicas (each with
+// its own ledger and batcher) receive the same burst of Checkout Session
+// events at once, as when Stripe retries against a load balancer; each
+// event is applied once, by one of them, and the other answers duplicate.
+func TestReplicasDeliveredTheSameEventsApplyEachOnce(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		f := newFixture(t, db)
+		ctx := context.Background()
+		replica := payments.New(db, ledger.New(db), payments.Config{})
+		var ps []*ent.Payment
+		for range 20 {
+			ps = append(ps, f.pendingPayment())
+		}
+		var wg sync.WaitGroup
+		outcomes := make(map[string]chan string, len(ps))
+		for _, p := range ps {
+			outcomes[p.ID] = make(chan string, 2)
+			for _, svc := range []*payments.Service{f.svc, replica} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ev, raw := event("evt_"+p.ID, "checkout.session.completed", session(p, "paid"))
+					out, err := svc.HandleEvent(ctx, ev, raw)
+					if err != nil {
+						t.Errorf("%s: %v", p.ID, err)
+					}
+					outcomes[p.ID] <- out
+				}()
+			}
+		}
+		wg.Wait()
+		for _, p := range ps {
+			close(outcomes[p.ID])
+			if counts := tally(outcomes[p.ID]); counts[payments.OutcomeApplied] != 1 || counts[payments.OutcomeDuplicate] != 1 {
+				t.Errorf("%s: outcomes %v", p.ID, counts)
+			}
+			if st, bal, _ := f.state(p); st != payment.StatusSucceeded || bal != 100 {
+				t.Errorf("%s: %s, balance %d", p.ID, st, bal)
+			}
+		}
+		f.checkLedger()
+	})
+}
