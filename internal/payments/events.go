@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"entgo.io/ent/dialect/sql"
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/tally-billing/tally/ent"
@@ -84,19 +83,22 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 	return s.handleUnbatched(ctx, ev, payload, received, also)
 }
 
-// handleUnbatched decides an event on its own: a redelivery of an event
+// handleUnbatched decides an event on its own. A redelivery of an event
 // already decided (Stripe retries, and sends duplicates) is answered with
-// one read, outside any transaction (a decided event's record never
-// changes; deferred ones are tried again), and a new one is applied in a
-// transaction of its own. For a new event the read stands in for the read
-// under the lock on the first attempt (see handleAlone).
+// one read, outside any transaction: a decided event's record never
+// changes. Deferred ones are tried again. For a new event the read stands
+// in for the read under the lock on the first attempt (see below).
 func (s *Service) handleUnbatched(ctx context.Context, ev *stripe.Event, payload []byte, received time.Time,
 	also func(context.Context, *ent.Tx) error,
 ) (string, error) {
-	seen, target, err := s.lookup(ctx, ev)
+	seen, err := eventRecord(ctx, s.db.Ent.ProcessedEvent, ev.ID)
+	if err != nil {
+		return "", err
+	}
 	if seen != nil && seen.Outcome != processedevent.OutcomeDeferred {
 		return OutcomeDuplicate, nil
 	}
+	target, err := s.match(ctx, ev)
 	var early *DeferredError
 	if errors.As(err, &early) {
 		s.recordDeferred(ctx, ev, payload, nil, early.Reason, received)
@@ -105,17 +107,9 @@ func (s *Service) handleUnbatched(ctx context.Context, ev *stripe.Event, payload
 	if err != nil {
 		return "", err
 	}
-	return s.handleAlone(ctx, ev, payload, target, seen, received, also)
-}
-
-// handleAlone applies an event in a transaction of its own. seen is the
-// event's record as read before (nil for none).
-func (s *Service) handleAlone(ctx context.Context, ev *stripe.Event, payload []byte, target matched, seen *ent.ProcessedEvent,
-	received time.Time, also func(context.Context, *ent.Tx) error,
-) (string, error) {
 	var outcome string
 	attempts := 0
-	err := s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
+	err = s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
 		outcome = ""
 		attempts++
 		var p *ent.Payment
@@ -173,35 +167,6 @@ func (s *Service) handleAlone(ctx context.Context, ev *stripe.Event, payload []b
 		return "", err
 	}
 	return outcome, nil
-}
-
-// lookup reads the event's record (nil when there is none) and, unless the
-// record says the event was decided, the payment it concerns. A Checkout
-// Session event's record comes with its payment, in one statement.
-func (s *Service) lookup(ctx context.Context, ev *stripe.Event) (*ent.ProcessedEvent, matched, error) {
-	if strings.HasPrefix(string(ev.Type), "checkout.session.") {
-		target, err := s.match(ctx, ev)
-		if err != nil {
-			return nil, matched{}, err
-		}
-		switch o := target.recorded; {
-		case o == nil: // no payment row to read it with
-		case *o == "":
-			return nil, target, nil
-		case *o != string(processedevent.OutcomeDeferred):
-			return &ent.ProcessedEvent{Outcome: processedevent.Outcome(*o)}, target, nil
-		}
-		// A deferred record is completed by its id, which the match does
-		// not read.
-		seen, err := eventRecord(ctx, s.db.Ent.ProcessedEvent, ev.ID)
-		return seen, target, err
-	}
-	seen, err := eventRecord(ctx, s.db.Ent.ProcessedEvent, ev.ID)
-	if err != nil || seen != nil && seen.Outcome != processedevent.OutcomeDeferred {
-		return seen, matched{}, err
-	}
-	target, err := s.match(ctx, ev)
-	return seen, target, err
 }
 
 // eventRecord reads what deciding an event needs of its record: nil when
@@ -301,9 +266,6 @@ func (s *Service) recordDeferred(ctx context.Context, ev *stripe.Event, payload 
 type matched struct {
 	payment  *ent.Payment
 	mismatch *decision
-	// recorded is the outcome of the event's record read with its payment
-	// ("" for no record), nil when it was not read.
-	recorded *string
 }
 
 // match finds the event's payment: a Checkout Session through its
@@ -311,7 +273,6 @@ type matched struct {
 // payment intent or the charge.
 func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) {
 	q := s.db.Ent.Payment.Query()
-	session := false // a Checkout Session event's record is read with its payment
 	switch {
 	case strings.HasPrefix(string(ev.Type), "checkout.session."):
 		var sess stripe.CheckoutSession
@@ -320,8 +281,6 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 			return matched{mismatch: &d}, nil
 		}
 		q = q.Where(payment.Or(payment.ID(sessionPaymentRef(&sess)), payment.StripeCheckoutSessionID(sess.ID)))
-		q.Modify(withEventOutcome(ev.ID))
-		session = true
 	case ev.Type == "charge.refunded":
 		var ch stripe.Charge
 		if err := json.Unmarshal(ev.Data.Raw, &ch); err != nil {
@@ -360,15 +319,7 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 		d := failed("no payment matches this event")
 		return matched{mismatch: &d}, nil
 	case 1:
-		m := matched{payment: ps[0]}
-		if session {
-			o, err := eventOutcome(ps[0])
-			if err != nil {
-				return matched{}, fmt.Errorf("payments: matching event %s: %w", ev.ID, err)
-			}
-			m.recorded = &o
-		}
-		return m, nil
+		return matched{payment: ps[0]}, nil
 	default:
 		d := failed("the event matches more than one payment")
 		return matched{mismatch: &d}, nil
@@ -383,38 +334,6 @@ func sessionPaymentRef(sess *stripe.CheckoutSession) string {
 		return sess.ClientReferenceID
 	}
 	return sess.Metadata["payment_id"]
-}
-
-// eventOutcomeColumn is the column withEventOutcome adds to a payment.
-const eventOutcomeColumn = "event_outcome"
-
-// withEventOutcome adds to each payment read the outcome of the event's
-// record, "" when it has none (never NULL: SQLite's driver could not say
-// what type a NULL column would have).
-func withEventOutcome(eventID string) func(*sql.Selector) {
-	return func(sel *sql.Selector) {
-		outcome := sql.Select(processedevent.FieldOutcome).
-			From(sql.Table(processedevent.Table)).
-			Where(sql.EQ(processedevent.FieldStripeEventID, eventID))
-		sel.AppendSelectExprAs(sql.ExprFunc(func(b *sql.Builder) {
-			b.S("COALESCE((").Join(outcome).S("), '')")
-		}), eventOutcomeColumn)
-	}
-}
-
-// eventOutcome is the outcome withEventOutcome read.
-func eventOutcome(p *ent.Payment) (string, error) {
-	v, err := p.Value(eventOutcomeColumn)
-	if err != nil {
-		return "", err
-	}
-	switch v := v.(type) {
-	case string:
-		return v, nil
-	case []byte:
-		return string(v), nil
-	}
-	return "", fmt.Errorf("unexpected %T for the event's outcome", v)
 }
 
 // byIntentOrCharge matches a payment by its payment intent or its charge;
