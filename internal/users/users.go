@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/auth"
+	"github.com/tally-billing/tally/internal/batch"
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
@@ -29,7 +31,28 @@ type Service struct {
 	// never deleted (money records refer to them), so an entry never goes
 	// stale; it saves the application backend's every spend a lookup.
 	ids *lru.Cache[string, string]
+	// reads coalesces the lookups of callers by external id: one query
+	// answers every request that arrived while earlier lookups were in
+	// flight, which is most of the cost of a balance read under load.
+	reads *batch.Batcher[*lookup]
 }
+
+// lookup is one caller's read of a user by external id. A nil user with a
+// nil error means there is no such user yet.
+type lookup struct {
+	externalID string
+	user       *ent.User
+	err        error
+}
+
+// readOptions: a lookup shares its query with at most 63 others, and at
+// most 4 queries run at once, which leaves the rest of the database pool to
+// writers however many readers wait. A user is in one running query at a
+// time, so that a user read by many requests at once (a balance polled by
+// every open tab) is read once per round trip for all of them.
+var readOptions = batch.Options{MaxBatch: 64, MaxInFlight: 4, Timeout: 10 * time.Second}
+
+func lookupKey(l *lookup) string { return l.externalID }
 
 // idCacheSize bounds the external id cache (about 100 bytes an entry).
 const idCacheSize = 100_000
@@ -40,7 +63,62 @@ func New(client *ent.Client) *Service {
 	if err != nil {
 		panic(err) // only for a size below 1
 	}
-	return &Service{client: client, ids: ids}
+	s := &Service{client: client, ids: ids}
+	s.reads = batch.New(s.readBatch, lookupKey, readOptions)
+	return s
+}
+
+// byExternalID reads the user with the external id, or nil if there is
+// none. The query starts after the call was queued, so the answer is never
+// older than the call: a caller that has seen its own write commit reads it
+// back, as with a query of its own.
+func (s *Service) byExternalID(externalID string) (*ent.User, error) {
+	l := &lookup{externalID: externalID}
+	s.reads.Do(l)
+	return l.user, l.err
+}
+
+// readBatch answers a batch of lookups with one query. Each caller gets its
+// own copy of the row, so that nothing one request does to its user is seen
+// by another.
+func (s *Service) readBatch(ctx context.Context, ls []*lookup) {
+	wanted := make([]string, 0, len(ls))
+	seen := make(map[string]bool, len(ls))
+	for _, l := range ls {
+		if !seen[l.externalID] {
+			seen[l.externalID] = true
+			wanted = append(wanted, l.externalID)
+		}
+	}
+	found, err := s.client.User.Query().Where(user.ExternalIDIn(padToPowerOfTwo(wanted)...)).All(ctx)
+	byExternalID := make(map[string]*ent.User, len(found))
+	for _, u := range found {
+		byExternalID[u.ExternalID] = u
+	}
+	for _, l := range ls {
+		if err != nil {
+			l.err = err
+			continue
+		}
+		if u, ok := byExternalID[l.externalID]; ok {
+			copied := *u
+			l.user = &copied
+		}
+	}
+}
+
+// padToPowerOfTwo repeats the last id up to the next power of two, so that
+// lookups of any number of users take one of a few statement shapes, which
+// each connection prepares once, instead of one per batch size.
+func padToPowerOfTwo(ids []string) []string {
+	n := 1
+	for n < len(ids) {
+		n *= 2
+	}
+	for len(ids) < n {
+		ids = append(ids, ids[len(ids)-1])
+	}
+	return ids
 }
 
 // cacheKey holds the caller's user for the rest of one request, so that
@@ -87,17 +165,17 @@ func (s *Service) Viewer(ctx context.Context) (*ent.User, error) {
 // provision returns the user with the external id, creating it if needed.
 // Concurrent first requests of one user create it once (unique external id).
 func (s *Service) provision(ctx context.Context, externalID, email string) (*ent.User, error) {
-	u, err := s.client.User.Query().Where(user.ExternalID(externalID)).Only(ctx)
-	if err == nil {
+	u, err := s.byExternalID(externalID)
+	if err != nil {
+		return nil, fmt.Errorf("users: reading %s: %w", externalID, err)
+	}
+	if u != nil {
 		if email != "" && u.Email != email {
 			if u, err = u.Update().SetEmail(email).Save(ctx); err != nil {
 				return nil, fmt.Errorf("users: updating the email of %s: %w", externalID, err)
 			}
 		}
 		return u, nil
-	}
-	if !ent.IsNotFound(err) {
-		return nil, fmt.Errorf("users: reading %s: %w", externalID, err)
 	}
 	create := s.client.User.Create().SetExternalID(externalID)
 	if email != "" {
