@@ -269,12 +269,12 @@ func (s *Service) find(ctx context.Context, t Target, provision bool) (*ent.User
 		if id, ok := s.ids.Get(ext); ok {
 			return &ent.User{ID: id, ExternalID: ext}, nil
 		}
-		u, err := s.client.User.Query().Where(user.ExternalID(ext)).Only(ctx)
-		if ent.IsNotFound(err) {
-			return nil, apperr.New(apperr.NotFound, "no user with external id %q", ext)
-		}
+		u, err := s.byExternalID(ext)
 		if err != nil {
 			return nil, fmt.Errorf("users: reading %s: %w", ext, err)
+		}
+		if u == nil {
+			return nil, apperr.New(apperr.NotFound, "no user with external id %q", ext)
 		}
 		s.ids.Add(ext, u.ID)
 		return u, nil
