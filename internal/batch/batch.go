@@ -1,6 +1,6 @@
 // Package batch coalesces concurrent calls into shared runs: a group commit
-// done by the application. The ledger batches spends with it, and the
-// payments package purchase webhooks.
+// done by the application. The ledger batches spends with it, the payments
+// package purchase webhooks, and the users package its lookups of callers.
 package batch
 
 import (
