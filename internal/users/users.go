@@ -33,7 +33,8 @@ type Service struct {
 	ids *lru.Cache[string, string]
 	// reads coalesces the lookups of callers by external id: one query
 	// answers every request that arrived while earlier lookups were in
-	// flight, which is most of the cost of a balance read under load.
+	// flight. A query of its own per request was most of what a balance
+	// read cost under load.
 	reads *batch.Batcher[*lookup]
 }
 
