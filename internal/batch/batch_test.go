@@ -2,12 +2,15 @@ package batch_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tally-billing/tally/internal/batch"
+	"github.com/tally-billing/tally/internal/testwait"
 )
 
 // gated records every run and holds it until the key of its first call is
@@ -72,12 +75,8 @@ func (g *gated) allRuns() [][]string {
 
 // A call's key is the part before the slash: "a/1" and "a/2" work on a.
 func key(c string) string {
-	for i := range len(c) {
-		if c[i] == '/' {
-			return c[:i]
-		}
-	}
-	return c
+	k, _, _ := strings.Cut(c, "/")
+	return k
 }
 
 func doAll(b *batch.Batcher[string], calls ...string) *sync.WaitGroup {
@@ -89,15 +88,11 @@ func doAll(b *batch.Batcher[string], calls ...string) *sync.WaitGroup {
 	return &wg
 }
 
+func queued(b *batch.Batcher[string]) int { return b.Queued(func(string) bool { return true }) }
+
 func waitQueued(t *testing.T, b *batch.Batcher[string], n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Queued(func(string) bool { return true }) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls queued, want %d", b.Queued(func(string) bool { return true }), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(t, fmt.Sprintf("%d calls queued", n), func() bool { return queued(b) == n })
 }
 
 // TestIdleBatcherRunsACallAtOnce: nothing waits on purpose.
@@ -125,11 +120,9 @@ func TestCallsQueuedBehindFullSlotsShareRuns(t *testing.T) {
 		t.Fatalf("%d runs going, want 2", n)
 	}
 	// a and b have runs going; c, d and e do not.
-	var queued []string
-	for _, c := range []string{"c/1", "a/2", "d/1", "c/2", "e/1"} {
-		queued = append(queued, c)
+	for i, c := range []string{"c/1", "a/2", "d/1", "c/2", "e/1"} {
 		doAll(b, c)
-		waitQueued(t, b, len(queued))
+		waitQueued(t, b, i+1)
 	}
 	g.open("b") // b's run ends; a's is still going
 	var next []string
@@ -141,13 +134,7 @@ func TestCallsQueuedBehindFullSlotsShareRuns(t *testing.T) {
 	g.openAll()
 	first.Wait()
 	second.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Running() > 0 || b.Queued(func(string) bool { return true }) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("calls left over")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(t, "every call run", func() bool { return b.Running() == 0 && queued(b) == 0 })
 
 	// The next run takes the first three queued calls whose keys have no
 	// run going (a/2 waits for a's run), in arrival order.
@@ -174,20 +161,13 @@ func TestOnePerKeyLeavesAKeysSecondCallForTheNextRun(t *testing.T) {
 	b := batch.New(g.run, key, batch.Options{MaxBatch: 10, MaxInFlight: 1, Timeout: time.Second, OnePerKey: true})
 	first := doAll(b, "x/1")
 	<-g.started
-	queued := []string{"a/1", "a/2", "b/1"}
-	for i, c := range queued {
+	for i, c := range []string{"a/1", "a/2", "b/1"} {
 		doAll(b, c)
 		waitQueued(t, b, i+1)
 	}
 	g.openAll()
 	first.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(g.allRuns()) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("runs %v, want 3", g.allRuns())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(t, "3 runs", func() bool { return len(g.allRuns()) == 3 })
 	runs := g.allRuns()
 	if !slices.Equal(runs[1], []string{"a/1", "b/1"}) || !slices.Equal(runs[2], []string{"a/2"}) {
 		t.Errorf("runs %v, want [x/1] [a/1 b/1] [a/2]", runs)

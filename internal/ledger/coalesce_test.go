@@ -5,25 +5,19 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/ledger/ledgertest"
 	"github.com/tally-billing/tally/internal/testdb"
+	"github.com/tally-billing/tally/internal/testwait"
 )
 
 // waitQueued waits until n spends wait for the account's next batch.
 func waitQueued(t *testing.T, l *ledger.Service, userID string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for ledger.QueuedSpends(l, userID) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d spends queued, want %d", ledger.QueuedSpends(l, userID), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(t, fmt.Sprintf("%d spends queued", n), func() bool { return ledger.QueuedSpends(l, userID) == n })
 }
 
 // TestCoalescedBatchKeepsEachSpendApart: spends that queue while every
@@ -88,13 +82,9 @@ func TestCoalescedBatchKeepsEachSpendApart(t *testing.T) {
 				}
 			}()
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for ledger.BatchesRunning(e.l) != ledger.MaxBatchesInFlight || ledger.QueuedSpends(e.l, "") != 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("the spends from held accounts did not take every batch slot")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		testwait.Until(t, "the spends from held accounts to take every batch slot", func() bool {
+			return ledger.BatchesRunning(e.l) == ledger.MaxBatchesInFlight && ledger.QueuedSpends(e.l, "") == 0
+		})
 		for i, c := range calls {
 			if c.user == "" {
 				c.user = u.ID

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/payment"
@@ -15,6 +14,7 @@ import (
 	"github.com/tally-billing/tally/internal/ledger/ledgertest"
 	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/testdb"
+	"github.com/tally-billing/tally/internal/testwait"
 )
 
 // pendingPaymentOf is pendingPayment for an existing user.
@@ -62,13 +62,7 @@ func (f *fixture) occupyPurchaseSlots() (release func()) {
 
 func (f *fixture) waitFor(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(f.t, what, cond)
 }
 
 // TestConcurrentPurchasesShareTransactionsAndApplyOnce: Checkout Session

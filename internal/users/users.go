@@ -92,15 +92,17 @@ func (s *Service) readBatch(ctx context.Context, ls []*lookup) {
 		}
 	}
 	found, err := s.client.User.Query().Where(user.ExternalIDIn(padToPowerOfTwo(wanted)...)).All(ctx)
+	if err != nil {
+		for _, l := range ls {
+			l.err = err
+		}
+		return
+	}
 	byExternalID := make(map[string]*ent.User, len(found))
 	for _, u := range found {
 		byExternalID[u.ExternalID] = u
 	}
 	for _, l := range ls {
-		if err != nil {
-			l.err = err
-			continue
-		}
 		if u, ok := byExternalID[l.externalID]; ok {
 			copied := *u
 			l.user = &copied

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/user"
@@ -14,6 +13,7 @@ import (
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/testdb"
+	"github.com/tally-billing/tally/internal/testwait"
 	"github.com/tally-billing/tally/internal/users"
 )
 
@@ -91,7 +91,7 @@ func TestConcurrentLookupsShareQueries(t *testing.T) {
 		for _, sub := range subs {
 			go view(sub)
 		}
-		waitFor(t, func() bool { return users.QueuedReads(svc) == len(subs) })
+		testwait.Until(t, "the lookups to queue", func() bool { return users.QueuedReads(svc) == len(subs) })
 		close(gate)
 
 		got := map[string][]*ent.User{}
@@ -185,15 +185,4 @@ func TestBalanceReadsSeeEveryCommittedGrant(t *testing.T) {
 			}
 		}
 	})
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting")
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
