@@ -34,6 +34,7 @@ type options struct {
 	db             string
 	pgURL          string
 	duration       time.Duration
+	warmup         time.Duration
 	rounds         int
 	clients        []int
 	out            string
@@ -85,6 +86,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.accounts, "accounts", 10000, "W2's accounts (each for the API and for the baselines)")
 	fs.IntVar(&o.history, "history", 10000, "W3's history: transactions of the user whose pages are read")
 	fs.StringVar(&depths, "depths", "", "W3's page depths (rows skipped), comma-separated (default 0, 10% and 90% of --history: 0,1000,9000)")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "before the first round, each closed-loop workload but W4's runs this long unmeasured (0: none)")
 	fs.Float64Var(&o.dupShare, "duplicates", 0.3, "W4: share of deliveries that repeat an event already sent")
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the workloads, a mixed load for this long (e.g. 5m), watching the server's RSS")
 	fs.StringVar(&o.tallyBin, "tally", "", "a tally binary to run instead of building ./cmd/tally")
@@ -101,8 +103,8 @@ func parseFlags(args []string) (options, error) {
 	if o.baselineDriver != "pgx" && o.baselineDriver != "sql" {
 		return o, fmt.Errorf("--baseline-driver must be pgx or sql, not %q", o.baselineDriver)
 	}
-	if o.duration <= 0 || o.rounds < 1 || o.soak < 0 {
-		return o, errors.New("--duration and --rounds must be positive, --soak not negative")
+	if o.duration <= 0 || o.rounds < 1 || o.soak < 0 || o.warmup < 0 {
+		return o, errors.New("--duration and --rounds must be positive, --soak and --warmup not negative")
 	}
 	if o.dupShare < 0 || o.dupShare >= 1 {
 		return o, errors.New("--duplicates must be from 0 to less than 1")
@@ -196,6 +198,9 @@ func bench(ctx context.Context, o options) error {
 	res.setPlan(groups)
 	res.Seeding = e.seeding
 	logf("the runs take about %s (and the checks after each)", o.estimate(groups).Round(time.Second))
+	if err := e.warmUp(ctx, groups); err != nil {
+		return err
+	}
 rounds:
 	for round := range o.rounds {
 		for _, g := range groups {

@@ -67,6 +67,7 @@ type settings struct {
 	Database       string   `json:"database"`
 	BaselineDriver string   `json:"baseline_driver"`
 	Duration       string   `json:"duration"`
+	Warmup         string   `json:"warmup"`
 	Rounds         int      `json:"rounds"`
 	Clients        []int    `json:"clients"`
 	Workloads      []string `json:"workloads"`
@@ -107,7 +108,7 @@ func newResults(o options, poolSize int) *results {
 	return &results{
 		Started: time.Now().UTC(),
 		Machine: m,
-		Settings: settings{Database: o.db, BaselineDriver: driver, Duration: o.duration.String(), Rounds: o.rounds,
+		Settings: settings{Database: o.db, BaselineDriver: driver, Duration: o.duration.String(), Warmup: o.warmup.String(), Rounds: o.rounds,
 			Clients: o.clients, Workloads: ws, Accounts: o.accounts, History: o.history, Depths: o.depths,
 			DuplicateShare: o.dupShare, PoolSize: poolSize, Env: env},
 		samples:   map[string][]sample{},
@@ -247,8 +248,8 @@ func (r *results) violations() int {
 
 func (r *results) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%s (baselines through %s, pools of %d), %s per run, %d round(s); %d CPUs, %s\n\n",
-		r.Settings.Database, r.Settings.BaselineDriver, r.Settings.PoolSize, r.Settings.Duration, r.Settings.Rounds,
+	fmt.Fprintf(&b, "\n%s (baselines through %s, pools of %d), %s per run, %d round(s) after a %s warm-up; %d CPUs, %s\n\n",
+		r.Settings.Database, r.Settings.BaselineDriver, r.Settings.PoolSize, r.Settings.Duration, r.Settings.Rounds, r.Settings.Warmup,
 		r.Machine.NumCPU, r.Machine.GoVersion)
 	b.WriteString("| workload | clients | ops/s | p50 ms | p95 ms | p99 ms | errors | retries/op | server RSS MiB | server CPU | ops/s vs baseline | p99 vs baseline |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
