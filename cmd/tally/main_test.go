@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -235,19 +234,5 @@ func TestMigrateCommands(t *testing.T) {
 				t.Fatalf("final status:\n%s", out)
 			}
 		})
-	}
-}
-
-func TestServeSetsTheGCTargetUnlessGOGCIsSet(t *testing.T) {
-	before := debug.SetGCPercent(100)
-	t.Cleanup(func() { debug.SetGCPercent(before) })
-
-	setGCPercent(func(string) (string, bool) { return "", false })
-	if got := debug.SetGCPercent(100); got != serveGCPercent {
-		t.Fatalf("without GOGC the GC percent is %d, want %d", got, serveGCPercent)
-	}
-	setGCPercent(func(name string) (string, bool) { return "50", name == "GOGC" })
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Fatalf("with GOGC set, serve changed the GC percent to %d", got)
 	}
 }

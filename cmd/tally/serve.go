@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"sync"
 
 	"github.com/spf13/cobra"
@@ -29,7 +28,6 @@ func newServeCommand() *cobra.Command {
 			return err
 		}
 		logger := newLogger(cfg)
-		setGCPercent(os.LookupEnv)
 		// Take the port first: a port in use is reported before the
 		// database is touched.
 		ln, err := server.Listen(cfg.Addr)
@@ -83,21 +81,4 @@ func newServeCommand() *cobra.Command {
 		return srv.Serve(ctx, ln)
 	}
 	return cmd
-}
-
-// serveGCPercent is the garbage collector's target when GOGC is not set:
-// the heap may grow to four times what is live between collections rather
-// than twice. Tally's live heap is small and its requests allocate a lot
-// (GraphQL, JSON, database rows), so at Go's default of 100 the collector
-// took a seventh of the server's CPU under load. At 300, W2 (spends on
-// 10,000 accounts, PostgreSQL) went from 0.63–0.66× its baseline to
-// 0.69–0.70× in alternated runs on one machine, and the peak RSS at 64
-// clients from 102 to 127 MiB (docs/benchmarks.md). Set GOGC to choose
-// otherwise; GOMEMLIMIT bounds the heap either way.
-const serveGCPercent = 300
-
-func setGCPercent(lookupEnv func(string) (string, bool)) {
-	if _, set := lookupEnv("GOGC"); !set {
-		debug.SetGCPercent(serveGCPercent)
-	}
 }
