@@ -236,7 +236,7 @@ func (e *env) warmUp(ctx context.Context, groups []group) error {
 	for _, g := range groups {
 		for _, clients := range g.clients {
 			for _, w := range g.members {
-				if w.open || w.hooks != nil {
+				if !w.warmed() {
 					continue
 				}
 				if ctx.Err() != nil {
@@ -254,13 +254,17 @@ func (e *env) warmUp(ctx context.Context, groups []group) error {
 	return nil
 }
 
+// warmed says whether warmUp runs w: closed loops that draw from no stock
+// of webhook events.
+func (w *workload) warmed() bool { return !w.open && w.hooks == nil }
+
 // estimate is how long the plan's runs take, for the log.
 func (o options) estimate(groups []group) time.Duration {
 	runs, warmups := 0, 0
 	for _, g := range groups {
 		runs += len(g.members) * len(g.clients)
 		for _, w := range g.members {
-			if !w.open && w.hooks == nil {
+			if w.warmed() {
 				warmups += len(g.clients)
 			}
 		}
