@@ -117,7 +117,8 @@ func TestConcurrentPurchasesShareTransactionsAndApplyOnce(t *testing.T) {
 		var wg sync.WaitGroup
 		outcomes := make(map[string]chan string, len(events))
 		for _, e := range events {
-			outcomes[e.id] = make(chan string, copies)
+			delivered := make(chan string, copies) // not read from the map: see TestReplicasDeliveredTheSameEventsApplyEachOnce
+			outcomes[e.id] = delivered
 			for range copies {
 				wg.Add(1)
 				go func() {
@@ -126,7 +127,7 @@ func TestConcurrentPurchasesShareTransactionsAndApplyOnce(t *testing.T) {
 					if err != nil {
 						t.Errorf("%s: %v", e.id, err)
 					}
-					outcomes[e.id] <- out
+					delivered <- out
 				}()
 			}
 		}
@@ -249,7 +250,11 @@ func TestReplicasDeliveredTheSameEventsApplyEachOnce(t *testing.T) {
 		var wg sync.WaitGroup
 		outcomes := make(map[string]chan string, len(ps))
 		for _, p := range ps {
-			outcomes[p.ID] = make(chan string, 2)
+			// Each goroutine sends on its own payment's channel, taken here:
+			// reading the map in the goroutines would race with this loop's
+			// writes of the next payments' channels.
+			delivered := make(chan string, 2)
+			outcomes[p.ID] = delivered
 			for _, svc := range []*payments.Service{f.svc, replica} {
 				wg.Add(1)
 				go func() {
@@ -259,7 +264,7 @@ func TestReplicasDeliveredTheSameEventsApplyEachOnce(t *testing.T) {
 					if err != nil {
 						t.Errorf("%s: %v", p.ID, err)
 					}
-					outcomes[p.ID] <- out
+					delivered <- out
 				}()
 			}
 		}
