@@ -117,7 +117,9 @@ func TestConcurrentPurchasesShareTransactionsAndApplyOnce(t *testing.T) {
 		var wg sync.WaitGroup
 		outcomes := make(map[string]chan string, len(events))
 		for _, e := range events {
-			delivered := make(chan string, copies) // not read from the map: see TestReplicasDeliveredTheSameEventsApplyEachOnce
+			// Taken here, not read from the map in the goroutines, which
+			// would race with this loop's writes of the next events.
+			delivered := make(chan string, copies)
 			outcomes[e.id] = delivered
 			for range copies {
 				wg.Add(1)
