@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -17,7 +18,12 @@ var errInternal = errors.New("internal error")
 // errorPresenter is the one place where errors become GraphQL errors: an
 // apperr.Error keeps its message and code; anything else is logged and shown
 // only as INTERNAL, so no internal detail reaches a client.
-type errorPresenter struct{ logger *slog.Logger }
+type errorPresenter struct {
+	logger *slog.Logger
+	// production strips "Did you mean …" from validation messages: they
+	// name fields, arguments and types a caller did not know.
+	production bool
+}
 
 func (p errorPresenter) present(ctx context.Context, err error) *gqlerror.Error {
 	gqlErr := graphql.DefaultErrorPresenter(ctx, err)
@@ -25,6 +31,11 @@ func (p errorPresenter) present(ctx context.Context, err error) *gqlerror.Error 
 	if errors.As(err, &validation) && validation.Err == nil {
 		// Parse and validation errors from gqlgen itself are safe and already
 		// carry their own code.
+		if p.production {
+			if i := strings.Index(gqlErr.Message, " Did you mean"); i >= 0 {
+				gqlErr.Message = gqlErr.Message[:i]
+			}
+		}
 		return gqlErr
 	}
 	if e, ok := apperr.As(err); ok {

@@ -101,16 +101,6 @@ func (r *Resolver) userAfter(ctx context.Context, res *ledger.Result, u *ent.Use
 	return r.Client.User.Get(ctx, u.ID)
 }
 
-func ttl(seconds *int) time.Duration {
-	if seconds == nil {
-		return 0
-	}
-	if *seconds <= 0 {
-		return -1 // refused by the ledger with a clear message
-	}
-	return time.Duration(*seconds) * time.Second
-}
-
 func callerRole(ctx context.Context) (auth.Role, bool) {
 	c, ok := auth.FromContext(ctx)
 	return c.Role, ok

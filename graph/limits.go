@@ -105,3 +105,51 @@ func selectionDepth(set ast.SelectionSet, fragments ast.FragmentDefinitionList, 
 	}
 	return deepest
 }
+
+// introspectionGate refuses __schema and __type, when introspection is off,
+// before anything runs: FORBIDDEN, not the INTERNAL (with an error in the
+// log) that gqlgen's resolver-level refusal became.
+type introspectionGate struct{}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationContextMutator
+} = introspectionGate{}
+
+func (introspectionGate) ExtensionName() string                   { return "IntrospectionGate" }
+func (introspectionGate) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (introspectionGate) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if !oc.DisableIntrospection || !selectsIntrospection(oc.Operation.SelectionSet, oc.Doc.Fragments, 0) {
+		return nil
+	}
+	return &gqlerror.Error{
+		Message:    "introspection is disabled on this server",
+		Extensions: map[string]any{"code": string(apperr.Forbidden)},
+	}
+}
+
+// selectsIntrospection says whether a root selection asks for __schema or
+// __type, directly or through fragments.
+func selectsIntrospection(set ast.SelectionSet, fragments ast.FragmentDefinitionList, seen int) bool {
+	if seen > 64 {
+		return false
+	}
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			if s.Name == "__schema" || s.Name == "__type" {
+				return true
+			}
+		case *ast.InlineFragment:
+			if selectsIntrospection(s.SelectionSet, fragments, seen+1) {
+				return true
+			}
+		case *ast.FragmentSpread:
+			if f := fragments.ForName(s.Name); f != nil && selectsIntrospection(f.SelectionSet, fragments, seen+1) {
+				return true
+			}
+		}
+	}
+	return false
+}

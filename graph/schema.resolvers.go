@@ -8,6 +8,7 @@ package graph
 import (
 	"context"
 	"errors"
+	"time"
 
 	"entgo.io/contrib/entgql"
 	"github.com/tally-billing/tally/ent"
@@ -117,8 +118,14 @@ func (r *mutationResolver) ReserveCredits(ctx context.Context, input model.Reser
 	if err != nil {
 		return nil, err
 	}
+	var ttl time.Duration
+	if input.TTLSeconds != nil {
+		if ttl, err = ledger.ReservationTTL(int64(*input.TTLSeconds)); err != nil {
+			return nil, err
+		}
+	}
 	res, err := r.Ledger.Reserve(ctx, actor, ledger.ReserveRequest{
-		UserID: target.ID, Amount: int64(input.Amount), TTL: ttl(input.TTLSeconds),
+		UserID: target.ID, Amount: int64(input.Amount), TTL: ttl,
 		Reason: deref(input.Reason), IdempotencyKey: input.IdempotencyKey,
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 
@@ -35,6 +36,13 @@ func newServeCommand() *cobra.Command {
 			return err
 		}
 		defer ln.Close()
+		var metricsLn net.Listener
+		if cfg.MetricsAddr != "" {
+			if metricsLn, err = server.Listen(cfg.MetricsAddr); err != nil {
+				return fmt.Errorf("TALLY_METRICS_ADDR: %w", err)
+			}
+			defer metricsLn.Close()
+		}
 		db, err := openDatabase(ctx, cfg)
 		if err != nil {
 			return err
@@ -64,12 +72,23 @@ func newServeCommand() *cobra.Command {
 		// Expired lots and reservations are swept in the background; every
 		// replica may run the sweeper, each expiry re-checks under the
 		// user's lock.
-		sweepCtx, stopSweeper := context.WithCancel(ctx)
-		var sweeper sync.WaitGroup
-		sweeper.Go(func() {
-			srv.Ledger().RunSweeper(sweepCtx, cfg.SweepInterval, logger.With("component", "sweeper"))
+		background, stopBackground := context.WithCancel(ctx)
+		var running sync.WaitGroup
+		running.Go(func() {
+			srv.Ledger().RunSweeper(background, cfg.SweepInterval, logger.With("component", "sweeper"))
 		})
-		defer func() { stopSweeper(); sweeper.Wait() }()
+		defer func() { stopBackground(); running.Wait() }()
+		switch {
+		case metricsLn != nil:
+			running.Go(func() {
+				if err := srv.ServeMetrics(background, metricsLn); err != nil {
+					logger.Error("metrics listener stopped", "error", err.Error())
+				}
+			})
+			logger.Info("metrics are served on their own address", "metrics", "http://"+metricsLn.Addr().String()+"/metrics")
+		case !cfg.MetricsOnAPI():
+			logger.Warn("metrics are not served: set TALLY_METRICS_ADDR (an internal address) or TALLY_METRICS_TOKEN")
+		}
 		base := "http://" + ln.Addr().String()
 		logger.Info("tally is serving",
 			"env", cfg.Env, "addr", ln.Addr().String(), "database", describe(db),

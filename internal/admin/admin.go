@@ -195,11 +195,20 @@ func (f PackageFields) validate(creating bool) error {
 	if creating && (f.Name == nil || f.Credits == nil || f.PriceAmount == nil || f.Currency == nil) {
 		return apperr.New(apperr.InvalidArgument, "name, credits, priceAmount and currency are required")
 	}
-	if f.Name != nil && (strings.TrimSpace(*f.Name) == "" || len(*f.Name) > 100) {
+	if f.Name != nil && strings.TrimSpace(*f.Name) == "" {
 		return apperr.New(apperr.InvalidArgument, "name must be 1 to 100 characters")
 	}
-	if f.Description != nil && len(*f.Description) > 1000 {
-		return apperr.New(apperr.InvalidArgument, "description is longer than 1000 characters")
+	for _, text := range []struct {
+		name  string
+		value *string
+		max   int
+	}{{"name", f.Name, 100}, {"description", f.Description, 1000}, {"stripePriceId", f.StripePriceID, 255}} {
+		if text.value == nil {
+			continue
+		}
+		if err := ledger.ValidateText(text.name, *text.value, text.max); err != nil {
+			return err
+		}
 	}
 	for name, v := range map[string]*int64{"credits": f.Credits, "priceAmount": f.PriceAmount} {
 		if v != nil && (*v <= 0 || *v > ledger.MaxAmount) {

@@ -23,7 +23,10 @@ const (
 	AccountFrozen        Code = "ACCOUNT_FROZEN"
 	Conflict             Code = "CONFLICT"
 	Unavailable          Code = "UNAVAILABLE"
-	Internal             Code = "INTERNAL"
+	// RateLimited is a request past its caller's rate limit (HTTP 429 with
+	// Retry-After; on a WebSocket, extensions.retryAfter in seconds).
+	RateLimited Code = "RATE_LIMITED"
+	Internal    Code = "INTERNAL"
 )
 
 // Error is an error meant for the caller: its message must be safe to show.

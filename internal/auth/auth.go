@@ -10,7 +10,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
+	"unicode/utf8"
+
+	"github.com/tally-billing/tally/internal/apperr"
 )
 
 // Role is what kind of caller a token speaks for.
@@ -46,19 +50,34 @@ const MaxSubjectLen = 255
 // maxEmailLen matches the storage of a user's email.
 const maxEmailLen = 320
 
-// checkSubject returns why sub cannot name a caller, or "" if it can. A
-// subject becomes a stored external id and part of idempotency scopes and
-// logs, so blank and control characters are refused rather than stored.
-func checkSubject(sub string) string {
+// externalIDProblem says why s cannot be an external id (a token's `sub`, or
+// the externalUserId a service or admin names a user by), or "" if it can.
+// The one rule for every way an id arrives, so that one string always names
+// one account: nothing is trimmed or folded, and what would need it (blank,
+// spaces at either end, control characters) is refused rather than stored.
+func externalIDProblem(s string) string {
 	switch {
-	case strings.TrimSpace(sub) == "":
+	case strings.TrimSpace(s) == "":
 		return "is empty"
-	case len(sub) > MaxSubjectLen:
+	case len(s) > MaxSubjectLen:
 		return fmt.Sprintf("is longer than %d bytes", MaxSubjectLen)
-	case strings.ContainsFunc(sub, unicode.IsControl):
+	case !utf8.ValidString(s):
+		return "is not valid UTF-8"
+	case strings.ContainsFunc(s, unicode.IsControl):
 		return "contains control characters"
+	case strings.TrimSpace(s) != s:
+		return "starts or ends with white space"
 	}
 	return ""
+}
+
+// CheckExternalID refuses, as INVALID_ARGUMENT naming the field, an
+// external id that no token could carry as its subject.
+func CheckExternalID(field, s string) error {
+	if why := externalIDProblem(s); why != "" {
+		return apperr.New(apperr.InvalidArgument, "%s %s", field, why)
+	}
+	return nil
 }
 
 // Caller is the identity carried by a verified token.
@@ -69,7 +88,14 @@ type Caller struct {
 	Role    Role
 	// Email is the token's optional `email` claim, as the issuer stated it.
 	Email string
+	// Expires is when the token stops being valid (its `exp`); a WebSocket
+	// opened with it is closed then.
+	Expires time.Time
 }
+
+// Key identifies the caller for per-caller limits: the same subject under
+// two roles is two callers.
+func (c Caller) Key() string { return string(c.Role) + ":" + c.Subject }
 
 type callerKey struct{}
 

@@ -27,7 +27,7 @@ func Mint(secret []byte, c MintClaims, ttl time.Duration) (string, error) {
 	if len(secret) == 0 {
 		return "", errors.New("auth: no secret to sign the token with")
 	}
-	if why := checkSubject(c.Subject); why != "" {
+	if why := externalIDProblem(c.Subject); why != "" {
 		return "", fmt.Errorf("auth: the subject %s", why)
 	}
 	role := c.Role

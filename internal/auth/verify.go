@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -171,7 +173,7 @@ func (v *Verifier) Verify(token string) (Caller, error) {
 	if err != nil {
 		return Caller{}, v.refusal(tok, &c, err)
 	}
-	if why := checkSubject(c.Subject); why != "" {
+	if why := externalIDProblem(c.Subject); why != "" {
 		return Caller{}, unauthenticated("token subject " + why)
 	}
 	role := RoleUser
@@ -183,7 +185,10 @@ func (v *Verifier) Verify(token string) (Caller, error) {
 	if len(c.Email) > maxEmailLen {
 		return Caller{}, unauthenticated("token email too long")
 	}
-	caller := Caller{Subject: c.Subject, Role: role, Email: c.Email}
+	if !utf8.ValidString(c.Email) || strings.ContainsFunc(c.Email, unicode.IsControl) {
+		return Caller{}, unauthenticated("token email contains control characters")
+	}
+	caller := Caller{Subject: c.Subject, Role: role, Email: c.Email, Expires: c.ExpiresAt.Time}
 	entry := verifiedToken{caller: caller, expires: c.ExpiresAt.Time}
 	if c.NotBefore != nil {
 		entry.notBefore = c.NotBefore.Time

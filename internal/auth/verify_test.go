@@ -91,8 +91,8 @@ func TestHS256TokenGivesItsCaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (auth.Caller{Subject: "alice", Role: auth.RoleAdmin, Email: "a@example.com"}); got != want {
-		t.Fatalf("caller %+v, want %+v", got, want)
+	if want := (auth.Caller{Subject: "alice", Role: auth.RoleAdmin, Email: "a@example.com", Expires: got.Expires}); got != want || got.Expires.IsZero() {
+		t.Fatalf("caller %+v, want %+v with the token's expiry", got, want)
 	}
 }
 
@@ -270,8 +270,11 @@ func TestMintedTokensVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (auth.Caller{Subject: "bob", Role: auth.RoleService, Email: "b@example.com"}); got != want {
+	if want := (auth.Caller{Subject: "bob", Role: auth.RoleService, Email: "b@example.com", Expires: got.Expires}); got != want {
 		t.Fatalf("caller %+v, want %+v", got, want)
+	}
+	if d := time.Until(got.Expires); d < 59*time.Minute || d > time.Hour {
+		t.Fatalf("the caller expires in %v; the token was minted for an hour", d)
 	}
 
 	token, err = auth.Mint(secret, auth.MintClaims{Subject: "carol"}, time.Hour)

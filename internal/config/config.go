@@ -42,6 +42,10 @@ var stripeAPIVersion = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$`)
 // minSecretLen is the shortest HS256 secret accepted in production (256 bits).
 const minSecretLen = 32
 
+// minWebhookKeyLen is the shortest signing key accepted after whsec_ in
+// production (Stripe's are 32 characters).
+const minWebhookKeyLen = 24
+
 // Config is the whole configuration of a Tally process.
 type Config struct {
 	Env         string
@@ -84,6 +88,19 @@ type Config struct {
 	RateBurst int
 	// CORSOrigins are the browser origins allowed to call the API.
 	CORSOrigins []string
+
+	// MetricsAddr, when set, serves /metrics on a listener of its own (an
+	// address the internet does not reach) instead of the API's.
+	MetricsAddr string
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken string
+}
+
+// MetricsOnAPI says whether /metrics is served on the API's address: in
+// development, or behind a token. Production without either setting serves
+// no metrics there: they name routes, rates and the runtime's state.
+func (c Config) MetricsOnAPI() bool {
+	return c.MetricsAddr == "" && (c.Env == Development || c.MetricsToken != "")
 }
 
 // Source is where settings come from: os.Getenv in production, a map in tests.
@@ -118,6 +135,10 @@ func Load(env Source) (Config, error) {
 		RateLimit:       float64(r.intRange("TALLY_RATE_LIMIT", 100, 0, 1_000_000)),
 		RateBurst:       r.intRange("TALLY_RATE_BURST", 200, 1, 1_000_000),
 		CORSOrigins:     r.list("TALLY_CORS_ORIGINS"),
+		MetricsToken:    r.str("TALLY_METRICS_TOKEN", ""),
+	}
+	if r.str("TALLY_METRICS_ADDR", "") != "" {
+		c.MetricsAddr = r.addr("TALLY_METRICS_ADDR", "")
 	}
 	dev := c.Env == Development
 	c.Playground = r.boolean("TALLY_PLAYGROUND", dev)
@@ -140,8 +161,8 @@ func Load(env Source) (Config, error) {
 		r.fail("STRIPE_API_BASE", "must be an http:// or https:// URL")
 	}
 	for _, s := range c.StripeWebhookSecrets {
-		if !strings.HasPrefix(s, "whsec_") {
-			r.fail("STRIPE_WEBHOOK_SECRET", "each secret must start with whsec_")
+		if !strings.HasPrefix(s, "whsec_") || len(s) == len("whsec_") {
+			r.fail("STRIPE_WEBHOOK_SECRET", "each secret must start with whsec_ and have the signing key after it")
 			break
 		}
 	}
@@ -175,8 +196,10 @@ func (c *Config) checkProductionSecrets(r *reader) {
 	switch {
 	case c.JWTSecret == "" && c.JWTPublicKey == "":
 		r.fail("TALLY_JWT_SECRET", "production needs TALLY_JWT_SECRET (at least 32 bytes) or TALLY_JWT_PUBLIC_KEY")
-	case c.JWTSecret != "" && len(c.JWTSecret) < minSecretLen:
-		r.fail("TALLY_JWT_SECRET", fmt.Sprintf("must be at least %d bytes in production", minSecretLen))
+	case c.JWTSecret != "":
+		if why := weakSecret(c.JWTSecret, minSecretLen); why != "" {
+			r.fail("TALLY_JWT_SECRET", why+" (generate one with: openssl rand -base64 32)")
+		}
 	}
 	if c.StripeSecretKey != "" && len(c.StripeWebhookSecrets) == 0 {
 		r.fail("STRIPE_WEBHOOK_SECRET", "production with STRIPE_SECRET_KEY needs the webhook signing secret")
@@ -184,6 +207,13 @@ func (c *Config) checkProductionSecrets(r *reader) {
 	for _, s := range c.StripeWebhookSecrets {
 		if s == DevWebhookSecret {
 			r.fail("STRIPE_WEBHOOK_SECRET", "the development secret is public and refused in production")
+		} else if why := weakSecret(strings.TrimPrefix(s, "whsec_"), minWebhookKeyLen); why != "" {
+			r.fail("STRIPE_WEBHOOK_SECRET", why+" after whsec_ (copy the endpoint's signing secret from Stripe)")
+		}
+	}
+	if c.MetricsToken != "" {
+		if why := weakSecret(c.MetricsToken, minSecretLen); why != "" {
+			r.fail("TALLY_METRICS_TOKEN", why)
 		}
 	}
 }

@@ -90,21 +90,32 @@ func TestEveryProblemIsReportedAtOnce(t *testing.T) {
 }
 
 func TestProductionRefusesMissingOrDevelopmentSecrets(t *testing.T) {
-	strong := strings.Repeat("k", 32)
-	refused := []map[string]string{
-		{"TALLY_ENV": "production"},
-		{"TALLY_ENV": "production", "TALLY_JWT_SECRET": "short"},
-		{"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong, "STRIPE_SECRET_KEY": "sk_live_x"},
-		{"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong, "STRIPE_WEBHOOK_SECRET": DevWebhookSecret},
+	strong := "kR7vQ2xN9pLm4tWz8cYb3sHf6jDg1aEu" // 32 random-looking bytes
+	webhook := "whsec_7Hq2Lr9XvN4mTz6Pk1Wc8Yb3Fs5Dj0Ga"
+	refused := map[string]map[string]string{
+		"no token secret":            {"TALLY_ENV": "production"},
+		"a short token secret":       {"TALLY_ENV": "production", "TALLY_JWT_SECRET": "short"},
+		"32 zeros":                   {"TALLY_ENV": "production", "TALLY_JWT_SECRET": strings.Repeat("0", 32)},
+		"a word repeated to length":  {"TALLY_ENV": "production", "TALLY_JWT_SECRET": strings.Repeat("password", 4)},
+		"no webhook secret":          {"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong, "STRIPE_SECRET_KEY": "sk_live_x"},
+		"the development secret":     {"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong, "STRIPE_WEBHOOK_SECRET": DevWebhookSecret},
+		"an empty webhook secret":    {"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong, "STRIPE_WEBHOOK_SECRET": "whsec_"},
+		"a guessable webhook secret": {"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong, "STRIPE_WEBHOOK_SECRET": "whsec_" + strings.Repeat("a", 32)},
+		"a weak metrics token":       {"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong, "TALLY_METRICS_TOKEN": "metrics"},
 	}
-	for _, kv := range refused {
+	for name, kv := range refused {
 		if _, err := Load(env(kv)); err == nil {
-			t.Errorf("production started with %v", kv)
+			t.Errorf("production started with %s: %v", name, kv)
 		}
+	}
+	// An empty key after whsec_ is refused in development too: it would make
+	// every signature checkable by anyone.
+	if _, err := Load(env(map[string]string{"STRIPE_WEBHOOK_SECRET": "whsec_"})); err == nil {
+		t.Error("development started with an empty webhook signing key")
 	}
 	c, err := Load(env(map[string]string{
 		"TALLY_ENV": "production", "TALLY_JWT_SECRET": strong,
-		"STRIPE_SECRET_KEY": "sk_live_x", "STRIPE_WEBHOOK_SECRET": "whsec_real",
+		"STRIPE_SECRET_KEY": "sk_live_x", "STRIPE_WEBHOOK_SECRET": webhook,
 	}))
 	if err != nil {
 		t.Fatalf("production with real secrets: %v", err)

@@ -42,7 +42,10 @@ func newSpendCall(actor Actor, req SpendRequest) (*spendCall, error) {
 	if err := validateAmount("amount", req.Amount); err != nil {
 		return nil, err
 	}
-	if err := validateText("reason", req.Reason, 1000); err != nil {
+	if err := ValidateText("reason", req.Reason, 1000); err != nil {
+		return nil, err
+	}
+	if err := validateMetadata(req.Metadata); err != nil {
 		return nil, err
 	}
 	fp, err := fingerprint("spend", req)

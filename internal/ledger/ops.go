@@ -149,7 +149,10 @@ func validateGrant(req GrantRequest) error {
 	if err := validateAmount("amount", req.Amount); err != nil {
 		return err
 	}
-	if err := validateText("reason", req.Reason, 1000); err != nil {
+	if err := ValidateText("reason", req.Reason, 1000); err != nil {
+		return err
+	}
+	if err := validateMetadata(req.Metadata); err != nil {
 		return err
 	}
 	if req.Purchase != (req.PaymentID != nil) {
@@ -348,7 +351,7 @@ func (t *Tx) Revoke(ctx context.Context, actor Actor, req RevokeRequest) (*Resul
 	if err := validateAmount("amount", req.Amount); err != nil {
 		return nil, err
 	}
-	if err := validateText("reason", req.Reason, 1000); err != nil {
+	if err := ValidateText("reason", req.Reason, 1000); err != nil {
 		return nil, err
 	}
 	return t.once(ctx, actor, req.IdempotencyKey, "revoke", req, req.UserID, func(u *ent.User) (*Result, error) {
@@ -426,7 +429,7 @@ func (t *Tx) Clawback(ctx context.Context, actor Actor, req ClawbackRequest) (*R
 	if err := validateAmount("amount", req.Amount); err != nil {
 		return nil, err
 	}
-	if err := validateText("reason", req.Reason, 1000); err != nil {
+	if err := ValidateText("reason", req.Reason, 1000); err != nil {
 		return nil, err
 	}
 	p, err := t.payment(ctx, req.PaymentID)

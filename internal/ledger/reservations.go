@@ -21,6 +21,17 @@ const (
 	DefaultReservationTTL = 15 * time.Minute
 )
 
+// ReservationTTL turns a client's ttlSeconds into a TTL, checking the bounds
+// before multiplying: a number of seconds past 2^63 nanoseconds would wrap
+// to a short, valid-looking TTL.
+func ReservationTTL(seconds int64) (time.Duration, error) {
+	if seconds < int64(MinReservationTTL/time.Second) || seconds > int64(MaxReservationTTL/time.Second) {
+		return 0, apperr.New(apperr.InvalidArgument, "ttlSeconds must be from %d to %d, not %d",
+			int64(MinReservationTTL/time.Second), int64(MaxReservationTTL/time.Second), seconds)
+	}
+	return time.Duration(seconds) * time.Second, nil
+}
+
 // ReserveRequest sets credits aside for a job.
 type ReserveRequest struct {
 	UserID string
@@ -45,7 +56,7 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 	if err := validateAmount("amount", req.Amount); err != nil {
 		return nil, err
 	}
-	if err := validateText("reason", req.Reason, 1000); err != nil {
+	if err := ValidateText("reason", req.Reason, 1000); err != nil {
 		return nil, err
 	}
 	ttl := req.TTL
@@ -117,7 +128,7 @@ func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Res
 			return nil, err
 		}
 	}
-	if err := validateText("reason", req.Reason, 1000); err != nil {
+	if err := ValidateText("reason", req.Reason, 1000); err != nil {
 		return nil, err
 	}
 	return t.once(ctx, actor, req.IdempotencyKey, "capture", req, req.UserID, func(u *ent.User) (*Result, error) {
@@ -164,7 +175,7 @@ func (s *Service) ReleaseReservation(ctx context.Context, actor Actor, req Relea
 
 // ReleaseReservation closes an open reservation without spending it.
 func (t *Tx) ReleaseReservation(ctx context.Context, actor Actor, req ReleaseRequest) (*Result, error) {
-	if err := validateText("reason", req.Reason, 1000); err != nil {
+	if err := ValidateText("reason", req.Reason, 1000); err != nil {
 		return nil, err
 	}
 	return t.once(ctx, actor, req.IdempotencyKey, "release", req, req.UserID, func(u *ent.User) (*Result, error) {

@@ -449,8 +449,9 @@ func TestAPIInputErrorsAndMediaTypes(t *testing.T) {
 		alice := token(t, "alice", auth.RoleUser)
 		a.ok(alice, viewerQuery, nil)
 		// Input that is not an Int at all (past int64, in the query text or in
-		// variables, or a string) fails GraphQL validation with 422 before any
-		// resolver runs; never INTERNAL.
+		// variables, or a string, even one of digits) fails GraphQL validation
+		// before any resolver runs; never INTERNAL. A JSON client gets 200
+		// with the errors (GraphQL over HTTP), without a data entry.
 		for _, c := range []struct {
 			query string
 			vars  map[string]any
@@ -458,9 +459,10 @@ func TestAPIInputErrorsAndMediaTypes(t *testing.T) {
 			{`mutation { spendCredits(input: {amount: 99999999999999999999, idempotencyKey: "big"}) { replayed } }`, nil},
 			{spendMutation, map[string]any{"input": map[string]any{"amount": 1e30, "idempotencyKey": "big2"}}},
 			{spendMutation, map[string]any{"input": map[string]any{"amount": "ten", "idempotencyKey": "big3"}}},
+			{spendMutation, map[string]any{"input": map[string]any{"amount": "5", "idempotencyKey": "big4"}}},
 		} {
-			if r := a.refused(alice, c.query, c.vars, "GRAPHQL_VALIDATION_FAILED"); r.status != 422 {
-				t.Fatalf("%v: status %d", c.vars, r.status)
+			if r := a.refused(alice, c.query, c.vars, "GRAPHQL_VALIDATION_FAILED"); r.status != 200 || r.Data != nil {
+				t.Fatalf("%v: status %d, data %s", c.vars, r.status, r.Data)
 			}
 		}
 

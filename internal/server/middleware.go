@@ -9,17 +9,19 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/tally-billing/tally/graph"
+	"github.com/tally-billing/tally/internal/apperr"
 )
 
 // requestLog writes one structured line per request, with the request id
-// that chi's RequestID middleware assigned (and echoes it to the caller, so a
-// client can quote it in a support request).
+// that requestID assigned (and sent to the caller, so a client can quote it
+// in a support request) and the client's own id when it sent a usable one.
 func requestLog(logger *slog.Logger, m *metrics) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			reqID := middleware.GetReqID(r.Context())
-			w.Header().Set("X-Request-Id", reqID)
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 			next.ServeHTTP(ww, r)
 			elapsed := time.Since(start)
@@ -42,8 +44,11 @@ func requestLog(logger *slog.Logger, m *metrics) func(http.Handler) http.Handler
 			if !logger.Enabled(r.Context(), level) {
 				return
 			}
-			logger.LogAttrs(r.Context(), level, "request",
-				slog.String("request_id", reqID),
+			attrs := []slog.Attr{slog.String("request_id", reqID)}
+			if client := clientRequestIDOf(r.Context()); client != "" {
+				attrs = append(attrs, slog.String("client_request_id", client))
+			}
+			logger.LogAttrs(r.Context(), level, "request", append(attrs,
 				slog.String("method", r.Method),
 				slog.String("path", r.URL.Path),
 				slog.String("route", route),
@@ -51,7 +56,7 @@ func requestLog(logger *slog.Logger, m *metrics) func(http.Handler) http.Handler
 				slog.Int("bytes", ww.BytesWritten()),
 				slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 				slog.String("remote", r.RemoteAddr),
-			)
+			)...)
 		})
 	}
 }
@@ -99,18 +104,10 @@ func requireJSON(next http.Handler) http.Handler {
 		if r.Method == http.MethodPost {
 			mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 			if err != nil || (mediaType != "application/json" && mediaType != "application/graphql-response+json") {
-				writeGraphQLError(w, http.StatusUnsupportedMediaType, "INVALID_ARGUMENT", "send the operation as application/json")
+				graph.WriteRequestError(w, http.StatusUnsupportedMediaType, apperr.InvalidArgument, "send the operation as application/json")
 				return
 			}
 		}
 		next.ServeHTTP(w, r)
-	})
-}
-
-// writeGraphQLError answers a request refused before GraphQL ran, in the
-// shape GraphQL clients read errors in.
-func writeGraphQLError(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, map[string]any{
-		"errors": []map[string]any{{"message": message, "extensions": map[string]string{"code": code}}},
 	})
 }

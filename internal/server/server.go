@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/go-chi/cors"
@@ -34,12 +34,9 @@ import (
 	"github.com/tally-billing/tally/webhook"
 )
 
-// Body caps: GraphQL operations are small; Stripe events can carry large
-// objects but stay well under this.
-const (
-	maxGraphQLBody = 1 << 20
-	maxWebhookBody = 1 << 20
-)
+// maxWebhookBody caps Stripe events, which can carry large objects but
+// stay well under this. GraphQL bodies are capped by the transport.
+const maxWebhookBody = 1 << 20
 
 // Server is one Tally instance over an open database.
 type Server struct {
@@ -117,14 +114,23 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID)
+	r.Use(requestID)
 	r.Use(requestLog(s.logger, s.metrics))
 	r.Use(recoverer(s.logger))
 
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
-	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	if s.cfg.MetricsOnAPI() {
+		r.Handle("/metrics", s.MetricsHandler())
+	}
 
+	var limiter, authFailures *rateLimiter
+	var wsLimit graph.RateLimit
+	if s.cfg.RateLimit > 0 {
+		limiter = newRateLimiter(s.cfg.RateLimit, s.cfg.RateBurst)
+		authFailures = newRateLimiter(authFailuresPerSecond, authFailureBurst)
+		wsLimit = func(key string) time.Duration { return limiter.wait(key, time.Now()) }
+	}
 	gql := graph.NewHandler(&graph.Resolver{
 		Client:   s.db.Ent,
 		Ledger:   s.ledger,
@@ -134,13 +140,15 @@ func (s *Server) routes() http.Handler {
 		Events:   s.events,
 	}, graph.Options{
 		Introspection:  s.cfg.Introspection,
+		Production:     s.cfg.Env == config.Production,
 		Verifier:       s.verifier,
+		RateLimit:      wsLimit,
 		AllowedOrigins: s.cfg.CORSOrigins,
 		Logger:         s.logger,
 	})
-	api := r.With(maxBody(maxGraphQLBody))
+	api := chi.Chain()
 	if len(s.cfg.CORSOrigins) > 0 {
-		api = api.With(cors.Handler(cors.Options{
+		api = append(api, cors.Handler(cors.Options{
 			AllowedOrigins: s.cfg.CORSOrigins,
 			AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
 			AllowedHeaders: []string{"Authorization", "Content-Type", "Accept"},
@@ -148,11 +156,17 @@ func (s *Server) routes() http.Handler {
 			MaxAge:         600,
 		}))
 	}
-	api = api.With(requireJSON, auth.Middleware(s.verifier))
-	if s.cfg.RateLimit > 0 {
-		api = api.With(newRateLimiter(s.cfg.RateLimit, s.cfg.RateBurst).middleware)
+	api = append(api, requireJSON)
+	if authFailures != nil {
+		api = append(api, authFailures.failedAuth)
 	}
-	api.Handle("/graphql", gql)
+	api = append(api, auth.Middleware(s.verifier))
+	if limiter != nil {
+		api = append(api, limiter.middleware)
+	}
+	// The transport caps bodies itself, with a smaller cap for callers
+	// without a token (it knows the caller; a cap here would not).
+	r.Handle("/graphql", api.Handler(gql))
 	if s.cfg.Playground {
 		r.Handle("/", playground.Handler("Tally", "/graphql"))
 	}
@@ -171,6 +185,24 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
 	})
 	return r
+}
+
+// MetricsHandler serves the Prometheus metrics, behind TALLY_METRICS_TOKEN
+// when it is set (compared in constant time).
+func (s *Server) MetricsHandler() http.Handler {
+	h := promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})
+	if s.cfg.MetricsToken == "" {
+		return h
+	}
+	want := []byte("Bearer " + s.cfg.MetricsToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "the metrics need TALLY_METRICS_TOKEN as a bearer token"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // healthz says the process is alive; it touches nothing else, so that an

@@ -300,15 +300,13 @@ func TestSubscriptionAuthentication(t *testing.T) {
 		a := newAPI(t, db, nil)
 		admin := token(t, "root", auth.RoleAdmin)
 
-		// No token: the connection is anonymous and acknowledged; the
-		// subscription is refused by the directive with one error, in a next
-		// message without data, and completed; the connection stays open.
 		// A service token (whose subject is also a user's external id) is
-		// refused the same way, with FORBIDDEN.
+		// acknowledged, but the subscription is refused by the directive with
+		// one error, in a next message without data, and completed; the
+		// connection stays open.
 		for _, tc := range []struct {
 			name, tok, code string
 		}{
-			{"no token", "", "UNAUTHENTICATED"},
 			{"service token", token(t, "backend", auth.RoleService), "FORBIDDEN"},
 		} {
 			c := dialWS(t, a)
@@ -336,15 +334,19 @@ func TestSubscriptionAuthentication(t *testing.T) {
 			c.expectSilence(wsSilence)
 		}
 
-		// A token that is present but unusable refuses the connection: no
-		// connection_ack, and the server closes the socket with a refusal
-		// code (graphql-transport-ws: 4403 Forbidden; 4401 also tells the
-		// client not to retry), not 1000, which clients take for a normal
-		// end and reconnect after.
+		// No token, or one that is present but unusable, refuses the
+		// connection (a socket carries only subscriptions, and every one
+		// needs a token): no connection_ack, and the server closes the socket
+		// with a refusal code (graphql-transport-ws: 4403 Forbidden; 4401
+		// also tells the client not to retry), not 1000, which clients take
+		// for a normal end and reconnect after.
 		forged := token(t, "alice", auth.RoleAdmin) + "x"
-		for _, value := range []string{"Bearer " + forged, "Bearer garbage", "Basic YWxpY2U6cHc="} {
+		for _, value := range []string{"", "Bearer " + forged, "Bearer garbage", "Basic YWxpY2U6cHc="} {
 			c := dialWS(t, a)
 			raw, _ := json.Marshal(map[string]string{"Authorization": value})
+			if value == "" {
+				raw = []byte("{}")
+			}
 			c.send(wsMessage{Type: "connection_init", Payload: raw})
 			m, err := c.recv(wsWait)
 			if err == nil || errors.Is(err, errSilence) {

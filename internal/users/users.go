@@ -8,7 +8,6 @@ import (
 	stdsql "database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -262,9 +261,9 @@ func (s *Service) isSelf(me *ent.User, t Target) bool {
 
 func (s *Service) find(ctx context.Context, t Target, provision bool) (*ent.User, error) {
 	if t.ExternalUserID != nil {
-		ext := strings.TrimSpace(*t.ExternalUserID)
-		if ext == "" || len(ext) > 255 {
-			return nil, apperr.New(apperr.InvalidArgument, "externalUserId must be 1 to 255 characters")
+		ext := *t.ExternalUserID
+		if err := auth.CheckExternalID("externalUserId", ext); err != nil {
+			return nil, err
 		}
 		if provision {
 			return s.provision(ctx, ext, "")
