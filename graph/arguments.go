@@ -129,13 +129,14 @@ func (w *argWalker) argument(arg *ast.Argument, typ *ast.Type) {
 		w.err = coercionError(arg.Name, "is not a valid value")
 		return
 	}
+	if w.err = checkValue(w.schema, arg.Name, v, typ); w.err != nil {
+		return
+	}
 	if strings.HasSuffix(typ.NamedType, "WhereInput") {
 		if n := filterTerms(v); n > MaxFilterTerms {
 			w.err = fieldLimitError(arg.Name, "filterTerms", MaxFilterTerms, "the filter holds %d values; the limit is %d", n, MaxFilterTerms)
-			return
 		}
 	}
-	w.err = checkValue(w.schema, arg.Name, v, typ)
 }
 
 // checkValue holds v to typ and to the bounds; path names it for the client.
