@@ -37,10 +37,12 @@ type QueryLimits struct {
 // The limits for callers with a valid token and for anonymous callers, who
 // may only read public fields (the credit packs, introspection in
 // development): GraphiQL's introspection query is about 1.7 KB, 180 tokens
-// and 90 fields, well inside the anonymous limits.
+// and 90 fields, well inside the anonymous limits, and an application's
+// queries are smaller still. Past these, what a document costs to refuse is
+// its JSON decoding (see BenchmarkHostileQueryRefusal).
 var (
-	DefaultQueryLimits   = QueryLimits{Bytes: 32 << 10, Tokens: 5000, Fields: 1000, Overlap: 20000}
-	AnonymousQueryLimits = QueryLimits{Bytes: 8 << 10, Tokens: 1000, Fields: 200, Overlap: 2000}
+	DefaultQueryLimits   = QueryLimits{Bytes: 16 << 10, Tokens: 3000, Fields: 500, Overlap: 10000}
+	AnonymousQueryLimits = QueryLimits{Bytes: 4 << 10, Tokens: 1000, Fields: 200, Overlap: 2000}
 )
 
 // queryGuard applies QueryLimits to every operation, over HTTP and

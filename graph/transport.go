@@ -25,11 +25,13 @@ const (
 	mediaGraphQLResponse = "application/graphql-response+json"
 )
 
-// Body limits of a GraphQL request over HTTP: a caller without a token may
-// only read public fields, whose requests are small.
+// Body limits of a GraphQL request over HTTP: the query's own limit and
+// room for variables (50 metadata entries of 540 bytes, 100 ids). A caller
+// without a token may only read public fields, whose requests are small.
+// Nothing larger is even decoded.
 const (
-	MaxBody          = 1 << 20
-	MaxAnonymousBody = 16 << 10
+	MaxBody          = 64 << 10
+	MaxAnonymousBody = 8 << 10
 )
 
 // httpTransport serves GraphQL over HTTP as the GraphQL-over-HTTP

@@ -53,7 +53,7 @@ func newAPI(t *testing.T, db *database.DB, env map[string]string) *api {
 	return &api{t: t, ts: ts, db: db, logs: logs}
 }
 
-func token(t *testing.T, sub string, role auth.Role) string {
+func token(t testing.TB, sub string, role auth.Role) string {
 	t.Helper()
 	tok, err := auth.Mint([]byte(testSecret), auth.MintClaims{Subject: sub, Role: role}, time.Hour)
 	if err != nil {

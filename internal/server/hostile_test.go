@@ -82,14 +82,17 @@ func TestHostileDocumentsAreRefusedBeforeValidation(t *testing.T) {
 				t.Fatalf("anonymous, %d fields: status %d %+v; want 413", n, r.status, r.Errors)
 			}
 		}
-		a.limited("", repeated("__typename", 900), nil, "queryBytes")
-		a.limited("", repeated("__typename", 600), nil, "queryFields")
+		a.limited("", repeated("__typename", 500), nil, "queryBytes")
+		a.limited("", repeated("__typename", 300), nil, "queryFields")
 		a.limited("", "{ __typename"+strings.Repeat(" @skip(if: false)", 200)+" }", nil, "queryTokens")
 		a.limited("", repeated("__typename", 50), nil, "queryOverlap")
 
 		// With a token the limits are wider, but the same attack is refused.
+		if r := a.gql(alice, repeated("__typename", 12000), nil); r.status != 413 {
+			t.Fatalf("with a token, 12,000 fields: status %d; want 413", r.status)
+		}
 		a.limited(alice, repeated("__typename", 4000), nil, "queryBytes")
-		a.limited(alice, repeated("__typename", 1500), nil, "queryFields")
+		a.limited(alice, repeated("__typename", 1000), nil, "queryFields")
 		a.limited(alice, "{ __typename"+strings.Repeat(" @skip(if: false)", 900)+" }", nil, "queryTokens")
 		a.limited(alice, repeated("__typename", 200), nil, "queryOverlap")
 		a.limited(alice, repeated("viewer { creditsBalance }", 200), nil, "queryOverlap")
@@ -111,7 +114,11 @@ func TestAliasesPayForWhatTheyRead(t *testing.T) {
 		alice := token(t, "alice", auth.RoleUser)
 		a.ok(alice, `{ viewer { id } }`, nil)
 
-		a.limited(alice, aliased("viewer { creditsBalance }", 100), nil, "complexity")
+		var viewers strings.Builder
+		for i := range 150 {
+			fmt.Fprintf(&viewers, " a%d: viewer { b%d: creditsBalance }", i, i)
+		}
+		a.limited(alice, "{"+viewers.String()+" }", nil, "complexity")
 		a.limited(alice, "{ viewer {"+aliases("availableCredits", 120)+" } }", nil, "complexity")
 		var packs strings.Builder
 		for i := range 80 {
@@ -166,8 +173,11 @@ func TestFiltersAreBounded(t *testing.T) {
 		for i := range ids {
 			ids[i] = fmt.Sprintf("t%d", i)
 		}
-		a.limited(admin, `query($where: CreditTransactionWhereInput) { creditTransactions(first: 5, where: $where) { totalCount } }`,
-			map[string]any{"where": map[string]any{"idIn": ids}}, "listItems")
+		admins := `query($where: CreditTransactionWhereInput) { creditTransactions(first: 5, where: $where) { totalCount } }`
+		a.limited(admin, admins, map[string]any{"where": map[string]any{"idIn": ids[:graph.MaxListItems+1]}}, "listItems")
+		if r := a.gql(admin, admins, map[string]any{"where": map[string]any{"idIn": ids}}); r.status != 413 {
+			t.Fatalf("70,000 ids: status %d %+v; want 413 (the body cap)", r.status, r.Errors)
+		}
 
 		// Within every list, but too many values in all.
 		nested := make([]map[string]any, 40)
@@ -203,14 +213,15 @@ func TestArgumentsHoldToTheirTypes(t *testing.T) {
 			code  string
 			field string
 		}{
-			"digits for an Int":    {spend(map[string]any{"amount": "5"}), "GRAPHQL_VALIDATION_FAILED", "input.amount"},
-			"a number for String":  {spend(map[string]any{"reason": 5}), "GRAPHQL_VALIDATION_FAILED", "input.reason"},
-			"NUL in a reason":      {spend(map[string]any{"reason": "a\x00b"}), "INVALID_ARGUMENT", "input.reason"},
-			"a control character":  {spend(map[string]any{"reason": "bell\x07"}), "INVALID_ARGUMENT", "input.reason"},
-			"NUL in metadata":      {spend(map[string]any{"metadata": []map[string]any{{"key": "k", "value": "\x00"}}}), "INVALID_ARGUMENT", "input.metadata.0.value"},
-			"NUL in an id":         {spend(map[string]any{"userId": "usr_\x00"}), "INVALID_ARGUMENT", "input.userId"},
-			"NUL in a key":         {spend(map[string]any{"idempotencyKey": "k\x00"}), "INVALID_ARGUMENT", "input.idempotencyKey"},
-			"an overlong metadata": {spend(map[string]any{"metadata": []map[string]any{{"key": "k", "value": strings.Repeat("x", 300<<10)}}}), "INVALID_ARGUMENT", ""},
+			"digits for an Int":     {spend(map[string]any{"amount": "5"}), "GRAPHQL_VALIDATION_FAILED", "input.amount"},
+			"a number for String":   {spend(map[string]any{"reason": 5}), "GRAPHQL_VALIDATION_FAILED", "input.reason"},
+			"NUL in a reason":       {spend(map[string]any{"reason": "a\x00b"}), "INVALID_ARGUMENT", "input.reason"},
+			"a control character":   {spend(map[string]any{"reason": "bell\x07"}), "INVALID_ARGUMENT", "input.reason"},
+			"NUL in metadata":       {spend(map[string]any{"metadata": []map[string]any{{"key": "k", "value": "\x00"}}}), "INVALID_ARGUMENT", "input.metadata.0.value"},
+			"NUL in an id":          {spend(map[string]any{"userId": "usr_\x00"}), "INVALID_ARGUMENT", "input.userId"},
+			"NUL in a key":          {spend(map[string]any{"idempotencyKey": "k\x00"}), "INVALID_ARGUMENT", "input.idempotencyKey"},
+			"a long metadata value": {spend(map[string]any{"metadata": []map[string]any{{"key": "k", "value": strings.Repeat("x", 501)}}}), "INVALID_ARGUMENT", ""},
+			"300 KB of metadata":    {spend(map[string]any{"metadata": []map[string]any{{"key": "k", "value": strings.Repeat("x", 300<<10)}}}), "INVALID_ARGUMENT", ""},
 		} {
 			r := a.refused(alice, spendMutation, c.vars, c.code)
 			if c.field != "" && r.Errors[0].Extensions["field"] != c.field {
