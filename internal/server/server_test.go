@@ -238,7 +238,12 @@ func TestHTTPEdges(t *testing.T) {
 func TestInternalErrorsDoNotLeak(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		ts, logs := start(t, db)
-		db.SQL.Close() // every query now fails inside the driver
+		// Every read of the packages now fails inside the database, as a
+		// bug would make it (a closed pool or an unreachable database is
+		// UNAVAILABLE instead: TestUnreachableDatabaseOverHTTP).
+		if _, err := db.SQL.Exec(`ALTER TABLE credit_packages RENAME COLUMN name TO renamed`); err != nil {
+			t.Fatal(err)
+		}
 		_, resp := graphql(t, ts, `{ creditPackages { id } }`, nil)
 		if len(resp.Errors) != 1 || resp.Errors[0].Extensions["code"] != "INTERNAL" || resp.Errors[0].Message != "internal error" {
 			t.Fatalf("want a bare INTERNAL error, got %+v", resp.Errors)
