@@ -11,6 +11,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/database"
 )
 
 var errInternal = errors.New("internal error")
@@ -18,6 +19,13 @@ var errInternal = errors.New("internal error")
 // errorPresenter is the one place where errors become GraphQL errors: an
 // apperr.Error keeps its message and code; anything else is logged and shown
 // only as INTERNAL, so no internal detail reaches a client.
+//
+// UNAVAILABLE carries extensions.retryable: the database could not be
+// reached, or the outcome of a commit is unknown; the client retries with
+// the same idempotency key, which replays what did commit. A read that
+// failed to reach the database is classified here, the one place every
+// error passes; transactions are classified by the ledger, which knows
+// whether COMMIT was sent.
 type errorPresenter struct {
 	logger *slog.Logger
 	// production strips "Did you mean …" from validation messages: they
@@ -38,9 +46,24 @@ func (p errorPresenter) present(ctx context.Context, err error) *gqlerror.Error 
 		}
 		return gqlErr
 	}
+	err = database.Classify(err)
 	if e, ok := apperr.As(err); ok {
+		if e.Code == apperr.Unavailable {
+			// A warning: the operator has a dependency to look at, not a
+			// bug. The resolver's error (gqlErr may be the same value,
+			// whose message is replaced below) says whether the outcome is
+			// unknown.
+			cause := err
+			if errors.As(err, &validation) && validation.Err != nil {
+				cause = validation.Err
+			}
+			p.logger.WarnContext(ctx, "GraphQL: unavailable, the client may retry", "error", cause.Error(), "path", gqlErr.Path.String())
+		}
 		gqlErr.Message = e.Message
 		gqlErr.Extensions = map[string]any{"code": string(e.Code)}
+		if e.Code == apperr.Unavailable {
+			gqlErr.Extensions["retryable"] = true
+		}
 		return gqlErr
 	}
 	if arg, ok := badArgument(ctx, gqlErr.Path); ok {

@@ -18,6 +18,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/database"
 )
 
 // DefaultMaxBody caps a delivery's body. Stripe events embed whole objects
@@ -170,8 +171,10 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		d.reply(http.StatusOK, map[string]any{"received": true, "outcome": outcome}, slog.LevelInfo)
 	case unavailable(r.Context(), err):
-		// The event was not applied; Stripe retries, and by then the
-		// database or the deadline has likely recovered.
+		// The event may or may not have been applied (a commit whose answer
+		// was lost); Stripe delivers it again, and by then the database or
+		// the deadline has likely recovered: a redelivery of an event that
+		// was applied finds its record and changes nothing.
 		d.answer(http.StatusServiceUnavailable, "temporarily unavailable, retry later", slog.LevelWarn, slog.String("error", err.Error()))
 	default:
 		// The error text may name tables, amounts or customers: it goes to
@@ -194,13 +197,15 @@ func (h Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 }
 
 // unavailable says whether err is a transient condition (deadline,
-// cancellation, an unavailable dependency) rather than a fault in the event
-// or the code.
+// cancellation, an unavailable dependency, a database that could not be
+// reached or a commit whose outcome is unknown) rather than a fault in the
+// event or the code. A read that failed to reach the database is
+// classified here, the one place every error of a delivery passes.
 func unavailable(ctx context.Context, err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, context.Canceled) ||
 		ctx.Err() != nil ||
-		apperr.CodeOf(err) == apperr.Unavailable
+		apperr.CodeOf(database.Classify(err)) == apperr.Unavailable
 }
 
 // publicReason is the part of a signature failure that is shown to the

@@ -120,6 +120,51 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
+	db, err := openPool(loc, opts.MaxOpenConns)
+	if err != nil {
+		return nil, err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("cannot reach the database at %s: %s", Redacted(rawURL), pgErrorText(err))
+	}
+	return wrap(rawURL, loc.Dialect, db), nil
+}
+
+// OpenProbe opens a pool of one connection to the database at rawURL, apart
+// from the request pool, for a health probe: a probe that queued behind
+// busy requests would report a saturated pool as a database that does not
+// answer. The connection is kept open for as long as it works (no idle or
+// lifetime limit) and dialled again when it breaks. Nothing is dialled
+// until the first use, so it opens even while the database is down.
+func OpenProbe(rawURL string) (*DB, error) {
+	loc, err := Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	db, err := openPool(loc, 1)
+	if err != nil {
+		return nil, err
+	}
+	db.SetConnMaxIdleTime(0)
+	db.SetConnMaxLifetime(0)
+	return wrap(rawURL, loc.Dialect, db), nil
+}
+
+func wrap(rawURL, dialectName string, db *sql.DB) *DB {
+	return &DB{
+		URL:     rawURL,
+		Dialect: dialectName,
+		SQL:     db,
+		Ent:     ent.NewClient(ent.Driver(entsql.OpenDB(dialectName, db))),
+	}
+}
+
+// openPool configures a pool on loc of at most maxOpen connections (0: the
+// dialect's default), without connecting.
+func openPool(loc Location, maxOpen int) (*sql.DB, error) {
 	var db *sql.DB
 	switch loc.Dialect {
 	case dialect.Postgres:
@@ -145,7 +190,6 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 			cfg.RuntimeParams["random_page_cost"] = DefaultRandomPageCost
 		}
 		db = stdlib.OpenDB(*cfg)
-		maxOpen := opts.MaxOpenConns
 		if maxOpen <= 0 {
 			maxOpen = 20
 		}
@@ -159,30 +203,20 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 				return nil, fmt.Errorf("DATABASE_URL: directory %s for the SQLite file does not exist", dir)
 			}
 		}
+		var err error
 		db, err = sql.Open("sqlite", loc.DSN)
 		if err != nil {
 			return nil, fmt.Errorf("opening SQLite database %s: %w", loc.Path, err)
 		}
-		maxOpen := opts.MaxOpenConns
 		if maxOpen <= 0 {
 			maxOpen = 8
 		}
 		db.SetMaxOpenConns(maxOpen)
 		db.SetMaxIdleConns(maxOpen)
+	default:
+		return nil, fmt.Errorf("DATABASE_URL: no driver for dialect %q", loc.Dialect)
 	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := db.PingContext(pingCtx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("cannot reach the database at %s: %s", Redacted(rawURL), pgErrorText(err))
-	}
-	drv := entsql.OpenDB(loc.Dialect, db)
-	return &DB{
-		URL:     rawURL,
-		Dialect: loc.Dialect,
-		SQL:     db,
-		Ent:     ent.NewClient(ent.Driver(drv)),
-	}, nil
+	return db, nil
 }
 
 // statementCacheCapacity bounds the prepared statements of one connection.

@@ -64,6 +64,14 @@ type scopedKey struct{ scope, key string }
 // runSpends spends a batch in one transaction. A failure that is not a
 // refusal (a database error) fails the batch; each spend then runs alone,
 // so that one request cannot fail the others.
+//
+// Except when the database is unavailable: then every spend of the batch
+// gets that error and none runs again. After a COMMIT whose answer was lost
+// the batch may have committed; running its spends again would not spend
+// twice (each one's key was recorded with it, and the rerun would replay
+// it), but it would be the ledger retrying an unknown outcome on its own,
+// sixty-four times over, against a database that has just failed. The
+// callers' own retries with their keys settle it (see database.ClassifyCommit).
 func (s *Service) runSpends(ctx context.Context, calls []*spendCall) {
 	err := s.Within(ctx, func(ctx context.Context, t *Tx) error { return t.spendMany(ctx, calls) })
 	if err == nil {
@@ -75,13 +83,15 @@ func (s *Service) runSpends(ctx context.Context, calls []*spendCall) {
 		settleDuplicates(calls)
 		return
 	}
-	if len(calls) > 1 {
+	if len(calls) > 1 && apperr.CodeOf(err) != apperr.Unavailable {
 		for _, c := range calls {
 			s.runSpends(ctx, []*spendCall{c})
 		}
 		return
 	}
-	calls[0].res, calls[0].err = nil, err
+	for _, c := range calls {
+		c.res, c.err = nil, err
+	}
 }
 
 // spendMany runs spends, from one user or several, in order, in this

@@ -203,6 +203,12 @@ func (t *Tx) Now() time.Time { return t.now }
 // busy database, a concurrent insert of the same idempotency key) the whole
 // transaction is rolled back and fn runs again, a bounded number of times;
 // fn must therefore have no effects outside the transaction.
+//
+// A database that cannot be reached, or a connection that breaks, is
+// UNAVAILABLE (see database.ClassifyTx and database.ClassifyCommit), and is
+// not tried again here: after a COMMIT whose answer was lost the
+// transaction may have committed, and only the caller's retry with the same
+// idempotency key can say so safely (it replays).
 func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
 	var err error
 	for attempt := 1; ; attempt++ {
@@ -229,7 +235,7 @@ func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *T
 func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *Tx) error) (err error) {
 	tx, err := s.db.Ent.Tx(ctx)
 	if err != nil {
-		return fmt.Errorf("ledger: beginning a transaction: %w", err)
+		return database.ClassifyTx(fmt.Errorf("ledger: beginning a transaction: %w", err))
 	}
 	defer func() {
 		if err != nil {
@@ -238,18 +244,20 @@ func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *
 	}()
 	t := &Tx{s: s, ent: tx, now: s.now().UTC(), attempt: n}
 	if err = fn(ctx, t); err != nil {
-		return err
+		return database.ClassifyTx(err)
 	}
 	if err = t.flushLots(ctx); err != nil {
-		return err
+		return database.ClassifyTx(err)
 	}
 	if s.notifyTx != nil && len(t.changes) > 0 {
 		if err = s.notifyTx(ctx, tx, t.changes); err != nil {
-			return fmt.Errorf("ledger: publishing balance changes: %w", err)
+			return database.ClassifyTx(fmt.Errorf("ledger: publishing balance changes: %w", err))
 		}
 	}
 	if err = tx.Commit(); err != nil {
-		return fmt.Errorf("ledger: committing: %w", err)
+		// Classified before it is wrapped: database/sql's refusal to send
+		// COMMIT is recognized by its bare value.
+		return fmt.Errorf("ledger: committing: %w", database.ClassifyCommit(err))
 	}
 	s.stats.transactions.Add(1)
 	if s.notify != nil {

@@ -14,7 +14,9 @@ import (
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/user"
+	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/batch"
+	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
@@ -64,10 +66,17 @@ var errAlone = errors.New("payments: an event of the batch is to be applied alon
 // never changes), applies the rest in one transaction, then the events it
 // left for later, each on its own. When the transaction fails, its events
 // are applied on their own, so that one event cannot fail the others.
+//
+// Except when the database is unavailable (unreachable, or the batch's
+// COMMIT went unanswered): then every event of the batch gets that error,
+// and Stripe, answered 503, delivers each again later; a redelivery of an
+// event whose batch did commit finds its record. Applying them again at
+// once would be retrying an unknown outcome, against a database that has
+// just failed, once per event.
 func (s *Service) runPurchases(ctx context.Context, calls []*purchase) {
 	pending, err := s.answerDecided(ctx, calls)
 	if err != nil {
-		pending = calls
+		pending, err = calls, database.Classify(err)
 	} else if len(pending) > 0 {
 		attempts := 0
 		err = s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
@@ -75,6 +84,7 @@ func (s *Service) runPurchases(ctx context.Context, calls []*purchase) {
 			return s.applyPurchases(ctx, t, pending, attempts > 1)
 		})
 	}
+	unavailable := apperr.CodeOf(err) == apperr.Unavailable
 	if err != nil {
 		if len(calls) == 1 && !errors.Is(err, errAlone) && !errors.Is(err, ledger.ErrKnownKey) {
 			calls[0].outcome, calls[0].err = "", err
@@ -85,7 +95,11 @@ func (s *Service) runPurchases(ctx context.Context, calls []*purchase) {
 		}
 	}
 	for _, c := range calls {
-		if c.later {
+		switch {
+		case !c.later:
+		case unavailable:
+			c.outcome, c.err = "", err
+		default:
 			c.outcome, c.err = s.handleUnbatched(ctx, c.ev, c.payload, c.received, nil)
 		}
 	}

@@ -29,11 +29,12 @@ const testSecret = "test-secret-of-at-least-thirty-two-bytes!"
 type api struct {
 	t    *testing.T
 	ts   *httptest.Server
+	srv  *server.Server
 	db   *database.DB
 	logs *syncBuffer
 }
 
-func newAPI(t *testing.T, db *database.DB, env map[string]string) *api {
+func newAPI(t *testing.T, db *database.DB, env map[string]string, opts ...server.Option) *api {
 	t.Helper()
 	vars := map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0"}
 	for k, v := range env {
@@ -44,13 +45,13 @@ func newAPI(t *testing.T, db *database.DB, env map[string]string) *api {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	srv, err := server.New(context.Background(), cfg, db, slog.New(slog.NewJSONHandler(logs, nil)))
+	srv, err := server.New(context.Background(), cfg, db, slog.New(slog.NewJSONHandler(logs, nil)), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() { ts.Close(); srv.Close() })
-	return &api{t: t, ts: ts, db: db, logs: logs}
+	return &api{t: t, ts: ts, srv: srv, db: db, logs: logs}
 }
 
 func token(t testing.TB, sub string, role auth.Role) string {

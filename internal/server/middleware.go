@@ -36,7 +36,13 @@ func requestLog(logger *slog.Logger, m *metrics) func(http.Handler) http.Handler
 			m.requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
 			m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
 			level := slog.LevelInfo
-			if status >= 500 {
+			switch {
+			case status == http.StatusServiceUnavailable:
+				// Answered on purpose for a condition that passes (the
+				// database unreachable, a commit's outcome unknown, not
+				// ready): the client retries; nothing is broken here.
+				level = slog.LevelWarn
+			case status >= 500:
 				level = slog.LevelError
 			}
 			// Checked first: building the line costs more than the rest of

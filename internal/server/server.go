@@ -28,7 +28,6 @@ import (
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/events"
 	"github.com/tally-billing/tally/internal/ledger"
-	"github.com/tally-billing/tally/internal/migrator"
 	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/users"
 	"github.com/tally-billing/tally/webhook"
@@ -42,22 +41,31 @@ const maxWebhookBody = 1 << 20
 type Server struct {
 	cfg      config.Config
 	db       *database.DB
-	migrator *migrator.Migrator
 	logger   *slog.Logger
 	metrics  *metrics
 	verifier *auth.Verifier
 	events   events.Broker
 	ledger   *ledger.Service
 	payments *payments.Service
+	ready    *readiness
 	handler  http.Handler
 }
 
-// New builds the server's services and routes over db. Close releases what
-// it started (the event broker's connection).
-func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.Logger) (*Server, error) {
-	m, err := migrator.New(db)
-	if err != nil {
-		return nil, err
+// Option tunes a Server beyond its configuration (tests).
+type Option func(*options)
+
+type options struct{ readiness ReadinessOptions }
+
+// WithReadiness tunes the readiness probe (see ReadinessOptions).
+func WithReadiness(o ReadinessOptions) Option { return func(opts *options) { opts.readiness = o } }
+
+// New builds the server's services and routes over db, and starts its
+// readiness probe. Close releases what it started (the probe and the event
+// broker's connections).
+func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.Logger, opts ...Option) (*Server, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	verifier, err := auth.VerifierFromConfig(cfg)
 	if err != nil {
@@ -67,7 +75,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: db, migrator: m, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker}
+	s := &Server{cfg: cfg, db: db, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker}
 	publishing := ledger.WithNotifier(s.publish)
 	if tb, ok := broker.(events.Transactional); ok {
 		publishing = ledger.WithTxNotifier(func(ctx context.Context, tx *ent.Tx, changes []ledger.BalanceChange) error {
@@ -86,6 +94,11 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	s.ledger = ledger.New(db, publishing)
 	s.metrics.watchLedger(s.ledger)
 	s.payments = payments.New(db, s.ledger, payments.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
+	committed := func() uint64 { return s.ledger.Stats().Transactions }
+	if s.ready, err = startReadiness(ctx, db.URL, committed, logger.With("component", "readiness"), o.readiness); err != nil {
+		broker.Close()
+		return nil, err
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -93,8 +106,8 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 // Ledger is the server's ledger (for background work such as the sweeper).
 func (s *Server) Ledger() *ledger.Service { return s.ledger }
 
-// Close stops the event broker.
-func (s *Server) Close() error { return s.events.Close() }
+// Close stops the readiness probe and the event broker.
+func (s *Server) Close() error { return errors.Join(s.ready.close(), s.events.Close()) }
 
 // publish hands a committed balance change to subscriptions. A failure
 // loses a notification, never money: clients re-read the balance.
@@ -212,30 +225,15 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz says whether this instance can serve: the database answers and
-// every migration is applied.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	checks := map[string]string{"database": "ok", "migrations": "ok"}
-	status := http.StatusOK
-	if err := s.db.SQL.PingContext(ctx); err != nil {
-		s.logger.WarnContext(ctx, "readiness: database unreachable", "error", err.Error())
-		checks["database"] = "unreachable"
-		checks["migrations"] = "unknown"
-		status = http.StatusServiceUnavailable
-	} else if current, err := s.migrator.Current(ctx); err != nil {
-		s.logger.WarnContext(ctx, "readiness: migration check failed", "error", err.Error())
-		checks["migrations"] = "unknown"
-		status = http.StatusServiceUnavailable
-	} else if !current {
-		checks["migrations"] = "pending"
-		status = http.StatusServiceUnavailable
+// every migration is applied, as the readiness probe last concluded (see
+// readiness). It touches nothing else.
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	ready, checks := s.ready.state()
+	if !ready {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "checks": checks})
+		return
 	}
-	overall := "ok"
-	if status != http.StatusOK {
-		overall = "unavailable"
-	}
-	writeJSON(w, status, map[string]any{"status": overall, "checks": checks})
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "checks": checks})
 }
 
 // Listen opens the listening socket, so that a taken port is reported before

@@ -10,11 +10,19 @@ package testdb
 
 import (
 	"context"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
+	"entgo.io/ent/dialect"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/faultproxy"
 	"github.com/tally-billing/tally/internal/migrator"
 )
 
@@ -117,4 +125,30 @@ func Open(t testing.TB, url string) *database.DB {
 	// Registered after the schema's drop, so it runs before it.
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// Proxied opens another pool on db, a PostgreSQL test database, whose
+// connections pass through a fault proxy (see package faultproxy), so that
+// a test can cut them at COMMIT or make the database unreachable. Both are
+// closed when the test ends. A connection of SQLite cannot drop: the caller
+// runs the proxied part of a test on PostgreSQL only.
+func Proxied(t testing.TB, db *database.DB) (*database.DB, *faultproxy.Proxy) {
+	t.Helper()
+	if db.Dialect != dialect.Postgres {
+		t.Fatalf("testdb.Proxied needs PostgreSQL, not %s", db.Dialect)
+	}
+	cfg, err := pgx.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatalf("parsing the test database's URL: %v", err)
+	}
+	if strings.HasPrefix(cfg.Host, "/") {
+		t.Fatalf("testdb.Proxied needs PostgreSQL over TCP, not the socket in %s", cfg.Host)
+	}
+	p := faultproxy.Start(t, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	u, err := url.Parse(db.URL)
+	if err != nil {
+		t.Fatalf("parsing the test database's URL: %v", err)
+	}
+	u.Host = p.Addr()
+	return Open(t, u.String()), p
 }
