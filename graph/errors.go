@@ -74,6 +74,16 @@ func (p errorPresenter) present(ctx context.Context, err error) *gqlerror.Error 
 		gqlErr.Extensions = map[string]any{"code": string(apperr.InvalidArgument)}
 		return gqlErr
 	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		// The client went away or stopped the subscription: not a fault of
+		// the server's, and what it asked may or may not have happened (a
+		// spend runs with its batch), hence retryable. Nobody is usually
+		// left to read it.
+		p.logger.DebugContext(ctx, "GraphQL: the client cancelled", "error", err.Error(), "path", gqlErr.Path.String())
+		gqlErr.Message = "the request was cancelled"
+		gqlErr.Extensions = map[string]any{"code": string(apperr.Unavailable), "retryable": true}
+		return gqlErr
+	}
 	if !errors.Is(err, errInternal) {
 		p.logger.ErrorContext(ctx, "GraphQL resolver failed", "error", err.Error(), "path", gqlErr.Path.String())
 	}
