@@ -37,8 +37,8 @@ func Mint(secret []byte, c MintClaims, ttl time.Duration) (string, error) {
 	if _, err := ParseRole(string(role)); err != nil {
 		return "", fmt.Errorf("auth: %w", err)
 	}
-	if len(c.Email) > maxEmailLen {
-		return "", fmt.Errorf("auth: the email is longer than %d bytes", maxEmailLen)
+	if why := emailProblem(c.Email); why != "" {
+		return "", fmt.Errorf("auth: the email %s", why)
 	}
 	if ttl <= 0 {
 		return "", fmt.Errorf("auth: the lifetime must be positive, not %s", ttl)

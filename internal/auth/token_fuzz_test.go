@@ -44,7 +44,9 @@ var refusalMessages = []string{
 	"invalid token signature", "invalid token", "token has no expiry", "token expired", "token not valid yet",
 	"token issuer not accepted", "token audience not accepted", "token subject is empty",
 	"token subject is longer than 255 bytes", "token subject contains control characters",
-	"token role not accepted", "token email too long",
+	"token subject is not valid UTF-8", "token subject starts or ends with white space",
+	"token role not accepted", "token email too long", "token email contains control characters or invalid UTF-8",
+	"token has critical header parameters",
 }
 
 // fuzzVerifiers are built once per fuzz worker: their caches of verified
@@ -147,15 +149,15 @@ func jsonString(raw json.RawMessage) (string, bool) {
 	return s, raw != nil && json.Unmarshal(raw, &s) == nil
 }
 
-// numericDate reads a NumericDate in seconds: a JSON number or (a leniency
-// of the library, not of the RFC) a string holding one.
+// numericDate reads a NumericDate in seconds: a JSON number (not a string
+// holding one) from 0 to 1e11, the range the verifier accepts.
 func numericDate(raw json.RawMessage) (float64, bool) {
 	var n json.Number
-	if json.Unmarshal(raw, &n) != nil {
+	if len(raw) == 0 || raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(string(n), 64)
-	return f, err == nil && !math.IsInf(f, 0)
+	return f, err == nil && f >= 0 && f <= 1e11
 }
 
 // subjectProblem is why a subject cannot name a caller, or "": it must be
