@@ -149,12 +149,19 @@ func purchaseGrant(p *ent.Payment) ledger.GrantRequest {
 }
 
 // refundCredits is how many credits a cumulative refund takes back:
-// proportional to the money refunded, all of them for a full refund.
-func refundCredits(p *ent.Payment, refunded int64) int64 {
+// proportional to the money refunded, rounded down (the buyer keeps a
+// fraction of a credit they paid for), and all of them for a full refund.
+// Credits and amounts go up to ledger.MaxAmount, so their product needs
+// more than 64 bits: ledger.MulDiv keeps it exact.
+func refundCredits(p *ent.Payment, refunded int64) (int64, error) {
 	if refunded >= p.Amount {
-		return p.Credits
+		return p.Credits, nil
 	}
-	return p.Credits * refunded / p.Amount
+	n, err := ledger.MulDiv(p.Credits, refunded, p.Amount)
+	if err != nil {
+		return 0, fmt.Errorf("payments: credits of a refund of %d on payment %s: %w", refunded, p.ID, err)
+	}
+	return n, nil
 }
 
 func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment, ch *stripe.Charge) (decision, error) {
@@ -175,7 +182,11 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 	if err != nil {
 		return decision{}, err
 	}
-	credits := min(refundCredits(p, refunded)-byRefunds, p.Credits-byRefunds-byDisputes)
+	share, err := refundCredits(p, refunded)
+	if err != nil {
+		return decision{}, err
+	}
+	credits := min(share-byRefunds, p.Credits-byRefunds-byDisputes)
 	if credits > 0 {
 		_, err := t.Clawback(ctx, webhookActor, ledger.ClawbackRequest{
 			PaymentID: p.ID, Amount: credits, Reason: fmt.Sprintf("refund of %d %s", refunded, p.Currency),
