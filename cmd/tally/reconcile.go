@@ -17,7 +17,8 @@ func newReconcileCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "reconcile",
 		Short: "Check the ledger and compare Stripe with what Tally applied; --apply repairs",
-		Long: `Checks the ledger's invariants over every user, then reads Stripe (paid Checkout
+		Long: `Checks the ledger's invariants over every user and that every payment granted and
+clawed back exactly what its state and refunds say, then reads Stripe (paid Checkout
 Sessions and events of the handled types created in the last --since) and lists
 what Tally has not applied. With --apply, each missing item is processed exactly
 as a webhook delivery would be, so running it again repairs nothing twice.

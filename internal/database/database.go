@@ -159,6 +159,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 				return nil, fmt.Errorf("DATABASE_URL: directory %s for the SQLite file does not exist", dir)
 			}
 		}
+		if err := registerSQLiteFunctions(); err != nil {
+			return nil, fmt.Errorf("registering SQLite functions: %w", err)
+		}
 		db, err = sql.Open("sqlite", loc.DSN)
 		if err != nil {
 			return nil, fmt.Errorf("opening SQLite database %s: %w", loc.Path, err)

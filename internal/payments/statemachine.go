@@ -152,7 +152,8 @@ func purchaseGrant(p *ent.Payment) ledger.GrantRequest {
 // proportional to the money refunded, rounded down (the buyer keeps a
 // fraction of a credit they paid for), and all of them for a full refund.
 // Credits and amounts go up to ledger.MaxAmount, so their product needs
-// more than 64 bits: ledger.MulDiv keeps it exact.
+// more than 64 bits: ledger.MulDiv keeps it exact. The invariant
+// payment_clawback_mismatch (see invariants.go) recomputes the same rule.
 func refundCredits(p *ent.Payment, refunded int64) (int64, error) {
 	if refunded >= p.Amount {
 		return p.Credits, nil
