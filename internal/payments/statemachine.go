@@ -98,11 +98,18 @@ func decideSession(typ stripe.EventType, p *ent.Payment, sess *stripe.CheckoutSe
 	if p.StripeCheckoutSessionID != nil && *p.StripeCheckoutSessionID != sess.ID {
 		return sessionEffect{d: failed("session %s is not the payment's session %s", sess.ID, *p.StripeCheckoutSessionID)}
 	}
-	if sess.AmountTotal != 0 && sess.AmountTotal != p.Amount {
-		return sessionEffect{d: failed("session amount %d does not match the payment's %d", sess.AmountTotal, p.Amount)}
+	// The amount and currency are what Stripe charged: they must be there
+	// and be the payment's, or the event could grant a pack for another
+	// price. A missing amount_total decodes as 0 and a missing currency as
+	// "", both mismatches. So is a 0 total of a session Stripe marks
+	// no_payment_required (a 100% discount): the payment's amount, never 0,
+	// is what Tally charges for the pack, and Tally's sessions offer no
+	// discounts; a free pack would be a payment of its own kind, not this.
+	if sess.AmountTotal != p.Amount {
+		return sessionEffect{d: failed("session amount_total %d does not match the payment's %d", sess.AmountTotal, p.Amount)}
 	}
-	if sess.Currency != "" && string(sess.Currency) != p.Currency {
-		return sessionEffect{d: failed("session currency %s does not match the payment's %s", sess.Currency, p.Currency)}
+	if string(sess.Currency) != p.Currency {
+		return sessionEffect{d: failed("session currency %q does not match the payment's %q", sess.Currency, p.Currency)}
 	}
 	if uid := sess.Metadata["user_id"]; uid != "" && uid != p.UserID {
 		return sessionEffect{d: failed("session user %s does not match the payment's user", uid)}
@@ -166,11 +173,14 @@ func refundCredits(p *ent.Payment, refunded int64) (int64, error) {
 }
 
 func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment, ch *stripe.Charge) (decision, error) {
+	// amount_refunded is in the charge's currency: one that is missing or
+	// another than the payment's cannot be compared with its amount. No
+	// redelivery changes that, so it is refused now rather than deferred.
+	if string(ch.Currency) != p.Currency {
+		return failed("charge currency %q does not match the payment's %q", ch.Currency, p.Currency), nil
+	}
 	if !granted(p.Status) {
 		return decision{}, &DeferredError{Reason: fmt.Sprintf("payment %s is %s: a refund waits for the payment", p.ID, p.Status)}
-	}
-	if ch.Currency != "" && string(ch.Currency) != p.Currency {
-		return failed("charge currency %s does not match the payment's %s", ch.Currency, p.Currency), nil
 	}
 	update := t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStripeChargeID(ch.ID)
 	// amount_refunded is cumulative; deliveries may come out of order, so

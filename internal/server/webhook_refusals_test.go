@@ -1,0 +1,141 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/ent/processedevent"
+	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/testdb"
+)
+
+// newPayment writes the pending payment createCheckoutSession would write
+// for a new buyer: 250 credits for $9, in the given mode.
+func newPayment(t *testing.T, db *database.DB, buyer string, livemode bool) *ent.Payment {
+	t.Helper()
+	ctx := context.Background()
+	u := db.Ent.User.Create().SetExternalID(buyer).SaveX(ctx)
+	pkg := db.Ent.CreditPackage.Create().SetName("pack of " + buyer).SetCredits(250).SetPriceAmount(900).SetCurrency("usd").SaveX(ctx)
+	return db.Ent.Payment.Create().SetUserID(u.ID).SetPackageID(pkg.ID).SetAmount(900).SetCurrency("usd").
+		SetCredits(250).SetLivemode(livemode).SetStripeCheckoutSessionID("cs_" + u.ID).SaveX(ctx)
+}
+
+// refused asserts what a refused event leaves: answered 200 with outcome
+// failed, recorded for admins as FAILED with a reason that mentions
+// mentions, and nothing else written: the payment row is as it was (not
+// even rewritten), no credits moved for it, and the buyer's balance is
+// unchanged.
+func refused(t *testing.T, db *database.DB, code int, outcome, eventID string, mentions string, before *ent.Payment, balance int64) *ent.ProcessedEvent {
+	t.Helper()
+	ctx := context.Background()
+	if code != 200 || outcome != "failed" {
+		t.Fatalf("%s: answered %d %q, want 200 failed", eventID, code, outcome)
+	}
+	rec := db.Ent.ProcessedEvent.Query().Where(processedevent.StripeEventID(eventID)).OnlyX(ctx)
+	if rec.Outcome != processedevent.OutcomeFailed || !strings.Contains(rec.Error, mentions) {
+		t.Errorf("%s: recorded %s %q, want FAILED naming %s", eventID, rec.Outcome, rec.Error, mentions)
+	}
+	got := db.Ent.Payment.GetX(ctx, before.ID)
+	if !got.UpdatedAt.Equal(before.UpdatedAt) || got.Status != before.Status || got.Livemode != before.Livemode ||
+		got.AmountRefunded != before.AmountRefunded || (got.PaidAt == nil) != (before.PaidAt == nil) ||
+		deref(got.StripePaymentIntentID) != deref(before.StripePaymentIntentID) ||
+		deref(got.StripeChargeID) != deref(before.StripeChargeID) {
+		t.Errorf("%s changed the payment: %+v, was %+v", eventID, got, before)
+	}
+	if n := db.Ent.CreditTransaction.Query().Where(credittransaction.PaymentID(before.ID)).CountX(ctx); before.Status == payment.StatusPending && n != 0 {
+		t.Errorf("%s: %d credit transactions for a payment never paid", eventID, n)
+	}
+	if got := db.Ent.User.GetX(ctx, before.UserID).CreditsBalance; got != balance {
+		t.Errorf("%s: balance %d, want %d", eventID, got, balance)
+	}
+	return rec
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
+}
+
+// TestWebhookRefusesSessionsWithoutTheirAmountOrCurrency: a Checkout
+// Session event must carry the payment's amount_total and currency. Zero,
+// missing or empty ones used to skip the checks and grant the pack; now each
+// is refused (200, recorded FAILED, nothing granted or written), including
+// a session Stripe reports as no_payment_required with a 0 total. The
+// payment still takes its real session afterwards.
+func TestWebhookRefusesSessionsWithoutTheirAmountOrCurrency(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a := newAPI(t, db, nil)
+		ctx := context.Background()
+		for i, c := range []struct {
+			name, typ, mentions string
+			edit                func(map[string]any)
+		}{
+			{"zero amount", "checkout.session.completed", "amount_total", func(s map[string]any) { s["amount_total"] = 0 }},
+			{"no amount", "checkout.session.completed", "amount_total", func(s map[string]any) { delete(s, "amount_total") }},
+			{"empty currency", "checkout.session.completed", "currency", func(s map[string]any) { s["currency"] = "" }},
+			{"no currency", "checkout.session.completed", "currency", func(s map[string]any) { delete(s, "currency") }},
+			{"free", "checkout.session.completed", "amount_total", func(s map[string]any) {
+				s["amount_total"], s["payment_status"] = 0, "no_payment_required"
+			}},
+			{"async zero", "checkout.session.async_payment_succeeded", "amount_total", func(s map[string]any) { s["amount_total"] = 0 }},
+			{"async no currency", "checkout.session.async_payment_succeeded", "currency", func(s map[string]any) { delete(s, "currency") }},
+		} {
+			p := newPayment(t, db, fmt.Sprintf("buyer-%d", i), false)
+			sess := paidSession(p)
+			c.edit(sess)
+			code, out := a.stripeEvent("evt_bad_"+p.ID, c.typ, false, sess)
+			rec := refused(t, db, code, out, "evt_bad_"+p.ID, c.mentions, p, 0)
+			if rec.PaymentID == nil || *rec.PaymentID != p.ID {
+				t.Errorf("%s: recorded for payment %v, want %s", c.name, rec.PaymentID, p.ID)
+			}
+			if code, out := a.stripeEvent("evt_good_"+p.ID, c.typ, false, paidSession(p)); code != 200 || out != "applied" {
+				t.Fatalf("%s: the real session: %d %q", c.name, code, out)
+			}
+			if got := db.Ent.User.GetX(ctx, p.UserID).CreditsBalance; got != 250 {
+				t.Fatalf("%s: balance %d after the real session, want 250", c.name, got)
+			}
+		}
+	})
+}
+
+// TestWebhookRefusesRefundsWithoutTheirCurrency: a charge.refunded whose
+// currency is empty or missing used to skip the check and claw credits
+// back; it is refused (200, FAILED, nothing clawed back, the payment
+// untouched), and the real refund is applied after it.
+func TestWebhookRefusesRefundsWithoutTheirCurrency(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a := newAPI(t, db, nil)
+		ctx := context.Background()
+		p := newPayment(t, db, "alice", false)
+		if code, out := a.stripeEvent("evt_paid", "checkout.session.completed", false, paidSession(p)); code != 200 || out != "applied" {
+			t.Fatalf("purchase: %d %q", code, out)
+		}
+		paid := db.Ent.Payment.GetX(ctx, p.ID)
+		for i, edit := range []func(map[string]any){
+			func(ch map[string]any) { ch["currency"] = "" },
+			func(ch map[string]any) { delete(ch, "currency") },
+		} {
+			ch := refundedCharge(p, 450)
+			edit(ch)
+			id := fmt.Sprint("evt_refund_bad_", i)
+			code, out := a.stripeEvent(id, "charge.refunded", false, ch)
+			refused(t, db, code, out, id, "currency", paid, 250)
+			if n := db.Ent.CreditTransaction.Query().Where(credittransaction.KindEQ(credittransaction.KindRefundClawback)).CountX(ctx); n != 0 {
+				t.Fatalf("%s clawed back credits (%d transactions)", id, n)
+			}
+		}
+		if code, out := a.stripeEvent("evt_refund", "charge.refunded", false, refundedCharge(p, 450)); code != 200 || out != "applied" {
+			t.Fatalf("the real refund: %d %q", code, out)
+		}
+		if got := db.Ent.User.GetX(ctx, p.UserID).CreditsBalance; got != 125 {
+			t.Fatalf("balance %d after refunding half, want 125", got)
+		}
+	})
+}
