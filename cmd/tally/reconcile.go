@@ -43,7 +43,9 @@ Exits 1 when a problem remains.`,
 		}
 		defer db.Close()
 		out := cmd.OutOrStdout()
-		svc := payments.New(db, ledger.New(db), payments.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
+		svc := payments.New(db, ledger.New(db), payments.Config{
+			SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
+		})
 		r, err := svc.Reconcile(ctx, payments.ReconcileOptions{
 			Since: since, Apply: apply,
 			Progress: func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), "… "+format+"\n", args...) },

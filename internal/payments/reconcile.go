@@ -227,8 +227,10 @@ func (s *Service) syntheticEvent(id, typ string, object any) (*stripe.Event, []b
 	if err != nil {
 		return nil, nil, fmt.Errorf("payments: encoding %s: %w", id, err)
 	}
+	// In the server's mode: it describes an object of the account the key
+	// reads, and an event of the other mode would be refused.
 	payload, err := json.Marshal(map[string]any{
-		"id": id, "object": "event", "type": typ, "api_version": APIVersion,
+		"id": id, "object": "event", "type": typ, "api_version": APIVersion, "livemode": s.livemode,
 		"created": s.now().Unix(), "data": map[string]json.RawMessage{"object": raw},
 	})
 	if err != nil {

@@ -81,7 +81,7 @@ func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Eve
 // sessionEffect is what a Checkout Session event does to its payment.
 type sessionEffect struct {
 	d decision
-	// write records the session on the payment (its id, mode and payment
+	// write records the session on the payment (its id and payment
 	// intent), with status when that is set.
 	write  bool
 	status payment.Status

@@ -88,7 +88,9 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	}
 	s.ledger = ledger.New(db, publishing)
 	s.metrics.watchLedger(s.ledger)
-	s.payments = payments.New(db, s.ledger, payments.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
+	s.payments = payments.New(db, s.ledger, payments.Config{
+		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
+	})
 	s.handler = s.routes()
 	return s, nil
 }

@@ -10,7 +10,9 @@ import (
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
+	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/stripemock"
 	"github.com/tally-billing/tally/internal/testdb"
 )
 
@@ -138,4 +140,65 @@ func TestWebhookRefusesRefundsWithoutTheirCurrency(t *testing.T) {
 			t.Fatalf("balance %d after refunding half, want 125", got)
 		}
 	})
+}
+
+// TestWebhookRefusesEventsOfTheOtherMode: the server's mode comes from
+// STRIPE_SECRET_KEY (sk_live_/rk_live_ is live; no key or a test key is
+// test). An event of the other mode is never applied, whatever its type:
+// answered 200, recorded FAILED with the mismatch, the payment untouched
+// (its livemode included, which events used to overwrite) and no credits
+// moved. Events of the server's mode still apply, and leave the payment's
+// livemode as it was created.
+func TestWebhookRefusesEventsOfTheOtherMode(t *testing.T) {
+	for _, live := range []bool{false, true} {
+		t.Run(fmt.Sprintf("server livemode %v", live), func(t *testing.T) {
+			testdb.Each(t, func(t *testing.T, db *database.DB) {
+				env := map[string]string{"STRIPE_API_BASE": stripemock.Start(t)}
+				if live {
+					env["STRIPE_SECRET_KEY"] = "sk_live_tally_test_only"
+				}
+				a := newAPI(t, db, env)
+				ctx := context.Background()
+				p := newPayment(t, db, "alice", live)
+
+				code, out := a.stripeEvent("evt_other_paid", "checkout.session.completed", !live, paidSession(p))
+				rec := refused(t, db, code, out, "evt_other_paid", "livemode", p, 0)
+				if rec.Livemode != !live || rec.PaymentID != nil {
+					t.Errorf("recorded with livemode %v for payment %v", rec.Livemode, rec.PaymentID)
+				}
+
+				if code, out := a.stripeEvent("evt_paid", "checkout.session.completed", live, paidSession(p)); code != 200 || out != "applied" {
+					t.Fatalf("an event of the server's mode: %d %q", code, out)
+				}
+				paid := db.Ent.Payment.GetX(ctx, p.ID)
+				if paid.Status != payment.StatusSucceeded || paid.Livemode != live {
+					t.Fatalf("after the purchase: %s, livemode %v", paid.Status, paid.Livemode)
+				}
+
+				// A refund or a dispute of the other mode, even one that
+				// matches no payment (which would otherwise wait for one).
+				for _, e := range []struct {
+					id, typ string
+					object  map[string]any
+				}{
+					{"evt_other_refund", "charge.refunded", refundedCharge(p, 900)},
+					{"evt_other_dispute", "charge.dispute.closed", map[string]any{
+						"id": "dp_1", "object": "dispute", "amount": 900, "currency": "usd",
+						"charge": "ch_" + p.ID, "payment_intent": "pi_" + p.ID, "status": "lost",
+					}},
+					{"evt_other_unknown", "charge.refunded", map[string]any{
+						"id": "ch_unknown", "object": "charge", "amount": 900, "amount_refunded": 900,
+						"currency": "usd", "payment_intent": "pi_unknown",
+					}},
+				} {
+					code, out := a.stripeEvent(e.id, e.typ, !live, e.object)
+					refused(t, db, code, out, e.id, "livemode", paid, 250)
+				}
+				r := a.ok(token(t, "root", auth.RoleAdmin), `{ ledgerReport { ok problems { invariant subject detail } } }`, nil)
+				if r.get(t, "ledgerReport", "ok") != true {
+					t.Fatalf("ledger report: %s", r.Data)
+				}
+			})
+		})
+	}
 }
