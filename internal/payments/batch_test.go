@@ -325,6 +325,10 @@ func TestStrictSessionChecksInABatchAndAlone(t *testing.T) {
 				object: s, delivered: make(chan string, 1)})
 		}
 		queue = append(queue, alone...)
+		for _, d := range queue {
+			// As stored: PostgreSQL keeps microseconds of updated_at.
+			d.p = db.Ent.Payment.GetX(ctx, d.p.ID)
+		}
 
 		release := f.occupyPurchaseSlots()
 		before := f.l.Stats()

@@ -23,8 +23,11 @@ func newPayment(t *testing.T, db *database.DB, buyer string, livemode bool) *ent
 	ctx := context.Background()
 	u := db.Ent.User.Create().SetExternalID(buyer).SaveX(ctx)
 	pkg := db.Ent.CreditPackage.Create().SetName("pack of " + buyer).SetCredits(250).SetPriceAmount(900).SetCurrency("usd").SaveX(ctx)
-	return db.Ent.Payment.Create().SetUserID(u.ID).SetPackageID(pkg.ID).SetAmount(900).SetCurrency("usd").
+	p := db.Ent.Payment.Create().SetUserID(u.ID).SetPackageID(pkg.ID).SetAmount(900).SetCurrency("usd").
 		SetCredits(250).SetLivemode(livemode).SetStripeCheckoutSessionID("cs_" + u.ID).SaveX(ctx)
+	// Read back as stored (PostgreSQL keeps microseconds of updated_at),
+	// for comparisons with what events leave.
+	return db.Ent.Payment.GetX(ctx, p.ID)
 }
 
 // refused asserts what a refused event leaves: answered 200 with outcome
