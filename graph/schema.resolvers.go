@@ -304,7 +304,7 @@ func (r *queryResolver) User(ctx context.Context, id string) (*ent.User, error) 
 
 // LedgerReport is the resolver for the ledgerReport field.
 func (r *queryResolver) LedgerReport(ctx context.Context) (*model.LedgerReport, error) {
-	rep, err := r.Ledger.Check(ctx)
+	rep, err := r.Resolver.Payments.Check(ctx)
 	if err != nil {
 		return nil, err
 	}

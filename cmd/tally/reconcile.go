@@ -17,7 +17,8 @@ func newReconcileCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "reconcile",
 		Short: "Check the ledger and compare Stripe with what Tally applied; --apply repairs",
-		Long: `Checks the ledger's invariants over every user, then reads Stripe (paid Checkout
+		Long: `Checks the ledger's invariants over every user and that every payment granted and
+clawed back exactly what its state and refunds say, then reads Stripe (paid Checkout
 Sessions and events of the handled types created in the last --since) and lists
 what Tally has not applied. With --apply, each missing item is processed exactly
 as a webhook delivery would be, so running it again repairs nothing twice.
@@ -42,7 +43,9 @@ Exits 1 when a problem remains.`,
 		}
 		defer db.Close()
 		out := cmd.OutOrStdout()
-		svc := payments.New(db, ledger.New(db), payments.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
+		svc := payments.New(db, ledger.New(db), payments.Config{
+			SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
+		})
 		r, err := svc.Reconcile(ctx, payments.ReconcileOptions{
 			Since: since, Apply: apply,
 			Progress: func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), "… "+format+"\n", args...) },

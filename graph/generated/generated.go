@@ -4816,7 +4816,8 @@ extend type Query {
   user(id: ID!): User @admin
 
   """
-  The ledger's invariants checked over every user: counts and discrepancies.
+  The ledger's invariants checked over every user, and every payment's credits
+  checked against its state and refunds: counts and discrepancies.
   """
   ledgerReport: LedgerReport! @admin
 }
@@ -4889,11 +4890,15 @@ type LedgerReport {
 type LedgerProblem {
   """
   Which invariant is broken: unbalanced_transaction, balance_mismatch,
-  lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree.
+  lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree (the
+  ledger); payment_grant_mismatch (a paid payment without exactly one grant
+  of its credits, or an unpaid one with any), payment_clawback_mismatch (a
+  payment's refund and dispute clawbacks disagree with its amount refunded
+  and its state).
   """
   invariant: String!
   """
-  The transaction, user or lot concerned.
+  The transaction, user, lot or payment concerned.
   """
   subject: ID!
   detail: String!

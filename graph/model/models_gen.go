@@ -106,9 +106,13 @@ type GrantCreditsPayload struct {
 
 type LedgerProblem struct {
 	// Which invariant is broken: unbalanced_transaction, balance_mismatch,
-	// lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree.
+	// lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree (the
+	// ledger); payment_grant_mismatch (a paid payment without exactly one grant
+	// of its credits, or an unpaid one with any), payment_clawback_mismatch (a
+	// payment's refund and dispute clawbacks disagree with its amount refunded
+	// and its state).
 	Invariant string `json:"invariant"`
-	// The transaction, user or lot concerned.
+	// The transaction, user, lot or payment concerned.
 	Subject string `json:"subject"`
 	Detail  string `json:"detail"`
 }

@@ -203,6 +203,9 @@ func openPool(loc Location, maxOpen int) (*sql.DB, error) {
 				return nil, fmt.Errorf("DATABASE_URL: directory %s for the SQLite file does not exist", dir)
 			}
 		}
+		if err := registerSQLiteFunctions(); err != nil {
+			return nil, fmt.Errorf("registering SQLite functions: %w", err)
+		}
 		var err error
 		db, err = sql.Open("sqlite", loc.DSN)
 		if err != nil {

@@ -3,17 +3,28 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"slices"
 )
 
 // Problem is one broken invariant.
 type Problem struct {
 	// Invariant names what is broken: unbalanced_transaction,
 	// balance_mismatch, lot_remaining_mismatch, lot_held_mismatch,
-	// lots_and_balance_disagree.
+	// lots_and_balance_disagree, or the name of an invariant the caller
+	// added (the payments package adds payment_grant_mismatch and
+	// payment_clawback_mismatch).
 	Invariant string
-	// Subject is the id of the transaction, user or lot concerned.
+	// Subject is the id of the transaction, user, lot or payment concerned.
 	Subject string
 	Detail  string
+}
+
+// Invariant is a check of the caller's to run with the ledger's own, in the
+// same read transaction: Query returns a (subject, detail) row for every
+// violation and nothing on a healthy database.
+type Invariant struct {
+	Name  string
+	Query string
 }
 
 // Report is the result of checking the ledger's invariants.
@@ -31,10 +42,7 @@ func (r Report) OK() bool { return len(r.Problems) == 0 }
 // invariantChecks are queries returning (subject, detail) rows for every
 // violation; each must return nothing on a healthy ledger. They are plain
 // SQL that PostgreSQL and SQLite both run.
-var invariantChecks = []struct {
-	name  string
-	query string
-}{
+var invariantChecks = []Invariant{
 	{
 		// 1. Double entry: every transaction's postings sum to zero.
 		"unbalanced_transaction",
@@ -84,9 +92,10 @@ var invariantChecks = []struct {
 	},
 }
 
-// Check verifies the ledger's invariants over every user. It reads inside
-// one transaction, so that it sees one consistent state.
-func (s *Service) Check(ctx context.Context) (Report, error) {
+// Check verifies the ledger's invariants over every user, and the extra
+// ones given. It reads inside one transaction, so that it sees one
+// consistent state.
+func (s *Service) Check(ctx context.Context, extra ...Invariant) (Report, error) {
 	var r Report
 	err := s.read(ctx, func(ctx context.Context, t *Tx) error {
 		r = Report{}
@@ -110,23 +119,23 @@ func (s *Service) Check(ctx context.Context) (Report, error) {
 				return fmt.Errorf("ledger: counting %s: %w", c.table, err)
 			}
 		}
-		for _, check := range invariantChecks {
-			rows, err := t.ent.QueryContext(ctx, check.query)
+		for _, check := range slices.Concat(invariantChecks, extra) {
+			rows, err := t.ent.QueryContext(ctx, check.Query)
 			if err != nil {
-				return fmt.Errorf("ledger: checking %s: %w", check.name, err)
+				return fmt.Errorf("ledger: checking %s: %w", check.Name, err)
 			}
 			for rows.Next() {
-				p := Problem{Invariant: check.name}
+				p := Problem{Invariant: check.Name}
 				if err := rows.Scan(&p.Subject, &p.Detail); err != nil {
 					rows.Close()
-					return fmt.Errorf("ledger: checking %s: %w", check.name, err)
+					return fmt.Errorf("ledger: checking %s: %w", check.Name, err)
 				}
 				r.Problems = append(r.Problems, p)
 			}
 			err = rows.Err()
 			rows.Close()
 			if err != nil {
-				return fmt.Errorf("ledger: checking %s: %w", check.name, err)
+				return fmt.Errorf("ledger: checking %s: %w", check.Name, err)
 			}
 		}
 		return nil

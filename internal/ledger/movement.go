@@ -187,6 +187,13 @@ func (t *Tx) writePostings(ctx context.Context, ms []keyed, txns []*ent.CreditTr
 				SetCreatedAt(t.now)
 			if p.onUser {
 				balance += p.amount
+				// credit keeps balances under MaxAmount; a debt, which only
+				// clawbacks make, is bounded here, so that no balance is one
+				// a client cannot read exactly (and sums of them stay far
+				// from overflowing).
+				if balance < -MaxAmount {
+					return apperr.New(apperr.InvalidArgument, "the balance would fall below the smallest amount, -%d", MaxAmount)
+				}
 				b.SetUserID(k.u.ID).SetBalanceAfter(balance)
 			}
 			builders = append(builders, b)

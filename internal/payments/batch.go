@@ -268,16 +268,17 @@ func paymentsNamed(ps []*ent.Payment, c *purchase) []*ent.Payment {
 }
 
 // sessionWrite is what a Checkout Session event writes on its payment: the
-// session's id, mode and payment intent, and the new state if any.
+// session's id and payment intent, and the new state if any. Not its mode:
+// a payment's livemode is the server's, set when it is created, and an
+// event of the other mode is refused before it gets here.
 type sessionWrite struct {
 	paymentID, sessionID, intentID string
-	livemode                       bool
 	status                         payment.Status // "" leaves it
 	paid                           bool           // paid_at becomes now
 }
 
 func newSessionWrite(p *ent.Payment, sess *stripe.CheckoutSession, eff sessionEffect) sessionWrite {
-	w := sessionWrite{paymentID: p.ID, sessionID: sess.ID, livemode: sess.Livemode, status: eff.status, paid: eff.grant}
+	w := sessionWrite{paymentID: p.ID, sessionID: sess.ID, status: eff.status, paid: eff.grant}
 	if sess.PaymentIntent != nil {
 		w.intentID = sess.PaymentIntent.ID
 	}
@@ -289,13 +290,13 @@ func newSessionWrite(p *ent.Payment, sess *stripe.CheckoutSession, eff sessionEf
 // row, the session and payment intent ids, is set by a CASE on the id.
 func (s *Service) writeSessions(ctx context.Context, tx *ent.Tx, ws []sessionWrite, now time.Time) error {
 	type kind struct {
-		livemode, paid bool
-		status         payment.Status
+		paid   bool
+		status payment.Status
 	}
 	var kinds []kind
 	groups := map[kind][]sessionWrite{}
 	for _, w := range ws {
-		k := kind{livemode: w.livemode, paid: w.paid, status: w.status}
+		k := kind{paid: w.paid, status: w.status}
 		if _, ok := groups[k]; !ok {
 			kinds = append(kinds, k)
 		}
@@ -305,8 +306,8 @@ func (s *Service) writeSessions(ctx context.Context, tx *ent.Tx, ws []sessionWri
 		g := groups[k]
 		var q strings.Builder
 		var args []any
-		fmt.Fprintf(&q, "UPDATE %s SET %s = ?, %s = ?", payment.Table, payment.FieldLivemode, payment.FieldUpdatedAt)
-		args = append(args, k.livemode, now)
+		fmt.Fprintf(&q, "UPDATE %s SET %s = ?", payment.Table, payment.FieldUpdatedAt)
+		args = append(args, now)
 		if k.status != "" {
 			fmt.Fprintf(&q, ", %s = ?", payment.FieldStatus)
 			args = append(args, string(k.status))

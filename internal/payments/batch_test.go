@@ -283,3 +283,100 @@ func TestReplicasDeliveredTheSameEventsApplyEachOnce(t *testing.T) {
 		f.checkLedger()
 	})
 }
+
+// TestStrictSessionChecksInABatchAndAlone: a Checkout Session event without
+// the payment's amount_total or currency (zero, empty or missing) is refused
+// by decideSession, which both paths run: in a batch, and alone, where the
+// batch leaves the second payment of a user it already holds. Nothing is
+// granted for them; the events ahead of them in the batch still apply.
+func TestStrictSessionChecksInABatchAndAlone(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		f := newFixture(t, db)
+		ctx := context.Background()
+		type delivery struct {
+			p         *ent.Payment
+			id, want  string
+			object    map[string]any
+			delivered chan string
+		}
+		var queue []*delivery
+		add := func(p *ent.Payment, id, want string, object map[string]any) {
+			queue = append(queue, &delivery{p: p, id: id, want: want, object: object, delivered: make(chan string, 1)})
+		}
+		edits := []func(map[string]any){
+			func(s map[string]any) { s["amount_total"] = 0 },
+			func(s map[string]any) { delete(s, "amount_total") },
+			func(s map[string]any) { s["currency"] = "" },
+			func(s map[string]any) { delete(s, "currency") },
+		}
+		var alone []*delivery
+		for i, edit := range edits {
+			batched := f.pendingPayment()
+			s := session(batched, "paid")
+			edit(s)
+			add(batched, fmt.Sprint("evt_batched_", i), payments.OutcomeFailed, s)
+
+			ahead := f.pendingPayment()
+			add(ahead, fmt.Sprint("evt_ahead_", i), payments.OutcomeApplied, session(ahead, "paid"))
+			second := f.pendingPaymentOf(ahead.UserID)
+			s = session(second, "paid")
+			edit(s)
+			alone = append(alone, &delivery{p: second, id: fmt.Sprint("evt_alone_", i), want: payments.OutcomeFailed,
+				object: s, delivered: make(chan string, 1)})
+		}
+		queue = append(queue, alone...)
+		for _, d := range queue {
+			// As stored: PostgreSQL keeps microseconds of updated_at.
+			d.p = db.Ent.Payment.GetX(ctx, d.p.ID)
+		}
+
+		release := f.occupyPurchaseSlots()
+		before := f.l.Stats()
+		var wg sync.WaitGroup
+		for n, d := range queue {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out, err := f.deliver(d.id, "checkout.session.completed", d.object)
+				if err != nil {
+					t.Errorf("%s: %v", d.id, err)
+				}
+				d.delivered <- out
+			}()
+			// One at a time, so that the batch takes them in this order and
+			// each second payment of a user comes after its first.
+			f.waitFor("queued in order", func() bool { return payments.QueuedPurchases(f.svc) == n+1 })
+		}
+		release()
+		wg.Wait()
+
+		// The holder's transaction and the ones it held, one batch, then
+		// one transaction for each event the batch left to run alone.
+		want := uint64(1+payments.MaxPurchaseBatchesInFlight+1) + uint64(len(alone))
+		if got := f.l.Stats().Transactions - before.Transactions; got != want {
+			t.Errorf("%d transactions, want %d: the refused events did not run where this test means them to", got, want)
+		}
+		for _, d := range queue {
+			out := <-d.delivered
+			st, bal, _ := f.state(d.p)
+			rec := db.Ent.ProcessedEvent.Query().Where(processedevent.StripeEventID(d.id)).OnlyX(ctx)
+			if d.want == payments.OutcomeApplied {
+				if out != d.want || st != payment.StatusSucceeded || bal < 100 {
+					t.Errorf("%s: %q, payment %s, balance %d", d.id, out, st, bal)
+				}
+				continue
+			}
+			got := db.Ent.Payment.GetX(ctx, d.p.ID)
+			if out != d.want || rec.Outcome != processedevent.OutcomeFailed || st != payment.StatusPending ||
+				got.PaidAt != nil || got.StripePaymentIntentID != nil || !got.UpdatedAt.Equal(d.p.UpdatedAt) {
+				t.Errorf("%s: %q, recorded %s (%s), payment %s, paid at %v, intent set %v", d.id, out, rec.Outcome, rec.Error, st, got.PaidAt, got.StripePaymentIntentID != nil)
+			}
+		}
+		for _, d := range alone {
+			if _, bal, _ := f.state(d.p); bal != 100 {
+				t.Errorf("%s: the buyer has %d credits, want the 100 of their first payment only", d.id, bal)
+			}
+		}
+		f.checkLedger()
+	})
+}

@@ -266,7 +266,7 @@ func loadCheckout(ctx context.Context, c *ent.Client, userID, packageID string) 
 // losers read the winner's. Only immutable fields are sent, so that the
 // deterministic key never meets different parameters.
 func (s *Service) ensureStripeCustomer(ctx context.Context, u *ent.User) (string, error) {
-	livemode := s.stripeLivemode()
+	livemode := s.livemode
 	existing := func() (*ent.StripeCustomer, error) {
 		return s.db.Ent.StripeCustomer.Query().
 			Where(stripecustomer.UserID(u.ID), stripecustomer.Livemode(livemode)).
@@ -327,7 +327,7 @@ func (s *Service) insertPendingPayment(ctx context.Context, scope string, req Ch
 			SetCurrency(pkg.Currency).
 			SetCredits(pkg.Credits).
 			SetStatus(payment.StatusPending).
-			SetLivemode(s.stripeLivemode()).
+			SetLivemode(s.livemode).
 			Save(ctx)
 		if err != nil {
 			return fmt.Errorf("payments: writing the pending payment: %w", err)
@@ -449,12 +449,6 @@ func (s *Service) abandonCheckout(ctx context.Context, scope, key, paymentID str
 		return fmt.Errorf("payments: deleting pending payment %s after Stripe failed (a retry with the same key finishes it): %w", paymentID, err)
 	}
 	return nil
-}
-
-// stripeLivemode says whether the configured key acts on live data.
-func (s *Service) stripeLivemode() bool {
-	key := s.stripe.CheckoutSessions.Key
-	return strings.HasPrefix(key, "sk_live_") || strings.HasPrefix(key, "rk_live_")
 }
 
 // errStripeDisabled is the caller's view of ErrStripeDisabled.

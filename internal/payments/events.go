@@ -69,7 +69,7 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		return "", errors.New("payments: event without id or type")
 	}
 	received := s.now().UTC()
-	if also == nil && strings.HasPrefix(string(ev.Type), "checkout.session.") {
+	if also == nil && s.otherMode(ev) == nil && strings.HasPrefix(string(ev.Type), "checkout.session.") {
 		// The common case by far, and what arrives in bursts: concurrent
 		// Checkout Session events share a transaction (see applyPurchases),
 		// which also finds their payments and records.
@@ -98,7 +98,13 @@ func (s *Service) handleUnbatched(ctx context.Context, ev *stripe.Event, payload
 	if seen != nil && seen.Outcome != processedevent.OutcomeDeferred {
 		return OutcomeDuplicate, nil
 	}
-	target, err := s.match(ctx, ev)
+	var target matched
+	if d := s.otherMode(ev); d != nil {
+		// Not even matched to a payment: nothing of the event is used.
+		target.mismatch = d
+	} else {
+		target, err = s.match(ctx, ev)
+	}
 	var early *DeferredError
 	if errors.As(err, &early) {
 		s.recordDeferred(ctx, ev, payload, nil, early.Reason, received)
@@ -167,6 +173,26 @@ func (s *Service) handleUnbatched(ctx context.Context, ev *stripe.Event, payload
 		return "", err
 	}
 	return outcome, nil
+}
+
+// otherMode refuses an event of the other Stripe mode than the server's:
+// a live event on a test server (or the reverse) comes from an endpoint or
+// a key set up for the other mode, or is forged, and applying it would
+// grant credits for money that was never charged (or not for the real
+// one). Refused, not deferred: no redelivery will make it right.
+func (s *Service) otherMode(ev *stripe.Event) *decision {
+	if ev.Livemode == s.livemode {
+		return nil
+	}
+	d := failed("event livemode is %t but this server runs in %s mode", ev.Livemode, modeName(s.livemode))
+	return &d
+}
+
+func modeName(live bool) string {
+	if live {
+		return "live"
+	}
+	return "test"
 }
 
 // eventRecord reads what deciding an event needs of its record: nil when

@@ -128,9 +128,11 @@ func (f *fixture) state(p *ent.Payment) (payment.Status, int64, int64) {
 	return got.Status, u.CreditsBalance, got.AmountRefunded
 }
 
+// checkLedger fails the test if an invariant of the ledger or of a
+// payment is broken.
 func (f *fixture) checkLedger() {
 	f.t.Helper()
-	r, err := f.l.Check(context.Background())
+	r, err := f.svc.Check(context.Background())
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package payments
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -26,6 +27,16 @@ type Config struct {
 	SecretKey string
 	// APIBase overrides Stripe's API URL (stripe-mock in tests).
 	APIBase string
+	// Livemode says whether the server works on Stripe's live data (set it
+	// to LiveKey(SecretKey)). Events of the other mode are never applied,
+	// and payments and customers are recorded in this mode.
+	Livemode bool
+}
+
+// LiveKey says whether a Stripe API key acts on live data: a live secret
+// or restricted key. No key, or a test key, is test mode.
+func LiveKey(secretKey string) bool {
+	return strings.HasPrefix(secretKey, "sk_live_") || strings.HasPrefix(secretKey, "rk_live_")
 }
 
 // Service runs the Stripe side.
@@ -33,7 +44,9 @@ type Service struct {
 	db     *database.DB
 	ledger *ledger.Service
 	stripe *client.API // nil without a secret key
-	now    func() time.Time
+	// livemode is the server's mode (Config.Livemode).
+	livemode bool
+	now      func() time.Time
 	// purchases coalesces concurrent Checkout Session events.
 	purchases *batch.Batcher[*purchase]
 }
@@ -44,7 +57,7 @@ var ErrStripeDisabled = errors.New("payments: Stripe is not configured (set STRI
 
 // New returns the payments service.
 func New(db *database.DB, l *ledger.Service, cfg Config) *Service {
-	s := &Service{db: db, ledger: l, now: time.Now}
+	s := &Service{db: db, ledger: l, livemode: cfg.Livemode, now: time.Now}
 	s.purchases = newPurchaseBatcher(s)
 	if cfg.SecretKey != "" {
 		s.stripe = newStripeClient(cfg)

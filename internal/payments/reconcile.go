@@ -63,6 +63,7 @@ type ReconcileOptions struct {
 
 // ReconcileReport is what a reconciliation found (and, with Apply, did).
 type ReconcileReport struct {
+	// Ledger is what Check found: the ledger's and the payments' invariants.
 	Ledger ledger.Report
 	// StripeChecked is false when no Stripe key is configured.
 	StripeChecked   bool
@@ -77,9 +78,10 @@ type ReconcileReport struct {
 	Failures    []string
 }
 
-// Reconcile checks the ledger's invariants, then compares Stripe with what
-// Tally applied: paid Checkout Sessions whose credits are missing, and
-// events of the handled types that were never applied (or still wait).
+// Reconcile checks the ledger's and the payments' invariants (Check), then
+// compares Stripe with what Tally applied: paid Checkout Sessions whose
+// credits are missing, and events of the handled types that were never
+// applied (or still wait).
 // With Apply it processes what is missing through the same path as a
 // webhook delivery, so a repair is applied at most once however often
 // Reconcile runs.
@@ -89,9 +91,9 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 		progress = func(string, ...any) {}
 	}
 	var r ReconcileReport
-	progress("checking the ledger invariants")
+	progress("checking the ledger and payment invariants")
 	var err error
-	if r.Ledger, err = s.ledger.Check(ctx); err != nil {
+	if r.Ledger, err = s.Check(ctx); err != nil {
 		return r, err
 	}
 	if s.stripe == nil {
@@ -225,8 +227,10 @@ func (s *Service) syntheticEvent(id, typ string, object any) (*stripe.Event, []b
 	if err != nil {
 		return nil, nil, fmt.Errorf("payments: encoding %s: %w", id, err)
 	}
+	// In the server's mode: it describes an object of the account the key
+	// reads, and an event of the other mode would be refused.
 	payload, err := json.Marshal(map[string]any{
-		"id": id, "object": "event", "type": typ, "api_version": APIVersion,
+		"id": id, "object": "event", "type": typ, "api_version": APIVersion, "livemode": s.livemode,
 		"created": s.now().Unix(), "data": map[string]json.RawMessage{"object": raw},
 	})
 	if err != nil {

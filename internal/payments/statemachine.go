@@ -81,7 +81,7 @@ func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Eve
 // sessionEffect is what a Checkout Session event does to its payment.
 type sessionEffect struct {
 	d decision
-	// write records the session on the payment (its id, mode and payment
+	// write records the session on the payment (its id and payment
 	// intent), with status when that is set.
 	write  bool
 	status payment.Status
@@ -98,11 +98,18 @@ func decideSession(typ stripe.EventType, p *ent.Payment, sess *stripe.CheckoutSe
 	if p.StripeCheckoutSessionID != nil && *p.StripeCheckoutSessionID != sess.ID {
 		return sessionEffect{d: failed("session %s is not the payment's session %s", sess.ID, *p.StripeCheckoutSessionID)}
 	}
-	if sess.AmountTotal != 0 && sess.AmountTotal != p.Amount {
-		return sessionEffect{d: failed("session amount %d does not match the payment's %d", sess.AmountTotal, p.Amount)}
+	// The amount and currency are what Stripe charged: they must be there
+	// and be the payment's, or the event could grant a pack for another
+	// price. A missing amount_total decodes as 0 and a missing currency as
+	// "", both mismatches. So is a 0 total of a session Stripe marks
+	// no_payment_required (a 100% discount): the payment's amount, never 0,
+	// is what Tally charges for the pack, and Tally's sessions offer no
+	// discounts; a free pack would be a payment of its own kind, not this.
+	if sess.AmountTotal != p.Amount {
+		return sessionEffect{d: failed("session amount_total %d does not match the payment's %d", sess.AmountTotal, p.Amount)}
 	}
-	if sess.Currency != "" && string(sess.Currency) != p.Currency {
-		return sessionEffect{d: failed("session currency %s does not match the payment's %s", sess.Currency, p.Currency)}
+	if string(sess.Currency) != p.Currency {
+		return sessionEffect{d: failed("session currency %q does not match the payment's %q", sess.Currency, p.Currency)}
 	}
 	if uid := sess.Metadata["user_id"]; uid != "" && uid != p.UserID {
 		return sessionEffect{d: failed("session user %s does not match the payment's user", uid)}
@@ -149,20 +156,31 @@ func purchaseGrant(p *ent.Payment) ledger.GrantRequest {
 }
 
 // refundCredits is how many credits a cumulative refund takes back:
-// proportional to the money refunded, all of them for a full refund.
-func refundCredits(p *ent.Payment, refunded int64) int64 {
+// proportional to the money refunded, rounded down (the buyer keeps a
+// fraction of a credit they paid for), and all of them for a full refund.
+// Credits and amounts go up to ledger.MaxAmount, so their product needs
+// more than 64 bits: ledger.MulDiv keeps it exact. The invariant
+// payment_clawback_mismatch (see invariants.go) recomputes the same rule.
+func refundCredits(p *ent.Payment, refunded int64) (int64, error) {
 	if refunded >= p.Amount {
-		return p.Credits
+		return p.Credits, nil
 	}
-	return p.Credits * refunded / p.Amount
+	n, err := ledger.MulDiv(p.Credits, refunded, p.Amount)
+	if err != nil {
+		return 0, fmt.Errorf("payments: credits of a refund of %d on payment %s: %w", refunded, p.ID, err)
+	}
+	return n, nil
 }
 
 func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment, ch *stripe.Charge) (decision, error) {
+	// amount_refunded is in the charge's currency: one that is missing or
+	// another than the payment's cannot be compared with its amount. No
+	// redelivery changes that, so it is refused now rather than deferred.
+	if string(ch.Currency) != p.Currency {
+		return failed("charge currency %q does not match the payment's %q", ch.Currency, p.Currency), nil
+	}
 	if !granted(p.Status) {
 		return decision{}, &DeferredError{Reason: fmt.Sprintf("payment %s is %s: a refund waits for the payment", p.ID, p.Status)}
-	}
-	if ch.Currency != "" && string(ch.Currency) != p.Currency {
-		return failed("charge currency %s does not match the payment's %s", ch.Currency, p.Currency), nil
 	}
 	update := t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStripeChargeID(ch.ID)
 	// amount_refunded is cumulative; deliveries may come out of order, so
@@ -175,7 +193,11 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 	if err != nil {
 		return decision{}, err
 	}
-	credits := min(refundCredits(p, refunded)-byRefunds, p.Credits-byRefunds-byDisputes)
+	share, err := refundCredits(p, refunded)
+	if err != nil {
+		return decision{}, err
+	}
+	credits := min(share-byRefunds, p.Credits-byRefunds-byDisputes)
 	if credits > 0 {
 		_, err := t.Clawback(ctx, webhookActor, ledger.ClawbackRequest{
 			PaymentID: p.ID, Amount: credits, Reason: fmt.Sprintf("refund of %d %s", refunded, p.Currency),

@@ -93,7 +93,9 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	}
 	s.ledger = ledger.New(db, publishing)
 	s.metrics.watchLedger(s.ledger)
-	s.payments = payments.New(db, s.ledger, payments.Config{SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase})
+	s.payments = payments.New(db, s.ledger, payments.Config{
+		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
+	})
 	committed := func() uint64 { return s.ledger.Stats().Transactions }
 	if s.ready, err = startReadiness(ctx, db.URL, committed, logger.With("component", "readiness"), o.readiness); err != nil {
 		broker.Close()

@@ -33,6 +33,39 @@ func (a *api) webhook(body []byte, signature string) (int, map[string]any) {
 	return resp.StatusCode, out
 }
 
+// stripeEvent posts an event of the given mode, signed as Stripe signs it
+// with the development webhook secret, and returns the HTTP status and the
+// outcome the endpoint answered.
+func (a *api) stripeEvent(id, typ string, livemode bool, object map[string]any) (int, string) {
+	a.t.Helper()
+	body, err := json.Marshal(map[string]any{
+		"id": id, "object": "event", "type": typ, "api_version": "2023-10-16",
+		"created": time.Now().Unix(), "livemode": livemode, "data": map[string]any{"object": object},
+	})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	code, out := a.webhook(body, webhook.Sign(body, config.DevWebhookSecret, time.Now()))
+	outcome, _ := out["outcome"].(string)
+	return code, outcome
+}
+
+// paidSession is the Checkout Session of a paid payment, as Stripe sends it.
+func paidSession(p *ent.Payment) map[string]any {
+	return map[string]any{
+		"id": *p.StripeCheckoutSessionID, "object": "checkout.session", "client_reference_id": p.ID,
+		"amount_total": p.Amount, "currency": p.Currency, "payment_status": "paid", "payment_intent": "pi_" + p.ID,
+	}
+}
+
+// refundedCharge is the payment's charge refunded to a cumulative amount.
+func refundedCharge(p *ent.Payment, refunded int64) map[string]any {
+	return map[string]any{
+		"id": "ch_" + p.ID, "object": "charge", "amount": p.Amount, "amount_refunded": refunded,
+		"currency": p.Currency, "payment_intent": "pi_" + p.ID, "refunded": refunded >= p.Amount,
+	}
+}
+
 // pendingPurchase makes alice's pending payment of 250 credits for $9 and
 // the checkout.session.completed event that pays it.
 func pendingPurchase(t *testing.T, db *database.DB) (*ent.User, *ent.Payment, []byte) {
