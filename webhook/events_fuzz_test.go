@@ -163,6 +163,7 @@ type fuzzedEvent struct {
 	ID         string `json:"id"`
 	Type       string `json:"type"`
 	APIVersion string `json:"api_version"`
+	Livemode   bool   `json:"livemode"`
 	Data       *struct {
 		Object json.RawMessage `json:"object"`
 	} `json:"data"`
@@ -170,6 +171,10 @@ type fuzzedEvent struct {
 	// decodes: the body is a Stripe event and its object a Checkout Session
 	// for stripe-go too, so that the service sees what the test reads.
 	decodes bool
+	// envelope: the id and type are printable ASCII of at most 255 bytes,
+	// data.object is an object and no NUL is escaped anywhere, as the
+	// handler requires of anything it passes on.
+	envelope bool
 }
 
 type fuzzedSession struct {
@@ -193,6 +198,11 @@ func readEvent(body []byte) fuzzedEvent {
 	var se stripe.Event
 	var ss stripe.CheckoutSession
 	ev.decodes = json.Unmarshal(body, &se) == nil && se.Data != nil && json.Unmarshal(se.Data.Raw, &ss) == nil
+	printable := func(s string) bool {
+		return s != "" && len(s) <= 255 && !strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r > 0x7e })
+	}
+	ev.envelope = printable(se.ID) && printable(string(se.Type)) && se.Data != nil &&
+		len(se.Data.Raw) > 0 && se.Data.Raw[0] == '{' && !bytes.Contains(body, []byte(`\u0000`))
 	return ev
 }
 
@@ -208,7 +218,8 @@ func (ev fuzzedEvent) paysFor(p, other *ent.Payment) bool {
 	paid := ev.Type == "checkout.session.async_payment_succeeded" ||
 		(ev.Type == "checkout.session.completed" && (s.PaymentStatus == "paid" || s.PaymentStatus == "no_payment_required"))
 	namesOther := other != nil && (ref == other.ID || s.ID == *other.StripeCheckoutSessionID)
-	return paid && ev.APIVersion == eventsVersion && s.ID == *p.StripeCheckoutSessionID && !namesOther && s.AmountTotal == p.Amount && s.Currency == p.Currency &&
+	// The service runs in test mode: a live event is never applied.
+	return paid && ev.envelope && !ev.Livemode && ev.APIVersion == eventsVersion && s.ID == *p.StripeCheckoutSessionID && !namesOther && s.AmountTotal == p.Amount && s.Currency == p.Currency &&
 		(s.Metadata["user_id"] == "" || s.Metadata["user_id"] == p.UserID)
 }
 

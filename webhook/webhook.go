@@ -5,6 +5,7 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
@@ -144,8 +146,8 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.answer(http.StatusBadRequest, "payload is not a Stripe event", slog.LevelWarn, slog.String("error", err.Error()))
 		return
 	}
-	if event.ID == "" || event.Type == "" {
-		d.answer(http.StatusBadRequest, "payload is not a Stripe event", slog.LevelWarn, slog.String("error", "event has no id or no type"))
+	if why := envelopeProblem(&event, body); why != "" {
+		d.answer(http.StatusBadRequest, "payload is not a Stripe event", slog.LevelWarn, slog.String("error", why))
 		return
 	}
 	d.event = &event
@@ -181,6 +183,26 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// the log only.
 		d.answer(http.StatusInternalServerError, "internal error", slog.LevelError, slog.String("error", err.Error()))
 	}
+}
+
+// envelopeProblem says why a signed body cannot be a Stripe event, or ""
+// if it can be: an id and a type of Stripe's shape (printable ASCII, short)
+// and an object in data. Nothing Stripe sends has a NUL character; one in
+// an id PostgreSQL refuses to even compare, so such an event answered 500
+// on every delivery.
+func envelopeProblem(ev *stripe.Event, body []byte) string {
+	printable := func(s string) bool {
+		return s != "" && len(s) <= 255 && !strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r > 0x7e })
+	}
+	switch {
+	case !printable(ev.ID) || !printable(string(ev.Type)):
+		return "event id or type missing or not printable ASCII"
+	case ev.Data == nil || len(ev.Data.Raw) == 0 || ev.Data.Raw[0] != '{':
+		return "event has no data object"
+	case bytes.Contains(body, []byte(`\u0000`)):
+		return "event holds a NUL character"
+	}
+	return ""
 }
 
 // readBody reads the whole body within the cap. A declared length over the

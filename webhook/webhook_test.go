@@ -278,6 +278,16 @@ func TestSignedButNotAnEventIs400(t *testing.T) {
 		"not an object":  []byte(`["evt_1"]`),
 		"no id":          []byte(`{"object":"event","type":"checkout.session.completed","api_version":"2023-10-16"}`),
 		"no type":        []byte(`{"id":"evt_1","object":"event","api_version":"2023-10-16"}`),
+		// Found by FuzzStripeEvents: an event without data made the
+		// processor dereference nil (a 500 on every delivery), and a NUL
+		// that PostgreSQL refuses answered 500 for ever.
+		"no data":            []byte(`{"id":"evt_1","object":"event","type":"checkout.session.completed","api_version":"2023-10-16"}`),
+		"null data":          []byte(`{"id":"evt_1","object":"event","type":"charge.refunded","api_version":"2023-10-16","data":null}`),
+		"data not an object": []byte(`{"id":"evt_1","object":"event","type":"charge.refunded","api_version":"2023-10-16","data":{"object":"cs_1"}}`),
+		"NUL in the id":      []byte(`{"id":"evt_\u0000","object":"event","type":"charge.refunded","api_version":"2023-10-16","data":{"object":{}}}`),
+		"NUL in the type":    []byte(`{"id":"evt_1","object":"event","type":"charge.\u0000","api_version":"2023-10-16","data":{"object":{}}}`),
+		"NUL in the object":  []byte(`{"id":"evt_1","object":"event","type":"checkout.session.completed","api_version":"2023-10-16","data":{"object":{"id":"cs_\u0000"}}}`),
+		"a space in the id":  []byte(`{"id":"evt 1","object":"event","type":"charge.refunded","api_version":"2023-10-16","data":{"object":{}}}`),
 	}
 	for name, body := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/tally-billing/tally/internal/database"
 )
@@ -233,7 +234,16 @@ type reader struct {
 	problems []string
 }
 
+// fail records a problem. Control characters in it (a newline quoted from
+// a value, as pgx quotes a URL it cannot parse) are escaped, so that every
+// problem stays on the one line the operator reads.
 func (r *reader) fail(name, why string) {
+	why = strings.Map(func(c rune) rune {
+		if unicode.IsControl(c) {
+			return '?'
+		}
+		return c
+	}, why)
 	r.problems = append(r.problems, name+": "+why)
 }
 
@@ -323,8 +333,11 @@ func (r *reader) level(name string, def slog.Level) slog.Level {
 	if raw == "" {
 		return def
 	}
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(raw)); err != nil {
+	// Exactly the four names: slog would also take offsets ("error+100"
+	// silences every line, and one past int64 wraps to debug).
+	levels := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+	l, ok := levels[strings.ToLower(raw)]
+	if !ok {
 		r.fail(name, fmt.Sprintf("unknown level %q (use debug, info, warn or error)", raw))
 		return def
 	}

@@ -170,3 +170,21 @@ func TestStripeWebhookPolicyRefusesNonsense(t *testing.T) {
 		t.Errorf("a tolerance of exactly the cap: %v", err)
 	}
 }
+
+// TestProblemsAreOneLineAndLevelsAreNames: found by FuzzLoad, a URL with a
+// newline made a two-line error, and "error+100" was taken as a log level
+// that silenced every line.
+func TestProblemsAreOneLineAndLevelsAreNames(t *testing.T) {
+	_, err := Load(env(map[string]string{"DATABASE_URL": "postgres://u:p@h:1\n2/db"}))
+	if err == nil || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("a URL with a newline: %q", err)
+	}
+	for _, level := range []string{"error+100", "info-9223372036854775808", "DEBUG-4", "verbose"} {
+		if _, err := Load(env(map[string]string{"TALLY_LOG_LEVEL": level})); err == nil {
+			t.Errorf("log level %q was accepted", level)
+		}
+	}
+	if c, err := Load(env(map[string]string{"TALLY_LOG_LEVEL": "WARN"})); err != nil || c.LogLevel != slog.LevelWarn {
+		t.Fatalf("WARN: %v, %v", c.LogLevel, err)
+	}
+}

@@ -68,6 +68,11 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 	if ev == nil || ev.ID == "" || ev.Type == "" {
 		return "", errors.New("payments: event without id or type")
 	}
+	if ev.Data == nil { // decided like an event whose object does not decode
+		copied := *ev
+		copied.Data = &stripe.EventData{}
+		ev = &copied
+	}
 	received := s.now().UTC()
 	if also == nil && s.otherMode(ev) == nil && strings.HasPrefix(string(ev.Type), "checkout.session.") {
 		// The common case by far, and what arrives in bursts: concurrent
@@ -313,6 +318,9 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 			d := failed("malformed Charge: %v", err)
 			return matched{mismatch: &d}, nil
 		}
+		if !namesPayment(ch.PaymentIntent, ch.ID) {
+			return matched{mismatch: namesNothing()}, nil
+		}
 		q = q.Where(byIntentOrCharge(ch.PaymentIntent, ch.ID))
 	case strings.HasPrefix(string(ev.Type), "charge.dispute."):
 		var dp stripe.Dispute
@@ -323,6 +331,9 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 		chargeID := ""
 		if dp.Charge != nil {
 			chargeID = dp.Charge.ID
+		}
+		if !namesPayment(dp.PaymentIntent, chargeID) {
+			return matched{mismatch: namesNothing()}, nil
 		}
 		q = q.Where(byIntentOrCharge(dp.PaymentIntent, chargeID))
 	default:
@@ -360,6 +371,18 @@ func sessionPaymentRef(sess *stripe.CheckoutSession) string {
 		return sess.ClientReferenceID
 	}
 	return sess.Metadata["payment_id"]
+}
+
+// namesNothing refuses a charge or dispute that names neither a payment
+// intent nor a charge: no payment can ever match it, so waiting (deferring,
+// a 5xx) would only have Stripe deliver it for three days.
+func namesNothing() *decision {
+	d := failed("the event names no payment intent and no charge")
+	return &d
+}
+
+func namesPayment(pi *stripe.PaymentIntent, chargeID string) bool {
+	return (pi != nil && pi.ID != "") || chargeID != ""
 }
 
 // byIntentOrCharge matches a payment by its payment intent or its charge;

@@ -224,6 +224,11 @@ func TestEventsThatDoNotMatch(t *testing.T) {
 				return s
 			}(), payments.OutcomeFailed},
 			{"unhandled type", "customer.created", map[string]any{"id": "cus_1", "object": "customer"}, payments.OutcomeIgnored},
+			// Found by FuzzStripeEvents: a charge or dispute that names no
+			// payment intent and no charge can never match a payment, and
+			// was deferred (a 500) on every delivery.
+			{"a refund naming nothing", "charge.refunded", map[string]any{"object": "charge", "amount_refunded": 1}, payments.OutcomeFailed},
+			{"a dispute naming nothing", "charge.dispute.created", map[string]any{"id": "dp_1", "object": "dispute"}, payments.OutcomeFailed},
 		}
 		for i, c := range cases {
 			out, err := f.deliver(fmt.Sprintf("evt_m%d", i), c.typ, c.object)
@@ -235,7 +240,7 @@ func TestEventsThatDoNotMatch(t *testing.T) {
 			t.Fatalf("a mismatched event changed the payment: %s, %d", st, bal)
 		}
 		recorded := db.Ent.ProcessedEvent.Query().Where(processedevent.OutcomeEQ(processedevent.OutcomeFailed)).AllX(context.Background())
-		if len(recorded) != 4 || recorded[0].Error == "" {
+		if len(recorded) != 6 || recorded[0].Error == "" {
 			t.Fatalf("mismatches recorded for admins: %+v", recorded)
 		}
 	})

@@ -138,8 +138,11 @@ func TestWebSocketClosesWhenTheTokenExpires(t *testing.T) {
 		c.expectAck()
 		c.subscribe("1")
 		grantTo(a, admin, "alice", 1, "while-valid")
-		if ch := c.nextChange("1"); ch.Balance != 101 {
-			t.Fatalf("balance change %+v, want 101", ch)
+		// On PostgreSQL the seed's own notification may still be on its way.
+		for ch := c.nextChange("1"); ch.Balance != 101; ch = c.nextChange("1") {
+			if ch.Balance != 100 {
+				t.Fatalf("balance change %+v, want 101", ch)
+			}
 		}
 		var err2 error
 		for {
