@@ -129,7 +129,9 @@ func TestWebSocketClosesWhenTheTokenExpires(t *testing.T) {
 		a := newAPI(t, db, nil)
 		admin := token(t, "root", auth.RoleAdmin)
 		grantTo(a, admin, "alice", 100, "seed")
-		short, err := auth.Mint([]byte(testSecret), auth.MintClaims{Subject: "alice"}, 2*time.Second)
+		// Long enough for the grant below to arrive on a loaded machine (the
+		// expiry has one-second granularity); short enough to keep the test quick.
+		short, err := auth.Mint([]byte(testSecret), auth.MintClaims{Subject: "alice"}, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
