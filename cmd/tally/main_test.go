@@ -43,7 +43,10 @@ func tally(t *testing.T, dir string, env []string, args ...string) *exec.Cmd {
 	t.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Dir = dir
-	cmd.Env = append([]string{runMainEnv + "=1", "TALLY_TEST_ARGS=" + strings.Join(args, " "), "PATH=" + os.Getenv("PATH")}, env...)
+	// Tests never bind a fixed port: a server the README started on the
+	// default address must not fail them. A case's own TALLY_ADDR (later in
+	// the list) wins.
+	cmd.Env = append([]string{runMainEnv + "=1", "TALLY_TEST_ARGS=" + strings.Join(args, " "), "PATH=" + os.Getenv("PATH"), "TALLY_ADDR=127.0.0.1:0"}, env...)
 	return cmd
 }
 
