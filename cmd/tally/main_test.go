@@ -90,6 +90,8 @@ func TestBadConfigurationIsOneLineAndNonZeroExit(t *testing.T) {
 		{"unknown flag", nil, []string{"serve", "--nope"}, 2, "unknown flag"},
 		{"bad down count", nil, []string{"migrate", "down", "x"}, 2, "whole number"},
 		{"unknown command", nil, []string{"frobnicate"}, 1, "unknown command"},
+		{"health of a bad address", nil, []string{"health", "--addr", "8081"}, 2, "--addr"},
+		{"health of a bad TALLY_ADDR", []string{"TALLY_ADDR=nope"}, []string{"health"}, 2, "TALLY_ADDR"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -150,6 +152,10 @@ func TestServeLifecycle(t *testing.T) {
 			defer cmd.Process.Kill()
 			base := "http://" + addr
 			waitReady(t, base)
+			// The container's health check: ready while serving.
+			if out, stderr, code := run(t, dir, nil, "health", "--addr", addr); code != 0 || strings.TrimSpace(out) != "ready" {
+				t.Errorf("tally health on a ready server: exit %d, %q %q", code, out, stderr)
+			}
 
 			resp, err := http.Post(base+"/graphql", "application/json", strings.NewReader(`{"query":"{ creditPackages { name } }"}`))
 			if err != nil {
@@ -179,6 +185,10 @@ func TestServeLifecycle(t *testing.T) {
 				}
 			case <-time.After(30 * time.Second):
 				t.Fatal("no exit within 30s of SIGTERM")
+			}
+			// Nothing listens any more: not ready, exit 1, one line.
+			if _, stderr, code := run(t, dir, nil, "health", "--addr", addr); code != 1 || !strings.HasPrefix(stderr, "tally: not ready") {
+				t.Errorf("tally health after shutdown: exit %d, %q", code, stderr)
 			}
 			// The output buffers are complete (and safe to read) once Wait returned.
 			if !strings.Contains(stderr.String(), "playground: "+base+"/") {
