@@ -4957,15 +4957,16 @@ extend type User {
   The balance as the ledger recorded it at that moment: the sum of the
   user's postings stamped at or before it, not the cached balance. A time in
   the future is INVALID_ARGUMENT (only the present balance is known: use
-  creditsBalance).
+  creditsBalance), and so is one before 1970-01-01T00:00:00Z.
   """
   balanceAt(time: Time!): Int!
   """
   The account over the half-open period [from, to): a transaction stamped
   exactly at from is in it, one stamped exactly at to is not (it opens the
   next period), so consecutive statements add up. openingBalance plus the
-  totals' amounts is closingBalance. from after to, or to in the future, is
-  INVALID_ARGUMENT; from equal to to is an empty period.
+  totals' amounts is closingBalance. from after to, to in the future, or
+  from before 1970-01-01T00:00:00Z is INVALID_ARGUMENT; from equal to to is
+  an empty period.
   """
   statement(from: Time!, to: Time!): CreditStatement!
   """

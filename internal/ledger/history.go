@@ -24,9 +24,9 @@ import (
 // at: the sum of the postings on the user's account created at or before
 // it. A moment in the future is INVALID_ARGUMENT: the ledger knows only the
 // present balance, and answering it for a future time would pass off a
-// guess as a record.
+// guess as a record. So is one before EarliestTime.
 func (s *Service) BalanceAt(ctx context.Context, userID string, at time.Time) (int64, error) {
-	if err := s.notFuture("time", at); err != nil {
+	if err := s.inRange("time", at); err != nil {
 		return 0, err
 	}
 	var balance int64
@@ -39,7 +39,17 @@ func (s *Service) BalanceAt(ctx context.Context, userID string, at time.Time) (i
 	return balance, nil
 }
 
-func (s *Service) notFuture(name string, at time.Time) error {
+// EarliestTime bounds the times past balances and statements take: the
+// Unix epoch, long before any ledger. Go's zero time (year 1) would
+// otherwise be echoed back as a null by the Time scalar.
+var EarliestTime = time.Unix(0, 0).UTC()
+
+// inRange holds a time to [EarliestTime, now].
+func (s *Service) inRange(name string, at time.Time) error {
+	if at.Before(EarliestTime) {
+		return apperr.New(apperr.InvalidArgument, "%s %s is before %s", name,
+			at.UTC().Format(time.RFC3339Nano), EarliestTime.Format(time.RFC3339))
+	}
 	if now := s.now(); at.After(now) {
 		return apperr.New(apperr.InvalidArgument, "%s %s is in the future (now is %s)", name,
 			at.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
@@ -75,8 +85,8 @@ type KindTotal struct {
 	Amount int64
 }
 
-// Statement reads the user's statement for [from, to). from after to, or
-// to in the future, is INVALID_ARGUMENT; from equal to to is an empty
+// Statement reads the user's statement for [from, to). from after to, to
+// in the future, or from before EarliestTime is INVALID_ARGUMENT; from equal to to is an empty
 // period. Its cost is one statement that sums the user's postings (as
 // BalanceAt does) and groups the period's transactions; one statement, so
 // that the balances and totals come from one snapshot on both databases.
@@ -85,7 +95,10 @@ func (s *Service) Statement(ctx context.Context, userID string, from, to time.Ti
 		return Statement{}, apperr.New(apperr.InvalidArgument, "from (%s) is after to (%s)",
 			from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano))
 	}
-	if err := s.notFuture("to", to); err != nil {
+	if err := s.inRange("from", from); err != nil {
+		return Statement{}, err
+	}
+	if err := s.inRange("to", to); err != nil {
 		return Statement{}, err
 	}
 	from, to = from.UTC(), to.UTC()

@@ -80,6 +80,11 @@ func TestBalanceAt(t *testing.T) {
 		before := e.snapshot()
 		_, err := e.l.BalanceAt(ctx, id, e.clock.Now().Add(time.Nanosecond))
 		e.refused(err, apperr.InvalidArgument, before)
+		_, err = e.l.BalanceAt(ctx, id, ledger.EarliestTime.Add(-time.Nanosecond))
+		e.refused(err, apperr.InvalidArgument, before)
+		if got, err := e.l.BalanceAt(ctx, id, ledger.EarliestTime); err != nil || got != 0 {
+			t.Fatalf("at the earliest time: %d, %v", got, err)
+		}
 	})
 }
 
@@ -173,6 +178,8 @@ func TestStatement(t *testing.T) {
 		_, err := e.l.Statement(ctx, id, at[2], at[1])
 		e.refused(err, apperr.InvalidArgument, before)
 		_, err = e.l.Statement(ctx, id, at[0], e.clock.Now().Add(time.Second))
+		e.refused(err, apperr.InvalidArgument, before)
+		_, err = e.l.Statement(ctx, id, time.Time{}, at[0])
 		e.refused(err, apperr.InvalidArgument, before)
 	})
 }

@@ -70,6 +70,11 @@ func TestAPIStatementAndBalanceAt(t *testing.T) {
 		check(stamps[0], stamps[1], 100, 70, 1)
 		check(stamps[1], now, 70, 50, 1)
 		check(stamps[1], stamps[1], 70, 70, 0)
+		// The earliest time accepted, and a time in another zone (the same
+		// instant as the first spend's, 14 hours ahead).
+		check("1970-01-01T00:00:00Z", now, 0, 50, 3)
+		first, _ := time.Parse(time.RFC3339Nano, stamps[0])
+		check(first.In(time.FixedZone("", 14*3600)).Format(time.RFC3339Nano), now, 100, 50, 2)
 
 		r = a.ok(admin, `query($id: ID!, $a: Time!, $b: Time!) { user(id: $id) { before: balanceAt(time: $a) after: balanceAt(time: $b) } }`,
 			map[string]any{"id": aliceID, "a": long, "b": stamps[0]})
@@ -84,6 +89,10 @@ func TestAPIStatementAndBalanceAt(t *testing.T) {
 		a.refused(alice, statementQuery, map[string]any{"from": long, "to": "2026-13-01T00:00:00Z"}, "INVALID_ARGUMENT")
 		a.refused(alice, statementQuery, map[string]any{"from": long, "to": 5}, "GRAPHQL_VALIDATION_FAILED")
 		a.refused(alice, `query($t: Time!) { viewer { balanceAt(time: $t) } }`, map[string]any{"t": future}, "INVALID_ARGUMENT")
+		// Go's zero time, which the Time scalar would answer as null, and
+		// anything else before 1970.
+		a.refused(alice, statementQuery, map[string]any{"from": "0001-01-01T00:00:00Z", "to": now}, "INVALID_ARGUMENT")
+		a.refused(alice, `query($t: Time!) { viewer { balanceAt(time: $t) } }`, map[string]any{"t": "1969-12-31T23:59:59Z"}, "INVALID_ARGUMENT")
 		a.refused(alice, `{ viewer { statement(from: "2026-01-01T00:00:00Z\u0000", to: "2026-01-02T00:00:00Z") { openingBalance } } }`, nil, "INVALID_ARGUMENT")
 
 		// Each past balance is a sum over the account: aliases pay for each,
