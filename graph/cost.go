@@ -42,6 +42,11 @@ var fieldReads = map[string]int{
 	"User.availableCredits": 1,
 	"User.reservedCredits":  1,
 	"User.heldCredits":      1,
+	// A sum over the user's postings up to the time.
+	"User.balanceAt": 1,
+	// One statement: two sums over the user's postings and the period's
+	// transactions grouped by kind.
+	"User.statement": 1,
 }
 
 // costedSchema is the executable schema with Tally's costs. gqlgen's own

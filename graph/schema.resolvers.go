@@ -24,6 +24,16 @@ import (
 	"github.com/tally-billing/tally/internal/users"
 )
 
+// Transactions is the resolver for the transactions field.
+func (r *creditStatementResolver) Transactions(ctx context.Context, obj *ledger.Statement, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditTransactionConnection, error) {
+	return r.Client.CreditTransaction.Query().
+		Where(credittransaction.UserID(obj.UserID), credittransaction.CreatedAtGTE(obj.From), credittransaction.CreatedAtLT(obj.To)).
+		Paginate(uncounted(ctx), after, first, before, last,
+			ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
+				Direction: entgql.OrderDirectionAsc, Field: ent.CreditTransactionOrderFieldCreatedAt,
+			}))
+}
+
 // Metadata is the resolver for the metadata field.
 func (r *creditTransactionResolver) Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error) {
 	return metadataEntries(obj.Metadata), nil
@@ -383,6 +393,21 @@ func (r *userResolver) Transactions(ctx context.Context, obj *ent.User, after *e
 	return q.Paginate(uncounted(ctx), after, first, before, last, opts...)
 }
 
+// BalanceAt is the resolver for the balanceAt field.
+func (r *userResolver) BalanceAt(ctx context.Context, obj *ent.User, time time.Time) (int, error) {
+	b, err := r.Ledger.BalanceAt(ctx, obj.ID, time)
+	return int(b), err
+}
+
+// Statement is the resolver for the statement field.
+func (r *userResolver) Statement(ctx context.Context, obj *ent.User, from time.Time, to time.Time) (*ledger.Statement, error) {
+	st, err := r.Ledger.Statement(ctx, obj.ID, from, to)
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
 // Payments is the resolver for the payments field.
 func (r *userResolver) Payments(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error) {
 	return r.Client.Payment.Query().
@@ -392,6 +417,11 @@ func (r *userResolver) Payments(ctx context.Context, obj *ent.User, after *entgq
 			ent.WithPaymentFilter(where.Filter))
 }
 
+// CreditStatement returns generated.CreditStatementResolver implementation.
+func (r *Resolver) CreditStatement() generated.CreditStatementResolver {
+	return &creditStatementResolver{r}
+}
+
 // Mutation returns generated.MutationResolver implementation.
 func (r *Resolver) Mutation() generated.MutationResolver { return &mutationResolver{r} }
 
@@ -399,6 +429,7 @@ func (r *Resolver) Mutation() generated.MutationResolver { return &mutationResol
 func (r *Resolver) Subscription() generated.SubscriptionResolver { return &subscriptionResolver{r} }
 
 type (
-	mutationResolver     struct{ *Resolver }
-	subscriptionResolver struct{ *Resolver }
+	creditStatementResolver struct{ *Resolver }
+	mutationResolver        struct{ *Resolver }
+	subscriptionResolver    struct{ *Resolver }
 )

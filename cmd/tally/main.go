@@ -39,6 +39,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServeCommand(), newMigrateCommand(), newSimulateCommand(), newTokenCommand(), newReconcileCommand(), newHealthCommand())
+	root.AddCommand(newServeCommand(), newMigrateCommand(), newSimulateCommand(), newTokenCommand(), newReconcileCommand(),
+		newExportCommand(), newUsersCommand(), newHealthCommand())
 	return root
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/graph/model"
+	"github.com/tally-billing/tally/internal/ledger"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -37,6 +38,7 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	CreditStatement() CreditStatementResolver
 	CreditTransaction() CreditTransactionResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
@@ -182,6 +184,21 @@ type ComplexityRoot struct {
 	CreditReservationEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	CreditStatement struct {
+		ClosingBalance func(childComplexity int) int
+		From           func(childComplexity int) int
+		OpeningBalance func(childComplexity int) int
+		To             func(childComplexity int) int
+		Totals         func(childComplexity int) int
+		Transactions   func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) int
+	}
+
+	CreditStatementTotal struct {
+		Amount       func(childComplexity int) int
+		Kind         func(childComplexity int) int
+		Transactions func(childComplexity int) int
 	}
 
 	CreditTransaction struct {
@@ -407,6 +424,7 @@ type ComplexityRoot struct {
 
 	User struct {
 		AvailableCredits func(childComplexity int) int
+		BalanceAt        func(childComplexity int, time time.Time) int
 		CreatedAt        func(childComplexity int) int
 		CreditsBalance   func(childComplexity int) int
 		Email            func(childComplexity int) int
@@ -417,6 +435,7 @@ type ComplexityRoot struct {
 		Payments         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) int
 		Reservations     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder, where *ent.CreditReservationWhereInput) int
 		ReservedCredits  func(childComplexity int) int
+		Statement        func(childComplexity int, from time.Time, to time.Time) int
 		Status           func(childComplexity int) int
 		Transactions     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) int
 		UpdatedAt        func(childComplexity int) int
@@ -438,6 +457,9 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type CreditStatementResolver interface {
+	Transactions(ctx context.Context, obj *ledger.Statement, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditTransactionConnection, error)
+}
 type CreditTransactionResolver interface {
 	Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error)
 }
@@ -477,6 +499,8 @@ type UserResolver interface {
 	ReservedCredits(ctx context.Context, obj *ent.User) (int, error)
 	HeldCredits(ctx context.Context, obj *ent.User) (int, error)
 	Transactions(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error)
+	BalanceAt(ctx context.Context, obj *ent.User, time time.Time) (int, error)
+	Statement(ctx context.Context, obj *ent.User, from time.Time, to time.Time) (*ledger.Statement, error)
 	Payments(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error)
 }
 
@@ -1029,6 +1053,67 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditReservationEdge.Node(childComplexity), true
+
+	case "CreditStatement.closingBalance":
+		if e.ComplexityRoot.CreditStatement.ClosingBalance == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditStatement.ClosingBalance(childComplexity), true
+	case "CreditStatement.from":
+		if e.ComplexityRoot.CreditStatement.From == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditStatement.From(childComplexity), true
+	case "CreditStatement.openingBalance":
+		if e.ComplexityRoot.CreditStatement.OpeningBalance == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditStatement.OpeningBalance(childComplexity), true
+	case "CreditStatement.to":
+		if e.ComplexityRoot.CreditStatement.To == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditStatement.To(childComplexity), true
+	case "CreditStatement.totals":
+		if e.ComplexityRoot.CreditStatement.Totals == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditStatement.Totals(childComplexity), true
+	case "CreditStatement.transactions":
+		if e.ComplexityRoot.CreditStatement.Transactions == nil {
+			break
+		}
+
+		args, err := ec.field_CreditStatement_transactions_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.CreditStatement.Transactions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int)), true
+
+	case "CreditStatementTotal.amount":
+		if e.ComplexityRoot.CreditStatementTotal.Amount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditStatementTotal.Amount(childComplexity), true
+	case "CreditStatementTotal.kind":
+		if e.ComplexityRoot.CreditStatementTotal.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditStatementTotal.Kind(childComplexity), true
+	case "CreditStatementTotal.transactions":
+		if e.ComplexityRoot.CreditStatementTotal.Transactions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditStatementTotal.Transactions(childComplexity), true
 
 	case "CreditTransaction.actor":
 		if e.ComplexityRoot.CreditTransaction.Actor == nil {
@@ -2014,6 +2099,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.User.AvailableCredits(childComplexity), true
+	case "User.balanceAt":
+		if e.ComplexityRoot.User.BalanceAt == nil {
+			break
+		}
+
+		args, err := ec.field_User_balanceAt_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.User.BalanceAt(childComplexity, args["time"].(time.Time)), true
 	case "User.createdAt":
 		if e.ComplexityRoot.User.CreatedAt == nil {
 			break
@@ -2089,6 +2185,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.User.ReservedCredits(childComplexity), true
+	case "User.statement":
+		if e.ComplexityRoot.User.Statement == nil {
+			break
+		}
+
+		args, err := ec.field_User_statement_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.User.Statement(childComplexity, args["from"].(time.Time), args["to"].(time.Time)), true
 	case "User.status":
 		if e.ComplexityRoot.User.Status == nil {
 			break
@@ -4847,6 +4954,22 @@ extend type User {
     where: CreditTransactionWhereInput
   ): CreditTransactionConnection!
   """
+  The balance as the ledger recorded it at that moment: the sum of the
+  user's postings stamped at or before it, not the cached balance. A time in
+  the future is INVALID_ARGUMENT (only the present balance is known: use
+  creditsBalance), and so is one before 1970-01-01T00:00:00Z.
+  """
+  balanceAt(time: Time!): Int!
+  """
+  The account over the half-open period [from, to): a transaction stamped
+  exactly at from is in it, one stamped exactly at to is not (it opens the
+  next period), so consecutive statements add up. openingBalance plus the
+  totals' amounts is closingBalance. from after to, to in the future, or
+  from before 1970-01-01T00:00:00Z is INVALID_ARGUMENT; from equal to to is
+  an empty period.
+  """
+  statement(from: Time!, to: Time!): CreditStatement!
+  """
   The user's payments, newest first.
   """
   payments(
@@ -4876,6 +4999,51 @@ extend type CreditTransaction {
   What the caller attached to the request, sorted by key.
   """
   metadata: [MetadataEntry!]!
+}
+
+"""
+A user's account over a period [from, to).
+"""
+type CreditStatement @goModel(model: "github.com/tally-billing/tally/internal/ledger.Statement") {
+  from: Time!
+  to: Time!
+  """
+  The balance just before from: the sum of the postings stamped before it.
+  """
+  openingBalance: Int!
+  """
+  The balance just before to.
+  """
+  closingBalance: Int!
+  """
+  What the period's transactions did, one entry per kind that occurred, by
+  kind name.
+  """
+  totals: [CreditStatementTotal!]!
+  """
+  The period's transactions, oldest first, with their postings: the
+  movements behind the totals.
+  """
+  transactions(
+    after: Cursor
+    first: Int
+    before: Cursor
+    last: Int
+  ): CreditTransactionConnection! @goField(forceResolver: true)
+}
+
+type CreditStatementTotal @goModel(model: "github.com/tally-billing/tally/internal/ledger.KindTotal") {
+  kind: CreditTransactionKind!
+  """
+  How many transactions of the kind (a reservation's hold and release count,
+  with an amount of 0).
+  """
+  transactions: Int!
+  """
+  Their net change of the balance: negative for spends, revocations,
+  expiries, clawbacks and dispute holds.
+  """
+  amount: Int!
 }
 
 type LedgerReport {
@@ -5454,6 +5622,36 @@ func (ec *executionContext) childFields_CreditReservationEdge(ctx context.Contex
 	return nil, fmt.Errorf("no field named %q was found under type CreditReservationEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_CreditStatement(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "from":
+		return ec.fieldContext_CreditStatement_from(ctx, field)
+	case "to":
+		return ec.fieldContext_CreditStatement_to(ctx, field)
+	case "openingBalance":
+		return ec.fieldContext_CreditStatement_openingBalance(ctx, field)
+	case "closingBalance":
+		return ec.fieldContext_CreditStatement_closingBalance(ctx, field)
+	case "totals":
+		return ec.fieldContext_CreditStatement_totals(ctx, field)
+	case "transactions":
+		return ec.fieldContext_CreditStatement_transactions(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreditStatement", field.Name)
+}
+
+func (ec *executionContext) childFields_CreditStatementTotal(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "kind":
+		return ec.fieldContext_CreditStatementTotal_kind(ctx, field)
+	case "transactions":
+		return ec.fieldContext_CreditStatementTotal_transactions(ctx, field)
+	case "amount":
+		return ec.fieldContext_CreditStatementTotal_amount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreditStatementTotal", field.Name)
+}
+
 func (ec *executionContext) childFields_CreditTransaction(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -5856,6 +6054,10 @@ func (ec *executionContext) childFields_User(ctx context.Context, field graphql.
 		return ec.fieldContext_User_heldCredits(ctx, field)
 	case "transactions":
 		return ec.fieldContext_User_transactions(ctx, field)
+	case "balanceAt":
+		return ec.fieldContext_User_balanceAt(ctx, field)
+	case "statement":
+		return ec.fieldContext_User_statement(ctx, field)
 	case "payments":
 		return ec.fieldContext_User_payments(ctx, field)
 	}
@@ -6011,6 +6213,44 @@ func (ec *executionContext) dir_hasRole_args(ctx context.Context, rawArgs map[st
 		return nil, err
 	}
 	args["roles"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_CreditStatement_transactions_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
 	return args, nil
 }
 
@@ -6576,6 +6816,20 @@ func (ec *executionContext) field_Query_users_args(ctx context.Context, rawArgs 
 	return args, nil
 }
 
+func (ec *executionContext) field_User_balanceAt_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "time",
+		func(ctx context.Context, v any) (time.Time, error) {
+			return ec.unmarshalNTime2timeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["time"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_User_lots_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -6727,6 +6981,28 @@ func (ec *executionContext) field_User_reservations_args(ctx context.Context, ra
 		return nil, err
 	}
 	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_User_statement_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "from",
+		func(ctx context.Context, v any) (time.Time, error) {
+			return ec.unmarshalNTime2timeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["from"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "to",
+		func(ctx context.Context, v any) (time.Time, error) {
+			return ec.unmarshalNTime2timeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["to"] = arg1
 	return args, nil
 }
 
@@ -9060,6 +9336,243 @@ func (ec *executionContext) _CreditReservationEdge_cursor(ctx context.Context, f
 }
 func (ec *executionContext) fieldContext_CreditReservationEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditReservationEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _CreditStatement_from(ctx context.Context, field graphql.CollectedField, obj *ledger.Statement) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditStatement_from(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.From, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditStatement_from(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditStatement", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CreditStatement_to(ctx context.Context, field graphql.CollectedField, obj *ledger.Statement) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditStatement_to(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.To, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditStatement_to(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditStatement", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CreditStatement_openingBalance(ctx context.Context, field graphql.CollectedField, obj *ledger.Statement) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditStatement_openingBalance(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OpeningBalance, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditStatement_openingBalance(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditStatement", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditStatement_closingBalance(ctx context.Context, field graphql.CollectedField, obj *ledger.Statement) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditStatement_closingBalance(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ClosingBalance, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditStatement_closingBalance(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditStatement", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditStatement_totals(ctx context.Context, field graphql.CollectedField, obj *ledger.Statement) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditStatement_totals(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Totals, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []ledger.KindTotal) graphql.Marshaler {
+			return ec.marshalNCreditStatementTotal2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋledgerᚐKindTotalᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditStatement_totals(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditStatement",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditStatementTotal(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditStatement_transactions(ctx context.Context, field graphql.CollectedField, obj *ledger.Statement) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditStatement_transactions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.CreditStatement().Transactions(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransactionConnection) graphql.Marshaler {
+			return ec.marshalNCreditTransactionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditStatement_transactions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditStatement",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditTransactionConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_CreditStatement_transactions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditStatementTotal_kind(ctx context.Context, field graphql.CollectedField, obj *ledger.KindTotal) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditStatementTotal_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v credittransaction.Kind) graphql.Marshaler {
+			return ec.marshalNCreditTransactionKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcredittransactionᚐKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditStatementTotal_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditStatementTotal", field, false, false, "CreditTransactionKind")
+}
+
+func (ec *executionContext) _CreditStatementTotal_transactions(ctx context.Context, field graphql.CollectedField, obj *ledger.KindTotal) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditStatementTotal_transactions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Transactions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditStatementTotal_transactions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditStatementTotal", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditStatementTotal_amount(ctx context.Context, field graphql.CollectedField, obj *ledger.KindTotal) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditStatementTotal_amount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Amount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditStatementTotal_amount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditStatementTotal", field, false, false, "Int")
 }
 
 func (ec *executionContext) _CreditTransaction_id(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
@@ -13911,6 +14424,94 @@ func (ec *executionContext) fieldContext_User_transactions(ctx context.Context, 
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_User_transactions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _User_balanceAt(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_balanceAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.User().BalanceAt(ctx, obj, fc.Args["time"].(time.Time))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_balanceAt(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type Int does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_User_balanceAt_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _User_statement(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_statement(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.User().Statement(ctx, obj, fc.Args["from"].(time.Time), fc.Args["to"].(time.Time))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ledger.Statement) graphql.Marshaler {
+			return ec.marshalNCreditStatement2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋledgerᚐStatement(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_statement(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditStatement(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_User_statement_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -25348,6 +25949,108 @@ func (ec *executionContext) _CreditReservationEdge(ctx context.Context, sel ast.
 	return out
 }
 
+var creditStatementImplementors = []string{"CreditStatement"}
+
+func (ec *executionContext) _CreditStatement(ctx context.Context, sel ast.SelectionSet, obj *ledger.Statement) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditStatementImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreditStatement")
+		case "from":
+			out.Values[i] = ec._CreditStatement_from(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "to":
+			out.Values[i] = ec._CreditStatement_to(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "openingBalance":
+			out.Values[i] = ec._CreditStatement_openingBalance(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "closingBalance":
+			out.Values[i] = ec._CreditStatement_closingBalance(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "totals":
+			out.Values[i] = ec._CreditStatement_totals(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "transactions":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CreditStatement_transactions(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var creditStatementTotalImplementors = []string{"CreditStatementTotal"}
+
+func (ec *executionContext) _CreditStatementTotal(ctx context.Context, sel ast.SelectionSet, obj *ledger.KindTotal) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditStatementTotalImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreditStatementTotal")
+		case "kind":
+			out.Values[i] = ec._CreditStatementTotal_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "transactions":
+			out.Values[i] = ec._CreditStatementTotal_transactions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "amount":
+			out.Values[i] = ec._CreditStatementTotal_amount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var creditTransactionImplementors = []string{"CreditTransaction", "Node"}
 
 func (ec *executionContext) _CreditTransaction(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditTransaction) graphql.Marshaler {
@@ -26953,6 +27656,18 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._User_transactions(ctx, field, obj)
 				})
+		case "balanceAt":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_balanceAt(ctx, field, obj)
+				})
+		case "statement":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_statement(ctx, field, obj)
+				})
 		case "payments":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -27646,6 +28361,34 @@ func (ec *executionContext) marshalNCreditReservationStatus2githubᚗcomᚋtally
 func (ec *executionContext) unmarshalNCreditReservationWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservationWhereInput(ctx context.Context, v any) (*ent.CreditReservationWhereInput, error) {
 	res, err := ec.unmarshalInputCreditReservationWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreditStatement2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋledgerᚐStatement(ctx context.Context, sel ast.SelectionSet, v *ledger.Statement) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreditStatement!")
+		return graphql.Null
+	}
+	return ec._CreditStatement(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNCreditStatementTotal2githubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋledgerᚐKindTotal(ctx context.Context, sel ast.SelectionSet, v ledger.KindTotal) graphql.Marshaler {
+	return ec._CreditStatementTotal(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNCreditStatementTotal2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋledgerᚐKindTotalᚄ(ctx context.Context, sel ast.SelectionSet, v []ledger.KindTotal) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCreditStatementTotal2githubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋledgerᚐKindTotal(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalNCreditTransaction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransaction(ctx context.Context, sel ast.SelectionSet, v *ent.CreditTransaction) graphql.Marshaler {
