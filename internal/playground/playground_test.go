@@ -121,7 +121,7 @@ func TestAssetRefusals(t *testing.T) {
 	hash := strings.Split(strings.TrimPrefix(js, "/playground/assets/"), "/")[0]
 	for _, path := range []string{
 		strings.Replace(js, hash, "0000000000000000", 1), // an old build
-		"/playground/assets/" + hash + "/index.html",      // the template is not an asset
+		"/playground/assets/" + hash + "/index.html",     // the template is not an asset
 		"/playground/assets/" + hash + "/vendor/LICENSE.react",
 		"/playground/assets/" + hash + "/../../../go.mod",
 		"/playground/assets/" + hash + "/%2e%2e/%2e%2e/playground.go",
