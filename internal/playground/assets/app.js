@@ -10,6 +10,15 @@
     return Object.keys(headers || {}).some(function (k) { return k.toLowerCase() === 'authorization'; });
   }
 
+  // GraphiQL works out the operation's name a moment after the document
+  // changes, so a run right after switching tabs can send the previous
+  // tab's name, which the server refuses ("operation … not found"). A name
+  // the document does not define is dropped: with one operation the server
+  // needs none.
+  function definesOperation(query, name) {
+    return new RegExp('\\b(query|mutation|subscription)\\s+' + name + '\\b').test(query);
+  }
+
   var http = GraphiQL.createFetcher({ url: config.endpoint });
   // The development token applies to every tab, so it is added here
   // rather than to one tab's Headers pane; a header typed there wins.
@@ -17,6 +26,9 @@
     var headers = Object.assign({}, opts && opts.headers);
     if (devToken && !hasAuthorization(headers)) {
       headers.Authorization = 'Bearer ' + devToken.token;
+    }
+    if (params.operationName && !definesOperation(params.query || '', params.operationName)) {
+      params = Object.assign({}, params, { operationName: undefined });
     }
     return http(params, Object.assign({}, opts, { headers: headers }));
   }
