@@ -1,6 +1,8 @@
 package playground_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -152,5 +154,63 @@ func TestDevTokenOffered(t *testing.T) {
 	_, page := get(t, ts.URL+"/")
 	if !strings.Contains(page, `id="tally-dev-token"`) || !strings.Contains(page, `"devTokenURL":"/playground/dev-token"`) {
 		t.Error("the page does not offer the development token")
+	}
+}
+
+// TestAssetsGzip: an asset comes gzipped to a client that accepts it, and
+// is the same file once decompressed; other clients get it as is.
+func TestAssetsGzip(t *testing.T) {
+	ts := serve(t, playground.Options{Endpoint: "/graphql"})
+	_, page := get(t, ts.URL+"/")
+	var url string
+	for _, ref := range assetRef.FindAllStringSubmatch(page, -1) {
+		if strings.HasSuffix(ref[1], "/graphiql.min.js") {
+			url = ts.URL + ref[1]
+		}
+	}
+	raw := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	fetch := func(acceptEncoding string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if acceptEncoding != "" {
+			req.Header.Set("Accept-Encoding", acceptEncoding)
+		}
+		resp, err := raw.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	plainResp, plain := fetch("")
+	if plainResp.Header.Get("Content-Encoding") != "" || len(plain) < 1<<20 {
+		t.Fatalf("without Accept-Encoding: %q, %d bytes", plainResp.Header.Get("Content-Encoding"), len(plain))
+	}
+	for _, ae := range []string{"gzip", "gzip, deflate, br, zstd", "br;q=1.0, GZIP;q=0.5"} {
+		resp, body := fetch(ae)
+		if resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("Vary") != "Accept-Encoding" {
+			t.Fatalf("%q: Content-Encoding %q, Vary %q", ae, resp.Header.Get("Content-Encoding"), resp.Header.Get("Vary"))
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		unzipped, err := io.ReadAll(zr)
+		if err != nil || !bytes.Equal(unzipped, plain) {
+			t.Fatalf("%q: the gzipped asset (%d bytes) is not the file: %v", ae, len(body), err)
+		}
+		if resp.Header.Get("ETag") == plainResp.Header.Get("ETag") {
+			t.Error("both encodings share an ETag")
+		}
+		t.Logf("graphiql.min.js: %d bytes, %d gzipped", len(plain), len(body))
+	}
+	for _, ae := range []string{"gzip;q=0", "br", "identity", strings.Repeat("x,", 10000)} {
+		if resp, _ := fetch(ae); resp.Header.Get("Content-Encoding") != "" {
+			t.Errorf("%.40q: answered %q", ae, resp.Header.Get("Content-Encoding"))
+		}
 	}
 }
