@@ -1,7 +1,11 @@
 package server_test
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"strings"
@@ -134,6 +138,36 @@ func TestPlaygroundInProduction(t *testing.T) {
 		}
 		if status, _, body := on.devTokenRequest(nil); status != 404 || body["token"] != "" {
 			t.Errorf("the development token endpoint answered %d in production", status)
+		}
+	})
+}
+
+// TestPlaygroundNoDevTokenWithoutSecret: in development with RS256 tokens
+// (TALLY_JWT_PUBLIC_KEY) Tally cannot sign, so neither the button nor the
+// endpoint is there.
+func TestPlaygroundNoDevTokenWithoutSecret(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a := newAPI(t, db, map[string]string{"TALLY_JWT_SECRET": "", "TALLY_JWT_PUBLIC_KEY": pub})
+		resp, err := http.Get(a.ts.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Contains(string(page), "dev-token") {
+			t.Errorf("the page answered %d, offering a development token: %v", resp.StatusCode, strings.Contains(string(page), "dev-token"))
+		}
+		if status, _, _ := a.devTokenRequest(nil); status != 404 {
+			t.Errorf("the development token endpoint answered %d, want 404", status)
 		}
 	})
 }
