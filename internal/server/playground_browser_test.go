@@ -137,7 +137,7 @@ func runTab(ctx context.Context, name, field string) (string, error) {
 		chromedp.Click(tabButton(name)),
 		chromedp.WaitVisible(chromedp.Search(`//*[contains(@class,"graphiql-tab-active")]//button[normalize-space()="`+name+`"]`)),
 		chromedp.Action[chromedp.Void](func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-			_, err := chromedp.Poll[bool](editorHas, chromedp.WithPollingTimeout(20*time.Second))(ctx, t)
+			_, err := chromedp.Poll[bool](editorHas, chromedp.WithPollingTimeout(time.Minute))(ctx, t)
 			return chromedp.Void{}, err
 		}),
 		chromedp.Click(chromedp.CSS(`.graphiql-execute-button`)),
@@ -145,7 +145,7 @@ func runTab(ctx context.Context, name, field string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("running the %s tab: %w", name, err)
 	}
-	answer, err := chromedp.Run(ctx, chromedp.Poll[string](resultPane+`.includes('"`+field+`"') && `+resultPane, chromedp.WithPollingTimeout(30*time.Second)))
+	answer, err := chromedp.Run(ctx, chromedp.Poll[string](resultPane+`.includes('"`+field+`"') && `+resultPane, chromedp.WithPollingTimeout(time.Minute)))
 	if err != nil {
 		shown, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.Evaluate[string](resultPane))
 		return "", fmt.Errorf("waiting for the answer of the %s tab (the result pane shows %.300q): %w", name, shown, err)
@@ -167,7 +167,7 @@ func TestPlaygroundInBrowser(t *testing.T) {
 			"externalUserId": "root", "amount": 1234, "reason": "browser test", "idempotencyKey": "browser-1",
 		}})
 
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		opts := append(chromedp.DefaultExecAllocatorOptions[:],
 			chromedp.ExecPath(browser),
