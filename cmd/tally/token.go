@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tally-billing/tally/internal/auth"
-	"github.com/tally-billing/tally/internal/config"
 )
 
 // maxTokenTTL keeps hand-minted tokens from turning into permanent keys.
@@ -57,7 +56,7 @@ func newTokenCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		secret, err := signingSecret(cfg)
+		secret, err := auth.SigningSecret(cfg)
 		if err != nil {
 			return err
 		}
@@ -74,19 +73,4 @@ func newTokenCommand() *cobra.Command {
 		return err
 	}
 	return cmd
-}
-
-// signingSecret is the HS256 key the server verifies with, mirroring
-// auth.VerifierFromConfig.
-func signingSecret(cfg config.Config) ([]byte, error) {
-	switch {
-	case cfg.JWTPublicKey != "":
-		return nil, errors.New("cannot mint: TALLY_JWT_PUBLIC_KEY is set, and RS256 tokens need the private key, which Tally never holds; get tokens from your identity provider")
-	case cfg.JWTSecret != "":
-		return []byte(cfg.JWTSecret), nil
-	case cfg.Env != config.Development:
-		return nil, errors.New("cannot mint: production signs only with TALLY_JWT_SECRET, which is not set")
-	}
-	secret, _, err := auth.DevSecret(cfg.DatabaseURL)
-	return secret, err
 }

@@ -148,3 +148,19 @@ func publicKeyPEM(value string) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// SigningSecret is the HS256 key the server verifies with, mirroring
+// VerifierFromConfig, for minting tokens it accepts (`tally token`, the
+// playground's development token).
+func SigningSecret(cfg config.Config) ([]byte, error) {
+	switch {
+	case cfg.JWTPublicKey != "":
+		return nil, errors.New("cannot mint: TALLY_JWT_PUBLIC_KEY is set, and RS256 tokens need the private key, which Tally never holds; get tokens from your identity provider")
+	case cfg.JWTSecret != "":
+		return []byte(cfg.JWTSecret), nil
+	case cfg.Env != config.Development:
+		return nil, errors.New("cannot mint: production signs only with TALLY_JWT_SECRET, which is not set")
+	}
+	secret, _, err := DevSecret(cfg.DatabaseURL)
+	return secret, err
+}

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/tally-billing/tally/internal/events"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/payments"
+	"github.com/tally-billing/tally/internal/playground"
 	"github.com/tally-billing/tally/internal/users"
 	"github.com/tally-billing/tally/webhook"
 )
@@ -101,7 +101,10 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 		broker.Close()
 		return nil, err
 	}
-	s.handler = s.routes()
+	if s.handler, err = s.routes(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -127,7 +130,7 @@ func (s *Server) publish(ctx context.Context, c ledger.BalanceChange) {
 // Handler is the root HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-func (s *Server) routes() http.Handler {
+func (s *Server) routes() (http.Handler, error) {
 	r := chi.NewRouter()
 	r.Use(requestID)
 	r.Use(requestLog(s.logger, s.metrics))
@@ -183,7 +186,9 @@ func (s *Server) routes() http.Handler {
 	// without a token (it knows the caller; a cap here would not).
 	r.Handle("/graphql", api.Handler(gql))
 	if s.cfg.Playground {
-		r.Handle("/", playground.Handler("Tally", "/graphql"))
+		if err := playground.Register(r, playground.Options{Endpoint: "/graphql", DevToken: s.devToken()}); err != nil {
+			return nil, err
+		}
 	}
 	r.Method(http.MethodPost, "/api/webhooks/stripe", webhook.New(webhook.Options{
 		Secrets:             s.cfg.StripeWebhookSecrets,
@@ -199,7 +204,7 @@ func (s *Server) routes() http.Handler {
 	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
 	})
-	return r
+	return r, nil
 }
 
 // MetricsHandler serves the Prometheus metrics, behind TALLY_METRICS_TOKEN
