@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -74,17 +75,25 @@ func Setup(ctx context.Context, getenv func(string) string) (*Tracing, error) {
 			return nil, fmt.Errorf("%s=%q: only http/protobuf is supported", name, p)
 		}
 	}
-	exporter, err := otlptracehttp.New(ctx)
+	endpoint, err := tracesURL(getenv)
+	if err != nil {
+		return nil, err
+	}
+	exporter, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
 	if err != nil {
 		return nil, fmt.Errorf("OTLP trace exporter: %w", err)
 	}
 	// Later sources win: the default name, then OTEL_RESOURCE_ATTRIBUTES
 	// and OTEL_SERVICE_NAME.
-	res, err := resource.New(ctx,
+	detectors := []resource.Option{
 		resource.WithAttributes(semconv.ServiceName(ServiceName)),
 		resource.WithTelemetrySDK(),
 		resource.WithFromEnv(),
-	)
+	}
+	if name := strings.TrimSpace(getenv("OTEL_SERVICE_NAME")); name != "" {
+		detectors = append(detectors, resource.WithAttributes(semconv.ServiceName(name)))
+	}
+	res, err := resource.New(ctx, detectors...)
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
 		_ = exporter.Shutdown(ctx)
 		return nil, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %w", err)
@@ -93,6 +102,26 @@ func Setup(ctx context.Context, getenv func(string) string) (*Tracing, error) {
 		sdktrace.WithBatcher(exporter),
 		sdktrace.WithResource(res),
 	)}, nil
+}
+
+// tracesURL is where spans go: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as it is,
+// or OTEL_EXPORTER_OTLP_ENDPOINT with /v1/traces appended, as the
+// specification says. They are read here, through getenv, rather than by
+// the exporter from the process's environment, so that what Setup was
+// given decides (and tests need not change the environment).
+func tracesURL(getenv func(string) string) (string, error) {
+	name, raw := "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+	if raw == "" {
+		name, raw = "OTEL_EXPORTER_OTLP_ENDPOINT", strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("%s=%q: not an http:// or https:// URL", name, raw)
+	}
+	if name == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+		u = u.JoinPath("v1", "traces")
+	}
+	return u.String(), nil
 }
 
 func enabled(getenv func(string) string) bool {
