@@ -49,6 +49,7 @@ func newServeCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		tracing.LogErrorsTo(logger.With("component", "tracing"))
 		// Deferred first, so it runs last: the spans of requests that
 		// finished during the graceful shutdown are flushed too.
 		defer func() {

@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -51,6 +53,19 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("flushing traces: %w", err)
 	}
 	return nil
+}
+
+// LogErrorsTo sends the SDK's own errors (an export that failed) to logger,
+// as one structured line each, instead of the standard logger's plain text.
+// OpenTelemetry reports them through a process-wide handler; it is set only
+// when tracing is on.
+func (t *Tracing) LogErrorsTo(logger *slog.Logger) {
+	if !t.Enabled() {
+		return
+	}
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("tracing", "error", err.Error())
+	}))
 }
 
 // Propagator reads and writes the W3C trace context (traceparent), so that
