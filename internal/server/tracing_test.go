@@ -177,6 +177,16 @@ func TestTracesFollowARequest(t *testing.T) {
 			t.Errorf("refused operation span: %v", op.Attributes)
 		}
 
+		// An operation name is the client's: its span's name is bounded.
+		exp.Reset()
+		long := "Q" + strings.Repeat("x", 5000)
+		a.ok(dana, "query "+long+" { viewer { creditsBalance } }", nil)
+		httpSpan, tree = ended(t, exp, "POST /graphql")
+		op = tree.child(t, httpSpan, "query Qxxx", true)
+		if len(op.Name) != len("query ")+64 || len(attr(op, "graphql.operation.name")) != 64 {
+			t.Errorf("a long operation name made a span named %d bytes", len(op.Name))
+		}
+
 		// The webhook path.
 		_, _, event := pendingPurchase(t, a.db)
 		exp.Reset()
