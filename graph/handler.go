@@ -39,6 +39,9 @@ type Options struct {
 	// empty allows any (tokens, not cookies, carry identity).
 	AllowedOrigins []string
 	Logger         *slog.Logger
+	// Extensions are added after the limits (tracing): they see only the
+	// operations that pass them.
+	Extensions []graphql.HandlerExtension
 }
 
 // maxCachedQuery bounds the queries kept parsed: an application's queries
@@ -78,6 +81,9 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 	srv.Use(&argumentCheck{})
 	srv.Use(depthLimit{max: opts.MaxDepth})
 	srv.Use(&complexityLimit{limit: opts.ComplexityLimit})
+	for _, ext := range opts.Extensions {
+		srv.Use(ext)
+	}
 	// No entgql.Transactioner: the ledger runs its own transactions (with
 	// retries); an outer one would hold SQLite's write lock against them.
 	srv.AroundFields(pageArgs)

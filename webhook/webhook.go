@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/stripe/stripe-go/v76"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/database"
@@ -56,6 +57,14 @@ type Options struct {
 	MaxBody int64
 	// Now is the clock the signature timestamp is checked against (tests).
 	Now func() time.Time
+	// KnownEventTypes are the event types that metrics and spans name;
+	// any other counts as OtherEventType, so that senders cannot grow the
+	// number of series.
+	KnownEventTypes []string
+	// Metrics, when set, counts deliveries (see NewMetrics).
+	Metrics *Metrics
+	// TracerProvider, when set, traces each event's processing.
+	TracerProvider trace.TracerProvider
 }
 
 // Handler answers Stripe's webhook deliveries. Build it with New. The zero
@@ -69,6 +78,9 @@ type Handler struct {
 	logger    *slog.Logger
 	maxBody   int64
 	now       func() time.Time
+	known     map[string]bool
+	metrics   *Metrics
+	tracer    trace.Tracer // nil: tracing is off
 }
 
 // New returns a Handler. It panics without a Processor, which is a wiring
@@ -86,6 +98,14 @@ func New(opts Options) *Handler {
 		logger:    opts.Logger,
 		maxBody:   opts.MaxBody,
 		now:       opts.Now,
+		known:     make(map[string]bool, len(opts.KnownEventTypes)),
+		metrics:   opts.Metrics,
+	}
+	for _, t := range opts.KnownEventTypes {
+		h.known[t] = true
+	}
+	if opts.TracerProvider != nil {
+		h.tracer = opts.TracerProvider.Tracer(tracerName)
 	}
 	if h.tolerance <= 0 {
 		h.tolerance = DefaultTolerance
@@ -116,10 +136,12 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := delivery{h: h, w: w, r: r}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
+		h.metrics.reject(RejectedMethod)
 		d.answer(http.StatusMethodNotAllowed, "method not allowed", slog.LevelWarn, slog.String("method", r.Method))
 		return
 	}
 	if h.processor == nil || len(h.secrets) == 0 {
+		h.metrics.reject(RejectedUnconfigured)
 		d.answer(http.StatusServiceUnavailable, "webhook endpoint is not configured", slog.LevelError,
 			slog.String("reason", "no processor or no signing secret configured"))
 		return
@@ -129,24 +151,29 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
+			h.metrics.reject(RejectedTooLarge)
 			d.answer(http.StatusRequestEntityTooLarge, "request body too large", slog.LevelWarn, slog.Int64("limit", h.maxBody))
 			return
 		}
+		h.metrics.reject(RejectedUnreadable)
 		d.answer(http.StatusBadRequest, "could not read the request body", slog.LevelWarn, slog.String("error", err.Error()))
 		return
 	}
 
 	if err := verify(r.Header.Get(SignatureHeader), body, h.secrets, h.tolerance, h.now()); err != nil {
+		h.metrics.reject(RejectedSignature)
 		d.answer(http.StatusBadRequest, "invalid signature: "+publicReason(err), slog.LevelWarn, slog.String("error", err.Error()))
 		return
 	}
 
 	var event stripe.Event
 	if err := json.Unmarshal(body, &event); err != nil {
+		h.metrics.reject(RejectedMalformed)
 		d.answer(http.StatusBadRequest, "payload is not a Stripe event", slog.LevelWarn, slog.String("error", err.Error()))
 		return
 	}
 	if why := envelopeProblem(&event, body); why != "" {
+		h.metrics.reject(RejectedMalformed)
 		d.answer(http.StatusBadRequest, "payload is not a Stripe event", slog.LevelWarn, slog.String("error", why))
 		return
 	}
@@ -162,13 +189,26 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// after which the event is redelivered or resent. 400, not 5xx: the
 	// server is healthy, the event is what we cannot take yet.
 	if !h.versions[event.APIVersion] {
+		h.metrics.reject(RejectedAPIVersion)
 		d.answer(http.StatusBadRequest, fmt.Sprintf("unsupported API version %q", event.APIVersion), slog.LevelWarn,
 			slog.String("reason", "API version not in STRIPE_WEBHOOK_API_VERSIONS"))
 		return
 	}
 
-	outcome, err := h.processor.HandleEvent(r.Context(), &event, body)
+	typ := h.typeLabel(string(event.Type))
+	ctx, span := h.startEvent(r.Context(), event.ID, typ)
+	outcome, err := h.processor.HandleEvent(ctx, &event, body)
 	d.outcome = outcome
+	counted := outcome
+	switch {
+	case err == nil:
+	case unavailable(r.Context(), err):
+		counted = OutcomeUnavailable
+	case outcome != "deferred":
+		counted = OutcomeError
+	}
+	h.metrics.event(typ, counted)
+	endEvent(span, counted)
 	switch {
 	case err == nil:
 		d.reply(http.StatusOK, map[string]any{"received": true, "outcome": outcome}, slog.LevelInfo)

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/database"
@@ -53,7 +54,13 @@ func newLogger(cfg config.Config) *slog.Logger {
 }
 
 func openDatabase(ctx context.Context, cfg config.Config) (*database.DB, error) {
-	db, err := database.Open(ctx, cfg.DatabaseURL, database.Options{MaxOpenConns: cfg.DBMaxConns})
+	return openTracedDatabase(ctx, cfg, nil)
+}
+
+// openTracedDatabase is openDatabase with its statements traced by tp
+// (none when nil).
+func openTracedDatabase(ctx context.Context, cfg config.Config, tp trace.TracerProvider) (*database.DB, error) {
+	db, err := database.Open(ctx, cfg.DatabaseURL, database.Options{MaxOpenConns: cfg.DBMaxConns, TracerProvider: tp})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/tally-billing/tally/internal/migrator"
 	"github.com/tally-billing/tally/internal/seed"
 	"github.com/tally-billing/tally/internal/server"
+	"github.com/tally-billing/tally/internal/telemetry"
 )
 
 func newServeCommand() *cobra.Command {
@@ -43,7 +45,21 @@ func newServeCommand() *cobra.Command {
 			}
 			defer metricsLn.Close()
 		}
-		db, err := openDatabase(ctx, cfg)
+		tracing, err := telemetry.Setup(ctx, os.Getenv)
+		if err != nil {
+			return err
+		}
+		tracing.LogErrorsTo(logger.With("component", "tracing"))
+		// Deferred first, so it runs last: the spans of requests that
+		// finished during the graceful shutdown are flushed too.
+		defer func() {
+			flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := tracing.Shutdown(flush); err != nil {
+				logger.Warn("traces not flushed", "error", err.Error())
+			}
+		}()
+		db, err := openTracedDatabase(ctx, cfg, tracing.Provider())
 		if err != nil {
 			return err
 		}
@@ -64,7 +80,7 @@ func newServeCommand() *cobra.Command {
 				return err
 			}
 		}
-		srv, err := server.New(ctx, cfg, db, logger)
+		srv, err := server.New(ctx, cfg, db, logger, server.WithTracing(tracing.Provider()))
 		if err != nil {
 			return err
 		}
@@ -92,7 +108,7 @@ func newServeCommand() *cobra.Command {
 		base := "http://" + ln.Addr().String()
 		logger.Info("tally is serving",
 			"env", cfg.Env, "addr", ln.Addr().String(), "database", describe(db),
-			"graphql", base+"/graphql", "playground", cfg.Playground)
+			"graphql", base+"/graphql", "playground", cfg.Playground, "tracing", tracing.Enabled())
 		if cfg.Env == config.Development {
 			fmt.Fprintf(os.Stderr, "\nTally is running on %s\n  playground: %s/\n  GraphQL:    %s/graphql\n  webhook:    %s/api/webhooks/stripe\n  database:   %s\nStop it with Ctrl-C.\n\n",
 				ln.Addr(), base, base, base, describe(db))

@@ -19,6 +19,7 @@ import (
 	entsql "entgo.io/ent/dialect/sql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"go.opentelemetry.io/otel/trace"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/tally-billing/tally/ent"
@@ -39,6 +40,9 @@ type DB struct {
 type Options struct {
 	// MaxOpenConns caps the pool; 0 picks a default for the dialect.
 	MaxOpenConns int
+	// TracerProvider, when set, traces the pool's statements (see
+	// traced.go); nil leaves the driver unwrapped.
+	TracerProvider trace.TracerProvider
 }
 
 // Location is a parsed DATABASE_URL.
@@ -120,7 +124,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	db, err := openPool(loc, opts.MaxOpenConns)
+	db, err := openPool(loc, opts.MaxOpenConns, opts.TracerProvider)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +148,7 @@ func OpenProbe(rawURL string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	db, err := openPool(loc, 1)
+	db, err := openPool(loc, 1, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +168,7 @@ func wrap(rawURL, dialectName string, db *sql.DB) *DB {
 
 // openPool configures a pool on loc of at most maxOpen connections (0: the
 // dialect's default), without connecting.
-func openPool(loc Location, maxOpen int) (*sql.DB, error) {
+func openPool(loc Location, maxOpen int, tp trace.TracerProvider) (*sql.DB, error) {
 	var db *sql.DB
 	switch loc.Dialect {
 	case dialect.Postgres:
@@ -189,7 +193,11 @@ func openPool(loc Location, maxOpen int) (*sql.DB, error) {
 		if _, set := cfg.RuntimeParams["random_page_cost"]; !set {
 			cfg.RuntimeParams["random_page_cost"] = DefaultRandomPageCost
 		}
-		db = stdlib.OpenDB(*cfg)
+		if tp != nil {
+			db = tracedDB(stdlib.GetConnector(*cfg), loc.Dialect, tp)
+		} else {
+			db = stdlib.OpenDB(*cfg)
+		}
 		if maxOpen <= 0 {
 			maxOpen = 20
 		}
@@ -207,7 +215,11 @@ func openPool(loc Location, maxOpen int) (*sql.DB, error) {
 			return nil, fmt.Errorf("registering SQLite functions: %w", err)
 		}
 		var err error
-		db, err = sql.Open("sqlite", loc.DSN)
+		if tp != nil {
+			db, err = tracedSQLite(loc.DSN, tp)
+		} else {
+			db, err = sql.Open("sqlite", loc.DSN)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("opening SQLite database %s: %w", loc.Path, err)
 		}

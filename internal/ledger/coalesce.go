@@ -10,6 +10,7 @@ import (
 	"github.com/tally-billing/tally/ent/idempotencykey"
 	"github.com/tally-billing/tally/ent/predicate"
 	"github.com/tally-billing/tally/internal/apperr"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Spends are coalesced into shared transactions (see Service.Spend): at
@@ -28,6 +29,9 @@ type spendCall struct {
 	fp    string
 	res   *Result
 	err   error
+	// parent is the span of the Spend that made the call: a batch's
+	// transaction is traced under its first call's.
+	parent trace.SpanContext
 	// sameAs is an earlier call of the batch with the same key.
 	sameAs *spendCall
 }
@@ -73,6 +77,7 @@ type scopedKey struct{ scope, key string }
 // sixty-four times over, against a database that has just failed. The
 // callers' own retries with their keys settle it (see database.ClassifyCommit).
 func (s *Service) runSpends(ctx context.Context, calls []*spendCall) {
+	ctx = withParent(ctx, calls[0].parent)
 	err := s.Within(ctx, func(ctx context.Context, t *Tx) error { return t.spendMany(ctx, calls) })
 	if err == nil {
 		for _, c := range calls {

@@ -34,6 +34,7 @@ import (
 
 	"entgo.io/ent/dialect"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/trace"
 	"modernc.org/sqlite"
 
 	"github.com/tally-billing/tally/ent"
@@ -105,6 +106,7 @@ type Service struct {
 	notifyTx    func(context.Context, *ent.Tx, []BalanceChange) error
 	stats       counters
 	spends      *batch.Batcher[*spendCall]
+	tracer      trace.Tracer // nil: tracing is off (see tracing.go)
 }
 
 // counters are the ledger's running totals, read by the server's metrics.
@@ -209,9 +211,11 @@ func (t *Tx) Now() time.Time { return t.now }
 // not tried again here: after a COMMIT whose answer was lost the
 // transaction may have committed, and only the caller's retry with the same
 // idempotency key can say so safely (it replays).
-func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
-	var err error
-	for attempt := 1; ; attempt++ {
+func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) (err error) {
+	ctx, span := s.startTransaction(ctx)
+	attempt := 1
+	defer func() { endTransaction(span, attempt, err) }()
+	for ; ; attempt++ {
 		err = s.attempt(ctx, attempt, fn)
 		if err == nil || !retryable(err) || attempt >= s.maxAttempts {
 			break

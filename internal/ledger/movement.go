@@ -608,10 +608,13 @@ func (t *Tx) keyed(ctx context.Context, actor Actor, key, opName string, req any
 	return res, nil
 }
 
-// do runs a Tx operation in a transaction of its own.
-func (s *Service) do(ctx context.Context, op func(ctx context.Context, t *Tx) (*Result, error)) (*Result, error) {
+// do runs a Tx operation in a transaction of its own, in the span of the
+// operation (name, a constant, see tracing.go).
+func (s *Service) do(ctx context.Context, name string, actor Actor, op func(ctx context.Context, t *Tx) (*Result, error)) (_ *Result, err error) {
+	ctx, span := s.startOp(ctx, name, actor.Kind)
+	defer func() { endSpan(span, err) }()
 	var res *Result
-	err := s.Within(ctx, func(ctx context.Context, t *Tx) error {
+	err = s.Within(ctx, func(ctx context.Context, t *Tx) error {
 		var err error
 		res, err = op(ctx, t)
 		return err

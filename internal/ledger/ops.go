@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"entgo.io/ent/dialect/sql"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditlot"
@@ -37,7 +38,7 @@ type GrantRequest struct {
 
 // Grant adds credits in a transaction of its own.
 func (s *Service) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result, error) {
-	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Grant(ctx, actor, req) })
+	return s.do(ctx, "grant", actor, func(ctx context.Context, t *Tx) (*Result, error) { return t.Grant(ctx, actor, req) })
 }
 
 // Grant adds credits: a new lot, and postings from the purchases or grants
@@ -209,11 +210,14 @@ type SpendRequest struct {
 // idempotency record and refusal; a batch shares the locks (taken in id
 // order, so batches never deadlock), the reads, one statement per table,
 // and the commit.
-func (s *Service) Spend(ctx context.Context, actor Actor, req SpendRequest) (*Result, error) {
+func (s *Service) Spend(ctx context.Context, actor Actor, req SpendRequest) (_ *Result, err error) {
+	ctx, span := s.startOp(ctx, "spend", actor.Kind)
+	defer func() { endSpan(span, err) }()
 	call, err := newSpendCall(actor, req)
 	if err != nil {
 		return nil, err
 	}
+	call.parent = trace.SpanContextFromContext(ctx)
 	s.spends.Do(call)
 	return call.res, call.err
 }
@@ -342,7 +346,7 @@ type RevokeRequest struct {
 
 // Revoke takes credits back in a transaction of its own.
 func (s *Service) Revoke(ctx context.Context, actor Actor, req RevokeRequest) (*Result, error) {
-	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Revoke(ctx, actor, req) })
+	return s.do(ctx, "revoke", actor, func(ctx context.Context, t *Tx) (*Result, error) { return t.Revoke(ctx, actor, req) })
 }
 
 // Revoke removes up to Amount unspent credits from the user's lots. It never
@@ -417,7 +421,7 @@ type ClawbackRequest struct {
 
 // Clawback takes a payment's credits back in a transaction of its own.
 func (s *Service) Clawback(ctx context.Context, actor Actor, req ClawbackRequest) (*Result, error) {
-	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Clawback(ctx, actor, req) })
+	return s.do(ctx, "clawback", actor, func(ctx context.Context, t *Tx) (*Result, error) { return t.Clawback(ctx, actor, req) })
 }
 
 // Clawback removes Amount credits because their payment was refunded or
@@ -498,7 +502,7 @@ type PaymentRequest struct {
 // HoldPayment puts a disputed payment's unspent credits out of reach, in a
 // transaction of its own.
 func (s *Service) HoldPayment(ctx context.Context, actor Actor, req PaymentRequest) (*Result, error) {
-	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.HoldPayment(ctx, actor, req) })
+	return s.do(ctx, "hold_payment", actor, func(ctx context.Context, t *Tx) (*Result, error) { return t.HoldPayment(ctx, actor, req) })
 }
 
 // HoldPayment moves what the payment's lot still holds to system:held. The
@@ -533,7 +537,7 @@ func (t *Tx) HoldPayment(ctx context.Context, actor Actor, req PaymentRequest) (
 // ReleasePayment returns a disputed payment's held credits, in a
 // transaction of its own.
 func (s *Service) ReleasePayment(ctx context.Context, actor Actor, req PaymentRequest) (*Result, error) {
-	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.ReleasePayment(ctx, actor, req) })
+	return s.do(ctx, "release_payment", actor, func(ctx context.Context, t *Tx) (*Result, error) { return t.ReleasePayment(ctx, actor, req) })
 }
 
 // ReleasePayment moves the payment's held credits back to its lot (repaying

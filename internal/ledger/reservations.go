@@ -45,7 +45,7 @@ type ReserveRequest struct {
 
 // Reserve sets credits aside, in a transaction of its own.
 func (s *Service) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Result, error) {
-	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Reserve(ctx, actor, req) })
+	return s.do(ctx, "reserve", actor, func(ctx context.Context, t *Tx) (*Result, error) { return t.Reserve(ctx, actor, req) })
 }
 
 // Reserve opens a reservation. The credits stay in the balance (they are
@@ -117,7 +117,7 @@ type CaptureRequest struct {
 
 // Capture spends a reservation, in a transaction of its own.
 func (s *Service) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Result, error) {
-	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.Capture(ctx, actor, req) })
+	return s.do(ctx, "capture", actor, func(ctx context.Context, t *Tx) (*Result, error) { return t.Capture(ctx, actor, req) })
 }
 
 // Capture spends Amount of an open, unexpired reservation from the lots, as
@@ -170,7 +170,7 @@ type ReleaseRequest struct {
 
 // ReleaseReservation gives a reservation back, in a transaction of its own.
 func (s *Service) ReleaseReservation(ctx context.Context, actor Actor, req ReleaseRequest) (*Result, error) {
-	return s.do(ctx, func(ctx context.Context, t *Tx) (*Result, error) { return t.ReleaseReservation(ctx, actor, req) })
+	return s.do(ctx, "release_reservation", actor, func(ctx context.Context, t *Tx) (*Result, error) { return t.ReleaseReservation(ctx, actor, req) })
 }
 
 // ReleaseReservation closes an open reservation without spending it.

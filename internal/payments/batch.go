@@ -9,6 +9,7 @@ import (
 
 	"entgo.io/ent/dialect/sql"
 	"github.com/stripe/stripe-go/v76"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/payment"
@@ -36,6 +37,9 @@ type purchase struct {
 	sess     *stripe.CheckoutSession
 	ref      string // the payment id the session names
 	received time.Time
+	// parent is the span of the delivery: the batch's transaction is traced
+	// under its first event's.
+	parent trace.SpanContext
 
 	outcome string
 	err     error
@@ -74,6 +78,9 @@ var errAlone = errors.New("payments: an event of the batch is to be applied alon
 // once would be retrying an unknown outcome, against a database that has
 // just failed, once per event.
 func (s *Service) runPurchases(ctx context.Context, calls []*purchase) {
+	if sc := calls[0].parent; sc.IsValid() {
+		ctx = trace.ContextWithSpanContext(ctx, sc)
+	}
 	pending, err := s.answerDecided(ctx, calls)
 	if err != nil {
 		pending, err = calls, database.Classify(err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/payment"
@@ -80,7 +81,8 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		// which also finds their payments and records.
 		var sess stripe.CheckoutSession
 		if err := json.Unmarshal(ev.Data.Raw, &sess); err == nil {
-			c := &purchase{ev: ev, payload: payload, sess: &sess, ref: sessionPaymentRef(&sess), received: received}
+			c := &purchase{ev: ev, payload: payload, sess: &sess, ref: sessionPaymentRef(&sess), received: received,
+				parent: trace.SpanContextFromContext(ctx)}
 			s.purchases.Do(c)
 			return c.outcome, c.err
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/webhook"
 )
 
 // metrics live in a registry of the server's own, so that several servers in
@@ -20,6 +21,7 @@ type metrics struct {
 	registry *prometheus.Registry
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	webhook  *webhook.Metrics
 }
 
 // watchLedger exports the ledger's running totals.
@@ -53,6 +55,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route"}),
 	}
+	m.webhook = webhook.NewMetrics(m.registry)
 	m.registry.MustRegister(
 		m.requests, m.duration,
 		collectors.NewGoCollector(),

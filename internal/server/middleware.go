@@ -29,6 +29,7 @@ func requestLog(logger *slog.Logger, m *metrics) func(http.Handler) http.Handler
 			if route == "" {
 				route = "unmatched"
 			}
+			nameSpan(r, route)
 			status := ww.Status()
 			if status == 0 {
 				status = http.StatusOK

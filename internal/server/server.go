@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/go-chi/cors"
 
@@ -48,16 +49,24 @@ type Server struct {
 	ledger   *ledger.Service
 	payments *payments.Service
 	ready    *readiness
+	tracing  trace.TracerProvider
 	handler  http.Handler
 }
 
 // Option tunes a Server beyond its configuration (tests).
 type Option func(*options)
 
-type options struct{ readiness ReadinessOptions }
+type options struct {
+	readiness ReadinessOptions
+	tracing   trace.TracerProvider
+}
 
 // WithReadiness tunes the readiness probe (see ReadinessOptions).
 func WithReadiness(o ReadinessOptions) Option { return func(opts *options) { opts.readiness = o } }
+
+// WithTracing traces requests with tp (see tracing.go); without it, or with
+// nil, the server adds no tracing at all.
+func WithTracing(tp trace.TracerProvider) Option { return func(opts *options) { opts.tracing = tp } }
 
 // New builds the server's services and routes over db, and starts its
 // readiness probe. Close releases what it started (the probe and the event
@@ -75,7 +84,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: db, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker}
+	s := &Server{cfg: cfg, db: db, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker, tracing: o.tracing}
 	publishing := ledger.WithNotifier(s.publish)
 	if tb, ok := broker.(events.Transactional); ok {
 		publishing = ledger.WithTxNotifier(func(ctx context.Context, tx *ent.Tx, changes []ledger.BalanceChange) error {
@@ -91,7 +100,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 			return err
 		})
 	}
-	s.ledger = ledger.New(db, publishing)
+	s.ledger = ledger.New(db, publishing, ledger.WithTracerProvider(o.tracing))
 	s.metrics.watchLedger(s.ledger)
 	s.payments = payments.New(db, s.ledger, payments.Config{
 		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
@@ -163,6 +172,7 @@ func (s *Server) routes() (http.Handler, error) {
 		RateLimit:      wsLimit,
 		AllowedOrigins: s.cfg.CORSOrigins,
 		Logger:         s.logger,
+		Extensions:     s.graphQLTracing(),
 	})
 	api := chi.Chain()
 	if len(s.cfg.CORSOrigins) > 0 {
@@ -197,6 +207,9 @@ func (s *Server) routes() (http.Handler, error) {
 		Processor:           s.payments,
 		Logger:              s.logger.With("component", "webhook"),
 		MaxBody:             maxWebhookBody,
+		KnownEventTypes:     payments.HandledEventTypes,
+		Metrics:             s.metrics.webhook,
+		TracerProvider:      s.tracing,
 	}))
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
@@ -204,7 +217,7 @@ func (s *Server) routes() (http.Handler, error) {
 	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
 	})
-	return r, nil
+	return s.traced(r), nil
 }
 
 // MetricsHandler serves the Prometheus metrics, behind TALLY_METRICS_TOKEN
