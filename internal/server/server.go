@@ -245,7 +245,7 @@ func Listen(addr string) (net.Listener, error) {
 	if err != nil {
 		var opErr *net.OpError
 		if errors.As(err, &opErr) && opErr.Err != nil {
-			return nil, fmt.Errorf("cannot listen on %s: %v", addr, opErr.Err)
+			return nil, fmt.Errorf("cannot listen on %s: %w", addr, opErr.Err)
 		}
 		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
