@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/migrator"
 )
 
 // maxTokenTTL keeps hand-minted tokens from turning into permanent keys.
@@ -23,7 +25,8 @@ func newTokenCommand() *cobra.Command {
 		Use:   "token --sub SUBJECT [--role user|service|admin] [--email EMAIL] [--ttl DURATION]",
 		Short: "Print a signed bearer token (HS256) for development and tests",
 		Long: "Print a signed bearer token (HS256) on stdout. It is signed with TALLY_JWT_SECRET, or in\n" +
-			"development without one with the secret that `tally serve` uses, kept beside the database.\n" +
+			"development without one with the secret that `tally serve` uses, kept in the database itself\n" +
+			"(so run it with the server's DATABASE_URL; it applies pending migrations as serve does).\n" +
 			"RS256 tokens (TALLY_JWT_PUBLIC_KEY) come from your identity provider, not from Tally.",
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -57,7 +60,7 @@ func newTokenCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		secret, err := signingSecret(cfg)
+		secret, err := signingSecret(cmd.Context(), cfg)
 		if err != nil {
 			return err
 		}
@@ -77,8 +80,10 @@ func newTokenCommand() *cobra.Command {
 }
 
 // signingSecret is the HS256 key the server verifies with, mirroring
-// auth.VerifierFromConfig.
-func signingSecret(cfg config.Config) ([]byte, error) {
+// auth.VerifierFromConfig. In development without TALLY_JWT_SECRET it is
+// the database's own secret, so the database is prepared as serve would
+// (migrations applied) and the token works wherever this runs.
+func signingSecret(ctx context.Context, cfg config.Config) ([]byte, error) {
 	switch {
 	case cfg.JWTPublicKey != "":
 		return nil, errors.New("cannot mint: TALLY_JWT_PUBLIC_KEY is set, and RS256 tokens need the private key, which Tally never holds; get tokens from your identity provider")
@@ -87,6 +92,17 @@ func signingSecret(cfg config.Config) ([]byte, error) {
 	case cfg.Env != config.Development:
 		return nil, errors.New("cannot mint: production signs only with TALLY_JWT_SECRET, which is not set")
 	}
-	secret, _, err := auth.DevSecret(cfg.DatabaseURL)
-	return secret, err
+	db, err := openDatabase(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	m, err := migrator.New(db)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.Up(ctx); err != nil {
+		return nil, err
+	}
+	return auth.DevSecret(ctx, db.Ent, cfg.DatabaseURL)
 }

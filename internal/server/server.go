@@ -67,7 +67,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	for _, opt := range opts {
 		opt(&o)
 	}
-	verifier, err := auth.VerifierFromConfig(cfg)
+	verifier, err := auth.VerifierFromConfig(ctx, cfg, db.Ent)
 	if err != nil {
 		return nil, err
 	}
