@@ -71,8 +71,8 @@ Exits 0 only when the webhook applied the event (or had already).`,
 		Short: "Refund a simulated payment, to a cumulative amount in minor units (default: all)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if paymentID == "" {
-				return usageError{errors.New("--payment is required")}
+			if err := checkPaymentID(paymentID); err != nil {
+				return err
 			}
 			if cmd.Flags().Changed("amount") && amount < 1 {
 				return usageError{fmt.Errorf("--amount must be at least 1 (minor units), not %d", amount)}
@@ -100,8 +100,8 @@ Exits 0 only when the webhook applied the event (or had already).`,
 		Short: "Open a dispute on a simulated payment, or close it with --outcome won|lost",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if paymentID == "" {
-				return usageError{errors.New("--payment is required")}
+			if err := checkPaymentID(paymentID); err != nil {
+				return err
 			}
 			if outcome != "" && outcome != "won" && outcome != "lost" {
 				return usageError{fmt.Errorf("--outcome is won or lost, not %q", outcome)}
@@ -121,6 +121,22 @@ Exits 0 only when the webhook applied the event (or had already).`,
 
 	cmd.AddCommand(purchase, refund, dispute)
 	return cmd
+}
+
+// maxPaymentIDLen is the longest id Tally gives a payment (pay_ and a
+// ULID are 30 bytes; the column holds 40).
+const maxPaymentIDLen = 40
+
+// checkPaymentID refuses, before the database sees it, an id no payment
+// can have: PostgreSQL refuses a NUL byte with an error of its own.
+func checkPaymentID(id string) error {
+	switch {
+	case id == "":
+		return usageError{errors.New("--payment is required (simulate purchase prints the id)")}
+	case len(id) > maxPaymentIDLen || strings.ContainsFunc(id, func(r rune) bool { return r < 0x21 || r > 0x7e }):
+		return usageError{fmt.Errorf("--payment %.50q is not a payment id such as pay_01…", id)}
+	}
+	return nil
 }
 
 func simulatedPaymentByID(ctx context.Context, client *ent.Client, id string) (*ent.Payment, error) {

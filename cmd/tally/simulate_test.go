@@ -131,6 +131,8 @@ func TestSimulateCommandLineMistakes(t *testing.T) {
 		{"no package", nil, []string{"purchase", "--user", "alice"}, 2, "--package"},
 		{"long user", nil, []string{"purchase", "--user", strings.Repeat("u", 256), "--package", "pkg_x"}, 2, "--user is longer than 255 bytes"},
 		{"no payment", nil, []string{"refund"}, 2, "--payment is required"},
+		{"long payment id", nil, []string{"refund", "--payment", "pay_" + strings.Repeat("x", 100)}, 2, "--payment"},
+		{"payment id with a control character", nil, []string{"dispute", "--payment", "pay_\x01"}, 2, "is not a payment id"},
 		{"zero amount", nil, []string{"refund", "--payment", "pay_x", "--amount", "0"}, 2, "--amount must be at least 1"},
 		{"negative amount", nil, []string{"refund", "--payment", "pay_x", "--amount", "-5"}, 2, "--amount must be at least 1"},
 		{"amount beyond int64", nil, []string{"refund", "--payment", "pay_x", "--amount", "9223372036854775808"}, 2, "--amount"},
