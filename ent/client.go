@@ -21,6 +21,7 @@ import (
 	"github.com/tally-billing/tally/ent/creditpackage"
 	"github.com/tally-billing/tally/ent/creditreservation"
 	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -47,6 +48,8 @@ type Client struct {
 	CreditReservation *CreditReservationClient
 	// CreditTransaction is the client for interacting with the CreditTransaction builders.
 	CreditTransaction *CreditTransactionClient
+	// DevSecret is the client for interacting with the DevSecret builders.
+	DevSecret *DevSecretClient
 	// IdempotencyKey is the client for interacting with the IdempotencyKey builders.
 	IdempotencyKey *IdempotencyKeyClient
 	// Payment is the client for interacting with the Payment builders.
@@ -74,6 +77,7 @@ func (c *Client) init() {
 	c.CreditPackage = NewCreditPackageClient(c.config)
 	c.CreditReservation = NewCreditReservationClient(c.config)
 	c.CreditTransaction = NewCreditTransactionClient(c.config)
+	c.DevSecret = NewDevSecretClient(c.config)
 	c.IdempotencyKey = NewIdempotencyKeyClient(c.config)
 	c.Payment = NewPaymentClient(c.config)
 	c.ProcessedEvent = NewProcessedEventClient(c.config)
@@ -177,6 +181,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		CreditPackage:     NewCreditPackageClient(cfg),
 		CreditReservation: NewCreditReservationClient(cfg),
 		CreditTransaction: NewCreditTransactionClient(cfg),
+		DevSecret:         NewDevSecretClient(cfg),
 		IdempotencyKey:    NewIdempotencyKeyClient(cfg),
 		Payment:           NewPaymentClient(cfg),
 		ProcessedEvent:    NewProcessedEventClient(cfg),
@@ -207,6 +212,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		CreditPackage:     NewCreditPackageClient(cfg),
 		CreditReservation: NewCreditReservationClient(cfg),
 		CreditTransaction: NewCreditTransactionClient(cfg),
+		DevSecret:         NewDevSecretClient(cfg),
 		IdempotencyKey:    NewIdempotencyKeyClient(cfg),
 		Payment:           NewPaymentClient(cfg),
 		ProcessedEvent:    NewProcessedEventClient(cfg),
@@ -242,8 +248,8 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.AdminAction, c.CreditLedger, c.CreditLot, c.CreditPackage,
-		c.CreditReservation, c.CreditTransaction, c.IdempotencyKey, c.Payment,
-		c.ProcessedEvent, c.StripeCustomer, c.User,
+		c.CreditReservation, c.CreditTransaction, c.DevSecret, c.IdempotencyKey,
+		c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
 	} {
 		n.Use(hooks...)
 	}
@@ -254,8 +260,8 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.AdminAction, c.CreditLedger, c.CreditLot, c.CreditPackage,
-		c.CreditReservation, c.CreditTransaction, c.IdempotencyKey, c.Payment,
-		c.ProcessedEvent, c.StripeCustomer, c.User,
+		c.CreditReservation, c.CreditTransaction, c.DevSecret, c.IdempotencyKey,
+		c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -276,6 +282,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.CreditReservation.mutate(ctx, m)
 	case *CreditTransactionMutation:
 		return c.CreditTransaction.mutate(ctx, m)
+	case *DevSecretMutation:
+		return c.DevSecret.mutate(ctx, m)
 	case *IdempotencyKeyMutation:
 		return c.IdempotencyKey.mutate(ctx, m)
 	case *PaymentMutation:
@@ -1377,6 +1385,139 @@ func (c *CreditTransactionClient) mutate(ctx context.Context, m *CreditTransacti
 	}
 }
 
+// DevSecretClient is a client for the DevSecret schema.
+type DevSecretClient struct {
+	config
+}
+
+// NewDevSecretClient returns a client for the DevSecret from the given config.
+func NewDevSecretClient(c config) *DevSecretClient {
+	return &DevSecretClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `devsecret.Hooks(f(g(h())))`.
+func (c *DevSecretClient) Use(hooks ...Hook) {
+	c.hooks.DevSecret = append(c.hooks.DevSecret, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `devsecret.Intercept(f(g(h())))`.
+func (c *DevSecretClient) Intercept(interceptors ...Interceptor) {
+	c.inters.DevSecret = append(c.inters.DevSecret, interceptors...)
+}
+
+// Create returns a builder for creating a DevSecret entity.
+func (c *DevSecretClient) Create() *DevSecretCreate {
+	mutation := newDevSecretMutation(c.config, OpCreate)
+	return &DevSecretCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of DevSecret entities.
+func (c *DevSecretClient) CreateBulk(builders ...*DevSecretCreate) *DevSecretCreateBulk {
+	return &DevSecretCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *DevSecretClient) MapCreateBulk(slice any, setFunc func(*DevSecretCreate, int)) *DevSecretCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &DevSecretCreateBulk{err: fmt.Errorf("calling to DevSecretClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*DevSecretCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &DevSecretCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for DevSecret.
+func (c *DevSecretClient) Update() *DevSecretUpdate {
+	mutation := newDevSecretMutation(c.config, OpUpdate)
+	return &DevSecretUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *DevSecretClient) UpdateOne(_m *DevSecret) *DevSecretUpdateOne {
+	mutation := newDevSecretMutation(c.config, OpUpdateOne, withDevSecret(_m))
+	return &DevSecretUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *DevSecretClient) UpdateOneID(id string) *DevSecretUpdateOne {
+	mutation := newDevSecretMutation(c.config, OpUpdateOne, withDevSecretID(id))
+	return &DevSecretUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for DevSecret.
+func (c *DevSecretClient) Delete() *DevSecretDelete {
+	mutation := newDevSecretMutation(c.config, OpDelete)
+	return &DevSecretDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *DevSecretClient) DeleteOne(_m *DevSecret) *DevSecretDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *DevSecretClient) DeleteOneID(id string) *DevSecretDeleteOne {
+	builder := c.Delete().Where(devsecret.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &DevSecretDeleteOne{builder}
+}
+
+// Query returns a query builder for DevSecret.
+func (c *DevSecretClient) Query() *DevSecretQuery {
+	return &DevSecretQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeDevSecret},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a DevSecret entity by its id.
+func (c *DevSecretClient) Get(ctx context.Context, id string) (*DevSecret, error) {
+	return c.Query().Where(devsecret.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *DevSecretClient) GetX(ctx context.Context, id string) *DevSecret {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *DevSecretClient) Hooks() []Hook {
+	return c.hooks.DevSecret
+}
+
+// Interceptors returns the client interceptors.
+func (c *DevSecretClient) Interceptors() []Interceptor {
+	return c.inters.DevSecret
+}
+
+func (c *DevSecretClient) mutate(ctx context.Context, m *DevSecretMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&DevSecretCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&DevSecretUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&DevSecretUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&DevSecretDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown DevSecret mutation op: %q", m.Op())
+	}
+}
+
 // IdempotencyKeyClient is a client for the IdempotencyKey schema.
 type IdempotencyKeyClient struct {
 	config
@@ -2254,13 +2395,13 @@ func (c *UserClient) mutate(ctx context.Context, m *UserMutation) (Value, error)
 type (
 	hooks struct {
 		AdminAction, CreditLedger, CreditLot, CreditPackage, CreditReservation,
-		CreditTransaction, IdempotencyKey, Payment, ProcessedEvent, StripeCustomer,
-		User []ent.Hook
+		CreditTransaction, DevSecret, IdempotencyKey, Payment, ProcessedEvent,
+		StripeCustomer, User []ent.Hook
 	}
 	inters struct {
 		AdminAction, CreditLedger, CreditLot, CreditPackage, CreditReservation,
-		CreditTransaction, IdempotencyKey, Payment, ProcessedEvent, StripeCustomer,
-		User []ent.Interceptor
+		CreditTransaction, DevSecret, IdempotencyKey, Payment, ProcessedEvent,
+		StripeCustomer, User []ent.Interceptor
 	}
 )
 

@@ -18,6 +18,7 @@ import (
 	"github.com/tally-billing/tally/ent/creditpackage"
 	"github.com/tally-billing/tally/ent/creditreservation"
 	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -89,6 +90,7 @@ func checkColumn(t, c string) error {
 			creditpackage.Table:     creditpackage.ValidColumn,
 			creditreservation.Table: creditreservation.ValidColumn,
 			credittransaction.Table: credittransaction.ValidColumn,
+			devsecret.Table:         devsecret.ValidColumn,
 			idempotencykey.Table:    idempotencykey.ValidColumn,
 			payment.Table:           payment.ValidColumn,
 			processedevent.Table:    processedevent.ValidColumn,

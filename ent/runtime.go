@@ -11,6 +11,7 @@ import (
 	"github.com/tally-billing/tally/ent/creditpackage"
 	"github.com/tally-billing/tally/ent/creditreservation"
 	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -394,6 +395,73 @@ func init() {
 	// credittransaction.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	credittransaction.IDValidator = func() func(string) error {
 		validators := credittransactionDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	devsecretMixin := schema.DevSecret{}.Mixin()
+	devsecretMixinFields0 := devsecretMixin[0].Fields()
+	_ = devsecretMixinFields0
+	devsecretMixinFields1 := devsecretMixin[1].Fields()
+	_ = devsecretMixinFields1
+	devsecretFields := schema.DevSecret{}.Fields()
+	_ = devsecretFields
+	// devsecretDescCreatedAt is the schema descriptor for created_at field.
+	devsecretDescCreatedAt := devsecretMixinFields1[0].Descriptor()
+	// devsecret.DefaultCreatedAt holds the default value on creation for the created_at field.
+	devsecret.DefaultCreatedAt = devsecretDescCreatedAt.Default.(func() time.Time)
+	// devsecretDescName is the schema descriptor for name field.
+	devsecretDescName := devsecretFields[0].Descriptor()
+	// devsecret.NameValidator is a validator for the "name" field. It is called by the builders before save.
+	devsecret.NameValidator = func() func(string) error {
+		validators := devsecretDescName.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(name string) error {
+			for _, fn := range fns {
+				if err := fn(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// devsecretDescValue is the schema descriptor for value field.
+	devsecretDescValue := devsecretFields[1].Descriptor()
+	// devsecret.ValueValidator is a validator for the "value" field. It is called by the builders before save.
+	devsecret.ValueValidator = func() func(string) error {
+		validators := devsecretDescValue.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(value string) error {
+			for _, fn := range fns {
+				if err := fn(value); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// devsecretDescID is the schema descriptor for id field.
+	devsecretDescID := devsecretMixinFields0[0].Descriptor()
+	// devsecret.DefaultID holds the default value on creation for the id field.
+	devsecret.DefaultID = devsecretDescID.Default.(func() string)
+	// devsecret.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	devsecret.IDValidator = func() func(string) error {
+		validators := devsecretDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -26,6 +26,8 @@ type Tx struct {
 	CreditReservation *CreditReservationClient
 	// CreditTransaction is the client for interacting with the CreditTransaction builders.
 	CreditTransaction *CreditTransactionClient
+	// DevSecret is the client for interacting with the DevSecret builders.
+	DevSecret *DevSecretClient
 	// IdempotencyKey is the client for interacting with the IdempotencyKey builders.
 	IdempotencyKey *IdempotencyKeyClient
 	// Payment is the client for interacting with the Payment builders.
@@ -173,6 +175,7 @@ func (tx *Tx) init() {
 	tx.CreditPackage = NewCreditPackageClient(tx.config)
 	tx.CreditReservation = NewCreditReservationClient(tx.config)
 	tx.CreditTransaction = NewCreditTransactionClient(tx.config)
+	tx.DevSecret = NewDevSecretClient(tx.config)
 	tx.IdempotencyKey = NewIdempotencyKeyClient(tx.config)
 	tx.Payment = NewPaymentClient(tx.config)
 	tx.ProcessedEvent = NewProcessedEventClient(tx.config)

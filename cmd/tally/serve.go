@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,8 +36,11 @@ func newServeCommand() *cobra.Command {
 		// Take the port first: a port in use is reported before the
 		// database is touched.
 		ln, err := server.Listen(cfg.Addr)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("%s: %w (is another tally serve running? choose another address with --addr or TALLY_ADDR)", settingName(cmd.Flags(), "addr"), err)
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", settingName(cmd.Flags(), "addr"), err)
 		}
 		defer ln.Close()
 		var metricsLn net.Listener

@@ -3,15 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/processedevent"
+	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/webhook"
@@ -25,9 +31,11 @@ func newSimulateCommand() *cobra.Command {
 		Use:   "simulate",
 		Short: "Walk a purchase through a running Tally without Stripe (development)",
 		Long: `Writes what a Stripe Checkout would and posts the events Stripe would send,
-signed with the webhook secret, to a running tally serve (same DATABASE_URL).`,
+signed with the webhook secret, to a running tally serve (same DATABASE_URL).
+The server is --server, else $TALLY_ADDR, else 127.0.0.1:8080, as for serve.
+Exits 0 only when the webhook applied the event (or had already).`,
 	}
-	cmd.PersistentFlags().StringVar(&server, "server", "http://127.0.0.1:8080", "the running server")
+	cmd.PersistentFlags().StringVar(&server, "server", "", "the running server, http://HOST:PORT or HOST:PORT (default: $TALLY_ADDR, else 127.0.0.1:8080)")
 	addSettingFlags(cmd.PersistentFlags(), "database-url")
 
 	var externalUser, packageID string
@@ -38,6 +46,10 @@ signed with the webhook secret, to a running tally serve (same DATABASE_URL).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if externalUser == "" || packageID == "" {
 				return usageError{errors.New("--user and --package are required")}
+			}
+			// The rule a token's sub follows, so the buyer can be signed in.
+			if err := auth.CheckExternalID("--user", externalUser); err != nil {
+				return usageError{err}
 			}
 			return withSimulation(cmd, server, func(ctx context.Context, client *ent.Client) (*ent.Payment, []byte, error) {
 				p, err := payments.SimulatedPayment(ctx, client, externalUser, packageID)
@@ -59,13 +71,16 @@ signed with the webhook secret, to a running tally serve (same DATABASE_URL).`,
 		Short: "Refund a simulated payment, to a cumulative amount in minor units (default: all)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if paymentID == "" {
-				return usageError{errors.New("--payment is required")}
+			if err := checkPaymentID(paymentID); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("amount") && amount < 1 {
+				return usageError{fmt.Errorf("--amount must be at least 1 (minor units), not %d", amount)}
 			}
 			return withSimulation(cmd, server, func(ctx context.Context, client *ent.Client) (*ent.Payment, []byte, error) {
-				p, err := client.Payment.Get(ctx, paymentID)
+				p, err := simulatedPaymentByID(ctx, client, paymentID)
 				if err != nil {
-					return nil, nil, fmt.Errorf("reading payment %s: %w", paymentID, err)
+					return nil, nil, err
 				}
 				total := amount
 				if total == 0 {
@@ -77,7 +92,7 @@ signed with the webhook secret, to a running tally serve (same DATABASE_URL).`,
 		},
 	}
 	refund.Flags().StringVar(&paymentID, "payment", "", "the payment's id")
-	refund.Flags().Int64Var(&amount, "amount", 0, "cumulative amount refunded, minor units")
+	refund.Flags().Int64Var(&amount, "amount", 0, "cumulative amount refunded, minor units (default: the whole payment)")
 
 	var outcome string
 	dispute := &cobra.Command{
@@ -85,16 +100,16 @@ signed with the webhook secret, to a running tally serve (same DATABASE_URL).`,
 		Short: "Open a dispute on a simulated payment, or close it with --outcome won|lost",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if paymentID == "" {
-				return usageError{errors.New("--payment is required")}
+			if err := checkPaymentID(paymentID); err != nil {
+				return err
 			}
 			if outcome != "" && outcome != "won" && outcome != "lost" {
 				return usageError{fmt.Errorf("--outcome is won or lost, not %q", outcome)}
 			}
 			return withSimulation(cmd, server, func(ctx context.Context, client *ent.Client) (*ent.Payment, []byte, error) {
-				p, err := client.Payment.Get(ctx, paymentID)
+				p, err := simulatedPaymentByID(ctx, client, paymentID)
 				if err != nil {
-					return nil, nil, fmt.Errorf("reading payment %s: %w", paymentID, err)
+					return nil, nil, err
 				}
 				body, err := payments.SimulatedDispute(p, outcome)
 				return p, body, err
@@ -108,8 +123,36 @@ signed with the webhook secret, to a running tally serve (same DATABASE_URL).`,
 	return cmd
 }
 
+// maxPaymentIDLen is the longest id Tally gives a payment (pay_ and a
+// ULID are 30 bytes; the column holds 40).
+const maxPaymentIDLen = 40
+
+// checkPaymentID refuses, before the database sees it, an id no payment
+// can have: PostgreSQL refuses a NUL byte with an error of its own.
+func checkPaymentID(id string) error {
+	switch {
+	case id == "":
+		return usageError{errors.New("--payment is required (simulate purchase prints the id)")}
+	case len(id) > maxPaymentIDLen || strings.ContainsFunc(id, func(r rune) bool { return r < 0x21 || r > 0x7e }):
+		return usageError{fmt.Errorf("--payment %.50q is not a payment id such as pay_01…", id)}
+	}
+	return nil
+}
+
+func simulatedPaymentByID(ctx context.Context, client *ent.Client, id string) (*ent.Payment, error) {
+	p, err := client.Payment.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, fmt.Errorf("--payment: no payment %q in this database (simulate purchase prints the id)", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading payment %q: %w", id, err)
+	}
+	return p, nil
+}
+
 // withSimulation prepares an event with the database and posts it, signed,
-// to the server's webhook.
+// to the server's webhook. It succeeds only when the event was applied
+// (now or before): a webhook that answered 200 may still have refused it.
 func withSimulation(cmd *cobra.Command, server string,
 	prepare func(context.Context, *ent.Client) (*ent.Payment, []byte, error),
 ) error {
@@ -117,11 +160,15 @@ func withSimulation(cmd *cobra.Command, server string,
 	if err != nil {
 		return err
 	}
+	base, err := serverBase(server, cfg.Addr)
+	if err != nil {
+		return err
+	}
 	if cfg.Env == config.Production {
 		return errors.New("simulate is for development; it refuses TALLY_ENV=production")
 	}
 	ctx := cmd.Context()
-	db, err := openDatabase(ctx, cfg)
+	db, err := openCurrent(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -130,21 +177,81 @@ func withSimulation(cmd *cobra.Command, server string,
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, server+"/api/webhooks/stripe", bytes.NewReader(body))
+	url := base + "/api/webhooks/stripe"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("--server %q: %w", server, err)
+		return fmt.Errorf("posting to %s: %w", url, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Stripe-Signature", webhook.Sign(body, cfg.StripeWebhookSecrets[0], time.Now()))
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
-		return fmt.Errorf("posting to %s (is tally serve running?): %w", server, err)
+		return fmt.Errorf("posting to %s (is tally serve running there? set --server or TALLY_ADDR): %w", url, err)
 	}
 	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	fmt.Fprintf(cmd.OutOrStdout(), "payment %s: webhook answered %d %s\n", p.ID, resp.StatusCode, bytes.TrimSpace(answer))
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("the webhook answered %d", resp.StatusCode)
+	var answer struct {
+		Outcome string `json:"outcome"`
+	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	_ = json.Unmarshal(raw, &answer)
+	outcome := answer.Outcome
+	if outcome == "" {
+		outcome = "none"
+	}
+	// The id first, alone, so that scripts can take it with cut -d' ' -f1.
+	fmt.Fprintf(cmd.OutOrStdout(), "%s outcome %s (webhook answered %d)\n", p.ID, outcome, resp.StatusCode)
+	switch {
+	case resp.StatusCode >= 300:
+		return fmt.Errorf("the webhook at %s answered %d: %s", url, resp.StatusCode, oneLine(raw))
+	case outcome != payments.OutcomeApplied && outcome != payments.OutcomeDuplicate:
+		return fmt.Errorf("the event was not applied (outcome %s)%s", outcome, eventReason(ctx, db.Ent, body))
 	}
 	return nil
+}
+
+// serverBase is the URL of the server to post to: --server, else the
+// address serve listens on (TALLY_ADDR or its default).
+func serverBase(flag, addr string) (string, error) {
+	if flag == "" {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || port == "0" {
+			return "", fmt.Errorf("TALLY_ADDR %q names no port a server listens on; pass --server", addr)
+		}
+		// serve's wildcard addresses are reached on the loopback.
+		switch host {
+		case "", "0.0.0.0":
+			host = "127.0.0.1"
+		case "::":
+			host = "::1"
+		}
+		return "http://" + net.JoinHostPort(host, port), nil
+	}
+	raw := flag
+	if !strings.Contains(raw, "://") {
+		raw = "http://" + raw
+	}
+	u, err := neturl.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
+		return "", usageError{fmt.Errorf("--server %q is not a server address such as http://127.0.0.1:8080 or 127.0.0.1:8080", flag)}
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+// eventReason is why the server did not apply the event, as it recorded it.
+func eventReason(ctx context.Context, client *ent.Client, body []byte) string {
+	var ev struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(body, &ev) != nil {
+		return ""
+	}
+	rec, err := client.ProcessedEvent.Query().Where(processedevent.StripeEventID(ev.ID)).Only(ctx)
+	if err != nil || rec.Error == "" {
+		return ""
+	}
+	return ": " + oneLine([]byte(rec.Error))
+}
+
+func oneLine(b []byte) string {
+	return strings.Join(strings.Fields(string(b)), " ")
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -8,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tally-billing/tally/internal/auth"
+	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/migrator"
 )
 
 // maxTokenTTL keeps hand-minted tokens from turning into permanent keys.
@@ -22,7 +25,8 @@ func newTokenCommand() *cobra.Command {
 		Use:   "token --sub SUBJECT [--role user|service|admin] [--email EMAIL] [--ttl DURATION]",
 		Short: "Print a signed bearer token (HS256) for development and tests",
 		Long: "Print a signed bearer token (HS256) on stdout. It is signed with TALLY_JWT_SECRET, or in\n" +
-			"development without one with the secret that `tally serve` uses, kept beside the database.\n" +
+			"development without one with the secret that `tally serve` uses, kept in the database itself\n" +
+			"(so run it with the server's DATABASE_URL; it applies pending migrations as serve does).\n" +
 			"RS256 tokens (TALLY_JWT_PUBLIC_KEY) come from your identity provider, not from Tally.",
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -56,7 +60,7 @@ func newTokenCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		secret, err := auth.SigningSecret(cfg)
+		secret, err := signingSecret(cmd.Context(), cfg)
 		if err != nil {
 			return err
 		}
@@ -73,4 +77,27 @@ func newTokenCommand() *cobra.Command {
 		return err
 	}
 	return cmd
+}
+
+// signingSecret is the HS256 key the server verifies with. In development
+// without TALLY_JWT_SECRET that is the database's own secret, so the database
+// is prepared as serve would (migrations applied) and the token works
+// wherever this runs.
+func signingSecret(ctx context.Context, cfg config.Config) ([]byte, error) {
+	if cfg.Env != config.Development || cfg.JWTSecret != "" || cfg.JWTPublicKey != "" {
+		return auth.SigningSecret(ctx, cfg, nil)
+	}
+	db, err := openDatabase(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	m, err := migrator.New(db)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.Up(ctx); err != nil {
+		return nil, err
+	}
+	return auth.SigningSecret(ctx, cfg, db.Ent)
 }

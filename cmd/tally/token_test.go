@@ -1,16 +1,21 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/testdb"
 )
 
 // mint runs `tally token args...` and returns the token it printed.
@@ -27,14 +32,18 @@ func mint(t *testing.T, dir string, env []string, args ...string) string {
 	return token
 }
 
-// serverVerifier is the verifier `tally serve` would build from env in dir.
+// serverVerifier is the verifier `tally serve` would build from env.
 func serverVerifier(t *testing.T, env map[string]string) *auth.Verifier {
 	t.Helper()
 	cfg, err := config.Load(func(name string) string { return env[name] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := auth.VerifierFromConfig(cfg)
+	var client *ent.Client
+	if env["DATABASE_URL"] != "" {
+		client = testdb.Open(t, cfg.DatabaseURL).Ent
+	}
+	v, err := auth.VerifierFromConfig(context.Background(), cfg, client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +61,7 @@ func TestTokenVerifiesWithTheServersConfiguration(t *testing.T) {
 		want      auth.Caller
 	}{
 		{
-			name: "development secret beside the default database",
+			name: "development secret of the default database",
 			args: []string{"--sub", "alice", "--role", "admin", "--email", "a@example.com"},
 			serverEnv: func(dir string) map[string]string {
 				return map[string]string{"DATABASE_URL": filepath.Join(dir, "tally.db")}
@@ -60,7 +69,7 @@ func TestTokenVerifiesWithTheServersConfiguration(t *testing.T) {
 			want: auth.Caller{Subject: "alice", Role: auth.RoleAdmin, Email: "a@example.com"},
 		},
 		{
-			name: "development secret beside --database-url",
+			name: "development secret of --database-url",
 			args: []string{"--sub", "billing-backend", "--role", "service", "--database-url", "sqlite://other.db"},
 			serverEnv: func(dir string) map[string]string {
 				return map[string]string{"DATABASE_URL": filepath.Join(dir, "other.db")}
@@ -96,17 +105,10 @@ func TestTokenVerifiesWithTheServersConfiguration(t *testing.T) {
 	}
 }
 
-func TestTokenKeepsTheDevelopmentSecretPrivateAndStable(t *testing.T) {
+func TestTokenKeepsTheDevelopmentSecretInTheDatabase(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	first := mint(t, dir, nil, "--sub", "alice")
-	st, err := os.Stat(filepath.Join(dir, "tally.db.jwt-secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Mode().Perm() != 0o600 {
-		t.Fatalf("secret file mode %v, want 0600", st.Mode().Perm())
-	}
 	second := mint(t, dir, nil, "--sub", "alice")
 	v := serverVerifier(t, map[string]string{"DATABASE_URL": filepath.Join(dir, "tally.db")})
 	for _, token := range []string{first, second} {
@@ -114,21 +116,81 @@ func TestTokenKeepsTheDevelopmentSecretPrivateAndStable(t *testing.T) {
 			t.Fatalf("a token from an earlier run no longer verifies: %v", err)
 		}
 	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.Contains(e.Name(), "secret") {
+			t.Fatalf("a secret file was written: %s", e.Name())
+		}
+	}
 }
 
-// TestTokenWithPostgresUsesTheWorkingDirectory needs the process's working
-// directory (where serve would look too), so it cannot run in parallel.
-func TestTokenWithPostgresUsesTheWorkingDirectory(t *testing.T) {
+// TestTokenFromAnotherDirectory mints a token where the server does not
+// run, as a new user would, and uses it against the real server: with the
+// same DATABASE_URL it works; minted for another database it is refused
+// with a hint in development, and without one in production.
+func TestTokenFromAnotherDirectory(t *testing.T) {
+	for _, kind := range testdb.Kinds() {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			serverDir, elsewhere := t.TempDir(), t.TempDir()
+			url := filepath.Join(serverDir, "tally.db")
+			if kind == testdb.Postgres {
+				url = testdb.NewEmpty(t, kind).URL
+			}
+			addr := freeAddr(t)
+			env := []string{"DATABASE_URL=" + url}
+			srv := tally(t, serverDir, env, "serve", "--addr", addr)
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+			base := "http://" + addr
+			waitReady(t, base)
+
+			token := mint(t, elsewhere, env, "--sub", "alice")
+			if code, body := viewer(t, base, token); code != 200 || !strings.Contains(body, `"creditsBalance":0`) {
+				t.Fatalf("token minted elsewhere with the same DATABASE_URL: %d %s", code, body)
+			}
+			// Minted for the default database of another directory.
+			foreign := mint(t, elsewhere, nil, "--sub", "alice")
+			if code, body := viewer(t, base, foreign); code != 401 || !strings.Contains(body, auth.DevSignatureHint) {
+				t.Fatalf("token of another database: %d %s", code, body)
+			}
+		})
+	}
+}
+
+func TestTokenSignatureRefusalInProductionHasNoHint(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
-	url := "postgres://u@127.0.0.1:1/db" // never contacted: minting needs no database
-	token := mint(t, dir, []string{"DATABASE_URL=" + url}, "--sub", "alice")
-	if _, err := os.Stat(filepath.Join(dir, ".tally-dev-jwt-secret")); err != nil {
+	addr := freeAddr(t)
+	srv := tally(t, dir, []string{"TALLY_ENV=production", "TALLY_JWT_SECRET=kR7vQ2xN9pLm4tWz8cYb3sHf6jDg1aEu5oVi0qTn"}, "serve", "--addr", addr)
+	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Chdir(dir)
-	if _, err := serverVerifier(t, map[string]string{"DATABASE_URL": url}).Verify(token); err != nil {
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	base := "http://" + addr
+	waitReady(t, base)
+	token := mint(t, t.TempDir(), nil, "--sub", "alice")
+	code, body := viewer(t, base, token)
+	if code != 401 || !strings.Contains(body, `"invalid token signature"`) || strings.Contains(body, "development") {
+		t.Fatalf("production refusal: %d %s", code, body)
+	}
+}
+
+// viewer asks the server for the token's viewer.
+func viewer(t *testing.T, base, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/graphql", strings.NewReader(`{"query":"{ viewer { creditsBalance } }"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 func TestTokenLifetime(t *testing.T) {

@@ -81,6 +81,18 @@ func (f CreditTransactionFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.CreditTransactionMutation", m)
 }
 
+// The DevSecretFunc type is an adapter to allow the use of ordinary
+// function as DevSecret mutator.
+type DevSecretFunc func(context.Context, *ent.DevSecretMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f DevSecretFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.DevSecretMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.DevSecretMutation", m)
+}
+
 // The IdempotencyKeyFunc type is an adapter to allow the use of ordinary
 // function as IdempotencyKey mutator.
 type IdempotencyKeyFunc func(context.Context, *ent.IdempotencyKeyMutation) (ent.Value, error)

@@ -14,6 +14,7 @@ import (
 	"github.com/tally-billing/tally/ent/creditpackage"
 	"github.com/tally-billing/tally/ent/creditreservation"
 	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/predicate"
@@ -240,6 +241,33 @@ func (f TraverseCreditTransaction) Traverse(ctx context.Context, q ent.Query) er
 	return fmt.Errorf("unexpected query type %T. expect *ent.CreditTransactionQuery", q)
 }
 
+// The DevSecretFunc type is an adapter to allow the use of ordinary function as a Querier.
+type DevSecretFunc func(context.Context, *ent.DevSecretQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f DevSecretFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.DevSecretQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.DevSecretQuery", q)
+}
+
+// The TraverseDevSecret type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseDevSecret func(context.Context, *ent.DevSecretQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseDevSecret) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseDevSecret) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.DevSecretQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.DevSecretQuery", q)
+}
+
 // The IdempotencyKeyFunc type is an adapter to allow the use of ordinary function as a Querier.
 type IdempotencyKeyFunc func(context.Context, *ent.IdempotencyKeyQuery) (ent.Value, error)
 
@@ -390,6 +418,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.CreditReservationQuery, predicate.CreditReservation, creditreservation.OrderOption]{typ: ent.TypeCreditReservation, tq: q}, nil
 	case *ent.CreditTransactionQuery:
 		return &query[*ent.CreditTransactionQuery, predicate.CreditTransaction, credittransaction.OrderOption]{typ: ent.TypeCreditTransaction, tq: q}, nil
+	case *ent.DevSecretQuery:
+		return &query[*ent.DevSecretQuery, predicate.DevSecret, devsecret.OrderOption]{typ: ent.TypeDevSecret, tq: q}, nil
 	case *ent.IdempotencyKeyQuery:
 		return &query[*ent.IdempotencyKeyQuery, predicate.IdempotencyKey, idempotencykey.OrderOption]{typ: ent.TypeIdempotencyKey, tq: q}, nil
 	case *ent.PaymentQuery:

@@ -338,6 +338,26 @@ var (
 			},
 		},
 	}
+	// DevSecretsColumns holds the columns for the "dev_secrets" table.
+	DevSecretsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "name", Type: field.TypeString, Size: 64},
+		{Name: "value", Type: field.TypeString, Size: 256},
+	}
+	// DevSecretsTable holds the schema information for the "dev_secrets" table.
+	DevSecretsTable = &schema.Table{
+		Name:       "dev_secrets",
+		Columns:    DevSecretsColumns,
+		PrimaryKey: []*schema.Column{DevSecretsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "devsecret_name",
+				Unique:  true,
+				Columns: []*schema.Column{DevSecretsColumns[2]},
+			},
+		},
+	}
 	// IdempotencyKeysColumns holds the columns for the "idempotency_keys" table.
 	IdempotencyKeysColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -568,6 +588,7 @@ var (
 		CreditPackagesTable,
 		CreditReservationsTable,
 		CreditTransactionsTable,
+		DevSecretsTable,
 		IdempotencyKeysTable,
 		PaymentsTable,
 		ProcessedEventsTable,

@@ -24,6 +24,9 @@ type CreditReservation func(*sql.Selector)
 // CreditTransaction is the predicate function for credittransaction builders.
 type CreditTransaction func(*sql.Selector)
 
+// DevSecret is the predicate function for devsecret builders.
+type DevSecret func(*sql.Selector)
+
 // IdempotencyKey is the predicate function for idempotencykey builders.
 type IdempotencyKey func(*sql.Selector)
 

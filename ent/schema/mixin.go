@@ -53,6 +53,7 @@ var IDPrefixes = map[string]string{
 	"pev": "ProcessedEvent",
 	"adm": "AdminAction",
 	"idk": "IdempotencyKey",
+	"dsc": "DevSecret",
 }
 
 // restrictDelete keeps an optional reference from being cleared when its

@@ -30,6 +30,11 @@ const verifiedCacheSize = 10_000
 // minRSABits refuses keys that are too weak to trust for admin tokens.
 const minRSABits = 2048
 
+// DevSignatureHint is the refusal of a token with a bad signature in
+// development, where the usual cause is a token minted for another
+// database (each has its own development secret).
+const DevSignatureHint = "invalid token signature: signed with a different development secret; mint tokens with tally token and the same DATABASE_URL as the server"
+
 // VerifierConfig says which tokens to accept. Exactly one of Secret and
 // PublicKeyPEM must be set; it fixes the only algorithm accepted.
 type VerifierConfig struct {
@@ -42,6 +47,10 @@ type VerifierConfig struct {
 	// one of its `aud`; a token without the claim is then refused.
 	Issuer   string
 	Audience string
+	// DevelopmentSecret says Secret is the development secret Tally made
+	// itself: a token with a bad signature was then most likely minted
+	// for another database, and the refusal says so. Never in production.
+	DevelopmentSecret bool
 }
 
 // Verifier checks bearer tokens. It is safe for concurrent use.
@@ -51,6 +60,7 @@ type Verifier struct {
 	issuer   string
 	audience string
 	parser   *jwt.Parser
+	devHint  bool
 	// verified remembers tokens whose signature and claims checked out, with
 	// the window in which they are valid. A token is immutable bytes, so the
 	// same string always verifies the same way but for the clock, which is
@@ -77,7 +87,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience, verified: verified, now: time.Now}
+	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience, verified: verified, now: time.Now, devHint: cfg.DevelopmentSecret}
 	switch {
 	case len(cfg.Secret) > 0 && len(cfg.PublicKeyPEM) > 0:
 		return nil, errors.New("set an HS256 secret or an RS256 public key, not both")
@@ -204,6 +214,8 @@ func (v *Verifier) refusal(tok *jwt.Token, c *claims, err error) error {
 	case errors.Is(err, jwt.ErrTokenUnverifiable),
 		errors.Is(err, jwt.ErrTokenSignatureInvalid) && tok != nil && tok.Method != nil && tok.Method.Alg() != v.alg:
 		return unauthenticated("token algorithm not accepted")
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && v.devHint:
+		return unauthenticated(DevSignatureHint)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return unauthenticated("invalid token signature")
 	case !errors.Is(err, jwt.ErrTokenInvalidClaims):

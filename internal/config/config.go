@@ -4,7 +4,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -185,7 +184,7 @@ func Load(env Source) (Config, error) {
 		c.StripeWebhookSecrets = []string{DevWebhookSecret}
 	}
 	if len(r.problems) > 0 {
-		return Config{}, errors.New("invalid configuration: " + strings.Join(r.problems, "; "))
+		return Config{}, &Error{Problems: r.problems}
 	}
 	return c, nil
 }
@@ -229,9 +228,24 @@ func validAPIVersion(v string) bool {
 	return err == nil
 }
 
+// Error lists every invalid setting found, so that a caller that read a
+// setting from elsewhere (a command-line flag) can name it as the user did.
+type Error struct{ Problems []Problem }
+
+// Problem is one invalid setting: the variable's name and what is wrong.
+type Problem struct{ Name, Why string }
+
+func (e *Error) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.Name + ": " + p.Why
+	}
+	return "invalid configuration: " + strings.Join(parts, "; ")
+}
+
 type reader struct {
 	env      Source
-	problems []string
+	problems []Problem
 }
 
 // fail records a problem. Control characters in it (a newline quoted from
@@ -244,7 +258,7 @@ func (r *reader) fail(name, why string) {
 		}
 		return c
 	}, why)
-	r.problems = append(r.problems, name+": "+why)
+	r.problems = append(r.problems, Problem{Name: name, Why: why})
 }
 
 func (r *reader) str(name, def string) string {

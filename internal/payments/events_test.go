@@ -297,8 +297,14 @@ func TestRefundsAndDebt(t *testing.T) {
 		if out, _ := f.deliver("evt_r_old", "charge.refunded", charge(p, 100)); out != payments.OutcomeIgnored {
 			t.Fatalf("older refund total: %q", out)
 		}
-		// More than the payment: capped at the payment.
-		f.deliver("evt_r_all", "charge.refunded", charge(p, 5000))
+		// More than the payment: not Stripe's, refused, and nothing changes.
+		if out, err := f.deliver("evt_r_over", "charge.refunded", charge(p, 5000)); err != nil || out != payments.OutcomeFailed {
+			t.Fatalf("refund beyond the payment: %q %v", out, err)
+		}
+		if st, bal, refunded := f.state(p); st != payment.StatusPartiallyRefunded || bal != -20 || refunded != 300 {
+			t.Fatalf("after a refused over-refund: %s, balance %d, refunded %d", st, bal, refunded)
+		}
+		f.deliver("evt_r_all", "charge.refunded", charge(p, 1000))
 		if st, bal, refunded := f.state(p); st != payment.StatusRefunded || bal != -90 || refunded != 1000 {
 			t.Fatalf("after a full refund: %s, balance %d, refunded %d", st, bal, refunded)
 		}

@@ -179,6 +179,12 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 	if string(ch.Currency) != p.Currency {
 		return failed("charge currency %q does not match the payment's %q", ch.Currency, p.Currency), nil
 	}
+	// Stripe never refunds more than the charge, so a larger total is not
+	// Stripe's (a forged or mistaken event): applying it, even capped, would
+	// report as applied a refund that cannot have happened.
+	if ch.AmountRefunded > p.Amount {
+		return failed("refund total %d exceeds the payment's amount %d", ch.AmountRefunded, p.Amount), nil
+	}
 	if !granted(p.Status) {
 		return decision{}, &DeferredError{Reason: fmt.Sprintf("payment %s is %s: a refund waits for the payment", p.ID, p.Status)}
 	}
@@ -188,7 +194,7 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 	if ch.AmountRefunded <= p.AmountRefunded {
 		return ignored("refund total %d already applied (%d)", ch.AmountRefunded, p.AmountRefunded), update.Exec(ctx)
 	}
-	refunded := min(ch.AmountRefunded, p.Amount)
+	refunded := ch.AmountRefunded
 	byRefunds, byDisputes, err := t.ClawedBack(ctx, p.ID)
 	if err != nil {
 		return decision{}, err

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"time"
 
 	"github.com/tally-billing/tally/internal/auth"
@@ -18,11 +19,11 @@ const (
 // devToken mints the playground's development token, or is nil (no button,
 // no endpoint) outside development or where Tally cannot sign tokens
 // (TALLY_JWT_PUBLIC_KEY).
-func (s *Server) devToken() playground.DevToken {
+func (s *Server) devToken(ctx context.Context) playground.DevToken {
 	if s.cfg.Env != config.Development {
 		return nil
 	}
-	secret, err := auth.SigningSecret(s.cfg)
+	secret, err := auth.SigningSecret(ctx, s.cfg, s.db.Ent)
 	if err != nil {
 		return nil
 	}

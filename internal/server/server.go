@@ -76,7 +76,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	for _, opt := range opts {
 		opt(&o)
 	}
-	verifier, err := auth.VerifierFromConfig(cfg)
+	verifier, err := auth.VerifierFromConfig(ctx, cfg, db.Ent)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 		broker.Close()
 		return nil, err
 	}
-	if s.handler, err = s.routes(); err != nil {
+	if s.handler, err = s.routes(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -139,7 +139,7 @@ func (s *Server) publish(ctx context.Context, c ledger.BalanceChange) {
 // Handler is the root HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-func (s *Server) routes() (http.Handler, error) {
+func (s *Server) routes(ctx context.Context) (http.Handler, error) {
 	r := chi.NewRouter()
 	r.Use(requestID)
 	r.Use(requestLog(s.logger, s.metrics))
@@ -196,7 +196,7 @@ func (s *Server) routes() (http.Handler, error) {
 	// without a token (it knows the caller; a cap here would not).
 	r.Handle("/graphql", api.Handler(gql))
 	if s.cfg.Playground {
-		if err := playground.Register(r, playground.Options{Endpoint: "/graphql", DevToken: s.devToken()}); err != nil {
+		if err := playground.Register(r, playground.Options{Endpoint: "/graphql", DevToken: s.devToken(ctx)}); err != nil {
 			return nil, err
 		}
 	}
@@ -263,7 +263,7 @@ func Listen(addr string) (net.Listener, error) {
 	if err != nil {
 		var opErr *net.OpError
 		if errors.As(err, &opErr) && opErr.Err != nil {
-			return nil, fmt.Errorf("cannot listen on %s: %v", addr, opErr.Err)
+			return nil, fmt.Errorf("cannot listen on %s: %w", addr, opErr.Err)
 		}
 		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
