@@ -198,6 +198,12 @@ func (c *wsClient) nextChange(id string) balanceChange {
 	if err != nil {
 		c.t.Fatalf("waiting for a balance change: %v", err)
 	}
+	return c.change(id, m)
+}
+
+// change decodes a balance change sent on subscription id.
+func (c *wsClient) change(id string, m wsMessage) balanceChange {
+	c.t.Helper()
 	var p struct {
 		Data struct {
 			CreditBalanceChanged *balanceChange `json:"creditBalanceChanged"`
@@ -211,6 +217,35 @@ func (c *wsClient) nextChange(id string) balanceChange {
 		c.t.Fatalf("next payload %s: %v", m.Payload, err)
 	}
 	return *p.Data.CreditBalanceChanged
+}
+
+// changeAfter makes commits on the subscribed account (commit returns the
+// balance it left) until subscription id reports one of them, and returns
+// that change. The pong after a subscribe does not prove the subscription is
+// registered (the server registers it in a goroutine of its own), so a first
+// commit can come too early; and on PostgreSQL the notification of a commit
+// made before subscribing (a seed) may still arrive: changes to balances no
+// commit here left are skipped.
+func (c *wsClient) changeAfter(id string, commit func(attempt int) int64) balanceChange {
+	c.t.Helper()
+	left := map[int64]bool{}
+	for attempt := range 20 {
+		left[commit(attempt)] = true
+		for deadline := time.Now().Add(time.Second); ; {
+			m, err := c.recv(max(time.Until(deadline), time.Millisecond))
+			if errors.Is(err, errSilence) {
+				break
+			}
+			if err != nil {
+				c.t.Fatalf("waiting for a balance change: %v", err)
+			}
+			if ch := c.change(id, m); left[ch.Balance] {
+				return ch
+			}
+		}
+	}
+	c.t.Fatalf("subscription %q reported none of 20 commits", id)
+	return balanceChange{}
 }
 
 // expectSilence fails the test if any message arrives within d.
