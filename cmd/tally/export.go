@@ -77,7 +77,7 @@ would run as a formula start with an apostrophe.`,
 			return err
 		}
 		ctx := cmd.Context()
-		db, err := openDatabase(ctx, cfg)
+		db, err := openCurrent(ctx, cfg)
 		if err != nil {
 			return err
 		}

@@ -37,7 +37,7 @@ Exits 1 when a problem remains.`,
 			return err
 		}
 		ctx := cmd.Context()
-		db, err := openDatabase(ctx, cfg)
+		db, err := openCurrent(ctx, cfg)
 		if err != nil {
 			return err
 		}

@@ -41,7 +41,7 @@ func newUsersShowCommand() *cobra.Command {
 			return err
 		}
 		ctx := cmd.Context()
-		db, err := openDatabase(ctx, cfg)
+		db, err := openCurrent(ctx, cfg)
 		if err != nil {
 			return err
 		}

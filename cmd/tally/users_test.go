@@ -65,7 +65,7 @@ func TestUsersShow(t *testing.T) {
 			{[]string{"users", "show", "nobody"}, 1, `no user with external id "nobody"`},
 			{[]string{"users", "show", "alice", "--last", "0"}, 2, "--last"},
 			{[]string{"users", "show", "alice", "--last", "101"}, 2, "--last"},
-			{[]string{"users", "show"}, 1, "accepts 1 arg"},
+			{[]string{"users", "show"}, 2, "accepts 1 arg"}, // a usage error, as the README says
 		} {
 			out, stderr, code := run(t, dir, env, c.args...)
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")
