@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/trace"
 
@@ -94,6 +95,17 @@ func openTracedDatabase(ctx context.Context, cfg config.Config, tp trace.TracerP
 		return nil, err
 	}
 	return db, nil
+}
+
+// openConfigured loads the configuration (flags over the environment) and
+// opens its database, which serve must have migrated (see openCurrent).
+func openConfigured(cmd *cobra.Command) (config.Config, *database.DB, error) {
+	cfg, err := loadConfig(cmd.Flags())
+	if err != nil {
+		return cfg, nil, err
+	}
+	db, err := openCurrent(cmd.Context(), cfg)
+	return cfg, db, err
 }
 
 // openCurrent opens a database that serve has migrated already; tools that

@@ -72,15 +72,11 @@ would run as a formula start with an apostrophe.`,
 		if batch < 1 || batch > ledger.MaxExportBatch {
 			return usageError{fmt.Errorf("--batch-size must be from 1 to %d, not %d", ledger.MaxExportBatch, batch)}
 		}
-		cfg, err := loadConfig(cmd.Flags())
+		_, db, err := openConfigured(cmd)
 		if err != nil {
 			return err
 		}
 		ctx := cmd.Context()
-		db, err := openCurrent(ctx, cfg)
-		if err != nil {
-			return err
-		}
 		defer db.Close()
 		if externalID != "" {
 			u, err := users.New(db.Ent).ByExternalID(ctx, externalID)

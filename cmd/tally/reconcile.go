@@ -32,15 +32,11 @@ Exits 1 when a problem remains.`,
 		if since <= 0 {
 			return usageError{errors.New("--since must be positive, such as 72h")}
 		}
-		cfg, err := loadConfig(cmd.Flags())
+		cfg, db, err := openConfigured(cmd)
 		if err != nil {
 			return err
 		}
 		ctx := cmd.Context()
-		db, err := openCurrent(ctx, cfg)
-		if err != nil {
-			return err
-		}
 		defer db.Close()
 		out := cmd.OutOrStdout()
 		svc := payments.New(db, ledger.New(db), payments.Config{

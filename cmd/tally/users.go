@@ -36,15 +36,11 @@ func newUsersShowCommand() *cobra.Command {
 		if recent < 1 || recent > users.MaxRecent {
 			return usageError{fmt.Errorf("--last must be from 1 to %d, not %d", users.MaxRecent, recent)}
 		}
-		cfg, err := loadConfig(cmd.Flags())
+		_, db, err := openConfigured(cmd)
 		if err != nil {
 			return err
 		}
 		ctx := cmd.Context()
-		db, err := openCurrent(ctx, cfg)
-		if err != nil {
-			return err
-		}
 		defer db.Close()
 		sum, err := users.New(db.Ent).Summarize(ctx, ledger.New(db), args[0], recent)
 		if err != nil {
