@@ -388,6 +388,12 @@ func FuzzStripeEvents(f *testing.F) {
 		eventJSON("{{evt}}", "charge.refunded", eventsVersion, `{"id":"ch_{{paid}}","object":"charge","amount":1000,"amount_refunded":5000,"currency":"usd","payment_intent":"{{paid_pi}}"}`),
 		eventJSON("{{evt}}", "charge.refunded", eventsVersion, `{"id":"ch_{{paid}}","object":"charge","amount":1000,"amount_refunded":-5,"currency":"usd","payment_intent":"{{paid_pi}}"}`),
 		eventJSON("{{evt}}", "charge.refunded", eventsVersion, `{"id":"ch_{{pay}}","object":"charge","amount":1000,"amount_refunded":1000,"currency":"usd","payment_intent":"pi_{{pay}}"}`),
+		// Found by this target: a charge without an id, twice (each of a
+		// fresh payment), was stored as the payment's charge "" and the
+		// second collided with the first on the unique index: a 500 forever.
+		eventJSON("{{evt}}", "charge.refunded", eventsVersion, `{"object":"charge","amount":1000,"amount_refunded":500,"currency":"usd","payment_intent":"{{paid_pi}}"}`),
+		eventJSON("{{evt}}", "charge.refunded", eventsVersion, `{"i":"","":"","":10,"amount_refunded":5000,"currency":"usd","payment_intent":"{{paid_pi}}"}`),
+		eventJSON("{{evt}}", "charge.refunded", eventsVersion, `{"object":"charge","amount":1000,"amount_refunded":500,"currency":"usd","payment_intent":"{{paid_pi}}"}`),
 		eventJSON("{{evt}}", "charge.dispute.created", eventsVersion, `{"id":"dp_{{paid}}","object":"dispute","amount":1000,"currency":"usd","charge":"ch_{{paid}}","payment_intent":"{{paid_pi}}","status":"needs_response"}`),
 		eventJSON("{{evt}}", "charge.dispute.closed", eventsVersion, `{"id":"dp_{{paid}}","object":"dispute","amount":1000,"currency":"usd","charge":"ch_{{paid}}","payment_intent":"{{paid_pi}}","status":"lost"}`),
 		// The same event id twice: the second is a duplicate.

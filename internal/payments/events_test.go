@@ -494,3 +494,43 @@ func TestAsyncFailureAndExpiry(t *testing.T) {
 		f.checkLedger()
 	})
 }
+
+// Found by FuzzStripeEvents: a refunded charge without an id was applied
+// and its "" stored as the payment's charge; the charge id is unique, so
+// the next such refund of another payment failed on the index (a 500 on
+// every delivery). A charge without an id, or another charge than the one
+// recorded, is refused and changes nothing.
+func TestRefundOfAChargeThatIsNotThePayments(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		f := newFixture(t, db)
+		pay := func() *ent.Payment {
+			p := f.pendingPayment()
+			if out, err := f.deliver("evt_paid_"+p.ID, "checkout.session.completed", session(p, "paid")); err != nil || out != payments.OutcomeApplied {
+				t.Fatalf("paying: %q %v", out, err)
+			}
+			return p
+		}
+		a, b := pay(), pay()
+		noID := func(p *ent.Payment) map[string]any { c := charge(p, 300); delete(c, "id"); return c }
+		for i, p := range []*ent.Payment{a, b} {
+			if out, err := f.deliver(fmt.Sprintf("evt_noid_%d", i), "charge.refunded", noID(p)); err != nil || out != payments.OutcomeFailed {
+				t.Fatalf("a charge without an id: %q %v; want failed", out, err)
+			}
+			if st, bal, refunded := f.state(p); st != payment.StatusSucceeded || bal != 100 || refunded != 0 {
+				t.Fatalf("a refused refund changed the payment: %s, balance %d, refunded %d", st, bal, refunded)
+			}
+		}
+		if out, err := f.deliver("evt_r_a", "charge.refunded", charge(a, 300)); err != nil || out != payments.OutcomeApplied {
+			t.Fatalf("the payment's own charge: %q %v", out, err)
+		}
+		other := charge(a, 1000)
+		other["id"] = "ch_another"
+		if out, err := f.deliver("evt_r_other", "charge.refunded", other); err != nil || out != payments.OutcomeFailed {
+			t.Fatalf("another charge of the same intent: %q %v; want failed", out, err)
+		}
+		if st, bal, refunded := f.state(a); st != payment.StatusPartiallyRefunded || bal != 70 || refunded != 300 {
+			t.Fatalf("after refusing another charge: %s, balance %d, refunded %d", st, bal, refunded)
+		}
+		f.checkLedger()
+	})
+}

@@ -185,6 +185,16 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 	if ch.AmountRefunded > p.Amount {
 		return failed("refund total %d exceeds the payment's amount %d", ch.AmountRefunded, p.Amount), nil
 	}
+	// The charge id is recorded on the payment and unique among payments:
+	// a charge without one, or another charge than the one recorded, is not
+	// the payment's (a payment intent succeeds through one charge), and
+	// storing it would collide with another payment's forever.
+	if ch.ID == "" {
+		return failed("the charge has no id"), nil
+	}
+	if p.StripeChargeID != nil && *p.StripeChargeID != ch.ID {
+		return failed("charge %s is not the payment's charge %s", ch.ID, *p.StripeChargeID), nil
+	}
 	if !granted(p.Status) {
 		return decision{}, &DeferredError{Reason: fmt.Sprintf("payment %s is %s: a refund waits for the payment", p.ID, p.Status)}
 	}
