@@ -200,7 +200,7 @@ func (s *Service) repair(ctx context.Context, r *ReconcileReport, id, typ string
 func (s *Service) ApplyRefund(ctx context.Context, p *ent.Payment, refund *stripe.Refund, amount int64,
 	audit func(context.Context, *ent.Tx) error,
 ) (string, error) {
-	chargeID := "ch_unknown_" + p.ID
+	chargeID := unknownChargePrefix + p.ID
 	if p.StripeChargeID != nil {
 		chargeID = *p.StripeChargeID
 	} else if refund.Charge != nil && refund.Charge.ID != "" {
@@ -219,6 +219,10 @@ func (s *Service) ApplyRefund(ctx context.Context, p *ent.Payment, refund *strip
 	}
 	return s.handle(ctx, ev, payload, audit)
 }
+
+// unknownChargePrefix names the charge of a refund Stripe answered without
+// one: the charge of the payment's next refund event replaces it.
+const unknownChargePrefix = "ch_unknown_"
 
 // syntheticEvent builds the event that should have announced a Stripe
 // object, with an id derived from it so that repeats are one event.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/stripe/stripe-go/v76"
 
@@ -192,7 +193,7 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 	if ch.ID == "" {
 		return failed("the charge has no id"), nil
 	}
-	if p.StripeChargeID != nil && *p.StripeChargeID != ch.ID {
+	if p.StripeChargeID != nil && *p.StripeChargeID != ch.ID && !strings.HasPrefix(*p.StripeChargeID, unknownChargePrefix) {
 		return failed("charge %s is not the payment's charge %s", ch.ID, *p.StripeChargeID), nil
 	}
 	if !granted(p.Status) {
