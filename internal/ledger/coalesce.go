@@ -2,14 +2,12 @@ package ledger
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/credittransaction"
-	"github.com/tally-billing/tally/ent/idempotencykey"
-	"github.com/tally-billing/tally/ent/predicate"
 	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/idempotency"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -26,7 +24,7 @@ const (
 type spendCall struct {
 	actor Actor
 	req   SpendRequest
-	fp    string
+	key   idempotency.Request
 	res   *Result
 	err   error
 	// parent is the span of the Spend that made the call: a batch's
@@ -37,10 +35,8 @@ type spendCall struct {
 }
 
 func newSpendCall(actor Actor, req SpendRequest) (*spendCall, error) {
-	if err := actor.validate(); err != nil {
-		return nil, err
-	}
-	if err := ValidateIdempotencyKey(req.IdempotencyKey); err != nil {
+	key, err := keyedRequest(actor, req.IdempotencyKey, "spend", req)
+	if err != nil {
 		return nil, err
 	}
 	if err := validateAmount("amount", req.Amount); err != nil {
@@ -52,18 +48,8 @@ func newSpendCall(actor Actor, req SpendRequest) (*spendCall, error) {
 	if err := validateMetadata(req.Metadata); err != nil {
 		return nil, err
 	}
-	fp, err := fingerprint("spend", req)
-	if err != nil {
-		return nil, err
-	}
-	return &spendCall{actor: actor, req: req, fp: fp}, nil
+	return &spendCall{actor: actor, req: req, key: key}, nil
 }
-
-func (c *spendCall) scopedKey() scopedKey {
-	return scopedKey{scope: c.actor.String(), key: c.req.IdempotencyKey}
-}
-
-type scopedKey struct{ scope, key string }
 
 // runSpends spends a batch in one transaction. A failure that is not a
 // refusal (a database error) fails the batch; each spend then runs alone,
@@ -147,16 +133,16 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 	}
 
 	var (
-		writes  []keyed
+		writes  []pendingMovement
 		spent   []*spendCall
-		first   = map[scopedKey]*spendCall{}
+		first   = map[idempotency.Key]*spendCall{}
 		refused []*spendCall
 	)
 	for _, c := range calls {
 		if c.res != nil || c.err != nil {
 			continue // replayed, or no such user
 		}
-		if f, ok := first[c.scopedKey()]; ok {
+		if f, ok := first[c.key.Key]; ok {
 			c.sameAs = f
 			continue
 		}
@@ -173,9 +159,9 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 		t.drawLots(u, m, lots[u.ID], c.req.Amount)
 		m.post(AccountSpent, false, nil, c.req.Amount)
 		available[u.ID] -= c.req.Amount
-		writes = append(writes, keyed{actor: c.actor, key: c.req.IdempotencyKey, u: u, m: m})
+		writes = append(writes, pendingMovement{actor: c.actor, key: c.req.IdempotencyKey, u: u, m: m})
 		spent = append(spent, c)
-		first[c.scopedKey()] = c
+		first[c.key.Key] = c
 	}
 	if len(refused) > 0 && t.attempt == 1 {
 		if err := t.replayKnown(ctx, users, refused); err != nil {
@@ -194,16 +180,17 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 	if err != nil {
 		return err
 	}
-	records := make([]remembered, len(spent))
+	keys := make([]idempotency.Request, len(spent))
+	results := make([]*Result, len(spent))
 	for i, c := range spent {
 		u := users[c.req.UserID]
 		balances[u.ID] -= c.req.Amount
 		after := *u
 		after.CreditsBalance = balances[u.ID]
 		c.res = &Result{Transaction: txns[i], Amount: c.req.Amount, Balance: balances[u.ID], User: &after}
-		records[i] = remembered{actor: c.actor, key: c.req.IdempotencyKey, fp: c.fp, res: c.res}
+		keys[i], results[i] = c.key, c.res
 	}
-	return t.rememberMany(ctx, records)
+	return t.remember(ctx, keys, results)
 }
 
 func sumRemaining(lots []*ent.CreditLot) int64 {
@@ -221,7 +208,7 @@ func settleDuplicates(calls []*spendCall) {
 	for _, c := range calls {
 		switch f := c.sameAs; {
 		case f == nil:
-		case f.fp != c.fp:
+		case f.key.Fingerprint != c.key.Fingerprint:
 			c.res, c.err = nil, apperr.New(apperr.IdempotencyKeyReused,
 				"idempotency key %q was already used for a different request", c.req.IdempotencyKey)
 		case f.err != nil:
@@ -237,29 +224,30 @@ func settleDuplicates(calls []*spendCall) {
 // replayKnown gives each call whose key already has a record that record's
 // result (or IDEMPOTENCY_KEY_REUSED), in place of whatever it had.
 func (t *Tx) replayKnown(ctx context.Context, users map[string]*ent.User, calls []*spendCall) error {
-	byKey := make(map[scopedKey][]*spendCall, len(calls))
-	matches := make([]predicate.IdempotencyKey, 0, len(calls))
-	for _, c := range calls {
-		k := c.scopedKey()
-		if _, ok := byKey[k]; !ok {
-			matches = append(matches, idempotencykey.And(idempotencykey.Scope(k.scope), idempotencykey.Key(k.key)))
-		}
-		byKey[k] = append(byKey[k], c)
+	keys := make([]idempotency.Request, len(calls))
+	for i, c := range calls {
+		keys[i] = c.key
 	}
-	records, err := t.ent.IdempotencyKey.Query().Where(idempotencykey.Or(matches...)).All(ctx)
+	records, err := idempotency.FindMany(ctx, t.ent.IdempotencyKey, keys)
 	if err != nil {
-		return fmt.Errorf("ledger: reading idempotency keys: %w", err)
+		return err
 	}
-	for _, rec := range records {
-		for _, c := range byKey[scopedKey{scope: rec.Scope, key: rec.Key}] {
-			c.res, c.err = t.replay(ctx, rec, c.fp)
-			if _, refused := apperr.As(c.err); c.err != nil && !refused {
+	for _, c := range calls {
+		rec, ok := records[c.key.Key]
+		if !ok {
+			continue
+		}
+		var stored storedResult
+		if c.err = rec.Replay(c.key, &stored); c.err != nil {
+			if _, refused := apperr.As(c.err); !refused {
 				return c.err
 			}
-			if c.res != nil {
-				now := *users[c.req.UserID]
-				c.res.User = &now
-			}
+			c.res = nil
+			continue
+		}
+		now := *users[c.req.UserID]
+		if c.res, c.err = t.resultOf(ctx, stored, &now); c.err != nil {
+			return c.err
 		}
 	}
 	return nil

@@ -43,6 +43,7 @@ import (
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/batch"
 	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/idempotency"
 )
 
 // System accounts: the other side of every movement.
@@ -281,7 +282,7 @@ func retryable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, ErrRetry) {
+	if errors.Is(err, ErrRetry) || errors.Is(err, idempotency.ErrTaken) {
 		return true
 	}
 	var pgErr *pgconn.PgError
@@ -371,7 +372,7 @@ func (t *Tx) lockUser(ctx context.Context, userID string) (*ent.User, error) {
 	if u, ok := t.locked[userID]; ok {
 		return u, nil
 	}
-	q := t.ent.User.Query().Where(userIDIs(userID))
+	q := t.ent.User.Query().Where(user.ID(userID))
 	if t.s.db.Dialect == dialect.Postgres {
 		q = q.ForUpdate()
 	}
@@ -392,21 +393,6 @@ func validateAmount(name string, amount int64) error {
 		return apperr.New(apperr.InvalidArgument, "%s must be a positive whole number of credits, not %d", name, amount)
 	case amount > MaxAmount:
 		return apperr.New(apperr.InvalidArgument, "%s %d is larger than the largest amount, %d", name, amount, MaxAmount)
-	}
-	return nil
-}
-
-// ValidateIdempotencyKey checks a client's key: 1 to 255 printable ASCII
-// characters (so it survives headers, logs and every database collation).
-func ValidateIdempotencyKey(key string) error {
-	if key == "" {
-		return apperr.New(apperr.InvalidArgument, "idempotencyKey is required")
-	}
-	if len(key) > 255 {
-		return apperr.New(apperr.InvalidArgument, "idempotencyKey is longer than 255 characters")
-	}
-	if !utf8.ValidString(key) || strings.IndexFunc(key, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
-		return apperr.New(apperr.InvalidArgument, "idempotencyKey may hold only printable ASCII characters")
 	}
 	return nil
 }

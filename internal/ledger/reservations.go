@@ -68,7 +68,7 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 			MinReservationTTL, MaxReservationTTL, ttl)
 	}
 	req.TTL = ttl
-	return t.once(ctx, actor, req.IdempotencyKey, "reserve", req, req.UserID, func(u *ent.User) (*Result, error) {
+	return t.once(ctx, actor, req.IdempotencyKey, "reserve", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
 		if u.Status == user.StatusFrozen {
 			return nil, apperr.New(apperr.AccountFrozen, "the account is frozen")
 		}
@@ -131,7 +131,7 @@ func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Res
 	if err := ValidateText("reason", req.Reason, 1000); err != nil {
 		return nil, err
 	}
-	return t.once(ctx, actor, req.IdempotencyKey, "capture", req, req.UserID, func(u *ent.User) (*Result, error) {
+	return t.once(ctx, actor, req.IdempotencyKey, "capture", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
 		res, err := t.openReservation(ctx, u.ID, req.ReservationID)
 		if err != nil {
 			return nil, err
@@ -178,7 +178,7 @@ func (t *Tx) ReleaseReservation(ctx context.Context, actor Actor, req ReleaseReq
 	if err := ValidateText("reason", req.Reason, 1000); err != nil {
 		return nil, err
 	}
-	return t.once(ctx, actor, req.IdempotencyKey, "release", req, req.UserID, func(u *ent.User) (*Result, error) {
+	return t.once(ctx, actor, req.IdempotencyKey, "release", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
 		res, err := t.openReservation(ctx, u.ID, req.ReservationID)
 		if err != nil {
 			return nil, err

@@ -311,52 +311,28 @@ func (s *Service) writeSessions(ctx context.Context, tx *ent.Tx, ws []sessionWri
 	}
 	for _, k := range kinds {
 		g := groups[k]
-		var q strings.Builder
-		var args []any
-		fmt.Fprintf(&q, "UPDATE %s SET %s = ?", payment.Table, payment.FieldUpdatedAt)
-		args = append(args, now)
+		ids := make([]string, len(g))
+		sessions := make(map[string]any, len(g))
+		intents := map[string]any{} // a session without one leaves the payment's
+		for i, w := range g {
+			ids[i], sessions[w.paymentID] = w.paymentID, w.sessionID
+			if w.intentID != "" {
+				intents[w.paymentID] = w.intentID
+			}
+		}
+		u := database.UpdateRows(payment.Table, ids).Set(payment.FieldUpdatedAt, now)
 		if k.status != "" {
-			fmt.Fprintf(&q, ", %s = ?", payment.FieldStatus)
-			args = append(args, string(k.status))
+			u.Set(payment.FieldStatus, string(k.status))
 		}
 		if k.paid {
-			fmt.Fprintf(&q, ", %s = ?", payment.FieldPaidAt)
-			args = append(args, now)
+			u.Set(payment.FieldPaidAt, now)
 		}
-		fmt.Fprintf(&q, ", %s = CASE %s", payment.FieldStripeCheckoutSessionID, payment.FieldID)
-		withIntent := false
-		for _, w := range g {
-			q.WriteString(" WHEN ? THEN ?")
-			args = append(args, w.paymentID, w.sessionID)
-			withIntent = withIntent || w.intentID != ""
+		u.SetEach(payment.FieldStripeCheckoutSessionID, "", sessions)
+		if len(intents) > 0 {
+			u.SetEach(payment.FieldStripePaymentIntentID, "", intents)
 		}
-		q.WriteString(" END")
-		if withIntent {
-			// A session without a payment intent leaves the payment's.
-			fmt.Fprintf(&q, ", %s = CASE %s", payment.FieldStripePaymentIntentID, payment.FieldID)
-			for _, w := range g {
-				if w.intentID != "" {
-					q.WriteString(" WHEN ? THEN ?")
-					args = append(args, w.paymentID, w.intentID)
-				}
-			}
-			fmt.Fprintf(&q, " ELSE %s END", payment.FieldStripePaymentIntentID)
-		}
-		fmt.Fprintf(&q, " WHERE %s IN (", payment.FieldID)
-		for i, w := range g {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			q.WriteString("?")
-			args = append(args, w.paymentID)
-		}
-		q.WriteString(")")
-		res, err := tx.ExecContext(ctx, s.db.Rebind(q.String()), args...)
-		if err != nil {
-			return fmt.Errorf("payments: updating %d payments: %w", len(g), err)
-		}
-		if n, err := res.RowsAffected(); err == nil && n != int64(len(g)) {
-			return fmt.Errorf("payments: %d of %d payments updated", n, len(g))
+		if err := u.Exec(ctx, s.db, tx); err != nil {
+			return fmt.Errorf("payments: %w", err)
 		}
 	}
 	return nil

@@ -2,9 +2,6 @@ package payments
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,11 +13,11 @@ import (
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditpackage"
-	"github.com/tally-billing/tally/ent/idempotencykey"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/stripecustomer"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/idempotency"
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
@@ -82,46 +79,39 @@ func (s *Service) CreateCheckoutSession(ctx context.Context, userID string, req 
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
-	fp, err := checkoutFingerprint(req)
+	key, err := req.keyedRequest(userID)
 	if err != nil {
 		return nil, err
 	}
-	scope := ledger.Actor{Kind: ledger.ActorUser, ID: userID}.String()
-
-	// A concurrent request with the same key can win the insert of the key's
-	// record; the next round then finds its purchase.
-	for range 3 {
-		prior, err := s.checkoutPrior(ctx, scope, req.IdempotencyKey, fp)
-		if err != nil {
-			return nil, err
-		}
-		if prior != nil {
-			return s.resumeCheckout(ctx, scope, req, prior)
-		}
-
-		// Checked before Stripe hears of the user, and again when writing.
-		u, _, err := loadCheckout(ctx, s.db.Ent, userID, req.PackageID)
-		if err != nil {
-			return nil, err
-		}
-		customerID, err := s.ensureStripeCustomer(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		p, pkg, err := s.insertPendingPayment(ctx, scope, req, fp, userID)
-		if errors.Is(err, errCheckoutKeyTaken) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return s.openCheckoutSession(ctx, scope, req, p, pkg, customerID, false)
+	prior, err := checkoutPrior(ctx, s.db.Ent, key)
+	if err != nil {
+		return nil, err
 	}
-	return nil, apperr.New(apperr.Conflict, "another request with idempotency key %q is in progress; try again", req.IdempotencyKey)
+	if prior != nil {
+		return s.resumeCheckout(ctx, key.Key, req, prior)
+	}
+	// Checked before Stripe hears of the user, and again when writing.
+	u, _, err := loadCheckout(ctx, s.db.Ent, userID, req.PackageID)
+	if err != nil {
+		return nil, err
+	}
+	customerID, err := s.ensureStripeCustomer(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	p, pkg, prior, err := s.insertPendingPayment(ctx, key, req, userID)
+	if err != nil {
+		return nil, err
+	}
+	if prior != nil {
+		// A concurrent request with the key recorded its purchase first.
+		return s.resumeCheckout(ctx, key.Key, req, prior)
+	}
+	return s.openCheckoutSession(ctx, key.Key, req, p, pkg, customerID, false)
 }
 
 func (r CheckoutRequest) validate() error {
-	if err := ledger.ValidateIdempotencyKey(r.IdempotencyKey); err != nil {
+	if err := idempotency.ValidateKey(r.IdempotencyKey); err != nil {
 		return err
 	}
 	if r.PackageID == "" {
@@ -151,17 +141,12 @@ func validateReturnURL(name, raw string) error {
 	return nil
 }
 
-// checkoutFingerprint identifies a request independently of its key.
-func checkoutFingerprint(req CheckoutRequest) (string, error) {
-	b, err := json.Marshal(struct {
-		Op  string
-		Req any
-	}{checkoutOp, struct{ PackageID, SuccessURL, CancelURL string }{req.PackageID, req.SuccessURL, req.CancelURL}})
-	if err != nil {
-		return "", fmt.Errorf("payments: fingerprinting checkout: %w", err)
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
+// keyedRequest is the request's idempotency key, scoped to the user as the
+// ledger's keys are, with what its fingerprint covers.
+func (r CheckoutRequest) keyedRequest(userID string) (idempotency.Request, error) {
+	scope := ledger.Actor{Kind: ledger.ActorUser, ID: userID}.String()
+	return idempotency.NewRequest(scope, r.IdempotencyKey, checkoutOp,
+		struct{ PackageID, SuccessURL, CancelURL string }{r.PackageID, r.SuccessURL, r.CancelURL})
 }
 
 // checkoutRecord is what a checkout's idempotency record remembers.
@@ -169,44 +154,33 @@ type checkoutRecord struct {
 	PaymentID string `json:"payment_id"`
 }
 
-// errCheckoutKeyTaken says a concurrent request recorded the same key first.
-var errCheckoutKeyTaken = errors.New("payments: idempotency key taken concurrently")
-
-// checkoutPrior returns the payment of an earlier request with this key, nil
-// if there is none, or IDEMPOTENCY_KEY_REUSED if that request was another.
-func (s *Service) checkoutPrior(ctx context.Context, scope, key, fp string) (*ent.Payment, error) {
-	rec, err := s.db.Ent.IdempotencyKey.Query().
-		Where(idempotencykey.Scope(scope), idempotencykey.Key(key)).
-		Only(ctx)
-	if ent.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("payments: reading idempotency key: %w", err)
-	}
-	if rec.Fingerprint != fp {
-		return nil, apperr.New(apperr.IdempotencyKeyReused,
-			"idempotency key %q was already used for a different request", key)
-	}
+// checkoutPrior returns the payment of an earlier request with the key,
+// nil if there is none, or IDEMPOTENCY_KEY_REUSED if that request was
+// another.
+func checkoutPrior(ctx context.Context, c *ent.Client, key idempotency.Request) (*ent.Payment, error) {
 	var stored checkoutRecord
-	if err := json.Unmarshal(rec.Result, &stored); err != nil || stored.PaymentID == "" {
-		return nil, fmt.Errorf("payments: idempotency key %q does not name a payment (%q): %v", key, rec.Result, err)
+	found, err := idempotency.Find(ctx, c.IdempotencyKey, key, &stored)
+	if !found || err != nil {
+		return nil, err
 	}
-	p, err := s.db.Ent.Payment.Get(ctx, stored.PaymentID)
+	if stored.PaymentID == "" {
+		return nil, fmt.Errorf("payments: idempotency key %q does not name a payment", key.Key.Key)
+	}
+	p, err := c.Payment.Get(ctx, stored.PaymentID)
 	if ent.IsNotFound(err) {
 		// The failed attempt's cleanup committed between the two reads; the
 		// key is free again.
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("payments: reading payment %s of idempotency key %q: %w", stored.PaymentID, key, err)
+		return nil, fmt.Errorf("payments: reading payment %s of idempotency key %q: %w", stored.PaymentID, key.Key.Key, err)
 	}
 	return p, nil
 }
 
 // resumeCheckout answers a retried request with its first purchase, opening
 // the session first if the earlier request stopped before storing it.
-func (s *Service) resumeCheckout(ctx context.Context, scope string, req CheckoutRequest, p *ent.Payment) (*CheckoutResult, error) {
+func (s *Service) resumeCheckout(ctx context.Context, key idempotency.Key, req CheckoutRequest, p *ent.Payment) (*CheckoutResult, error) {
 	if p.StripeCheckoutSessionID != nil {
 		params := &stripe.CheckoutSessionParams{}
 		params.Context = ctx
@@ -230,7 +204,7 @@ func (s *Service) resumeCheckout(ctx context.Context, scope string, req Checkout
 	if err != nil {
 		return nil, err
 	}
-	return s.openCheckoutSession(ctx, scope, req, p, pkg, customerID, true)
+	return s.openCheckoutSession(ctx, key, req, p, pkg, customerID, true)
 }
 
 // loadCheckout reads the buyer and the pack and checks that the one may buy
@@ -308,15 +282,17 @@ func (s *Service) ensureStripeCustomer(ctx context.Context, u *ent.User) (string
 }
 
 // insertPendingPayment writes the pending Payment and the key's record in
-// one transaction, with the pack's price as it is now.
-func (s *Service) insertPendingPayment(ctx context.Context, scope string, req CheckoutRequest, fp, userID string) (*ent.Payment, *ent.CreditPackage, error) {
-	var (
-		p   *ent.Payment
-		pkg *ent.CreditPackage
-	)
-	err := s.ledger.Within(ctx, func(ctx context.Context, tx *ledger.Tx) error {
+// one transaction, with the pack's price as it is now. When the key has a
+// record by then (a concurrent request's), it returns that request's
+// payment as prior instead.
+func (s *Service) insertPendingPayment(ctx context.Context, key idempotency.Request, req CheckoutRequest, userID string,
+) (p *ent.Payment, pkg *ent.CreditPackage, prior *ent.Payment, err error) {
+	err = s.ledger.Within(ctx, func(ctx context.Context, tx *ledger.Tx) error {
 		c := tx.Ent().Client()
 		var err error
+		if prior, err = checkoutPrior(ctx, c, key); prior != nil || err != nil {
+			return err
+		}
 		if _, pkg, err = loadCheckout(ctx, c, userID, req.PackageID); err != nil {
 			return err
 		}
@@ -332,34 +308,20 @@ func (s *Service) insertPendingPayment(ctx context.Context, scope string, req Ch
 		if err != nil {
 			return fmt.Errorf("payments: writing the pending payment: %w", err)
 		}
-		rec, err := json.Marshal(checkoutRecord{PaymentID: p.ID})
-		if err != nil {
-			return fmt.Errorf("payments: encoding idempotency record: %w", err)
-		}
-		err = c.IdempotencyKey.Create().
-			SetScope(scope).
-			SetKey(req.IdempotencyKey).
-			SetFingerprint(fp).
-			SetResult(rec).
-			SetCreatedAt(tx.Now()).
-			Exec(ctx)
-		if ent.IsConstraintError(err) {
-			return errCheckoutKeyTaken
-		}
-		if err != nil {
-			return fmt.Errorf("payments: recording idempotency key: %w", err)
-		}
-		return nil
+		return idempotency.Store(ctx, c.IdempotencyKey, tx.Now(), idempotency.Entry{Request: key, Result: checkoutRecord{PaymentID: p.ID}})
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return p.Unwrap(), pkg.Unwrap(), nil
+	if prior != nil {
+		return nil, nil, prior.Unwrap(), nil
+	}
+	return p.Unwrap(), pkg.Unwrap(), nil, nil
 }
 
 // openCheckoutSession creates the Checkout Session of a pending payment and
 // stores its id, or undoes the payment if Stripe says no.
-func (s *Service) openCheckoutSession(ctx context.Context, scope string, req CheckoutRequest,
+func (s *Service) openCheckoutSession(ctx context.Context, key idempotency.Key, req CheckoutRequest,
 	p *ent.Payment, pkg *ent.CreditPackage, customerID string, replayed bool,
 ) (*CheckoutResult, error) {
 	metadata := map[string]string{"payment_id": p.ID, "user_id": p.UserID, "package_id": p.PackageID}
@@ -394,7 +356,7 @@ func (s *Service) openCheckoutSession(ctx context.Context, scope string, req Che
 		// A 409 is a concurrent retry of this very payment still talking
 		// to Stripe; it owns the payment now.
 		if !stripeInFlight(err) {
-			if cerr := s.abandonCheckout(ctx, scope, req.IdempotencyKey, p.ID); cerr != nil {
+			if cerr := s.abandonCheckout(ctx, key, p.ID); cerr != nil {
 				return nil, errors.Join(serr, cerr)
 			}
 		}
@@ -429,7 +391,7 @@ func (s *Service) openCheckoutSession(ctx context.Context, scope string, req Che
 // abandonCheckout deletes a pending payment that got no session, with its
 // key's record so that the key may be used again. A payment that meanwhile
 // got a session (a concurrent retry succeeded) is kept, with its key.
-func (s *Service) abandonCheckout(ctx context.Context, scope, key, paymentID string) error {
+func (s *Service) abandonCheckout(ctx context.Context, key idempotency.Key, paymentID string) error {
 	// The cleanup must run even when the caller has gone away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -440,10 +402,7 @@ func (s *Service) abandonCheckout(ctx context.Context, scope, key, paymentID str
 		if err != nil || n == 0 {
 			return err
 		}
-		_, err = tx.Ent().IdempotencyKey.Delete().
-			Where(idempotencykey.Scope(scope), idempotencykey.Key(key)).
-			Exec(ctx)
-		return err
+		return idempotency.Forget(ctx, tx.Ent().IdempotencyKey, key)
 	})
 	if err != nil {
 		return fmt.Errorf("payments: deleting pending payment %s after Stripe failed (a retry with the same key finishes it): %w", paymentID, err)

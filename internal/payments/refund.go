@@ -12,6 +12,7 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/idempotency"
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
@@ -40,7 +41,7 @@ func (s *Service) CreateRefund(ctx context.Context, paymentID string, amount int
 	if s.stripe == nil {
 		return nil, errStripeDisabled()
 	}
-	if err := ledger.ValidateIdempotencyKey(idempotencyKey); err != nil {
+	if err := idempotency.ValidateKey(idempotencyKey); err != nil {
 		return nil, err
 	}
 	if amount <= 0 || amount > ledger.MaxAmount {

@@ -2,15 +2,11 @@ package payments
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 
 	"github.com/tally-billing/tally/ent"
-	"github.com/tally-billing/tally/ent/idempotencykey"
 	"github.com/tally-billing/tally/internal/apperr"
-	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/idempotency"
 )
 
 // RefundRequest is an admin's refund of a payment.
@@ -42,7 +38,8 @@ type refundRecord struct {
 func (s *Service) RefundPayment(ctx context.Context, scope string, req RefundRequest,
 	audit func(ctx context.Context, tx *ent.Tx, p *ent.Payment, amount int64, refundID string) error,
 ) (*RefundResult, error) {
-	if err := ledger.ValidateIdempotencyKey(req.IdempotencyKey); err != nil {
+	key, err := idempotency.NewRequest(scope, req.IdempotencyKey, "refund", req)
+	if err != nil {
 		return nil, err
 	}
 	p, err := s.db.Ent.Payment.Get(ctx, req.PaymentID)
@@ -52,21 +49,12 @@ func (s *Service) RefundPayment(ctx context.Context, scope string, req RefundReq
 	if err != nil {
 		return nil, fmt.Errorf("payments: reading payment %s: %w", req.PaymentID, err)
 	}
-	sum := sha256.Sum256(fmt.Appendf(nil, "refund\x00%s\x00%d\x00%s", req.PaymentID, req.Amount, req.Reason))
-	fingerprint := hex.EncodeToString(sum[:])
-	prior, err := s.db.Ent.IdempotencyKey.Query().
-		Where(idempotencykey.Scope(scope), idempotencykey.Key(req.IdempotencyKey)).Only(ctx)
-	switch {
-	case err == nil && prior.Fingerprint != fingerprint:
-		return nil, apperr.New(apperr.IdempotencyKeyReused, "idempotency key %q was already used for a different request", req.IdempotencyKey)
-	case err == nil:
-		var rec refundRecord
-		if err := json.Unmarshal(prior.Result, &rec); err != nil {
-			return nil, fmt.Errorf("payments: decoding the result of key %q: %w", req.IdempotencyKey, err)
+	var prior refundRecord
+	if found, err := idempotency.Find(ctx, s.db.Ent.IdempotencyKey, key, &prior); found || err != nil {
+		if err != nil {
+			return nil, err
 		}
-		return &RefundResult{RefundID: rec.RefundID, Payment: p, Replayed: true}, nil
-	case !ent.IsNotFound(err):
-		return nil, fmt.Errorf("payments: reading idempotency key: %w", err)
+		return &RefundResult{RefundID: prior.RefundID, Payment: p, Replayed: true}, nil
 	}
 
 	amount := req.Amount
@@ -77,19 +65,12 @@ func (s *Service) RefundPayment(ctx context.Context, scope string, req RefundReq
 	if err != nil {
 		return nil, err
 	}
-	result, err := json.Marshal(refundRecord{RefundID: refund.ID})
-	if err != nil {
-		return nil, fmt.Errorf("payments: encoding refund result: %w", err)
-	}
 	outcome, err := s.ApplyRefund(ctx, p, refund, amount, func(ctx context.Context, tx *ent.Tx) error {
-		err := tx.IdempotencyKey.Create().
-			SetScope(scope).SetKey(req.IdempotencyKey).SetFingerprint(fingerprint).SetResult(result).
-			Exec(ctx)
-		if ent.IsConstraintError(err) {
-			return fmt.Errorf("payments: refund key %q taken concurrently: %w", req.IdempotencyKey, ledger.ErrRetry)
-		}
-		if err != nil {
-			return fmt.Errorf("payments: recording refund key: %w", err)
+		// A concurrent request with the key got the same refund from
+		// Stripe (its key derives from ours) and applied it first: the
+		// refund's event is then a duplicate and this does not run.
+		if err := idempotency.Store(ctx, tx.IdempotencyKey, s.now(), idempotency.Entry{Request: key, Result: refundRecord{RefundID: refund.ID}}); err != nil {
+			return err
 		}
 		return audit(ctx, tx, p, amount, refund.ID)
 	})

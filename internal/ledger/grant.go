@@ -1,0 +1,192 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/creditlot"
+	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/idempotency"
+	"github.com/tally-billing/tally/internal/pulid"
+)
+
+// GrantRequest adds credits to a user as a new lot.
+type GrantRequest struct {
+	UserID string
+	Amount int64
+	// Purchase grants come from a payment (PaymentID required); the others
+	// are admin or promotional grants.
+	Purchase  bool
+	PaymentID *string
+	ExpiresAt *time.Time
+	// Priority orders spending: lower is spent first.
+	Priority       int
+	Reason         string
+	Metadata       map[string]string
+	IdempotencyKey string
+}
+
+// Grant adds credits in a transaction of its own.
+func (s *Service) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result, error) {
+	return s.do(ctx, "grant", actor, func(ctx context.Context, t *Tx) (*Result, error) { return t.Grant(ctx, actor, req) })
+}
+
+// Grant adds credits: a new lot, and postings from the purchases or grants
+// account to the user's. A user in debt repays it from the new credits first.
+func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result, error) {
+	if err := validateGrant(req); err != nil {
+		return nil, err
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "grant", req, req.UserID, lookupOnRefusal, func(u *ent.User) (*Result, error) {
+		m, lot, err := t.grantMovement(u, req)
+		if err != nil {
+			return nil, err
+		}
+		// The transaction, then the lot (which names it), then the postings
+		// (which name the lot).
+		txn, err := t.insertTransaction(ctx, actor, req.IdempotencyKey, u, m)
+		if err != nil {
+			return nil, err
+		}
+		if err := lot.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("ledger: creating lot: %w", err)
+		}
+		if err := t.writePostings(ctx, []pendingMovement{{actor: actor, key: req.IdempotencyKey, u: u, m: m}}, []*ent.CreditTransaction{txn}); err != nil {
+			return nil, err
+		}
+		return &Result{Transaction: txn, Amount: req.Amount}, nil
+	})
+}
+
+// GrantMany makes several grants, each to a different user, in this
+// transaction, with one statement per table (the payments package applies a
+// batch of purchase webhooks with it). It is all or nothing: any refusal,
+// or a key that already has a record, fails it, and the caller then makes
+// the grants one by one with Grant, which replays known keys.
+func (t *Tx) GrantMany(ctx context.Context, actor Actor, reqs []GrantRequest) ([]*Result, error) {
+	ids := make([]string, len(reqs))
+	keys := make([]idempotency.Request, len(reqs))
+	for i, req := range reqs {
+		if err := validateGrant(req); err != nil {
+			return nil, err
+		}
+		r, err := keyedRequest(actor, req.IdempotencyKey, "grant", req)
+		if err != nil {
+			return nil, err
+		}
+		ids[i], keys[i] = req.UserID, r
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != len(ids) {
+		// credit reads the balance each grant starts from: two grants of one
+		// user would both start from the same one.
+		return nil, errors.New("ledger: GrantMany takes one grant per user")
+	}
+	users, err := t.lockUsers(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	if t.attempt > 1 {
+		// The first attempt found a key taken: let Grant replay it.
+		if err := t.noKnownKeys(ctx, keys); err != nil {
+			return nil, err
+		}
+	}
+	ms := make([]pendingMovement, len(reqs))
+	lots := make([]*ent.CreditLotCreate, len(reqs))
+	for i, req := range reqs {
+		u := users[req.UserID]
+		if u == nil {
+			return nil, apperr.New(apperr.NotFound, "no user with id %q", req.UserID)
+		}
+		m, lot, err := t.grantMovement(u, req)
+		if err != nil {
+			return nil, err
+		}
+		ms[i], lots[i] = pendingMovement{actor: actor, key: req.IdempotencyKey, u: u, m: m}, lot
+	}
+	if err := t.flushLots(ctx); err != nil {
+		return nil, err
+	}
+	txns, err := t.insertTransactions(ctx, ms)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.ent.CreditLot.CreateBulk(lots...).Exec(ctx); err != nil {
+		return nil, fmt.Errorf("ledger: creating %d lots: %w", len(lots), err)
+	}
+	if err := t.writePostings(ctx, ms, txns); err != nil {
+		return nil, err
+	}
+	results := make([]*Result, len(reqs))
+	for i, req := range reqs {
+		u := users[req.UserID]
+		results[i] = &Result{Transaction: txns[i], Amount: req.Amount, Balance: u.CreditsBalance, User: u}
+	}
+	if err := t.remember(ctx, keys, results); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+func validateGrant(req GrantRequest) error {
+	if err := validateAmount("amount", req.Amount); err != nil {
+		return err
+	}
+	if err := ValidateText("reason", req.Reason, 1000); err != nil {
+		return err
+	}
+	if err := validateMetadata(req.Metadata); err != nil {
+		return err
+	}
+	if req.Purchase != (req.PaymentID != nil) {
+		return fmt.Errorf("ledger: a purchase grant needs a payment, and only a purchase has one")
+	}
+	return nil
+}
+
+// grantMovement is a grant's movement and its new lot, not yet written.
+func (t *Tx) grantMovement(u *ent.User, req GrantRequest) (*movement, *ent.CreditLotCreate, error) {
+	// Checked after the key: a retry of a grant that succeeded returns its
+	// result even once its expiry has passed.
+	if req.ExpiresAt != nil && !req.ExpiresAt.After(t.now) {
+		return nil, nil, apperr.New(apperr.InvalidArgument, "expiresAt must be in the future")
+	}
+	kind, source, from := credittransaction.KindGrant, creditlot.SourceGrant, AccountGrants
+	if req.Purchase {
+		kind, source, from = credittransaction.KindPurchase, creditlot.SourcePurchase, AccountPurchases
+	}
+	m := newMovement(kind, req.Amount)
+	m.reason, m.metadata, m.paymentID = req.Reason, req.Metadata, req.PaymentID
+	lotID := pulid.New("lot")
+	m.post(from, false, &lotID, -req.Amount)
+	kept, err := credit(u, m, lotID, req.Amount)
+	if err != nil {
+		return nil, nil, err
+	}
+	lot := t.ent.CreditLot.Create().
+		SetID(lotID).
+		SetUserID(u.ID).
+		SetSource(source).
+		SetOriginal(req.Amount).
+		SetRemaining(kept).
+		SetNillableExpiresAt(utc(req.ExpiresAt)).
+		SetPriority(req.Priority).
+		SetNillablePaymentID(req.PaymentID).
+		SetTransactionID(m.id).
+		SetCreatedAt(t.now).
+		SetUpdatedAt(t.now)
+	return m, lot, nil
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

@@ -1,0 +1,158 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/idempotency"
+)
+
+// The ledger's keyed operations follow the rules of package idempotency;
+// this file is what the ledger adds: what a result remembers, how a replay
+// reads it back, and when the key is looked up.
+
+// storedResult is what an idempotency record remembers of a result.
+type storedResult struct {
+	TransactionID string `json:"transaction_id,omitempty"`
+	ReservationID string `json:"reservation_id,omitempty"`
+	Balance       int64  `json:"balance"`
+	Amount        int64  `json:"amount"`
+}
+
+func storedOf(r *Result) storedResult {
+	s := storedResult{Balance: r.Balance, Amount: r.Amount}
+	if r.Transaction != nil {
+		s.TransactionID = r.Transaction.ID
+	}
+	if r.Reservation != nil {
+		s.ReservationID = r.Reservation.ID
+	}
+	return s
+}
+
+// keyedRequest is the idempotency request of an operation of the ledger:
+// the key in the actor's scope, and the fingerprint of the operation's
+// name and request.
+func keyedRequest(actor Actor, key, opName string, req any) (idempotency.Request, error) {
+	if err := actor.validate(); err != nil {
+		return idempotency.Request{}, err
+	}
+	return idempotency.NewRequest(actor.String(), key, opName, req)
+}
+
+// replay is the result an earlier request with r's key produced, nil if
+// there was none, or IDEMPOTENCY_KEY_REUSED if it was another request.
+// u is the user as it is now.
+func (t *Tx) replay(ctx context.Context, r idempotency.Request, u *ent.User) (*Result, error) {
+	var stored storedResult
+	found, err := idempotency.Find(ctx, t.ent.IdempotencyKey, r, &stored)
+	if !found || err != nil {
+		return nil, err
+	}
+	return t.resultOf(ctx, stored, u)
+}
+
+// resultOf reads back the entities a stored result names.
+func (t *Tx) resultOf(ctx context.Context, stored storedResult, u *ent.User) (*Result, error) {
+	res := &Result{Balance: stored.Balance, Amount: stored.Amount, Replayed: true, User: u}
+	var err error
+	if stored.TransactionID != "" {
+		res.Transaction, err = t.ent.CreditTransaction.Query().
+			Where(credittransaction.ID(stored.TransactionID)).
+			WithPostings().
+			Only(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: reading transaction %s of a replay: %w", stored.TransactionID, err)
+		}
+	}
+	if stored.ReservationID != "" {
+		res.Reservation, err = t.ent.CreditReservation.Get(ctx, stored.ReservationID)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: reading reservation %s of a replay: %w", stored.ReservationID, err)
+		}
+	}
+	return res, nil
+}
+
+// remember records results under their requests' keys, in one statement,
+// in this transaction. A key a concurrent request recorded first fails it
+// with idempotency.ErrTaken, which Within retries: the retry replays.
+func (t *Tx) remember(ctx context.Context, rs []idempotency.Request, results []*Result) error {
+	entries := make([]idempotency.Entry, len(rs))
+	for i, r := range rs {
+		entries[i] = idempotency.Entry{Request: r, Result: storedOf(results[i])}
+	}
+	return idempotency.Store(ctx, t.ent.IdempotencyKey, t.now, entries...)
+}
+
+// ErrKnownKey says a batch met an idempotency key that already has a
+// record; its operations are to be made one by one, which replay it.
+var ErrKnownKey = errors.New("ledger: an idempotency key of the batch already has a record")
+
+// noKnownKeys fails with ErrKnownKey when one of the keys has a record.
+func (t *Tx) noKnownKeys(ctx context.Context, rs []idempotency.Request) error {
+	found, err := idempotency.FindMany(ctx, t.ent.IdempotencyKey, rs)
+	if err != nil {
+		return err
+	}
+	if len(found) > 0 {
+		return ErrKnownKey
+	}
+	return nil
+}
+
+// lookup says when an operation looks its key up.
+type lookup int
+
+const (
+	// lookupFirst looks the key up before the work.
+	lookupFirst lookup = iota
+	// lookupOnRefusal is for an operation that refuses only before its
+	// first write: on a first attempt, the key is looked up only if the
+	// operation refuses (the retry of a request that succeeded must get its
+	// result, not a refusal caused by its own effect). A key that exists
+	// makes the insert of its record fail, which rolls back and retries
+	// with the lookup first. Nearly every key is new, so this saves a
+	// statement under the account's lock.
+	lookupOnRefusal
+)
+
+// once runs op on the locked user unless the key already has a result. req
+// (with the name of the operation) is what the key's fingerprint covers.
+func (t *Tx) once(ctx context.Context, actor Actor, key, opName string, req any, userID string,
+	when lookup, op func(u *ent.User) (*Result, error),
+) (*Result, error) {
+	r, err := keyedRequest(actor, key, opName, req)
+	if err != nil {
+		return nil, err
+	}
+	u, err := t.lockUser(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	lookedUp := when == lookupFirst || t.attempt > 1
+	if lookedUp {
+		if res, err := t.replay(ctx, r, u); res != nil || err != nil {
+			return res, err
+		}
+	}
+	res, err := op(u)
+	if err != nil {
+		if _, refused := apperr.As(err); refused && !lookedUp {
+			if res, perr := t.replay(ctx, r, u); res != nil || perr != nil {
+				return res, perr
+			}
+		}
+		return nil, err
+	}
+	res.Balance = u.CreditsBalance
+	res.User = u
+	if err := t.remember(ctx, []idempotency.Request{r}, []*Result{res}); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
