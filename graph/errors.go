@@ -61,6 +61,9 @@ func (p errorPresenter) present(ctx context.Context, err error) *gqlerror.Error 
 		}
 		gqlErr.Message = e.Message
 		gqlErr.Extensions = map[string]any{"code": string(e.Code)}
+		if e.Field != "" {
+			gqlErr.Extensions["field"] = fieldPath(ctx, e.Field)
+		}
 		if e.Code == apperr.Unavailable {
 			gqlErr.Extensions["retryable"] = true
 		}
@@ -90,6 +93,18 @@ func (p errorPresenter) present(ctx context.Context, err error) *gqlerror.Error 
 	gqlErr.Message = "internal error"
 	gqlErr.Extensions = map[string]any{"code": string(apperr.Internal)}
 	return gqlErr
+}
+
+// fieldPath is where a request's field sits in the operation: a mutation's
+// request is its input argument ("input.amount"), like the paths the
+// argument check names; an argument of the field itself is named alone.
+func fieldPath(ctx context.Context, field string) string {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil || fc.Field.Definition == nil || fc.Field.Definition.Arguments.ForName(field) != nil ||
+		fc.Field.Definition.Arguments.ForName("input") == nil {
+		return field
+	}
+	return "input." + field
 }
 
 // badArgument says whether an error's path ends in an argument of the field

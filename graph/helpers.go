@@ -45,7 +45,7 @@ func metadataMap(entries []*model.MetadataEntryInput) (map[string]string, error)
 	m := make(map[string]string, len(entries))
 	for _, e := range entries {
 		if _, dup := m[e.Key]; dup {
-			return nil, apperr.New(apperr.InvalidArgument, "metadata key %q appears twice", e.Key)
+			return nil, apperr.Invalid("metadata", "metadata key %q appears twice", e.Key)
 		}
 		m[e.Key] = e.Value
 	}

@@ -128,14 +128,8 @@ func (r *mutationResolver) ReserveCredits(ctx context.Context, input model.Reser
 	if err != nil {
 		return nil, err
 	}
-	var ttl time.Duration
-	if input.TTLSeconds != nil {
-		if ttl, err = ledger.ReservationTTL(int64(*input.TTLSeconds)); err != nil {
-			return nil, err
-		}
-	}
 	res, err := r.Ledger.Reserve(ctx, actor, ledger.ReserveRequest{
-		UserID: target.ID, Amount: int64(input.Amount), TTL: ttl,
+		UserID: target.ID, Amount: int64(input.Amount), TTLSeconds: int64Ptr(input.TTLSeconds),
 		Reason: deref(input.Reason), IdempotencyKey: input.IdempotencyKey,
 	})
 	if err != nil {
@@ -154,12 +148,8 @@ func (r *mutationResolver) CaptureReservation(ctx context.Context, input model.C
 	if err != nil {
 		return nil, err
 	}
-	amount := int64(deref(input.Amount))
-	if input.Amount != nil && amount <= 0 {
-		return nil, apperr.New(apperr.InvalidArgument, "amount must be a positive whole number of credits, not %d", amount)
-	}
 	res, err := r.Ledger.Capture(ctx, actor, ledger.CaptureRequest{
-		UserID: target.ID, ReservationID: input.ReservationID, Amount: amount,
+		UserID: target.ID, ReservationID: input.ReservationID, Amount: int64Ptr(input.Amount),
 		Reason: deref(input.Reason), IdempotencyKey: input.IdempotencyKey,
 	})
 	if err != nil {

@@ -27,7 +27,7 @@ func TestUsersShow(t *testing.T) {
 		if _, err := l.Spend(ctx, admin, ledger.SpendRequest{UserID: id, Amount: 30, Reason: "report\nlot_fake remaining 999", IdempotencyKey: "s1"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Reserve(ctx, admin, ledger.ReserveRequest{UserID: id, Amount: 20, TTL: time.Hour, Reason: "job 7", IdempotencyKey: "r1"}); err != nil {
+		if _, err := l.Reserve(ctx, admin, ledger.ReserveRequest{UserID: id, Amount: 20, TTLSeconds: new(int64(3600)), Reason: "job 7", IdempotencyKey: "r1"}); err != nil {
 			t.Fatal(err)
 		}
 		env := []string{"DATABASE_URL=" + db.URL}

@@ -96,7 +96,7 @@ func (a Admin) moved(ctx context.Context, tx *ent.Tx, action string, target *ent
 
 func requireReason(reason string) error {
 	if strings.TrimSpace(reason) == "" {
-		return apperr.New(apperr.InvalidArgument, "reason is required for admin operations")
+		return apperr.Invalid("reason", "reason is required for admin operations")
 	}
 	return nil
 }
@@ -191,12 +191,14 @@ type PackageFields struct {
 	Active        *bool
 }
 
-func (f PackageFields) validate(creating bool) error {
+// Validate checks a packs fields; creating requires the ones a pack
+// cannot be without.
+func (f PackageFields) Validate(creating bool) error {
 	if creating && (f.Name == nil || f.Credits == nil || f.PriceAmount == nil || f.Currency == nil) {
 		return apperr.New(apperr.InvalidArgument, "name, credits, priceAmount and currency are required")
 	}
 	if f.Name != nil && strings.TrimSpace(*f.Name) == "" {
-		return apperr.New(apperr.InvalidArgument, "name must be 1 to 100 characters")
+		return apperr.Invalid("name", "name must be 1 to 100 characters")
 	}
 	for _, text := range []struct {
 		name  string
@@ -212,11 +214,11 @@ func (f PackageFields) validate(creating bool) error {
 	}
 	for name, v := range map[string]*int64{"credits": f.Credits, "priceAmount": f.PriceAmount} {
 		if v != nil && (*v <= 0 || *v > ledger.MaxAmount) {
-			return apperr.New(apperr.InvalidArgument, "%s must be a positive whole number up to %d", name, ledger.MaxAmount)
+			return apperr.Invalid(name, "%s must be a positive whole number up to %d", name, ledger.MaxAmount)
 		}
 	}
 	if f.Currency != nil && !currencyCode.MatchString(*f.Currency) {
-		return apperr.New(apperr.InvalidArgument, "currency must be a lower-case ISO 4217 code such as usd")
+		return apperr.Invalid("currency", "currency must be a lower-case ISO 4217 code such as usd")
 	}
 	return nil
 }
@@ -227,7 +229,7 @@ func (s *Service) CreatePackage(ctx context.Context, a Admin, f PackageFields) (
 		lower := strings.ToLower(*f.Currency)
 		f.Currency = &lower
 	}
-	if err := f.validate(true); err != nil {
+	if err := f.Validate(true); err != nil {
 		return nil, nil, err
 	}
 	var pkg *ent.CreditPackage
@@ -262,7 +264,7 @@ func (s *Service) UpdatePackage(ctx context.Context, a Admin, id string, f Packa
 		lower := strings.ToLower(*f.Currency)
 		f.Currency = &lower
 	}
-	if err := f.validate(false); err != nil {
+	if err := f.Validate(false); err != nil {
 		return nil, nil, err
 	}
 	var pkg *ent.CreditPackage

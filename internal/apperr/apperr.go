@@ -33,6 +33,10 @@ const (
 type Error struct {
 	Code    Code
 	Message string
+	// Field names the request's field the error is about, as the API names
+	// it (amount, reason, ttlSeconds…); transports add where the request
+	// sits (GraphQL: extensions.field "input.amount").
+	Field string
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
@@ -40,6 +44,11 @@ func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 // New returns an *Error with a formatted, caller-safe message.
 func New(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Invalid returns an INVALID_ARGUMENT about one field of a request.
+func Invalid(field, format string, args ...any) *Error {
+	return &Error{Code: InvalidArgument, Message: fmt.Sprintf(format, args...), Field: field}
 }
 
 // As returns the *Error in err's chain, if any.

@@ -58,13 +58,13 @@ type Request struct {
 // ValidateKey checks a client's key: 1 to 255 printable ASCII characters.
 func ValidateKey(key string) error {
 	if key == "" {
-		return apperr.New(apperr.InvalidArgument, "idempotencyKey is required")
+		return apperr.Invalid("idempotencyKey", "idempotencyKey is required")
 	}
 	if len(key) > MaxKeyLength {
-		return apperr.New(apperr.InvalidArgument, "idempotencyKey is longer than %d characters", MaxKeyLength)
+		return apperr.Invalid("idempotencyKey", "idempotencyKey is longer than %d characters", MaxKeyLength)
 	}
 	if !utf8.ValidString(key) || strings.IndexFunc(key, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
-		return apperr.New(apperr.InvalidArgument, "idempotencyKey may hold only printable ASCII characters")
+		return apperr.Invalid("idempotencyKey", "idempotencyKey may hold only printable ASCII characters")
 	}
 	return nil
 }

@@ -32,10 +32,7 @@ func (s *Service) Clawback(ctx context.Context, actor Actor, req ClawbackRequest
 // negative balance). The total clawed back from one payment never exceeds
 // the credits it bought.
 func (t *Tx) Clawback(ctx context.Context, actor Actor, req ClawbackRequest) (*Result, error) {
-	if err := validateAmount("amount", req.Amount); err != nil {
-		return nil, err
-	}
-	if err := ValidateText("reason", req.Reason, 1000); err != nil {
+	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	p, err := t.payment(ctx, req.PaymentID)
@@ -111,6 +108,9 @@ func (s *Service) HoldPayment(ctx context.Context, actor Actor, req PaymentReque
 // credits leave the balance until ReleasePayment (dispute won) or Clawback
 // (dispute lost).
 func (t *Tx) HoldPayment(ctx context.Context, actor Actor, req PaymentRequest) (*Result, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
 	p, err := t.payment(ctx, req.PaymentID)
 	if err != nil {
 		return nil, err
@@ -145,6 +145,9 @@ func (s *Service) ReleasePayment(ctx context.Context, actor Actor, req PaymentRe
 // ReleasePayment moves the payment's held credits back to its lot (repaying
 // any debt first).
 func (t *Tx) ReleasePayment(ctx context.Context, actor Actor, req PaymentRequest) (*Result, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
 	p, err := t.payment(ctx, req.PaymentID)
 	if err != nil {
 		return nil, err

@@ -39,13 +39,7 @@ func newSpendCall(actor Actor, req SpendRequest) (*spendCall, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := validateAmount("amount", req.Amount); err != nil {
-		return nil, err
-	}
-	if err := ValidateText("reason", req.Reason, 1000); err != nil {
-		return nil, err
-	}
-	if err := validateMetadata(req.Metadata); err != nil {
+	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	return &spendCall{actor: actor, req: req, key: key}, nil

@@ -182,7 +182,7 @@ func TestConcurrentMixedOperations(t *testing.T) {
 					var r *ledger.Result
 					r, err = l.Reserve(ctx, service, ledger.ReserveRequest{UserID: u.ID, Amount: 6, IdempotencyKey: key})
 					if err == nil {
-						_, err = l.Capture(ctx, service, ledger.CaptureRequest{UserID: u.ID, ReservationID: r.Reservation.ID, Amount: 4, IdempotencyKey: key + "-capture"})
+						_, err = l.Capture(ctx, service, ledger.CaptureRequest{UserID: u.ID, ReservationID: r.Reservation.ID, Amount: new(int64(4)), IdempotencyKey: key + "-capture"})
 					}
 				case 3:
 					_, err = l.Revoke(ctx, admin, ledger.RevokeRequest{UserID: u.ID, Amount: 2, IdempotencyKey: key})

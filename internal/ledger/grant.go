@@ -134,15 +134,10 @@ func (t *Tx) GrantMany(ctx context.Context, actor Actor, reqs []GrantRequest) ([
 }
 
 func validateGrant(req GrantRequest) error {
-	if err := validateAmount("amount", req.Amount); err != nil {
+	if err := req.Validate(); err != nil {
 		return err
 	}
-	if err := ValidateText("reason", req.Reason, 1000); err != nil {
-		return err
-	}
-	if err := validateMetadata(req.Metadata); err != nil {
-		return err
-	}
+	// A caller's mistake, not a client's: no API request sets these.
 	if req.Purchase != (req.PaymentID != nil) {
 		return fmt.Errorf("ledger: a purchase grant needs a payment, and only a purchase has one")
 	}
@@ -154,7 +149,7 @@ func (t *Tx) grantMovement(u *ent.User, req GrantRequest) (*movement, *ent.Credi
 	// Checked after the key: a retry of a grant that succeeded returns its
 	// result even once its expiry has passed.
 	if req.ExpiresAt != nil && !req.ExpiresAt.After(t.now) {
-		return nil, nil, apperr.New(apperr.InvalidArgument, "expiresAt must be in the future")
+		return nil, nil, apperr.Invalid("expiresAt", "expiresAt must be in the future")
 	}
 	kind, source, from := credittransaction.KindGrant, creditlot.SourceGrant, AccountGrants
 	if req.Purchase {

@@ -193,3 +193,11 @@ func contains(s []string, sub string) bool {
 	}
 	return false
 }
+
+// seconds is a TTL as a client sends it: whole seconds, nil for none.
+func seconds(d time.Duration) *int64 {
+	if d == 0 {
+		return nil
+	}
+	return new(int64(d / time.Second))
+}

@@ -33,7 +33,7 @@ func history(t *testing.T, e *env) (userID string, times []time.Time) {
 		t.Fatal(err)
 	}
 	step()
-	if _, err := e.l.Reserve(ctx, service, ledger.ReserveRequest{UserID: u.ID, Amount: 10, TTL: time.Hour, IdempotencyKey: e.key()}); err != nil {
+	if _, err := e.l.Reserve(ctx, service, ledger.ReserveRequest{UserID: u.ID, Amount: 10, TTLSeconds: seconds(time.Hour), IdempotencyKey: e.key()}); err != nil {
 		t.Fatal(err)
 	}
 	step()

@@ -25,12 +25,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"entgo.io/ent/dialect"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -385,59 +381,4 @@ func (t *Tx) lockUser(ctx context.Context, userID string) (*ent.User, error) {
 	}
 	t.holds(u)
 	return u, nil
-}
-
-func validateAmount(name string, amount int64) error {
-	switch {
-	case amount <= 0:
-		return apperr.New(apperr.InvalidArgument, "%s must be a positive whole number of credits, not %d", name, amount)
-	case amount > MaxAmount:
-		return apperr.New(apperr.InvalidArgument, "%s %d is larger than the largest amount, %d", name, amount, MaxAmount)
-	}
-	return nil
-}
-
-// ValidateText checks free text a caller attaches (a reason, a name): at
-// most max bytes of valid UTF-8, with no control character but tab and line
-// breaks. NUL in particular: PostgreSQL refuses it in text and SQLite
-// stores it, so the two databases would disagree.
-func ValidateText(name, v string, max int) error {
-	if len(v) > max {
-		return apperr.New(apperr.InvalidArgument, "%s is longer than %d characters", name, max)
-	}
-	if !utf8.ValidString(v) {
-		return apperr.New(apperr.InvalidArgument, "%s is not valid UTF-8", name)
-	}
-	if i := strings.IndexFunc(v, forbiddenControl); i >= 0 {
-		return apperr.New(apperr.InvalidArgument, "%s holds a control character at byte %d", name, i)
-	}
-	return nil
-}
-
-func forbiddenControl(r rune) bool {
-	return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r'
-}
-
-// Metadata bounds, Stripe's own: what fits Stripe fits Tally.
-const (
-	MaxMetadataKeys     = 50
-	MaxMetadataKeyLen   = 40
-	MaxMetadataValueLen = 500
-)
-
-// validateMetadata bounds what a caller attaches to a movement, which is
-// stored with it for good: a 1-credit spend must not carry 300 KB.
-func validateMetadata(m map[string]string) error {
-	if len(m) > MaxMetadataKeys {
-		return apperr.New(apperr.InvalidArgument, "metadata has %d keys; the limit is %d", len(m), MaxMetadataKeys)
-	}
-	for k, v := range m {
-		if k == "" || len(k) > MaxMetadataKeyLen || strings.ContainsFunc(k, unicode.IsControl) || !utf8.ValidString(k) {
-			return apperr.New(apperr.InvalidArgument, "metadata keys must be 1 to %d bytes of text without control characters", MaxMetadataKeyLen)
-		}
-		if err := ValidateText("metadata value of "+strconv.Quote(k), v, MaxMetadataValueLen); err != nil {
-			return err
-		}
-	}
-	return nil
 }

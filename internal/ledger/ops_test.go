@@ -367,7 +367,7 @@ func TestReservations(t *testing.T) {
 		u := e.user("alice")
 		e.grant(u.ID, 100)
 		reserve := func(amount int64, ttl time.Duration, key string) (*ledger.Result, error) {
-			return e.l.Reserve(ctx, service, ledger.ReserveRequest{UserID: u.ID, Amount: amount, TTL: ttl, IdempotencyKey: key})
+			return e.l.Reserve(ctx, service, ledger.ReserveRequest{UserID: u.ID, Amount: amount, TTLSeconds: seconds(ttl), IdempotencyKey: key})
 		}
 		r1, err := reserve(60, time.Hour, "r1")
 		if err != nil || r1.Balance != 100 || r1.Reservation.Amount != 60 {
@@ -383,7 +383,7 @@ func TestReservations(t *testing.T) {
 		e.refused(err, apperr.InsufficientCredits, before)
 		_, err = reserve(10, 25*time.Hour, "r3")
 		e.refused(err, apperr.InvalidArgument, before)
-		_, err = e.l.Capture(ctx, service, ledger.CaptureRequest{UserID: u.ID, ReservationID: r1.Reservation.ID, Amount: 61, IdempotencyKey: "c0"})
+		_, err = e.l.Capture(ctx, service, ledger.CaptureRequest{UserID: u.ID, ReservationID: r1.Reservation.ID, Amount: new(int64(61)), IdempotencyKey: "c0"})
 		e.refused(err, apperr.InvalidArgument, before)
 		bob := e.user("bob")
 		before = e.snapshot()
@@ -391,7 +391,7 @@ func TestReservations(t *testing.T) {
 		e.refused(err, apperr.NotFound, before)
 
 		// Capture part: 45 spent, the other 15 available again.
-		c, err := e.l.Capture(ctx, service, ledger.CaptureRequest{UserID: u.ID, ReservationID: r1.Reservation.ID, Amount: 45, IdempotencyKey: "c2"})
+		c, err := e.l.Capture(ctx, service, ledger.CaptureRequest{UserID: u.ID, ReservationID: r1.Reservation.ID, Amount: new(int64(45)), IdempotencyKey: "c2"})
 		if err != nil || c.Balance != 55 || c.Reservation.Status != "CAPTURED" || c.Reservation.CapturedAmount != 45 {
 			t.Fatalf("capture: %+v %v", c, err)
 		}

@@ -122,7 +122,7 @@ func sequence(t *testing.T, db *database.DB, in choices, maxOps int) {
 				if variant {
 					a++
 				}
-				r, err := e.l.Reserve(ctx, service, ledger.ReserveRequest{UserID: uid, Amount: a, TTL: ttl, IdempotencyKey: k})
+				r, err := e.l.Reserve(ctx, service, ledger.ReserveRequest{UserID: uid, Amount: a, TTLSeconds: seconds(ttl), IdempotencyKey: k})
 				if err == nil && !r.Replayed {
 					reservations = append(reservations, r.Reservation.UserID+"|"+r.Reservation.ID)
 				}
@@ -141,7 +141,7 @@ func sequence(t *testing.T, db *database.DB, in choices, maxOps int) {
 					if variant {
 						c++
 					}
-					return e.l.Capture(ctx, service, ledger.CaptureRequest{UserID: owner, ReservationID: rid, Amount: c, IdempotencyKey: k})
+					return e.l.Capture(ctx, service, ledger.CaptureRequest{UserID: owner, ReservationID: rid, Amount: new(int64(c)), IdempotencyKey: k})
 				}
 				return e.l.ReleaseReservation(ctx, service, ledger.ReleaseRequest{UserID: owner, ReservationID: rid, IdempotencyKey: k, Reason: fmt.Sprint(variant)})
 			}

@@ -8,7 +8,6 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditreservation"
 	"github.com/tally-billing/tally/ent/credittransaction"
-	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/pulid"
 )
@@ -21,24 +20,13 @@ const (
 	DefaultReservationTTL = 15 * time.Minute
 )
 
-// ReservationTTL turns a client's ttlSeconds into a TTL, checking the bounds
-// before multiplying: a number of seconds past 2^63 nanoseconds would wrap
-// to a short, valid-looking TTL.
-func ReservationTTL(seconds int64) (time.Duration, error) {
-	if seconds < int64(MinReservationTTL/time.Second) || seconds > int64(MaxReservationTTL/time.Second) {
-		return 0, apperr.New(apperr.InvalidArgument, "ttlSeconds must be from %d to %d, not %d",
-			int64(MinReservationTTL/time.Second), int64(MaxReservationTTL/time.Second), seconds)
-	}
-	return time.Duration(seconds) * time.Second, nil
-}
-
 // ReserveRequest sets credits aside for a job.
 type ReserveRequest struct {
 	UserID string
 	Amount int64
-	// TTL is how long the reservation holds if neither captured nor
-	// released (0: DefaultReservationTTL).
-	TTL            time.Duration
+	// TTLSeconds is how long the reservation holds if neither captured nor
+	// released (nil: DefaultReservationTTL).
+	TTLSeconds     *int64
 	Reason         string
 	IdempotencyKey string
 }
@@ -53,27 +41,16 @@ func (s *Service) Reserve(ctx context.Context, actor Actor, req ReserveRequest) 
 // is captured, released or expires. A HOLD transaction without postings
 // records it in the user's history.
 func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Result, error) {
-	if err := validateAmount("amount", req.Amount); err != nil {
+	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	if err := ValidateText("reason", req.Reason, 1000); err != nil {
-		return nil, err
+	ttl := DefaultReservationTTL
+	if req.TTLSeconds != nil {
+		ttl = time.Duration(*req.TTLSeconds) * time.Second
 	}
-	ttl := req.TTL
-	if ttl == 0 {
-		ttl = DefaultReservationTTL
-	}
-	if ttl < MinReservationTTL || ttl > MaxReservationTTL {
-		return nil, apperr.New(apperr.InvalidArgument, "a reservation lasts from %s to %s, not %s",
-			MinReservationTTL, MaxReservationTTL, ttl)
-	}
-	req.TTL = ttl
 	return t.once(ctx, actor, req.IdempotencyKey, "reserve", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
-		if u.Status == user.StatusFrozen {
-			return nil, apperr.New(apperr.AccountFrozen, "the account is frozen")
-		}
-		if u.CreditsBalance < 0 {
-			return nil, apperr.New(apperr.InsufficientCredits, "the account has a debt of %d credits to repay first", -u.CreditsBalance)
+		if err := spendable(u); err != nil {
+			return nil, err
 		}
 		available, _, err := t.available(ctx, u, "")
 		if err != nil {
@@ -82,7 +59,7 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 		if req.Amount > available {
 			return nil, apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", req.Amount, available)
 		}
-		res, err := t.ent.CreditReservation.Create().
+		rsv, err := t.ent.CreditReservation.Create().
 			SetID(pulid.New("res")).
 			SetUserID(u.ID).
 			SetAmount(req.Amount).
@@ -95,12 +72,12 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 			return nil, fmt.Errorf("ledger: creating reservation: %w", err)
 		}
 		m := newMovement(credittransaction.KindHold, req.Amount)
-		m.reason, m.reservationID = req.Reason, &res.ID
+		m.reason, m.reservationID = req.Reason, &rsv.ID
 		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
 		if err != nil {
 			return nil, err
 		}
-		return &Result{Transaction: txn, Reservation: res, Amount: req.Amount}, nil
+		return &Result{Transaction: txn, Reservation: rsv, Amount: req.Amount}, nil
 	})
 }
 
@@ -108,9 +85,9 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 type CaptureRequest struct {
 	UserID        string
 	ReservationID string
-	// Amount to spend; 0 captures the whole reservation. The rest returns
-	// to the available balance.
-	Amount         int64
+	// Amount to spend; nil captures the whole reservation. The rest
+	// returns to the available balance.
+	Amount         *int64
 	Reason         string
 	IdempotencyKey string
 }
@@ -123,40 +100,35 @@ func (s *Service) Capture(ctx context.Context, actor Actor, req CaptureRequest) 
 // Capture spends Amount of an open, unexpired reservation from the lots, as
 // a spend would, and closes it.
 func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Result, error) {
-	if req.Amount != 0 {
-		if err := validateAmount("amount", req.Amount); err != nil {
-			return nil, err
-		}
-	}
-	if err := ValidateText("reason", req.Reason, 1000); err != nil {
+	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	return t.once(ctx, actor, req.IdempotencyKey, "capture", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
-		res, err := t.openReservation(ctx, u.ID, req.ReservationID)
+		rsv, err := t.openReservation(ctx, u.ID, req.ReservationID)
 		if err != nil {
 			return nil, err
 		}
-		amount := req.Amount
-		if amount == 0 {
-			amount = res.Amount
+		amount := rsv.Amount
+		if req.Amount != nil {
+			amount = *req.Amount
 		}
-		if amount > res.Amount {
-			return nil, apperr.New(apperr.InvalidArgument, "cannot capture %d credits of a reservation of %d", amount, res.Amount)
+		if amount > rsv.Amount {
+			return nil, apperr.Invalid("amount", "cannot capture %d credits of a reservation of %d", amount, rsv.Amount)
 		}
 		m := newMovement(credittransaction.KindCapture, amount)
-		m.reason, m.reservationID = req.Reason, &res.ID
-		if err := t.spendFromLots(ctx, u, m, amount, res.ID); err != nil {
+		m.reason, m.reservationID = req.Reason, &rsv.ID
+		if err := t.spendFromLots(ctx, u, m, amount, rsv.ID); err != nil {
 			return nil, err
 		}
 		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
 		if err != nil {
 			return nil, err
 		}
-		res, err = t.closeReservation(ctx, res, creditreservation.StatusCaptured, amount)
+		rsv, err = t.closeReservation(ctx, rsv, creditreservation.StatusCaptured, amount)
 		if err != nil {
 			return nil, err
 		}
-		return &Result{Transaction: txn, Reservation: res, Amount: amount}, nil
+		return &Result{Transaction: txn, Reservation: rsv, Amount: amount}, nil
 	})
 }
 
@@ -175,38 +147,38 @@ func (s *Service) ReleaseReservation(ctx context.Context, actor Actor, req Relea
 
 // ReleaseReservation closes an open reservation without spending it.
 func (t *Tx) ReleaseReservation(ctx context.Context, actor Actor, req ReleaseRequest) (*Result, error) {
-	if err := ValidateText("reason", req.Reason, 1000); err != nil {
+	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	return t.once(ctx, actor, req.IdempotencyKey, "release", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
-		res, err := t.openReservation(ctx, u.ID, req.ReservationID)
+		rsv, err := t.openReservation(ctx, u.ID, req.ReservationID)
 		if err != nil {
 			return nil, err
 		}
-		return t.release(ctx, actor, req.IdempotencyKey, u, res, creditreservation.StatusReleased, req.Reason)
+		return t.release(ctx, actor, req.IdempotencyKey, u, rsv, creditreservation.StatusReleased, req.Reason)
 	})
 }
 
-func (t *Tx) release(ctx context.Context, actor Actor, key string, u *ent.User, res *ent.CreditReservation,
+func (t *Tx) release(ctx context.Context, actor Actor, key string, u *ent.User, rsv *ent.CreditReservation,
 	status creditreservation.Status, reason string,
 ) (*Result, error) {
-	m := newMovement(credittransaction.KindRelease, res.Amount)
-	m.reason, m.reservationID = reason, &res.ID
+	m := newMovement(credittransaction.KindRelease, rsv.Amount)
+	m.reason, m.reservationID = reason, &rsv.ID
 	txn, err := t.write(ctx, actor, key, u, m)
 	if err != nil {
 		return nil, err
 	}
-	res, err = t.closeReservation(ctx, res, status, 0)
+	rsv, err = t.closeReservation(ctx, rsv, status, 0)
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Transaction: txn, Reservation: res, Amount: res.Amount}, nil
+	return &Result{Transaction: txn, Reservation: rsv, Amount: rsv.Amount}, nil
 }
 
 // openReservation reads a reservation of the user that can still be
 // captured or released.
 func (t *Tx) openReservation(ctx context.Context, userID, id string) (*ent.CreditReservation, error) {
-	res, err := t.ent.CreditReservation.Query().
+	rsv, err := t.ent.CreditReservation.Query().
 		Where(creditreservation.ID(id), creditreservation.UserID(userID)).
 		Only(ctx)
 	if ent.IsNotFound(err) {
@@ -215,24 +187,24 @@ func (t *Tx) openReservation(ctx context.Context, userID, id string) (*ent.Credi
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading reservation %s: %w", id, err)
 	}
-	if res.Status != creditreservation.StatusOpen {
-		return nil, apperr.New(apperr.Conflict, "reservation %s is already %s", id, res.Status)
+	if rsv.Status != creditreservation.StatusOpen {
+		return nil, apperr.New(apperr.Conflict, "reservation %s is already %s", id, rsv.Status)
 	}
-	if !res.ExpiresAt.After(t.now) {
+	if !rsv.ExpiresAt.After(t.now) {
 		return nil, apperr.New(apperr.Conflict, "reservation %s has expired", id)
 	}
-	return res, nil
+	return rsv, nil
 }
 
-func (t *Tx) closeReservation(ctx context.Context, res *ent.CreditReservation, status creditreservation.Status, captured int64) (*ent.CreditReservation, error) {
-	updated, err := t.ent.CreditReservation.UpdateOne(res).
+func (t *Tx) closeReservation(ctx context.Context, rsv *ent.CreditReservation, status creditreservation.Status, captured int64) (*ent.CreditReservation, error) {
+	updated, err := t.ent.CreditReservation.UpdateOne(rsv).
 		SetStatus(status).
 		SetCapturedAmount(captured).
 		SetClosedAt(t.now).
 		SetUpdatedAt(t.now).
 		Save(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: closing reservation %s: %w", res.ID, err)
+		return nil, fmt.Errorf("ledger: closing reservation %s: %w", rsv.ID, err)
 	}
 	return updated, nil
 }

@@ -30,10 +30,7 @@ func (s *Service) Revoke(ctx context.Context, actor Actor, req RevokeRequest) (*
 // Revoke removes up to Amount unspent credits from the user's lots. It never
 // creates a debt; Result.Amount says how much it took.
 func (t *Tx) Revoke(ctx context.Context, actor Actor, req RevokeRequest) (*Result, error) {
-	if err := validateAmount("amount", req.Amount); err != nil {
-		return nil, err
-	}
-	if err := ValidateText("reason", req.Reason, 1000); err != nil {
+	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	return t.once(ctx, actor, req.IdempotencyKey, "revoke", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
