@@ -90,6 +90,34 @@ func (s *Service) runSpends(ctx context.Context, calls []*spendCall) {
 // that succeeded must get its result, not a refusal caused by its own
 // effect.
 func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
+	users, err := t.lockSpenders(ctx, calls)
+	if err != nil {
+		return err
+	}
+	if t.attempt > 1 {
+		if err := t.replayKnown(ctx, users, calls); err != nil {
+			return err
+		}
+	}
+	lots, available, err := t.availableToSpend(ctx, users)
+	if err != nil {
+		return err
+	}
+	p := t.planSpends(users, lots, available, calls)
+	if len(p.refused) > 0 && t.attempt == 1 {
+		if err := t.replayKnown(ctx, users, p.refused); err != nil {
+			return err
+		}
+	}
+	if len(p.writes) == 0 {
+		return nil
+	}
+	return t.writeSpends(ctx, users, p)
+}
+
+// lockSpenders locks the users the calls spend from, in one statement; a
+// call naming no user gets NOT_FOUND.
+func (t *Tx) lockSpenders(ctx context.Context, calls []*spendCall) (map[string]*ent.User, error) {
 	ids := make([]string, 0, len(calls))
 	for _, c := range calls {
 		c.res, c.err, c.sameAs = nil, nil, nil
@@ -97,20 +125,19 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 	}
 	users, err := t.lockUsers(ctx, ids)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, c := range calls {
 		if users[c.req.UserID] == nil {
 			c.err = apperr.New(apperr.NotFound, "no user with id %q", c.req.UserID)
 		}
 	}
-	if t.attempt > 1 {
-		if err := t.replayKnown(ctx, users, calls); err != nil {
-			return err
-		}
-	}
+	return users, nil
+}
 
-	// The lots of every account that may spend, in one read.
+// availableToSpend reads the lots of every account that may spend, in one
+// statement, and what each may spend now.
+func (t *Tx) availableToSpend(ctx context.Context, users map[string]*ent.User) (map[string][]*ent.CreditLot, map[string]int64, error) {
 	var readable []string
 	for id, u := range users {
 		if spendable(u) == nil {
@@ -119,19 +146,29 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 	}
 	lots, reserved, err := t.lotsAndReserved(ctx, readable, "")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	available := make(map[string]int64, len(readable))
 	for _, id := range readable {
 		available[id] = availableOf(users[id].CreditsBalance, reserved[id], sumRemaining(lots[id]))
 	}
+	return lots, available, nil
+}
 
-	var (
-		writes  []pendingMovement
-		spent   []*spendCall
-		first   = map[idempotency.Key]*spendCall{}
-		refused []*spendCall
-	)
+// spendPlan is what a batch will write: the movements of the spends that
+// go through, in order, and the spends refused.
+type spendPlan struct {
+	writes  []pendingMovement
+	spent   []*spendCall
+	refused []*spendCall
+}
+
+// planSpends decides each call in order, drawing from the lots in memory:
+// a later spend of an account sees what the earlier ones took. A call that
+// repeats an earlier call's key waits for that call's answer (sameAs).
+func (t *Tx) planSpends(users map[string]*ent.User, lots map[string][]*ent.CreditLot, available map[string]int64, calls []*spendCall) spendPlan {
+	var p spendPlan
+	first := map[idempotency.Key]*spendCall{}
 	for _, c := range calls {
 		if c.res != nil || c.err != nil {
 			continue // replayed, or no such user
@@ -145,7 +182,7 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 			c.err = apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", c.req.Amount, available[u.ID])
 		}
 		if c.err != nil {
-			refused = append(refused, c)
+			p.refused = append(p.refused, c)
 			continue
 		}
 		m := newMovement(credittransaction.KindSpend, c.req.Amount)
@@ -153,30 +190,28 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 		t.drawLots(u, m, lots[u.ID], c.req.Amount)
 		m.post(AccountSpent, false, nil, c.req.Amount)
 		available[u.ID] -= c.req.Amount
-		writes = append(writes, pendingMovement{actor: c.actor, key: c.req.IdempotencyKey, u: u, m: m})
-		spent = append(spent, c)
+		p.writes = append(p.writes, pendingMovement{actor: c.actor, key: c.req.IdempotencyKey, u: u, m: m})
+		p.spent = append(p.spent, c)
 		first[c.key.Key] = c
 	}
-	if len(refused) > 0 && t.attempt == 1 {
-		if err := t.replayKnown(ctx, users, refused); err != nil {
-			return err
-		}
-	}
-	if len(writes) == 0 {
-		return nil
-	}
+	return p
+}
 
+// writeSpends writes the planned movements and their keys' records, and
+// gives each spend its result: the balance right after it, as a spend made
+// alone would have answered.
+func (t *Tx) writeSpends(ctx context.Context, users map[string]*ent.User, p spendPlan) error {
 	balances := make(map[string]int64, len(users))
 	for id, u := range users {
 		balances[id] = u.CreditsBalance
 	}
-	txns, err := t.writeMany(ctx, writes)
+	txns, err := t.writeMany(ctx, p.writes)
 	if err != nil {
 		return err
 	}
-	keys := make([]idempotency.Request, len(spent))
-	results := make([]*Result, len(spent))
-	for i, c := range spent {
+	keys := make([]idempotency.Request, len(p.spent))
+	results := make([]*Result, len(p.spent))
+	for i, c := range p.spent {
 		u := users[c.req.UserID]
 		balances[u.ID] -= c.req.Amount
 		after := *u
