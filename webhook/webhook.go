@@ -146,36 +146,47 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			slog.String("reason", "no processor or no signing secret configured"))
 		return
 	}
+	body, ok := h.admit(&d)
+	if !ok {
+		return
+	}
+	h.dispatch(&d, body)
+}
 
+// admit reads and checks a delivery's body: within the cap, signed, a
+// Stripe event in an accepted API version, which it sets as d.event. When
+// the body is refused it answers, counts the rejection and returns false.
+func (h Handler) admit(d *delivery) ([]byte, bool) {
+	w, r := d.w, d.r
 	body, err := h.readBody(w, r)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			h.metrics.reject(RejectedTooLarge)
 			d.answer(http.StatusRequestEntityTooLarge, "request body too large", slog.LevelWarn, slog.Int64("limit", h.maxBody))
-			return
+			return nil, false
 		}
 		h.metrics.reject(RejectedUnreadable)
 		d.answer(http.StatusBadRequest, "could not read the request body", slog.LevelWarn, slog.String("error", err.Error()))
-		return
+		return nil, false
 	}
 
 	if err := verify(r.Header.Get(SignatureHeader), body, h.secrets, h.tolerance, h.now()); err != nil {
 		h.metrics.reject(RejectedSignature)
 		d.answer(http.StatusBadRequest, "invalid signature: "+publicReason(err), slog.LevelWarn, slog.String("error", err.Error()))
-		return
+		return nil, false
 	}
 
 	var event stripe.Event
 	if err := json.Unmarshal(body, &event); err != nil {
 		h.metrics.reject(RejectedMalformed)
 		d.answer(http.StatusBadRequest, "payload is not a Stripe event", slog.LevelWarn, slog.String("error", err.Error()))
-		return
+		return nil, false
 	}
 	if why := envelopeProblem(&event, body); why != "" {
 		h.metrics.reject(RejectedMalformed)
 		d.answer(http.StatusBadRequest, "payload is not a Stripe event", slog.LevelWarn, slog.String("error", why))
-		return
+		return nil, false
 	}
 	d.event = &event
 
@@ -192,12 +203,19 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.metrics.reject(RejectedAPIVersion)
 		d.answer(http.StatusBadRequest, fmt.Sprintf("unsupported API version %q", event.APIVersion), slog.LevelWarn,
 			slog.String("reason", "API version not in STRIPE_WEBHOOK_API_VERSIONS"))
-		return
+		return nil, false
 	}
+	return body, true
+}
 
+// dispatch hands an admitted event to the Processor and answers with its
+// outcome: 200 when it is handled, 503 when the database or the deadline
+// failed, 500 otherwise.
+func (h Handler) dispatch(d *delivery, body []byte) {
+	r, event := d.r, d.event
 	typ := h.typeLabel(string(event.Type))
 	ctx, span := h.startEvent(r.Context(), event.ID, typ)
-	outcome, err := h.processor.HandleEvent(ctx, &event, body)
+	outcome, err := h.processor.HandleEvent(ctx, event, body)
 	d.outcome = outcome
 	counted := outcome
 	switch {

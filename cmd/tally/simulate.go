@@ -38,6 +38,13 @@ Exits 0 only when the webhook applied the event (or had already).`,
 	cmd.PersistentFlags().StringVar(&server, "server", "", "the running server, http://HOST:PORT or HOST:PORT (default: $TALLY_ADDR, else 127.0.0.1:8080)")
 	addSettingFlags(cmd.PersistentFlags(), "database-url")
 
+	cmd.AddCommand(newSimulatePurchase(&server), newSimulateRefund(&server), newSimulateDispute(&server))
+	return cmd
+}
+
+// The subcommands take the --server flag as a pointer: it is parsed after
+// they are built, and read when one runs.
+func newSimulatePurchase(server *string) *cobra.Command {
 	var externalUser, packageID string
 	purchase := &cobra.Command{
 		Use:   "purchase",
@@ -51,7 +58,7 @@ Exits 0 only when the webhook applied the event (or had already).`,
 			if err := auth.CheckExternalID("--user", externalUser); err != nil {
 				return usageError{err}
 			}
-			return withSimulation(cmd, server, func(ctx context.Context, client *ent.Client) (*ent.Payment, []byte, error) {
+			return withSimulation(cmd, *server, func(ctx context.Context, client *ent.Client) (*ent.Payment, []byte, error) {
 				p, err := payments.SimulatedPayment(ctx, client, externalUser, packageID)
 				if err != nil {
 					return nil, nil, err
@@ -63,7 +70,10 @@ Exits 0 only when the webhook applied the event (or had already).`,
 	}
 	purchase.Flags().StringVar(&externalUser, "user", "", "the buyer's external id (the sub of their tokens)")
 	purchase.Flags().StringVar(&packageID, "package", "", "the credit pack's id (see the creditPackages query)")
+	return purchase
+}
 
+func newSimulateRefund(server *string) *cobra.Command {
 	var paymentID string
 	var amount int64
 	refund := &cobra.Command{
@@ -77,7 +87,7 @@ Exits 0 only when the webhook applied the event (or had already).`,
 			if cmd.Flags().Changed("amount") && amount < 1 {
 				return usageError{fmt.Errorf("--amount must be at least 1 (minor units), not %d", amount)}
 			}
-			return withSimulation(cmd, server, func(ctx context.Context, client *ent.Client) (*ent.Payment, []byte, error) {
+			return withSimulation(cmd, *server, func(ctx context.Context, client *ent.Client) (*ent.Payment, []byte, error) {
 				p, err := simulatedPaymentByID(ctx, client, paymentID)
 				if err != nil {
 					return nil, nil, err
@@ -93,8 +103,11 @@ Exits 0 only when the webhook applied the event (or had already).`,
 	}
 	refund.Flags().StringVar(&paymentID, "payment", "", "the payment's id")
 	refund.Flags().Int64Var(&amount, "amount", 0, "cumulative amount refunded, minor units (default: the whole payment)")
+	return refund
+}
 
-	var outcome string
+func newSimulateDispute(server *string) *cobra.Command {
+	var paymentID, outcome string
 	dispute := &cobra.Command{
 		Use:   "dispute",
 		Short: "Open a dispute on a simulated payment, or close it with --outcome won|lost",
@@ -106,7 +119,7 @@ Exits 0 only when the webhook applied the event (or had already).`,
 			if outcome != "" && outcome != "won" && outcome != "lost" {
 				return usageError{fmt.Errorf("--outcome is won or lost, not %q", outcome)}
 			}
-			return withSimulation(cmd, server, func(ctx context.Context, client *ent.Client) (*ent.Payment, []byte, error) {
+			return withSimulation(cmd, *server, func(ctx context.Context, client *ent.Client) (*ent.Payment, []byte, error) {
 				p, err := simulatedPaymentByID(ctx, client, paymentID)
 				if err != nil {
 					return nil, nil, err
@@ -118,9 +131,7 @@ Exits 0 only when the webhook applied the event (or had already).`,
 	}
 	dispute.Flags().StringVar(&paymentID, "payment", "", "the payment's id")
 	dispute.Flags().StringVar(&outcome, "outcome", "", "close the dispute: won or lost (default: open it)")
-
-	cmd.AddCommand(purchase, refund, dispute)
-	return cmd
+	return dispute
 }
 
 // maxPaymentIDLen is the longest id Tally gives a payment (pay_ and a

@@ -55,102 +55,142 @@ func (e *env) plan(ctx context.Context) ([]group, error) {
 	o := e.o
 	top := []int{maxClients(o.clients)}
 	var groups []group
+	for _, w := range []struct {
+		name string
+		plan func() ([]group, error)
+	}{
+		{"W1", func() ([]group, error) { return e.planW1(ctx) }},
+		{"W2", func() ([]group, error) { return e.planW2(ctx, top) }},
+		{"W3", func() ([]group, error) { return e.planW3(ctx, top) }},
+		{"W4", func() ([]group, error) { return e.planW4(ctx, top) }},
+	} {
+		if !o.workloads[w.name] {
+			continue
+		}
+		gs, err := w.plan()
+		if err != nil {
+			return nil, err
+		}
+		groups = append(groups, gs...)
+	}
+	return groups, nil
+}
+
+// planW1 is spends on one hot account, through the API and raw.
+func (e *env) planW1(ctx context.Context) ([]group, error) {
+	o := e.o
+	var groups []group
 	b2 := "raw spend: guarded UPDATE + inserts as one statement (CTE)"
 	if e.dialect == dialect.SQLite {
 		b2 = "raw spend: UPDATE … RETURNING + inserts, one transaction (no DML in CTEs)"
 	}
-	if o.workloads["W1"] {
-		hot, err := e.seedAccounts(ctx, "bench-w1-api-", 1, seedBalance, false)
-		if err != nil {
-			return nil, err
-		}
-		raw, err := e.seedAccounts(ctx, "bench-w1-raw-", 1, seedBalance, true)
-		if err != nil {
-			return nil, err
-		}
-		one := func() int { return 0 }
-		groups = append(groups, group{clients: o.clients, members: []*workload{
-			{name: "W1", desc: "spendCredits, one hot account", group: "W1", baselines: []string{"B1", "B2"}, viaServer: true,
-				newOp: func(c int) op { return apiSpendOp(e.api, e.serviceToken, hot, one, c) }},
-			{name: "B1", desc: "raw spend: SELECT … FOR UPDATE, inserts, UPDATE", group: "W1",
-				newOp: func(int) op { return rawSpendOp(e.raw.spendLocked, raw, one) }},
-			{name: "B2", desc: b2, group: "W1",
-				newOp: func(int) op { return rawSpendOp(e.raw.spendStatement, raw, one) }},
-		}})
+	hot, err := e.seedAccounts(ctx, "bench-w1-api-", 1, seedBalance, false)
+	if err != nil {
+		return nil, err
 	}
-	if o.workloads["W2"] {
-		api, err := e.seedAccounts(ctx, "bench-w2-api-", o.accounts, seedBalance, false)
-		if err != nil {
-			return nil, err
-		}
-		raw, err := e.seedAccounts(ctx, "bench-w2-raw-", o.accounts, seedBalance, true)
-		if err != nil {
-			return nil, err
-		}
-		for _, dist := range []struct{ name, suffix, desc string }{
-			{"uniform", "u", "uniform"}, {"zipf", "z", fmt.Sprintf("Zipf s=%.1f", zipfExponent)},
-		} {
-			pick := func(c int) func() int { return newChooser(dist.name, o.accounts, chooserSeed(c)) }
-			w := "W2" + dist.suffix
-			groups = append(groups, group{clients: top, members: []*workload{
-				{name: w, desc: fmt.Sprintf("spendCredits, %d accounts, %s", o.accounts, dist.desc), group: w,
-					baselines: []string{"B1" + dist.suffix, "B2" + dist.suffix}, viaServer: true,
-					newOp: func(c int) op { return apiSpendOp(e.api, e.serviceToken, api, pick(c), c) }},
-				{name: "B1" + dist.suffix, desc: "B1 on " + dist.desc + " accounts", group: w,
-					newOp: func(c int) op { return rawSpendOp(e.raw.spendLocked, raw, pick(c)) }},
-				{name: "B2" + dist.suffix, desc: "B2 on " + dist.desc + " accounts", group: w,
-					newOp: func(c int) op { return rawSpendOp(e.raw.spendStatement, raw, pick(c)) }},
-			}})
-		}
+	raw, err := e.seedAccounts(ctx, "bench-w1-raw-", 1, seedBalance, true)
+	if err != nil {
+		return nil, err
 	}
-	if o.workloads["W3"] {
-		groups = append(groups, group{clients: o.clients, members: []*workload{
-			{name: "W3", desc: "viewer { creditsBalance }", group: "W3", baselines: []string{"B3"}, viaServer: true,
-				newOp: func(int) op { return apiBalanceOp(e.api, e.readerToken, readerCredit) }},
-			{name: "B3", desc: "raw SELECT balance", group: "W3",
-				newOp: func(int) op { return rawReadOp(e.raw, e.readerUserID, readerCredit) }},
-			// Not a target: what any request to the server costs, compared
-			// with B3 so that W3's ratio can be read against it.
-			{name: "H0", desc: "HTTP floor: GET /healthz (no auth, GraphQL or database)", group: "W3",
-				baselines: []string{"B3"}, viaServer: true,
-				newOp: func(int) op { return apiHealthOp(e.api) }},
-		}})
-		if err := e.seedHistory(ctx, o.history, o.depths); err != nil {
-			return nil, err
-		}
-		for _, d := range e.depths {
-			w, b := fmt.Sprintf("W3p%d", d.depth), fmt.Sprintf("B3p%d", d.depth)
-			groups = append(groups, group{clients: top, members: []*workload{
-				{name: w, desc: fmt.Sprintf("viewer { transactions(first: %d) } at depth %d", historyPage, d.depth), group: w,
-					baselines: []string{b}, viaServer: true,
-					newOp: func(int) op { return apiPageOp(e.api, e.historyToken, d) }},
-				{name: b, desc: fmt.Sprintf("raw keyset SELECT at depth %d", d.depth), group: w,
-					newOp: func(int) op { return rawPageOp(e.raw, e.historyUserID, d) }},
-			}})
-		}
+	one := func() int { return 0 }
+	groups = append(groups, group{clients: o.clients, members: []*workload{
+		{name: "W1", desc: "spendCredits, one hot account", group: "W1", baselines: []string{"B1", "B2"}, viaServer: true,
+			newOp: func(c int) op { return apiSpendOp(e.api, e.serviceToken, hot, one, c) }},
+		{name: "B1", desc: "raw spend: SELECT … FOR UPDATE, inserts, UPDATE", group: "W1",
+			newOp: func(int) op { return rawSpendOp(e.raw.spendLocked, raw, one) }},
+		{name: "B2", desc: b2, group: "W1",
+			newOp: func(int) op { return rawSpendOp(e.raw.spendStatement, raw, one) }},
+	}})
+	return groups, nil
+}
+
+// planW2 is spends over many accounts, uniform and Zipf-distributed.
+func (e *env) planW2(ctx context.Context, top []int) ([]group, error) {
+	o := e.o
+	var groups []group
+	api, err := e.seedAccounts(ctx, "bench-w2-api-", o.accounts, seedBalance, false)
+	if err != nil {
+		return nil, err
 	}
-	if o.workloads["W4"] {
-		api, err := e.seedHooks(ctx, "bench-w4-api-", false, o.dupShare)
-		if err != nil {
-			return nil, err
-		}
-		raw, err := e.seedHooks(ctx, "bench-w4-raw-", true, o.dupShare)
-		if err != nil {
-			return nil, err
-		}
-		dup := fmt.Sprintf("%.0f%% duplicates", 100*o.dupShare)
+	raw, err := e.seedAccounts(ctx, "bench-w2-raw-", o.accounts, seedBalance, true)
+	if err != nil {
+		return nil, err
+	}
+	for _, dist := range []struct{ name, suffix, desc string }{
+		{"uniform", "u", "uniform"}, {"zipf", "z", fmt.Sprintf("Zipf s=%.1f", zipfExponent)},
+	} {
+		pick := func(c int) func() int { return newChooser(dist.name, o.accounts, chooserSeed(c)) }
+		w := "W2" + dist.suffix
 		groups = append(groups, group{clients: top, members: []*workload{
-			{name: "W4", desc: "signed checkout.session.completed, " + dup, group: "W4", baselines: []string{"B4"},
-				viaServer: true, hooks: api,
-				newOp: func(c int) op { return apiHookOp(e.api, api, benchWebhookSecret, c) }},
-			{name: "B4", desc: "raw event insert ON CONFLICT DO NOTHING + credit, " + dup, group: "W4", hooks: raw,
-				newOp: func(c int) op { return rawHookOp(e.raw, raw, c) }},
-		}}, group{clients: []int{0}, members: []*workload{
-			{name: "W4o", desc: fmt.Sprintf("W4 open loop at %.0f%% of W4's peak", 100*openLoopShare), group: "W4o",
-				viaServer: true, open: true, hooks: api,
-				newOp: func(c int) op { return apiHookOp(e.api, api, benchWebhookSecret, c) }},
+			{name: w, desc: fmt.Sprintf("spendCredits, %d accounts, %s", o.accounts, dist.desc), group: w,
+				baselines: []string{"B1" + dist.suffix, "B2" + dist.suffix}, viaServer: true,
+				newOp: func(c int) op { return apiSpendOp(e.api, e.serviceToken, api, pick(c), c) }},
+			{name: "B1" + dist.suffix, desc: "B1 on " + dist.desc + " accounts", group: w,
+				newOp: func(c int) op { return rawSpendOp(e.raw.spendLocked, raw, pick(c)) }},
+			{name: "B2" + dist.suffix, desc: "B2 on " + dist.desc + " accounts", group: w,
+				newOp: func(c int) op { return rawSpendOp(e.raw.spendStatement, raw, pick(c)) }},
 		}})
 	}
+	return groups, nil
+}
+
+// planW3 is balance reads at every client count, then history pages at
+// each depth.
+func (e *env) planW3(ctx context.Context, top []int) ([]group, error) {
+	o := e.o
+	var groups []group
+	groups = append(groups, group{clients: o.clients, members: []*workload{
+		{name: "W3", desc: "viewer { creditsBalance }", group: "W3", baselines: []string{"B3"}, viaServer: true,
+			newOp: func(int) op { return apiBalanceOp(e.api, e.readerToken, readerCredit) }},
+		{name: "B3", desc: "raw SELECT balance", group: "W3",
+			newOp: func(int) op { return rawReadOp(e.raw, e.readerUserID, readerCredit) }},
+		// Not a target: what any request to the server costs, compared
+		// with B3 so that W3's ratio can be read against it.
+		{name: "H0", desc: "HTTP floor: GET /healthz (no auth, GraphQL or database)", group: "W3",
+			baselines: []string{"B3"}, viaServer: true,
+			newOp: func(int) op { return apiHealthOp(e.api) }},
+	}})
+	if err := e.seedHistory(ctx, o.history, o.depths); err != nil {
+		return nil, err
+	}
+	for _, d := range e.depths {
+		w, b := fmt.Sprintf("W3p%d", d.depth), fmt.Sprintf("B3p%d", d.depth)
+		groups = append(groups, group{clients: top, members: []*workload{
+			{name: w, desc: fmt.Sprintf("viewer { transactions(first: %d) } at depth %d", historyPage, d.depth), group: w,
+				baselines: []string{b}, viaServer: true,
+				newOp: func(int) op { return apiPageOp(e.api, e.historyToken, d) }},
+			{name: b, desc: fmt.Sprintf("raw keyset SELECT at depth %d", d.depth), group: w,
+				newOp: func(int) op { return rawPageOp(e.raw, e.historyUserID, d) }},
+		}})
+	}
+	return groups, nil
+}
+
+// planW4 is webhook deliveries, closed loop, then open loop at a share of
+// the closed loop's peak.
+func (e *env) planW4(ctx context.Context, top []int) ([]group, error) {
+	o := e.o
+	var groups []group
+	api, err := e.seedHooks(ctx, "bench-w4-api-", false, o.dupShare)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := e.seedHooks(ctx, "bench-w4-raw-", true, o.dupShare)
+	if err != nil {
+		return nil, err
+	}
+	dup := fmt.Sprintf("%.0f%% duplicates", 100*o.dupShare)
+	groups = append(groups, group{clients: top, members: []*workload{
+		{name: "W4", desc: "signed checkout.session.completed, " + dup, group: "W4", baselines: []string{"B4"},
+			viaServer: true, hooks: api,
+			newOp: func(c int) op { return apiHookOp(e.api, api, benchWebhookSecret, c) }},
+		{name: "B4", desc: "raw event insert ON CONFLICT DO NOTHING + credit, " + dup, group: "W4", hooks: raw,
+			newOp: func(c int) op { return rawHookOp(e.raw, raw, c) }},
+	}}, group{clients: []int{0}, members: []*workload{
+		{name: "W4o", desc: fmt.Sprintf("W4 open loop at %.0f%% of W4's peak", 100*openLoopShare), group: "W4o",
+			viaServer: true, open: true, hooks: api,
+			newOp: func(c int) op { return apiHookOp(e.api, api, benchWebhookSecret, c) }},
+	}})
 	return groups, nil
 }
 

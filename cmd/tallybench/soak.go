@@ -53,39 +53,10 @@ type soakKind struct {
 func (e *env) soak(ctx context.Context, res *results) error {
 	o := e.o
 	clients := maxClients(o.clients)
-	accounts, err := e.seedAccounts(ctx, "bench-soak-spend-", o.accounts, seedBalance, false)
+	kinds, err := e.soakKinds(ctx)
 	if err != nil {
 		return err
 	}
-	if err := e.seedHistory(ctx, o.history, o.depths); err != nil {
-		return err
-	}
-	hooks, err := e.seedHooks(ctx, "bench-soak-buy-", false, o.dupShare)
-	if err != nil {
-		return err
-	}
-	// A guess of 600 webhooks a second (a 5-minute soak on a 2-core
-	// machine sent 400 a second once purchases were batched); should they
-	// run out, the rest of the soak sends duplicates, which is still load.
-	if err := hooks.ensurePending(ctx, e.db.Ent, hooks.budget(o.soak, 600)); err != nil {
-		return err
-	}
-	if err := e.analyzeSeed(ctx); err != nil {
-		return err
-	}
-	deep := e.depths[len(e.depths)-1]
-	kinds := []soakKind{
-		{&workload{name: "spend", group: "spend", desc: fmt.Sprintf("spendCredits, %d accounts, uniform", o.accounts)}, 50},
-		{&workload{name: "balance", group: "balance", desc: "viewer { creditsBalance }"}, 25},
-		{&workload{name: "page", group: "page", desc: fmt.Sprintf("transactions page at depth %d", deep.depth)}, 15},
-		{&workload{name: "webhook", group: "webhook", desc: fmt.Sprintf("checkout.session.completed, %.0f%% duplicates", 100*o.dupShare)}, 10},
-	}
-	kinds[0].w.newOp = func(c int) op {
-		return apiSpendOp(e.api, e.serviceToken, accounts, newChooser("uniform", o.accounts, chooserSeed(c)), c)
-	}
-	kinds[1].w.newOp = func(int) op { return apiBalanceOp(e.api, e.readerToken, readerCredit) }
-	kinds[2].w.newOp = func(int) op { return apiPageOp(e.api, e.historyToken, deep) }
-	kinds[3].w.newOp = func(c int) op { return apiHookOp(e.api, hooks, benchWebhookSecret, c) }
 	var mix []string
 	for _, k := range kinds {
 		mix = append(mix, fmt.Sprintf("%d%% %s", k.weight, k.w.name))
@@ -100,30 +71,9 @@ func (e *env) soak(ctx context.Context, res *results) error {
 		return err
 	}
 	started := time.Now()
-	var rss []rssSample
-	var rssMu sync.Mutex
-	stopSampling := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		t := time.NewTicker(soakSampleEvery)
-		defer t.Stop()
-		for {
-			if v, err := procStatus(e.server.pid, "VmRSS"); err == nil {
-				rssMu.Lock()
-				rss = append(rss, rssSample{Seconds: time.Since(started).Seconds(), MiB: float64(v) / (1 << 20)})
-				rssMu.Unlock()
-			}
-			select {
-			case <-stopSampling:
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	stopSampling := e.sampleRSS(started)
 	samples := runMixed(ctx, clients, o.soak, kinds)
-	close(stopSampling)
-	<-sampled
+	rss := stopSampling()
 	usage, err := probe.end(measure, e.api)
 	if err != nil {
 		return err
@@ -155,6 +105,77 @@ func (e *env) soak(ctx context.Context, res *results) error {
 	}
 	res.Soak = s
 	return nil
+}
+
+// soakKinds seeds what the soak's mix needs (accounts, history, pending
+// webhooks) and returns the mix.
+func (e *env) soakKinds(ctx context.Context) ([]soakKind, error) {
+	o := e.o
+	accounts, err := e.seedAccounts(ctx, "bench-soak-spend-", o.accounts, seedBalance, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.seedHistory(ctx, o.history, o.depths); err != nil {
+		return nil, err
+	}
+	hooks, err := e.seedHooks(ctx, "bench-soak-buy-", false, o.dupShare)
+	if err != nil {
+		return nil, err
+	}
+	// A guess of 600 webhooks a second (a 5-minute soak on a 2-core
+	// machine sent 400 a second once purchases were batched); should they
+	// run out, the rest of the soak sends duplicates, which is still load.
+	if err := hooks.ensurePending(ctx, e.db.Ent, hooks.budget(o.soak, 600)); err != nil {
+		return nil, err
+	}
+	if err := e.analyzeSeed(ctx); err != nil {
+		return nil, err
+	}
+	deep := e.depths[len(e.depths)-1]
+	kinds := []soakKind{
+		{&workload{name: "spend", group: "spend", desc: fmt.Sprintf("spendCredits, %d accounts, uniform", o.accounts)}, 50},
+		{&workload{name: "balance", group: "balance", desc: "viewer { creditsBalance }"}, 25},
+		{&workload{name: "page", group: "page", desc: fmt.Sprintf("transactions page at depth %d", deep.depth)}, 15},
+		{&workload{name: "webhook", group: "webhook", desc: fmt.Sprintf("checkout.session.completed, %.0f%% duplicates", 100*o.dupShare)}, 10},
+	}
+	kinds[0].w.newOp = func(c int) op {
+		return apiSpendOp(e.api, e.serviceToken, accounts, newChooser("uniform", o.accounts, chooserSeed(c)), c)
+	}
+	kinds[1].w.newOp = func(int) op { return apiBalanceOp(e.api, e.readerToken, readerCredit) }
+	kinds[2].w.newOp = func(int) op { return apiPageOp(e.api, e.historyToken, deep) }
+	kinds[3].w.newOp = func(c int) op { return apiHookOp(e.api, hooks, benchWebhookSecret, c) }
+	return kinds, nil
+}
+
+// sampleRSS records the server's RSS every soakSampleEvery, from now until
+// the function it returns is called; that function returns the samples.
+func (e *env) sampleRSS(started time.Time) (stop func() []rssSample) {
+	var rss []rssSample
+	var rssMu sync.Mutex
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(soakSampleEvery)
+		defer t.Stop()
+		for {
+			if v, err := procStatus(e.server.pid, "VmRSS"); err == nil {
+				rssMu.Lock()
+				rss = append(rss, rssSample{Seconds: time.Since(started).Seconds(), MiB: float64(v) / (1 << 20)})
+				rssMu.Unlock()
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() []rssSample {
+		close(stopSampling)
+		<-sampled
+		return rss
+	}
 }
 
 // rssTrend is the least-squares slope of RSS over time after the warm-up,

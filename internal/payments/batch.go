@@ -161,6 +161,21 @@ func eventOutcomes(ctx context.Context, c *ent.ProcessedEventClient, calls []*pu
 // the locks (and, on a retry, the events' records), then write the
 // payments' new states, the grants (see ledger.GrantMany) and the records.
 func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*purchase, readRecords bool) error {
+	ps, prior, err := readPurchases(ctx, t, calls, readRecords)
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	w := decidePurchases(t.Ent(), calls, ps, prior, now)
+	return s.writePurchases(ctx, t, w, now)
+}
+
+// readPurchases locks the users of the payments the batch's sessions name
+// and reads those payments under the locks; with readRecords (a retry) it
+// also reads the events' records. A record still deferred is errAlone: the
+// batch does not complete deferred records.
+func readPurchases(ctx context.Context, t *ledger.Tx, calls []*purchase, readRecords bool,
+) ([]*ent.Payment, map[string]processedevent.Outcome, error) {
 	var refs, sessionIDs []any
 	for _, c := range calls {
 		c.outcome, c.err, c.later = "", nil, false
@@ -178,30 +193,41 @@ func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*pur
 		sel.Where(sql.In(sel.C(user.FieldID), sql.Select(payment.FieldUserID).From(sql.Table(payment.Table)).
 			Where(named(payment.FieldID, payment.FieldStripeCheckoutSessionID))))
 	}); err != nil {
-		return err
+		return nil, nil, err
 	}
 	ps, err := t.Ent().Payment.Query().Where(func(sel *sql.Selector) {
 		sel.Where(named(sel.C(payment.FieldID), sel.C(payment.FieldStripeCheckoutSessionID)))
 	}).All(ctx)
 	if err != nil {
-		return fmt.Errorf("payments: reading the payments of %d events: %w", len(calls), err)
+		return nil, nil, fmt.Errorf("payments: reading the payments of %d events: %w", len(calls), err)
 	}
 	prior := map[string]processedevent.Outcome{}
 	if readRecords {
 		if prior, err = eventOutcomes(ctx, t.Ent().ProcessedEvent, calls); err != nil {
-			return err
+			return nil, nil, err
 		}
 		for _, o := range prior {
 			if o == processedevent.OutcomeDeferred {
-				return errAlone
+				return nil, nil, errAlone
 			}
 		}
 	}
+	return ps, prior, nil
+}
 
-	now := s.now().UTC()
-	var grants []ledger.GrantRequest
-	var records []*ent.ProcessedEventCreate
-	var writes []sessionWrite
+// purchaseWrites is what a batch decided to write: the payments' new
+// states, the grants and the events' records.
+type purchaseWrites struct {
+	grants  []ledger.GrantRequest
+	records []*ent.ProcessedEventCreate
+	writes  []sessionWrite
+}
+
+// decidePurchases decides each event of the batch on the payments read
+// under the locks, setting each call's outcome (or later), and collects
+// what the decisions write. It reads and writes nothing itself.
+func decidePurchases(tx *ent.Tx, calls []*purchase, ps []*ent.Payment, prior map[string]processedevent.Outcome, now time.Time) purchaseWrites {
+	var w purchaseWrites
 	taken := map[string]bool{} // payments and users with an event in this batch
 	for _, c := range calls {
 		if _, seen := prior[c.ev.ID]; seen {
@@ -223,10 +249,10 @@ func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*pur
 			taken[p.ID], taken[p.UserID] = true, true
 			eff := decideSession(c.ev.Type, p, c.sess)
 			if eff.grant {
-				grants = append(grants, purchaseGrant(p))
+				w.grants = append(w.grants, purchaseGrant(p))
 			}
 			if eff.write {
-				writes = append(writes, newSessionWrite(p, c.sess, eff))
+				w.writes = append(w.writes, newSessionWrite(p, c.sess, eff))
 			}
 			d = eff.d
 		default:
@@ -236,28 +262,34 @@ func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*pur
 		if p != nil {
 			paymentID = &p.ID
 		}
-		records = append(records, recordCreate(t.Ent(), c.ev, c.payload, paymentID, d, c.received, now))
+		w.records = append(w.records, recordCreate(tx, c.ev, c.payload, paymentID, d, c.received, now))
 		c.outcome = strings.ToLower(string(d.outcome))
 	}
-	if err := s.writeSessions(ctx, t.Ent(), writes, now); err != nil {
+	return w
+}
+
+// writePurchases writes what decidePurchases decided, one statement per
+// step for the whole batch.
+func (s *Service) writePurchases(ctx context.Context, t *ledger.Tx, w purchaseWrites, now time.Time) error {
+	if err := s.writeSessions(ctx, t.Ent(), w.writes, now); err != nil {
 		return err
 	}
-	if len(grants) > 0 {
-		if _, err := t.GrantMany(ctx, webhookActor, grants); err != nil {
-			return fmt.Errorf("payments: granting %d payments: %w", len(grants), err)
+	if len(w.grants) > 0 {
+		if _, err := t.GrantMany(ctx, webhookActor, w.grants); err != nil {
+			return fmt.Errorf("payments: granting %d payments: %w", len(w.grants), err)
 		}
 	}
-	if len(records) == 0 {
+	if len(w.records) == 0 {
 		return nil
 	}
-	err = t.Ent().ProcessedEvent.CreateBulk(records...).Exec(ctx)
+	err := t.Ent().ProcessedEvent.CreateBulk(w.records...).Exec(ctx)
 	if ent.IsConstraintError(err) {
 		// An event of the batch, delivered concurrently elsewhere, was
 		// recorded first. Start over: the retry finds its record.
 		return fmt.Errorf("payments: an event of the batch was recorded concurrently: %w", ledger.ErrRetry)
 	}
 	if err != nil {
-		return fmt.Errorf("payments: recording %d events: %w", len(records), err)
+		return fmt.Errorf("payments: recording %d events: %w", len(w.records), err)
 	}
 	return nil
 }

@@ -94,7 +94,7 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 // already decided (Stripe retries, and sends duplicates) is answered with
 // one read, outside any transaction: a decided event's record never
 // changes. Deferred ones are tried again. For a new event the read stands
-// in for the read under the lock on the first attempt (see below).
+// in for the read under the lock on the first attempt (see applyLocked).
 func (s *Service) handleUnbatched(ctx context.Context, ev *stripe.Event, payload []byte, received time.Time,
 	also func(context.Context, *ent.Tx) error,
 ) (string, error) {
@@ -123,53 +123,10 @@ func (s *Service) handleUnbatched(ctx context.Context, ev *stripe.Event, payload
 	var outcome string
 	attempts := 0
 	err = s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
-		outcome = ""
 		attempts++
-		var p *ent.Payment
-		if target.payment != nil {
-			if _, err := t.LockUser(ctx, target.payment.UserID); err != nil {
-				return err
-			}
-			// Read again under the lock: another event may have moved it.
-			var err error
-			if p, err = t.Ent().Payment.Get(ctx, target.payment.ID); err != nil {
-				return fmt.Errorf("payments: reading payment %s: %w", target.payment.ID, err)
-			}
-		}
-		// The first attempt trusts the read made before the transaction,
-		// unless the payment moved since (most often a concurrent delivery
-		// of this very event, applied while this one waited for the lock).
-		// A record written since all the same makes record's insert, or its
-		// guarded update of a deferred record, fail and the transaction run
-		// again, and that attempt reads the record under the lock.
-		prior := seen
-		if attempts > 1 || (p != nil && !p.UpdatedAt.Equal(target.payment.UpdatedAt)) {
-			var err error
-			if prior, err = eventRecord(ctx, t.Ent().ProcessedEvent, ev.ID); err != nil {
-				return err
-			}
-		}
-		if prior != nil && prior.Outcome != processedevent.OutcomeDeferred {
-			outcome = OutcomeDuplicate
-			return nil
-		}
-		d := target.mismatch
-		if d == nil {
-			var err error
-			if d, err = s.apply(ctx, t, ev, p); err != nil {
-				return err
-			}
-		}
-		if err := s.record(ctx, t.Ent(), prior, ev, payload, p, *d, received); err != nil {
-			return err
-		}
-		if also != nil {
-			if err := also(ctx, t.Ent()); err != nil {
-				return err
-			}
-		}
-		outcome = strings.ToLower(string(d.outcome))
-		return nil
+		var err error
+		outcome, err = s.applyLocked(ctx, t, ev, payload, received, target, seen, attempts, also)
+		return err
 	})
 	var deferred *DeferredError
 	if errors.As(err, &deferred) {
@@ -180,6 +137,57 @@ func (s *Service) handleUnbatched(ctx context.Context, ev *stripe.Event, payload
 		return "", err
 	}
 	return outcome, nil
+}
+
+// applyLocked is one attempt of handleUnbatched's transaction: it locks
+// the payment's user, decides the event and records it, and runs also.
+// seen is the event's record as read before the transaction.
+func (s *Service) applyLocked(ctx context.Context, t *ledger.Tx, ev *stripe.Event, payload []byte, received time.Time,
+	target matched, seen *ent.ProcessedEvent, attempts int, also func(context.Context, *ent.Tx) error,
+) (string, error) {
+	var p *ent.Payment
+	if target.payment != nil {
+		if _, err := t.LockUser(ctx, target.payment.UserID); err != nil {
+			return "", err
+		}
+		// Read again under the lock: another event may have moved it.
+		var err error
+		if p, err = t.Ent().Payment.Get(ctx, target.payment.ID); err != nil {
+			return "", fmt.Errorf("payments: reading payment %s: %w", target.payment.ID, err)
+		}
+	}
+	// The first attempt trusts the read made before the transaction,
+	// unless the payment moved since (most often a concurrent delivery
+	// of this very event, applied while this one waited for the lock).
+	// A record written since all the same makes record's insert, or its
+	// guarded update of a deferred record, fail and the transaction run
+	// again, and that attempt reads the record under the lock.
+	prior := seen
+	if attempts > 1 || (p != nil && !p.UpdatedAt.Equal(target.payment.UpdatedAt)) {
+		var err error
+		if prior, err = eventRecord(ctx, t.Ent().ProcessedEvent, ev.ID); err != nil {
+			return "", err
+		}
+	}
+	if prior != nil && prior.Outcome != processedevent.OutcomeDeferred {
+		return OutcomeDuplicate, nil
+	}
+	d := target.mismatch
+	if d == nil {
+		var err error
+		if d, err = s.apply(ctx, t, ev, p); err != nil {
+			return "", err
+		}
+	}
+	if err := s.record(ctx, t.Ent(), prior, ev, payload, p, *d, received); err != nil {
+		return "", err
+	}
+	if also != nil {
+		if err := also(ctx, t.Ent()); err != nil {
+			return "", err
+		}
+	}
+	return strings.ToLower(string(d.outcome)), nil
 }
 
 // otherMode refuses an event of the other Stripe mode than the server's:

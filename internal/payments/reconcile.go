@@ -101,7 +101,21 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 	}
 	r.StripeChecked = true
 	since := s.now().Add(-opts.Since).Unix()
+	if err := s.reconcileSessions(ctx, &r, opts.Apply, since, progress); err != nil {
+		return r, err
+	}
+	if err := s.reconcileEvents(ctx, &r, opts.Apply, since, progress); err != nil {
+		return r, err
+	}
+	return r, nil
+}
 
+// reconcileSessions finds the Checkout Sessions created since (a Unix time)
+// that Stripe says are paid but whose payments Tally has not granted, and
+// with apply repairs each as the checkout.session.completed that was missed.
+func (s *Service) reconcileSessions(ctx context.Context, r *ReconcileReport, apply bool, since int64,
+	progress func(format string, args ...any),
+) error {
 	progress("reading Checkout Sessions created since %s", time.Unix(since, 0).UTC().Format(time.RFC3339))
 	sp := &stripe.CheckoutSessionListParams{CreatedRange: &stripe.RangeQueryParams{GreaterThanOrEqual: since}}
 	sp.Context = ctx
@@ -124,20 +138,28 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 			continue // not a Tally purchase
 		}
 		if err != nil {
-			return r, fmt.Errorf("payments: matching session %s: %w", sess.ID, err)
+			return fmt.Errorf("payments: matching session %s: %w", sess.ID, err)
 		}
 		if granted(p.Status) {
 			continue
 		}
 		r.PaidNotGranted = append(r.PaidNotGranted, p.ID)
-		if opts.Apply {
-			s.repair(ctx, &r, "reconcile_"+sess.ID, "checkout.session.completed", sess)
+		if apply {
+			s.repair(ctx, r, "reconcile_"+sess.ID, "checkout.session.completed", sess)
 		}
 	}
 	if err := it.Err(); err != nil {
-		return r, stripeError("listing Checkout Sessions", err)
+		return stripeError("listing Checkout Sessions", err)
 	}
+	return nil
+}
 
+// reconcileEvents finds the events of the handled types created since (a
+// Unix time) that Tally never applied or that still wait, and with apply
+// processes each as its delivery would.
+func (s *Service) reconcileEvents(ctx context.Context, r *ReconcileReport, apply bool, since int64,
+	progress func(format string, args ...any),
+) error {
 	progress("reading events created since %s", time.Unix(since, 0).UTC().Format(time.RFC3339))
 	ep := &stripe.EventListParams{CreatedRange: &stripe.RangeQueryParams{GreaterThanOrEqual: since}}
 	ep.Context = ctx
@@ -152,16 +174,16 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 		}
 		rec, err := s.db.Ent.ProcessedEvent.Query().Where(processedevent.StripeEventID(ev.ID)).Only(ctx)
 		if err != nil && !ent.IsNotFound(err) {
-			return r, fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
+			return fmt.Errorf("payments: reading event %s: %w", ev.ID, err)
 		}
 		if rec != nil && rec.Outcome != processedevent.OutcomeDeferred {
 			continue
 		}
 		r.Unprocessed = append(r.Unprocessed, ev.ID)
-		if opts.Apply {
+		if apply {
 			payload, err := json.Marshal(ev)
 			if err != nil {
-				return r, fmt.Errorf("payments: encoding event %s: %w", ev.ID, err)
+				return fmt.Errorf("payments: encoding event %s: %w", ev.ID, err)
 			}
 			if _, err := s.HandleEvent(ctx, ev, payload); err != nil {
 				r.Failures = append(r.Failures, fmt.Sprintf("%s: %v", ev.ID, err))
@@ -171,9 +193,9 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 		}
 	}
 	if err := events.Err(); err != nil {
-		return r, stripeError("listing events", err)
+		return stripeError("listing events", err)
 	}
-	return r, nil
+	return nil
 }
 
 // repair processes a Stripe object as the event that should have announced
@@ -188,61 +210,4 @@ func (s *Service) repair(ctx context.Context, r *ReconcileReport, id, typ string
 		return
 	}
 	r.Repaired++
-}
-
-// ApplyRefund claws back, at once, the credits of a refund Tally just made
-// in Stripe, as the charge.refunded event will (with the cumulative amount
-// refunded as far as Tally knows). The event's own delivery then finds the
-// credits clawed back already: refunds are applied by cumulative total, so
-// whichever comes first, the credits go exactly once. audit runs in the same
-// transaction, unless this refund was applied before (a retried request);
-// the outcome is then OutcomeDuplicate.
-func (s *Service) ApplyRefund(ctx context.Context, p *ent.Payment, refund *stripe.Refund, amount int64,
-	audit func(context.Context, *ent.Tx) error,
-) (string, error) {
-	chargeID := unknownChargePrefix + p.ID
-	if p.StripeChargeID != nil {
-		chargeID = *p.StripeChargeID
-	} else if refund.Charge != nil && refund.Charge.ID != "" {
-		chargeID = refund.Charge.ID
-	}
-	intent := ""
-	if p.StripePaymentIntentID != nil {
-		intent = *p.StripePaymentIntentID
-	}
-	ev, payload, err := s.syntheticEvent("refund_"+refund.ID, "charge.refunded", map[string]any{
-		"id": chargeID, "object": "charge", "amount": p.Amount, "currency": p.Currency,
-		"amount_refunded": min(p.AmountRefunded+amount, p.Amount), "payment_intent": intent,
-	})
-	if err != nil {
-		return "", err
-	}
-	return s.handle(ctx, ev, payload, audit)
-}
-
-// unknownChargePrefix names the charge of a refund Stripe answered without
-// one: the charge of the payment's next refund event replaces it.
-const unknownChargePrefix = "ch_unknown_"
-
-// syntheticEvent builds the event that should have announced a Stripe
-// object, with an id derived from it so that repeats are one event.
-func (s *Service) syntheticEvent(id, typ string, object any) (*stripe.Event, []byte, error) {
-	raw, err := json.Marshal(object)
-	if err != nil {
-		return nil, nil, fmt.Errorf("payments: encoding %s: %w", id, err)
-	}
-	// In the server's mode: it describes an object of the account the key
-	// reads, and an event of the other mode would be refused.
-	payload, err := json.Marshal(map[string]any{
-		"id": id, "object": "event", "type": typ, "api_version": APIVersion, "livemode": s.livemode,
-		"created": s.now().Unix(), "data": map[string]json.RawMessage{"object": raw},
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("payments: encoding %s: %w", id, err)
-	}
-	var ev stripe.Event
-	if err := json.Unmarshal(payload, &ev); err != nil {
-		return nil, nil, fmt.Errorf("payments: decoding %s: %w", id, err)
-	}
-	return &ev, payload, nil
 }
