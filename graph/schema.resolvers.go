@@ -61,12 +61,9 @@ func (r *mutationResolver) RefundPayment(ctx context.Context, input model.Refund
 	if err != nil {
 		return nil, err
 	}
-	if input.Amount != nil && *input.Amount <= 0 {
-		return nil, apperr.New(apperr.InvalidArgument, "amount must be a positive number of minor units, not %d", *input.Amount)
-	}
 	var action *ent.AdminAction
 	res, err := r.Payments.RefundPayment(ctx, "admin:"+a.User.ID, payments.RefundRequest{
-		PaymentID: input.PaymentID, Amount: int64(deref(input.Amount)), Reason: input.Reason, IdempotencyKey: input.IdempotencyKey,
+		PaymentID: input.PaymentID, Amount: int64Ptr(input.Amount), Reason: input.Reason, IdempotencyKey: input.IdempotencyKey,
 	}, func(ctx context.Context, tx *ent.Tx, p *ent.Payment, amount int64, refundID string) error {
 		var err error
 		action, err = a.RefundAudit(ctx, tx, p, amount, input.Reason, refundID)

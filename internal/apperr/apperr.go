@@ -51,6 +51,17 @@ func Invalid(field, format string, args ...any) *Error {
 	return &Error{Code: InvalidArgument, Message: fmt.Sprintf(format, args...), Field: field}
 }
 
+// First is the first of errs that is not nil: a request's checks, in the
+// order its fields are read.
+func First(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // As returns the *Error in err's chain, if any.
 func As(err error) (*Error, bool) {
 	var e *Error

@@ -47,11 +47,11 @@ var EarliestTime = time.Unix(0, 0).UTC()
 // inRange holds a time to [EarliestTime, now].
 func (s *Service) inRange(name string, at time.Time) error {
 	if at.Before(EarliestTime) {
-		return apperr.New(apperr.InvalidArgument, "%s %s is before %s", name,
+		return apperr.Invalid(name, "%s %s is before %s", name,
 			at.UTC().Format(time.RFC3339Nano), EarliestTime.Format(time.RFC3339))
 	}
 	if now := s.now(); at.After(now) {
-		return apperr.New(apperr.InvalidArgument, "%s %s is in the future (now is %s)", name,
+		return apperr.Invalid(name, "%s %s is in the future (now is %s)", name,
 			at.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
 	}
 	return nil
@@ -92,7 +92,7 @@ type KindTotal struct {
 // that the balances and totals come from one snapshot on both databases.
 func (s *Service) Statement(ctx context.Context, userID string, from, to time.Time) (Statement, error) {
 	if from.After(to) {
-		return Statement{}, apperr.New(apperr.InvalidArgument, "from (%s) is after to (%s)",
+		return Statement{}, apperr.Invalid("from", "from (%s) is after to (%s)",
 			from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano))
 	}
 	if err := s.inRange("from", from); err != nil {

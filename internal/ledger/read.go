@@ -77,9 +77,10 @@ type Page struct {
 // MaxPageSize bounds a page.
 const MaxPageSize = 100
 
-func (p Page) validate() error {
+// Validate checks a page request.
+func (p Page) Validate() error {
 	if p.First < 1 || p.First > MaxPageSize {
-		return apperr.New(apperr.InvalidArgument, "first must be from 1 to %d, not %d", MaxPageSize, p.First)
+		return apperr.Invalid("first", "first must be from 1 to %d, not %d", MaxPageSize, p.First)
 	}
 	return nil
 }
@@ -113,7 +114,7 @@ func parseCursor(c string) (time.Time, string, error) {
 // their postings. Keyset pagination on (created_at, id): every page costs
 // the same however deep it is.
 func (s *Service) Transactions(ctx context.Context, userID string, p Page) (TransactionPage, error) {
-	if err := p.validate(); err != nil {
+	if err := p.Validate(); err != nil {
 		return TransactionPage{}, err
 	}
 	q := s.db.Ent.CreditTransaction.Query().Where(credittransaction.UserID(userID))

@@ -28,7 +28,7 @@ const (
 
 // Validate checks a grant.
 func (r GrantRequest) Validate() error {
-	return firstError(
+	return apperr.First(
 		validateAmount("amount", r.Amount),
 		ValidateText("reason", r.Reason, MaxReasonLength),
 		validateMetadata(r.Metadata),
@@ -37,7 +37,7 @@ func (r GrantRequest) Validate() error {
 
 // Validate checks a spend.
 func (r SpendRequest) Validate() error {
-	return firstError(
+	return apperr.First(
 		validateAmount("amount", r.Amount),
 		ValidateText("reason", r.Reason, MaxReasonLength),
 		validateMetadata(r.Metadata),
@@ -46,7 +46,7 @@ func (r SpendRequest) Validate() error {
 
 // Validate checks a revocation.
 func (r RevokeRequest) Validate() error {
-	return firstError(
+	return apperr.First(
 		validateAmount("amount", r.Amount),
 		ValidateText("reason", r.Reason, MaxReasonLength),
 	)
@@ -54,7 +54,7 @@ func (r RevokeRequest) Validate() error {
 
 // Validate checks a clawback.
 func (r ClawbackRequest) Validate() error {
-	return firstError(
+	return apperr.First(
 		validateAmount("amount", r.Amount),
 		ValidateText("reason", r.Reason, MaxReasonLength),
 	)
@@ -67,7 +67,7 @@ func (r PaymentRequest) Validate() error {
 
 // Validate checks a reservation.
 func (r ReserveRequest) Validate() error {
-	err := firstError(
+	err := apperr.First(
 		validateAmount("amount", r.Amount),
 		ValidateText("reason", r.Reason, MaxReasonLength),
 	)
@@ -88,21 +88,12 @@ func (r CaptureRequest) Validate() error {
 	if r.Amount != nil {
 		amount = validateAmount("amount", *r.Amount)
 	}
-	return firstError(amount, ValidateText("reason", r.Reason, MaxReasonLength))
+	return apperr.First(amount, ValidateText("reason", r.Reason, MaxReasonLength))
 }
 
 // Validate checks a release.
 func (r ReleaseRequest) Validate() error {
 	return ValidateText("reason", r.Reason, MaxReasonLength)
-}
-
-func firstError(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func validateAmount(field string, amount int64) error {

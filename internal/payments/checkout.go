@@ -76,7 +76,7 @@ func (s *Service) CreateCheckoutSession(ctx context.Context, userID string, req 
 	if s.stripe == nil {
 		return nil, errStripeDisabled()
 	}
-	if err := req.validate(); err != nil {
+	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	key, err := req.keyedRequest(userID)
@@ -110,12 +110,10 @@ func (s *Service) CreateCheckoutSession(ctx context.Context, userID string, req 
 	return s.openCheckoutSession(ctx, key.Key, req, p, pkg, customerID, false)
 }
 
-func (r CheckoutRequest) validate() error {
-	if err := idempotency.ValidateKey(r.IdempotencyKey); err != nil {
-		return err
-	}
+// Validate checks a checkout request.
+func (r CheckoutRequest) Validate() error {
 	if r.PackageID == "" {
-		return apperr.New(apperr.InvalidArgument, "packageId is required")
+		return apperr.Invalid("packageId", "packageId is required")
 	}
 	if err := validateReturnURL("successUrl", r.SuccessURL); err != nil {
 		return err
@@ -128,15 +126,15 @@ func (r CheckoutRequest) validate() error {
 // attack.
 func validateReturnURL(name, raw string) error {
 	if raw == "" {
-		return apperr.New(apperr.InvalidArgument, "%s is required", name)
+		return apperr.Invalid(name, "%s is required", name)
 	}
 	if len(raw) > maxReturnURL {
-		return apperr.New(apperr.InvalidArgument, "%s is longer than %d characters", name, maxReturnURL)
+		return apperr.Invalid(name, "%s is longer than %d characters", name, maxReturnURL)
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 		strings.ContainsAny(raw, " \t\r\n") {
-		return apperr.New(apperr.InvalidArgument, "%s must be an absolute http or https URL", name)
+		return apperr.Invalid(name, "%s must be an absolute http or https URL", name)
 	}
 	return nil
 }
@@ -228,7 +226,7 @@ func loadCheckout(ctx context.Context, c *ent.Client, userID, packageID string) 
 		return nil, nil, fmt.Errorf("payments: reading credit package %s: %w", packageID, err)
 	}
 	if !pkg.Active {
-		return nil, nil, apperr.New(apperr.InvalidArgument, "credit package %q is no longer on sale", packageID)
+		return nil, nil, apperr.Invalid("packageId", "credit package %q is no longer on sale", packageID)
 	}
 	return u, pkg, nil
 }

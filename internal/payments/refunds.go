@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/stripe/stripe-go/v76"
 
@@ -41,14 +40,9 @@ func (s *Service) CreateRefund(ctx context.Context, paymentID string, amount int
 	if s.stripe == nil {
 		return nil, errStripeDisabled()
 	}
-	if err := idempotency.ValidateKey(idempotencyKey); err != nil {
+	req := RefundRequest{PaymentID: paymentID, Amount: &amount, Reason: reason, IdempotencyKey: idempotencyKey}
+	if err := apperr.First(idempotency.ValidateKey(idempotencyKey), req.Validate()); err != nil {
 		return nil, err
-	}
-	if amount <= 0 || amount > ledger.MaxAmount {
-		return nil, apperr.New(apperr.InvalidArgument, "the refund amount must be a positive whole number of minor units, not %d", amount)
-	}
-	if len(reason) > maxRefundReason || !utf8.ValidString(reason) {
-		return nil, apperr.New(apperr.InvalidArgument, "reason must be valid UTF-8 of at most %d bytes", maxRefundReason)
 	}
 
 	p, err := s.db.Ent.Payment.Get(ctx, paymentID)
@@ -66,7 +60,7 @@ func (s *Service) CreateRefund(ctx context.Context, paymentID string, amount int
 		return nil, apperr.New(apperr.InvalidArgument, "payment %s has no Stripe PaymentIntent to refund", p.ID)
 	}
 	if left := p.Amount - p.AmountRefunded; amount > left {
-		return nil, apperr.New(apperr.InvalidArgument,
+		return nil, apperr.Invalid("amount",
 			"the refund amount %d is more than the %d %s left to refund on payment %s", amount, left, p.Currency, p.ID)
 	}
 
@@ -106,10 +100,21 @@ func refundIdempotencyKey(paymentID, key string) string {
 // RefundRequest is an admin's refund of a payment.
 type RefundRequest struct {
 	PaymentID string
-	// Amount in minor units; 0 refunds everything not yet refunded.
-	Amount         int64
+	// Amount in minor units; nil refunds everything not yet refunded.
+	Amount         *int64
 	Reason         string
 	IdempotencyKey string
+}
+
+// Validate checks a refund; what is left to refund is the payment's to say.
+func (r RefundRequest) Validate() error {
+	if r.PaymentID == "" {
+		return apperr.Invalid("paymentId", "paymentId is required")
+	}
+	if r.Amount != nil && (*r.Amount <= 0 || *r.Amount > ledger.MaxAmount) {
+		return apperr.Invalid("amount", "the refund amount must be a positive whole number of minor units, not %d", *r.Amount)
+	}
+	return ledger.ValidateText("reason", r.Reason, maxRefundReason)
 }
 
 // RefundResult is what a refund did.
@@ -132,6 +137,9 @@ type refundRecord struct {
 func (s *Service) RefundPayment(ctx context.Context, scope string, req RefundRequest,
 	audit func(ctx context.Context, tx *ent.Tx, p *ent.Payment, amount int64, refundID string) error,
 ) (*RefundResult, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
 	key, err := idempotency.NewRequest(scope, req.IdempotencyKey, "refund", req)
 	if err != nil {
 		return nil, err
@@ -151,9 +159,11 @@ func (s *Service) RefundPayment(ctx context.Context, scope string, req RefundReq
 		return &RefundResult{RefundID: prior.RefundID, Payment: p, Replayed: true}, nil
 	}
 
-	amount := req.Amount
-	if amount == 0 {
-		amount = p.Amount - p.AmountRefunded
+	amount := p.Amount - p.AmountRefunded
+	if req.Amount != nil {
+		amount = *req.Amount
+	} else if amount <= 0 {
+		return nil, apperr.Invalid("paymentId", "payment %s is %s; nothing is left to refund", p.ID, p.Status)
 	}
 	refund, err := s.CreateRefund(ctx, p.ID, amount, req.Reason, req.IdempotencyKey)
 	if err != nil {

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -94,8 +95,20 @@ func TestAPICheckoutAndRefund(t *testing.T) {
 		if st := db.Ent.Payment.GetX(ctx, payID).Status; st != payment.StatusPartiallyRefunded {
 			t.Fatalf("status %s", st)
 		}
-		a.refused(admin, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": 601, "reason": "too much", "idempotencyKey": "rf-2"}}, "INVALID_ARGUMENT")
-		a.refused(admin, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": 0, "reason": "zero", "idempotencyKey": "rf-4"}}, "INVALID_ARGUMENT")
+		for _, amount := range []int{601, 0, -1} {
+			r := a.refused(admin, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": amount, "reason": "wrong", "idempotencyKey": fmt.Sprint("rf-bad-", amount)}}, "INVALID_ARGUMENT")
+			if f := r.Errors[0].Extensions["field"]; f != "input.amount" {
+				t.Errorf("a refund of %d names %v, not input.amount", amount, f)
+			}
+		}
+		for field, value := range map[string]string{"successUrl": "javascript:alert(1)", "cancelUrl": "/relative", "packageId": ""} {
+			in := map[string]any{"packageId": pkg.ID, "successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no", "idempotencyKey": "buy-bad-" + field}
+			in[field] = value
+			r := a.refused(alice, checkoutMutation, map[string]any{"input": in}, "INVALID_ARGUMENT")
+			if f := r.Errors[0].Extensions["field"]; f != "input."+field {
+				t.Errorf("a checkout with %s %q names %v", field, value, f)
+			}
+		}
 		a.refused(admin, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": 10, "reason": "other", "idempotencyKey": "rf-1"}}, "IDEMPOTENCY_KEY_REUSED")
 		a.refused(alice, refund, map[string]any{"input": map[string]any{"paymentId": payID, "amount": 1, "reason": "self", "idempotencyKey": "rf-3"}}, "FORBIDDEN")
 

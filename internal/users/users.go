@@ -214,6 +214,14 @@ const (
 	ForAdmin
 )
 
+// Validate checks that a target names its user one way at most.
+func (t Target) Validate() error {
+	if t.UserID != nil && t.ExternalUserID != nil {
+		return apperr.Invalid("externalUserId", "give userId or externalUserId, not both")
+	}
+	return nil
+}
+
 // Resolve returns the user an operation targets and the actor it runs as.
 // For ForMovement, a target named by external id may carry only its ID and
 // ExternalID (the ledger reads the rest under its lock).
@@ -222,10 +230,10 @@ func (s *Service) Resolve(ctx context.Context, t Target, purpose Purpose) (*ent.
 	if err != nil {
 		return nil, ledger.Actor{}, err
 	}
-	named := t.UserID != nil || t.ExternalUserID != nil
-	if t.UserID != nil && t.ExternalUserID != nil {
-		return nil, ledger.Actor{}, apperr.New(apperr.InvalidArgument, "give userId or externalUserId, not both")
+	if err := t.Validate(); err != nil {
+		return nil, ledger.Actor{}, err
 	}
+	named := t.UserID != nil || t.ExternalUserID != nil
 	switch c.Role {
 	case auth.RoleUser:
 		me, err := s.Viewer(ctx)
@@ -238,7 +246,7 @@ func (s *Service) Resolve(ctx context.Context, t Target, purpose Purpose) (*ent.
 		return me, ledger.Actor{Kind: ledger.ActorUser, ID: me.ID}, nil
 	case auth.RoleService, auth.RoleAdmin:
 		if !named {
-			return nil, ledger.Actor{}, apperr.New(apperr.InvalidArgument, "name the user with userId or externalUserId")
+			return nil, ledger.Actor{}, apperr.Invalid("userId", "name the user with userId or externalUserId")
 		}
 		actor := ledger.Actor{Kind: ledger.ActorService, ID: c.Subject}
 		if c.Role == auth.RoleAdmin {
