@@ -35,19 +35,23 @@ const (
 // fieldReads are the fields, other than connections and mutations, that
 // read the database when resolved: how many round trips each makes.
 var fieldReads = map[string]int{
-	"Query.viewer":          1,
-	"Query.user":            1,
-	"Query.creditPackages":  1,
-	"Query.node":            2, // who owns it, then the node
-	"User.availableCredits": 1,
-	"User.reservedCredits":  1,
-	"User.heldCredits":      1,
+	"Query.viewer":         1,
+	"Query.user":           1,
+	"Query.creditPackages": 1,
+	"Query.node":           2, // who owns it, then the node
+	// Not the balances (availableCredits, reservedCredits, heldCredits): a
+	// query reads those of all its users, whatever their aliases, in one
+	// statement (loaders.go), and a mutation's payload reads one user's.
 	// A sum over the user's postings up to the time.
 	"User.balanceAt": 1,
 	// One statement: two sums over the user's postings and the period's
 	// transactions grouped by kind.
 	"User.statement": 1,
 }
+
+// batchedConnections are the connections whose first pages the users of a
+// response share (see batchedPage in firstpages.go).
+var batchedConnections = map[string]bool{"User.transactions": true, "User.payments": true}
 
 // costedSchema is the executable schema with Tally's costs. gqlgen's own
 // default (every field 1 plus what is below it) stays for the rest:
@@ -75,6 +79,11 @@ func (s costedSchema) Complexity(ctx context.Context, typeName, field string, ch
 	}
 	if reads, ok := fieldReads[key]; ok {
 		return reads*costRead + child, true
+	}
+	if batchedConnections[key] && args["after"] == nil && args["before"] == nil && args["last"] == nil {
+		// A user's first page: one query for the page of every user of the
+		// response (and one for their counts), not one per user.
+		return pageSizeArg(args)*child + costFilterTerm*filterTerms(args["where"]), true
 	}
 	if def := s.Schema().Types[typeName]; def != nil {
 		if f := def.Fields.ForName(field); f != nil && f.Arguments.ForName("first") != nil {
