@@ -21,12 +21,12 @@ import (
 const pageOwner = "page_owner"
 
 // batchedPage says whether a user's connection field can join the batch of
-// the response's other users: a first page, forward, with edges. Deeper
+// the list's other users: a first page, forward. Deeper
 // pages take the keyset path (one user paging is not N+1). cost.go charges
 // the batched pages accordingly, so the two must agree.
 func batchedPage(ctx context.Context, after, before *entgql.Cursor[string], first, last *int) (*ast.Field, pageRequest, bool) {
 	fc := graphql.GetFieldContext(ctx)
-	if loadersFrom(ctx) == nil || fc == nil || fc.Field.Field == nil ||
+	if batching(ctx) == nil || fc == nil || fc.Field.Field == nil ||
 		after != nil || before != nil || last != nil || first == nil || *first < 0 {
 		return nil, pageRequest{}, false
 	}

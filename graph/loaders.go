@@ -81,10 +81,27 @@ func loadersFrom(ctx context.Context) *loaders {
 	return l
 }
 
-// balanceOf is the user's balance, batched with the other users' of the
-// response when the operation has loaders.
-func (r *Resolver) balanceOf(ctx context.Context, userID string) (ledger.Balance, error) {
+// batching is the operation's loaders when the field's object is an item
+// of a list (a page of users, a user of each transaction): only there can
+// other objects' fields join its batch, and elsewhere (viewer, user(id:)) a
+// batch of one would only wait the loader's window for nothing.
+func batching(ctx context.Context) *loaders {
 	l := loadersFrom(ctx)
+	if l == nil {
+		return nil
+	}
+	for fc := graphql.GetFieldContext(ctx); fc != nil; fc = fc.Parent {
+		if fc.Index != nil {
+			return l
+		}
+	}
+	return nil
+}
+
+// balanceOf is the user's balance, batched with the other users' of the
+// list when there is one.
+func (r *Resolver) balanceOf(ctx context.Context, userID string) (ledger.Balance, error) {
+	l := batching(ctx)
 	if l == nil {
 		return r.Ledger.Balance(ctx, userID)
 	}
