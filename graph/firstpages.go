@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"entgo.io/contrib/entgql"
+	"entgo.io/ent/dialect"
 	"entgo.io/ent/dialect/sql"
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -174,7 +175,7 @@ func edgesOnly(ctx context.Context) context.Context {
 // firstCreditTransactionEdges fills the users' pages with their first edges.
 func (r *Resolver) firstCreditTransactionEdges(req pageRequest, userIDs []string, filter predicate.CreditTransaction, out map[string]*ent.CreditTransactionConnection) error {
 	q := r.Client.CreditTransaction.Query().Where(func(s *sql.Selector) {
-		s.Where(sql.In(s.C(credittransaction.FieldID), newestPerUser(s.Dialect(), credittransaction.Table, userIDs, req.first+1, filter)))
+		s.Where(newestPerUser(s.Dialect(), s.C(credittransaction.FieldID), credittransaction.Table, userIDs, req.first+1, filter))
 	})
 	q.Modify(func(s *sql.Selector) { s.AppendSelectAs(s.C(credittransaction.FieldUserID), pageOwner) })
 	all, err := q.Paginate(edgesOnly(req.ctx), nil, nil, nil, nil, ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
@@ -198,7 +199,7 @@ func (r *Resolver) firstCreditTransactionEdges(req pageRequest, userIDs []string
 // firstPaymentEdges fills the users' pages with their first edges.
 func (r *Resolver) firstPaymentEdges(req pageRequest, userIDs []string, filter predicate.Payment, out map[string]*ent.PaymentConnection) error {
 	q := r.Client.Payment.Query().Where(func(s *sql.Selector) {
-		s.Where(sql.In(s.C(payment.FieldID), newestPerUser(s.Dialect(), payment.Table, userIDs, req.first+1, filter)))
+		s.Where(newestPerUser(s.Dialect(), s.C(payment.FieldID), payment.Table, userIDs, req.first+1, filter))
 	})
 	q.Modify(func(s *sql.Selector) { s.AppendSelectAs(s.C(payment.FieldUserID), pageOwner) })
 	all, err := q.Paginate(edgesOnly(req.ctx), nil, nil, nil, nil, ent.WithPaymentOrder(&ent.PaymentOrder{
@@ -260,16 +261,40 @@ func totalOf(counts map[string]int, userID string, onPage int) int {
 	return counts[userID]
 }
 
-// newestPerUser selects the ids of each user's n newest rows of table that
-// pass filter, in one statement: the rows ranked within each user in the
-// order of the per-user page (created_at, then id, both descending), so the
-// n kept are the ones its LIMIT would keep.
-func newestPerUser[P ~func(*sql.Selector)](dialect, table string, userIDs []string, n int, filter P) *sql.Selector {
-	b := sql.Dialect(dialect)
+// newestPerUser is the condition that keeps each user's n newest rows of
+// table that pass filter, in the order of the per-user page (created_at,
+// then id, both descending), so the n kept are the ones its LIMIT would
+// keep. col is the outer query's id column.
+//
+// PostgreSQL reads each user's rows with a LATERAL subquery: a range of the
+// (user_id, created_at, id) index that stops after n rows, as the per-user
+// page does. SQLite has no LATERAL: it ranks the users' rows with
+// ROW_NUMBER(), which reads their whole histories (an embedded database's
+// lists are short).
+func newestPerUser[P ~func(*sql.Selector)](dialectName, col, table string, userIDs []string, n int, filter P) *sql.Predicate {
+	b := sql.Dialect(dialectName)
 	src := b.Table(table).As("page_src")
 	ids := make([]any, len(userIDs))
 	for i, id := range userIDs {
 		ids[i] = id
+	}
+	if dialectName == dialect.Postgres {
+		pu := b.Table("users").As("page_users")
+		newest := b.Select(src.C("id")).From(src).
+			Where(sql.ColumnsEQ(src.C("user_id"), pu.C("id"))).
+			OrderBy(sql.Desc(src.C("created_at")), sql.Desc(src.C("id"))).
+			Limit(n)
+		if filter != nil {
+			filter(newest)
+		}
+		return sql.P(func(w *sql.Builder) {
+			w.Ident(col).WriteOp(sql.OpIn).Wrap(func(w *sql.Builder) {
+				w.WriteString("SELECT page_rows.id FROM users AS page_users CROSS JOIN LATERAL ").
+					Wrap(func(w *sql.Builder) { w.Join(newest) }).
+					WriteString(" AS page_rows WHERE page_users.id IN ").
+					Wrap(func(w *sql.Builder) { w.Args(ids...) })
+			})
+		})
 	}
 	ranked := b.Select(src.C("id")).
 		AppendSelectExprAs(sql.RowNumber().PartitionBy(src.C("user_id")).
@@ -280,7 +305,7 @@ func newestPerUser[P ~func(*sql.Selector)](dialect, table string, userIDs []stri
 		filter(ranked)
 	}
 	ranked.As("page_ranked")
-	return b.Select(ranked.C("id")).From(ranked).Where(sql.LTE(ranked.C("page_rank"), n))
+	return sql.In(col, b.Select(ranked.C("id")).From(ranked).Where(sql.LTE(ranked.C("page_rank"), n)))
 }
 
 // ownerOf reads the pageOwner column, which the drivers hand back as text or
