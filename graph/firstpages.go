@@ -25,13 +25,12 @@ const pageOwner = "page_owner"
 // the list's other users: a first page, forward. Deeper
 // pages take the keyset path (one user paging is not N+1). cost.go charges
 // the batched pages accordingly, so the two must agree.
-func batchedPage(ctx context.Context, after, before *entgql.Cursor[string], first, last *int) (*ast.Field, pageRequest, bool) {
-	fc := graphql.GetFieldContext(ctx)
-	if batching(ctx) == nil || fc == nil || fc.Field.Field == nil ||
+func batchedPage(ctx context.Context, after, before *entgql.Cursor[string], first, last *int) (string, pageRequest, bool) {
+	if batching(ctx) == nil || graphql.GetFieldContext(ctx) == nil ||
 		after != nil || before != nil || last != nil || first == nil || *first < 0 {
-		return nil, pageRequest{}, false
+		return "", pageRequest{}, false
 	}
-	return fc.Field.Field, pageRequest{
+	return placeOf(ctx), pageRequest{
 		ctx: ctx, first: *first, counted: asksFor(ctx, "totalCount"),
 		pageless: *first == 0 || !asksFor(ctx, "edges"),
 	}, true
@@ -40,27 +39,27 @@ func batchedPage(ctx context.Context, after, before *entgql.Cursor[string], firs
 // firstTransactions is the user's first page of transactions from the
 // response's batch, or ok false when the page cannot be batched.
 func (r *Resolver) firstTransactions(ctx context.Context, userID string, after, before *entgql.Cursor[string], first, last *int, where *ent.CreditTransactionWhereInput) (conn *ent.CreditTransactionConnection, ok bool, err error) {
-	field, req, ok := batchedPage(ctx, after, before, first, last)
+	place, req, ok := batchedPage(ctx, after, before, first, last)
 	if !ok {
 		return nil, false, nil
 	}
 	l := loadersFrom(ctx)
 	req.where = where
-	l.register(field, req)
-	conn, err = l.transactions.Load(ctx, pageKey{userID: userID, field: field})
+	l.register(place, req)
+	conn, err = l.transactions.Load(ctx, pageKey{userID: userID, place: place})
 	return conn, true, err
 }
 
 // firstPayments is firstTransactions for payments.
 func (r *Resolver) firstPayments(ctx context.Context, userID string, after, before *entgql.Cursor[string], first, last *int, where *ent.PaymentWhereInput) (conn *ent.PaymentConnection, ok bool, err error) {
-	field, req, ok := batchedPage(ctx, after, before, first, last)
+	place, req, ok := batchedPage(ctx, after, before, first, last)
 	if !ok {
 		return nil, false, nil
 	}
 	l := loadersFrom(ctx)
 	req.where = where
-	l.register(field, req)
-	conn, err = l.payments.Load(ctx, pageKey{userID: userID, field: field})
+	l.register(place, req)
+	conn, err = l.payments.Load(ctx, pageKey{userID: userID, place: place})
 	return conn, true, err
 }
 

@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -17,23 +18,25 @@ import (
 // loaders gather what the fields of many users in one response read, so
 // that a page of users costs the statements of one user: the balances of all
 // of them in one statement, the first page of each one's transactions (and
-// payments) in one statement per field of the query.
+// payments) in one statement per place of the response.
 type loaders struct {
 	balances     *dataloadgen.Loader[string, ledger.Balance]
 	transactions *dataloadgen.Loader[pageKey, *ent.CreditTransactionConnection]
 	payments     *dataloadgen.Loader[pageKey, *ent.PaymentConnection]
 
 	mu sync.Mutex
-	// pages holds, per field of the document, what its pages were asked
-	// with: the same field under the same variables has the same arguments
-	// and selection for every user, so the first user's stand for all.
-	pages map[*ast.Field]pageRequest
+	// pages holds, per place of the response (its path without the list
+	// indexes), what its pages were asked with: the items of a list share
+	// the arguments and the selection of a place, so the first user's stand
+	// for all. Not per field of the document: a fragment's field may be
+	// merged with different siblings in different places.
+	pages map[string]pageRequest
 }
 
-// pageKey is one user's page of one field of the document.
+// pageKey is one user's page at one place of the response.
 type pageKey struct {
 	userID string
-	field  *ast.Field
+	place  string
 }
 
 type pageRequest struct {
@@ -63,7 +66,7 @@ func (r *Resolver) withLoaders(ctx context.Context) context.Context {
 	if oc := graphql.GetOperationContext(ctx); oc.Operation == nil || oc.Operation.Operation != ast.Query {
 		return ctx
 	}
-	l := &loaders{pages: map[*ast.Field]pageRequest{}}
+	l := &loaders{pages: map[string]pageRequest{}}
 	// One batch may hold more users than one statement takes (several lists
 	// of users in one response); the loader then splits it.
 	l.balances = dataloadgen.NewMappedLoader(r.Ledger.Balances, dataloadgen.WithBatchCapacity(ledger.MaxBalanceBatch))
@@ -112,55 +115,68 @@ func (r *Resolver) balanceOf(ctx context.Context, userID string) (ledger.Balance
 	return b, err
 }
 
-// register remembers the first request of a field, so that the batch can
+// register remembers the first request of a place, so that the batch can
 // read its arguments and selection.
-func (l *loaders) register(field *ast.Field, req pageRequest) {
+func (l *loaders) register(place string, req pageRequest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.pages[field]; !ok {
-		l.pages[field] = req
+	if _, ok := l.pages[place]; !ok {
+		l.pages[place] = req
 	}
 }
 
-func (l *loaders) request(field *ast.Field) (pageRequest, bool) {
+func (l *loaders) request(place string) (pageRequest, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	req, ok := l.pages[field]
+	req, ok := l.pages[place]
 	return req, ok
 }
 
-// loadPages answers a batch of pages with one read per field of the
-// document: read gets the users of one field and returns each one's page.
-func loadPages[C any](l *loaders, keys []pageKey, read func(req pageRequest, userIDs []string) (map[string]C, error)) ([]C, []error) {
-	byField := map[*ast.Field][]string{}
-	var fields []*ast.Field
-	for _, k := range keys {
-		if _, ok := byField[k.field]; !ok {
-			fields = append(fields, k.field)
+// placeOf is the field's path in the response without its list indexes:
+// the same for every item of a list.
+func placeOf(ctx context.Context) string {
+	var b strings.Builder
+	for _, el := range graphql.GetPath(ctx) {
+		if name, ok := el.(ast.PathName); ok {
+			b.WriteString(string(name))
+			b.WriteByte('.')
 		}
-		byField[k.field] = append(byField[k.field], k.userID)
+	}
+	return b.String()
+}
+
+// loadPages answers a batch of pages with one read per place of the
+// response: read gets the users of one place and returns each one's page.
+func loadPages[C any](l *loaders, keys []pageKey, read func(req pageRequest, userIDs []string) (map[string]C, error)) ([]C, []error) {
+	byPlace := map[string][]string{}
+	var places []string
+	for _, k := range keys {
+		if _, ok := byPlace[k.place]; !ok {
+			places = append(places, k.place)
+		}
+		byPlace[k.place] = append(byPlace[k.place], k.userID)
 	}
 	pages := make(map[pageKey]C, len(keys))
-	failed := make(map[*ast.Field]error)
-	for _, f := range fields {
-		req, ok := l.request(f)
+	failed := make(map[string]error)
+	for _, place := range places {
+		req, ok := l.request(place)
 		if !ok {
-			failed[f] = errors.New("graph: a page was loaded before its field was registered")
+			failed[place] = errors.New("graph: a page was loaded before its place was registered")
 			continue
 		}
-		got, err := read(req, byField[f])
+		got, err := read(req, byPlace[place])
 		if err != nil {
-			failed[f] = err
+			failed[place] = err
 			continue
 		}
 		for userID, page := range got {
-			pages[pageKey{userID: userID, field: f}] = page
+			pages[pageKey{userID: userID, place: place}] = page
 		}
 	}
 	values := make([]C, len(keys))
 	errs := make([]error, len(keys))
 	for i, k := range keys {
-		values[i], errs[i] = pages[k], failed[k.field]
+		values[i], errs[i] = pages[k], failed[k.place]
 	}
 	return values, errs
 }

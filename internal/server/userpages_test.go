@@ -256,3 +256,53 @@ func TestUserPagesAreRight(t *testing.T) {
 		}
 	})
 }
+
+// TestUserPagesKeepEachPlacesSelection: a fragment's page merged with
+// different siblings in two places of a response is two batches, each with
+// its own selection (one batch would load the amounts for one place only).
+func TestUserPagesKeepEachPlacesSelection(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		ctx := context.Background()
+		seeded := seedUsers(t, db, 4, 3, 0)
+		a := newAPI(t, db, nil)
+		admin := token(t, "root", auth.RoleAdmin)
+		r := a.ok(admin, `fragment Page on User { transactions(first: 2) { edges { node { id } } } }
+			{ creditTransactions(first: 5) { edges { node { user { ...Page } } } }
+			  users(first: 10, where: {externalIDHasPrefix: "seeded-"}) { edges { node { id ...Page
+				transactions(first: 2) { edges { node { amount } } } } } } }`, nil)
+		var data struct {
+			Users struct {
+				Edges []struct {
+					Node struct {
+						ID           string `json:"id"`
+						Transactions struct {
+							Edges []struct {
+								Node struct {
+									ID     string `json:"id"`
+									Amount int64  `json:"amount"`
+								} `json:"node"`
+							} `json:"edges"`
+						} `json:"transactions"`
+					} `json:"node"`
+				} `json:"edges"`
+			} `json:"users"`
+		}
+		if err := json.Unmarshal(r.Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		if len(data.Users.Edges) != len(seeded) {
+			t.Fatalf("%d users, want %d", len(data.Users.Edges), len(seeded))
+		}
+		for _, e := range data.Users.Edges {
+			if len(e.Node.Transactions.Edges) != 2 {
+				t.Fatalf("user %s: %d transactions, want 2", e.Node.ID, len(e.Node.Transactions.Edges))
+			}
+			for _, tx := range e.Node.Transactions.Edges {
+				want := db.Ent.CreditTransaction.GetX(ctx, tx.Node.ID)
+				if tx.Node.Amount != want.Amount || want.UserID != e.Node.ID {
+					t.Errorf("user %s: transaction %s amount %d, want %d of user %s", e.Node.ID, tx.Node.ID, tx.Node.Amount, want.Amount, want.UserID)
+				}
+			}
+		}
+	})
+}
