@@ -22,9 +22,9 @@ import (
 const pageOwner = "page_owner"
 
 // batchedPage says whether a user's connection field can join the batch of
-// the list's other users: a first page, forward. Deeper
-// pages take the keyset path (one user paging is not N+1). cost.go charges
-// the batched pages accordingly, so the two must agree.
+// the list's other users: a first page, forward. Deeper pages take the
+// keyset path (one user paging is not N+1). cost.go charges the batched
+// pages accordingly (firstPage), so the two must agree.
 func batchedPage(ctx context.Context, after, before *entgql.Cursor[string], first, last *int) (string, pageRequest, bool) {
 	if batching(ctx) == nil || graphql.GetFieldContext(ctx) == nil ||
 		after != nil || before != nil || last != nil || first == nil || *first < 0 {
