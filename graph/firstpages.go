@@ -46,6 +46,9 @@ func (r *Resolver) firstTransactions(ctx context.Context, userID string, after, 
 	l := loadersFrom(ctx)
 	req.where = where
 	l.register(place, req)
+	if ids := l.siblings(ctx, place, userID); ids != nil {
+		l.transactions.LoadAllThunk(ctx, pageKeys(ids, place))
+	}
 	conn, err = l.transactions.Load(ctx, pageKey{userID: userID, place: place})
 	return conn, true, err
 }
@@ -59,8 +62,19 @@ func (r *Resolver) firstPayments(ctx context.Context, userID string, after, befo
 	l := loadersFrom(ctx)
 	req.where = where
 	l.register(place, req)
+	if ids := l.siblings(ctx, place, userID); ids != nil {
+		l.payments.LoadAllThunk(ctx, pageKeys(ids, place))
+	}
 	conn, err = l.payments.Load(ctx, pageKey{userID: userID, place: place})
 	return conn, true, err
+}
+
+func pageKeys(userIDs []string, place string) []pageKey {
+	keys := make([]pageKey, len(userIDs))
+	for i, id := range userIDs {
+		keys[i] = pageKey{userID: id, place: place}
+	}
+	return keys
 }
 
 // firstTransactionPages reads the first page of several users' histories

@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 
@@ -25,6 +26,9 @@ type loaders struct {
 	payments     *dataloadgen.Loader[pageKey, *ent.PaymentConnection]
 
 	mu sync.Mutex
+	// queued are the lists whose users were all put in a batch at once
+	// (see siblings), by what they were queued for.
+	queued map[queuedList]bool
 	// pages holds, per place of the response (its path without the list
 	// indexes), what its pages were asked with: the items of a list share
 	// the arguments and the selection of a place, so the first user's stand
@@ -53,6 +57,11 @@ type pageRequest struct {
 	where any
 }
 
+type queuedList struct {
+	list *graphql.FieldContext
+	what string
+}
+
 type loadersKey struct{}
 
 // withLoaders gives a query operation its loaders. Only queries: a
@@ -66,7 +75,7 @@ func (r *Resolver) withLoaders(ctx context.Context) context.Context {
 	if oc := graphql.GetOperationContext(ctx); oc.Operation == nil || oc.Operation.Operation != ast.Query {
 		return ctx
 	}
-	l := &loaders{pages: map[string]pageRequest{}}
+	l := &loaders{pages: map[string]pageRequest{}, queued: map[queuedList]bool{}}
 	// One batch may hold more users than one statement takes (several lists
 	// of users in one response); the loader then splits it.
 	l.balances = dataloadgen.NewMappedLoader(r.Ledger.Balances, dataloadgen.WithBatchCapacity(ledger.MaxBalanceBatch))
@@ -108,6 +117,9 @@ func (r *Resolver) balanceOf(ctx context.Context, userID string) (ledger.Balance
 	if l == nil {
 		return r.Ledger.Balance(ctx, userID)
 	}
+	if ids := l.siblings(ctx, "balances", userID); ids != nil {
+		l.balances.LoadAllThunk(ctx, ids)
+	}
 	b, err := l.balances.Load(ctx, userID)
 	if errors.Is(err, dataloadgen.ErrNotFound) {
 		return ledger.Balance{}, apperr.New(apperr.NotFound, "no user with id %q", userID)
@@ -130,6 +142,58 @@ func (l *loaders) request(place string) (pageRequest, bool) {
 	defer l.mu.Unlock()
 	req, ok := l.pages[place]
 	return req, ok
+}
+
+// siblings are, the first time a list's users ask for what (balances, or
+// a place's pages), the ids of all of them, when the user is an item of a
+// list of users (a page of users, nodes): queued at once, they share one
+// batch, however late the last of them would have come on its own (the
+// loader's window is a time, and a slow machine stretched a page over two
+// batches). Nil for other lists, and after the first time.
+func (l *loaders) siblings(ctx context.Context, what, userID string) []string {
+	var item *graphql.FieldContext
+	for fc := graphql.GetFieldContext(ctx); fc != nil; fc = fc.Parent {
+		if fc.Index != nil {
+			item = fc
+			break
+		}
+	}
+	if item == nil || item.Parent == nil {
+		return nil
+	}
+	key := queuedList{list: item.Parent, what: what}
+	l.mu.Lock()
+	done := l.queued[key]
+	l.queued[key] = true
+	l.mu.Unlock()
+	if done {
+		return nil
+	}
+	var ids []string
+	switch list := item.Parent.Result.(type) {
+	case []*ent.UserEdge:
+		for _, e := range list {
+			if e != nil && e.Node != nil {
+				ids = append(ids, e.Node.ID)
+			}
+		}
+	case []*ent.User:
+		for _, u := range list {
+			if u != nil {
+				ids = append(ids, u.ID)
+			}
+		}
+	case []ent.Noder:
+		for _, n := range list {
+			if u, ok := n.(*ent.User); ok && u != nil {
+				ids = append(ids, u.ID)
+			}
+		}
+	}
+	if !slices.Contains(ids, userID) {
+		return nil // the user is further inside the item, not the item
+	}
+	return ids
 }
 
 // placeOf is the field's path in the response without its list indexes:
