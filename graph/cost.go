@@ -6,6 +6,7 @@ import (
 
 	"github.com/99designs/gqlgen/complexity"
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 )
 
@@ -35,18 +36,63 @@ const (
 // fieldReads are the fields, other than connections and mutations, that
 // read the database when resolved: how many round trips each makes.
 var fieldReads = map[string]int{
-	"Query.viewer":          1,
-	"Query.user":            1,
-	"Query.creditPackages":  1,
-	"Query.node":            2, // who owns it, then the node
-	"User.availableCredits": 1,
-	"User.reservedCredits":  1,
-	"User.heldCredits":      1,
+	"Query.viewer":         1,
+	"Query.user":           1,
+	"Query.creditPackages": 1,
+	"Query.node":           2, // who owns it, then the node
+	// Not the balances nor a user's first pages: see documentReads.
 	// A sum over the user's postings up to the time.
 	"User.balanceAt": 1,
 	// One statement: two sums over the user's postings and the period's
 	// transactions grouped by kind.
 	"User.statement": 1,
+}
+
+// batchedConnections are the connections whose first pages the users of a
+// list share (see batchedPage in firstpages.go).
+var batchedConnections = map[string]bool{"User.transactions": true, "User.payments": true}
+
+// documentReads are the fields that cost a read for each place they have
+// in the document, not for each object that shows them: the users of a
+// list share one statement per place (loaders.go), and elsewhere the field
+// reads for its one user. Their per-object cost is what they render.
+var documentReads = map[string]bool{
+	"User.availableCredits": true, "User.reservedCredits": true, "User.heldCredits": true,
+	"User.transactions": true, "User.payments": true,
+}
+
+// documentReadCost is what the fields of documentReads cost in set: a read
+// per place (a fragment per spread), a user's pages only when they are
+// first pages (the others cost a read per user in Complexity).
+func documentReadCost(set ast.SelectionSet, fragments ast.FragmentDefinitionList, vars map[string]any, seen int) int {
+	if seen > 64 { // as selectionDepth: validation refuses cycles; be safe anyway
+		return 0
+	}
+	cost := 0
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			if s.ObjectDefinition != nil && documentReads[s.ObjectDefinition.Name+"."+s.Name] {
+				args := s.ArgumentMap(vars)
+				if !batchedConnections[s.ObjectDefinition.Name+"."+s.Name] || firstPage(args) {
+					cost += costRead
+				}
+			}
+			cost += documentReadCost(s.SelectionSet, fragments, vars, seen+1)
+		case *ast.InlineFragment:
+			cost += documentReadCost(s.SelectionSet, fragments, vars, seen+1)
+		case *ast.FragmentSpread:
+			if f := fragments.ForName(s.Name); f != nil {
+				cost += documentReadCost(f.SelectionSet, fragments, vars, seen+1)
+			}
+		}
+	}
+	return cost
+}
+
+// firstPage says a connection's arguments ask for a first page, forward.
+func firstPage(args map[string]any) bool {
+	return args["after"] == nil && args["before"] == nil && args["last"] == nil
 }
 
 // costedSchema is the executable schema with Tally's costs. gqlgen's own
@@ -75,6 +121,10 @@ func (s costedSchema) Complexity(ctx context.Context, typeName, field string, ch
 	}
 	if reads, ok := fieldReads[key]; ok {
 		return reads*costRead + child, true
+	}
+	if batchedConnections[key] && firstPage(args) {
+		// Its read is in documentReadCost; what is below it, for every item.
+		return pageSizeArg(args)*child + costFilterTerm*filterTerms(args["where"]), true
 	}
 	if def := s.Schema().Types[typeName]; def != nil {
 		if f := def.Fields.ForName(field); f != nil && f.Arguments.ForName("first") != nil {
@@ -152,7 +202,8 @@ func (c *complexityLimit) Validate(es graphql.ExecutableSchema) error {
 }
 
 func (c *complexityLimit) MutateOperationContext(ctx context.Context, oc *graphql.OperationContext) *gqlerror.Error {
-	cost := complexity.Calculate(ctx, c.es, oc.Operation, oc.Variables)
+	cost := complexity.Calculate(ctx, c.es, oc.Operation, oc.Variables) +
+		documentReadCost(oc.Operation.SelectionSet, oc.Doc.Fragments, oc.Variables, 0)
 	if cost > c.limit {
 		err := limitError("complexity", c.limit, "the operation's complexity is %d; the limit is %d (see the README's limits)", cost, c.limit)
 		err.Extensions["cost"] = cost

@@ -88,7 +88,7 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 	// retries); an outer one would hold SQLite's write lock against them.
 	srv.AroundFields(pageArgs)
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
-		return next(users.WithRequestCache(ctx))
+		return next(r.withLoaders(users.WithRequestCache(ctx)))
 	})
 	presenter := errorPresenter{logger: opts.Logger, production: opts.Production}
 	srv.SetErrorPresenter(presenter.present)

@@ -344,24 +344,27 @@ func (r *subscriptionResolver) CreditBalanceChanged(ctx context.Context) (<-chan
 
 // AvailableCredits is the resolver for the availableCredits field.
 func (r *userResolver) AvailableCredits(ctx context.Context, obj *ent.User) (int, error) {
-	b, err := r.Ledger.Balance(ctx, obj.ID)
+	b, err := r.balanceOf(ctx, obj.ID)
 	return int(b.Available), err
 }
 
 // ReservedCredits is the resolver for the reservedCredits field.
 func (r *userResolver) ReservedCredits(ctx context.Context, obj *ent.User) (int, error) {
-	b, err := r.Ledger.Balance(ctx, obj.ID)
+	b, err := r.balanceOf(ctx, obj.ID)
 	return int(b.Reserved), err
 }
 
 // HeldCredits is the resolver for the heldCredits field.
 func (r *userResolver) HeldCredits(ctx context.Context, obj *ent.User) (int, error) {
-	b, err := r.Ledger.Balance(ctx, obj.ID)
+	b, err := r.balanceOf(ctx, obj.ID)
 	return int(b.Held), err
 }
 
 // Transactions is the resolver for the transactions field.
 func (r *userResolver) Transactions(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error) {
+	if conn, ok, err := r.firstTransactions(ctx, obj.ID, after, before, first, last, where); ok {
+		return conn, err
+	}
 	q := r.Client.CreditTransaction.Query().Where(credittransaction.UserID(obj.ID))
 	opts := []ent.CreditTransactionPaginateOption{
 		ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
@@ -397,6 +400,9 @@ func (r *userResolver) Statement(ctx context.Context, obj *ent.User, from time.T
 
 // Payments is the resolver for the payments field.
 func (r *userResolver) Payments(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error) {
+	if conn, ok, err := r.firstPayments(ctx, obj.ID, after, before, first, last, where); ok {
+		return conn, err
+	}
 	return r.Client.Payment.Query().
 		Where(payment.UserID(obj.ID)).
 		Paginate(uncounted(ctx), after, first, before, last,

@@ -2,9 +2,7 @@ package ledger
 
 import (
 	"context"
-	stdsql "database/sql"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -29,36 +27,6 @@ type Balance struct {
 	// Held is what disputes keep out of reach (not in Balance).
 	Held int64
 }
-
-// Balance reads a user's balance in one statement: one snapshot of the
-// user's row, lots and reservations (a transaction of several reads would
-// not give that on PostgreSQL's READ COMMITTED), and one round trip.
-func (s *Service) Balance(ctx context.Context, userID string) (Balance, error) {
-	now := s.now().UTC()
-	var b Balance
-	var spendable int64
-	err := s.db.SQL.QueryRowContext(ctx, s.db.Rebind(balanceQuery),
-		creditreservation.StatusOpen, now, now, userID,
-	).Scan(&b.Balance, &b.Reserved, &spendable, &b.Held)
-	if errors.Is(err, stdsql.ErrNoRows) {
-		return Balance{}, apperr.New(apperr.NotFound, "no user with id %q", userID)
-	}
-	if err != nil {
-		return Balance{}, fmt.Errorf("ledger: reading the balance of %s: %w", userID, err)
-	}
-	b.Available = availableOf(b.Balance, b.Reserved, spendable)
-	return b, nil
-}
-
-// balanceQuery is Balance's statement; available() reads the same sums
-// under the account's lock.
-const balanceQuery = `SELECT u.credits_balance,
-	(SELECT CAST(COALESCE(SUM(r.amount), 0) AS BIGINT) FROM credit_reservations r
-		WHERE r.user_id = u.id AND r.status = ? AND r.expires_at > ?),
-	(SELECT CAST(COALESCE(SUM(l.remaining), 0) AS BIGINT) FROM credit_lots l
-		WHERE l.user_id = u.id AND l.remaining > 0 AND (l.expires_at IS NULL OR l.expires_at > ?)),
-	(SELECT CAST(COALESCE(SUM(l.held), 0) AS BIGINT) FROM credit_lots l WHERE l.user_id = u.id)
-FROM users u WHERE u.id = ?`
 
 // read runs fn in a transaction so that its reads see one state.
 func (s *Service) read(ctx context.Context, fn func(ctx context.Context, t *Tx) error) error {
