@@ -30,7 +30,7 @@ func TestBalancesAreBalanceOfEach(t *testing.T) {
 				if _, err := e.l.Grant(ctx, admin, ledger.GrantRequest{UserID: u.ID, Amount: 7, ExpiresAt: &expires, IdempotencyKey: e.key()}); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := e.l.Reserve(ctx, service, ledger.ReserveRequest{UserID: u.ID, Amount: int64(10 + i), TTL: 2 * time.Hour, IdempotencyKey: e.key()}); err != nil {
+				if _, err := e.l.Reserve(ctx, service, ledger.ReserveRequest{UserID: u.ID, Amount: int64(10 + i), TTLSeconds: seconds(2 * time.Hour), IdempotencyKey: e.key()}); err != nil {
 					t.Fatal(err)
 				}
 			}
