@@ -48,7 +48,8 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 	if req.TTLSeconds != nil {
 		ttl = time.Duration(*req.TTLSeconds) * time.Second
 	}
-	return t.once(ctx, actor, req.IdempotencyKey, "reserve", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
+	fp := reserveFingerprint{UserID: req.UserID, Amount: req.Amount, TTL: ttl, Reason: req.Reason, IdempotencyKey: req.IdempotencyKey}
+	return t.once(ctx, actor, req.IdempotencyKey, "reserve", fp, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
 		if err := spendable(u); err != nil {
 			return nil, err
 		}
@@ -103,7 +104,11 @@ func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Res
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	return t.once(ctx, actor, req.IdempotencyKey, "capture", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
+	fp := captureFingerprint{UserID: req.UserID, ReservationID: req.ReservationID, Reason: req.Reason, IdempotencyKey: req.IdempotencyKey}
+	if req.Amount != nil {
+		fp.Amount = *req.Amount
+	}
+	return t.once(ctx, actor, req.IdempotencyKey, "capture", fp, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
 		rsv, err := t.openReservation(ctx, u.ID, req.ReservationID)
 		if err != nil {
 			return nil, err
@@ -131,6 +136,27 @@ func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Res
 		return &Result{Transaction: txn, Reservation: rsv, Amount: amount}, nil
 	})
 }
+
+// reserveFingerprint and captureFingerprint are what the keys of those
+// requests cover, in the shape the requests had when their keys were first
+// stored (a TTL in nanoseconds, 0 for a whole capture): keys stored then
+// still replay.
+type (
+	reserveFingerprint struct {
+		UserID         string
+		Amount         int64
+		TTL            time.Duration
+		Reason         string
+		IdempotencyKey string
+	}
+	captureFingerprint struct {
+		UserID         string
+		ReservationID  string
+		Amount         int64
+		Reason         string
+		IdempotencyKey string
+	}
+)
 
 // ReleaseRequest gives a reservation back.
 type ReleaseRequest struct {
