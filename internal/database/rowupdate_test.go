@@ -34,7 +34,7 @@ func TestRowUpdate(t *testing.T) {
 		ctx := context.Background()
 		ids := make([]string, 4)
 		for i := range ids {
-			u := db.Ent.User.Create().SetExternalID(string(rune('a'+i))).SetCreditsBalance(int64(i)).SaveX(ctx)
+			u := db.Ent.User.Create().SetExternalID(string(rune('a' + i))).SetCreditsBalance(int64(i)).SaveX(ctx)
 			ids[i] = u.ID
 		}
 		at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
