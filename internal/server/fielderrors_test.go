@@ -70,7 +70,7 @@ func TestRefusalsNameTheField(t *testing.T) {
 			{"a capture past the reservation", alice, captureM, input(capture, map[string]any{"amount": 11}), "input.amount"},
 			{"a release with a long reason", alice, releaseM, input(capture, map[string]any{"reason": strings.Repeat("r", 1001)}), "input.reason"},
 			{"a grant that expired", admin, grantM, input(grant, map[string]any{"expiresAt": time.Now().Add(-time.Hour).Format(time.RFC3339)}), "input.expiresAt"},
-			{"a grant past the largest amount", admin, grantM, input(grant, map[string]any{"amount": 1<<31 - 1, "reason": strings.Repeat("r", 1001)}), "input.reason"},
+			{"a grant with a long reason", admin, grantM, input(grant, map[string]any{"reason": strings.Repeat("r", 1001)}), "input.reason"},
 			{"a revocation of nothing", admin, revokeM, input(grant, map[string]any{"amount": 0}), "input.amount"},
 		} {
 			r := a.refused(c.tok, c.query, c.vars, "INVALID_ARGUMENT")
