@@ -170,9 +170,18 @@ func (s *Service) RefundPayment(ctx context.Context, scope string, req RefundReq
 		return nil, err
 	}
 	outcome, err := s.ApplyRefund(ctx, p, refund, amount, func(ctx context.Context, tx *ent.Tx) error {
-		// A concurrent request with the key got the same refund from
-		// Stripe (its key derives from ours) and applied it first: the
-		// refund's event is then a duplicate and this does not run.
+		// A concurrent request with the key and this request got the same
+		// refund from Stripe (its key derives from ours) and applied it
+		// first: the refund's event is then a duplicate and this does not
+		// run. One with the key and another request (another payment) may
+		// have recorded the key since it was looked up: this attempt's
+		// store then fails, and the retry finds that record here and
+		// answers IDEMPOTENCY_KEY_REUSED rather than retrying until
+		// CONFLICT (the refund Stripe made is applied by its own event).
+		var recorded refundRecord
+		if found, err := idempotency.Find(ctx, tx.IdempotencyKey, key, &recorded); found || err != nil {
+			return err
+		}
 		if err := idempotency.Store(ctx, tx.IdempotencyKey, s.now(), idempotency.Entry{Request: key, Result: refundRecord{RefundID: refund.ID}}); err != nil {
 			return err
 		}
