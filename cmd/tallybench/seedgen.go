@@ -1,0 +1,223 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/tally-billing/tally/ent/creditlot"
+	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/internal/admin"
+	"github.com/tally-billing/tally/internal/idempotency"
+	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/pulid"
+)
+
+// seedUser is one user's history, drawn from a random stream of its own so
+// that it can be walked twice with the same outcome: once to learn the
+// final balance and each lot's final remaining (which the user and lot
+// rows carry, and which must be written before the postings naming them),
+// and once to write the rows.
+type seedUser struct {
+	externalID string
+	seed       uint64
+	txns       int
+	created    time.Time
+	end        time.Time
+}
+
+// seedEvent is one transaction of a user's history.
+type seedEvent struct {
+	grant  bool
+	amount int64
+	at     time.Time
+}
+
+// walk calls fn with each transaction of the history, the balance before
+// it known. Grants keep the account stocked; spends never exceed the
+// balance, as the real ledger refuses those.
+func (u seedUser) walk(fn func(i int, e seedEvent)) {
+	r := rand.New(rand.NewPCG(u.seed, 0x7a11))
+	var balance int64
+	span := u.end.Sub(u.created)
+	step := span / time.Duration(u.txns+1)
+	for i := range u.txns {
+		at := u.created.Add(span * time.Duration(i+1) / time.Duration(u.txns+1))
+		if step > 2 {
+			// Jitter within the step keeps the times increasing.
+			at = at.Add(-time.Duration(r.Int64N(int64(step / 2))))
+		}
+		e := seedEvent{at: at.Truncate(time.Microsecond)}
+		if balance < 100 || r.IntN(10) == 0 {
+			e.grant, e.amount = true, (1+r.Int64N(10))*100
+			balance += e.amount
+		} else {
+			e.amount = 1 + r.Int64N(min(balance, 100))
+			balance -= e.amount
+		}
+		fn(i, e)
+	}
+}
+
+// lotEnd is a lot's state once the whole history has run.
+type lotEnd struct {
+	remaining int64
+	updated   time.Time
+}
+
+// plan walks the history without writing: lots are drawn first in, first
+// out (every seeded lot has priority 0 and no expiry, so spend order is
+// creation order).
+func (u seedUser) plan() (balance int64, lots []lotEnd, last time.Time) {
+	head := 0
+	last = u.created
+	u.walk(func(_ int, e seedEvent) {
+		last = e.at
+		if e.grant {
+			lots = append(lots, lotEnd{remaining: e.amount, updated: e.at})
+			balance += e.amount
+			return
+		}
+		balance -= e.amount
+		for left := e.amount; left > 0; head++ {
+			take := min(left, lots[head].remaining)
+			lots[head].remaining -= take
+			lots[head].updated = e.at
+			left -= take
+			if lots[head].remaining > 0 {
+				break
+			}
+		}
+	})
+	return balance, lots, last
+}
+
+// storedResult is ledger's storedResult (internal/ledger/keyed.go): the
+// JSON an idempotency record of a grant or spend holds.
+type storedResult struct {
+	TransactionID string `json:"transaction_id,omitempty"`
+	ReservationID string `json:"reservation_id,omitempty"`
+	Balance       int64  `json:"balance"`
+	Amount        int64  `json:"amount"`
+}
+
+// Reasons a seeded transaction carries; admin grants require one.
+const (
+	seedGrantReason = "support goodwill"
+	seedSpendReason = "api usage"
+)
+
+// seedKey is the client's idempotency key of a seeded transaction; grants
+// share the admin's scope, so the key names the user.
+func seedKey(u seedUser, i int) string { return fmt.Sprintf("seed-%s-%d", u.externalID, i) }
+
+// emit writes the user's rows into b as the real code would have: admin
+// grants (transaction, lot, two postings, key, audit row) and user spends
+// (transaction, a posting per lot drawn, the spent posting, key).
+func (u seedUser) emit(b *copyBatch, adminID string) error {
+	balance, ends, last := u.plan()
+	userID := pulid.NewAt("usr", u.created)
+	b.user(userID, u, balance, last)
+	type openLot struct {
+		id        string
+		remaining int64
+	}
+	var fifo []openLot
+	var running int64
+	granted := 0 // lots made so far: the index into ends
+	var err error
+	adminActor := ledger.Actor{Kind: ledger.ActorAdmin, ID: adminID}
+	userActor := ledger.Actor{Kind: ledger.ActorUser, ID: userID}
+	account := ledger.UserAccount(userID)
+	u.walk(func(i int, e seedEvent) {
+		if err != nil {
+			return
+		}
+		txnID := pulid.NewAt("txn", e.at)
+		key := seedKey(u, i)
+		if e.grant {
+			lotID := pulid.NewAt("lot", e.at)
+			end := ends[granted]
+			granted++
+			fifo = append(fifo, openLot{id: lotID, remaining: e.amount})
+			before := running
+			running += e.amount
+			b.transaction(txnID, e, credittransaction.KindGrant, seedGrantReason, adminActor, key, userID)
+			b.lot(lotID, e, end, txnID, userID)
+			b.posting(e.at, ledger.AccountGrants, -e.amount, &lotID, txnID, "", 0)
+			b.posting(e.at, account, e.amount, &lotID, txnID, userID, running)
+			b.adminAction(e, adminID, userID, txnID, before, running)
+			err = b.key(e.at, adminActor, key, "grant", ledger.GrantRequest{
+				UserID: userID, Amount: e.amount, Reason: seedGrantReason, IdempotencyKey: key,
+			}, storedResult{TransactionID: txnID, Balance: running, Amount: e.amount})
+			return
+		}
+		b.transaction(txnID, e, credittransaction.KindSpend, seedSpendReason, userActor, key, userID)
+		for left := e.amount; left > 0; {
+			lot := &fifo[0]
+			take := min(left, lot.remaining)
+			lot.remaining -= take
+			running -= take
+			left -= take
+			b.posting(e.at, account, -take, &lot.id, txnID, userID, running)
+			if lot.remaining == 0 {
+				fifo = fifo[1:]
+			}
+		}
+		b.posting(e.at, ledger.AccountSpent, e.amount, nil, txnID, "", 0)
+		err = b.key(e.at, userActor, key, "spend", ledger.SpendRequest{
+			UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
+		}, storedResult{TransactionID: txnID, Balance: running, Amount: e.amount})
+	})
+	if err == nil && running != balance {
+		err = fmt.Errorf("seed: %s: the second walk ended at %d, the first at %d", u.externalID, running, balance)
+	}
+	return err
+}
+
+// The rows, column by column, in the order of seedColumns.
+
+func (b *copyBatch) user(id string, u seedUser, balance int64, updated time.Time) {
+	b.add(tUsers, id, u.created, updated, u.externalID, u.externalID+"@example.com", balance, "ACTIVE")
+}
+
+func (b *copyBatch) transaction(id string, e seedEvent, kind credittransaction.Kind, reason string, actor ledger.Actor, key, userID string) {
+	b.txns++
+	b.add(tTransactions, id, e.at, string(kind), e.amount, reason, actor.String(), key, userID)
+}
+
+func (b *copyBatch) lot(id string, e seedEvent, end lotEnd, txnID, userID string) {
+	b.add(tLots, id, e.at, end.updated, string(creditlot.SourceGrant), e.amount, end.remaining, int64(0), int64(0), txnID, userID)
+}
+
+func (b *copyBatch) posting(at time.Time, account string, amount int64, lotID *string, txnID, userID string, balanceAfter int64) {
+	var lot, user, after any
+	if lotID != nil {
+		lot = *lotID
+	}
+	if userID != "" {
+		user, after = userID, balanceAfter
+	}
+	b.add(tPostings, pulid.NewAt("led", at), at, account, amount, after, lot, txnID, user)
+}
+
+func (b *copyBatch) adminAction(e seedEvent, adminID, userID, txnID string, before, after int64) {
+	b.add(tAdminActions, pulid.NewAt("adm", e.at), e.at, admin.ActionGrantCredits, userID, e.amount,
+		seedGrantReason, before, after, "", adminID, userID, txnID)
+}
+
+// key records the idempotency record with the fingerprint and result the
+// idempotency package computes for the same request.
+func (b *copyBatch) key(at time.Time, actor ledger.Actor, key, op string, req any, res storedResult) error {
+	r, err := idempotency.NewRequest(actor.String(), key, op, req)
+	if err != nil {
+		return fmt.Errorf("seed: fingerprinting key %s: %w", key, err)
+	}
+	result, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("seed: encoding the result of key %s: %w", key, err)
+	}
+	b.add(tKeys, pulid.NewAt("idk", at), at, r.Scope, r.Key.Key, r.Fingerprint, result)
+	return nil
+}
