@@ -176,7 +176,8 @@ func (u seedUser) emit(b *copyBatch, adminID string) error {
 	return err
 }
 
-// The rows, column by column, in the order of seedColumns.
+// The rows, column by column, in the order of seedColumns. The request id
+// of an audit row is the server's own (internal/server/requestid.go).
 
 func (b *copyBatch) user(id string, u seedUser, balance int64, updated time.Time) {
 	b.add(tUsers, id, u.created, updated, u.externalID, u.externalID+"@example.com", balance, "ACTIVE")
@@ -204,7 +205,7 @@ func (b *copyBatch) posting(at time.Time, account string, amount int64, lotID *s
 
 func (b *copyBatch) adminAction(e seedEvent, adminID, userID, txnID string, before, after int64) {
 	b.add(tAdminActions, pulid.NewAt("adm", e.at), e.at, admin.ActionGrantCredits, userID, e.amount,
-		seedGrantReason, before, after, "", adminID, userID, txnID)
+		seedGrantReason, before, after, pulid.NewAt("req", e.at), adminID, userID, txnID)
 }
 
 // key records the idempotency record with the fingerprint and result the
