@@ -185,6 +185,10 @@ func loadSeed(ctx context.Context, conn *pgx.Conn, o seedOptions) (seedSummary, 
 		return sum, fmt.Errorf("seed: beginning: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	indexes, err := dropSeedIndexes(ctx, tx)
+	if err != nil {
+		return sum, err
+	}
 	b := &copyBatch{ctx: ctx, tx: tx, progress: o.progress, started: started, lastNote: started, total: o.txns + o.heavy}
 	end := time.Now().Add(-time.Hour).Truncate(time.Microsecond)
 	start := end.Add(-o.period)
@@ -205,10 +209,14 @@ func loadSeed(ctx context.Context, conn *pgx.Conn, o seedOptions) (seedSummary, 
 	if err := b.flush(); err != nil {
 		return sum, err
 	}
+	b.note()
+	fmt.Fprintf(o.progress, "seed: building %d indexes\n", len(indexes))
+	if err := createSeedIndexes(ctx, tx, indexes); err != nil {
+		return sum, err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return sum, fmt.Errorf("seed: committing: %w", err)
 	}
-	b.note()
 	sum.Users, sum.Transactions = int(b.copied[tUsers]), int(b.copied[tTransactions])
 	sum.Rows, sum.Load = b.rowsCopied(), time.Since(started)
 	return sum, nil

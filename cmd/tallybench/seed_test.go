@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +26,7 @@ func TestSeed(t *testing.T) {
 	}
 	ctx := context.Background()
 	db := testdb.New(t, testdb.Postgres)
+	indexesBefore := indexDefs(t, db)
 	var out bytes.Buffer
 	sum, err := seedDatabase(ctx, seedOptions{
 		url: db.URL, users: 200, txns: 5000, heavy: 1000,
@@ -36,6 +39,9 @@ func TestSeed(t *testing.T) {
 	if sum.Users != 202 || sum.Transactions != 6000 || !sum.Report.OK() {
 		t.Fatalf("seeded %d users, %d transactions, report %+v; want 202 (with the admin and heavy-user), 6000, no problem",
 			sum.Users, sum.Transactions, sum.Report)
+	}
+	if after := indexDefs(t, db); !slices.Equal(after, indexesBefore) {
+		t.Errorf("indexes after the seed:\n%s\nbefore:\n%s", strings.Join(after, "\n"), strings.Join(indexesBefore, "\n"))
 	}
 	counts := map[string]string{
 		"keys, one per transaction":      `SELECT COUNT(*) - 6000 FROM idempotency_keys`,
@@ -154,4 +160,31 @@ func TestSeedRefuses(t *testing.T) {
 	if !errors.Is(err, errSeedRefused) {
 		t.Errorf("a database with a user: %v; want a refusal", err)
 	}
+}
+
+// indexDefs are the definitions of the test schema's indexes: the seed
+// drops some for the load and must make them again as they were.
+func indexDefs(t *testing.T, db *database.DB) []string {
+	t.Helper()
+	rows, err := db.SQL.QueryContext(context.Background(),
+		`SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY indexname`)
+	if err != nil {
+		t.Fatalf("listing indexes: %v", err)
+	}
+	defer rows.Close()
+	var defs []string
+	for rows.Next() {
+		var def string
+		if err := rows.Scan(&def); err != nil {
+			t.Fatalf("listing indexes: %v", err)
+		}
+		defs = append(defs, def)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("listing indexes: %v", err)
+	}
+	if len(defs) < 40 {
+		t.Fatalf("%d indexes: is the schema migrated?", len(defs))
+	}
+	return defs
 }
