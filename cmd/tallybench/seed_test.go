@@ -49,7 +49,12 @@ func TestSeed(t *testing.T) {
 		"a lot per grant":                `SELECT (SELECT COUNT(*) FROM credit_lots) - COUNT(*) FROM credit_transactions WHERE kind = 'GRANT'`,
 		"heavy-user's 1000 transactions": `SELECT COUNT(*) - 1000 FROM credit_transactions t JOIN users u ON u.id = t.user_id WHERE u.external_id = 'heavy-user'`,
 		"user postings without balance":  `SELECT COUNT(*) FROM credit_ledgers WHERE (user_id IS NULL) <> (balance_after IS NULL)`,
-		"spends and grants only":         `SELECT COUNT(*) FROM credit_transactions WHERE kind NOT IN ('GRANT', 'SPEND')`,
+		"known kinds only":               `SELECT COUNT(*) FROM credit_transactions WHERE kind NOT IN ('GRANT', 'SPEND', 'HOLD', 'CAPTURE')`,
+		"a reservation per hold":         `SELECT (SELECT COUNT(*) FROM credit_reservations) - COUNT(*) FROM credit_transactions WHERE kind = 'HOLD'`,
+		"a capture per reservation": `SELECT COUNT(*) FROM credit_reservations r
+			WHERE r.status <> 'CAPTURED' OR r.captured_amount <> r.amount
+			   OR (SELECT COUNT(*) FROM credit_transactions t WHERE t.reservation_id = r.id AND t.kind = 'CAPTURE') <> 1`,
+		"some reservations": `SELECT CASE WHEN COUNT(*) > 100 THEN 0 ELSE 1 END FROM credit_reservations`,
 	}
 	for name, q := range counts {
 		var off int
@@ -63,6 +68,7 @@ func TestSeed(t *testing.T) {
 	svc := ledger.New(db)
 	replaySeeded(t, db, svc, "SPEND")
 	replaySeeded(t, db, svc, "GRANT")
+	replaySeeded(t, db, svc, "CAPTURE")
 	spendAfterSeed(t, db, svc)
 }
 
@@ -75,11 +81,12 @@ func replaySeeded(t *testing.T, db *database.DB, svc *ledger.Service, kind strin
 	var id, userID, actor, key, reason string
 	var amount int64
 	var result []byte
-	err := db.SQL.QueryRowContext(ctx, `SELECT t.id, t.user_id, t.actor, t.idempotency_key, t.reason, t.amount, k.result
+	var rsvID *string
+	err := db.SQL.QueryRowContext(ctx, `SELECT t.id, t.user_id, t.actor, t.idempotency_key, t.reason, t.amount, k.result, t.reservation_id
 		  FROM credit_transactions t JOIN users u ON u.id = t.user_id
 		  JOIN idempotency_keys k ON k.scope = t.actor AND k.key = t.idempotency_key
 		 WHERE u.external_id = 'heavy-user' AND t.kind = $1 ORDER BY t.created_at DESC LIMIT 1`, kind).
-		Scan(&id, &userID, &actor, &key, &reason, &amount, &result)
+		Scan(&id, &userID, &actor, &key, &reason, &amount, &result, &rsvID)
 	if err != nil {
 		t.Fatalf("reading a seeded %s: %v", kind, err)
 	}
@@ -93,10 +100,17 @@ func replaySeeded(t *testing.T, db *database.DB, svc *ledger.Service, kind strin
 		t.Fatalf("seeded result %s: %v", result, err)
 	}
 	var res *ledger.Result
-	if kind == "SPEND" {
+	switch kind {
+	case "SPEND":
 		res, err = svc.Spend(ctx, ledger.Actor{Kind: ledger.ActorUser, ID: userID},
 			ledger.SpendRequest{UserID: userID, Amount: amount, Reason: reason, IdempotencyKey: key})
-	} else {
+	case "CAPTURE":
+		if rsvID == nil || *rsvID != stored.ReservationID {
+			t.Fatalf("capture %s: reservation %v, the key's result names %q", id, rsvID, stored.ReservationID)
+		}
+		res, err = svc.Capture(ctx, ledger.Actor{Kind: ledger.ActorUser, ID: userID},
+			ledger.CaptureRequest{UserID: userID, ReservationID: *rsvID, Reason: reason, IdempotencyKey: key})
+	default:
 		adminID := actor[len("admin:"):]
 		res, err = svc.Grant(ctx, ledger.Actor{Kind: ledger.ActorAdmin, ID: adminID},
 			ledger.GrantRequest{UserID: userID, Amount: amount, Reason: reason, IdempotencyKey: key})

@@ -14,6 +14,7 @@ import (
 // foreign keys hold after each COPY.
 const (
 	tUsers = iota
+	tReservations
 	tTransactions
 	tLots
 	tPostings
@@ -22,11 +23,12 @@ const (
 	tCount
 )
 
-var seedTables = [tCount]string{"users", "credit_transactions", "credit_lots", "credit_ledgers", "idempotency_keys", "admin_actions"}
+var seedTables = [tCount]string{"users", "credit_reservations", "credit_transactions", "credit_lots", "credit_ledgers", "idempotency_keys", "admin_actions"}
 
 var seedColumns = [tCount][]string{
 	{"id", "created_at", "updated_at", "external_id", "email", "credits_balance", "status"},
-	{"id", "created_at", "kind", "amount", "reason", "actor", "idempotency_key", "user_id"},
+	{"id", "created_at", "updated_at", "amount", "captured_amount", "status", "expires_at", "reason", "closed_at", "user_id"},
+	{"id", "created_at", "kind", "amount", "reason", "actor", "idempotency_key", "user_id", "reservation_id"},
 	{"id", "created_at", "updated_at", "source", "original", "remaining", "held", "priority", "transaction_id", "user_id"},
 	{"id", "created_at", "account", "amount", "balance_after", "lot_id", "transaction_id", "user_id"},
 	{"id", "created_at", "scope", "key", "fingerprint", "result"},
@@ -62,6 +64,9 @@ func (b *copyBatch) add(table int, values ...any) {
 	b.pending++
 	if b.pending >= copyBatchRows {
 		b.err = b.flush()
+		if time.Since(b.lastNote) >= 2*time.Second {
+			b.note()
+		}
 	}
 }
 
@@ -83,9 +88,6 @@ func (b *copyBatch) flush() error {
 		b.rows[t] = rows[:0]
 	}
 	b.pending = 0
-	if time.Since(b.lastNote) >= 2*time.Second {
-		b.note()
-	}
 	return nil
 }
 

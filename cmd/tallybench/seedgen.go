@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tally-billing/tally/ent/creditlot"
+	"github.com/tally-billing/tally/ent/creditreservation"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/internal/admin"
 	"github.com/tally-billing/tally/internal/idempotency"
@@ -27,11 +28,13 @@ type seedUser struct {
 	end        time.Time
 }
 
-// seedEvent is one transaction of a user's history.
+// seedEvent is one transaction of a user's history, or two for a spend
+// through a reservation: a HOLD at at, then its CAPTURE at captured.
 type seedEvent struct {
-	grant  bool
-	amount int64
-	at     time.Time
+	grant    bool
+	amount   int64
+	at       time.Time
+	captured time.Time // zero: a plain spend
 }
 
 // walk calls fn with each transaction of the history, the balance before
@@ -42,21 +45,28 @@ func (u seedUser) walk(fn func(i int, e seedEvent)) {
 	var balance int64
 	span := u.end.Sub(u.created)
 	step := span / time.Duration(u.txns+1)
-	for i := range u.txns {
+	for i := 0; i < u.txns; i++ {
 		at := u.created.Add(span * time.Duration(i+1) / time.Duration(u.txns+1))
 		if step > 2 {
-			// Jitter within the step keeps the times increasing.
+			// Jitter of up to half a step back keeps the times increasing.
 			at = at.Add(-time.Duration(r.Int64N(int64(step / 2))))
 		}
 		e := seedEvent{at: at.Truncate(time.Microsecond)}
-		if balance < 100 || r.IntN(10) == 0 {
+		first := i
+		switch {
+		case balance < 100 || r.IntN(10) == 0:
 			e.grant, e.amount = true, (1+r.Int64N(10))*100
 			balance += e.amount
-		} else {
+		default:
 			e.amount = 1 + r.Int64N(min(balance, 100))
 			balance -= e.amount
+			if i+1 < u.txns && r.IntN(8) == 0 {
+				// A quarter step later is still before the next event.
+				e.captured = e.at.Add(min(step/4, 5*time.Minute)).Truncate(time.Microsecond)
+				i++
+			}
 		}
-		fn(i, e)
+		fn(first, e)
 	}
 }
 
@@ -74,6 +84,10 @@ func (u seedUser) plan() (balance int64, lots []lotEnd, last time.Time) {
 	last = u.created
 	u.walk(func(_ int, e seedEvent) {
 		last = e.at
+		if !e.captured.IsZero() {
+			last = e.captured
+		}
+		at := last
 		if e.grant {
 			lots = append(lots, lotEnd{remaining: e.amount, updated: e.at})
 			balance += e.amount
@@ -83,7 +97,7 @@ func (u seedUser) plan() (balance int64, lots []lotEnd, last time.Time) {
 		for left := e.amount; left > 0; head++ {
 			take := min(left, lots[head].remaining)
 			lots[head].remaining -= take
-			lots[head].updated = e.at
+			lots[head].updated = at
 			left -= take
 			if lots[head].remaining > 0 {
 				break
@@ -114,7 +128,8 @@ func seedKey(u seedUser, i int) string { return fmt.Sprintf("seed-%s-%d", u.exte
 
 // emit writes the user's rows into b as the real code would have: admin
 // grants (transaction, lot, two postings, key, audit row) and user spends
-// (transaction, a posting per lot drawn, the spent posting, key).
+// (transaction, a posting per lot drawn, the spent posting, key), one in
+// eight of them through a reservation captured at once.
 func (u seedUser) emit(b *copyBatch, adminID string) error {
 	balance, ends, last := u.plan()
 	userID := pulid.NewAt("usr", u.created)
@@ -143,7 +158,7 @@ func (u seedUser) emit(b *copyBatch, adminID string) error {
 			fifo = append(fifo, openLot{id: lotID, remaining: e.amount})
 			before := running
 			running += e.amount
-			b.transaction(txnID, e, credittransaction.KindGrant, seedGrantReason, adminActor, key, userID)
+			b.transaction(txnID, e, credittransaction.KindGrant, seedGrantReason, adminActor, key, userID, nil)
 			b.lot(lotID, e, end, txnID, userID)
 			b.posting(e.at, ledger.AccountGrants, -e.amount, &lotID, txnID, "", 0)
 			b.posting(e.at, account, e.amount, &lotID, txnID, userID, running)
@@ -153,22 +168,37 @@ func (u seedUser) emit(b *copyBatch, adminID string) error {
 			}, storedResult{TransactionID: txnID, Balance: running, Amount: e.amount})
 			return
 		}
-		b.transaction(txnID, e, credittransaction.KindSpend, seedSpendReason, userActor, key, userID)
+		kind, spent := credittransaction.KindSpend, e
+		var rsvID *string
+		if !e.captured.IsZero() {
+			id := b.reserve(e, userID, userActor, key, running)
+			rsvID, spent = &id, seedEvent{amount: e.amount, at: e.captured}
+			kind, txnID, key = credittransaction.KindCapture, pulid.NewAt("txn", e.captured), seedKey(u, i+1)
+		}
+		b.transaction(txnID, spent, kind, seedSpendReason, userActor, key, userID, rsvID)
 		for left := e.amount; left > 0; {
 			lot := &fifo[0]
 			take := min(left, lot.remaining)
 			lot.remaining -= take
 			running -= take
 			left -= take
-			b.posting(e.at, account, -take, &lot.id, txnID, userID, running)
+			b.posting(spent.at, account, -take, &lot.id, txnID, userID, running)
 			if lot.remaining == 0 {
 				fifo = fifo[1:]
 			}
 		}
-		b.posting(e.at, ledger.AccountSpent, e.amount, nil, txnID, "", 0)
-		err = b.key(e.at, userActor, key, "spend", ledger.SpendRequest{
-			UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
-		}, storedResult{TransactionID: txnID, Balance: running, Amount: e.amount})
+		b.posting(spent.at, ledger.AccountSpent, e.amount, nil, txnID, "", 0)
+		res := storedResult{TransactionID: txnID, Balance: running, Amount: e.amount}
+		if rsvID == nil {
+			err = b.key(e.at, userActor, key, "spend", ledger.SpendRequest{
+				UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
+			}, res)
+			return
+		}
+		res.ReservationID = *rsvID
+		err = b.key(spent.at, userActor, key, "capture", ledger.CaptureRequest{
+			UserID: userID, ReservationID: *rsvID, Reason: seedSpendReason, IdempotencyKey: key,
+		}, res)
 	})
 	if err == nil && running != balance {
 		err = fmt.Errorf("seed: %s: the second walk ended at %d, the first at %d", u.externalID, running, balance)
@@ -183,9 +213,33 @@ func (b *copyBatch) user(id string, u seedUser, balance int64, updated time.Time
 	b.add(tUsers, id, u.created, updated, u.externalID, u.externalID+"@example.com", balance, "ACTIVE")
 }
 
-func (b *copyBatch) transaction(id string, e seedEvent, kind credittransaction.Kind, reason string, actor ledger.Actor, key, userID string) {
+func (b *copyBatch) transaction(id string, e seedEvent, kind credittransaction.Kind, reason string, actor ledger.Actor,
+	key, userID string, reservationID *string,
+) {
 	b.txns++
-	b.add(tTransactions, id, e.at, string(kind), e.amount, reason, actor.String(), key, userID)
+	var rsv any
+	if reservationID != nil {
+		rsv = *reservationID
+	}
+	b.add(tTransactions, id, e.at, string(kind), e.amount, reason, actor.String(), key, userID, rsv)
+}
+
+// reserve writes a reservation already captured in full (its capture is
+// the caller's next transaction), the HOLD transaction that opened it,
+// without postings, and the key of the reserve request; it returns the
+// reservation's id. The hold leaves the balance as it was.
+func (b *copyBatch) reserve(e seedEvent, userID string, actor ledger.Actor, key string, balance int64) string {
+	id := pulid.NewAt("res", e.at)
+	b.add(tReservations, id, e.at, e.captured, e.amount, e.amount, string(creditreservation.StatusCaptured),
+		e.at.Add(ledger.DefaultReservationTTL), seedSpendReason, e.captured, userID)
+	txnID := pulid.NewAt("txn", e.at)
+	b.transaction(txnID, e, credittransaction.KindHold, seedSpendReason, actor, key, userID, &id)
+	if err := b.key(e.at, actor, key, "reserve", ledger.ReserveRequest{
+		UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
+	}, storedResult{TransactionID: txnID, ReservationID: id, Balance: balance, Amount: e.amount}); err != nil && b.err == nil {
+		b.err = err
+	}
+	return id
 }
 
 func (b *copyBatch) lot(id string, e seedEvent, end lotEnd, txnID, userID string) {
