@@ -134,76 +134,99 @@ func (u seedUser) emit(b *copyBatch, adminID string) error {
 	balance, ends, last := u.plan()
 	userID := pulid.NewAt("usr", u.created)
 	b.user(userID, u, balance, last)
-	type openLot struct {
-		id        string
-		remaining int64
+	w := &historyWriter{
+		b: b, u: u, ends: ends, userID: userID, adminID: adminID,
+		admin: ledger.Actor{Kind: ledger.ActorAdmin, ID: adminID},
+		user:  ledger.Actor{Kind: ledger.ActorUser, ID: userID},
 	}
-	var fifo []openLot
-	var running int64
-	granted := 0 // lots made so far: the index into ends
 	var err error
-	adminActor := ledger.Actor{Kind: ledger.ActorAdmin, ID: adminID}
-	userActor := ledger.Actor{Kind: ledger.ActorUser, ID: userID}
-	account := ledger.UserAccount(userID)
 	u.walk(func(i int, e seedEvent) {
 		if err != nil {
 			return
 		}
-		txnID := pulid.NewAt("txn", e.at)
-		key := seedKey(u, i)
 		if e.grant {
-			lotID := pulid.NewAt("lot", e.at)
-			end := ends[granted]
-			granted++
-			fifo = append(fifo, openLot{id: lotID, remaining: e.amount})
-			before := running
-			running += e.amount
-			b.transaction(txnID, e, credittransaction.KindGrant, seedGrantReason, adminActor, key, userID, nil)
-			b.lot(lotID, e, end, txnID, userID)
-			b.posting(e.at, ledger.AccountGrants, -e.amount, &lotID, txnID, "", 0)
-			b.posting(e.at, account, e.amount, &lotID, txnID, userID, running)
-			b.adminAction(e, adminID, userID, txnID, before, running)
-			err = b.key(e.at, adminActor, key, "grant", ledger.GrantRequest{
-				UserID: userID, Amount: e.amount, Reason: seedGrantReason, IdempotencyKey: key,
-			}, storedResult{TransactionID: txnID, Balance: running, Amount: e.amount})
-			return
+			err = w.grant(i, e)
+		} else {
+			err = w.spend(i, e)
 		}
-		kind, spent := credittransaction.KindSpend, e
-		var rsvID *string
-		if !e.captured.IsZero() {
-			id := b.reserve(e, userID, userActor, key, running)
-			rsvID, spent = &id, seedEvent{amount: e.amount, at: e.captured}
-			kind, txnID, key = credittransaction.KindCapture, pulid.NewAt("txn", e.captured), seedKey(u, i+1)
-		}
-		b.transaction(txnID, spent, kind, seedSpendReason, userActor, key, userID, rsvID)
-		for left := e.amount; left > 0; {
-			lot := &fifo[0]
-			take := min(left, lot.remaining)
-			lot.remaining -= take
-			running -= take
-			left -= take
-			b.posting(spent.at, account, -take, &lot.id, txnID, userID, running)
-			if lot.remaining == 0 {
-				fifo = fifo[1:]
-			}
-		}
-		b.posting(spent.at, ledger.AccountSpent, e.amount, nil, txnID, "", 0)
-		res := storedResult{TransactionID: txnID, Balance: running, Amount: e.amount}
-		if rsvID == nil {
-			err = b.key(e.at, userActor, key, "spend", ledger.SpendRequest{
-				UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
-			}, res)
-			return
-		}
-		res.ReservationID = *rsvID
-		err = b.key(spent.at, userActor, key, "capture", ledger.CaptureRequest{
-			UserID: userID, ReservationID: *rsvID, Reason: seedSpendReason, IdempotencyKey: key,
-		}, res)
 	})
-	if err == nil && running != balance {
-		err = fmt.Errorf("seed: %s: the second walk ended at %d, the first at %d", u.externalID, running, balance)
+	if err == nil && w.running != balance {
+		err = fmt.Errorf("seed: %s: the second walk ended at %d, the first at %d", u.externalID, w.running, balance)
 	}
 	return err
+}
+
+// historyWriter is the state of one user's second walk: the lots still
+// holding credits, oldest first, and the running balance.
+type historyWriter struct {
+	b           *copyBatch
+	u           seedUser
+	ends        []lotEnd
+	granted     int // lots made so far: the index into ends
+	fifo        []openLot
+	running     int64
+	userID      string
+	adminID     string
+	admin, user ledger.Actor
+}
+
+type openLot struct {
+	id        string
+	remaining int64
+}
+
+func (w *historyWriter) grant(i int, e seedEvent) error {
+	b, userID, account := w.b, w.userID, ledger.UserAccount(w.userID)
+	txnID, lotID, key := pulid.NewAt("txn", e.at), pulid.NewAt("lot", e.at), seedKey(w.u, i)
+	end := w.ends[w.granted]
+	w.granted++
+	w.fifo = append(w.fifo, openLot{id: lotID, remaining: e.amount})
+	before := w.running
+	w.running += e.amount
+	b.transaction(txnID, e, credittransaction.KindGrant, seedGrantReason, w.admin, key, userID, nil)
+	b.lot(lotID, e, end, txnID, userID)
+	b.posting(e.at, ledger.AccountGrants, -e.amount, &lotID, txnID, "", 0)
+	b.posting(e.at, account, e.amount, &lotID, txnID, userID, w.running)
+	b.adminAction(e, w.adminID, userID, txnID, before, w.running)
+	return b.key(e.at, w.admin, key, "grant", ledger.GrantRequest{
+		UserID: userID, Amount: e.amount, Reason: seedGrantReason, IdempotencyKey: key,
+	}, storedResult{TransactionID: txnID, Balance: w.running, Amount: e.amount})
+}
+
+// spend writes a spend, or a hold and the capture that spends it.
+func (w *historyWriter) spend(i int, e seedEvent) error {
+	b, userID := w.b, w.userID
+	kind, spent, key := credittransaction.KindSpend, e, seedKey(w.u, i)
+	var rsvID *string
+	if !e.captured.IsZero() {
+		id := b.reserve(e, userID, w.user, key, w.running)
+		rsvID, spent = &id, seedEvent{amount: e.amount, at: e.captured}
+		kind, key = credittransaction.KindCapture, seedKey(w.u, i+1)
+	}
+	txnID := pulid.NewAt("txn", spent.at)
+	b.transaction(txnID, spent, kind, seedSpendReason, w.user, key, userID, rsvID)
+	for left := e.amount; left > 0; {
+		lot := &w.fifo[0]
+		take := min(left, lot.remaining)
+		lot.remaining -= take
+		w.running -= take
+		left -= take
+		b.posting(spent.at, ledger.UserAccount(userID), -take, &lot.id, txnID, userID, w.running)
+		if lot.remaining == 0 {
+			w.fifo = w.fifo[1:]
+		}
+	}
+	b.posting(spent.at, ledger.AccountSpent, e.amount, nil, txnID, "", 0)
+	res := storedResult{TransactionID: txnID, Balance: w.running, Amount: e.amount}
+	if rsvID == nil {
+		return b.key(e.at, w.user, key, "spend", ledger.SpendRequest{
+			UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
+		}, res)
+	}
+	res.ReservationID = *rsvID
+	return b.key(spent.at, w.user, key, "capture", ledger.CaptureRequest{
+		UserID: userID, ReservationID: *rsvID, Reason: seedSpendReason, IdempotencyKey: key,
+	}, res)
 }
 
 // The rows, column by column, in the order of seedColumns. The request id
