@@ -9,6 +9,11 @@
 //	go run ./cmd/tallybench --db postgres --workloads W1,W4
 //	go run ./cmd/tallybench --db postgres --soak 5m
 //
+// The seed subcommand fills an empty PostgreSQL database with a large,
+// consistent history instead (see seed.go):
+//
+//	go run ./cmd/tallybench seed --database-url URL --users N --transactions M [--heavy-user-transactions K]
+//
 // See docs/benchmarks.md.
 package main
 
@@ -49,6 +54,9 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "seed" {
+		os.Exit(seedMain(os.Args[2:]))
+	}
 	o, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

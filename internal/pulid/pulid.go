@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -21,6 +22,13 @@ const ulidLen = 26
 // New returns a new id with the given prefix.
 func New(prefix string) string {
 	return prefix + "_" + strings.ToLower(ulid.Make().String())
+}
+
+// NewAt returns a new id with the given prefix whose time part is t, for
+// rows written after the fact (a seeded history) that must sort among ids
+// as if they had been made at t.
+func NewAt(prefix string, t time.Time) string {
+	return prefix + "_" + strings.ToLower(ulid.MustNew(ulid.Timestamp(t), ulid.DefaultEntropy()).String())
 }
 
 // ErrMalformed is returned for a string that is not a well-formed id.
