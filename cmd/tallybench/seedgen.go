@@ -226,7 +226,7 @@ func (w *historyWriter) spend(i int, e seedEvent) error {
 	res.ReservationID = *rsvID
 	return b.key(spent.at, w.user, key, "capture", ledger.CaptureRequest{
 		UserID: userID, ReservationID: *rsvID, Reason: seedSpendReason, IdempotencyKey: key,
-	}, res)
+	}.Fingerprinted(), res)
 }
 
 // The rows, column by column, in the order of seedColumns. The request id
@@ -259,7 +259,7 @@ func (b *copyBatch) reserve(e seedEvent, userID string, actor ledger.Actor, key 
 	b.transaction(txnID, e, credittransaction.KindHold, seedSpendReason, actor, key, userID, &id)
 	if err := b.key(e.at, actor, key, "reserve", ledger.ReserveRequest{
 		UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
-	}, storedResult{TransactionID: txnID, ReservationID: id, Balance: balance, Amount: e.amount}); err != nil && b.err == nil {
+	}.Fingerprinted(), storedResult{TransactionID: txnID, ReservationID: id, Balance: balance, Amount: e.amount}); err != nil && b.err == nil {
 		b.err = err
 	}
 	return id

@@ -44,12 +44,8 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	ttl := DefaultReservationTTL
-	if req.TTLSeconds != nil {
-		ttl = time.Duration(*req.TTLSeconds) * time.Second
-	}
-	fp := reserveFingerprint{UserID: req.UserID, Amount: req.Amount, TTL: ttl, Reason: req.Reason, IdempotencyKey: req.IdempotencyKey}
-	return t.once(ctx, actor, req.IdempotencyKey, "reserve", fp, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
+	ttl := req.ttl()
+	return t.once(ctx, actor, req.IdempotencyKey, "reserve", req.Fingerprinted(), req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
 		if err := spendable(u); err != nil {
 			return nil, err
 		}
@@ -104,11 +100,7 @@ func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Res
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	fp := captureFingerprint{UserID: req.UserID, ReservationID: req.ReservationID, Reason: req.Reason, IdempotencyKey: req.IdempotencyKey}
-	if req.Amount != nil {
-		fp.Amount = *req.Amount
-	}
-	return t.once(ctx, actor, req.IdempotencyKey, "capture", fp, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
+	return t.once(ctx, actor, req.IdempotencyKey, "capture", req.Fingerprinted(), req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
 		rsv, err := t.openReservation(ctx, u.ID, req.ReservationID)
 		if err != nil {
 			return nil, err
@@ -157,6 +149,29 @@ type (
 		IdempotencyKey string
 	}
 )
+
+func (r ReserveRequest) ttl() time.Duration {
+	if r.TTLSeconds == nil {
+		return DefaultReservationTTL
+	}
+	return time.Duration(*r.TTLSeconds) * time.Second
+}
+
+// Fingerprinted is what the request's idempotency key covers (for
+// idempotency.NewRequest with the operation "reserve").
+func (r ReserveRequest) Fingerprinted() any {
+	return reserveFingerprint{UserID: r.UserID, Amount: r.Amount, TTL: r.ttl(), Reason: r.Reason, IdempotencyKey: r.IdempotencyKey}
+}
+
+// Fingerprinted is what the request's idempotency key covers (for
+// idempotency.NewRequest with the operation "capture").
+func (r CaptureRequest) Fingerprinted() any {
+	fp := captureFingerprint{UserID: r.UserID, ReservationID: r.ReservationID, Reason: r.Reason, IdempotencyKey: r.IdempotencyKey}
+	if r.Amount != nil {
+		fp.Amount = *r.Amount
+	}
+	return fp
+}
 
 // ReleaseRequest gives a reservation back.
 type ReleaseRequest struct {
