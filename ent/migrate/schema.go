@@ -189,6 +189,19 @@ var (
 				},
 			},
 			{
+				Name:    "creditlot_user_id_id",
+				Unique:  false,
+				Columns: []*schema.Column{CreditLotsColumns[11], CreditLotsColumns[0]},
+			},
+			{
+				Name:    "creditlot_user_id",
+				Unique:  false,
+				Columns: []*schema.Column{CreditLotsColumns[11]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "held > 0",
+				},
+			},
+			{
 				Name:    "creditlot_payment_id",
 				Unique:  false,
 				Columns: []*schema.Column{CreditLotsColumns[10]},

@@ -63,6 +63,14 @@ func (CreditLot) Indexes() []ent.Index {
 		// as written, so the migration drift check compares them exactly.)
 		index.Fields("expires_at").
 			Annotations(entsql.IndexWhere("remaining > 0")),
+		// A user's lots as the API lists them (by id unless ordered
+		// otherwise): without it a page of one user's lots walked the
+		// primary key of everyone's.
+		index.Fields("user_id", "id"),
+		// What disputes hold, summed in every balance read: the few lots
+		// with held credits, not all of the user's.
+		index.Fields("user_id").
+			Annotations(entsql.IndexWhere("held > 0")),
 		index.Fields("payment_id"),
 		index.Fields("transaction_id"),
 	}

@@ -17,7 +17,7 @@ const balanceSelect = `SELECT u.id, u.credits_balance,
 		WHERE r.user_id = u.id AND r.status = ? AND r.expires_at > ?),
 	(SELECT CAST(COALESCE(SUM(l.remaining), 0) AS BIGINT) FROM credit_lots l
 		WHERE l.user_id = u.id AND l.remaining > 0 AND (l.expires_at IS NULL OR l.expires_at > ?)),
-	(SELECT CAST(COALESCE(SUM(l.held), 0) AS BIGINT) FROM credit_lots l WHERE l.user_id = u.id)
+	(SELECT CAST(COALESCE(SUM(l.held), 0) AS BIGINT) FROM credit_lots l WHERE l.user_id = u.id AND l.held > 0)
 FROM users u WHERE u.id IN (`
 
 // MaxBalanceBatch bounds the ids of one Balances call, far below what
