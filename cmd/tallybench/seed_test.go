@@ -95,7 +95,7 @@ func replaySeeded(t *testing.T, db *database.DB, svc *ledger.Service, kind strin
 			t.Errorf("seeded id: %v", err)
 		}
 	}
-	var stored storedResult
+	var stored ledger.StoredResult
 	if err := json.Unmarshal(result, &stored); err != nil {
 		t.Fatalf("seeded result %s: %v", result, err)
 	}

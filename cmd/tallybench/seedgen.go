@@ -107,15 +107,6 @@ func (u seedUser) plan() (balance int64, lots []lotEnd, last time.Time) {
 	return balance, lots, last
 }
 
-// storedResult is ledger's storedResult (internal/ledger/keyed.go): the
-// JSON an idempotency record of a grant or spend holds.
-type storedResult struct {
-	TransactionID string `json:"transaction_id,omitempty"`
-	ReservationID string `json:"reservation_id,omitempty"`
-	Balance       int64  `json:"balance"`
-	Amount        int64  `json:"amount"`
-}
-
 // Reasons a seeded transaction carries; admin grants require one.
 const (
 	seedGrantReason = "support goodwill"
@@ -190,7 +181,7 @@ func (w *historyWriter) grant(i int, e seedEvent) error {
 	b.adminAction(e, w.adminID, userID, txnID, before, w.running)
 	return b.key(e.at, w.admin, key, "grant", ledger.GrantRequest{
 		UserID: userID, Amount: e.amount, Reason: seedGrantReason, IdempotencyKey: key,
-	}, storedResult{TransactionID: txnID, Balance: w.running, Amount: e.amount})
+	}, ledger.StoredResult{TransactionID: txnID, Balance: w.running, Amount: e.amount})
 }
 
 // spend writes a spend, or a hold and the capture that spends it.
@@ -217,7 +208,7 @@ func (w *historyWriter) spend(i int, e seedEvent) error {
 		}
 	}
 	b.posting(spent.at, ledger.AccountSpent, e.amount, nil, txnID, "", 0)
-	res := storedResult{TransactionID: txnID, Balance: w.running, Amount: e.amount}
+	res := ledger.StoredResult{TransactionID: txnID, Balance: w.running, Amount: e.amount}
 	if rsvID == nil {
 		return b.key(e.at, w.user, key, "spend", ledger.SpendRequest{
 			UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
@@ -259,7 +250,7 @@ func (b *copyBatch) reserve(e seedEvent, userID string, actor ledger.Actor, key 
 	b.transaction(txnID, e, credittransaction.KindHold, seedSpendReason, actor, key, userID, &id)
 	if err := b.key(e.at, actor, key, "reserve", ledger.ReserveRequest{
 		UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
-	}.Fingerprinted(), storedResult{TransactionID: txnID, ReservationID: id, Balance: balance, Amount: e.amount}); err != nil && b.err == nil {
+	}.Fingerprinted(), ledger.StoredResult{TransactionID: txnID, ReservationID: id, Balance: balance, Amount: e.amount}); err != nil && b.err == nil {
 		b.err = err
 	}
 	return id
@@ -287,7 +278,7 @@ func (b *copyBatch) adminAction(e seedEvent, adminID, userID, txnID string, befo
 
 // key records the idempotency record with the fingerprint and result the
 // idempotency package computes for the same request.
-func (b *copyBatch) key(at time.Time, actor ledger.Actor, key, op string, req any, res storedResult) error {
+func (b *copyBatch) key(at time.Time, actor ledger.Actor, key, op string, req any, res ledger.StoredResult) error {
 	r, err := idempotency.NewRequest(actor.String(), key, op, req)
 	if err != nil {
 		return fmt.Errorf("seed: fingerprinting key %s: %w", key, err)

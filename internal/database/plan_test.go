@@ -38,23 +38,8 @@ func TestDormantUsersHistoryUsesTheirIndex(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rows, err := db.SQL.QueryContext(ctx, `EXPLAIN SELECT * FROM credit_transactions WHERE user_id = 'u000001' ORDER BY created_at DESC, id DESC LIMIT 51`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, line)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if text := strings.Join(plan, "\n"); !strings.Contains(text, "credittransaction_user_id_created_at_id") {
+	text := testdb.Plan(t, db, `SELECT * FROM credit_transactions WHERE user_id = 'u000001' ORDER BY created_at DESC, id DESC LIMIT 51`)
+	if !strings.Contains(text, "credittransaction_user_id_created_at_id") {
 		t.Fatalf("the first page of a dormant user's history does not use their index:\n%s", text)
 	}
 }

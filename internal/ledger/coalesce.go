@@ -266,7 +266,7 @@ func (t *Tx) replayKnown(ctx context.Context, users map[string]*ent.User, calls 
 		if !ok {
 			continue
 		}
-		var stored storedResult
+		var stored StoredResult
 		if c.err = rec.Replay(c.key, &stored); c.err != nil {
 			if _, refused := apperr.As(c.err); !refused {
 				return c.err

@@ -15,16 +15,17 @@ import (
 // this file is what the ledger adds: what a result remembers, how a replay
 // reads it back, and when the key is looked up.
 
-// storedResult is what an idempotency record remembers of a result.
-type storedResult struct {
+// StoredResult is what an idempotency record of a movement remembers of
+// its result (the seeder writes such records too).
+type StoredResult struct {
 	TransactionID string `json:"transaction_id,omitempty"`
 	ReservationID string `json:"reservation_id,omitempty"`
 	Balance       int64  `json:"balance"`
 	Amount        int64  `json:"amount"`
 }
 
-func storedOf(r *Result) storedResult {
-	s := storedResult{Balance: r.Balance, Amount: r.Amount}
+func storedOf(r *Result) StoredResult {
+	s := StoredResult{Balance: r.Balance, Amount: r.Amount}
 	if r.Transaction != nil {
 		s.TransactionID = r.Transaction.ID
 	}
@@ -48,7 +49,7 @@ func keyedRequest(actor Actor, key, opName string, req any) (idempotency.Request
 // there was none, or IDEMPOTENCY_KEY_REUSED if it was another request.
 // u is the user as it is now.
 func (t *Tx) replay(ctx context.Context, r idempotency.Request, u *ent.User) (*Result, error) {
-	var stored storedResult
+	var stored StoredResult
 	found, err := idempotency.Find(ctx, t.ent.IdempotencyKey, r, &stored)
 	if !found || err != nil {
 		return nil, err
@@ -57,7 +58,7 @@ func (t *Tx) replay(ctx context.Context, r idempotency.Request, u *ent.User) (*R
 }
 
 // resultOf reads back the entities a stored result names.
-func (t *Tx) resultOf(ctx context.Context, stored storedResult, u *ent.User) (*Result, error) {
+func (t *Tx) resultOf(ctx context.Context, stored StoredResult, u *ent.User) (*Result, error) {
 	res := &Result{Balance: stored.Balance, Amount: stored.Amount, Replayed: true, User: u}
 	var err error
 	if stored.TransactionID != "" {

@@ -38,30 +38,10 @@ func TestOneUsersLotsAreReadThroughTheirIndexes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	explain := func(query string, args ...any) string {
-		t.Helper()
-		rows, err := db.SQL.QueryContext(ctx, "EXPLAIN "+db.Rebind(query), args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var plan []string
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, line)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return strings.Join(plan, "\n")
-	}
-	if plan := explain(balanceSelect+"?)", "OPEN", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "u000042"); strings.Contains(plan, "Seq Scan on credit_lots") {
+	if plan := testdb.Plan(t, db, balanceSelect+"?)", "OPEN", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "u000042"); strings.Contains(plan, "Seq Scan on credit_lots") {
 		t.Errorf("a balance read scans every lot:\n%s", plan)
 	}
-	if plan := explain(`SELECT * FROM credit_lots WHERE user_id = ? ORDER BY id LIMIT 11`, "u000042"); !strings.Contains(plan, "creditlot_user_id_id") {
+	if plan := testdb.Plan(t, db, `SELECT * FROM credit_lots WHERE user_id = ? ORDER BY id LIMIT 11`, "u000042"); !strings.Contains(plan, "creditlot_user_id_id") {
 		t.Errorf("a page of one user's lots does not use their index:\n%s", plan)
 	}
 }

@@ -152,3 +152,26 @@ func Proxied(t testing.TB, db *database.DB) (*database.DB, *faultproxy.Proxy) {
 	u.Host = p.Addr()
 	return Open(t, u.String()), p
 }
+
+// Plan is PostgreSQL's plan of a statement with ? placeholders (EXPLAIN,
+// not run), one line per step, for tests of what an index serves.
+func Plan(t testing.TB, db *database.DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.SQL.QueryContext(context.Background(), "EXPLAIN "+db.Rebind(query), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "\n")
+}
