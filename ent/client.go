@@ -23,6 +23,7 @@ import (
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
+	"github.com/tally-billing/tally/ent/ledgercheck"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/stripecustomer"
@@ -52,6 +53,8 @@ type Client struct {
 	DevSecret *DevSecretClient
 	// IdempotencyKey is the client for interacting with the IdempotencyKey builders.
 	IdempotencyKey *IdempotencyKeyClient
+	// LedgerCheck is the client for interacting with the LedgerCheck builders.
+	LedgerCheck *LedgerCheckClient
 	// Payment is the client for interacting with the Payment builders.
 	Payment *PaymentClient
 	// ProcessedEvent is the client for interacting with the ProcessedEvent builders.
@@ -79,6 +82,7 @@ func (c *Client) init() {
 	c.CreditTransaction = NewCreditTransactionClient(c.config)
 	c.DevSecret = NewDevSecretClient(c.config)
 	c.IdempotencyKey = NewIdempotencyKeyClient(c.config)
+	c.LedgerCheck = NewLedgerCheckClient(c.config)
 	c.Payment = NewPaymentClient(c.config)
 	c.ProcessedEvent = NewProcessedEventClient(c.config)
 	c.StripeCustomer = NewStripeCustomerClient(c.config)
@@ -183,6 +187,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		CreditTransaction: NewCreditTransactionClient(cfg),
 		DevSecret:         NewDevSecretClient(cfg),
 		IdempotencyKey:    NewIdempotencyKeyClient(cfg),
+		LedgerCheck:       NewLedgerCheckClient(cfg),
 		Payment:           NewPaymentClient(cfg),
 		ProcessedEvent:    NewProcessedEventClient(cfg),
 		StripeCustomer:    NewStripeCustomerClient(cfg),
@@ -214,6 +219,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		CreditTransaction: NewCreditTransactionClient(cfg),
 		DevSecret:         NewDevSecretClient(cfg),
 		IdempotencyKey:    NewIdempotencyKeyClient(cfg),
+		LedgerCheck:       NewLedgerCheckClient(cfg),
 		Payment:           NewPaymentClient(cfg),
 		ProcessedEvent:    NewProcessedEventClient(cfg),
 		StripeCustomer:    NewStripeCustomerClient(cfg),
@@ -249,7 +255,7 @@ func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.AdminAction, c.CreditLedger, c.CreditLot, c.CreditPackage,
 		c.CreditReservation, c.CreditTransaction, c.DevSecret, c.IdempotencyKey,
-		c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
+		c.LedgerCheck, c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
 	} {
 		n.Use(hooks...)
 	}
@@ -261,7 +267,7 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.AdminAction, c.CreditLedger, c.CreditLot, c.CreditPackage,
 		c.CreditReservation, c.CreditTransaction, c.DevSecret, c.IdempotencyKey,
-		c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
+		c.LedgerCheck, c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -286,6 +292,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.DevSecret.mutate(ctx, m)
 	case *IdempotencyKeyMutation:
 		return c.IdempotencyKey.mutate(ctx, m)
+	case *LedgerCheckMutation:
+		return c.LedgerCheck.mutate(ctx, m)
 	case *PaymentMutation:
 		return c.Payment.mutate(ctx, m)
 	case *ProcessedEventMutation:
@@ -1651,6 +1659,139 @@ func (c *IdempotencyKeyClient) mutate(ctx context.Context, m *IdempotencyKeyMuta
 	}
 }
 
+// LedgerCheckClient is a client for the LedgerCheck schema.
+type LedgerCheckClient struct {
+	config
+}
+
+// NewLedgerCheckClient returns a client for the LedgerCheck from the given config.
+func NewLedgerCheckClient(c config) *LedgerCheckClient {
+	return &LedgerCheckClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `ledgercheck.Hooks(f(g(h())))`.
+func (c *LedgerCheckClient) Use(hooks ...Hook) {
+	c.hooks.LedgerCheck = append(c.hooks.LedgerCheck, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `ledgercheck.Intercept(f(g(h())))`.
+func (c *LedgerCheckClient) Intercept(interceptors ...Interceptor) {
+	c.inters.LedgerCheck = append(c.inters.LedgerCheck, interceptors...)
+}
+
+// Create returns a builder for creating a LedgerCheck entity.
+func (c *LedgerCheckClient) Create() *LedgerCheckCreate {
+	mutation := newLedgerCheckMutation(c.config, OpCreate)
+	return &LedgerCheckCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of LedgerCheck entities.
+func (c *LedgerCheckClient) CreateBulk(builders ...*LedgerCheckCreate) *LedgerCheckCreateBulk {
+	return &LedgerCheckCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *LedgerCheckClient) MapCreateBulk(slice any, setFunc func(*LedgerCheckCreate, int)) *LedgerCheckCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &LedgerCheckCreateBulk{err: fmt.Errorf("calling to LedgerCheckClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*LedgerCheckCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &LedgerCheckCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for LedgerCheck.
+func (c *LedgerCheckClient) Update() *LedgerCheckUpdate {
+	mutation := newLedgerCheckMutation(c.config, OpUpdate)
+	return &LedgerCheckUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *LedgerCheckClient) UpdateOne(_m *LedgerCheck) *LedgerCheckUpdateOne {
+	mutation := newLedgerCheckMutation(c.config, OpUpdateOne, withLedgerCheck(_m))
+	return &LedgerCheckUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *LedgerCheckClient) UpdateOneID(id string) *LedgerCheckUpdateOne {
+	mutation := newLedgerCheckMutation(c.config, OpUpdateOne, withLedgerCheckID(id))
+	return &LedgerCheckUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for LedgerCheck.
+func (c *LedgerCheckClient) Delete() *LedgerCheckDelete {
+	mutation := newLedgerCheckMutation(c.config, OpDelete)
+	return &LedgerCheckDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *LedgerCheckClient) DeleteOne(_m *LedgerCheck) *LedgerCheckDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *LedgerCheckClient) DeleteOneID(id string) *LedgerCheckDeleteOne {
+	builder := c.Delete().Where(ledgercheck.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &LedgerCheckDeleteOne{builder}
+}
+
+// Query returns a query builder for LedgerCheck.
+func (c *LedgerCheckClient) Query() *LedgerCheckQuery {
+	return &LedgerCheckQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeLedgerCheck},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a LedgerCheck entity by its id.
+func (c *LedgerCheckClient) Get(ctx context.Context, id string) (*LedgerCheck, error) {
+	return c.Query().Where(ledgercheck.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *LedgerCheckClient) GetX(ctx context.Context, id string) *LedgerCheck {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *LedgerCheckClient) Hooks() []Hook {
+	return c.hooks.LedgerCheck
+}
+
+// Interceptors returns the client interceptors.
+func (c *LedgerCheckClient) Interceptors() []Interceptor {
+	return c.inters.LedgerCheck
+}
+
+func (c *LedgerCheckClient) mutate(ctx context.Context, m *LedgerCheckMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&LedgerCheckCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&LedgerCheckUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&LedgerCheckUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&LedgerCheckDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown LedgerCheck mutation op: %q", m.Op())
+	}
+}
+
 // PaymentClient is a client for the Payment schema.
 type PaymentClient struct {
 	config
@@ -2395,13 +2536,13 @@ func (c *UserClient) mutate(ctx context.Context, m *UserMutation) (Value, error)
 type (
 	hooks struct {
 		AdminAction, CreditLedger, CreditLot, CreditPackage, CreditReservation,
-		CreditTransaction, DevSecret, IdempotencyKey, Payment, ProcessedEvent,
-		StripeCustomer, User []ent.Hook
+		CreditTransaction, DevSecret, IdempotencyKey, LedgerCheck, Payment,
+		ProcessedEvent, StripeCustomer, User []ent.Hook
 	}
 	inters struct {
 		AdminAction, CreditLedger, CreditLot, CreditPackage, CreditReservation,
-		CreditTransaction, DevSecret, IdempotencyKey, Payment, ProcessedEvent,
-		StripeCustomer, User []ent.Interceptor
+		CreditTransaction, DevSecret, IdempotencyKey, LedgerCheck, Payment,
+		ProcessedEvent, StripeCustomer, User []ent.Interceptor
 	}
 )
 

@@ -20,6 +20,7 @@ import (
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
+	"github.com/tally-billing/tally/ent/ledgercheck"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/stripecustomer"
@@ -92,6 +93,7 @@ func checkColumn(t, c string) error {
 			credittransaction.Table: credittransaction.ValidColumn,
 			devsecret.Table:         devsecret.ValidColumn,
 			idempotencykey.Table:    idempotencykey.ValidColumn,
+			ledgercheck.Table:       ledgercheck.ValidColumn,
 			payment.Table:           payment.ValidColumn,
 			processedevent.Table:    processedevent.ValidColumn,
 			stripecustomer.Table:    stripecustomer.ValidColumn,

@@ -19,9 +19,11 @@ import (
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
+	"github.com/tally-billing/tally/ent/ledgercheck"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/predicate"
 	"github.com/tally-billing/tally/ent/processedevent"
+	"github.com/tally-billing/tally/ent/schema"
 	"github.com/tally-billing/tally/ent/stripecustomer"
 	"github.com/tally-billing/tally/ent/user"
 )
@@ -43,6 +45,7 @@ const (
 	TypeCreditTransaction = "CreditTransaction"
 	TypeDevSecret         = "DevSecret"
 	TypeIdempotencyKey    = "IdempotencyKey"
+	TypeLedgerCheck       = "LedgerCheck"
 	TypePayment           = "Payment"
 	TypeProcessedEvent    = "ProcessedEvent"
 	TypeStripeCustomer    = "StripeCustomer"
@@ -7899,6 +7902,1895 @@ func (m *IdempotencyKeyMutation) ClearEdge(name string) error {
 // It returns an error if the edge is not defined in the schema.
 func (m *IdempotencyKeyMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown IdempotencyKey edge %s", name)
+}
+
+// LedgerCheckMutation represents an operation that mutates the LedgerCheck nodes in the graph.
+type LedgerCheckMutation struct {
+	config
+	op               Op
+	typ              string
+	id               *string
+	created_at       *time.Time
+	kind             *ledgercheck.Kind
+	status           *ledgercheck.Status
+	requested_by     *string
+	started_at       *time.Time
+	finished_at      *time.Time
+	updated_at       *time.Time
+	phase            *string
+	cursor           *string
+	checked          *int64
+	addchecked       *int64
+	total            *int64
+	addtotal         *int64
+	users            *int64
+	addusers         *int64
+	transactions     *int64
+	addtransactions  *int64
+	payments         *int64
+	addpayments      *int64
+	postings         *int64
+	addpostings      *int64
+	lots             *int64
+	addlots          *int64
+	problem_count    *int64
+	addproblem_count *int64
+	problems         *[]schema.CheckProblem
+	appendproblems   []schema.CheckProblem
+	from_id          *string
+	through_id       *string
+	error            *string
+	clearedFields    map[string]struct{}
+	done             bool
+	oldValue         func(context.Context) (*LedgerCheck, error)
+	predicates       []predicate.LedgerCheck
+}
+
+var _ ent.Mutation = (*LedgerCheckMutation)(nil)
+
+// ledgercheckOption allows management of the mutation configuration using functional options.
+type ledgercheckOption func(*LedgerCheckMutation)
+
+// newLedgerCheckMutation creates new mutation for the LedgerCheck entity.
+func newLedgerCheckMutation(c config, op Op, opts ...ledgercheckOption) *LedgerCheckMutation {
+	m := &LedgerCheckMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeLedgerCheck,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withLedgerCheckID sets the ID field of the mutation.
+func withLedgerCheckID(id string) ledgercheckOption {
+	return func(m *LedgerCheckMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *LedgerCheck
+		)
+		m.oldValue = func(ctx context.Context) (*LedgerCheck, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().LedgerCheck.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withLedgerCheck sets the old LedgerCheck of the mutation.
+func withLedgerCheck(node *LedgerCheck) ledgercheckOption {
+	return func(m *LedgerCheckMutation) {
+		m.oldValue = func(context.Context) (*LedgerCheck, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m LedgerCheckMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m LedgerCheckMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of LedgerCheck entities.
+func (m *LedgerCheckMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *LedgerCheckMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *LedgerCheckMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().LedgerCheck.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *LedgerCheckMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *LedgerCheckMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *LedgerCheckMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetKind sets the "kind" field.
+func (m *LedgerCheckMutation) SetKind(l ledgercheck.Kind) {
+	m.kind = &l
+}
+
+// Kind returns the value of the "kind" field in the mutation.
+func (m *LedgerCheckMutation) Kind() (r ledgercheck.Kind, exists bool) {
+	v := m.kind
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKind returns the old "kind" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldKind(ctx context.Context) (v ledgercheck.Kind, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKind is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKind requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKind: %w", err)
+	}
+	return oldValue.Kind, nil
+}
+
+// ResetKind resets all changes to the "kind" field.
+func (m *LedgerCheckMutation) ResetKind() {
+	m.kind = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *LedgerCheckMutation) SetStatus(l ledgercheck.Status) {
+	m.status = &l
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *LedgerCheckMutation) Status() (r ledgercheck.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldStatus(ctx context.Context) (v ledgercheck.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *LedgerCheckMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetRequestedBy sets the "requested_by" field.
+func (m *LedgerCheckMutation) SetRequestedBy(s string) {
+	m.requested_by = &s
+}
+
+// RequestedBy returns the value of the "requested_by" field in the mutation.
+func (m *LedgerCheckMutation) RequestedBy() (r string, exists bool) {
+	v := m.requested_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequestedBy returns the old "requested_by" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldRequestedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequestedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequestedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequestedBy: %w", err)
+	}
+	return oldValue.RequestedBy, nil
+}
+
+// ClearRequestedBy clears the value of the "requested_by" field.
+func (m *LedgerCheckMutation) ClearRequestedBy() {
+	m.requested_by = nil
+	m.clearedFields[ledgercheck.FieldRequestedBy] = struct{}{}
+}
+
+// RequestedByCleared returns if the "requested_by" field was cleared in this mutation.
+func (m *LedgerCheckMutation) RequestedByCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldRequestedBy]
+	return ok
+}
+
+// ResetRequestedBy resets all changes to the "requested_by" field.
+func (m *LedgerCheckMutation) ResetRequestedBy() {
+	m.requested_by = nil
+	delete(m.clearedFields, ledgercheck.FieldRequestedBy)
+}
+
+// SetStartedAt sets the "started_at" field.
+func (m *LedgerCheckMutation) SetStartedAt(t time.Time) {
+	m.started_at = &t
+}
+
+// StartedAt returns the value of the "started_at" field in the mutation.
+func (m *LedgerCheckMutation) StartedAt() (r time.Time, exists bool) {
+	v := m.started_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStartedAt returns the old "started_at" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldStartedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStartedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStartedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStartedAt: %w", err)
+	}
+	return oldValue.StartedAt, nil
+}
+
+// ClearStartedAt clears the value of the "started_at" field.
+func (m *LedgerCheckMutation) ClearStartedAt() {
+	m.started_at = nil
+	m.clearedFields[ledgercheck.FieldStartedAt] = struct{}{}
+}
+
+// StartedAtCleared returns if the "started_at" field was cleared in this mutation.
+func (m *LedgerCheckMutation) StartedAtCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldStartedAt]
+	return ok
+}
+
+// ResetStartedAt resets all changes to the "started_at" field.
+func (m *LedgerCheckMutation) ResetStartedAt() {
+	m.started_at = nil
+	delete(m.clearedFields, ledgercheck.FieldStartedAt)
+}
+
+// SetFinishedAt sets the "finished_at" field.
+func (m *LedgerCheckMutation) SetFinishedAt(t time.Time) {
+	m.finished_at = &t
+}
+
+// FinishedAt returns the value of the "finished_at" field in the mutation.
+func (m *LedgerCheckMutation) FinishedAt() (r time.Time, exists bool) {
+	v := m.finished_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFinishedAt returns the old "finished_at" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldFinishedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFinishedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFinishedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFinishedAt: %w", err)
+	}
+	return oldValue.FinishedAt, nil
+}
+
+// ClearFinishedAt clears the value of the "finished_at" field.
+func (m *LedgerCheckMutation) ClearFinishedAt() {
+	m.finished_at = nil
+	m.clearedFields[ledgercheck.FieldFinishedAt] = struct{}{}
+}
+
+// FinishedAtCleared returns if the "finished_at" field was cleared in this mutation.
+func (m *LedgerCheckMutation) FinishedAtCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldFinishedAt]
+	return ok
+}
+
+// ResetFinishedAt resets all changes to the "finished_at" field.
+func (m *LedgerCheckMutation) ResetFinishedAt() {
+	m.finished_at = nil
+	delete(m.clearedFields, ledgercheck.FieldFinishedAt)
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *LedgerCheckMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *LedgerCheckMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldUpdatedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ClearUpdatedAt clears the value of the "updated_at" field.
+func (m *LedgerCheckMutation) ClearUpdatedAt() {
+	m.updated_at = nil
+	m.clearedFields[ledgercheck.FieldUpdatedAt] = struct{}{}
+}
+
+// UpdatedAtCleared returns if the "updated_at" field was cleared in this mutation.
+func (m *LedgerCheckMutation) UpdatedAtCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldUpdatedAt]
+	return ok
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *LedgerCheckMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+	delete(m.clearedFields, ledgercheck.FieldUpdatedAt)
+}
+
+// SetPhase sets the "phase" field.
+func (m *LedgerCheckMutation) SetPhase(s string) {
+	m.phase = &s
+}
+
+// Phase returns the value of the "phase" field in the mutation.
+func (m *LedgerCheckMutation) Phase() (r string, exists bool) {
+	v := m.phase
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPhase returns the old "phase" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldPhase(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPhase is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPhase requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPhase: %w", err)
+	}
+	return oldValue.Phase, nil
+}
+
+// ClearPhase clears the value of the "phase" field.
+func (m *LedgerCheckMutation) ClearPhase() {
+	m.phase = nil
+	m.clearedFields[ledgercheck.FieldPhase] = struct{}{}
+}
+
+// PhaseCleared returns if the "phase" field was cleared in this mutation.
+func (m *LedgerCheckMutation) PhaseCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldPhase]
+	return ok
+}
+
+// ResetPhase resets all changes to the "phase" field.
+func (m *LedgerCheckMutation) ResetPhase() {
+	m.phase = nil
+	delete(m.clearedFields, ledgercheck.FieldPhase)
+}
+
+// SetCursor sets the "cursor" field.
+func (m *LedgerCheckMutation) SetCursor(s string) {
+	m.cursor = &s
+}
+
+// Cursor returns the value of the "cursor" field in the mutation.
+func (m *LedgerCheckMutation) Cursor() (r string, exists bool) {
+	v := m.cursor
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCursor returns the old "cursor" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldCursor(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCursor is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCursor requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCursor: %w", err)
+	}
+	return oldValue.Cursor, nil
+}
+
+// ClearCursor clears the value of the "cursor" field.
+func (m *LedgerCheckMutation) ClearCursor() {
+	m.cursor = nil
+	m.clearedFields[ledgercheck.FieldCursor] = struct{}{}
+}
+
+// CursorCleared returns if the "cursor" field was cleared in this mutation.
+func (m *LedgerCheckMutation) CursorCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldCursor]
+	return ok
+}
+
+// ResetCursor resets all changes to the "cursor" field.
+func (m *LedgerCheckMutation) ResetCursor() {
+	m.cursor = nil
+	delete(m.clearedFields, ledgercheck.FieldCursor)
+}
+
+// SetChecked sets the "checked" field.
+func (m *LedgerCheckMutation) SetChecked(i int64) {
+	m.checked = &i
+	m.addchecked = nil
+}
+
+// Checked returns the value of the "checked" field in the mutation.
+func (m *LedgerCheckMutation) Checked() (r int64, exists bool) {
+	v := m.checked
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldChecked returns the old "checked" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldChecked(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldChecked is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldChecked requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldChecked: %w", err)
+	}
+	return oldValue.Checked, nil
+}
+
+// AddChecked adds i to the "checked" field.
+func (m *LedgerCheckMutation) AddChecked(i int64) {
+	if m.addchecked != nil {
+		*m.addchecked += i
+	} else {
+		m.addchecked = &i
+	}
+}
+
+// AddedChecked returns the value that was added to the "checked" field in this mutation.
+func (m *LedgerCheckMutation) AddedChecked() (r int64, exists bool) {
+	v := m.addchecked
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetChecked resets all changes to the "checked" field.
+func (m *LedgerCheckMutation) ResetChecked() {
+	m.checked = nil
+	m.addchecked = nil
+}
+
+// SetTotal sets the "total" field.
+func (m *LedgerCheckMutation) SetTotal(i int64) {
+	m.total = &i
+	m.addtotal = nil
+}
+
+// Total returns the value of the "total" field in the mutation.
+func (m *LedgerCheckMutation) Total() (r int64, exists bool) {
+	v := m.total
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTotal returns the old "total" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldTotal(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTotal is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTotal requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTotal: %w", err)
+	}
+	return oldValue.Total, nil
+}
+
+// AddTotal adds i to the "total" field.
+func (m *LedgerCheckMutation) AddTotal(i int64) {
+	if m.addtotal != nil {
+		*m.addtotal += i
+	} else {
+		m.addtotal = &i
+	}
+}
+
+// AddedTotal returns the value that was added to the "total" field in this mutation.
+func (m *LedgerCheckMutation) AddedTotal() (r int64, exists bool) {
+	v := m.addtotal
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTotal resets all changes to the "total" field.
+func (m *LedgerCheckMutation) ResetTotal() {
+	m.total = nil
+	m.addtotal = nil
+}
+
+// SetUsers sets the "users" field.
+func (m *LedgerCheckMutation) SetUsers(i int64) {
+	m.users = &i
+	m.addusers = nil
+}
+
+// Users returns the value of the "users" field in the mutation.
+func (m *LedgerCheckMutation) Users() (r int64, exists bool) {
+	v := m.users
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUsers returns the old "users" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldUsers(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUsers is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUsers requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUsers: %w", err)
+	}
+	return oldValue.Users, nil
+}
+
+// AddUsers adds i to the "users" field.
+func (m *LedgerCheckMutation) AddUsers(i int64) {
+	if m.addusers != nil {
+		*m.addusers += i
+	} else {
+		m.addusers = &i
+	}
+}
+
+// AddedUsers returns the value that was added to the "users" field in this mutation.
+func (m *LedgerCheckMutation) AddedUsers() (r int64, exists bool) {
+	v := m.addusers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetUsers resets all changes to the "users" field.
+func (m *LedgerCheckMutation) ResetUsers() {
+	m.users = nil
+	m.addusers = nil
+}
+
+// SetTransactions sets the "transactions" field.
+func (m *LedgerCheckMutation) SetTransactions(i int64) {
+	m.transactions = &i
+	m.addtransactions = nil
+}
+
+// Transactions returns the value of the "transactions" field in the mutation.
+func (m *LedgerCheckMutation) Transactions() (r int64, exists bool) {
+	v := m.transactions
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTransactions returns the old "transactions" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldTransactions(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTransactions is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTransactions requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTransactions: %w", err)
+	}
+	return oldValue.Transactions, nil
+}
+
+// AddTransactions adds i to the "transactions" field.
+func (m *LedgerCheckMutation) AddTransactions(i int64) {
+	if m.addtransactions != nil {
+		*m.addtransactions += i
+	} else {
+		m.addtransactions = &i
+	}
+}
+
+// AddedTransactions returns the value that was added to the "transactions" field in this mutation.
+func (m *LedgerCheckMutation) AddedTransactions() (r int64, exists bool) {
+	v := m.addtransactions
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTransactions resets all changes to the "transactions" field.
+func (m *LedgerCheckMutation) ResetTransactions() {
+	m.transactions = nil
+	m.addtransactions = nil
+}
+
+// SetPayments sets the "payments" field.
+func (m *LedgerCheckMutation) SetPayments(i int64) {
+	m.payments = &i
+	m.addpayments = nil
+}
+
+// Payments returns the value of the "payments" field in the mutation.
+func (m *LedgerCheckMutation) Payments() (r int64, exists bool) {
+	v := m.payments
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPayments returns the old "payments" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldPayments(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPayments is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPayments requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPayments: %w", err)
+	}
+	return oldValue.Payments, nil
+}
+
+// AddPayments adds i to the "payments" field.
+func (m *LedgerCheckMutation) AddPayments(i int64) {
+	if m.addpayments != nil {
+		*m.addpayments += i
+	} else {
+		m.addpayments = &i
+	}
+}
+
+// AddedPayments returns the value that was added to the "payments" field in this mutation.
+func (m *LedgerCheckMutation) AddedPayments() (r int64, exists bool) {
+	v := m.addpayments
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPayments resets all changes to the "payments" field.
+func (m *LedgerCheckMutation) ResetPayments() {
+	m.payments = nil
+	m.addpayments = nil
+}
+
+// SetPostings sets the "postings" field.
+func (m *LedgerCheckMutation) SetPostings(i int64) {
+	m.postings = &i
+	m.addpostings = nil
+}
+
+// Postings returns the value of the "postings" field in the mutation.
+func (m *LedgerCheckMutation) Postings() (r int64, exists bool) {
+	v := m.postings
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPostings returns the old "postings" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldPostings(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPostings is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPostings requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPostings: %w", err)
+	}
+	return oldValue.Postings, nil
+}
+
+// AddPostings adds i to the "postings" field.
+func (m *LedgerCheckMutation) AddPostings(i int64) {
+	if m.addpostings != nil {
+		*m.addpostings += i
+	} else {
+		m.addpostings = &i
+	}
+}
+
+// AddedPostings returns the value that was added to the "postings" field in this mutation.
+func (m *LedgerCheckMutation) AddedPostings() (r int64, exists bool) {
+	v := m.addpostings
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPostings resets all changes to the "postings" field.
+func (m *LedgerCheckMutation) ResetPostings() {
+	m.postings = nil
+	m.addpostings = nil
+}
+
+// SetLots sets the "lots" field.
+func (m *LedgerCheckMutation) SetLots(i int64) {
+	m.lots = &i
+	m.addlots = nil
+}
+
+// Lots returns the value of the "lots" field in the mutation.
+func (m *LedgerCheckMutation) Lots() (r int64, exists bool) {
+	v := m.lots
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLots returns the old "lots" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldLots(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLots is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLots requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLots: %w", err)
+	}
+	return oldValue.Lots, nil
+}
+
+// AddLots adds i to the "lots" field.
+func (m *LedgerCheckMutation) AddLots(i int64) {
+	if m.addlots != nil {
+		*m.addlots += i
+	} else {
+		m.addlots = &i
+	}
+}
+
+// AddedLots returns the value that was added to the "lots" field in this mutation.
+func (m *LedgerCheckMutation) AddedLots() (r int64, exists bool) {
+	v := m.addlots
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLots resets all changes to the "lots" field.
+func (m *LedgerCheckMutation) ResetLots() {
+	m.lots = nil
+	m.addlots = nil
+}
+
+// SetProblemCount sets the "problem_count" field.
+func (m *LedgerCheckMutation) SetProblemCount(i int64) {
+	m.problem_count = &i
+	m.addproblem_count = nil
+}
+
+// ProblemCount returns the value of the "problem_count" field in the mutation.
+func (m *LedgerCheckMutation) ProblemCount() (r int64, exists bool) {
+	v := m.problem_count
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldProblemCount returns the old "problem_count" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldProblemCount(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldProblemCount is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldProblemCount requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldProblemCount: %w", err)
+	}
+	return oldValue.ProblemCount, nil
+}
+
+// AddProblemCount adds i to the "problem_count" field.
+func (m *LedgerCheckMutation) AddProblemCount(i int64) {
+	if m.addproblem_count != nil {
+		*m.addproblem_count += i
+	} else {
+		m.addproblem_count = &i
+	}
+}
+
+// AddedProblemCount returns the value that was added to the "problem_count" field in this mutation.
+func (m *LedgerCheckMutation) AddedProblemCount() (r int64, exists bool) {
+	v := m.addproblem_count
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetProblemCount resets all changes to the "problem_count" field.
+func (m *LedgerCheckMutation) ResetProblemCount() {
+	m.problem_count = nil
+	m.addproblem_count = nil
+}
+
+// SetProblems sets the "problems" field.
+func (m *LedgerCheckMutation) SetProblems(sp []schema.CheckProblem) {
+	m.problems = &sp
+	m.appendproblems = nil
+}
+
+// Problems returns the value of the "problems" field in the mutation.
+func (m *LedgerCheckMutation) Problems() (r []schema.CheckProblem, exists bool) {
+	v := m.problems
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldProblems returns the old "problems" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldProblems(ctx context.Context) (v []schema.CheckProblem, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldProblems is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldProblems requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldProblems: %w", err)
+	}
+	return oldValue.Problems, nil
+}
+
+// AppendProblems adds sp to the "problems" field.
+func (m *LedgerCheckMutation) AppendProblems(sp []schema.CheckProblem) {
+	m.appendproblems = append(m.appendproblems, sp...)
+}
+
+// AppendedProblems returns the list of values that were appended to the "problems" field in this mutation.
+func (m *LedgerCheckMutation) AppendedProblems() ([]schema.CheckProblem, bool) {
+	if len(m.appendproblems) == 0 {
+		return nil, false
+	}
+	return m.appendproblems, true
+}
+
+// ClearProblems clears the value of the "problems" field.
+func (m *LedgerCheckMutation) ClearProblems() {
+	m.problems = nil
+	m.appendproblems = nil
+	m.clearedFields[ledgercheck.FieldProblems] = struct{}{}
+}
+
+// ProblemsCleared returns if the "problems" field was cleared in this mutation.
+func (m *LedgerCheckMutation) ProblemsCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldProblems]
+	return ok
+}
+
+// ResetProblems resets all changes to the "problems" field.
+func (m *LedgerCheckMutation) ResetProblems() {
+	m.problems = nil
+	m.appendproblems = nil
+	delete(m.clearedFields, ledgercheck.FieldProblems)
+}
+
+// SetFromID sets the "from_id" field.
+func (m *LedgerCheckMutation) SetFromID(s string) {
+	m.from_id = &s
+}
+
+// FromID returns the value of the "from_id" field in the mutation.
+func (m *LedgerCheckMutation) FromID() (r string, exists bool) {
+	v := m.from_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFromID returns the old "from_id" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldFromID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFromID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFromID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFromID: %w", err)
+	}
+	return oldValue.FromID, nil
+}
+
+// ClearFromID clears the value of the "from_id" field.
+func (m *LedgerCheckMutation) ClearFromID() {
+	m.from_id = nil
+	m.clearedFields[ledgercheck.FieldFromID] = struct{}{}
+}
+
+// FromIDCleared returns if the "from_id" field was cleared in this mutation.
+func (m *LedgerCheckMutation) FromIDCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldFromID]
+	return ok
+}
+
+// ResetFromID resets all changes to the "from_id" field.
+func (m *LedgerCheckMutation) ResetFromID() {
+	m.from_id = nil
+	delete(m.clearedFields, ledgercheck.FieldFromID)
+}
+
+// SetThroughID sets the "through_id" field.
+func (m *LedgerCheckMutation) SetThroughID(s string) {
+	m.through_id = &s
+}
+
+// ThroughID returns the value of the "through_id" field in the mutation.
+func (m *LedgerCheckMutation) ThroughID() (r string, exists bool) {
+	v := m.through_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldThroughID returns the old "through_id" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldThroughID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldThroughID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldThroughID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldThroughID: %w", err)
+	}
+	return oldValue.ThroughID, nil
+}
+
+// ClearThroughID clears the value of the "through_id" field.
+func (m *LedgerCheckMutation) ClearThroughID() {
+	m.through_id = nil
+	m.clearedFields[ledgercheck.FieldThroughID] = struct{}{}
+}
+
+// ThroughIDCleared returns if the "through_id" field was cleared in this mutation.
+func (m *LedgerCheckMutation) ThroughIDCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldThroughID]
+	return ok
+}
+
+// ResetThroughID resets all changes to the "through_id" field.
+func (m *LedgerCheckMutation) ResetThroughID() {
+	m.through_id = nil
+	delete(m.clearedFields, ledgercheck.FieldThroughID)
+}
+
+// SetError sets the "error" field.
+func (m *LedgerCheckMutation) SetError(s string) {
+	m.error = &s
+}
+
+// Error returns the value of the "error" field in the mutation.
+func (m *LedgerCheckMutation) Error() (r string, exists bool) {
+	v := m.error
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldError returns the old "error" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldError(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldError is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldError requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldError: %w", err)
+	}
+	return oldValue.Error, nil
+}
+
+// ClearError clears the value of the "error" field.
+func (m *LedgerCheckMutation) ClearError() {
+	m.error = nil
+	m.clearedFields[ledgercheck.FieldError] = struct{}{}
+}
+
+// ErrorCleared returns if the "error" field was cleared in this mutation.
+func (m *LedgerCheckMutation) ErrorCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldError]
+	return ok
+}
+
+// ResetError resets all changes to the "error" field.
+func (m *LedgerCheckMutation) ResetError() {
+	m.error = nil
+	delete(m.clearedFields, ledgercheck.FieldError)
+}
+
+// Where appends a list predicates to the LedgerCheckMutation builder.
+func (m *LedgerCheckMutation) Where(ps ...predicate.LedgerCheck) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the LedgerCheckMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *LedgerCheckMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.LedgerCheck, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *LedgerCheckMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *LedgerCheckMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (LedgerCheck).
+func (m *LedgerCheckMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *LedgerCheckMutation) Fields() []string {
+	fields := make([]string, 0, 21)
+	if m.created_at != nil {
+		fields = append(fields, ledgercheck.FieldCreatedAt)
+	}
+	if m.kind != nil {
+		fields = append(fields, ledgercheck.FieldKind)
+	}
+	if m.status != nil {
+		fields = append(fields, ledgercheck.FieldStatus)
+	}
+	if m.requested_by != nil {
+		fields = append(fields, ledgercheck.FieldRequestedBy)
+	}
+	if m.started_at != nil {
+		fields = append(fields, ledgercheck.FieldStartedAt)
+	}
+	if m.finished_at != nil {
+		fields = append(fields, ledgercheck.FieldFinishedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, ledgercheck.FieldUpdatedAt)
+	}
+	if m.phase != nil {
+		fields = append(fields, ledgercheck.FieldPhase)
+	}
+	if m.cursor != nil {
+		fields = append(fields, ledgercheck.FieldCursor)
+	}
+	if m.checked != nil {
+		fields = append(fields, ledgercheck.FieldChecked)
+	}
+	if m.total != nil {
+		fields = append(fields, ledgercheck.FieldTotal)
+	}
+	if m.users != nil {
+		fields = append(fields, ledgercheck.FieldUsers)
+	}
+	if m.transactions != nil {
+		fields = append(fields, ledgercheck.FieldTransactions)
+	}
+	if m.payments != nil {
+		fields = append(fields, ledgercheck.FieldPayments)
+	}
+	if m.postings != nil {
+		fields = append(fields, ledgercheck.FieldPostings)
+	}
+	if m.lots != nil {
+		fields = append(fields, ledgercheck.FieldLots)
+	}
+	if m.problem_count != nil {
+		fields = append(fields, ledgercheck.FieldProblemCount)
+	}
+	if m.problems != nil {
+		fields = append(fields, ledgercheck.FieldProblems)
+	}
+	if m.from_id != nil {
+		fields = append(fields, ledgercheck.FieldFromID)
+	}
+	if m.through_id != nil {
+		fields = append(fields, ledgercheck.FieldThroughID)
+	}
+	if m.error != nil {
+		fields = append(fields, ledgercheck.FieldError)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *LedgerCheckMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case ledgercheck.FieldCreatedAt:
+		return m.CreatedAt()
+	case ledgercheck.FieldKind:
+		return m.Kind()
+	case ledgercheck.FieldStatus:
+		return m.Status()
+	case ledgercheck.FieldRequestedBy:
+		return m.RequestedBy()
+	case ledgercheck.FieldStartedAt:
+		return m.StartedAt()
+	case ledgercheck.FieldFinishedAt:
+		return m.FinishedAt()
+	case ledgercheck.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case ledgercheck.FieldPhase:
+		return m.Phase()
+	case ledgercheck.FieldCursor:
+		return m.Cursor()
+	case ledgercheck.FieldChecked:
+		return m.Checked()
+	case ledgercheck.FieldTotal:
+		return m.Total()
+	case ledgercheck.FieldUsers:
+		return m.Users()
+	case ledgercheck.FieldTransactions:
+		return m.Transactions()
+	case ledgercheck.FieldPayments:
+		return m.Payments()
+	case ledgercheck.FieldPostings:
+		return m.Postings()
+	case ledgercheck.FieldLots:
+		return m.Lots()
+	case ledgercheck.FieldProblemCount:
+		return m.ProblemCount()
+	case ledgercheck.FieldProblems:
+		return m.Problems()
+	case ledgercheck.FieldFromID:
+		return m.FromID()
+	case ledgercheck.FieldThroughID:
+		return m.ThroughID()
+	case ledgercheck.FieldError:
+		return m.Error()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *LedgerCheckMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case ledgercheck.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case ledgercheck.FieldKind:
+		return m.OldKind(ctx)
+	case ledgercheck.FieldStatus:
+		return m.OldStatus(ctx)
+	case ledgercheck.FieldRequestedBy:
+		return m.OldRequestedBy(ctx)
+	case ledgercheck.FieldStartedAt:
+		return m.OldStartedAt(ctx)
+	case ledgercheck.FieldFinishedAt:
+		return m.OldFinishedAt(ctx)
+	case ledgercheck.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case ledgercheck.FieldPhase:
+		return m.OldPhase(ctx)
+	case ledgercheck.FieldCursor:
+		return m.OldCursor(ctx)
+	case ledgercheck.FieldChecked:
+		return m.OldChecked(ctx)
+	case ledgercheck.FieldTotal:
+		return m.OldTotal(ctx)
+	case ledgercheck.FieldUsers:
+		return m.OldUsers(ctx)
+	case ledgercheck.FieldTransactions:
+		return m.OldTransactions(ctx)
+	case ledgercheck.FieldPayments:
+		return m.OldPayments(ctx)
+	case ledgercheck.FieldPostings:
+		return m.OldPostings(ctx)
+	case ledgercheck.FieldLots:
+		return m.OldLots(ctx)
+	case ledgercheck.FieldProblemCount:
+		return m.OldProblemCount(ctx)
+	case ledgercheck.FieldProblems:
+		return m.OldProblems(ctx)
+	case ledgercheck.FieldFromID:
+		return m.OldFromID(ctx)
+	case ledgercheck.FieldThroughID:
+		return m.OldThroughID(ctx)
+	case ledgercheck.FieldError:
+		return m.OldError(ctx)
+	}
+	return nil, fmt.Errorf("unknown LedgerCheck field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *LedgerCheckMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case ledgercheck.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case ledgercheck.FieldKind:
+		v, ok := value.(ledgercheck.Kind)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKind(v)
+		return nil
+	case ledgercheck.FieldStatus:
+		v, ok := value.(ledgercheck.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case ledgercheck.FieldRequestedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequestedBy(v)
+		return nil
+	case ledgercheck.FieldStartedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStartedAt(v)
+		return nil
+	case ledgercheck.FieldFinishedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFinishedAt(v)
+		return nil
+	case ledgercheck.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case ledgercheck.FieldPhase:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPhase(v)
+		return nil
+	case ledgercheck.FieldCursor:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCursor(v)
+		return nil
+	case ledgercheck.FieldChecked:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetChecked(v)
+		return nil
+	case ledgercheck.FieldTotal:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTotal(v)
+		return nil
+	case ledgercheck.FieldUsers:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUsers(v)
+		return nil
+	case ledgercheck.FieldTransactions:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTransactions(v)
+		return nil
+	case ledgercheck.FieldPayments:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPayments(v)
+		return nil
+	case ledgercheck.FieldPostings:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPostings(v)
+		return nil
+	case ledgercheck.FieldLots:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLots(v)
+		return nil
+	case ledgercheck.FieldProblemCount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetProblemCount(v)
+		return nil
+	case ledgercheck.FieldProblems:
+		v, ok := value.([]schema.CheckProblem)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetProblems(v)
+		return nil
+	case ledgercheck.FieldFromID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFromID(v)
+		return nil
+	case ledgercheck.FieldThroughID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetThroughID(v)
+		return nil
+	case ledgercheck.FieldError:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetError(v)
+		return nil
+	}
+	return fmt.Errorf("unknown LedgerCheck field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *LedgerCheckMutation) AddedFields() []string {
+	var fields []string
+	if m.addchecked != nil {
+		fields = append(fields, ledgercheck.FieldChecked)
+	}
+	if m.addtotal != nil {
+		fields = append(fields, ledgercheck.FieldTotal)
+	}
+	if m.addusers != nil {
+		fields = append(fields, ledgercheck.FieldUsers)
+	}
+	if m.addtransactions != nil {
+		fields = append(fields, ledgercheck.FieldTransactions)
+	}
+	if m.addpayments != nil {
+		fields = append(fields, ledgercheck.FieldPayments)
+	}
+	if m.addpostings != nil {
+		fields = append(fields, ledgercheck.FieldPostings)
+	}
+	if m.addlots != nil {
+		fields = append(fields, ledgercheck.FieldLots)
+	}
+	if m.addproblem_count != nil {
+		fields = append(fields, ledgercheck.FieldProblemCount)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *LedgerCheckMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case ledgercheck.FieldChecked:
+		return m.AddedChecked()
+	case ledgercheck.FieldTotal:
+		return m.AddedTotal()
+	case ledgercheck.FieldUsers:
+		return m.AddedUsers()
+	case ledgercheck.FieldTransactions:
+		return m.AddedTransactions()
+	case ledgercheck.FieldPayments:
+		return m.AddedPayments()
+	case ledgercheck.FieldPostings:
+		return m.AddedPostings()
+	case ledgercheck.FieldLots:
+		return m.AddedLots()
+	case ledgercheck.FieldProblemCount:
+		return m.AddedProblemCount()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *LedgerCheckMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case ledgercheck.FieldChecked:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddChecked(v)
+		return nil
+	case ledgercheck.FieldTotal:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTotal(v)
+		return nil
+	case ledgercheck.FieldUsers:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddUsers(v)
+		return nil
+	case ledgercheck.FieldTransactions:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTransactions(v)
+		return nil
+	case ledgercheck.FieldPayments:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPayments(v)
+		return nil
+	case ledgercheck.FieldPostings:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPostings(v)
+		return nil
+	case ledgercheck.FieldLots:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLots(v)
+		return nil
+	case ledgercheck.FieldProblemCount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddProblemCount(v)
+		return nil
+	}
+	return fmt.Errorf("unknown LedgerCheck numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *LedgerCheckMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(ledgercheck.FieldRequestedBy) {
+		fields = append(fields, ledgercheck.FieldRequestedBy)
+	}
+	if m.FieldCleared(ledgercheck.FieldStartedAt) {
+		fields = append(fields, ledgercheck.FieldStartedAt)
+	}
+	if m.FieldCleared(ledgercheck.FieldFinishedAt) {
+		fields = append(fields, ledgercheck.FieldFinishedAt)
+	}
+	if m.FieldCleared(ledgercheck.FieldUpdatedAt) {
+		fields = append(fields, ledgercheck.FieldUpdatedAt)
+	}
+	if m.FieldCleared(ledgercheck.FieldPhase) {
+		fields = append(fields, ledgercheck.FieldPhase)
+	}
+	if m.FieldCleared(ledgercheck.FieldCursor) {
+		fields = append(fields, ledgercheck.FieldCursor)
+	}
+	if m.FieldCleared(ledgercheck.FieldProblems) {
+		fields = append(fields, ledgercheck.FieldProblems)
+	}
+	if m.FieldCleared(ledgercheck.FieldFromID) {
+		fields = append(fields, ledgercheck.FieldFromID)
+	}
+	if m.FieldCleared(ledgercheck.FieldThroughID) {
+		fields = append(fields, ledgercheck.FieldThroughID)
+	}
+	if m.FieldCleared(ledgercheck.FieldError) {
+		fields = append(fields, ledgercheck.FieldError)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *LedgerCheckMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *LedgerCheckMutation) ClearField(name string) error {
+	switch name {
+	case ledgercheck.FieldRequestedBy:
+		m.ClearRequestedBy()
+		return nil
+	case ledgercheck.FieldStartedAt:
+		m.ClearStartedAt()
+		return nil
+	case ledgercheck.FieldFinishedAt:
+		m.ClearFinishedAt()
+		return nil
+	case ledgercheck.FieldUpdatedAt:
+		m.ClearUpdatedAt()
+		return nil
+	case ledgercheck.FieldPhase:
+		m.ClearPhase()
+		return nil
+	case ledgercheck.FieldCursor:
+		m.ClearCursor()
+		return nil
+	case ledgercheck.FieldProblems:
+		m.ClearProblems()
+		return nil
+	case ledgercheck.FieldFromID:
+		m.ClearFromID()
+		return nil
+	case ledgercheck.FieldThroughID:
+		m.ClearThroughID()
+		return nil
+	case ledgercheck.FieldError:
+		m.ClearError()
+		return nil
+	}
+	return fmt.Errorf("unknown LedgerCheck nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *LedgerCheckMutation) ResetField(name string) error {
+	switch name {
+	case ledgercheck.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case ledgercheck.FieldKind:
+		m.ResetKind()
+		return nil
+	case ledgercheck.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case ledgercheck.FieldRequestedBy:
+		m.ResetRequestedBy()
+		return nil
+	case ledgercheck.FieldStartedAt:
+		m.ResetStartedAt()
+		return nil
+	case ledgercheck.FieldFinishedAt:
+		m.ResetFinishedAt()
+		return nil
+	case ledgercheck.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case ledgercheck.FieldPhase:
+		m.ResetPhase()
+		return nil
+	case ledgercheck.FieldCursor:
+		m.ResetCursor()
+		return nil
+	case ledgercheck.FieldChecked:
+		m.ResetChecked()
+		return nil
+	case ledgercheck.FieldTotal:
+		m.ResetTotal()
+		return nil
+	case ledgercheck.FieldUsers:
+		m.ResetUsers()
+		return nil
+	case ledgercheck.FieldTransactions:
+		m.ResetTransactions()
+		return nil
+	case ledgercheck.FieldPayments:
+		m.ResetPayments()
+		return nil
+	case ledgercheck.FieldPostings:
+		m.ResetPostings()
+		return nil
+	case ledgercheck.FieldLots:
+		m.ResetLots()
+		return nil
+	case ledgercheck.FieldProblemCount:
+		m.ResetProblemCount()
+		return nil
+	case ledgercheck.FieldProblems:
+		m.ResetProblems()
+		return nil
+	case ledgercheck.FieldFromID:
+		m.ResetFromID()
+		return nil
+	case ledgercheck.FieldThroughID:
+		m.ResetThroughID()
+		return nil
+	case ledgercheck.FieldError:
+		m.ResetError()
+		return nil
+	}
+	return fmt.Errorf("unknown LedgerCheck field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *LedgerCheckMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *LedgerCheckMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *LedgerCheckMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *LedgerCheckMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *LedgerCheckMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *LedgerCheckMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *LedgerCheckMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown LedgerCheck unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *LedgerCheckMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown LedgerCheck edge %s", name)
 }
 
 // PaymentMutation represents an operation that mutates the Payment nodes in the graph.

@@ -13,6 +13,7 @@ import (
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
+	"github.com/tally-billing/tally/ent/ledgercheck"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/schema"
@@ -547,6 +548,93 @@ func init() {
 	// idempotencykey.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	idempotencykey.IDValidator = func() func(string) error {
 		validators := idempotencykeyDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	ledgercheckMixin := schema.LedgerCheck{}.Mixin()
+	ledgercheckMixinFields0 := ledgercheckMixin[0].Fields()
+	_ = ledgercheckMixinFields0
+	ledgercheckMixinFields1 := ledgercheckMixin[1].Fields()
+	_ = ledgercheckMixinFields1
+	ledgercheckFields := schema.LedgerCheck{}.Fields()
+	_ = ledgercheckFields
+	// ledgercheckDescCreatedAt is the schema descriptor for created_at field.
+	ledgercheckDescCreatedAt := ledgercheckMixinFields1[0].Descriptor()
+	// ledgercheck.DefaultCreatedAt holds the default value on creation for the created_at field.
+	ledgercheck.DefaultCreatedAt = ledgercheckDescCreatedAt.Default.(func() time.Time)
+	// ledgercheckDescRequestedBy is the schema descriptor for requested_by field.
+	ledgercheckDescRequestedBy := ledgercheckFields[2].Descriptor()
+	// ledgercheck.RequestedByValidator is a validator for the "requested_by" field. It is called by the builders before save.
+	ledgercheck.RequestedByValidator = ledgercheckDescRequestedBy.Validators[0].(func(string) error)
+	// ledgercheckDescPhase is the schema descriptor for phase field.
+	ledgercheckDescPhase := ledgercheckFields[6].Descriptor()
+	// ledgercheck.PhaseValidator is a validator for the "phase" field. It is called by the builders before save.
+	ledgercheck.PhaseValidator = ledgercheckDescPhase.Validators[0].(func(string) error)
+	// ledgercheckDescCursor is the schema descriptor for cursor field.
+	ledgercheckDescCursor := ledgercheckFields[7].Descriptor()
+	// ledgercheck.CursorValidator is a validator for the "cursor" field. It is called by the builders before save.
+	ledgercheck.CursorValidator = ledgercheckDescCursor.Validators[0].(func(string) error)
+	// ledgercheckDescChecked is the schema descriptor for checked field.
+	ledgercheckDescChecked := ledgercheckFields[8].Descriptor()
+	// ledgercheck.DefaultChecked holds the default value on creation for the checked field.
+	ledgercheck.DefaultChecked = ledgercheckDescChecked.Default.(int64)
+	// ledgercheckDescTotal is the schema descriptor for total field.
+	ledgercheckDescTotal := ledgercheckFields[9].Descriptor()
+	// ledgercheck.DefaultTotal holds the default value on creation for the total field.
+	ledgercheck.DefaultTotal = ledgercheckDescTotal.Default.(int64)
+	// ledgercheckDescUsers is the schema descriptor for users field.
+	ledgercheckDescUsers := ledgercheckFields[10].Descriptor()
+	// ledgercheck.DefaultUsers holds the default value on creation for the users field.
+	ledgercheck.DefaultUsers = ledgercheckDescUsers.Default.(int64)
+	// ledgercheckDescTransactions is the schema descriptor for transactions field.
+	ledgercheckDescTransactions := ledgercheckFields[11].Descriptor()
+	// ledgercheck.DefaultTransactions holds the default value on creation for the transactions field.
+	ledgercheck.DefaultTransactions = ledgercheckDescTransactions.Default.(int64)
+	// ledgercheckDescPayments is the schema descriptor for payments field.
+	ledgercheckDescPayments := ledgercheckFields[12].Descriptor()
+	// ledgercheck.DefaultPayments holds the default value on creation for the payments field.
+	ledgercheck.DefaultPayments = ledgercheckDescPayments.Default.(int64)
+	// ledgercheckDescPostings is the schema descriptor for postings field.
+	ledgercheckDescPostings := ledgercheckFields[13].Descriptor()
+	// ledgercheck.DefaultPostings holds the default value on creation for the postings field.
+	ledgercheck.DefaultPostings = ledgercheckDescPostings.Default.(int64)
+	// ledgercheckDescLots is the schema descriptor for lots field.
+	ledgercheckDescLots := ledgercheckFields[14].Descriptor()
+	// ledgercheck.DefaultLots holds the default value on creation for the lots field.
+	ledgercheck.DefaultLots = ledgercheckDescLots.Default.(int64)
+	// ledgercheckDescProblemCount is the schema descriptor for problem_count field.
+	ledgercheckDescProblemCount := ledgercheckFields[15].Descriptor()
+	// ledgercheck.DefaultProblemCount holds the default value on creation for the problem_count field.
+	ledgercheck.DefaultProblemCount = ledgercheckDescProblemCount.Default.(int64)
+	// ledgercheckDescFromID is the schema descriptor for from_id field.
+	ledgercheckDescFromID := ledgercheckFields[17].Descriptor()
+	// ledgercheck.FromIDValidator is a validator for the "from_id" field. It is called by the builders before save.
+	ledgercheck.FromIDValidator = ledgercheckDescFromID.Validators[0].(func(string) error)
+	// ledgercheckDescThroughID is the schema descriptor for through_id field.
+	ledgercheckDescThroughID := ledgercheckFields[18].Descriptor()
+	// ledgercheck.ThroughIDValidator is a validator for the "through_id" field. It is called by the builders before save.
+	ledgercheck.ThroughIDValidator = ledgercheckDescThroughID.Validators[0].(func(string) error)
+	// ledgercheckDescError is the schema descriptor for error field.
+	ledgercheckDescError := ledgercheckFields[19].Descriptor()
+	// ledgercheck.ErrorValidator is a validator for the "error" field. It is called by the builders before save.
+	ledgercheck.ErrorValidator = ledgercheckDescError.Validators[0].(func(string) error)
+	// ledgercheckDescID is the schema descriptor for id field.
+	ledgercheckDescID := ledgercheckMixinFields0[0].Descriptor()
+	// ledgercheck.DefaultID holds the default value on creation for the id field.
+	ledgercheck.DefaultID = ledgercheckDescID.Default.(func() string)
+	// ledgercheck.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	ledgercheck.IDValidator = func() func(string) error {
+		validators := ledgercheckDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

@@ -30,6 +30,8 @@ type Tx struct {
 	DevSecret *DevSecretClient
 	// IdempotencyKey is the client for interacting with the IdempotencyKey builders.
 	IdempotencyKey *IdempotencyKeyClient
+	// LedgerCheck is the client for interacting with the LedgerCheck builders.
+	LedgerCheck *LedgerCheckClient
 	// Payment is the client for interacting with the Payment builders.
 	Payment *PaymentClient
 	// ProcessedEvent is the client for interacting with the ProcessedEvent builders.
@@ -177,6 +179,7 @@ func (tx *Tx) init() {
 	tx.CreditTransaction = NewCreditTransactionClient(tx.config)
 	tx.DevSecret = NewDevSecretClient(tx.config)
 	tx.IdempotencyKey = NewIdempotencyKeyClient(tx.config)
+	tx.LedgerCheck = NewLedgerCheckClient(tx.config)
 	tx.Payment = NewPaymentClient(tx.config)
 	tx.ProcessedEvent = NewProcessedEventClient(tx.config)
 	tx.StripeCustomer = NewStripeCustomerClient(tx.config)

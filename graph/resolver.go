@@ -7,6 +7,7 @@ import (
 	"github.com/tally-billing/tally/internal/admin"
 	"github.com/tally-billing/tally/internal/events"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/jobs"
 	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/users"
 )
@@ -18,6 +19,9 @@ type Resolver struct {
 	Accounts *users.Service
 	Admin    *admin.Service
 	Payments *payments.Service
+	// Checks queues the ledger's background checks; nil refuses
+	// startLedgerCheck.
+	Checks *jobs.Queue
 	// Events fans out balance changes to subscriptions; nil disables them.
 	Events events.Broker
 }

@@ -123,7 +123,7 @@ func migrateAndSeed(ctx context.Context, cfg config.Config, db *database.DB, log
 	return nil
 }
 
-// runBackground starts the sweeper, and the metrics listener when it has
+// runBackground starts the sweeper, the job workers, and the metrics listener when it has
 // its own address; the function it returns stops them and waits for them.
 func runBackground(ctx context.Context, cfg config.Config, srv *server.Server, metricsLn net.Listener, logger *slog.Logger) (stop func()) {
 	// Expired lots and reservations are swept in the background; every
@@ -133,6 +133,11 @@ func runBackground(ctx context.Context, cfg config.Config, srv *server.Server, m
 	var running sync.WaitGroup
 	running.Go(func() {
 		srv.Ledger().RunSweeper(background, cfg.SweepInterval, logger.With("component", "sweeper"))
+	})
+	running.Go(func() {
+		if err := srv.RunJobs(background, cfg.ShutdownTimeout); err != nil {
+			logger.Error("background jobs stopped", "error", err.Error())
+		}
 	})
 	switch {
 	case metricsLn != nil:

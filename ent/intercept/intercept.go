@@ -16,6 +16,7 @@ import (
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
+	"github.com/tally-billing/tally/ent/ledgercheck"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/predicate"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -295,6 +296,33 @@ func (f TraverseIdempotencyKey) Traverse(ctx context.Context, q ent.Query) error
 	return fmt.Errorf("unexpected query type %T. expect *ent.IdempotencyKeyQuery", q)
 }
 
+// The LedgerCheckFunc type is an adapter to allow the use of ordinary function as a Querier.
+type LedgerCheckFunc func(context.Context, *ent.LedgerCheckQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f LedgerCheckFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.LedgerCheckQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.LedgerCheckQuery", q)
+}
+
+// The TraverseLedgerCheck type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseLedgerCheck func(context.Context, *ent.LedgerCheckQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseLedgerCheck) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseLedgerCheck) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.LedgerCheckQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.LedgerCheckQuery", q)
+}
+
 // The PaymentFunc type is an adapter to allow the use of ordinary function as a Querier.
 type PaymentFunc func(context.Context, *ent.PaymentQuery) (ent.Value, error)
 
@@ -422,6 +450,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.DevSecretQuery, predicate.DevSecret, devsecret.OrderOption]{typ: ent.TypeDevSecret, tq: q}, nil
 	case *ent.IdempotencyKeyQuery:
 		return &query[*ent.IdempotencyKeyQuery, predicate.IdempotencyKey, idempotencykey.OrderOption]{typ: ent.TypeIdempotencyKey, tq: q}, nil
+	case *ent.LedgerCheckQuery:
+		return &query[*ent.LedgerCheckQuery, predicate.LedgerCheck, ledgercheck.OrderOption]{typ: ent.TypeLedgerCheck, tq: q}, nil
 	case *ent.PaymentQuery:
 		return &query[*ent.PaymentQuery, predicate.Payment, payment.OrderOption]{typ: ent.TypePayment, tq: q}, nil
 	case *ent.ProcessedEventQuery:

@@ -399,6 +399,52 @@ var (
 			},
 		},
 	}
+	// LedgerChecksColumns holds the columns for the "ledger_checks" table.
+	LedgerChecksColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "kind", Type: field.TypeEnum, Enums: []string{"FULL", "INCREMENTAL"}},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"QUEUED", "RUNNING", "DONE", "FAILED"}, Default: "QUEUED"},
+		{Name: "requested_by", Type: field.TypeString, Nullable: true, Size: 300},
+		{Name: "started_at", Type: field.TypeTime, Nullable: true},
+		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "updated_at", Type: field.TypeTime, Nullable: true},
+		{Name: "phase", Type: field.TypeString, Nullable: true, Size: 32},
+		{Name: "cursor", Type: field.TypeString, Nullable: true, Size: 64},
+		{Name: "checked", Type: field.TypeInt64, Default: 0},
+		{Name: "total", Type: field.TypeInt64, Default: 0},
+		{Name: "users", Type: field.TypeInt64, Default: 0},
+		{Name: "transactions", Type: field.TypeInt64, Default: 0},
+		{Name: "payments", Type: field.TypeInt64, Default: 0},
+		{Name: "postings", Type: field.TypeInt64, Default: 0},
+		{Name: "lots", Type: field.TypeInt64, Default: 0},
+		{Name: "problem_count", Type: field.TypeInt64, Default: 0},
+		{Name: "problems", Type: field.TypeJSON, Nullable: true},
+		{Name: "from_id", Type: field.TypeString, Nullable: true, Size: 64},
+		{Name: "through_id", Type: field.TypeString, Nullable: true, Size: 64},
+		{Name: "error", Type: field.TypeString, Nullable: true, Size: 1000},
+	}
+	// LedgerChecksTable holds the schema information for the "ledger_checks" table.
+	LedgerChecksTable = &schema.Table{
+		Name:       "ledger_checks",
+		Columns:    LedgerChecksColumns,
+		PrimaryKey: []*schema.Column{LedgerChecksColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "ledgercheck_kind_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{LedgerChecksColumns[2], LedgerChecksColumns[1]},
+			},
+			{
+				Name:    "ledgercheck_one_live_per_kind",
+				Unique:  true,
+				Columns: []*schema.Column{LedgerChecksColumns[2]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "status IN ('QUEUED', 'RUNNING')",
+				},
+			},
+		},
+	}
 	// PaymentsColumns holds the columns for the "payments" table.
 	PaymentsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -467,6 +513,11 @@ var (
 				Name:    "payment_created_at",
 				Unique:  false,
 				Columns: []*schema.Column{PaymentsColumns[1]},
+			},
+			{
+				Name:    "payment_updated_at",
+				Unique:  false,
+				Columns: []*schema.Column{PaymentsColumns[2]},
 			},
 		},
 	}
@@ -603,6 +654,7 @@ var (
 		CreditTransactionsTable,
 		DevSecretsTable,
 		IdempotencyKeysTable,
+		LedgerChecksTable,
 		PaymentsTable,
 		ProcessedEventsTable,
 		StripeCustomersTable,

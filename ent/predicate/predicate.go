@@ -30,6 +30,9 @@ type DevSecret func(*sql.Selector)
 // IdempotencyKey is the predicate function for idempotencykey builders.
 type IdempotencyKey func(*sql.Selector)
 
+// LedgerCheck is the predicate function for ledgercheck builders.
+type LedgerCheck func(*sql.Selector)
+
 // Payment is the predicate function for payment builders.
 type Payment func(*sql.Selector)
 

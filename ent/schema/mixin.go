@@ -54,6 +54,7 @@ var IDPrefixes = map[string]string{
 	"adm": "AdminAction",
 	"idk": "IdempotencyKey",
 	"dsc": "DevSecret",
+	"lck": "LedgerCheck",
 }
 
 // restrictDelete keeps an optional reference from being cleared when its

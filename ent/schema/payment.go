@@ -86,6 +86,9 @@ func (Payment) Indexes() []ent.Index {
 		index.Fields("user_id", "created_at"),
 		index.Fields("status", "created_at"),
 		index.Fields("created_at"),
+		// The incremental ledger check reads the payments changed since
+		// its previous run.
+		index.Fields("updated_at"),
 	}
 }
 

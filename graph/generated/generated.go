@@ -242,6 +242,26 @@ type ComplexityRoot struct {
 		User        func(childComplexity int) int
 	}
 
+	LedgerCheck struct {
+		AgeSeconds   func(childComplexity int) int
+		Error        func(childComplexity int) int
+		FinishedAt   func(childComplexity int) int
+		ID           func(childComplexity int) int
+		Kind         func(childComplexity int) int
+		Lots         func(childComplexity int) int
+		Payments     func(childComplexity int) int
+		Phase        func(childComplexity int) int
+		Postings     func(childComplexity int) int
+		ProblemCount func(childComplexity int) int
+		Problems     func(childComplexity int) int
+		Progress     func(childComplexity int) int
+		RequestedAt  func(childComplexity int) int
+		StartedAt    func(childComplexity int) int
+		Status       func(childComplexity int) int
+		Transactions func(childComplexity int) int
+		Users        func(childComplexity int) int
+	}
+
 	LedgerProblem struct {
 		Detail    func(childComplexity int) int
 		Invariant func(childComplexity int) int
@@ -249,12 +269,15 @@ type ComplexityRoot struct {
 	}
 
 	LedgerReport struct {
-		Lots         func(childComplexity int) int
-		Ok           func(childComplexity int) int
-		Postings     func(childComplexity int) int
-		Problems     func(childComplexity int) int
-		Transactions func(childComplexity int) int
-		Users        func(childComplexity int) int
+		FullCheck             func(childComplexity int) int
+		IncrementalCheck      func(childComplexity int) int
+		LastFinishedFullCheck func(childComplexity int) int
+		Lots                  func(childComplexity int) int
+		Ok                    func(childComplexity int) int
+		Postings              func(childComplexity int) int
+		Problems              func(childComplexity int) int
+		Transactions          func(childComplexity int) int
+		Users                 func(childComplexity int) int
 	}
 
 	MetadataEntry struct {
@@ -274,6 +297,7 @@ type ComplexityRoot struct {
 		ReserveCredits        func(childComplexity int, input model.ReserveCreditsInput) int
 		RevokeCredits         func(childComplexity int, input model.RevokeCreditsInput) int
 		SpendCredits          func(childComplexity int, input model.SpendCreditsInput) int
+		StartLedgerCheck      func(childComplexity int) int
 		UnfreezeUser          func(childComplexity int, input model.UnfreezeUserInput) int
 		UpdateCreditPackage   func(childComplexity int, input model.UpdateCreditPackageInput) int
 	}
@@ -408,6 +432,11 @@ type ComplexityRoot struct {
 		User        func(childComplexity int) int
 	}
 
+	StartLedgerCheckPayload struct {
+		Check   func(childComplexity int) int
+		Started func(childComplexity int) int
+	}
+
 	Subscription struct {
 		CreditBalanceChanged func(childComplexity int) int
 	}
@@ -477,6 +506,7 @@ type MutationResolver interface {
 	UnfreezeUser(ctx context.Context, input model.UnfreezeUserInput) (*model.UnfreezeUserPayload, error)
 	CreateCreditPackage(ctx context.Context, input model.CreateCreditPackageInput) (*model.CreateCreditPackagePayload, error)
 	UpdateCreditPackage(ctx context.Context, input model.UpdateCreditPackageInput) (*model.UpdateCreditPackagePayload, error)
+	StartLedgerCheck(ctx context.Context) (*model.StartLedgerCheckPayload, error)
 }
 type QueryResolver interface {
 	Node(ctx context.Context, id string) (ent.Noder, error)
@@ -1276,6 +1306,109 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.GrantCreditsPayload.User(childComplexity), true
 
+	case "LedgerCheck.ageSeconds":
+		if e.ComplexityRoot.LedgerCheck.AgeSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.AgeSeconds(childComplexity), true
+	case "LedgerCheck.error":
+		if e.ComplexityRoot.LedgerCheck.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Error(childComplexity), true
+	case "LedgerCheck.finishedAt":
+		if e.ComplexityRoot.LedgerCheck.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.FinishedAt(childComplexity), true
+	case "LedgerCheck.id":
+		if e.ComplexityRoot.LedgerCheck.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.ID(childComplexity), true
+	case "LedgerCheck.kind":
+		if e.ComplexityRoot.LedgerCheck.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Kind(childComplexity), true
+	case "LedgerCheck.lots":
+		if e.ComplexityRoot.LedgerCheck.Lots == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Lots(childComplexity), true
+	case "LedgerCheck.payments":
+		if e.ComplexityRoot.LedgerCheck.Payments == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Payments(childComplexity), true
+	case "LedgerCheck.phase":
+		if e.ComplexityRoot.LedgerCheck.Phase == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Phase(childComplexity), true
+	case "LedgerCheck.postings":
+		if e.ComplexityRoot.LedgerCheck.Postings == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Postings(childComplexity), true
+	case "LedgerCheck.problemCount":
+		if e.ComplexityRoot.LedgerCheck.ProblemCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.ProblemCount(childComplexity), true
+	case "LedgerCheck.problems":
+		if e.ComplexityRoot.LedgerCheck.Problems == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Problems(childComplexity), true
+	case "LedgerCheck.progress":
+		if e.ComplexityRoot.LedgerCheck.Progress == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Progress(childComplexity), true
+	case "LedgerCheck.requestedAt":
+		if e.ComplexityRoot.LedgerCheck.RequestedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.RequestedAt(childComplexity), true
+	case "LedgerCheck.startedAt":
+		if e.ComplexityRoot.LedgerCheck.StartedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.StartedAt(childComplexity), true
+	case "LedgerCheck.status":
+		if e.ComplexityRoot.LedgerCheck.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Status(childComplexity), true
+	case "LedgerCheck.transactions":
+		if e.ComplexityRoot.LedgerCheck.Transactions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Transactions(childComplexity), true
+	case "LedgerCheck.users":
+		if e.ComplexityRoot.LedgerCheck.Users == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerCheck.Users(childComplexity), true
+
 	case "LedgerProblem.detail":
 		if e.ComplexityRoot.LedgerProblem.Detail == nil {
 			break
@@ -1295,6 +1428,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.LedgerProblem.Subject(childComplexity), true
 
+	case "LedgerReport.fullCheck":
+		if e.ComplexityRoot.LedgerReport.FullCheck == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerReport.FullCheck(childComplexity), true
+	case "LedgerReport.incrementalCheck":
+		if e.ComplexityRoot.LedgerReport.IncrementalCheck == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerReport.IncrementalCheck(childComplexity), true
+	case "LedgerReport.lastFinishedFullCheck":
+		if e.ComplexityRoot.LedgerReport.LastFinishedFullCheck == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LedgerReport.LastFinishedFullCheck(childComplexity), true
 	case "LedgerReport.lots":
 		if e.ComplexityRoot.LedgerReport.Lots == nil {
 			break
@@ -1466,6 +1617,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SpendCredits(childComplexity, args["input"].(model.SpendCreditsInput)), true
+	case "Mutation.startLedgerCheck":
+		if e.ComplexityRoot.Mutation.StartLedgerCheck == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.StartLedgerCheck(childComplexity), true
 	case "Mutation.unfreezeUser":
 		if e.ComplexityRoot.Mutation.UnfreezeUser == nil {
 			break
@@ -2059,6 +2216,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.SpendCreditsPayload.User(childComplexity), true
+
+	case "StartLedgerCheckPayload.check":
+		if e.ComplexityRoot.StartLedgerCheckPayload.Check == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StartLedgerCheckPayload.Check(childComplexity), true
+	case "StartLedgerCheckPayload.started":
+		if e.ComplexityRoot.StartLedgerCheckPayload.Started == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StartLedgerCheckPayload.Started(childComplexity), true
 
 	case "Subscription.creditBalanceChanged":
 		if e.ComplexityRoot.Subscription.CreditBalanceChanged == nil {
@@ -4923,8 +5093,11 @@ extend type Query {
   user(id: ID!): User @admin
 
   """
-  The ledger's invariants checked over every user, and every payment's credits
-  checked against its state and refunds: counts and discrepancies.
+  The ledger's invariants (and every payment's credits against its state and
+  refunds) as the background checks last found them. It answers at once from
+  their stored results and checks nothing itself: a full check runs when an
+  admin starts one (startLedgerCheck), an incremental check of what changed
+  runs every TALLY_CHECK_INTERVAL.
   """
   ledgerReport: LedgerReport! @admin
 }
@@ -5047,12 +5220,94 @@ type CreditStatementTotal @goModel(model: "github.com/tally-billing/tally/intern
 }
 
 type LedgerReport {
+  """
+  A full check has finished, found nothing, and no incremental check since
+  has found anything. False before the first full check has finished.
+  """
   ok: Boolean!
+  """
+  What the latest finished full check checked (0 before there is one).
+  """
   users: Int!
   transactions: Int!
   postings: Int!
   lots: Int!
+  """
+  The problems of the latest finished full check and of the latest
+  incremental check, the first 100 of each.
+  """
   problems: [LedgerProblem!]!
+  """
+  The latest full check, finished or not (null before the first).
+  """
+  fullCheck: LedgerCheck
+  """
+  The latest full check that finished (null before the first).
+  """
+  lastFinishedFullCheck: LedgerCheck
+  """
+  The latest incremental check that finished (null before the first).
+  """
+  incrementalCheck: LedgerCheck
+}
+
+enum LedgerCheckKind {
+  """
+  Every user, transaction and payment.
+  """
+  FULL
+  """
+  The transactions made since the previous incremental check, their users,
+  and the payments changed since.
+  """
+  INCREMENTAL
+}
+
+enum LedgerCheckStatus {
+  QUEUED
+  RUNNING
+  DONE
+  """
+  It gave up after retries; error says why. A new check can be started.
+  """
+  FAILED
+}
+
+"""
+One run of the ledger's checks, done in the background in chunks.
+"""
+type LedgerCheck {
+  id: ID!
+  kind: LedgerCheckKind!
+  status: LedgerCheckStatus!
+  requestedAt: Time!
+  startedAt: Time
+  finishedAt: Time
+  """
+  Seconds since it finished, or since it last recorded progress while it
+  runs.
+  """
+  ageSeconds: Int!
+  """
+  From 0 to 1: the subjects checked over those there were when it started
+  (estimated on PostgreSQL); 1 once done.
+  """
+  progress: Float!
+  """
+  The kind of subject being checked: users, transactions or payments.
+  """
+  phase: String
+  users: Int!
+  transactions: Int!
+  payments: Int!
+  postings: Int!
+  lots: Int!
+  """
+  Every problem found; problems lists the first 100.
+  """
+  problemCount: Int!
+  problems: [LedgerProblem!]!
+  error: String
 }
 
 type LedgerProblem {
@@ -5337,6 +5592,20 @@ type Mutation {
   unfreezeUser(input: UnfreezeUserInput!): UnfreezeUserPayload! @admin
   createCreditPackage(input: CreateCreditPackageInput!): CreateCreditPackagePayload! @admin
   updateCreditPackage(input: UpdateCreditPackageInput!): UpdateCreditPackagePayload! @admin
+  """
+  Start a full check of the ledger in the background. One runs at a time:
+  while one is queued or running, that one is returned (started: false).
+  Follow it with ledgerReport.
+  """
+  startLedgerCheck: StartLedgerCheckPayload! @admin
+}
+
+type StartLedgerCheckPayload {
+  check: LedgerCheck!
+  """
+  False when a check already queued or running was returned instead.
+  """
+  started: Boolean!
 }
 
 """
@@ -5734,6 +6003,46 @@ func (ec *executionContext) childFields_GrantCreditsPayload(ctx context.Context,
 	return nil, fmt.Errorf("no field named %q was found under type GrantCreditsPayload", field.Name)
 }
 
+func (ec *executionContext) childFields_LedgerCheck(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_LedgerCheck_id(ctx, field)
+	case "kind":
+		return ec.fieldContext_LedgerCheck_kind(ctx, field)
+	case "status":
+		return ec.fieldContext_LedgerCheck_status(ctx, field)
+	case "requestedAt":
+		return ec.fieldContext_LedgerCheck_requestedAt(ctx, field)
+	case "startedAt":
+		return ec.fieldContext_LedgerCheck_startedAt(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_LedgerCheck_finishedAt(ctx, field)
+	case "ageSeconds":
+		return ec.fieldContext_LedgerCheck_ageSeconds(ctx, field)
+	case "progress":
+		return ec.fieldContext_LedgerCheck_progress(ctx, field)
+	case "phase":
+		return ec.fieldContext_LedgerCheck_phase(ctx, field)
+	case "users":
+		return ec.fieldContext_LedgerCheck_users(ctx, field)
+	case "transactions":
+		return ec.fieldContext_LedgerCheck_transactions(ctx, field)
+	case "payments":
+		return ec.fieldContext_LedgerCheck_payments(ctx, field)
+	case "postings":
+		return ec.fieldContext_LedgerCheck_postings(ctx, field)
+	case "lots":
+		return ec.fieldContext_LedgerCheck_lots(ctx, field)
+	case "problemCount":
+		return ec.fieldContext_LedgerCheck_problemCount(ctx, field)
+	case "problems":
+		return ec.fieldContext_LedgerCheck_problems(ctx, field)
+	case "error":
+		return ec.fieldContext_LedgerCheck_error(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LedgerCheck", field.Name)
+}
+
 func (ec *executionContext) childFields_LedgerProblem(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "invariant":
@@ -5760,6 +6069,12 @@ func (ec *executionContext) childFields_LedgerReport(ctx context.Context, field 
 		return ec.fieldContext_LedgerReport_lots(ctx, field)
 	case "problems":
 		return ec.fieldContext_LedgerReport_problems(ctx, field)
+	case "fullCheck":
+		return ec.fieldContext_LedgerReport_fullCheck(ctx, field)
+	case "lastFinishedFullCheck":
+		return ec.fieldContext_LedgerReport_lastFinishedFullCheck(ctx, field)
+	case "incrementalCheck":
+		return ec.fieldContext_LedgerReport_incrementalCheck(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type LedgerReport", field.Name)
 }
@@ -6004,6 +6319,16 @@ func (ec *executionContext) childFields_SpendCreditsPayload(ctx context.Context,
 		return ec.fieldContext_SpendCreditsPayload_replayed(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type SpendCreditsPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_StartLedgerCheckPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "check":
+		return ec.fieldContext_StartLedgerCheckPayload_check(ctx, field)
+	case "started":
+		return ec.fieldContext_StartLedgerCheckPayload_started(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type StartLedgerCheckPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_UnfreezeUserPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -10290,6 +10615,406 @@ func (ec *executionContext) fieldContext_GrantCreditsPayload_replayed(_ context.
 	return graphql.NewScalarFieldContext("GrantCreditsPayload", field, false, false, "Boolean")
 }
 
+func (ec *executionContext) _LedgerCheck_id(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "ID")
+}
+
+func (ec *executionContext) _LedgerCheck_kind(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.LedgerCheckKind) graphql.Marshaler {
+			return ec.marshalNLedgerCheckKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheckKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "LedgerCheckKind")
+}
+
+func (ec *executionContext) _LedgerCheck_status(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.LedgerCheckStatus) graphql.Marshaler {
+			return ec.marshalNLedgerCheckStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheckStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "LedgerCheckStatus")
+}
+
+func (ec *executionContext) _LedgerCheck_requestedAt(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_requestedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RequestedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_requestedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Time")
+}
+
+func (ec *executionContext) _LedgerCheck_startedAt(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_startedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StartedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_startedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Time")
+}
+
+func (ec *executionContext) _LedgerCheck_finishedAt(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Time")
+}
+
+func (ec *executionContext) _LedgerCheck_ageSeconds(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_ageSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AgeSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_ageSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerCheck_progress(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_progress(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Progress, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_progress(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Float")
+}
+
+func (ec *executionContext) _LedgerCheck_phase(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_phase(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Phase, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_phase(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "String")
+}
+
+func (ec *executionContext) _LedgerCheck_users(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_users(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Users, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_users(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerCheck_transactions(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_transactions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Transactions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_transactions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerCheck_payments(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_payments(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Payments, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_payments(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerCheck_postings(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_postings(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Postings, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_postings(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerCheck_lots(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_lots(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Lots, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_lots(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerCheck_problemCount(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_problemCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ProblemCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_problemCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LedgerCheck_problems(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_problems(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Problems, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.LedgerProblem) graphql.Marshaler {
+			return ec.marshalNLedgerProblem2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerProblemᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_problems(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LedgerCheck",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LedgerProblem(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LedgerCheck_error(ctx context.Context, field graphql.CollectedField, obj *model.LedgerCheck) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerCheck_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerCheck_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LedgerCheck", field, false, false, "String")
+}
+
 func (ec *executionContext) _LedgerProblem_invariant(ctx context.Context, field graphql.CollectedField, obj *model.LedgerProblem) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -10501,6 +11226,102 @@ func (ec *executionContext) fieldContext_LedgerReport_problems(_ context.Context
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_LedgerProblem(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LedgerReport_fullCheck(ctx context.Context, field graphql.CollectedField, obj *model.LedgerReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerReport_fullCheck(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FullCheck, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.LedgerCheck) graphql.Marshaler {
+			return ec.marshalOLedgerCheck2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheck(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerReport_fullCheck(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LedgerReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LedgerCheck(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LedgerReport_lastFinishedFullCheck(ctx context.Context, field graphql.CollectedField, obj *model.LedgerReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerReport_lastFinishedFullCheck(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastFinishedFullCheck, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.LedgerCheck) graphql.Marshaler {
+			return ec.marshalOLedgerCheck2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheck(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerReport_lastFinishedFullCheck(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LedgerReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LedgerCheck(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LedgerReport_incrementalCheck(ctx context.Context, field graphql.CollectedField, obj *model.LedgerReport) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LedgerReport_incrementalCheck(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.IncrementalCheck, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.LedgerCheck) graphql.Marshaler {
+			return ec.marshalOLedgerCheck2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheck(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LedgerReport_incrementalCheck(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LedgerReport",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LedgerCheck(ctx, field)
 		},
 	}
 	return fc, nil
@@ -11314,6 +12135,51 @@ func (ec *executionContext) fieldContext_Mutation_updateCreditPackage(ctx contex
 	if fc.Args, err = ec.field_Mutation_updateCreditPackage_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_startLedgerCheck(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_startLedgerCheck(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().StartLedgerCheck(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.StartLedgerCheckPayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.StartLedgerCheckPayload) graphql.Marshaler {
+			return ec.marshalNStartLedgerCheckPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐStartLedgerCheckPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_startLedgerCheck(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_StartLedgerCheckPayload(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -13888,6 +14754,61 @@ func (ec *executionContext) _SpendCreditsPayload_replayed(ctx context.Context, f
 }
 func (ec *executionContext) fieldContext_SpendCreditsPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("SpendCreditsPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _StartLedgerCheckPayload_check(ctx context.Context, field graphql.CollectedField, obj *model.StartLedgerCheckPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StartLedgerCheckPayload_check(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Check, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.LedgerCheck) graphql.Marshaler {
+			return ec.marshalNLedgerCheck2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheck(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StartLedgerCheckPayload_check(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StartLedgerCheckPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LedgerCheck(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _StartLedgerCheckPayload_started(ctx context.Context, field graphql.CollectedField, obj *model.StartLedgerCheckPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StartLedgerCheckPayload_started(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Started, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StartLedgerCheckPayload_started(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StartLedgerCheckPayload", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _Subscription_creditBalanceChanged(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
@@ -26326,6 +27247,119 @@ func (ec *executionContext) _GrantCreditsPayload(ctx context.Context, sel ast.Se
 	return out
 }
 
+var ledgerCheckImplementors = []string{"LedgerCheck"}
+
+func (ec *executionContext) _LedgerCheck(ctx context.Context, sel ast.SelectionSet, obj *model.LedgerCheck) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, ledgerCheckImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LedgerCheck")
+		case "id":
+			out.Values[i] = ec._LedgerCheck_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._LedgerCheck_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._LedgerCheck_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "requestedAt":
+			out.Values[i] = ec._LedgerCheck_requestedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startedAt":
+			out.Values[i] = ec._LedgerCheck_startedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "finishedAt":
+			out.Values[i] = ec._LedgerCheck_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "ageSeconds":
+			out.Values[i] = ec._LedgerCheck_ageSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "progress":
+			out.Values[i] = ec._LedgerCheck_progress(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "phase":
+			out.Values[i] = ec._LedgerCheck_phase(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "users":
+			out.Values[i] = ec._LedgerCheck_users(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "transactions":
+			out.Values[i] = ec._LedgerCheck_transactions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "payments":
+			out.Values[i] = ec._LedgerCheck_payments(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "postings":
+			out.Values[i] = ec._LedgerCheck_postings(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lots":
+			out.Values[i] = ec._LedgerCheck_lots(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "problemCount":
+			out.Values[i] = ec._LedgerCheck_problemCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "problems":
+			out.Values[i] = ec._LedgerCheck_problems(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._LedgerCheck_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var ledgerProblemImplementors = []string{"LedgerProblem"}
 
 func (ec *executionContext) _LedgerProblem(ctx context.Context, sel ast.SelectionSet, obj *model.LedgerProblem) graphql.Marshaler {
@@ -26408,6 +27442,21 @@ func (ec *executionContext) _LedgerReport(ctx context.Context, sel ast.Selection
 		case "problems":
 			out.Values[i] = ec._LedgerReport_problems(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fullCheck":
+			out.Values[i] = ec._LedgerReport_fullCheck(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lastFinishedFullCheck":
+			out.Values[i] = ec._LedgerReport_lastFinishedFullCheck(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "incrementalCheck":
+			out.Values[i] = ec._LedgerReport_incrementalCheck(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -26571,6 +27620,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "updateCreditPackage":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_updateCreditPackage(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "startLedgerCheck":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_startLedgerCheck(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -27458,6 +28514,44 @@ func (ec *executionContext) _SpendCreditsPayload(ctx context.Context, sel ast.Se
 			}
 		case "replayed":
 			out.Values[i] = ec._SpendCreditsPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var startLedgerCheckPayloadImplementors = []string{"StartLedgerCheckPayload"}
+
+func (ec *executionContext) _StartLedgerCheckPayload(ctx context.Context, sel ast.SelectionSet, obj *model.StartLedgerCheckPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, startLedgerCheckPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("StartLedgerCheckPayload")
+		case "check":
+			out.Values[i] = ec._StartLedgerCheckPayload_check(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "started":
+			out.Values[i] = ec._StartLedgerCheckPayload_started(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -28446,6 +29540,20 @@ func (ec *executionContext) marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCurso
 	return v
 }
 
+func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
+	res, err := graphql.UnmarshalFloatContext(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNFloat2float64(ctx context.Context, sel ast.SelectionSet, v float64) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalFloatContext(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Float!")
+	}
+	return graphql.WrapContextMarshaler(ctx, res)
+}
+
 func (ec *executionContext) unmarshalNFreezeUserInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐFreezeUserInput(ctx context.Context, v any) (model.FreezeUserInput, error) {
 	res, err := ec.unmarshalInputFreezeUserInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -28541,6 +29649,34 @@ func (ec *executionContext) marshalNInt2int64(ctx context.Context, sel ast.Selec
 		graphql.AddInvalidNullFromMarshaler(ctx, "Int!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNLedgerCheck2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheck(ctx context.Context, sel ast.SelectionSet, v *model.LedgerCheck) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LedgerCheck!")
+		return graphql.Null
+	}
+	return ec._LedgerCheck(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNLedgerCheckKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheckKind(ctx context.Context, v any) (model.LedgerCheckKind, error) {
+	var res model.LedgerCheckKind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLedgerCheckKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheckKind(ctx context.Context, sel ast.SelectionSet, v model.LedgerCheckKind) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNLedgerCheckStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheckStatus(ctx context.Context, v any) (model.LedgerCheckStatus, error) {
+	var res model.LedgerCheckStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLedgerCheckStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheckStatus(ctx context.Context, sel ast.SelectionSet, v model.LedgerCheckStatus) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) marshalNLedgerProblem2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerProblemᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.LedgerProblem) graphql.Marshaler {
@@ -28853,6 +29989,14 @@ func (ec *executionContext) marshalNSpendCreditsPayload2ᚖgithubᚗcomᚋtally�
 		return graphql.Null
 	}
 	return ec._SpendCreditsPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNStartLedgerCheckPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐStartLedgerCheckPayload(ctx context.Context, sel ast.SelectionSet, v *model.StartLedgerCheckPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "StartLedgerCheckPayload!")
+		return graphql.Null
+	}
+	return ec._StartLedgerCheckPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNString2string(ctx context.Context, v any) (string, error) {
@@ -29785,6 +30929,13 @@ func (ec *executionContext) marshalOInt2ᚖint64(ctx context.Context, sel ast.Se
 	_ = ctx
 	res := graphql.MarshalInt64(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOLedgerCheck2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerCheck(ctx context.Context, sel ast.SelectionSet, v *model.LedgerCheck) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._LedgerCheck(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOMetadataEntryInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntryInputᚄ(ctx context.Context, v any) ([]*model.MetadataEntryInput, error) {

@@ -118,12 +118,23 @@ type LedgerProblem struct {
 }
 
 type LedgerReport struct {
-	Ok           bool             `json:"ok"`
-	Users        int              `json:"users"`
-	Transactions int              `json:"transactions"`
-	Postings     int              `json:"postings"`
-	Lots         int              `json:"lots"`
-	Problems     []*LedgerProblem `json:"problems"`
+	// A full check has finished, found nothing, and no incremental check since
+	// has found anything. False before the first full check has finished.
+	Ok bool `json:"ok"`
+	// What the latest finished full check checked (0 before there is one).
+	Users        int `json:"users"`
+	Transactions int `json:"transactions"`
+	Postings     int `json:"postings"`
+	Lots         int `json:"lots"`
+	// The problems of the latest finished full check and of the latest
+	// incremental check, the first 100 of each.
+	Problems []*LedgerProblem `json:"problems"`
+	// The latest full check, finished or not (null before the first).
+	FullCheck *LedgerCheck `json:"fullCheck,omitempty"`
+	// The latest full check that finished (null before the first).
+	LastFinishedFullCheck *LedgerCheck `json:"lastFinishedFullCheck,omitempty"`
+	// The latest incremental check that finished (null before the first).
+	IncrementalCheck *LedgerCheck `json:"incrementalCheck,omitempty"`
 }
 
 // A key and value attached to a transaction by the caller.
@@ -236,6 +247,12 @@ type SpendCreditsPayload struct {
 	Replayed bool `json:"replayed"`
 }
 
+type StartLedgerCheckPayload struct {
+	Check *LedgerCheck `json:"check"`
+	// False when a check already queued or running was returned instead.
+	Started bool `json:"started"`
+}
+
 type Subscription struct {
 }
 
@@ -267,6 +284,124 @@ type UpdateCreditPackageInput struct {
 type UpdateCreditPackagePayload struct {
 	CreditPackage *ent.CreditPackage `json:"creditPackage"`
 	AdminAction   *ent.AdminAction   `json:"adminAction"`
+}
+
+type LedgerCheckKind string
+
+const (
+	// Every user, transaction and payment.
+	LedgerCheckKindFull LedgerCheckKind = "FULL"
+	// The transactions made since the previous incremental check, their users,
+	// and the payments changed since.
+	LedgerCheckKindIncremental LedgerCheckKind = "INCREMENTAL"
+)
+
+var AllLedgerCheckKind = []LedgerCheckKind{
+	LedgerCheckKindFull,
+	LedgerCheckKindIncremental,
+}
+
+func (e LedgerCheckKind) IsValid() bool {
+	switch e {
+	case LedgerCheckKindFull, LedgerCheckKindIncremental:
+		return true
+	}
+	return false
+}
+
+func (e LedgerCheckKind) String() string {
+	return string(e)
+}
+
+func (e *LedgerCheckKind) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = LedgerCheckKind(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid LedgerCheckKind", str)
+	}
+	return nil
+}
+
+func (e LedgerCheckKind) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *LedgerCheckKind) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e LedgerCheckKind) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type LedgerCheckStatus string
+
+const (
+	LedgerCheckStatusQueued  LedgerCheckStatus = "QUEUED"
+	LedgerCheckStatusRunning LedgerCheckStatus = "RUNNING"
+	LedgerCheckStatusDone    LedgerCheckStatus = "DONE"
+	// It gave up after retries; error says why. A new check can be started.
+	LedgerCheckStatusFailed LedgerCheckStatus = "FAILED"
+)
+
+var AllLedgerCheckStatus = []LedgerCheckStatus{
+	LedgerCheckStatusQueued,
+	LedgerCheckStatusRunning,
+	LedgerCheckStatusDone,
+	LedgerCheckStatusFailed,
+}
+
+func (e LedgerCheckStatus) IsValid() bool {
+	switch e {
+	case LedgerCheckStatusQueued, LedgerCheckStatusRunning, LedgerCheckStatusDone, LedgerCheckStatusFailed:
+		return true
+	}
+	return false
+}
+
+func (e LedgerCheckStatus) String() string {
+	return string(e)
+}
+
+func (e *LedgerCheckStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = LedgerCheckStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid LedgerCheckStatus", str)
+	}
+	return nil
+}
+
+func (e LedgerCheckStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *LedgerCheckStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e LedgerCheckStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 // The role claim of a caller's token.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +81,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// SweepInterval is how often expired lots and reservations are swept.
 	SweepInterval time.Duration
+	// Workers is how many background jobs this process runs at once (the
+	// ledger's checks); 0 makes a web-only replica that runs none.
+	Workers int
+	// CheckInterval is how often the incremental ledger check runs.
+	CheckInterval time.Duration
 
 	// RateLimit is the sustained requests per second allowed to one caller
 	// (token subject, or client address when anonymous); 0 disables it.
@@ -132,6 +138,8 @@ func Load(env Source) (Config, error) {
 
 		ShutdownTimeout: r.duration("TALLY_SHUTDOWN_TIMEOUT", 20*time.Second),
 		SweepInterval:   r.duration("TALLY_SWEEP_INTERVAL", time.Minute),
+		Workers:         r.intRange("TALLY_WORKERS", 2*runtime.NumCPU(), 0, 1000),
+		CheckInterval:   r.duration("TALLY_CHECK_INTERVAL", time.Minute),
 		RateLimit:       float64(r.intRange("TALLY_RATE_LIMIT", 100, 0, 1_000_000)),
 		RateBurst:       r.intRange("TALLY_RATE_BURST", 200, 1, 1_000_000),
 		CORSOrigins:     r.list("TALLY_CORS_ORIGINS"),

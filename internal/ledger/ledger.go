@@ -104,6 +104,7 @@ type Service struct {
 	stats       counters
 	spends      *batch.Batcher[*spendCall]
 	tracer      trace.Tracer // nil: tracing is off (see tracing.go)
+	chunkSize   int          // subjects per round of a check (see checkwalk.go)
 }
 
 // counters are the ledger's running totals, read by the server's metrics.
@@ -162,9 +163,13 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 // reports a conflict.
 func WithMaxAttempts(n int) Option { return func(s *Service) { s.maxAttempts = n } }
 
+// WithCheckChunkSize sets how many subjects a round of the invariant
+// checks reads (tests make rounds small to have many of them).
+func WithCheckChunkSize(n int) Option { return func(s *Service) { s.chunkSize = max(n, 1) } }
+
 // New returns the ledger over db.
 func New(db *database.DB, opts ...Option) *Service {
-	s := &Service{db: db, now: time.Now, maxAttempts: 10}
+	s := &Service{db: db, now: time.Now, maxAttempts: 10, chunkSize: checkChunkSize}
 	for _, o := range opts {
 		o(s)
 	}

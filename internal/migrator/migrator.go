@@ -28,7 +28,11 @@ func New(db *database.DB) (*Migrator, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}
+	river, err := riverMigrations(db.Dialect)
+	if err != nil {
+		return nil, err
+	}
+	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true), goose.WithGoMigrations(river...)}
 	var gooseDialect goose.Dialect
 	switch db.Dialect {
 	case dialect.Postgres:

@@ -7,13 +7,16 @@ import (
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
-// Check verifies the ledger's invariants and, in the same read transaction,
-// that every payment moved exactly the credits its state and refunds say
-// (see paymentInvariants). The admin ledgerReport and tally reconcile both
-// report it.
+// Check verifies the ledger's invariants and that every payment moved
+// exactly the credits its state and refunds say (see paymentInvariants),
+// in chunks (see ledger.Service.Check).
 func (s *Service) Check(ctx context.Context) (ledger.Report, error) {
-	return s.ledger.Check(ctx, paymentInvariants(s.db)...)
+	return s.ledger.Check(ctx, s.Invariants()...)
 }
+
+// Invariants are the payments' checks, which the ledger's checks run with
+// its own (tally reconcile, and the check jobs behind ledgerReport).
+func (s *Service) Invariants() []ledger.Invariant { return paymentInvariants(s.db) }
 
 // grantedStatuses is granted() in SQL: the states in which a payment's
 // credits have been granted.
@@ -21,8 +24,9 @@ const grantedStatuses = `('SUCCEEDED', 'PARTIALLY_REFUNDED', 'REFUNDED', 'DISPUT
 
 // paymentMoves sums, per payment, the transactions that name it: how many
 // purchase grants and how many credits they granted, and the credits
-// clawed back by refunds and by lost disputes. It reads credit_transactions
-// once, through its payment_id index.
+// clawed back by refunds and by lost disputes, for one chunk of payments
+// (see ledger.Invariant). It reads their transactions through the
+// payment_id index.
 const paymentMoves = `WITH moved AS (
 	SELECT payment_id,
 	       COUNT(CASE WHEN kind = 'PURCHASE' THEN 1 END) AS grants,
@@ -30,14 +34,14 @@ const paymentMoves = `WITH moved AS (
 	       COALESCE(SUM(CASE WHEN kind = 'REFUND_CLAWBACK' THEN amount END), 0) AS by_refunds,
 	       COALESCE(SUM(CASE WHEN kind = 'DISPUTE_CLAWBACK' THEN amount END), 0) AS by_disputes
 	  FROM credit_transactions
-	 WHERE payment_id IS NOT NULL AND kind IN ('PURCHASE', 'REFUND_CLAWBACK', 'DISPUTE_CLAWBACK')
+	 WHERE payment_id IN ({ids}) AND kind IN ('PURCHASE', 'REFUND_CLAWBACK', 'DISPUTE_CLAWBACK')
 	 GROUP BY payment_id
 )
 `
 
 // paymentInvariants check each payment's credits against its amounts and
-// state, as set-based queries over payments and their transactions (one
-// pass each, whatever the number of payments):
+// state, as set-based queries over a chunk of payments and their
+// transactions:
 //
 //   - payment_grant_mismatch: a payment whose credits were granted
 //     (succeeded, partially refunded, refunded, disputed, charged back) has
@@ -59,24 +63,26 @@ func paymentInvariants(db *database.DB) []ledger.Invariant {
 	               ELSE ` + db.MulDiv("p.credits", "p.amount_refunded", "p.amount") + ` END`
 	return []ledger.Invariant{
 		{
-			Name: "payment_grant_mismatch",
+			Name: "payment_grant_mismatch", Over: ledger.Payments,
 			Query: paymentMoves + `SELECT p.id,
 			       'status ' || p.status || ': ' || CAST(COALESCE(m.grants, 0) AS TEXT) || ' purchase grants of '
 			       || CAST(COALESCE(m.granted, 0) AS TEXT) || ' credits in all, expected '
 			       || CASE WHEN p.status IN ` + grantedStatuses + ` THEN 'one of ' || CAST(p.credits AS TEXT) ELSE 'none' END
 			  FROM payments p
 			  LEFT JOIN moved m ON m.payment_id = p.id
-			 WHERE (p.status IN ` + grantedStatuses + ` AND (COALESCE(m.grants, 0) <> 1 OR COALESCE(m.granted, 0) <> p.credits))
-			    OR (p.status NOT IN ` + grantedStatuses + ` AND COALESCE(m.grants, 0) <> 0)`,
+			 WHERE p.id IN ({ids})
+			   AND ((p.status IN ` + grantedStatuses + ` AND (COALESCE(m.grants, 0) <> 1 OR COALESCE(m.granted, 0) <> p.credits))
+			    OR (p.status NOT IN ` + grantedStatuses + ` AND COALESCE(m.grants, 0) <> 0))`,
 		},
 		{
-			Name: "payment_clawback_mismatch",
+			Name: "payment_clawback_mismatch", Over: ledger.Payments,
 			Query: paymentMoves + `, expected AS (
 				SELECT p.id, p.status, p.credits, p.amount, p.amount_refunded,
 				       COALESCE(m.by_refunds, 0) AS by_refunds, COALESCE(m.by_disputes, 0) AS by_disputes,
 				       ` + share + ` AS share
 				  FROM payments p
 				  LEFT JOIN moved m ON m.payment_id = p.id
+				 WHERE p.id IN ({ids})
 			)
 			SELECT id,
 			       'status ' || status || ', ' || CAST(amount_refunded AS TEXT) || ' of ' || CAST(amount AS TEXT)

@@ -45,3 +45,29 @@ func Prefix(id string) (string, error) {
 	}
 	return prefix, nil
 }
+
+// Bound is the smallest id with the given prefix made at t: every id of
+// that prefix made before t sorts below it, every one made at t or later
+// sorts at or above it (the incremental ledger check walks the ids made in
+// a window of time this way).
+func Bound(prefix string, t time.Time) string {
+	var id ulid.ULID
+	if err := id.SetTime(ulid.Timestamp(t)); err != nil {
+		return prefix + "_" + strings.Repeat("0", ulidLen)
+	}
+	return prefix + "_" + strings.ToLower(id.String())
+}
+
+// Time is when id was made (its ULID's time), or false for an id that is
+// not well formed.
+func Time(id string) (time.Time, bool) {
+	_, rest, ok := strings.Cut(id, "_")
+	if !ok {
+		return time.Time{}, false
+	}
+	u, err := ulid.ParseStrict(strings.ToUpper(rest))
+	if err != nil {
+		return time.Time{}, false
+	}
+	return ulid.Time(u.Time()), true
+}

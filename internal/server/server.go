@@ -27,6 +27,7 @@ import (
 	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/events"
+	"github.com/tally-billing/tally/internal/jobs"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/playground"
@@ -48,6 +49,7 @@ type Server struct {
 	events   events.Broker
 	ledger   *ledger.Service
 	payments *payments.Service
+	jobs     *jobs.Queue
 	ready    *readiness
 	tracing  trace.TracerProvider
 	handler  http.Handler
@@ -59,7 +61,12 @@ type Option func(*options)
 type options struct {
 	readiness ReadinessOptions
 	tracing   trace.TracerProvider
+	jobPoll   time.Duration
 }
+
+// WithJobPolling sets how often idle job workers look for jobs inserted by
+// other processes (tests shorten it).
+func WithJobPolling(d time.Duration) Option { return func(opts *options) { opts.jobPoll = d } }
 
 // WithReadiness tunes the readiness probe (see ReadinessOptions).
 func WithReadiness(o ReadinessOptions) Option { return func(opts *options) { opts.readiness = o } }
@@ -105,6 +112,14 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	s.payments = payments.New(db, s.ledger, payments.Config{
 		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
 	})
+	s.jobs, err = jobs.New(db, s.ledger, jobs.Config{
+		Workers: cfg.Workers, CheckInterval: cfg.CheckInterval, PollInterval: o.jobPoll,
+		Invariants: s.payments.Invariants(), Logger: logger.With("component", "jobs"),
+	})
+	if err != nil {
+		broker.Close()
+		return nil, err
+	}
 	committed := func() uint64 { return s.ledger.Stats().Transactions }
 	if s.ready, err = startReadiness(ctx, db.URL, committed, logger.With("component", "readiness"), o.readiness); err != nil {
 		broker.Close()
@@ -119,6 +134,13 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 
 // Ledger is the server's ledger (for background work such as the sweeper).
 func (s *Server) Ledger() *ledger.Service { return s.ledger }
+
+// RunJobs works the job queue until ctx ends (nothing when the
+// configuration has no workers), then lets running jobs finish within
+// grace.
+func (s *Server) RunJobs(ctx context.Context, grace time.Duration) error {
+	return s.jobs.Run(ctx, grace)
+}
 
 // Close stops the readiness probe and the event broker.
 func (s *Server) Close() error { return errors.Join(s.ready.close(), s.events.Close()) }
@@ -164,6 +186,7 @@ func (s *Server) routes(ctx context.Context) (http.Handler, error) {
 		Accounts: users.New(s.db.Ent),
 		Admin:    admin.New(s.ledger),
 		Payments: s.payments,
+		Checks:   s.jobs,
 		Events:   s.events,
 	}, graph.Options{
 		Introspection:  s.cfg.Introspection,

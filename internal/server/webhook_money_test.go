@@ -70,7 +70,7 @@ func TestWebhookRefundClawsBackExactly(t *testing.T) {
 					c.credits, c.price, c.refunded, clawedBack, balance, got.Status, got.AmountRefunded, want, wantStatus)
 			}
 		}
-		r := a.ok(admin, `{ ledgerReport { ok problems { invariant subject detail } } }`, nil)
+		r := a.checkLedger(admin)
 		if r.get(t, "ledgerReport", "ok") != true {
 			t.Fatalf("ledger report: %s", r.Data)
 		}

@@ -1,0 +1,165 @@
+// Package jobs is Tally's durable background work: a job is a row inserted
+// in the same database transaction as its cause, run by workers inside
+// `tally serve`, retried with backoff, unique where a rule says "one at a
+// time". It is River (github.com/riverqueue/river) on the server's own
+// database, PostgreSQL or SQLite: a queue made for this, with
+// transactional inserts and unique and periodic jobs, rather than one of
+// our own. River's tables are created by Tally's migrations (Migrations).
+//
+// Every job is idempotent: running it twice has one effect. A job whose
+// process dies is run again once River's rescuer finds it stuck, so each
+// one records its progress where a second attempt picks it up.
+package jobs
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"entgo.io/ent/dialect"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/ledger"
+)
+
+// Config tunes the queue.
+type Config struct {
+	// Workers is how many jobs this process runs at once; 0 runs none
+	// (a web-only replica still inserts jobs for the others to run).
+	Workers int
+	// PollInterval is how often idle workers look for jobs inserted by
+	// other processes (jobs inserted by this one start at once).
+	PollInterval time.Duration
+	// CheckInterval is how often the incremental ledger check runs; 0
+	// never schedules it.
+	CheckInterval time.Duration
+	// Invariants are checked beside the ledger's own (the payments'),
+	// by both kinds of check.
+	Invariants []ledger.Invariant
+	Logger     *slog.Logger
+}
+
+// rescueAfterTimeout is how long after the longest timeout River takes a
+// running job for stuck (its process died) and runs it again.
+const rescueAfterTimeout = 5 * time.Minute
+
+// Queue inserts and runs Tally's jobs.
+type Queue struct {
+	db      *database.DB
+	client  *river.Client[*sql.Tx]
+	ledger  *ledger.Service
+	working bool
+}
+
+// uniqueWhileLive makes a job kind one at a time: a second insert while
+// one is waiting or running returns that one instead.
+var uniqueWhileLive = river.UniqueOpts{ByState: []rivertype.JobState{
+	rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
+	rivertype.JobStateRetryable, rivertype.JobStateScheduled,
+}}
+
+// New prepares the queue over db; Run starts its workers.
+func New(db *database.DB, l *ledger.Service, cfg Config) (*Queue, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	rc := &river.Config{
+		// River reports its routine (job counts, elections) at info level
+		// every few seconds; the server's log keeps its warnings.
+		Logger:            slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}),
+		FetchPollInterval: cfg.PollInterval,
+		FetchCooldown:     min(cfg.PollInterval, 100*time.Millisecond),
+		// Longer than any job's timeout, so that only a job whose process
+		// died is taken for stuck.
+		RescueStuckJobsAfter: checkTimeout + rescueAfterTimeout,
+	}
+	q := &Queue{db: db, ledger: l, working: cfg.Workers > 0}
+	if q.working {
+		workers := river.NewWorkers()
+		river.AddWorker(workers, &fullCheckWorker{ledger: l, invariants: cfg.Invariants})
+		river.AddWorker(workers, &incrementalCheckWorker{ledger: l, invariants: cfg.Invariants})
+		rc.Workers = workers
+		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
+		if cfg.CheckInterval > 0 {
+			rc.PeriodicJobs = []*river.PeriodicJob{river.NewPeriodicJob(
+				river.PeriodicInterval(cfg.CheckInterval),
+				func() (river.JobArgs, *river.InsertOpts) { return IncrementalCheckArgs{}, nil },
+				&river.PeriodicJobOpts{RunOnStart: true},
+			)}
+		}
+	}
+	client, err := river.NewClient(driverFor(db.Dialect, db.SQL), rc)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: creating the queue: %w", err)
+	}
+	q.client = client
+	return q, nil
+}
+
+func driverFor(dialectName string, pool *sql.DB) riverdriver.Driver[*sql.Tx] {
+	if dialectName == dialect.SQLite {
+		return riversqlite.New(pool)
+	}
+	return riverdatabasesql.New(pool)
+}
+
+// Run works jobs until ctx ends, then stops taking new ones and gives
+// those running up to grace to finish before cancelling them: a cancelled
+// job has recorded its progress and is resumed by the next attempt.
+// Without workers it returns at once.
+func (q *Queue) Run(ctx context.Context, grace time.Duration) error {
+	if !q.working {
+		return nil
+	}
+	// River cancels running jobs when the context given to Start ends, so
+	// the jobs get their own, ended only after the graceful stop.
+	jobsCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelJobs()
+	if err := q.client.Start(jobsCtx); err != nil {
+		return fmt.Errorf("jobs: starting the workers: %w", err)
+	}
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	err := q.client.Stop(stopCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The jobs still running are cancelled; each has recorded its
+		// progress for the next attempt.
+		cancelJobs()
+		<-q.client.Stopped()
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("jobs: stopping the workers: %w", err)
+	}
+	return nil
+}
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(attrs), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
+}
