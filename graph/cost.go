@@ -28,9 +28,6 @@ const (
 	// costFilterTerm is each value of a where filter: a term of the SQL
 	// condition the database evaluates for every row it reads.
 	costFilterTerm = 5
-	// costWholeScan is a report over every row of the ledger: more than half
-	// the limit, so an operation holds one.
-	costWholeScan = DefaultComplexityLimit/2 + 1
 )
 
 // fieldReads are the fields, other than connections and mutations, that

@@ -18,7 +18,8 @@ func newReconcileCommand() *cobra.Command {
 		Use:   "reconcile",
 		Short: "Check the ledger and compare Stripe with what Tally applied; --apply repairs",
 		Long: `Checks the ledger's invariants over every user and that every payment granted and
-clawed back exactly what its state and refunds say, then reads Stripe (paid Checkout
+clawed back exactly what its state and refunds say (in chunks, with its progress
+on standard error every few seconds and memory that does not grow with the ledger), then reads Stripe (paid Checkout
 Sessions and events of the handled types created in the last --since) and lists
 what Tally has not applied. With --apply, each missing item is processed exactly
 as a webhook delivery would be, so running it again repairs nothing twice.
@@ -49,11 +50,16 @@ Exits 1 when a problem remains.`,
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "ledger: %d users, %d transactions, %d postings, %d lots: ", r.Ledger.Users, r.Ledger.Transactions, r.Ledger.Postings, r.Ledger.Lots)
+		fmt.Fprintf(out, "ledger: %d users, %d transactions, %d postings, %d lots, %d payments: ",
+			r.Ledger.Users, r.Ledger.Transactions, r.Ledger.Postings, r.Ledger.Lots, r.Ledger.Payments)
 		if r.Ledger.OK() {
 			fmt.Fprintln(out, "every invariant holds")
 		} else {
-			fmt.Fprintf(out, "%d problems\n", len(r.Ledger.Problems))
+			fmt.Fprintf(out, "%d problems", r.Ledger.ProblemCount)
+			if int64(len(r.Ledger.Problems)) < r.Ledger.ProblemCount {
+				fmt.Fprintf(out, " (the first %d:)", len(r.Ledger.Problems))
+			}
+			fmt.Fprintln(out)
 			for _, p := range r.Ledger.Problems {
 				fmt.Fprintf(out, "  %s %s: %s\n", p.Invariant, p.Subject, p.Detail)
 			}

@@ -61,6 +61,10 @@ type ReconcileOptions struct {
 	Progress func(format string, args ...any)
 }
 
+// reconcileProgressEvery is how often a long invariant check says how far
+// it has got.
+const reconcileProgressEvery = 2 * time.Second
+
 // ReconcileReport is what a reconciliation found (and, with Apply, did).
 type ReconcileReport struct {
 	// Ledger is what Check found: the ledger's and the payments' invariants.
@@ -93,7 +97,16 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 	var r ReconcileReport
 	progress("checking the ledger and payment invariants")
 	var err error
-	if r.Ledger, err = s.Check(ctx); err != nil {
+	reported := time.Now()
+	r.Ledger, err = s.ledger.CheckWithProgress(ctx, func(p ledger.Progress) {
+		if time.Since(reported) < reconcileProgressEvery {
+			return
+		}
+		reported = time.Now()
+		progress("checked %d users, %d transactions, %d payments: %d problems so far",
+			p.Users, p.Transactions, p.Payments, p.ProblemCount)
+	}, s.Invariants()...)
+	if err != nil {
 		return r, err
 	}
 	if s.stripe == nil {

@@ -125,7 +125,6 @@ func TestAliasesPayForWhatTheyRead(t *testing.T) {
 			fmt.Fprintf(&packs, " a%d: creditPackages { b%d: id }", i, i)
 		}
 		a.limited("", "{"+packs.String()+" }", nil, "complexity")
-		a.limited(alice, `{ ledgerReport { ok } again: ledgerReport { ok } }`, nil, "complexity")
 
 		// Lists of ids are bounded, and nodes pays for each id.
 		ids := make([]string, graph.MaxListItems+1)
