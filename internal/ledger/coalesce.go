@@ -94,10 +94,8 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 	if err != nil {
 		return err
 	}
-	if t.attempt > 1 {
-		if err := t.replayKnown(ctx, users, calls); err != nil {
-			return err
-		}
+	if err := t.replayKnown(ctx, users, t.toLookUpFirst(calls)); err != nil {
+		return err
 	}
 	lots, available, err := t.availableToSpend(ctx, users)
 	if err != nil {
@@ -113,6 +111,22 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 		return nil
 	}
 	return t.writeSpends(ctx, users, p)
+}
+
+// toLookUpFirst are the calls whose keys are looked up before the work:
+// all of them on a retry, else those of actors whose scope may hold keys
+// no transaction holds (see Actor.sharesScopeWithRecords).
+func (t *Tx) toLookUpFirst(calls []*spendCall) []*spendCall {
+	if t.attempt > 1 {
+		return calls
+	}
+	var first []*spendCall
+	for _, c := range calls {
+		if c.actor.sharesScopeWithRecords() {
+			first = append(first, c)
+		}
+	}
+	return first
 }
 
 // lockSpenders locks the users the calls spend from, in one statement; a
@@ -190,6 +204,7 @@ func (t *Tx) planSpends(users map[string]*ent.User, lots map[string][]*ent.Credi
 		t.drawLots(u, m, lots[u.ID], c.req.Amount)
 		m.post(AccountSpent, false, nil, c.req.Amount)
 		available[u.ID] -= c.req.Amount
+		t.serve(c.key)
 		p.writes = append(p.writes, pendingMovement{actor: c.actor, key: c.req.IdempotencyKey, u: u, m: m})
 		p.spent = append(p.spent, c)
 		first[c.key.Key] = c
@@ -253,11 +268,14 @@ func settleDuplicates(calls []*spendCall) {
 // replayKnown gives each call whose key already has a record that record's
 // result (or IDEMPOTENCY_KEY_REUSED), in place of whatever it had.
 func (t *Tx) replayKnown(ctx context.Context, users map[string]*ent.User, calls []*spendCall) error {
+	if len(calls) == 0 {
+		return nil
+	}
 	keys := make([]idempotency.Request, len(calls))
 	for i, c := range calls {
 		keys[i] = c.key
 	}
-	records, err := idempotency.FindMany(ctx, t.ent.IdempotencyKey, keys)
+	records, err := idempotency.FindMany(ctx, t.ent.Client(), keys)
 	if err != nil {
 		return err
 	}
@@ -267,7 +285,7 @@ func (t *Tx) replayKnown(ctx context.Context, users map[string]*ent.User, calls 
 			continue
 		}
 		var stored StoredResult
-		if c.err = rec.Replay(c.key, &stored); c.err != nil {
+		if stored, c.err = storedOfRecord(rec, c.key); c.err != nil {
 			if _, refused := apperr.As(c.err); !refused {
 				return c.err
 			}

@@ -157,7 +157,7 @@ type checkoutRecord struct {
 // another.
 func checkoutPrior(ctx context.Context, c *ent.Client, key idempotency.Request) (*ent.Payment, error) {
 	var stored checkoutRecord
-	found, err := idempotency.Find(ctx, c.IdempotencyKey, key, &stored)
+	found, err := idempotency.Find(ctx, c, key, &stored)
 	if !found || err != nil {
 		return nil, err
 	}
