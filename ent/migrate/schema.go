@@ -113,6 +113,9 @@ var (
 				Name:    "creditledger_account_created_at",
 				Unique:  false,
 				Columns: []*schema.Column{CreditLedgersColumns[2], CreditLedgersColumns[1]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "user_id IS NULL",
+				},
 			},
 			{
 				Name:    "creditledger_user_id_created_at",
