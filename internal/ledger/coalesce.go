@@ -84,8 +84,9 @@ func (s *Service) runSpends(ctx context.Context, calls []*spendCall) {
 // changes nothing; the error returned is one that fails them all.
 //
 // Keys are not looked up before the work on a first attempt: nearly every
-// key is new, and one that is not makes the insert of its record fail,
-// which rolls the transaction back and retries it with the lookup. A
+// key is new, and one that is not makes the insert of its transaction (or
+// record) fail, which rolls the transaction back and retries it with the
+// lookup. Users' keys are the exception (see toLookUpFirst). A
 // refusal is checked against the keys at once, though: the retry of a spend
 // that succeeded must get its result, not a refusal caused by its own
 // effect.
@@ -281,8 +282,8 @@ func (t *Tx) replayKnown(ctx context.Context, users map[string]*ent.User, calls 
 	}
 	for _, c := range calls {
 		rec, ok := records[c.key.Key]
-		if !ok {
-			continue
+		if !ok || users[c.req.UserID] == nil {
+			continue // new, or NOT_FOUND already
 		}
 		var stored StoredResult
 		if stored, c.err = storedOfRecord(rec, c.key); c.err != nil {

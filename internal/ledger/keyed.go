@@ -199,9 +199,11 @@ const (
 	// first write: on a first attempt, the key is looked up only if the
 	// operation refuses (the retry of a request that succeeded must get its
 	// result, not a refusal caused by its own effect). A key that exists
-	// makes the insert of its record fail, which rolls back and retries
-	// with the lookup first. Nearly every key is new, so this saves a
-	// statement under the account's lock.
+	// makes the insert of its transaction (or record) fail, which rolls
+	// back and retries with the lookup first. Nearly every key is new, so
+	// this saves statements under the account's lock. Actors whose scope
+	// also holds record-only keys look up first regardless
+	// (sharesScopeWithRecords).
 	lookupOnRefusal
 )
 
