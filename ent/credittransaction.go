@@ -36,6 +36,8 @@ type CreditTransaction struct {
 	Actor string `json:"actor,omitempty"`
 	// IdempotencyKey holds the value of the "idempotency_key" field.
 	IdempotencyKey *string `json:"idempotency_key,omitempty"`
+	// SHA-256 of the keyed request (see package idempotency): the transaction holds its key
+	Fingerprint *[]byte `json:"fingerprint,omitempty"`
 	// PaymentID holds the value of the "payment_id" field.
 	PaymentID *string `json:"payment_id,omitempty"`
 	// ReservationID holds the value of the "reservation_id" field.
@@ -139,7 +141,7 @@ func (*CreditTransaction) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case credittransaction.FieldMetadata:
+		case credittransaction.FieldFingerprint, credittransaction.FieldMetadata:
 			values[i] = new([]byte)
 		case credittransaction.FieldAmount:
 			values[i] = new(sql.NullInt64)
@@ -210,6 +212,12 @@ func (_m *CreditTransaction) assignValues(columns []string, values []any) error 
 			} else if value.Valid {
 				_m.IdempotencyKey = new(string)
 				*_m.IdempotencyKey = value.String
+			}
+		case credittransaction.FieldFingerprint:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field fingerprint", values[i])
+			} else if value != nil {
+				_m.Fingerprint = value
 			}
 		case credittransaction.FieldPaymentID:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -320,6 +328,11 @@ func (_m *CreditTransaction) String() string {
 	if v := _m.IdempotencyKey; v != nil {
 		builder.WriteString("idempotency_key=")
 		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.Fingerprint; v != nil {
+		builder.WriteString("fingerprint=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
 	}
 	builder.WriteString(", ")
 	if v := _m.PaymentID; v != nil {

@@ -95,6 +95,12 @@ func (_c *CreditTransactionCreate) SetNillableIdempotencyKey(v *string) *CreditT
 	return _c
 }
 
+// SetFingerprint sets the "fingerprint" field.
+func (_c *CreditTransactionCreate) SetFingerprint(v []byte) *CreditTransactionCreate {
+	_c.mutation.SetFingerprint(v)
+	return _c
+}
+
 // SetPaymentID sets the "payment_id" field.
 func (_c *CreditTransactionCreate) SetPaymentID(v string) *CreditTransactionCreate {
 	_c.mutation.SetPaymentID(v)
@@ -289,6 +295,11 @@ func (_c *CreditTransactionCreate) check() error {
 			return &ValidationError{Name: "idempotency_key", err: fmt.Errorf(`ent: validator failed for field "CreditTransaction.idempotency_key": %w`, err)}
 		}
 	}
+	if v, ok := _c.mutation.Fingerprint(); ok {
+		if err := credittransaction.FingerprintValidator(v); err != nil {
+			return &ValidationError{Name: "fingerprint", err: fmt.Errorf(`ent: validator failed for field "CreditTransaction.fingerprint": %w`, err)}
+		}
+	}
 	if v, ok := _c.mutation.ID(); ok {
 		if err := credittransaction.IDValidator(v); err != nil {
 			return &ValidationError{Name: "id", err: fmt.Errorf(`ent: validator failed for field "CreditTransaction.id": %w`, err)}
@@ -356,6 +367,10 @@ func (_c *CreditTransactionCreate) createSpec() (*CreditTransaction, *sqlgraph.C
 	if value, ok := _c.mutation.IdempotencyKey(); ok {
 		_spec.SetField(credittransaction.FieldIdempotencyKey, field.TypeString, value)
 		_node.IdempotencyKey = &value
+	}
+	if value, ok := _c.mutation.Fingerprint(); ok {
+		_spec.SetField(credittransaction.FieldFingerprint, field.TypeBytes, value)
+		_node.Fingerprint = &value
 	}
 	if value, ok := _c.mutation.Metadata(); ok {
 		_spec.SetField(credittransaction.FieldMetadata, field.TypeJSON, value)
@@ -549,6 +564,9 @@ func (u *CreditTransactionUpsertOne) UpdateNewValues() *CreditTransactionUpsertO
 		}
 		if _, exists := u.create.mutation.IdempotencyKey(); exists {
 			s.SetIgnore(credittransaction.FieldIdempotencyKey)
+		}
+		if _, exists := u.create.mutation.Fingerprint(); exists {
+			s.SetIgnore(credittransaction.FieldFingerprint)
 		}
 		if _, exists := u.create.mutation.PaymentID(); exists {
 			s.SetIgnore(credittransaction.FieldPaymentID)
@@ -793,6 +811,9 @@ func (u *CreditTransactionUpsertBulk) UpdateNewValues() *CreditTransactionUpsert
 			}
 			if _, exists := b.mutation.IdempotencyKey(); exists {
 				s.SetIgnore(credittransaction.FieldIdempotencyKey)
+			}
+			if _, exists := b.mutation.Fingerprint(); exists {
+				s.SetIgnore(credittransaction.FieldFingerprint)
 			}
 			if _, exists := b.mutation.PaymentID(); exists {
 				s.SetIgnore(credittransaction.FieldPaymentID)

@@ -192,6 +192,9 @@ func (_u *CreditTransactionUpdate) sqlSave(ctx context.Context) (_node int, err 
 	if _u.mutation.IdempotencyKeyCleared() {
 		_spec.ClearField(credittransaction.FieldIdempotencyKey, field.TypeString)
 	}
+	if _u.mutation.FingerprintCleared() {
+		_spec.ClearField(credittransaction.FieldFingerprint, field.TypeBytes)
+	}
 	if _u.mutation.MetadataCleared() {
 		_spec.ClearField(credittransaction.FieldMetadata, field.TypeJSON)
 	}
@@ -526,6 +529,9 @@ func (_u *CreditTransactionUpdateOne) sqlSave(ctx context.Context) (_node *Credi
 	}
 	if _u.mutation.IdempotencyKeyCleared() {
 		_spec.ClearField(credittransaction.FieldIdempotencyKey, field.TypeString)
+	}
+	if _u.mutation.FingerprintCleared() {
+		_spec.ClearField(credittransaction.FieldFingerprint, field.TypeBytes)
 	}
 	if _u.mutation.MetadataCleared() {
 		_spec.ClearField(credittransaction.FieldMetadata, field.TypeJSON)

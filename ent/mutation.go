@@ -5509,6 +5509,7 @@ type CreditTransactionMutation struct {
 	reason              *string
 	actor               *string
 	idempotency_key     *string
+	fingerprint         *[]byte
 	metadata            *map[string]string
 	clearedFields       map[string]struct{}
 	user                *string
@@ -5932,6 +5933,55 @@ func (m *CreditTransactionMutation) ResetIdempotencyKey() {
 	delete(m.clearedFields, credittransaction.FieldIdempotencyKey)
 }
 
+// SetFingerprint sets the "fingerprint" field.
+func (m *CreditTransactionMutation) SetFingerprint(b []byte) {
+	m.fingerprint = &b
+}
+
+// Fingerprint returns the value of the "fingerprint" field in the mutation.
+func (m *CreditTransactionMutation) Fingerprint() (r []byte, exists bool) {
+	v := m.fingerprint
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFingerprint returns the old "fingerprint" field's value of the CreditTransaction entity.
+// If the CreditTransaction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditTransactionMutation) OldFingerprint(ctx context.Context) (v *[]byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFingerprint is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFingerprint requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFingerprint: %w", err)
+	}
+	return oldValue.Fingerprint, nil
+}
+
+// ClearFingerprint clears the value of the "fingerprint" field.
+func (m *CreditTransactionMutation) ClearFingerprint() {
+	m.fingerprint = nil
+	m.clearedFields[credittransaction.FieldFingerprint] = struct{}{}
+}
+
+// FingerprintCleared returns if the "fingerprint" field was cleared in this mutation.
+func (m *CreditTransactionMutation) FingerprintCleared() bool {
+	_, ok := m.clearedFields[credittransaction.FieldFingerprint]
+	return ok
+}
+
+// ResetFingerprint resets all changes to the "fingerprint" field.
+func (m *CreditTransactionMutation) ResetFingerprint() {
+	m.fingerprint = nil
+	delete(m.clearedFields, credittransaction.FieldFingerprint)
+}
+
 // SetPaymentID sets the "payment_id" field.
 func (m *CreditTransactionMutation) SetPaymentID(s string) {
 	m.payment = &s
@@ -6341,7 +6391,7 @@ func (m *CreditTransactionMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *CreditTransactionMutation) Fields() []string {
-	fields := make([]string, 0, 10)
+	fields := make([]string, 0, 11)
 	if m.created_at != nil {
 		fields = append(fields, credittransaction.FieldCreatedAt)
 	}
@@ -6362,6 +6412,9 @@ func (m *CreditTransactionMutation) Fields() []string {
 	}
 	if m.idempotency_key != nil {
 		fields = append(fields, credittransaction.FieldIdempotencyKey)
+	}
+	if m.fingerprint != nil {
+		fields = append(fields, credittransaction.FieldFingerprint)
 	}
 	if m.payment != nil {
 		fields = append(fields, credittransaction.FieldPaymentID)
@@ -6394,6 +6447,8 @@ func (m *CreditTransactionMutation) Field(name string) (ent.Value, bool) {
 		return m.Actor()
 	case credittransaction.FieldIdempotencyKey:
 		return m.IdempotencyKey()
+	case credittransaction.FieldFingerprint:
+		return m.Fingerprint()
 	case credittransaction.FieldPaymentID:
 		return m.PaymentID()
 	case credittransaction.FieldReservationID:
@@ -6423,6 +6478,8 @@ func (m *CreditTransactionMutation) OldField(ctx context.Context, name string) (
 		return m.OldActor(ctx)
 	case credittransaction.FieldIdempotencyKey:
 		return m.OldIdempotencyKey(ctx)
+	case credittransaction.FieldFingerprint:
+		return m.OldFingerprint(ctx)
 	case credittransaction.FieldPaymentID:
 		return m.OldPaymentID(ctx)
 	case credittransaction.FieldReservationID:
@@ -6486,6 +6543,13 @@ func (m *CreditTransactionMutation) SetField(name string, value ent.Value) error
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetIdempotencyKey(v)
+		return nil
+	case credittransaction.FieldFingerprint:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFingerprint(v)
 		return nil
 	case credittransaction.FieldPaymentID:
 		v, ok := value.(string)
@@ -6559,6 +6623,9 @@ func (m *CreditTransactionMutation) ClearedFields() []string {
 	if m.FieldCleared(credittransaction.FieldIdempotencyKey) {
 		fields = append(fields, credittransaction.FieldIdempotencyKey)
 	}
+	if m.FieldCleared(credittransaction.FieldFingerprint) {
+		fields = append(fields, credittransaction.FieldFingerprint)
+	}
 	if m.FieldCleared(credittransaction.FieldPaymentID) {
 		fields = append(fields, credittransaction.FieldPaymentID)
 	}
@@ -6587,6 +6654,9 @@ func (m *CreditTransactionMutation) ClearField(name string) error {
 		return nil
 	case credittransaction.FieldIdempotencyKey:
 		m.ClearIdempotencyKey()
+		return nil
+	case credittransaction.FieldFingerprint:
+		m.ClearFingerprint()
 		return nil
 	case credittransaction.FieldPaymentID:
 		m.ClearPaymentID()
@@ -6625,6 +6695,9 @@ func (m *CreditTransactionMutation) ResetField(name string) error {
 		return nil
 	case credittransaction.FieldIdempotencyKey:
 		m.ResetIdempotencyKey()
+		return nil
+	case credittransaction.FieldFingerprint:
+		m.ResetFingerprint()
 		return nil
 	case credittransaction.FieldPaymentID:
 		m.ResetPaymentID()

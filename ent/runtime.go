@@ -389,6 +389,10 @@ func init() {
 	credittransactionDescIdempotencyKey := credittransactionFields[5].Descriptor()
 	// credittransaction.IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
 	credittransaction.IdempotencyKeyValidator = credittransactionDescIdempotencyKey.Validators[0].(func(string) error)
+	// credittransactionDescFingerprint is the schema descriptor for fingerprint field.
+	credittransactionDescFingerprint := credittransactionFields[6].Descriptor()
+	// credittransaction.FingerprintValidator is a validator for the "fingerprint" field. It is called by the builders before save.
+	credittransaction.FingerprintValidator = credittransactionDescFingerprint.Validators[0].(func([]byte) error)
 	// credittransactionDescID is the schema descriptor for id field.
 	credittransactionDescID := credittransactionMixinFields0[0].Descriptor()
 	// credittransaction.DefaultID holds the default value on creation for the id field.

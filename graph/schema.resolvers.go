@@ -424,25 +424,3 @@ type (
 	mutationResolver        struct{ *Resolver }
 	subscriptionResolver    struct{ *Resolver }
 )
-
-// !!! WARNING !!!
-// The code below was going to be deleted when updating resolvers. It has been copied here so you have
-// one last chance to move it out of harms way if you want. There are two reasons this happens:
-//  - When renaming or deleting a resolver the old code will be put in here. You can safely delete
-//    it when you're done.
-//  - You have helper methods in this file. Move them out to keep these resolver files clean.
-/*
-	func (r *ledgerCheckResolver) RequestedAt(ctx context.Context, obj *ent.LedgerCheck) (*time.Time, error) {
-	panic(fmt.Errorf("not implemented: RequestedAt - requestedAt"))
-}
-func (r *ledgerCheckResolver) AgeSeconds(ctx context.Context, obj *ent.LedgerCheck) (int, error) {
-	panic(fmt.Errorf("not implemented: AgeSeconds - ageSeconds"))
-}
-func (r *ledgerCheckResolver) Progress(ctx context.Context, obj *ent.LedgerCheck) (float64, error) {
-	panic(fmt.Errorf("not implemented: Progress - progress"))
-}
-func (r *ledgerCheckResolver) Problems(ctx context.Context, obj *ent.LedgerCheck) ([]*model.LedgerProblem, error) {
-	panic(fmt.Errorf("not implemented: Problems - problems"))
-}
-func (r *Resolver) LedgerCheck() generated.LedgerCheckResolver { return &ledgerCheckResolver{r} }
-*/

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -118,9 +119,10 @@ const (
 func seedKey(u seedUser, i int) string { return fmt.Sprintf("seed-%s-%d", u.externalID, i) }
 
 // emit writes the user's rows into b as the real code would have: admin
-// grants (transaction, lot, two postings, key, audit row) and user spends
-// (transaction, a posting per lot drawn, the spent posting, key), one in
-// eight of them through a reservation captured at once.
+// grants (transaction holding its key, lot, two postings, audit row) and
+// user spends (transaction holding its key, a posting per lot drawn, the
+// spent posting), one in eight of them through a reservation captured at
+// once (whose HOLD has a key record as well, see package idempotency).
 func (u seedUser) emit(b *copyBatch, adminID string) error {
 	balance, ends, last := u.plan()
 	userID := pulid.NewAt("usr", u.created)
@@ -174,28 +176,42 @@ func (w *historyWriter) grant(i int, e seedEvent) error {
 	w.fifo = append(w.fifo, openLot{id: lotID, remaining: e.amount})
 	before := w.running
 	w.running += e.amount
-	b.transaction(txnID, e, credittransaction.KindGrant, seedGrantReason, w.admin, key, userID, nil)
+	r, err := seedRequest(w.admin, key, "grant", ledger.GrantRequest{
+		UserID: userID, Amount: e.amount, Reason: seedGrantReason, IdempotencyKey: key,
+	})
+	if err != nil {
+		return err
+	}
+	b.transaction(txnID, e, credittransaction.KindGrant, seedGrantReason, r, userID, nil)
 	b.lot(lotID, e, end, txnID, userID)
 	b.posting(e.at, ledger.AccountGrants, -e.amount, &lotID, txnID, "", 0)
 	b.posting(e.at, account, e.amount, &lotID, txnID, userID, w.running)
 	b.adminAction(e, w.adminID, userID, txnID, before, w.running)
-	return b.key(e.at, w.admin, key, "grant", ledger.GrantRequest{
-		UserID: userID, Amount: e.amount, Reason: seedGrantReason, IdempotencyKey: key,
-	}, ledger.StoredResult{TransactionID: txnID, Balance: w.running, Amount: e.amount})
+	return nil
 }
 
 // spend writes a spend, or a hold and the capture that spends it.
 func (w *historyWriter) spend(i int, e seedEvent) error {
 	b, userID := w.b, w.userID
 	kind, spent, key := credittransaction.KindSpend, e, seedKey(w.u, i)
+	r, err := seedRequest(w.user, key, "spend", ledger.SpendRequest{
+		UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
+	})
 	var rsvID *string
 	if !e.captured.IsZero() {
-		id := b.reserve(e, userID, w.user, key, w.running)
+		id, rerr := b.reserve(e, userID, w.user, key, w.running)
 		rsvID, spent = &id, seedEvent{amount: e.amount, at: e.captured}
 		kind, key = credittransaction.KindCapture, seedKey(w.u, i+1)
+		r, err = seedRequest(w.user, key, "capture", ledger.CaptureRequest{
+			UserID: userID, ReservationID: id, Reason: seedSpendReason, IdempotencyKey: key,
+		}.Fingerprinted())
+		err = errors.Join(rerr, err)
+	}
+	if err != nil {
+		return err
 	}
 	txnID := pulid.NewAt("txn", spent.at)
-	b.transaction(txnID, spent, kind, seedSpendReason, w.user, key, userID, rsvID)
+	b.transaction(txnID, spent, kind, seedSpendReason, r, userID, rsvID)
 	for left := e.amount; left > 0; {
 		lot := &w.fifo[0]
 		take := min(left, lot.remaining)
@@ -208,16 +224,7 @@ func (w *historyWriter) spend(i int, e seedEvent) error {
 		}
 	}
 	b.posting(spent.at, ledger.AccountSpent, e.amount, nil, txnID, "", 0)
-	res := ledger.StoredResult{TransactionID: txnID, Balance: w.running, Amount: e.amount}
-	if rsvID == nil {
-		return b.key(e.at, w.user, key, "spend", ledger.SpendRequest{
-			UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
-		}, res)
-	}
-	res.ReservationID = *rsvID
-	return b.key(spent.at, w.user, key, "capture", ledger.CaptureRequest{
-		UserID: userID, ReservationID: *rsvID, Reason: seedSpendReason, IdempotencyKey: key,
-	}.Fingerprinted(), res)
+	return nil
 }
 
 // The rows, column by column, in the order of seedColumns. The request id
@@ -227,33 +234,37 @@ func (b *copyBatch) user(id string, u seedUser, balance int64, updated time.Time
 	b.add(tUsers, id, u.created, updated, u.externalID, u.externalID+"@example.com", balance, "ACTIVE")
 }
 
-func (b *copyBatch) transaction(id string, e seedEvent, kind credittransaction.Kind, reason string, actor ledger.Actor,
-	key, userID string, reservationID *string,
+// transaction writes a transaction holding the key of r (its actor is the
+// key's scope).
+func (b *copyBatch) transaction(id string, e seedEvent, kind credittransaction.Kind, reason string,
+	r idempotency.Request, userID string, reservationID *string,
 ) {
 	b.txns++
 	var rsv any
 	if reservationID != nil {
 		rsv = *reservationID
 	}
-	b.add(tTransactions, id, e.at, string(kind), e.amount, reason, actor.String(), key, userID, rsv)
+	b.add(tTransactions, id, e.at, string(kind), e.amount, reason, r.Scope, r.Key.Key, r.FingerprintBytes(), userID, rsv)
 }
 
 // reserve writes a reservation already captured in full (its capture is
 // the caller's next transaction), the HOLD transaction that opened it,
-// without postings, and the key of the reserve request; it returns the
-// reservation's id. The hold leaves the balance as it was.
-func (b *copyBatch) reserve(e seedEvent, userID string, actor ledger.Actor, key string, balance int64) string {
+// without postings, holding the key of the reserve request, and that key's
+// record (a HOLD has no posting to read the balance back from); it returns
+// the reservation's id. The hold leaves the balance as it was.
+func (b *copyBatch) reserve(e seedEvent, userID string, actor ledger.Actor, key string, balance int64) (string, error) {
 	id := pulid.NewAt("res", e.at)
 	b.add(tReservations, id, e.at, e.captured, e.amount, e.amount, string(creditreservation.StatusCaptured),
 		e.at.Add(ledger.DefaultReservationTTL), seedSpendReason, e.captured, userID)
-	txnID := pulid.NewAt("txn", e.at)
-	b.transaction(txnID, e, credittransaction.KindHold, seedSpendReason, actor, key, userID, &id)
-	if err := b.key(e.at, actor, key, "reserve", ledger.ReserveRequest{
+	r, err := seedRequest(actor, key, "reserve", ledger.ReserveRequest{
 		UserID: userID, Amount: e.amount, Reason: seedSpendReason, IdempotencyKey: key,
-	}.Fingerprinted(), ledger.StoredResult{TransactionID: txnID, ReservationID: id, Balance: balance, Amount: e.amount}); err != nil && b.err == nil {
-		b.err = err
+	}.Fingerprinted())
+	if err != nil {
+		return "", err
 	}
-	return id
+	txnID := pulid.NewAt("txn", e.at)
+	b.transaction(txnID, e, credittransaction.KindHold, seedSpendReason, r, userID, &id)
+	return id, b.record(e.at, r, ledger.StoredResult{TransactionID: txnID, ReservationID: id, Balance: balance, Amount: e.amount})
 }
 
 func (b *copyBatch) lot(id string, e seedEvent, end lotEnd, txnID, userID string) {
@@ -276,13 +287,19 @@ func (b *copyBatch) adminAction(e seedEvent, adminID, userID, txnID string, befo
 		seedGrantReason, before, after, pulid.NewAt("req", e.at), adminID, userID, txnID)
 }
 
-// key records the idempotency record with the fingerprint and result the
-// idempotency package computes for the same request.
-func (b *copyBatch) key(at time.Time, actor ledger.Actor, key, op string, req any, res ledger.StoredResult) error {
+// seedRequest is the key and fingerprint the ledger computes for the same
+// request.
+func seedRequest(actor ledger.Actor, key, op string, req any) (idempotency.Request, error) {
 	r, err := idempotency.NewRequest(actor.String(), key, op, req)
 	if err != nil {
-		return fmt.Errorf("seed: fingerprinting key %s: %w", key, err)
+		return r, fmt.Errorf("seed: fingerprinting key %s: %w", key, err)
 	}
+	return r, nil
+}
+
+// record writes the idempotency record of r with its result.
+func (b *copyBatch) record(at time.Time, r idempotency.Request, res ledger.StoredResult) error {
+	key := r.Key.Key
 	result, err := json.Marshal(res)
 	if err != nil {
 		return fmt.Errorf("seed: encoding the result of key %s: %w", key, err)

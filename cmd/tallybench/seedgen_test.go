@@ -17,11 +17,23 @@ func TestSeedUserRows(t *testing.T) {
 	if err := u.emit(b, "usr_admin"); err != nil {
 		t.Fatal(err)
 	}
-	if b.err != nil || b.txns != 2000 || len(b.rows[tTransactions]) != 2000 || len(b.rows[tKeys]) != 2000 {
-		t.Fatalf("err %v, %d transactions, %d rows, %d keys", b.err, b.txns, len(b.rows[tTransactions]), len(b.rows[tKeys]))
+	// Each transaction holds its key (and fingerprint); a HOLD, which has
+	// no posting to give its result back, has a record as well.
+	holds := 0
+	for _, r := range b.rows[tTransactions] {
+		if fp, ok := r[7].([]byte); !ok || len(fp) != 32 || r[6] == "" {
+			t.Fatalf("transaction %v: key %v, fingerprint %v", r[0], r[6], r[7])
+		}
+		if r[2] == "HOLD" {
+			holds++
+		}
+	}
+	if b.err != nil || b.txns != 2000 || len(b.rows[tTransactions]) != 2000 || len(b.rows[tKeys]) != holds || holds == 0 {
+		t.Fatalf("err %v, %d transactions, %d rows, %d keys, %d holds", b.err, b.txns, len(b.rows[tTransactions]), len(b.rows[tKeys]), holds)
 	}
 	byTxn := map[string]int64{}
 	byLot := map[string]int64{}
+	lastID := map[string]string{}
 	var balance int64
 	var last time.Time
 	for _, p := range b.rows[tPostings] {
@@ -30,6 +42,12 @@ func TestSeedUserRows(t *testing.T) {
 		if p[7] == nil {
 			continue
 		}
+		// The ledger reads a replayed balance from the transaction's user
+		// posting with the greatest id: ids must follow the running balance.
+		if id := p[0].(string); id <= lastID[txn] {
+			t.Fatalf("posting %s of %s after %s", id, txn, lastID[txn])
+		}
+		lastID[txn] = p[0].(string)
 		balance += amount
 		if p[4].(int64) != balance {
 			t.Fatalf("posting %v: balance_after %d, running %d", p[0], p[4], balance)

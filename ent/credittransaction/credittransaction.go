@@ -31,6 +31,8 @@ const (
 	FieldActor = "actor"
 	// FieldIdempotencyKey holds the string denoting the idempotency_key field in the database.
 	FieldIdempotencyKey = "idempotency_key"
+	// FieldFingerprint holds the string denoting the fingerprint field in the database.
+	FieldFingerprint = "fingerprint"
 	// FieldPaymentID holds the string denoting the payment_id field in the database.
 	FieldPaymentID = "payment_id"
 	// FieldReservationID holds the string denoting the reservation_id field in the database.
@@ -105,6 +107,7 @@ var Columns = []string{
 	FieldReason,
 	FieldActor,
 	FieldIdempotencyKey,
+	FieldFingerprint,
 	FieldPaymentID,
 	FieldReservationID,
 	FieldMetadata,
@@ -129,6 +132,8 @@ var (
 	ActorValidator func(string) error
 	// IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
 	IdempotencyKeyValidator func(string) error
+	// FingerprintValidator is a validator for the "fingerprint" field. It is called by the builders before save.
+	FingerprintValidator func([]byte) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.

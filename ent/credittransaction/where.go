@@ -95,6 +95,11 @@ func IdempotencyKey(v string) predicate.CreditTransaction {
 	return predicate.CreditTransaction(sql.FieldEQ(FieldIdempotencyKey, v))
 }
 
+// Fingerprint applies equality check predicate on the "fingerprint" field. It's identical to FingerprintEQ.
+func Fingerprint(v []byte) predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldEQ(FieldFingerprint, v))
+}
+
 // PaymentID applies equality check predicate on the "payment_id" field. It's identical to PaymentIDEQ.
 func PaymentID(v string) predicate.CreditTransaction {
 	return predicate.CreditTransaction(sql.FieldEQ(FieldPaymentID, v))
@@ -483,6 +488,56 @@ func IdempotencyKeyEqualFold(v string) predicate.CreditTransaction {
 // IdempotencyKeyContainsFold applies the ContainsFold predicate on the "idempotency_key" field.
 func IdempotencyKeyContainsFold(v string) predicate.CreditTransaction {
 	return predicate.CreditTransaction(sql.FieldContainsFold(FieldIdempotencyKey, v))
+}
+
+// FingerprintEQ applies the EQ predicate on the "fingerprint" field.
+func FingerprintEQ(v []byte) predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldEQ(FieldFingerprint, v))
+}
+
+// FingerprintNEQ applies the NEQ predicate on the "fingerprint" field.
+func FingerprintNEQ(v []byte) predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldNEQ(FieldFingerprint, v))
+}
+
+// FingerprintIn applies the In predicate on the "fingerprint" field.
+func FingerprintIn(vs ...[]byte) predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldIn(FieldFingerprint, vs...))
+}
+
+// FingerprintNotIn applies the NotIn predicate on the "fingerprint" field.
+func FingerprintNotIn(vs ...[]byte) predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldNotIn(FieldFingerprint, vs...))
+}
+
+// FingerprintGT applies the GT predicate on the "fingerprint" field.
+func FingerprintGT(v []byte) predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldGT(FieldFingerprint, v))
+}
+
+// FingerprintGTE applies the GTE predicate on the "fingerprint" field.
+func FingerprintGTE(v []byte) predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldGTE(FieldFingerprint, v))
+}
+
+// FingerprintLT applies the LT predicate on the "fingerprint" field.
+func FingerprintLT(v []byte) predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldLT(FieldFingerprint, v))
+}
+
+// FingerprintLTE applies the LTE predicate on the "fingerprint" field.
+func FingerprintLTE(v []byte) predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldLTE(FieldFingerprint, v))
+}
+
+// FingerprintIsNil applies the IsNil predicate on the "fingerprint" field.
+func FingerprintIsNil() predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldIsNull(FieldFingerprint))
+}
+
+// FingerprintNotNil applies the NotNil predicate on the "fingerprint" field.
+func FingerprintNotNil() predicate.CreditTransaction {
+	return predicate.CreditTransaction(sql.FieldNotNull(FieldFingerprint))
 }
 
 // PaymentIDEQ applies the EQ predicate on the "payment_id" field.

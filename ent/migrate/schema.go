@@ -113,6 +113,9 @@ var (
 				Name:    "creditledger_account_created_at",
 				Unique:  false,
 				Columns: []*schema.Column{CreditLedgersColumns[2], CreditLedgersColumns[1]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "user_id IS NULL",
+				},
 			},
 			{
 				Name:    "creditledger_user_id_created_at",
@@ -293,6 +296,7 @@ var (
 		{Name: "reason", Type: field.TypeString, Nullable: true, Size: 1000},
 		{Name: "actor", Type: field.TypeString, Size: 300},
 		{Name: "idempotency_key", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "fingerprint", Type: field.TypeBytes, Nullable: true, Size: 32},
 		{Name: "metadata", Type: field.TypeJSON, Nullable: true},
 		{Name: "reservation_id", Type: field.TypeString, Nullable: true, Size: 40},
 		{Name: "payment_id", Type: field.TypeString, Nullable: true, Size: 40},
@@ -306,19 +310,19 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "credit_transactions_credit_reservations_transactions",
-				Columns:    []*schema.Column{CreditTransactionsColumns[8]},
+				Columns:    []*schema.Column{CreditTransactionsColumns[9]},
 				RefColumns: []*schema.Column{CreditReservationsColumns[0]},
 				OnDelete:   schema.Restrict,
 			},
 			{
 				Symbol:     "credit_transactions_payments_transactions",
-				Columns:    []*schema.Column{CreditTransactionsColumns[9]},
+				Columns:    []*schema.Column{CreditTransactionsColumns[10]},
 				RefColumns: []*schema.Column{PaymentsColumns[0]},
 				OnDelete:   schema.Restrict,
 			},
 			{
 				Symbol:     "credit_transactions_users_transactions",
-				Columns:    []*schema.Column{CreditTransactionsColumns[10]},
+				Columns:    []*schema.Column{CreditTransactionsColumns[11]},
 				RefColumns: []*schema.Column{UsersColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -327,17 +331,17 @@ var (
 			{
 				Name:    "credittransaction_user_id_created_at_id",
 				Unique:  false,
-				Columns: []*schema.Column{CreditTransactionsColumns[10], CreditTransactionsColumns[1], CreditTransactionsColumns[0]},
+				Columns: []*schema.Column{CreditTransactionsColumns[11], CreditTransactionsColumns[1], CreditTransactionsColumns[0]},
 			},
 			{
 				Name:    "credittransaction_payment_id",
 				Unique:  false,
-				Columns: []*schema.Column{CreditTransactionsColumns[9]},
+				Columns: []*schema.Column{CreditTransactionsColumns[10]},
 			},
 			{
 				Name:    "credittransaction_reservation_id",
 				Unique:  false,
-				Columns: []*schema.Column{CreditTransactionsColumns[8]},
+				Columns: []*schema.Column{CreditTransactionsColumns[9]},
 			},
 			{
 				Name:    "credittransaction_kind_created_at",
@@ -348,6 +352,14 @@ var (
 				Name:    "credittransaction_created_at",
 				Unique:  false,
 				Columns: []*schema.Column{CreditTransactionsColumns[1]},
+			},
+			{
+				Name:    "credittransaction_actor_idempotency_key",
+				Unique:  true,
+				Columns: []*schema.Column{CreditTransactionsColumns[5], CreditTransactionsColumns[6]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "idempotency_key IS NOT NULL",
+				},
 			},
 		},
 	}
@@ -391,11 +403,6 @@ var (
 				Name:    "idempotencykey_scope_key",
 				Unique:  true,
 				Columns: []*schema.Column{IdempotencyKeysColumns[2], IdempotencyKeysColumns[3]},
-			},
-			{
-				Name:    "idempotencykey_expires_at",
-				Unique:  false,
-				Columns: []*schema.Column{IdempotencyKeysColumns[6]},
 			},
 		},
 	}

@@ -3,6 +3,7 @@ package schema
 import (
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
@@ -46,6 +47,9 @@ func (CreditTransaction) Fields() []ent.Field {
 		field.String("actor").NotEmpty().MaxLen(300).Immutable().
 			Comment("who caused it, e.g. user:usr_…, service:billing, admin:usr_…, stripe:evt_…, system:expiry"),
 		field.String("idempotency_key").Optional().Nillable().MaxLen(255).Immutable(),
+		field.Bytes("fingerprint").Optional().Nillable().MaxLen(32).Immutable().
+			Comment("SHA-256 of the keyed request (see package idempotency): the transaction holds its key").
+			Annotations(entgql.Skip()),
 		field.String("payment_id").Annotations(entgql.MapsTo("paymentId")).Optional().Nillable().Immutable(),
 		field.String("reservation_id").Annotations(entgql.MapsTo("reservationId")).Optional().Nillable().Immutable(),
 		field.JSON("metadata", map[string]string{}).Optional().Immutable().
@@ -78,6 +82,10 @@ func (CreditTransaction) Indexes() []ent.Index {
 		index.Fields("reservation_id"),
 		index.Fields("kind", "created_at"),
 		index.Fields("created_at"),
+		// One movement per key and caller: a concurrent request with the key
+		// fails here and replays (package idempotency).
+		index.Fields("actor", "idempotency_key").Unique().
+			Annotations(entsql.IndexWhere("idempotency_key IS NOT NULL")),
 	}
 }
 

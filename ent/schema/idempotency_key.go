@@ -33,7 +33,6 @@ func (IdempotencyKey) Fields() []ent.Field {
 func (IdempotencyKey) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("scope", "key").Unique(),
-		index.Fields("expires_at"),
 	}
 }
 

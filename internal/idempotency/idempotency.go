@@ -9,16 +9,26 @@
 //     SHA-256 of the operation's name and the request's fields as JSON. The
 //     operation's name is part of it, so a key spent on one operation is
 //     refused on another.
-//   - The record (scope, key, fingerprint, result) is stored in the same
-//     database transaction as the effect: both commit or neither does.
-//   - A key with a record answers the recorded result (a replay) when the
+//   - The key is stored in the same database transaction as the effect, in
+//     one of two places (the storage rule):
+//     a movement of credits stores it on its transaction (scope = the
+//     transaction's actor, its idempotency_key, and the fingerprint as 32
+//     raw bytes), under a unique (actor, idempotency_key) index; the ledger
+//     adds a record (scope, key, fingerprint, result) only when the
+//     transaction and its postings do not give back the exact result (a
+//     reservation's HOLD has no posting to read the balance from). A request
+//     without a transaction (checkout, refunds) has a record. Records stored
+//     by earlier versions, for movements too, stay and keep replaying.
+//   - FindMany is the one lookup: records first, then transactions. A key
+//     with a record or a transaction answers its result (a replay) when the
 //     fingerprint matches, and IDEMPOTENCY_KEY_REUSED when it does not.
-//   - Two concurrent requests with one key both find no record; the unique
-//     (scope, key) index lets one insert win. The loser's transaction fails
-//     with ErrTaken, which the transaction runner (ledger.Within) treats as
-//     a conflict: it rolls back and runs again, and the new attempt finds
-//     the winner's record and replays it. Nothing is done twice.
-//   - Records are kept forever: a retry may come at any time.
+//   - Two concurrent requests with one key both find nothing; a unique index
+//     (of the records, or of the transactions) lets one insert win. The
+//     loser's transaction fails with ErrTaken, which the transaction runner
+//     (ledger.Within) treats as a conflict: it rolls back and runs again,
+//     and the new attempt finds the winner's key and replays it. Nothing is
+//     done twice.
+//   - Keys are kept forever: a retry may come at any time.
 package idempotency
 
 import (
@@ -33,6 +43,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/idempotencykey"
 	"github.com/tally-billing/tally/ent/predicate"
 	"github.com/tally-billing/tally/internal/apperr"
@@ -86,18 +97,36 @@ func NewRequest(scope, key, op string, body any) (Request, error) {
 	return Request{Key: Key{Scope: scope, Key: key}, Fingerprint: hex.EncodeToString(sum[:])}, nil
 }
 
+// FingerprintBytes is the fingerprint as a transaction stores it: 32 bytes
+// rather than 64 hexadecimal characters.
+func (r Request) FingerprintBytes() []byte {
+	b, err := hex.DecodeString(r.Fingerprint)
+	if err != nil {
+		return nil // not made by NewRequest: matches no stored fingerprint
+	}
+	return b
+}
+
 // Record is a stored request and its result.
 type Record struct {
 	Request
 	result json.RawMessage
+	// Transaction is set when the key is held by a movement's transaction
+	// and no record repeats it: the result is that transaction's (read its
+	// Edges.Postings, loaded), which the ledger derives.
+	Transaction *ent.CreditTransaction
 }
 
 // Replay decodes the recorded result into out, or refuses with
-// IDEMPOTENCY_KEY_REUSED when r is not the request that recorded it.
+// IDEMPOTENCY_KEY_REUSED when r is not the request that recorded it. A key
+// held by a transaction (rec.Transaction) leaves out untouched.
 func (rec Record) Replay(r Request, out any) error {
 	if rec.Fingerprint != r.Fingerprint {
 		return apperr.New(apperr.IdempotencyKeyReused,
 			"idempotency key %q was already used for a different request", rec.Key.Key)
+	}
+	if rec.Transaction != nil {
+		return nil
 	}
 	if err := json.Unmarshal(rec.result, out); err != nil {
 		return fmt.Errorf("idempotency: decoding the result of key %q: %w", rec.Key.Key, err)
@@ -107,9 +136,10 @@ func (rec Record) Replay(r Request, out any) error {
 
 // Find replays the record of r's key into out. It reports false when the
 // key has no record (out is untouched), and IDEMPOTENCY_KEY_REUSED when the
-// record is of another request.
-func Find(ctx context.Context, keys *ent.IdempotencyKeyClient, r Request, out any) (bool, error) {
-	recs, err := FindMany(ctx, keys, []Request{r})
+// record is of another request. c is the client of the caller's
+// transaction, or of the database.
+func Find(ctx context.Context, c *ent.Client, r Request, out any) (bool, error) {
+	recs, err := FindMany(ctx, c, []Request{r})
 	if err != nil {
 		return false, err
 	}
@@ -120,35 +150,77 @@ func Find(ctx context.Context, keys *ent.IdempotencyKeyClient, r Request, out an
 	return true, rec.Replay(r, out)
 }
 
-// FindMany reads the records of the requests' keys, in one statement.
-func FindMany(ctx context.Context, keys *ent.IdempotencyKeyClient, rs []Request) (map[Key]Record, error) {
+// FindMany reads the records of the requests' keys: the records in one
+// statement, then, for the keys without one, the transactions that hold
+// them (with their postings).
+func FindMany(ctx context.Context, c *ent.Client, rs []Request) (map[Key]Record, error) {
 	found := map[Key]Record{}
 	if len(rs) == 0 {
 		return found, nil
 	}
-	matches := make([]predicate.IdempotencyKey, 0, len(rs))
+	keys := make([]Key, 0, len(rs))
 	seen := make(map[Key]bool, len(rs))
 	for _, r := range rs {
 		if !seen[r.Key] {
 			seen[r.Key] = true
-			matches = append(matches, idempotencykey.And(idempotencykey.Scope(r.Scope), idempotencykey.Key(r.Key.Key)))
+			keys = append(keys, r.Key)
 		}
 	}
-	q := keys.Query()
-	if len(matches) == 1 {
-		q = q.Where(matches[0])
-	} else {
-		q = q.Where(idempotencykey.Or(matches...))
+	if err := findRecords(ctx, c.IdempotencyKey, keys, found); err != nil {
+		return nil, err
 	}
-	recs, err := q.All(ctx)
+	held := keys[:0]
+	for _, k := range keys {
+		if _, ok := found[k]; !ok {
+			held = append(held, k)
+		}
+	}
+	if err := findHeld(ctx, c.CreditTransaction, held, found); err != nil {
+		return nil, err
+	}
+	return found, nil
+}
+
+func findRecords(ctx context.Context, c *ent.IdempotencyKeyClient, keys []Key, found map[Key]Record) error {
+	matches := make([]predicate.IdempotencyKey, len(keys))
+	for i, k := range keys {
+		matches[i] = idempotencykey.And(idempotencykey.Scope(k.Scope), idempotencykey.Key(k.Key))
+	}
+	recs, err := c.Query().Where(idempotencykey.Or(matches...)).All(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("idempotency: reading %d keys: %w", len(matches), err)
+		return fmt.Errorf("idempotency: reading %d keys: %w", len(keys), err)
 	}
 	for _, rec := range recs {
 		k := Key{Scope: rec.Scope, Key: rec.Key}
 		found[k] = Record{Request: Request{Key: k, Fingerprint: rec.Fingerprint}, result: rec.Result}
 	}
-	return found, nil
+	return nil
+}
+
+// findHeld reads the transactions that hold the keys. One that holds a key
+// without a fingerprint (written before keys were held there, with a
+// record) matches no request.
+func findHeld(ctx context.Context, c *ent.CreditTransactionClient, keys []Key, found map[Key]Record) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	matches := make([]predicate.CreditTransaction, len(keys))
+	for i, k := range keys {
+		matches[i] = credittransaction.And(credittransaction.Actor(k.Scope), credittransaction.IdempotencyKey(k.Key))
+	}
+	txns, err := c.Query().Where(credittransaction.Or(matches...)).WithPostings().All(ctx)
+	if err != nil {
+		return fmt.Errorf("idempotency: reading the transactions of %d keys: %w", len(keys), err)
+	}
+	for _, txn := range txns {
+		k := Key{Scope: txn.Actor, Key: *txn.IdempotencyKey}
+		fp := ""
+		if txn.Fingerprint != nil {
+			fp = hex.EncodeToString(*txn.Fingerprint)
+		}
+		found[k] = Record{Request: Request{Key: k, Fingerprint: fp}, Transaction: txn}
+	}
+	return nil
 }
 
 // Entry is a request and the result to record for it.

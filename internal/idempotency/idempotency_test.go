@@ -68,35 +68,35 @@ func TestStoreFindReplay(t *testing.T) {
 		keys := db.Ent.IdempotencyKey
 		r, _ := idempotency.NewRequest("user:a", "k", "op", 1)
 		var got record
-		if found, err := idempotency.Find(ctx, keys, r, &got); found || err != nil {
+		if found, err := idempotency.Find(ctx, db.Ent, r, &got); found || err != nil {
 			t.Fatalf("a new key: found %v, %v", found, err)
 		}
 		if err := idempotency.Store(ctx, keys, time.Now(), idempotency.Entry{Request: r, Result: record{UserID: "usr_1"}}); err != nil {
 			t.Fatal(err)
 		}
-		if found, err := idempotency.Find(ctx, keys, r, &got); !found || err != nil || got.UserID != "usr_1" {
+		if found, err := idempotency.Find(ctx, db.Ent, r, &got); !found || err != nil || got.UserID != "usr_1" {
 			t.Fatalf("the stored key: found %v, %+v, %v", found, got, err)
 		}
 		other, _ := idempotency.NewRequest("user:a", "k", "op", 2)
-		if _, err := idempotency.Find(ctx, keys, other, &got); apperr.CodeOf(err) != apperr.IdempotencyKeyReused {
+		if _, err := idempotency.Find(ctx, db.Ent, other, &got); apperr.CodeOf(err) != apperr.IdempotencyKeyReused {
 			t.Fatalf("the key with another request: %v, want IDEMPOTENCY_KEY_REUSED", err)
 		}
 		elsewhere, _ := idempotency.NewRequest("user:b", "k", "op", 2)
-		if found, err := idempotency.Find(ctx, keys, elsewhere, &got); found || err != nil {
+		if found, err := idempotency.Find(ctx, db.Ent, elsewhere, &got); found || err != nil {
 			t.Fatalf("the key in another scope: found %v, %v", found, err)
 		}
 		err := idempotency.Store(ctx, keys, time.Now(), idempotency.Entry{Request: other, Result: record{}})
 		if !errors.Is(err, idempotency.ErrTaken) {
 			t.Fatalf("storing a recorded key again: %v, want ErrTaken", err)
 		}
-		many, err := idempotency.FindMany(ctx, keys, []idempotency.Request{r, elsewhere, r})
+		many, err := idempotency.FindMany(ctx, db.Ent, []idempotency.Request{r, elsewhere, r})
 		if err != nil || len(many) != 1 {
 			t.Fatalf("FindMany: %v, %v", many, err)
 		}
 		if err := idempotency.Forget(ctx, keys, r.Key); err != nil {
 			t.Fatal(err)
 		}
-		if found, err := idempotency.Find(ctx, keys, r, &got); found || err != nil {
+		if found, err := idempotency.Find(ctx, db.Ent, r, &got); found || err != nil {
 			t.Fatalf("a forgotten key: found %v, %v", found, err)
 		}
 	})
@@ -121,7 +121,7 @@ func TestConcurrentRequestsWithOneKeyTakeEffectOnce(t *testing.T) {
 				<-start
 				errs[i] = l.Within(context.Background(), func(ctx context.Context, tx *ledger.Tx) error {
 					keys := tx.Ent().IdempotencyKey
-					if found, err := idempotency.Find(ctx, keys, r, &results[i]); found || err != nil {
+					if found, err := idempotency.Find(ctx, tx.Ent().Client(), r, &results[i]); found || err != nil {
 						return err
 					}
 					u, err := tx.Ent().User.Create().SetExternalID(fmt.Sprintf("effect-%d", i)).Save(ctx)

@@ -84,8 +84,9 @@ func (s *Service) runSpends(ctx context.Context, calls []*spendCall) {
 // changes nothing; the error returned is one that fails them all.
 //
 // Keys are not looked up before the work on a first attempt: nearly every
-// key is new, and one that is not makes the insert of its record fail,
-// which rolls the transaction back and retries it with the lookup. A
+// key is new, and one that is not makes the insert of its transaction (or
+// record) fail, which rolls the transaction back and retries it with the
+// lookup. Users' keys are the exception (see toLookUpFirst). A
 // refusal is checked against the keys at once, though: the retry of a spend
 // that succeeded must get its result, not a refusal caused by its own
 // effect.
@@ -94,10 +95,8 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 	if err != nil {
 		return err
 	}
-	if t.attempt > 1 {
-		if err := t.replayKnown(ctx, users, calls); err != nil {
-			return err
-		}
+	if err := t.replayKnown(ctx, users, t.toLookUpFirst(calls)); err != nil {
+		return err
 	}
 	lots, available, err := t.availableToSpend(ctx, users)
 	if err != nil {
@@ -113,6 +112,22 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 		return nil
 	}
 	return t.writeSpends(ctx, users, p)
+}
+
+// toLookUpFirst are the calls whose keys are looked up before the work:
+// all of them on a retry, else those of actors whose scope may hold keys
+// no transaction holds (see Actor.sharesScopeWithRecords).
+func (t *Tx) toLookUpFirst(calls []*spendCall) []*spendCall {
+	if t.attempt > 1 {
+		return calls
+	}
+	var first []*spendCall
+	for _, c := range calls {
+		if c.actor.sharesScopeWithRecords() {
+			first = append(first, c)
+		}
+	}
+	return first
 }
 
 // lockSpenders locks the users the calls spend from, in one statement; a
@@ -190,6 +205,7 @@ func (t *Tx) planSpends(users map[string]*ent.User, lots map[string][]*ent.Credi
 		t.drawLots(u, m, lots[u.ID], c.req.Amount)
 		m.post(AccountSpent, false, nil, c.req.Amount)
 		available[u.ID] -= c.req.Amount
+		t.serve(c.key)
 		p.writes = append(p.writes, pendingMovement{actor: c.actor, key: c.req.IdempotencyKey, u: u, m: m})
 		p.spent = append(p.spent, c)
 		first[c.key.Key] = c
@@ -253,21 +269,24 @@ func settleDuplicates(calls []*spendCall) {
 // replayKnown gives each call whose key already has a record that record's
 // result (or IDEMPOTENCY_KEY_REUSED), in place of whatever it had.
 func (t *Tx) replayKnown(ctx context.Context, users map[string]*ent.User, calls []*spendCall) error {
+	if len(calls) == 0 {
+		return nil
+	}
 	keys := make([]idempotency.Request, len(calls))
 	for i, c := range calls {
 		keys[i] = c.key
 	}
-	records, err := idempotency.FindMany(ctx, t.ent.IdempotencyKey, keys)
+	records, err := idempotency.FindMany(ctx, t.ent.Client(), keys)
 	if err != nil {
 		return err
 	}
 	for _, c := range calls {
 		rec, ok := records[c.key.Key]
-		if !ok {
-			continue
+		if !ok || users[c.req.UserID] == nil {
+			continue // new, or NOT_FOUND already
 		}
 		var stored StoredResult
-		if c.err = rec.Replay(c.key, &stored); c.err != nil {
+		if stored, c.err = storedOfRecord(rec, c.key); c.err != nil {
 			if _, refused := apperr.As(c.err); !refused {
 				return c.err
 			}

@@ -90,12 +90,14 @@ func (t *Tx) GrantMany(ctx context.Context, actor Actor, reqs []GrantRequest) ([
 	if err != nil {
 		return nil, err
 	}
-	if t.attempt > 1 {
-		// The first attempt found a key taken: let Grant replay it.
+	if t.attempt > 1 || actor.sharesScopeWithRecords() {
+		// The first attempt found a key taken (or the keys may be held by
+		// records no transaction's index sees): let Grant replay it.
 		if err := t.noKnownKeys(ctx, keys); err != nil {
 			return nil, err
 		}
 	}
+	t.serve(keys...)
 	ms := make([]pendingMovement, len(reqs))
 	lots := make([]*ent.CreditLotCreate, len(reqs))
 	for i, req := range reqs {

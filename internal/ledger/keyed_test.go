@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/tally-billing/tally/ent/idempotencykey"
 	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/idempotency"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/testdb"
 )
@@ -40,8 +40,13 @@ func TestStoredFingerprintsKeepTheirShape(t *testing.T) {
 			"s-shape": fmt.Sprintf(`{"Op":"spend","Req":{"UserID":%q,"Amount":3,"Reason":"x","Metadata":null,"IdempotencyKey":"s-shape"}}`, u.ID),
 		} {
 			sum := sha256.Sum256([]byte(body))
-			rec := db.Ent.IdempotencyKey.Query().Where(idempotencykey.Key(key)).OnlyX(ctx)
-			if want := hex.EncodeToString(sum[:]); rec.Fingerprint != want {
+			// Wherever the key is stored (a record, or its transaction).
+			k := idempotency.Key{Scope: service.String(), Key: key}
+			recs, err := idempotency.FindMany(ctx, db.Ent, []idempotency.Request{{Key: k}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec, want := recs[k], hex.EncodeToString(sum[:]); rec.Fingerprint != want {
 				t.Errorf("key %s: fingerprint %s, want that of %s", key, rec.Fingerprint, body)
 			}
 		}

@@ -32,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/trace"
 	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/predicate"
@@ -194,6 +195,9 @@ type Tx struct {
 	// row changes only through the ledger's own in-memory copy (written back
 	// with each movement), so locking it again need not read it again.
 	locked map[string]*ent.User
+	// fingerprints are those of the keyed requests being served, which
+	// their transactions hold (see serve).
+	fingerprints map[idempotency.Key][]byte
 }
 
 // Ent is the underlying transaction, for the caller's own writes.
@@ -278,6 +282,19 @@ func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *
 // resolves (for example a unique insert that lost a race): Within retries
 // errors that wrap it.
 var ErrRetry = errors.New("retry")
+
+// keyTaken marks a unique violation in writing transactions as
+// idempotency.ErrTaken: the only unique index a new transaction can meet is
+// its key's (ids are new), which a concurrent request with the key took.
+func keyTaken(err error) error {
+	var pgErr *pgconn.PgError
+	var sqliteErr *sqlite.Error
+	if (errors.As(err, &pgErr) && pgErr.Code == "23505") ||
+		(errors.As(err, &sqliteErr) && sqliteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE) {
+		return fmt.Errorf("%w: %w", idempotency.ErrTaken, err)
+	}
+	return err
+}
 
 func retryable(err error) bool {
 	if err == nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/idempotency"
 	"github.com/tally-billing/tally/internal/pulid"
 )
 
@@ -90,6 +91,7 @@ func (t *Tx) insertTransactions(ctx context.Context, ms []pendingMovement) ([]*e
 	}
 	txns, err := t.ent.CreditTransaction.CreateBulk(creates...).Save(ctx)
 	if err != nil {
+		err = keyTaken(err)
 		return nil, fmt.Errorf("ledger: writing %s transactions: %w", ms[0].m.kind, err)
 	}
 	return txns, nil
@@ -100,6 +102,7 @@ func (t *Tx) insertTransactions(ctx context.Context, ms []pendingMovement) ([]*e
 func (t *Tx) insertTransaction(ctx context.Context, actor Actor, key string, u *ent.User, m *movement) (*ent.CreditTransaction, error) {
 	txn, err := t.transactionCreate(actor, key, u, m).Save(ctx)
 	if err != nil {
+		err = keyTaken(err)
 		return nil, fmt.Errorf("ledger: writing %s transaction: %w", m.kind, err)
 	}
 	return txn, nil
@@ -120,6 +123,9 @@ func (t *Tx) transactionCreate(actor Actor, key string, u *ent.User, m *movement
 	}
 	if key != "" {
 		create.SetIdempotencyKey(key)
+		if fp := t.fingerprints[idempotency.Key{Scope: actor.String(), Key: key}]; fp != nil {
+			create.SetFingerprint(fp)
+		}
 	}
 	if len(m.metadata) > 0 {
 		create.SetMetadata(m.metadata)

@@ -157,7 +157,7 @@ type checkoutRecord struct {
 // another.
 func checkoutPrior(ctx context.Context, c *ent.Client, key idempotency.Request) (*ent.Payment, error) {
 	var stored checkoutRecord
-	found, err := idempotency.Find(ctx, c.IdempotencyKey, key, &stored)
+	found, err := idempotency.Find(ctx, c, key, &stored)
 	if !found || err != nil {
 		return nil, err
 	}
@@ -287,6 +287,12 @@ func (s *Service) insertPendingPayment(ctx context.Context, key idempotency.Requ
 ) (p *ent.Payment, pkg *ent.CreditPackage, prior *ent.Payment, err error) {
 	err = s.ledger.Within(ctx, func(ctx context.Context, tx *ledger.Tx) error {
 		c := tx.Ent().Client()
+		// The key is in the user's scope, as the user's own movements' keys
+		// are, which their transactions hold: no unique index spans the two
+		// places, so the user's lock orders this lookup with theirs.
+		if _, err := tx.LockUser(ctx, userID); err != nil {
+			return err
+		}
 		var err error
 		if prior, err = checkoutPrior(ctx, c, key); prior != nil || err != nil {
 			return err

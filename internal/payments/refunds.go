@@ -152,7 +152,7 @@ func (s *Service) RefundPayment(ctx context.Context, scope string, req RefundReq
 		return nil, fmt.Errorf("payments: reading payment %s: %w", req.PaymentID, err)
 	}
 	var prior refundRecord
-	if found, err := idempotency.Find(ctx, s.db.Ent.IdempotencyKey, key, &prior); found || err != nil {
+	if found, err := idempotency.Find(ctx, s.db.Ent, key, &prior); found || err != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -179,7 +179,7 @@ func (s *Service) RefundPayment(ctx context.Context, scope string, req RefundReq
 		// answers IDEMPOTENCY_KEY_REUSED rather than retrying until
 		// CONFLICT (the refund Stripe made is applied by its own event).
 		var recorded refundRecord
-		if found, err := idempotency.Find(ctx, tx.IdempotencyKey, key, &recorded); found || err != nil {
+		if found, err := idempotency.Find(ctx, tx.Client(), key, &recorded); found || err != nil {
 			return err
 		}
 		if err := idempotency.Store(ctx, tx.IdempotencyKey, s.now(), idempotency.Entry{Request: key, Result: refundRecord{RefundID: refund.ID}}); err != nil {
