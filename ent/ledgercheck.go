@@ -25,6 +25,8 @@ type LedgerCheck struct {
 	Kind ledgercheck.Kind `json:"kind,omitempty"`
 	// Status holds the value of the "status" field.
 	Status ledgercheck.Status `json:"status,omitempty"`
+	// the kind while the run is queued or running, NULL once it has finished
+	Live *string `json:"live,omitempty"`
 	// the admin who started it; empty for scheduled runs
 	RequestedBy string `json:"requested_by,omitempty"`
 	// StartedAt holds the value of the "started_at" field.
@@ -73,7 +75,7 @@ func (*LedgerCheck) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case ledgercheck.FieldChecked, ledgercheck.FieldTotal, ledgercheck.FieldUsers, ledgercheck.FieldTransactions, ledgercheck.FieldPayments, ledgercheck.FieldPostings, ledgercheck.FieldLots, ledgercheck.FieldProblemCount:
 			values[i] = new(sql.NullInt64)
-		case ledgercheck.FieldID, ledgercheck.FieldKind, ledgercheck.FieldStatus, ledgercheck.FieldRequestedBy, ledgercheck.FieldPhase, ledgercheck.FieldCursor, ledgercheck.FieldFromID, ledgercheck.FieldThroughID, ledgercheck.FieldError:
+		case ledgercheck.FieldID, ledgercheck.FieldKind, ledgercheck.FieldStatus, ledgercheck.FieldLive, ledgercheck.FieldRequestedBy, ledgercheck.FieldPhase, ledgercheck.FieldCursor, ledgercheck.FieldFromID, ledgercheck.FieldThroughID, ledgercheck.FieldError:
 			values[i] = new(sql.NullString)
 		case ledgercheck.FieldCreatedAt, ledgercheck.FieldStartedAt, ledgercheck.FieldFinishedAt, ledgercheck.FieldUpdatedAt:
 			values[i] = new(sql.NullTime)
@@ -115,6 +117,13 @@ func (_m *LedgerCheck) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field status", values[i])
 			} else if value.Valid {
 				_m.Status = ledgercheck.Status(value.String)
+			}
+		case ledgercheck.FieldLive:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field live", values[i])
+			} else if value.Valid {
+				_m.Live = new(string)
+				*_m.Live = value.String
 			}
 		case ledgercheck.FieldRequestedBy:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -273,6 +282,11 @@ func (_m *LedgerCheck) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("status=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Status))
+	builder.WriteString(", ")
+	if v := _m.Live; v != nil {
+		builder.WriteString("live=")
+		builder.WriteString(*v)
+	}
 	builder.WriteString(", ")
 	builder.WriteString("requested_by=")
 	builder.WriteString(_m.RequestedBy)

@@ -58,6 +58,20 @@ func (_c *LedgerCheckCreate) SetNillableStatus(v *ledgercheck.Status) *LedgerChe
 	return _c
 }
 
+// SetLive sets the "live" field.
+func (_c *LedgerCheckCreate) SetLive(v string) *LedgerCheckCreate {
+	_c.mutation.SetLive(v)
+	return _c
+}
+
+// SetNillableLive sets the "live" field if the given value is not nil.
+func (_c *LedgerCheckCreate) SetNillableLive(v *string) *LedgerCheckCreate {
+	if v != nil {
+		_c.SetLive(*v)
+	}
+	return _c
+}
+
 // SetRequestedBy sets the "requested_by" field.
 func (_c *LedgerCheckCreate) SetRequestedBy(v string) *LedgerCheckCreate {
 	_c.mutation.SetRequestedBy(v)
@@ -418,6 +432,11 @@ func (_c *LedgerCheckCreate) check() error {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "LedgerCheck.status": %w`, err)}
 		}
 	}
+	if v, ok := _c.mutation.Live(); ok {
+		if err := ledgercheck.LiveValidator(v); err != nil {
+			return &ValidationError{Name: "live", err: fmt.Errorf(`ent: validator failed for field "LedgerCheck.live": %w`, err)}
+		}
+	}
 	if v, ok := _c.mutation.RequestedBy(); ok {
 		if err := ledgercheck.RequestedByValidator(v); err != nil {
 			return &ValidationError{Name: "requested_by", err: fmt.Errorf(`ent: validator failed for field "LedgerCheck.requested_by": %w`, err)}
@@ -524,6 +543,10 @@ func (_c *LedgerCheckCreate) createSpec() (*LedgerCheck, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Status(); ok {
 		_spec.SetField(ledgercheck.FieldStatus, field.TypeEnum, value)
 		_node.Status = value
+	}
+	if value, ok := _c.mutation.Live(); ok {
+		_spec.SetField(ledgercheck.FieldLive, field.TypeString, value)
+		_node.Live = &value
 	}
 	if value, ok := _c.mutation.RequestedBy(); ok {
 		_spec.SetField(ledgercheck.FieldRequestedBy, field.TypeString, value)
@@ -658,6 +681,24 @@ func (u *LedgerCheckUpsert) SetStatus(v ledgercheck.Status) *LedgerCheckUpsert {
 // UpdateStatus sets the "status" field to the value that was provided on create.
 func (u *LedgerCheckUpsert) UpdateStatus() *LedgerCheckUpsert {
 	u.SetExcluded(ledgercheck.FieldStatus)
+	return u
+}
+
+// SetLive sets the "live" field.
+func (u *LedgerCheckUpsert) SetLive(v string) *LedgerCheckUpsert {
+	u.Set(ledgercheck.FieldLive, v)
+	return u
+}
+
+// UpdateLive sets the "live" field to the value that was provided on create.
+func (u *LedgerCheckUpsert) UpdateLive() *LedgerCheckUpsert {
+	u.SetExcluded(ledgercheck.FieldLive)
+	return u
+}
+
+// ClearLive clears the value of the "live" field.
+func (u *LedgerCheckUpsert) ClearLive() *LedgerCheckUpsert {
+	u.SetNull(ledgercheck.FieldLive)
 	return u
 }
 
@@ -1035,6 +1076,27 @@ func (u *LedgerCheckUpsertOne) SetStatus(v ledgercheck.Status) *LedgerCheckUpser
 func (u *LedgerCheckUpsertOne) UpdateStatus() *LedgerCheckUpsertOne {
 	return u.Update(func(s *LedgerCheckUpsert) {
 		s.UpdateStatus()
+	})
+}
+
+// SetLive sets the "live" field.
+func (u *LedgerCheckUpsertOne) SetLive(v string) *LedgerCheckUpsertOne {
+	return u.Update(func(s *LedgerCheckUpsert) {
+		s.SetLive(v)
+	})
+}
+
+// UpdateLive sets the "live" field to the value that was provided on create.
+func (u *LedgerCheckUpsertOne) UpdateLive() *LedgerCheckUpsertOne {
+	return u.Update(func(s *LedgerCheckUpsert) {
+		s.UpdateLive()
+	})
+}
+
+// ClearLive clears the value of the "live" field.
+func (u *LedgerCheckUpsertOne) ClearLive() *LedgerCheckUpsertOne {
+	return u.Update(func(s *LedgerCheckUpsert) {
+		s.ClearLive()
 	})
 }
 
@@ -1630,6 +1692,27 @@ func (u *LedgerCheckUpsertBulk) SetStatus(v ledgercheck.Status) *LedgerCheckUpse
 func (u *LedgerCheckUpsertBulk) UpdateStatus() *LedgerCheckUpsertBulk {
 	return u.Update(func(s *LedgerCheckUpsert) {
 		s.UpdateStatus()
+	})
+}
+
+// SetLive sets the "live" field.
+func (u *LedgerCheckUpsertBulk) SetLive(v string) *LedgerCheckUpsertBulk {
+	return u.Update(func(s *LedgerCheckUpsert) {
+		s.SetLive(v)
+	})
+}
+
+// UpdateLive sets the "live" field to the value that was provided on create.
+func (u *LedgerCheckUpsertBulk) UpdateLive() *LedgerCheckUpsertBulk {
+	return u.Update(func(s *LedgerCheckUpsert) {
+		s.UpdateLive()
+	})
+}
+
+// ClearLive clears the value of the "live" field.
+func (u *LedgerCheckUpsertBulk) ClearLive() *LedgerCheckUpsertBulk {
+	return u.Update(func(s *LedgerCheckUpsert) {
+		s.ClearLive()
 	})
 }
 

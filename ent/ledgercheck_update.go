@@ -45,6 +45,26 @@ func (_u *LedgerCheckUpdate) SetNillableStatus(v *ledgercheck.Status) *LedgerChe
 	return _u
 }
 
+// SetLive sets the "live" field.
+func (_u *LedgerCheckUpdate) SetLive(v string) *LedgerCheckUpdate {
+	_u.mutation.SetLive(v)
+	return _u
+}
+
+// SetNillableLive sets the "live" field if the given value is not nil.
+func (_u *LedgerCheckUpdate) SetNillableLive(v *string) *LedgerCheckUpdate {
+	if v != nil {
+		_u.SetLive(*v)
+	}
+	return _u
+}
+
+// ClearLive clears the value of the "live" field.
+func (_u *LedgerCheckUpdate) ClearLive() *LedgerCheckUpdate {
+	_u.mutation.ClearLive()
+	return _u
+}
+
 // SetStartedAt sets the "started_at" field.
 func (_u *LedgerCheckUpdate) SetStartedAt(v time.Time) *LedgerCheckUpdate {
 	_u.mutation.SetStartedAt(v)
@@ -430,6 +450,11 @@ func (_u *LedgerCheckUpdate) check() error {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "LedgerCheck.status": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.Live(); ok {
+		if err := ledgercheck.LiveValidator(v); err != nil {
+			return &ValidationError{Name: "live", err: fmt.Errorf(`ent: validator failed for field "LedgerCheck.live": %w`, err)}
+		}
+	}
 	if v, ok := _u.mutation.Phase(); ok {
 		if err := ledgercheck.PhaseValidator(v); err != nil {
 			return &ValidationError{Name: "phase", err: fmt.Errorf(`ent: validator failed for field "LedgerCheck.phase": %w`, err)}
@@ -478,6 +503,12 @@ func (_u *LedgerCheckUpdate) sqlSave(ctx context.Context) (_node int, err error)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(ledgercheck.FieldStatus, field.TypeEnum, value)
+	}
+	if value, ok := _u.mutation.Live(); ok {
+		_spec.SetField(ledgercheck.FieldLive, field.TypeString, value)
+	}
+	if _u.mutation.LiveCleared() {
+		_spec.ClearField(ledgercheck.FieldLive, field.TypeString)
 	}
 	if _u.mutation.RequestedByCleared() {
 		_spec.ClearField(ledgercheck.FieldRequestedBy, field.TypeString)
@@ -622,6 +653,26 @@ func (_u *LedgerCheckUpdateOne) SetNillableStatus(v *ledgercheck.Status) *Ledger
 	if v != nil {
 		_u.SetStatus(*v)
 	}
+	return _u
+}
+
+// SetLive sets the "live" field.
+func (_u *LedgerCheckUpdateOne) SetLive(v string) *LedgerCheckUpdateOne {
+	_u.mutation.SetLive(v)
+	return _u
+}
+
+// SetNillableLive sets the "live" field if the given value is not nil.
+func (_u *LedgerCheckUpdateOne) SetNillableLive(v *string) *LedgerCheckUpdateOne {
+	if v != nil {
+		_u.SetLive(*v)
+	}
+	return _u
+}
+
+// ClearLive clears the value of the "live" field.
+func (_u *LedgerCheckUpdateOne) ClearLive() *LedgerCheckUpdateOne {
+	_u.mutation.ClearLive()
 	return _u
 }
 
@@ -1023,6 +1074,11 @@ func (_u *LedgerCheckUpdateOne) check() error {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "LedgerCheck.status": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.Live(); ok {
+		if err := ledgercheck.LiveValidator(v); err != nil {
+			return &ValidationError{Name: "live", err: fmt.Errorf(`ent: validator failed for field "LedgerCheck.live": %w`, err)}
+		}
+	}
 	if v, ok := _u.mutation.Phase(); ok {
 		if err := ledgercheck.PhaseValidator(v); err != nil {
 			return &ValidationError{Name: "phase", err: fmt.Errorf(`ent: validator failed for field "LedgerCheck.phase": %w`, err)}
@@ -1088,6 +1144,12 @@ func (_u *LedgerCheckUpdateOne) sqlSave(ctx context.Context) (_node *LedgerCheck
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(ledgercheck.FieldStatus, field.TypeEnum, value)
+	}
+	if value, ok := _u.mutation.Live(); ok {
+		_spec.SetField(ledgercheck.FieldLive, field.TypeString, value)
+	}
+	if _u.mutation.LiveCleared() {
+		_spec.ClearField(ledgercheck.FieldLive, field.TypeString)
 	}
 	if _u.mutation.RequestedByCleared() {
 		_spec.ClearField(ledgercheck.FieldRequestedBy, field.TypeString)

@@ -7986,6 +7986,7 @@ type LedgerCheckMutation struct {
 	created_at       *time.Time
 	kind             *ledgercheck.Kind
 	status           *ledgercheck.Status
+	live             *string
 	requested_by     *string
 	started_at       *time.Time
 	finished_at      *time.Time
@@ -8229,6 +8230,55 @@ func (m *LedgerCheckMutation) OldStatus(ctx context.Context) (v ledgercheck.Stat
 // ResetStatus resets all changes to the "status" field.
 func (m *LedgerCheckMutation) ResetStatus() {
 	m.status = nil
+}
+
+// SetLive sets the "live" field.
+func (m *LedgerCheckMutation) SetLive(s string) {
+	m.live = &s
+}
+
+// Live returns the value of the "live" field in the mutation.
+func (m *LedgerCheckMutation) Live() (r string, exists bool) {
+	v := m.live
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLive returns the old "live" field's value of the LedgerCheck entity.
+// If the LedgerCheck object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LedgerCheckMutation) OldLive(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLive is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLive requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLive: %w", err)
+	}
+	return oldValue.Live, nil
+}
+
+// ClearLive clears the value of the "live" field.
+func (m *LedgerCheckMutation) ClearLive() {
+	m.live = nil
+	m.clearedFields[ledgercheck.FieldLive] = struct{}{}
+}
+
+// LiveCleared returns if the "live" field was cleared in this mutation.
+func (m *LedgerCheckMutation) LiveCleared() bool {
+	_, ok := m.clearedFields[ledgercheck.FieldLive]
+	return ok
+}
+
+// ResetLive resets all changes to the "live" field.
+func (m *LedgerCheckMutation) ResetLive() {
+	m.live = nil
+	delete(m.clearedFields, ledgercheck.FieldLive)
 }
 
 // SetRequestedBy sets the "requested_by" field.
@@ -9219,7 +9269,7 @@ func (m *LedgerCheckMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *LedgerCheckMutation) Fields() []string {
-	fields := make([]string, 0, 21)
+	fields := make([]string, 0, 22)
 	if m.created_at != nil {
 		fields = append(fields, ledgercheck.FieldCreatedAt)
 	}
@@ -9228,6 +9278,9 @@ func (m *LedgerCheckMutation) Fields() []string {
 	}
 	if m.status != nil {
 		fields = append(fields, ledgercheck.FieldStatus)
+	}
+	if m.live != nil {
+		fields = append(fields, ledgercheck.FieldLive)
 	}
 	if m.requested_by != nil {
 		fields = append(fields, ledgercheck.FieldRequestedBy)
@@ -9297,6 +9350,8 @@ func (m *LedgerCheckMutation) Field(name string) (ent.Value, bool) {
 		return m.Kind()
 	case ledgercheck.FieldStatus:
 		return m.Status()
+	case ledgercheck.FieldLive:
+		return m.Live()
 	case ledgercheck.FieldRequestedBy:
 		return m.RequestedBy()
 	case ledgercheck.FieldStartedAt:
@@ -9348,6 +9403,8 @@ func (m *LedgerCheckMutation) OldField(ctx context.Context, name string) (ent.Va
 		return m.OldKind(ctx)
 	case ledgercheck.FieldStatus:
 		return m.OldStatus(ctx)
+	case ledgercheck.FieldLive:
+		return m.OldLive(ctx)
 	case ledgercheck.FieldRequestedBy:
 		return m.OldRequestedBy(ctx)
 	case ledgercheck.FieldStartedAt:
@@ -9413,6 +9470,13 @@ func (m *LedgerCheckMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetStatus(v)
+		return nil
+	case ledgercheck.FieldLive:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLive(v)
 		return nil
 	case ledgercheck.FieldRequestedBy:
 		v, ok := value.(string)
@@ -9669,6 +9733,9 @@ func (m *LedgerCheckMutation) AddField(name string, value ent.Value) error {
 // mutation.
 func (m *LedgerCheckMutation) ClearedFields() []string {
 	var fields []string
+	if m.FieldCleared(ledgercheck.FieldLive) {
+		fields = append(fields, ledgercheck.FieldLive)
+	}
 	if m.FieldCleared(ledgercheck.FieldRequestedBy) {
 		fields = append(fields, ledgercheck.FieldRequestedBy)
 	}
@@ -9713,6 +9780,9 @@ func (m *LedgerCheckMutation) FieldCleared(name string) bool {
 // error if the field is not defined in the schema.
 func (m *LedgerCheckMutation) ClearField(name string) error {
 	switch name {
+	case ledgercheck.FieldLive:
+		m.ClearLive()
+		return nil
 	case ledgercheck.FieldRequestedBy:
 		m.ClearRequestedBy()
 		return nil
@@ -9759,6 +9829,9 @@ func (m *LedgerCheckMutation) ResetField(name string) error {
 		return nil
 	case ledgercheck.FieldStatus:
 		m.ResetStatus()
+		return nil
+	case ledgercheck.FieldLive:
+		m.ResetLive()
 		return nil
 	case ledgercheck.FieldRequestedBy:
 		m.ResetRequestedBy()

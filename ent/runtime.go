@@ -576,60 +576,64 @@ func init() {
 	ledgercheckDescCreatedAt := ledgercheckMixinFields1[0].Descriptor()
 	// ledgercheck.DefaultCreatedAt holds the default value on creation for the created_at field.
 	ledgercheck.DefaultCreatedAt = ledgercheckDescCreatedAt.Default.(func() time.Time)
+	// ledgercheckDescLive is the schema descriptor for live field.
+	ledgercheckDescLive := ledgercheckFields[2].Descriptor()
+	// ledgercheck.LiveValidator is a validator for the "live" field. It is called by the builders before save.
+	ledgercheck.LiveValidator = ledgercheckDescLive.Validators[0].(func(string) error)
 	// ledgercheckDescRequestedBy is the schema descriptor for requested_by field.
-	ledgercheckDescRequestedBy := ledgercheckFields[2].Descriptor()
+	ledgercheckDescRequestedBy := ledgercheckFields[3].Descriptor()
 	// ledgercheck.RequestedByValidator is a validator for the "requested_by" field. It is called by the builders before save.
 	ledgercheck.RequestedByValidator = ledgercheckDescRequestedBy.Validators[0].(func(string) error)
 	// ledgercheckDescPhase is the schema descriptor for phase field.
-	ledgercheckDescPhase := ledgercheckFields[6].Descriptor()
+	ledgercheckDescPhase := ledgercheckFields[7].Descriptor()
 	// ledgercheck.PhaseValidator is a validator for the "phase" field. It is called by the builders before save.
 	ledgercheck.PhaseValidator = ledgercheckDescPhase.Validators[0].(func(string) error)
 	// ledgercheckDescCursor is the schema descriptor for cursor field.
-	ledgercheckDescCursor := ledgercheckFields[7].Descriptor()
+	ledgercheckDescCursor := ledgercheckFields[8].Descriptor()
 	// ledgercheck.CursorValidator is a validator for the "cursor" field. It is called by the builders before save.
 	ledgercheck.CursorValidator = ledgercheckDescCursor.Validators[0].(func(string) error)
 	// ledgercheckDescChecked is the schema descriptor for checked field.
-	ledgercheckDescChecked := ledgercheckFields[8].Descriptor()
+	ledgercheckDescChecked := ledgercheckFields[9].Descriptor()
 	// ledgercheck.DefaultChecked holds the default value on creation for the checked field.
 	ledgercheck.DefaultChecked = ledgercheckDescChecked.Default.(int64)
 	// ledgercheckDescTotal is the schema descriptor for total field.
-	ledgercheckDescTotal := ledgercheckFields[9].Descriptor()
+	ledgercheckDescTotal := ledgercheckFields[10].Descriptor()
 	// ledgercheck.DefaultTotal holds the default value on creation for the total field.
 	ledgercheck.DefaultTotal = ledgercheckDescTotal.Default.(int64)
 	// ledgercheckDescUsers is the schema descriptor for users field.
-	ledgercheckDescUsers := ledgercheckFields[10].Descriptor()
+	ledgercheckDescUsers := ledgercheckFields[11].Descriptor()
 	// ledgercheck.DefaultUsers holds the default value on creation for the users field.
 	ledgercheck.DefaultUsers = ledgercheckDescUsers.Default.(int64)
 	// ledgercheckDescTransactions is the schema descriptor for transactions field.
-	ledgercheckDescTransactions := ledgercheckFields[11].Descriptor()
+	ledgercheckDescTransactions := ledgercheckFields[12].Descriptor()
 	// ledgercheck.DefaultTransactions holds the default value on creation for the transactions field.
 	ledgercheck.DefaultTransactions = ledgercheckDescTransactions.Default.(int64)
 	// ledgercheckDescPayments is the schema descriptor for payments field.
-	ledgercheckDescPayments := ledgercheckFields[12].Descriptor()
+	ledgercheckDescPayments := ledgercheckFields[13].Descriptor()
 	// ledgercheck.DefaultPayments holds the default value on creation for the payments field.
 	ledgercheck.DefaultPayments = ledgercheckDescPayments.Default.(int64)
 	// ledgercheckDescPostings is the schema descriptor for postings field.
-	ledgercheckDescPostings := ledgercheckFields[13].Descriptor()
+	ledgercheckDescPostings := ledgercheckFields[14].Descriptor()
 	// ledgercheck.DefaultPostings holds the default value on creation for the postings field.
 	ledgercheck.DefaultPostings = ledgercheckDescPostings.Default.(int64)
 	// ledgercheckDescLots is the schema descriptor for lots field.
-	ledgercheckDescLots := ledgercheckFields[14].Descriptor()
+	ledgercheckDescLots := ledgercheckFields[15].Descriptor()
 	// ledgercheck.DefaultLots holds the default value on creation for the lots field.
 	ledgercheck.DefaultLots = ledgercheckDescLots.Default.(int64)
 	// ledgercheckDescProblemCount is the schema descriptor for problem_count field.
-	ledgercheckDescProblemCount := ledgercheckFields[15].Descriptor()
+	ledgercheckDescProblemCount := ledgercheckFields[16].Descriptor()
 	// ledgercheck.DefaultProblemCount holds the default value on creation for the problem_count field.
 	ledgercheck.DefaultProblemCount = ledgercheckDescProblemCount.Default.(int64)
 	// ledgercheckDescFromID is the schema descriptor for from_id field.
-	ledgercheckDescFromID := ledgercheckFields[17].Descriptor()
+	ledgercheckDescFromID := ledgercheckFields[18].Descriptor()
 	// ledgercheck.FromIDValidator is a validator for the "from_id" field. It is called by the builders before save.
 	ledgercheck.FromIDValidator = ledgercheckDescFromID.Validators[0].(func(string) error)
 	// ledgercheckDescThroughID is the schema descriptor for through_id field.
-	ledgercheckDescThroughID := ledgercheckFields[18].Descriptor()
+	ledgercheckDescThroughID := ledgercheckFields[19].Descriptor()
 	// ledgercheck.ThroughIDValidator is a validator for the "through_id" field. It is called by the builders before save.
 	ledgercheck.ThroughIDValidator = ledgercheckDescThroughID.Validators[0].(func(string) error)
 	// ledgercheckDescError is the schema descriptor for error field.
-	ledgercheckDescError := ledgercheckFields[19].Descriptor()
+	ledgercheckDescError := ledgercheckFields[20].Descriptor()
 	// ledgercheck.ErrorValidator is a validator for the "error" field. It is called by the builders before save.
 	ledgercheck.ErrorValidator = ledgercheckDescError.Validators[0].(func(string) error)
 	// ledgercheckDescID is the schema descriptor for id field.

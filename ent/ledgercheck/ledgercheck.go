@@ -22,6 +22,8 @@ const (
 	FieldKind = "kind"
 	// FieldStatus holds the string denoting the status field in the database.
 	FieldStatus = "status"
+	// FieldLive holds the string denoting the live field in the database.
+	FieldLive = "live"
 	// FieldRequestedBy holds the string denoting the requested_by field in the database.
 	FieldRequestedBy = "requested_by"
 	// FieldStartedAt holds the string denoting the started_at field in the database.
@@ -68,6 +70,7 @@ var Columns = []string{
 	FieldCreatedAt,
 	FieldKind,
 	FieldStatus,
+	FieldLive,
 	FieldRequestedBy,
 	FieldStartedAt,
 	FieldFinishedAt,
@@ -101,6 +104,8 @@ func ValidColumn(column string) bool {
 var (
 	// DefaultCreatedAt holds the default value on creation for the "created_at" field.
 	DefaultCreatedAt func() time.Time
+	// LiveValidator is a validator for the "live" field. It is called by the builders before save.
+	LiveValidator func(string) error
 	// RequestedByValidator is a validator for the "requested_by" field. It is called by the builders before save.
 	RequestedByValidator func(string) error
 	// PhaseValidator is a validator for the "phase" field. It is called by the builders before save.
@@ -207,6 +212,11 @@ func ByKind(opts ...sql.OrderTermOption) OrderOption {
 // ByStatus orders the results by the status field.
 func ByStatus(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldStatus, opts...).ToFunc()
+}
+
+// ByLive orders the results by the live field.
+func ByLive(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLive, opts...).ToFunc()
 }
 
 // ByRequestedBy orders the results by the requested_by field.

@@ -69,6 +69,11 @@ func CreatedAt(v time.Time) predicate.LedgerCheck {
 	return predicate.LedgerCheck(sql.FieldEQ(FieldCreatedAt, v))
 }
 
+// Live applies equality check predicate on the "live" field. It's identical to LiveEQ.
+func Live(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldEQ(FieldLive, v))
+}
+
 // RequestedBy applies equality check predicate on the "requested_by" field. It's identical to RequestedByEQ.
 func RequestedBy(v string) predicate.LedgerCheck {
 	return predicate.LedgerCheck(sql.FieldEQ(FieldRequestedBy, v))
@@ -232,6 +237,81 @@ func StatusIn(vs ...Status) predicate.LedgerCheck {
 // StatusNotIn applies the NotIn predicate on the "status" field.
 func StatusNotIn(vs ...Status) predicate.LedgerCheck {
 	return predicate.LedgerCheck(sql.FieldNotIn(FieldStatus, vs...))
+}
+
+// LiveEQ applies the EQ predicate on the "live" field.
+func LiveEQ(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldEQ(FieldLive, v))
+}
+
+// LiveNEQ applies the NEQ predicate on the "live" field.
+func LiveNEQ(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldNEQ(FieldLive, v))
+}
+
+// LiveIn applies the In predicate on the "live" field.
+func LiveIn(vs ...string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldIn(FieldLive, vs...))
+}
+
+// LiveNotIn applies the NotIn predicate on the "live" field.
+func LiveNotIn(vs ...string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldNotIn(FieldLive, vs...))
+}
+
+// LiveGT applies the GT predicate on the "live" field.
+func LiveGT(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldGT(FieldLive, v))
+}
+
+// LiveGTE applies the GTE predicate on the "live" field.
+func LiveGTE(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldGTE(FieldLive, v))
+}
+
+// LiveLT applies the LT predicate on the "live" field.
+func LiveLT(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldLT(FieldLive, v))
+}
+
+// LiveLTE applies the LTE predicate on the "live" field.
+func LiveLTE(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldLTE(FieldLive, v))
+}
+
+// LiveContains applies the Contains predicate on the "live" field.
+func LiveContains(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldContains(FieldLive, v))
+}
+
+// LiveHasPrefix applies the HasPrefix predicate on the "live" field.
+func LiveHasPrefix(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldHasPrefix(FieldLive, v))
+}
+
+// LiveHasSuffix applies the HasSuffix predicate on the "live" field.
+func LiveHasSuffix(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldHasSuffix(FieldLive, v))
+}
+
+// LiveIsNil applies the IsNil predicate on the "live" field.
+func LiveIsNil() predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldIsNull(FieldLive))
+}
+
+// LiveNotNil applies the NotNil predicate on the "live" field.
+func LiveNotNil() predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldNotNull(FieldLive))
+}
+
+// LiveEqualFold applies the EqualFold predicate on the "live" field.
+func LiveEqualFold(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldEqualFold(FieldLive, v))
+}
+
+// LiveContainsFold applies the ContainsFold predicate on the "live" field.
+func LiveContainsFold(v string) predicate.LedgerCheck {
+	return predicate.LedgerCheck(sql.FieldContainsFold(FieldLive, v))
 }
 
 // RequestedByEQ applies the EQ predicate on the "requested_by" field.

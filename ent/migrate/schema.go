@@ -412,6 +412,7 @@ var (
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "kind", Type: field.TypeEnum, Enums: []string{"FULL", "INCREMENTAL"}},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"QUEUED", "RUNNING", "DONE", "FAILED"}, Default: "QUEUED"},
+		{Name: "live", Type: field.TypeString, Nullable: true, Size: 16},
 		{Name: "requested_by", Type: field.TypeString, Nullable: true, Size: 300},
 		{Name: "started_at", Type: field.TypeTime, Nullable: true},
 		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
@@ -443,12 +444,9 @@ var (
 				Columns: []*schema.Column{LedgerChecksColumns[2], LedgerChecksColumns[1]},
 			},
 			{
-				Name:    "ledgercheck_one_live_per_kind",
+				Name:    "ledgercheck_live",
 				Unique:  true,
-				Columns: []*schema.Column{LedgerChecksColumns[2]},
-				Annotation: &entsql.IndexAnnotation{
-					Where: "status IN ('QUEUED', 'RUNNING')",
-				},
+				Columns: []*schema.Column{LedgerChecksColumns[4]},
 			},
 		},
 	}

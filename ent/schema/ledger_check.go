@@ -3,7 +3,6 @@ package schema
 import (
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
-	entsql "entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
@@ -26,6 +25,8 @@ func (LedgerCheck) Fields() []ent.Field {
 	return []ent.Field{
 		field.Enum("kind").Values("FULL", "INCREMENTAL").Immutable(),
 		field.Enum("status").Values("QUEUED", "RUNNING", "DONE", "FAILED").Default("QUEUED"),
+		field.String("live").MaxLen(16).Optional().Nillable().
+			Comment("the kind while the run is queued or running, NULL once it has finished"),
 		field.String("requested_by").MaxLen(300).Optional().Immutable().
 			Comment("the admin who started it; empty for scheduled runs"),
 		field.Time("started_at").Optional().Nillable(),
@@ -66,10 +67,9 @@ func (LedgerCheck) Indexes() []ent.Index {
 		// ledgerReport reads the latest run of each kind.
 		index.Fields("kind", "created_at"),
 		// One run of each kind at a time, whatever the number of admins
-		// and replicas starting one.
-		index.Fields("kind").Unique().
-			Annotations(entsql.IndexWhere("status IN ('QUEUED', 'RUNNING')")).
-			StorageKey("ledgercheck_one_live_per_kind"),
+		// and replicas starting one (NULLs, the finished runs, are
+		// distinct to both databases).
+		index.Fields("live").Unique(),
 	}
 }
 

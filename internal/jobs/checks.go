@@ -91,7 +91,7 @@ const abandonedAfter = 2 * (checkTimeout + rescueAfterTimeout)
 
 // StartFullCheck queues a full check for an admin and returns its run. A
 // full check already queued or running is returned instead of starting a
-// second: one runs at a time (a unique index on ledger_checks says so to
+// second: one runs at a time (a unique index on ledger_checks.live says so to
 // every replica).
 func (q *Queue) StartFullCheck(ctx context.Context, requestedBy string) (run *ent.LedgerCheck, started bool, err error) {
 	for range 3 {
@@ -105,7 +105,7 @@ func (q *Queue) StartFullCheck(ctx context.Context, requestedBy string) (run *en
 				run = live
 				return nil
 			case err == nil:
-				err = live.Update().SetStatus(ledgercheck.StatusFAILED).SetFinishedAt(time.Now().UTC()).
+				err = live.Update().SetStatus(ledgercheck.StatusFAILED).ClearLive().SetFinishedAt(time.Now().UTC()).
 					SetError("abandoned: no progress recorded for " + abandonedAfter.String()).Exec(ctx)
 				if err != nil {
 					return fmt.Errorf("jobs: closing an abandoned check: %w", err)
@@ -113,7 +113,7 @@ func (q *Queue) StartFullCheck(ctx context.Context, requestedBy string) (run *en
 			case !ent.IsNotFound(err):
 				return fmt.Errorf("jobs: reading the running check: %w", err)
 			}
-			run, err = client.LedgerCheck.Create().SetKind(ledgercheck.KindFULL).SetRequestedBy(requestedBy).Save(ctx)
+			run, err = client.LedgerCheck.Create().SetKind(ledgercheck.KindFULL).SetLive(string(ledgercheck.KindFULL)).SetRequestedBy(requestedBy).Save(ctx)
 			if err != nil {
 				return fmt.Errorf("jobs: recording a check: %w", err)
 			}

@@ -66,13 +66,13 @@ func (s *Service) RunIncrementalCheck(ctx context.Context, extra []Invariant) (*
 	// one's too.
 	_, err = s.db.Ent.LedgerCheck.Update().
 		Where(ledgercheck.KindEQ(ledgercheck.KindINCREMENTAL), ledgercheck.StatusIn(ledgercheck.StatusRUNNING, ledgercheck.StatusQUEUED)).
-		SetStatus(ledgercheck.StatusFAILED).SetError("interrupted; its window was checked by a later run").SetFinishedAt(now).
+		SetStatus(ledgercheck.StatusFAILED).ClearLive().SetError("interrupted; its window was checked by a later run").SetFinishedAt(now).
 		Save(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: closing interrupted checks: %w", err)
 	}
 	run, err := s.db.Ent.LedgerCheck.Create().
-		SetKind(ledgercheck.KindINCREMENTAL).SetStatus(ledgercheck.StatusRUNNING).
+		SetKind(ledgercheck.KindINCREMENTAL).SetLive(string(ledgercheck.KindINCREMENTAL)).SetStatus(ledgercheck.StatusRUNNING).
 		SetStartedAt(now).SetUpdatedAt(now).
 		SetFromID(from).SetThroughID(pulid.Bound("txn", now.Add(-IncrementalLag))).
 		Save(ctx)
@@ -189,7 +189,7 @@ func (s *Service) FailCheck(ctx context.Context, id string, cause error) error {
 		msg = msg[:1000]
 	}
 	return s.db.Ent.LedgerCheck.UpdateOneID(id).
-		SetStatus(ledgercheck.StatusFAILED).SetError(msg).SetFinishedAt(s.now().UTC()).
+		SetStatus(ledgercheck.StatusFAILED).ClearLive().SetError(msg).SetFinishedAt(s.now().UTC()).
 		Exec(ctx)
 }
 
@@ -206,7 +206,7 @@ func (s *Service) recordProgress(ctx context.Context, id string, p Progress, don
 		SetPostings(p.Postings).SetLots(p.Lots).
 		SetProblemCount(p.ProblemCount).SetProblems(problems)
 	if done {
-		u.SetStatus(ledgercheck.StatusDONE).SetFinishedAt(now)
+		u.SetStatus(ledgercheck.StatusDONE).ClearLive().SetFinishedAt(now)
 	}
 	if err := u.Exec(ctx); err != nil {
 		return fmt.Errorf("ledger: recording the progress of check %s: %w", id, err)
