@@ -33,17 +33,7 @@ func TestReconcileFindsABrokenRow(t *testing.T) {
 			t.Fatalf("healthy: exit %d\n%s%s", code, out, stderr)
 		}
 
-		update := `UPDATE credit_ledgers SET amount = amount + 1 WHERE id = (SELECT MAX(id) FROM credit_ledgers WHERE user_id IS NOT NULL)`
-		stmts := []string{`ALTER TABLE credit_ledgers DISABLE TRIGGER credit_ledgers_append_only`, update,
-			`ALTER TABLE credit_ledgers ENABLE TRIGGER credit_ledgers_append_only`}
-		if db.Dialect == "sqlite3" {
-			stmts = []string{`DROP TRIGGER credit_ledgers_no_update`, update}
-		}
-		for _, s := range stmts {
-			if _, err := db.SQL.ExecContext(ctx, s); err != nil {
-				t.Fatalf("%s: %v", s, err)
-			}
-		}
+		testdb.BreakNewestUserPosting(t, db)
 		out, stderr, code = run(t, dir, env, "reconcile")
 		if code != 1 || !strings.Contains(out, "3 problems") || !strings.Contains(out, "unbalanced_transaction txn_") ||
 			!strings.Contains(out, "balance_mismatch usr_") || !strings.Contains(out, "lot_remaining_mismatch lot_") {

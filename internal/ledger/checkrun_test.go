@@ -112,7 +112,7 @@ func TestIncrementalCheckCostsWhatChanged(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // the grant's id after the quiet run's window
 		u := e.user("late")
 		e.grant(u.ID, 7)
-		breakNewestPosting(t, db)
+		testdb.BreakNewestUserPosting(t, db)
 		time.Sleep(2 * time.Millisecond) // the next run's window ends after the grant's id
 		found, err := l.RunIncrementalCheck(ctx, nil)
 		if err != nil {
@@ -126,24 +126,4 @@ func TestIncrementalCheckCostsWhatChanged(t *testing.T) {
 			t.Fatalf("the broken posting was not found: %+v", found)
 		}
 	})
-}
-
-// breakNewestPosting adds a credit to the newest user posting behind the
-// ledger's back, with the append-only trigger that would refuse it out of
-// the way.
-func breakNewestPosting(t *testing.T, db *database.DB) {
-	t.Helper()
-	update := `UPDATE credit_ledgers SET amount = amount + 1 WHERE id = (SELECT MAX(id) FROM credit_ledgers WHERE user_id IS NOT NULL)`
-	stmts := []string{
-		`ALTER TABLE credit_ledgers DISABLE TRIGGER credit_ledgers_append_only`, update,
-		`ALTER TABLE credit_ledgers ENABLE TRIGGER credit_ledgers_append_only`,
-	}
-	if db.Dialect == "sqlite3" {
-		stmts = []string{`DROP TRIGGER credit_ledgers_no_update`, update}
-	}
-	for _, s := range stmts {
-		if _, err := db.SQL.ExecContext(context.Background(), s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
 }

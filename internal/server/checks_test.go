@@ -88,7 +88,7 @@ func TestLedgerReportAnswersFromStoredChecks(t *testing.T) {
 			t.Fatalf("healthy ledger: %s", r.Data)
 		}
 
-		breakPosting(t, db)
+		testdb.BreakNewestUserPosting(t, db)
 		r = a.checkLedger(admin)
 		if r.get(t, "ledgerReport", "ok") != false || r.get(t, "ledgerReport", "fullCheck", "problemCount") == float64(0) {
 			t.Fatalf("a broken posting was not found: %s", r.Data)
@@ -101,32 +101,4 @@ func TestLedgerReportAnswersFromStoredChecks(t *testing.T) {
 			t.Fatalf("problems: %s", r.Data)
 		}
 	})
-}
-
-// breakPosting adds a credit to the newest user posting behind the
-// ledger's back, with the append-only trigger that would refuse it out of
-// the way.
-func breakPosting(t *testing.T, db *database.DB) {
-	t.Helper()
-	ctx := context.Background()
-	stmts := []string{
-		`ALTER TABLE credit_ledgers DISABLE TRIGGER credit_ledgers_append_only`,
-		`UPDATE credit_ledgers SET amount = amount + 1 WHERE id = (SELECT MAX(id) FROM credit_ledgers WHERE user_id IS NOT NULL)`,
-		`ALTER TABLE credit_ledgers ENABLE TRIGGER credit_ledgers_append_only`,
-	}
-	if db.Dialect == "sqlite3" {
-		stmts = []string{
-			`DROP TRIGGER credit_ledgers_no_update`,
-			stmts[1],
-		}
-	}
-	for _, s := range stmts {
-		res, err := db.SQL.ExecContext(ctx, s)
-		if err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-		if n, _ := res.RowsAffected(); s == stmts[1] && n != 1 {
-			t.Fatalf("%s: %d rows", s, n)
-		}
-	}
 }
