@@ -61,6 +61,13 @@ var IDPrefixes = map[string]string{
 // never deleted, and a ledger row must not change behind the ledger's back.
 var restrictDelete = entsql.OnDelete(entsql.Restrict)
 
+// unindexed keeps a field out of the admin filters (the WhereInput): no
+// index serves a condition on it, so a filter on it would read a whole
+// table, or a user's whole history, to find its rows. Such a filter is a
+// validation error instead. A field that may be ordered by has an index
+// led by it.
+var unindexed = entgql.Skip(entgql.SkipWhereInput)
+
 // createdMixin records when a row was written; append-only rows need nothing more.
 type createdMixin struct{ mixin.Schema }
 
@@ -85,7 +92,9 @@ func (timestampsMixin) Fields() []ent.Field {
 		field.Time("updated_at").
 			Default(nowUTC).
 			UpdateDefault(nowUTC).
-			Annotations(entgql.OrderField("UPDATED_AT")),
+			// No index serves it: neither a filter nor an order (see
+			// unindexed).
+			Annotations(unindexed),
 	}
 }
 
