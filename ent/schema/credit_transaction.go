@@ -86,6 +86,7 @@ func (CreditTransaction) Indexes() []ent.Index {
 func (CreditTransaction) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("creditTransactions").Directives(entgql.NewDirective("admin")),
+		entgql.QueryField("creditTransactions").Directives(entgql.NewDirective("admin")).
+			Description(adminList("Every user's credit transactions, newest first unless ordered")),
 	}
 }

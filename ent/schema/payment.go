@@ -93,6 +93,7 @@ func (Payment) Indexes() []ent.Index {
 func (Payment) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("payments").Directives(entgql.NewDirective("admin")),
+		entgql.QueryField("payments").Directives(entgql.NewDirective("admin")).
+			Description(adminList("Payments, newest first unless ordered")),
 	}
 }

@@ -83,6 +83,7 @@ func (User) Indexes() []ent.Index {
 func (User) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("users").Directives(entgql.NewDirective("admin")),
+		entgql.QueryField("users").Directives(entgql.NewDirective("admin")).
+			Description(adminList("Users, newest first unless ordered")),
 	}
 }

@@ -4081,6 +4081,9 @@ type Query {
     """
     ids: [ID!]!
   ): [Node]!
+  """
+  The audit trail of admin actions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   adminActions(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4112,6 +4115,9 @@ type Query {
     """
     where: AdminActionWhereInput
   ): AdminActionConnection! @admin
+  """
+  Every user's credit transactions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   creditTransactions(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4143,6 +4149,9 @@ type Query {
     """
     where: CreditTransactionWhereInput
   ): CreditTransactionConnection! @admin
+  """
+  Payments, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   payments(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4174,6 +4183,9 @@ type Query {
     """
     where: PaymentWhereInput
   ): PaymentConnection! @admin
+  """
+  Stripe events received, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   processedEvents(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4205,6 +4217,9 @@ type Query {
     """
     where: ProcessedEventWhereInput
   ): ProcessedEventConnection! @admin
+  """
+  Users, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   users(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4503,6 +4518,9 @@ extend type User {
   heldCredits: Int!
   """
   The user's credit transactions, newest first, with their postings.
+  totalCount is the count of the whole history when the history is not
+  filtered; filtered, it counts at most 10,000 transactions (more says
+  10,000).
   """
   transactions(
     after: Cursor
@@ -4528,7 +4546,7 @@ extend type User {
   """
   statement(from: Time!, to: Time!): CreditStatement!
   """
-  The user's payments, newest first.
+  The user's payments, newest first. totalCount counts at most 10,000.
   """
   payments(
     after: Cursor
@@ -4580,7 +4598,8 @@ type CreditStatement @goModel(model: "github.com/tally-billing/tally/internal/le
   totals: [CreditStatementTotal!]!
   """
   The period's transactions, oldest first, with their postings: the
-  movements behind the totals.
+  movements behind the totals. totalCount counts at most 10,000 (the
+  totals count them all).
   """
   transactions(
     after: Cursor
