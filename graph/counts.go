@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"entgo.io/ent/dialect/sql"
 	"github.com/99designs/gqlgen/graphql"
@@ -20,13 +21,17 @@ import (
 // user's row (users.transaction_count).
 const CountCap = 10_000
 
+// counter counts a connection's items: how many, up to CountCap, and
+// whether it stopped there.
+type counter func(context.Context) (n int, capped bool, err error)
+
 // countedPage is a connection whose totalCount, when asked, is count's
 // rather than entgql's: paginate runs without seeing totalCount or
 // pageInfo (entgql would count every row for either), and pageInfo comes
 // from the row it reads past the page, as entgql derives it anyway.
-func countedPage[C any](ctx context.Context, first, last *int,
+func countedPage[C comparable](ctx context.Context, first, last *int,
 	paginate func(context.Context) (C, error),
-	count func(context.Context) (int, error),
+	count counter,
 	fields func(C) (*int, *ent.PageInfo),
 ) (C, error) {
 	conn, err := paginate(edgesOnly(ctx))
@@ -34,12 +39,15 @@ func countedPage[C any](ctx context.Context, first, last *int,
 		return conn, err
 	}
 	pageless := !asksFor(ctx, "edges") || (first != nil && *first == 0) || (last != nil && *last == 0)
-	if !asksFor(ctx, "totalCount") && !(pageless && asksFor(ctx, "pageInfo")) {
+	if !asksForCount(ctx) && !(pageless && asksFor(ctx, "pageInfo")) {
 		return conn, nil
 	}
-	n, err := count(ctx)
+	n, stopped, err := count(ctx)
 	if err != nil {
 		return conn, err
+	}
+	if stopped {
+		markCapped(ctx, conn)
 	}
 	total, info := fields(conn)
 	*total = n
@@ -53,18 +61,18 @@ func countedPage[C any](ctx context.Context, first, last *int,
 
 // cappedCount counts what ids returns, which the caller limits to
 // CountCap+1 rows (query.Clone().Limit(CountCap+1).IDs).
-func cappedCount(ids func(context.Context) ([]string, error)) func(context.Context) (int, error) {
-	return func(ctx context.Context) (int, error) {
+func cappedCount(ids func(context.Context) ([]string, error)) counter {
+	return func(ctx context.Context) (int, bool, error) {
 		found, err := ids(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("graph: counting a list: %w", err)
+			return 0, false, fmt.Errorf("graph: counting a list: %w", err)
 		}
-		return min(len(found), CountCap), nil
+		return min(len(found), CountCap), len(found) > CountCap, nil
 	}
 }
 
 // cappedCountsPerUser counts, for each of the users, their rows of table
-// that pass filter, up to CountCap+1 each (see capped), in one statement: for each user a scalar subquery counts a
+// that pass filter, up to CountCap+1 each (see cappedTotal), in one statement: for each user a scalar subquery counts a
 // subquery that stops after CountCap+1 rows of the user's index.
 func cappedCountsPerUser[P ~func(*sql.Selector)](table string, filter P) func(*sql.Selector) sql.Querier {
 	return func(users *sql.Selector) sql.Querier {
@@ -105,12 +113,51 @@ func (r *Resolver) countsOfUsers(ctx context.Context, userIDs []string, count fu
 	return countsOf(rows), nil
 }
 
-// capped clamps counts of cappedCountsPerUser to CountCap.
-func capped(counts map[string]int) map[string]int {
-	for id, n := range counts {
-		counts[id] = min(n, CountCap)
+// cappedTotal is a count of cappedCountsPerUser as totalCount shows it,
+// conn marked when it stopped at CountCap.
+func cappedTotal(ctx context.Context, n int, conn any) int {
+	if n > CountCap {
+		markCapped(ctx, conn)
+		return CountCap
 	}
-	return counts
+	return n
+}
+
+// asksForCount says whether the connection's selection needs its count.
+func asksForCount(ctx context.Context) bool {
+	return asksFor(ctx, "totalCount") || asksFor(ctx, "totalCountCapped")
+}
+
+// cappedConns are the connections of an operation whose totalCount stopped
+// at CountCap, for their totalCountCapped: entgql's connection types have
+// no field of their own for it.
+type cappedConns struct {
+	mu    sync.Mutex
+	conns map[any]bool
+}
+
+type cappedKey struct{}
+
+func withCappedConns(ctx context.Context) context.Context {
+	return context.WithValue(ctx, cappedKey{}, &cappedConns{conns: map[any]bool{}})
+}
+
+func markCapped(ctx context.Context, conn any) {
+	if c, ok := ctx.Value(cappedKey{}).(*cappedConns); ok {
+		c.mu.Lock()
+		c.conns[conn] = true
+		c.mu.Unlock()
+	}
+}
+
+func wasCapped(ctx context.Context, conn any) bool {
+	c, ok := ctx.Value(cappedKey{}).(*cappedConns)
+	if !ok {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conns[conn]
 }
 
 func transactionFields(c *ent.CreditTransactionConnection) (*int, *ent.PageInfo) {
@@ -120,17 +167,17 @@ func transactionFields(c *ent.CreditTransactionConnection) (*int, *ent.PageInfo)
 // historyCount is the count of a user's history: the count on their row
 // when the history is whole, and q's rows up to CountCap when it is
 // filtered (q is the filtered history).
-func (r *Resolver) historyCount(userID string, where *ent.CreditTransactionWhereInput, q *ent.CreditTransactionQuery) func(context.Context) (int, error) {
+func (r *Resolver) historyCount(userID string, where *ent.CreditTransactionWhereInput, q *ent.CreditTransactionQuery) counter {
 	if where != nil {
 		if _, err := where.P(); !errors.Is(err, ent.ErrEmptyCreditTransactionWhereInput) {
 			return cappedCount(q.Limit(CountCap + 1).IDs)
 		}
 	}
-	return func(ctx context.Context) (int, error) {
+	return func(ctx context.Context) (int, bool, error) {
 		n, err := r.Client.User.Query().Where(user.ID(userID)).Select(user.FieldTransactionCount).Int(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("graph: reading the transaction count of %s: %w", userID, err)
+			return 0, false, fmt.Errorf("graph: reading the transaction count of %s: %w", userID, err)
 		}
-		return n, nil
+		return n, false, nil
 	}
 }

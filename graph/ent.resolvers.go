@@ -113,9 +113,29 @@ func (r *queryResolver) Users(ctx context.Context, after *entgql.Cursor[string],
 		func(c *ent.UserConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
 }
 
+// AdminActionConnection returns generated.AdminActionConnectionResolver implementation.
+func (r *Resolver) AdminActionConnection() generated.AdminActionConnectionResolver {
+	return &adminActionConnectionResolver{r}
+}
+
 // CreditTransaction returns generated.CreditTransactionResolver implementation.
 func (r *Resolver) CreditTransaction() generated.CreditTransactionResolver {
 	return &creditTransactionResolver{r}
+}
+
+// CreditTransactionConnection returns generated.CreditTransactionConnectionResolver implementation.
+func (r *Resolver) CreditTransactionConnection() generated.CreditTransactionConnectionResolver {
+	return &creditTransactionConnectionResolver{r}
+}
+
+// PaymentConnection returns generated.PaymentConnectionResolver implementation.
+func (r *Resolver) PaymentConnection() generated.PaymentConnectionResolver {
+	return &paymentConnectionResolver{r}
+}
+
+// ProcessedEventConnection returns generated.ProcessedEventConnectionResolver implementation.
+func (r *Resolver) ProcessedEventConnection() generated.ProcessedEventConnectionResolver {
+	return &processedEventConnectionResolver{r}
 }
 
 // Query returns generated.QueryResolver implementation.
@@ -124,8 +144,18 @@ func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 // User returns generated.UserResolver implementation.
 func (r *Resolver) User() generated.UserResolver { return &userResolver{r} }
 
+// UserConnection returns generated.UserConnectionResolver implementation.
+func (r *Resolver) UserConnection() generated.UserConnectionResolver {
+	return &userConnectionResolver{r}
+}
+
 type (
-	creditTransactionResolver struct{ *Resolver }
-	queryResolver             struct{ *Resolver }
-	userResolver              struct{ *Resolver }
+	adminActionConnectionResolver       struct{ *Resolver }
+	creditTransactionResolver           struct{ *Resolver }
+	creditTransactionConnectionResolver struct{ *Resolver }
+	paymentConnectionResolver           struct{ *Resolver }
+	processedEventConnectionResolver    struct{ *Resolver }
+	queryResolver                       struct{ *Resolver }
+	userResolver                        struct{ *Resolver }
+	userConnectionResolver              struct{ *Resolver }
 )

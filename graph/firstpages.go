@@ -31,7 +31,7 @@ func batchedPage(ctx context.Context, after, before *entgql.Cursor[string], firs
 		return "", pageRequest{}, false
 	}
 	return placeOf(ctx), pageRequest{
-		ctx: ctx, first: *first, counted: asksFor(ctx, "totalCount"),
+		ctx: ctx, first: *first, counted: asksForCount(ctx),
 		pageless: *first == 0 || !asksFor(ctx, "edges"),
 	}, true
 }
@@ -109,7 +109,6 @@ func (r *Resolver) firstTransactionPages(req pageRequest, userIDs []string) (map
 			counts, err = r.countsOfUsers(req.ctx, userIDs, transactionCounts)
 		} else {
 			counts, err = r.countsOfUsers(req.ctx, userIDs, cappedCountsPerUser(credittransaction.Table, filter))
-			counts = capped(counts)
 		}
 		if err != nil {
 			return nil, err
@@ -118,6 +117,9 @@ func (r *Resolver) firstTransactionPages(req pageRequest, userIDs []string) (map
 	for id, c := range out {
 		c.PageInfo.StartCursor, c.PageInfo.EndCursor = endsOf(c.Edges, func(e *ent.CreditTransactionEdge) *ent.Cursor { return &e.Cursor })
 		c.TotalCount = totalOf(counts, id, len(c.Edges))
+		if filter != nil {
+			c.TotalCount = cappedTotal(req.ctx, c.TotalCount, c)
+		}
 		if req.pageless && req.counted {
 			// What entgql answers a page of no edges: a next page if any.
 			c.PageInfo.HasNextPage = c.TotalCount > 0
@@ -151,11 +153,10 @@ func (r *Resolver) firstPaymentPages(req pageRequest, userIDs []string) (map[str
 		if counts, err = r.countsOfUsers(req.ctx, userIDs, cappedCountsPerUser(payment.Table, filter)); err != nil {
 			return nil, err
 		}
-		counts = capped(counts)
 	}
 	for id, c := range out {
 		c.PageInfo.StartCursor, c.PageInfo.EndCursor = endsOf(c.Edges, func(e *ent.PaymentEdge) *ent.Cursor { return &e.Cursor })
-		c.TotalCount = totalOf(counts, id, len(c.Edges))
+		c.TotalCount = cappedTotal(req.ctx, totalOf(counts, id, len(c.Edges)), c)
 		if req.pageless && req.counted {
 			// What entgql answers a page of no edges: a next page if any.
 			c.PageInfo.HasNextPage = c.TotalCount > 0

@@ -97,7 +97,7 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 	srv.AroundFields(pageArgs)
 	srv.AroundResponses(adminDeadline(opts.AdminQueryTimeout))
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
-		return next(r.withLoaders(users.WithRequestCache(ctx)))
+		return next(withCappedConns(r.withLoaders(users.WithRequestCache(ctx))))
 	})
 	presenter := errorPresenter{logger: opts.Logger, production: opts.Production}
 	srv.SetErrorPresenter(presenter.present)

@@ -24,6 +24,11 @@ import (
 	"github.com/tally-billing/tally/internal/users"
 )
 
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *adminActionConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.AdminActionConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
+}
+
 // Transactions is the resolver for the transactions field.
 func (r *creditStatementResolver) Transactions(ctx context.Context, obj *ledger.Statement, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditTransactionConnection, error) {
 	q := r.Client.CreditTransaction.Query().
@@ -42,6 +47,11 @@ func (r *creditStatementResolver) Transactions(ctx context.Context, obj *ledger.
 // Metadata is the resolver for the metadata field.
 func (r *creditTransactionResolver) Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error) {
 	return metadataEntries(obj.Metadata), nil
+}
+
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *creditTransactionConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.CreditTransactionConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
 }
 
 // CreateCheckoutSession is the resolver for the createCheckoutSession field.
@@ -282,6 +292,16 @@ func (r *mutationResolver) UpdateCreditPackage(ctx context.Context, input model.
 	return &model.UpdateCreditPackagePayload{CreditPackage: pkg, AdminAction: action}, nil
 }
 
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *paymentConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.PaymentConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
+}
+
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *processedEventConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.ProcessedEventConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
+}
+
 // Viewer is the resolver for the viewer field.
 func (r *queryResolver) Viewer(ctx context.Context) (*ent.User, error) {
 	return r.Accounts.Viewer(ctx)
@@ -425,6 +445,11 @@ func (r *userResolver) Payments(ctx context.Context, obj *ent.User, after *entgq
 		},
 		cappedCount(counted.IDs),
 		func(c *ent.PaymentConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
+}
+
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *userConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.UserConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
 }
 
 // CreditStatement returns generated.CreditStatementResolver implementation.

@@ -38,12 +38,17 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	AdminActionConnection() AdminActionConnectionResolver
 	CreditStatement() CreditStatementResolver
 	CreditTransaction() CreditTransactionResolver
+	CreditTransactionConnection() CreditTransactionConnectionResolver
 	Mutation() MutationResolver
+	PaymentConnection() PaymentConnectionResolver
+	ProcessedEventConnection() ProcessedEventConnectionResolver
 	Query() QueryResolver
 	Subscription() SubscriptionResolver
 	User() UserResolver
+	UserConnection() UserConnectionResolver
 }
 
 type DirectiveRoot struct {
@@ -71,9 +76,10 @@ type ComplexityRoot struct {
 	}
 
 	AdminActionConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	AdminActionEdge struct {
@@ -220,9 +226,10 @@ type ComplexityRoot struct {
 	}
 
 	CreditTransactionConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	CreditTransactionEdge struct {
@@ -308,9 +315,10 @@ type ComplexityRoot struct {
 	}
 
 	PaymentConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	PaymentEdge struct {
@@ -348,9 +356,10 @@ type ComplexityRoot struct {
 	}
 
 	ProcessedEventConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	ProcessedEventEdge struct {
@@ -442,9 +451,10 @@ type ComplexityRoot struct {
 	}
 
 	UserConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	UserEdge struct {
@@ -457,11 +467,17 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type AdminActionConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.AdminActionConnection) (bool, error)
+}
 type CreditStatementResolver interface {
 	Transactions(ctx context.Context, obj *ledger.Statement, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditTransactionConnection, error)
 }
 type CreditTransactionResolver interface {
 	Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error)
+}
+type CreditTransactionConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.CreditTransactionConnection) (bool, error)
 }
 type MutationResolver interface {
 	CreateCheckoutSession(ctx context.Context, input model.CreateCheckoutSessionInput) (*model.CreateCheckoutSessionPayload, error)
@@ -477,6 +493,12 @@ type MutationResolver interface {
 	UnfreezeUser(ctx context.Context, input model.UnfreezeUserInput) (*model.UnfreezeUserPayload, error)
 	CreateCreditPackage(ctx context.Context, input model.CreateCreditPackageInput) (*model.CreateCreditPackagePayload, error)
 	UpdateCreditPackage(ctx context.Context, input model.UpdateCreditPackageInput) (*model.UpdateCreditPackagePayload, error)
+}
+type PaymentConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.PaymentConnection) (bool, error)
+}
+type ProcessedEventConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.ProcessedEventConnection) (bool, error)
 }
 type QueryResolver interface {
 	Node(ctx context.Context, id string) (ent.Noder, error)
@@ -502,6 +524,9 @@ type UserResolver interface {
 	BalanceAt(ctx context.Context, obj *ent.User, time time.Time) (int, error)
 	Statement(ctx context.Context, obj *ent.User, from time.Time, to time.Time) (*ledger.Statement, error)
 	Payments(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error)
+}
+type UserConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.UserConnection) (bool, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -631,6 +656,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AdminActionConnection.TotalCount(childComplexity), true
+	case "AdminActionConnection.totalCountCapped":
+		if e.ComplexityRoot.AdminActionConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AdminActionConnection.TotalCountCapped(childComplexity), true
 
 	case "AdminActionEdge.cursor":
 		if e.ComplexityRoot.AdminActionEdge.Cursor == nil {
@@ -1224,6 +1255,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditTransactionConnection.TotalCount(childComplexity), true
+	case "CreditTransactionConnection.totalCountCapped":
+		if e.ComplexityRoot.CreditTransactionConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditTransactionConnection.TotalCountCapped(childComplexity), true
 
 	case "CreditTransactionEdge.cursor":
 		if e.ComplexityRoot.CreditTransactionEdge.Cursor == nil {
@@ -1652,6 +1689,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PaymentConnection.TotalCount(childComplexity), true
+	case "PaymentConnection.totalCountCapped":
+		if e.ComplexityRoot.PaymentConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PaymentConnection.TotalCountCapped(childComplexity), true
 
 	case "PaymentEdge.cursor":
 		if e.ComplexityRoot.PaymentEdge.Cursor == nil {
@@ -1824,6 +1867,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ProcessedEventConnection.TotalCount(childComplexity), true
+	case "ProcessedEventConnection.totalCountCapped":
+		if e.ComplexityRoot.ProcessedEventConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ProcessedEventConnection.TotalCountCapped(childComplexity), true
 
 	case "ProcessedEventEdge.cursor":
 		if e.ComplexityRoot.ProcessedEventEdge.Cursor == nil {
@@ -2238,6 +2287,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UserConnection.TotalCount(childComplexity), true
+	case "UserConnection.totalCountCapped":
+		if e.ComplexityRoot.UserConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UserConnection.TotalCountCapped(childComplexity), true
 
 	case "UserEdge.cursor":
 		if e.ComplexityRoot.UserEdge.Cursor == nil {
@@ -4082,7 +4137,7 @@ type Query {
     ids: [ID!]!
   ): [Node]!
   """
-  The audit trail of admin actions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  The audit trail of admin actions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   adminActions(
     """
@@ -4116,7 +4171,7 @@ type Query {
     where: AdminActionWhereInput
   ): AdminActionConnection! @admin
   """
-  Every user's credit transactions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  Every user's credit transactions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   creditTransactions(
     """
@@ -4150,7 +4205,7 @@ type Query {
     where: CreditTransactionWhereInput
   ): CreditTransactionConnection! @admin
   """
-  Payments, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  Payments, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   payments(
     """
@@ -4184,7 +4239,7 @@ type Query {
     where: PaymentWhereInput
   ): PaymentConnection! @admin
   """
-  Stripe events received, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  Stripe events received, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   processedEvents(
     """
@@ -4218,7 +4273,7 @@ type Query {
     where: ProcessedEventWhereInput
   ): ProcessedEventConnection! @admin
   """
-  Users, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  Users, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   users(
     """
@@ -4520,7 +4575,7 @@ extend type User {
   The user's credit transactions, newest first, with their postings.
   totalCount is the count of the whole history when the history is not
   filtered; filtered, it counts at most 10,000 transactions (more says
-  10,000).
+  10,000, and totalCountCapped true).
   """
   transactions(
     after: Cursor
@@ -4935,6 +4990,44 @@ type Subscription {
   """
   creditBalanceChanged: CreditBalanceChange! @hasRole(roles: [USER, ADMIN])
 }
+
+# totalCount counts at most 10,000 items (graph.CountCap) except a user's
+# whole history; totalCountCapped says when it stopped there.
+extend type UserConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
+
+extend type CreditTransactionConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more. Never
+  for a user's whole history, which is counted exactly.
+  """
+  totalCountCapped: Boolean!
+}
+
+extend type PaymentConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
+
+extend type AdminActionConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
+
+extend type ProcessedEventConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -4987,6 +5080,8 @@ func (ec *executionContext) childFields_AdminActionConnection(ctx context.Contex
 		return ec.fieldContext_AdminActionConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_AdminActionConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_AdminActionConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AdminActionConnection", field.Name)
 }
@@ -5273,6 +5368,8 @@ func (ec *executionContext) childFields_CreditTransactionConnection(ctx context.
 		return ec.fieldContext_CreditTransactionConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_CreditTransactionConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_CreditTransactionConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CreditTransactionConnection", field.Name)
 }
@@ -5417,6 +5514,8 @@ func (ec *executionContext) childFields_PaymentConnection(ctx context.Context, f
 		return ec.fieldContext_PaymentConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_PaymentConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_PaymentConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PaymentConnection", field.Name)
 }
@@ -5497,6 +5596,8 @@ func (ec *executionContext) childFields_ProcessedEventConnection(ctx context.Con
 		return ec.fieldContext_ProcessedEventConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_ProcessedEventConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_ProcessedEventConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ProcessedEventConnection", field.Name)
 }
@@ -5649,6 +5750,8 @@ func (ec *executionContext) childFields_UserConnection(ctx context.Context, fiel
 		return ec.fieldContext_UserConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_UserConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_UserConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UserConnection", field.Name)
 }
@@ -7136,6 +7239,29 @@ func (ec *executionContext) _AdminActionConnection_totalCount(ctx context.Contex
 }
 func (ec *executionContext) fieldContext_AdminActionConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AdminActionConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _AdminActionConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.AdminActionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AdminActionConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.AdminActionConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AdminActionConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AdminActionConnection", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _AdminActionEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.AdminActionEdge) (ret graphql.Marshaler) {
@@ -9605,6 +9731,29 @@ func (ec *executionContext) fieldContext_CreditTransactionConnection_totalCount(
 	return graphql.NewScalarFieldContext("CreditTransactionConnection", field, false, false, "Int")
 }
 
+func (ec *executionContext) _CreditTransactionConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransactionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditTransactionConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.CreditTransactionConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditTransactionConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditTransactionConnection", field, true, true, "Boolean")
+}
+
 func (ec *executionContext) _CreditTransactionEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransactionEdge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -11535,6 +11684,29 @@ func (ec *executionContext) fieldContext_PaymentConnection_totalCount(_ context.
 	return graphql.NewScalarFieldContext("PaymentConnection", field, false, false, "Int")
 }
 
+func (ec *executionContext) _PaymentConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.PaymentConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PaymentConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.PaymentConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PaymentConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PaymentConnection", field, true, true, "Boolean")
+}
+
 func (ec *executionContext) _PaymentEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.PaymentEdge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -12240,6 +12412,29 @@ func (ec *executionContext) _ProcessedEventConnection_totalCount(ctx context.Con
 }
 func (ec *executionContext) fieldContext_ProcessedEventConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ProcessedEventConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ProcessedEventConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.ProcessedEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ProcessedEventConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.ProcessedEventConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ProcessedEventConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ProcessedEventConnection", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _ProcessedEventEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.ProcessedEventEdge) (ret graphql.Marshaler) {
@@ -14200,6 +14395,29 @@ func (ec *executionContext) _UserConnection_totalCount(ctx context.Context, fiel
 }
 func (ec *executionContext) fieldContext_UserConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("UserConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _UserConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.UserConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UserConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.UserConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UserConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UserConnection", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _UserEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.UserEdge) (ret graphql.Marshaler) {
@@ -22573,18 +22791,24 @@ func (ec *executionContext) _AdminActionConnection(ctx context.Context, sel ast.
 		case "edges":
 			out.Values[i] = ec._AdminActionConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._AdminActionConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._AdminActionConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._AdminActionConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -23563,18 +23787,24 @@ func (ec *executionContext) _CreditTransactionConnection(ctx context.Context, se
 		case "edges":
 			out.Values[i] = ec._CreditTransactionConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._CreditTransactionConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._CreditTransactionConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CreditTransactionConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -24171,18 +24401,24 @@ func (ec *executionContext) _PaymentConnection(ctx context.Context, sel ast.Sele
 		case "edges":
 			out.Values[i] = ec._PaymentConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._PaymentConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._PaymentConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._PaymentConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -24427,18 +24663,24 @@ func (ec *executionContext) _ProcessedEventConnection(ctx context.Context, sel a
 		case "edges":
 			out.Values[i] = ec._ProcessedEventConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._ProcessedEventConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._ProcessedEventConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ProcessedEventConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -25095,18 +25337,24 @@ func (ec *executionContext) _UserConnection(ctx context.Context, sel ast.Selecti
 		case "edges":
 			out.Values[i] = ec._UserConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._UserConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._UserConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._UserConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}

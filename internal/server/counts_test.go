@@ -36,19 +36,32 @@ func TestTotalCountIsCapped(t *testing.T) {
 		admin := token(t, "root", auth.RoleAdmin)
 		a.ok(admin, `{ viewer { id } }`, nil)
 		bulkUsers(t, db, graph.CountCap+5)
+		const fields = `{ totalCount totalCountCapped pageInfo { hasNextPage } }`
 		for query, want := range map[string]float64{
-			`{ users(first: 2) { totalCount edges { node { id } } pageInfo { hasNextPage } } }`:                                  graph.CountCap,
-			`{ users(first: 0, where: {status: ACTIVE}) { totalCount pageInfo { hasNextPage } } }`:                               graph.CountCap,
-			`{ users(first: 2, where: {externalIDIn: ["bulk-1", "bulk-2", "bulk-3"]}) { totalCount pageInfo { hasNextPage } } }`: 3,
-			`{ users(first: 2, where: {status: FROZEN}) { totalCount pageInfo { hasNextPage } } }`:                               0,
+			`{ users(first: 2) ` + fields + ` }`:                                                        graph.CountCap,
+			`{ users(first: 0, where: {status: ACTIVE}) ` + fields + ` }`:                               graph.CountCap,
+			`{ users(first: 2, where: {externalIDIn: ["bulk-1", "bulk-2", "bulk-3"]}) ` + fields + ` }`: 3,
+			`{ users(first: 2, where: {status: FROZEN}) ` + fields + ` }`:                               0,
 		} {
 			r := a.ok(admin, query, nil)
 			if got := r.get(t, "users", "totalCount"); got != want {
 				t.Errorf("%s: totalCount %v, want %v", query, got, want)
 			}
+			if got := r.get(t, "users", "totalCountCapped"); got != (want == graph.CountCap) {
+				t.Errorf("%s: totalCountCapped %v", query, got)
+			}
 			if got := r.get(t, "users", "pageInfo", "hasNextPage"); got != (want > 2) {
 				t.Errorf("%s: hasNextPage %v", query, got)
 			}
+		}
+		// Exactly CountCap is not capped: the count reads one row past it.
+		if _, err := db.SQL.ExecContext(context.Background(), db.Rebind(`UPDATE users SET status = 'FROZEN' WHERE external_id IN (?, ?, ?, ?, ?, ?)`),
+			"bulk-1", "bulk-2", "bulk-3", "bulk-4", "bulk-5", "root"); err != nil {
+			t.Fatal(err)
+		}
+		r := a.ok(admin, `{ users(first: 1, where: {status: ACTIVE}) { totalCount totalCountCapped } }`, nil)
+		if r.get(t, "users", "totalCount") != float64(graph.CountCap) || r.get(t, "users", "totalCountCapped") != false {
+			t.Errorf("%d active users: %s", graph.CountCap, r.Data)
 		}
 	})
 }
@@ -68,8 +81,11 @@ func TestHistoryCountIsKept(t *testing.T) {
 		}
 		a.ok(alice, `mutation { spendCredits(input: {amount: 2, idempotencyKey: "s1"}) { replayed } }`, nil)
 		a.ok(alice, `mutation { reserveCredits(input: {amount: 3, idempotencyKey: "r1"}) { replayed } }`, nil)
-		r := a.ok(alice, `{ viewer { all: transactions(first: 1) { totalCount }
+		r := a.ok(alice, `{ viewer { all: transactions(first: 1) { totalCount totalCountCapped }
 			grants: transactions(first: 1, where: {kind: GRANT}) { totalCount } } }`, nil)
+		if r.get(t, "viewer", "all", "totalCountCapped") != false {
+			t.Errorf("a whole history's count is capped: %s", r.Data)
+		}
 		if all, grants := r.get(t, "viewer", "all", "totalCount"), r.get(t, "viewer", "grants", "totalCount"); all != float64(5) || grants != float64(3) {
 			t.Errorf("totalCount %v of all, %v of grants; want 5 and 3", all, grants)
 		}
