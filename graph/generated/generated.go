@@ -4552,7 +4552,9 @@ extend type Query {
 
   """
   The ledger's invariants checked over every user, and every payment's credits
-  checked against its state and refunds: counts and discrepancies.
+  checked against its state and refunds: counts and discrepancies. It reads
+  every row: past the admin time limit it is TIMEOUT, and ` + "`" + `tally reconcile` + "`" + `
+  runs the same checks without one.
   """
   ledgerReport: LedgerReport! @admin
 }
@@ -4690,8 +4692,8 @@ type LedgerReport {
 type LedgerProblem {
   """
   Which invariant is broken: unbalanced_transaction, balance_mismatch,
-  lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree (the
-  ledger); payment_grant_mismatch (a paid payment without exactly one grant
+  lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree,
+  transaction_count_mismatch (the ledger); payment_grant_mismatch (a paid payment without exactly one grant
   of its credits, or an unpaid one with any), payment_clawback_mismatch (a
   payment's refund and dispute clawbacks disagree with its amount refunded
   and its state).
