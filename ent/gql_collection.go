@@ -1089,7 +1089,7 @@ func (_q *PaymentQuery) collectField(ctx context.Context, oneNode bool, opCtx *g
 				path  = append(path, alias)
 				query = (&CreditTransactionClient{config: _q.config}).Query()
 			)
-			args := newCreditTransactionPaginateArgs(fieldArgs(ctx, new(CreditTransactionWhereInput), path...))
+			args := newCreditTransactionPaginateArgs(fieldArgs(ctx, nil, path...))
 			if err := validateFirstLast(args.first, args.last); err != nil {
 				return fmt.Errorf("validate first and last in path %q: %w", path, err)
 			}
@@ -1494,7 +1494,7 @@ func (_q *UserQuery) collectField(ctx context.Context, oneNode bool, opCtx *grap
 				path  = append(path, alias)
 				query = (&CreditLotClient{config: _q.config}).Query()
 			)
-			args := newCreditLotPaginateArgs(fieldArgs(ctx, new(CreditLotWhereInput), path...))
+			args := newCreditLotPaginateArgs(fieldArgs(ctx, nil, path...))
 			if err := validateFirstLast(args.first, args.last); err != nil {
 				return fmt.Errorf("validate first and last in path %q: %w", path, err)
 			}
@@ -1583,7 +1583,7 @@ func (_q *UserQuery) collectField(ctx context.Context, oneNode bool, opCtx *grap
 				path  = append(path, alias)
 				query = (&CreditReservationClient{config: _q.config}).Query()
 			)
-			args := newCreditReservationPaginateArgs(fieldArgs(ctx, new(CreditReservationWhereInput), path...))
+			args := newCreditReservationPaginateArgs(fieldArgs(ctx, nil, path...))
 			if err := validateFirstLast(args.first, args.last); err != nil {
 				return fmt.Errorf("validate first and last in path %q: %w", path, err)
 			}

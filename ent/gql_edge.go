@@ -153,11 +153,10 @@ func (_m *Payment) Package(ctx context.Context) (*CreditPackage, error) {
 }
 
 func (_m *Payment) Transactions(
-	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditTransactionOrder, where *CreditTransactionWhereInput,
+	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditTransactionOrder,
 ) (*CreditTransactionConnection, error) {
 	opts := []CreditTransactionPaginateOption{
 		WithCreditTransactionOrder(orderBy),
-		WithCreditTransactionFilter(where.Filter),
 	}
 	alias := graphql.GetFieldContext(ctx).Field.Alias
 	totalCount, hasTotalCount := _m.Edges.totalCount[2][alias]
@@ -194,11 +193,10 @@ func (_m *ProcessedEvent) Payment(ctx context.Context) (*Payment, error) {
 }
 
 func (_m *User) Lots(
-	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditLotOrder, where *CreditLotWhereInput,
+	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditLotOrder,
 ) (*CreditLotConnection, error) {
 	opts := []CreditLotPaginateOption{
 		WithCreditLotOrder(orderBy),
-		WithCreditLotFilter(where.Filter),
 	}
 	alias := graphql.GetFieldContext(ctx).Field.Alias
 	totalCount, hasTotalCount := _m.Edges.totalCount[0][alias]
@@ -215,11 +213,10 @@ func (_m *User) Lots(
 }
 
 func (_m *User) Reservations(
-	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditReservationOrder, where *CreditReservationWhereInput,
+	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditReservationOrder,
 ) (*CreditReservationConnection, error) {
 	opts := []CreditReservationPaginateOption{
 		WithCreditReservationOrder(orderBy),
-		WithCreditReservationFilter(where.Filter),
 	}
 	alias := graphql.GetFieldContext(ctx).Field.Alias
 	totalCount, hasTotalCount := _m.Edges.totalCount[1][alias]

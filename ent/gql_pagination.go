@@ -343,20 +343,6 @@ var (
 			}
 		},
 	}
-	// AdminActionOrderFieldAction orders AdminAction by action.
-	AdminActionOrderFieldAction = &AdminActionOrderField{
-		Value: func(_m *AdminAction) (ent.Value, error) {
-			return _m.Action, nil
-		},
-		column: adminaction.FieldAction,
-		toTerm: adminaction.ByAction,
-		toCursor: func(_m *AdminAction) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.Action,
-			}
-		},
-	}
 )
 
 // String implement fmt.Stringer interface.
@@ -367,8 +353,6 @@ func (f AdminActionOrderField) String() string {
 		str = "ID"
 	case AdminActionOrderFieldCreatedAt.column:
 		str = "CREATED_AT"
-	case AdminActionOrderFieldAction.column:
-		str = "ACTION"
 	}
 	return str
 }
@@ -389,8 +373,6 @@ func (f *AdminActionOrderField) UnmarshalGQL(v interface{}) error {
 		*f = *AdminActionOrderFieldID
 	case "CREATED_AT":
 		*f = *AdminActionOrderFieldCreatedAt
-	case "ACTION":
-		*f = *AdminActionOrderFieldAction
 	default:
 		return fmt.Errorf("%s is not a valid AdminActionOrderField", str)
 	}
@@ -992,20 +974,6 @@ var (
 			}
 		},
 	}
-	// CreditLotOrderFieldUpdatedAt orders CreditLot by updated_at.
-	CreditLotOrderFieldUpdatedAt = &CreditLotOrderField{
-		Value: func(_m *CreditLot) (ent.Value, error) {
-			return _m.UpdatedAt, nil
-		},
-		column: creditlot.FieldUpdatedAt,
-		toTerm: creditlot.ByUpdatedAt,
-		toCursor: func(_m *CreditLot) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.UpdatedAt,
-			}
-		},
-	}
 	// CreditLotOrderFieldExpiresAt orders CreditLot by expires_at.
 	CreditLotOrderFieldExpiresAt = &CreditLotOrderField{
 		Value: func(_m *CreditLot) (ent.Value, error) {
@@ -1030,8 +998,6 @@ func (f CreditLotOrderField) String() string {
 		str = "ID"
 	case CreditLotOrderFieldCreatedAt.column:
 		str = "CREATED_AT"
-	case CreditLotOrderFieldUpdatedAt.column:
-		str = "UPDATED_AT"
 	case CreditLotOrderFieldExpiresAt.column:
 		str = "EXPIRES_AT"
 	}
@@ -1054,8 +1020,6 @@ func (f *CreditLotOrderField) UnmarshalGQL(v interface{}) error {
 		*f = *CreditLotOrderFieldID
 	case "CREATED_AT":
 		*f = *CreditLotOrderFieldCreatedAt
-	case "UPDATED_AT":
-		*f = *CreditLotOrderFieldUpdatedAt
 	case "EXPIRES_AT":
 		*f = *CreditLotOrderFieldExpiresAt
 	default:
@@ -1342,20 +1306,6 @@ var (
 			}
 		},
 	}
-	// CreditPackageOrderFieldUpdatedAt orders CreditPackage by updated_at.
-	CreditPackageOrderFieldUpdatedAt = &CreditPackageOrderField{
-		Value: func(_m *CreditPackage) (ent.Value, error) {
-			return _m.UpdatedAt, nil
-		},
-		column: creditpackage.FieldUpdatedAt,
-		toTerm: creditpackage.ByUpdatedAt,
-		toCursor: func(_m *CreditPackage) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.UpdatedAt,
-			}
-		},
-	}
 	// CreditPackageOrderFieldName orders CreditPackage by name.
 	CreditPackageOrderFieldName = &CreditPackageOrderField{
 		Value: func(_m *CreditPackage) (ent.Value, error) {
@@ -1408,8 +1358,6 @@ func (f CreditPackageOrderField) String() string {
 		str = "ID"
 	case CreditPackageOrderFieldCreatedAt.column:
 		str = "CREATED_AT"
-	case CreditPackageOrderFieldUpdatedAt.column:
-		str = "UPDATED_AT"
 	case CreditPackageOrderFieldName.column:
 		str = "NAME"
 	case CreditPackageOrderFieldCredits.column:
@@ -1436,8 +1384,6 @@ func (f *CreditPackageOrderField) UnmarshalGQL(v interface{}) error {
 		*f = *CreditPackageOrderFieldID
 	case "CREATED_AT":
 		*f = *CreditPackageOrderFieldCreatedAt
-	case "UPDATED_AT":
-		*f = *CreditPackageOrderFieldUpdatedAt
 	case "NAME":
 		*f = *CreditPackageOrderFieldName
 	case "CREDITS":
@@ -1728,20 +1674,6 @@ var (
 			}
 		},
 	}
-	// CreditReservationOrderFieldUpdatedAt orders CreditReservation by updated_at.
-	CreditReservationOrderFieldUpdatedAt = &CreditReservationOrderField{
-		Value: func(_m *CreditReservation) (ent.Value, error) {
-			return _m.UpdatedAt, nil
-		},
-		column: creditreservation.FieldUpdatedAt,
-		toTerm: creditreservation.ByUpdatedAt,
-		toCursor: func(_m *CreditReservation) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.UpdatedAt,
-			}
-		},
-	}
 	// CreditReservationOrderFieldStatus orders CreditReservation by status.
 	CreditReservationOrderFieldStatus = &CreditReservationOrderField{
 		Value: func(_m *CreditReservation) (ent.Value, error) {
@@ -1780,8 +1712,6 @@ func (f CreditReservationOrderField) String() string {
 		str = "ID"
 	case CreditReservationOrderFieldCreatedAt.column:
 		str = "CREATED_AT"
-	case CreditReservationOrderFieldUpdatedAt.column:
-		str = "UPDATED_AT"
 	case CreditReservationOrderFieldStatus.column:
 		str = "STATUS"
 	case CreditReservationOrderFieldExpiresAt.column:
@@ -1806,8 +1736,6 @@ func (f *CreditReservationOrderField) UnmarshalGQL(v interface{}) error {
 		*f = *CreditReservationOrderFieldID
 	case "CREATED_AT":
 		*f = *CreditReservationOrderFieldCreatedAt
-	case "UPDATED_AT":
-		*f = *CreditReservationOrderFieldUpdatedAt
 	case "STATUS":
 		*f = *CreditReservationOrderFieldStatus
 	case "EXPIRES_AT":
@@ -2096,34 +2024,6 @@ var (
 			}
 		},
 	}
-	// CreditTransactionOrderFieldKind orders CreditTransaction by kind.
-	CreditTransactionOrderFieldKind = &CreditTransactionOrderField{
-		Value: func(_m *CreditTransaction) (ent.Value, error) {
-			return _m.Kind, nil
-		},
-		column: credittransaction.FieldKind,
-		toTerm: credittransaction.ByKind,
-		toCursor: func(_m *CreditTransaction) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.Kind,
-			}
-		},
-	}
-	// CreditTransactionOrderFieldAmount orders CreditTransaction by amount.
-	CreditTransactionOrderFieldAmount = &CreditTransactionOrderField{
-		Value: func(_m *CreditTransaction) (ent.Value, error) {
-			return _m.Amount, nil
-		},
-		column: credittransaction.FieldAmount,
-		toTerm: credittransaction.ByAmount,
-		toCursor: func(_m *CreditTransaction) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.Amount,
-			}
-		},
-	}
 )
 
 // String implement fmt.Stringer interface.
@@ -2134,10 +2034,6 @@ func (f CreditTransactionOrderField) String() string {
 		str = "ID"
 	case CreditTransactionOrderFieldCreatedAt.column:
 		str = "CREATED_AT"
-	case CreditTransactionOrderFieldKind.column:
-		str = "KIND"
-	case CreditTransactionOrderFieldAmount.column:
-		str = "AMOUNT"
 	}
 	return str
 }
@@ -2158,10 +2054,6 @@ func (f *CreditTransactionOrderField) UnmarshalGQL(v interface{}) error {
 		*f = *CreditTransactionOrderFieldID
 	case "CREATED_AT":
 		*f = *CreditTransactionOrderFieldCreatedAt
-	case "KIND":
-		*f = *CreditTransactionOrderFieldKind
-	case "AMOUNT":
-		*f = *CreditTransactionOrderFieldAmount
 	default:
 		return fmt.Errorf("%s is not a valid CreditTransactionOrderField", str)
 	}
@@ -2446,48 +2338,6 @@ var (
 			}
 		},
 	}
-	// PaymentOrderFieldUpdatedAt orders Payment by updated_at.
-	PaymentOrderFieldUpdatedAt = &PaymentOrderField{
-		Value: func(_m *Payment) (ent.Value, error) {
-			return _m.UpdatedAt, nil
-		},
-		column: payment.FieldUpdatedAt,
-		toTerm: payment.ByUpdatedAt,
-		toCursor: func(_m *Payment) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.UpdatedAt,
-			}
-		},
-	}
-	// PaymentOrderFieldAmount orders Payment by amount.
-	PaymentOrderFieldAmount = &PaymentOrderField{
-		Value: func(_m *Payment) (ent.Value, error) {
-			return _m.Amount, nil
-		},
-		column: payment.FieldAmount,
-		toTerm: payment.ByAmount,
-		toCursor: func(_m *Payment) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.Amount,
-			}
-		},
-	}
-	// PaymentOrderFieldStatus orders Payment by status.
-	PaymentOrderFieldStatus = &PaymentOrderField{
-		Value: func(_m *Payment) (ent.Value, error) {
-			return _m.Status, nil
-		},
-		column: payment.FieldStatus,
-		toTerm: payment.ByStatus,
-		toCursor: func(_m *Payment) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.Status,
-			}
-		},
-	}
 )
 
 // String implement fmt.Stringer interface.
@@ -2498,12 +2348,6 @@ func (f PaymentOrderField) String() string {
 		str = "ID"
 	case PaymentOrderFieldCreatedAt.column:
 		str = "CREATED_AT"
-	case PaymentOrderFieldUpdatedAt.column:
-		str = "UPDATED_AT"
-	case PaymentOrderFieldAmount.column:
-		str = "AMOUNT"
-	case PaymentOrderFieldStatus.column:
-		str = "STATUS"
 	}
 	return str
 }
@@ -2524,12 +2368,6 @@ func (f *PaymentOrderField) UnmarshalGQL(v interface{}) error {
 		*f = *PaymentOrderFieldID
 	case "CREATED_AT":
 		*f = *PaymentOrderFieldCreatedAt
-	case "UPDATED_AT":
-		*f = *PaymentOrderFieldUpdatedAt
-	case "AMOUNT":
-		*f = *PaymentOrderFieldAmount
-	case "STATUS":
-		*f = *PaymentOrderFieldStatus
 	default:
 		return fmt.Errorf("%s is not a valid PaymentOrderField", str)
 	}
@@ -2800,20 +2638,6 @@ var (
 			}
 		},
 	}
-	// ProcessedEventOrderFieldOutcome orders ProcessedEvent by outcome.
-	ProcessedEventOrderFieldOutcome = &ProcessedEventOrderField{
-		Value: func(_m *ProcessedEvent) (ent.Value, error) {
-			return _m.Outcome, nil
-		},
-		column: processedevent.FieldOutcome,
-		toTerm: processedevent.ByOutcome,
-		toCursor: func(_m *ProcessedEvent) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.Outcome,
-			}
-		},
-	}
 	// ProcessedEventOrderFieldReceivedAt orders ProcessedEvent by received_at.
 	ProcessedEventOrderFieldReceivedAt = &ProcessedEventOrderField{
 		Value: func(_m *ProcessedEvent) (ent.Value, error) {
@@ -2836,8 +2660,6 @@ func (f ProcessedEventOrderField) String() string {
 	switch f.column {
 	case ProcessedEventOrderFieldID.column:
 		str = "ID"
-	case ProcessedEventOrderFieldOutcome.column:
-		str = "OUTCOME"
 	case ProcessedEventOrderFieldReceivedAt.column:
 		str = "RECEIVED_AT"
 	}
@@ -2858,8 +2680,6 @@ func (f *ProcessedEventOrderField) UnmarshalGQL(v interface{}) error {
 	switch str {
 	case "ID":
 		*f = *ProcessedEventOrderFieldID
-	case "OUTCOME":
-		*f = *ProcessedEventOrderFieldOutcome
 	case "RECEIVED_AT":
 		*f = *ProcessedEventOrderFieldReceivedAt
 	default:
@@ -3146,48 +2966,6 @@ var (
 			}
 		},
 	}
-	// UserOrderFieldUpdatedAt orders User by updated_at.
-	UserOrderFieldUpdatedAt = &UserOrderField{
-		Value: func(_m *User) (ent.Value, error) {
-			return _m.UpdatedAt, nil
-		},
-		column: user.FieldUpdatedAt,
-		toTerm: user.ByUpdatedAt,
-		toCursor: func(_m *User) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.UpdatedAt,
-			}
-		},
-	}
-	// UserOrderFieldCreditsBalance orders User by credits_balance.
-	UserOrderFieldCreditsBalance = &UserOrderField{
-		Value: func(_m *User) (ent.Value, error) {
-			return _m.CreditsBalance, nil
-		},
-		column: user.FieldCreditsBalance,
-		toTerm: user.ByCreditsBalance,
-		toCursor: func(_m *User) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.CreditsBalance,
-			}
-		},
-	}
-	// UserOrderFieldStatus orders User by status.
-	UserOrderFieldStatus = &UserOrderField{
-		Value: func(_m *User) (ent.Value, error) {
-			return _m.Status, nil
-		},
-		column: user.FieldStatus,
-		toTerm: user.ByStatus,
-		toCursor: func(_m *User) Cursor {
-			return Cursor{
-				ID:    _m.ID,
-				Value: _m.Status,
-			}
-		},
-	}
 )
 
 // String implement fmt.Stringer interface.
@@ -3198,12 +2976,6 @@ func (f UserOrderField) String() string {
 		str = "ID"
 	case UserOrderFieldCreatedAt.column:
 		str = "CREATED_AT"
-	case UserOrderFieldUpdatedAt.column:
-		str = "UPDATED_AT"
-	case UserOrderFieldCreditsBalance.column:
-		str = "CREDITS_BALANCE"
-	case UserOrderFieldStatus.column:
-		str = "STATUS"
 	}
 	return str
 }
@@ -3224,12 +2996,6 @@ func (f *UserOrderField) UnmarshalGQL(v interface{}) error {
 		*f = *UserOrderFieldID
 	case "CREATED_AT":
 		*f = *UserOrderFieldCreatedAt
-	case "UPDATED_AT":
-		*f = *UserOrderFieldUpdatedAt
-	case "CREDITS_BALANCE":
-		*f = *UserOrderFieldCreditsBalance
-	case "STATUS":
-		*f = *UserOrderFieldStatus
 	default:
 		return fmt.Errorf("%s is not a valid UserOrderField", str)
 	}

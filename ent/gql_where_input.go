@@ -78,21 +78,6 @@ type AdminActionWhereInput struct {
 	ActionEqualFold    *string  `json:"actionEqualFold,omitempty"`
 	ActionContainsFold *string  `json:"actionContainsFold,omitempty"`
 
-	// "target_id" field predicates.
-	TargetID             *string  `json:"targetID,omitempty"`
-	TargetIDNEQ          *string  `json:"targetIDNEQ,omitempty"`
-	TargetIDIn           []string `json:"targetIDIn,omitempty"`
-	TargetIDNotIn        []string `json:"targetIDNotIn,omitempty"`
-	TargetIDGT           *string  `json:"targetIDGT,omitempty"`
-	TargetIDGTE          *string  `json:"targetIDGTE,omitempty"`
-	TargetIDLT           *string  `json:"targetIDLT,omitempty"`
-	TargetIDLTE          *string  `json:"targetIDLTE,omitempty"`
-	TargetIDContains     *string  `json:"targetIDContains,omitempty"`
-	TargetIDHasPrefix    *string  `json:"targetIDHasPrefix,omitempty"`
-	TargetIDHasSuffix    *string  `json:"targetIDHasSuffix,omitempty"`
-	TargetIDEqualFold    *string  `json:"targetIDEqualFold,omitempty"`
-	TargetIDContainsFold *string  `json:"targetIDContainsFold,omitempty"`
-
 	// "target_user_id" field predicates.
 	TargetUserID             *string  `json:"targetUserID,omitempty"`
 	TargetUserIDNEQ          *string  `json:"targetUserIDNEQ,omitempty"`
@@ -109,76 +94,6 @@ type AdminActionWhereInput struct {
 	TargetUserIDNotNil       bool     `json:"targetUserIDNotNil,omitempty"`
 	TargetUserIDEqualFold    *string  `json:"targetUserIDEqualFold,omitempty"`
 	TargetUserIDContainsFold *string  `json:"targetUserIDContainsFold,omitempty"`
-
-	// "amount" field predicates.
-	Amount       *int64  `json:"amount,omitempty"`
-	AmountNEQ    *int64  `json:"amountNEQ,omitempty"`
-	AmountIn     []int64 `json:"amountIn,omitempty"`
-	AmountNotIn  []int64 `json:"amountNotIn,omitempty"`
-	AmountGT     *int64  `json:"amountGT,omitempty"`
-	AmountGTE    *int64  `json:"amountGTE,omitempty"`
-	AmountLT     *int64  `json:"amountLT,omitempty"`
-	AmountLTE    *int64  `json:"amountLTE,omitempty"`
-	AmountIsNil  bool    `json:"amountIsNil,omitempty"`
-	AmountNotNil bool    `json:"amountNotNil,omitempty"`
-
-	// "reason" field predicates.
-	Reason             *string  `json:"reason,omitempty"`
-	ReasonNEQ          *string  `json:"reasonNEQ,omitempty"`
-	ReasonIn           []string `json:"reasonIn,omitempty"`
-	ReasonNotIn        []string `json:"reasonNotIn,omitempty"`
-	ReasonGT           *string  `json:"reasonGT,omitempty"`
-	ReasonGTE          *string  `json:"reasonGTE,omitempty"`
-	ReasonLT           *string  `json:"reasonLT,omitempty"`
-	ReasonLTE          *string  `json:"reasonLTE,omitempty"`
-	ReasonContains     *string  `json:"reasonContains,omitempty"`
-	ReasonHasPrefix    *string  `json:"reasonHasPrefix,omitempty"`
-	ReasonHasSuffix    *string  `json:"reasonHasSuffix,omitempty"`
-	ReasonIsNil        bool     `json:"reasonIsNil,omitempty"`
-	ReasonNotNil       bool     `json:"reasonNotNil,omitempty"`
-	ReasonEqualFold    *string  `json:"reasonEqualFold,omitempty"`
-	ReasonContainsFold *string  `json:"reasonContainsFold,omitempty"`
-
-	// "balance_before" field predicates.
-	BalanceBefore       *int64  `json:"balanceBefore,omitempty"`
-	BalanceBeforeNEQ    *int64  `json:"balanceBeforeNEQ,omitempty"`
-	BalanceBeforeIn     []int64 `json:"balanceBeforeIn,omitempty"`
-	BalanceBeforeNotIn  []int64 `json:"balanceBeforeNotIn,omitempty"`
-	BalanceBeforeGT     *int64  `json:"balanceBeforeGT,omitempty"`
-	BalanceBeforeGTE    *int64  `json:"balanceBeforeGTE,omitempty"`
-	BalanceBeforeLT     *int64  `json:"balanceBeforeLT,omitempty"`
-	BalanceBeforeLTE    *int64  `json:"balanceBeforeLTE,omitempty"`
-	BalanceBeforeIsNil  bool    `json:"balanceBeforeIsNil,omitempty"`
-	BalanceBeforeNotNil bool    `json:"balanceBeforeNotNil,omitempty"`
-
-	// "balance_after" field predicates.
-	BalanceAfter       *int64  `json:"balanceAfter,omitempty"`
-	BalanceAfterNEQ    *int64  `json:"balanceAfterNEQ,omitempty"`
-	BalanceAfterIn     []int64 `json:"balanceAfterIn,omitempty"`
-	BalanceAfterNotIn  []int64 `json:"balanceAfterNotIn,omitempty"`
-	BalanceAfterGT     *int64  `json:"balanceAfterGT,omitempty"`
-	BalanceAfterGTE    *int64  `json:"balanceAfterGTE,omitempty"`
-	BalanceAfterLT     *int64  `json:"balanceAfterLT,omitempty"`
-	BalanceAfterLTE    *int64  `json:"balanceAfterLTE,omitempty"`
-	BalanceAfterIsNil  bool    `json:"balanceAfterIsNil,omitempty"`
-	BalanceAfterNotNil bool    `json:"balanceAfterNotNil,omitempty"`
-
-	// "request_id" field predicates.
-	RequestID             *string  `json:"requestID,omitempty"`
-	RequestIDNEQ          *string  `json:"requestIDNEQ,omitempty"`
-	RequestIDIn           []string `json:"requestIDIn,omitempty"`
-	RequestIDNotIn        []string `json:"requestIDNotIn,omitempty"`
-	RequestIDGT           *string  `json:"requestIDGT,omitempty"`
-	RequestIDGTE          *string  `json:"requestIDGTE,omitempty"`
-	RequestIDLT           *string  `json:"requestIDLT,omitempty"`
-	RequestIDLTE          *string  `json:"requestIDLTE,omitempty"`
-	RequestIDContains     *string  `json:"requestIDContains,omitempty"`
-	RequestIDHasPrefix    *string  `json:"requestIDHasPrefix,omitempty"`
-	RequestIDHasSuffix    *string  `json:"requestIDHasSuffix,omitempty"`
-	RequestIDIsNil        bool     `json:"requestIDIsNil,omitempty"`
-	RequestIDNotNil       bool     `json:"requestIDNotNil,omitempty"`
-	RequestIDEqualFold    *string  `json:"requestIDEqualFold,omitempty"`
-	RequestIDContainsFold *string  `json:"requestIDContainsFold,omitempty"`
 
 	// "transaction_id" field predicates.
 	TransactionID             *string  `json:"transactionID,omitempty"`
@@ -413,45 +328,6 @@ func (i *AdminActionWhereInput) P() (predicate.AdminAction, error) {
 	if i.ActionContainsFold != nil {
 		predicates = append(predicates, adminaction.ActionContainsFold(*i.ActionContainsFold))
 	}
-	if i.TargetID != nil {
-		predicates = append(predicates, adminaction.TargetIDEQ(*i.TargetID))
-	}
-	if i.TargetIDNEQ != nil {
-		predicates = append(predicates, adminaction.TargetIDNEQ(*i.TargetIDNEQ))
-	}
-	if len(i.TargetIDIn) > 0 {
-		predicates = append(predicates, adminaction.TargetIDIn(i.TargetIDIn...))
-	}
-	if len(i.TargetIDNotIn) > 0 {
-		predicates = append(predicates, adminaction.TargetIDNotIn(i.TargetIDNotIn...))
-	}
-	if i.TargetIDGT != nil {
-		predicates = append(predicates, adminaction.TargetIDGT(*i.TargetIDGT))
-	}
-	if i.TargetIDGTE != nil {
-		predicates = append(predicates, adminaction.TargetIDGTE(*i.TargetIDGTE))
-	}
-	if i.TargetIDLT != nil {
-		predicates = append(predicates, adminaction.TargetIDLT(*i.TargetIDLT))
-	}
-	if i.TargetIDLTE != nil {
-		predicates = append(predicates, adminaction.TargetIDLTE(*i.TargetIDLTE))
-	}
-	if i.TargetIDContains != nil {
-		predicates = append(predicates, adminaction.TargetIDContains(*i.TargetIDContains))
-	}
-	if i.TargetIDHasPrefix != nil {
-		predicates = append(predicates, adminaction.TargetIDHasPrefix(*i.TargetIDHasPrefix))
-	}
-	if i.TargetIDHasSuffix != nil {
-		predicates = append(predicates, adminaction.TargetIDHasSuffix(*i.TargetIDHasSuffix))
-	}
-	if i.TargetIDEqualFold != nil {
-		predicates = append(predicates, adminaction.TargetIDEqualFold(*i.TargetIDEqualFold))
-	}
-	if i.TargetIDContainsFold != nil {
-		predicates = append(predicates, adminaction.TargetIDContainsFold(*i.TargetIDContainsFold))
-	}
 	if i.TargetUserID != nil {
 		predicates = append(predicates, adminaction.TargetUserIDEQ(*i.TargetUserID))
 	}
@@ -496,186 +372,6 @@ func (i *AdminActionWhereInput) P() (predicate.AdminAction, error) {
 	}
 	if i.TargetUserIDContainsFold != nil {
 		predicates = append(predicates, adminaction.TargetUserIDContainsFold(*i.TargetUserIDContainsFold))
-	}
-	if i.Amount != nil {
-		predicates = append(predicates, adminaction.AmountEQ(*i.Amount))
-	}
-	if i.AmountNEQ != nil {
-		predicates = append(predicates, adminaction.AmountNEQ(*i.AmountNEQ))
-	}
-	if len(i.AmountIn) > 0 {
-		predicates = append(predicates, adminaction.AmountIn(i.AmountIn...))
-	}
-	if len(i.AmountNotIn) > 0 {
-		predicates = append(predicates, adminaction.AmountNotIn(i.AmountNotIn...))
-	}
-	if i.AmountGT != nil {
-		predicates = append(predicates, adminaction.AmountGT(*i.AmountGT))
-	}
-	if i.AmountGTE != nil {
-		predicates = append(predicates, adminaction.AmountGTE(*i.AmountGTE))
-	}
-	if i.AmountLT != nil {
-		predicates = append(predicates, adminaction.AmountLT(*i.AmountLT))
-	}
-	if i.AmountLTE != nil {
-		predicates = append(predicates, adminaction.AmountLTE(*i.AmountLTE))
-	}
-	if i.AmountIsNil {
-		predicates = append(predicates, adminaction.AmountIsNil())
-	}
-	if i.AmountNotNil {
-		predicates = append(predicates, adminaction.AmountNotNil())
-	}
-	if i.Reason != nil {
-		predicates = append(predicates, adminaction.ReasonEQ(*i.Reason))
-	}
-	if i.ReasonNEQ != nil {
-		predicates = append(predicates, adminaction.ReasonNEQ(*i.ReasonNEQ))
-	}
-	if len(i.ReasonIn) > 0 {
-		predicates = append(predicates, adminaction.ReasonIn(i.ReasonIn...))
-	}
-	if len(i.ReasonNotIn) > 0 {
-		predicates = append(predicates, adminaction.ReasonNotIn(i.ReasonNotIn...))
-	}
-	if i.ReasonGT != nil {
-		predicates = append(predicates, adminaction.ReasonGT(*i.ReasonGT))
-	}
-	if i.ReasonGTE != nil {
-		predicates = append(predicates, adminaction.ReasonGTE(*i.ReasonGTE))
-	}
-	if i.ReasonLT != nil {
-		predicates = append(predicates, adminaction.ReasonLT(*i.ReasonLT))
-	}
-	if i.ReasonLTE != nil {
-		predicates = append(predicates, adminaction.ReasonLTE(*i.ReasonLTE))
-	}
-	if i.ReasonContains != nil {
-		predicates = append(predicates, adminaction.ReasonContains(*i.ReasonContains))
-	}
-	if i.ReasonHasPrefix != nil {
-		predicates = append(predicates, adminaction.ReasonHasPrefix(*i.ReasonHasPrefix))
-	}
-	if i.ReasonHasSuffix != nil {
-		predicates = append(predicates, adminaction.ReasonHasSuffix(*i.ReasonHasSuffix))
-	}
-	if i.ReasonIsNil {
-		predicates = append(predicates, adminaction.ReasonIsNil())
-	}
-	if i.ReasonNotNil {
-		predicates = append(predicates, adminaction.ReasonNotNil())
-	}
-	if i.ReasonEqualFold != nil {
-		predicates = append(predicates, adminaction.ReasonEqualFold(*i.ReasonEqualFold))
-	}
-	if i.ReasonContainsFold != nil {
-		predicates = append(predicates, adminaction.ReasonContainsFold(*i.ReasonContainsFold))
-	}
-	if i.BalanceBefore != nil {
-		predicates = append(predicates, adminaction.BalanceBeforeEQ(*i.BalanceBefore))
-	}
-	if i.BalanceBeforeNEQ != nil {
-		predicates = append(predicates, adminaction.BalanceBeforeNEQ(*i.BalanceBeforeNEQ))
-	}
-	if len(i.BalanceBeforeIn) > 0 {
-		predicates = append(predicates, adminaction.BalanceBeforeIn(i.BalanceBeforeIn...))
-	}
-	if len(i.BalanceBeforeNotIn) > 0 {
-		predicates = append(predicates, adminaction.BalanceBeforeNotIn(i.BalanceBeforeNotIn...))
-	}
-	if i.BalanceBeforeGT != nil {
-		predicates = append(predicates, adminaction.BalanceBeforeGT(*i.BalanceBeforeGT))
-	}
-	if i.BalanceBeforeGTE != nil {
-		predicates = append(predicates, adminaction.BalanceBeforeGTE(*i.BalanceBeforeGTE))
-	}
-	if i.BalanceBeforeLT != nil {
-		predicates = append(predicates, adminaction.BalanceBeforeLT(*i.BalanceBeforeLT))
-	}
-	if i.BalanceBeforeLTE != nil {
-		predicates = append(predicates, adminaction.BalanceBeforeLTE(*i.BalanceBeforeLTE))
-	}
-	if i.BalanceBeforeIsNil {
-		predicates = append(predicates, adminaction.BalanceBeforeIsNil())
-	}
-	if i.BalanceBeforeNotNil {
-		predicates = append(predicates, adminaction.BalanceBeforeNotNil())
-	}
-	if i.BalanceAfter != nil {
-		predicates = append(predicates, adminaction.BalanceAfterEQ(*i.BalanceAfter))
-	}
-	if i.BalanceAfterNEQ != nil {
-		predicates = append(predicates, adminaction.BalanceAfterNEQ(*i.BalanceAfterNEQ))
-	}
-	if len(i.BalanceAfterIn) > 0 {
-		predicates = append(predicates, adminaction.BalanceAfterIn(i.BalanceAfterIn...))
-	}
-	if len(i.BalanceAfterNotIn) > 0 {
-		predicates = append(predicates, adminaction.BalanceAfterNotIn(i.BalanceAfterNotIn...))
-	}
-	if i.BalanceAfterGT != nil {
-		predicates = append(predicates, adminaction.BalanceAfterGT(*i.BalanceAfterGT))
-	}
-	if i.BalanceAfterGTE != nil {
-		predicates = append(predicates, adminaction.BalanceAfterGTE(*i.BalanceAfterGTE))
-	}
-	if i.BalanceAfterLT != nil {
-		predicates = append(predicates, adminaction.BalanceAfterLT(*i.BalanceAfterLT))
-	}
-	if i.BalanceAfterLTE != nil {
-		predicates = append(predicates, adminaction.BalanceAfterLTE(*i.BalanceAfterLTE))
-	}
-	if i.BalanceAfterIsNil {
-		predicates = append(predicates, adminaction.BalanceAfterIsNil())
-	}
-	if i.BalanceAfterNotNil {
-		predicates = append(predicates, adminaction.BalanceAfterNotNil())
-	}
-	if i.RequestID != nil {
-		predicates = append(predicates, adminaction.RequestIDEQ(*i.RequestID))
-	}
-	if i.RequestIDNEQ != nil {
-		predicates = append(predicates, adminaction.RequestIDNEQ(*i.RequestIDNEQ))
-	}
-	if len(i.RequestIDIn) > 0 {
-		predicates = append(predicates, adminaction.RequestIDIn(i.RequestIDIn...))
-	}
-	if len(i.RequestIDNotIn) > 0 {
-		predicates = append(predicates, adminaction.RequestIDNotIn(i.RequestIDNotIn...))
-	}
-	if i.RequestIDGT != nil {
-		predicates = append(predicates, adminaction.RequestIDGT(*i.RequestIDGT))
-	}
-	if i.RequestIDGTE != nil {
-		predicates = append(predicates, adminaction.RequestIDGTE(*i.RequestIDGTE))
-	}
-	if i.RequestIDLT != nil {
-		predicates = append(predicates, adminaction.RequestIDLT(*i.RequestIDLT))
-	}
-	if i.RequestIDLTE != nil {
-		predicates = append(predicates, adminaction.RequestIDLTE(*i.RequestIDLTE))
-	}
-	if i.RequestIDContains != nil {
-		predicates = append(predicates, adminaction.RequestIDContains(*i.RequestIDContains))
-	}
-	if i.RequestIDHasPrefix != nil {
-		predicates = append(predicates, adminaction.RequestIDHasPrefix(*i.RequestIDHasPrefix))
-	}
-	if i.RequestIDHasSuffix != nil {
-		predicates = append(predicates, adminaction.RequestIDHasSuffix(*i.RequestIDHasSuffix))
-	}
-	if i.RequestIDIsNil {
-		predicates = append(predicates, adminaction.RequestIDIsNil())
-	}
-	if i.RequestIDNotNil {
-		predicates = append(predicates, adminaction.RequestIDNotNil())
-	}
-	if i.RequestIDEqualFold != nil {
-		predicates = append(predicates, adminaction.RequestIDEqualFold(*i.RequestIDEqualFold))
-	}
-	if i.RequestIDContainsFold != nil {
-		predicates = append(predicates, adminaction.RequestIDContainsFold(*i.RequestIDContainsFold))
 	}
 	if i.TransactionID != nil {
 		predicates = append(predicates, adminaction.TransactionIDEQ(*i.TransactionID))
@@ -1356,16 +1052,6 @@ type CreditLotWhereInput struct {
 	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
 	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
 
-	// "updated_at" field predicates.
-	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
-	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
-	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
-	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
-	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
-	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
-	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
-	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
-
 	// "user_id" field predicates.
 	UserID             *string  `json:"userID,omitempty"`
 	UserIDNEQ          *string  `json:"userIDNEQ,omitempty"`
@@ -1608,30 +1294,6 @@ func (i *CreditLotWhereInput) P() (predicate.CreditLot, error) {
 	}
 	if i.CreatedAtLTE != nil {
 		predicates = append(predicates, creditlot.CreatedAtLTE(*i.CreatedAtLTE))
-	}
-	if i.UpdatedAt != nil {
-		predicates = append(predicates, creditlot.UpdatedAtEQ(*i.UpdatedAt))
-	}
-	if i.UpdatedAtNEQ != nil {
-		predicates = append(predicates, creditlot.UpdatedAtNEQ(*i.UpdatedAtNEQ))
-	}
-	if len(i.UpdatedAtIn) > 0 {
-		predicates = append(predicates, creditlot.UpdatedAtIn(i.UpdatedAtIn...))
-	}
-	if len(i.UpdatedAtNotIn) > 0 {
-		predicates = append(predicates, creditlot.UpdatedAtNotIn(i.UpdatedAtNotIn...))
-	}
-	if i.UpdatedAtGT != nil {
-		predicates = append(predicates, creditlot.UpdatedAtGT(*i.UpdatedAtGT))
-	}
-	if i.UpdatedAtGTE != nil {
-		predicates = append(predicates, creditlot.UpdatedAtGTE(*i.UpdatedAtGTE))
-	}
-	if i.UpdatedAtLT != nil {
-		predicates = append(predicates, creditlot.UpdatedAtLT(*i.UpdatedAtLT))
-	}
-	if i.UpdatedAtLTE != nil {
-		predicates = append(predicates, creditlot.UpdatedAtLTE(*i.UpdatedAtLTE))
 	}
 	if i.UserID != nil {
 		predicates = append(predicates, creditlot.UserIDEQ(*i.UserID))
@@ -1988,16 +1650,6 @@ type CreditPackageWhereInput struct {
 	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
 	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
 
-	// "updated_at" field predicates.
-	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
-	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
-	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
-	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
-	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
-	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
-	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
-	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
-
 	// "name" field predicates.
 	Name             *string  `json:"name,omitempty"`
 	NameNEQ          *string  `json:"nameNEQ,omitempty"`
@@ -2221,30 +1873,6 @@ func (i *CreditPackageWhereInput) P() (predicate.CreditPackage, error) {
 	}
 	if i.CreatedAtLTE != nil {
 		predicates = append(predicates, creditpackage.CreatedAtLTE(*i.CreatedAtLTE))
-	}
-	if i.UpdatedAt != nil {
-		predicates = append(predicates, creditpackage.UpdatedAtEQ(*i.UpdatedAt))
-	}
-	if i.UpdatedAtNEQ != nil {
-		predicates = append(predicates, creditpackage.UpdatedAtNEQ(*i.UpdatedAtNEQ))
-	}
-	if len(i.UpdatedAtIn) > 0 {
-		predicates = append(predicates, creditpackage.UpdatedAtIn(i.UpdatedAtIn...))
-	}
-	if len(i.UpdatedAtNotIn) > 0 {
-		predicates = append(predicates, creditpackage.UpdatedAtNotIn(i.UpdatedAtNotIn...))
-	}
-	if i.UpdatedAtGT != nil {
-		predicates = append(predicates, creditpackage.UpdatedAtGT(*i.UpdatedAtGT))
-	}
-	if i.UpdatedAtGTE != nil {
-		predicates = append(predicates, creditpackage.UpdatedAtGTE(*i.UpdatedAtGTE))
-	}
-	if i.UpdatedAtLT != nil {
-		predicates = append(predicates, creditpackage.UpdatedAtLT(*i.UpdatedAtLT))
-	}
-	if i.UpdatedAtLTE != nil {
-		predicates = append(predicates, creditpackage.UpdatedAtLTE(*i.UpdatedAtLTE))
 	}
 	if i.Name != nil {
 		predicates = append(predicates, creditpackage.NameEQ(*i.Name))
@@ -2532,16 +2160,6 @@ type CreditReservationWhereInput struct {
 	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
 	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
 
-	// "updated_at" field predicates.
-	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
-	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
-	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
-	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
-	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
-	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
-	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
-	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
-
 	// "user_id" field predicates.
 	UserID             *string  `json:"userID,omitempty"`
 	UserIDNEQ          *string  `json:"userIDNEQ,omitempty"`
@@ -2755,30 +2373,6 @@ func (i *CreditReservationWhereInput) P() (predicate.CreditReservation, error) {
 	}
 	if i.CreatedAtLTE != nil {
 		predicates = append(predicates, creditreservation.CreatedAtLTE(*i.CreatedAtLTE))
-	}
-	if i.UpdatedAt != nil {
-		predicates = append(predicates, creditreservation.UpdatedAtEQ(*i.UpdatedAt))
-	}
-	if i.UpdatedAtNEQ != nil {
-		predicates = append(predicates, creditreservation.UpdatedAtNEQ(*i.UpdatedAtNEQ))
-	}
-	if len(i.UpdatedAtIn) > 0 {
-		predicates = append(predicates, creditreservation.UpdatedAtIn(i.UpdatedAtIn...))
-	}
-	if len(i.UpdatedAtNotIn) > 0 {
-		predicates = append(predicates, creditreservation.UpdatedAtNotIn(i.UpdatedAtNotIn...))
-	}
-	if i.UpdatedAtGT != nil {
-		predicates = append(predicates, creditreservation.UpdatedAtGT(*i.UpdatedAtGT))
-	}
-	if i.UpdatedAtGTE != nil {
-		predicates = append(predicates, creditreservation.UpdatedAtGTE(*i.UpdatedAtGTE))
-	}
-	if i.UpdatedAtLT != nil {
-		predicates = append(predicates, creditreservation.UpdatedAtLT(*i.UpdatedAtLT))
-	}
-	if i.UpdatedAtLTE != nil {
-		predicates = append(predicates, creditreservation.UpdatedAtLTE(*i.UpdatedAtLTE))
 	}
 	if i.UserID != nil {
 		predicates = append(predicates, creditreservation.UserIDEQ(*i.UserID))
@@ -3075,65 +2669,6 @@ type CreditTransactionWhereInput struct {
 	KindIn    []credittransaction.Kind `json:"kindIn,omitempty"`
 	KindNotIn []credittransaction.Kind `json:"kindNotIn,omitempty"`
 
-	// "amount" field predicates.
-	Amount      *int64  `json:"amount,omitempty"`
-	AmountNEQ   *int64  `json:"amountNEQ,omitempty"`
-	AmountIn    []int64 `json:"amountIn,omitempty"`
-	AmountNotIn []int64 `json:"amountNotIn,omitempty"`
-	AmountGT    *int64  `json:"amountGT,omitempty"`
-	AmountGTE   *int64  `json:"amountGTE,omitempty"`
-	AmountLT    *int64  `json:"amountLT,omitempty"`
-	AmountLTE   *int64  `json:"amountLTE,omitempty"`
-
-	// "reason" field predicates.
-	Reason             *string  `json:"reason,omitempty"`
-	ReasonNEQ          *string  `json:"reasonNEQ,omitempty"`
-	ReasonIn           []string `json:"reasonIn,omitempty"`
-	ReasonNotIn        []string `json:"reasonNotIn,omitempty"`
-	ReasonGT           *string  `json:"reasonGT,omitempty"`
-	ReasonGTE          *string  `json:"reasonGTE,omitempty"`
-	ReasonLT           *string  `json:"reasonLT,omitempty"`
-	ReasonLTE          *string  `json:"reasonLTE,omitempty"`
-	ReasonContains     *string  `json:"reasonContains,omitempty"`
-	ReasonHasPrefix    *string  `json:"reasonHasPrefix,omitempty"`
-	ReasonHasSuffix    *string  `json:"reasonHasSuffix,omitempty"`
-	ReasonIsNil        bool     `json:"reasonIsNil,omitempty"`
-	ReasonNotNil       bool     `json:"reasonNotNil,omitempty"`
-	ReasonEqualFold    *string  `json:"reasonEqualFold,omitempty"`
-	ReasonContainsFold *string  `json:"reasonContainsFold,omitempty"`
-
-	// "actor" field predicates.
-	Actor             *string  `json:"actor,omitempty"`
-	ActorNEQ          *string  `json:"actorNEQ,omitempty"`
-	ActorIn           []string `json:"actorIn,omitempty"`
-	ActorNotIn        []string `json:"actorNotIn,omitempty"`
-	ActorGT           *string  `json:"actorGT,omitempty"`
-	ActorGTE          *string  `json:"actorGTE,omitempty"`
-	ActorLT           *string  `json:"actorLT,omitempty"`
-	ActorLTE          *string  `json:"actorLTE,omitempty"`
-	ActorContains     *string  `json:"actorContains,omitempty"`
-	ActorHasPrefix    *string  `json:"actorHasPrefix,omitempty"`
-	ActorHasSuffix    *string  `json:"actorHasSuffix,omitempty"`
-	ActorEqualFold    *string  `json:"actorEqualFold,omitempty"`
-	ActorContainsFold *string  `json:"actorContainsFold,omitempty"`
-
-	// "idempotency_key" field predicates.
-	IdempotencyKey             *string  `json:"idempotencyKey,omitempty"`
-	IdempotencyKeyNEQ          *string  `json:"idempotencyKeyNEQ,omitempty"`
-	IdempotencyKeyIn           []string `json:"idempotencyKeyIn,omitempty"`
-	IdempotencyKeyNotIn        []string `json:"idempotencyKeyNotIn,omitempty"`
-	IdempotencyKeyGT           *string  `json:"idempotencyKeyGT,omitempty"`
-	IdempotencyKeyGTE          *string  `json:"idempotencyKeyGTE,omitempty"`
-	IdempotencyKeyLT           *string  `json:"idempotencyKeyLT,omitempty"`
-	IdempotencyKeyLTE          *string  `json:"idempotencyKeyLTE,omitempty"`
-	IdempotencyKeyContains     *string  `json:"idempotencyKeyContains,omitempty"`
-	IdempotencyKeyHasPrefix    *string  `json:"idempotencyKeyHasPrefix,omitempty"`
-	IdempotencyKeyHasSuffix    *string  `json:"idempotencyKeyHasSuffix,omitempty"`
-	IdempotencyKeyIsNil        bool     `json:"idempotencyKeyIsNil,omitempty"`
-	IdempotencyKeyNotNil       bool     `json:"idempotencyKeyNotNil,omitempty"`
-	IdempotencyKeyEqualFold    *string  `json:"idempotencyKeyEqualFold,omitempty"`
-	IdempotencyKeyContainsFold *string  `json:"idempotencyKeyContainsFold,omitempty"`
-
 	// "payment_id" field predicates.
 	PaymentID             *string  `json:"paymentID,omitempty"`
 	PaymentIDNEQ          *string  `json:"paymentIDNEQ,omitempty"`
@@ -3179,10 +2714,6 @@ type CreditTransactionWhereInput struct {
 	// "reservation" edge predicates.
 	HasReservation     *bool                          `json:"hasReservation,omitempty"`
 	HasReservationWith []*CreditReservationWhereInput `json:"hasReservationWith,omitempty"`
-
-	// "postings" edge predicates.
-	HasPostings     *bool                `json:"hasPostings,omitempty"`
-	HasPostingsWith []*PostingWhereInput `json:"hasPostingsWith,omitempty"`
 }
 
 // AddPredicates adds custom predicates to the where input to be used during the filtering phase.
@@ -3361,159 +2892,6 @@ func (i *CreditTransactionWhereInput) P() (predicate.CreditTransaction, error) {
 	if len(i.KindNotIn) > 0 {
 		predicates = append(predicates, credittransaction.KindNotIn(i.KindNotIn...))
 	}
-	if i.Amount != nil {
-		predicates = append(predicates, credittransaction.AmountEQ(*i.Amount))
-	}
-	if i.AmountNEQ != nil {
-		predicates = append(predicates, credittransaction.AmountNEQ(*i.AmountNEQ))
-	}
-	if len(i.AmountIn) > 0 {
-		predicates = append(predicates, credittransaction.AmountIn(i.AmountIn...))
-	}
-	if len(i.AmountNotIn) > 0 {
-		predicates = append(predicates, credittransaction.AmountNotIn(i.AmountNotIn...))
-	}
-	if i.AmountGT != nil {
-		predicates = append(predicates, credittransaction.AmountGT(*i.AmountGT))
-	}
-	if i.AmountGTE != nil {
-		predicates = append(predicates, credittransaction.AmountGTE(*i.AmountGTE))
-	}
-	if i.AmountLT != nil {
-		predicates = append(predicates, credittransaction.AmountLT(*i.AmountLT))
-	}
-	if i.AmountLTE != nil {
-		predicates = append(predicates, credittransaction.AmountLTE(*i.AmountLTE))
-	}
-	if i.Reason != nil {
-		predicates = append(predicates, credittransaction.ReasonEQ(*i.Reason))
-	}
-	if i.ReasonNEQ != nil {
-		predicates = append(predicates, credittransaction.ReasonNEQ(*i.ReasonNEQ))
-	}
-	if len(i.ReasonIn) > 0 {
-		predicates = append(predicates, credittransaction.ReasonIn(i.ReasonIn...))
-	}
-	if len(i.ReasonNotIn) > 0 {
-		predicates = append(predicates, credittransaction.ReasonNotIn(i.ReasonNotIn...))
-	}
-	if i.ReasonGT != nil {
-		predicates = append(predicates, credittransaction.ReasonGT(*i.ReasonGT))
-	}
-	if i.ReasonGTE != nil {
-		predicates = append(predicates, credittransaction.ReasonGTE(*i.ReasonGTE))
-	}
-	if i.ReasonLT != nil {
-		predicates = append(predicates, credittransaction.ReasonLT(*i.ReasonLT))
-	}
-	if i.ReasonLTE != nil {
-		predicates = append(predicates, credittransaction.ReasonLTE(*i.ReasonLTE))
-	}
-	if i.ReasonContains != nil {
-		predicates = append(predicates, credittransaction.ReasonContains(*i.ReasonContains))
-	}
-	if i.ReasonHasPrefix != nil {
-		predicates = append(predicates, credittransaction.ReasonHasPrefix(*i.ReasonHasPrefix))
-	}
-	if i.ReasonHasSuffix != nil {
-		predicates = append(predicates, credittransaction.ReasonHasSuffix(*i.ReasonHasSuffix))
-	}
-	if i.ReasonIsNil {
-		predicates = append(predicates, credittransaction.ReasonIsNil())
-	}
-	if i.ReasonNotNil {
-		predicates = append(predicates, credittransaction.ReasonNotNil())
-	}
-	if i.ReasonEqualFold != nil {
-		predicates = append(predicates, credittransaction.ReasonEqualFold(*i.ReasonEqualFold))
-	}
-	if i.ReasonContainsFold != nil {
-		predicates = append(predicates, credittransaction.ReasonContainsFold(*i.ReasonContainsFold))
-	}
-	if i.Actor != nil {
-		predicates = append(predicates, credittransaction.ActorEQ(*i.Actor))
-	}
-	if i.ActorNEQ != nil {
-		predicates = append(predicates, credittransaction.ActorNEQ(*i.ActorNEQ))
-	}
-	if len(i.ActorIn) > 0 {
-		predicates = append(predicates, credittransaction.ActorIn(i.ActorIn...))
-	}
-	if len(i.ActorNotIn) > 0 {
-		predicates = append(predicates, credittransaction.ActorNotIn(i.ActorNotIn...))
-	}
-	if i.ActorGT != nil {
-		predicates = append(predicates, credittransaction.ActorGT(*i.ActorGT))
-	}
-	if i.ActorGTE != nil {
-		predicates = append(predicates, credittransaction.ActorGTE(*i.ActorGTE))
-	}
-	if i.ActorLT != nil {
-		predicates = append(predicates, credittransaction.ActorLT(*i.ActorLT))
-	}
-	if i.ActorLTE != nil {
-		predicates = append(predicates, credittransaction.ActorLTE(*i.ActorLTE))
-	}
-	if i.ActorContains != nil {
-		predicates = append(predicates, credittransaction.ActorContains(*i.ActorContains))
-	}
-	if i.ActorHasPrefix != nil {
-		predicates = append(predicates, credittransaction.ActorHasPrefix(*i.ActorHasPrefix))
-	}
-	if i.ActorHasSuffix != nil {
-		predicates = append(predicates, credittransaction.ActorHasSuffix(*i.ActorHasSuffix))
-	}
-	if i.ActorEqualFold != nil {
-		predicates = append(predicates, credittransaction.ActorEqualFold(*i.ActorEqualFold))
-	}
-	if i.ActorContainsFold != nil {
-		predicates = append(predicates, credittransaction.ActorContainsFold(*i.ActorContainsFold))
-	}
-	if i.IdempotencyKey != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyEQ(*i.IdempotencyKey))
-	}
-	if i.IdempotencyKeyNEQ != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyNEQ(*i.IdempotencyKeyNEQ))
-	}
-	if len(i.IdempotencyKeyIn) > 0 {
-		predicates = append(predicates, credittransaction.IdempotencyKeyIn(i.IdempotencyKeyIn...))
-	}
-	if len(i.IdempotencyKeyNotIn) > 0 {
-		predicates = append(predicates, credittransaction.IdempotencyKeyNotIn(i.IdempotencyKeyNotIn...))
-	}
-	if i.IdempotencyKeyGT != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyGT(*i.IdempotencyKeyGT))
-	}
-	if i.IdempotencyKeyGTE != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyGTE(*i.IdempotencyKeyGTE))
-	}
-	if i.IdempotencyKeyLT != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyLT(*i.IdempotencyKeyLT))
-	}
-	if i.IdempotencyKeyLTE != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyLTE(*i.IdempotencyKeyLTE))
-	}
-	if i.IdempotencyKeyContains != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyContains(*i.IdempotencyKeyContains))
-	}
-	if i.IdempotencyKeyHasPrefix != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyHasPrefix(*i.IdempotencyKeyHasPrefix))
-	}
-	if i.IdempotencyKeyHasSuffix != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyHasSuffix(*i.IdempotencyKeyHasSuffix))
-	}
-	if i.IdempotencyKeyIsNil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyIsNil())
-	}
-	if i.IdempotencyKeyNotNil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyNotNil())
-	}
-	if i.IdempotencyKeyEqualFold != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyEqualFold(*i.IdempotencyKeyEqualFold))
-	}
-	if i.IdempotencyKeyContainsFold != nil {
-		predicates = append(predicates, credittransaction.IdempotencyKeyContainsFold(*i.IdempotencyKeyContainsFold))
-	}
 	if i.PaymentID != nil {
 		predicates = append(predicates, credittransaction.PaymentIDEQ(*i.PaymentID))
 	}
@@ -3659,24 +3037,6 @@ func (i *CreditTransactionWhereInput) P() (predicate.CreditTransaction, error) {
 		}
 		predicates = append(predicates, credittransaction.HasReservationWith(with...))
 	}
-	if i.HasPostings != nil {
-		p := credittransaction.HasPostings()
-		if !*i.HasPostings {
-			p = credittransaction.Not(p)
-		}
-		predicates = append(predicates, p)
-	}
-	if len(i.HasPostingsWith) > 0 {
-		with := make([]predicate.CreditLedger, 0, len(i.HasPostingsWith))
-		for _, w := range i.HasPostingsWith {
-			p, err := w.P()
-			if err != nil {
-				return nil, fmt.Errorf("%w: field 'HasPostingsWith'", err)
-			}
-			with = append(with, p)
-		}
-		predicates = append(predicates, credittransaction.HasPostingsWith(with...))
-	}
 	switch len(predicates) {
 	case 0:
 		return nil, ErrEmptyCreditTransactionWhereInput
@@ -3716,16 +3076,6 @@ type PaymentWhereInput struct {
 	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
 	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
 
-	// "updated_at" field predicates.
-	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
-	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
-	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
-	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
-	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
-	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
-	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
-	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
-
 	// "user_id" field predicates.
 	UserID             *string  `json:"userID,omitempty"`
 	UserIDNEQ          *string  `json:"userIDNEQ,omitempty"`
@@ -3741,71 +3091,11 @@ type PaymentWhereInput struct {
 	UserIDEqualFold    *string  `json:"userIDEqualFold,omitempty"`
 	UserIDContainsFold *string  `json:"userIDContainsFold,omitempty"`
 
-	// "package_id" field predicates.
-	PackageID             *string  `json:"packageID,omitempty"`
-	PackageIDNEQ          *string  `json:"packageIDNEQ,omitempty"`
-	PackageIDIn           []string `json:"packageIDIn,omitempty"`
-	PackageIDNotIn        []string `json:"packageIDNotIn,omitempty"`
-	PackageIDGT           *string  `json:"packageIDGT,omitempty"`
-	PackageIDGTE          *string  `json:"packageIDGTE,omitempty"`
-	PackageIDLT           *string  `json:"packageIDLT,omitempty"`
-	PackageIDLTE          *string  `json:"packageIDLTE,omitempty"`
-	PackageIDContains     *string  `json:"packageIDContains,omitempty"`
-	PackageIDHasPrefix    *string  `json:"packageIDHasPrefix,omitempty"`
-	PackageIDHasSuffix    *string  `json:"packageIDHasSuffix,omitempty"`
-	PackageIDEqualFold    *string  `json:"packageIDEqualFold,omitempty"`
-	PackageIDContainsFold *string  `json:"packageIDContainsFold,omitempty"`
-
-	// "amount" field predicates.
-	Amount      *int64  `json:"amount,omitempty"`
-	AmountNEQ   *int64  `json:"amountNEQ,omitempty"`
-	AmountIn    []int64 `json:"amountIn,omitempty"`
-	AmountNotIn []int64 `json:"amountNotIn,omitempty"`
-	AmountGT    *int64  `json:"amountGT,omitempty"`
-	AmountGTE   *int64  `json:"amountGTE,omitempty"`
-	AmountLT    *int64  `json:"amountLT,omitempty"`
-	AmountLTE   *int64  `json:"amountLTE,omitempty"`
-
-	// "currency" field predicates.
-	Currency             *string  `json:"currency,omitempty"`
-	CurrencyNEQ          *string  `json:"currencyNEQ,omitempty"`
-	CurrencyIn           []string `json:"currencyIn,omitempty"`
-	CurrencyNotIn        []string `json:"currencyNotIn,omitempty"`
-	CurrencyGT           *string  `json:"currencyGT,omitempty"`
-	CurrencyGTE          *string  `json:"currencyGTE,omitempty"`
-	CurrencyLT           *string  `json:"currencyLT,omitempty"`
-	CurrencyLTE          *string  `json:"currencyLTE,omitempty"`
-	CurrencyContains     *string  `json:"currencyContains,omitempty"`
-	CurrencyHasPrefix    *string  `json:"currencyHasPrefix,omitempty"`
-	CurrencyHasSuffix    *string  `json:"currencyHasSuffix,omitempty"`
-	CurrencyEqualFold    *string  `json:"currencyEqualFold,omitempty"`
-	CurrencyContainsFold *string  `json:"currencyContainsFold,omitempty"`
-
-	// "credits" field predicates.
-	Credits      *int64  `json:"credits,omitempty"`
-	CreditsNEQ   *int64  `json:"creditsNEQ,omitempty"`
-	CreditsIn    []int64 `json:"creditsIn,omitempty"`
-	CreditsNotIn []int64 `json:"creditsNotIn,omitempty"`
-	CreditsGT    *int64  `json:"creditsGT,omitempty"`
-	CreditsGTE   *int64  `json:"creditsGTE,omitempty"`
-	CreditsLT    *int64  `json:"creditsLT,omitempty"`
-	CreditsLTE   *int64  `json:"creditsLTE,omitempty"`
-
 	// "status" field predicates.
 	Status      *payment.Status  `json:"status,omitempty"`
 	StatusNEQ   *payment.Status  `json:"statusNEQ,omitempty"`
 	StatusIn    []payment.Status `json:"statusIn,omitempty"`
 	StatusNotIn []payment.Status `json:"statusNotIn,omitempty"`
-
-	// "amount_refunded" field predicates.
-	AmountRefunded      *int64  `json:"amountRefunded,omitempty"`
-	AmountRefundedNEQ   *int64  `json:"amountRefundedNEQ,omitempty"`
-	AmountRefundedIn    []int64 `json:"amountRefundedIn,omitempty"`
-	AmountRefundedNotIn []int64 `json:"amountRefundedNotIn,omitempty"`
-	AmountRefundedGT    *int64  `json:"amountRefundedGT,omitempty"`
-	AmountRefundedGTE   *int64  `json:"amountRefundedGTE,omitempty"`
-	AmountRefundedLT    *int64  `json:"amountRefundedLT,omitempty"`
-	AmountRefundedLTE   *int64  `json:"amountRefundedLTE,omitempty"`
 
 	// "stripe_checkout_session_id" field predicates.
 	StripeCheckoutSessionID             *string  `json:"stripeCheckoutSessionID,omitempty"`
@@ -3858,37 +3148,9 @@ type PaymentWhereInput struct {
 	StripeChargeIDEqualFold    *string  `json:"stripeChargeIDEqualFold,omitempty"`
 	StripeChargeIDContainsFold *string  `json:"stripeChargeIDContainsFold,omitempty"`
 
-	// "livemode" field predicates.
-	Livemode    *bool `json:"livemode,omitempty"`
-	LivemodeNEQ *bool `json:"livemodeNEQ,omitempty"`
-
-	// "paid_at" field predicates.
-	PaidAt       *time.Time  `json:"paidAt,omitempty"`
-	PaidAtNEQ    *time.Time  `json:"paidAtNEQ,omitempty"`
-	PaidAtIn     []time.Time `json:"paidAtIn,omitempty"`
-	PaidAtNotIn  []time.Time `json:"paidAtNotIn,omitempty"`
-	PaidAtGT     *time.Time  `json:"paidAtGT,omitempty"`
-	PaidAtGTE    *time.Time  `json:"paidAtGTE,omitempty"`
-	PaidAtLT     *time.Time  `json:"paidAtLT,omitempty"`
-	PaidAtLTE    *time.Time  `json:"paidAtLTE,omitempty"`
-	PaidAtIsNil  bool        `json:"paidAtIsNil,omitempty"`
-	PaidAtNotNil bool        `json:"paidAtNotNil,omitempty"`
-
 	// "user" edge predicates.
 	HasUser     *bool             `json:"hasUser,omitempty"`
 	HasUserWith []*UserWhereInput `json:"hasUserWith,omitempty"`
-
-	// "package" edge predicates.
-	HasPackage     *bool                      `json:"hasPackage,omitempty"`
-	HasPackageWith []*CreditPackageWhereInput `json:"hasPackageWith,omitempty"`
-
-	// "transactions" edge predicates.
-	HasTransactions     *bool                          `json:"hasTransactions,omitempty"`
-	HasTransactionsWith []*CreditTransactionWhereInput `json:"hasTransactionsWith,omitempty"`
-
-	// "lots" edge predicates.
-	HasLots     *bool                  `json:"hasLots,omitempty"`
-	HasLotsWith []*CreditLotWhereInput `json:"hasLotsWith,omitempty"`
 }
 
 // AddPredicates adds custom predicates to the where input to be used during the filtering phase.
@@ -4016,30 +3278,6 @@ func (i *PaymentWhereInput) P() (predicate.Payment, error) {
 	if i.CreatedAtLTE != nil {
 		predicates = append(predicates, payment.CreatedAtLTE(*i.CreatedAtLTE))
 	}
-	if i.UpdatedAt != nil {
-		predicates = append(predicates, payment.UpdatedAtEQ(*i.UpdatedAt))
-	}
-	if i.UpdatedAtNEQ != nil {
-		predicates = append(predicates, payment.UpdatedAtNEQ(*i.UpdatedAtNEQ))
-	}
-	if len(i.UpdatedAtIn) > 0 {
-		predicates = append(predicates, payment.UpdatedAtIn(i.UpdatedAtIn...))
-	}
-	if len(i.UpdatedAtNotIn) > 0 {
-		predicates = append(predicates, payment.UpdatedAtNotIn(i.UpdatedAtNotIn...))
-	}
-	if i.UpdatedAtGT != nil {
-		predicates = append(predicates, payment.UpdatedAtGT(*i.UpdatedAtGT))
-	}
-	if i.UpdatedAtGTE != nil {
-		predicates = append(predicates, payment.UpdatedAtGTE(*i.UpdatedAtGTE))
-	}
-	if i.UpdatedAtLT != nil {
-		predicates = append(predicates, payment.UpdatedAtLT(*i.UpdatedAtLT))
-	}
-	if i.UpdatedAtLTE != nil {
-		predicates = append(predicates, payment.UpdatedAtLTE(*i.UpdatedAtLTE))
-	}
 	if i.UserID != nil {
 		predicates = append(predicates, payment.UserIDEQ(*i.UserID))
 	}
@@ -4079,132 +3317,6 @@ func (i *PaymentWhereInput) P() (predicate.Payment, error) {
 	if i.UserIDContainsFold != nil {
 		predicates = append(predicates, payment.UserIDContainsFold(*i.UserIDContainsFold))
 	}
-	if i.PackageID != nil {
-		predicates = append(predicates, payment.PackageIDEQ(*i.PackageID))
-	}
-	if i.PackageIDNEQ != nil {
-		predicates = append(predicates, payment.PackageIDNEQ(*i.PackageIDNEQ))
-	}
-	if len(i.PackageIDIn) > 0 {
-		predicates = append(predicates, payment.PackageIDIn(i.PackageIDIn...))
-	}
-	if len(i.PackageIDNotIn) > 0 {
-		predicates = append(predicates, payment.PackageIDNotIn(i.PackageIDNotIn...))
-	}
-	if i.PackageIDGT != nil {
-		predicates = append(predicates, payment.PackageIDGT(*i.PackageIDGT))
-	}
-	if i.PackageIDGTE != nil {
-		predicates = append(predicates, payment.PackageIDGTE(*i.PackageIDGTE))
-	}
-	if i.PackageIDLT != nil {
-		predicates = append(predicates, payment.PackageIDLT(*i.PackageIDLT))
-	}
-	if i.PackageIDLTE != nil {
-		predicates = append(predicates, payment.PackageIDLTE(*i.PackageIDLTE))
-	}
-	if i.PackageIDContains != nil {
-		predicates = append(predicates, payment.PackageIDContains(*i.PackageIDContains))
-	}
-	if i.PackageIDHasPrefix != nil {
-		predicates = append(predicates, payment.PackageIDHasPrefix(*i.PackageIDHasPrefix))
-	}
-	if i.PackageIDHasSuffix != nil {
-		predicates = append(predicates, payment.PackageIDHasSuffix(*i.PackageIDHasSuffix))
-	}
-	if i.PackageIDEqualFold != nil {
-		predicates = append(predicates, payment.PackageIDEqualFold(*i.PackageIDEqualFold))
-	}
-	if i.PackageIDContainsFold != nil {
-		predicates = append(predicates, payment.PackageIDContainsFold(*i.PackageIDContainsFold))
-	}
-	if i.Amount != nil {
-		predicates = append(predicates, payment.AmountEQ(*i.Amount))
-	}
-	if i.AmountNEQ != nil {
-		predicates = append(predicates, payment.AmountNEQ(*i.AmountNEQ))
-	}
-	if len(i.AmountIn) > 0 {
-		predicates = append(predicates, payment.AmountIn(i.AmountIn...))
-	}
-	if len(i.AmountNotIn) > 0 {
-		predicates = append(predicates, payment.AmountNotIn(i.AmountNotIn...))
-	}
-	if i.AmountGT != nil {
-		predicates = append(predicates, payment.AmountGT(*i.AmountGT))
-	}
-	if i.AmountGTE != nil {
-		predicates = append(predicates, payment.AmountGTE(*i.AmountGTE))
-	}
-	if i.AmountLT != nil {
-		predicates = append(predicates, payment.AmountLT(*i.AmountLT))
-	}
-	if i.AmountLTE != nil {
-		predicates = append(predicates, payment.AmountLTE(*i.AmountLTE))
-	}
-	if i.Currency != nil {
-		predicates = append(predicates, payment.CurrencyEQ(*i.Currency))
-	}
-	if i.CurrencyNEQ != nil {
-		predicates = append(predicates, payment.CurrencyNEQ(*i.CurrencyNEQ))
-	}
-	if len(i.CurrencyIn) > 0 {
-		predicates = append(predicates, payment.CurrencyIn(i.CurrencyIn...))
-	}
-	if len(i.CurrencyNotIn) > 0 {
-		predicates = append(predicates, payment.CurrencyNotIn(i.CurrencyNotIn...))
-	}
-	if i.CurrencyGT != nil {
-		predicates = append(predicates, payment.CurrencyGT(*i.CurrencyGT))
-	}
-	if i.CurrencyGTE != nil {
-		predicates = append(predicates, payment.CurrencyGTE(*i.CurrencyGTE))
-	}
-	if i.CurrencyLT != nil {
-		predicates = append(predicates, payment.CurrencyLT(*i.CurrencyLT))
-	}
-	if i.CurrencyLTE != nil {
-		predicates = append(predicates, payment.CurrencyLTE(*i.CurrencyLTE))
-	}
-	if i.CurrencyContains != nil {
-		predicates = append(predicates, payment.CurrencyContains(*i.CurrencyContains))
-	}
-	if i.CurrencyHasPrefix != nil {
-		predicates = append(predicates, payment.CurrencyHasPrefix(*i.CurrencyHasPrefix))
-	}
-	if i.CurrencyHasSuffix != nil {
-		predicates = append(predicates, payment.CurrencyHasSuffix(*i.CurrencyHasSuffix))
-	}
-	if i.CurrencyEqualFold != nil {
-		predicates = append(predicates, payment.CurrencyEqualFold(*i.CurrencyEqualFold))
-	}
-	if i.CurrencyContainsFold != nil {
-		predicates = append(predicates, payment.CurrencyContainsFold(*i.CurrencyContainsFold))
-	}
-	if i.Credits != nil {
-		predicates = append(predicates, payment.CreditsEQ(*i.Credits))
-	}
-	if i.CreditsNEQ != nil {
-		predicates = append(predicates, payment.CreditsNEQ(*i.CreditsNEQ))
-	}
-	if len(i.CreditsIn) > 0 {
-		predicates = append(predicates, payment.CreditsIn(i.CreditsIn...))
-	}
-	if len(i.CreditsNotIn) > 0 {
-		predicates = append(predicates, payment.CreditsNotIn(i.CreditsNotIn...))
-	}
-	if i.CreditsGT != nil {
-		predicates = append(predicates, payment.CreditsGT(*i.CreditsGT))
-	}
-	if i.CreditsGTE != nil {
-		predicates = append(predicates, payment.CreditsGTE(*i.CreditsGTE))
-	}
-	if i.CreditsLT != nil {
-		predicates = append(predicates, payment.CreditsLT(*i.CreditsLT))
-	}
-	if i.CreditsLTE != nil {
-		predicates = append(predicates, payment.CreditsLTE(*i.CreditsLTE))
-	}
 	if i.Status != nil {
 		predicates = append(predicates, payment.StatusEQ(*i.Status))
 	}
@@ -4216,30 +3328,6 @@ func (i *PaymentWhereInput) P() (predicate.Payment, error) {
 	}
 	if len(i.StatusNotIn) > 0 {
 		predicates = append(predicates, payment.StatusNotIn(i.StatusNotIn...))
-	}
-	if i.AmountRefunded != nil {
-		predicates = append(predicates, payment.AmountRefundedEQ(*i.AmountRefunded))
-	}
-	if i.AmountRefundedNEQ != nil {
-		predicates = append(predicates, payment.AmountRefundedNEQ(*i.AmountRefundedNEQ))
-	}
-	if len(i.AmountRefundedIn) > 0 {
-		predicates = append(predicates, payment.AmountRefundedIn(i.AmountRefundedIn...))
-	}
-	if len(i.AmountRefundedNotIn) > 0 {
-		predicates = append(predicates, payment.AmountRefundedNotIn(i.AmountRefundedNotIn...))
-	}
-	if i.AmountRefundedGT != nil {
-		predicates = append(predicates, payment.AmountRefundedGT(*i.AmountRefundedGT))
-	}
-	if i.AmountRefundedGTE != nil {
-		predicates = append(predicates, payment.AmountRefundedGTE(*i.AmountRefundedGTE))
-	}
-	if i.AmountRefundedLT != nil {
-		predicates = append(predicates, payment.AmountRefundedLT(*i.AmountRefundedLT))
-	}
-	if i.AmountRefundedLTE != nil {
-		predicates = append(predicates, payment.AmountRefundedLTE(*i.AmountRefundedLTE))
 	}
 	if i.StripeCheckoutSessionID != nil {
 		predicates = append(predicates, payment.StripeCheckoutSessionIDEQ(*i.StripeCheckoutSessionID))
@@ -4376,42 +3464,6 @@ func (i *PaymentWhereInput) P() (predicate.Payment, error) {
 	if i.StripeChargeIDContainsFold != nil {
 		predicates = append(predicates, payment.StripeChargeIDContainsFold(*i.StripeChargeIDContainsFold))
 	}
-	if i.Livemode != nil {
-		predicates = append(predicates, payment.LivemodeEQ(*i.Livemode))
-	}
-	if i.LivemodeNEQ != nil {
-		predicates = append(predicates, payment.LivemodeNEQ(*i.LivemodeNEQ))
-	}
-	if i.PaidAt != nil {
-		predicates = append(predicates, payment.PaidAtEQ(*i.PaidAt))
-	}
-	if i.PaidAtNEQ != nil {
-		predicates = append(predicates, payment.PaidAtNEQ(*i.PaidAtNEQ))
-	}
-	if len(i.PaidAtIn) > 0 {
-		predicates = append(predicates, payment.PaidAtIn(i.PaidAtIn...))
-	}
-	if len(i.PaidAtNotIn) > 0 {
-		predicates = append(predicates, payment.PaidAtNotIn(i.PaidAtNotIn...))
-	}
-	if i.PaidAtGT != nil {
-		predicates = append(predicates, payment.PaidAtGT(*i.PaidAtGT))
-	}
-	if i.PaidAtGTE != nil {
-		predicates = append(predicates, payment.PaidAtGTE(*i.PaidAtGTE))
-	}
-	if i.PaidAtLT != nil {
-		predicates = append(predicates, payment.PaidAtLT(*i.PaidAtLT))
-	}
-	if i.PaidAtLTE != nil {
-		predicates = append(predicates, payment.PaidAtLTE(*i.PaidAtLTE))
-	}
-	if i.PaidAtIsNil {
-		predicates = append(predicates, payment.PaidAtIsNil())
-	}
-	if i.PaidAtNotNil {
-		predicates = append(predicates, payment.PaidAtNotNil())
-	}
 
 	if i.HasUser != nil {
 		p := payment.HasUser()
@@ -4430,60 +3482,6 @@ func (i *PaymentWhereInput) P() (predicate.Payment, error) {
 			with = append(with, p)
 		}
 		predicates = append(predicates, payment.HasUserWith(with...))
-	}
-	if i.HasPackage != nil {
-		p := payment.HasPackage()
-		if !*i.HasPackage {
-			p = payment.Not(p)
-		}
-		predicates = append(predicates, p)
-	}
-	if len(i.HasPackageWith) > 0 {
-		with := make([]predicate.CreditPackage, 0, len(i.HasPackageWith))
-		for _, w := range i.HasPackageWith {
-			p, err := w.P()
-			if err != nil {
-				return nil, fmt.Errorf("%w: field 'HasPackageWith'", err)
-			}
-			with = append(with, p)
-		}
-		predicates = append(predicates, payment.HasPackageWith(with...))
-	}
-	if i.HasTransactions != nil {
-		p := payment.HasTransactions()
-		if !*i.HasTransactions {
-			p = payment.Not(p)
-		}
-		predicates = append(predicates, p)
-	}
-	if len(i.HasTransactionsWith) > 0 {
-		with := make([]predicate.CreditTransaction, 0, len(i.HasTransactionsWith))
-		for _, w := range i.HasTransactionsWith {
-			p, err := w.P()
-			if err != nil {
-				return nil, fmt.Errorf("%w: field 'HasTransactionsWith'", err)
-			}
-			with = append(with, p)
-		}
-		predicates = append(predicates, payment.HasTransactionsWith(with...))
-	}
-	if i.HasLots != nil {
-		p := payment.HasLots()
-		if !*i.HasLots {
-			p = payment.Not(p)
-		}
-		predicates = append(predicates, p)
-	}
-	if len(i.HasLotsWith) > 0 {
-		with := make([]predicate.CreditLot, 0, len(i.HasLotsWith))
-		for _, w := range i.HasLotsWith {
-			p, err := w.P()
-			if err != nil {
-				return nil, fmt.Errorf("%w: field 'HasLotsWith'", err)
-			}
-			with = append(with, p)
-		}
-		predicates = append(predicates, payment.HasLotsWith(with...))
 	}
 	switch len(predicates) {
 	case 0:
@@ -4529,64 +3527,11 @@ type ProcessedEventWhereInput struct {
 	StripeEventIDEqualFold    *string  `json:"stripeEventIDEqualFold,omitempty"`
 	StripeEventIDContainsFold *string  `json:"stripeEventIDContainsFold,omitempty"`
 
-	// "type" field predicates.
-	Type             *string  `json:"type,omitempty"`
-	TypeNEQ          *string  `json:"typeNEQ,omitempty"`
-	TypeIn           []string `json:"typeIn,omitempty"`
-	TypeNotIn        []string `json:"typeNotIn,omitempty"`
-	TypeGT           *string  `json:"typeGT,omitempty"`
-	TypeGTE          *string  `json:"typeGTE,omitempty"`
-	TypeLT           *string  `json:"typeLT,omitempty"`
-	TypeLTE          *string  `json:"typeLTE,omitempty"`
-	TypeContains     *string  `json:"typeContains,omitempty"`
-	TypeHasPrefix    *string  `json:"typeHasPrefix,omitempty"`
-	TypeHasSuffix    *string  `json:"typeHasSuffix,omitempty"`
-	TypeEqualFold    *string  `json:"typeEqualFold,omitempty"`
-	TypeContainsFold *string  `json:"typeContainsFold,omitempty"`
-
-	// "livemode" field predicates.
-	Livemode    *bool `json:"livemode,omitempty"`
-	LivemodeNEQ *bool `json:"livemodeNEQ,omitempty"`
-
-	// "api_version" field predicates.
-	APIVersion             *string  `json:"apiVersion,omitempty"`
-	APIVersionNEQ          *string  `json:"apiVersionNEQ,omitempty"`
-	APIVersionIn           []string `json:"apiVersionIn,omitempty"`
-	APIVersionNotIn        []string `json:"apiVersionNotIn,omitempty"`
-	APIVersionGT           *string  `json:"apiVersionGT,omitempty"`
-	APIVersionGTE          *string  `json:"apiVersionGTE,omitempty"`
-	APIVersionLT           *string  `json:"apiVersionLT,omitempty"`
-	APIVersionLTE          *string  `json:"apiVersionLTE,omitempty"`
-	APIVersionContains     *string  `json:"apiVersionContains,omitempty"`
-	APIVersionHasPrefix    *string  `json:"apiVersionHasPrefix,omitempty"`
-	APIVersionHasSuffix    *string  `json:"apiVersionHasSuffix,omitempty"`
-	APIVersionIsNil        bool     `json:"apiVersionIsNil,omitempty"`
-	APIVersionNotNil       bool     `json:"apiVersionNotNil,omitempty"`
-	APIVersionEqualFold    *string  `json:"apiVersionEqualFold,omitempty"`
-	APIVersionContainsFold *string  `json:"apiVersionContainsFold,omitempty"`
-
 	// "outcome" field predicates.
 	Outcome      *processedevent.Outcome  `json:"outcome,omitempty"`
 	OutcomeNEQ   *processedevent.Outcome  `json:"outcomeNEQ,omitempty"`
 	OutcomeIn    []processedevent.Outcome `json:"outcomeIn,omitempty"`
 	OutcomeNotIn []processedevent.Outcome `json:"outcomeNotIn,omitempty"`
-
-	// "error" field predicates.
-	Error             *string  `json:"error,omitempty"`
-	ErrorNEQ          *string  `json:"errorNEQ,omitempty"`
-	ErrorIn           []string `json:"errorIn,omitempty"`
-	ErrorNotIn        []string `json:"errorNotIn,omitempty"`
-	ErrorGT           *string  `json:"errorGT,omitempty"`
-	ErrorGTE          *string  `json:"errorGTE,omitempty"`
-	ErrorLT           *string  `json:"errorLT,omitempty"`
-	ErrorLTE          *string  `json:"errorLTE,omitempty"`
-	ErrorContains     *string  `json:"errorContains,omitempty"`
-	ErrorHasPrefix    *string  `json:"errorHasPrefix,omitempty"`
-	ErrorHasSuffix    *string  `json:"errorHasSuffix,omitempty"`
-	ErrorIsNil        bool     `json:"errorIsNil,omitempty"`
-	ErrorNotNil       bool     `json:"errorNotNil,omitempty"`
-	ErrorEqualFold    *string  `json:"errorEqualFold,omitempty"`
-	ErrorContainsFold *string  `json:"errorContainsFold,omitempty"`
 
 	// "payment_id" field predicates.
 	PaymentID             *string  `json:"paymentID,omitempty"`
@@ -4605,16 +3550,6 @@ type ProcessedEventWhereInput struct {
 	PaymentIDEqualFold    *string  `json:"paymentIDEqualFold,omitempty"`
 	PaymentIDContainsFold *string  `json:"paymentIDContainsFold,omitempty"`
 
-	// "attempts" field predicates.
-	Attempts      *int  `json:"attempts,omitempty"`
-	AttemptsNEQ   *int  `json:"attemptsNEQ,omitempty"`
-	AttemptsIn    []int `json:"attemptsIn,omitempty"`
-	AttemptsNotIn []int `json:"attemptsNotIn,omitempty"`
-	AttemptsGT    *int  `json:"attemptsGT,omitempty"`
-	AttemptsGTE   *int  `json:"attemptsGTE,omitempty"`
-	AttemptsLT    *int  `json:"attemptsLT,omitempty"`
-	AttemptsLTE   *int  `json:"attemptsLTE,omitempty"`
-
 	// "received_at" field predicates.
 	ReceivedAt      *time.Time  `json:"receivedAt,omitempty"`
 	ReceivedAtNEQ   *time.Time  `json:"receivedAtNEQ,omitempty"`
@@ -4624,18 +3559,6 @@ type ProcessedEventWhereInput struct {
 	ReceivedAtGTE   *time.Time  `json:"receivedAtGTE,omitempty"`
 	ReceivedAtLT    *time.Time  `json:"receivedAtLT,omitempty"`
 	ReceivedAtLTE   *time.Time  `json:"receivedAtLTE,omitempty"`
-
-	// "processed_at" field predicates.
-	ProcessedAt       *time.Time  `json:"processedAt,omitempty"`
-	ProcessedAtNEQ    *time.Time  `json:"processedAtNEQ,omitempty"`
-	ProcessedAtIn     []time.Time `json:"processedAtIn,omitempty"`
-	ProcessedAtNotIn  []time.Time `json:"processedAtNotIn,omitempty"`
-	ProcessedAtGT     *time.Time  `json:"processedAtGT,omitempty"`
-	ProcessedAtGTE    *time.Time  `json:"processedAtGTE,omitempty"`
-	ProcessedAtLT     *time.Time  `json:"processedAtLT,omitempty"`
-	ProcessedAtLTE    *time.Time  `json:"processedAtLTE,omitempty"`
-	ProcessedAtIsNil  bool        `json:"processedAtIsNil,omitempty"`
-	ProcessedAtNotNil bool        `json:"processedAtNotNil,omitempty"`
 
 	// "payment" edge predicates.
 	HasPayment     *bool                `json:"hasPayment,omitempty"`
@@ -4782,96 +3705,6 @@ func (i *ProcessedEventWhereInput) P() (predicate.ProcessedEvent, error) {
 	if i.StripeEventIDContainsFold != nil {
 		predicates = append(predicates, processedevent.StripeEventIDContainsFold(*i.StripeEventIDContainsFold))
 	}
-	if i.Type != nil {
-		predicates = append(predicates, processedevent.TypeEQ(*i.Type))
-	}
-	if i.TypeNEQ != nil {
-		predicates = append(predicates, processedevent.TypeNEQ(*i.TypeNEQ))
-	}
-	if len(i.TypeIn) > 0 {
-		predicates = append(predicates, processedevent.TypeIn(i.TypeIn...))
-	}
-	if len(i.TypeNotIn) > 0 {
-		predicates = append(predicates, processedevent.TypeNotIn(i.TypeNotIn...))
-	}
-	if i.TypeGT != nil {
-		predicates = append(predicates, processedevent.TypeGT(*i.TypeGT))
-	}
-	if i.TypeGTE != nil {
-		predicates = append(predicates, processedevent.TypeGTE(*i.TypeGTE))
-	}
-	if i.TypeLT != nil {
-		predicates = append(predicates, processedevent.TypeLT(*i.TypeLT))
-	}
-	if i.TypeLTE != nil {
-		predicates = append(predicates, processedevent.TypeLTE(*i.TypeLTE))
-	}
-	if i.TypeContains != nil {
-		predicates = append(predicates, processedevent.TypeContains(*i.TypeContains))
-	}
-	if i.TypeHasPrefix != nil {
-		predicates = append(predicates, processedevent.TypeHasPrefix(*i.TypeHasPrefix))
-	}
-	if i.TypeHasSuffix != nil {
-		predicates = append(predicates, processedevent.TypeHasSuffix(*i.TypeHasSuffix))
-	}
-	if i.TypeEqualFold != nil {
-		predicates = append(predicates, processedevent.TypeEqualFold(*i.TypeEqualFold))
-	}
-	if i.TypeContainsFold != nil {
-		predicates = append(predicates, processedevent.TypeContainsFold(*i.TypeContainsFold))
-	}
-	if i.Livemode != nil {
-		predicates = append(predicates, processedevent.LivemodeEQ(*i.Livemode))
-	}
-	if i.LivemodeNEQ != nil {
-		predicates = append(predicates, processedevent.LivemodeNEQ(*i.LivemodeNEQ))
-	}
-	if i.APIVersion != nil {
-		predicates = append(predicates, processedevent.APIVersionEQ(*i.APIVersion))
-	}
-	if i.APIVersionNEQ != nil {
-		predicates = append(predicates, processedevent.APIVersionNEQ(*i.APIVersionNEQ))
-	}
-	if len(i.APIVersionIn) > 0 {
-		predicates = append(predicates, processedevent.APIVersionIn(i.APIVersionIn...))
-	}
-	if len(i.APIVersionNotIn) > 0 {
-		predicates = append(predicates, processedevent.APIVersionNotIn(i.APIVersionNotIn...))
-	}
-	if i.APIVersionGT != nil {
-		predicates = append(predicates, processedevent.APIVersionGT(*i.APIVersionGT))
-	}
-	if i.APIVersionGTE != nil {
-		predicates = append(predicates, processedevent.APIVersionGTE(*i.APIVersionGTE))
-	}
-	if i.APIVersionLT != nil {
-		predicates = append(predicates, processedevent.APIVersionLT(*i.APIVersionLT))
-	}
-	if i.APIVersionLTE != nil {
-		predicates = append(predicates, processedevent.APIVersionLTE(*i.APIVersionLTE))
-	}
-	if i.APIVersionContains != nil {
-		predicates = append(predicates, processedevent.APIVersionContains(*i.APIVersionContains))
-	}
-	if i.APIVersionHasPrefix != nil {
-		predicates = append(predicates, processedevent.APIVersionHasPrefix(*i.APIVersionHasPrefix))
-	}
-	if i.APIVersionHasSuffix != nil {
-		predicates = append(predicates, processedevent.APIVersionHasSuffix(*i.APIVersionHasSuffix))
-	}
-	if i.APIVersionIsNil {
-		predicates = append(predicates, processedevent.APIVersionIsNil())
-	}
-	if i.APIVersionNotNil {
-		predicates = append(predicates, processedevent.APIVersionNotNil())
-	}
-	if i.APIVersionEqualFold != nil {
-		predicates = append(predicates, processedevent.APIVersionEqualFold(*i.APIVersionEqualFold))
-	}
-	if i.APIVersionContainsFold != nil {
-		predicates = append(predicates, processedevent.APIVersionContainsFold(*i.APIVersionContainsFold))
-	}
 	if i.Outcome != nil {
 		predicates = append(predicates, processedevent.OutcomeEQ(*i.Outcome))
 	}
@@ -4883,51 +3716,6 @@ func (i *ProcessedEventWhereInput) P() (predicate.ProcessedEvent, error) {
 	}
 	if len(i.OutcomeNotIn) > 0 {
 		predicates = append(predicates, processedevent.OutcomeNotIn(i.OutcomeNotIn...))
-	}
-	if i.Error != nil {
-		predicates = append(predicates, processedevent.ErrorEQ(*i.Error))
-	}
-	if i.ErrorNEQ != nil {
-		predicates = append(predicates, processedevent.ErrorNEQ(*i.ErrorNEQ))
-	}
-	if len(i.ErrorIn) > 0 {
-		predicates = append(predicates, processedevent.ErrorIn(i.ErrorIn...))
-	}
-	if len(i.ErrorNotIn) > 0 {
-		predicates = append(predicates, processedevent.ErrorNotIn(i.ErrorNotIn...))
-	}
-	if i.ErrorGT != nil {
-		predicates = append(predicates, processedevent.ErrorGT(*i.ErrorGT))
-	}
-	if i.ErrorGTE != nil {
-		predicates = append(predicates, processedevent.ErrorGTE(*i.ErrorGTE))
-	}
-	if i.ErrorLT != nil {
-		predicates = append(predicates, processedevent.ErrorLT(*i.ErrorLT))
-	}
-	if i.ErrorLTE != nil {
-		predicates = append(predicates, processedevent.ErrorLTE(*i.ErrorLTE))
-	}
-	if i.ErrorContains != nil {
-		predicates = append(predicates, processedevent.ErrorContains(*i.ErrorContains))
-	}
-	if i.ErrorHasPrefix != nil {
-		predicates = append(predicates, processedevent.ErrorHasPrefix(*i.ErrorHasPrefix))
-	}
-	if i.ErrorHasSuffix != nil {
-		predicates = append(predicates, processedevent.ErrorHasSuffix(*i.ErrorHasSuffix))
-	}
-	if i.ErrorIsNil {
-		predicates = append(predicates, processedevent.ErrorIsNil())
-	}
-	if i.ErrorNotNil {
-		predicates = append(predicates, processedevent.ErrorNotNil())
-	}
-	if i.ErrorEqualFold != nil {
-		predicates = append(predicates, processedevent.ErrorEqualFold(*i.ErrorEqualFold))
-	}
-	if i.ErrorContainsFold != nil {
-		predicates = append(predicates, processedevent.ErrorContainsFold(*i.ErrorContainsFold))
 	}
 	if i.PaymentID != nil {
 		predicates = append(predicates, processedevent.PaymentIDEQ(*i.PaymentID))
@@ -4974,30 +3762,6 @@ func (i *ProcessedEventWhereInput) P() (predicate.ProcessedEvent, error) {
 	if i.PaymentIDContainsFold != nil {
 		predicates = append(predicates, processedevent.PaymentIDContainsFold(*i.PaymentIDContainsFold))
 	}
-	if i.Attempts != nil {
-		predicates = append(predicates, processedevent.AttemptsEQ(*i.Attempts))
-	}
-	if i.AttemptsNEQ != nil {
-		predicates = append(predicates, processedevent.AttemptsNEQ(*i.AttemptsNEQ))
-	}
-	if len(i.AttemptsIn) > 0 {
-		predicates = append(predicates, processedevent.AttemptsIn(i.AttemptsIn...))
-	}
-	if len(i.AttemptsNotIn) > 0 {
-		predicates = append(predicates, processedevent.AttemptsNotIn(i.AttemptsNotIn...))
-	}
-	if i.AttemptsGT != nil {
-		predicates = append(predicates, processedevent.AttemptsGT(*i.AttemptsGT))
-	}
-	if i.AttemptsGTE != nil {
-		predicates = append(predicates, processedevent.AttemptsGTE(*i.AttemptsGTE))
-	}
-	if i.AttemptsLT != nil {
-		predicates = append(predicates, processedevent.AttemptsLT(*i.AttemptsLT))
-	}
-	if i.AttemptsLTE != nil {
-		predicates = append(predicates, processedevent.AttemptsLTE(*i.AttemptsLTE))
-	}
 	if i.ReceivedAt != nil {
 		predicates = append(predicates, processedevent.ReceivedAtEQ(*i.ReceivedAt))
 	}
@@ -5021,36 +3785,6 @@ func (i *ProcessedEventWhereInput) P() (predicate.ProcessedEvent, error) {
 	}
 	if i.ReceivedAtLTE != nil {
 		predicates = append(predicates, processedevent.ReceivedAtLTE(*i.ReceivedAtLTE))
-	}
-	if i.ProcessedAt != nil {
-		predicates = append(predicates, processedevent.ProcessedAtEQ(*i.ProcessedAt))
-	}
-	if i.ProcessedAtNEQ != nil {
-		predicates = append(predicates, processedevent.ProcessedAtNEQ(*i.ProcessedAtNEQ))
-	}
-	if len(i.ProcessedAtIn) > 0 {
-		predicates = append(predicates, processedevent.ProcessedAtIn(i.ProcessedAtIn...))
-	}
-	if len(i.ProcessedAtNotIn) > 0 {
-		predicates = append(predicates, processedevent.ProcessedAtNotIn(i.ProcessedAtNotIn...))
-	}
-	if i.ProcessedAtGT != nil {
-		predicates = append(predicates, processedevent.ProcessedAtGT(*i.ProcessedAtGT))
-	}
-	if i.ProcessedAtGTE != nil {
-		predicates = append(predicates, processedevent.ProcessedAtGTE(*i.ProcessedAtGTE))
-	}
-	if i.ProcessedAtLT != nil {
-		predicates = append(predicates, processedevent.ProcessedAtLT(*i.ProcessedAtLT))
-	}
-	if i.ProcessedAtLTE != nil {
-		predicates = append(predicates, processedevent.ProcessedAtLTE(*i.ProcessedAtLTE))
-	}
-	if i.ProcessedAtIsNil {
-		predicates = append(predicates, processedevent.ProcessedAtIsNil())
-	}
-	if i.ProcessedAtNotNil {
-		predicates = append(predicates, processedevent.ProcessedAtNotNil())
 	}
 
 	if i.HasPayment != nil {
@@ -5110,16 +3844,6 @@ type UserWhereInput struct {
 	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
 	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
 
-	// "updated_at" field predicates.
-	UpdatedAt      *time.Time  `json:"updatedAt,omitempty"`
-	UpdatedAtNEQ   *time.Time  `json:"updatedAtNEQ,omitempty"`
-	UpdatedAtIn    []time.Time `json:"updatedAtIn,omitempty"`
-	UpdatedAtNotIn []time.Time `json:"updatedAtNotIn,omitempty"`
-	UpdatedAtGT    *time.Time  `json:"updatedAtGT,omitempty"`
-	UpdatedAtGTE   *time.Time  `json:"updatedAtGTE,omitempty"`
-	UpdatedAtLT    *time.Time  `json:"updatedAtLT,omitempty"`
-	UpdatedAtLTE   *time.Time  `json:"updatedAtLTE,omitempty"`
-
 	// "external_id" field predicates.
 	ExternalID             *string  `json:"externalID,omitempty"`
 	ExternalIDNEQ          *string  `json:"externalIDNEQ,omitempty"`
@@ -5152,29 +3876,11 @@ type UserWhereInput struct {
 	EmailEqualFold    *string  `json:"emailEqualFold,omitempty"`
 	EmailContainsFold *string  `json:"emailContainsFold,omitempty"`
 
-	// "credits_balance" field predicates.
-	CreditsBalance      *int64  `json:"creditsBalance,omitempty"`
-	CreditsBalanceNEQ   *int64  `json:"creditsBalanceNEQ,omitempty"`
-	CreditsBalanceIn    []int64 `json:"creditsBalanceIn,omitempty"`
-	CreditsBalanceNotIn []int64 `json:"creditsBalanceNotIn,omitempty"`
-	CreditsBalanceGT    *int64  `json:"creditsBalanceGT,omitempty"`
-	CreditsBalanceGTE   *int64  `json:"creditsBalanceGTE,omitempty"`
-	CreditsBalanceLT    *int64  `json:"creditsBalanceLT,omitempty"`
-	CreditsBalanceLTE   *int64  `json:"creditsBalanceLTE,omitempty"`
-
 	// "status" field predicates.
 	Status      *user.Status  `json:"status,omitempty"`
 	StatusNEQ   *user.Status  `json:"statusNEQ,omitempty"`
 	StatusIn    []user.Status `json:"statusIn,omitempty"`
 	StatusNotIn []user.Status `json:"statusNotIn,omitempty"`
-
-	// "lots" edge predicates.
-	HasLots     *bool                  `json:"hasLots,omitempty"`
-	HasLotsWith []*CreditLotWhereInput `json:"hasLotsWith,omitempty"`
-
-	// "reservations" edge predicates.
-	HasReservations     *bool                          `json:"hasReservations,omitempty"`
-	HasReservationsWith []*CreditReservationWhereInput `json:"hasReservationsWith,omitempty"`
 }
 
 // AddPredicates adds custom predicates to the where input to be used during the filtering phase.
@@ -5302,30 +4008,6 @@ func (i *UserWhereInput) P() (predicate.User, error) {
 	if i.CreatedAtLTE != nil {
 		predicates = append(predicates, user.CreatedAtLTE(*i.CreatedAtLTE))
 	}
-	if i.UpdatedAt != nil {
-		predicates = append(predicates, user.UpdatedAtEQ(*i.UpdatedAt))
-	}
-	if i.UpdatedAtNEQ != nil {
-		predicates = append(predicates, user.UpdatedAtNEQ(*i.UpdatedAtNEQ))
-	}
-	if len(i.UpdatedAtIn) > 0 {
-		predicates = append(predicates, user.UpdatedAtIn(i.UpdatedAtIn...))
-	}
-	if len(i.UpdatedAtNotIn) > 0 {
-		predicates = append(predicates, user.UpdatedAtNotIn(i.UpdatedAtNotIn...))
-	}
-	if i.UpdatedAtGT != nil {
-		predicates = append(predicates, user.UpdatedAtGT(*i.UpdatedAtGT))
-	}
-	if i.UpdatedAtGTE != nil {
-		predicates = append(predicates, user.UpdatedAtGTE(*i.UpdatedAtGTE))
-	}
-	if i.UpdatedAtLT != nil {
-		predicates = append(predicates, user.UpdatedAtLT(*i.UpdatedAtLT))
-	}
-	if i.UpdatedAtLTE != nil {
-		predicates = append(predicates, user.UpdatedAtLTE(*i.UpdatedAtLTE))
-	}
 	if i.ExternalID != nil {
 		predicates = append(predicates, user.ExternalIDEQ(*i.ExternalID))
 	}
@@ -5410,30 +4092,6 @@ func (i *UserWhereInput) P() (predicate.User, error) {
 	if i.EmailContainsFold != nil {
 		predicates = append(predicates, user.EmailContainsFold(*i.EmailContainsFold))
 	}
-	if i.CreditsBalance != nil {
-		predicates = append(predicates, user.CreditsBalanceEQ(*i.CreditsBalance))
-	}
-	if i.CreditsBalanceNEQ != nil {
-		predicates = append(predicates, user.CreditsBalanceNEQ(*i.CreditsBalanceNEQ))
-	}
-	if len(i.CreditsBalanceIn) > 0 {
-		predicates = append(predicates, user.CreditsBalanceIn(i.CreditsBalanceIn...))
-	}
-	if len(i.CreditsBalanceNotIn) > 0 {
-		predicates = append(predicates, user.CreditsBalanceNotIn(i.CreditsBalanceNotIn...))
-	}
-	if i.CreditsBalanceGT != nil {
-		predicates = append(predicates, user.CreditsBalanceGT(*i.CreditsBalanceGT))
-	}
-	if i.CreditsBalanceGTE != nil {
-		predicates = append(predicates, user.CreditsBalanceGTE(*i.CreditsBalanceGTE))
-	}
-	if i.CreditsBalanceLT != nil {
-		predicates = append(predicates, user.CreditsBalanceLT(*i.CreditsBalanceLT))
-	}
-	if i.CreditsBalanceLTE != nil {
-		predicates = append(predicates, user.CreditsBalanceLTE(*i.CreditsBalanceLTE))
-	}
 	if i.Status != nil {
 		predicates = append(predicates, user.StatusEQ(*i.Status))
 	}
@@ -5447,42 +4105,6 @@ func (i *UserWhereInput) P() (predicate.User, error) {
 		predicates = append(predicates, user.StatusNotIn(i.StatusNotIn...))
 	}
 
-	if i.HasLots != nil {
-		p := user.HasLots()
-		if !*i.HasLots {
-			p = user.Not(p)
-		}
-		predicates = append(predicates, p)
-	}
-	if len(i.HasLotsWith) > 0 {
-		with := make([]predicate.CreditLot, 0, len(i.HasLotsWith))
-		for _, w := range i.HasLotsWith {
-			p, err := w.P()
-			if err != nil {
-				return nil, fmt.Errorf("%w: field 'HasLotsWith'", err)
-			}
-			with = append(with, p)
-		}
-		predicates = append(predicates, user.HasLotsWith(with...))
-	}
-	if i.HasReservations != nil {
-		p := user.HasReservations()
-		if !*i.HasReservations {
-			p = user.Not(p)
-		}
-		predicates = append(predicates, p)
-	}
-	if len(i.HasReservationsWith) > 0 {
-		with := make([]predicate.CreditReservation, 0, len(i.HasReservationsWith))
-		for _, w := range i.HasReservationsWith {
-			p, err := w.P()
-			if err != nil {
-				return nil, fmt.Errorf("%w: field 'HasReservationsWith'", err)
-			}
-			with = append(with, p)
-		}
-		predicates = append(predicates, user.HasReservationsWith(with...))
-	}
 	switch len(predicates) {
 	case 0:
 		return nil, ErrEmptyUserWhereInput

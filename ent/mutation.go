@@ -13198,6 +13198,8 @@ type UserMutation struct {
 	email                   *string
 	credits_balance         *int64
 	addcredits_balance      *int64
+	transaction_count       *int64
+	addtransaction_count    *int64
 	status                  *user.Status
 	clearedFields           map[string]struct{}
 	stripe_customers        map[string]struct{}
@@ -13538,6 +13540,62 @@ func (m *UserMutation) AddedCreditsBalance() (r int64, exists bool) {
 func (m *UserMutation) ResetCreditsBalance() {
 	m.credits_balance = nil
 	m.addcredits_balance = nil
+}
+
+// SetTransactionCount sets the "transaction_count" field.
+func (m *UserMutation) SetTransactionCount(i int64) {
+	m.transaction_count = &i
+	m.addtransaction_count = nil
+}
+
+// TransactionCount returns the value of the "transaction_count" field in the mutation.
+func (m *UserMutation) TransactionCount() (r int64, exists bool) {
+	v := m.transaction_count
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTransactionCount returns the old "transaction_count" field's value of the User entity.
+// If the User object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UserMutation) OldTransactionCount(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTransactionCount is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTransactionCount requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTransactionCount: %w", err)
+	}
+	return oldValue.TransactionCount, nil
+}
+
+// AddTransactionCount adds i to the "transaction_count" field.
+func (m *UserMutation) AddTransactionCount(i int64) {
+	if m.addtransaction_count != nil {
+		*m.addtransaction_count += i
+	} else {
+		m.addtransaction_count = &i
+	}
+}
+
+// AddedTransactionCount returns the value that was added to the "transaction_count" field in this mutation.
+func (m *UserMutation) AddedTransactionCount() (r int64, exists bool) {
+	v := m.addtransaction_count
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTransactionCount resets all changes to the "transaction_count" field.
+func (m *UserMutation) ResetTransactionCount() {
+	m.transaction_count = nil
+	m.addtransaction_count = nil
 }
 
 // SetStatus sets the "status" field.
@@ -13934,7 +13992,7 @@ func (m *UserMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *UserMutation) Fields() []string {
-	fields := make([]string, 0, 6)
+	fields := make([]string, 0, 7)
 	if m.created_at != nil {
 		fields = append(fields, user.FieldCreatedAt)
 	}
@@ -13949,6 +14007,9 @@ func (m *UserMutation) Fields() []string {
 	}
 	if m.credits_balance != nil {
 		fields = append(fields, user.FieldCreditsBalance)
+	}
+	if m.transaction_count != nil {
+		fields = append(fields, user.FieldTransactionCount)
 	}
 	if m.status != nil {
 		fields = append(fields, user.FieldStatus)
@@ -13971,6 +14032,8 @@ func (m *UserMutation) Field(name string) (ent.Value, bool) {
 		return m.Email()
 	case user.FieldCreditsBalance:
 		return m.CreditsBalance()
+	case user.FieldTransactionCount:
+		return m.TransactionCount()
 	case user.FieldStatus:
 		return m.Status()
 	}
@@ -13992,6 +14055,8 @@ func (m *UserMutation) OldField(ctx context.Context, name string) (ent.Value, er
 		return m.OldEmail(ctx)
 	case user.FieldCreditsBalance:
 		return m.OldCreditsBalance(ctx)
+	case user.FieldTransactionCount:
+		return m.OldTransactionCount(ctx)
 	case user.FieldStatus:
 		return m.OldStatus(ctx)
 	}
@@ -14038,6 +14103,13 @@ func (m *UserMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetCreditsBalance(v)
 		return nil
+	case user.FieldTransactionCount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTransactionCount(v)
+		return nil
 	case user.FieldStatus:
 		v, ok := value.(user.Status)
 		if !ok {
@@ -14056,6 +14128,9 @@ func (m *UserMutation) AddedFields() []string {
 	if m.addcredits_balance != nil {
 		fields = append(fields, user.FieldCreditsBalance)
 	}
+	if m.addtransaction_count != nil {
+		fields = append(fields, user.FieldTransactionCount)
+	}
 	return fields
 }
 
@@ -14066,6 +14141,8 @@ func (m *UserMutation) AddedField(name string) (ent.Value, bool) {
 	switch name {
 	case user.FieldCreditsBalance:
 		return m.AddedCreditsBalance()
+	case user.FieldTransactionCount:
+		return m.AddedTransactionCount()
 	}
 	return nil, false
 }
@@ -14081,6 +14158,13 @@ func (m *UserMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddCreditsBalance(v)
+		return nil
+	case user.FieldTransactionCount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTransactionCount(v)
 		return nil
 	}
 	return fmt.Errorf("unknown User numeric field %s", name)
@@ -14132,6 +14216,9 @@ func (m *UserMutation) ResetField(name string) error {
 		return nil
 	case user.FieldCreditsBalance:
 		m.ResetCreditsBalance()
+		return nil
+	case user.FieldTransactionCount:
+		m.ResetTransactionCount()
 		return nil
 	case user.FieldStatus:
 		m.ResetStatus()

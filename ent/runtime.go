@@ -918,6 +918,12 @@ func init() {
 	userDescCreditsBalance := userFields[2].Descriptor()
 	// user.DefaultCreditsBalance holds the default value on creation for the credits_balance field.
 	user.DefaultCreditsBalance = userDescCreditsBalance.Default.(int64)
+	// userDescTransactionCount is the schema descriptor for transaction_count field.
+	userDescTransactionCount := userFields[3].Descriptor()
+	// user.DefaultTransactionCount holds the default value on creation for the transaction_count field.
+	user.DefaultTransactionCount = userDescTransactionCount.Default.(int64)
+	// user.TransactionCountValidator is a validator for the "transaction_count" field. It is called by the builders before save.
+	user.TransactionCountValidator = userDescTransactionCount.Validators[0].(func(int64) error)
 	// userDescID is the schema descriptor for id field.
 	userDescID := userMixinFields0[0].Descriptor()
 	// user.DefaultID holds the default value on creation for the id field.

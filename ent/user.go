@@ -27,6 +27,8 @@ type User struct {
 	Email string `json:"email,omitempty"`
 	// CreditsBalance holds the value of the "credits_balance" field.
 	CreditsBalance int64 `json:"credits_balance,omitempty"`
+	// TransactionCount holds the value of the "transaction_count" field.
+	TransactionCount int64 `json:"transaction_count,omitempty"`
 	// Status holds the value of the "status" field.
 	Status user.Status `json:"status,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
@@ -122,7 +124,7 @@ func (*User) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case user.FieldCreditsBalance:
+		case user.FieldCreditsBalance, user.FieldTransactionCount:
 			values[i] = new(sql.NullInt64)
 		case user.FieldID, user.FieldExternalID, user.FieldEmail, user.FieldStatus:
 			values[i] = new(sql.NullString)
@@ -178,6 +180,12 @@ func (_m *User) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field credits_balance", values[i])
 			} else if value.Valid {
 				_m.CreditsBalance = value.Int64
+			}
+		case user.FieldTransactionCount:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field transaction_count", values[i])
+			} else if value.Valid {
+				_m.TransactionCount = value.Int64
 			}
 		case user.FieldStatus:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -265,6 +273,9 @@ func (_m *User) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("credits_balance=")
 	builder.WriteString(fmt.Sprintf("%v", _m.CreditsBalance))
+	builder.WriteString(", ")
+	builder.WriteString("transaction_count=")
+	builder.WriteString(fmt.Sprintf("%v", _m.TransactionCount))
 	builder.WriteString(", ")
 	builder.WriteString("status=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Status))

@@ -91,6 +91,20 @@ func (_c *UserCreate) SetNillableCreditsBalance(v *int64) *UserCreate {
 	return _c
 }
 
+// SetTransactionCount sets the "transaction_count" field.
+func (_c *UserCreate) SetTransactionCount(v int64) *UserCreate {
+	_c.mutation.SetTransactionCount(v)
+	return _c
+}
+
+// SetNillableTransactionCount sets the "transaction_count" field if the given value is not nil.
+func (_c *UserCreate) SetNillableTransactionCount(v *int64) *UserCreate {
+	if v != nil {
+		_c.SetTransactionCount(*v)
+	}
+	return _c
+}
+
 // SetStatus sets the "status" field.
 func (_c *UserCreate) SetStatus(v user.Status) *UserCreate {
 	_c.mutation.SetStatus(v)
@@ -256,6 +270,10 @@ func (_c *UserCreate) defaults() {
 		v := user.DefaultCreditsBalance
 		_c.mutation.SetCreditsBalance(v)
 	}
+	if _, ok := _c.mutation.TransactionCount(); !ok {
+		v := user.DefaultTransactionCount
+		_c.mutation.SetTransactionCount(v)
+	}
 	if _, ok := _c.mutation.Status(); !ok {
 		v := user.DefaultStatus
 		_c.mutation.SetStatus(v)
@@ -289,6 +307,14 @@ func (_c *UserCreate) check() error {
 	}
 	if _, ok := _c.mutation.CreditsBalance(); !ok {
 		return &ValidationError{Name: "credits_balance", err: errors.New(`ent: missing required field "User.credits_balance"`)}
+	}
+	if _, ok := _c.mutation.TransactionCount(); !ok {
+		return &ValidationError{Name: "transaction_count", err: errors.New(`ent: missing required field "User.transaction_count"`)}
+	}
+	if v, ok := _c.mutation.TransactionCount(); ok {
+		if err := user.TransactionCountValidator(v); err != nil {
+			return &ValidationError{Name: "transaction_count", err: fmt.Errorf(`ent: validator failed for field "User.transaction_count": %w`, err)}
+		}
 	}
 	if _, ok := _c.mutation.Status(); !ok {
 		return &ValidationError{Name: "status", err: errors.New(`ent: missing required field "User.status"`)}
@@ -358,6 +384,10 @@ func (_c *UserCreate) createSpec() (*User, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.CreditsBalance(); ok {
 		_spec.SetField(user.FieldCreditsBalance, field.TypeInt64, value)
 		_node.CreditsBalance = value
+	}
+	if value, ok := _c.mutation.TransactionCount(); ok {
+		_spec.SetField(user.FieldTransactionCount, field.TypeInt64, value)
+		_node.TransactionCount = value
 	}
 	if value, ok := _c.mutation.Status(); ok {
 		_spec.SetField(user.FieldStatus, field.TypeEnum, value)
@@ -559,6 +589,24 @@ func (u *UserUpsert) AddCreditsBalance(v int64) *UserUpsert {
 	return u
 }
 
+// SetTransactionCount sets the "transaction_count" field.
+func (u *UserUpsert) SetTransactionCount(v int64) *UserUpsert {
+	u.Set(user.FieldTransactionCount, v)
+	return u
+}
+
+// UpdateTransactionCount sets the "transaction_count" field to the value that was provided on create.
+func (u *UserUpsert) UpdateTransactionCount() *UserUpsert {
+	u.SetExcluded(user.FieldTransactionCount)
+	return u
+}
+
+// AddTransactionCount adds v to the "transaction_count" field.
+func (u *UserUpsert) AddTransactionCount(v int64) *UserUpsert {
+	u.Add(user.FieldTransactionCount, v)
+	return u
+}
+
 // SetStatus sets the "status" field.
 func (u *UserUpsert) SetStatus(v user.Status) *UserUpsert {
 	u.Set(user.FieldStatus, v)
@@ -678,6 +726,27 @@ func (u *UserUpsertOne) AddCreditsBalance(v int64) *UserUpsertOne {
 func (u *UserUpsertOne) UpdateCreditsBalance() *UserUpsertOne {
 	return u.Update(func(s *UserUpsert) {
 		s.UpdateCreditsBalance()
+	})
+}
+
+// SetTransactionCount sets the "transaction_count" field.
+func (u *UserUpsertOne) SetTransactionCount(v int64) *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.SetTransactionCount(v)
+	})
+}
+
+// AddTransactionCount adds v to the "transaction_count" field.
+func (u *UserUpsertOne) AddTransactionCount(v int64) *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.AddTransactionCount(v)
+	})
+}
+
+// UpdateTransactionCount sets the "transaction_count" field to the value that was provided on create.
+func (u *UserUpsertOne) UpdateTransactionCount() *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateTransactionCount()
 	})
 }
 
@@ -969,6 +1038,27 @@ func (u *UserUpsertBulk) AddCreditsBalance(v int64) *UserUpsertBulk {
 func (u *UserUpsertBulk) UpdateCreditsBalance() *UserUpsertBulk {
 	return u.Update(func(s *UserUpsert) {
 		s.UpdateCreditsBalance()
+	})
+}
+
+// SetTransactionCount sets the "transaction_count" field.
+func (u *UserUpsertBulk) SetTransactionCount(v int64) *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.SetTransactionCount(v)
+	})
+}
+
+// AddTransactionCount adds v to the "transaction_count" field.
+func (u *UserUpsertBulk) AddTransactionCount(v int64) *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.AddTransactionCount(v)
+	})
+}
+
+// UpdateTransactionCount sets the "transaction_count" field to the value that was provided on create.
+func (u *UserUpsertBulk) UpdateTransactionCount() *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateTransactionCount()
 	})
 }
 

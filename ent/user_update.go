@@ -82,6 +82,27 @@ func (_u *UserUpdate) AddCreditsBalance(v int64) *UserUpdate {
 	return _u
 }
 
+// SetTransactionCount sets the "transaction_count" field.
+func (_u *UserUpdate) SetTransactionCount(v int64) *UserUpdate {
+	_u.mutation.ResetTransactionCount()
+	_u.mutation.SetTransactionCount(v)
+	return _u
+}
+
+// SetNillableTransactionCount sets the "transaction_count" field if the given value is not nil.
+func (_u *UserUpdate) SetNillableTransactionCount(v *int64) *UserUpdate {
+	if v != nil {
+		_u.SetTransactionCount(*v)
+	}
+	return _u
+}
+
+// AddTransactionCount adds value to the "transaction_count" field.
+func (_u *UserUpdate) AddTransactionCount(v int64) *UserUpdate {
+	_u.mutation.AddTransactionCount(v)
+	return _u
+}
+
 // SetStatus sets the "status" field.
 func (_u *UserUpdate) SetStatus(v user.Status) *UserUpdate {
 	_u.mutation.SetStatus(v)
@@ -360,6 +381,11 @@ func (_u *UserUpdate) check() error {
 			return &ValidationError{Name: "email", err: fmt.Errorf(`ent: validator failed for field "User.email": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.TransactionCount(); ok {
+		if err := user.TransactionCountValidator(v); err != nil {
+			return &ValidationError{Name: "transaction_count", err: fmt.Errorf(`ent: validator failed for field "User.transaction_count": %w`, err)}
+		}
+	}
 	if v, ok := _u.mutation.Status(); ok {
 		if err := user.StatusValidator(v); err != nil {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "User.status": %w`, err)}
@@ -400,6 +426,12 @@ func (_u *UserUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedCreditsBalance(); ok {
 		_spec.AddField(user.FieldCreditsBalance, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.TransactionCount(); ok {
+		_spec.SetField(user.FieldTransactionCount, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedTransactionCount(); ok {
+		_spec.AddField(user.FieldTransactionCount, field.TypeInt64, value)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(user.FieldStatus, field.TypeEnum, value)
@@ -743,6 +775,27 @@ func (_u *UserUpdateOne) AddCreditsBalance(v int64) *UserUpdateOne {
 	return _u
 }
 
+// SetTransactionCount sets the "transaction_count" field.
+func (_u *UserUpdateOne) SetTransactionCount(v int64) *UserUpdateOne {
+	_u.mutation.ResetTransactionCount()
+	_u.mutation.SetTransactionCount(v)
+	return _u
+}
+
+// SetNillableTransactionCount sets the "transaction_count" field if the given value is not nil.
+func (_u *UserUpdateOne) SetNillableTransactionCount(v *int64) *UserUpdateOne {
+	if v != nil {
+		_u.SetTransactionCount(*v)
+	}
+	return _u
+}
+
+// AddTransactionCount adds value to the "transaction_count" field.
+func (_u *UserUpdateOne) AddTransactionCount(v int64) *UserUpdateOne {
+	_u.mutation.AddTransactionCount(v)
+	return _u
+}
+
 // SetStatus sets the "status" field.
 func (_u *UserUpdateOne) SetStatus(v user.Status) *UserUpdateOne {
 	_u.mutation.SetStatus(v)
@@ -1034,6 +1087,11 @@ func (_u *UserUpdateOne) check() error {
 			return &ValidationError{Name: "email", err: fmt.Errorf(`ent: validator failed for field "User.email": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.TransactionCount(); ok {
+		if err := user.TransactionCountValidator(v); err != nil {
+			return &ValidationError{Name: "transaction_count", err: fmt.Errorf(`ent: validator failed for field "User.transaction_count": %w`, err)}
+		}
+	}
 	if v, ok := _u.mutation.Status(); ok {
 		if err := user.StatusValidator(v); err != nil {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "User.status": %w`, err)}
@@ -1091,6 +1149,12 @@ func (_u *UserUpdateOne) sqlSave(ctx context.Context) (_node *User, err error) {
 	}
 	if value, ok := _u.mutation.AddedCreditsBalance(); ok {
 		_spec.AddField(user.FieldCreditsBalance, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.TransactionCount(); ok {
+		_spec.SetField(user.FieldTransactionCount, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedTransactionCount(); ok {
+		_spec.AddField(user.FieldTransactionCount, field.TypeInt64, value)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(user.FieldStatus, field.TypeEnum, value)

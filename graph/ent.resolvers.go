@@ -35,42 +35,107 @@ func (r *queryResolver) Nodes(ctx context.Context, ids []string) ([]ent.Noder, e
 
 // AdminActions is the resolver for the adminActions field.
 func (r *queryResolver) AdminActions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AdminActionOrder, where *ent.AdminActionWhereInput) (*ent.AdminActionConnection, error) {
-	return r.Client.AdminAction.Query().Paginate(ctx, after, first, before, last,
-		ent.WithAdminActionOrder(orderOr(orderBy, &ent.AdminActionOrder{Direction: entgql.OrderDirectionDesc, Field: ent.AdminActionOrderFieldCreatedAt})),
-		ent.WithAdminActionFilter(where.Filter))
+	q, err := where.Filter(r.Client.AdminAction.Query())
+	if err != nil {
+		return nil, err
+	}
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.AdminActionConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithAdminActionOrder(orderOr(orderBy, &ent.AdminActionOrder{Direction: entgql.OrderDirectionDesc, Field: ent.AdminActionOrderFieldCreatedAt})))
+		},
+		cappedCount(counted.IDs),
+		func(c *ent.AdminActionConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
 }
 
 // CreditTransactions is the resolver for the creditTransactions field.
 func (r *queryResolver) CreditTransactions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error) {
-	return r.Client.CreditTransaction.Query().Paginate(ctx, after, first, before, last,
-		ent.WithCreditTransactionOrder(orderOr(orderBy, &ent.CreditTransactionOrder{Direction: entgql.OrderDirectionDesc, Field: ent.CreditTransactionOrderFieldCreatedAt})),
-		ent.WithCreditTransactionFilter(where.Filter))
+	q, err := where.Filter(r.Client.CreditTransaction.Query())
+	if err != nil {
+		return nil, err
+	}
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.CreditTransactionConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithCreditTransactionOrder(orderOr(orderBy, &ent.CreditTransactionOrder{Direction: entgql.OrderDirectionDesc, Field: ent.CreditTransactionOrderFieldCreatedAt})))
+		},
+		cappedCount(counted.IDs),
+		func(c *ent.CreditTransactionConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
 }
 
 // Payments is the resolver for the payments field.
 func (r *queryResolver) Payments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.PaymentOrder, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error) {
-	return r.Client.Payment.Query().Paginate(ctx, after, first, before, last,
-		ent.WithPaymentOrder(orderOr(orderBy, &ent.PaymentOrder{Direction: entgql.OrderDirectionDesc, Field: ent.PaymentOrderFieldCreatedAt})),
-		ent.WithPaymentFilter(where.Filter))
+	q, err := where.Filter(r.Client.Payment.Query())
+	if err != nil {
+		return nil, err
+	}
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.PaymentConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithPaymentOrder(orderOr(orderBy, &ent.PaymentOrder{Direction: entgql.OrderDirectionDesc, Field: ent.PaymentOrderFieldCreatedAt})))
+		},
+		cappedCount(counted.IDs),
+		func(c *ent.PaymentConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
 }
 
 // ProcessedEvents is the resolver for the processedEvents field.
 func (r *queryResolver) ProcessedEvents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ProcessedEventOrder, where *ent.ProcessedEventWhereInput) (*ent.ProcessedEventConnection, error) {
-	return r.Client.ProcessedEvent.Query().Paginate(ctx, after, first, before, last,
-		ent.WithProcessedEventOrder(orderOr(orderBy, &ent.ProcessedEventOrder{Direction: entgql.OrderDirectionDesc, Field: ent.ProcessedEventOrderFieldReceivedAt})),
-		ent.WithProcessedEventFilter(where.Filter))
+	q, err := where.Filter(r.Client.ProcessedEvent.Query())
+	if err != nil {
+		return nil, err
+	}
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.ProcessedEventConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithProcessedEventOrder(orderOr(orderBy, &ent.ProcessedEventOrder{Direction: entgql.OrderDirectionDesc, Field: ent.ProcessedEventOrderFieldReceivedAt})))
+		},
+		cappedCount(counted.IDs),
+		func(c *ent.ProcessedEventConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
 }
 
 // Users is the resolver for the users field.
 func (r *queryResolver) Users(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.UserOrder, where *ent.UserWhereInput) (*ent.UserConnection, error) {
-	return r.Client.User.Query().Paginate(ctx, after, first, before, last,
-		ent.WithUserOrder(orderOr(orderBy, &ent.UserOrder{Direction: entgql.OrderDirectionDesc, Field: ent.UserOrderFieldCreatedAt})),
-		ent.WithUserFilter(where.Filter))
+	q, err := where.Filter(r.Client.User.Query())
+	if err != nil {
+		return nil, err
+	}
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.UserConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithUserOrder(orderOr(orderBy, &ent.UserOrder{Direction: entgql.OrderDirectionDesc, Field: ent.UserOrderFieldCreatedAt})))
+		},
+		cappedCount(counted.IDs),
+		func(c *ent.UserConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
+}
+
+// AdminActionConnection returns generated.AdminActionConnectionResolver implementation.
+func (r *Resolver) AdminActionConnection() generated.AdminActionConnectionResolver {
+	return &adminActionConnectionResolver{r}
 }
 
 // CreditTransaction returns generated.CreditTransactionResolver implementation.
 func (r *Resolver) CreditTransaction() generated.CreditTransactionResolver {
 	return &creditTransactionResolver{r}
+}
+
+// CreditTransactionConnection returns generated.CreditTransactionConnectionResolver implementation.
+func (r *Resolver) CreditTransactionConnection() generated.CreditTransactionConnectionResolver {
+	return &creditTransactionConnectionResolver{r}
+}
+
+// PaymentConnection returns generated.PaymentConnectionResolver implementation.
+func (r *Resolver) PaymentConnection() generated.PaymentConnectionResolver {
+	return &paymentConnectionResolver{r}
+}
+
+// ProcessedEventConnection returns generated.ProcessedEventConnectionResolver implementation.
+func (r *Resolver) ProcessedEventConnection() generated.ProcessedEventConnectionResolver {
+	return &processedEventConnectionResolver{r}
 }
 
 // Query returns generated.QueryResolver implementation.
@@ -79,8 +144,18 @@ func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 // User returns generated.UserResolver implementation.
 func (r *Resolver) User() generated.UserResolver { return &userResolver{r} }
 
+// UserConnection returns generated.UserConnectionResolver implementation.
+func (r *Resolver) UserConnection() generated.UserConnectionResolver {
+	return &userConnectionResolver{r}
+}
+
 type (
-	creditTransactionResolver struct{ *Resolver }
-	queryResolver             struct{ *Resolver }
-	userResolver              struct{ *Resolver }
+	adminActionConnectionResolver       struct{ *Resolver }
+	creditTransactionResolver           struct{ *Resolver }
+	creditTransactionConnectionResolver struct{ *Resolver }
+	paymentConnectionResolver           struct{ *Resolver }
+	processedEventConnectionResolver    struct{ *Resolver }
+	queryResolver                       struct{ *Resolver }
+	userResolver                        struct{ *Resolver }
+	userConnectionResolver              struct{ *Resolver }
 )

@@ -46,6 +46,10 @@ func (p errorPresenter) present(ctx context.Context, err error) *gqlerror.Error 
 		}
 		return gqlErr
 	}
+	if e, ok := timedOut(ctx, err); ok {
+		p.logger.WarnContext(ctx, "GraphQL: an admin query timed out", "error", err.Error(), "path", gqlErr.Path.String())
+		err = e
+	}
 	err = database.Classify(err)
 	if e, ok := apperr.As(err); ok {
 		if e.Code == apperr.Unavailable {

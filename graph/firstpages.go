@@ -31,7 +31,7 @@ func batchedPage(ctx context.Context, after, before *entgql.Cursor[string], firs
 		return "", pageRequest{}, false
 	}
 	return placeOf(ctx), pageRequest{
-		ctx: ctx, first: *first, counted: asksFor(ctx, "totalCount"),
+		ctx: ctx, first: *first, counted: asksForCount(ctx),
 		pageless: *first == 0 || !asksFor(ctx, "edges"),
 	}, true
 }
@@ -102,19 +102,24 @@ func (r *Resolver) firstTransactionPages(req pageRequest, userIDs []string) (map
 	}
 	var counts map[string]int
 	if req.counted {
-		cq := r.Client.CreditTransaction.Query().Where(credittransaction.UserIDIn(userIDs...))
-		if filter != nil {
-			cq = cq.Where(filter)
+		// A whole history's count is on the user's row; a filtered one is
+		// counted, up to CountCap.
+		var err error
+		if filter == nil {
+			counts, err = r.countsOfUsers(req.ctx, userIDs, transactionCounts)
+		} else {
+			counts, err = r.countsOfUsers(req.ctx, userIDs, cappedCountsPerUser(credittransaction.Table, filter))
 		}
-		var rows []userCount
-		if err := cq.GroupBy(credittransaction.FieldUserID).Aggregate(ent.Count()).Scan(req.ctx, &rows); err != nil {
-			return nil, fmt.Errorf("graph: counting the transactions of %d users: %w", len(userIDs), err)
+		if err != nil {
+			return nil, err
 		}
-		counts = countsOf(rows)
 	}
 	for id, c := range out {
 		c.PageInfo.StartCursor, c.PageInfo.EndCursor = endsOf(c.Edges, func(e *ent.CreditTransactionEdge) *ent.Cursor { return &e.Cursor })
 		c.TotalCount = totalOf(counts, id, len(c.Edges))
+		if filter != nil {
+			c.TotalCount = cappedTotal(req.ctx, c.TotalCount, c)
+		}
 		if req.pageless && req.counted {
 			// What entgql answers a page of no edges: a next page if any.
 			c.PageInfo.HasNextPage = c.TotalCount > 0
@@ -144,19 +149,14 @@ func (r *Resolver) firstPaymentPages(req pageRequest, userIDs []string) (map[str
 	}
 	var counts map[string]int
 	if req.counted {
-		cq := r.Client.Payment.Query().Where(payment.UserIDIn(userIDs...))
-		if filter != nil {
-			cq = cq.Where(filter)
+		var err error
+		if counts, err = r.countsOfUsers(req.ctx, userIDs, cappedCountsPerUser(payment.Table, filter)); err != nil {
+			return nil, err
 		}
-		var rows []userCount
-		if err := cq.GroupBy(payment.FieldUserID).Aggregate(ent.Count()).Scan(req.ctx, &rows); err != nil {
-			return nil, fmt.Errorf("graph: counting the payments of %d users: %w", len(userIDs), err)
-		}
-		counts = countsOf(rows)
 	}
 	for id, c := range out {
 		c.PageInfo.StartCursor, c.PageInfo.EndCursor = endsOf(c.Edges, func(e *ent.PaymentEdge) *ent.Cursor { return &e.Cursor })
-		c.TotalCount = totalOf(counts, id, len(c.Edges))
+		c.TotalCount = cappedTotal(req.ctx, totalOf(counts, id, len(c.Edges)), c)
 		if req.pageless && req.counted {
 			// What entgql answers a page of no edges: a next page if any.
 			c.PageInfo.HasNextPage = c.TotalCount > 0

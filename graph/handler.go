@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
@@ -29,6 +30,10 @@ type Options struct {
 	ComplexityLimit int
 	// MaxDepth caps how deeply an operation nests fields.
 	MaxDepth int
+	// AdminQueryTimeout is how long an admin's query may run before it is
+	// stopped and answered TIMEOUT (see timeout.go);
+	// DefaultAdminQueryTimeout when zero, none when negative.
+	AdminQueryTimeout time.Duration
 	// Verifier authenticates WebSocket connections (their token arrives in
 	// the connection_init payload, not in a header).
 	Verifier *auth.Verifier
@@ -63,6 +68,9 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 	if opts.MaxDepth == 0 {
 		opts.MaxDepth = 10
 	}
+	if opts.AdminQueryTimeout == 0 {
+		opts.AdminQueryTimeout = DefaultAdminQueryTimeout
+	}
 	cfg := generated.Config{Resolvers: r, Directives: directives()}
 	srv := handler.New(costedSchema{generated.NewExecutableSchema(cfg)})
 	srv.AddTransport(transport.Options{})
@@ -87,8 +95,9 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 	// No entgql.Transactioner: the ledger runs its own transactions (with
 	// retries); an outer one would hold SQLite's write lock against them.
 	srv.AroundFields(pageArgs)
+	srv.AroundResponses(adminDeadline(opts.AdminQueryTimeout))
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
-		return next(r.withLoaders(users.WithRequestCache(ctx)))
+		return next(withCappedConns(r.withLoaders(users.WithRequestCache(ctx))))
 	})
 	presenter := errorPresenter{logger: opts.Logger, production: opts.Production}
 	srv.SetErrorPresenter(presenter.present)

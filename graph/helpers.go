@@ -9,7 +9,6 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/go-chi/chi/v5/middleware"
-	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditreservation"
@@ -126,40 +125,17 @@ func orderOr[T any](given, fallback *T) *T {
 	return fallback
 }
 
-// uncounted hides pageInfo from entgql's Paginate unless totalCount is asked
-// for too. Paginate counts every row of the connection (the user's whole
-// history) whenever either is selected, yet it derives pageInfo from the
-// one row it reads past the page, whatever the count says; so a page that
-// does not show totalCount need not pay for it. pageInfo is still returned:
-// the executor renders it from the connection.
-func uncounted(ctx context.Context) context.Context {
-	fc := graphql.GetFieldContext(ctx)
-	if fc == nil || asksFor(ctx, "totalCount") {
-		return ctx
-	}
-	kept := make(ast.SelectionSet, 0, len(fc.Field.Selections))
-	for _, sel := range fc.Field.Selections {
-		if f, ok := sel.(*ast.Field); ok && f.Name == "pageInfo" {
-			continue
-		}
-		kept = append(kept, sel)
-	}
-	hidden := *fc
-	hidden.Field.Selections = kept
-	return graphql.WithFieldContext(ctx, &hidden)
-}
-
 // historyKeyset is the condition for a forward page of a user's history
 // after a cursor, newest first: a row comparison, (created_at, id) <
 // (cursor), which both databases answer with a range of the user's
 // (user_id, created_at, id) index, so that every page costs the same
 // however deep. entgql's own cursor condition (created_at < t OR
 // (created_at = t AND id < i)) is no range: PostgreSQL read the whole
-// history older than the cursor and sorted it. Only forward pages without
-// totalCount take this path (entgql counts the query it is given, which
-// would then stop at the cursor); the rest stay with entgql's condition.
-func historyKeyset(ctx context.Context, after, before *entgql.Cursor[string], last *int) (func(*sql.Selector), bool) {
-	if after == nil || before != nil || last != nil || asksFor(ctx, "totalCount") {
+// history older than the cursor and sorted it. Forward pages take this
+// path (totalCount is counted apart, see countedPage); the rest stay with
+// entgql's condition.
+func historyKeyset(after, before *entgql.Cursor[string], last *int) (func(*sql.Selector), bool) {
+	if after == nil || before != nil || last != nil {
 		return nil, false
 	}
 	at, ok := after.Value.(time.Time)

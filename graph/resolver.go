@@ -6,8 +6,8 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/internal/admin"
 	"github.com/tally-billing/tally/internal/events"
-	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/jobs"
+	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/users"
 )

@@ -24,19 +24,34 @@ import (
 	"github.com/tally-billing/tally/internal/users"
 )
 
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *adminActionConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.AdminActionConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
+}
+
 // Transactions is the resolver for the transactions field.
 func (r *creditStatementResolver) Transactions(ctx context.Context, obj *ledger.Statement, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditTransactionConnection, error) {
-	return r.Client.CreditTransaction.Query().
-		Where(credittransaction.UserID(obj.UserID), credittransaction.CreatedAtGTE(obj.From), credittransaction.CreatedAtLT(obj.To)).
-		Paginate(uncounted(ctx), after, first, before, last,
-			ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
-				Direction: entgql.OrderDirectionAsc, Field: ent.CreditTransactionOrderFieldCreatedAt,
-			}))
+	q := r.Client.CreditTransaction.Query().
+		Where(credittransaction.UserID(obj.UserID), credittransaction.CreatedAtGTE(obj.From), credittransaction.CreatedAtLT(obj.To))
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.CreditTransactionConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
+					Direction: entgql.OrderDirectionAsc, Field: ent.CreditTransactionOrderFieldCreatedAt,
+				}))
+		},
+		cappedCount(counted.IDs), transactionFields)
 }
 
 // Metadata is the resolver for the metadata field.
 func (r *creditTransactionResolver) Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error) {
 	return metadataEntries(obj.Metadata), nil
+}
+
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *creditTransactionConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.CreditTransactionConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
 }
 
 // CreateCheckoutSession is the resolver for the createCheckoutSession field.
@@ -282,6 +297,16 @@ func (r *mutationResolver) StartLedgerCheck(ctx context.Context) (*model.StartLe
 	return r.startLedgerCheck(ctx)
 }
 
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *paymentConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.PaymentConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
+}
+
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *processedEventConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.ProcessedEventConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
+}
+
 // Viewer is the resolver for the viewer field.
 func (r *queryResolver) Viewer(ctx context.Context) (*ent.User, error) {
 	return r.Accounts.Viewer(ctx)
@@ -363,22 +388,27 @@ func (r *userResolver) Transactions(ctx context.Context, obj *ent.User, after *e
 	if conn, ok, err := r.firstTransactions(ctx, obj.ID, after, before, first, last, where); ok {
 		return conn, err
 	}
-	q := r.Client.CreditTransaction.Query().Where(credittransaction.UserID(obj.ID))
-	opts := []ent.CreditTransactionPaginateOption{
-		ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
-			Direction: entgql.OrderDirectionDesc, Field: ent.CreditTransactionOrderFieldCreatedAt,
-		}),
-		ent.WithCreditTransactionFilter(where.Filter),
+	q, err := where.Filter(r.Client.CreditTransaction.Query().Where(credittransaction.UserID(obj.ID)))
+	if err != nil {
+		return nil, err
 	}
-	if after, ok := historyKeyset(ctx, after, before, last); ok {
-		conn, err := q.Where(after).Paginate(uncounted(ctx), nil, first, nil, nil, opts...)
+	count := r.historyCount(obj.ID, where, q.Clone())
+	order := ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
+		Direction: entgql.OrderDirectionDesc, Field: ent.CreditTransactionOrderFieldCreatedAt,
+	})
+	if keyset, ok := historyKeyset(after, before, last); ok {
+		conn, err := countedPage(ctx, first, last, func(ctx context.Context) (*ent.CreditTransactionConnection, error) {
+			return q.Where(keyset).Paginate(ctx, nil, first, nil, nil, order)
+		}, count, transactionFields)
 		if err != nil {
 			return nil, err
 		}
 		conn.PageInfo.HasPreviousPage = true
 		return conn, nil
 	}
-	return q.Paginate(uncounted(ctx), after, first, before, last, opts...)
+	return countedPage(ctx, first, last, func(ctx context.Context) (*ent.CreditTransactionConnection, error) {
+		return q.Paginate(ctx, after, first, before, last, order)
+	}, count, transactionFields)
 }
 
 // BalanceAt is the resolver for the balanceAt field.
@@ -401,11 +431,23 @@ func (r *userResolver) Payments(ctx context.Context, obj *ent.User, after *entgq
 	if conn, ok, err := r.firstPayments(ctx, obj.ID, after, before, first, last, where); ok {
 		return conn, err
 	}
-	return r.Client.Payment.Query().
-		Where(payment.UserID(obj.ID)).
-		Paginate(uncounted(ctx), after, first, before, last,
-			ent.WithPaymentOrder(&ent.PaymentOrder{Direction: entgql.OrderDirectionDesc, Field: ent.PaymentOrderFieldCreatedAt}),
-			ent.WithPaymentFilter(where.Filter))
+	q, err := where.Filter(r.Client.Payment.Query().Where(payment.UserID(obj.ID)))
+	if err != nil {
+		return nil, err
+	}
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.PaymentConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithPaymentOrder(&ent.PaymentOrder{Direction: entgql.OrderDirectionDesc, Field: ent.PaymentOrderFieldCreatedAt}))
+		},
+		cappedCount(counted.IDs),
+		func(c *ent.PaymentConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
+}
+
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *userConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.UserConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
 }
 
 // CreditStatement returns generated.CreditStatementResolver implementation.

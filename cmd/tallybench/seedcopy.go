@@ -26,7 +26,7 @@ const (
 var seedTables = [tCount]string{"users", "credit_reservations", "credit_transactions", "credit_lots", "credit_ledgers", "idempotency_keys", "admin_actions"}
 
 var seedColumns = [tCount][]string{
-	{"id", "created_at", "updated_at", "external_id", "email", "credits_balance", "status"},
+	{"id", "created_at", "updated_at", "external_id", "email", "credits_balance", "transaction_count", "status"},
 	{"id", "created_at", "updated_at", "amount", "captured_amount", "status", "expires_at", "reason", "closed_at", "user_id"},
 	{"id", "created_at", "kind", "amount", "reason", "actor", "idempotency_key", "fingerprint", "user_id", "reservation_id"},
 	{"id", "created_at", "updated_at", "source", "original", "remaining", "held", "priority", "transaction_id", "user_id"},

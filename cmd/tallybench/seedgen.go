@@ -230,8 +230,11 @@ func (w *historyWriter) spend(i int, e seedEvent) error {
 // The rows, column by column, in the order of seedColumns. The request id
 // of an audit row is the server's own (internal/server/requestid.go).
 
+// user writes the user's row with their final balance and count of
+// transactions (u.txns: a hold and its capture are two), as the ledger
+// keeps them.
 func (b *copyBatch) user(id string, u seedUser, balance int64, updated time.Time) {
-	b.add(tUsers, id, u.created, updated, u.externalID, u.externalID+"@example.com", balance, "ACTIVE")
+	b.add(tUsers, id, u.created, updated, u.externalID, u.externalID+"@example.com", balance, int64(u.txns), "ACTIVE")
 }
 
 // transaction writes a transaction holding the key of r (its actor is the

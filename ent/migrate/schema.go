@@ -66,6 +66,11 @@ var (
 				Columns: []*schema.Column{AdminActionsColumns[10], AdminActionsColumns[1]},
 			},
 			{
+				Name:    "adminaction_action_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{AdminActionsColumns[2], AdminActionsColumns[1]},
+			},
+			{
 				Name:    "adminaction_transaction_id",
 				Unique:  true,
 				Columns: []*schema.Column{AdminActionsColumns[11]},
@@ -619,6 +624,7 @@ var (
 		{Name: "external_id", Type: field.TypeString, Size: 255},
 		{Name: "email", Type: field.TypeString, Nullable: true, Size: 320},
 		{Name: "credits_balance", Type: field.TypeInt64, Default: 0},
+		{Name: "transaction_count", Type: field.TypeInt64, Default: 0},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"ACTIVE", "FROZEN"}, Default: "ACTIVE"},
 	}
 	// UsersTable holds the schema information for the "users" table.
@@ -640,7 +646,7 @@ var (
 			{
 				Name:    "user_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{UsersColumns[6], UsersColumns[1]},
+				Columns: []*schema.Column{UsersColumns[7], UsersColumns[1]},
 			},
 			{
 				Name:    "user_created_at",

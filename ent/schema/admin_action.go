@@ -22,16 +22,16 @@ func (AdminAction) Fields() []ent.Field {
 		field.String("admin_id").Annotations(entgql.MapsTo("adminId")).Immutable().
 			Comment("the admin's user id"),
 		field.String("action").NotEmpty().MaxLen(100).Immutable().
-			Comment("e.g. grant_credits, revoke_credits, freeze_user, refund_payment").
-			Annotations(entgql.OrderField("ACTION")),
+			Comment("e.g. grant_credits, revoke_credits, freeze_user, refund_payment"),
 		field.String("target_id").Annotations(entgql.MapsTo("targetId")).NotEmpty().MaxLen(100).Immutable().
-			Comment("global id of what was acted on"),
+			Comment("global id of what was acted on").
+			Annotations(unindexed),
 		field.String("target_user_id").Annotations(entgql.MapsTo("targetUserId")).Optional().Nillable().Immutable(),
-		field.Int64("amount").Optional().Nillable().Immutable(),
-		field.String("reason").Optional().MaxLen(1000).Immutable(),
-		field.Int64("balance_before").Optional().Nillable().Immutable(),
-		field.Int64("balance_after").Optional().Nillable().Immutable(),
-		field.String("request_id").Annotations(entgql.MapsTo("requestId")).Optional().MaxLen(100).Immutable(),
+		field.Int64("amount").Optional().Nillable().Immutable().Annotations(unindexed),
+		field.String("reason").Optional().MaxLen(1000).Immutable().Annotations(unindexed),
+		field.Int64("balance_before").Optional().Nillable().Immutable().Annotations(unindexed),
+		field.Int64("balance_after").Optional().Nillable().Immutable().Annotations(unindexed),
+		field.String("request_id").Annotations(entgql.MapsTo("requestId"), unindexed).Optional().MaxLen(100).Immutable(),
 		field.String("transaction_id").Annotations(entgql.MapsTo("transactionId")).Optional().Nillable().Immutable(),
 	}
 }
@@ -53,6 +53,8 @@ func (AdminAction) Indexes() []ent.Index {
 		index.Fields("created_at"),
 		index.Fields("admin_id", "created_at"),
 		index.Fields("target_user_id", "created_at"),
+		// The admin list filtered by action, newest first.
+		index.Fields("action", "created_at"),
 		index.Fields("transaction_id").Unique(),
 	}
 }
@@ -60,6 +62,7 @@ func (AdminAction) Indexes() []ent.Index {
 func (AdminAction) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("adminActions").Directives(entgql.NewDirective("admin")),
+		entgql.QueryField("adminActions").Directives(entgql.NewDirective("admin")).
+			Description(adminList("The audit trail of admin actions, newest first unless ordered")),
 	}
 }

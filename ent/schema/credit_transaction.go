@@ -37,16 +37,17 @@ func (CreditTransaction) Fields() []ent.Field {
 				"Capture", "CAPTURE",
 				"Release", "RELEASE",
 			).
-			Immutable().
-			Annotations(entgql.OrderField("KIND")),
+			Immutable(),
 		field.Int64("amount").
 			Immutable().
 			Comment("credits moved, always positive; the postings carry the direction").
-			Annotations(entgql.OrderField("AMOUNT")),
-		field.String("reason").Optional().MaxLen(1000).Immutable(),
-		field.String("actor").NotEmpty().MaxLen(300).Immutable().
+			Annotations(unindexed),
+		field.String("reason").Optional().MaxLen(1000).Immutable().
+			Annotations(unindexed),
+		field.String("actor").NotEmpty().MaxLen(300).Immutable().Annotations(unindexed).
 			Comment("who caused it, e.g. user:usr_…, service:billing, admin:usr_…, stripe:evt_…, system:expiry"),
-		field.String("idempotency_key").Optional().Nillable().MaxLen(255).Immutable(),
+		field.String("idempotency_key").Optional().Nillable().MaxLen(255).Immutable().
+			Annotations(unindexed),
 		field.Bytes("fingerprint").Optional().Nillable().MaxLen(32).Immutable().
 			Comment("SHA-256 of the keyed request (see package idempotency): the transaction holds its key").
 			Annotations(entgql.Skip()),
@@ -65,7 +66,8 @@ func (CreditTransaction) Edges() []ent.Edge {
 			Field("payment_id").Unique().Immutable(),
 		edge.From("reservation", CreditReservation.Type).Ref("transactions").
 			Field("reservation_id").Unique().Immutable(),
-		edge.To("postings", CreditLedger.Type),
+		edge.To("postings", CreditLedger.Type).
+			Annotations(unindexed),
 		edge.To("created_lots", CreditLot.Type).
 			Annotations(entgql.Skip()),
 		// Not in GraphQL: it would lead a user from their own transaction to
@@ -92,6 +94,7 @@ func (CreditTransaction) Indexes() []ent.Index {
 func (CreditTransaction) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("creditTransactions").Directives(entgql.NewDirective("admin")),
+		entgql.QueryField("creditTransactions").Directives(entgql.NewDirective("admin")).
+			Description(adminList("Every user's credit transactions, newest first unless ordered")),
 	}
 }

@@ -62,6 +62,20 @@ var IDPrefixes = map[string]string{
 // never deleted, and a ledger row must not change behind the ledger's back.
 var restrictDelete = entsql.OnDelete(entsql.Restrict)
 
+// unindexed keeps a field out of the admin filters (the WhereInput): no
+// index serves a condition on it, so a filter on it would read a whole
+// table, or a user's whole history, to find its rows. Such a filter is a
+// validation error instead. A field that may be ordered by has an index
+// led by it.
+var unindexed = entgql.Skip(entgql.SkipWhereInput)
+
+// adminList is the description of an admin list (the entgql QueryField).
+func adminList(what string) string {
+	return what + ", for admins. totalCount counts at most 10,000 items: a list " +
+		"with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query " +
+		"that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT."
+}
+
 // createdMixin records when a row was written; append-only rows need nothing more.
 type createdMixin struct{ mixin.Schema }
 
@@ -86,7 +100,9 @@ func (timestampsMixin) Fields() []ent.Field {
 		field.Time("updated_at").
 			Default(nowUTC).
 			UpdateDefault(nowUTC).
-			Annotations(entgql.OrderField("UPDATED_AT")),
+			// No index serves it: neither a filter nor an order (see
+			// unindexed).
+			Annotations(unindexed),
 	}
 }
 

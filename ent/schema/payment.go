@@ -34,16 +34,15 @@ var paymentStatuses = []string{
 func (Payment) Fields() []ent.Field {
 	return []ent.Field{
 		field.String("user_id").Annotations(entgql.MapsTo("userId")).Immutable(),
-		field.String("package_id").Annotations(entgql.MapsTo("packageId")).Immutable(),
+		field.String("package_id").Annotations(entgql.MapsTo("packageId"), unindexed).Immutable(),
 		field.Int64("amount").Positive().Immutable().
 			Comment("price paid, in the currency's minor units").
-			Annotations(entgql.OrderField("AMOUNT")),
-		field.String("currency").MinLen(3).MaxLen(3).Immutable(),
-		field.Int64("credits").Positive().Immutable(),
+			Annotations(unindexed),
+		field.String("currency").MinLen(3).MaxLen(3).Immutable().Annotations(unindexed),
+		field.Int64("credits").Positive().Immutable().Annotations(unindexed),
 		field.Enum("status").
 			NamedValues(paymentStatuses...).
-			Default("PENDING").
-			Annotations(entgql.OrderField("STATUS")),
+			Default("PENDING"),
 		field.String("status_before_dispute").
 			Optional().
 			Nillable().
@@ -53,12 +52,13 @@ func (Payment) Fields() []ent.Field {
 		field.Int64("amount_refunded").
 			Default(0).
 			NonNegative().
-			Comment("cumulative, in minor units, as Stripe reports it"),
+			Comment("cumulative, in minor units, as Stripe reports it").
+			Annotations(unindexed),
 		field.String("stripe_checkout_session_id").Annotations(entgql.MapsTo("stripeCheckoutSessionId")).Optional().Nillable().MaxLen(255),
 		field.String("stripe_payment_intent_id").Annotations(entgql.MapsTo("stripePaymentIntentId")).Optional().Nillable().MaxLen(255),
 		field.String("stripe_charge_id").Annotations(entgql.MapsTo("stripeChargeId")).Optional().Nillable().MaxLen(255),
-		field.Bool("livemode").Default(false),
-		field.Time("paid_at").Optional().Nillable(),
+		field.Bool("livemode").Default(false).Annotations(unindexed),
+		field.Time("paid_at").Optional().Nillable().Annotations(unindexed),
 	}
 }
 
@@ -67,11 +67,12 @@ func (Payment) Edges() []ent.Edge {
 		edge.From("user", User.Type).Ref("payments").
 			Field("user_id").Unique().Required().Immutable(),
 		edge.To("package", CreditPackage.Type).
-			Field("package_id").Unique().Required().Immutable(),
+			Field("package_id").Unique().Required().Immutable().
+			Annotations(unindexed),
 		edge.To("transactions", CreditTransaction.Type).
-			Annotations(entgql.RelayConnection(), restrictDelete),
+			Annotations(entgql.RelayConnection(), restrictDelete, unindexed),
 		edge.To("lots", CreditLot.Type).
-			Annotations(restrictDelete),
+			Annotations(restrictDelete, unindexed),
 		edge.To("events", ProcessedEvent.Type).
 			Annotations(entgql.Skip(), restrictDelete),
 	}
@@ -95,6 +96,7 @@ func (Payment) Indexes() []ent.Index {
 func (Payment) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("payments").Directives(entgql.NewDirective("admin")),
+		entgql.QueryField("payments").Directives(entgql.NewDirective("admin")).
+			Description(adminList("Payments, newest first unless ordered")),
 	}
 }

@@ -21,27 +21,27 @@ func (ProcessedEvent) Mixin() []ent.Mixin {
 func (ProcessedEvent) Fields() []ent.Field {
 	return []ent.Field{
 		field.String("stripe_event_id").Annotations(entgql.MapsTo("stripeEventId")).NotEmpty().MaxLen(255).Immutable(),
-		field.String("type").NotEmpty().MaxLen(255).Immutable(),
-		field.Bool("livemode").Default(false).Immutable(),
-		field.String("api_version").Optional().MaxLen(64).Immutable(),
+		field.String("type").NotEmpty().MaxLen(255).Immutable().Annotations(unindexed),
+		field.Bool("livemode").Default(false).Immutable().Annotations(unindexed),
+		field.String("api_version").Optional().MaxLen(64).Immutable().Annotations(unindexed),
 		field.Enum("outcome").
 			NamedValues(
 				"Applied", "APPLIED",
 				"Ignored", "IGNORED",
 				"Deferred", "DEFERRED",
 				"Failed", "FAILED",
-			).
-			Annotations(entgql.OrderField("OUTCOME")),
+			),
 		field.String("error").Optional().MaxLen(2000).
-			Comment("why the event was not applied, for admins"),
+			Comment("why the event was not applied, for admins").
+			Annotations(unindexed),
 		field.String("payment_id").Annotations(entgql.MapsTo("paymentId")).Optional().Nillable(),
-		field.Int("attempts").Default(1),
+		field.Int("attempts").Default(1).Annotations(unindexed),
 		field.Bytes("payload").Optional().
 			Comment("the event as received, for investigation and replay").
 			Annotations(entgql.Skip()),
 		field.Time("received_at").Immutable().
 			Annotations(entgql.OrderField("RECEIVED_AT")),
-		field.Time("processed_at").Optional().Nillable(),
+		field.Time("processed_at").Optional().Nillable().Annotations(unindexed),
 	}
 }
 
@@ -64,6 +64,7 @@ func (ProcessedEvent) Indexes() []ent.Index {
 func (ProcessedEvent) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("processedEvents").Directives(entgql.NewDirective("admin")),
+		entgql.QueryField("processedEvents").Directives(entgql.NewDirective("admin")).
+			Description(adminList("Stripe events received, newest first unless ordered")),
 	}
 }

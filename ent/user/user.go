@@ -27,6 +27,8 @@ const (
 	FieldEmail = "email"
 	// FieldCreditsBalance holds the string denoting the credits_balance field in the database.
 	FieldCreditsBalance = "credits_balance"
+	// FieldTransactionCount holds the string denoting the transaction_count field in the database.
+	FieldTransactionCount = "transaction_count"
 	// FieldStatus holds the string denoting the status field in the database.
 	FieldStatus = "status"
 	// EdgeStripeCustomers holds the string denoting the stripe_customers edge name in mutations.
@@ -95,6 +97,7 @@ var Columns = []string{
 	FieldExternalID,
 	FieldEmail,
 	FieldCreditsBalance,
+	FieldTransactionCount,
 	FieldStatus,
 }
 
@@ -121,6 +124,10 @@ var (
 	EmailValidator func(string) error
 	// DefaultCreditsBalance holds the default value on creation for the "credits_balance" field.
 	DefaultCreditsBalance int64
+	// DefaultTransactionCount holds the default value on creation for the "transaction_count" field.
+	DefaultTransactionCount int64
+	// TransactionCountValidator is a validator for the "transaction_count" field. It is called by the builders before save.
+	TransactionCountValidator func(int64) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -184,6 +191,11 @@ func ByEmail(opts ...sql.OrderTermOption) OrderOption {
 // ByCreditsBalance orders the results by the credits_balance field.
 func ByCreditsBalance(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldCreditsBalance, opts...).ToFunc()
+}
+
+// ByTransactionCount orders the results by the transaction_count field.
+func ByTransactionCount(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTransactionCount, opts...).ToFunc()
 }
 
 // ByStatus orders the results by the status field.

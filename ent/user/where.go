@@ -90,6 +90,11 @@ func CreditsBalance(v int64) predicate.User {
 	return predicate.User(sql.FieldEQ(FieldCreditsBalance, v))
 }
 
+// TransactionCount applies equality check predicate on the "transaction_count" field. It's identical to TransactionCountEQ.
+func TransactionCount(v int64) predicate.User {
+	return predicate.User(sql.FieldEQ(FieldTransactionCount, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.User {
 	return predicate.User(sql.FieldEQ(FieldCreatedAt, v))
@@ -348,6 +353,46 @@ func CreditsBalanceLT(v int64) predicate.User {
 // CreditsBalanceLTE applies the LTE predicate on the "credits_balance" field.
 func CreditsBalanceLTE(v int64) predicate.User {
 	return predicate.User(sql.FieldLTE(FieldCreditsBalance, v))
+}
+
+// TransactionCountEQ applies the EQ predicate on the "transaction_count" field.
+func TransactionCountEQ(v int64) predicate.User {
+	return predicate.User(sql.FieldEQ(FieldTransactionCount, v))
+}
+
+// TransactionCountNEQ applies the NEQ predicate on the "transaction_count" field.
+func TransactionCountNEQ(v int64) predicate.User {
+	return predicate.User(sql.FieldNEQ(FieldTransactionCount, v))
+}
+
+// TransactionCountIn applies the In predicate on the "transaction_count" field.
+func TransactionCountIn(vs ...int64) predicate.User {
+	return predicate.User(sql.FieldIn(FieldTransactionCount, vs...))
+}
+
+// TransactionCountNotIn applies the NotIn predicate on the "transaction_count" field.
+func TransactionCountNotIn(vs ...int64) predicate.User {
+	return predicate.User(sql.FieldNotIn(FieldTransactionCount, vs...))
+}
+
+// TransactionCountGT applies the GT predicate on the "transaction_count" field.
+func TransactionCountGT(v int64) predicate.User {
+	return predicate.User(sql.FieldGT(FieldTransactionCount, v))
+}
+
+// TransactionCountGTE applies the GTE predicate on the "transaction_count" field.
+func TransactionCountGTE(v int64) predicate.User {
+	return predicate.User(sql.FieldGTE(FieldTransactionCount, v))
+}
+
+// TransactionCountLT applies the LT predicate on the "transaction_count" field.
+func TransactionCountLT(v int64) predicate.User {
+	return predicate.User(sql.FieldLT(FieldTransactionCount, v))
+}
+
+// TransactionCountLTE applies the LTE predicate on the "transaction_count" field.
+func TransactionCountLTE(v int64) predicate.User {
+	return predicate.User(sql.FieldLTE(FieldTransactionCount, v))
 }
 
 // StatusEQ applies the EQ predicate on the "status" field.

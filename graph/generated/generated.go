@@ -38,12 +38,17 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	AdminActionConnection() AdminActionConnectionResolver
 	CreditStatement() CreditStatementResolver
 	CreditTransaction() CreditTransactionResolver
+	CreditTransactionConnection() CreditTransactionConnectionResolver
 	Mutation() MutationResolver
+	PaymentConnection() PaymentConnectionResolver
+	ProcessedEventConnection() ProcessedEventConnectionResolver
 	Query() QueryResolver
 	Subscription() SubscriptionResolver
 	User() UserResolver
+	UserConnection() UserConnectionResolver
 }
 
 type DirectiveRoot struct {
@@ -71,9 +76,10 @@ type ComplexityRoot struct {
 	}
 
 	AdminActionConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	AdminActionEdge struct {
@@ -220,9 +226,10 @@ type ComplexityRoot struct {
 	}
 
 	CreditTransactionConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	CreditTransactionEdge struct {
@@ -325,16 +332,17 @@ type ComplexityRoot struct {
 		StripeChargeID          func(childComplexity int) int
 		StripeCheckoutSessionID func(childComplexity int) int
 		StripePaymentIntentID   func(childComplexity int) int
-		Transactions            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder, where *ent.CreditTransactionWhereInput) int
+		Transactions            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder) int
 		UpdatedAt               func(childComplexity int) int
 		User                    func(childComplexity int) int
 		UserID                  func(childComplexity int) int
 	}
 
 	PaymentConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	PaymentEdge struct {
@@ -372,9 +380,10 @@ type ComplexityRoot struct {
 	}
 
 	ProcessedEventConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	ProcessedEventEdge struct {
@@ -460,9 +469,9 @@ type ComplexityRoot struct {
 		ExternalID       func(childComplexity int) int
 		HeldCredits      func(childComplexity int) int
 		ID               func(childComplexity int) int
-		Lots             func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder, where *ent.CreditLotWhereInput) int
+		Lots             func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) int
 		Payments         func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) int
-		Reservations     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder, where *ent.CreditReservationWhereInput) int
+		Reservations     func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder) int
 		ReservedCredits  func(childComplexity int) int
 		Statement        func(childComplexity int, from time.Time, to time.Time) int
 		Status           func(childComplexity int) int
@@ -471,9 +480,10 @@ type ComplexityRoot struct {
 	}
 
 	UserConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	UserEdge struct {
@@ -486,11 +496,17 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type AdminActionConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.AdminActionConnection) (bool, error)
+}
 type CreditStatementResolver interface {
 	Transactions(ctx context.Context, obj *ledger.Statement, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditTransactionConnection, error)
 }
 type CreditTransactionResolver interface {
 	Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error)
+}
+type CreditTransactionConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.CreditTransactionConnection) (bool, error)
 }
 type MutationResolver interface {
 	CreateCheckoutSession(ctx context.Context, input model.CreateCheckoutSessionInput) (*model.CreateCheckoutSessionPayload, error)
@@ -507,6 +523,12 @@ type MutationResolver interface {
 	CreateCreditPackage(ctx context.Context, input model.CreateCreditPackageInput) (*model.CreateCreditPackagePayload, error)
 	UpdateCreditPackage(ctx context.Context, input model.UpdateCreditPackageInput) (*model.UpdateCreditPackagePayload, error)
 	StartLedgerCheck(ctx context.Context) (*model.StartLedgerCheckPayload, error)
+}
+type PaymentConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.PaymentConnection) (bool, error)
+}
+type ProcessedEventConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.ProcessedEventConnection) (bool, error)
 }
 type QueryResolver interface {
 	Node(ctx context.Context, id string) (ent.Noder, error)
@@ -532,6 +554,9 @@ type UserResolver interface {
 	BalanceAt(ctx context.Context, obj *ent.User, time time.Time) (int, error)
 	Statement(ctx context.Context, obj *ent.User, from time.Time, to time.Time) (*ledger.Statement, error)
 	Payments(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error)
+}
+type UserConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.UserConnection) (bool, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -661,6 +686,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AdminActionConnection.TotalCount(childComplexity), true
+	case "AdminActionConnection.totalCountCapped":
+		if e.ComplexityRoot.AdminActionConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AdminActionConnection.TotalCountCapped(childComplexity), true
 
 	case "AdminActionEdge.cursor":
 		if e.ComplexityRoot.AdminActionEdge.Cursor == nil {
@@ -1254,6 +1285,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditTransactionConnection.TotalCount(childComplexity), true
+	case "CreditTransactionConnection.totalCountCapped":
+		if e.ComplexityRoot.CreditTransactionConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditTransactionConnection.TotalCountCapped(childComplexity), true
 
 	case "CreditTransactionEdge.cursor":
 		if e.ComplexityRoot.CreditTransactionEdge.Cursor == nil {
@@ -1771,7 +1808,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Payment.Transactions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditTransactionOrder), args["where"].(*ent.CreditTransactionWhereInput)), true
+		return e.ComplexityRoot.Payment.Transactions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditTransactionOrder)), true
 	case "Payment.updatedAt":
 		if e.ComplexityRoot.Payment.UpdatedAt == nil {
 			break
@@ -1809,6 +1846,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PaymentConnection.TotalCount(childComplexity), true
+	case "PaymentConnection.totalCountCapped":
+		if e.ComplexityRoot.PaymentConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PaymentConnection.TotalCountCapped(childComplexity), true
 
 	case "PaymentEdge.cursor":
 		if e.ComplexityRoot.PaymentEdge.Cursor == nil {
@@ -1981,6 +2024,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ProcessedEventConnection.TotalCount(childComplexity), true
+	case "ProcessedEventConnection.totalCountCapped":
+		if e.ComplexityRoot.ProcessedEventConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ProcessedEventConnection.TotalCountCapped(childComplexity), true
 
 	case "ProcessedEventEdge.cursor":
 		if e.ComplexityRoot.ProcessedEventEdge.Cursor == nil {
@@ -2326,7 +2375,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.User.Lots(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditLotOrder), args["where"].(*ent.CreditLotWhereInput)), true
+		return e.ComplexityRoot.User.Lots(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditLotOrder)), true
 	case "User.payments":
 		if e.ComplexityRoot.User.Payments == nil {
 			break
@@ -2348,7 +2397,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.User.Reservations(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditReservationOrder), args["where"].(*ent.CreditReservationWhereInput)), true
+		return e.ComplexityRoot.User.Reservations(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditReservationOrder)), true
 	case "User.reservedCredits":
 		if e.ComplexityRoot.User.ReservedCredits == nil {
 			break
@@ -2408,6 +2457,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UserConnection.TotalCount(childComplexity), true
+	case "UserConnection.totalCountCapped":
+		if e.ComplexityRoot.UserConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UserConnection.TotalCountCapped(childComplexity), true
 
 	case "UserEdge.cursor":
 		if e.ComplexityRoot.UserEdge.Cursor == nil {
@@ -2633,7 +2688,6 @@ Properties by which AdminAction connections can be ordered.
 enum AdminActionOrderField {
   ID
   CREATED_AT
-  ACTION
 }
 """
 AdminActionWhereInput is used for filtering AdminAction objects.
@@ -2700,22 +2754,6 @@ input AdminActionWhereInput {
   actionEqualFold: String
   actionContainsFold: String
   """
-  target_id field predicates
-  """
-  targetID: String
-  targetIDNEQ: String
-  targetIDIn: [String!]
-  targetIDNotIn: [String!]
-  targetIDGT: String
-  targetIDGTE: String
-  targetIDLT: String
-  targetIDLTE: String
-  targetIDContains: String
-  targetIDHasPrefix: String
-  targetIDHasSuffix: String
-  targetIDEqualFold: String
-  targetIDContainsFold: String
-  """
   target_user_id field predicates
   """
   targetUserID: ID
@@ -2733,81 +2771,6 @@ input AdminActionWhereInput {
   targetUserIDNotNil: Boolean
   targetUserIDEqualFold: ID
   targetUserIDContainsFold: ID
-  """
-  amount field predicates
-  """
-  amount: Int
-  amountNEQ: Int
-  amountIn: [Int!]
-  amountNotIn: [Int!]
-  amountGT: Int
-  amountGTE: Int
-  amountLT: Int
-  amountLTE: Int
-  amountIsNil: Boolean
-  amountNotNil: Boolean
-  """
-  reason field predicates
-  """
-  reason: String
-  reasonNEQ: String
-  reasonIn: [String!]
-  reasonNotIn: [String!]
-  reasonGT: String
-  reasonGTE: String
-  reasonLT: String
-  reasonLTE: String
-  reasonContains: String
-  reasonHasPrefix: String
-  reasonHasSuffix: String
-  reasonIsNil: Boolean
-  reasonNotNil: Boolean
-  reasonEqualFold: String
-  reasonContainsFold: String
-  """
-  balance_before field predicates
-  """
-  balanceBefore: Int
-  balanceBeforeNEQ: Int
-  balanceBeforeIn: [Int!]
-  balanceBeforeNotIn: [Int!]
-  balanceBeforeGT: Int
-  balanceBeforeGTE: Int
-  balanceBeforeLT: Int
-  balanceBeforeLTE: Int
-  balanceBeforeIsNil: Boolean
-  balanceBeforeNotNil: Boolean
-  """
-  balance_after field predicates
-  """
-  balanceAfter: Int
-  balanceAfterNEQ: Int
-  balanceAfterIn: [Int!]
-  balanceAfterNotIn: [Int!]
-  balanceAfterGT: Int
-  balanceAfterGTE: Int
-  balanceAfterLT: Int
-  balanceAfterLTE: Int
-  balanceAfterIsNil: Boolean
-  balanceAfterNotNil: Boolean
-  """
-  request_id field predicates
-  """
-  requestID: String
-  requestIDNEQ: String
-  requestIDIn: [String!]
-  requestIDNotIn: [String!]
-  requestIDGT: String
-  requestIDGTE: String
-  requestIDLT: String
-  requestIDLTE: String
-  requestIDContains: String
-  requestIDHasPrefix: String
-  requestIDHasSuffix: String
-  requestIDIsNil: Boolean
-  requestIDNotNil: Boolean
-  requestIDEqualFold: String
-  requestIDContainsFold: String
   """
   transaction_id field predicates
   """
@@ -2920,7 +2883,6 @@ Properties by which CreditLot connections can be ordered.
 enum CreditLotOrderField {
   ID
   CREATED_AT
-  UPDATED_AT
   EXPIRES_AT
 }
 """
@@ -2962,17 +2924,6 @@ input CreditLotWhereInput {
   createdAtGTE: Time
   createdAtLT: Time
   createdAtLTE: Time
-  """
-  updated_at field predicates
-  """
-  updatedAt: Time
-  updatedAtNEQ: Time
-  updatedAtIn: [Time!]
-  updatedAtNotIn: [Time!]
-  updatedAtGT: Time
-  updatedAtGTE: Time
-  updatedAtLT: Time
-  updatedAtLTE: Time
   """
   user_id field predicates
   """
@@ -3174,7 +3125,6 @@ Properties by which CreditPackage connections can be ordered.
 enum CreditPackageOrderField {
   ID
   CREATED_AT
-  UPDATED_AT
   NAME
   CREDITS
   PRICE_AMOUNT
@@ -3211,17 +3161,6 @@ input CreditPackageWhereInput {
   createdAtGTE: Time
   createdAtLT: Time
   createdAtLTE: Time
-  """
-  updated_at field predicates
-  """
-  updatedAt: Time
-  updatedAtNEQ: Time
-  updatedAtIn: [Time!]
-  updatedAtNotIn: [Time!]
-  updatedAtGT: Time
-  updatedAtGTE: Time
-  updatedAtLT: Time
-  updatedAtLTE: Time
   """
   name field predicates
   """
@@ -3392,7 +3331,6 @@ Properties by which CreditReservation connections can be ordered.
 enum CreditReservationOrderField {
   ID
   CREATED_AT
-  UPDATED_AT
   STATUS
   EXPIRES_AT
 }
@@ -3437,17 +3375,6 @@ input CreditReservationWhereInput {
   createdAtGTE: Time
   createdAtLT: Time
   createdAtLTE: Time
-  """
-  updated_at field predicates
-  """
-  updatedAt: Time
-  updatedAtNEQ: Time
-  updatedAtIn: [Time!]
-  updatedAtNotIn: [Time!]
-  updatedAtGT: Time
-  updatedAtGTE: Time
-  updatedAtLT: Time
-  updatedAtLTE: Time
   """
   user_id field predicates
   """
@@ -3634,8 +3561,6 @@ Properties by which CreditTransaction connections can be ordered.
 enum CreditTransactionOrderField {
   ID
   CREATED_AT
-  KIND
-  AMOUNT
 }
 """
 CreditTransactionWhereInput is used for filtering CreditTransaction objects.
@@ -3693,69 +3618,6 @@ input CreditTransactionWhereInput {
   kindIn: [CreditTransactionKind!]
   kindNotIn: [CreditTransactionKind!]
   """
-  amount field predicates
-  """
-  amount: Int
-  amountNEQ: Int
-  amountIn: [Int!]
-  amountNotIn: [Int!]
-  amountGT: Int
-  amountGTE: Int
-  amountLT: Int
-  amountLTE: Int
-  """
-  reason field predicates
-  """
-  reason: String
-  reasonNEQ: String
-  reasonIn: [String!]
-  reasonNotIn: [String!]
-  reasonGT: String
-  reasonGTE: String
-  reasonLT: String
-  reasonLTE: String
-  reasonContains: String
-  reasonHasPrefix: String
-  reasonHasSuffix: String
-  reasonIsNil: Boolean
-  reasonNotNil: Boolean
-  reasonEqualFold: String
-  reasonContainsFold: String
-  """
-  actor field predicates
-  """
-  actor: String
-  actorNEQ: String
-  actorIn: [String!]
-  actorNotIn: [String!]
-  actorGT: String
-  actorGTE: String
-  actorLT: String
-  actorLTE: String
-  actorContains: String
-  actorHasPrefix: String
-  actorHasSuffix: String
-  actorEqualFold: String
-  actorContainsFold: String
-  """
-  idempotency_key field predicates
-  """
-  idempotencyKey: String
-  idempotencyKeyNEQ: String
-  idempotencyKeyIn: [String!]
-  idempotencyKeyNotIn: [String!]
-  idempotencyKeyGT: String
-  idempotencyKeyGTE: String
-  idempotencyKeyLT: String
-  idempotencyKeyLTE: String
-  idempotencyKeyContains: String
-  idempotencyKeyHasPrefix: String
-  idempotencyKeyHasSuffix: String
-  idempotencyKeyIsNil: Boolean
-  idempotencyKeyNotNil: Boolean
-  idempotencyKeyEqualFold: String
-  idempotencyKeyContainsFold: String
-  """
   payment_id field predicates
   """
   paymentID: ID
@@ -3806,11 +3668,6 @@ input CreditTransactionWhereInput {
   """
   hasReservation: Boolean
   hasReservationWith: [CreditReservationWhereInput!]
-  """
-  postings edge predicates
-  """
-  hasPostings: Boolean
-  hasPostingsWith: [PostingWhereInput!]
 }
 """
 Define a Relay Cursor type:
@@ -3911,11 +3768,6 @@ type Payment implements Node {
     Ordering options for CreditTransactions returned from the connection.
     """
     orderBy: CreditTransactionOrder
-
-    """
-    Filtering options for CreditTransactions returned from the connection.
-    """
-    where: CreditTransactionWhereInput
   ): CreditTransactionConnection!
   lots: [CreditLot!]
 }
@@ -3968,9 +3820,6 @@ Properties by which Payment connections can be ordered.
 enum PaymentOrderField {
   ID
   CREATED_AT
-  UPDATED_AT
-  AMOUNT
-  STATUS
 }
 """
 PaymentStatus is enum for the field status
@@ -4019,17 +3868,6 @@ input PaymentWhereInput {
   createdAtLT: Time
   createdAtLTE: Time
   """
-  updated_at field predicates
-  """
-  updatedAt: Time
-  updatedAtNEQ: Time
-  updatedAtIn: [Time!]
-  updatedAtNotIn: [Time!]
-  updatedAtGT: Time
-  updatedAtGTE: Time
-  updatedAtLT: Time
-  updatedAtLTE: Time
-  """
   user_id field predicates
   """
   userID: ID
@@ -4046,77 +3884,12 @@ input PaymentWhereInput {
   userIDEqualFold: ID
   userIDContainsFold: ID
   """
-  package_id field predicates
-  """
-  packageID: ID
-  packageIDNEQ: ID
-  packageIDIn: [ID!]
-  packageIDNotIn: [ID!]
-  packageIDGT: ID
-  packageIDGTE: ID
-  packageIDLT: ID
-  packageIDLTE: ID
-  packageIDContains: ID
-  packageIDHasPrefix: ID
-  packageIDHasSuffix: ID
-  packageIDEqualFold: ID
-  packageIDContainsFold: ID
-  """
-  amount field predicates
-  """
-  amount: Int
-  amountNEQ: Int
-  amountIn: [Int!]
-  amountNotIn: [Int!]
-  amountGT: Int
-  amountGTE: Int
-  amountLT: Int
-  amountLTE: Int
-  """
-  currency field predicates
-  """
-  currency: String
-  currencyNEQ: String
-  currencyIn: [String!]
-  currencyNotIn: [String!]
-  currencyGT: String
-  currencyGTE: String
-  currencyLT: String
-  currencyLTE: String
-  currencyContains: String
-  currencyHasPrefix: String
-  currencyHasSuffix: String
-  currencyEqualFold: String
-  currencyContainsFold: String
-  """
-  credits field predicates
-  """
-  credits: Int
-  creditsNEQ: Int
-  creditsIn: [Int!]
-  creditsNotIn: [Int!]
-  creditsGT: Int
-  creditsGTE: Int
-  creditsLT: Int
-  creditsLTE: Int
-  """
   status field predicates
   """
   status: PaymentStatus
   statusNEQ: PaymentStatus
   statusIn: [PaymentStatus!]
   statusNotIn: [PaymentStatus!]
-  """
-  amount_refunded field predicates
-  """
-  amountRefunded: Int
-  amountRefundedNEQ: Int
-  amountRefundedIn: [Int!]
-  amountRefundedNotIn: [Int!]
-  amountRefundedGT: Int
-  amountRefundedGTE: Int
-  amountRefundedLT: Int
-  amountRefundedLTE: Int
   """
   stripe_checkout_session_id field predicates
   """
@@ -4172,43 +3945,10 @@ input PaymentWhereInput {
   stripeChargeIDEqualFold: String
   stripeChargeIDContainsFold: String
   """
-  livemode field predicates
-  """
-  livemode: Boolean
-  livemodeNEQ: Boolean
-  """
-  paid_at field predicates
-  """
-  paidAt: Time
-  paidAtNEQ: Time
-  paidAtIn: [Time!]
-  paidAtNotIn: [Time!]
-  paidAtGT: Time
-  paidAtGTE: Time
-  paidAtLT: Time
-  paidAtLTE: Time
-  paidAtIsNil: Boolean
-  paidAtNotNil: Boolean
-  """
   user edge predicates
   """
   hasUser: Boolean
   hasUserWith: [UserWhereInput!]
-  """
-  package edge predicates
-  """
-  hasPackage: Boolean
-  hasPackageWith: [CreditPackageWhereInput!]
-  """
-  transactions edge predicates
-  """
-  hasTransactions: Boolean
-  hasTransactionsWith: [CreditTransactionWhereInput!]
-  """
-  lots edge predicates
-  """
-  hasLots: Boolean
-  hasLotsWith: [CreditLotWhereInput!]
 }
 type Posting implements Node @goModel(model: "github.com/tally-billing/tally/ent.CreditLedger") {
   id: ID!
@@ -4457,7 +4197,6 @@ Properties by which ProcessedEvent connections can be ordered.
 """
 enum ProcessedEventOrderField {
   ID
-  OUTCOME
   RECEIVED_AT
 }
 """
@@ -4507,69 +4246,12 @@ input ProcessedEventWhereInput {
   stripeEventIDEqualFold: String
   stripeEventIDContainsFold: String
   """
-  type field predicates
-  """
-  type: String
-  typeNEQ: String
-  typeIn: [String!]
-  typeNotIn: [String!]
-  typeGT: String
-  typeGTE: String
-  typeLT: String
-  typeLTE: String
-  typeContains: String
-  typeHasPrefix: String
-  typeHasSuffix: String
-  typeEqualFold: String
-  typeContainsFold: String
-  """
-  livemode field predicates
-  """
-  livemode: Boolean
-  livemodeNEQ: Boolean
-  """
-  api_version field predicates
-  """
-  apiVersion: String
-  apiVersionNEQ: String
-  apiVersionIn: [String!]
-  apiVersionNotIn: [String!]
-  apiVersionGT: String
-  apiVersionGTE: String
-  apiVersionLT: String
-  apiVersionLTE: String
-  apiVersionContains: String
-  apiVersionHasPrefix: String
-  apiVersionHasSuffix: String
-  apiVersionIsNil: Boolean
-  apiVersionNotNil: Boolean
-  apiVersionEqualFold: String
-  apiVersionContainsFold: String
-  """
   outcome field predicates
   """
   outcome: ProcessedEventOutcome
   outcomeNEQ: ProcessedEventOutcome
   outcomeIn: [ProcessedEventOutcome!]
   outcomeNotIn: [ProcessedEventOutcome!]
-  """
-  error field predicates
-  """
-  error: String
-  errorNEQ: String
-  errorIn: [String!]
-  errorNotIn: [String!]
-  errorGT: String
-  errorGTE: String
-  errorLT: String
-  errorLTE: String
-  errorContains: String
-  errorHasPrefix: String
-  errorHasSuffix: String
-  errorIsNil: Boolean
-  errorNotNil: Boolean
-  errorEqualFold: String
-  errorContainsFold: String
   """
   payment_id field predicates
   """
@@ -4589,17 +4271,6 @@ input ProcessedEventWhereInput {
   paymentIDEqualFold: ID
   paymentIDContainsFold: ID
   """
-  attempts field predicates
-  """
-  attempts: Int
-  attemptsNEQ: Int
-  attemptsIn: [Int!]
-  attemptsNotIn: [Int!]
-  attemptsGT: Int
-  attemptsGTE: Int
-  attemptsLT: Int
-  attemptsLTE: Int
-  """
   received_at field predicates
   """
   receivedAt: Time
@@ -4610,19 +4281,6 @@ input ProcessedEventWhereInput {
   receivedAtGTE: Time
   receivedAtLT: Time
   receivedAtLTE: Time
-  """
-  processed_at field predicates
-  """
-  processedAt: Time
-  processedAtNEQ: Time
-  processedAtIn: [Time!]
-  processedAtNotIn: [Time!]
-  processedAtGT: Time
-  processedAtGTE: Time
-  processedAtLT: Time
-  processedAtLTE: Time
-  processedAtIsNil: Boolean
-  processedAtNotNil: Boolean
   """
   payment edge predicates
   """
@@ -4648,6 +4306,9 @@ type Query {
     """
     ids: [ID!]!
   ): [Node]!
+  """
+  The audit trail of admin actions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   adminActions(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4679,6 +4340,9 @@ type Query {
     """
     where: AdminActionWhereInput
   ): AdminActionConnection! @admin
+  """
+  Every user's credit transactions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   creditTransactions(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4710,6 +4374,9 @@ type Query {
     """
     where: CreditTransactionWhereInput
   ): CreditTransactionConnection! @admin
+  """
+  Payments, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   payments(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4741,6 +4408,9 @@ type Query {
     """
     where: PaymentWhereInput
   ): PaymentConnection! @admin
+  """
+  Stripe events received, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   processedEvents(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4772,6 +4442,9 @@ type Query {
     """
     where: ProcessedEventWhereInput
   ): ProcessedEventConnection! @admin
+  """
+  Users, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
   users(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4844,11 +4517,6 @@ type User implements Node {
     Ordering options for CreditLots returned from the connection.
     """
     orderBy: CreditLotOrder
-
-    """
-    Filtering options for CreditLots returned from the connection.
-    """
-    where: CreditLotWhereInput
   ): CreditLotConnection!
   reservations(
     """
@@ -4875,11 +4543,6 @@ type User implements Node {
     Ordering options for CreditReservations returned from the connection.
     """
     orderBy: CreditReservationOrder
-
-    """
-    Filtering options for CreditReservations returned from the connection.
-    """
-    where: CreditReservationWhereInput
   ): CreditReservationConnection!
 }
 """
@@ -4931,9 +4594,6 @@ Properties by which User connections can be ordered.
 enum UserOrderField {
   ID
   CREATED_AT
-  UPDATED_AT
-  CREDITS_BALANCE
-  STATUS
 }
 """
 UserStatus is enum for the field status
@@ -4975,17 +4635,6 @@ input UserWhereInput {
   createdAtLT: Time
   createdAtLTE: Time
   """
-  updated_at field predicates
-  """
-  updatedAt: Time
-  updatedAtNEQ: Time
-  updatedAtIn: [Time!]
-  updatedAtNotIn: [Time!]
-  updatedAtGT: Time
-  updatedAtGTE: Time
-  updatedAtLT: Time
-  updatedAtLTE: Time
-  """
   external_id field predicates
   """
   externalID: String
@@ -5020,33 +4669,12 @@ input UserWhereInput {
   emailEqualFold: String
   emailContainsFold: String
   """
-  credits_balance field predicates
-  """
-  creditsBalance: Int
-  creditsBalanceNEQ: Int
-  creditsBalanceIn: [Int!]
-  creditsBalanceNotIn: [Int!]
-  creditsBalanceGT: Int
-  creditsBalanceGTE: Int
-  creditsBalanceLT: Int
-  creditsBalanceLTE: Int
-  """
   status field predicates
   """
   status: UserStatus
   statusNEQ: UserStatus
   statusIn: [UserStatus!]
   statusNotIn: [UserStatus!]
-  """
-  lots edge predicates
-  """
-  hasLots: Boolean
-  hasLotsWith: [CreditLotWhereInput!]
-  """
-  reservations edge predicates
-  """
-  hasReservations: Boolean
-  hasReservationsWith: [CreditReservationWhereInput!]
 }
 `, BuiltIn: false},
 	{Name: "../schema.graphqls", Input: `# Tally's hand-written GraphQL schema. Types generated from the ent schema are
@@ -5118,6 +4746,9 @@ extend type User {
   heldCredits: Int!
   """
   The user's credit transactions, newest first, with their postings.
+  totalCount is the count of the whole history when the history is not
+  filtered; filtered, it counts at most 10,000 transactions (more says
+  10,000, and totalCountCapped true).
   """
   transactions(
     after: Cursor
@@ -5143,7 +4774,7 @@ extend type User {
   """
   statement(from: Time!, to: Time!): CreditStatement!
   """
-  The user's payments, newest first.
+  The user's payments, newest first. totalCount counts at most 10,000.
   """
   payments(
     after: Cursor
@@ -5195,7 +4826,8 @@ type CreditStatement @goModel(model: "github.com/tally-billing/tally/internal/le
   totals: [CreditStatementTotal!]!
   """
   The period's transactions, oldest first, with their postings: the
-  movements behind the totals.
+  movements behind the totals. totalCount counts at most 10,000 (the
+  totals count them all).
   """
   transactions(
     after: Cursor
@@ -5313,8 +4945,8 @@ type LedgerCheck {
 type LedgerProblem {
   """
   Which invariant is broken: unbalanced_transaction, balance_mismatch,
-  lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree (the
-  ledger); payment_grant_mismatch (a paid payment without exactly one grant
+  lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree,
+  transaction_count_mismatch (the ledger); payment_grant_mismatch (a paid payment without exactly one grant
   of its credits, or an unpaid one with any), payment_clawback_mismatch (a
   payment's refund and dispute clawbacks disagree with its amount refunded
   and its state).
@@ -5627,6 +5259,44 @@ type Subscription {
   """
   creditBalanceChanged: CreditBalanceChange! @hasRole(roles: [USER, ADMIN])
 }
+
+# totalCount counts at most 10,000 items (graph.CountCap) except a user's
+# whole history; totalCountCapped says when it stopped there.
+extend type UserConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
+
+extend type CreditTransactionConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more. Never
+  for a user's whole history, which is counted exactly.
+  """
+  totalCountCapped: Boolean!
+}
+
+extend type PaymentConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
+
+extend type AdminActionConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
+
+extend type ProcessedEventConnection {
+  """
+  True when totalCount stopped counting at 10,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -5679,6 +5349,8 @@ func (ec *executionContext) childFields_AdminActionConnection(ctx context.Contex
 		return ec.fieldContext_AdminActionConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_AdminActionConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_AdminActionConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AdminActionConnection", field.Name)
 }
@@ -5965,6 +5637,8 @@ func (ec *executionContext) childFields_CreditTransactionConnection(ctx context.
 		return ec.fieldContext_CreditTransactionConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_CreditTransactionConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_CreditTransactionConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CreditTransactionConnection", field.Name)
 }
@@ -6155,6 +5829,8 @@ func (ec *executionContext) childFields_PaymentConnection(ctx context.Context, f
 		return ec.fieldContext_PaymentConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_PaymentConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_PaymentConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PaymentConnection", field.Name)
 }
@@ -6235,6 +5911,8 @@ func (ec *executionContext) childFields_ProcessedEventConnection(ctx context.Con
 		return ec.fieldContext_ProcessedEventConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_ProcessedEventConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_ProcessedEventConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ProcessedEventConnection", field.Name)
 }
@@ -6397,6 +6075,8 @@ func (ec *executionContext) childFields_UserConnection(ctx context.Context, fiel
 		return ec.fieldContext_UserConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_UserConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_UserConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UserConnection", field.Name)
 }
@@ -6804,14 +6484,6 @@ func (ec *executionContext) field_Payment_transactions_args(ctx context.Context,
 		return nil, err
 	}
 	args["orderBy"] = arg4
-	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
-		func(ctx context.Context, v any) (*ent.CreditTransactionWhereInput, error) {
-			return ec.unmarshalOCreditTransactionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionWhereInput(ctx, v)
-		})
-	if err != nil {
-		return nil, err
-	}
-	args["where"] = arg5
 	return args, nil
 }
 
@@ -7198,14 +6870,6 @@ func (ec *executionContext) field_User_lots_args(ctx context.Context, rawArgs ma
 		return nil, err
 	}
 	args["orderBy"] = arg4
-	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
-		func(ctx context.Context, v any) (*ent.CreditLotWhereInput, error) {
-			return ec.unmarshalOCreditLotWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLotWhereInput(ctx, v)
-		})
-	if err != nil {
-		return nil, err
-	}
-	args["where"] = arg5
 	return args, nil
 }
 
@@ -7298,14 +6962,6 @@ func (ec *executionContext) field_User_reservations_args(ctx context.Context, ra
 		return nil, err
 	}
 	args["orderBy"] = arg4
-	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
-		func(ctx context.Context, v any) (*ent.CreditReservationWhereInput, error) {
-			return ec.unmarshalOCreditReservationWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservationWhereInput(ctx, v)
-		})
-	if err != nil {
-		return nil, err
-	}
-	args["where"] = arg5
 	return args, nil
 }
 
@@ -7908,6 +7564,29 @@ func (ec *executionContext) _AdminActionConnection_totalCount(ctx context.Contex
 }
 func (ec *executionContext) fieldContext_AdminActionConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AdminActionConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _AdminActionConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.AdminActionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AdminActionConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.AdminActionConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AdminActionConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AdminActionConnection", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _AdminActionEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.AdminActionEdge) (ret graphql.Marshaler) {
@@ -10377,6 +10056,29 @@ func (ec *executionContext) fieldContext_CreditTransactionConnection_totalCount(
 	return graphql.NewScalarFieldContext("CreditTransactionConnection", field, false, false, "Int")
 }
 
+func (ec *executionContext) _CreditTransactionConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransactionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditTransactionConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.CreditTransactionConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditTransactionConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditTransactionConnection", field, true, true, "Boolean")
+}
+
 func (ec *executionContext) _CreditTransactionEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransactionEdge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -12695,7 +12397,7 @@ func (ec *executionContext) _Payment_transactions(ctx context.Context, field gra
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return obj.Transactions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditTransactionOrder), fc.Args["where"].(*ent.CreditTransactionWhereInput))
+			return obj.Transactions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditTransactionOrder))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransactionConnection) graphql.Marshaler {
@@ -12846,6 +12548,29 @@ func (ec *executionContext) _PaymentConnection_totalCount(ctx context.Context, f
 }
 func (ec *executionContext) fieldContext_PaymentConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PaymentConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PaymentConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.PaymentConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PaymentConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.PaymentConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PaymentConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PaymentConnection", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _PaymentEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.PaymentEdge) (ret graphql.Marshaler) {
@@ -13553,6 +13278,29 @@ func (ec *executionContext) _ProcessedEventConnection_totalCount(ctx context.Con
 }
 func (ec *executionContext) fieldContext_ProcessedEventConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("ProcessedEventConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ProcessedEventConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.ProcessedEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ProcessedEventConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.ProcessedEventConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ProcessedEventConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ProcessedEventConnection", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _ProcessedEventEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.ProcessedEventEdge) (ret graphql.Marshaler) {
@@ -15160,7 +14908,7 @@ func (ec *executionContext) _User_lots(ctx context.Context, field graphql.Collec
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return obj.Lots(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditLotOrder), fc.Args["where"].(*ent.CreditLotWhereInput))
+			return obj.Lots(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditLotOrder))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditLotConnection) graphql.Marshaler {
@@ -15204,7 +14952,7 @@ func (ec *executionContext) _User_reservations(ctx context.Context, field graphq
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return obj.Reservations(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditReservationOrder), fc.Args["where"].(*ent.CreditReservationWhereInput))
+			return obj.Reservations(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditReservationOrder))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditReservationConnection) graphql.Marshaler {
@@ -15568,6 +15316,29 @@ func (ec *executionContext) _UserConnection_totalCount(ctx context.Context, fiel
 }
 func (ec *executionContext) fieldContext_UserConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("UserConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _UserConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.UserConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UserConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.UserConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UserConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UserConnection", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _UserEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.UserEdge) (ret graphql.Marshaler) {
@@ -16762,7 +16533,7 @@ func (ec *executionContext) unmarshalInputAdminActionWhereInput(ctx context.Cont
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "adminID", "adminIDNEQ", "adminIDIn", "adminIDNotIn", "adminIDGT", "adminIDGTE", "adminIDLT", "adminIDLTE", "adminIDContains", "adminIDHasPrefix", "adminIDHasSuffix", "adminIDEqualFold", "adminIDContainsFold", "action", "actionNEQ", "actionIn", "actionNotIn", "actionGT", "actionGTE", "actionLT", "actionLTE", "actionContains", "actionHasPrefix", "actionHasSuffix", "actionEqualFold", "actionContainsFold", "targetID", "targetIDNEQ", "targetIDIn", "targetIDNotIn", "targetIDGT", "targetIDGTE", "targetIDLT", "targetIDLTE", "targetIDContains", "targetIDHasPrefix", "targetIDHasSuffix", "targetIDEqualFold", "targetIDContainsFold", "targetUserID", "targetUserIDNEQ", "targetUserIDIn", "targetUserIDNotIn", "targetUserIDGT", "targetUserIDGTE", "targetUserIDLT", "targetUserIDLTE", "targetUserIDContains", "targetUserIDHasPrefix", "targetUserIDHasSuffix", "targetUserIDIsNil", "targetUserIDNotNil", "targetUserIDEqualFold", "targetUserIDContainsFold", "amount", "amountNEQ", "amountIn", "amountNotIn", "amountGT", "amountGTE", "amountLT", "amountLTE", "amountIsNil", "amountNotNil", "reason", "reasonNEQ", "reasonIn", "reasonNotIn", "reasonGT", "reasonGTE", "reasonLT", "reasonLTE", "reasonContains", "reasonHasPrefix", "reasonHasSuffix", "reasonIsNil", "reasonNotNil", "reasonEqualFold", "reasonContainsFold", "balanceBefore", "balanceBeforeNEQ", "balanceBeforeIn", "balanceBeforeNotIn", "balanceBeforeGT", "balanceBeforeGTE", "balanceBeforeLT", "balanceBeforeLTE", "balanceBeforeIsNil", "balanceBeforeNotNil", "balanceAfter", "balanceAfterNEQ", "balanceAfterIn", "balanceAfterNotIn", "balanceAfterGT", "balanceAfterGTE", "balanceAfterLT", "balanceAfterLTE", "balanceAfterIsNil", "balanceAfterNotNil", "requestID", "requestIDNEQ", "requestIDIn", "requestIDNotIn", "requestIDGT", "requestIDGTE", "requestIDLT", "requestIDLTE", "requestIDContains", "requestIDHasPrefix", "requestIDHasSuffix", "requestIDIsNil", "requestIDNotNil", "requestIDEqualFold", "requestIDContainsFold", "transactionID", "transactionIDNEQ", "transactionIDIn", "transactionIDNotIn", "transactionIDGT", "transactionIDGTE", "transactionIDLT", "transactionIDLTE", "transactionIDContains", "transactionIDHasPrefix", "transactionIDHasSuffix", "transactionIDIsNil", "transactionIDNotNil", "transactionIDEqualFold", "transactionIDContainsFold", "hasAdmin", "hasAdminWith", "hasTargetUser", "hasTargetUserWith", "hasTransaction", "hasTransactionWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "adminID", "adminIDNEQ", "adminIDIn", "adminIDNotIn", "adminIDGT", "adminIDGTE", "adminIDLT", "adminIDLTE", "adminIDContains", "adminIDHasPrefix", "adminIDHasSuffix", "adminIDEqualFold", "adminIDContainsFold", "action", "actionNEQ", "actionIn", "actionNotIn", "actionGT", "actionGTE", "actionLT", "actionLTE", "actionContains", "actionHasPrefix", "actionHasSuffix", "actionEqualFold", "actionContainsFold", "targetUserID", "targetUserIDNEQ", "targetUserIDIn", "targetUserIDNotIn", "targetUserIDGT", "targetUserIDGTE", "targetUserIDLT", "targetUserIDLTE", "targetUserIDContains", "targetUserIDHasPrefix", "targetUserIDHasSuffix", "targetUserIDIsNil", "targetUserIDNotNil", "targetUserIDEqualFold", "targetUserIDContainsFold", "transactionID", "transactionIDNEQ", "transactionIDIn", "transactionIDNotIn", "transactionIDGT", "transactionIDGTE", "transactionIDLT", "transactionIDLTE", "transactionIDContains", "transactionIDHasPrefix", "transactionIDHasSuffix", "transactionIDIsNil", "transactionIDNotNil", "transactionIDEqualFold", "transactionIDContainsFold", "hasAdmin", "hasAdminWith", "hasTargetUser", "hasTargetUserWith", "hasTransaction", "hasTransactionWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -17098,97 +16869,6 @@ func (ec *executionContext) unmarshalInputAdminActionWhereInput(ctx context.Cont
 				return it, err
 			}
 			it.ActionContainsFold = data
-		case "targetID":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetID"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetID = data
-		case "targetIDNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDNEQ = data
-		case "targetIDIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDIn = data
-		case "targetIDNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDNotIn = data
-		case "targetIDGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDGT = data
-		case "targetIDGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDGTE = data
-		case "targetIDLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDLT = data
-		case "targetIDLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDLTE = data
-		case "targetIDContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDContains = data
-		case "targetIDHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDHasPrefix = data
-		case "targetIDHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDHasSuffix = data
-		case "targetIDEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDEqualFold = data
-		case "targetIDContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetIDContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TargetIDContainsFold = data
 		case "targetUserID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("targetUserID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -17294,426 +16974,6 @@ func (ec *executionContext) unmarshalInputAdminActionWhereInput(ctx context.Cont
 				return it, err
 			}
 			it.TargetUserIDContainsFold = data
-		case "amount":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Amount = data
-		case "amountNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountNEQ = data
-		case "amountIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountIn = data
-		case "amountNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountNotIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountNotIn = data
-		case "amountGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountGT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountGT = data
-		case "amountGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountGTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountGTE = data
-		case "amountLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountLT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountLT = data
-		case "amountLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountLTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountLTE = data
-		case "amountIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountIsNil = data
-		case "amountNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountNotNil = data
-		case "reason":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Reason = data
-		case "reasonNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonNEQ = data
-		case "reasonIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonIn = data
-		case "reasonNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonNotIn = data
-		case "reasonGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonGT = data
-		case "reasonGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonGTE = data
-		case "reasonLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonLT = data
-		case "reasonLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonLTE = data
-		case "reasonContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonContains = data
-		case "reasonHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonHasPrefix = data
-		case "reasonHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonHasSuffix = data
-		case "reasonIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonIsNil = data
-		case "reasonNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonNotNil = data
-		case "reasonEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonEqualFold = data
-		case "reasonContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonContainsFold = data
-		case "balanceBefore":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBefore"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBefore = data
-		case "balanceBeforeNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBeforeNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBeforeNEQ = data
-		case "balanceBeforeIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBeforeIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBeforeIn = data
-		case "balanceBeforeNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBeforeNotIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBeforeNotIn = data
-		case "balanceBeforeGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBeforeGT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBeforeGT = data
-		case "balanceBeforeGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBeforeGTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBeforeGTE = data
-		case "balanceBeforeLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBeforeLT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBeforeLT = data
-		case "balanceBeforeLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBeforeLTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBeforeLTE = data
-		case "balanceBeforeIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBeforeIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBeforeIsNil = data
-		case "balanceBeforeNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceBeforeNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceBeforeNotNil = data
-		case "balanceAfter":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfter"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfter = data
-		case "balanceAfterNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfterNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfterNEQ = data
-		case "balanceAfterIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfterIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfterIn = data
-		case "balanceAfterNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfterNotIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfterNotIn = data
-		case "balanceAfterGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfterGT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfterGT = data
-		case "balanceAfterGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfterGTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfterGTE = data
-		case "balanceAfterLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfterLT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfterLT = data
-		case "balanceAfterLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfterLTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfterLTE = data
-		case "balanceAfterIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfterIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfterIsNil = data
-		case "balanceAfterNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("balanceAfterNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.BalanceAfterNotNil = data
-		case "requestID":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestID"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestID = data
-		case "requestIDNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDNEQ = data
-		case "requestIDIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDIn = data
-		case "requestIDNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDNotIn = data
-		case "requestIDGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDGT = data
-		case "requestIDGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDGTE = data
-		case "requestIDLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDLT = data
-		case "requestIDLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDLTE = data
-		case "requestIDContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDContains = data
-		case "requestIDHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDHasPrefix = data
-		case "requestIDHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDHasSuffix = data
-		case "requestIDIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDIsNil = data
-		case "requestIDNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDNotNil = data
-		case "requestIDEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDEqualFold = data
-		case "requestIDContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestIDContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.RequestIDContainsFold = data
 		case "transactionID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("transactionID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -18159,7 +17419,7 @@ func (ec *executionContext) unmarshalInputCreditLotWhereInput(ctx context.Contex
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "source", "sourceNEQ", "sourceIn", "sourceNotIn", "original", "originalNEQ", "originalIn", "originalNotIn", "originalGT", "originalGTE", "originalLT", "originalLTE", "remaining", "remainingNEQ", "remainingIn", "remainingNotIn", "remainingGT", "remainingGTE", "remainingLT", "remainingLTE", "held", "heldNEQ", "heldIn", "heldNotIn", "heldGT", "heldGTE", "heldLT", "heldLTE", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "priority", "priorityNEQ", "priorityIn", "priorityNotIn", "priorityGT", "priorityGTE", "priorityLT", "priorityLTE", "paymentID", "paymentIDNEQ", "paymentIDIn", "paymentIDNotIn", "paymentIDGT", "paymentIDGTE", "paymentIDLT", "paymentIDLTE", "paymentIDContains", "paymentIDHasPrefix", "paymentIDHasSuffix", "paymentIDIsNil", "paymentIDNotNil", "paymentIDEqualFold", "paymentIDContainsFold", "transactionID", "transactionIDNEQ", "transactionIDIn", "transactionIDNotIn", "transactionIDGT", "transactionIDGTE", "transactionIDLT", "transactionIDLTE", "transactionIDContains", "transactionIDHasPrefix", "transactionIDHasSuffix", "transactionIDEqualFold", "transactionIDContainsFold", "hasUser", "hasUserWith", "hasPayment", "hasPaymentWith", "hasTransaction", "hasTransactionWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "source", "sourceNEQ", "sourceIn", "sourceNotIn", "original", "originalNEQ", "originalIn", "originalNotIn", "originalGT", "originalGTE", "originalLT", "originalLTE", "remaining", "remainingNEQ", "remainingIn", "remainingNotIn", "remainingGT", "remainingGTE", "remainingLT", "remainingLTE", "held", "heldNEQ", "heldIn", "heldNotIn", "heldGT", "heldGTE", "heldLT", "heldLTE", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "expiresAtIsNil", "expiresAtNotNil", "priority", "priorityNEQ", "priorityIn", "priorityNotIn", "priorityGT", "priorityGTE", "priorityLT", "priorityLTE", "paymentID", "paymentIDNEQ", "paymentIDIn", "paymentIDNotIn", "paymentIDGT", "paymentIDGTE", "paymentIDLT", "paymentIDLTE", "paymentIDContains", "paymentIDHasPrefix", "paymentIDHasSuffix", "paymentIDIsNil", "paymentIDNotNil", "paymentIDEqualFold", "paymentIDContainsFold", "transactionID", "transactionIDNEQ", "transactionIDIn", "transactionIDNotIn", "transactionIDGT", "transactionIDGTE", "transactionIDLT", "transactionIDLTE", "transactionIDContains", "transactionIDHasPrefix", "transactionIDHasSuffix", "transactionIDEqualFold", "transactionIDContainsFold", "hasUser", "hasUserWith", "hasPayment", "hasPaymentWith", "hasTransaction", "hasTransactionWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -18313,62 +17573,6 @@ func (ec *executionContext) unmarshalInputCreditLotWhereInput(ctx context.Contex
 				return it, err
 			}
 			it.CreatedAtLTE = data
-		case "updatedAt":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAt = data
-		case "updatedAtNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNEQ = data
-		case "updatedAtIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtIn = data
-		case "updatedAtNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNotIn = data
-		case "updatedAtGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGT = data
-		case "updatedAtGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGTE = data
-		case "updatedAtLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLT = data
-		case "updatedAtLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLTE = data
 		case "userID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -19101,7 +18305,7 @@ func (ec *executionContext) unmarshalInputCreditPackageWhereInput(ctx context.Co
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "description", "descriptionNEQ", "descriptionIn", "descriptionNotIn", "descriptionGT", "descriptionGTE", "descriptionLT", "descriptionLTE", "descriptionContains", "descriptionHasPrefix", "descriptionHasSuffix", "descriptionIsNil", "descriptionNotNil", "descriptionEqualFold", "descriptionContainsFold", "credits", "creditsNEQ", "creditsIn", "creditsNotIn", "creditsGT", "creditsGTE", "creditsLT", "creditsLTE", "priceAmount", "priceAmountNEQ", "priceAmountIn", "priceAmountNotIn", "priceAmountGT", "priceAmountGTE", "priceAmountLT", "priceAmountLTE", "currency", "currencyNEQ", "currencyIn", "currencyNotIn", "currencyGT", "currencyGTE", "currencyLT", "currencyLTE", "currencyContains", "currencyHasPrefix", "currencyHasSuffix", "currencyEqualFold", "currencyContainsFold", "stripePriceID", "stripePriceIDNEQ", "stripePriceIDIn", "stripePriceIDNotIn", "stripePriceIDGT", "stripePriceIDGTE", "stripePriceIDLT", "stripePriceIDLTE", "stripePriceIDContains", "stripePriceIDHasPrefix", "stripePriceIDHasSuffix", "stripePriceIDIsNil", "stripePriceIDNotNil", "stripePriceIDEqualFold", "stripePriceIDContainsFold", "active", "activeNEQ", "sortOrder", "sortOrderNEQ", "sortOrderIn", "sortOrderNotIn", "sortOrderGT", "sortOrderGTE", "sortOrderLT", "sortOrderLTE"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "description", "descriptionNEQ", "descriptionIn", "descriptionNotIn", "descriptionGT", "descriptionGTE", "descriptionLT", "descriptionLTE", "descriptionContains", "descriptionHasPrefix", "descriptionHasSuffix", "descriptionIsNil", "descriptionNotNil", "descriptionEqualFold", "descriptionContainsFold", "credits", "creditsNEQ", "creditsIn", "creditsNotIn", "creditsGT", "creditsGTE", "creditsLT", "creditsLTE", "priceAmount", "priceAmountNEQ", "priceAmountIn", "priceAmountNotIn", "priceAmountGT", "priceAmountGTE", "priceAmountLT", "priceAmountLTE", "currency", "currencyNEQ", "currencyIn", "currencyNotIn", "currencyGT", "currencyGTE", "currencyLT", "currencyLTE", "currencyContains", "currencyHasPrefix", "currencyHasSuffix", "currencyEqualFold", "currencyContainsFold", "stripePriceID", "stripePriceIDNEQ", "stripePriceIDIn", "stripePriceIDNotIn", "stripePriceIDGT", "stripePriceIDGTE", "stripePriceIDLT", "stripePriceIDLTE", "stripePriceIDContains", "stripePriceIDHasPrefix", "stripePriceIDHasSuffix", "stripePriceIDIsNil", "stripePriceIDNotNil", "stripePriceIDEqualFold", "stripePriceIDContainsFold", "active", "activeNEQ", "sortOrder", "sortOrderNEQ", "sortOrderIn", "sortOrderNotIn", "sortOrderGT", "sortOrderGTE", "sortOrderLT", "sortOrderLTE"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -19255,62 +18459,6 @@ func (ec *executionContext) unmarshalInputCreditPackageWhereInput(ctx context.Co
 				return it, err
 			}
 			it.CreatedAtLTE = data
-		case "updatedAt":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAt = data
-		case "updatedAtNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNEQ = data
-		case "updatedAtIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtIn = data
-		case "updatedAtNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNotIn = data
-		case "updatedAtGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGT = data
-		case "updatedAtGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGTE = data
-		case "updatedAtLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLT = data
-		case "updatedAtLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLTE = data
 		case "name":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -19966,7 +19114,7 @@ func (ec *executionContext) unmarshalInputCreditReservationWhereInput(ctx contex
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "amount", "amountNEQ", "amountIn", "amountNotIn", "amountGT", "amountGTE", "amountLT", "amountLTE", "capturedAmount", "capturedAmountNEQ", "capturedAmountIn", "capturedAmountNotIn", "capturedAmountGT", "capturedAmountGTE", "capturedAmountLT", "capturedAmountLTE", "status", "statusNEQ", "statusIn", "statusNotIn", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "reason", "reasonNEQ", "reasonIn", "reasonNotIn", "reasonGT", "reasonGTE", "reasonLT", "reasonLTE", "reasonContains", "reasonHasPrefix", "reasonHasSuffix", "reasonIsNil", "reasonNotNil", "reasonEqualFold", "reasonContainsFold", "closedAt", "closedAtNEQ", "closedAtIn", "closedAtNotIn", "closedAtGT", "closedAtGTE", "closedAtLT", "closedAtLTE", "closedAtIsNil", "closedAtNotNil", "hasUser", "hasUserWith", "hasTransactions", "hasTransactionsWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "amount", "amountNEQ", "amountIn", "amountNotIn", "amountGT", "amountGTE", "amountLT", "amountLTE", "capturedAmount", "capturedAmountNEQ", "capturedAmountIn", "capturedAmountNotIn", "capturedAmountGT", "capturedAmountGTE", "capturedAmountLT", "capturedAmountLTE", "status", "statusNEQ", "statusIn", "statusNotIn", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "reason", "reasonNEQ", "reasonIn", "reasonNotIn", "reasonGT", "reasonGTE", "reasonLT", "reasonLTE", "reasonContains", "reasonHasPrefix", "reasonHasSuffix", "reasonIsNil", "reasonNotNil", "reasonEqualFold", "reasonContainsFold", "closedAt", "closedAtNEQ", "closedAtIn", "closedAtNotIn", "closedAtGT", "closedAtGTE", "closedAtLT", "closedAtLTE", "closedAtIsNil", "closedAtNotNil", "hasUser", "hasUserWith", "hasTransactions", "hasTransactionsWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -20120,62 +19268,6 @@ func (ec *executionContext) unmarshalInputCreditReservationWhereInput(ctx contex
 				return it, err
 			}
 			it.CreatedAtLTE = data
-		case "updatedAt":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAt = data
-		case "updatedAtNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNEQ = data
-		case "updatedAtIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtIn = data
-		case "updatedAtNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNotIn = data
-		case "updatedAtGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGT = data
-		case "updatedAtGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGTE = data
-		case "updatedAtLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLT = data
-		case "updatedAtLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLTE = data
 		case "userID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -20747,7 +19839,7 @@ func (ec *executionContext) unmarshalInputCreditTransactionWhereInput(ctx contex
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "kind", "kindNEQ", "kindIn", "kindNotIn", "amount", "amountNEQ", "amountIn", "amountNotIn", "amountGT", "amountGTE", "amountLT", "amountLTE", "reason", "reasonNEQ", "reasonIn", "reasonNotIn", "reasonGT", "reasonGTE", "reasonLT", "reasonLTE", "reasonContains", "reasonHasPrefix", "reasonHasSuffix", "reasonIsNil", "reasonNotNil", "reasonEqualFold", "reasonContainsFold", "actor", "actorNEQ", "actorIn", "actorNotIn", "actorGT", "actorGTE", "actorLT", "actorLTE", "actorContains", "actorHasPrefix", "actorHasSuffix", "actorEqualFold", "actorContainsFold", "idempotencyKey", "idempotencyKeyNEQ", "idempotencyKeyIn", "idempotencyKeyNotIn", "idempotencyKeyGT", "idempotencyKeyGTE", "idempotencyKeyLT", "idempotencyKeyLTE", "idempotencyKeyContains", "idempotencyKeyHasPrefix", "idempotencyKeyHasSuffix", "idempotencyKeyIsNil", "idempotencyKeyNotNil", "idempotencyKeyEqualFold", "idempotencyKeyContainsFold", "paymentID", "paymentIDNEQ", "paymentIDIn", "paymentIDNotIn", "paymentIDGT", "paymentIDGTE", "paymentIDLT", "paymentIDLTE", "paymentIDContains", "paymentIDHasPrefix", "paymentIDHasSuffix", "paymentIDIsNil", "paymentIDNotNil", "paymentIDEqualFold", "paymentIDContainsFold", "reservationID", "reservationIDNEQ", "reservationIDIn", "reservationIDNotIn", "reservationIDGT", "reservationIDGTE", "reservationIDLT", "reservationIDLTE", "reservationIDContains", "reservationIDHasPrefix", "reservationIDHasSuffix", "reservationIDIsNil", "reservationIDNotNil", "reservationIDEqualFold", "reservationIDContainsFold", "hasUser", "hasUserWith", "hasPayment", "hasPaymentWith", "hasReservation", "hasReservationWith", "hasPostings", "hasPostingsWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "kind", "kindNEQ", "kindIn", "kindNotIn", "paymentID", "paymentIDNEQ", "paymentIDIn", "paymentIDNotIn", "paymentIDGT", "paymentIDGTE", "paymentIDLT", "paymentIDLTE", "paymentIDContains", "paymentIDHasPrefix", "paymentIDHasSuffix", "paymentIDIsNil", "paymentIDNotNil", "paymentIDEqualFold", "paymentIDContainsFold", "reservationID", "reservationIDNEQ", "reservationIDIn", "reservationIDNotIn", "reservationIDGT", "reservationIDGTE", "reservationIDLT", "reservationIDLTE", "reservationIDContains", "reservationIDHasPrefix", "reservationIDHasSuffix", "reservationIDIsNil", "reservationIDNotNil", "reservationIDEqualFold", "reservationIDContainsFold", "hasUser", "hasUserWith", "hasPayment", "hasPaymentWith", "hasReservation", "hasReservationWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -21020,363 +20112,6 @@ func (ec *executionContext) unmarshalInputCreditTransactionWhereInput(ctx contex
 				return it, err
 			}
 			it.KindNotIn = data
-		case "amount":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Amount = data
-		case "amountNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountNEQ = data
-		case "amountIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountIn = data
-		case "amountNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountNotIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountNotIn = data
-		case "amountGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountGT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountGT = data
-		case "amountGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountGTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountGTE = data
-		case "amountLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountLT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountLT = data
-		case "amountLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountLTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountLTE = data
-		case "reason":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reason"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Reason = data
-		case "reasonNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonNEQ = data
-		case "reasonIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonIn = data
-		case "reasonNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonNotIn = data
-		case "reasonGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonGT = data
-		case "reasonGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonGTE = data
-		case "reasonLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonLT = data
-		case "reasonLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonLTE = data
-		case "reasonContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonContains = data
-		case "reasonHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonHasPrefix = data
-		case "reasonHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonHasSuffix = data
-		case "reasonIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonIsNil = data
-		case "reasonNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonNotNil = data
-		case "reasonEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonEqualFold = data
-		case "reasonContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("reasonContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ReasonContainsFold = data
-		case "actor":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actor"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Actor = data
-		case "actorNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorNEQ = data
-		case "actorIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorIn = data
-		case "actorNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorNotIn = data
-		case "actorGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorGT = data
-		case "actorGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorGTE = data
-		case "actorLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorLT = data
-		case "actorLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorLTE = data
-		case "actorContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorContains = data
-		case "actorHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorHasPrefix = data
-		case "actorHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorHasSuffix = data
-		case "actorEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorEqualFold = data
-		case "actorContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("actorContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ActorContainsFold = data
-		case "idempotencyKey":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKey = data
-		case "idempotencyKeyNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyNEQ = data
-		case "idempotencyKeyIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyIn = data
-		case "idempotencyKeyNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyNotIn = data
-		case "idempotencyKeyGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyGT = data
-		case "idempotencyKeyGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyGTE = data
-		case "idempotencyKeyLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyLT = data
-		case "idempotencyKeyLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyLTE = data
-		case "idempotencyKeyContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyContains = data
-		case "idempotencyKeyHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyHasPrefix = data
-		case "idempotencyKeyHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyHasSuffix = data
-		case "idempotencyKeyIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyIsNil = data
-		case "idempotencyKeyNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyNotNil = data
-		case "idempotencyKeyEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyEqualFold = data
-		case "idempotencyKeyContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKeyContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.IdempotencyKeyContainsFold = data
 		case "paymentID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paymentID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -21629,20 +20364,6 @@ func (ec *executionContext) unmarshalInputCreditTransactionWhereInput(ctx contex
 				return it, err
 			}
 			it.HasReservationWith = data
-		case "hasPostings":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasPostings"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasPostings = data
-		case "hasPostingsWith":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasPostingsWith"))
-			data, err := ec.unmarshalOPostingWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPostingWhereInputᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasPostingsWith = data
 		}
 	}
 	return it, nil
@@ -21913,7 +20634,7 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "packageID", "packageIDNEQ", "packageIDIn", "packageIDNotIn", "packageIDGT", "packageIDGTE", "packageIDLT", "packageIDLTE", "packageIDContains", "packageIDHasPrefix", "packageIDHasSuffix", "packageIDEqualFold", "packageIDContainsFold", "amount", "amountNEQ", "amountIn", "amountNotIn", "amountGT", "amountGTE", "amountLT", "amountLTE", "currency", "currencyNEQ", "currencyIn", "currencyNotIn", "currencyGT", "currencyGTE", "currencyLT", "currencyLTE", "currencyContains", "currencyHasPrefix", "currencyHasSuffix", "currencyEqualFold", "currencyContainsFold", "credits", "creditsNEQ", "creditsIn", "creditsNotIn", "creditsGT", "creditsGTE", "creditsLT", "creditsLTE", "status", "statusNEQ", "statusIn", "statusNotIn", "amountRefunded", "amountRefundedNEQ", "amountRefundedIn", "amountRefundedNotIn", "amountRefundedGT", "amountRefundedGTE", "amountRefundedLT", "amountRefundedLTE", "stripeCheckoutSessionID", "stripeCheckoutSessionIDNEQ", "stripeCheckoutSessionIDIn", "stripeCheckoutSessionIDNotIn", "stripeCheckoutSessionIDGT", "stripeCheckoutSessionIDGTE", "stripeCheckoutSessionIDLT", "stripeCheckoutSessionIDLTE", "stripeCheckoutSessionIDContains", "stripeCheckoutSessionIDHasPrefix", "stripeCheckoutSessionIDHasSuffix", "stripeCheckoutSessionIDIsNil", "stripeCheckoutSessionIDNotNil", "stripeCheckoutSessionIDEqualFold", "stripeCheckoutSessionIDContainsFold", "stripePaymentIntentID", "stripePaymentIntentIDNEQ", "stripePaymentIntentIDIn", "stripePaymentIntentIDNotIn", "stripePaymentIntentIDGT", "stripePaymentIntentIDGTE", "stripePaymentIntentIDLT", "stripePaymentIntentIDLTE", "stripePaymentIntentIDContains", "stripePaymentIntentIDHasPrefix", "stripePaymentIntentIDHasSuffix", "stripePaymentIntentIDIsNil", "stripePaymentIntentIDNotNil", "stripePaymentIntentIDEqualFold", "stripePaymentIntentIDContainsFold", "stripeChargeID", "stripeChargeIDNEQ", "stripeChargeIDIn", "stripeChargeIDNotIn", "stripeChargeIDGT", "stripeChargeIDGTE", "stripeChargeIDLT", "stripeChargeIDLTE", "stripeChargeIDContains", "stripeChargeIDHasPrefix", "stripeChargeIDHasSuffix", "stripeChargeIDIsNil", "stripeChargeIDNotNil", "stripeChargeIDEqualFold", "stripeChargeIDContainsFold", "livemode", "livemodeNEQ", "paidAt", "paidAtNEQ", "paidAtIn", "paidAtNotIn", "paidAtGT", "paidAtGTE", "paidAtLT", "paidAtLTE", "paidAtIsNil", "paidAtNotNil", "hasUser", "hasUserWith", "hasPackage", "hasPackageWith", "hasTransactions", "hasTransactionsWith", "hasLots", "hasLotsWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "stripeCheckoutSessionID", "stripeCheckoutSessionIDNEQ", "stripeCheckoutSessionIDIn", "stripeCheckoutSessionIDNotIn", "stripeCheckoutSessionIDGT", "stripeCheckoutSessionIDGTE", "stripeCheckoutSessionIDLT", "stripeCheckoutSessionIDLTE", "stripeCheckoutSessionIDContains", "stripeCheckoutSessionIDHasPrefix", "stripeCheckoutSessionIDHasSuffix", "stripeCheckoutSessionIDIsNil", "stripeCheckoutSessionIDNotNil", "stripeCheckoutSessionIDEqualFold", "stripeCheckoutSessionIDContainsFold", "stripePaymentIntentID", "stripePaymentIntentIDNEQ", "stripePaymentIntentIDIn", "stripePaymentIntentIDNotIn", "stripePaymentIntentIDGT", "stripePaymentIntentIDGTE", "stripePaymentIntentIDLT", "stripePaymentIntentIDLTE", "stripePaymentIntentIDContains", "stripePaymentIntentIDHasPrefix", "stripePaymentIntentIDHasSuffix", "stripePaymentIntentIDIsNil", "stripePaymentIntentIDNotNil", "stripePaymentIntentIDEqualFold", "stripePaymentIntentIDContainsFold", "stripeChargeID", "stripeChargeIDNEQ", "stripeChargeIDIn", "stripeChargeIDNotIn", "stripeChargeIDGT", "stripeChargeIDGTE", "stripeChargeIDLT", "stripeChargeIDLTE", "stripeChargeIDContains", "stripeChargeIDHasPrefix", "stripeChargeIDHasSuffix", "stripeChargeIDIsNil", "stripeChargeIDNotNil", "stripeChargeIDEqualFold", "stripeChargeIDContainsFold", "hasUser", "hasUserWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -22067,62 +20788,6 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 				return it, err
 			}
 			it.CreatedAtLTE = data
-		case "updatedAt":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAt = data
-		case "updatedAtNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNEQ = data
-		case "updatedAtIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtIn = data
-		case "updatedAtNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNotIn = data
-		case "updatedAtGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGT = data
-		case "updatedAtGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGTE = data
-		case "updatedAtLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLT = data
-		case "updatedAtLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLTE = data
 		case "userID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -22214,300 +20879,6 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 				return it, err
 			}
 			it.UserIDContainsFold = data
-		case "packageID":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageID"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageID = data
-		case "packageIDNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDNEQ"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDNEQ = data
-		case "packageIDIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDIn"))
-			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDIn = data
-		case "packageIDNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDNotIn"))
-			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDNotIn = data
-		case "packageIDGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDGT"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDGT = data
-		case "packageIDGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDGTE"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDGTE = data
-		case "packageIDLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDLT"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDLT = data
-		case "packageIDLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDLTE"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDLTE = data
-		case "packageIDContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDContains"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDContains = data
-		case "packageIDHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDHasPrefix"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDHasPrefix = data
-		case "packageIDHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDHasSuffix"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDHasSuffix = data
-		case "packageIDEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDEqualFold"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDEqualFold = data
-		case "packageIDContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageIDContainsFold"))
-			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PackageIDContainsFold = data
-		case "amount":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amount"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Amount = data
-		case "amountNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountNEQ = data
-		case "amountIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountIn = data
-		case "amountNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountNotIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountNotIn = data
-		case "amountGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountGT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountGT = data
-		case "amountGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountGTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountGTE = data
-		case "amountLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountLT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountLT = data
-		case "amountLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountLTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountLTE = data
-		case "currency":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currency"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Currency = data
-		case "currencyNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyNEQ = data
-		case "currencyIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyIn = data
-		case "currencyNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyNotIn = data
-		case "currencyGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyGT = data
-		case "currencyGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyGTE = data
-		case "currencyLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyLT = data
-		case "currencyLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyLTE = data
-		case "currencyContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyContains = data
-		case "currencyHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyHasPrefix = data
-		case "currencyHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyHasSuffix = data
-		case "currencyEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyEqualFold = data
-		case "currencyContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CurrencyContainsFold = data
-		case "credits":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("credits"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Credits = data
-		case "creditsNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsNEQ = data
-		case "creditsIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsIn = data
-		case "creditsNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsNotIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsNotIn = data
-		case "creditsGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsGT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsGT = data
-		case "creditsGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsGTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsGTE = data
-		case "creditsLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsLT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsLT = data
-		case "creditsLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsLTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsLTE = data
 		case "status":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
 			data, err := ec.unmarshalOPaymentStatus2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐStatus(ctx, v)
@@ -22536,62 +20907,6 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 				return it, err
 			}
 			it.StatusNotIn = data
-		case "amountRefunded":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountRefunded"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountRefunded = data
-		case "amountRefundedNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountRefundedNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountRefundedNEQ = data
-		case "amountRefundedIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountRefundedIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountRefundedIn = data
-		case "amountRefundedNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountRefundedNotIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountRefundedNotIn = data
-		case "amountRefundedGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountRefundedGT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountRefundedGT = data
-		case "amountRefundedGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountRefundedGTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountRefundedGTE = data
-		case "amountRefundedLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountRefundedLT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountRefundedLT = data
-		case "amountRefundedLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("amountRefundedLTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AmountRefundedLTE = data
 		case "stripeCheckoutSessionID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionID"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -22907,90 +21222,6 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 				return it, err
 			}
 			it.StripeChargeIDContainsFold = data
-		case "livemode":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("livemode"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Livemode = data
-		case "livemodeNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("livemodeNEQ"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.LivemodeNEQ = data
-		case "paidAt":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAt"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAt = data
-		case "paidAtNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAtNEQ"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAtNEQ = data
-		case "paidAtIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAtIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAtIn = data
-		case "paidAtNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAtNotIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAtNotIn = data
-		case "paidAtGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAtGT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAtGT = data
-		case "paidAtGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAtGTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAtGTE = data
-		case "paidAtLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAtLT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAtLT = data
-		case "paidAtLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAtLTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAtLTE = data
-		case "paidAtIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAtIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAtIsNil = data
-		case "paidAtNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paidAtNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.PaidAtNotNil = data
 		case "hasUser":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasUser"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -23005,48 +21236,6 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 				return it, err
 			}
 			it.HasUserWith = data
-		case "hasPackage":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasPackage"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasPackage = data
-		case "hasPackageWith":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasPackageWith"))
-			data, err := ec.unmarshalOCreditPackageWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackageWhereInputᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasPackageWith = data
-		case "hasTransactions":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasTransactions"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasTransactions = data
-		case "hasTransactionsWith":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasTransactionsWith"))
-			data, err := ec.unmarshalOCreditTransactionWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionWhereInputᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasTransactionsWith = data
-		case "hasLots":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasLots"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasLots = data
-		case "hasLotsWith":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasLotsWith"))
-			data, err := ec.unmarshalOCreditLotWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLotWhereInputᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasLotsWith = data
 		}
 	}
 	return it, nil
@@ -23923,7 +22112,7 @@ func (ec *executionContext) unmarshalInputProcessedEventWhereInput(ctx context.C
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "stripeEventID", "stripeEventIDNEQ", "stripeEventIDIn", "stripeEventIDNotIn", "stripeEventIDGT", "stripeEventIDGTE", "stripeEventIDLT", "stripeEventIDLTE", "stripeEventIDContains", "stripeEventIDHasPrefix", "stripeEventIDHasSuffix", "stripeEventIDEqualFold", "stripeEventIDContainsFold", "type", "typeNEQ", "typeIn", "typeNotIn", "typeGT", "typeGTE", "typeLT", "typeLTE", "typeContains", "typeHasPrefix", "typeHasSuffix", "typeEqualFold", "typeContainsFold", "livemode", "livemodeNEQ", "apiVersion", "apiVersionNEQ", "apiVersionIn", "apiVersionNotIn", "apiVersionGT", "apiVersionGTE", "apiVersionLT", "apiVersionLTE", "apiVersionContains", "apiVersionHasPrefix", "apiVersionHasSuffix", "apiVersionIsNil", "apiVersionNotNil", "apiVersionEqualFold", "apiVersionContainsFold", "outcome", "outcomeNEQ", "outcomeIn", "outcomeNotIn", "error", "errorNEQ", "errorIn", "errorNotIn", "errorGT", "errorGTE", "errorLT", "errorLTE", "errorContains", "errorHasPrefix", "errorHasSuffix", "errorIsNil", "errorNotNil", "errorEqualFold", "errorContainsFold", "paymentID", "paymentIDNEQ", "paymentIDIn", "paymentIDNotIn", "paymentIDGT", "paymentIDGTE", "paymentIDLT", "paymentIDLTE", "paymentIDContains", "paymentIDHasPrefix", "paymentIDHasSuffix", "paymentIDIsNil", "paymentIDNotNil", "paymentIDEqualFold", "paymentIDContainsFold", "attempts", "attemptsNEQ", "attemptsIn", "attemptsNotIn", "attemptsGT", "attemptsGTE", "attemptsLT", "attemptsLTE", "receivedAt", "receivedAtNEQ", "receivedAtIn", "receivedAtNotIn", "receivedAtGT", "receivedAtGTE", "receivedAtLT", "receivedAtLTE", "processedAt", "processedAtNEQ", "processedAtIn", "processedAtNotIn", "processedAtGT", "processedAtGTE", "processedAtLT", "processedAtLTE", "processedAtIsNil", "processedAtNotNil", "hasPayment", "hasPaymentWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "stripeEventID", "stripeEventIDNEQ", "stripeEventIDIn", "stripeEventIDNotIn", "stripeEventIDGT", "stripeEventIDGTE", "stripeEventIDLT", "stripeEventIDLTE", "stripeEventIDContains", "stripeEventIDHasPrefix", "stripeEventIDHasSuffix", "stripeEventIDEqualFold", "stripeEventIDContainsFold", "outcome", "outcomeNEQ", "outcomeIn", "outcomeNotIn", "paymentID", "paymentIDNEQ", "paymentIDIn", "paymentIDNotIn", "paymentIDGT", "paymentIDGTE", "paymentIDLT", "paymentIDLTE", "paymentIDContains", "paymentIDHasPrefix", "paymentIDHasSuffix", "paymentIDIsNil", "paymentIDNotNil", "paymentIDEqualFold", "paymentIDContainsFold", "receivedAt", "receivedAtNEQ", "receivedAtIn", "receivedAtNotIn", "receivedAtGT", "receivedAtGTE", "receivedAtLT", "receivedAtLTE", "hasPayment", "hasPaymentWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -24112,216 +22301,6 @@ func (ec *executionContext) unmarshalInputProcessedEventWhereInput(ctx context.C
 				return it, err
 			}
 			it.StripeEventIDContainsFold = data
-		case "type":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("type"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Type = data
-		case "typeNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeNEQ = data
-		case "typeIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeIn = data
-		case "typeNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeNotIn = data
-		case "typeGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeGT = data
-		case "typeGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeGTE = data
-		case "typeLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeLT = data
-		case "typeLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeLTE = data
-		case "typeContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeContains = data
-		case "typeHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeHasPrefix = data
-		case "typeHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeHasSuffix = data
-		case "typeEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeEqualFold = data
-		case "typeContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("typeContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.TypeContainsFold = data
-		case "livemode":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("livemode"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Livemode = data
-		case "livemodeNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("livemodeNEQ"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.LivemodeNEQ = data
-		case "apiVersion":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersion"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersion = data
-		case "apiVersionNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionNEQ = data
-		case "apiVersionIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionIn = data
-		case "apiVersionNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionNotIn = data
-		case "apiVersionGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionGT = data
-		case "apiVersionGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionGTE = data
-		case "apiVersionLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionLT = data
-		case "apiVersionLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionLTE = data
-		case "apiVersionContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionContains = data
-		case "apiVersionHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionHasPrefix = data
-		case "apiVersionHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionHasSuffix = data
-		case "apiVersionIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionIsNil = data
-		case "apiVersionNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionNotNil = data
-		case "apiVersionEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionEqualFold = data
-		case "apiVersionContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("apiVersionContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.APIVersionContainsFold = data
 		case "outcome":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("outcome"))
 			data, err := ec.unmarshalOProcessedEventOutcome2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋprocessedeventᚐOutcome(ctx, v)
@@ -24350,111 +22329,6 @@ func (ec *executionContext) unmarshalInputProcessedEventWhereInput(ctx context.C
 				return it, err
 			}
 			it.OutcomeNotIn = data
-		case "error":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("error"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Error = data
-		case "errorNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorNEQ"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorNEQ = data
-		case "errorIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorIn = data
-		case "errorNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorNotIn"))
-			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorNotIn = data
-		case "errorGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorGT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorGT = data
-		case "errorGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorGTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorGTE = data
-		case "errorLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorLT"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorLT = data
-		case "errorLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorLTE"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorLTE = data
-		case "errorContains":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorContains"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorContains = data
-		case "errorHasPrefix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorHasPrefix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorHasPrefix = data
-		case "errorHasSuffix":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorHasSuffix"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorHasSuffix = data
-		case "errorIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorIsNil = data
-		case "errorNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorNotNil = data
-		case "errorEqualFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorEqualFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorEqualFold = data
-		case "errorContainsFold":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("errorContainsFold"))
-			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ErrorContainsFold = data
 		case "paymentID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("paymentID"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -24560,62 +22434,6 @@ func (ec *executionContext) unmarshalInputProcessedEventWhereInput(ctx context.C
 				return it, err
 			}
 			it.PaymentIDContainsFold = data
-		case "attempts":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attempts"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.Attempts = data
-		case "attemptsNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AttemptsNEQ = data
-		case "attemptsIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsIn"))
-			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AttemptsIn = data
-		case "attemptsNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsNotIn"))
-			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AttemptsNotIn = data
-		case "attemptsGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsGT"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AttemptsGT = data
-		case "attemptsGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsGTE"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AttemptsGTE = data
-		case "attemptsLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsLT"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AttemptsLT = data
-		case "attemptsLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("attemptsLTE"))
-			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.AttemptsLTE = data
 		case "receivedAt":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("receivedAt"))
 			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
@@ -24672,76 +22490,6 @@ func (ec *executionContext) unmarshalInputProcessedEventWhereInput(ctx context.C
 				return it, err
 			}
 			it.ReceivedAtLTE = data
-		case "processedAt":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAt"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAt = data
-		case "processedAtNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAtNEQ"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAtNEQ = data
-		case "processedAtIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAtIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAtIn = data
-		case "processedAtNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAtNotIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAtNotIn = data
-		case "processedAtGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAtGT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAtGT = data
-		case "processedAtGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAtGTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAtGTE = data
-		case "processedAtLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAtLT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAtLT = data
-		case "processedAtLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAtLTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAtLTE = data
-		case "processedAtIsNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAtIsNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAtIsNil = data
-		case "processedAtNotNil":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("processedAtNotNil"))
-			data, err := ec.unmarshalOBoolean2bool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.ProcessedAtNotNil = data
 		case "hasPayment":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasPayment"))
 			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
@@ -25383,7 +23131,7 @@ func (ec *executionContext) unmarshalInputUserWhereInput(ctx context.Context, ob
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "updatedAt", "updatedAtNEQ", "updatedAtIn", "updatedAtNotIn", "updatedAtGT", "updatedAtGTE", "updatedAtLT", "updatedAtLTE", "externalID", "externalIDNEQ", "externalIDIn", "externalIDNotIn", "externalIDGT", "externalIDGTE", "externalIDLT", "externalIDLTE", "externalIDContains", "externalIDHasPrefix", "externalIDHasSuffix", "externalIDEqualFold", "externalIDContainsFold", "email", "emailNEQ", "emailIn", "emailNotIn", "emailGT", "emailGTE", "emailLT", "emailLTE", "emailContains", "emailHasPrefix", "emailHasSuffix", "emailIsNil", "emailNotNil", "emailEqualFold", "emailContainsFold", "creditsBalance", "creditsBalanceNEQ", "creditsBalanceIn", "creditsBalanceNotIn", "creditsBalanceGT", "creditsBalanceGTE", "creditsBalanceLT", "creditsBalanceLTE", "status", "statusNEQ", "statusIn", "statusNotIn", "hasLots", "hasLotsWith", "hasReservations", "hasReservationsWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "externalID", "externalIDNEQ", "externalIDIn", "externalIDNotIn", "externalIDGT", "externalIDGTE", "externalIDLT", "externalIDLTE", "externalIDContains", "externalIDHasPrefix", "externalIDHasSuffix", "externalIDEqualFold", "externalIDContainsFold", "email", "emailNEQ", "emailIn", "emailNotIn", "emailGT", "emailGTE", "emailLT", "emailLTE", "emailContains", "emailHasPrefix", "emailHasSuffix", "emailIsNil", "emailNotNil", "emailEqualFold", "emailContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -25537,62 +23285,6 @@ func (ec *executionContext) unmarshalInputUserWhereInput(ctx context.Context, ob
 				return it, err
 			}
 			it.CreatedAtLTE = data
-		case "updatedAt":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAt"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAt = data
-		case "updatedAtNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNEQ"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNEQ = data
-		case "updatedAtIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtIn = data
-		case "updatedAtNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtNotIn"))
-			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtNotIn = data
-		case "updatedAtGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGT = data
-		case "updatedAtGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtGTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtGTE = data
-		case "updatedAtLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLT"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLT = data
-		case "updatedAtLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("updatedAtLTE"))
-			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.UpdatedAtLTE = data
 		case "externalID":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("externalID"))
 			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
@@ -25789,62 +23481,6 @@ func (ec *executionContext) unmarshalInputUserWhereInput(ctx context.Context, ob
 				return it, err
 			}
 			it.EmailContainsFold = data
-		case "creditsBalance":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsBalance"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsBalance = data
-		case "creditsBalanceNEQ":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsBalanceNEQ"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsBalanceNEQ = data
-		case "creditsBalanceIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsBalanceIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsBalanceIn = data
-		case "creditsBalanceNotIn":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsBalanceNotIn"))
-			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsBalanceNotIn = data
-		case "creditsBalanceGT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsBalanceGT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsBalanceGT = data
-		case "creditsBalanceGTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsBalanceGTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsBalanceGTE = data
-		case "creditsBalanceLT":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsBalanceLT"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsBalanceLT = data
-		case "creditsBalanceLTE":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsBalanceLTE"))
-			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.CreditsBalanceLTE = data
 		case "status":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
 			data, err := ec.unmarshalOUserStatus2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋuserᚐStatus(ctx, v)
@@ -25873,34 +23509,6 @@ func (ec *executionContext) unmarshalInputUserWhereInput(ctx context.Context, ob
 				return it, err
 			}
 			it.StatusNotIn = data
-		case "hasLots":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasLots"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasLots = data
-		case "hasLotsWith":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasLotsWith"))
-			data, err := ec.unmarshalOCreditLotWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLotWhereInputᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasLotsWith = data
-		case "hasReservations":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasReservations"))
-			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasReservations = data
-		case "hasReservationsWith":
-			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasReservationsWith"))
-			data, err := ec.unmarshalOCreditReservationWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservationWhereInputᚄ(ctx, v)
-			if err != nil {
-				return it, err
-			}
-			it.HasReservationsWith = data
 		}
 	}
 	return it, nil
@@ -26104,18 +23712,24 @@ func (ec *executionContext) _AdminActionConnection(ctx context.Context, sel ast.
 		case "edges":
 			out.Values[i] = ec._AdminActionConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._AdminActionConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._AdminActionConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._AdminActionConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -27094,18 +24708,24 @@ func (ec *executionContext) _CreditTransactionConnection(ctx context.Context, se
 		case "edges":
 			out.Values[i] = ec._CreditTransactionConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._CreditTransactionConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._CreditTransactionConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CreditTransactionConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -27837,18 +25457,24 @@ func (ec *executionContext) _PaymentConnection(ctx context.Context, sel ast.Sele
 		case "edges":
 			out.Values[i] = ec._PaymentConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._PaymentConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._PaymentConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._PaymentConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -28093,18 +25719,24 @@ func (ec *executionContext) _ProcessedEventConnection(ctx context.Context, sel a
 		case "edges":
 			out.Values[i] = ec._ProcessedEventConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._ProcessedEventConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._ProcessedEventConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ProcessedEventConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -28799,18 +26431,24 @@ func (ec *executionContext) _UserConnection(ctx context.Context, sel ast.Selecti
 		case "edges":
 			out.Values[i] = ec._UserConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._UserConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._UserConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._UserConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}

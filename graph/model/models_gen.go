@@ -106,8 +106,8 @@ type GrantCreditsPayload struct {
 
 type LedgerProblem struct {
 	// Which invariant is broken: unbalanced_transaction, balance_mismatch,
-	// lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree (the
-	// ledger); payment_grant_mismatch (a paid payment without exactly one grant
+	// lot_remaining_mismatch, lot_held_mismatch, lots_and_balance_disagree,
+	// transaction_count_mismatch (the ledger); payment_grant_mismatch (a paid payment without exactly one grant
 	// of its credits, or an unpaid one with any), payment_clawback_mismatch (a
 	// payment's refund and dispute clawbacks disagree with its amount refunded
 	// and its state).

@@ -26,7 +26,11 @@ const (
 	// RateLimited is a request past its caller's rate limit (HTTP 429 with
 	// Retry-After; on a WebSocket, extensions.retryAfter in seconds).
 	RateLimited Code = "RATE_LIMITED"
-	Internal    Code = "INTERNAL"
+	// Timeout is an admin query that ran past its time limit and was
+	// stopped: the caller narrows it (a filter, a smaller page) rather than
+	// retrying it as it is.
+	Timeout  Code = "TIMEOUT"
+	Internal Code = "INTERNAL"
 )
 
 // Error is an error meant for the caller: its message must be safe to show.

@@ -86,6 +86,11 @@ type Config struct {
 	Workers int
 	// CheckInterval is how often the incremental ledger check runs.
 	CheckInterval time.Duration
+	// AdminQueryTimeout is how long an admin's GraphQL query may run before
+	// it is stopped and answered TIMEOUT: at most MaxAdminQueryTimeout,
+	// below the server's write timeout, which would cut the connection
+	// instead.
+	AdminQueryTimeout time.Duration
 
 	// RateLimit is the sustained requests per second allowed to one caller
 	// (token subject, or client address when anonymous); 0 disables it.
@@ -108,6 +113,10 @@ type Config struct {
 func (c Config) MetricsOnAPI() bool {
 	return c.MetricsAddr == "" && (c.Env == Development || c.MetricsToken != "")
 }
+
+// MaxAdminQueryTimeout leaves an admin query stopped at its limit the time
+// to answer TIMEOUT within the server's write timeout of 60 s.
+const MaxAdminQueryTimeout = 50 * time.Second
 
 // Source is where settings come from: os.Getenv in production, a map in tests.
 type Source func(name string) string
@@ -136,19 +145,23 @@ func Load(env Source) (Config, error) {
 		StripeWebhookAPIVersions: r.list("STRIPE_WEBHOOK_API_VERSIONS"),
 		StripeWebhookTolerance:   r.duration("STRIPE_WEBHOOK_TOLERANCE", 300*time.Second),
 
-		ShutdownTimeout: r.duration("TALLY_SHUTDOWN_TIMEOUT", 20*time.Second),
-		SweepInterval:   r.duration("TALLY_SWEEP_INTERVAL", time.Minute),
-		Workers:         r.intRange("TALLY_WORKERS", 2*runtime.NumCPU(), 0, 1000),
-		CheckInterval:   r.duration("TALLY_CHECK_INTERVAL", time.Minute),
-		RateLimit:       float64(r.intRange("TALLY_RATE_LIMIT", 100, 0, 1_000_000)),
-		RateBurst:       r.intRange("TALLY_RATE_BURST", 200, 1, 1_000_000),
-		CORSOrigins:     r.list("TALLY_CORS_ORIGINS"),
-		MetricsToken:    r.str("TALLY_METRICS_TOKEN", ""),
+		ShutdownTimeout:   r.duration("TALLY_SHUTDOWN_TIMEOUT", 20*time.Second),
+		SweepInterval:     r.duration("TALLY_SWEEP_INTERVAL", time.Minute),
+		Workers:           r.intRange("TALLY_WORKERS", 2*runtime.NumCPU(), 0, 1000),
+		CheckInterval:     r.duration("TALLY_CHECK_INTERVAL", time.Minute),
+		AdminQueryTimeout: r.duration("TALLY_ADMIN_QUERY_TIMEOUT", 10*time.Second),
+		RateLimit:         float64(r.intRange("TALLY_RATE_LIMIT", 100, 0, 1_000_000)),
+		RateBurst:         r.intRange("TALLY_RATE_BURST", 200, 1, 1_000_000),
+		CORSOrigins:       r.list("TALLY_CORS_ORIGINS"),
+		MetricsToken:      r.str("TALLY_METRICS_TOKEN", ""),
 	}
 	if r.str("TALLY_METRICS_ADDR", "") != "" {
 		c.MetricsAddr = r.addr("TALLY_METRICS_ADDR", "")
 	}
 	dev := c.Env == Development
+	if c.AdminQueryTimeout > MaxAdminQueryTimeout {
+		r.fail("TALLY_ADMIN_QUERY_TIMEOUT", fmt.Sprintf("at most %s, below the server's write timeout", MaxAdminQueryTimeout))
+	}
 	c.Playground = r.boolean("TALLY_PLAYGROUND", dev)
 	c.Introspection = r.boolean("TALLY_INTROSPECTION", dev)
 	c.SeedDemoData = r.boolean("TALLY_SEED_DEMO_DATA", dev)

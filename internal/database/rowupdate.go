@@ -54,6 +54,22 @@ func (u *RowUpdate) Set(column string, v any) *RowUpdate {
 // text, which an integer column refuses).
 func (u *RowUpdate) SetEach(column, sqlType string, values map[string]any) *RowUpdate {
 	u.assign(column)
+	u.cases(sqlType, values, column)
+	return u
+}
+
+// AddEach adds to column the value of each row's id in values (a row
+// without one adds nothing): an increment, right whatever the caller last
+// read of the row.
+func (u *RowUpdate) AddEach(column, sqlType string, values map[string]any) *RowUpdate {
+	u.assign(column)
+	u.set.WriteString(column + " + ")
+	u.cases(sqlType, values, "0")
+	return u
+}
+
+// cases writes CASE id WHEN … THEN value … ELSE otherwise END.
+func (u *RowUpdate) cases(sqlType string, values map[string]any, otherwise string) {
 	u.set.WriteString("CASE id")
 	param := "?"
 	if sqlType != "" {
@@ -65,8 +81,7 @@ func (u *RowUpdate) SetEach(column, sqlType string, values map[string]any) *RowU
 			u.args = append(u.args, id, v)
 		}
 	}
-	u.set.WriteString(" ELSE " + column + " END")
-	return u
+	u.set.WriteString(" ELSE " + otherwise + " END")
 }
 
 // Statement is the update's SQL with ? placeholders, and its arguments.

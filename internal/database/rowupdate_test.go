@@ -40,6 +40,7 @@ func TestRowUpdate(t *testing.T) {
 		at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 		err := database.UpdateRows(user.Table, ids[:3]).
 			SetEach(user.FieldCreditsBalance, "BIGINT", map[string]any{ids[0]: int64(100), ids[1]: int64(-7)}).
+			AddEach(user.FieldTransactionCount, "BIGINT", map[string]any{ids[1]: int64(2), ids[2]: int64(5)}).
 			Set(user.FieldUpdatedAt, at).
 			Exec(ctx, db, db.SQL)
 		if err != nil {
@@ -49,6 +50,9 @@ func TestRowUpdate(t *testing.T) {
 			u := db.Ent.User.GetX(ctx, ids[i])
 			if u.CreditsBalance != want {
 				t.Errorf("row %d: balance %d, want %d", i, u.CreditsBalance, want)
+			}
+			if added := []int64{0, 2, 5, 0}[i]; u.TransactionCount != added {
+				t.Errorf("row %d: transaction count %d, want %d", i, u.TransactionCount, added)
 			}
 			if touched := u.UpdatedAt.Equal(at); touched != (i < 3) {
 				t.Errorf("row %d: updated_at %v", i, u.UpdatedAt)

@@ -10,7 +10,7 @@ import (
 type Problem struct {
 	// Invariant names what is broken: unbalanced_transaction,
 	// balance_mismatch, lot_remaining_mismatch, lot_held_mismatch,
-	// lots_and_balance_disagree, or the name of an invariant the caller
+	// lots_and_balance_disagree, transaction_count_mismatch, or the name of an invariant the caller
 	// added (the payments package adds payment_grant_mismatch and
 	// payment_clawback_mismatch).
 	Invariant string
@@ -104,6 +104,17 @@ var invariantChecks = []Invariant{
 		               WHERE user_id IN ({ids}) GROUP BY user_id) l
 		     ON l.user_id = u.id
 		  WHERE u.id IN ({ids}) AND COALESCE(l.total, 0) <> CASE WHEN u.credits_balance > 0 THEN u.credits_balance ELSE 0 END`,
+	},
+	{
+		// The user's count of transactions, which the history's totalCount
+		// shows, is the number of their transactions.
+		"transaction_count_mismatch", Users,
+		`SELECT u.id, 'transaction_count ' || CAST(u.transaction_count AS TEXT) || ', transactions ' || CAST(COALESCE(t.total, 0) AS TEXT)
+		   FROM users u
+		   LEFT JOIN (SELECT user_id, COUNT(*) AS total FROM credit_transactions
+		               WHERE user_id IN ({ids}) GROUP BY user_id) t
+		     ON t.user_id = u.id
+		  WHERE u.id IN ({ids}) AND u.transaction_count <> COALESCE(t.total, 0)`,
 	},
 }
 

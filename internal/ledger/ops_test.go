@@ -507,7 +507,7 @@ func TestCheckFindsCorruption(t *testing.T) {
 		u := e.user("alice")
 		e.grant(u.ID, 10)
 		e.check()
-		if _, err := db.SQL.ExecContext(ctx, `UPDATE users SET credits_balance = 11 WHERE id = $1`, u.ID); err != nil {
+		if _, err := db.SQL.ExecContext(ctx, `UPDATE users SET credits_balance = 11, transaction_count = 2 WHERE id = $1`, u.ID); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := db.SQL.ExecContext(ctx, `UPDATE credit_lots SET remaining = 9`); err != nil {
@@ -521,7 +521,7 @@ func TestCheckFindsCorruption(t *testing.T) {
 		for _, p := range r.Problems {
 			found[p.Invariant] = true
 		}
-		for _, want := range []string{"balance_mismatch", "lot_remaining_mismatch", "lots_and_balance_disagree"} {
+		for _, want := range []string{"balance_mismatch", "lot_remaining_mismatch", "lots_and_balance_disagree", "transaction_count_mismatch"} {
 			if !found[want] {
 				t.Errorf("the check missed %s: %+v", want, r.Problems)
 			}

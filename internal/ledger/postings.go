@@ -134,14 +134,18 @@ func (t *Tx) transactionCreate(actor Actor, key string, u *ent.User, m *movement
 }
 
 // writePostings writes the movements' postings, with the running balance
-// of each user's account, and the users' new cached balances. Each
+// of each user's account, and the users' new cached balances and
+// transaction counts (every movement is one more transaction of its user's,
+// even one that leaves the balance as it was: a hold). Each
 // movement's postings must sum to zero: one that does not balance is a bug,
 // refused (and the whole transaction rolled back).
 func (t *Tx) writePostings(ctx context.Context, ms []pendingMovement, txns []*ent.CreditTransaction) error {
 	var builders []*ent.CreditLedgerCreate
 	owner := make([]int, 0, 2*len(ms)) // which transaction each posting belongs to
-	var changed []*ent.User
+	var touched []*ent.User
 	balances := map[string]int64{}
+	counts := map[string]int64{}
+	changed := map[string]bool{} // whose balance moved
 	for i, k := range ms {
 		var sum int64
 		for _, p := range k.m.postings {
@@ -177,10 +181,11 @@ func (t *Tx) writePostings(ctx context.Context, ms []pendingMovement, txns []*en
 			owner = append(owner, i)
 		}
 		balances[k.u.ID] = balance
+		if counts[k.u.ID]++; !seen {
+			touched = append(touched, k.u)
+		}
 		if balance != before {
-			if !seen || !slices.Contains(changed, k.u) {
-				changed = append(changed, k.u)
-			}
+			changed[k.u.ID] = true
 			t.changes = append(t.changes, BalanceChange{UserID: k.u.ID, Balance: balance, TransactionID: txns[i].ID, At: t.now})
 		}
 	}
@@ -194,14 +199,17 @@ func (t *Tx) writePostings(ctx context.Context, ms []pendingMovement, txns []*en
 			txn.Edges.Postings = append(txn.Edges.Postings, p)
 		}
 	}
-	for _, u := range changed {
+	for _, u := range touched {
 		u.CreditsBalance = balances[u.ID]
+		u.TransactionCount += counts[u.ID]
 	}
-	return t.saveBalances(ctx, changed)
+	return t.saveBalances(ctx, touched, changed, counts)
 }
 
-// saveBalances writes users' cached balances, in one statement.
-func (t *Tx) saveBalances(ctx context.Context, users []*ent.User) error {
+// saveBalances writes the cached balances that changed and adds the users'
+// new transactions to their counts, in one statement. The count is added,
+// not set: it is right whichever columns the caller read of the row.
+func (t *Tx) saveBalances(ctx context.Context, users []*ent.User, changed map[string]bool, counts map[string]int64) error {
 	switch len(users) {
 	case 0:
 		return nil
@@ -209,18 +217,27 @@ func (t *Tx) saveBalances(ctx context.Context, users []*ent.User) error {
 		// Update, not UpdateOne: UpdateOne reads the row back, a round trip
 		// made while every other writer of this account waits.
 		u := users[0]
-		err := t.ent.User.Update().Where(user.ID(u.ID)).SetCreditsBalance(u.CreditsBalance).SetUpdatedAt(t.now).Exec(ctx)
+		update := t.ent.User.Update().Where(user.ID(u.ID)).AddTransactionCount(counts[u.ID]).SetUpdatedAt(t.now)
+		if changed[u.ID] {
+			update.SetCreditsBalance(u.CreditsBalance)
+		}
+		err := update.Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("ledger: updating the balance of %s: %w", u.ID, err)
 		}
 		return nil
 	}
 	values := make(map[string]any, len(users))
+	added := make(map[string]any, len(users))
 	for _, u := range users {
-		values[u.ID] = u.CreditsBalance
+		if changed[u.ID] {
+			values[u.ID] = u.CreditsBalance
+		}
+		added[u.ID] = counts[u.ID]
 	}
-	err := database.UpdateRows(user.Table, slices.Sorted(maps.Keys(values))).
+	err := database.UpdateRows(user.Table, slices.Sorted(maps.Keys(added))).
 		SetEach(user.FieldCreditsBalance, "BIGINT", values).
+		AddEach(user.FieldTransactionCount, "BIGINT", added).
 		Set(user.FieldUpdatedAt, t.now).
 		Exec(ctx, t.s.db, t.ent)
 	if err != nil {

@@ -161,7 +161,7 @@ func TestFiltersAreBounded(t *testing.T) {
 
 		or := make([]map[string]any, graph.MaxListItems+1)
 		for i := range or {
-			or[i] = map[string]any{"amount": i + 1}
+			or[i] = map[string]any{"createdAtGT": time.Unix(int64(i), 0).UTC().Format(time.RFC3339)}
 		}
 		history := `query($where: CreditTransactionWhereInput) { viewer { transactions(first: 10, where: $where) { edges { node { id } } } } }`
 		r := a.limited(alice, history, map[string]any{"where": map[string]any{"or": or}}, "listItems")
@@ -181,7 +181,7 @@ func TestFiltersAreBounded(t *testing.T) {
 		// Within every list, but too many values in all.
 		nested := make([]map[string]any, 40)
 		for i := range nested {
-			nested[i] = map[string]any{"amountIn": []int{i, i + 1, i + 2}}
+			nested[i] = map[string]any{"kindIn": []string{"GRANT", "SPEND", "HOLD"}}
 		}
 		a.limited(alice, history, map[string]any{"where": map[string]any{"or": nested}}, "filterTerms")
 

@@ -189,13 +189,14 @@ func (s *Server) routes(ctx context.Context) (http.Handler, error) {
 		Checks:   s.jobs,
 		Events:   s.events,
 	}, graph.Options{
-		Introspection:  s.cfg.Introspection,
-		Production:     s.cfg.Env == config.Production,
-		Verifier:       s.verifier,
-		RateLimit:      wsLimit,
-		AllowedOrigins: s.cfg.CORSOrigins,
-		Logger:         s.logger,
-		Extensions:     s.graphQLTracing(),
+		Introspection:     s.cfg.Introspection,
+		Production:        s.cfg.Env == config.Production,
+		Verifier:          s.verifier,
+		RateLimit:         wsLimit,
+		AllowedOrigins:    s.cfg.CORSOrigins,
+		AdminQueryTimeout: s.cfg.AdminQueryTimeout,
+		Logger:            s.logger,
+		Extensions:        s.graphQLTracing(),
 	})
 	api := chi.Chain()
 	if len(s.cfg.CORSOrigins) > 0 {
