@@ -100,3 +100,54 @@ func TestCheckJobs(t *testing.T) {
 		}
 	})
 }
+
+// TestOneFullCheckAtATime: admins on two replicas (two pools on one
+// database) starting checks at once get one run between them.
+func TestOneFullCheckAtATime(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		ctx := context.Background()
+		replicas := []*database.DB{db, testdb.Open(t, db.URL)}
+		queues := make([]*jobs.Queue, len(replicas))
+		for i, r := range replicas {
+			q, err := jobs.New(r, ledger.New(r), jobs.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			queues[i] = q
+		}
+		const starts = 8
+		type outcome struct {
+			id      string
+			started bool
+			err     error
+		}
+		results := make(chan outcome, starts)
+		for i := range starts {
+			go func() {
+				run, started, err := queues[i%len(queues)].StartFullCheck(ctx, "admin:usr_test")
+				o := outcome{started: started, err: err}
+				if run != nil {
+					o.id = run.ID
+				}
+				results <- o
+			}()
+		}
+		ids, started := map[string]bool{}, 0
+		for range starts {
+			o := <-results
+			if o.err != nil {
+				t.Fatal(o.err)
+			}
+			ids[o.id] = true
+			if o.started {
+				started++
+			}
+		}
+		if len(ids) != 1 || started != 1 {
+			t.Fatalf("%d runs, %d started: %v", len(ids), started, ids)
+		}
+		if n := db.Ent.LedgerCheck.Query().CountX(ctx); n != 1 {
+			t.Fatalf("%d runs recorded", n)
+		}
+	})
+}
