@@ -123,17 +123,12 @@ func migrateAndSeed(ctx context.Context, cfg config.Config, db *database.DB, log
 	return nil
 }
 
-// runBackground starts the sweeper, the job workers, and the metrics listener when it has
+// runBackground starts the job workers and the metrics listener when it has
 // its own address; the function it returns stops them and waits for them.
 func runBackground(ctx context.Context, cfg config.Config, srv *server.Server, metricsLn net.Listener, logger *slog.Logger) (stop func()) {
-	// Expired lots and reservations are swept in the background; every
-	// replica may run the sweeper, each expiry re-checks under the
-	// user's lock.
+	// The job workers run the expiry sweeps and the ledger checks.
 	background, stopBackground := context.WithCancel(ctx)
 	var running sync.WaitGroup
-	running.Go(func() {
-		srv.Ledger().RunSweeper(background, cfg.SweepInterval, logger.With("component", "sweeper"))
-	})
 	running.Go(func() {
 		if err := srv.RunJobs(background, cfg.ShutdownTimeout); err != nil {
 			logger.Error("background jobs stopped", "error", err.Error())

@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,6 +149,39 @@ func TestOneFullCheckAtATime(t *testing.T) {
 		}
 		if n := db.Ent.LedgerCheck.Query().CountX(ctx); n != 1 {
 			t.Fatalf("%d runs recorded", n)
+		}
+	})
+}
+
+// TestExpirySweepJob: the periodic sweep, run by the workers, expires a
+// lot whose time has come.
+func TestExpirySweepJob(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		ctx := context.Background()
+		var ahead atomic.Int64
+		clock := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		l := ledger.New(db, ledger.WithClock(clock))
+		u := db.Ent.User.Create().SetExternalID("holder").SaveX(ctx)
+		expires := time.Now().Add(time.Hour)
+		admin := ledger.Actor{Kind: ledger.ActorAdmin, ID: "usr_admin"}
+		if _, err := l.Grant(ctx, admin, ledger.GrantRequest{UserID: u.ID, Amount: 25, ExpiresAt: &expires, IdempotencyKey: "g1"}); err != nil {
+			t.Fatal(err)
+		}
+		ahead.Store(int64(2 * time.Hour))
+		q, err := jobs.New(db, l, jobs.Config{Workers: 1, PollInterval: 20 * time.Millisecond, SweepInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start(t, q)
+		deadline := time.Now().Add(30 * time.Second)
+		for db.Ent.User.GetX(ctx, u.ID).CreditsBalance != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the sweep did not expire the lot")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := db.Ent.CreditTransaction.Query().CountX(ctx); n != 2 {
+			t.Fatalf("%d transactions, want the grant and one expiry", n)
 		}
 	})
 }

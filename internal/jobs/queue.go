@@ -41,6 +41,9 @@ type Config struct {
 	// CheckInterval is how often the incremental ledger check runs; 0
 	// never schedules it.
 	CheckInterval time.Duration
+	// SweepInterval is how often lots and reservations past their time are
+	// expired; 0 never schedules it.
+	SweepInterval time.Duration
 	// Invariants are checked beside the ledger's own (the payments'),
 	// by both kinds of check.
 	Invariants []ledger.Invariant
@@ -89,15 +92,10 @@ func New(db *database.DB, l *ledger.Service, cfg Config) (*Queue, error) {
 		workers := river.NewWorkers()
 		river.AddWorker(workers, &fullCheckWorker{ledger: l, invariants: cfg.Invariants})
 		river.AddWorker(workers, &incrementalCheckWorker{ledger: l, invariants: cfg.Invariants})
+		river.AddWorker(workers, &expirySweepWorker{ledger: l, logger: cfg.Logger})
 		rc.Workers = workers
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
-		if cfg.CheckInterval > 0 {
-			rc.PeriodicJobs = []*river.PeriodicJob{river.NewPeriodicJob(
-				river.PeriodicInterval(cfg.CheckInterval),
-				func() (river.JobArgs, *river.InsertOpts) { return IncrementalCheckArgs{}, nil },
-				&river.PeriodicJobOpts{RunOnStart: true},
-			)}
-		}
+		rc.PeriodicJobs = periodic(cfg)
 	}
 	client, err := river.NewClient(driverFor(db.Dialect, db.SQL), rc)
 	if err != nil {
@@ -105,6 +103,28 @@ func New(db *database.DB, l *ledger.Service, cfg Config) (*Queue, error) {
 	}
 	q.client = client
 	return q, nil
+}
+
+// periodic are the jobs the leader replica inserts on a schedule, each
+// also once when the workers start.
+func periodic(cfg Config) []*river.PeriodicJob {
+	every := []struct {
+		interval time.Duration
+		args     river.JobArgs
+	}{
+		{cfg.CheckInterval, IncrementalCheckArgs{}},
+		{cfg.SweepInterval, ExpirySweepArgs{}},
+	}
+	var jobs []*river.PeriodicJob
+	for _, e := range every {
+		if e.interval <= 0 {
+			continue
+		}
+		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(e.interval),
+			func() (river.JobArgs, *river.InsertOpts) { return e.args, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}))
+	}
+	return jobs
 }
 
 func driverFor(dialectName string, pool *sql.DB) riverdriver.Driver[*sql.Tx] {

@@ -3,8 +3,6 @@ package ledger
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"time"
 
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditreservation"
@@ -125,31 +123,6 @@ func (s *Service) ExpireReservations(ctx context.Context) (int, error) {
 		}
 		if len(due) < sweepBatch {
 			return done, nil
-		}
-	}
-}
-
-// RunSweeper expires lots and reservations every interval until ctx ends.
-// Several servers may run it at once: each expiry re-checks under the
-// user's lock, so an item is expired once.
-func (s *Service) RunSweeper(ctx context.Context, interval time.Duration, logger *slog.Logger) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		if n, err := s.ExpireLots(ctx); err != nil && ctx.Err() == nil {
-			logger.Error("expiring lots", "error", err.Error())
-		} else if n > 0 {
-			logger.Info("expired lots", "count", n)
-		}
-		if n, err := s.ExpireReservations(ctx); err != nil && ctx.Err() == nil {
-			logger.Error("expiring reservations", "error", err.Error())
-		} else if n > 0 {
-			logger.Info("expired reservations", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
 		}
 	}
 }

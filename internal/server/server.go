@@ -113,7 +113,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
 	})
 	s.jobs, err = jobs.New(db, s.ledger, jobs.Config{
-		Workers: cfg.Workers, CheckInterval: cfg.CheckInterval, PollInterval: o.jobPoll,
+		Workers: cfg.Workers, CheckInterval: cfg.CheckInterval, SweepInterval: cfg.SweepInterval, PollInterval: o.jobPoll,
 		Invariants: s.payments.Invariants(), Logger: logger.With("component", "jobs"),
 	})
 	if err != nil {
