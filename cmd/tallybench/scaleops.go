@@ -26,7 +26,7 @@ func scaleOps() []scaleOp {
 			return s.spend(ctx)
 		}},
 		{"grantCredits (admin)", func(ctx context.Context, s *scaleSession, seq int) error {
-			return s.grant(ctx, s.f.ordinary, 1, s.key("grant", seq))
+			return s.grant(ctx, s.f.granted, 1, s.key("grant", seq))
 		}},
 		{"reserveCredits + captureReservation", func(ctx context.Context, s *scaleSession, seq int) error {
 			return s.reserveCapture(ctx, seq)
@@ -97,7 +97,7 @@ func (s *scaleSession) key(what string, seq int) string {
 
 const grantQuery = `mutation G($input: GrantCreditsInput!) { grantCredits(input: $input) { replayed transaction { id } } }`
 
-// grant gives an ordinary user credits as the admin.
+// grant gives a user credits as the admin.
 func (s *scaleSession) grant(ctx context.Context, externalID string, amount int64, key string) error {
 	body, err := json.Marshal(map[string]any{"query": grantQuery, "variables": map[string]any{"input": map[string]any{
 		"externalUserId": externalID, "amount": amount, "reason": "tallybench --scale", "idempotencyKey": key,
