@@ -8,6 +8,7 @@
 //	go run ./cmd/tallybench --db sqlite --duration 2s --rounds 1 --clients 1,8
 //	go run ./cmd/tallybench --db postgres --workloads W1,W4
 //	go run ./cmd/tallybench --db postgres --soak 5m
+//	go run ./cmd/tallybench --scale --small-url URL --large-url URL
 //
 // The seed subcommand fills an empty PostgreSQL database with a large,
 // consistent history instead (see seed.go):
@@ -51,6 +52,8 @@ type options struct {
 	soak           time.Duration
 	tallyBin       string
 	baselineDriver string
+	scale          bool
+	scaleOpts      scaleOptions
 }
 
 func main() {
@@ -64,6 +67,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tallybench:", err)
 		os.Exit(2)
+	}
+	if o.scale {
+		os.Exit(scaleMain(o))
 	}
 	// Ctrl-C stops between runs (or ends a soak early): the run in progress
 	// finishes (it is bounded by --duration), what has run is reported,
@@ -99,11 +105,19 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the workloads, a mixed load for this long (e.g. 5m), watching the server's RSS")
 	fs.StringVar(&o.tallyBin, "tally", "", "a tally binary to run instead of building ./cmd/tally")
 	fs.StringVar(&o.baselineDriver, "baseline-driver", "pgx", "PostgreSQL baselines through pgx (pgxpool) or sql (database/sql over pgx's stdlib, as Tally)")
+	fs.BoolVar(&o.scale, "scale", false, "instead of the workloads, time the API's operations on two seeded PostgreSQL databases, --small-url and --large-url")
+	fs.StringVar(&o.scaleOpts.smallURL, "small-url", "", "--scale: the small seeded database")
+	fs.StringVar(&o.scaleOpts.largeURL, "large-url", "", "--scale: the large seeded database")
+	fs.IntVar(&o.scaleOpts.requests, "requests", 200, "--scale: timed requests of each operation on each database")
+	fs.DurationVar(&o.scaleOpts.budget, "op-budget", 20*time.Second, "--scale: an operation stops after this long (and at least 3 requests) even short of --requests")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.scale {
+		return o, scaleFlags(fs, &o, clients)
 	}
 	if o.db != "sqlite" && o.db != "postgres" {
 		return o, fmt.Errorf("--db must be sqlite or postgres, not %q", o.db)
