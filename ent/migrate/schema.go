@@ -197,6 +197,14 @@ var (
 				},
 			},
 			{
+				Name:    "creditlot_user_id_expires_at",
+				Unique:  false,
+				Columns: []*schema.Column{CreditLotsColumns[11], CreditLotsColumns[7]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "remaining > 0",
+				},
+			},
+			{
 				Name:    "creditlot_user_id_id",
 				Unique:  false,
 				Columns: []*schema.Column{CreditLotsColumns[11], CreditLotsColumns[0]},

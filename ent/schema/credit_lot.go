@@ -63,6 +63,11 @@ func (CreditLot) Indexes() []ent.Index {
 		// as written, so the migration drift check compares them exactly.)
 		index.Fields("expires_at").
 			Annotations(entsql.IndexWhere("remaining > 0")),
+		// A user's lots past their expiry that still hold credits (the
+		// sweep has not reached them yet), subtracted in every balance
+		// read: the expired ones only, not all of the user's.
+		index.Fields("user_id", "expires_at").
+			Annotations(entsql.IndexWhere("remaining > 0")),
 		// A user's lots as the API lists them (by id unless ordered
 		// otherwise): without it a page of one user's lots walked the
 		// primary key of everyone's.

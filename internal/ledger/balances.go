@@ -10,13 +10,19 @@ import (
 )
 
 // balanceSelect is the one text of Balance and Balances; the caller ends it
-// with the placeholders of the ids. available() reads the same sums under
-// the account's lock.
+// with the placeholders of the ids. It sums the user's open reservations,
+// the credits left in lots past their expiry that the sweep has not yet
+// expired (few, through the (user_id, expires_at) index of lots with
+// credits left), and what disputes hold: the unexpired lots' credits are
+// the positive part of the balance less the expired ones, since lots hold
+// exactly that part (an invariant of the checks), and are not summed, so a
+// balance read costs the same however many lots the user has.
+// available() reads the lots themselves under the account's lock.
 const balanceSelect = `SELECT u.id, u.credits_balance,
 	(SELECT CAST(COALESCE(SUM(r.amount), 0) AS BIGINT) FROM credit_reservations r
 		WHERE r.user_id = u.id AND r.status = ? AND r.expires_at > ?),
 	(SELECT CAST(COALESCE(SUM(l.remaining), 0) AS BIGINT) FROM credit_lots l
-		WHERE l.user_id = u.id AND l.remaining > 0 AND (l.expires_at IS NULL OR l.expires_at > ?)),
+		WHERE l.user_id = u.id AND l.remaining > 0 AND l.expires_at <= ?),
 	(SELECT CAST(COALESCE(SUM(l.held), 0) AS BIGINT) FROM credit_lots l WHERE l.user_id = u.id AND l.held > 0)
 FROM users u WHERE u.id IN (`
 
@@ -70,11 +76,11 @@ func (s *Service) Balances(ctx context.Context, userIDs []string) (map[string]Ba
 	for rows.Next() {
 		var id string
 		var b Balance
-		var spendable int64
-		if err := rows.Scan(&id, &b.Balance, &b.Reserved, &spendable, &b.Held); err != nil {
+		var expired int64
+		if err := rows.Scan(&id, &b.Balance, &b.Reserved, &expired, &b.Held); err != nil {
 			return nil, fmt.Errorf("ledger: reading the balances of %d users: %w", len(seen), err)
 		}
-		b.Available = availableOf(b.Balance, b.Reserved, spendable)
+		b.Available = availableOf(b.Balance, b.Reserved, max(b.Balance, 0)-expired)
 		out[id] = b
 	}
 	if err := rows.Err(); err != nil {

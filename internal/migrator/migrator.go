@@ -67,7 +67,7 @@ func results(rs []*goose.MigrationResult) []Result {
 		if r.Empty {
 			continue
 		}
-		out = append(out, Result{Version: r.Source.Version, Name: baseName(r.Source.Path)})
+		out = append(out, Result{Version: r.Source.Version, Name: nameOf(r.Source)})
 	}
 	return out
 }
@@ -126,7 +126,7 @@ func (m *Migrator) Status(ctx context.Context) ([]Status, error) {
 	}
 	out := make([]Status, 0, len(ss))
 	for _, s := range ss {
-		st := Status{Version: s.Source.Version, Name: baseName(s.Source.Path), Applied: s.State == goose.StateApplied}
+		st := Status{Version: s.Source.Version, Name: nameOf(s.Source), Applied: s.State == goose.StateApplied}
 		if st.Applied {
 			st.AppliedAt = s.AppliedAt.UTC().Format("2006-01-02 15:04:05Z")
 		}
@@ -147,9 +147,18 @@ func (m *Migrator) Current(ctx context.Context) (bool, error) {
 func unwrapPartial(err error) error {
 	var partial *goose.PartialError
 	if errors.As(err, &partial) && partial.Err != nil {
-		return fmt.Errorf("%s: %w", baseName(partial.Failed.Source.Path), partial.Err)
+		return fmt.Errorf("%s: %w", nameOf(partial.Failed.Source), partial.Err)
 	}
 	return err
+}
+
+// nameOf is a migration's file name, or for one written in Go (River's
+// tables) a name in the same form.
+func nameOf(src *goose.Source) string {
+	if src.Path == "" {
+		return riverName(src.Version)
+	}
+	return baseName(src.Path)
 }
 
 func baseName(path string) string {

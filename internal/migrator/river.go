@@ -72,3 +72,12 @@ func newMigrator(dialectName string) (*rivermigrate.Migrator[*sql.Tx], error) {
 	}
 	return rivermigrate.New(driver, quiet)
 }
+
+// riverName names a River step as the SQL migrations are named.
+func riverName(version int64) string {
+	step := version - riverMigrationVersion
+	if step < 0 || step >= int64(len(riverSteps)) {
+		return fmt.Sprint(version)
+	}
+	return fmt.Sprintf("%d_job_queue_river_v%d", version, riverSteps[step])
+}
