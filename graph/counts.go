@@ -19,7 +19,7 @@ import (
 // large; a capped one reads at most CountCap+1 index entries. The one count
 // without a cap is a user's whole history, which the ledger keeps on the
 // user's row (users.transaction_count).
-const CountCap = 10_000
+const CountCap = 1_000
 
 // counter counts a connection's items: how many, up to CountCap, and
 // whether it stopped there.

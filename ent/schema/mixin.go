@@ -71,8 +71,8 @@ var unindexed = entgql.Skip(entgql.SkipWhereInput)
 
 // adminList is the description of an admin list (the entgql QueryField).
 func adminList(what string) string {
-	return what + ", for admins. totalCount counts at most 10,000 items: a list " +
-		"with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query " +
+	return what + ", for admins. totalCount counts at most 1,000 items: a list " +
+		"with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query " +
 		"that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT."
 }
 

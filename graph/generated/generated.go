@@ -4307,7 +4307,7 @@ type Query {
     ids: [ID!]!
   ): [Node]!
   """
-  The audit trail of admin actions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  The audit trail of admin actions, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   adminActions(
     """
@@ -4341,7 +4341,7 @@ type Query {
     where: AdminActionWhereInput
   ): AdminActionConnection! @admin
   """
-  Every user's credit transactions, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  Every user's credit transactions, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   creditTransactions(
     """
@@ -4375,7 +4375,7 @@ type Query {
     where: CreditTransactionWhereInput
   ): CreditTransactionConnection! @admin
   """
-  Payments, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  Payments, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   payments(
     """
@@ -4409,7 +4409,7 @@ type Query {
     where: PaymentWhereInput
   ): PaymentConnection! @admin
   """
-  Stripe events received, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  Stripe events received, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   processedEvents(
     """
@@ -4443,7 +4443,7 @@ type Query {
     where: ProcessedEventWhereInput
   ): ProcessedEventConnection! @admin
   """
-  Users, newest first unless ordered, for admins. totalCount counts at most 10,000 items: a list with more says 10,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  Users, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   users(
     """
@@ -4747,8 +4747,8 @@ extend type User {
   """
   The user's credit transactions, newest first, with their postings.
   totalCount is the count of the whole history when the history is not
-  filtered; filtered, it counts at most 10,000 transactions (more says
-  10,000, and totalCountCapped true).
+  filtered; filtered, it counts at most 1,000 transactions (more says
+  1,000, and totalCountCapped true).
   """
   transactions(
     after: Cursor
@@ -4774,7 +4774,7 @@ extend type User {
   """
   statement(from: Time!, to: Time!): CreditStatement!
   """
-  The user's payments, newest first. totalCount counts at most 10,000.
+  The user's payments, newest first. totalCount counts at most 1,000.
   """
   payments(
     after: Cursor
@@ -4826,7 +4826,7 @@ type CreditStatement @goModel(model: "github.com/tally-billing/tally/internal/le
   totals: [CreditStatementTotal!]!
   """
   The period's transactions, oldest first, with their postings: the
-  movements behind the totals. totalCount counts at most 10,000 (the
+  movements behind the totals. totalCount counts at most 1,000 (the
   totals count them all).
   """
   transactions(
@@ -5260,18 +5260,18 @@ type Subscription {
   creditBalanceChanged: CreditBalanceChange! @hasRole(roles: [USER, ADMIN])
 }
 
-# totalCount counts at most 10,000 items (graph.CountCap) except a user's
+# totalCount counts at most 1,000 items (graph.CountCap) except a user's
 # whole history; totalCountCapped says when it stopped there.
 extend type UserConnection {
   """
-  True when totalCount stopped counting at 10,000: there are more.
+  True when totalCount stopped counting at 1,000: there are more.
   """
   totalCountCapped: Boolean!
 }
 
 extend type CreditTransactionConnection {
   """
-  True when totalCount stopped counting at 10,000: there are more. Never
+  True when totalCount stopped counting at 1,000: there are more. Never
   for a user's whole history, which is counted exactly.
   """
   totalCountCapped: Boolean!
@@ -5279,21 +5279,21 @@ extend type CreditTransactionConnection {
 
 extend type PaymentConnection {
   """
-  True when totalCount stopped counting at 10,000: there are more.
+  True when totalCount stopped counting at 1,000: there are more.
   """
   totalCountCapped: Boolean!
 }
 
 extend type AdminActionConnection {
   """
-  True when totalCount stopped counting at 10,000: there are more.
+  True when totalCount stopped counting at 1,000: there are more.
   """
   totalCountCapped: Boolean!
 }
 
 extend type ProcessedEventConnection {
   """
-  True when totalCount stopped counting at 10,000: there are more.
+  True when totalCount stopped counting at 1,000: there are more.
   """
   totalCountCapped: Boolean!
 }
