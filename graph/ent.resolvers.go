@@ -113,6 +113,16 @@ func (r *queryResolver) Users(ctx context.Context, after *entgql.Cursor[string],
 		func(c *ent.UserConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
 }
 
+// Lots is the resolver for the lots field.
+func (r *userResolver) Lots(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) (*ent.CreditLotConnection, error) {
+	return r.userLots(ctx, obj, after, first, before, last, orderBy)
+}
+
+// Reservations is the resolver for the reservations field.
+func (r *userResolver) Reservations(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder) (*ent.CreditReservationConnection, error) {
+	return r.userReservations(ctx, obj, after, first, before, last, orderBy)
+}
+
 // AdminActionConnection returns generated.AdminActionConnectionResolver implementation.
 func (r *Resolver) AdminActionConnection() generated.AdminActionConnectionResolver {
 	return &adminActionConnectionResolver{r}

@@ -547,6 +547,8 @@ type SubscriptionResolver interface {
 	CreditBalanceChanged(ctx context.Context) (<-chan *model.CreditBalanceChange, error)
 }
 type UserResolver interface {
+	Lots(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) (*ent.CreditLotConnection, error)
+	Reservations(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder) (*ent.CreditReservationConnection, error)
 	AvailableCredits(ctx context.Context, obj *ent.User) (int, error)
 	ReservedCredits(ctx context.Context, obj *ent.User) (int, error)
 	HeldCredits(ctx context.Context, obj *ent.User) (int, error)
@@ -14908,7 +14910,7 @@ func (ec *executionContext) _User_lots(ctx context.Context, field graphql.Collec
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return obj.Lots(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditLotOrder))
+			return ec.Resolvers.User().Lots(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditLotOrder))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditLotConnection) graphql.Marshaler {
@@ -14923,7 +14925,7 @@ func (ec *executionContext) fieldContext_User_lots(ctx context.Context, field gr
 		Object:     "User",
 		Field:      field,
 		IsMethod:   true,
-		IsResolver: false,
+		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_CreditLotConnection(ctx, field)
 		},
@@ -14952,7 +14954,7 @@ func (ec *executionContext) _User_reservations(ctx context.Context, field graphq
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return obj.Reservations(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditReservationOrder))
+			return ec.Resolvers.User().Reservations(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditReservationOrder))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditReservationConnection) graphql.Marshaler {
@@ -14967,7 +14969,7 @@ func (ec *executionContext) fieldContext_User_reservations(ctx context.Context, 
 		Object:     "User",
 		Field:      field,
 		IsMethod:   true,
-		IsResolver: false,
+		IsResolver: true,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_CreditReservationConnection(ctx, field)
 		},
