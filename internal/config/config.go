@@ -178,6 +178,21 @@ func Load(env Source) (Config, error) {
 	if c.JWTSecret != "" && c.JWTPublicKey != "" {
 		r.fail("TALLY_JWT_SECRET and TALLY_JWT_PUBLIC_KEY", "set one, not both")
 	}
+	c.checkStripe(&r)
+	if c.Env == Production {
+		c.checkProductionSecrets(&r)
+	} else if len(c.StripeWebhookSecrets) == 0 {
+		c.StripeWebhookSecrets = []string{DevWebhookSecret}
+	}
+	if len(r.problems) > 0 {
+		return Config{}, &Error{Problems: r.problems}
+	}
+	return c, nil
+}
+
+// checkStripe validates the Stripe settings and fills in the default API
+// version.
+func (c *Config) checkStripe(r *reader) {
 	if c.StripeAPIBase != "" && !strings.HasPrefix(c.StripeAPIBase, "http://") && !strings.HasPrefix(c.StripeAPIBase, "https://") {
 		r.fail("STRIPE_API_BASE", "must be an http:// or https:// URL")
 	}
@@ -199,15 +214,6 @@ func Load(env Source) (Config, error) {
 	if c.StripeWebhookTolerance > maxWebhookTolerance {
 		r.fail("STRIPE_WEBHOOK_TOLERANCE", fmt.Sprintf("at most %s: a longer window only lengthens replays", maxWebhookTolerance))
 	}
-	if c.Env == Production {
-		c.checkProductionSecrets(&r)
-	} else if len(c.StripeWebhookSecrets) == 0 {
-		c.StripeWebhookSecrets = []string{DevWebhookSecret}
-	}
-	if len(r.problems) > 0 {
-		return Config{}, &Error{Problems: r.problems}
-	}
-	return c, nil
 }
 
 // checkProductionSecrets refuses to run production on missing or

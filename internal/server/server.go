@@ -158,6 +158,19 @@ func (s *Server) publish(ctx context.Context, c ledger.BalanceChange) {
 	}
 }
 
+// resolver gives the GraphQL resolvers the server's services.
+func (s *Server) resolver() *graph.Resolver {
+	return &graph.Resolver{
+		Client:   s.db.Ent,
+		Ledger:   s.ledger,
+		Accounts: users.New(s.db.Ent),
+		Admin:    admin.New(s.ledger),
+		Payments: s.payments,
+		Checks:   s.jobs,
+		Events:   s.events,
+	}
+}
+
 // Handler is the root HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -180,15 +193,7 @@ func (s *Server) routes(ctx context.Context) (http.Handler, error) {
 		authFailures = newRateLimiter(authFailuresPerSecond, authFailureBurst)
 		wsLimit = func(key string) time.Duration { return limiter.wait(key, time.Now()) }
 	}
-	gql := graph.NewHandler(&graph.Resolver{
-		Client:   s.db.Ent,
-		Ledger:   s.ledger,
-		Accounts: users.New(s.db.Ent),
-		Admin:    admin.New(s.ledger),
-		Payments: s.payments,
-		Checks:   s.jobs,
-		Events:   s.events,
-	}, graph.Options{
+	gql := graph.NewHandler(s.resolver(), graph.Options{
 		Introspection:     s.cfg.Introspection,
 		Production:        s.cfg.Env == config.Production,
 		Verifier:          s.verifier,
