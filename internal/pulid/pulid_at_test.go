@@ -27,3 +27,25 @@ func TestNewAt(t *testing.T) {
 		t.Errorf("%s made a millisecond later sorts before %s", later, id)
 	}
 }
+
+// TestBoundAndTime: Bound(t) sorts after every id made before t and at or
+// before every id made at t or later; Time gives an id's time back (to the
+// millisecond a ULID keeps) and refuses what is not an id.
+func TestBoundAndTime(t *testing.T) {
+	at := time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)
+	bound := Bound("txn", at)
+	for range 100 {
+		before, after := NewAt("txn", at.Add(-time.Millisecond)), NewAt("txn", at)
+		if !(before < bound && bound <= after) {
+			t.Fatalf("%s, %s, %s are not in order", before, bound, after)
+		}
+	}
+	if got, ok := Time(NewAt("usr", at.Add(1500*time.Microsecond))); !ok || !got.Equal(at.Add(time.Millisecond)) {
+		t.Fatalf("Time: %v %v", got, ok)
+	}
+	for _, bad := range []string{"", "txn", "txn_", "txn_01jd6m3v9q8x0n2k4t7w5y1zbi"} {
+		if _, ok := Time(bad); ok {
+			t.Errorf("Time(%q) accepted", bad)
+		}
+	}
+}
