@@ -11,6 +11,10 @@ import (
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
+// maxReportedProblems bounds the problems ledgerReport lists: the full
+// check's first 100 and the incremental checks' after them.
+const maxReportedProblems = 200
+
 // ledgerReport is the latest check runs as the API shows them.
 func ledgerReport(l ledger.LatestChecks, now time.Time) *model.LedgerReport {
 	out := &model.LedgerReport{
@@ -26,12 +30,16 @@ func ledgerReport(l ledger.LatestChecks, now time.Time) *model.LedgerReport {
 		out.Ok = full.ProblemCount == 0
 		out.Problems = append(out.Problems, checkOf(full, now).Problems...)
 	}
-	// An incremental check only speaks for what changed after the full
-	// check it follows.
-	if inc := l.Incremental; inc != nil && inc.Status == ledgercheck.StatusDONE && inc.ProblemCount > 0 &&
-		(full == nil || !inc.CreatedAt.Before(full.CreatedAt)) {
+	// The incremental checks since that full check that found problems:
+	// each spoke only for its window, so their problems stand until a full
+	// check looks again.
+	for _, inc := range l.Findings {
 		out.Ok = false
-		out.Problems = append(out.Problems, checkOf(inc, now).Problems...)
+		for _, p := range checkOf(inc, now).Problems {
+			if len(out.Problems) < maxReportedProblems {
+				out.Problems = append(out.Problems, p)
+			}
+		}
 	}
 	return out
 }

@@ -107,8 +107,8 @@ func (s costedSchema) Complexity(ctx context.Context, typeName, field string, ch
 	key := typeName + "." + field
 	switch key {
 	case "Query.ledgerReport":
-		// Three reads of the stored check runs.
-		return 3*costRead + child, true
+		// Four reads of the stored check runs.
+		return 4*costRead + child, true
 	case "Query.nodes":
 		// Each id is node(id:): who owns it, then the node.
 		ids, _ := args["ids"].([]any)

@@ -127,6 +127,9 @@ func migrateAndSeed(ctx context.Context, cfg config.Config, db *database.DB, log
 // its own address; the function it returns stops them and waits for them.
 func runBackground(ctx context.Context, cfg config.Config, srv *server.Server, metricsLn net.Listener, logger *slog.Logger) (stop func()) {
 	// The job workers run the expiry sweeps and the ledger checks.
+	if cfg.Workers == 0 {
+		logger.Warn("TALLY_WORKERS is 0: this replica runs no jobs; expiry sweeps and ledger checks need a replica with workers")
+	}
 	background, stopBackground := context.WithCancel(ctx)
 	var running sync.WaitGroup
 	running.Go(func() {

@@ -457,6 +457,14 @@ var (
 				Columns: []*schema.Column{LedgerChecksColumns[2], LedgerChecksColumns[1]},
 			},
 			{
+				Name:    "ledgercheck_findings",
+				Unique:  false,
+				Columns: []*schema.Column{LedgerChecksColumns[2], LedgerChecksColumns[1]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "problem_count > 0",
+				},
+			},
+			{
 				Name:    "ledgercheck_live",
 				Unique:  true,
 				Columns: []*schema.Column{LedgerChecksColumns[4]},

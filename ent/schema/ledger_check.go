@@ -3,6 +3,7 @@ package schema
 import (
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
+	entsql "entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
@@ -64,8 +65,11 @@ type CheckProblem struct {
 
 func (LedgerCheck) Indexes() []ent.Index {
 	return []ent.Index{
-		// ledgerReport reads the latest run of each kind.
+		// ledgerReport reads the latest run of each kind, and the runs that
+		// found problems since the latest full one.
 		index.Fields("kind", "created_at"),
+		index.Fields("kind", "created_at").StorageKey("ledgercheck_findings").
+			Annotations(entsql.IndexWhere("problem_count > 0")),
 		// One run of each kind at a time, whatever the number of admins
 		// and replicas starting one (NULLs, the finished runs, are
 		// distinct to both databases).

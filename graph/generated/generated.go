@@ -4855,7 +4855,7 @@ type CreditStatementTotal @goModel(model: "github.com/tally-billing/tally/intern
 
 type LedgerReport {
   """
-  A full check has finished, found nothing, and no incremental check since
+  A full check has finished and found nothing, and no incremental check since
   has found anything. False before the first full check has finished.
   """
   ok: Boolean!
@@ -4867,8 +4867,10 @@ type LedgerReport {
   postings: Int!
   lots: Int!
   """
-  The problems of the latest finished full check and of the latest
-  incremental check, the first 100 of each.
+  The problems of the latest finished full check (its first 100), then those
+  of the incremental checks since it that found any (the latest 10 such
+  checks): each incremental check looks only at what changed in its window,
+  so what one found stands until a full check looks again.
   """
   problems: [LedgerProblem!]!
   """

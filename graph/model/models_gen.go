@@ -118,7 +118,7 @@ type LedgerProblem struct {
 }
 
 type LedgerReport struct {
-	// A full check has finished, found nothing, and no incremental check since
+	// A full check has finished and found nothing, and no incremental check since
 	// has found anything. False before the first full check has finished.
 	Ok bool `json:"ok"`
 	// What the latest finished full check checked (0 before there is one).
@@ -126,8 +126,10 @@ type LedgerReport struct {
 	Transactions int `json:"transactions"`
 	Postings     int `json:"postings"`
 	Lots         int `json:"lots"`
-	// The problems of the latest finished full check and of the latest
-	// incremental check, the first 100 of each.
+	// The problems of the latest finished full check (its first 100), then those
+	// of the incremental checks since it that found any (the latest 10 such
+	// checks): each incremental check looks only at what changed in its window,
+	// so what one found stands until a full check looks again.
 	Problems []*LedgerProblem `json:"problems"`
 	// The latest full check, finished or not (null before the first).
 	FullCheck *LedgerCheck `json:"fullCheck,omitempty"`

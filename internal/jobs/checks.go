@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -48,9 +49,26 @@ type fullCheckWorker struct {
 func (w *fullCheckWorker) Timeout(*river.Job[FullCheckArgs]) time.Duration { return checkTimeout }
 
 func (w *fullCheckWorker) Work(ctx context.Context, job *river.Job[FullCheckArgs]) error {
-	err := w.ledger.RunFullCheck(ctx, job.Args.CheckID, w.invariants)
-	if err != nil && job.Attempt >= job.MaxAttempts && ctx.Err() == nil {
-		return w.ledger.FailCheck(ctx, job.Args.CheckID, err)
+	before, err := w.ledger.CheckProgress(ctx, job.Args.CheckID)
+	if err != nil {
+		return err
+	}
+	err = w.ledger.RunFullCheck(ctx, job.Args.CheckID, w.invariants)
+	if err == nil {
+		return nil
+	}
+	// Cut by its timeout or by a shutdown, having recorded progress: the
+	// next attempt goes on from there, and a check longer than an attempt
+	// (or than the time between two deploys) must not use its attempts
+	// up. One that got nowhere counts as a failure.
+	still := context.WithoutCancel(ctx)
+	if ctx.Err() != nil {
+		if after, perr := w.ledger.CheckProgress(still, job.Args.CheckID); perr == nil && after > before {
+			return river.JobSnooze(time.Second)
+		}
+	}
+	if job.Attempt >= job.MaxAttempts {
+		return errors.Join(err, w.ledger.FailCheck(still, job.Args.CheckID, err))
 	}
 	return err
 }

@@ -27,7 +27,9 @@ const (
 	// IncrementalLag keeps an incremental run behind the present: a
 	// transaction's id is made before it commits, so the newest ids may
 	// still be joined by older ones committing late; the next run takes
-	// them.
+	// them. It also covers replicas' clocks disagreeing by less than it: a
+	// replica whose clock is further behind writes ids below windows
+	// already checked, which only a full check then sees.
 	IncrementalLag = 30 * time.Second
 	// firstIncrementalWindow is how far back the first incremental run
 	// looks; what is older is the full check's.
@@ -182,6 +184,15 @@ func (s *Service) finishRun(ctx context.Context, run *ent.LedgerCheck, invariant
 	return s.recordProgress(ctx, run.ID, p, true)
 }
 
+// CheckProgress is how many subjects run id has checked so far.
+func (s *Service) CheckProgress(ctx context.Context, id string) (int64, error) {
+	run, err := s.db.Ent.LedgerCheck.Get(ctx, id)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: reading check %s: %w", id, err)
+	}
+	return run.Checked, nil
+}
+
 // FailCheck records that a run gave up (its job's last attempt failed).
 func (s *Service) FailCheck(ctx context.Context, id string, cause error) error {
 	msg := cause.Error()
@@ -226,10 +237,19 @@ func progressOf(run *ent.LedgerCheck) Progress {
 }
 
 // LatestChecks are what ledgerReport shows: the latest full run (finished
-// or not) and the latest finished one, and the latest incremental run.
+// or not) and the latest finished one, the latest incremental run, and the
+// incremental runs since that full one that found problems. Each
+// incremental run speaks only for its own window: a problem it found is
+// not seen by the next, and must not drop out of the report until a full
+// check has looked again.
 type LatestChecks struct {
 	Full, LastFinishedFull, Incremental *ent.LedgerCheck
+	Findings                            []*ent.LedgerCheck
 }
+
+// maxFindings bounds the incremental runs with problems a report lists
+// (each keeps its first problems; their count is in each run).
+const maxFindings = 10
 
 // Latest reads the latest check runs (nil where there is none).
 func (s *Service) Latest(ctx context.Context) (LatestChecks, error) {
@@ -255,6 +275,17 @@ func (s *Service) Latest(ctx context.Context) (LatestChecks, error) {
 	if l.LastFinishedFull, err = latest(ledgercheck.KindFULL, true); err != nil {
 		return l, err
 	}
-	l.Incremental, err = latest(ledgercheck.KindINCREMENTAL, true)
-	return l, err
+	if l.Incremental, err = latest(ledgercheck.KindINCREMENTAL, true); err != nil {
+		return l, err
+	}
+	findings := s.db.Ent.LedgerCheck.Query().Where(ledgercheck.KindEQ(ledgercheck.KindINCREMENTAL),
+		ledgercheck.StatusEQ(ledgercheck.StatusDONE), ledgercheck.ProblemCountGT(0))
+	if l.LastFinishedFull != nil {
+		findings.Where(ledgercheck.CreatedAtGT(l.LastFinishedFull.CreatedAt))
+	}
+	l.Findings, err = findings.Order(ent.Desc(ledgercheck.FieldCreatedAt)).Limit(maxFindings).All(ctx)
+	if err != nil {
+		return l, fmt.Errorf("ledger: reading the checks' findings: %w", err)
+	}
+	return l, nil
 }

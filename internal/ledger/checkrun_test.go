@@ -125,5 +125,19 @@ func TestIncrementalCheckCostsWhatChanged(t *testing.T) {
 		if found.Transactions != 1 || found.Users != 1 || !kinds["unbalanced_transaction"] || !kinds["balance_mismatch"] {
 			t.Fatalf("the broken posting was not found: %+v", found)
 		}
+
+		// The next run's window does not hold it, but what was found stands
+		// until a full check looks again.
+		time.Sleep(2 * time.Millisecond)
+		if after, err := l.RunIncrementalCheck(ctx, nil); err != nil || after.ProblemCount != 0 {
+			t.Fatalf("the next run: %+v %v", after, err)
+		}
+		latest, err := l.Latest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(latest.Findings) != 1 || latest.Findings[0].ID != found.ID || latest.Incremental.ProblemCount != 0 {
+			t.Fatalf("findings %v, latest incremental %+v", latest.Findings, latest.Incremental)
+		}
 	})
 }

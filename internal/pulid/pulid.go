@@ -69,5 +69,5 @@ func Time(id string) (time.Time, bool) {
 	if err != nil {
 		return time.Time{}, false
 	}
-	return ulid.Time(u.Time()), true
+	return ulid.Time(u.Time()).UTC(), true
 }
