@@ -49,26 +49,29 @@ type fullCheckWorker struct {
 func (w *fullCheckWorker) Timeout(*river.Job[FullCheckArgs]) time.Duration { return checkTimeout }
 
 func (w *fullCheckWorker) Work(ctx context.Context, job *river.Job[FullCheckArgs]) error {
-	before, err := w.ledger.CheckProgress(ctx, job.Args.CheckID)
+	err := w.attempt(ctx, job.Args.CheckID)
+	var snooze *river.JobSnoozeError
+	if err == nil || errors.As(err, &snooze) || job.Attempt < job.MaxAttempts {
+		return err
+	}
+	return errors.Join(err, w.ledger.FailCheck(context.WithoutCancel(ctx), job.Args.CheckID, err))
+}
+
+// attempt runs the check from where it had got to. Cut by its timeout or
+// by a shutdown after recording progress, it snoozes: the next attempt
+// goes on from there, and a check longer than an attempt (or than the time
+// between two deploys) must not use its attempts up. One that got nowhere
+// counts as a failure.
+func (w *fullCheckWorker) attempt(ctx context.Context, id string) error {
+	before, err := w.ledger.CheckProgress(ctx, id)
 	if err != nil {
 		return err
 	}
-	err = w.ledger.RunFullCheck(ctx, job.Args.CheckID, w.invariants)
-	if err == nil {
-		return nil
-	}
-	// Cut by its timeout or by a shutdown, having recorded progress: the
-	// next attempt goes on from there, and a check longer than an attempt
-	// (or than the time between two deploys) must not use its attempts
-	// up. One that got nowhere counts as a failure.
-	still := context.WithoutCancel(ctx)
-	if ctx.Err() != nil {
-		if after, perr := w.ledger.CheckProgress(still, job.Args.CheckID); perr == nil && after > before {
+	err = w.ledger.RunFullCheck(ctx, id, w.invariants)
+	if err != nil && ctx.Err() != nil {
+		if after, perr := w.ledger.CheckProgress(context.WithoutCancel(ctx), id); perr == nil && after > before {
 			return river.JobSnooze(time.Second)
 		}
-	}
-	if job.Attempt >= job.MaxAttempts {
-		return errors.Join(err, w.ledger.FailCheck(still, job.Args.CheckID, err))
 	}
 	return err
 }

@@ -169,7 +169,7 @@ func (s *Service) estimateSubjects(ctx context.Context) (int64, error) {
 func (s *Service) finishRun(ctx context.Context, run *ent.LedgerCheck, invariants []Invariant, phases []walkPhase) error {
 	recorded := time.Now()
 	p, err := s.walk(ctx, invariants, phases, progressOf(run), func(p Progress) error {
-		if time.Since(recorded) < progressEvery {
+		if time.Since(recorded) < s.progressAt {
 			return nil
 		}
 		recorded = time.Now()

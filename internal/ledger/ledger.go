@@ -104,8 +104,9 @@ type Service struct {
 	notifyTx    func(context.Context, *ent.Tx, []BalanceChange) error
 	stats       counters
 	spends      *batch.Batcher[*spendCall]
-	tracer      trace.Tracer // nil: tracing is off (see tracing.go)
-	chunkSize   int          // subjects per round of a check (see checkwalk.go)
+	tracer      trace.Tracer  // nil: tracing is off (see tracing.go)
+	chunkSize   int           // subjects per round of a check (see checkwalk.go)
+	progressAt  time.Duration // how often a stored check run records its progress
 }
 
 // counters are the ledger's running totals, read by the server's metrics.
@@ -168,9 +169,13 @@ func WithMaxAttempts(n int) Option { return func(s *Service) { s.maxAttempts = n
 // checks reads (tests make rounds small to have many of them).
 func WithCheckChunkSize(n int) Option { return func(s *Service) { s.chunkSize = max(n, 1) } }
 
+// WithCheckProgressEvery sets how often a stored check run records its
+// progress (tests record every round).
+func WithCheckProgressEvery(d time.Duration) Option { return func(s *Service) { s.progressAt = d } }
+
 // New returns the ledger over db.
 func New(db *database.DB, opts ...Option) *Service {
-	s := &Service{db: db, now: time.Now, maxAttempts: 10, chunkSize: checkChunkSize}
+	s := &Service{db: db, now: time.Now, maxAttempts: 10, chunkSize: checkChunkSize, progressAt: progressEvery}
 	for _, o := range opts {
 		o(s)
 	}
