@@ -1,8 +1,6 @@
 package database_test
 
 import (
-	"context"
-	"os"
 	"strings"
 	"testing"
 
@@ -17,12 +15,7 @@ import (
 // random_page_cost the planner chose the walk, whose cost grows with the
 // whole table.
 func TestDormantUsersHistoryUsesTheirIndex(t *testing.T) {
-	if os.Getenv(testdb.EnvPostgres) == "" {
-		t.Skip("a PostgreSQL planner property: set " + testdb.EnvPostgres)
-	}
-	db := testdb.New(t, testdb.Postgres)
-	ctx := context.Background()
-	for _, stmt := range []string{
+	db := testdb.PlannerDB(t,
 		`INSERT INTO users (id, created_at, updated_at, external_id, credits_balance, status)
 		 SELECT 'u' || lpad(g::text, 6, '0'), now(), now(), 'ext' || g, 0, 'ACTIVE' FROM generate_series(1, 2001) g`,
 		`INSERT INTO credit_transactions (id, created_at, kind, amount, actor, user_id)
@@ -33,11 +26,7 @@ func TestDormantUsersHistoryUsesTheirIndex(t *testing.T) {
 		        'u' || lpad((2 + g % 2000)::text, 6, '0')
 		 FROM generate_series(1, 100000) g`,
 		`ANALYZE users, credit_transactions`,
-	} {
-		if _, err := db.SQL.ExecContext(ctx, stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 	text := testdb.Plan(t, db, `SELECT * FROM credit_transactions WHERE user_id = 'u000001' ORDER BY created_at DESC, id DESC LIMIT 51`)
 	if !strings.Contains(text, "credittransaction_user_id_created_at_id") {
 		t.Fatalf("the first page of a dormant user's history does not use their index:\n%s", text)

@@ -1,8 +1,6 @@
 package ledger
 
 import (
-	"context"
-	"os"
 	"strings"
 	"testing"
 
@@ -17,12 +15,7 @@ import (
 // (0.9 ms and 0.2 ms with the indexes). A PostgreSQL planner property:
 // SQLite's planner is not the one that scales.
 func TestOneUsersLotsAreReadThroughTheirIndexes(t *testing.T) {
-	if os.Getenv(testdb.EnvPostgres) == "" {
-		t.Skip("a PostgreSQL planner property: set " + testdb.EnvPostgres)
-	}
-	db := testdb.New(t, testdb.Postgres)
-	ctx := context.Background()
-	for _, stmt := range []string{
+	db := testdb.PlannerDB(t,
 		`INSERT INTO users (id, created_at, updated_at, external_id, credits_balance, status)
 		 SELECT 'u' || lpad(g::text, 6, '0'), now(), now(), 'ext' || g, 0, 'ACTIVE' FROM generate_series(1, 2000) g`,
 		`INSERT INTO credit_transactions (id, created_at, kind, amount, actor, user_id)
@@ -33,11 +26,7 @@ func TestOneUsersLotsAreReadThroughTheirIndexes(t *testing.T) {
 		        CASE WHEN g % 997 = 0 THEN 10 ELSE 0 END, 't' || lpad(g::text, 8, '0'), 'u' || lpad((1 + g % 2000)::text, 6, '0')
 		 FROM generate_series(1, 60000) g`,
 		`ANALYZE users, credit_transactions, credit_lots`,
-	} {
-		if _, err := db.SQL.ExecContext(ctx, stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 	plan := testdb.Plan(t, db, balanceSelect+"?)", "OPEN", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "u000042")
 	if strings.Contains(plan, "Seq Scan on credit_lots") {
 		t.Errorf("a balance read scans every lot:\n%s", plan)

@@ -1,8 +1,6 @@
 package server_test
 
 import (
-	"context"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,12 +17,7 @@ import (
 // scan would read everything to find them. A PostgreSQL planner property:
 // SQLite's planner is not the one that scales.
 func TestAdminFiltersUseAnIndex(t *testing.T) {
-	if os.Getenv(testdb.EnvPostgres) == "" {
-		t.Skip("a PostgreSQL planner property: set " + testdb.EnvPostgres)
-	}
-	db := testdb.New(t, testdb.Postgres)
-	ctx := context.Background()
-	for _, stmt := range []string{
+	db := testdb.PlannerDB(t,
 		`INSERT INTO users (id, created_at, updated_at, external_id, email, credits_balance, status)
 		 SELECT 'u' || lpad(g::text, 6, '0'), now() - g * interval '1 minute', now(), 'ext' || g, 'e' || g || '@x.io', 0,
 		        CASE WHEN g % 500 = 0 THEN 'FROZEN' ELSE 'ACTIVE' END FROM generate_series(1, 20000) g`,
@@ -37,11 +30,7 @@ func TestAdminFiltersUseAnIndex(t *testing.T) {
 		        'u000001', 'u000001', 't' || lpad(g::text, 8, '0')
 		 FROM generate_series(1, 100000) g`,
 		`ANALYZE users, credit_transactions, admin_actions`,
-	} {
-		if _, err := db.SQL.ExecContext(ctx, stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 	page := func(table, where string) string {
 		return `SELECT id FROM ` + table + ` WHERE ` + where + ` ORDER BY created_at DESC, id DESC LIMIT 11`
 	}

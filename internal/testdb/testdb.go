@@ -153,6 +153,24 @@ func Proxied(t testing.TB, db *database.DB) (*database.DB, *faultproxy.Proxy) {
 	return Open(t, u.String()), p
 }
 
+// PlannerDB is a PostgreSQL test database filled by the given statements
+// (the last of them an ANALYZE), for tests of the plans PostgreSQL chooses
+// (see Plan); the test is skipped without TEST_DATABASE_URL, since SQLite's
+// planner is not the one that scales.
+func PlannerDB(t *testing.T, fill ...string) *database.DB {
+	t.Helper()
+	if os.Getenv(EnvPostgres) == "" {
+		t.Skip("a PostgreSQL planner property: set " + EnvPostgres)
+	}
+	db := New(t, Postgres)
+	for _, stmt := range fill {
+		if _, err := db.SQL.ExecContext(context.Background(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	return db
+}
+
 // Plan is PostgreSQL's plan of a statement with ? placeholders (EXPLAIN,
 // not run), one line per step, for tests of what an index serves.
 func Plan(t testing.TB, db *database.DB, query string, args ...any) string {
