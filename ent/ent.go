@@ -25,6 +25,9 @@ import (
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/stripecustomer"
 	"github.com/tally-billing/tally/ent/user"
+	"github.com/tally-billing/tally/ent/webhookdelivery"
+	"github.com/tally-billing/tally/ent/webhookendpoint"
+	"github.com/tally-billing/tally/ent/webhookevent"
 )
 
 // ent aliases to avoid import conflicts in user's code.
@@ -98,6 +101,9 @@ func checkColumn(t, c string) error {
 			processedevent.Table:    processedevent.ValidColumn,
 			stripecustomer.Table:    stripecustomer.ValidColumn,
 			user.Table:              user.ValidColumn,
+			webhookdelivery.Table:   webhookdelivery.ValidColumn,
+			webhookendpoint.Table:   webhookendpoint.ValidColumn,
+			webhookevent.Table:      webhookevent.ValidColumn,
 		})
 	})
 	return columnCheck(t, c)

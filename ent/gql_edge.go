@@ -231,3 +231,19 @@ func (_m *User) Reservations(
 	}
 	return _m.QueryReservations().Paginate(ctx, after, first, before, last, opts...)
 }
+
+func (_m *WebhookDelivery) Event(ctx context.Context) (*WebhookEvent, error) {
+	result, err := _m.Edges.EventOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryEvent().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *WebhookDelivery) Endpoint(ctx context.Context) (*WebhookEndpoint, error) {
+	result, err := _m.Edges.EndpointOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryEndpoint().Only(ctx)
+	}
+	return result, err
+}

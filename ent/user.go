@@ -29,6 +29,12 @@ type User struct {
 	CreditsBalance int64 `json:"credits_balance,omitempty"`
 	// TransactionCount holds the value of the "transaction_count" field.
 	TransactionCount int64 `json:"transaction_count,omitempty"`
+	// LowBalanceThreshold holds the value of the "low_balance_threshold" field.
+	LowBalanceThreshold *int64 `json:"low_balance_threshold,omitempty"`
+	// BalanceLevel holds the value of the "balance_level" field.
+	BalanceLevel *user.BalanceLevel `json:"balance_level,omitempty"`
+	// EventSeq holds the value of the "event_seq" field.
+	EventSeq int64 `json:"event_seq,omitempty"`
 	// Status holds the value of the "status" field.
 	Status user.Status `json:"status,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
@@ -124,9 +130,9 @@ func (*User) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case user.FieldCreditsBalance, user.FieldTransactionCount:
+		case user.FieldCreditsBalance, user.FieldTransactionCount, user.FieldLowBalanceThreshold, user.FieldEventSeq:
 			values[i] = new(sql.NullInt64)
-		case user.FieldID, user.FieldExternalID, user.FieldEmail, user.FieldStatus:
+		case user.FieldID, user.FieldExternalID, user.FieldEmail, user.FieldBalanceLevel, user.FieldStatus:
 			values[i] = new(sql.NullString)
 		case user.FieldCreatedAt, user.FieldUpdatedAt:
 			values[i] = new(sql.NullTime)
@@ -186,6 +192,26 @@ func (_m *User) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field transaction_count", values[i])
 			} else if value.Valid {
 				_m.TransactionCount = value.Int64
+			}
+		case user.FieldLowBalanceThreshold:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field low_balance_threshold", values[i])
+			} else if value.Valid {
+				_m.LowBalanceThreshold = new(int64)
+				*_m.LowBalanceThreshold = value.Int64
+			}
+		case user.FieldBalanceLevel:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field balance_level", values[i])
+			} else if value.Valid {
+				_m.BalanceLevel = new(user.BalanceLevel)
+				*_m.BalanceLevel = user.BalanceLevel(value.String)
+			}
+		case user.FieldEventSeq:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field event_seq", values[i])
+			} else if value.Valid {
+				_m.EventSeq = value.Int64
 			}
 		case user.FieldStatus:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -276,6 +302,19 @@ func (_m *User) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("transaction_count=")
 	builder.WriteString(fmt.Sprintf("%v", _m.TransactionCount))
+	builder.WriteString(", ")
+	if v := _m.LowBalanceThreshold; v != nil {
+		builder.WriteString("low_balance_threshold=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.BalanceLevel; v != nil {
+		builder.WriteString("balance_level=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	builder.WriteString("event_seq=")
+	builder.WriteString(fmt.Sprintf("%v", _m.EventSeq))
 	builder.WriteString(", ")
 	builder.WriteString("status=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Status))

@@ -105,6 +105,48 @@ func (_c *UserCreate) SetNillableTransactionCount(v *int64) *UserCreate {
 	return _c
 }
 
+// SetLowBalanceThreshold sets the "low_balance_threshold" field.
+func (_c *UserCreate) SetLowBalanceThreshold(v int64) *UserCreate {
+	_c.mutation.SetLowBalanceThreshold(v)
+	return _c
+}
+
+// SetNillableLowBalanceThreshold sets the "low_balance_threshold" field if the given value is not nil.
+func (_c *UserCreate) SetNillableLowBalanceThreshold(v *int64) *UserCreate {
+	if v != nil {
+		_c.SetLowBalanceThreshold(*v)
+	}
+	return _c
+}
+
+// SetBalanceLevel sets the "balance_level" field.
+func (_c *UserCreate) SetBalanceLevel(v user.BalanceLevel) *UserCreate {
+	_c.mutation.SetBalanceLevel(v)
+	return _c
+}
+
+// SetNillableBalanceLevel sets the "balance_level" field if the given value is not nil.
+func (_c *UserCreate) SetNillableBalanceLevel(v *user.BalanceLevel) *UserCreate {
+	if v != nil {
+		_c.SetBalanceLevel(*v)
+	}
+	return _c
+}
+
+// SetEventSeq sets the "event_seq" field.
+func (_c *UserCreate) SetEventSeq(v int64) *UserCreate {
+	_c.mutation.SetEventSeq(v)
+	return _c
+}
+
+// SetNillableEventSeq sets the "event_seq" field if the given value is not nil.
+func (_c *UserCreate) SetNillableEventSeq(v *int64) *UserCreate {
+	if v != nil {
+		_c.SetEventSeq(*v)
+	}
+	return _c
+}
+
 // SetStatus sets the "status" field.
 func (_c *UserCreate) SetStatus(v user.Status) *UserCreate {
 	_c.mutation.SetStatus(v)
@@ -274,6 +316,10 @@ func (_c *UserCreate) defaults() {
 		v := user.DefaultTransactionCount
 		_c.mutation.SetTransactionCount(v)
 	}
+	if _, ok := _c.mutation.EventSeq(); !ok {
+		v := user.DefaultEventSeq
+		_c.mutation.SetEventSeq(v)
+	}
 	if _, ok := _c.mutation.Status(); !ok {
 		v := user.DefaultStatus
 		_c.mutation.SetStatus(v)
@@ -314,6 +360,19 @@ func (_c *UserCreate) check() error {
 	if v, ok := _c.mutation.TransactionCount(); ok {
 		if err := user.TransactionCountValidator(v); err != nil {
 			return &ValidationError{Name: "transaction_count", err: fmt.Errorf(`ent: validator failed for field "User.transaction_count": %w`, err)}
+		}
+	}
+	if v, ok := _c.mutation.BalanceLevel(); ok {
+		if err := user.BalanceLevelValidator(v); err != nil {
+			return &ValidationError{Name: "balance_level", err: fmt.Errorf(`ent: validator failed for field "User.balance_level": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.EventSeq(); !ok {
+		return &ValidationError{Name: "event_seq", err: errors.New(`ent: missing required field "User.event_seq"`)}
+	}
+	if v, ok := _c.mutation.EventSeq(); ok {
+		if err := user.EventSeqValidator(v); err != nil {
+			return &ValidationError{Name: "event_seq", err: fmt.Errorf(`ent: validator failed for field "User.event_seq": %w`, err)}
 		}
 	}
 	if _, ok := _c.mutation.Status(); !ok {
@@ -388,6 +447,18 @@ func (_c *UserCreate) createSpec() (*User, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.TransactionCount(); ok {
 		_spec.SetField(user.FieldTransactionCount, field.TypeInt64, value)
 		_node.TransactionCount = value
+	}
+	if value, ok := _c.mutation.LowBalanceThreshold(); ok {
+		_spec.SetField(user.FieldLowBalanceThreshold, field.TypeInt64, value)
+		_node.LowBalanceThreshold = &value
+	}
+	if value, ok := _c.mutation.BalanceLevel(); ok {
+		_spec.SetField(user.FieldBalanceLevel, field.TypeEnum, value)
+		_node.BalanceLevel = &value
+	}
+	if value, ok := _c.mutation.EventSeq(); ok {
+		_spec.SetField(user.FieldEventSeq, field.TypeInt64, value)
+		_node.EventSeq = value
 	}
 	if value, ok := _c.mutation.Status(); ok {
 		_spec.SetField(user.FieldStatus, field.TypeEnum, value)
@@ -607,6 +678,66 @@ func (u *UserUpsert) AddTransactionCount(v int64) *UserUpsert {
 	return u
 }
 
+// SetLowBalanceThreshold sets the "low_balance_threshold" field.
+func (u *UserUpsert) SetLowBalanceThreshold(v int64) *UserUpsert {
+	u.Set(user.FieldLowBalanceThreshold, v)
+	return u
+}
+
+// UpdateLowBalanceThreshold sets the "low_balance_threshold" field to the value that was provided on create.
+func (u *UserUpsert) UpdateLowBalanceThreshold() *UserUpsert {
+	u.SetExcluded(user.FieldLowBalanceThreshold)
+	return u
+}
+
+// AddLowBalanceThreshold adds v to the "low_balance_threshold" field.
+func (u *UserUpsert) AddLowBalanceThreshold(v int64) *UserUpsert {
+	u.Add(user.FieldLowBalanceThreshold, v)
+	return u
+}
+
+// ClearLowBalanceThreshold clears the value of the "low_balance_threshold" field.
+func (u *UserUpsert) ClearLowBalanceThreshold() *UserUpsert {
+	u.SetNull(user.FieldLowBalanceThreshold)
+	return u
+}
+
+// SetBalanceLevel sets the "balance_level" field.
+func (u *UserUpsert) SetBalanceLevel(v user.BalanceLevel) *UserUpsert {
+	u.Set(user.FieldBalanceLevel, v)
+	return u
+}
+
+// UpdateBalanceLevel sets the "balance_level" field to the value that was provided on create.
+func (u *UserUpsert) UpdateBalanceLevel() *UserUpsert {
+	u.SetExcluded(user.FieldBalanceLevel)
+	return u
+}
+
+// ClearBalanceLevel clears the value of the "balance_level" field.
+func (u *UserUpsert) ClearBalanceLevel() *UserUpsert {
+	u.SetNull(user.FieldBalanceLevel)
+	return u
+}
+
+// SetEventSeq sets the "event_seq" field.
+func (u *UserUpsert) SetEventSeq(v int64) *UserUpsert {
+	u.Set(user.FieldEventSeq, v)
+	return u
+}
+
+// UpdateEventSeq sets the "event_seq" field to the value that was provided on create.
+func (u *UserUpsert) UpdateEventSeq() *UserUpsert {
+	u.SetExcluded(user.FieldEventSeq)
+	return u
+}
+
+// AddEventSeq adds v to the "event_seq" field.
+func (u *UserUpsert) AddEventSeq(v int64) *UserUpsert {
+	u.Add(user.FieldEventSeq, v)
+	return u
+}
+
 // SetStatus sets the "status" field.
 func (u *UserUpsert) SetStatus(v user.Status) *UserUpsert {
 	u.Set(user.FieldStatus, v)
@@ -747,6 +878,76 @@ func (u *UserUpsertOne) AddTransactionCount(v int64) *UserUpsertOne {
 func (u *UserUpsertOne) UpdateTransactionCount() *UserUpsertOne {
 	return u.Update(func(s *UserUpsert) {
 		s.UpdateTransactionCount()
+	})
+}
+
+// SetLowBalanceThreshold sets the "low_balance_threshold" field.
+func (u *UserUpsertOne) SetLowBalanceThreshold(v int64) *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.SetLowBalanceThreshold(v)
+	})
+}
+
+// AddLowBalanceThreshold adds v to the "low_balance_threshold" field.
+func (u *UserUpsertOne) AddLowBalanceThreshold(v int64) *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.AddLowBalanceThreshold(v)
+	})
+}
+
+// UpdateLowBalanceThreshold sets the "low_balance_threshold" field to the value that was provided on create.
+func (u *UserUpsertOne) UpdateLowBalanceThreshold() *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateLowBalanceThreshold()
+	})
+}
+
+// ClearLowBalanceThreshold clears the value of the "low_balance_threshold" field.
+func (u *UserUpsertOne) ClearLowBalanceThreshold() *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.ClearLowBalanceThreshold()
+	})
+}
+
+// SetBalanceLevel sets the "balance_level" field.
+func (u *UserUpsertOne) SetBalanceLevel(v user.BalanceLevel) *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.SetBalanceLevel(v)
+	})
+}
+
+// UpdateBalanceLevel sets the "balance_level" field to the value that was provided on create.
+func (u *UserUpsertOne) UpdateBalanceLevel() *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateBalanceLevel()
+	})
+}
+
+// ClearBalanceLevel clears the value of the "balance_level" field.
+func (u *UserUpsertOne) ClearBalanceLevel() *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.ClearBalanceLevel()
+	})
+}
+
+// SetEventSeq sets the "event_seq" field.
+func (u *UserUpsertOne) SetEventSeq(v int64) *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.SetEventSeq(v)
+	})
+}
+
+// AddEventSeq adds v to the "event_seq" field.
+func (u *UserUpsertOne) AddEventSeq(v int64) *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.AddEventSeq(v)
+	})
+}
+
+// UpdateEventSeq sets the "event_seq" field to the value that was provided on create.
+func (u *UserUpsertOne) UpdateEventSeq() *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateEventSeq()
 	})
 }
 
@@ -1059,6 +1260,76 @@ func (u *UserUpsertBulk) AddTransactionCount(v int64) *UserUpsertBulk {
 func (u *UserUpsertBulk) UpdateTransactionCount() *UserUpsertBulk {
 	return u.Update(func(s *UserUpsert) {
 		s.UpdateTransactionCount()
+	})
+}
+
+// SetLowBalanceThreshold sets the "low_balance_threshold" field.
+func (u *UserUpsertBulk) SetLowBalanceThreshold(v int64) *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.SetLowBalanceThreshold(v)
+	})
+}
+
+// AddLowBalanceThreshold adds v to the "low_balance_threshold" field.
+func (u *UserUpsertBulk) AddLowBalanceThreshold(v int64) *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.AddLowBalanceThreshold(v)
+	})
+}
+
+// UpdateLowBalanceThreshold sets the "low_balance_threshold" field to the value that was provided on create.
+func (u *UserUpsertBulk) UpdateLowBalanceThreshold() *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateLowBalanceThreshold()
+	})
+}
+
+// ClearLowBalanceThreshold clears the value of the "low_balance_threshold" field.
+func (u *UserUpsertBulk) ClearLowBalanceThreshold() *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.ClearLowBalanceThreshold()
+	})
+}
+
+// SetBalanceLevel sets the "balance_level" field.
+func (u *UserUpsertBulk) SetBalanceLevel(v user.BalanceLevel) *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.SetBalanceLevel(v)
+	})
+}
+
+// UpdateBalanceLevel sets the "balance_level" field to the value that was provided on create.
+func (u *UserUpsertBulk) UpdateBalanceLevel() *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateBalanceLevel()
+	})
+}
+
+// ClearBalanceLevel clears the value of the "balance_level" field.
+func (u *UserUpsertBulk) ClearBalanceLevel() *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.ClearBalanceLevel()
+	})
+}
+
+// SetEventSeq sets the "event_seq" field.
+func (u *UserUpsertBulk) SetEventSeq(v int64) *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.SetEventSeq(v)
+	})
+}
+
+// AddEventSeq adds v to the "event_seq" field.
+func (u *UserUpsertBulk) AddEventSeq(v int64) *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.AddEventSeq(v)
+	})
+}
+
+// UpdateEventSeq sets the "event_seq" field to the value that was provided on create.
+func (u *UserUpsertBulk) UpdateEventSeq() *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateEventSeq()
 	})
 }
 

@@ -103,6 +103,74 @@ func (_u *UserUpdate) AddTransactionCount(v int64) *UserUpdate {
 	return _u
 }
 
+// SetLowBalanceThreshold sets the "low_balance_threshold" field.
+func (_u *UserUpdate) SetLowBalanceThreshold(v int64) *UserUpdate {
+	_u.mutation.ResetLowBalanceThreshold()
+	_u.mutation.SetLowBalanceThreshold(v)
+	return _u
+}
+
+// SetNillableLowBalanceThreshold sets the "low_balance_threshold" field if the given value is not nil.
+func (_u *UserUpdate) SetNillableLowBalanceThreshold(v *int64) *UserUpdate {
+	if v != nil {
+		_u.SetLowBalanceThreshold(*v)
+	}
+	return _u
+}
+
+// AddLowBalanceThreshold adds value to the "low_balance_threshold" field.
+func (_u *UserUpdate) AddLowBalanceThreshold(v int64) *UserUpdate {
+	_u.mutation.AddLowBalanceThreshold(v)
+	return _u
+}
+
+// ClearLowBalanceThreshold clears the value of the "low_balance_threshold" field.
+func (_u *UserUpdate) ClearLowBalanceThreshold() *UserUpdate {
+	_u.mutation.ClearLowBalanceThreshold()
+	return _u
+}
+
+// SetBalanceLevel sets the "balance_level" field.
+func (_u *UserUpdate) SetBalanceLevel(v user.BalanceLevel) *UserUpdate {
+	_u.mutation.SetBalanceLevel(v)
+	return _u
+}
+
+// SetNillableBalanceLevel sets the "balance_level" field if the given value is not nil.
+func (_u *UserUpdate) SetNillableBalanceLevel(v *user.BalanceLevel) *UserUpdate {
+	if v != nil {
+		_u.SetBalanceLevel(*v)
+	}
+	return _u
+}
+
+// ClearBalanceLevel clears the value of the "balance_level" field.
+func (_u *UserUpdate) ClearBalanceLevel() *UserUpdate {
+	_u.mutation.ClearBalanceLevel()
+	return _u
+}
+
+// SetEventSeq sets the "event_seq" field.
+func (_u *UserUpdate) SetEventSeq(v int64) *UserUpdate {
+	_u.mutation.ResetEventSeq()
+	_u.mutation.SetEventSeq(v)
+	return _u
+}
+
+// SetNillableEventSeq sets the "event_seq" field if the given value is not nil.
+func (_u *UserUpdate) SetNillableEventSeq(v *int64) *UserUpdate {
+	if v != nil {
+		_u.SetEventSeq(*v)
+	}
+	return _u
+}
+
+// AddEventSeq adds value to the "event_seq" field.
+func (_u *UserUpdate) AddEventSeq(v int64) *UserUpdate {
+	_u.mutation.AddEventSeq(v)
+	return _u
+}
+
 // SetStatus sets the "status" field.
 func (_u *UserUpdate) SetStatus(v user.Status) *UserUpdate {
 	_u.mutation.SetStatus(v)
@@ -386,6 +454,16 @@ func (_u *UserUpdate) check() error {
 			return &ValidationError{Name: "transaction_count", err: fmt.Errorf(`ent: validator failed for field "User.transaction_count": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.BalanceLevel(); ok {
+		if err := user.BalanceLevelValidator(v); err != nil {
+			return &ValidationError{Name: "balance_level", err: fmt.Errorf(`ent: validator failed for field "User.balance_level": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.EventSeq(); ok {
+		if err := user.EventSeqValidator(v); err != nil {
+			return &ValidationError{Name: "event_seq", err: fmt.Errorf(`ent: validator failed for field "User.event_seq": %w`, err)}
+		}
+	}
 	if v, ok := _u.mutation.Status(); ok {
 		if err := user.StatusValidator(v); err != nil {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "User.status": %w`, err)}
@@ -432,6 +510,27 @@ func (_u *UserUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedTransactionCount(); ok {
 		_spec.AddField(user.FieldTransactionCount, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LowBalanceThreshold(); ok {
+		_spec.SetField(user.FieldLowBalanceThreshold, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLowBalanceThreshold(); ok {
+		_spec.AddField(user.FieldLowBalanceThreshold, field.TypeInt64, value)
+	}
+	if _u.mutation.LowBalanceThresholdCleared() {
+		_spec.ClearField(user.FieldLowBalanceThreshold, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.BalanceLevel(); ok {
+		_spec.SetField(user.FieldBalanceLevel, field.TypeEnum, value)
+	}
+	if _u.mutation.BalanceLevelCleared() {
+		_spec.ClearField(user.FieldBalanceLevel, field.TypeEnum)
+	}
+	if value, ok := _u.mutation.EventSeq(); ok {
+		_spec.SetField(user.FieldEventSeq, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedEventSeq(); ok {
+		_spec.AddField(user.FieldEventSeq, field.TypeInt64, value)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(user.FieldStatus, field.TypeEnum, value)
@@ -796,6 +895,74 @@ func (_u *UserUpdateOne) AddTransactionCount(v int64) *UserUpdateOne {
 	return _u
 }
 
+// SetLowBalanceThreshold sets the "low_balance_threshold" field.
+func (_u *UserUpdateOne) SetLowBalanceThreshold(v int64) *UserUpdateOne {
+	_u.mutation.ResetLowBalanceThreshold()
+	_u.mutation.SetLowBalanceThreshold(v)
+	return _u
+}
+
+// SetNillableLowBalanceThreshold sets the "low_balance_threshold" field if the given value is not nil.
+func (_u *UserUpdateOne) SetNillableLowBalanceThreshold(v *int64) *UserUpdateOne {
+	if v != nil {
+		_u.SetLowBalanceThreshold(*v)
+	}
+	return _u
+}
+
+// AddLowBalanceThreshold adds value to the "low_balance_threshold" field.
+func (_u *UserUpdateOne) AddLowBalanceThreshold(v int64) *UserUpdateOne {
+	_u.mutation.AddLowBalanceThreshold(v)
+	return _u
+}
+
+// ClearLowBalanceThreshold clears the value of the "low_balance_threshold" field.
+func (_u *UserUpdateOne) ClearLowBalanceThreshold() *UserUpdateOne {
+	_u.mutation.ClearLowBalanceThreshold()
+	return _u
+}
+
+// SetBalanceLevel sets the "balance_level" field.
+func (_u *UserUpdateOne) SetBalanceLevel(v user.BalanceLevel) *UserUpdateOne {
+	_u.mutation.SetBalanceLevel(v)
+	return _u
+}
+
+// SetNillableBalanceLevel sets the "balance_level" field if the given value is not nil.
+func (_u *UserUpdateOne) SetNillableBalanceLevel(v *user.BalanceLevel) *UserUpdateOne {
+	if v != nil {
+		_u.SetBalanceLevel(*v)
+	}
+	return _u
+}
+
+// ClearBalanceLevel clears the value of the "balance_level" field.
+func (_u *UserUpdateOne) ClearBalanceLevel() *UserUpdateOne {
+	_u.mutation.ClearBalanceLevel()
+	return _u
+}
+
+// SetEventSeq sets the "event_seq" field.
+func (_u *UserUpdateOne) SetEventSeq(v int64) *UserUpdateOne {
+	_u.mutation.ResetEventSeq()
+	_u.mutation.SetEventSeq(v)
+	return _u
+}
+
+// SetNillableEventSeq sets the "event_seq" field if the given value is not nil.
+func (_u *UserUpdateOne) SetNillableEventSeq(v *int64) *UserUpdateOne {
+	if v != nil {
+		_u.SetEventSeq(*v)
+	}
+	return _u
+}
+
+// AddEventSeq adds value to the "event_seq" field.
+func (_u *UserUpdateOne) AddEventSeq(v int64) *UserUpdateOne {
+	_u.mutation.AddEventSeq(v)
+	return _u
+}
+
 // SetStatus sets the "status" field.
 func (_u *UserUpdateOne) SetStatus(v user.Status) *UserUpdateOne {
 	_u.mutation.SetStatus(v)
@@ -1092,6 +1259,16 @@ func (_u *UserUpdateOne) check() error {
 			return &ValidationError{Name: "transaction_count", err: fmt.Errorf(`ent: validator failed for field "User.transaction_count": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.BalanceLevel(); ok {
+		if err := user.BalanceLevelValidator(v); err != nil {
+			return &ValidationError{Name: "balance_level", err: fmt.Errorf(`ent: validator failed for field "User.balance_level": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.EventSeq(); ok {
+		if err := user.EventSeqValidator(v); err != nil {
+			return &ValidationError{Name: "event_seq", err: fmt.Errorf(`ent: validator failed for field "User.event_seq": %w`, err)}
+		}
+	}
 	if v, ok := _u.mutation.Status(); ok {
 		if err := user.StatusValidator(v); err != nil {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "User.status": %w`, err)}
@@ -1155,6 +1332,27 @@ func (_u *UserUpdateOne) sqlSave(ctx context.Context) (_node *User, err error) {
 	}
 	if value, ok := _u.mutation.AddedTransactionCount(); ok {
 		_spec.AddField(user.FieldTransactionCount, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LowBalanceThreshold(); ok {
+		_spec.SetField(user.FieldLowBalanceThreshold, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLowBalanceThreshold(); ok {
+		_spec.AddField(user.FieldLowBalanceThreshold, field.TypeInt64, value)
+	}
+	if _u.mutation.LowBalanceThresholdCleared() {
+		_spec.ClearField(user.FieldLowBalanceThreshold, field.TypeInt64)
+	}
+	if value, ok := _u.mutation.BalanceLevel(); ok {
+		_spec.SetField(user.FieldBalanceLevel, field.TypeEnum, value)
+	}
+	if _u.mutation.BalanceLevelCleared() {
+		_spec.ClearField(user.FieldBalanceLevel, field.TypeEnum)
+	}
+	if value, ok := _u.mutation.EventSeq(); ok {
+		_spec.SetField(user.FieldEventSeq, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedEventSeq(); ok {
+		_spec.AddField(user.FieldEventSeq, field.TypeInt64, value)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(user.FieldStatus, field.TypeEnum, value)

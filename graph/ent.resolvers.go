@@ -113,6 +113,38 @@ func (r *queryResolver) Users(ctx context.Context, after *entgql.Cursor[string],
 		func(c *ent.UserConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
 }
 
+// WebhookDeliveries is the resolver for the webhookDeliveries field.
+func (r *queryResolver) WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error) {
+	q, err := where.Filter(r.Client.WebhookDelivery.Query())
+	if err != nil {
+		return nil, err
+	}
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.WebhookDeliveryConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithWebhookDeliveryOrder(orderOr(orderBy, &ent.WebhookDeliveryOrder{Direction: entgql.OrderDirectionDesc, Field: ent.WebhookDeliveryOrderFieldCreatedAt})))
+		},
+		cappedCount(counted.IDs),
+		func(c *ent.WebhookDeliveryConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
+}
+
+// WebhookEndpoints is the resolver for the webhookEndpoints field.
+func (r *queryResolver) WebhookEndpoints(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) (*ent.WebhookEndpointConnection, error) {
+	q, err := where.Filter(r.Client.WebhookEndpoint.Query())
+	if err != nil {
+		return nil, err
+	}
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.WebhookEndpointConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithWebhookEndpointOrder(orderOr(orderBy, &ent.WebhookEndpointOrder{Direction: entgql.OrderDirectionDesc, Field: ent.WebhookEndpointOrderFieldCreatedAt})))
+		},
+		cappedCount(counted.IDs),
+		func(c *ent.WebhookEndpointConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
+}
+
 // Lots is the resolver for the lots field.
 func (r *userResolver) Lots(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) (*ent.CreditLotConnection, error) {
 	return r.userLots(ctx, obj, after, first, before, last, orderBy)

@@ -14,6 +14,9 @@ import (
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/user"
+	"github.com/tally-billing/tally/ent/webhookdelivery"
+	"github.com/tally-billing/tally/ent/webhookendpoint"
+	"github.com/tally-billing/tally/ent/webhookevent"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/pulid"
@@ -32,6 +35,9 @@ var nodeTables = map[string]string{
 	"res": creditreservation.Table,
 	"pev": processedevent.Table,
 	"adm": adminaction.Table,
+	"wep": webhookendpoint.Table,
+	"whe": webhookevent.Table,
+	"whd": webhookdelivery.Table,
 }
 
 func errNodeNotFound(id string) error {
@@ -111,7 +117,7 @@ func (r *Resolver) visible(ctx context.Context, table, id string) (bool, error) 
 	case creditledger.Table:
 		owners, err = r.Client.CreditLedger.Query().Where(creditledger.ID(id)).
 			QueryTransaction().Select(credittransaction.FieldUserID).Strings(ctx)
-	default: // admin actions, Stripe events
+	default: // admin actions, Stripe events, outbound events and endpoints
 		return false, nil
 	}
 	if err != nil {

@@ -55,6 +55,9 @@ var IDPrefixes = map[string]string{
 	"idk": "IdempotencyKey",
 	"dsc": "DevSecret",
 	"lck": "LedgerCheck",
+	"wep": "WebhookEndpoint",
+	"whe": "WebhookEvent",
+	"whd": "WebhookDelivery",
 }
 
 // restrictDelete keeps an optional reference from being cleared when its

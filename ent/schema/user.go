@@ -47,6 +47,21 @@ func (User) Fields() []ent.Field {
 		// of the other admin lists): entgql orders by it then by id, which
 		// its index (led by it, then created_at) does not give, so a page
 		// would sort the whole table. Filter by it and order by CREATED_AT.
+		// Below it, available credits are low (outbound balance.low and
+		// balance.recovered events); nil is the server's default
+		// (TALLY_LOW_BALANCE_THRESHOLD), 0 turns the user's balance
+		// events off.
+		field.Int64("low_balance_threshold").Optional().Nillable().
+			Annotations(entgql.MapsTo("lowBalanceThreshold"), unindexed),
+		// What the outbound events last said of the available credits
+		// (see ledger.Level), kept under the user's lock so that a
+		// crossing is told once however many movements race across it;
+		// nil is as OK.
+		field.Enum("balance_level").Values("OK", "LOW", "DEPLETED").Optional().Nillable().
+			Annotations(entgql.Skip()),
+		// How many outbound events the user has had: the next one's
+		// number (its commit order).
+		field.Int64("event_seq").Default(0).NonNegative().Annotations(entgql.Skip()),
 		field.Enum("status").
 			NamedValues("Active", "ACTIVE", "Frozen", "FROZEN").
 			Default("ACTIVE"),

@@ -29,6 +29,12 @@ const (
 	FieldCreditsBalance = "credits_balance"
 	// FieldTransactionCount holds the string denoting the transaction_count field in the database.
 	FieldTransactionCount = "transaction_count"
+	// FieldLowBalanceThreshold holds the string denoting the low_balance_threshold field in the database.
+	FieldLowBalanceThreshold = "low_balance_threshold"
+	// FieldBalanceLevel holds the string denoting the balance_level field in the database.
+	FieldBalanceLevel = "balance_level"
+	// FieldEventSeq holds the string denoting the event_seq field in the database.
+	FieldEventSeq = "event_seq"
 	// FieldStatus holds the string denoting the status field in the database.
 	FieldStatus = "status"
 	// EdgeStripeCustomers holds the string denoting the stripe_customers edge name in mutations.
@@ -98,6 +104,9 @@ var Columns = []string{
 	FieldEmail,
 	FieldCreditsBalance,
 	FieldTransactionCount,
+	FieldLowBalanceThreshold,
+	FieldBalanceLevel,
+	FieldEventSeq,
 	FieldStatus,
 }
 
@@ -128,11 +137,39 @@ var (
 	DefaultTransactionCount int64
 	// TransactionCountValidator is a validator for the "transaction_count" field. It is called by the builders before save.
 	TransactionCountValidator func(int64) error
+	// DefaultEventSeq holds the default value on creation for the "event_seq" field.
+	DefaultEventSeq int64
+	// EventSeqValidator is a validator for the "event_seq" field. It is called by the builders before save.
+	EventSeqValidator func(int64) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
 	IDValidator func(string) error
 )
+
+// BalanceLevel defines the type for the "balance_level" enum field.
+type BalanceLevel string
+
+// BalanceLevel values.
+const (
+	BalanceLevelOK       BalanceLevel = "OK"
+	BalanceLevelLOW      BalanceLevel = "LOW"
+	BalanceLevelDEPLETED BalanceLevel = "DEPLETED"
+)
+
+func (bl BalanceLevel) String() string {
+	return string(bl)
+}
+
+// BalanceLevelValidator is a validator for the "balance_level" field enum values. It is called by the builders before save.
+func BalanceLevelValidator(bl BalanceLevel) error {
+	switch bl {
+	case BalanceLevelOK, BalanceLevelLOW, BalanceLevelDEPLETED:
+		return nil
+	default:
+		return fmt.Errorf("user: invalid enum value for balance_level field: %q", bl)
+	}
+}
 
 // Status defines the type for the "status" enum field.
 type Status string
@@ -196,6 +233,21 @@ func ByCreditsBalance(opts ...sql.OrderTermOption) OrderOption {
 // ByTransactionCount orders the results by the transaction_count field.
 func ByTransactionCount(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldTransactionCount, opts...).ToFunc()
+}
+
+// ByLowBalanceThreshold orders the results by the low_balance_threshold field.
+func ByLowBalanceThreshold(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLowBalanceThreshold, opts...).ToFunc()
+}
+
+// ByBalanceLevel orders the results by the balance_level field.
+func ByBalanceLevel(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldBalanceLevel, opts...).ToFunc()
+}
+
+// ByEventSeq orders the results by the event_seq field.
+func ByEventSeq(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldEventSeq, opts...).ToFunc()
 }
 
 // ByStatus orders the results by the status field.
@@ -327,6 +379,24 @@ func newPostingsStep() *sqlgraph.Step {
 		sqlgraph.To(PostingsInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, false, PostingsTable, PostingsColumn),
 	)
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (e BalanceLevel) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(e.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (e *BalanceLevel) UnmarshalGQL(val interface{}) error {
+	str, ok := val.(string)
+	if !ok {
+		return fmt.Errorf("enum %T must be a string", val)
+	}
+	*e = BalanceLevel(str)
+	if err := BalanceLevelValidator(*e); err != nil {
+		return fmt.Errorf("%s is not a valid BalanceLevel", str)
+	}
+	return nil
 }
 
 // MarshalGQL implements graphql.Marshaler interface.

@@ -95,6 +95,16 @@ func TransactionCount(v int64) predicate.User {
 	return predicate.User(sql.FieldEQ(FieldTransactionCount, v))
 }
 
+// LowBalanceThreshold applies equality check predicate on the "low_balance_threshold" field. It's identical to LowBalanceThresholdEQ.
+func LowBalanceThreshold(v int64) predicate.User {
+	return predicate.User(sql.FieldEQ(FieldLowBalanceThreshold, v))
+}
+
+// EventSeq applies equality check predicate on the "event_seq" field. It's identical to EventSeqEQ.
+func EventSeq(v int64) predicate.User {
+	return predicate.User(sql.FieldEQ(FieldEventSeq, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.User {
 	return predicate.User(sql.FieldEQ(FieldCreatedAt, v))
@@ -393,6 +403,126 @@ func TransactionCountLT(v int64) predicate.User {
 // TransactionCountLTE applies the LTE predicate on the "transaction_count" field.
 func TransactionCountLTE(v int64) predicate.User {
 	return predicate.User(sql.FieldLTE(FieldTransactionCount, v))
+}
+
+// LowBalanceThresholdEQ applies the EQ predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdEQ(v int64) predicate.User {
+	return predicate.User(sql.FieldEQ(FieldLowBalanceThreshold, v))
+}
+
+// LowBalanceThresholdNEQ applies the NEQ predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdNEQ(v int64) predicate.User {
+	return predicate.User(sql.FieldNEQ(FieldLowBalanceThreshold, v))
+}
+
+// LowBalanceThresholdIn applies the In predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdIn(vs ...int64) predicate.User {
+	return predicate.User(sql.FieldIn(FieldLowBalanceThreshold, vs...))
+}
+
+// LowBalanceThresholdNotIn applies the NotIn predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdNotIn(vs ...int64) predicate.User {
+	return predicate.User(sql.FieldNotIn(FieldLowBalanceThreshold, vs...))
+}
+
+// LowBalanceThresholdGT applies the GT predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdGT(v int64) predicate.User {
+	return predicate.User(sql.FieldGT(FieldLowBalanceThreshold, v))
+}
+
+// LowBalanceThresholdGTE applies the GTE predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdGTE(v int64) predicate.User {
+	return predicate.User(sql.FieldGTE(FieldLowBalanceThreshold, v))
+}
+
+// LowBalanceThresholdLT applies the LT predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdLT(v int64) predicate.User {
+	return predicate.User(sql.FieldLT(FieldLowBalanceThreshold, v))
+}
+
+// LowBalanceThresholdLTE applies the LTE predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdLTE(v int64) predicate.User {
+	return predicate.User(sql.FieldLTE(FieldLowBalanceThreshold, v))
+}
+
+// LowBalanceThresholdIsNil applies the IsNil predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdIsNil() predicate.User {
+	return predicate.User(sql.FieldIsNull(FieldLowBalanceThreshold))
+}
+
+// LowBalanceThresholdNotNil applies the NotNil predicate on the "low_balance_threshold" field.
+func LowBalanceThresholdNotNil() predicate.User {
+	return predicate.User(sql.FieldNotNull(FieldLowBalanceThreshold))
+}
+
+// BalanceLevelEQ applies the EQ predicate on the "balance_level" field.
+func BalanceLevelEQ(v BalanceLevel) predicate.User {
+	return predicate.User(sql.FieldEQ(FieldBalanceLevel, v))
+}
+
+// BalanceLevelNEQ applies the NEQ predicate on the "balance_level" field.
+func BalanceLevelNEQ(v BalanceLevel) predicate.User {
+	return predicate.User(sql.FieldNEQ(FieldBalanceLevel, v))
+}
+
+// BalanceLevelIn applies the In predicate on the "balance_level" field.
+func BalanceLevelIn(vs ...BalanceLevel) predicate.User {
+	return predicate.User(sql.FieldIn(FieldBalanceLevel, vs...))
+}
+
+// BalanceLevelNotIn applies the NotIn predicate on the "balance_level" field.
+func BalanceLevelNotIn(vs ...BalanceLevel) predicate.User {
+	return predicate.User(sql.FieldNotIn(FieldBalanceLevel, vs...))
+}
+
+// BalanceLevelIsNil applies the IsNil predicate on the "balance_level" field.
+func BalanceLevelIsNil() predicate.User {
+	return predicate.User(sql.FieldIsNull(FieldBalanceLevel))
+}
+
+// BalanceLevelNotNil applies the NotNil predicate on the "balance_level" field.
+func BalanceLevelNotNil() predicate.User {
+	return predicate.User(sql.FieldNotNull(FieldBalanceLevel))
+}
+
+// EventSeqEQ applies the EQ predicate on the "event_seq" field.
+func EventSeqEQ(v int64) predicate.User {
+	return predicate.User(sql.FieldEQ(FieldEventSeq, v))
+}
+
+// EventSeqNEQ applies the NEQ predicate on the "event_seq" field.
+func EventSeqNEQ(v int64) predicate.User {
+	return predicate.User(sql.FieldNEQ(FieldEventSeq, v))
+}
+
+// EventSeqIn applies the In predicate on the "event_seq" field.
+func EventSeqIn(vs ...int64) predicate.User {
+	return predicate.User(sql.FieldIn(FieldEventSeq, vs...))
+}
+
+// EventSeqNotIn applies the NotIn predicate on the "event_seq" field.
+func EventSeqNotIn(vs ...int64) predicate.User {
+	return predicate.User(sql.FieldNotIn(FieldEventSeq, vs...))
+}
+
+// EventSeqGT applies the GT predicate on the "event_seq" field.
+func EventSeqGT(v int64) predicate.User {
+	return predicate.User(sql.FieldGT(FieldEventSeq, v))
+}
+
+// EventSeqGTE applies the GTE predicate on the "event_seq" field.
+func EventSeqGTE(v int64) predicate.User {
+	return predicate.User(sql.FieldGTE(FieldEventSeq, v))
+}
+
+// EventSeqLT applies the LT predicate on the "event_seq" field.
+func EventSeqLT(v int64) predicate.User {
+	return predicate.User(sql.FieldLT(FieldEventSeq, v))
+}
+
+// EventSeqLTE applies the LTE predicate on the "event_seq" field.
+func EventSeqLTE(v int64) predicate.User {
+	return predicate.User(sql.FieldLTE(FieldEventSeq, v))
 }
 
 // StatusEQ applies the EQ predicate on the "status" field.

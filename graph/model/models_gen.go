@@ -65,12 +65,38 @@ type CreateCreditPackagePayload struct {
 	AdminAction   *ent.AdminAction   `json:"adminAction"`
 }
 
+// Register an endpoint (admins). The payload's secret signs every delivery;
+// it is shown only here and when rotated.
+type CreateWebhookEndpointInput struct {
+	// https (plain http in development); no private, loopback or link-local
+	// address unless the server allows them.
+	URL string `json:"url"`
+	// The event types to send; empty or left out: every type.
+	EventTypes  []string `json:"eventTypes,omitempty"`
+	Description *string  `json:"description,omitempty"`
+	Enabled     *bool    `json:"enabled,omitempty"`
+}
+
+type CreateWebhookEndpointPayload struct {
+	Endpoint *ent.WebhookEndpoint `json:"endpoint"`
+	// whsec_…: verify deliveries with it. Shown once.
+	Secret string `json:"secret"`
+}
+
 // A change of the viewer's balance.
 type CreditBalanceChange struct {
 	Balance int `json:"balance"`
 	// The transaction that changed it.
 	TransactionID string    `json:"transactionId"`
 	At            time.Time `json:"at"`
+}
+
+type DeleteWebhookEndpointInput struct {
+	ID string `json:"id"`
+}
+
+type DeleteWebhookEndpointPayload struct {
+	DeletedID string `json:"deletedId"`
 }
 
 type FreezeUserInput struct {
@@ -150,6 +176,16 @@ type MetadataEntryInput struct {
 	Value string `json:"value"`
 }
 
+// Send a delivered or failed event to its endpoint again, from its first
+// attempt and with the same webhook-id (admins).
+type RedeliverWebhookEventInput struct {
+	DeliveryID string `json:"deliveryId"`
+}
+
+type RedeliverWebhookEventPayload struct {
+	Delivery *ent.WebhookDelivery `json:"delivery"`
+}
+
 // Refund a payment through Stripe (admins). The credits are clawed back at
 // once, in proportion to the money refunded, and exactly once whether this or
 // Stripe's charge.refunded event is processed first.
@@ -227,6 +263,33 @@ type RevokeCreditsPayload struct {
 	Replayed      bool `json:"replayed"`
 }
 
+// Give an endpoint a new secret (admins). For 24 hours every delivery is
+// signed with both, so the receiver can switch at its pace.
+type RotateWebhookEndpointSecretInput struct {
+	ID string `json:"id"`
+}
+
+type RotateWebhookEndpointSecretPayload struct {
+	Endpoint *ent.WebhookEndpoint `json:"endpoint"`
+	Secret   string               `json:"secret"`
+}
+
+// Set below how many available credits a user is low (balance.low,
+// balance.depleted and balance.recovered events): users for themselves,
+// services and admins for anyone. null restores the server's default
+// (TALLY_LOW_BALANCE_THRESHOLD); 0 turns the user's balance events off.
+type SetLowBalanceThresholdInput struct {
+	UserID         *string `json:"userId,omitempty"`
+	ExternalUserID *string `json:"externalUserId,omitempty"`
+	Threshold      *int    `json:"threshold,omitempty"`
+}
+
+type SetLowBalanceThresholdPayload struct {
+	User *ent.User `json:"user"`
+	// The threshold in force: the user's own or the default.
+	EffectiveThreshold int `json:"effectiveThreshold"`
+}
+
 // Spend credits. A user spends from their own account (userId and
 // externalUserId may be left out); a service or admin names the user by
 // exactly one of userId and externalUserId.
@@ -286,6 +349,20 @@ type UpdateCreditPackageInput struct {
 type UpdateCreditPackagePayload struct {
 	CreditPackage *ent.CreditPackage `json:"creditPackage"`
 	AdminAction   *ent.AdminAction   `json:"adminAction"`
+}
+
+// Change an endpoint (admins); fields left out keep their value. Enabling
+// an endpoint that answered 410 Gone starts sending to it again.
+type UpdateWebhookEndpointInput struct {
+	ID          string   `json:"id"`
+	URL         *string  `json:"url,omitempty"`
+	EventTypes  []string `json:"eventTypes,omitempty"`
+	Description *string  `json:"description,omitempty"`
+	Enabled     *bool    `json:"enabled,omitempty"`
+}
+
+type UpdateWebhookEndpointPayload struct {
+	Endpoint *ent.WebhookEndpoint `json:"endpoint"`
 }
 
 type LedgerCheckKind string

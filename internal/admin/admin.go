@@ -15,6 +15,7 @@ import (
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/outbound"
 )
 
 // Actions recorded in AdminAction.action.
@@ -31,6 +32,8 @@ const (
 // Service runs admin operations.
 type Service struct {
 	ledger *ledger.Service
+	policy outbound.Policy   // the endpoint URLs allowed
+	queue  outbound.Inserter // redeliveries' jobs
 }
 
 // New returns the admin service.

@@ -105,6 +105,8 @@ type Config struct {
 	MetricsAddr string
 	// MetricsToken, when set, is the bearer token /metrics requires.
 	MetricsToken string
+
+	Outbound Outbound
 }
 
 // MetricsOnAPI says whether /metrics is served on the API's address: in
@@ -165,6 +167,7 @@ func Load(env Source) (Config, error) {
 	c.Playground = r.boolean("TALLY_PLAYGROUND", dev)
 	c.Introspection = r.boolean("TALLY_INTROSPECTION", dev)
 	c.SeedDemoData = r.boolean("TALLY_SEED_DEMO_DATA", dev)
+	c.loadOutbound(&r, dev)
 
 	for _, o := range c.CORSOrigins {
 		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {

@@ -47,7 +47,16 @@ type Config struct {
 	// Invariants are checked beside the ledger's own (the payments'),
 	// by both kinds of check.
 	Invariants []ledger.Invariant
-	Logger     *slog.Logger
+	// Register adds the workers of other packages' jobs (outbound
+	// deliveries), which run in their own queues (Queues) so that they
+	// never wait behind a long check.
+	Register func(*river.Workers)
+	Queues   map[string]river.QueueConfig
+	// RescueAfter is how long a job may run before River takes its
+	// process for dead and runs it again; 0 is longer than any job's
+	// timeout (tests of a killed process shorten it).
+	RescueAfter time.Duration
+	Logger      *slog.Logger
 }
 
 // rescueAfterTimeout is how long after the longest timeout River takes a
@@ -87,14 +96,23 @@ func New(db *database.DB, l *ledger.Service, cfg Config) (*Queue, error) {
 		// died is taken for stuck.
 		RescueStuckJobsAfter: checkTimeout + rescueAfterTimeout,
 	}
+	if cfg.RescueAfter > 0 {
+		rc.RescueStuckJobsAfter = cfg.RescueAfter
+	}
 	q := &Queue{db: db, ledger: l, working: cfg.Workers > 0}
 	if q.working {
 		workers := river.NewWorkers()
 		river.AddWorker(workers, &fullCheckWorker{ledger: l, invariants: cfg.Invariants})
 		river.AddWorker(workers, &incrementalCheckWorker{ledger: l, invariants: cfg.Invariants})
 		river.AddWorker(workers, &expirySweepWorker{ledger: l, logger: cfg.Logger})
+		if cfg.Register != nil {
+			cfg.Register(workers)
+		}
 		rc.Workers = workers
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
+		for name, qc := range cfg.Queues {
+			rc.Queues[name] = qc
+		}
 		rc.PeriodicJobs = periodic(cfg)
 	}
 	client, err := river.NewClient(driverFor(db.Dialect, db.SQL), rc)
@@ -125,6 +143,36 @@ func periodic(cfg Config) []*river.PeriodicJob {
 			&river.PeriodicJobOpts{RunOnStart: true}))
 	}
 	return jobs
+}
+
+// Inserter inserts jobs without running any: the ledger and the payments
+// write the jobs their transactions cause through it, in those
+// transactions, on any process (a web-only replica, a command) whether or
+// not it works jobs.
+type Inserter struct {
+	client *river.Client[*sql.Tx]
+}
+
+// NewInserter returns an Inserter over db.
+func NewInserter(db *database.DB) (*Inserter, error) {
+	client, err := river.NewClient(driverFor(db.Dialect, db.SQL), &river.Config{
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: creating an inserter: %w", err)
+	}
+	return &Inserter{client: client}, nil
+}
+
+// InsertManyTx inserts jobs in tx, in one statement.
+func (i *Inserter) InsertManyTx(ctx context.Context, tx *sql.Tx, params []river.InsertManyParams) error {
+	if len(params) == 0 {
+		return nil
+	}
+	if _, err := i.client.InsertManyFastTx(ctx, tx, params); err != nil {
+		return fmt.Errorf("jobs: inserting %d jobs: %w", len(params), err)
+	}
+	return nil
 }
 
 func driverFor(dialectName string, pool *sql.DB) riverdriver.Driver[*sql.Tx] {

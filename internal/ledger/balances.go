@@ -2,8 +2,10 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tally-billing/tally/ent/creditreservation"
 	"github.com/tally-billing/tally/internal/apperr"
@@ -57,7 +59,18 @@ func (s *Service) Balances(ctx context.Context, userIDs []string) (map[string]Ba
 	if len(userIDs) > MaxBalanceBatch {
 		return nil, apperr.New(apperr.InvalidArgument, "at most %d balances at once, not %d", MaxBalanceBatch, len(userIDs))
 	}
-	now := s.now().UTC()
+	return s.balancesAt(ctx, s.db.SQL, s.now().UTC(), userIDs)
+}
+
+// querier reads through a pool or in a transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// balancesAt is Balances read through q (in a transaction, it sees the
+// transaction's own writes) at now.
+func (s *Service) balancesAt(ctx context.Context, q querier, now time.Time, userIDs []string) (map[string]Balance, error) {
+	out := make(map[string]Balance, len(userIDs))
 	args := make([]any, 0, 3+len(userIDs))
 	args = append(args, creditreservation.StatusOpen, now, now)
 	seen := make(map[string]struct{}, len(userIDs))
@@ -68,7 +81,7 @@ func (s *Service) Balances(ctx context.Context, userIDs []string) (map[string]Ba
 		}
 	}
 	query := balanceSelect + strings.TrimSuffix(strings.Repeat("?, ", len(args)-3), ", ") + ")"
-	rows, err := s.db.SQL.QueryContext(ctx, s.db.Rebind(query), args...)
+	rows, err := q.QueryContext(ctx, s.db.Rebind(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading the balances of %d users: %w", len(seen), err)
 	}

@@ -21,6 +21,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -102,6 +103,9 @@ type Service struct {
 	maxAttempts int
 	notify      func(context.Context, BalanceChange)
 	notifyTx    func(context.Context, *ent.Tx, []BalanceChange) error
+	events      EventWriter // nil: no outbound events
+	// defaultThreshold is the low-balance threshold of users without one.
+	defaultThreshold int64
 	stats       counters
 	spends      *batch.Batcher[*spendCall]
 	tracer      trace.Tracer  // nil: tracing is off (see tracing.go)
@@ -190,6 +194,7 @@ func New(db *database.DB, opts ...Option) *Service {
 type Tx struct {
 	s       *Service
 	ent     *ent.Tx
+	sql     *sql.Tx
 	now     time.Time
 	attempt int // 1 for the first try, more after conflicts
 	changes []BalanceChange
@@ -200,6 +205,11 @@ type Tx struct {
 	// row changes only through the ledger's own in-memory copy (written back
 	// with each movement), so locking it again need not read it again.
 	locked map[string]*ent.User
+	// moved are the users the transaction wrote a movement for, whose
+	// balance levels are looked at before it commits (levels.go).
+	moved map[string]*ent.User
+	// events are the outbound events written just before the commit.
+	events []Event
 	// fingerprints are those of the keyed requests being served, which
 	// their transactions hold (see serve).
 	fingerprints map[idempotency.Key][]byte
@@ -207,6 +217,10 @@ type Tx struct {
 
 // Ent is the underlying transaction, for the caller's own writes.
 func (t *Tx) Ent() *ent.Tx { return t.ent }
+
+// SQL is the same transaction as database/sql sees it, for the job queue's
+// inserts (a job commits with its cause).
+func (t *Tx) SQL() *sql.Tx { return t.sql }
 
 // Now is the time the transaction treats as now.
 func (t *Tx) Now() time.Time { return t.now }
@@ -248,7 +262,7 @@ func (s *Service) Within(ctx context.Context, fn func(ctx context.Context, tx *T
 }
 
 func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *Tx) error) (err error) {
-	tx, err := s.db.Ent.Tx(ctx)
+	tx, sqlTx, err := s.db.BeginTx(ctx)
 	if err != nil {
 		return database.ClassifyTx(fmt.Errorf("ledger: beginning a transaction: %w", err))
 	}
@@ -257,11 +271,17 @@ func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *
 			_ = tx.Rollback()
 		}
 	}()
-	t := &Tx{s: s, ent: tx, now: s.now().UTC(), attempt: n}
+	t := &Tx{s: s, ent: tx, sql: sqlTx, now: s.now().UTC(), attempt: n}
 	if err = fn(ctx, t); err != nil {
 		return database.ClassifyTx(err)
 	}
 	if err = t.flushLots(ctx); err != nil {
+		return database.ClassifyTx(err)
+	}
+	if err = t.emitLevels(ctx); err != nil {
+		return database.ClassifyTx(err)
+	}
+	if err = t.writeEvents(ctx); err != nil {
 		return database.ClassifyTx(err)
 	}
 	if s.notifyTx != nil && len(t.changes) > 0 {

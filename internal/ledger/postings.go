@@ -88,6 +88,7 @@ func (t *Tx) insertTransactions(ctx context.Context, ms []pendingMovement) ([]*e
 	creates := make([]*ent.CreditTransactionCreate, len(ms))
 	for i, k := range ms {
 		creates[i] = t.transactionCreate(k.actor, k.key, k.u, k.m)
+		t.movedUser(k.u)
 	}
 	txns, err := t.ent.CreditTransaction.CreateBulk(creates...).Save(ctx)
 	if err != nil {
@@ -97,9 +98,17 @@ func (t *Tx) insertTransactions(ctx context.Context, ms []pendingMovement) ([]*e
 	return txns, nil
 }
 
+func (t *Tx) movedUser(u *ent.User) {
+	if t.moved == nil {
+		t.moved = map[string]*ent.User{}
+	}
+	t.moved[u.ID] = u
+}
+
 // insertTransaction writes the transaction row alone, for movements that
 // create rows referring to it (a grant's lot) before their postings.
 func (t *Tx) insertTransaction(ctx context.Context, actor Actor, key string, u *ent.User, m *movement) (*ent.CreditTransaction, error) {
+	t.movedUser(u)
 	txn, err := t.transactionCreate(actor, key, u, m).Save(ctx)
 	if err != nil {
 		err = keyTaken(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/riverqueue/river"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/go-chi/cors"
@@ -29,6 +30,7 @@ import (
 	"github.com/tally-billing/tally/internal/events"
 	"github.com/tally-billing/tally/internal/jobs"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/outbound"
 	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/playground"
 	"github.com/tally-billing/tally/internal/users"
@@ -50,6 +52,8 @@ type Server struct {
 	ledger   *ledger.Service
 	payments *payments.Service
 	jobs     *jobs.Queue
+	inserter *jobs.Inserter
+	policy   outbound.Policy // the webhook endpoint URLs allowed
 	ready    *readiness
 	tracing  trace.TracerProvider
 	handler  http.Handler
@@ -62,6 +66,13 @@ type options struct {
 	readiness ReadinessOptions
 	tracing   trace.TracerProvider
 	jobPoll   time.Duration
+	retries   []time.Duration
+}
+
+// WithWebhookRetries replaces the waits between the attempts of an
+// outbound delivery (tests, which cannot wait minutes).
+func WithWebhookRetries(waits ...time.Duration) Option {
+	return func(opts *options) { opts.retries = waits }
 }
 
 // WithJobPolling sets how often idle job workers look for jobs inserted by
@@ -107,16 +118,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 			return err
 		})
 	}
-	s.ledger = ledger.New(db, publishing, ledger.WithTracerProvider(o.tracing))
-	s.metrics.watchLedger(s.ledger)
-	s.payments = payments.New(db, s.ledger, payments.Config{
-		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
-	})
-	s.jobs, err = jobs.New(db, s.ledger, jobs.Config{
-		Workers: cfg.Workers, CheckInterval: cfg.CheckInterval, SweepInterval: cfg.SweepInterval, PollInterval: o.jobPoll,
-		Invariants: s.payments.Invariants(), Logger: logger.With("component", "jobs"),
-	})
-	if err != nil {
+	if err := s.buildServices(cfg, publishing, o); err != nil {
 		broker.Close()
 		return nil, err
 	}
@@ -130,6 +132,33 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 		return nil, err
 	}
 	return s, nil
+}
+
+// buildServices makes the ledger, the payments and the job queue: the
+// ledger writes the outbound events its transactions cause, with their
+// jobs, through an inserter, and the queue's workers deliver them.
+func (s *Server) buildServices(cfg config.Config, publishing ledger.Option, o options) error {
+	var err error
+	if s.inserter, err = jobs.NewInserter(s.db); err != nil {
+		return err
+	}
+	s.policy = outbound.Policy{AllowHTTP: cfg.Outbound.AllowHTTP, AllowPrivate: cfg.Outbound.AllowPrivate}
+	s.ledger = ledger.New(s.db, publishing, ledger.WithTracerProvider(o.tracing),
+		ledger.WithEvents(outbound.NewWriter(s.db, s.inserter), cfg.Outbound.LowBalanceThreshold))
+	s.metrics.watchLedger(s.ledger)
+	s.payments = payments.New(s.db, s.ledger, payments.Config{
+		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
+	})
+	logger := s.logger.With("component", "jobs")
+	deliverer := outbound.NewDeliverer(s.db, outbound.NewSender(s.policy, cfg.Outbound.Timeout), logger).WithSchedule(o.retries)
+	s.jobs, err = jobs.New(s.db, s.ledger, jobs.Config{
+		Workers: cfg.Workers, CheckInterval: cfg.CheckInterval, SweepInterval: cfg.SweepInterval, PollInterval: o.jobPoll,
+		Invariants: s.payments.Invariants(), Logger: logger,
+		Register:    deliverer.Register,
+		Queues:      map[string]river.QueueConfig{outbound.Queue: {MaxWorkers: cfg.Outbound.Workers}},
+		RescueAfter: cfg.Outbound.RescueAfter,
+	})
+	return err
 }
 
 // Ledger is the server's ledger (for background work such as the sweeper).
@@ -164,7 +193,7 @@ func (s *Server) resolver() *graph.Resolver {
 		Client:   s.db.Ent,
 		Ledger:   s.ledger,
 		Accounts: users.New(s.db.Ent),
-		Admin:    admin.New(s.ledger),
+		Admin:    admin.New(s.ledger).WithWebhooks(s.policy, s.inserter),
 		Payments: s.payments,
 		Checks:   s.jobs,
 		Events:   s.events,

@@ -1,0 +1,255 @@
+package outbound
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/webhookdelivery"
+	"github.com/tally-billing/tally/internal/database"
+)
+
+// Queue is the job queue of deliveries, apart from the checks and sweeps
+// so that neither waits for the other.
+const Queue = "webhooks"
+
+// DeliverArgs is the job that sends one delivery. It is idempotent: a
+// delivery no longer PENDING is left alone, so a job run twice (its
+// process died after sending) sends at most once more, with the same
+// webhook-id, which is what receivers deduplicate on.
+type DeliverArgs struct {
+	DeliveryID string `json:"delivery_id"`
+}
+
+// Kind names the job in River's table.
+func (DeliverArgs) Kind() string { return "webhook_delivery" }
+
+// InsertOpts puts deliveries in their queue. Their own schedule retries
+// failed sends (snoozing the job); River's attempts count only errors of
+// Tally's database.
+func (DeliverArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: Queue, MaxAttempts: 20}
+}
+
+// perEndpoint bounds the deliveries to one endpoint this process sends at
+// once, so that a slow endpoint holds a few workers, not all of them.
+const perEndpoint = 4
+
+// Deliverer runs DeliverArgs jobs.
+type Deliverer struct {
+	river.WorkerDefaults[DeliverArgs]
+	db     *database.DB
+	sender *Sender
+	logger *slog.Logger
+	now    func() time.Time
+	// schedule is the wait after each failed attempt (retryAfter).
+	schedule []time.Duration
+
+	mu   sync.Mutex
+	busy map[string]int // deliveries in flight per endpoint
+}
+
+// NewDeliverer returns the worker of deliveries.
+func NewDeliverer(db *database.DB, sender *Sender, logger *slog.Logger) *Deliverer {
+	return &Deliverer{db: db, sender: sender, logger: logger, now: time.Now, schedule: retryAfter, busy: map[string]int{}}
+}
+
+// WithSchedule replaces the waits between attempts (tests, which cannot
+// wait minutes); its length is the number of retries.
+func (d *Deliverer) WithSchedule(waits []time.Duration) *Deliverer {
+	if waits != nil {
+		d.schedule = waits
+	}
+	return d
+}
+
+// Register adds the worker to a queue's workers.
+func (d *Deliverer) Register(w *river.Workers) { river.AddWorker(w, d) }
+
+// Timeout bounds a job: the send's own timeout and the database work
+// around it.
+func (d *Deliverer) Timeout(*river.Job[DeliverArgs]) time.Duration { return time.Minute }
+
+// Work sends the delivery if it is its turn: every earlier event of the
+// same user to the same endpoint is delivered or has failed for good (per
+// user, events arrive in commit order); otherwise it waits for the one
+// before.
+func (d *Deliverer) Work(ctx context.Context, job *river.Job[DeliverArgs]) error {
+	del, err := d.db.Ent.WebhookDelivery.Query().
+		Where(webhookdelivery.ID(job.Args.DeliveryID)).
+		WithEvent().WithEndpoint().
+		Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil // its endpoint was deleted
+	}
+	if err != nil {
+		return fmt.Errorf("outbound: reading delivery %s: %w", job.Args.DeliveryID, err)
+	}
+	if del.Status != webhookdelivery.StatusPending {
+		return nil
+	}
+	endpoint := del.Edges.Endpoint
+	if !endpoint.Enabled {
+		return d.finish(ctx, del, webhookdelivery.StatusFailed, nil, "the endpoint is disabled")
+	}
+	if wait, err := d.turn(ctx, del); err != nil || wait > 0 {
+		if err != nil {
+			return err
+		}
+		return river.JobSnooze(wait)
+	}
+	if !d.acquire(endpoint.ID) {
+		return river.JobSnooze(time.Second)
+	}
+	res, sendErr := d.send(ctx, del)
+	d.release(endpoint.ID)
+	return d.record(ctx, del, res, sendErr)
+}
+
+// turn is how long the delivery must wait for an earlier one of its user
+// to the same endpoint (0: it may go).
+func (d *Deliverer) turn(ctx context.Context, del *ent.WebhookDelivery) (time.Duration, error) {
+	if del.UserID == nil {
+		return 0, nil
+	}
+	earlier, err := d.db.Ent.WebhookDelivery.Query().
+		Where(webhookdelivery.EndpointID(del.EndpointID), webhookdelivery.UserID(*del.UserID),
+			webhookdelivery.StatusEQ(webhookdelivery.StatusPending), webhookdelivery.SeqLT(del.Seq)).
+		Order(ent.Asc(webhookdelivery.FieldSeq)).
+		First(ctx)
+	if ent.IsNotFound(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("outbound: reading the deliveries before %s: %w", del.ID, err)
+	}
+	wait := time.Second // the earlier one is on its way
+	if earlier.NextAttemptAt != nil {
+		wait = max(wait, earlier.NextAttemptAt.Sub(d.now())+time.Second)
+	}
+	return min(wait, time.Hour), nil
+}
+
+func (d *Deliverer) acquire(endpointID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.busy[endpointID] >= perEndpoint {
+		return false
+	}
+	d.busy[endpointID]++
+	return true
+}
+
+func (d *Deliverer) release(endpointID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.busy[endpointID]--; d.busy[endpointID] <= 0 {
+		delete(d.busy, endpointID)
+	}
+}
+
+// send makes one attempt, signed with the endpoint's secret and, during a
+// rotation, the previous one.
+func (d *Deliverer) send(ctx context.Context, del *ent.WebhookDelivery) (Response, error) {
+	endpoint, event := del.Edges.Endpoint, del.Edges.Event
+	secrets := []string{endpoint.Secret}
+	if endpoint.PreviousSecret != nil && endpoint.PreviousSecretExpiresAt != nil && d.now().Before(*endpoint.PreviousSecretExpiresAt) {
+		secrets = append(secrets, *endpoint.PreviousSecret)
+	}
+	body := []byte(event.Payload)
+	header, err := Headers(event.ID, d.now(), body, secrets...)
+	if err != nil {
+		return Response{}, fmt.Errorf("signing: %w", err)
+	}
+	return d.sender.Send(ctx, endpoint.URL, header, body)
+}
+
+// record writes what an attempt got: delivered on a 2xx; the endpoint
+// disabled on a 410; otherwise the next attempt, or FAILED when none is
+// left.
+func (d *Deliverer) record(ctx context.Context, del *ent.WebhookDelivery, res Response, sendErr error) error {
+	status := &res.Status
+	if sendErr != nil {
+		status = nil
+	}
+	switch {
+	case sendErr == nil && res.Status >= 200 && res.Status < 300:
+		return d.finish(ctx, del, webhookdelivery.StatusDelivered, status, "")
+	case sendErr == nil && res.Status == http.StatusGone:
+		if err := d.db.Ent.WebhookEndpoint.UpdateOneID(del.EndpointID).SetEnabled(false).
+			SetDisabledReason("it answered 410 Gone to delivery " + del.ID).Exec(ctx); err != nil && !ent.IsNotFound(err) {
+			return fmt.Errorf("outbound: disabling endpoint %s: %w", del.EndpointID, err)
+		}
+		return d.finish(ctx, del, webhookdelivery.StatusFailed, status, "410 Gone: the endpoint is disabled")
+	}
+	problem := attemptError(res, sendErr)
+	wait, again := nextDelay(d.schedule, del.Attempts+1)
+	if !again {
+		return d.finish(ctx, del, webhookdelivery.StatusFailed, status, problem)
+	}
+	next := d.now().Add(wait)
+	err := responded(d.db.Ent.WebhookDelivery.UpdateOneID(del.ID).AddAttempts(1).SetLastError(problem), status).
+		SetNextAttemptAt(next).Exec(ctx)
+	if err != nil && !ent.IsNotFound(err) {
+		return fmt.Errorf("outbound: recording an attempt of %s: %w", del.ID, err)
+	}
+	return river.JobSnooze(wait)
+}
+
+// finish ends a delivery for good.
+func (d *Deliverer) finish(ctx context.Context, del *ent.WebhookDelivery, status webhookdelivery.Status, code *int, problem string) error {
+	update := responded(d.db.Ent.WebhookDelivery.UpdateOneID(del.ID).SetStatus(status).ClearNextAttemptAt().
+		SetLastError(problem), code)
+	if code != nil || status == webhookdelivery.StatusDelivered {
+		update.AddAttempts(1)
+	}
+	if status == webhookdelivery.StatusDelivered {
+		update.SetDeliveredAt(d.now().UTC())
+	}
+	if err := update.Exec(ctx); err != nil && !ent.IsNotFound(err) {
+		return fmt.Errorf("outbound: finishing delivery %s: %w", del.ID, err)
+	}
+	return nil
+}
+
+// responded sets the last response's status, or clears it when the
+// attempt got none.
+func responded(u *ent.WebhookDeliveryUpdateOne, code *int) *ent.WebhookDeliveryUpdateOne {
+	if code == nil {
+		return u.ClearLastResponseStatus()
+	}
+	return u.SetLastResponseStatus(*code)
+}
+
+// attemptError says, for admins, why an attempt did not deliver.
+func attemptError(res Response, err error) string {
+	if err != nil {
+		var text string
+		if errors.Is(err, context.DeadlineExceeded) {
+			text = "no answer in time"
+		} else {
+			text = err.Error()
+		}
+		return truncate(text, 1000)
+	}
+	msg := fmt.Sprintf("HTTP %d", res.Status)
+	if b := strings.TrimSpace(res.Body); b != "" {
+		msg += ": " + b
+	}
+	return truncate(msg, 1000)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}

@@ -1,0 +1,133 @@
+package outbound
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+
+	"github.com/riverqueue/river"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/webhookendpoint"
+	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/pulid"
+)
+
+// Inserter inserts jobs in a transaction (jobs.Inserter).
+type Inserter interface {
+	InsertManyTx(ctx context.Context, tx *sql.Tx, params []river.InsertManyParams) error
+}
+
+// Writer writes outbound events in the transaction of their cause: the
+// event rows, a delivery for every enabled endpoint subscribed to each,
+// and the jobs that send them. It is the ledger's EventWriter.
+type Writer struct {
+	db    *database.DB
+	queue Inserter
+}
+
+// NewWriter returns a Writer inserting its jobs through queue.
+func NewWriter(db *database.DB, queue Inserter) *Writer { return &Writer{db: db, queue: queue} }
+
+// WriteEvents numbers each user's events after the user's previous ones
+// (under the user's row lock, which every writer of the user's events
+// holds, so the numbers are their commit order), and writes them with
+// their deliveries and jobs: a few statements, on the rare transaction
+// that has events at all.
+func (w *Writer) WriteEvents(ctx context.Context, t *ledger.Tx, events []ledger.Event) error {
+	seqs, err := w.number(ctx, t, events)
+	if err != nil {
+		return err
+	}
+	balances, err := w.balancesOf(ctx, t, events)
+	if err != nil {
+		return err
+	}
+	endpoints, err := t.Ent().WebhookEndpoint.Query().
+		Where(webhookendpoint.Enabled(true)).
+		Select(webhookendpoint.FieldID, webhookendpoint.FieldEventTypes).
+		All(ctx)
+	if err != nil {
+		return fmt.Errorf("outbound: reading the endpoints: %w", err)
+	}
+	creates := make([]*ent.WebhookEventCreate, len(events))
+	var deliveries []*ent.WebhookDeliveryCreate
+	var jobs []river.InsertManyParams
+	for i, ev := range events {
+		b := balances[ev.User.ID]
+		if ev.Balance != nil {
+			b = *ev.Balance
+		}
+		body, err := payload(ev, b)
+		if err != nil {
+			return err
+		}
+		id := pulid.New("whe")
+		creates[i] = t.Ent().WebhookEvent.Create().SetID(id).SetType(ev.Type).SetUserID(ev.User.ID).
+			SetSeq(seqs[i]).SetPayload(string(body)).SetCreatedAt(ev.At)
+		for _, e := range endpoints {
+			if len(e.EventTypes) > 0 && !slices.Contains(e.EventTypes, ev.Type) {
+				continue
+			}
+			did := pulid.New("whd")
+			deliveries = append(deliveries, t.Ent().WebhookDelivery.Create().SetID(did).SetEventID(id).
+				SetEndpointID(e.ID).SetUserID(ev.User.ID).SetSeq(seqs[i]))
+			jobs = append(jobs, river.InsertManyParams{Args: DeliverArgs{DeliveryID: did}})
+		}
+	}
+	if err := t.Ent().WebhookEvent.CreateBulk(creates...).Exec(ctx); err != nil {
+		return fmt.Errorf("outbound: writing %d events: %w", len(creates), err)
+	}
+	if len(deliveries) == 0 {
+		return nil
+	}
+	if err := t.Ent().WebhookDelivery.CreateBulk(deliveries...).Exec(ctx); err != nil {
+		return fmt.Errorf("outbound: writing %d deliveries: %w", len(deliveries), err)
+	}
+	return w.queue.InsertManyTx(ctx, t.SQL(), jobs)
+}
+
+// number gives each event the next number of its user.
+func (w *Writer) number(ctx context.Context, t *ledger.Tx, events []ledger.Event) ([]int64, error) {
+	counts := map[string]int64{}
+	var order []string
+	for _, ev := range events {
+		if counts[ev.User.ID] == 0 {
+			order = append(order, ev.User.ID)
+		}
+		counts[ev.User.ID]++
+	}
+	next := make(map[string]int64, len(order))
+	for _, id := range order {
+		var last int64
+		err := t.SQL().QueryRowContext(ctx, w.db.Rebind("UPDATE users SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq"),
+			counts[id], id).Scan(&last)
+		if err != nil {
+			return nil, fmt.Errorf("outbound: numbering the events of %s: %w", id, err)
+		}
+		next[id] = last - counts[id] + 1
+	}
+	seqs := make([]int64, len(events))
+	for i, ev := range events {
+		seqs[i] = next[ev.User.ID]
+		next[ev.User.ID]++
+	}
+	return seqs, nil
+}
+
+// balancesOf reads, in the transaction, the balances of the users of the
+// events that do not carry theirs.
+func (w *Writer) balancesOf(ctx context.Context, t *ledger.Tx, events []ledger.Event) (map[string]ledger.Balance, error) {
+	var ids []string
+	for _, ev := range events {
+		if ev.Balance == nil && !slices.Contains(ids, ev.User.ID) {
+			ids = append(ids, ev.User.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return t.Balances(ctx, ids)
+}
