@@ -14,6 +14,9 @@ import (
 	"github.com/tally-billing/tally/ent/processedevent"
 	"github.com/tally-billing/tally/ent/schema"
 	"github.com/tally-billing/tally/ent/user"
+	"github.com/tally-billing/tally/ent/webhookdelivery"
+	"github.com/tally-billing/tally/ent/webhookendpoint"
+	"github.com/tally-billing/tally/ent/webhookevent"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/pulid"
 )
@@ -25,6 +28,7 @@ var typeTables = map[string]string{
 	"User": user.Table, "CreditPackage": creditpackage.Table, "Payment": payment.Table,
 	"CreditTransaction": credittransaction.Table, "CreditLedger": creditledger.Table, "CreditLot": creditlot.Table,
 	"CreditReservation": creditreservation.Table, "ProcessedEvent": processedevent.Table, "AdminAction": adminaction.Table,
+	"WebhookEndpoint": webhookendpoint.Table, "WebhookEvent": webhookevent.Table, "WebhookDelivery": webhookdelivery.Table,
 }
 
 // FuzzNodeID resolves arbitrary Relay global ids to tables: a malformed id

@@ -34,6 +34,8 @@ type DB struct {
 	Dialect string // dialect.Postgres or dialect.SQLite
 	SQL     *sql.DB
 	Ent     *ent.Client
+	// pool is the ent driver of SQL, for the transactions of BeginTx.
+	pool *entsql.Driver
 }
 
 // Options tune the connection pool.
@@ -158,11 +160,13 @@ func OpenProbe(rawURL string) (*DB, error) {
 }
 
 func wrap(rawURL, dialectName string, db *sql.DB) *DB {
+	pool := entsql.OpenDB(dialectName, db)
 	return &DB{
 		URL:     rawURL,
 		Dialect: dialectName,
 		SQL:     db,
-		Ent:     ent.NewClient(ent.Driver(entsql.OpenDB(dialectName, db))),
+		Ent:     ent.NewClient(ent.Driver(pool)),
+		pool:    pool,
 	}
 }
 

@@ -21,7 +21,7 @@ func (db *DB) BeginTx(ctx context.Context) (*ent.Tx, *sql.Tx, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	drv := borrowedTx{Driver: entsql.NewDriver(db.Dialect, entsql.Conn{ExecQuerier: sqlTx}), tx: sqlTx}
+	drv := borrowedTx{Driver: db.pool, tx: sqlTx}
 	entTx, err := ent.NewClient(ent.Driver(drv)).Tx(ctx)
 	if err != nil {
 		_ = sqlTx.Rollback()
@@ -30,7 +30,9 @@ func (db *DB) BeginTx(ctx context.Context) (*ent.Tx, *sql.Tx, error) {
 	return entTx, sqlTx, nil
 }
 
-// borrowedTx is a driver whose only transaction is one already begun.
+// borrowedTx is a driver whose only transaction is one already begun;
+// outside it (the rows a transaction returned, once it has committed) it
+// reads through the pool.
 type borrowedTx struct {
 	*entsql.Driver
 	tx *sql.Tx

@@ -106,11 +106,11 @@ type Service struct {
 	events      EventWriter // nil: no outbound events
 	// defaultThreshold is the low-balance threshold of users without one.
 	defaultThreshold int64
-	stats       counters
-	spends      *batch.Batcher[*spendCall]
-	tracer      trace.Tracer  // nil: tracing is off (see tracing.go)
-	chunkSize   int           // subjects per round of a check (see checkwalk.go)
-	progressAt  time.Duration // how often a stored check run records its progress
+	stats            counters
+	spends           *batch.Batcher[*spendCall]
+	tracer           trace.Tracer  // nil: tracing is off (see tracing.go)
+	chunkSize        int           // subjects per round of a check (see checkwalk.go)
+	progressAt       time.Duration // how often a stored check run records its progress
 }
 
 // counters are the ledger's running totals, read by the server's metrics.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +97,14 @@ func (r result) get(t *testing.T, path ...string) any {
 		t.Fatalf("data %s: %v", r.Data, err)
 	}
 	for _, p := range path {
+		if list, ok := v.([]any); ok {
+			i, err := strconv.Atoi(p)
+			if err != nil || i < 0 || i >= len(list) {
+				t.Fatalf("no item %q in %s", p, r.Data)
+			}
+			v = list[i]
+			continue
+		}
 		m, ok := v.(map[string]any)
 		if !ok {
 			t.Fatalf("no %q in %s", p, r.Data)

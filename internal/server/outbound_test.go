@@ -56,10 +56,10 @@ func TestOutboundEventsAreSignedOrderedAndRetried(t *testing.T) {
 		})
 		service := token(t, "backend", auth.RoleService)
 		a.ok(admin, grantMutationTo, map[string]any{"u": "alice", "n": 150, "k": "g1"})
-		a.ok(service, spendFrom, map[string]any{"u": "alice", "n": 60, "k": "s1"}) // 90: low
-		a.ok(service, spendFrom, map[string]any{"u": "alice", "n": 10, "k": "s2"}) // 80: still low, no event
-		a.ok(service, spendFrom, map[string]any{"u": "alice", "n": 80, "k": "s3"}) // 0: depleted
-		a.ok(admin, grantMutationTo, map[string]any{"u": "alice", "n": 500, "k": "g2"})    // 500: recovered
+		a.ok(service, spendFrom, map[string]any{"u": "alice", "n": 60, "k": "s1"})      // 90: low
+		a.ok(service, spendFrom, map[string]any{"u": "alice", "n": 10, "k": "s2"})      // 80: still low, no event
+		a.ok(service, spendFrom, map[string]any{"u": "alice", "n": 80, "k": "s3"})      // 0: depleted
+		a.ok(admin, grantMutationTo, map[string]any{"u": "alice", "n": 500, "k": "g2"}) // 500: recovered
 		a.runJobs()
 
 		got := rcv.WaitAccepted(3, 20*time.Second)

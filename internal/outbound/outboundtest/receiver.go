@@ -177,4 +177,3 @@ func Verify(secret, id string, timestamp int64, body []byte, signatures []string
 	}
 	return false
 }
-
