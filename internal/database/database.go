@@ -34,8 +34,8 @@ type DB struct {
 	Dialect string // dialect.Postgres or dialect.SQLite
 	SQL     *sql.DB
 	Ent     *ent.Client
-	// pool is the ent driver of SQL, for the transactions of BeginTx.
-	pool *entsql.Driver
+	// Driver is Ent's driver, which BeginTx begins its transactions on.
+	Driver dialect.Driver
 }
 
 // Options tune the connection pool.
@@ -166,7 +166,7 @@ func wrap(rawURL, dialectName string, db *sql.DB) *DB {
 		Dialect: dialectName,
 		SQL:     db,
 		Ent:     ent.NewClient(ent.Driver(pool)),
-		pool:    pool,
+		Driver:  pool,
 	}
 }
 

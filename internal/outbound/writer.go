@@ -101,11 +101,9 @@ func (w *Writer) number(ctx context.Context, t *ledger.Tx, events []ledger.Event
 	}
 	next := make(map[string]int64, len(order))
 	for _, id := range order {
-		var last int64
-		err := t.SQL().QueryRowContext(ctx, w.db.Rebind("UPDATE users SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq"),
-			counts[id], id).Scan(&last)
+		last, err := w.lastNumber(ctx, t, id, counts[id])
 		if err != nil {
-			return nil, fmt.Errorf("outbound: numbering the events of %s: %w", id, err)
+			return nil, err
 		}
 		next[id] = last - counts[id] + 1
 	}
@@ -115,6 +113,23 @@ func (w *Writer) number(ctx context.Context, t *ledger.Tx, events []ledger.Event
 		next[ev.User.ID]++
 	}
 	return seqs, nil
+}
+
+// lastNumber adds n to the user's event count and returns it.
+func (w *Writer) lastNumber(ctx context.Context, t *ledger.Tx, userID string, n int64) (int64, error) {
+	rows, err := t.Ent().QueryContext(ctx, w.db.Rebind("UPDATE users SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq"), n, userID)
+	if err != nil {
+		return 0, fmt.Errorf("outbound: numbering the events of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var last int64
+	if !rows.Next() {
+		return 0, fmt.Errorf("outbound: numbering the events of %s: no such user (%v)", userID, rows.Err())
+	}
+	if err := rows.Scan(&last); err != nil {
+		return 0, fmt.Errorf("outbound: numbering the events of %s: %w", userID, err)
+	}
+	return last, rows.Close()
 }
 
 // balancesOf reads, in the transaction, the balances of the users of the
