@@ -3,7 +3,9 @@ package admin
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -106,7 +108,7 @@ func (s *Service) CreateWebhookEndpoint(ctx context.Context, a Admin, f Endpoint
 		if err != nil {
 			return fmt.Errorf("admin: creating an endpoint: %w", err)
 		}
-		_, err = a.write(ctx, t.Ent(), record{action: ActionCreateWebhookEndpoint, targetID: endpoint.ID, reason: "created " + endpoint.URL})
+		_, err = a.write(ctx, t.Ent(), record{action: ActionCreateWebhookEndpoint, targetID: endpoint.ID, reason: "created, sending to " + hostOf(endpoint.URL)})
 		return err
 	})
 	if err != nil {
@@ -141,7 +143,7 @@ func (s *Service) UpdateWebhookEndpoint(ctx context.Context, a Admin, id string,
 		if err != nil {
 			return fmt.Errorf("admin: updating endpoint %s: %w", id, err)
 		}
-		_, err = a.write(ctx, t.Ent(), record{action: ActionUpdateWebhookEndpoint, targetID: id, reason: "updated " + endpoint.URL})
+		_, err = a.write(ctx, t.Ent(), record{action: ActionUpdateWebhookEndpoint, targetID: id, reason: "updated, sending to " + hostOf(endpoint.URL)})
 		return err
 	})
 	if err != nil {
@@ -171,7 +173,7 @@ func (s *Service) RotateWebhookEndpointSecret(ctx context.Context, a Admin, id s
 		if err != nil {
 			return fmt.Errorf("admin: rotating the secret of %s: %w", id, err)
 		}
-		_, err = a.write(ctx, t.Ent(), record{action: ActionRotateWebhookSecret, targetID: id, reason: "rotated the secret of " + endpoint.URL})
+		_, err = a.write(ctx, t.Ent(), record{action: ActionRotateWebhookSecret, targetID: id, reason: "rotated the secret"})
 		return err
 	})
 	if err != nil {
@@ -197,14 +199,14 @@ func (s *Service) DeleteWebhookEndpoint(ctx context.Context, a Admin, id string)
 		if err := t.Ent().WebhookEndpoint.DeleteOneID(id).Exec(ctx); err != nil {
 			return fmt.Errorf("admin: deleting endpoint %s: %w", id, err)
 		}
-		_, err = a.write(ctx, t.Ent(), record{action: ActionDeleteWebhookEndpoint, targetID: id, reason: "deleted " + old.URL})
+		_, err = a.write(ctx, t.Ent(), record{action: ActionDeleteWebhookEndpoint, targetID: id, reason: "deleted, was sending to " + hostOf(old.URL)})
 		return err
 	})
 }
 
-// RedeliverWebhookEvent sends a delivery again from its first attempt,
-// with the same webhook-id (receivers deduplicate on it), whatever became
-// of it; one still pending is left to its schedule.
+// RedeliverWebhookEvent sends a delivered or failed delivery again from
+// its first attempt, with the same webhook-id (receivers deduplicate on
+// it); a pending one whose job was lost gets a new job.
 func (s *Service) RedeliverWebhookEvent(ctx context.Context, a Admin, deliveryID string) (*ent.WebhookDelivery, error) {
 	var del *ent.WebhookDelivery
 	err := s.ledger.Within(ctx, func(ctx context.Context, t *ledger.Tx) error {
@@ -215,13 +217,16 @@ func (s *Service) RedeliverWebhookEvent(ctx context.Context, a Admin, deliveryID
 		if err != nil {
 			return fmt.Errorf("admin: reading delivery %s: %w", deliveryID, err)
 		}
-		if old.Status == webhookdelivery.StatusPending {
-			return apperr.New(apperr.Conflict, "delivery %s is still pending (next attempt at %v)", deliveryID, old.NextAttemptAt)
-		}
-		del, err = old.Update().SetStatus(webhookdelivery.StatusPending).SetAttempts(0).ClearNextAttemptAt().
-			ClearDeliveredAt().SetLastError("").Save(ctx)
-		if err != nil {
-			return fmt.Errorf("admin: resetting delivery %s: %w", deliveryID, err)
+		// A pending delivery keeps its attempts; if its job was lost, a
+		// new one takes it on (one job per delivery at a time: River
+		// does not add a second while one waits or runs).
+		del = old
+		if old.Status != webhookdelivery.StatusPending {
+			del, err = old.Update().SetStatus(webhookdelivery.StatusPending).SetAttempts(0).ClearNextAttemptAt().
+				ClearDeliveredAt().SetLastError("").Save(ctx)
+			if err != nil {
+				return fmt.Errorf("admin: resetting delivery %s: %w", deliveryID, err)
+			}
 		}
 		err = s.queue.InsertManyTx(ctx, t.SQL(), []river.InsertManyParams{{Args: outbound.DeliverArgs{DeliveryID: deliveryID}}})
 		if err != nil {
@@ -240,7 +245,17 @@ func truncateText(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// hostOf is what the audit says of an endpoint's URL: its host, not its
+// path or query, which may hold the application's own tokens.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(an invalid URL)"
+	}
+	return truncateText(u.Host, 300)
 }
 
 // SetLowBalanceThreshold sets target's low-balance threshold (nil: the

@@ -22,8 +22,11 @@ type Outbound struct {
 	Timeout time.Duration
 	// Workers is how many deliveries this process sends at once.
 	Workers int
+	// JobTimeout bounds one attempt of any background job (a long check
+	// goes on from its progress in the next attempt).
+	JobTimeout time.Duration
 	// RescueAfter is how long a job may run before it is taken for one
-	// whose process died and run again (0: longer than the longest job).
+	// whose process died and run again (at least twice JobTimeout).
 	RescueAfter time.Duration
 }
 
@@ -38,12 +41,16 @@ func (c *Config) loadOutbound(r *reader, dev bool) {
 		AllowPrivate:        r.boolean("TALLY_WEBHOOK_ALLOW_PRIVATE", dev),
 		Timeout:             r.duration("TALLY_WEBHOOK_TIMEOUT", 10*time.Second),
 		Workers:             r.intRange("TALLY_WEBHOOK_WORKERS", 32, 1, 1000),
-		RescueAfter:         r.duration("TALLY_JOB_RESCUE_AFTER", 0),
+		JobTimeout:          r.duration("TALLY_JOB_TIMEOUT", 2*time.Minute),
 	}
+	c.Outbound.RescueAfter = r.duration("TALLY_JOB_RESCUE_AFTER", 2*c.Outbound.JobTimeout+time.Minute)
 	if c.Outbound.Timeout <= 0 || c.Outbound.Timeout > 30*time.Second {
 		r.fail("TALLY_WEBHOOK_TIMEOUT", fmt.Sprintf("between 1ms and %s", 30*time.Second))
 	}
-	if c.Outbound.RescueAfter != 0 && c.Outbound.RescueAfter < 2*c.Outbound.Timeout {
-		r.fail("TALLY_JOB_RESCUE_AFTER", "0 (the default) or at least twice TALLY_WEBHOOK_TIMEOUT")
+	if c.Outbound.JobTimeout < 2*c.Outbound.Timeout {
+		r.fail("TALLY_JOB_TIMEOUT", "at least twice TALLY_WEBHOOK_TIMEOUT (a delivery is one attempt of a job)")
+	}
+	if c.Outbound.RescueAfter < 2*c.Outbound.JobTimeout {
+		r.fail("TALLY_JOB_RESCUE_AFTER", "at least twice TALLY_JOB_TIMEOUT, so that a job still running is never run twice")
 	}
 }

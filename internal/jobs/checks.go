@@ -15,10 +15,6 @@ import (
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
-// checkTimeout bounds one attempt of a check; a check that needs longer
-// goes on in the next attempt from the progress it recorded.
-const checkTimeout = 30 * time.Minute
-
 // checkAttempts is how many times a failing check is tried before its run
 // is marked failed.
 const checkAttempts = 5
@@ -40,13 +36,16 @@ func (FullCheckArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{MaxAttempts: checkAttempts}
 }
 
+// A check that needs longer than an attempt (Config.Timeout) goes on in
+// the next attempt from the progress it recorded.
 type fullCheckWorker struct {
 	river.WorkerDefaults[FullCheckArgs]
 	ledger     *ledger.Service
 	invariants []ledger.Invariant
+	timeout    time.Duration
 }
 
-func (w *fullCheckWorker) Timeout(*river.Job[FullCheckArgs]) time.Duration { return checkTimeout }
+func (w *fullCheckWorker) Timeout(*river.Job[FullCheckArgs]) time.Duration { return w.timeout }
 
 func (w *fullCheckWorker) Work(ctx context.Context, job *river.Job[FullCheckArgs]) error {
 	err := w.attempt(ctx, job.Args.CheckID)
@@ -85,17 +84,18 @@ func (IncrementalCheckArgs) Kind() string { return "ledger_check_incremental" }
 // InsertOpts makes incremental checks one at a time: a run that takes
 // longer than the period is not joined by the next.
 func (IncrementalCheckArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{MaxAttempts: checkAttempts, UniqueOpts: uniqueWhileLive}
+	return river.InsertOpts{MaxAttempts: checkAttempts, UniqueOpts: UniqueWhileLive}
 }
 
 type incrementalCheckWorker struct {
 	river.WorkerDefaults[IncrementalCheckArgs]
 	ledger     *ledger.Service
 	invariants []ledger.Invariant
+	timeout    time.Duration
 }
 
 func (w *incrementalCheckWorker) Timeout(*river.Job[IncrementalCheckArgs]) time.Duration {
-	return checkTimeout
+	return w.timeout
 }
 
 func (w *incrementalCheckWorker) Work(ctx context.Context, _ *river.Job[IncrementalCheckArgs]) error {
@@ -108,7 +108,7 @@ func (w *incrementalCheckWorker) Work(ctx context.Context, _ *river.Job[Incremen
 // an attempt may take and River takes to retry one whose process died, so
 // only a run no job will ever resume (its last attempt died with its
 // process) is replaced.
-const abandonedAfter = 2 * (checkTimeout + rescueAfterTimeout)
+func (q *Queue) abandonedAfter() time.Duration { return 2 * (q.timeout + q.rescueAfter) }
 
 // StartFullCheck queues a full check for an admin and returns its run. A
 // full check already queued or running is returned instead of starting a
@@ -122,12 +122,12 @@ func (q *Queue) StartFullCheck(ctx context.Context, requestedBy string) (run *en
 				Where(ledgercheck.KindEQ(ledgercheck.KindFULL), ledgercheck.StatusIn(ledgercheck.StatusQUEUED, ledgercheck.StatusRUNNING)).
 				Only(ctx)
 			switch {
-			case err == nil && time.Since(lastSignOfLife(live)) < abandonedAfter:
+			case err == nil && time.Since(lastSignOfLife(live)) < q.abandonedAfter():
 				run = live
 				return nil
 			case err == nil:
 				err = live.Update().SetStatus(ledgercheck.StatusFAILED).ClearLive().SetFinishedAt(time.Now().UTC()).
-					SetError("abandoned: no progress recorded for " + abandonedAfter.String()).Exec(ctx)
+					SetError("abandoned: no progress recorded for " + q.abandonedAfter().String()).Exec(ctx)
 				if err != nil {
 					return fmt.Errorf("jobs: closing an abandoned check: %w", err)
 				}

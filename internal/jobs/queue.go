@@ -52,16 +52,20 @@ type Config struct {
 	// never wait behind a long check.
 	Register func(*river.Workers)
 	Queues   map[string]river.QueueConfig
+	// Timeout bounds one attempt of any job (DefaultTimeout when 0): a
+	// long check is cut and goes on in its next attempt from the progress
+	// it recorded, so that no job runs long enough to hold up River's
+	// rescue of those whose process died.
+	Timeout time.Duration
 	// RescueAfter is how long a job may run before River takes its
-	// process for dead and runs it again; 0 is longer than any job's
-	// timeout (tests of a killed process shorten it).
+	// process for dead and runs it again: at least twice Timeout (the
+	// default), so that a live job is never run twice.
 	RescueAfter time.Duration
 	Logger      *slog.Logger
 }
 
-// rescueAfterTimeout is how long after the longest timeout River takes a
-// running job for stuck (its process died) and runs it again.
-const rescueAfterTimeout = 5 * time.Minute
+// DefaultTimeout bounds one attempt of a job.
+const DefaultTimeout = 2 * time.Minute
 
 // Queue inserts and runs Tally's jobs.
 type Queue struct {
@@ -69,11 +73,13 @@ type Queue struct {
 	client  *river.Client[*sql.Tx]
 	ledger  *ledger.Service
 	working bool
+	// timeout and rescueAfter are Config's, defaults applied.
+	timeout, rescueAfter time.Duration
 }
 
-// uniqueWhileLive makes a job kind one at a time: a second insert while
+// UniqueWhileLive makes a job kind one at a time: a second insert while
 // one is waiting or running returns that one instead.
-var uniqueWhileLive = river.UniqueOpts{ByState: []rivertype.JobState{
+var UniqueWhileLive = river.UniqueOpts{ByState: []rivertype.JobState{
 	rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
 	rivertype.JobStateRetryable, rivertype.JobStateScheduled,
 }}
@@ -86,6 +92,12 @@ func New(db *database.DB, l *ledger.Service, cfg Config) (*Queue, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.RescueAfter < 2*cfg.Timeout {
+		cfg.RescueAfter = 2 * cfg.Timeout
+	}
 	rc := &river.Config{
 		// River reports its routine (job counts, elections) at info level
 		// every few seconds; the server's log keeps its warnings.
@@ -94,17 +106,15 @@ func New(db *database.DB, l *ledger.Service, cfg Config) (*Queue, error) {
 		FetchCooldown:     min(cfg.PollInterval, 100*time.Millisecond),
 		// Longer than any job's timeout, so that only a job whose process
 		// died is taken for stuck.
-		RescueStuckJobsAfter: checkTimeout + rescueAfterTimeout,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		JobTimeout:           cfg.Timeout,
 	}
-	if cfg.RescueAfter > 0 {
-		rc.RescueStuckJobsAfter = cfg.RescueAfter
-	}
-	q := &Queue{db: db, ledger: l, working: cfg.Workers > 0}
+	q := &Queue{db: db, ledger: l, working: cfg.Workers > 0, timeout: cfg.Timeout, rescueAfter: cfg.RescueAfter}
 	if q.working {
 		workers := river.NewWorkers()
-		river.AddWorker(workers, &fullCheckWorker{ledger: l, invariants: cfg.Invariants})
-		river.AddWorker(workers, &incrementalCheckWorker{ledger: l, invariants: cfg.Invariants})
-		river.AddWorker(workers, &expirySweepWorker{ledger: l, logger: cfg.Logger})
+		river.AddWorker(workers, &fullCheckWorker{ledger: l, invariants: cfg.Invariants, timeout: cfg.Timeout})
+		river.AddWorker(workers, &incrementalCheckWorker{ledger: l, invariants: cfg.Invariants, timeout: cfg.Timeout})
+		river.AddWorker(workers, &expirySweepWorker{ledger: l, logger: cfg.Logger, timeout: cfg.Timeout})
 		if cfg.Register != nil {
 			cfg.Register(workers)
 		}
@@ -164,12 +174,13 @@ func NewInserter(db *database.DB) (*Inserter, error) {
 	return &Inserter{client: client}, nil
 }
 
-// InsertManyTx inserts jobs in tx, in one statement.
+// InsertManyTx inserts jobs in tx; a unique job already waiting or
+// running is not inserted again.
 func (i *Inserter) InsertManyTx(ctx context.Context, tx *sql.Tx, params []river.InsertManyParams) error {
 	if len(params) == 0 {
 		return nil
 	}
-	if _, err := i.client.InsertManyFastTx(ctx, tx, params); err != nil {
+	if _, err := i.client.InsertManyTx(ctx, tx, params); err != nil {
 		return fmt.Errorf("jobs: inserting %d jobs: %w", len(params), err)
 	}
 	return nil

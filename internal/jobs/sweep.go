@@ -25,19 +25,18 @@ func (ExpirySweepArgs) Kind() string { return "expiry_sweep" }
 // InsertOpts makes sweeps one at a time: a sweep longer than the period
 // is not joined by the next.
 func (ExpirySweepArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{MaxAttempts: 3, UniqueOpts: uniqueWhileLive}
+	return river.InsertOpts{MaxAttempts: 3, UniqueOpts: UniqueWhileLive}
 }
-
-// sweepTimeout bounds one sweep; what it did not reach, the next one does.
-const sweepTimeout = 10 * time.Minute
 
 type expirySweepWorker struct {
 	river.WorkerDefaults[ExpirySweepArgs]
 	ledger *ledger.Service
 	logger *slog.Logger
+	// timeout bounds one sweep; what it did not reach, the next one does.
+	timeout time.Duration
 }
 
-func (w *expirySweepWorker) Timeout(*river.Job[ExpirySweepArgs]) time.Duration { return sweepTimeout }
+func (w *expirySweepWorker) Timeout(*river.Job[ExpirySweepArgs]) time.Duration { return w.timeout }
 
 func (w *expirySweepWorker) Work(ctx context.Context, _ *river.Job[ExpirySweepArgs]) error {
 	lots, lotsErr := w.ledger.ExpireLots(ctx)

@@ -157,8 +157,9 @@ func (t *Tx) Balances(ctx context.Context, userIDs []string) (map[string]Balance
 
 // SetLowBalanceThreshold sets a user's threshold (nil: the default), under
 // the user's lock, so that no movement compares against a threshold half
-// changed. The level the events last told is left as it is: the next
-// movement tells the crossing, if the new threshold makes one.
+// changed. The level the events last told is forgotten (taken as OK): the
+// next movement tells where the credits stand against the new threshold,
+// if they are below it.
 func (s *Service) SetLowBalanceThreshold(ctx context.Context, userID string, threshold *int64) (*ent.User, error) {
 	var u *ent.User
 	err := s.Within(ctx, func(ctx context.Context, t *Tx) error {
@@ -178,7 +179,7 @@ func (t *Tx) SetLowBalanceThreshold(ctx context.Context, userID string, threshol
 	if err != nil {
 		return nil, err
 	}
-	update := t.ent.User.UpdateOneID(userID)
+	update := t.ent.User.UpdateOneID(userID).ClearBalanceLevel()
 	if threshold == nil {
 		update.ClearLowBalanceThreshold()
 	} else {
@@ -188,6 +189,6 @@ func (t *Tx) SetLowBalanceThreshold(ctx context.Context, userID string, threshol
 	if err != nil {
 		return nil, fmt.Errorf("ledger: setting the threshold of %s: %w", userID, err)
 	}
-	locked.LowBalanceThreshold = u.LowBalanceThreshold
+	locked.LowBalanceThreshold, locked.BalanceLevel = u.LowBalanceThreshold, nil
 	return u, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/webhookdelivery"
@@ -32,11 +33,22 @@ type DeliverArgs struct {
 // Kind names the job in River's table.
 func (DeliverArgs) Kind() string { return "webhook_delivery" }
 
-// InsertOpts puts deliveries in their queue. Their own schedule retries
-// failed sends (snoozing the job); River's attempts count only errors of
-// Tally's database.
+// InsertOpts puts deliveries in their queue, one job per delivery while
+// one waits or runs (a redelivery of a delivery still on its way adds
+// none). Their own schedule retries failed sends (snoozing the job);
+// River's attempts count only errors of Tally's database, and the last of
+// them fails the delivery, so that the deliveries after it in its user's
+// order do not wait for it for ever.
 func (DeliverArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: Queue, MaxAttempts: 20}
+	unique := river.UniqueOpts{ByArgs: true, ByState: liveStates}
+	return river.InsertOpts{Queue: Queue, MaxAttempts: 20, UniqueOpts: unique}
+}
+
+// liveStates are those of a job waiting or running (jobs.UniqueWhileLive,
+// which this package cannot import).
+var liveStates = []rivertype.JobState{
+	rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
+	rivertype.JobStateRetryable, rivertype.JobStateScheduled,
 }
 
 // perEndpoint bounds the deliveries to one endpoint this process sends at
@@ -74,31 +86,43 @@ func (d *Deliverer) WithSchedule(waits []time.Duration) *Deliverer {
 // Register adds the worker to a queue's workers.
 func (d *Deliverer) Register(w *river.Workers) { river.AddWorker(w, d) }
 
-// Timeout bounds a job: the send's own timeout and the database work
-// around it.
-func (d *Deliverer) Timeout(*river.Job[DeliverArgs]) time.Duration { return time.Minute }
-
 // Work sends the delivery if it is its turn: every earlier event of the
 // same user to the same endpoint is delivered or has failed for good (per
 // user, events arrive in commit order); otherwise it waits for the one
 // before.
 func (d *Deliverer) Work(ctx context.Context, job *river.Job[DeliverArgs]) error {
+	err := d.work(ctx, job.Args.DeliveryID)
+	var snooze *river.JobSnoozeError
+	if err == nil || errors.As(err, &snooze) || job.Attempt < job.MaxAttempts {
+		return err
+	}
+	failed := d.db.Ent.WebhookDelivery.UpdateOneID(job.Args.DeliveryID).
+		Where(webhookdelivery.StatusEQ(webhookdelivery.StatusPending)).
+		SetStatus(webhookdelivery.StatusFailed).ClearNextAttemptAt().
+		SetLastError(truncate("gave up: "+err.Error(), 1000)).Exec(context.WithoutCancel(ctx))
+	if failed != nil && !ent.IsNotFound(failed) {
+		return errors.Join(err, failed)
+	}
+	return err
+}
+
+func (d *Deliverer) work(ctx context.Context, deliveryID string) error {
 	del, err := d.db.Ent.WebhookDelivery.Query().
-		Where(webhookdelivery.ID(job.Args.DeliveryID)).
+		Where(webhookdelivery.ID(deliveryID)).
 		WithEvent().WithEndpoint().
 		Only(ctx)
 	if ent.IsNotFound(err) {
 		return nil // its endpoint was deleted
 	}
 	if err != nil {
-		return fmt.Errorf("outbound: reading delivery %s: %w", job.Args.DeliveryID, err)
+		return fmt.Errorf("outbound: reading delivery %s: %w", deliveryID, err)
 	}
 	if del.Status != webhookdelivery.StatusPending {
 		return nil
 	}
 	endpoint := del.Edges.Endpoint
 	if !endpoint.Enabled {
-		return d.finish(ctx, del, webhookdelivery.StatusFailed, nil, "the endpoint is disabled")
+		return d.finish(ctx, del, webhookdelivery.StatusFailed, nil, "the endpoint is disabled", false)
 	}
 	if wait, err := d.turn(ctx, del); err != nil || wait > 0 {
 		if err != nil {
@@ -109,9 +133,14 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[DeliverArgs]) error
 	if !d.acquire(endpoint.ID) {
 		return river.JobSnooze(time.Second)
 	}
-	res, sendErr := d.send(ctx, del)
-	d.release(endpoint.ID)
+	res, sendErr := d.sendHeld(ctx, del)
 	return d.record(ctx, del, res, sendErr)
+}
+
+// sendHeld sends while holding one of the endpoint's places.
+func (d *Deliverer) sendHeld(ctx context.Context, del *ent.WebhookDelivery) (Response, error) {
+	defer d.release(del.EndpointID)
+	return d.send(ctx, del)
 }
 
 // turn is how long the delivery must wait for an earlier one of its user
@@ -182,18 +211,18 @@ func (d *Deliverer) record(ctx context.Context, del *ent.WebhookDelivery, res Re
 	}
 	switch {
 	case sendErr == nil && res.Status >= 200 && res.Status < 300:
-		return d.finish(ctx, del, webhookdelivery.StatusDelivered, status, "")
+		return d.finish(ctx, del, webhookdelivery.StatusDelivered, status, "", true)
 	case sendErr == nil && res.Status == http.StatusGone:
 		if err := d.db.Ent.WebhookEndpoint.UpdateOneID(del.EndpointID).SetEnabled(false).
 			SetDisabledReason("it answered 410 Gone to delivery " + del.ID).Exec(ctx); err != nil && !ent.IsNotFound(err) {
 			return fmt.Errorf("outbound: disabling endpoint %s: %w", del.EndpointID, err)
 		}
-		return d.finish(ctx, del, webhookdelivery.StatusFailed, status, "410 Gone: the endpoint is disabled")
+		return d.finish(ctx, del, webhookdelivery.StatusFailed, status, "410 Gone: the endpoint is disabled", true)
 	}
 	problem := attemptError(res, sendErr)
 	wait, again := nextDelay(d.schedule, del.Attempts+1)
 	if !again {
-		return d.finish(ctx, del, webhookdelivery.StatusFailed, status, problem)
+		return d.finish(ctx, del, webhookdelivery.StatusFailed, status, problem, true)
 	}
 	next := d.now().Add(wait)
 	err := responded(d.db.Ent.WebhookDelivery.UpdateOneID(del.ID).AddAttempts(1).SetLastError(problem), status).
@@ -204,11 +233,11 @@ func (d *Deliverer) record(ctx context.Context, del *ent.WebhookDelivery, res Re
 	return river.JobSnooze(wait)
 }
 
-// finish ends a delivery for good.
-func (d *Deliverer) finish(ctx context.Context, del *ent.WebhookDelivery, status webhookdelivery.Status, code *int, problem string) error {
+// finish ends a delivery for good; attempted says a request was made.
+func (d *Deliverer) finish(ctx context.Context, del *ent.WebhookDelivery, status webhookdelivery.Status, code *int, problem string, attempted bool) error {
 	update := responded(d.db.Ent.WebhookDelivery.UpdateOneID(del.ID).SetStatus(status).ClearNextAttemptAt().
 		SetLastError(problem), code)
-	if code != nil || status == webhookdelivery.StatusDelivered {
+	if attempted {
 		update.AddAttempts(1)
 	}
 	if status == webhookdelivery.StatusDelivered {

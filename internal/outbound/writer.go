@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"entgo.io/ent/dialect"
 	"github.com/riverqueue/river"
 
 	"github.com/tally-billing/tally/ent"
@@ -45,10 +46,16 @@ func (w *Writer) WriteEvents(ctx context.Context, t *ledger.Tx, events []ledger.
 	if err != nil {
 		return err
 	}
-	endpoints, err := t.Ent().WebhookEndpoint.Query().
+	query := t.Ent().WebhookEndpoint.Query().
 		Where(webhookendpoint.Enabled(true)).
-		Select(webhookendpoint.FieldID, webhookendpoint.FieldEventTypes).
-		All(ctx)
+		Select(webhookendpoint.FieldID, webhookendpoint.FieldEventTypes)
+	if w.db.Dialect == dialect.Postgres {
+		// An endpoint deleted before this commits would fail the
+		// deliveries' foreign key, and the movement with them; SQLite
+		// has one writer at a time anyway.
+		query.ForShare()
+	}
+	endpoints, err := query.All(ctx)
 	if err != nil {
 		return fmt.Errorf("outbound: reading the endpoints: %w", err)
 	}

@@ -156,6 +156,7 @@ func (s *Server) buildServices(cfg config.Config, publishing ledger.Option, o op
 		Invariants: s.payments.Invariants(), Logger: logger,
 		Register:    deliverer.Register,
 		Queues:      map[string]river.QueueConfig{outbound.Queue: {MaxWorkers: cfg.Outbound.Workers}},
+		Timeout:     cfg.Outbound.JobTimeout,
 		RescueAfter: cfg.Outbound.RescueAfter,
 	})
 	return err
