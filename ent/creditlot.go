@@ -42,6 +42,8 @@ type CreditLot struct {
 	PaymentID *string `json:"payment_id,omitempty"`
 	// the transaction that created the lot
 	TransactionID string `json:"transaction_id,omitempty"`
+	// ExpiryNoticedAt holds the value of the "expiry_noticed_at" field.
+	ExpiryNoticedAt *time.Time `json:"expiry_noticed_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the CreditLotQuery when eager-loading is set.
 	Edges        CreditLotEdges `json:"edges"`
@@ -118,7 +120,7 @@ func (*CreditLot) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullInt64)
 		case creditlot.FieldID, creditlot.FieldUserID, creditlot.FieldSource, creditlot.FieldPaymentID, creditlot.FieldTransactionID:
 			values[i] = new(sql.NullString)
-		case creditlot.FieldCreatedAt, creditlot.FieldUpdatedAt, creditlot.FieldExpiresAt:
+		case creditlot.FieldCreatedAt, creditlot.FieldUpdatedAt, creditlot.FieldExpiresAt, creditlot.FieldExpiryNoticedAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -208,6 +210,13 @@ func (_m *CreditLot) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field transaction_id", values[i])
 			} else if value.Valid {
 				_m.TransactionID = value.String
+			}
+		case creditlot.FieldExpiryNoticedAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field expiry_noticed_at", values[i])
+			} else if value.Valid {
+				_m.ExpiryNoticedAt = new(time.Time)
+				*_m.ExpiryNoticedAt = value.Time
 			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
@@ -301,6 +310,11 @@ func (_m *CreditLot) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("transaction_id=")
 	builder.WriteString(_m.TransactionID)
+	builder.WriteString(", ")
+	if v := _m.ExpiryNoticedAt; v != nil {
+		builder.WriteString("expiry_noticed_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -141,6 +141,20 @@ func (_c *CreditLotCreate) SetTransactionID(v string) *CreditLotCreate {
 	return _c
 }
 
+// SetExpiryNoticedAt sets the "expiry_noticed_at" field.
+func (_c *CreditLotCreate) SetExpiryNoticedAt(v time.Time) *CreditLotCreate {
+	_c.mutation.SetExpiryNoticedAt(v)
+	return _c
+}
+
+// SetNillableExpiryNoticedAt sets the "expiry_noticed_at" field if the given value is not nil.
+func (_c *CreditLotCreate) SetNillableExpiryNoticedAt(v *time.Time) *CreditLotCreate {
+	if v != nil {
+		_c.SetExpiryNoticedAt(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *CreditLotCreate) SetID(v string) *CreditLotCreate {
 	_c.mutation.SetID(v)
@@ -370,6 +384,10 @@ func (_c *CreditLotCreate) createSpec() (*CreditLot, *sqlgraph.CreateSpec) {
 		_spec.SetField(creditlot.FieldPriority, field.TypeInt, value)
 		_node.Priority = value
 	}
+	if value, ok := _c.mutation.ExpiryNoticedAt(); ok {
+		_spec.SetField(creditlot.FieldExpiryNoticedAt, field.TypeTime, value)
+		_node.ExpiryNoticedAt = &value
+	}
 	if nodes := _c.mutation.UserIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
@@ -537,6 +555,24 @@ func (u *CreditLotUpsert) AddHeld(v int64) *CreditLotUpsert {
 	return u
 }
 
+// SetExpiryNoticedAt sets the "expiry_noticed_at" field.
+func (u *CreditLotUpsert) SetExpiryNoticedAt(v time.Time) *CreditLotUpsert {
+	u.Set(creditlot.FieldExpiryNoticedAt, v)
+	return u
+}
+
+// UpdateExpiryNoticedAt sets the "expiry_noticed_at" field to the value that was provided on create.
+func (u *CreditLotUpsert) UpdateExpiryNoticedAt() *CreditLotUpsert {
+	u.SetExcluded(creditlot.FieldExpiryNoticedAt)
+	return u
+}
+
+// ClearExpiryNoticedAt clears the value of the "expiry_noticed_at" field.
+func (u *CreditLotUpsert) ClearExpiryNoticedAt() *CreditLotUpsert {
+	u.SetNull(creditlot.FieldExpiryNoticedAt)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -662,6 +698,27 @@ func (u *CreditLotUpsertOne) AddHeld(v int64) *CreditLotUpsertOne {
 func (u *CreditLotUpsertOne) UpdateHeld() *CreditLotUpsertOne {
 	return u.Update(func(s *CreditLotUpsert) {
 		s.UpdateHeld()
+	})
+}
+
+// SetExpiryNoticedAt sets the "expiry_noticed_at" field.
+func (u *CreditLotUpsertOne) SetExpiryNoticedAt(v time.Time) *CreditLotUpsertOne {
+	return u.Update(func(s *CreditLotUpsert) {
+		s.SetExpiryNoticedAt(v)
+	})
+}
+
+// UpdateExpiryNoticedAt sets the "expiry_noticed_at" field to the value that was provided on create.
+func (u *CreditLotUpsertOne) UpdateExpiryNoticedAt() *CreditLotUpsertOne {
+	return u.Update(func(s *CreditLotUpsert) {
+		s.UpdateExpiryNoticedAt()
+	})
+}
+
+// ClearExpiryNoticedAt clears the value of the "expiry_noticed_at" field.
+func (u *CreditLotUpsertOne) ClearExpiryNoticedAt() *CreditLotUpsertOne {
+	return u.Update(func(s *CreditLotUpsert) {
+		s.ClearExpiryNoticedAt()
 	})
 }
 
@@ -957,6 +1014,27 @@ func (u *CreditLotUpsertBulk) AddHeld(v int64) *CreditLotUpsertBulk {
 func (u *CreditLotUpsertBulk) UpdateHeld() *CreditLotUpsertBulk {
 	return u.Update(func(s *CreditLotUpsert) {
 		s.UpdateHeld()
+	})
+}
+
+// SetExpiryNoticedAt sets the "expiry_noticed_at" field.
+func (u *CreditLotUpsertBulk) SetExpiryNoticedAt(v time.Time) *CreditLotUpsertBulk {
+	return u.Update(func(s *CreditLotUpsert) {
+		s.SetExpiryNoticedAt(v)
+	})
+}
+
+// UpdateExpiryNoticedAt sets the "expiry_noticed_at" field to the value that was provided on create.
+func (u *CreditLotUpsertBulk) UpdateExpiryNoticedAt() *CreditLotUpsertBulk {
+	return u.Update(func(s *CreditLotUpsert) {
+		s.UpdateExpiryNoticedAt()
+	})
+}
+
+// ClearExpiryNoticedAt clears the value of the "expiry_noticed_at" field.
+func (u *CreditLotUpsertBulk) ClearExpiryNoticedAt() *CreditLotUpsertBulk {
+	return u.Update(func(s *CreditLotUpsert) {
+		s.ClearExpiryNoticedAt()
 	})
 }
 

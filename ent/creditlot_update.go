@@ -78,6 +78,26 @@ func (_u *CreditLotUpdate) AddHeld(v int64) *CreditLotUpdate {
 	return _u
 }
 
+// SetExpiryNoticedAt sets the "expiry_noticed_at" field.
+func (_u *CreditLotUpdate) SetExpiryNoticedAt(v time.Time) *CreditLotUpdate {
+	_u.mutation.SetExpiryNoticedAt(v)
+	return _u
+}
+
+// SetNillableExpiryNoticedAt sets the "expiry_noticed_at" field if the given value is not nil.
+func (_u *CreditLotUpdate) SetNillableExpiryNoticedAt(v *time.Time) *CreditLotUpdate {
+	if v != nil {
+		_u.SetExpiryNoticedAt(*v)
+	}
+	return _u
+}
+
+// ClearExpiryNoticedAt clears the value of the "expiry_noticed_at" field.
+func (_u *CreditLotUpdate) ClearExpiryNoticedAt() *CreditLotUpdate {
+	_u.mutation.ClearExpiryNoticedAt()
+	return _u
+}
+
 // AddPostingIDs adds the "postings" edge to the CreditLedger entity by IDs.
 func (_u *CreditLotUpdate) AddPostingIDs(ids ...string) *CreditLotUpdate {
 	_u.mutation.AddPostingIDs(ids...)
@@ -212,6 +232,12 @@ func (_u *CreditLotUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if _u.mutation.ExpiresAtCleared() {
 		_spec.ClearField(creditlot.FieldExpiresAt, field.TypeTime)
 	}
+	if value, ok := _u.mutation.ExpiryNoticedAt(); ok {
+		_spec.SetField(creditlot.FieldExpiryNoticedAt, field.TypeTime, value)
+	}
+	if _u.mutation.ExpiryNoticedAtCleared() {
+		_spec.ClearField(creditlot.FieldExpiryNoticedAt, field.TypeTime)
+	}
 	if _u.mutation.PostingsCleared() {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -324,6 +350,26 @@ func (_u *CreditLotUpdateOne) SetNillableHeld(v *int64) *CreditLotUpdateOne {
 // AddHeld adds value to the "held" field.
 func (_u *CreditLotUpdateOne) AddHeld(v int64) *CreditLotUpdateOne {
 	_u.mutation.AddHeld(v)
+	return _u
+}
+
+// SetExpiryNoticedAt sets the "expiry_noticed_at" field.
+func (_u *CreditLotUpdateOne) SetExpiryNoticedAt(v time.Time) *CreditLotUpdateOne {
+	_u.mutation.SetExpiryNoticedAt(v)
+	return _u
+}
+
+// SetNillableExpiryNoticedAt sets the "expiry_noticed_at" field if the given value is not nil.
+func (_u *CreditLotUpdateOne) SetNillableExpiryNoticedAt(v *time.Time) *CreditLotUpdateOne {
+	if v != nil {
+		_u.SetExpiryNoticedAt(*v)
+	}
+	return _u
+}
+
+// ClearExpiryNoticedAt clears the value of the "expiry_noticed_at" field.
+func (_u *CreditLotUpdateOne) ClearExpiryNoticedAt() *CreditLotUpdateOne {
+	_u.mutation.ClearExpiryNoticedAt()
 	return _u
 }
 
@@ -490,6 +536,12 @@ func (_u *CreditLotUpdateOne) sqlSave(ctx context.Context) (_node *CreditLot, er
 	}
 	if _u.mutation.ExpiresAtCleared() {
 		_spec.ClearField(creditlot.FieldExpiresAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.ExpiryNoticedAt(); ok {
+		_spec.SetField(creditlot.FieldExpiryNoticedAt, field.TypeTime, value)
+	}
+	if _u.mutation.ExpiryNoticedAtCleared() {
+		_spec.ClearField(creditlot.FieldExpiryNoticedAt, field.TypeTime)
 	}
 	if _u.mutation.PostingsCleared() {
 		edge := &sqlgraph.EdgeSpec{

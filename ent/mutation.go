@@ -2267,6 +2267,7 @@ type CreditLotMutation struct {
 	expires_at         *time.Time
 	priority           *int
 	addpriority        *int
+	expiry_noticed_at  *time.Time
 	clearedFields      map[string]struct{}
 	user               *string
 	cleareduser        bool
@@ -2888,6 +2889,55 @@ func (m *CreditLotMutation) ResetTransactionID() {
 	m.transaction = nil
 }
 
+// SetExpiryNoticedAt sets the "expiry_noticed_at" field.
+func (m *CreditLotMutation) SetExpiryNoticedAt(t time.Time) {
+	m.expiry_noticed_at = &t
+}
+
+// ExpiryNoticedAt returns the value of the "expiry_noticed_at" field in the mutation.
+func (m *CreditLotMutation) ExpiryNoticedAt() (r time.Time, exists bool) {
+	v := m.expiry_noticed_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldExpiryNoticedAt returns the old "expiry_noticed_at" field's value of the CreditLot entity.
+// If the CreditLot object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditLotMutation) OldExpiryNoticedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldExpiryNoticedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldExpiryNoticedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldExpiryNoticedAt: %w", err)
+	}
+	return oldValue.ExpiryNoticedAt, nil
+}
+
+// ClearExpiryNoticedAt clears the value of the "expiry_noticed_at" field.
+func (m *CreditLotMutation) ClearExpiryNoticedAt() {
+	m.expiry_noticed_at = nil
+	m.clearedFields[creditlot.FieldExpiryNoticedAt] = struct{}{}
+}
+
+// ExpiryNoticedAtCleared returns if the "expiry_noticed_at" field was cleared in this mutation.
+func (m *CreditLotMutation) ExpiryNoticedAtCleared() bool {
+	_, ok := m.clearedFields[creditlot.FieldExpiryNoticedAt]
+	return ok
+}
+
+// ResetExpiryNoticedAt resets all changes to the "expiry_noticed_at" field.
+func (m *CreditLotMutation) ResetExpiryNoticedAt() {
+	m.expiry_noticed_at = nil
+	delete(m.clearedFields, creditlot.FieldExpiryNoticedAt)
+}
+
 // ClearUser clears the "user" edge to the User entity.
 func (m *CreditLotMutation) ClearUser() {
 	m.cleareduser = true
@@ -3057,7 +3107,7 @@ func (m *CreditLotMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *CreditLotMutation) Fields() []string {
-	fields := make([]string, 0, 11)
+	fields := make([]string, 0, 12)
 	if m.created_at != nil {
 		fields = append(fields, creditlot.FieldCreatedAt)
 	}
@@ -3091,6 +3141,9 @@ func (m *CreditLotMutation) Fields() []string {
 	if m.transaction != nil {
 		fields = append(fields, creditlot.FieldTransactionID)
 	}
+	if m.expiry_noticed_at != nil {
+		fields = append(fields, creditlot.FieldExpiryNoticedAt)
+	}
 	return fields
 }
 
@@ -3121,6 +3174,8 @@ func (m *CreditLotMutation) Field(name string) (ent.Value, bool) {
 		return m.PaymentID()
 	case creditlot.FieldTransactionID:
 		return m.TransactionID()
+	case creditlot.FieldExpiryNoticedAt:
+		return m.ExpiryNoticedAt()
 	}
 	return nil, false
 }
@@ -3152,6 +3207,8 @@ func (m *CreditLotMutation) OldField(ctx context.Context, name string) (ent.Valu
 		return m.OldPaymentID(ctx)
 	case creditlot.FieldTransactionID:
 		return m.OldTransactionID(ctx)
+	case creditlot.FieldExpiryNoticedAt:
+		return m.OldExpiryNoticedAt(ctx)
 	}
 	return nil, fmt.Errorf("unknown CreditLot field %s", name)
 }
@@ -3237,6 +3294,13 @@ func (m *CreditLotMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetTransactionID(v)
+		return nil
+	case creditlot.FieldExpiryNoticedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetExpiryNoticedAt(v)
 		return nil
 	}
 	return fmt.Errorf("unknown CreditLot field %s", name)
@@ -3325,6 +3389,9 @@ func (m *CreditLotMutation) ClearedFields() []string {
 	if m.FieldCleared(creditlot.FieldPaymentID) {
 		fields = append(fields, creditlot.FieldPaymentID)
 	}
+	if m.FieldCleared(creditlot.FieldExpiryNoticedAt) {
+		fields = append(fields, creditlot.FieldExpiryNoticedAt)
+	}
 	return fields
 }
 
@@ -3344,6 +3411,9 @@ func (m *CreditLotMutation) ClearField(name string) error {
 		return nil
 	case creditlot.FieldPaymentID:
 		m.ClearPaymentID()
+		return nil
+	case creditlot.FieldExpiryNoticedAt:
+		m.ClearExpiryNoticedAt()
 		return nil
 	}
 	return fmt.Errorf("unknown CreditLot nullable field %s", name)
@@ -3385,6 +3455,9 @@ func (m *CreditLotMutation) ResetField(name string) error {
 		return nil
 	case creditlot.FieldTransactionID:
 		m.ResetTransactionID()
+		return nil
+	case creditlot.FieldExpiryNoticedAt:
+		m.ResetExpiryNoticedAt()
 		return nil
 	}
 	return fmt.Errorf("unknown CreditLot field %s", name)

@@ -39,6 +39,8 @@ const (
 	FieldPaymentID = "payment_id"
 	// FieldTransactionID holds the string denoting the transaction_id field in the database.
 	FieldTransactionID = "transaction_id"
+	// FieldExpiryNoticedAt holds the string denoting the expiry_noticed_at field in the database.
+	FieldExpiryNoticedAt = "expiry_noticed_at"
 	// EdgeUser holds the string denoting the user edge name in mutations.
 	EdgeUser = "user"
 	// EdgePayment holds the string denoting the payment edge name in mutations.
@@ -93,6 +95,7 @@ var Columns = []string{
 	FieldPriority,
 	FieldPaymentID,
 	FieldTransactionID,
+	FieldExpiryNoticedAt,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -212,6 +215,11 @@ func ByPaymentID(opts ...sql.OrderTermOption) OrderOption {
 // ByTransactionID orders the results by the transaction_id field.
 func ByTransactionID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldTransactionID, opts...).ToFunc()
+}
+
+// ByExpiryNoticedAt orders the results by the expiry_noticed_at field.
+func ByExpiryNoticedAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldExpiryNoticedAt, opts...).ToFunc()
 }
 
 // ByUserField orders the results by user field.

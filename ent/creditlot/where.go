@@ -115,6 +115,11 @@ func TransactionID(v string) predicate.CreditLot {
 	return predicate.CreditLot(sql.FieldEQ(FieldTransactionID, v))
 }
 
+// ExpiryNoticedAt applies equality check predicate on the "expiry_noticed_at" field. It's identical to ExpiryNoticedAtEQ.
+func ExpiryNoticedAt(v time.Time) predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldEQ(FieldExpiryNoticedAt, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.CreditLot {
 	return predicate.CreditLot(sql.FieldEQ(FieldCreatedAt, v))
@@ -628,6 +633,56 @@ func TransactionIDEqualFold(v string) predicate.CreditLot {
 // TransactionIDContainsFold applies the ContainsFold predicate on the "transaction_id" field.
 func TransactionIDContainsFold(v string) predicate.CreditLot {
 	return predicate.CreditLot(sql.FieldContainsFold(FieldTransactionID, v))
+}
+
+// ExpiryNoticedAtEQ applies the EQ predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtEQ(v time.Time) predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldEQ(FieldExpiryNoticedAt, v))
+}
+
+// ExpiryNoticedAtNEQ applies the NEQ predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtNEQ(v time.Time) predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldNEQ(FieldExpiryNoticedAt, v))
+}
+
+// ExpiryNoticedAtIn applies the In predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtIn(vs ...time.Time) predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldIn(FieldExpiryNoticedAt, vs...))
+}
+
+// ExpiryNoticedAtNotIn applies the NotIn predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtNotIn(vs ...time.Time) predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldNotIn(FieldExpiryNoticedAt, vs...))
+}
+
+// ExpiryNoticedAtGT applies the GT predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtGT(v time.Time) predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldGT(FieldExpiryNoticedAt, v))
+}
+
+// ExpiryNoticedAtGTE applies the GTE predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtGTE(v time.Time) predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldGTE(FieldExpiryNoticedAt, v))
+}
+
+// ExpiryNoticedAtLT applies the LT predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtLT(v time.Time) predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldLT(FieldExpiryNoticedAt, v))
+}
+
+// ExpiryNoticedAtLTE applies the LTE predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtLTE(v time.Time) predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldLTE(FieldExpiryNoticedAt, v))
+}
+
+// ExpiryNoticedAtIsNil applies the IsNil predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtIsNil() predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldIsNull(FieldExpiryNoticedAt))
+}
+
+// ExpiryNoticedAtNotNil applies the NotNil predicate on the "expiry_noticed_at" field.
+func ExpiryNoticedAtNotNil() predicate.CreditLot {
+	return predicate.CreditLot(sql.FieldNotNull(FieldExpiryNoticedAt))
 }
 
 // HasUser applies the HasEdge predicate on the "user" edge.

@@ -150,6 +150,7 @@ var (
 		{Name: "held", Type: field.TypeInt64, Default: 0},
 		{Name: "expires_at", Type: field.TypeTime, Nullable: true},
 		{Name: "priority", Type: field.TypeInt, Default: 0},
+		{Name: "expiry_noticed_at", Type: field.TypeTime, Nullable: true},
 		{Name: "transaction_id", Type: field.TypeString, Size: 40},
 		{Name: "payment_id", Type: field.TypeString, Nullable: true, Size: 40},
 		{Name: "user_id", Type: field.TypeString, Size: 40},
@@ -162,19 +163,19 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "credit_lots_credit_transactions_created_lots",
-				Columns:    []*schema.Column{CreditLotsColumns[9]},
+				Columns:    []*schema.Column{CreditLotsColumns[10]},
 				RefColumns: []*schema.Column{CreditTransactionsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "credit_lots_payments_lots",
-				Columns:    []*schema.Column{CreditLotsColumns[10]},
+				Columns:    []*schema.Column{CreditLotsColumns[11]},
 				RefColumns: []*schema.Column{PaymentsColumns[0]},
 				OnDelete:   schema.Restrict,
 			},
 			{
 				Symbol:     "credit_lots_users_lots",
-				Columns:    []*schema.Column{CreditLotsColumns[11]},
+				Columns:    []*schema.Column{CreditLotsColumns[12]},
 				RefColumns: []*schema.Column{UsersColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -183,7 +184,7 @@ var (
 			{
 				Name:    "creditlot_user_id_priority_expires_at_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{CreditLotsColumns[11], CreditLotsColumns[8], CreditLotsColumns[7], CreditLotsColumns[1]},
+				Columns: []*schema.Column{CreditLotsColumns[12], CreditLotsColumns[8], CreditLotsColumns[7], CreditLotsColumns[1]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "remaining > 0",
 				},
@@ -199,7 +200,7 @@ var (
 			{
 				Name:    "creditlot_user_id_expires_at",
 				Unique:  false,
-				Columns: []*schema.Column{CreditLotsColumns[11], CreditLotsColumns[7]},
+				Columns: []*schema.Column{CreditLotsColumns[12], CreditLotsColumns[7]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "remaining > 0",
 				},
@@ -207,12 +208,12 @@ var (
 			{
 				Name:    "creditlot_user_id_id",
 				Unique:  false,
-				Columns: []*schema.Column{CreditLotsColumns[11], CreditLotsColumns[0]},
+				Columns: []*schema.Column{CreditLotsColumns[12], CreditLotsColumns[0]},
 			},
 			{
 				Name:    "creditlot_user_id",
 				Unique:  false,
-				Columns: []*schema.Column{CreditLotsColumns[11]},
+				Columns: []*schema.Column{CreditLotsColumns[12]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "held > 0",
 				},
@@ -220,12 +221,12 @@ var (
 			{
 				Name:    "creditlot_payment_id",
 				Unique:  false,
-				Columns: []*schema.Column{CreditLotsColumns[10]},
+				Columns: []*schema.Column{CreditLotsColumns[11]},
 			},
 			{
 				Name:    "creditlot_transaction_id",
 				Unique:  false,
-				Columns: []*schema.Column{CreditLotsColumns[9]},
+				Columns: []*schema.Column{CreditLotsColumns[10]},
 			},
 		},
 	}

@@ -38,6 +38,9 @@ func (CreditLot) Fields() []ent.Field {
 		field.String("payment_id").Annotations(entgql.MapsTo("paymentId")).Optional().Nillable().Immutable(),
 		field.String("transaction_id").Annotations(entgql.MapsTo("transactionId")).Immutable().
 			Comment("the transaction that created the lot"),
+		// When the application was told the lot's credits are about to
+		// expire (credits.expiring, once per lot).
+		field.Time("expiry_noticed_at").Optional().Nillable().Annotations(entgql.Skip()),
 	}
 }
 

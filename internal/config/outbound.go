@@ -22,6 +22,9 @@ type Outbound struct {
 	Timeout time.Duration
 	// Workers is how many deliveries this process sends at once.
 	Workers int
+	// ExpiryNotice is how long before a lot expires the application is
+	// told (credits.expiring).
+	ExpiryNotice time.Duration
 	// JobTimeout bounds one attempt of any background job (a long check
 	// goes on from its progress in the next attempt).
 	JobTimeout time.Duration
@@ -42,6 +45,7 @@ func (c *Config) loadOutbound(r *reader, dev bool) {
 		Timeout:             r.duration("TALLY_WEBHOOK_TIMEOUT", 10*time.Second),
 		Workers:             r.intRange("TALLY_WEBHOOK_WORKERS", 32, 1, 1000),
 		JobTimeout:          r.duration("TALLY_JOB_TIMEOUT", 2*time.Minute),
+		ExpiryNotice:        r.duration("TALLY_EXPIRY_NOTICE", 72*time.Hour),
 	}
 	c.Outbound.RescueAfter = r.duration("TALLY_JOB_RESCUE_AFTER", 2*c.Outbound.JobTimeout+time.Minute)
 	if c.Outbound.Timeout <= 0 || c.Outbound.Timeout > 30*time.Second {

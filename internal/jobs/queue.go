@@ -44,6 +44,9 @@ type Config struct {
 	// SweepInterval is how often lots and reservations past their time are
 	// expired; 0 never schedules it.
 	SweepInterval time.Duration
+	// ExpiryNotice is how long before its expiry a lot with credits left
+	// is told of (credits.expiring), by the same sweep.
+	ExpiryNotice time.Duration
 	// Invariants are checked beside the ledger's own (the payments'),
 	// by both kinds of check.
 	Invariants []ledger.Invariant
@@ -114,7 +117,7 @@ func New(db *database.DB, l *ledger.Service, cfg Config) (*Queue, error) {
 		workers := river.NewWorkers()
 		river.AddWorker(workers, &fullCheckWorker{ledger: l, invariants: cfg.Invariants, timeout: cfg.Timeout})
 		river.AddWorker(workers, &incrementalCheckWorker{ledger: l, invariants: cfg.Invariants, timeout: cfg.Timeout})
-		river.AddWorker(workers, &expirySweepWorker{ledger: l, logger: cfg.Logger, timeout: cfg.Timeout})
+		river.AddWorker(workers, &expirySweepWorker{ledger: l, logger: cfg.Logger, timeout: cfg.Timeout, notice: cfg.ExpiryNotice})
 		if cfg.Register != nil {
 			cfg.Register(workers)
 		}

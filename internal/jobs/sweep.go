@@ -34,11 +34,17 @@ type expirySweepWorker struct {
 	logger *slog.Logger
 	// timeout bounds one sweep; what it did not reach, the next one does.
 	timeout time.Duration
+	// notice is how long before their expiry lots are told of.
+	notice time.Duration
 }
 
 func (w *expirySweepWorker) Timeout(*river.Job[ExpirySweepArgs]) time.Duration { return w.timeout }
 
 func (w *expirySweepWorker) Work(ctx context.Context, _ *river.Job[ExpirySweepArgs]) error {
+	noticed, noticeErr := w.ledger.NoticeExpiringLots(ctx, w.notice)
+	if noticed > 0 {
+		w.logger.InfoContext(ctx, "told of lots about to expire", "count", noticed)
+	}
 	lots, lotsErr := w.ledger.ExpireLots(ctx)
 	if lots > 0 {
 		w.logger.InfoContext(ctx, "expired lots", "count", lots)
@@ -47,7 +53,7 @@ func (w *expirySweepWorker) Work(ctx context.Context, _ *river.Job[ExpirySweepAr
 	if reservations > 0 {
 		w.logger.InfoContext(ctx, "expired reservations", "count", reservations)
 	}
-	if err := errors.Join(lotsErr, rsvErr); err != nil {
+	if err := errors.Join(noticeErr, lotsErr, rsvErr); err != nil {
 		return fmt.Errorf("jobs: expiry sweep: %w", err)
 	}
 	return nil

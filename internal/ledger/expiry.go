@@ -67,12 +67,14 @@ func (s *Service) expireLot(ctx context.Context, lotID string) (bool, error) {
 		m.paymentID = lot.PaymentID
 		m.post(UserAccount(u.ID), true, &lot.ID, -lot.Remaining)
 		m.post(AccountExpired, false, &lot.ID, lot.Remaining)
+		lost := lot.Remaining
 		if err := t.setLot(ctx, lot, 0, lot.Held); err != nil {
 			return err
 		}
 		if _, err := t.write(ctx, systemExpiry, "", u, m); err != nil {
 			return err
 		}
+		t.Emit(Event{Type: EventCreditsExpired, User: u, Data: map[string]any{"lot": lotData(lot, lost)}})
 		expired = true
 		return nil
 	})

@@ -16,6 +16,8 @@ const (
 	EventBalanceLow       = "balance.low"
 	EventBalanceDepleted  = "balance.depleted"
 	EventBalanceRecovered = "balance.recovered"
+	EventCreditsExpiring  = "credits.expiring"
+	EventCreditsExpired   = "credits.expired"
 )
 
 // Event is an outbound event caused by a ledger transaction, written in it

@@ -7,26 +7,17 @@ import (
 	"time"
 
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/payments"
 )
 
 // Types are the outbound event types an endpoint may subscribe to (those
 // of auto-recharge and plans join when those exist).
 var Types = []string{
 	ledger.EventBalanceLow, ledger.EventBalanceDepleted, ledger.EventBalanceRecovered,
-	EventCreditsExpiring, EventCreditsExpired,
-	EventPaymentSucceeded, EventPaymentFailed, EventPaymentRefunded, EventPaymentDisputed, EventPaymentDisputeClosed,
+	ledger.EventCreditsExpiring, ledger.EventCreditsExpired,
+	payments.EventPaymentSucceeded, payments.EventPaymentFailed, payments.EventPaymentRefunded,
+	payments.EventPaymentDisputed, payments.EventPaymentDisputeClosed,
 }
-
-// Event types caused outside the ledger's balance levels.
-const (
-	EventCreditsExpiring      = "credits.expiring"
-	EventCreditsExpired       = "credits.expired"
-	EventPaymentSucceeded     = "payment.succeeded"
-	EventPaymentFailed        = "payment.failed"
-	EventPaymentRefunded      = "payment.refunded"
-	EventPaymentDisputed      = "payment.disputed"
-	EventPaymentDisputeClosed = "payment.dispute_closed"
-)
 
 // KnownType says whether t is an event type Tally sends.
 func KnownType(t string) bool { return slices.Contains(Types, t) }
@@ -41,12 +32,12 @@ type body struct {
 
 // payload is the JSON body of ev, with the user and the balances as of its
 // commit beside what its type adds.
-func payload(ev ledger.Event, b ledger.Balance) ([]byte, error) {
+func payload(ev ledger.Event, externalID string, b ledger.Balance) ([]byte, error) {
 	data := make(map[string]any, len(ev.Data)+3)
 	for k, v := range ev.Data {
 		data[k] = v
 	}
-	data["user"] = map[string]string{"id": ev.User.ID, "externalId": ev.User.ExternalID}
+	data["user"] = map[string]string{"id": ev.User.ID, "externalId": externalID}
 	data["creditsBalance"] = b.Balance
 	data["availableCredits"] = b.Available
 	out, err := json.Marshal(body{Type: ev.Type, Timestamp: ev.At.UTC().Format(time.RFC3339Nano), Data: data})

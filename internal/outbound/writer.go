@@ -38,7 +38,7 @@ func NewWriter(db *database.DB, queue Inserter) *Writer { return &Writer{db: db,
 // their deliveries and jobs: a few statements, on the rare transaction
 // that has events at all.
 func (w *Writer) WriteEvents(ctx context.Context, t *ledger.Tx, events []ledger.Event) error {
-	seqs, err := w.number(ctx, t, events)
+	seqs, externalIDs, err := w.number(ctx, t, events)
 	if err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func (w *Writer) WriteEvents(ctx context.Context, t *ledger.Tx, events []ledger.
 		if ev.Balance != nil {
 			b = *ev.Balance
 		}
-		body, err := payload(ev, b)
+		body, err := payload(ev, externalIDs[ev.User.ID], b)
 		if err != nil {
 			return err
 		}
@@ -96,8 +96,9 @@ func (w *Writer) WriteEvents(ctx context.Context, t *ledger.Tx, events []ledger.
 	return w.queue.InsertManyTx(ctx, t.SQL(), jobs)
 }
 
-// number gives each event the next number of its user.
-func (w *Writer) number(ctx context.Context, t *ledger.Tx, events []ledger.Event) ([]int64, error) {
+// number gives each event the next number of its user, and reads the
+// users' external ids (events may name a user by id alone).
+func (w *Writer) number(ctx context.Context, t *ledger.Tx, events []ledger.Event) ([]int64, map[string]string, error) {
 	counts := map[string]int64{}
 	var order []string
 	for _, ev := range events {
@@ -107,36 +108,42 @@ func (w *Writer) number(ctx context.Context, t *ledger.Tx, events []ledger.Event
 		counts[ev.User.ID]++
 	}
 	next := make(map[string]int64, len(order))
+	externalIDs := make(map[string]string, len(order))
 	for _, id := range order {
-		last, err := w.lastNumber(ctx, t, id, counts[id])
+		last, externalID, err := w.lastNumber(ctx, t, id, counts[id])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		next[id] = last - counts[id] + 1
+		next[id], externalIDs[id] = last-counts[id]+1, externalID
 	}
 	seqs := make([]int64, len(events))
 	for i, ev := range events {
 		seqs[i] = next[ev.User.ID]
 		next[ev.User.ID]++
 	}
-	return seqs, nil
+	return seqs, externalIDs, nil
 }
 
-// lastNumber adds n to the user's event count and returns it.
-func (w *Writer) lastNumber(ctx context.Context, t *ledger.Tx, userID string, n int64) (int64, error) {
-	rows, err := t.Ent().QueryContext(ctx, w.db.Rebind("UPDATE users SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq"), n, userID)
+// lastNumber adds n to the user's event count and returns it with the
+// user's external id. The update takes the user's row lock, so that even
+// a writer that did not lock the user (a payment that moved no credits)
+// numbers its events in commit order.
+func (w *Writer) lastNumber(ctx context.Context, t *ledger.Tx, userID string, n int64) (int64, string, error) {
+	rows, err := t.Ent().QueryContext(ctx,
+		w.db.Rebind("UPDATE users SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq, external_id"), n, userID)
 	if err != nil {
-		return 0, fmt.Errorf("outbound: numbering the events of %s: %w", userID, err)
+		return 0, "", fmt.Errorf("outbound: numbering the events of %s: %w", userID, err)
 	}
 	defer rows.Close()
 	var last int64
+	var externalID string
 	if !rows.Next() {
-		return 0, fmt.Errorf("outbound: numbering the events of %s: no such user (%v)", userID, rows.Err())
+		return 0, "", fmt.Errorf("outbound: numbering the events of %s: no such user (%v)", userID, rows.Err())
 	}
-	if err := rows.Scan(&last); err != nil {
-		return 0, fmt.Errorf("outbound: numbering the events of %s: %w", userID, err)
+	if err := rows.Scan(&last, &externalID); err != nil {
+		return 0, "", fmt.Errorf("outbound: numbering the events of %s: %w", userID, err)
 	}
-	return last, rows.Close()
+	return last, externalID, rows.Close()
 }
 
 // balancesOf reads, in the transaction, the balances of the users of the

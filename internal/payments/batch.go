@@ -271,7 +271,7 @@ func decidePurchases(tx *ent.Tx, calls []*purchase, ps []*ent.Payment, prior map
 // writePurchases writes what decidePurchases decided, one statement per
 // step for the whole batch.
 func (s *Service) writePurchases(ctx context.Context, t *ledger.Tx, w purchaseWrites, now time.Time) error {
-	if err := s.writeSessions(ctx, t.Ent(), w.writes, now); err != nil {
+	if err := s.writeSessions(ctx, t, w.writes, now); err != nil {
 		return err
 	}
 	if len(w.grants) > 0 {
@@ -314,10 +314,11 @@ type sessionWrite struct {
 	paymentID, sessionID, intentID string
 	status                         payment.Status // "" leaves it
 	paid                           bool           // paid_at becomes now
+	facts                          paymentFacts   // for the outbound event of the move
 }
 
 func newSessionWrite(p *ent.Payment, sess *stripe.CheckoutSession, eff sessionEffect) sessionWrite {
-	w := sessionWrite{paymentID: p.ID, sessionID: sess.ID, status: eff.status, paid: eff.grant}
+	w := sessionWrite{paymentID: p.ID, sessionID: sess.ID, status: eff.status, paid: eff.grant, facts: factsOf(p)}
 	if sess.PaymentIntent != nil {
 		w.intentID = sess.PaymentIntent.ID
 	}
@@ -327,7 +328,14 @@ func newSessionWrite(p *ent.Payment, sess *stripe.CheckoutSession, eff sessionEf
 // writeSessions writes payments' session details with one statement per
 // kind of change (a batch of paid sessions is one): what differs from row to
 // row, the session and payment intent ids, is set by a CASE on the id.
-func (s *Service) writeSessions(ctx context.Context, tx *ent.Tx, ws []sessionWrite, now time.Time) error {
+func (s *Service) writeSessions(ctx context.Context, t *ledger.Tx, ws []sessionWrite, now time.Time) error {
+	for _, w := range ws {
+		if typ, ok := sessionEvent(w.status); ok && w.status != w.facts.status {
+			f := w.facts
+			f.status = w.status
+			tell(t, typ, f, nil)
+		}
+	}
 	type kind struct {
 		paid   bool
 		status payment.Status
@@ -363,7 +371,7 @@ func (s *Service) writeSessions(ctx context.Context, tx *ent.Tx, ws []sessionWri
 		if len(intents) > 0 {
 			u.SetEach(payment.FieldStripePaymentIntentID, "", intents)
 		}
-		if err := u.Exec(ctx, s.db, tx); err != nil {
+		if err := u.Exec(ctx, s.db, t.Ent()); err != nil {
 			return fmt.Errorf("payments: %w", err)
 		}
 	}

@@ -76,7 +76,7 @@ func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Eve
 	if !eff.write {
 		return eff.d, nil
 	}
-	return eff.d, s.writeSessions(ctx, t.Ent(), []sessionWrite{newSessionWrite(p, sess, eff)}, s.now().UTC())
+	return eff.d, s.writeSessions(ctx, t, []sessionWrite{newSessionWrite(p, sess, eff)}, s.now().UTC())
 }
 
 // sessionEffect is what a Checkout Session event does to its payment.
@@ -229,6 +229,8 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 		after = payment.StatusRefunded
 	}
 	update.SetAmountRefunded(refunded)
+	f := factsOf(p)
+	f.amountRefunded = refunded
 	switch p.Status {
 	case payment.StatusDisputed:
 		// The dispute decides the status; a won dispute returns here.
@@ -236,7 +238,9 @@ func (s *Service) applyRefund(ctx context.Context, t *ledger.Tx, p *ent.Payment,
 	case payment.StatusChargedBack:
 	default:
 		update.SetStatus(after)
+		f.status = after
 	}
+	tell(t, EventPaymentRefunded, f, map[string]any{"creditsClawedBack": max(credits, 0)})
 	return applied(), update.Exec(ctx)
 }
 
@@ -268,6 +272,9 @@ func (s *Service) applyDisputeOpened(ctx context.Context, t *ledger.Tx, p *ent.P
 	if err != nil {
 		return decision{}, fmt.Errorf("payments: holding credits of %s: %w", p.ID, err)
 	}
+	f := factsOf(p)
+	f.status = payment.StatusDisputed
+	tell(t, EventPaymentDisputed, f, map[string]any{"disputeId": dp.ID})
 	return applied(), t.Ent().Payment.Update().Where(payment.ID(p.ID)).
 		SetStatusBeforeDispute(string(p.Status)).
 		SetStatus(payment.StatusDisputed).
@@ -295,6 +302,9 @@ func (s *Service) applyDisputeClosed(ctx context.Context, t *ledger.Tx, p *ent.P
 				return decision{}, fmt.Errorf("payments: clawing back lost dispute of %s: %w", p.ID, err)
 			}
 		}
+		f := factsOf(p)
+		f.status = payment.StatusChargedBack
+		tell(t, EventPaymentDisputeClosed, f, map[string]any{"disputeId": dp.ID, "disputeStatus": dp.Status})
 		return applied(), t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStatus(payment.StatusChargedBack).Exec(ctx)
 	}
 	// Won (or an inquiry closed with a warning): the held credits return.
@@ -310,5 +320,8 @@ func (s *Service) applyDisputeClosed(ctx context.Context, t *ledger.Tx, p *ent.P
 	if p.StatusBeforeDispute != nil {
 		before = payment.Status(*p.StatusBeforeDispute)
 	}
+	f := factsOf(p)
+	f.status = before
+	tell(t, EventPaymentDisputeClosed, f, map[string]any{"disputeId": dp.ID, "disputeStatus": dp.Status})
 	return applied(), t.Ent().Payment.Update().Where(payment.ID(p.ID)).SetStatus(before).ClearStatusBeforeDispute().Exec(ctx)
 }

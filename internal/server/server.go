@@ -154,10 +154,11 @@ func (s *Server) buildServices(cfg config.Config, publishing ledger.Option, o op
 	s.jobs, err = jobs.New(s.db, s.ledger, jobs.Config{
 		Workers: cfg.Workers, CheckInterval: cfg.CheckInterval, SweepInterval: cfg.SweepInterval, PollInterval: o.jobPoll,
 		Invariants: s.payments.Invariants(), Logger: logger,
-		Register:    deliverer.Register,
-		Queues:      map[string]river.QueueConfig{outbound.Queue: {MaxWorkers: cfg.Outbound.Workers}},
-		Timeout:     cfg.Outbound.JobTimeout,
-		RescueAfter: cfg.Outbound.RescueAfter,
+		Register:     deliverer.Register,
+		Queues:       map[string]river.QueueConfig{outbound.Queue: {MaxWorkers: cfg.Outbound.Workers}},
+		Timeout:      cfg.Outbound.JobTimeout,
+		ExpiryNotice: cfg.Outbound.ExpiryNotice,
+		RescueAfter:  cfg.Outbound.RescueAfter,
 	})
 	return err
 }
