@@ -30,7 +30,8 @@ type Delivery struct {
 	// secrets (by position in the receiver's list) that verify them.
 	Signatures []string
 	VerifiedBy []int
-	// Answer is the status the receiver gave.
+	// Answer is the status the receiver gave (0: it held the request
+	// open and gave none).
 	Answer int
 }
 
@@ -44,7 +45,11 @@ type Receiver struct {
 	// answer decides the status of each request (nil: 200).
 	answer func(d Delivery, attempt int) int
 	tries  map[string]int
-	block  chan struct{}
+	// block holds requests open until the test ends; hangAll holds every
+	// one, hangNext the next few.
+	block    chan struct{}
+	hangAll  bool
+	hangNext int
 }
 
 // New starts a receiver verifying with secrets (more can be added).
@@ -74,8 +79,27 @@ func (r *Receiver) AnswerWith(f func(d Delivery, attempt int) int) {
 func (r *Receiver) Hang() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.block = make(chan struct{})
-	block := r.block
+	r.blocking()
+	r.hangAll = true
+}
+
+// HangFirst holds the next request open, unanswered, until the test ends
+// or its sender goes (a delivery in flight when its sender dies); the
+// requests after it are answered as usual.
+func (r *Receiver) HangFirst() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.blocking()
+	r.hangNext++
+}
+
+// blocking makes the channel held requests wait on; r.mu is held.
+func (r *Receiver) blocking() {
+	if r.block != nil {
+		return
+	}
+	block := make(chan struct{})
+	r.block = block
 	r.t.Cleanup(func() { close(block) })
 }
 
@@ -94,7 +118,11 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	_ = json.Unmarshal(body, &envelope)
 	d.Type, d.Data = envelope.Type, envelope.Data
 	r.mu.Lock()
-	block := r.block
+	var block chan struct{}
+	if r.hangAll || r.hangNext > 0 {
+		block = r.block
+		r.hangNext = max(r.hangNext-1, 0)
+	}
 	for i, s := range r.secrets {
 		if Verify(s, d.ID, d.Timestamp, body, d.Signatures) {
 			d.VerifiedBy = append(d.VerifiedBy, i)
@@ -102,7 +130,10 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	r.tries[d.ID]++
 	d.Answer = http.StatusOK
-	if r.answer != nil {
+	switch {
+	case block != nil:
+		d.Answer = 0
+	case r.answer != nil:
 		d.Answer = r.answer(d, r.tries[d.ID])
 	}
 	r.got = append(r.got, d)
@@ -136,17 +167,29 @@ func (r *Receiver) Accepted() []Delivery {
 	return out
 }
 
+// WaitRequests waits until n requests arrived, answered or not, and
+// returns them.
+func (r *Receiver) WaitRequests(n int, within time.Duration) []Delivery {
+	r.t.Helper()
+	return r.wait(n, within, "arrived", r.All)
+}
+
 // WaitAccepted waits until n requests were accepted, and returns them.
 func (r *Receiver) WaitAccepted(n int, within time.Duration) []Delivery {
 	r.t.Helper()
+	return r.wait(n, within, "accepted", r.Accepted)
+}
+
+func (r *Receiver) wait(n int, within time.Duration, what string, list func() []Delivery) []Delivery {
+	r.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		got := r.Accepted()
+		got := list()
 		if len(got) >= n {
 			return got
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("the receiver accepted %d deliveries in %s, want %d: %+v", len(got), within, n, r.All())
+			r.t.Fatalf("%d requests %s at the receiver in %s, want %d: %+v", len(got), what, within, n, r.All())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -1,6 +1,11 @@
 package outboundtest
 
-import "testing"
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
 
 // TestVerifyKnowsTheSpecificationsVector: the verifier agrees with the
 // Standard Webhooks specification's published example, and refuses it
@@ -21,5 +26,35 @@ func TestVerifyKnowsTheSpecificationsVector(t *testing.T) {
 		if ok {
 			t.Errorf("%s verifies", name)
 		}
+	}
+}
+
+// TestHangFirstHoldsOneRequest: the first request gets no answer and is not
+// counted as accepted; the one after it is answered.
+func TestHangFirstHoldsOneRequest(t *testing.T) {
+	r := New(t)
+	r.HangFirst()
+	client := &http.Client{Timeout: 200 * time.Millisecond}
+	post := func(id string) (int, error) {
+		req, _ := http.NewRequest(http.MethodPost, r.URL, strings.NewReader(`{"type":"x"}`))
+		req.Header.Set("webhook-id", id)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := post("a"); err == nil {
+		t.Fatalf("the held request was answered %d", code)
+	}
+	if got := r.WaitRequests(1, time.Second); got[0].ID != "a" || got[0].Answer != 0 {
+		t.Fatalf("held request recorded as %+v", got[0])
+	}
+	if code, err := post("a"); err != nil || code != http.StatusOK {
+		t.Fatalf("the request after the held one: %d, %v", code, err)
+	}
+	if acc := r.Accepted(); len(acc) != 1 || acc[0].Answer != http.StatusOK {
+		t.Fatalf("accepted %+v, want the second request only", acc)
 	}
 }
