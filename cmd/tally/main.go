@@ -43,7 +43,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServeCommand(), newMigrateCommand(), newSimulateCommand(), newTokenCommand(), newReconcileCommand(),
-		newExportCommand(), newUsersCommand(), newHealthCommand())
+		newExportCommand(), newUsersCommand(), newHealthCommand(), newEventsCommand())
 	refuseUnknownSubcommands(root)
 	return root
 }

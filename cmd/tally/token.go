@@ -60,23 +60,32 @@ func newTokenCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		secret, err := signingSecret(cmd.Context(), cfg)
+		token, err := mintToken(cmd.Context(), cfg, auth.MintClaims{Subject: sub, Role: r, Email: email}, ttl)
 		if err != nil {
 			return err
-		}
-		token, err := auth.Mint(secret, auth.MintClaims{
-			Subject: sub, Role: r, Email: email,
-			// The server checks these when they are configured, so a token
-			// minted without them would be refused.
-			Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
-		}, ttl)
-		if err != nil {
-			return usageError{err}
 		}
 		_, err = fmt.Fprintln(cmd.OutOrStdout(), token)
 		return err
 	}
 	return cmd
+}
+
+// mintToken signs a token the server configured by cfg accepts: the issuer
+// and audience are cfg's, whatever claims says. A claim Mint refuses is a
+// usage error.
+func mintToken(ctx context.Context, cfg config.Config, claims auth.MintClaims, ttl time.Duration) (string, error) {
+	secret, err := signingSecret(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	// The server checks these when they are configured, so a token minted
+	// without them would be refused.
+	claims.Issuer, claims.Audience = cfg.JWTIssuer, cfg.JWTAudience
+	token, err := auth.Mint(secret, claims, ttl)
+	if err != nil {
+		return "", usageError{err}
+	}
+	return token, nil
 }
 
 // signingSecret is the HS256 key the server verifies with. In development
