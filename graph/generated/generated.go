@@ -24,6 +24,7 @@ import (
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/ent/webhookdelivery"
 	"github.com/tally-billing/tally/graph/model"
+	"github.com/tally-billing/tally/internal/jobs"
 	"github.com/tally-billing/tally/internal/ledger"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -86,6 +87,20 @@ type ComplexityRoot struct {
 	AdminActionEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	BackgroundJob struct {
+		Args        func(childComplexity int) int
+		Attempt     func(childComplexity int) int
+		AttemptedAt func(childComplexity int) int
+		FinalizedAt func(childComplexity int) int
+		ID          func(childComplexity int) int
+		Kind        func(childComplexity int) int
+		LastError   func(childComplexity int) int
+		MaxAttempts func(childComplexity int) int
+		Queue       func(childComplexity int) int
+		ScheduledAt func(childComplexity int) int
+		State       func(childComplexity int) int
 	}
 
 	CaptureReservationPayload struct {
@@ -409,6 +424,7 @@ type ComplexityRoot struct {
 
 	Query struct {
 		AdminActions       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AdminActionOrder, where *ent.AdminActionWhereInput) int
+		BackgroundJobs     func(childComplexity int, states []string, kinds []string, first *int) int
 		CreditPackages     func(childComplexity int) int
 		CreditTransactions func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder, where *ent.CreditTransactionWhereInput) int
 		LedgerReport       func(childComplexity int) int
@@ -642,6 +658,7 @@ type QueryResolver interface {
 	Users(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.UserOrder, where *ent.UserWhereInput) (*ent.UserConnection, error)
 	WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error)
 	WebhookEndpoints(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) (*ent.WebhookEndpointConnection, error)
+	BackgroundJobs(ctx context.Context, states []string, kinds []string, first *int) ([]*jobs.Job, error)
 	Viewer(ctx context.Context) (*ent.User, error)
 	CreditPackages(ctx context.Context) ([]*ent.CreditPackage, error)
 	User(ctx context.Context, id string) (*ent.User, error)
@@ -812,6 +829,73 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AdminActionEdge.Node(childComplexity), true
+
+	case "BackgroundJob.args":
+		if e.ComplexityRoot.BackgroundJob.Args == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.Args(childComplexity), true
+	case "BackgroundJob.attempt":
+		if e.ComplexityRoot.BackgroundJob.Attempt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.Attempt(childComplexity), true
+	case "BackgroundJob.attemptedAt":
+		if e.ComplexityRoot.BackgroundJob.AttemptedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.AttemptedAt(childComplexity), true
+	case "BackgroundJob.finalizedAt":
+		if e.ComplexityRoot.BackgroundJob.FinalizedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.FinalizedAt(childComplexity), true
+	case "BackgroundJob.id":
+		if e.ComplexityRoot.BackgroundJob.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.ID(childComplexity), true
+	case "BackgroundJob.kind":
+		if e.ComplexityRoot.BackgroundJob.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.Kind(childComplexity), true
+	case "BackgroundJob.lastError":
+		if e.ComplexityRoot.BackgroundJob.LastError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.LastError(childComplexity), true
+	case "BackgroundJob.maxAttempts":
+		if e.ComplexityRoot.BackgroundJob.MaxAttempts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.MaxAttempts(childComplexity), true
+	case "BackgroundJob.queue":
+		if e.ComplexityRoot.BackgroundJob.Queue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.Queue(childComplexity), true
+	case "BackgroundJob.scheduledAt":
+		if e.ComplexityRoot.BackgroundJob.ScheduledAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.ScheduledAt(childComplexity), true
+	case "BackgroundJob.state":
+		if e.ComplexityRoot.BackgroundJob.State == nil {
+			break
+		}
+
+		return e.ComplexityRoot.BackgroundJob.State(childComplexity), true
 
 	case "CaptureReservationPayload.replayed":
 		if e.ComplexityRoot.CaptureReservationPayload.Replayed == nil {
@@ -2248,6 +2332,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.AdminActions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.AdminActionOrder), args["where"].(*ent.AdminActionWhereInput)), true
+	case "Query.backgroundJobs":
+		if e.ComplexityRoot.Query.BackgroundJobs == nil {
+			break
+		}
+
+		args, err := ec.field_Query_backgroundJobs_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.BackgroundJobs(childComplexity, args["states"].([]string), args["kinds"].([]string), args["first"].(*int)), true
 	case "Query.creditPackages":
 		if e.ComplexityRoot.Query.CreditPackages == nil {
 			break
@@ -5524,6 +5619,41 @@ enum WebhookEventOrderField {
   CREATED_AT
 }
 `, BuiltIn: false},
+	{Name: "../jobs.graphqls", Input: `"""
+A background job of the queue (River): expiry sweeps, ledger checks,
+outbound deliveries.
+"""
+type BackgroundJob {
+  id: ID!
+  kind: String!
+  queue: String!
+  """
+  available, scheduled, running, retryable, completed, cancelled, discarded or pending.
+  """
+  state: String!
+  attempt: Int!
+  maxAttempts: Int!
+  """
+  The job's arguments as JSON.
+  """
+  args: String!
+  scheduledAt: Time!
+  attemptedAt: Time
+  finalizedAt: Time
+  """
+  The error of its latest failed attempt.
+  """
+  lastError: String
+}
+
+extend type Query {
+  """
+  The newest background jobs, for admins: in the given states and of the
+  given kinds (none: all), at most first (1 to 100).
+  """
+  backgroundJobs(states: [String!], kinds: [String!], first: Int = 50): [BackgroundJob!]! @admin
+}
+`, BuiltIn: false},
 	{Name: "../schema.graphqls", Input: `# Tally's hand-written GraphQL schema. Types generated from the ent schema are
 # in ent.graphqls (do not edit that file; run ` + "`" + `go generate ./...` + "`" + `).
 #
@@ -6327,6 +6457,34 @@ func (ec *executionContext) childFields_AdminActionEdge(ctx context.Context, fie
 		return ec.fieldContext_AdminActionEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AdminActionEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_BackgroundJob(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_BackgroundJob_id(ctx, field)
+	case "kind":
+		return ec.fieldContext_BackgroundJob_kind(ctx, field)
+	case "queue":
+		return ec.fieldContext_BackgroundJob_queue(ctx, field)
+	case "state":
+		return ec.fieldContext_BackgroundJob_state(ctx, field)
+	case "attempt":
+		return ec.fieldContext_BackgroundJob_attempt(ctx, field)
+	case "maxAttempts":
+		return ec.fieldContext_BackgroundJob_maxAttempts(ctx, field)
+	case "args":
+		return ec.fieldContext_BackgroundJob_args(ctx, field)
+	case "scheduledAt":
+		return ec.fieldContext_BackgroundJob_scheduledAt(ctx, field)
+	case "attemptedAt":
+		return ec.fieldContext_BackgroundJob_attemptedAt(ctx, field)
+	case "finalizedAt":
+		return ec.fieldContext_BackgroundJob_finalizedAt(ctx, field)
+	case "lastError":
+		return ec.fieldContext_BackgroundJob_lastError(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type BackgroundJob", field.Name)
 }
 
 func (ec *executionContext) childFields_CaptureReservationPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -7775,6 +7933,36 @@ func (ec *executionContext) field_Query_adminActions_args(ctx context.Context, r
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_backgroundJobs_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "states",
+		func(ctx context.Context, v any) ([]string, error) {
+			return ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["states"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "kinds",
+		func(ctx context.Context, v any) ([]string, error) {
+			return ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["kinds"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg2
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_creditTransactions_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -8970,6 +9158,259 @@ func (ec *executionContext) _AdminActionEdge_cursor(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_AdminActionEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AdminActionEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _BackgroundJob_id(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "ID")
+}
+
+func (ec *executionContext) _BackgroundJob_kind(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackgroundJob_queue(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_queue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Queue, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_queue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackgroundJob_state(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_state(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.State, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_state(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackgroundJob_attempt(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_attempt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Attempt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_attempt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BackgroundJob_maxAttempts(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_maxAttempts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxAttempts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_maxAttempts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "Int")
+}
+
+func (ec *executionContext) _BackgroundJob_args(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_args(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Args, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_args(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "String")
+}
+
+func (ec *executionContext) _BackgroundJob_scheduledAt(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_scheduledAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ScheduledAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_scheduledAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BackgroundJob_attemptedAt(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_attemptedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AttemptedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_attemptedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BackgroundJob_finalizedAt(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_finalizedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinalizedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_finalizedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "Time")
+}
+
+func (ec *executionContext) _BackgroundJob_lastError(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_BackgroundJob_lastError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_BackgroundJob_lastError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "String")
 }
 
 func (ec *executionContext) _CaptureReservationPayload_transaction(ctx context.Context, field graphql.CollectedField, obj *model.CaptureReservationPayload) (ret graphql.Marshaler) {
@@ -15592,6 +16033,63 @@ func (ec *executionContext) fieldContext_Query_webhookEndpoints(ctx context.Cont
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_webhookEndpoints_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_backgroundJobs(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_backgroundJobs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().BackgroundJobs(ctx, fc.Args["states"].([]string), fc.Args["kinds"].([]string), fc.Args["first"].(*int))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal []*jobs.Job
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v []*jobs.Job) graphql.Marshaler {
+			return ec.marshalNBackgroundJob2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋjobsᚐJobᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_backgroundJobs(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_BackgroundJob(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_backgroundJobs_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -27885,6 +28383,89 @@ func (ec *executionContext) _AdminActionEdge(ctx context.Context, sel ast.Select
 	return out
 }
 
+var backgroundJobImplementors = []string{"BackgroundJob"}
+
+func (ec *executionContext) _BackgroundJob(ctx context.Context, sel ast.SelectionSet, obj *jobs.Job) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, backgroundJobImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("BackgroundJob")
+		case "id":
+			out.Values[i] = ec._BackgroundJob_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "kind":
+			out.Values[i] = ec._BackgroundJob_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "queue":
+			out.Values[i] = ec._BackgroundJob_queue(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "state":
+			out.Values[i] = ec._BackgroundJob_state(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "attempt":
+			out.Values[i] = ec._BackgroundJob_attempt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "maxAttempts":
+			out.Values[i] = ec._BackgroundJob_maxAttempts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "args":
+			out.Values[i] = ec._BackgroundJob_args(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "scheduledAt":
+			out.Values[i] = ec._BackgroundJob_scheduledAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "attemptedAt":
+			out.Values[i] = ec._BackgroundJob_attemptedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "finalizedAt":
+			out.Values[i] = ec._BackgroundJob_finalizedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lastError":
+			out.Values[i] = ec._BackgroundJob_lastError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var captureReservationPayloadImplementors = []string{"CaptureReservationPayload"}
 
 func (ec *executionContext) _CaptureReservationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CaptureReservationPayload) graphql.Marshaler {
@@ -30078,6 +30659,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_webhookEndpoints(ctx, field)
 				})
+		case "backgroundJobs":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_backgroundJobs(ctx, field)
+				})
 		case "viewer":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -31660,6 +32247,30 @@ func (ec *executionContext) marshalNAdminActionOrderField2ᚖgithubᚗcomᚋtall
 func (ec *executionContext) unmarshalNAdminActionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionWhereInput(ctx context.Context, v any) (*ent.AdminActionWhereInput, error) {
 	res, err := ec.unmarshalInputAdminActionWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNBackgroundJob2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋjobsᚐJobᚄ(ctx context.Context, sel ast.SelectionSet, v []*jobs.Job) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNBackgroundJob2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋjobsᚐJob(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNBackgroundJob2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋjobsᚐJob(ctx context.Context, sel ast.SelectionSet, v *jobs.Job) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "BackgroundJob!")
+		return graphql.Null
+	}
+	return ec._BackgroundJob(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {

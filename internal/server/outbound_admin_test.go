@@ -207,3 +207,32 @@ func TestSetLowBalanceThreshold(t *testing.T) {
 		}
 	})
 }
+
+// TestBackgroundJobsVisibleToAdmins: admins see the queue's jobs (here a
+// delivery that completed), others do not, and bad arguments are refused.
+func TestBackgroundJobsVisibleToAdmins(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a, rcv, admin := outboundAPI(t, db, nil)
+		a.ok(admin, grantMutationTo, map[string]any{"u": "bob", "n": 50, "k": "g1"})
+		a.runJobs()
+		rcv.WaitAccepted(1, 20*time.Second)
+		const list = `query($s: [String!], $k: [String!], $n: Int) { backgroundJobs(states: $s, kinds: $k, first: $n) {
+			id kind queue state attempt maxAttempts args scheduledAt finalizedAt lastError } }`
+		waitFor(t, func() bool {
+			r := a.gql(admin, list, map[string]any{"s": []string{"completed"}, "k": []string{"webhook_delivery"}, "n": 10})
+			if len(r.Errors) > 0 {
+				t.Fatalf("%+v\n%s", r.Errors, a.logs.String())
+			}
+			jobs, _ := r.get(t, "backgroundJobs").([]any)
+			return len(jobs) == 1 && strings.Contains(fmt.Sprint(jobs[0]), "whd_")
+		})
+		a.refused(token(t, "alice", auth.RoleUser), list, map[string]any{"n": 10}, "FORBIDDEN")
+		for name, vars := range map[string]map[string]any{
+			"unknown state": {"s": []string{"lost"}, "n": 10},
+			"none":          {"n": 0},
+			"too many":      {"n": 101},
+		} {
+			t.Run(name, func(t *testing.T) { a.refused(admin, list, vars, "INVALID_ARGUMENT") })
+		}
+	})
+}
