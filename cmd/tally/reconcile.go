@@ -7,7 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tally-billing/tally/internal/jobs"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/outbound"
 	"github.com/tally-billing/tally/internal/payments"
 )
 
@@ -40,7 +42,15 @@ Exits 1 when a problem remains.`,
 		ctx := cmd.Context()
 		defer db.Close()
 		out := cmd.OutOrStdout()
-		svc := payments.New(db, ledger.New(db), payments.Config{
+		// --apply moves credits as a webhook delivery would, and writes
+		// the outbound events those moves cause, for the server's
+		// workers to deliver.
+		inserter, err := jobs.NewInserter(db)
+		if err != nil {
+			return err
+		}
+		l := ledger.New(db, outbound.LedgerEvents(db, cfg.Outbound.LowBalanceThreshold, inserter))
+		svc := payments.New(db, l, payments.Config{
 			SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
 		})
 		r, err := svc.Reconcile(ctx, payments.ReconcileOptions{

@@ -160,3 +160,11 @@ func (w *Writer) balancesOf(ctx context.Context, t *ledger.Tx, events []ledger.E
 	}
 	return t.Balances(ctx, ids)
 }
+
+// LedgerEvents is the ledger option of every process that moves credits
+// (the server, `tally reconcile --apply`): its transactions write the
+// events they cause, and their jobs, whether or not the process works
+// jobs itself.
+func LedgerEvents(db *database.DB, defaultThreshold int64, queue Inserter) ledger.Option {
+	return ledger.WithEvents(NewWriter(db, queue), defaultThreshold)
+}

@@ -3,10 +3,13 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/outbound/outboundtest"
 	"github.com/tally-billing/tally/internal/server"
@@ -163,6 +166,75 @@ func TestTwoReplicasDeliverOnce(t *testing.T) {
 		var pending int
 		if err := db.SQL.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM webhook_deliveries WHERE status <> 'DELIVERED'`).Scan(&pending); err != nil || pending != 0 {
 			t.Fatalf("%d deliveries not delivered (%v)", pending, err)
+		}
+	})
+}
+
+// TestEventsInCommitOrderUnderConcurrency: many concurrent movements of
+// one user, on two servers, cross the threshold up and down many times;
+// the receiver, which refuses the first attempt of every third event,
+// accepts them all in the order of their commits.
+func TestEventsInCommitOrderUnderConcurrency(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a, rcv, admin := outboundAPI(t, db, nil)
+		b := newAPI(t, db, map[string]string{"TALLY_LOW_BALANCE_THRESHOLD": "100", "TALLY_CHECK_INTERVAL": "1h"},
+			server.WithWebhookRetries(50*time.Millisecond, 50*time.Millisecond))
+		refused := map[string]bool{}
+		var mu sync.Mutex
+		rcv.AnswerWith(func(d outboundtest.Delivery, attempt int) int {
+			mu.Lock()
+			defer mu.Unlock()
+			if attempt == 1 && len(refused)%3 == 0 && !refused[d.ID] {
+				refused[d.ID] = true
+				return http.StatusServiceUnavailable
+			}
+			return http.StatusOK
+		})
+		a.ok(admin, grantMutationTo, map[string]any{"u": "alice", "n": 150, "k": "g0"})
+		service := token(t, "backend", auth.RoleService)
+		var wg sync.WaitGroup
+		for i := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				srv := []*api{a, b}[i%2]
+				for j := range 3 {
+					// A spend may find too few credits; what matters is the order
+					// of whatever crossings the movements make.
+					srv.gql(service, spendFrom, map[string]any{"u": "alice", "n": 100, "k": fmt.Sprintf("s%d-%d", i, j)})
+					srv.gql(admin, grantMutationTo, map[string]any{"u": "alice", "n": 100, "k": fmt.Sprintf("g%d-%d", i, j)})
+				}
+			}()
+		}
+		wg.Wait()
+		rows, err := db.SQL.QueryContext(context.Background(),
+			`SELECT e.id FROM webhook_events e JOIN users u ON u.id = e.user_id WHERE u.external_id = 'alice' ORDER BY e.seq`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, id)
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if len(want) < 4 {
+			t.Fatalf("only %d events: the movements crossed the threshold too rarely to test an order", len(want))
+		}
+		t.Logf("%d events", len(want))
+		a.runJobs()
+		b.runJobs()
+		var got []string
+		for _, d := range rcv.WaitAccepted(len(want), 30*time.Second) {
+			got = append(got, d.ID)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("accepted in the order\n%v\ncommitted in the order\n%v", got, want)
 		}
 	})
 }

@@ -144,7 +144,7 @@ func (s *Server) buildServices(cfg config.Config, publishing ledger.Option, o op
 	}
 	s.policy = outbound.Policy{AllowHTTP: cfg.Outbound.AllowHTTP, AllowPrivate: cfg.Outbound.AllowPrivate}
 	s.ledger = ledger.New(s.db, publishing, ledger.WithTracerProvider(o.tracing),
-		ledger.WithEvents(outbound.NewWriter(s.db, s.inserter), cfg.Outbound.LowBalanceThreshold))
+		outbound.LedgerEvents(s.db, cfg.Outbound.LowBalanceThreshold, s.inserter))
 	s.metrics.watchLedger(s.ledger)
 	s.payments = payments.New(s.db, s.ledger, payments.Config{
 		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
