@@ -36,8 +36,20 @@ func NewWriter(db *database.DB, queue Inserter) *Writer { return &Writer{db: db,
 // (under the user's row lock, which every writer of the user's events
 // holds, so the numbers are their commit order), and writes them with
 // their deliveries and jobs: a few statements, on the rare transaction
-// that has events at all.
+// that has events at all. Events no endpoint subscribes to are not
+// written (one statement, the endpoints' read): an endpoint gets the
+// events committed after it exists.
 func (w *Writer) WriteEvents(ctx context.Context, t *ledger.Tx, events []ledger.Event) error {
+	endpoints, err := w.endpoints(ctx, t)
+	if err != nil {
+		return err
+	}
+	events = slices.DeleteFunc(slices.Clone(events), func(ev ledger.Event) bool {
+		return !slices.ContainsFunc(endpoints, func(e *ent.WebhookEndpoint) bool { return subscribed(e, ev.Type) })
+	})
+	if len(events) == 0 {
+		return nil
+	}
 	seqs, externalIDs, err := w.number(ctx, t, events)
 	if err != nil {
 		return err
@@ -45,19 +57,6 @@ func (w *Writer) WriteEvents(ctx context.Context, t *ledger.Tx, events []ledger.
 	balances, err := w.balancesOf(ctx, t, events)
 	if err != nil {
 		return err
-	}
-	query := t.Ent().WebhookEndpoint.Query().
-		Where(webhookendpoint.Enabled(true)).
-		Select(webhookendpoint.FieldID, webhookendpoint.FieldEventTypes)
-	if w.db.Dialect == dialect.Postgres {
-		// An endpoint deleted before this commits would fail the
-		// deliveries' foreign key, and the movement with them; SQLite
-		// has one writer at a time anyway.
-		query.ForShare()
-	}
-	endpoints, err := query.All(ctx)
-	if err != nil {
-		return fmt.Errorf("outbound: reading the endpoints: %w", err)
 	}
 	creates := make([]*ent.WebhookEventCreate, len(events))
 	var deliveries []*ent.WebhookDeliveryCreate
@@ -75,7 +74,7 @@ func (w *Writer) WriteEvents(ctx context.Context, t *ledger.Tx, events []ledger.
 		creates[i] = t.Ent().WebhookEvent.Create().SetID(id).SetType(ev.Type).SetUserID(ev.User.ID).
 			SetSeq(seqs[i]).SetPayload(string(body)).SetCreatedAt(ev.At)
 		for _, e := range endpoints {
-			if len(e.EventTypes) > 0 && !slices.Contains(e.EventTypes, ev.Type) {
+			if !subscribed(e, ev.Type) {
 				continue
 			}
 			did := pulid.New("whd")
@@ -87,13 +86,33 @@ func (w *Writer) WriteEvents(ctx context.Context, t *ledger.Tx, events []ledger.
 	if err := t.Ent().WebhookEvent.CreateBulk(creates...).Exec(ctx); err != nil {
 		return fmt.Errorf("outbound: writing %d events: %w", len(creates), err)
 	}
-	if len(deliveries) == 0 {
-		return nil
-	}
 	if err := t.Ent().WebhookDelivery.CreateBulk(deliveries...).Exec(ctx); err != nil {
 		return fmt.Errorf("outbound: writing %d deliveries: %w", len(deliveries), err)
 	}
 	return w.queue.InsertManyTx(ctx, t.SQL(), jobs)
+}
+
+func subscribed(e *ent.WebhookEndpoint, typ string) bool {
+	return len(e.EventTypes) == 0 || slices.Contains(e.EventTypes, typ)
+}
+
+// endpoints reads the enabled endpoints, locked against deletion until
+// the transaction ends.
+func (w *Writer) endpoints(ctx context.Context, t *ledger.Tx) ([]*ent.WebhookEndpoint, error) {
+	query := t.Ent().WebhookEndpoint.Query().
+		Where(webhookendpoint.Enabled(true)).
+		Select(webhookendpoint.FieldID, webhookendpoint.FieldEventTypes)
+	if w.db.Dialect == dialect.Postgres {
+		// An endpoint deleted before this commits would fail the
+		// deliveries' foreign key, and the movement with them; SQLite
+		// has one writer at a time anyway.
+		query.ForShare()
+	}
+	endpoints, err := query.All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("outbound: reading the endpoints: %w", err)
+	}
+	return endpoints, nil
 }
 
 // number gives each event the next number of its user, and reads the
