@@ -95,26 +95,13 @@ func (l *eventsListener) interrupt(t *testing.T) {
 	}
 }
 
-// gql posts a GraphQL operation as token and returns its data, failing on errors.
+// gql posts a GraphQL operation as token and returns its data, failing on
+// errors (graphql, decoded into a map).
 func gql(t *testing.T, base, token, query string, vars map[string]any) map[string]any {
 	t.Helper()
-	payload, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, _ := http.NewRequest(http.MethodPost, base+"/graphql", bytes.NewReader(payload))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var answer struct {
-		Data   map[string]any `json:"data"`
-		Errors []any          `json:"errors"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil || len(answer.Errors) > 0 {
-		t.Fatalf("%s: %v %v", query, err, answer.Errors)
-	}
-	return answer.Data
+	var data map[string]any
+	graphql(t, base, token, query, vars, &data)
+	return data
 }
 
 // endpoints are the server's webhook endpoints by id.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditreservation"
 	"github.com/tally-billing/tally/ent/credittransaction"
@@ -46,18 +47,9 @@ func (s *Service) expireLot(ctx context.Context, lotID string) (bool, error) {
 	expired := false
 	err := s.Within(ctx, func(ctx context.Context, t *Tx) error {
 		expired = false
-		lot, err := t.ent.CreditLot.Get(ctx, lotID)
-		if err != nil {
-			return fmt.Errorf("ledger: reading lot %s: %w", lotID, err)
-		}
-		u, err := t.lockUser(ctx, lot.UserID)
+		lot, u, err := t.lotUnderLock(ctx, lotID)
 		if err != nil {
 			return err
-		}
-		// Read again under the user's lock: a spend may have emptied it.
-		lot, err = t.ent.CreditLot.Get(ctx, lotID)
-		if err != nil {
-			return fmt.Errorf("ledger: reading lot %s: %w", lotID, err)
 		}
 		if lot.Remaining == 0 || lot.ExpiresAt == nil || lot.ExpiresAt.After(t.now) {
 			return nil
@@ -79,6 +71,23 @@ func (s *Service) expireLot(ctx context.Context, lotID string) (bool, error) {
 		return nil
 	})
 	return expired, err
+}
+
+// lotUnderLock locks the user of a lot and reads the lot under that lock:
+// read before it, a spend may have emptied the lot since.
+func (t *Tx) lotUnderLock(ctx context.Context, lotID string) (*ent.CreditLot, *ent.User, error) {
+	lot, err := t.ent.CreditLot.Get(ctx, lotID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: reading lot %s: %w", lotID, err)
+	}
+	u, err := t.lockUser(ctx, lot.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if lot, err = t.ent.CreditLot.Get(ctx, lotID); err != nil {
+		return nil, nil, fmt.Errorf("ledger: reading lot %s: %w", lotID, err)
+	}
+	return lot, u, nil
 }
 
 // ExpireReservations closes every open reservation past its expiry, each in

@@ -47,18 +47,10 @@ func (s *Service) noticeLot(ctx context.Context, lotID string, notice time.Durat
 	told := false
 	err := s.Within(ctx, func(ctx context.Context, t *Tx) error {
 		told = false
-		lot, err := t.ent.CreditLot.Get(ctx, lotID)
-		if err != nil {
-			return fmt.Errorf("ledger: reading lot %s: %w", lotID, err)
-		}
-		u, err := t.lockUser(ctx, lot.UserID)
+		// Another sweep may have told of it since it was found.
+		lot, u, err := t.lotUnderLock(ctx, lotID)
 		if err != nil {
 			return err
-		}
-		// Read again under the user's lock: a spend may have emptied it,
-		// or another sweep told of it.
-		if lot, err = t.ent.CreditLot.Get(ctx, lotID); err != nil {
-			return fmt.Errorf("ledger: reading lot %s: %w", lotID, err)
 		}
 		if lot.Remaining == 0 || lot.ExpiresAt == nil || lot.ExpiryNoticedAt != nil ||
 			!lot.ExpiresAt.After(t.now) || lot.ExpiresAt.After(t.now.Add(notice)) {
