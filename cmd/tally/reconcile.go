@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tally-billing/tally/internal/config"
+	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/jobs"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/outbound"
@@ -42,17 +44,10 @@ Exits 1 when a problem remains.`,
 		ctx := cmd.Context()
 		defer db.Close()
 		out := cmd.OutOrStdout()
-		// --apply moves credits as a webhook delivery would, and writes
-		// the outbound events those moves cause, for the server's
-		// workers to deliver.
-		inserter, err := jobs.NewInserter(db)
+		svc, err := reconcileService(cfg, db)
 		if err != nil {
 			return err
 		}
-		l := ledger.New(db, outbound.LedgerEvents(db, cfg.Outbound.LowBalanceThreshold, inserter))
-		svc := payments.New(db, l, payments.Config{
-			SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
-		})
 		r, err := svc.Reconcile(ctx, payments.ReconcileOptions{
 			Since: since, Apply: apply,
 			Progress: func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), "… "+format+"\n", args...) },
@@ -99,4 +94,18 @@ Exits 1 when a problem remains.`,
 		return nil
 	}
 	return cmd
+}
+
+// reconcileService is the payments service reconcile works with. --apply
+// moves credits as a webhook delivery would, and writes the outbound
+// events those moves cause, for the server's workers to deliver.
+func reconcileService(cfg config.Config, db *database.DB) (*payments.Service, error) {
+	inserter, err := jobs.NewInserter(db)
+	if err != nil {
+		return nil, err
+	}
+	l := ledger.New(db, outbound.LedgerEvents(db, cfg.Outbound.LowBalanceThreshold, inserter))
+	return payments.New(db, l, payments.Config{
+		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
+	}), nil
 }
