@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -76,6 +77,10 @@ func outboundBenchServer(b *testing.B, kind testdb.Kind) (*server.Server, *httpt
 		"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0",
 		"TALLY_LOW_BALANCE_THRESHOLD": "100", "TALLY_CHECK_INTERVAL": "1h",
 		"TALLY_WEBHOOK_ALLOW_HTTP": "true", "TALLY_WEBHOOK_ALLOW_PRIVATE": "true",
+	}
+	// The delivery workers may be tried at other counts (32 by default).
+	if w := os.Getenv("TALLY_WEBHOOK_WORKERS"); w != "" {
+		vars["TALLY_WEBHOOK_WORKERS"] = w
 	}
 	cfg, err := config.Load(func(k string) string { return vars[k] })
 	if err != nil {
