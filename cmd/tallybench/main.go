@@ -53,6 +53,7 @@ type options struct {
 	tallyBin       string
 	baselineDriver string
 	scale          bool
+	lowBalance     int64 // TALLY_LOW_BALANCE_THRESHOLD for the server; 0: none
 	scaleOpts      scaleOptions
 }
 
@@ -88,7 +89,7 @@ func main() {
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("tallybench", flag.ContinueOnError)
 	var o options
-	var clients, workloads, depths string
+	var clients, workloads, depths, threshold string
 	fs.StringVar(&o.db, "db", "sqlite", "database: sqlite or postgres")
 	fs.StringVar(&o.pgURL, "pg-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		"PostgreSQL server on which a fresh database is created and dropped (with --db postgres)")
@@ -105,6 +106,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the workloads, a mixed load for this long (e.g. 5m), watching the server's RSS")
 	fs.StringVar(&o.tallyBin, "tally", "", "a tally binary to run instead of building ./cmd/tally")
 	fs.StringVar(&o.baselineDriver, "baseline-driver", "pgx", "PostgreSQL baselines through pgx (pgxpool) or sql (database/sql over pgx's stdlib, as Tally)")
+	fs.StringVar(&threshold, "low-balance-threshold", "", "the server's TALLY_LOW_BALANCE_THRESHOLD (seed: the seeded balance, so each account's first spend crosses it), with its events delivered to a receiver of the harness")
 	fs.BoolVar(&o.scale, "scale", false, "instead of the workloads, time the API's operations on two seeded PostgreSQL databases, --small-url and --large-url")
 	fs.StringVar(&o.scaleOpts.smallURL, "small-url", "", "--scale: the small seeded database")
 	fs.StringVar(&o.scaleOpts.largeURL, "large-url", "", "--scale: the large seeded database")
@@ -135,6 +137,9 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("--accounts must be from 1 to 1,000,000")
 	}
 	var err error
+	if o.lowBalance, err = parseThreshold(threshold); err != nil {
+		return o, err
+	}
 	if o.clients, err = intList("--clients", clients, 1, 1024); err != nil {
 		return o, err
 	}
@@ -196,6 +201,9 @@ func bench(ctx context.Context, o options) error {
 			return err
 		}
 		res.Seeding = e.seeding
+		if err := e.reportOutbound(ctx); err != nil {
+			return err
+		}
 		res.finish(time.Since(started))
 		fmt.Print(res.Soak.markdown())
 		fmt.Print(targetsMarkdown(res.Targets))
@@ -244,6 +252,9 @@ rounds:
 				}
 			}
 		}
+	}
+	if err := e.reportOutbound(ctx); err != nil {
+		return err
 	}
 	res.finish(time.Since(started))
 	fmt.Print(res.markdown())

@@ -73,10 +73,12 @@ type settings struct {
 	Workloads      []string `json:"workloads"`
 	Accounts       int      `json:"accounts"`
 	History        int      `json:"history"`
-	Depths         []int    `json:"depths"`
-	DuplicateShare float64  `json:"duplicate_share"`
-	PoolSize       int      `json:"pool_size"`
-	Env            []string `json:"env,omitempty"` // TALLY_* settings passed through
+	// LowBalanceThreshold is --low-balance-threshold (0: none).
+	LowBalanceThreshold int64    `json:"low_balance_threshold,omitempty"`
+	Depths              []int    `json:"depths"`
+	DuplicateShare      float64  `json:"duplicate_share"`
+	PoolSize            int      `json:"pool_size"`
+	Env                 []string `json:"env,omitempty"` // TALLY_* settings passed through
 }
 
 func newResults(o options, poolSize int) *results {
@@ -110,7 +112,7 @@ func newResults(o options, poolSize int) *results {
 		Machine: m,
 		Settings: settings{Database: o.db, BaselineDriver: driver, Duration: o.duration.String(), Warmup: o.warmup.String(), Rounds: o.rounds,
 			Clients: o.clients, Workloads: ws, Accounts: o.accounts, History: o.history, Depths: o.depths,
-			DuplicateShare: o.dupShare, PoolSize: poolSize, Env: env},
+			DuplicateShare: o.dupShare, PoolSize: poolSize, Env: env, LowBalanceThreshold: o.lowBalance},
 		samples:   map[string][]sample{},
 		workloads: map[string]*workload{},
 		rates:     map[string][]float64{},
@@ -251,6 +253,9 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&b, "\n%s (baselines through %s, pools of %d), %s per run, %d round(s) after a %s warm-up; %d CPUs, %s\n\n",
 		r.Settings.Database, r.Settings.BaselineDriver, r.Settings.PoolSize, r.Settings.Duration, r.Settings.Rounds, r.Settings.Warmup,
 		r.Machine.NumCPU, r.Machine.GoVersion)
+	if r.Settings.LowBalanceThreshold > 0 {
+		fmt.Fprintf(&b, "Low-balance threshold %d on every account, events delivered to a local receiver.\n\n", r.Settings.LowBalanceThreshold)
+	}
 	b.WriteString("| workload | clients | ops/s | p50 ms | p95 ms | p99 ms | errors | retries/op | server RSS MiB | server CPU | ops/s vs baseline | p99 vs baseline |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, s := range r.Summary {

@@ -47,6 +47,7 @@ type env struct {
 	ledger   *ledger.Service
 	raw      rawStore
 	server   *tallyServer
+	receiver *eventReceiver // with --low-balance-threshold
 	api      *gqlClient
 	poolSize int
 
@@ -94,6 +95,9 @@ func newEnv(ctx context.Context, o options) (_ *env, err error) {
 		// One log line per request would be a large part of the work.
 		"TALLY_LOG_LEVEL": "error",
 	}
+	for k, v := range outboundEnv(o.lowBalance) {
+		fixed[k] = v
+	}
 	cfg, err := config.Load(func(k string) string {
 		if v, ok := fixed[k]; ok {
 			return v
@@ -128,6 +132,11 @@ func newEnv(ctx context.Context, o options) (_ *env, err error) {
 		return nil, err
 	}
 	e.api = newGQLClient(e.server.baseURL, max(maxClients(o.clients), openLoopWorkers))
+	if o.lowBalance > 0 {
+		if err := e.setUpOutbound(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return e, e.seedCommon(ctx)
 }
 
