@@ -3,11 +3,14 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
+	"github.com/tally-billing/tally/internal/database"
 )
 
 // Outbound event types the ledger causes (the payments package and the
@@ -119,6 +122,7 @@ func (t *Tx) emitLevels(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	levels := map[string]any{}
 	for _, id := range ids {
 		u, b := t.moved[id], balances[id]
 		from := user.BalanceLevelOK
@@ -130,16 +134,27 @@ func (t *Tx) emitLevels(ctx context.Context) error {
 		if from == to {
 			continue
 		}
-		if err := t.ent.User.Update().Where(user.ID(id)).SetBalanceLevel(to).Exec(ctx); err != nil {
-			return fmt.Errorf("ledger: recording the balance level of %s: %w", id, err)
-		}
+		levels[id] = string(to)
 		u.BalanceLevel = &to
 		for _, typ := range crossings(from, to) {
 			t.Emit(Event{Type: typ, User: u, Balance: &b, Data: map[string]any{"threshold": threshold}})
 		}
 	}
+	if len(levels) == 0 {
+		return nil
+	}
+	// One statement for every user of the batch that crossed.
+	err = database.UpdateRows(user.Table, slices.Sorted(maps.Keys(levels))).
+		SetEach(user.FieldBalanceLevel, "", levels).Exec(ctx, t.s.db, t.ent)
+	if err != nil {
+		return fmt.Errorf("ledger: recording the balance levels of %d users: %w", len(levels), err)
+	}
 	return nil
 }
+
+// Locked is the transaction's copy of a user it holds the lock of (nil
+// if it holds none): once locked, the row changes only through this copy.
+func (t *Tx) Locked(userID string) *ent.User { return t.locked[userID] }
 
 // writeEvents hands the transaction's events to the writer.
 func (t *Tx) writeEvents(ctx context.Context) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -51,6 +52,17 @@ var liveStates = []rivertype.JobState{
 	rivertype.JobStateRetryable, rivertype.JobStateScheduled,
 }
 
+// QueueConfig is the deliveries' queue: workers sending at once, and a
+// short pause between fetches (River's default 100 ms would let each
+// worker send at most ten a second, whatever the endpoint answers).
+func QueueConfig(workers int, poll time.Duration) river.QueueConfig {
+	qc := river.QueueConfig{MaxWorkers: workers, FetchCooldown: 5 * time.Millisecond}
+	if poll > 0 {
+		qc.FetchPollInterval = poll
+	}
+	return qc
+}
+
 // perEndpoint bounds the deliveries to one endpoint this process sends at
 // once, so that a slow endpoint holds a few workers, not all of them.
 const perEndpoint = 4
@@ -65,13 +77,13 @@ type Deliverer struct {
 	// schedule is the wait after each failed attempt (retryAfter).
 	schedule []time.Duration
 
-	mu   sync.Mutex
-	busy map[string]int // deliveries in flight per endpoint
+	mu    sync.Mutex
+	slots map[string]chan struct{} // per endpoint, a place per delivery in flight
 }
 
 // NewDeliverer returns the worker of deliveries.
 func NewDeliverer(db *database.DB, sender *Sender, logger *slog.Logger) *Deliverer {
-	return &Deliverer{db: db, sender: sender, logger: logger, now: time.Now, schedule: retryAfter, busy: map[string]int{}}
+	return &Deliverer{db: db, sender: sender, logger: logger, now: time.Now, schedule: retryAfter, slots: map[string]chan struct{}{}}
 }
 
 // WithSchedule replaces the waits between attempts (tests, which cannot
@@ -130,8 +142,8 @@ func (d *Deliverer) work(ctx context.Context, deliveryID string) error {
 		}
 		return river.JobSnooze(wait)
 	}
-	if !d.acquire(endpoint.ID) {
-		return river.JobSnooze(time.Second)
+	if !d.acquire(ctx, endpoint.ID) {
+		return river.JobSnooze(slotWait + time.Duration(rand.Int64N(int64(slotWait))))
 	}
 	res, sendErr := d.sendHeld(ctx, del)
 	return d.record(ctx, del, res, sendErr)
@@ -160,29 +172,44 @@ func (d *Deliverer) turn(ctx context.Context, del *ent.WebhookDelivery) (time.Du
 	if err != nil {
 		return 0, fmt.Errorf("outbound: reading the deliveries before %s: %w", del.ID, err)
 	}
-	wait := time.Second // the earlier one is on its way
+	wait := slotWait // the earlier one is on its way
 	if earlier.NextAttemptAt != nil {
 		wait = max(wait, earlier.NextAttemptAt.Sub(d.now())+time.Second)
 	}
 	return min(wait, time.Hour), nil
 }
 
-func (d *Deliverer) acquire(endpointID string) bool {
+// slotWait is how long a delivery waits for one of its endpoint's places
+// before it gives its worker back (and is tried again a moment later): a
+// fast endpoint frees one within it, a hung one holds its few workers
+// only.
+const slotWait = 200 * time.Millisecond
+
+// acquire takes one of the endpoint's places, waiting up to slotWait.
+func (d *Deliverer) acquire(ctx context.Context, endpointID string) bool {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.busy[endpointID] >= perEndpoint {
-		return false
+	slots, ok := d.slots[endpointID]
+	if !ok {
+		slots = make(chan struct{}, perEndpoint)
+		d.slots[endpointID] = slots
 	}
-	d.busy[endpointID]++
-	return true
+	d.mu.Unlock()
+	wait := time.NewTimer(slotWait)
+	defer wait.Stop()
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-wait.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 func (d *Deliverer) release(endpointID string) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.busy[endpointID]--; d.busy[endpointID] <= 0 {
-		delete(d.busy, endpointID)
-	}
+	slots := d.slots[endpointID]
+	d.mu.Unlock()
+	<-slots
 }
 
 // send makes one attempt, signed with the endpoint's secret and, during a

@@ -4,12 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 	"slices"
 
 	"entgo.io/ent/dialect"
 	"github.com/riverqueue/river"
 
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/ent/webhookendpoint"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
@@ -128,12 +130,28 @@ func (w *Writer) number(ctx context.Context, t *ledger.Tx, events []ledger.Event
 	}
 	next := make(map[string]int64, len(order))
 	externalIDs := make(map[string]string, len(order))
+	added := map[string]any{}
 	for _, id := range order {
+		// A user the transaction locked has its number in the copy it
+		// read under the lock: all of them are counted in one statement.
+		if u := t.Locked(id); u != nil {
+			next[id], externalIDs[id] = u.EventSeq+1, u.ExternalID
+			u.EventSeq += counts[id]
+			added[id] = counts[id]
+			continue
+		}
 		last, externalID, err := w.lastNumber(ctx, t, id, counts[id])
 		if err != nil {
 			return nil, nil, err
 		}
 		next[id], externalIDs[id] = last-counts[id]+1, externalID
+	}
+	if len(added) > 0 {
+		err := database.UpdateRows(user.Table, slices.Sorted(maps.Keys(added))).
+			AddEach(user.FieldEventSeq, "BIGINT", added).Exec(ctx, w.db, t.Ent())
+		if err != nil {
+			return nil, nil, fmt.Errorf("outbound: numbering the events of %d users: %w", len(added), err)
+		}
 	}
 	seqs := make([]int64, len(events))
 	for i, ev := range events {

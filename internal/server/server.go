@@ -155,7 +155,7 @@ func (s *Server) buildServices(cfg config.Config, publishing ledger.Option, o op
 		Workers: cfg.Workers, CheckInterval: cfg.CheckInterval, SweepInterval: cfg.SweepInterval, PollInterval: o.jobPoll,
 		Invariants: s.payments.Invariants(), Logger: logger,
 		Register:     deliverer.Register,
-		Queues:       map[string]river.QueueConfig{outbound.Queue: {MaxWorkers: cfg.Outbound.Workers}},
+		Queues:       map[string]river.QueueConfig{outbound.Queue: outbound.QueueConfig(cfg.Outbound.Workers, o.jobPoll)},
 		Timeout:      cfg.Outbound.JobTimeout,
 		ExpiryNotice: cfg.Outbound.ExpiryNotice,
 		RescueAfter:  cfg.Outbound.RescueAfter,
