@@ -127,14 +127,8 @@ func parseFlags(args []string) (options, error) {
 	if o.baselineDriver != "pgx" && o.baselineDriver != "sql" {
 		return o, fmt.Errorf("--baseline-driver must be pgx or sql, not %q", o.baselineDriver)
 	}
-	if o.duration <= 0 || o.rounds < 1 || o.soak < 0 || o.warmup < 0 {
-		return o, errors.New("--duration and --rounds must be positive, --soak and --warmup not negative")
-	}
-	if o.dupShare < 0 || o.dupShare >= 1 {
-		return o, errors.New("--duplicates must be from 0 to less than 1")
-	}
-	if o.accounts < 1 || o.accounts > 1_000_000 {
-		return o, errors.New("--accounts must be from 1 to 1,000,000")
+	if err := checkRanges(o); err != nil {
+		return o, err
 	}
 	var err error
 	if o.lowBalance, err = parseThreshold(threshold); err != nil {
@@ -168,6 +162,20 @@ func parseFlags(args []string) (options, error) {
 		}
 	}
 	return o, nil
+}
+
+// checkRanges refuses numbers out of the range a run can use.
+func checkRanges(o options) error {
+	if o.duration <= 0 || o.rounds < 1 || o.soak < 0 || o.warmup < 0 {
+		return errors.New("--duration and --rounds must be positive, --soak and --warmup not negative")
+	}
+	if o.dupShare < 0 || o.dupShare >= 1 {
+		return errors.New("--duplicates must be from 0 to less than 1")
+	}
+	if o.accounts < 1 || o.accounts > 1_000_000 {
+		return errors.New("--accounts must be from 1 to 1,000,000")
+	}
+	return nil
 }
 
 func intList(flagName, s string, lo, hi int) ([]int, error) {
