@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/riverqueue/river"
-
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/webhookdelivery"
 	"github.com/tally-billing/tally/internal/apperr"
@@ -228,9 +226,15 @@ func (s *Service) RedeliverWebhookEvent(ctx context.Context, a Admin, deliveryID
 				return fmt.Errorf("admin: resetting delivery %s: %w", deliveryID, err)
 			}
 		}
-		err = s.queue.InsertManyTx(ctx, t.SQL(), []river.InsertManyParams{{Args: outbound.DeliverArgs{DeliveryID: deliveryID}}})
+		inserted, err := s.queue.InsertTx(ctx, t.SQL(), outbound.DeliverArgs{DeliveryID: deliveryID})
 		if err != nil {
 			return err
+		}
+		if !inserted && old.Status != webhookdelivery.StatusPending {
+			// The job that just finished it has not yet left River's
+			// running state, and River adds no second job beside it:
+			// reset without a job, the delivery would wait for ever.
+			return apperr.New(apperr.Conflict, "delivery %s has only just finished; try again in a few seconds", deliveryID)
 		}
 		_, err = a.write(ctx, t.Ent(), record{action: ActionRedeliverWebhookEvent, targetID: deliveryID, reason: "redelivered event " + del.EventID})
 		return err

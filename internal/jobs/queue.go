@@ -189,6 +189,16 @@ func (i *Inserter) InsertManyTx(ctx context.Context, tx *sql.Tx, params []river.
 	return nil
 }
 
+// InsertTx inserts one job in tx; false when a unique job like it was
+// already waiting or running, and none was added.
+func (i *Inserter) InsertTx(ctx context.Context, tx *sql.Tx, args river.JobArgs) (bool, error) {
+	res, err := i.client.InsertTx(ctx, tx, args, nil)
+	if err != nil {
+		return false, fmt.Errorf("jobs: inserting a %s job: %w", args.Kind(), err)
+	}
+	return !res.UniqueSkippedAsDuplicate, nil
+}
+
 func driverFor(dialectName string, pool *sql.DB) riverdriver.Driver[*sql.Tx] {
 	if dialectName == dialect.SQLite {
 		return riversqlite.New(pool)

@@ -41,10 +41,8 @@ type expirySweepWorker struct {
 func (w *expirySweepWorker) Timeout(*river.Job[ExpirySweepArgs]) time.Duration { return w.timeout }
 
 func (w *expirySweepWorker) Work(ctx context.Context, _ *river.Job[ExpirySweepArgs]) error {
-	noticed, noticeErr := w.ledger.NoticeExpiringLots(ctx, w.notice)
-	if noticed > 0 {
-		w.logger.InfoContext(ctx, "told of lots about to expire", "count", noticed)
-	}
+	// Expiring first: a backlog of notices (the first sweep after an
+	// upgrade) must not hold expiries back.
 	lots, lotsErr := w.ledger.ExpireLots(ctx)
 	if lots > 0 {
 		w.logger.InfoContext(ctx, "expired lots", "count", lots)
@@ -53,7 +51,11 @@ func (w *expirySweepWorker) Work(ctx context.Context, _ *river.Job[ExpirySweepAr
 	if reservations > 0 {
 		w.logger.InfoContext(ctx, "expired reservations", "count", reservations)
 	}
-	if err := errors.Join(noticeErr, lotsErr, rsvErr); err != nil {
+	noticed, noticeErr := w.ledger.NoticeExpiringLots(ctx, w.notice)
+	if noticed > 0 {
+		w.logger.InfoContext(ctx, "told of lots about to expire", "count", noticed)
+	}
+	if err := errors.Join(lotsErr, rsvErr, noticeErr); err != nil {
 		return fmt.Errorf("jobs: expiry sweep: %w", err)
 	}
 	return nil

@@ -108,10 +108,15 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[DeliverArgs]) error
 	if err == nil || errors.As(err, &snooze) || job.Attempt < job.MaxAttempts {
 		return err
 	}
+	// What failed is Tally's own (its database): logged, not shown.
+	d.logger.ErrorContext(ctx, "giving a delivery up", "delivery", job.Args.DeliveryID, "error", err.Error())
+	giveUp, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	failed := d.db.Ent.WebhookDelivery.UpdateOneID(job.Args.DeliveryID).
 		Where(webhookdelivery.StatusEQ(webhookdelivery.StatusPending)).
 		SetStatus(webhookdelivery.StatusFailed).ClearNextAttemptAt().
-		SetLastError(truncate("gave up: "+err.Error(), 1000)).Exec(context.WithoutCancel(ctx))
+		SetLastError(fmt.Sprintf("given up after %d attempts that failed inside Tally (see its logs)", job.Attempt)).
+		Exec(giveUp)
 	if failed != nil && !ent.IsNotFound(failed) {
 		return errors.Join(err, failed)
 	}

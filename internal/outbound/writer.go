@@ -21,6 +21,9 @@ import (
 // Inserter inserts jobs in a transaction (jobs.Inserter).
 type Inserter interface {
 	InsertManyTx(ctx context.Context, tx *sql.Tx, params []river.InsertManyParams) error
+	// InsertTx inserts one job; false when a unique job like it was
+	// already waiting or running, and none was added.
+	InsertTx(ctx context.Context, tx *sql.Tx, args river.JobArgs) (bool, error)
 }
 
 // Writer writes outbound events in the transaction of their cause: the
