@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/tally-billing/tally/ent"
@@ -68,7 +67,7 @@ func (s *Service) validateEndpoint(f EndpointFields, creating bool) error {
 	}
 	for i, t := range f.EventTypes {
 		if !outbound.KnownType(t) {
-			return apperr.Invalid("eventTypes", "unknown event type %q (known: %v)", truncateText(t, 100), outbound.Types)
+			return apperr.Invalid("eventTypes", "unknown event type %q (known: %v)", apperr.Clip(t, 100), outbound.Types)
 		}
 		if slices.Contains(f.EventTypes[:i], t) {
 			return apperr.Invalid("eventTypes", "event type %q is listed twice", t)
@@ -245,13 +244,6 @@ func (s *Service) RedeliverWebhookEvent(ctx context.Context, a Admin, deliveryID
 	return del.Unwrap(), nil
 }
 
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
-}
-
 // hostOf is what the audit says of an endpoint's URL: its host, not its
 // path or query, which may hold the application's own tokens.
 func hostOf(raw string) string {
@@ -259,7 +251,7 @@ func hostOf(raw string) string {
 	if err != nil || u.Host == "" {
 		return "(an invalid URL)"
 	}
-	return truncateText(u.Host, 300)
+	return apperr.Clip(u.Host, 300)
 }
 
 // SetLowBalanceThreshold sets target's low-balance threshold (nil: the

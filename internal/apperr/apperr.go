@@ -7,6 +7,7 @@ package apperr
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Code is a machine-readable error code, stable for clients.
@@ -79,4 +80,14 @@ func CodeOf(err error) Code {
 		return e.Code
 	}
 	return Internal
+}
+
+// Clip cuts text that came from outside (a client's value in a message, an
+// endpoint's answer shown to admins) to at most n bytes, on a character
+// boundary, so that a message stays short and valid UTF-8.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
 }

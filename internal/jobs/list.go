@@ -42,7 +42,7 @@ func (q *Queue) List(ctx context.Context, states, kinds []string, first int) ([]
 		var want []rivertype.JobState
 		for _, s := range states {
 			if !slices.Contains(known, rivertype.JobState(s)) {
-				return nil, apperr.Invalid("states", "unknown job state %q (known: %v)", truncate(s, 40), known)
+				return nil, apperr.Invalid("states", "unknown job state %q (known: %v)", apperr.Clip(s, 40), known)
 			}
 			want = append(want, rivertype.JobState(s))
 		}
@@ -68,11 +68,4 @@ func (q *Queue) List(ctx context.Context, states, kinds []string, first int) ([]
 		}
 	}
 	return out, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

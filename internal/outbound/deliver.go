@@ -16,6 +16,7 @@ import (
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/webhookdelivery"
+	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/database"
 )
 
@@ -299,18 +300,11 @@ func attemptError(res Response, err error) string {
 		} else {
 			text = err.Error()
 		}
-		return truncate(text, 1000)
+		return apperr.Clip(text, 1000)
 	}
 	msg := fmt.Sprintf("HTTP %d", res.Status)
 	if b := strings.TrimSpace(res.Body); b != "" {
 		msg += ": " + b
 	}
-	return truncate(msg, 1000)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "")
+	return apperr.Clip(msg, 1000)
 }

@@ -28,7 +28,7 @@ func TestCheckURLAccepts(t *testing.T) {
 	}
 	loose := outbound.Policy{AllowHTTP: true, AllowPrivate: true}
 	for _, raw := range []string{
-		"http://localhost:8080/hook",
+		"http://localhost/hook",
 		"http://127.0.0.1:9/",
 		"https://[::1]/",
 		"https://10.0.0.1",
@@ -79,7 +79,7 @@ func TestCheckURLRefuses(t *testing.T) {
 		{strict, "https://127.1/"},
 		{strict, "https://0x7f.0.0.1/"},
 		{strict, "https://017700000001/"},
-		{httpOK, "http://127.0.0.1:8080/"},
+		{httpOK, "http://127.0.0.1/"},
 		{strict, "https://user:pass@hooks.example.com/"},
 		{strict, "https://user@hooks.example.com/"},
 		{strict, "https://hooks.example.com/#frag"},
