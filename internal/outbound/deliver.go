@@ -246,11 +246,7 @@ func (d *Deliverer) record(ctx context.Context, del *ent.WebhookDelivery, res Re
 	case sendErr == nil && res.Status >= 200 && res.Status < 300:
 		return d.finish(ctx, del, webhookdelivery.StatusDelivered, status, "", true)
 	case sendErr == nil && res.Status == http.StatusGone:
-		if err := d.db.Ent.WebhookEndpoint.UpdateOneID(del.EndpointID).SetEnabled(false).
-			SetDisabledReason("it answered 410 Gone to delivery " + del.ID).Exec(ctx); err != nil && !ent.IsNotFound(err) {
-			return fmt.Errorf("outbound: disabling endpoint %s: %w", del.EndpointID, err)
-		}
-		return d.finish(ctx, del, webhookdelivery.StatusFailed, status, "410 Gone: the endpoint is disabled", true)
+		return d.disable(ctx, del, res.Status)
 	}
 	problem := attemptError(res, sendErr)
 	wait, again := nextDelay(d.schedule, del.Attempts+1)
@@ -266,9 +262,35 @@ func (d *Deliverer) record(ctx context.Context, del *ent.WebhookDelivery, res Re
 	return river.JobSnooze(wait)
 }
 
+// disable fails the delivery that got a 410 and disables its endpoint in
+// one transaction, so that nobody sees the endpoint disabled with the
+// delivery that disabled it still pending.
+func (d *Deliverer) disable(ctx context.Context, del *ent.WebhookDelivery, code int) error {
+	tx, _, err := d.db.BeginTx(ctx)
+	if err != nil {
+		return fmt.Errorf("outbound: disabling endpoint %s: %w", del.EndpointID, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := tx.WebhookEndpoint.UpdateOneID(del.EndpointID).SetEnabled(false).
+		SetDisabledReason("it answered 410 Gone to delivery " + del.ID).Exec(ctx); err != nil && !ent.IsNotFound(err) {
+		return fmt.Errorf("outbound: disabling endpoint %s: %w", del.EndpointID, err)
+	}
+	if err := d.finishWith(ctx, tx.Client(), del, webhookdelivery.StatusFailed, &code, "410 Gone: the endpoint is disabled", true); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("outbound: disabling endpoint %s: %w", del.EndpointID, err)
+	}
+	return nil
+}
+
 // finish ends a delivery for good; attempted says a request was made.
 func (d *Deliverer) finish(ctx context.Context, del *ent.WebhookDelivery, status webhookdelivery.Status, code *int, problem string, attempted bool) error {
-	update := responded(d.db.Ent.WebhookDelivery.UpdateOneID(del.ID).SetStatus(status).ClearNextAttemptAt().
+	return d.finishWith(ctx, d.db.Ent, del, status, code, problem, attempted)
+}
+
+func (d *Deliverer) finishWith(ctx context.Context, client *ent.Client, del *ent.WebhookDelivery, status webhookdelivery.Status, code *int, problem string, attempted bool) error {
+	update := responded(client.WebhookDelivery.UpdateOneID(del.ID).SetStatus(status).ClearNextAttemptAt().
 		SetLastError(problem), code)
 	if attempted {
 		update.AddAttempts(1)
