@@ -16,6 +16,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/tally-billing/tally/ent/adminaction"
+	"github.com/tally-billing/tally/ent/autorecharge"
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
@@ -42,6 +43,8 @@ type Client struct {
 	Schema *migrate.Schema
 	// AdminAction is the client for interacting with the AdminAction builders.
 	AdminAction *AdminActionClient
+	// AutoRecharge is the client for interacting with the AutoRecharge builders.
+	AutoRecharge *AutoRechargeClient
 	// CreditLedger is the client for interacting with the CreditLedger builders.
 	CreditLedger *CreditLedgerClient
 	// CreditLot is the client for interacting with the CreditLot builders.
@@ -84,6 +87,7 @@ func NewClient(opts ...Option) *Client {
 func (c *Client) init() {
 	c.Schema = migrate.NewSchema(c.driver)
 	c.AdminAction = NewAdminActionClient(c.config)
+	c.AutoRecharge = NewAutoRechargeClient(c.config)
 	c.CreditLedger = NewCreditLedgerClient(c.config)
 	c.CreditLot = NewCreditLotClient(c.config)
 	c.CreditPackage = NewCreditPackageClient(c.config)
@@ -192,6 +196,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		ctx:               ctx,
 		config:            cfg,
 		AdminAction:       NewAdminActionClient(cfg),
+		AutoRecharge:      NewAutoRechargeClient(cfg),
 		CreditLedger:      NewCreditLedgerClient(cfg),
 		CreditLot:         NewCreditLotClient(cfg),
 		CreditPackage:     NewCreditPackageClient(cfg),
@@ -227,6 +232,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		ctx:               ctx,
 		config:            cfg,
 		AdminAction:       NewAdminActionClient(cfg),
+		AutoRecharge:      NewAutoRechargeClient(cfg),
 		CreditLedger:      NewCreditLedgerClient(cfg),
 		CreditLot:         NewCreditLotClient(cfg),
 		CreditPackage:     NewCreditPackageClient(cfg),
@@ -271,7 +277,7 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.AdminAction, c.CreditLedger, c.CreditLot, c.CreditPackage,
+		c.AdminAction, c.AutoRecharge, c.CreditLedger, c.CreditLot, c.CreditPackage,
 		c.CreditReservation, c.CreditTransaction, c.DevSecret, c.IdempotencyKey,
 		c.LedgerCheck, c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
 		c.WebhookDelivery, c.WebhookEndpoint, c.WebhookEvent,
@@ -284,7 +290,7 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.AdminAction, c.CreditLedger, c.CreditLot, c.CreditPackage,
+		c.AdminAction, c.AutoRecharge, c.CreditLedger, c.CreditLot, c.CreditPackage,
 		c.CreditReservation, c.CreditTransaction, c.DevSecret, c.IdempotencyKey,
 		c.LedgerCheck, c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
 		c.WebhookDelivery, c.WebhookEndpoint, c.WebhookEvent,
@@ -298,6 +304,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 	switch m := m.(type) {
 	case *AdminActionMutation:
 		return c.AdminAction.mutate(ctx, m)
+	case *AutoRechargeMutation:
+		return c.AutoRecharge.mutate(ctx, m)
 	case *CreditLedgerMutation:
 		return c.CreditLedger.mutate(ctx, m)
 	case *CreditLotMutation:
@@ -511,6 +519,155 @@ func (c *AdminActionClient) mutate(ctx context.Context, m *AdminActionMutation) 
 		return (&AdminActionDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown AdminAction mutation op: %q", m.Op())
+	}
+}
+
+// AutoRechargeClient is a client for the AutoRecharge schema.
+type AutoRechargeClient struct {
+	config
+}
+
+// NewAutoRechargeClient returns a client for the AutoRecharge from the given config.
+func NewAutoRechargeClient(c config) *AutoRechargeClient {
+	return &AutoRechargeClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `autorecharge.Hooks(f(g(h())))`.
+func (c *AutoRechargeClient) Use(hooks ...Hook) {
+	c.hooks.AutoRecharge = append(c.hooks.AutoRecharge, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `autorecharge.Intercept(f(g(h())))`.
+func (c *AutoRechargeClient) Intercept(interceptors ...Interceptor) {
+	c.inters.AutoRecharge = append(c.inters.AutoRecharge, interceptors...)
+}
+
+// Create returns a builder for creating a AutoRecharge entity.
+func (c *AutoRechargeClient) Create() *AutoRechargeCreate {
+	mutation := newAutoRechargeMutation(c.config, OpCreate)
+	return &AutoRechargeCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of AutoRecharge entities.
+func (c *AutoRechargeClient) CreateBulk(builders ...*AutoRechargeCreate) *AutoRechargeCreateBulk {
+	return &AutoRechargeCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *AutoRechargeClient) MapCreateBulk(slice any, setFunc func(*AutoRechargeCreate, int)) *AutoRechargeCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &AutoRechargeCreateBulk{err: fmt.Errorf("calling to AutoRechargeClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*AutoRechargeCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &AutoRechargeCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for AutoRecharge.
+func (c *AutoRechargeClient) Update() *AutoRechargeUpdate {
+	mutation := newAutoRechargeMutation(c.config, OpUpdate)
+	return &AutoRechargeUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *AutoRechargeClient) UpdateOne(_m *AutoRecharge) *AutoRechargeUpdateOne {
+	mutation := newAutoRechargeMutation(c.config, OpUpdateOne, withAutoRecharge(_m))
+	return &AutoRechargeUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *AutoRechargeClient) UpdateOneID(id string) *AutoRechargeUpdateOne {
+	mutation := newAutoRechargeMutation(c.config, OpUpdateOne, withAutoRechargeID(id))
+	return &AutoRechargeUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for AutoRecharge.
+func (c *AutoRechargeClient) Delete() *AutoRechargeDelete {
+	mutation := newAutoRechargeMutation(c.config, OpDelete)
+	return &AutoRechargeDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *AutoRechargeClient) DeleteOne(_m *AutoRecharge) *AutoRechargeDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *AutoRechargeClient) DeleteOneID(id string) *AutoRechargeDeleteOne {
+	builder := c.Delete().Where(autorecharge.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &AutoRechargeDeleteOne{builder}
+}
+
+// Query returns a query builder for AutoRecharge.
+func (c *AutoRechargeClient) Query() *AutoRechargeQuery {
+	return &AutoRechargeQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeAutoRecharge},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a AutoRecharge entity by its id.
+func (c *AutoRechargeClient) Get(ctx context.Context, id string) (*AutoRecharge, error) {
+	return c.Query().Where(autorecharge.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *AutoRechargeClient) GetX(ctx context.Context, id string) *AutoRecharge {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryPackage queries the package edge of a AutoRecharge.
+func (c *AutoRechargeClient) QueryPackage(_m *AutoRecharge) *CreditPackageQuery {
+	query := (&CreditPackageClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(autorecharge.Table, autorecharge.FieldID, id),
+			sqlgraph.To(creditpackage.Table, creditpackage.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, autorecharge.PackageTable, autorecharge.PackageColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *AutoRechargeClient) Hooks() []Hook {
+	return c.hooks.AutoRecharge
+}
+
+// Interceptors returns the client interceptors.
+func (c *AutoRechargeClient) Interceptors() []Interceptor {
+	return c.inters.AutoRecharge
+}
+
+func (c *AutoRechargeClient) mutate(ctx context.Context, m *AutoRechargeMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&AutoRechargeCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&AutoRechargeUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&AutoRechargeUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&AutoRechargeDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown AutoRecharge mutation op: %q", m.Op())
 	}
 }
 
@@ -3024,16 +3181,16 @@ func (c *WebhookEventClient) mutate(ctx context.Context, m *WebhookEventMutation
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		AdminAction, CreditLedger, CreditLot, CreditPackage, CreditReservation,
-		CreditTransaction, DevSecret, IdempotencyKey, LedgerCheck, Payment,
-		ProcessedEvent, StripeCustomer, User, WebhookDelivery, WebhookEndpoint,
-		WebhookEvent []ent.Hook
+		AdminAction, AutoRecharge, CreditLedger, CreditLot, CreditPackage,
+		CreditReservation, CreditTransaction, DevSecret, IdempotencyKey, LedgerCheck,
+		Payment, ProcessedEvent, StripeCustomer, User, WebhookDelivery,
+		WebhookEndpoint, WebhookEvent []ent.Hook
 	}
 	inters struct {
-		AdminAction, CreditLedger, CreditLot, CreditPackage, CreditReservation,
-		CreditTransaction, DevSecret, IdempotencyKey, LedgerCheck, Payment,
-		ProcessedEvent, StripeCustomer, User, WebhookDelivery, WebhookEndpoint,
-		WebhookEvent []ent.Interceptor
+		AdminAction, AutoRecharge, CreditLedger, CreditLot, CreditPackage,
+		CreditReservation, CreditTransaction, DevSecret, IdempotencyKey, LedgerCheck,
+		Payment, ProcessedEvent, StripeCustomer, User, WebhookDelivery,
+		WebhookEndpoint, WebhookEvent []ent.Interceptor
 	}
 )
 

@@ -13,6 +13,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/tally-billing/tally/ent/adminaction"
+	"github.com/tally-billing/tally/ent/autorecharge"
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
@@ -89,6 +90,7 @@ func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
 			adminaction.Table:       adminaction.ValidColumn,
+			autorecharge.Table:      autorecharge.ValidColumn,
 			creditledger.Table:      creditledger.ValidColumn,
 			creditlot.Table:         creditlot.ValidColumn,
 			creditpackage.Table:     creditpackage.ValidColumn,

@@ -1202,6 +1202,11 @@ func (_q *PaymentQuery) collectField(ctx context.Context, oneNode bool, opCtx *g
 				selectedFields = append(selectedFields, payment.FieldUserID)
 				fieldSeen[payment.FieldUserID] = struct{}{}
 			}
+		case "kind":
+			if _, ok := fieldSeen[payment.FieldKind]; !ok {
+				selectedFields = append(selectedFields, payment.FieldKind)
+				fieldSeen[payment.FieldKind] = struct{}{}
+			}
 		case "packageId":
 			if _, ok := fieldSeen[payment.FieldPackageID]; !ok {
 				selectedFields = append(selectedFields, payment.FieldPackageID)

@@ -3093,6 +3093,12 @@ type PaymentWhereInput struct {
 	UserIDEqualFold    *string  `json:"userIDEqualFold,omitempty"`
 	UserIDContainsFold *string  `json:"userIDContainsFold,omitempty"`
 
+	// "kind" field predicates.
+	Kind      *payment.Kind  `json:"kind,omitempty"`
+	KindNEQ   *payment.Kind  `json:"kindNEQ,omitempty"`
+	KindIn    []payment.Kind `json:"kindIn,omitempty"`
+	KindNotIn []payment.Kind `json:"kindNotIn,omitempty"`
+
 	// "status" field predicates.
 	Status      *payment.Status  `json:"status,omitempty"`
 	StatusNEQ   *payment.Status  `json:"statusNEQ,omitempty"`
@@ -3318,6 +3324,18 @@ func (i *PaymentWhereInput) P() (predicate.Payment, error) {
 	}
 	if i.UserIDContainsFold != nil {
 		predicates = append(predicates, payment.UserIDContainsFold(*i.UserIDContainsFold))
+	}
+	if i.Kind != nil {
+		predicates = append(predicates, payment.KindEQ(*i.Kind))
+	}
+	if i.KindNEQ != nil {
+		predicates = append(predicates, payment.KindNEQ(*i.KindNEQ))
+	}
+	if len(i.KindIn) > 0 {
+		predicates = append(predicates, payment.KindIn(i.KindIn...))
+	}
+	if len(i.KindNotIn) > 0 {
+		predicates = append(predicates, payment.KindNotIn(i.KindNotIn...))
 	}
 	if i.Status != nil {
 		predicates = append(predicates, payment.StatusEQ(*i.Status))

@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
 	"github.com/tally-billing/tally/ent/adminaction"
+	"github.com/tally-billing/tally/ent/autorecharge"
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
@@ -41,6 +42,7 @@ const (
 
 	// Node types.
 	TypeAdminAction       = "AdminAction"
+	TypeAutoRecharge      = "AutoRecharge"
 	TypeCreditLedger      = "CreditLedger"
 	TypeCreditLot         = "CreditLot"
 	TypeCreditPackage     = "CreditPackage"
@@ -1315,6 +1317,1706 @@ func (m *AdminActionMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown AdminAction edge %s", name)
+}
+
+// AutoRechargeMutation represents an operation that mutates the AutoRecharge nodes in the graph.
+type AutoRechargeMutation struct {
+	config
+	op                       Op
+	typ                      string
+	id                       *string
+	created_at               *time.Time
+	updated_at               *time.Time
+	user_id                  *string
+	enabled                  *bool
+	threshold_credits        *int64
+	addthreshold_credits     *int64
+	monthly_limit_amount     *int64
+	addmonthly_limit_amount  *int64
+	status                   *autorecharge.Status
+	last_error               *string
+	last_recharge_at         *time.Time
+	consecutive_failures     *int
+	addconsecutive_failures  *int
+	retry_after              *time.Time
+	in_flight_payment_id     *string
+	stripe_customer_id       *string
+	stripe_payment_method_id *string
+	card_brand               *string
+	card_last4               *string
+	card_exp_month           *int
+	addcard_exp_month        *int
+	card_exp_year            *int
+	addcard_exp_year         *int
+	clearedFields            map[string]struct{}
+	_package                 *string
+	cleared_package          bool
+	done                     bool
+	oldValue                 func(context.Context) (*AutoRecharge, error)
+	predicates               []predicate.AutoRecharge
+}
+
+var _ ent.Mutation = (*AutoRechargeMutation)(nil)
+
+// autorechargeOption allows management of the mutation configuration using functional options.
+type autorechargeOption func(*AutoRechargeMutation)
+
+// newAutoRechargeMutation creates new mutation for the AutoRecharge entity.
+func newAutoRechargeMutation(c config, op Op, opts ...autorechargeOption) *AutoRechargeMutation {
+	m := &AutoRechargeMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeAutoRecharge,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withAutoRechargeID sets the ID field of the mutation.
+func withAutoRechargeID(id string) autorechargeOption {
+	return func(m *AutoRechargeMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *AutoRecharge
+		)
+		m.oldValue = func(ctx context.Context) (*AutoRecharge, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().AutoRecharge.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withAutoRecharge sets the old AutoRecharge of the mutation.
+func withAutoRecharge(node *AutoRecharge) autorechargeOption {
+	return func(m *AutoRechargeMutation) {
+		m.oldValue = func(context.Context) (*AutoRecharge, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m AutoRechargeMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m AutoRechargeMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of AutoRecharge entities.
+func (m *AutoRechargeMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *AutoRechargeMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *AutoRechargeMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().AutoRecharge.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *AutoRechargeMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *AutoRechargeMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *AutoRechargeMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *AutoRechargeMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *AutoRechargeMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *AutoRechargeMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetUserID sets the "user_id" field.
+func (m *AutoRechargeMutation) SetUserID(s string) {
+	m.user_id = &s
+}
+
+// UserID returns the value of the "user_id" field in the mutation.
+func (m *AutoRechargeMutation) UserID() (r string, exists bool) {
+	v := m.user_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUserID returns the old "user_id" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldUserID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUserID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUserID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUserID: %w", err)
+	}
+	return oldValue.UserID, nil
+}
+
+// ResetUserID resets all changes to the "user_id" field.
+func (m *AutoRechargeMutation) ResetUserID() {
+	m.user_id = nil
+}
+
+// SetEnabled sets the "enabled" field.
+func (m *AutoRechargeMutation) SetEnabled(b bool) {
+	m.enabled = &b
+}
+
+// Enabled returns the value of the "enabled" field in the mutation.
+func (m *AutoRechargeMutation) Enabled() (r bool, exists bool) {
+	v := m.enabled
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEnabled returns the old "enabled" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldEnabled(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEnabled is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEnabled requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEnabled: %w", err)
+	}
+	return oldValue.Enabled, nil
+}
+
+// ResetEnabled resets all changes to the "enabled" field.
+func (m *AutoRechargeMutation) ResetEnabled() {
+	m.enabled = nil
+}
+
+// SetThresholdCredits sets the "threshold_credits" field.
+func (m *AutoRechargeMutation) SetThresholdCredits(i int64) {
+	m.threshold_credits = &i
+	m.addthreshold_credits = nil
+}
+
+// ThresholdCredits returns the value of the "threshold_credits" field in the mutation.
+func (m *AutoRechargeMutation) ThresholdCredits() (r int64, exists bool) {
+	v := m.threshold_credits
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldThresholdCredits returns the old "threshold_credits" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldThresholdCredits(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldThresholdCredits is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldThresholdCredits requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldThresholdCredits: %w", err)
+	}
+	return oldValue.ThresholdCredits, nil
+}
+
+// AddThresholdCredits adds i to the "threshold_credits" field.
+func (m *AutoRechargeMutation) AddThresholdCredits(i int64) {
+	if m.addthreshold_credits != nil {
+		*m.addthreshold_credits += i
+	} else {
+		m.addthreshold_credits = &i
+	}
+}
+
+// AddedThresholdCredits returns the value that was added to the "threshold_credits" field in this mutation.
+func (m *AutoRechargeMutation) AddedThresholdCredits() (r int64, exists bool) {
+	v := m.addthreshold_credits
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetThresholdCredits resets all changes to the "threshold_credits" field.
+func (m *AutoRechargeMutation) ResetThresholdCredits() {
+	m.threshold_credits = nil
+	m.addthreshold_credits = nil
+}
+
+// SetPackageID sets the "package_id" field.
+func (m *AutoRechargeMutation) SetPackageID(s string) {
+	m._package = &s
+}
+
+// PackageID returns the value of the "package_id" field in the mutation.
+func (m *AutoRechargeMutation) PackageID() (r string, exists bool) {
+	v := m._package
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPackageID returns the old "package_id" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldPackageID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPackageID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPackageID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPackageID: %w", err)
+	}
+	return oldValue.PackageID, nil
+}
+
+// ClearPackageID clears the value of the "package_id" field.
+func (m *AutoRechargeMutation) ClearPackageID() {
+	m._package = nil
+	m.clearedFields[autorecharge.FieldPackageID] = struct{}{}
+}
+
+// PackageIDCleared returns if the "package_id" field was cleared in this mutation.
+func (m *AutoRechargeMutation) PackageIDCleared() bool {
+	_, ok := m.clearedFields[autorecharge.FieldPackageID]
+	return ok
+}
+
+// ResetPackageID resets all changes to the "package_id" field.
+func (m *AutoRechargeMutation) ResetPackageID() {
+	m._package = nil
+	delete(m.clearedFields, autorecharge.FieldPackageID)
+}
+
+// SetMonthlyLimitAmount sets the "monthly_limit_amount" field.
+func (m *AutoRechargeMutation) SetMonthlyLimitAmount(i int64) {
+	m.monthly_limit_amount = &i
+	m.addmonthly_limit_amount = nil
+}
+
+// MonthlyLimitAmount returns the value of the "monthly_limit_amount" field in the mutation.
+func (m *AutoRechargeMutation) MonthlyLimitAmount() (r int64, exists bool) {
+	v := m.monthly_limit_amount
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMonthlyLimitAmount returns the old "monthly_limit_amount" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldMonthlyLimitAmount(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMonthlyLimitAmount is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMonthlyLimitAmount requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMonthlyLimitAmount: %w", err)
+	}
+	return oldValue.MonthlyLimitAmount, nil
+}
+
+// AddMonthlyLimitAmount adds i to the "monthly_limit_amount" field.
+func (m *AutoRechargeMutation) AddMonthlyLimitAmount(i int64) {
+	if m.addmonthly_limit_amount != nil {
+		*m.addmonthly_limit_amount += i
+	} else {
+		m.addmonthly_limit_amount = &i
+	}
+}
+
+// AddedMonthlyLimitAmount returns the value that was added to the "monthly_limit_amount" field in this mutation.
+func (m *AutoRechargeMutation) AddedMonthlyLimitAmount() (r int64, exists bool) {
+	v := m.addmonthly_limit_amount
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetMonthlyLimitAmount resets all changes to the "monthly_limit_amount" field.
+func (m *AutoRechargeMutation) ResetMonthlyLimitAmount() {
+	m.monthly_limit_amount = nil
+	m.addmonthly_limit_amount = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *AutoRechargeMutation) SetStatus(a autorecharge.Status) {
+	m.status = &a
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *AutoRechargeMutation) Status() (r autorecharge.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldStatus(ctx context.Context) (v autorecharge.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *AutoRechargeMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetLastError sets the "last_error" field.
+func (m *AutoRechargeMutation) SetLastError(s string) {
+	m.last_error = &s
+}
+
+// LastError returns the value of the "last_error" field in the mutation.
+func (m *AutoRechargeMutation) LastError() (r string, exists bool) {
+	v := m.last_error
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLastError returns the old "last_error" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldLastError(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLastError is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLastError requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLastError: %w", err)
+	}
+	return oldValue.LastError, nil
+}
+
+// ClearLastError clears the value of the "last_error" field.
+func (m *AutoRechargeMutation) ClearLastError() {
+	m.last_error = nil
+	m.clearedFields[autorecharge.FieldLastError] = struct{}{}
+}
+
+// LastErrorCleared returns if the "last_error" field was cleared in this mutation.
+func (m *AutoRechargeMutation) LastErrorCleared() bool {
+	_, ok := m.clearedFields[autorecharge.FieldLastError]
+	return ok
+}
+
+// ResetLastError resets all changes to the "last_error" field.
+func (m *AutoRechargeMutation) ResetLastError() {
+	m.last_error = nil
+	delete(m.clearedFields, autorecharge.FieldLastError)
+}
+
+// SetLastRechargeAt sets the "last_recharge_at" field.
+func (m *AutoRechargeMutation) SetLastRechargeAt(t time.Time) {
+	m.last_recharge_at = &t
+}
+
+// LastRechargeAt returns the value of the "last_recharge_at" field in the mutation.
+func (m *AutoRechargeMutation) LastRechargeAt() (r time.Time, exists bool) {
+	v := m.last_recharge_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLastRechargeAt returns the old "last_recharge_at" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldLastRechargeAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLastRechargeAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLastRechargeAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLastRechargeAt: %w", err)
+	}
+	return oldValue.LastRechargeAt, nil
+}
+
+// ClearLastRechargeAt clears the value of the "last_recharge_at" field.
+func (m *AutoRechargeMutation) ClearLastRechargeAt() {
+	m.last_recharge_at = nil
+	m.clearedFields[autorecharge.FieldLastRechargeAt] = struct{}{}
+}
+
+// LastRechargeAtCleared returns if the "last_recharge_at" field was cleared in this mutation.
+func (m *AutoRechargeMutation) LastRechargeAtCleared() bool {
+	_, ok := m.clearedFields[autorecharge.FieldLastRechargeAt]
+	return ok
+}
+
+// ResetLastRechargeAt resets all changes to the "last_recharge_at" field.
+func (m *AutoRechargeMutation) ResetLastRechargeAt() {
+	m.last_recharge_at = nil
+	delete(m.clearedFields, autorecharge.FieldLastRechargeAt)
+}
+
+// SetConsecutiveFailures sets the "consecutive_failures" field.
+func (m *AutoRechargeMutation) SetConsecutiveFailures(i int) {
+	m.consecutive_failures = &i
+	m.addconsecutive_failures = nil
+}
+
+// ConsecutiveFailures returns the value of the "consecutive_failures" field in the mutation.
+func (m *AutoRechargeMutation) ConsecutiveFailures() (r int, exists bool) {
+	v := m.consecutive_failures
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldConsecutiveFailures returns the old "consecutive_failures" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldConsecutiveFailures(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldConsecutiveFailures is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldConsecutiveFailures requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldConsecutiveFailures: %w", err)
+	}
+	return oldValue.ConsecutiveFailures, nil
+}
+
+// AddConsecutiveFailures adds i to the "consecutive_failures" field.
+func (m *AutoRechargeMutation) AddConsecutiveFailures(i int) {
+	if m.addconsecutive_failures != nil {
+		*m.addconsecutive_failures += i
+	} else {
+		m.addconsecutive_failures = &i
+	}
+}
+
+// AddedConsecutiveFailures returns the value that was added to the "consecutive_failures" field in this mutation.
+func (m *AutoRechargeMutation) AddedConsecutiveFailures() (r int, exists bool) {
+	v := m.addconsecutive_failures
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetConsecutiveFailures resets all changes to the "consecutive_failures" field.
+func (m *AutoRechargeMutation) ResetConsecutiveFailures() {
+	m.consecutive_failures = nil
+	m.addconsecutive_failures = nil
+}
+
+// SetRetryAfter sets the "retry_after" field.
+func (m *AutoRechargeMutation) SetRetryAfter(t time.Time) {
+	m.retry_after = &t
+}
+
+// RetryAfter returns the value of the "retry_after" field in the mutation.
+func (m *AutoRechargeMutation) RetryAfter() (r time.Time, exists bool) {
+	v := m.retry_after
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRetryAfter returns the old "retry_after" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldRetryAfter(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRetryAfter is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRetryAfter requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRetryAfter: %w", err)
+	}
+	return oldValue.RetryAfter, nil
+}
+
+// ClearRetryAfter clears the value of the "retry_after" field.
+func (m *AutoRechargeMutation) ClearRetryAfter() {
+	m.retry_after = nil
+	m.clearedFields[autorecharge.FieldRetryAfter] = struct{}{}
+}
+
+// RetryAfterCleared returns if the "retry_after" field was cleared in this mutation.
+func (m *AutoRechargeMutation) RetryAfterCleared() bool {
+	_, ok := m.clearedFields[autorecharge.FieldRetryAfter]
+	return ok
+}
+
+// ResetRetryAfter resets all changes to the "retry_after" field.
+func (m *AutoRechargeMutation) ResetRetryAfter() {
+	m.retry_after = nil
+	delete(m.clearedFields, autorecharge.FieldRetryAfter)
+}
+
+// SetInFlightPaymentID sets the "in_flight_payment_id" field.
+func (m *AutoRechargeMutation) SetInFlightPaymentID(s string) {
+	m.in_flight_payment_id = &s
+}
+
+// InFlightPaymentID returns the value of the "in_flight_payment_id" field in the mutation.
+func (m *AutoRechargeMutation) InFlightPaymentID() (r string, exists bool) {
+	v := m.in_flight_payment_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInFlightPaymentID returns the old "in_flight_payment_id" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldInFlightPaymentID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInFlightPaymentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInFlightPaymentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInFlightPaymentID: %w", err)
+	}
+	return oldValue.InFlightPaymentID, nil
+}
+
+// ClearInFlightPaymentID clears the value of the "in_flight_payment_id" field.
+func (m *AutoRechargeMutation) ClearInFlightPaymentID() {
+	m.in_flight_payment_id = nil
+	m.clearedFields[autorecharge.FieldInFlightPaymentID] = struct{}{}
+}
+
+// InFlightPaymentIDCleared returns if the "in_flight_payment_id" field was cleared in this mutation.
+func (m *AutoRechargeMutation) InFlightPaymentIDCleared() bool {
+	_, ok := m.clearedFields[autorecharge.FieldInFlightPaymentID]
+	return ok
+}
+
+// ResetInFlightPaymentID resets all changes to the "in_flight_payment_id" field.
+func (m *AutoRechargeMutation) ResetInFlightPaymentID() {
+	m.in_flight_payment_id = nil
+	delete(m.clearedFields, autorecharge.FieldInFlightPaymentID)
+}
+
+// SetStripeCustomerID sets the "stripe_customer_id" field.
+func (m *AutoRechargeMutation) SetStripeCustomerID(s string) {
+	m.stripe_customer_id = &s
+}
+
+// StripeCustomerID returns the value of the "stripe_customer_id" field in the mutation.
+func (m *AutoRechargeMutation) StripeCustomerID() (r string, exists bool) {
+	v := m.stripe_customer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStripeCustomerID returns the old "stripe_customer_id" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldStripeCustomerID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStripeCustomerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStripeCustomerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStripeCustomerID: %w", err)
+	}
+	return oldValue.StripeCustomerID, nil
+}
+
+// ClearStripeCustomerID clears the value of the "stripe_customer_id" field.
+func (m *AutoRechargeMutation) ClearStripeCustomerID() {
+	m.stripe_customer_id = nil
+	m.clearedFields[autorecharge.FieldStripeCustomerID] = struct{}{}
+}
+
+// StripeCustomerIDCleared returns if the "stripe_customer_id" field was cleared in this mutation.
+func (m *AutoRechargeMutation) StripeCustomerIDCleared() bool {
+	_, ok := m.clearedFields[autorecharge.FieldStripeCustomerID]
+	return ok
+}
+
+// ResetStripeCustomerID resets all changes to the "stripe_customer_id" field.
+func (m *AutoRechargeMutation) ResetStripeCustomerID() {
+	m.stripe_customer_id = nil
+	delete(m.clearedFields, autorecharge.FieldStripeCustomerID)
+}
+
+// SetStripePaymentMethodID sets the "stripe_payment_method_id" field.
+func (m *AutoRechargeMutation) SetStripePaymentMethodID(s string) {
+	m.stripe_payment_method_id = &s
+}
+
+// StripePaymentMethodID returns the value of the "stripe_payment_method_id" field in the mutation.
+func (m *AutoRechargeMutation) StripePaymentMethodID() (r string, exists bool) {
+	v := m.stripe_payment_method_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStripePaymentMethodID returns the old "stripe_payment_method_id" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldStripePaymentMethodID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStripePaymentMethodID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStripePaymentMethodID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStripePaymentMethodID: %w", err)
+	}
+	return oldValue.StripePaymentMethodID, nil
+}
+
+// ClearStripePaymentMethodID clears the value of the "stripe_payment_method_id" field.
+func (m *AutoRechargeMutation) ClearStripePaymentMethodID() {
+	m.stripe_payment_method_id = nil
+	m.clearedFields[autorecharge.FieldStripePaymentMethodID] = struct{}{}
+}
+
+// StripePaymentMethodIDCleared returns if the "stripe_payment_method_id" field was cleared in this mutation.
+func (m *AutoRechargeMutation) StripePaymentMethodIDCleared() bool {
+	_, ok := m.clearedFields[autorecharge.FieldStripePaymentMethodID]
+	return ok
+}
+
+// ResetStripePaymentMethodID resets all changes to the "stripe_payment_method_id" field.
+func (m *AutoRechargeMutation) ResetStripePaymentMethodID() {
+	m.stripe_payment_method_id = nil
+	delete(m.clearedFields, autorecharge.FieldStripePaymentMethodID)
+}
+
+// SetCardBrand sets the "card_brand" field.
+func (m *AutoRechargeMutation) SetCardBrand(s string) {
+	m.card_brand = &s
+}
+
+// CardBrand returns the value of the "card_brand" field in the mutation.
+func (m *AutoRechargeMutation) CardBrand() (r string, exists bool) {
+	v := m.card_brand
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCardBrand returns the old "card_brand" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldCardBrand(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCardBrand is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCardBrand requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCardBrand: %w", err)
+	}
+	return oldValue.CardBrand, nil
+}
+
+// ClearCardBrand clears the value of the "card_brand" field.
+func (m *AutoRechargeMutation) ClearCardBrand() {
+	m.card_brand = nil
+	m.clearedFields[autorecharge.FieldCardBrand] = struct{}{}
+}
+
+// CardBrandCleared returns if the "card_brand" field was cleared in this mutation.
+func (m *AutoRechargeMutation) CardBrandCleared() bool {
+	_, ok := m.clearedFields[autorecharge.FieldCardBrand]
+	return ok
+}
+
+// ResetCardBrand resets all changes to the "card_brand" field.
+func (m *AutoRechargeMutation) ResetCardBrand() {
+	m.card_brand = nil
+	delete(m.clearedFields, autorecharge.FieldCardBrand)
+}
+
+// SetCardLast4 sets the "card_last4" field.
+func (m *AutoRechargeMutation) SetCardLast4(s string) {
+	m.card_last4 = &s
+}
+
+// CardLast4 returns the value of the "card_last4" field in the mutation.
+func (m *AutoRechargeMutation) CardLast4() (r string, exists bool) {
+	v := m.card_last4
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCardLast4 returns the old "card_last4" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldCardLast4(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCardLast4 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCardLast4 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCardLast4: %w", err)
+	}
+	return oldValue.CardLast4, nil
+}
+
+// ClearCardLast4 clears the value of the "card_last4" field.
+func (m *AutoRechargeMutation) ClearCardLast4() {
+	m.card_last4 = nil
+	m.clearedFields[autorecharge.FieldCardLast4] = struct{}{}
+}
+
+// CardLast4Cleared returns if the "card_last4" field was cleared in this mutation.
+func (m *AutoRechargeMutation) CardLast4Cleared() bool {
+	_, ok := m.clearedFields[autorecharge.FieldCardLast4]
+	return ok
+}
+
+// ResetCardLast4 resets all changes to the "card_last4" field.
+func (m *AutoRechargeMutation) ResetCardLast4() {
+	m.card_last4 = nil
+	delete(m.clearedFields, autorecharge.FieldCardLast4)
+}
+
+// SetCardExpMonth sets the "card_exp_month" field.
+func (m *AutoRechargeMutation) SetCardExpMonth(i int) {
+	m.card_exp_month = &i
+	m.addcard_exp_month = nil
+}
+
+// CardExpMonth returns the value of the "card_exp_month" field in the mutation.
+func (m *AutoRechargeMutation) CardExpMonth() (r int, exists bool) {
+	v := m.card_exp_month
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCardExpMonth returns the old "card_exp_month" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldCardExpMonth(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCardExpMonth is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCardExpMonth requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCardExpMonth: %w", err)
+	}
+	return oldValue.CardExpMonth, nil
+}
+
+// AddCardExpMonth adds i to the "card_exp_month" field.
+func (m *AutoRechargeMutation) AddCardExpMonth(i int) {
+	if m.addcard_exp_month != nil {
+		*m.addcard_exp_month += i
+	} else {
+		m.addcard_exp_month = &i
+	}
+}
+
+// AddedCardExpMonth returns the value that was added to the "card_exp_month" field in this mutation.
+func (m *AutoRechargeMutation) AddedCardExpMonth() (r int, exists bool) {
+	v := m.addcard_exp_month
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCardExpMonth resets all changes to the "card_exp_month" field.
+func (m *AutoRechargeMutation) ResetCardExpMonth() {
+	m.card_exp_month = nil
+	m.addcard_exp_month = nil
+}
+
+// SetCardExpYear sets the "card_exp_year" field.
+func (m *AutoRechargeMutation) SetCardExpYear(i int) {
+	m.card_exp_year = &i
+	m.addcard_exp_year = nil
+}
+
+// CardExpYear returns the value of the "card_exp_year" field in the mutation.
+func (m *AutoRechargeMutation) CardExpYear() (r int, exists bool) {
+	v := m.card_exp_year
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCardExpYear returns the old "card_exp_year" field's value of the AutoRecharge entity.
+// If the AutoRecharge object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AutoRechargeMutation) OldCardExpYear(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCardExpYear is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCardExpYear requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCardExpYear: %w", err)
+	}
+	return oldValue.CardExpYear, nil
+}
+
+// AddCardExpYear adds i to the "card_exp_year" field.
+func (m *AutoRechargeMutation) AddCardExpYear(i int) {
+	if m.addcard_exp_year != nil {
+		*m.addcard_exp_year += i
+	} else {
+		m.addcard_exp_year = &i
+	}
+}
+
+// AddedCardExpYear returns the value that was added to the "card_exp_year" field in this mutation.
+func (m *AutoRechargeMutation) AddedCardExpYear() (r int, exists bool) {
+	v := m.addcard_exp_year
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCardExpYear resets all changes to the "card_exp_year" field.
+func (m *AutoRechargeMutation) ResetCardExpYear() {
+	m.card_exp_year = nil
+	m.addcard_exp_year = nil
+}
+
+// ClearPackage clears the "package" edge to the CreditPackage entity.
+func (m *AutoRechargeMutation) ClearPackage() {
+	m.cleared_package = true
+	m.clearedFields[autorecharge.FieldPackageID] = struct{}{}
+}
+
+// PackageCleared reports if the "package" edge to the CreditPackage entity was cleared.
+func (m *AutoRechargeMutation) PackageCleared() bool {
+	return m.PackageIDCleared() || m.cleared_package
+}
+
+// PackageIDs returns the "package" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// PackageID instead. It exists only for internal usage by the builders.
+func (m *AutoRechargeMutation) PackageIDs() (ids []string) {
+	if id := m._package; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetPackage resets all changes to the "package" edge.
+func (m *AutoRechargeMutation) ResetPackage() {
+	m._package = nil
+	m.cleared_package = false
+}
+
+// Where appends a list predicates to the AutoRechargeMutation builder.
+func (m *AutoRechargeMutation) Where(ps ...predicate.AutoRecharge) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the AutoRechargeMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *AutoRechargeMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.AutoRecharge, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *AutoRechargeMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *AutoRechargeMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (AutoRecharge).
+func (m *AutoRechargeMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *AutoRechargeMutation) Fields() []string {
+	fields := make([]string, 0, 19)
+	if m.created_at != nil {
+		fields = append(fields, autorecharge.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, autorecharge.FieldUpdatedAt)
+	}
+	if m.user_id != nil {
+		fields = append(fields, autorecharge.FieldUserID)
+	}
+	if m.enabled != nil {
+		fields = append(fields, autorecharge.FieldEnabled)
+	}
+	if m.threshold_credits != nil {
+		fields = append(fields, autorecharge.FieldThresholdCredits)
+	}
+	if m._package != nil {
+		fields = append(fields, autorecharge.FieldPackageID)
+	}
+	if m.monthly_limit_amount != nil {
+		fields = append(fields, autorecharge.FieldMonthlyLimitAmount)
+	}
+	if m.status != nil {
+		fields = append(fields, autorecharge.FieldStatus)
+	}
+	if m.last_error != nil {
+		fields = append(fields, autorecharge.FieldLastError)
+	}
+	if m.last_recharge_at != nil {
+		fields = append(fields, autorecharge.FieldLastRechargeAt)
+	}
+	if m.consecutive_failures != nil {
+		fields = append(fields, autorecharge.FieldConsecutiveFailures)
+	}
+	if m.retry_after != nil {
+		fields = append(fields, autorecharge.FieldRetryAfter)
+	}
+	if m.in_flight_payment_id != nil {
+		fields = append(fields, autorecharge.FieldInFlightPaymentID)
+	}
+	if m.stripe_customer_id != nil {
+		fields = append(fields, autorecharge.FieldStripeCustomerID)
+	}
+	if m.stripe_payment_method_id != nil {
+		fields = append(fields, autorecharge.FieldStripePaymentMethodID)
+	}
+	if m.card_brand != nil {
+		fields = append(fields, autorecharge.FieldCardBrand)
+	}
+	if m.card_last4 != nil {
+		fields = append(fields, autorecharge.FieldCardLast4)
+	}
+	if m.card_exp_month != nil {
+		fields = append(fields, autorecharge.FieldCardExpMonth)
+	}
+	if m.card_exp_year != nil {
+		fields = append(fields, autorecharge.FieldCardExpYear)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *AutoRechargeMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case autorecharge.FieldCreatedAt:
+		return m.CreatedAt()
+	case autorecharge.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case autorecharge.FieldUserID:
+		return m.UserID()
+	case autorecharge.FieldEnabled:
+		return m.Enabled()
+	case autorecharge.FieldThresholdCredits:
+		return m.ThresholdCredits()
+	case autorecharge.FieldPackageID:
+		return m.PackageID()
+	case autorecharge.FieldMonthlyLimitAmount:
+		return m.MonthlyLimitAmount()
+	case autorecharge.FieldStatus:
+		return m.Status()
+	case autorecharge.FieldLastError:
+		return m.LastError()
+	case autorecharge.FieldLastRechargeAt:
+		return m.LastRechargeAt()
+	case autorecharge.FieldConsecutiveFailures:
+		return m.ConsecutiveFailures()
+	case autorecharge.FieldRetryAfter:
+		return m.RetryAfter()
+	case autorecharge.FieldInFlightPaymentID:
+		return m.InFlightPaymentID()
+	case autorecharge.FieldStripeCustomerID:
+		return m.StripeCustomerID()
+	case autorecharge.FieldStripePaymentMethodID:
+		return m.StripePaymentMethodID()
+	case autorecharge.FieldCardBrand:
+		return m.CardBrand()
+	case autorecharge.FieldCardLast4:
+		return m.CardLast4()
+	case autorecharge.FieldCardExpMonth:
+		return m.CardExpMonth()
+	case autorecharge.FieldCardExpYear:
+		return m.CardExpYear()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *AutoRechargeMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case autorecharge.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case autorecharge.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case autorecharge.FieldUserID:
+		return m.OldUserID(ctx)
+	case autorecharge.FieldEnabled:
+		return m.OldEnabled(ctx)
+	case autorecharge.FieldThresholdCredits:
+		return m.OldThresholdCredits(ctx)
+	case autorecharge.FieldPackageID:
+		return m.OldPackageID(ctx)
+	case autorecharge.FieldMonthlyLimitAmount:
+		return m.OldMonthlyLimitAmount(ctx)
+	case autorecharge.FieldStatus:
+		return m.OldStatus(ctx)
+	case autorecharge.FieldLastError:
+		return m.OldLastError(ctx)
+	case autorecharge.FieldLastRechargeAt:
+		return m.OldLastRechargeAt(ctx)
+	case autorecharge.FieldConsecutiveFailures:
+		return m.OldConsecutiveFailures(ctx)
+	case autorecharge.FieldRetryAfter:
+		return m.OldRetryAfter(ctx)
+	case autorecharge.FieldInFlightPaymentID:
+		return m.OldInFlightPaymentID(ctx)
+	case autorecharge.FieldStripeCustomerID:
+		return m.OldStripeCustomerID(ctx)
+	case autorecharge.FieldStripePaymentMethodID:
+		return m.OldStripePaymentMethodID(ctx)
+	case autorecharge.FieldCardBrand:
+		return m.OldCardBrand(ctx)
+	case autorecharge.FieldCardLast4:
+		return m.OldCardLast4(ctx)
+	case autorecharge.FieldCardExpMonth:
+		return m.OldCardExpMonth(ctx)
+	case autorecharge.FieldCardExpYear:
+		return m.OldCardExpYear(ctx)
+	}
+	return nil, fmt.Errorf("unknown AutoRecharge field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *AutoRechargeMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case autorecharge.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case autorecharge.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case autorecharge.FieldUserID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUserID(v)
+		return nil
+	case autorecharge.FieldEnabled:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEnabled(v)
+		return nil
+	case autorecharge.FieldThresholdCredits:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetThresholdCredits(v)
+		return nil
+	case autorecharge.FieldPackageID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPackageID(v)
+		return nil
+	case autorecharge.FieldMonthlyLimitAmount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMonthlyLimitAmount(v)
+		return nil
+	case autorecharge.FieldStatus:
+		v, ok := value.(autorecharge.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case autorecharge.FieldLastError:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLastError(v)
+		return nil
+	case autorecharge.FieldLastRechargeAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLastRechargeAt(v)
+		return nil
+	case autorecharge.FieldConsecutiveFailures:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetConsecutiveFailures(v)
+		return nil
+	case autorecharge.FieldRetryAfter:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRetryAfter(v)
+		return nil
+	case autorecharge.FieldInFlightPaymentID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInFlightPaymentID(v)
+		return nil
+	case autorecharge.FieldStripeCustomerID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStripeCustomerID(v)
+		return nil
+	case autorecharge.FieldStripePaymentMethodID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStripePaymentMethodID(v)
+		return nil
+	case autorecharge.FieldCardBrand:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCardBrand(v)
+		return nil
+	case autorecharge.FieldCardLast4:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCardLast4(v)
+		return nil
+	case autorecharge.FieldCardExpMonth:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCardExpMonth(v)
+		return nil
+	case autorecharge.FieldCardExpYear:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCardExpYear(v)
+		return nil
+	}
+	return fmt.Errorf("unknown AutoRecharge field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *AutoRechargeMutation) AddedFields() []string {
+	var fields []string
+	if m.addthreshold_credits != nil {
+		fields = append(fields, autorecharge.FieldThresholdCredits)
+	}
+	if m.addmonthly_limit_amount != nil {
+		fields = append(fields, autorecharge.FieldMonthlyLimitAmount)
+	}
+	if m.addconsecutive_failures != nil {
+		fields = append(fields, autorecharge.FieldConsecutiveFailures)
+	}
+	if m.addcard_exp_month != nil {
+		fields = append(fields, autorecharge.FieldCardExpMonth)
+	}
+	if m.addcard_exp_year != nil {
+		fields = append(fields, autorecharge.FieldCardExpYear)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *AutoRechargeMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case autorecharge.FieldThresholdCredits:
+		return m.AddedThresholdCredits()
+	case autorecharge.FieldMonthlyLimitAmount:
+		return m.AddedMonthlyLimitAmount()
+	case autorecharge.FieldConsecutiveFailures:
+		return m.AddedConsecutiveFailures()
+	case autorecharge.FieldCardExpMonth:
+		return m.AddedCardExpMonth()
+	case autorecharge.FieldCardExpYear:
+		return m.AddedCardExpYear()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *AutoRechargeMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case autorecharge.FieldThresholdCredits:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddThresholdCredits(v)
+		return nil
+	case autorecharge.FieldMonthlyLimitAmount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddMonthlyLimitAmount(v)
+		return nil
+	case autorecharge.FieldConsecutiveFailures:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddConsecutiveFailures(v)
+		return nil
+	case autorecharge.FieldCardExpMonth:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCardExpMonth(v)
+		return nil
+	case autorecharge.FieldCardExpYear:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCardExpYear(v)
+		return nil
+	}
+	return fmt.Errorf("unknown AutoRecharge numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *AutoRechargeMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(autorecharge.FieldPackageID) {
+		fields = append(fields, autorecharge.FieldPackageID)
+	}
+	if m.FieldCleared(autorecharge.FieldLastError) {
+		fields = append(fields, autorecharge.FieldLastError)
+	}
+	if m.FieldCleared(autorecharge.FieldLastRechargeAt) {
+		fields = append(fields, autorecharge.FieldLastRechargeAt)
+	}
+	if m.FieldCleared(autorecharge.FieldRetryAfter) {
+		fields = append(fields, autorecharge.FieldRetryAfter)
+	}
+	if m.FieldCleared(autorecharge.FieldInFlightPaymentID) {
+		fields = append(fields, autorecharge.FieldInFlightPaymentID)
+	}
+	if m.FieldCleared(autorecharge.FieldStripeCustomerID) {
+		fields = append(fields, autorecharge.FieldStripeCustomerID)
+	}
+	if m.FieldCleared(autorecharge.FieldStripePaymentMethodID) {
+		fields = append(fields, autorecharge.FieldStripePaymentMethodID)
+	}
+	if m.FieldCleared(autorecharge.FieldCardBrand) {
+		fields = append(fields, autorecharge.FieldCardBrand)
+	}
+	if m.FieldCleared(autorecharge.FieldCardLast4) {
+		fields = append(fields, autorecharge.FieldCardLast4)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *AutoRechargeMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *AutoRechargeMutation) ClearField(name string) error {
+	switch name {
+	case autorecharge.FieldPackageID:
+		m.ClearPackageID()
+		return nil
+	case autorecharge.FieldLastError:
+		m.ClearLastError()
+		return nil
+	case autorecharge.FieldLastRechargeAt:
+		m.ClearLastRechargeAt()
+		return nil
+	case autorecharge.FieldRetryAfter:
+		m.ClearRetryAfter()
+		return nil
+	case autorecharge.FieldInFlightPaymentID:
+		m.ClearInFlightPaymentID()
+		return nil
+	case autorecharge.FieldStripeCustomerID:
+		m.ClearStripeCustomerID()
+		return nil
+	case autorecharge.FieldStripePaymentMethodID:
+		m.ClearStripePaymentMethodID()
+		return nil
+	case autorecharge.FieldCardBrand:
+		m.ClearCardBrand()
+		return nil
+	case autorecharge.FieldCardLast4:
+		m.ClearCardLast4()
+		return nil
+	}
+	return fmt.Errorf("unknown AutoRecharge nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *AutoRechargeMutation) ResetField(name string) error {
+	switch name {
+	case autorecharge.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case autorecharge.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case autorecharge.FieldUserID:
+		m.ResetUserID()
+		return nil
+	case autorecharge.FieldEnabled:
+		m.ResetEnabled()
+		return nil
+	case autorecharge.FieldThresholdCredits:
+		m.ResetThresholdCredits()
+		return nil
+	case autorecharge.FieldPackageID:
+		m.ResetPackageID()
+		return nil
+	case autorecharge.FieldMonthlyLimitAmount:
+		m.ResetMonthlyLimitAmount()
+		return nil
+	case autorecharge.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case autorecharge.FieldLastError:
+		m.ResetLastError()
+		return nil
+	case autorecharge.FieldLastRechargeAt:
+		m.ResetLastRechargeAt()
+		return nil
+	case autorecharge.FieldConsecutiveFailures:
+		m.ResetConsecutiveFailures()
+		return nil
+	case autorecharge.FieldRetryAfter:
+		m.ResetRetryAfter()
+		return nil
+	case autorecharge.FieldInFlightPaymentID:
+		m.ResetInFlightPaymentID()
+		return nil
+	case autorecharge.FieldStripeCustomerID:
+		m.ResetStripeCustomerID()
+		return nil
+	case autorecharge.FieldStripePaymentMethodID:
+		m.ResetStripePaymentMethodID()
+		return nil
+	case autorecharge.FieldCardBrand:
+		m.ResetCardBrand()
+		return nil
+	case autorecharge.FieldCardLast4:
+		m.ResetCardLast4()
+		return nil
+	case autorecharge.FieldCardExpMonth:
+		m.ResetCardExpMonth()
+		return nil
+	case autorecharge.FieldCardExpYear:
+		m.ResetCardExpYear()
+		return nil
+	}
+	return fmt.Errorf("unknown AutoRecharge field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *AutoRechargeMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m._package != nil {
+		edges = append(edges, autorecharge.EdgePackage)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *AutoRechargeMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case autorecharge.EdgePackage:
+		if id := m._package; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *AutoRechargeMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *AutoRechargeMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *AutoRechargeMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.cleared_package {
+		edges = append(edges, autorecharge.EdgePackage)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *AutoRechargeMutation) EdgeCleared(name string) bool {
+	switch name {
+	case autorecharge.EdgePackage:
+		return m.cleared_package
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *AutoRechargeMutation) ClearEdge(name string) error {
+	switch name {
+	case autorecharge.EdgePackage:
+		m.ClearPackage()
+		return nil
+	}
+	return fmt.Errorf("unknown AutoRecharge unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *AutoRechargeMutation) ResetEdge(name string) error {
+	switch name {
+	case autorecharge.EdgePackage:
+		m.ResetPackage()
+		return nil
+	}
+	return fmt.Errorf("unknown AutoRecharge edge %s", name)
 }
 
 // CreditLedgerMutation represents an operation that mutates the CreditLedger nodes in the graph.
@@ -10026,6 +11728,9 @@ type PaymentMutation struct {
 	id                         *string
 	created_at                 *time.Time
 	updated_at                 *time.Time
+	kind                       *payment.Kind
+	save_card                  *bool
+	recharge_slot              *string
 	amount                     *int64
 	addamount                  *int64
 	currency                   *string
@@ -10269,6 +11974,127 @@ func (m *PaymentMutation) OldUserID(ctx context.Context) (v string, err error) {
 // ResetUserID resets all changes to the "user_id" field.
 func (m *PaymentMutation) ResetUserID() {
 	m.user = nil
+}
+
+// SetKind sets the "kind" field.
+func (m *PaymentMutation) SetKind(pa payment.Kind) {
+	m.kind = &pa
+}
+
+// Kind returns the value of the "kind" field in the mutation.
+func (m *PaymentMutation) Kind() (r payment.Kind, exists bool) {
+	v := m.kind
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKind returns the old "kind" field's value of the Payment entity.
+// If the Payment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PaymentMutation) OldKind(ctx context.Context) (v payment.Kind, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKind is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKind requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKind: %w", err)
+	}
+	return oldValue.Kind, nil
+}
+
+// ResetKind resets all changes to the "kind" field.
+func (m *PaymentMutation) ResetKind() {
+	m.kind = nil
+}
+
+// SetSaveCard sets the "save_card" field.
+func (m *PaymentMutation) SetSaveCard(b bool) {
+	m.save_card = &b
+}
+
+// SaveCard returns the value of the "save_card" field in the mutation.
+func (m *PaymentMutation) SaveCard() (r bool, exists bool) {
+	v := m.save_card
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSaveCard returns the old "save_card" field's value of the Payment entity.
+// If the Payment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PaymentMutation) OldSaveCard(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSaveCard is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSaveCard requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSaveCard: %w", err)
+	}
+	return oldValue.SaveCard, nil
+}
+
+// ResetSaveCard resets all changes to the "save_card" field.
+func (m *PaymentMutation) ResetSaveCard() {
+	m.save_card = nil
+}
+
+// SetRechargeSlot sets the "recharge_slot" field.
+func (m *PaymentMutation) SetRechargeSlot(s string) {
+	m.recharge_slot = &s
+}
+
+// RechargeSlot returns the value of the "recharge_slot" field in the mutation.
+func (m *PaymentMutation) RechargeSlot() (r string, exists bool) {
+	v := m.recharge_slot
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRechargeSlot returns the old "recharge_slot" field's value of the Payment entity.
+// If the Payment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PaymentMutation) OldRechargeSlot(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRechargeSlot is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRechargeSlot requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRechargeSlot: %w", err)
+	}
+	return oldValue.RechargeSlot, nil
+}
+
+// ClearRechargeSlot clears the value of the "recharge_slot" field.
+func (m *PaymentMutation) ClearRechargeSlot() {
+	m.recharge_slot = nil
+	m.clearedFields[payment.FieldRechargeSlot] = struct{}{}
+}
+
+// RechargeSlotCleared returns if the "recharge_slot" field was cleared in this mutation.
+func (m *PaymentMutation) RechargeSlotCleared() bool {
+	_, ok := m.clearedFields[payment.FieldRechargeSlot]
+	return ok
+}
+
+// ResetRechargeSlot resets all changes to the "recharge_slot" field.
+func (m *PaymentMutation) ResetRechargeSlot() {
+	m.recharge_slot = nil
+	delete(m.clearedFields, payment.FieldRechargeSlot)
 }
 
 // SetPackageID sets the "package_id" field.
@@ -11078,7 +12904,7 @@ func (m *PaymentMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *PaymentMutation) Fields() []string {
-	fields := make([]string, 0, 15)
+	fields := make([]string, 0, 18)
 	if m.created_at != nil {
 		fields = append(fields, payment.FieldCreatedAt)
 	}
@@ -11087,6 +12913,15 @@ func (m *PaymentMutation) Fields() []string {
 	}
 	if m.user != nil {
 		fields = append(fields, payment.FieldUserID)
+	}
+	if m.kind != nil {
+		fields = append(fields, payment.FieldKind)
+	}
+	if m.save_card != nil {
+		fields = append(fields, payment.FieldSaveCard)
+	}
+	if m.recharge_slot != nil {
+		fields = append(fields, payment.FieldRechargeSlot)
 	}
 	if m._package != nil {
 		fields = append(fields, payment.FieldPackageID)
@@ -11138,6 +12973,12 @@ func (m *PaymentMutation) Field(name string) (ent.Value, bool) {
 		return m.UpdatedAt()
 	case payment.FieldUserID:
 		return m.UserID()
+	case payment.FieldKind:
+		return m.Kind()
+	case payment.FieldSaveCard:
+		return m.SaveCard()
+	case payment.FieldRechargeSlot:
+		return m.RechargeSlot()
 	case payment.FieldPackageID:
 		return m.PackageID()
 	case payment.FieldAmount:
@@ -11177,6 +13018,12 @@ func (m *PaymentMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldUpdatedAt(ctx)
 	case payment.FieldUserID:
 		return m.OldUserID(ctx)
+	case payment.FieldKind:
+		return m.OldKind(ctx)
+	case payment.FieldSaveCard:
+		return m.OldSaveCard(ctx)
+	case payment.FieldRechargeSlot:
+		return m.OldRechargeSlot(ctx)
 	case payment.FieldPackageID:
 		return m.OldPackageID(ctx)
 	case payment.FieldAmount:
@@ -11230,6 +13077,27 @@ func (m *PaymentMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetUserID(v)
+		return nil
+	case payment.FieldKind:
+		v, ok := value.(payment.Kind)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKind(v)
+		return nil
+	case payment.FieldSaveCard:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSaveCard(v)
+		return nil
+	case payment.FieldRechargeSlot:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRechargeSlot(v)
 		return nil
 	case payment.FieldPackageID:
 		v, ok := value.(string)
@@ -11384,6 +13252,9 @@ func (m *PaymentMutation) AddField(name string, value ent.Value) error {
 // mutation.
 func (m *PaymentMutation) ClearedFields() []string {
 	var fields []string
+	if m.FieldCleared(payment.FieldRechargeSlot) {
+		fields = append(fields, payment.FieldRechargeSlot)
+	}
 	if m.FieldCleared(payment.FieldStatusBeforeDispute) {
 		fields = append(fields, payment.FieldStatusBeforeDispute)
 	}
@@ -11413,6 +13284,9 @@ func (m *PaymentMutation) FieldCleared(name string) bool {
 // error if the field is not defined in the schema.
 func (m *PaymentMutation) ClearField(name string) error {
 	switch name {
+	case payment.FieldRechargeSlot:
+		m.ClearRechargeSlot()
+		return nil
 	case payment.FieldStatusBeforeDispute:
 		m.ClearStatusBeforeDispute()
 		return nil
@@ -11444,6 +13318,15 @@ func (m *PaymentMutation) ResetField(name string) error {
 		return nil
 	case payment.FieldUserID:
 		m.ResetUserID()
+		return nil
+	case payment.FieldKind:
+		m.ResetKind()
+		return nil
+	case payment.FieldSaveCard:
+		m.ResetSaveCard()
+		return nil
+	case payment.FieldRechargeSlot:
+		m.ResetRechargeSlot()
 		return nil
 	case payment.FieldPackageID:
 		m.ResetPackageID()
@@ -13282,6 +15165,8 @@ type UserMutation struct {
 	low_balance_threshold    *int64
 	addlow_balance_threshold *int64
 	balance_level            *user.BalanceLevel
+	recharge_below           *int64
+	addrecharge_below        *int64
 	event_seq                *int64
 	addevent_seq             *int64
 	status                   *user.Status
@@ -13801,6 +15686,76 @@ func (m *UserMutation) ResetBalanceLevel() {
 	delete(m.clearedFields, user.FieldBalanceLevel)
 }
 
+// SetRechargeBelow sets the "recharge_below" field.
+func (m *UserMutation) SetRechargeBelow(i int64) {
+	m.recharge_below = &i
+	m.addrecharge_below = nil
+}
+
+// RechargeBelow returns the value of the "recharge_below" field in the mutation.
+func (m *UserMutation) RechargeBelow() (r int64, exists bool) {
+	v := m.recharge_below
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRechargeBelow returns the old "recharge_below" field's value of the User entity.
+// If the User object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UserMutation) OldRechargeBelow(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRechargeBelow is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRechargeBelow requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRechargeBelow: %w", err)
+	}
+	return oldValue.RechargeBelow, nil
+}
+
+// AddRechargeBelow adds i to the "recharge_below" field.
+func (m *UserMutation) AddRechargeBelow(i int64) {
+	if m.addrecharge_below != nil {
+		*m.addrecharge_below += i
+	} else {
+		m.addrecharge_below = &i
+	}
+}
+
+// AddedRechargeBelow returns the value that was added to the "recharge_below" field in this mutation.
+func (m *UserMutation) AddedRechargeBelow() (r int64, exists bool) {
+	v := m.addrecharge_below
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearRechargeBelow clears the value of the "recharge_below" field.
+func (m *UserMutation) ClearRechargeBelow() {
+	m.recharge_below = nil
+	m.addrecharge_below = nil
+	m.clearedFields[user.FieldRechargeBelow] = struct{}{}
+}
+
+// RechargeBelowCleared returns if the "recharge_below" field was cleared in this mutation.
+func (m *UserMutation) RechargeBelowCleared() bool {
+	_, ok := m.clearedFields[user.FieldRechargeBelow]
+	return ok
+}
+
+// ResetRechargeBelow resets all changes to the "recharge_below" field.
+func (m *UserMutation) ResetRechargeBelow() {
+	m.recharge_below = nil
+	m.addrecharge_below = nil
+	delete(m.clearedFields, user.FieldRechargeBelow)
+}
+
 // SetEventSeq sets the "event_seq" field.
 func (m *UserMutation) SetEventSeq(i int64) {
 	m.event_seq = &i
@@ -14251,7 +16206,7 @@ func (m *UserMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *UserMutation) Fields() []string {
-	fields := make([]string, 0, 10)
+	fields := make([]string, 0, 11)
 	if m.created_at != nil {
 		fields = append(fields, user.FieldCreatedAt)
 	}
@@ -14275,6 +16230,9 @@ func (m *UserMutation) Fields() []string {
 	}
 	if m.balance_level != nil {
 		fields = append(fields, user.FieldBalanceLevel)
+	}
+	if m.recharge_below != nil {
+		fields = append(fields, user.FieldRechargeBelow)
 	}
 	if m.event_seq != nil {
 		fields = append(fields, user.FieldEventSeq)
@@ -14306,6 +16264,8 @@ func (m *UserMutation) Field(name string) (ent.Value, bool) {
 		return m.LowBalanceThreshold()
 	case user.FieldBalanceLevel:
 		return m.BalanceLevel()
+	case user.FieldRechargeBelow:
+		return m.RechargeBelow()
 	case user.FieldEventSeq:
 		return m.EventSeq()
 	case user.FieldStatus:
@@ -14335,6 +16295,8 @@ func (m *UserMutation) OldField(ctx context.Context, name string) (ent.Value, er
 		return m.OldLowBalanceThreshold(ctx)
 	case user.FieldBalanceLevel:
 		return m.OldBalanceLevel(ctx)
+	case user.FieldRechargeBelow:
+		return m.OldRechargeBelow(ctx)
 	case user.FieldEventSeq:
 		return m.OldEventSeq(ctx)
 	case user.FieldStatus:
@@ -14404,6 +16366,13 @@ func (m *UserMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetBalanceLevel(v)
 		return nil
+	case user.FieldRechargeBelow:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRechargeBelow(v)
+		return nil
 	case user.FieldEventSeq:
 		v, ok := value.(int64)
 		if !ok {
@@ -14435,6 +16404,9 @@ func (m *UserMutation) AddedFields() []string {
 	if m.addlow_balance_threshold != nil {
 		fields = append(fields, user.FieldLowBalanceThreshold)
 	}
+	if m.addrecharge_below != nil {
+		fields = append(fields, user.FieldRechargeBelow)
+	}
 	if m.addevent_seq != nil {
 		fields = append(fields, user.FieldEventSeq)
 	}
@@ -14452,6 +16424,8 @@ func (m *UserMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedTransactionCount()
 	case user.FieldLowBalanceThreshold:
 		return m.AddedLowBalanceThreshold()
+	case user.FieldRechargeBelow:
+		return m.AddedRechargeBelow()
 	case user.FieldEventSeq:
 		return m.AddedEventSeq()
 	}
@@ -14484,6 +16458,13 @@ func (m *UserMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddLowBalanceThreshold(v)
 		return nil
+	case user.FieldRechargeBelow:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRechargeBelow(v)
+		return nil
 	case user.FieldEventSeq:
 		v, ok := value.(int64)
 		if !ok {
@@ -14508,6 +16489,9 @@ func (m *UserMutation) ClearedFields() []string {
 	if m.FieldCleared(user.FieldBalanceLevel) {
 		fields = append(fields, user.FieldBalanceLevel)
 	}
+	if m.FieldCleared(user.FieldRechargeBelow) {
+		fields = append(fields, user.FieldRechargeBelow)
+	}
 	return fields
 }
 
@@ -14530,6 +16514,9 @@ func (m *UserMutation) ClearField(name string) error {
 		return nil
 	case user.FieldBalanceLevel:
 		m.ClearBalanceLevel()
+		return nil
+	case user.FieldRechargeBelow:
+		m.ClearRechargeBelow()
 		return nil
 	}
 	return fmt.Errorf("unknown User nullable field %s", name)
@@ -14562,6 +16549,9 @@ func (m *UserMutation) ResetField(name string) error {
 		return nil
 	case user.FieldBalanceLevel:
 		m.ResetBalanceLevel()
+		return nil
+	case user.FieldRechargeBelow:
+		m.ResetRechargeBelow()
 		return nil
 	case user.FieldEventSeq:
 		m.ResetEventSeq()

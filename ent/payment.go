@@ -25,6 +25,12 @@ type Payment struct {
 	UpdatedAt time.Time `json:"updated_at,omitempty"`
 	// UserID holds the value of the "user_id" field.
 	UserID string `json:"user_id,omitempty"`
+	// Kind holds the value of the "kind" field.
+	Kind payment.Kind `json:"kind,omitempty"`
+	// SaveCard holds the value of the "save_card" field.
+	SaveCard bool `json:"save_card,omitempty"`
+	// RechargeSlot holds the value of the "recharge_slot" field.
+	RechargeSlot *string `json:"recharge_slot,omitempty"`
 	// PackageID holds the value of the "package_id" field.
 	PackageID string `json:"package_id,omitempty"`
 	// price paid, in the currency's minor units
@@ -132,11 +138,11 @@ func (*Payment) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case payment.FieldLivemode:
+		case payment.FieldSaveCard, payment.FieldLivemode:
 			values[i] = new(sql.NullBool)
 		case payment.FieldAmount, payment.FieldCredits, payment.FieldAmountRefunded:
 			values[i] = new(sql.NullInt64)
-		case payment.FieldID, payment.FieldUserID, payment.FieldPackageID, payment.FieldCurrency, payment.FieldStatus, payment.FieldStatusBeforeDispute, payment.FieldStripeCheckoutSessionID, payment.FieldStripePaymentIntentID, payment.FieldStripeChargeID:
+		case payment.FieldID, payment.FieldUserID, payment.FieldKind, payment.FieldRechargeSlot, payment.FieldPackageID, payment.FieldCurrency, payment.FieldStatus, payment.FieldStatusBeforeDispute, payment.FieldStripeCheckoutSessionID, payment.FieldStripePaymentIntentID, payment.FieldStripeChargeID:
 			values[i] = new(sql.NullString)
 		case payment.FieldCreatedAt, payment.FieldUpdatedAt, payment.FieldPaidAt:
 			values[i] = new(sql.NullTime)
@@ -178,6 +184,25 @@ func (_m *Payment) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field user_id", values[i])
 			} else if value.Valid {
 				_m.UserID = value.String
+			}
+		case payment.FieldKind:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field kind", values[i])
+			} else if value.Valid {
+				_m.Kind = payment.Kind(value.String)
+			}
+		case payment.FieldSaveCard:
+			if value, ok := values[i].(*sql.NullBool); !ok {
+				return fmt.Errorf("unexpected type %T for field save_card", values[i])
+			} else if value.Valid {
+				_m.SaveCard = value.Bool
+			}
+		case payment.FieldRechargeSlot:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field recharge_slot", values[i])
+			} else if value.Valid {
+				_m.RechargeSlot = new(string)
+				*_m.RechargeSlot = value.String
 			}
 		case payment.FieldPackageID:
 			if value, ok := values[i].(*sql.NullString); !ok {
@@ -325,6 +350,17 @@ func (_m *Payment) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("user_id=")
 	builder.WriteString(_m.UserID)
+	builder.WriteString(", ")
+	builder.WriteString("kind=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Kind))
+	builder.WriteString(", ")
+	builder.WriteString("save_card=")
+	builder.WriteString(fmt.Sprintf("%v", _m.SaveCard))
+	builder.WriteString(", ")
+	if v := _m.RechargeSlot; v != nil {
+		builder.WriteString("recharge_slot=")
+		builder.WriteString(*v)
+	}
 	builder.WriteString(", ")
 	builder.WriteString("package_id=")
 	builder.WriteString(_m.PackageID)

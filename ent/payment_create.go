@@ -62,6 +62,48 @@ func (_c *PaymentCreate) SetUserID(v string) *PaymentCreate {
 	return _c
 }
 
+// SetKind sets the "kind" field.
+func (_c *PaymentCreate) SetKind(v payment.Kind) *PaymentCreate {
+	_c.mutation.SetKind(v)
+	return _c
+}
+
+// SetNillableKind sets the "kind" field if the given value is not nil.
+func (_c *PaymentCreate) SetNillableKind(v *payment.Kind) *PaymentCreate {
+	if v != nil {
+		_c.SetKind(*v)
+	}
+	return _c
+}
+
+// SetSaveCard sets the "save_card" field.
+func (_c *PaymentCreate) SetSaveCard(v bool) *PaymentCreate {
+	_c.mutation.SetSaveCard(v)
+	return _c
+}
+
+// SetNillableSaveCard sets the "save_card" field if the given value is not nil.
+func (_c *PaymentCreate) SetNillableSaveCard(v *bool) *PaymentCreate {
+	if v != nil {
+		_c.SetSaveCard(*v)
+	}
+	return _c
+}
+
+// SetRechargeSlot sets the "recharge_slot" field.
+func (_c *PaymentCreate) SetRechargeSlot(v string) *PaymentCreate {
+	_c.mutation.SetRechargeSlot(v)
+	return _c
+}
+
+// SetNillableRechargeSlot sets the "recharge_slot" field if the given value is not nil.
+func (_c *PaymentCreate) SetNillableRechargeSlot(v *string) *PaymentCreate {
+	if v != nil {
+		_c.SetRechargeSlot(*v)
+	}
+	return _c
+}
+
 // SetPackageID sets the "package_id" field.
 func (_c *PaymentCreate) SetPackageID(v string) *PaymentCreate {
 	_c.mutation.SetPackageID(v)
@@ -310,6 +352,14 @@ func (_c *PaymentCreate) defaults() {
 		v := payment.DefaultUpdatedAt()
 		_c.mutation.SetUpdatedAt(v)
 	}
+	if _, ok := _c.mutation.Kind(); !ok {
+		v := payment.DefaultKind
+		_c.mutation.SetKind(v)
+	}
+	if _, ok := _c.mutation.SaveCard(); !ok {
+		v := payment.DefaultSaveCard
+		_c.mutation.SetSaveCard(v)
+	}
 	if _, ok := _c.mutation.Status(); !ok {
 		v := payment.DefaultStatus
 		_c.mutation.SetStatus(v)
@@ -338,6 +388,22 @@ func (_c *PaymentCreate) check() error {
 	}
 	if _, ok := _c.mutation.UserID(); !ok {
 		return &ValidationError{Name: "user_id", err: errors.New(`ent: missing required field "Payment.user_id"`)}
+	}
+	if _, ok := _c.mutation.Kind(); !ok {
+		return &ValidationError{Name: "kind", err: errors.New(`ent: missing required field "Payment.kind"`)}
+	}
+	if v, ok := _c.mutation.Kind(); ok {
+		if err := payment.KindValidator(v); err != nil {
+			return &ValidationError{Name: "kind", err: fmt.Errorf(`ent: validator failed for field "Payment.kind": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.SaveCard(); !ok {
+		return &ValidationError{Name: "save_card", err: errors.New(`ent: missing required field "Payment.save_card"`)}
+	}
+	if v, ok := _c.mutation.RechargeSlot(); ok {
+		if err := payment.RechargeSlotValidator(v); err != nil {
+			return &ValidationError{Name: "recharge_slot", err: fmt.Errorf(`ent: validator failed for field "Payment.recharge_slot": %w`, err)}
+		}
 	}
 	if _, ok := _c.mutation.PackageID(); !ok {
 		return &ValidationError{Name: "package_id", err: errors.New(`ent: missing required field "Payment.package_id"`)}
@@ -459,6 +525,18 @@ func (_c *PaymentCreate) createSpec() (*Payment, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.UpdatedAt(); ok {
 		_spec.SetField(payment.FieldUpdatedAt, field.TypeTime, value)
 		_node.UpdatedAt = value
+	}
+	if value, ok := _c.mutation.Kind(); ok {
+		_spec.SetField(payment.FieldKind, field.TypeEnum, value)
+		_node.Kind = value
+	}
+	if value, ok := _c.mutation.SaveCard(); ok {
+		_spec.SetField(payment.FieldSaveCard, field.TypeBool, value)
+		_node.SaveCard = value
+	}
+	if value, ok := _c.mutation.RechargeSlot(); ok {
+		_spec.SetField(payment.FieldRechargeSlot, field.TypeString, value)
+		_node.RechargeSlot = &value
 	}
 	if value, ok := _c.mutation.Amount(); ok {
 		_spec.SetField(payment.FieldAmount, field.TypeInt64, value)
@@ -650,6 +728,24 @@ func (u *PaymentUpsert) UpdateUpdatedAt() *PaymentUpsert {
 	return u
 }
 
+// SetRechargeSlot sets the "recharge_slot" field.
+func (u *PaymentUpsert) SetRechargeSlot(v string) *PaymentUpsert {
+	u.Set(payment.FieldRechargeSlot, v)
+	return u
+}
+
+// UpdateRechargeSlot sets the "recharge_slot" field to the value that was provided on create.
+func (u *PaymentUpsert) UpdateRechargeSlot() *PaymentUpsert {
+	u.SetExcluded(payment.FieldRechargeSlot)
+	return u
+}
+
+// ClearRechargeSlot clears the value of the "recharge_slot" field.
+func (u *PaymentUpsert) ClearRechargeSlot() *PaymentUpsert {
+	u.SetNull(payment.FieldRechargeSlot)
+	return u
+}
+
 // SetStatus sets the "status" field.
 func (u *PaymentUpsert) SetStatus(v payment.Status) *PaymentUpsert {
 	u.Set(payment.FieldStatus, v)
@@ -805,6 +901,12 @@ func (u *PaymentUpsertOne) UpdateNewValues() *PaymentUpsertOne {
 		if _, exists := u.create.mutation.UserID(); exists {
 			s.SetIgnore(payment.FieldUserID)
 		}
+		if _, exists := u.create.mutation.Kind(); exists {
+			s.SetIgnore(payment.FieldKind)
+		}
+		if _, exists := u.create.mutation.SaveCard(); exists {
+			s.SetIgnore(payment.FieldSaveCard)
+		}
 		if _, exists := u.create.mutation.PackageID(); exists {
 			s.SetIgnore(payment.FieldPackageID)
 		}
@@ -859,6 +961,27 @@ func (u *PaymentUpsertOne) SetUpdatedAt(v time.Time) *PaymentUpsertOne {
 func (u *PaymentUpsertOne) UpdateUpdatedAt() *PaymentUpsertOne {
 	return u.Update(func(s *PaymentUpsert) {
 		s.UpdateUpdatedAt()
+	})
+}
+
+// SetRechargeSlot sets the "recharge_slot" field.
+func (u *PaymentUpsertOne) SetRechargeSlot(v string) *PaymentUpsertOne {
+	return u.Update(func(s *PaymentUpsert) {
+		s.SetRechargeSlot(v)
+	})
+}
+
+// UpdateRechargeSlot sets the "recharge_slot" field to the value that was provided on create.
+func (u *PaymentUpsertOne) UpdateRechargeSlot() *PaymentUpsertOne {
+	return u.Update(func(s *PaymentUpsert) {
+		s.UpdateRechargeSlot()
+	})
+}
+
+// ClearRechargeSlot clears the value of the "recharge_slot" field.
+func (u *PaymentUpsertOne) ClearRechargeSlot() *PaymentUpsertOne {
+	return u.Update(func(s *PaymentUpsert) {
+		s.ClearRechargeSlot()
 	})
 }
 
@@ -1205,6 +1328,12 @@ func (u *PaymentUpsertBulk) UpdateNewValues() *PaymentUpsertBulk {
 			if _, exists := b.mutation.UserID(); exists {
 				s.SetIgnore(payment.FieldUserID)
 			}
+			if _, exists := b.mutation.Kind(); exists {
+				s.SetIgnore(payment.FieldKind)
+			}
+			if _, exists := b.mutation.SaveCard(); exists {
+				s.SetIgnore(payment.FieldSaveCard)
+			}
 			if _, exists := b.mutation.PackageID(); exists {
 				s.SetIgnore(payment.FieldPackageID)
 			}
@@ -1260,6 +1389,27 @@ func (u *PaymentUpsertBulk) SetUpdatedAt(v time.Time) *PaymentUpsertBulk {
 func (u *PaymentUpsertBulk) UpdateUpdatedAt() *PaymentUpsertBulk {
 	return u.Update(func(s *PaymentUpsert) {
 		s.UpdateUpdatedAt()
+	})
+}
+
+// SetRechargeSlot sets the "recharge_slot" field.
+func (u *PaymentUpsertBulk) SetRechargeSlot(v string) *PaymentUpsertBulk {
+	return u.Update(func(s *PaymentUpsert) {
+		s.SetRechargeSlot(v)
+	})
+}
+
+// UpdateRechargeSlot sets the "recharge_slot" field to the value that was provided on create.
+func (u *PaymentUpsertBulk) UpdateRechargeSlot() *PaymentUpsertBulk {
+	return u.Update(func(s *PaymentUpsert) {
+		s.UpdateRechargeSlot()
+	})
+}
+
+// ClearRechargeSlot clears the value of the "recharge_slot" field.
+func (u *PaymentUpsertBulk) ClearRechargeSlot() *PaymentUpsertBulk {
+	return u.Update(func(s *PaymentUpsert) {
+		s.ClearRechargeSlot()
 	})
 }
 

@@ -38,6 +38,26 @@ func (_u *PaymentUpdate) SetUpdatedAt(v time.Time) *PaymentUpdate {
 	return _u
 }
 
+// SetRechargeSlot sets the "recharge_slot" field.
+func (_u *PaymentUpdate) SetRechargeSlot(v string) *PaymentUpdate {
+	_u.mutation.SetRechargeSlot(v)
+	return _u
+}
+
+// SetNillableRechargeSlot sets the "recharge_slot" field if the given value is not nil.
+func (_u *PaymentUpdate) SetNillableRechargeSlot(v *string) *PaymentUpdate {
+	if v != nil {
+		_u.SetRechargeSlot(*v)
+	}
+	return _u
+}
+
+// ClearRechargeSlot clears the value of the "recharge_slot" field.
+func (_u *PaymentUpdate) ClearRechargeSlot() *PaymentUpdate {
+	_u.mutation.ClearRechargeSlot()
+	return _u
+}
+
 // SetStatus sets the "status" field.
 func (_u *PaymentUpdate) SetStatus(v payment.Status) *PaymentUpdate {
 	_u.mutation.SetStatus(v)
@@ -338,6 +358,11 @@ func (_u *PaymentUpdate) defaults() {
 
 // check runs all checks and user-defined validators on the builder.
 func (_u *PaymentUpdate) check() error {
+	if v, ok := _u.mutation.RechargeSlot(); ok {
+		if err := payment.RechargeSlotValidator(v); err != nil {
+			return &ValidationError{Name: "recharge_slot", err: fmt.Errorf(`ent: validator failed for field "Payment.recharge_slot": %w`, err)}
+		}
+	}
 	if v, ok := _u.mutation.Status(); ok {
 		if err := payment.StatusValidator(v); err != nil {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "Payment.status": %w`, err)}
@@ -397,6 +422,12 @@ func (_u *PaymentUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.UpdatedAt(); ok {
 		_spec.SetField(payment.FieldUpdatedAt, field.TypeTime, value)
+	}
+	if value, ok := _u.mutation.RechargeSlot(); ok {
+		_spec.SetField(payment.FieldRechargeSlot, field.TypeString, value)
+	}
+	if _u.mutation.RechargeSlotCleared() {
+		_spec.ClearField(payment.FieldRechargeSlot, field.TypeString)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(payment.FieldStatus, field.TypeEnum, value)
@@ -600,6 +631,26 @@ type PaymentUpdateOne struct {
 // SetUpdatedAt sets the "updated_at" field.
 func (_u *PaymentUpdateOne) SetUpdatedAt(v time.Time) *PaymentUpdateOne {
 	_u.mutation.SetUpdatedAt(v)
+	return _u
+}
+
+// SetRechargeSlot sets the "recharge_slot" field.
+func (_u *PaymentUpdateOne) SetRechargeSlot(v string) *PaymentUpdateOne {
+	_u.mutation.SetRechargeSlot(v)
+	return _u
+}
+
+// SetNillableRechargeSlot sets the "recharge_slot" field if the given value is not nil.
+func (_u *PaymentUpdateOne) SetNillableRechargeSlot(v *string) *PaymentUpdateOne {
+	if v != nil {
+		_u.SetRechargeSlot(*v)
+	}
+	return _u
+}
+
+// ClearRechargeSlot clears the value of the "recharge_slot" field.
+func (_u *PaymentUpdateOne) ClearRechargeSlot() *PaymentUpdateOne {
+	_u.mutation.ClearRechargeSlot()
 	return _u
 }
 
@@ -916,6 +967,11 @@ func (_u *PaymentUpdateOne) defaults() {
 
 // check runs all checks and user-defined validators on the builder.
 func (_u *PaymentUpdateOne) check() error {
+	if v, ok := _u.mutation.RechargeSlot(); ok {
+		if err := payment.RechargeSlotValidator(v); err != nil {
+			return &ValidationError{Name: "recharge_slot", err: fmt.Errorf(`ent: validator failed for field "Payment.recharge_slot": %w`, err)}
+		}
+	}
 	if v, ok := _u.mutation.Status(); ok {
 		if err := payment.StatusValidator(v); err != nil {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "Payment.status": %w`, err)}
@@ -992,6 +1048,12 @@ func (_u *PaymentUpdateOne) sqlSave(ctx context.Context) (_node *Payment, err er
 	}
 	if value, ok := _u.mutation.UpdatedAt(); ok {
 		_spec.SetField(payment.FieldUpdatedAt, field.TypeTime, value)
+	}
+	if value, ok := _u.mutation.RechargeSlot(); ok {
+		_spec.SetField(payment.FieldRechargeSlot, field.TypeString, value)
+	}
+	if _u.mutation.RechargeSlotCleared() {
+		_spec.ClearField(payment.FieldRechargeSlot, field.TypeString)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(payment.FieldStatus, field.TypeEnum, value)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tally-billing/tally/ent/adminaction"
+	"github.com/tally-billing/tally/ent/autorecharge"
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
@@ -90,6 +91,97 @@ func init() {
 	// adminaction.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	adminaction.IDValidator = func() func(string) error {
 		validators := adminactionDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	autorechargeMixin := schema.AutoRecharge{}.Mixin()
+	autorechargeMixinFields0 := autorechargeMixin[0].Fields()
+	_ = autorechargeMixinFields0
+	autorechargeMixinFields1 := autorechargeMixin[1].Fields()
+	_ = autorechargeMixinFields1
+	autorechargeFields := schema.AutoRecharge{}.Fields()
+	_ = autorechargeFields
+	// autorechargeDescCreatedAt is the schema descriptor for created_at field.
+	autorechargeDescCreatedAt := autorechargeMixinFields1[0].Descriptor()
+	// autorecharge.DefaultCreatedAt holds the default value on creation for the created_at field.
+	autorecharge.DefaultCreatedAt = autorechargeDescCreatedAt.Default.(func() time.Time)
+	// autorechargeDescUpdatedAt is the schema descriptor for updated_at field.
+	autorechargeDescUpdatedAt := autorechargeMixinFields1[1].Descriptor()
+	// autorecharge.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	autorecharge.DefaultUpdatedAt = autorechargeDescUpdatedAt.Default.(func() time.Time)
+	// autorecharge.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	autorecharge.UpdateDefaultUpdatedAt = autorechargeDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// autorechargeDescEnabled is the schema descriptor for enabled field.
+	autorechargeDescEnabled := autorechargeFields[1].Descriptor()
+	// autorecharge.DefaultEnabled holds the default value on creation for the enabled field.
+	autorecharge.DefaultEnabled = autorechargeDescEnabled.Default.(bool)
+	// autorechargeDescThresholdCredits is the schema descriptor for threshold_credits field.
+	autorechargeDescThresholdCredits := autorechargeFields[2].Descriptor()
+	// autorecharge.DefaultThresholdCredits holds the default value on creation for the threshold_credits field.
+	autorecharge.DefaultThresholdCredits = autorechargeDescThresholdCredits.Default.(int64)
+	// autorecharge.ThresholdCreditsValidator is a validator for the "threshold_credits" field. It is called by the builders before save.
+	autorecharge.ThresholdCreditsValidator = autorechargeDescThresholdCredits.Validators[0].(func(int64) error)
+	// autorechargeDescMonthlyLimitAmount is the schema descriptor for monthly_limit_amount field.
+	autorechargeDescMonthlyLimitAmount := autorechargeFields[4].Descriptor()
+	// autorecharge.DefaultMonthlyLimitAmount holds the default value on creation for the monthly_limit_amount field.
+	autorecharge.DefaultMonthlyLimitAmount = autorechargeDescMonthlyLimitAmount.Default.(int64)
+	// autorecharge.MonthlyLimitAmountValidator is a validator for the "monthly_limit_amount" field. It is called by the builders before save.
+	autorecharge.MonthlyLimitAmountValidator = autorechargeDescMonthlyLimitAmount.Validators[0].(func(int64) error)
+	// autorechargeDescLastError is the schema descriptor for last_error field.
+	autorechargeDescLastError := autorechargeFields[6].Descriptor()
+	// autorecharge.LastErrorValidator is a validator for the "last_error" field. It is called by the builders before save.
+	autorecharge.LastErrorValidator = autorechargeDescLastError.Validators[0].(func(string) error)
+	// autorechargeDescConsecutiveFailures is the schema descriptor for consecutive_failures field.
+	autorechargeDescConsecutiveFailures := autorechargeFields[8].Descriptor()
+	// autorecharge.DefaultConsecutiveFailures holds the default value on creation for the consecutive_failures field.
+	autorecharge.DefaultConsecutiveFailures = autorechargeDescConsecutiveFailures.Default.(int)
+	// autorecharge.ConsecutiveFailuresValidator is a validator for the "consecutive_failures" field. It is called by the builders before save.
+	autorecharge.ConsecutiveFailuresValidator = autorechargeDescConsecutiveFailures.Validators[0].(func(int) error)
+	// autorechargeDescInFlightPaymentID is the schema descriptor for in_flight_payment_id field.
+	autorechargeDescInFlightPaymentID := autorechargeFields[10].Descriptor()
+	// autorecharge.InFlightPaymentIDValidator is a validator for the "in_flight_payment_id" field. It is called by the builders before save.
+	autorecharge.InFlightPaymentIDValidator = autorechargeDescInFlightPaymentID.Validators[0].(func(string) error)
+	// autorechargeDescStripeCustomerID is the schema descriptor for stripe_customer_id field.
+	autorechargeDescStripeCustomerID := autorechargeFields[11].Descriptor()
+	// autorecharge.StripeCustomerIDValidator is a validator for the "stripe_customer_id" field. It is called by the builders before save.
+	autorecharge.StripeCustomerIDValidator = autorechargeDescStripeCustomerID.Validators[0].(func(string) error)
+	// autorechargeDescStripePaymentMethodID is the schema descriptor for stripe_payment_method_id field.
+	autorechargeDescStripePaymentMethodID := autorechargeFields[12].Descriptor()
+	// autorecharge.StripePaymentMethodIDValidator is a validator for the "stripe_payment_method_id" field. It is called by the builders before save.
+	autorecharge.StripePaymentMethodIDValidator = autorechargeDescStripePaymentMethodID.Validators[0].(func(string) error)
+	// autorechargeDescCardBrand is the schema descriptor for card_brand field.
+	autorechargeDescCardBrand := autorechargeFields[13].Descriptor()
+	// autorecharge.CardBrandValidator is a validator for the "card_brand" field. It is called by the builders before save.
+	autorecharge.CardBrandValidator = autorechargeDescCardBrand.Validators[0].(func(string) error)
+	// autorechargeDescCardLast4 is the schema descriptor for card_last4 field.
+	autorechargeDescCardLast4 := autorechargeFields[14].Descriptor()
+	// autorecharge.CardLast4Validator is a validator for the "card_last4" field. It is called by the builders before save.
+	autorecharge.CardLast4Validator = autorechargeDescCardLast4.Validators[0].(func(string) error)
+	// autorechargeDescCardExpMonth is the schema descriptor for card_exp_month field.
+	autorechargeDescCardExpMonth := autorechargeFields[15].Descriptor()
+	// autorecharge.DefaultCardExpMonth holds the default value on creation for the card_exp_month field.
+	autorecharge.DefaultCardExpMonth = autorechargeDescCardExpMonth.Default.(int)
+	// autorechargeDescCardExpYear is the schema descriptor for card_exp_year field.
+	autorechargeDescCardExpYear := autorechargeFields[16].Descriptor()
+	// autorecharge.DefaultCardExpYear holds the default value on creation for the card_exp_year field.
+	autorecharge.DefaultCardExpYear = autorechargeDescCardExpYear.Default.(int)
+	// autorechargeDescID is the schema descriptor for id field.
+	autorechargeDescID := autorechargeMixinFields0[0].Descriptor()
+	// autorecharge.DefaultID holds the default value on creation for the id field.
+	autorecharge.DefaultID = autorechargeDescID.Default.(func() string)
+	// autorecharge.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	autorecharge.IDValidator = func() func(string) error {
+		validators := autorechargeDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -676,12 +768,20 @@ func init() {
 	payment.DefaultUpdatedAt = paymentDescUpdatedAt.Default.(func() time.Time)
 	// payment.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
 	payment.UpdateDefaultUpdatedAt = paymentDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// paymentDescSaveCard is the schema descriptor for save_card field.
+	paymentDescSaveCard := paymentFields[2].Descriptor()
+	// payment.DefaultSaveCard holds the default value on creation for the save_card field.
+	payment.DefaultSaveCard = paymentDescSaveCard.Default.(bool)
+	// paymentDescRechargeSlot is the schema descriptor for recharge_slot field.
+	paymentDescRechargeSlot := paymentFields[3].Descriptor()
+	// payment.RechargeSlotValidator is a validator for the "recharge_slot" field. It is called by the builders before save.
+	payment.RechargeSlotValidator = paymentDescRechargeSlot.Validators[0].(func(string) error)
 	// paymentDescAmount is the schema descriptor for amount field.
-	paymentDescAmount := paymentFields[2].Descriptor()
+	paymentDescAmount := paymentFields[5].Descriptor()
 	// payment.AmountValidator is a validator for the "amount" field. It is called by the builders before save.
 	payment.AmountValidator = paymentDescAmount.Validators[0].(func(int64) error)
 	// paymentDescCurrency is the schema descriptor for currency field.
-	paymentDescCurrency := paymentFields[3].Descriptor()
+	paymentDescCurrency := paymentFields[6].Descriptor()
 	// payment.CurrencyValidator is a validator for the "currency" field. It is called by the builders before save.
 	payment.CurrencyValidator = func() func(string) error {
 		validators := paymentDescCurrency.Validators
@@ -699,33 +799,33 @@ func init() {
 		}
 	}()
 	// paymentDescCredits is the schema descriptor for credits field.
-	paymentDescCredits := paymentFields[4].Descriptor()
+	paymentDescCredits := paymentFields[7].Descriptor()
 	// payment.CreditsValidator is a validator for the "credits" field. It is called by the builders before save.
 	payment.CreditsValidator = paymentDescCredits.Validators[0].(func(int64) error)
 	// paymentDescStatusBeforeDispute is the schema descriptor for status_before_dispute field.
-	paymentDescStatusBeforeDispute := paymentFields[6].Descriptor()
+	paymentDescStatusBeforeDispute := paymentFields[9].Descriptor()
 	// payment.StatusBeforeDisputeValidator is a validator for the "status_before_dispute" field. It is called by the builders before save.
 	payment.StatusBeforeDisputeValidator = paymentDescStatusBeforeDispute.Validators[0].(func(string) error)
 	// paymentDescAmountRefunded is the schema descriptor for amount_refunded field.
-	paymentDescAmountRefunded := paymentFields[7].Descriptor()
+	paymentDescAmountRefunded := paymentFields[10].Descriptor()
 	// payment.DefaultAmountRefunded holds the default value on creation for the amount_refunded field.
 	payment.DefaultAmountRefunded = paymentDescAmountRefunded.Default.(int64)
 	// payment.AmountRefundedValidator is a validator for the "amount_refunded" field. It is called by the builders before save.
 	payment.AmountRefundedValidator = paymentDescAmountRefunded.Validators[0].(func(int64) error)
 	// paymentDescStripeCheckoutSessionID is the schema descriptor for stripe_checkout_session_id field.
-	paymentDescStripeCheckoutSessionID := paymentFields[8].Descriptor()
+	paymentDescStripeCheckoutSessionID := paymentFields[11].Descriptor()
 	// payment.StripeCheckoutSessionIDValidator is a validator for the "stripe_checkout_session_id" field. It is called by the builders before save.
 	payment.StripeCheckoutSessionIDValidator = paymentDescStripeCheckoutSessionID.Validators[0].(func(string) error)
 	// paymentDescStripePaymentIntentID is the schema descriptor for stripe_payment_intent_id field.
-	paymentDescStripePaymentIntentID := paymentFields[9].Descriptor()
+	paymentDescStripePaymentIntentID := paymentFields[12].Descriptor()
 	// payment.StripePaymentIntentIDValidator is a validator for the "stripe_payment_intent_id" field. It is called by the builders before save.
 	payment.StripePaymentIntentIDValidator = paymentDescStripePaymentIntentID.Validators[0].(func(string) error)
 	// paymentDescStripeChargeID is the schema descriptor for stripe_charge_id field.
-	paymentDescStripeChargeID := paymentFields[10].Descriptor()
+	paymentDescStripeChargeID := paymentFields[13].Descriptor()
 	// payment.StripeChargeIDValidator is a validator for the "stripe_charge_id" field. It is called by the builders before save.
 	payment.StripeChargeIDValidator = paymentDescStripeChargeID.Validators[0].(func(string) error)
 	// paymentDescLivemode is the schema descriptor for livemode field.
-	paymentDescLivemode := paymentFields[11].Descriptor()
+	paymentDescLivemode := paymentFields[14].Descriptor()
 	// payment.DefaultLivemode holds the default value on creation for the livemode field.
 	payment.DefaultLivemode = paymentDescLivemode.Default.(bool)
 	// paymentDescID is the schema descriptor for id field.
@@ -928,7 +1028,7 @@ func init() {
 	// user.TransactionCountValidator is a validator for the "transaction_count" field. It is called by the builders before save.
 	user.TransactionCountValidator = userDescTransactionCount.Validators[0].(func(int64) error)
 	// userDescEventSeq is the schema descriptor for event_seq field.
-	userDescEventSeq := userFields[6].Descriptor()
+	userDescEventSeq := userFields[7].Descriptor()
 	// user.DefaultEventSeq holds the default value on creation for the event_seq field.
 	user.DefaultEventSeq = userDescEventSeq.Default.(int64)
 	// user.EventSeqValidator is a validator for the "event_seq" field. It is called by the builders before save.

@@ -16,6 +16,8 @@ type Tx struct {
 	config
 	// AdminAction is the client for interacting with the AdminAction builders.
 	AdminAction *AdminActionClient
+	// AutoRecharge is the client for interacting with the AutoRecharge builders.
+	AutoRecharge *AutoRechargeClient
 	// CreditLedger is the client for interacting with the CreditLedger builders.
 	CreditLedger *CreditLedgerClient
 	// CreditLot is the client for interacting with the CreditLot builders.
@@ -178,6 +180,7 @@ func (tx *Tx) Client() *Client {
 
 func (tx *Tx) init() {
 	tx.AdminAction = NewAdminActionClient(tx.config)
+	tx.AutoRecharge = NewAutoRechargeClient(tx.config)
 	tx.CreditLedger = NewCreditLedgerClient(tx.config)
 	tx.CreditLot = NewCreditLotClient(tx.config)
 	tx.CreditPackage = NewCreditPackageClient(tx.config)

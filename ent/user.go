@@ -33,6 +33,8 @@ type User struct {
 	LowBalanceThreshold *int64 `json:"low_balance_threshold,omitempty"`
 	// BalanceLevel holds the value of the "balance_level" field.
 	BalanceLevel *user.BalanceLevel `json:"balance_level,omitempty"`
+	// RechargeBelow holds the value of the "recharge_below" field.
+	RechargeBelow *int64 `json:"recharge_below,omitempty"`
 	// EventSeq holds the value of the "event_seq" field.
 	EventSeq int64 `json:"event_seq,omitempty"`
 	// Status holds the value of the "status" field.
@@ -130,7 +132,7 @@ func (*User) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case user.FieldCreditsBalance, user.FieldTransactionCount, user.FieldLowBalanceThreshold, user.FieldEventSeq:
+		case user.FieldCreditsBalance, user.FieldTransactionCount, user.FieldLowBalanceThreshold, user.FieldRechargeBelow, user.FieldEventSeq:
 			values[i] = new(sql.NullInt64)
 		case user.FieldID, user.FieldExternalID, user.FieldEmail, user.FieldBalanceLevel, user.FieldStatus:
 			values[i] = new(sql.NullString)
@@ -206,6 +208,13 @@ func (_m *User) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.BalanceLevel = new(user.BalanceLevel)
 				*_m.BalanceLevel = user.BalanceLevel(value.String)
+			}
+		case user.FieldRechargeBelow:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field recharge_below", values[i])
+			} else if value.Valid {
+				_m.RechargeBelow = new(int64)
+				*_m.RechargeBelow = value.Int64
 			}
 		case user.FieldEventSeq:
 			if value, ok := values[i].(*sql.NullInt64); !ok {
@@ -310,6 +319,11 @@ func (_m *User) String() string {
 	builder.WriteString(", ")
 	if v := _m.BalanceLevel; v != nil {
 		builder.WriteString("balance_level=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.RechargeBelow; v != nil {
+		builder.WriteString("recharge_below=")
 		builder.WriteString(fmt.Sprintf("%v", *v))
 	}
 	builder.WriteString(", ")

@@ -133,6 +133,20 @@ func (_c *UserCreate) SetNillableBalanceLevel(v *user.BalanceLevel) *UserCreate 
 	return _c
 }
 
+// SetRechargeBelow sets the "recharge_below" field.
+func (_c *UserCreate) SetRechargeBelow(v int64) *UserCreate {
+	_c.mutation.SetRechargeBelow(v)
+	return _c
+}
+
+// SetNillableRechargeBelow sets the "recharge_below" field if the given value is not nil.
+func (_c *UserCreate) SetNillableRechargeBelow(v *int64) *UserCreate {
+	if v != nil {
+		_c.SetRechargeBelow(*v)
+	}
+	return _c
+}
+
 // SetEventSeq sets the "event_seq" field.
 func (_c *UserCreate) SetEventSeq(v int64) *UserCreate {
 	_c.mutation.SetEventSeq(v)
@@ -456,6 +470,10 @@ func (_c *UserCreate) createSpec() (*User, *sqlgraph.CreateSpec) {
 		_spec.SetField(user.FieldBalanceLevel, field.TypeEnum, value)
 		_node.BalanceLevel = &value
 	}
+	if value, ok := _c.mutation.RechargeBelow(); ok {
+		_spec.SetField(user.FieldRechargeBelow, field.TypeInt64, value)
+		_node.RechargeBelow = &value
+	}
 	if value, ok := _c.mutation.EventSeq(); ok {
 		_spec.SetField(user.FieldEventSeq, field.TypeInt64, value)
 		_node.EventSeq = value
@@ -720,6 +738,30 @@ func (u *UserUpsert) ClearBalanceLevel() *UserUpsert {
 	return u
 }
 
+// SetRechargeBelow sets the "recharge_below" field.
+func (u *UserUpsert) SetRechargeBelow(v int64) *UserUpsert {
+	u.Set(user.FieldRechargeBelow, v)
+	return u
+}
+
+// UpdateRechargeBelow sets the "recharge_below" field to the value that was provided on create.
+func (u *UserUpsert) UpdateRechargeBelow() *UserUpsert {
+	u.SetExcluded(user.FieldRechargeBelow)
+	return u
+}
+
+// AddRechargeBelow adds v to the "recharge_below" field.
+func (u *UserUpsert) AddRechargeBelow(v int64) *UserUpsert {
+	u.Add(user.FieldRechargeBelow, v)
+	return u
+}
+
+// ClearRechargeBelow clears the value of the "recharge_below" field.
+func (u *UserUpsert) ClearRechargeBelow() *UserUpsert {
+	u.SetNull(user.FieldRechargeBelow)
+	return u
+}
+
 // SetEventSeq sets the "event_seq" field.
 func (u *UserUpsert) SetEventSeq(v int64) *UserUpsert {
 	u.Set(user.FieldEventSeq, v)
@@ -927,6 +969,34 @@ func (u *UserUpsertOne) UpdateBalanceLevel() *UserUpsertOne {
 func (u *UserUpsertOne) ClearBalanceLevel() *UserUpsertOne {
 	return u.Update(func(s *UserUpsert) {
 		s.ClearBalanceLevel()
+	})
+}
+
+// SetRechargeBelow sets the "recharge_below" field.
+func (u *UserUpsertOne) SetRechargeBelow(v int64) *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.SetRechargeBelow(v)
+	})
+}
+
+// AddRechargeBelow adds v to the "recharge_below" field.
+func (u *UserUpsertOne) AddRechargeBelow(v int64) *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.AddRechargeBelow(v)
+	})
+}
+
+// UpdateRechargeBelow sets the "recharge_below" field to the value that was provided on create.
+func (u *UserUpsertOne) UpdateRechargeBelow() *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateRechargeBelow()
+	})
+}
+
+// ClearRechargeBelow clears the value of the "recharge_below" field.
+func (u *UserUpsertOne) ClearRechargeBelow() *UserUpsertOne {
+	return u.Update(func(s *UserUpsert) {
+		s.ClearRechargeBelow()
 	})
 }
 
@@ -1309,6 +1379,34 @@ func (u *UserUpsertBulk) UpdateBalanceLevel() *UserUpsertBulk {
 func (u *UserUpsertBulk) ClearBalanceLevel() *UserUpsertBulk {
 	return u.Update(func(s *UserUpsert) {
 		s.ClearBalanceLevel()
+	})
+}
+
+// SetRechargeBelow sets the "recharge_below" field.
+func (u *UserUpsertBulk) SetRechargeBelow(v int64) *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.SetRechargeBelow(v)
+	})
+}
+
+// AddRechargeBelow adds v to the "recharge_below" field.
+func (u *UserUpsertBulk) AddRechargeBelow(v int64) *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.AddRechargeBelow(v)
+	})
+}
+
+// UpdateRechargeBelow sets the "recharge_below" field to the value that was provided on create.
+func (u *UserUpsertBulk) UpdateRechargeBelow() *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.UpdateRechargeBelow()
+	})
+}
+
+// ClearRechargeBelow clears the value of the "recharge_below" field.
+func (u *UserUpsertBulk) ClearRechargeBelow() *UserUpsertBulk {
+	return u.Update(func(s *UserUpsert) {
+		s.ClearRechargeBelow()
 	})
 }
 

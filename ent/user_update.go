@@ -150,6 +150,33 @@ func (_u *UserUpdate) ClearBalanceLevel() *UserUpdate {
 	return _u
 }
 
+// SetRechargeBelow sets the "recharge_below" field.
+func (_u *UserUpdate) SetRechargeBelow(v int64) *UserUpdate {
+	_u.mutation.ResetRechargeBelow()
+	_u.mutation.SetRechargeBelow(v)
+	return _u
+}
+
+// SetNillableRechargeBelow sets the "recharge_below" field if the given value is not nil.
+func (_u *UserUpdate) SetNillableRechargeBelow(v *int64) *UserUpdate {
+	if v != nil {
+		_u.SetRechargeBelow(*v)
+	}
+	return _u
+}
+
+// AddRechargeBelow adds value to the "recharge_below" field.
+func (_u *UserUpdate) AddRechargeBelow(v int64) *UserUpdate {
+	_u.mutation.AddRechargeBelow(v)
+	return _u
+}
+
+// ClearRechargeBelow clears the value of the "recharge_below" field.
+func (_u *UserUpdate) ClearRechargeBelow() *UserUpdate {
+	_u.mutation.ClearRechargeBelow()
+	return _u
+}
+
 // SetEventSeq sets the "event_seq" field.
 func (_u *UserUpdate) SetEventSeq(v int64) *UserUpdate {
 	_u.mutation.ResetEventSeq()
@@ -525,6 +552,15 @@ func (_u *UserUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.BalanceLevelCleared() {
 		_spec.ClearField(user.FieldBalanceLevel, field.TypeEnum)
+	}
+	if value, ok := _u.mutation.RechargeBelow(); ok {
+		_spec.SetField(user.FieldRechargeBelow, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedRechargeBelow(); ok {
+		_spec.AddField(user.FieldRechargeBelow, field.TypeInt64, value)
+	}
+	if _u.mutation.RechargeBelowCleared() {
+		_spec.ClearField(user.FieldRechargeBelow, field.TypeInt64)
 	}
 	if value, ok := _u.mutation.EventSeq(); ok {
 		_spec.SetField(user.FieldEventSeq, field.TypeInt64, value)
@@ -942,6 +978,33 @@ func (_u *UserUpdateOne) ClearBalanceLevel() *UserUpdateOne {
 	return _u
 }
 
+// SetRechargeBelow sets the "recharge_below" field.
+func (_u *UserUpdateOne) SetRechargeBelow(v int64) *UserUpdateOne {
+	_u.mutation.ResetRechargeBelow()
+	_u.mutation.SetRechargeBelow(v)
+	return _u
+}
+
+// SetNillableRechargeBelow sets the "recharge_below" field if the given value is not nil.
+func (_u *UserUpdateOne) SetNillableRechargeBelow(v *int64) *UserUpdateOne {
+	if v != nil {
+		_u.SetRechargeBelow(*v)
+	}
+	return _u
+}
+
+// AddRechargeBelow adds value to the "recharge_below" field.
+func (_u *UserUpdateOne) AddRechargeBelow(v int64) *UserUpdateOne {
+	_u.mutation.AddRechargeBelow(v)
+	return _u
+}
+
+// ClearRechargeBelow clears the value of the "recharge_below" field.
+func (_u *UserUpdateOne) ClearRechargeBelow() *UserUpdateOne {
+	_u.mutation.ClearRechargeBelow()
+	return _u
+}
+
 // SetEventSeq sets the "event_seq" field.
 func (_u *UserUpdateOne) SetEventSeq(v int64) *UserUpdateOne {
 	_u.mutation.ResetEventSeq()
@@ -1347,6 +1410,15 @@ func (_u *UserUpdateOne) sqlSave(ctx context.Context) (_node *User, err error) {
 	}
 	if _u.mutation.BalanceLevelCleared() {
 		_spec.ClearField(user.FieldBalanceLevel, field.TypeEnum)
+	}
+	if value, ok := _u.mutation.RechargeBelow(); ok {
+		_spec.SetField(user.FieldRechargeBelow, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedRechargeBelow(); ok {
+		_spec.AddField(user.FieldRechargeBelow, field.TypeInt64, value)
+	}
+	if _u.mutation.RechargeBelowCleared() {
+		_spec.ClearField(user.FieldRechargeBelow, field.TypeInt64)
 	}
 	if value, ok := _u.mutation.EventSeq(); ok {
 		_spec.SetField(user.FieldEventSeq, field.TypeInt64, value)

@@ -21,6 +21,18 @@ func (f AdminActionFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value,
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.AdminActionMutation", m)
 }
 
+// The AutoRechargeFunc type is an adapter to allow the use of ordinary
+// function as AutoRecharge mutator.
+type AutoRechargeFunc func(context.Context, *ent.AutoRechargeMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f AutoRechargeFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.AutoRechargeMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.AutoRechargeMutation", m)
+}
+
 // The CreditLedgerFunc type is an adapter to allow the use of ordinary
 // function as CreditLedger mutator.
 type CreditLedgerFunc func(context.Context, *ent.CreditLedgerMutation) (ent.Value, error)

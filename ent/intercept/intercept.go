@@ -9,6 +9,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/adminaction"
+	"github.com/tally-billing/tally/ent/autorecharge"
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
@@ -108,6 +109,33 @@ func (f TraverseAdminAction) Traverse(ctx context.Context, q ent.Query) error {
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.AdminActionQuery", q)
+}
+
+// The AutoRechargeFunc type is an adapter to allow the use of ordinary function as a Querier.
+type AutoRechargeFunc func(context.Context, *ent.AutoRechargeQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f AutoRechargeFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.AutoRechargeQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.AutoRechargeQuery", q)
+}
+
+// The TraverseAutoRecharge type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseAutoRecharge func(context.Context, *ent.AutoRechargeQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseAutoRecharge) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseAutoRecharge) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.AutoRechargeQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.AutoRechargeQuery", q)
 }
 
 // The CreditLedgerFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -520,6 +548,8 @@ func NewQuery(q ent.Query) (Query, error) {
 	switch q := q.(type) {
 	case *ent.AdminActionQuery:
 		return &query[*ent.AdminActionQuery, predicate.AdminAction, adminaction.OrderOption]{typ: ent.TypeAdminAction, tq: q}, nil
+	case *ent.AutoRechargeQuery:
+		return &query[*ent.AutoRechargeQuery, predicate.AutoRecharge, autorecharge.OrderOption]{typ: ent.TypeAutoRecharge, tq: q}, nil
 	case *ent.CreditLedgerQuery:
 		return &query[*ent.CreditLedgerQuery, predicate.CreditLedger, creditledger.OrderOption]{typ: ent.TypeCreditLedger, tq: q}, nil
 	case *ent.CreditLotQuery:

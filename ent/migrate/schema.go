@@ -77,6 +77,50 @@ var (
 			},
 		},
 	}
+	// AutoRechargesColumns holds the columns for the "auto_recharges" table.
+	AutoRechargesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "user_id", Type: field.TypeString},
+		{Name: "enabled", Type: field.TypeBool, Default: false},
+		{Name: "threshold_credits", Type: field.TypeInt64, Default: 0},
+		{Name: "monthly_limit_amount", Type: field.TypeInt64, Default: 0},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"ACTIVE", "ACTION_REQUIRED", "FAILING", "DISABLED"}, Default: "ACTIVE"},
+		{Name: "last_error", Type: field.TypeString, Nullable: true, Size: 1000},
+		{Name: "last_recharge_at", Type: field.TypeTime, Nullable: true},
+		{Name: "consecutive_failures", Type: field.TypeInt, Default: 0},
+		{Name: "retry_after", Type: field.TypeTime, Nullable: true},
+		{Name: "in_flight_payment_id", Type: field.TypeString, Nullable: true, Size: 40},
+		{Name: "stripe_customer_id", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "stripe_payment_method_id", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "card_brand", Type: field.TypeString, Nullable: true, Size: 32},
+		{Name: "card_last4", Type: field.TypeString, Nullable: true, Size: 4},
+		{Name: "card_exp_month", Type: field.TypeInt, Default: 0},
+		{Name: "card_exp_year", Type: field.TypeInt, Default: 0},
+		{Name: "package_id", Type: field.TypeString, Nullable: true, Size: 40},
+	}
+	// AutoRechargesTable holds the schema information for the "auto_recharges" table.
+	AutoRechargesTable = &schema.Table{
+		Name:       "auto_recharges",
+		Columns:    AutoRechargesColumns,
+		PrimaryKey: []*schema.Column{AutoRechargesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "auto_recharges_credit_packages_package",
+				Columns:    []*schema.Column{AutoRechargesColumns[19]},
+				RefColumns: []*schema.Column{CreditPackagesColumns[0]},
+				OnDelete:   schema.SetNull,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "autorecharge_user_id",
+				Unique:  true,
+				Columns: []*schema.Column{AutoRechargesColumns[3]},
+			},
+		},
+	}
 	// CreditLedgersColumns holds the columns for the "credit_ledgers" table.
 	CreditLedgersColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -477,6 +521,9 @@ var (
 		{Name: "id", Type: field.TypeString, Size: 40},
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "kind", Type: field.TypeEnum, Enums: []string{"CHECKOUT", "RECHARGE"}, Default: "CHECKOUT"},
+		{Name: "save_card", Type: field.TypeBool, Default: false},
+		{Name: "recharge_slot", Type: field.TypeString, Nullable: true, Size: 40},
 		{Name: "amount", Type: field.TypeInt64},
 		{Name: "currency", Type: field.TypeString, Size: 3},
 		{Name: "credits", Type: field.TypeInt64},
@@ -499,13 +546,13 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "payments_credit_packages_package",
-				Columns:    []*schema.Column{PaymentsColumns[14]},
+				Columns:    []*schema.Column{PaymentsColumns[17]},
 				RefColumns: []*schema.Column{CreditPackagesColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "payments_users_payments",
-				Columns:    []*schema.Column{PaymentsColumns[15]},
+				Columns:    []*schema.Column{PaymentsColumns[18]},
 				RefColumns: []*schema.Column{UsersColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -514,27 +561,32 @@ var (
 			{
 				Name:    "payment_stripe_checkout_session_id",
 				Unique:  true,
-				Columns: []*schema.Column{PaymentsColumns[9]},
+				Columns: []*schema.Column{PaymentsColumns[12]},
 			},
 			{
 				Name:    "payment_stripe_payment_intent_id",
 				Unique:  true,
-				Columns: []*schema.Column{PaymentsColumns[10]},
+				Columns: []*schema.Column{PaymentsColumns[13]},
 			},
 			{
 				Name:    "payment_stripe_charge_id",
 				Unique:  true,
-				Columns: []*schema.Column{PaymentsColumns[11]},
+				Columns: []*schema.Column{PaymentsColumns[14]},
+			},
+			{
+				Name:    "payment_recharge_slot",
+				Unique:  true,
+				Columns: []*schema.Column{PaymentsColumns[5]},
 			},
 			{
 				Name:    "payment_user_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{PaymentsColumns[15], PaymentsColumns[1]},
+				Columns: []*schema.Column{PaymentsColumns[18], PaymentsColumns[1]},
 			},
 			{
 				Name:    "payment_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{PaymentsColumns[6], PaymentsColumns[1]},
+				Columns: []*schema.Column{PaymentsColumns[9], PaymentsColumns[1]},
 			},
 			{
 				Name:    "payment_created_at",
@@ -644,6 +696,7 @@ var (
 		{Name: "transaction_count", Type: field.TypeInt64, Default: 0},
 		{Name: "low_balance_threshold", Type: field.TypeInt64, Nullable: true},
 		{Name: "balance_level", Type: field.TypeEnum, Nullable: true, Enums: []string{"OK", "LOW", "DEPLETED"}},
+		{Name: "recharge_below", Type: field.TypeInt64, Nullable: true},
 		{Name: "event_seq", Type: field.TypeInt64, Default: 0},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"ACTIVE", "FROZEN"}, Default: "ACTIVE"},
 	}
@@ -666,7 +719,7 @@ var (
 			{
 				Name:    "user_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{UsersColumns[10], UsersColumns[1]},
+				Columns: []*schema.Column{UsersColumns[11], UsersColumns[1]},
 			},
 			{
 				Name:    "user_created_at",
@@ -783,6 +836,7 @@ var (
 	// Tables holds all the tables in the schema.
 	Tables = []*schema.Table{
 		AdminActionsTable,
+		AutoRechargesTable,
 		CreditLedgersTable,
 		CreditLotsTable,
 		CreditPackagesTable,
@@ -805,6 +859,7 @@ func init() {
 	AdminActionsTable.ForeignKeys[0].RefTable = UsersTable
 	AdminActionsTable.ForeignKeys[1].RefTable = UsersTable
 	AdminActionsTable.ForeignKeys[2].RefTable = CreditTransactionsTable
+	AutoRechargesTable.ForeignKeys[0].RefTable = CreditPackagesTable
 	CreditLedgersTable.ForeignKeys[0].RefTable = CreditLotsTable
 	CreditLedgersTable.ForeignKeys[1].RefTable = CreditTransactionsTable
 	CreditLedgersTable.ForeignKeys[2].RefTable = UsersTable

@@ -23,6 +23,12 @@ const (
 	FieldUpdatedAt = "updated_at"
 	// FieldUserID holds the string denoting the user_id field in the database.
 	FieldUserID = "user_id"
+	// FieldKind holds the string denoting the kind field in the database.
+	FieldKind = "kind"
+	// FieldSaveCard holds the string denoting the save_card field in the database.
+	FieldSaveCard = "save_card"
+	// FieldRechargeSlot holds the string denoting the recharge_slot field in the database.
+	FieldRechargeSlot = "recharge_slot"
 	// FieldPackageID holds the string denoting the package_id field in the database.
 	FieldPackageID = "package_id"
 	// FieldAmount holds the string denoting the amount field in the database.
@@ -102,6 +108,9 @@ var Columns = []string{
 	FieldCreatedAt,
 	FieldUpdatedAt,
 	FieldUserID,
+	FieldKind,
+	FieldSaveCard,
+	FieldRechargeSlot,
 	FieldPackageID,
 	FieldAmount,
 	FieldCurrency,
@@ -133,6 +142,10 @@ var (
 	DefaultUpdatedAt func() time.Time
 	// UpdateDefaultUpdatedAt holds the default value on update for the "updated_at" field.
 	UpdateDefaultUpdatedAt func() time.Time
+	// DefaultSaveCard holds the default value on creation for the "save_card" field.
+	DefaultSaveCard bool
+	// RechargeSlotValidator is a validator for the "recharge_slot" field. It is called by the builders before save.
+	RechargeSlotValidator func(string) error
 	// AmountValidator is a validator for the "amount" field. It is called by the builders before save.
 	AmountValidator func(int64) error
 	// CurrencyValidator is a validator for the "currency" field. It is called by the builders before save.
@@ -158,6 +171,32 @@ var (
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
 	IDValidator func(string) error
 )
+
+// Kind defines the type for the "kind" enum field.
+type Kind string
+
+// KindCHECKOUT is the default value of the Kind enum.
+const DefaultKind = KindCHECKOUT
+
+// Kind values.
+const (
+	KindCHECKOUT Kind = "CHECKOUT"
+	KindRECHARGE Kind = "RECHARGE"
+)
+
+func (k Kind) String() string {
+	return string(k)
+}
+
+// KindValidator is a validator for the "kind" field enum values. It is called by the builders before save.
+func KindValidator(k Kind) error {
+	switch k {
+	case KindCHECKOUT, KindRECHARGE:
+		return nil
+	default:
+		return fmt.Errorf("payment: invalid enum value for kind field: %q", k)
+	}
+}
 
 // Status defines the type for the "status" enum field.
 type Status string
@@ -213,6 +252,21 @@ func ByUpdatedAt(opts ...sql.OrderTermOption) OrderOption {
 // ByUserID orders the results by the user_id field.
 func ByUserID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldUserID, opts...).ToFunc()
+}
+
+// ByKind orders the results by the kind field.
+func ByKind(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldKind, opts...).ToFunc()
+}
+
+// BySaveCard orders the results by the save_card field.
+func BySaveCard(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSaveCard, opts...).ToFunc()
+}
+
+// ByRechargeSlot orders the results by the recharge_slot field.
+func ByRechargeSlot(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldRechargeSlot, opts...).ToFunc()
 }
 
 // ByPackageID orders the results by the package_id field.
@@ -364,6 +418,24 @@ func newEventsStep() *sqlgraph.Step {
 		sqlgraph.To(EventsInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, false, EventsTable, EventsColumn),
 	)
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (e Kind) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(e.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (e *Kind) UnmarshalGQL(val interface{}) error {
+	str, ok := val.(string)
+	if !ok {
+		return fmt.Errorf("enum %T must be a string", val)
+	}
+	*e = Kind(str)
+	if err := KindValidator(*e); err != nil {
+		return fmt.Errorf("%s is not a valid Kind", str)
+	}
+	return nil
 }
 
 // MarshalGQL implements graphql.Marshaler interface.

@@ -80,6 +80,16 @@ func UserID(v string) predicate.Payment {
 	return predicate.Payment(sql.FieldEQ(FieldUserID, v))
 }
 
+// SaveCard applies equality check predicate on the "save_card" field. It's identical to SaveCardEQ.
+func SaveCard(v bool) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldSaveCard, v))
+}
+
+// RechargeSlot applies equality check predicate on the "recharge_slot" field. It's identical to RechargeSlotEQ.
+func RechargeSlot(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldRechargeSlot, v))
+}
+
 // PackageID applies equality check predicate on the "package_id" field. It's identical to PackageIDEQ.
 func PackageID(v string) predicate.Payment {
 	return predicate.Payment(sql.FieldEQ(FieldPackageID, v))
@@ -278,6 +288,111 @@ func UserIDEqualFold(v string) predicate.Payment {
 // UserIDContainsFold applies the ContainsFold predicate on the "user_id" field.
 func UserIDContainsFold(v string) predicate.Payment {
 	return predicate.Payment(sql.FieldContainsFold(FieldUserID, v))
+}
+
+// KindEQ applies the EQ predicate on the "kind" field.
+func KindEQ(v Kind) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldKind, v))
+}
+
+// KindNEQ applies the NEQ predicate on the "kind" field.
+func KindNEQ(v Kind) predicate.Payment {
+	return predicate.Payment(sql.FieldNEQ(FieldKind, v))
+}
+
+// KindIn applies the In predicate on the "kind" field.
+func KindIn(vs ...Kind) predicate.Payment {
+	return predicate.Payment(sql.FieldIn(FieldKind, vs...))
+}
+
+// KindNotIn applies the NotIn predicate on the "kind" field.
+func KindNotIn(vs ...Kind) predicate.Payment {
+	return predicate.Payment(sql.FieldNotIn(FieldKind, vs...))
+}
+
+// SaveCardEQ applies the EQ predicate on the "save_card" field.
+func SaveCardEQ(v bool) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldSaveCard, v))
+}
+
+// SaveCardNEQ applies the NEQ predicate on the "save_card" field.
+func SaveCardNEQ(v bool) predicate.Payment {
+	return predicate.Payment(sql.FieldNEQ(FieldSaveCard, v))
+}
+
+// RechargeSlotEQ applies the EQ predicate on the "recharge_slot" field.
+func RechargeSlotEQ(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldRechargeSlot, v))
+}
+
+// RechargeSlotNEQ applies the NEQ predicate on the "recharge_slot" field.
+func RechargeSlotNEQ(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldNEQ(FieldRechargeSlot, v))
+}
+
+// RechargeSlotIn applies the In predicate on the "recharge_slot" field.
+func RechargeSlotIn(vs ...string) predicate.Payment {
+	return predicate.Payment(sql.FieldIn(FieldRechargeSlot, vs...))
+}
+
+// RechargeSlotNotIn applies the NotIn predicate on the "recharge_slot" field.
+func RechargeSlotNotIn(vs ...string) predicate.Payment {
+	return predicate.Payment(sql.FieldNotIn(FieldRechargeSlot, vs...))
+}
+
+// RechargeSlotGT applies the GT predicate on the "recharge_slot" field.
+func RechargeSlotGT(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldGT(FieldRechargeSlot, v))
+}
+
+// RechargeSlotGTE applies the GTE predicate on the "recharge_slot" field.
+func RechargeSlotGTE(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldGTE(FieldRechargeSlot, v))
+}
+
+// RechargeSlotLT applies the LT predicate on the "recharge_slot" field.
+func RechargeSlotLT(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldLT(FieldRechargeSlot, v))
+}
+
+// RechargeSlotLTE applies the LTE predicate on the "recharge_slot" field.
+func RechargeSlotLTE(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldLTE(FieldRechargeSlot, v))
+}
+
+// RechargeSlotContains applies the Contains predicate on the "recharge_slot" field.
+func RechargeSlotContains(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldContains(FieldRechargeSlot, v))
+}
+
+// RechargeSlotHasPrefix applies the HasPrefix predicate on the "recharge_slot" field.
+func RechargeSlotHasPrefix(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldHasPrefix(FieldRechargeSlot, v))
+}
+
+// RechargeSlotHasSuffix applies the HasSuffix predicate on the "recharge_slot" field.
+func RechargeSlotHasSuffix(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldHasSuffix(FieldRechargeSlot, v))
+}
+
+// RechargeSlotIsNil applies the IsNil predicate on the "recharge_slot" field.
+func RechargeSlotIsNil() predicate.Payment {
+	return predicate.Payment(sql.FieldIsNull(FieldRechargeSlot))
+}
+
+// RechargeSlotNotNil applies the NotNil predicate on the "recharge_slot" field.
+func RechargeSlotNotNil() predicate.Payment {
+	return predicate.Payment(sql.FieldNotNull(FieldRechargeSlot))
+}
+
+// RechargeSlotEqualFold applies the EqualFold predicate on the "recharge_slot" field.
+func RechargeSlotEqualFold(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEqualFold(FieldRechargeSlot, v))
+}
+
+// RechargeSlotContainsFold applies the ContainsFold predicate on the "recharge_slot" field.
+func RechargeSlotContainsFold(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldContainsFold(FieldRechargeSlot, v))
 }
 
 // PackageIDEQ applies the EQ predicate on the "package_id" field.

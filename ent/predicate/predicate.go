@@ -9,6 +9,9 @@ import (
 // AdminAction is the predicate function for adminaction builders.
 type AdminAction func(*sql.Selector)
 
+// AutoRecharge is the predicate function for autorecharge builders.
+type AutoRecharge func(*sql.Selector)
+
 // CreditLedger is the predicate function for creditledger builders.
 type CreditLedger func(*sql.Selector)
 

@@ -58,6 +58,7 @@ var IDPrefixes = map[string]string{
 	"wep": "WebhookEndpoint",
 	"whe": "WebhookEvent",
 	"whd": "WebhookDelivery",
+	"arc": "AutoRecharge",
 }
 
 // restrictDelete keeps an optional reference from being cleared when its

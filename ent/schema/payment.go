@@ -34,6 +34,18 @@ var paymentStatuses = []string{
 func (Payment) Fields() []ent.Field {
 	return []ent.Field{
 		field.String("user_id").Annotations(entgql.MapsTo("userId")).Immutable(),
+		// CHECKOUT: bought through Stripe Checkout, decided by the
+		// session's events. RECHARGE: an off-session PaymentIntent that
+		// auto-recharge made, decided by the intent (see
+		// internal/payments/recharge*.go).
+		field.Enum("kind").Values("CHECKOUT", "RECHARGE").Default("CHECKOUT").Immutable(),
+		// The buyer asked Checkout to keep the card for auto-recharge.
+		field.Bool("save_card").Default(false).Immutable().Annotations(entgql.Skip()),
+		// The user's id while a recharge payment is in flight (PENDING or
+		// waiting for the customer), nil otherwise: its unique index is
+		// the database's guarantee of one recharge in flight per user,
+		// however many movements on however many replicas trigger one.
+		field.String("recharge_slot").Optional().Nillable().MaxLen(40).Annotations(entgql.Skip()),
 		field.String("package_id").Annotations(entgql.MapsTo("packageId"), unindexed).Immutable(),
 		field.Int64("amount").Positive().Immutable().
 			Comment("price paid, in the currency's minor units").
@@ -84,6 +96,7 @@ func (Payment) Indexes() []ent.Index {
 		index.Fields("stripe_checkout_session_id").Unique(),
 		index.Fields("stripe_payment_intent_id").Unique(),
 		index.Fields("stripe_charge_id").Unique(),
+		index.Fields("recharge_slot").Unique(),
 		index.Fields("user_id", "created_at"),
 		index.Fields("status", "created_at"),
 		index.Fields("created_at"),

@@ -61,6 +61,12 @@ func (User) Fields() []ent.Field {
 			Annotations(entgql.Skip()),
 		// How many outbound events the user has had: the next one's
 		// number (its commit order).
+		// Below these available credits a movement triggers a recharge:
+		// the auto-recharge threshold while auto-recharge can charge
+		// (enabled, ACTIVE or FAILING, a card saved), nil otherwise, so
+		// that the ledger, which holds this row, knows without reading
+		// another whether to look.
+		field.Int64("recharge_below").Optional().Nillable().Annotations(entgql.Skip()),
 		field.Int64("event_seq").Default(0).NonNegative().Annotations(entgql.Skip()),
 		field.Enum("status").
 			NamedValues("Active", "ACTIVE", "Frozen", "FROZEN").

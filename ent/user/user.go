@@ -33,6 +33,8 @@ const (
 	FieldLowBalanceThreshold = "low_balance_threshold"
 	// FieldBalanceLevel holds the string denoting the balance_level field in the database.
 	FieldBalanceLevel = "balance_level"
+	// FieldRechargeBelow holds the string denoting the recharge_below field in the database.
+	FieldRechargeBelow = "recharge_below"
 	// FieldEventSeq holds the string denoting the event_seq field in the database.
 	FieldEventSeq = "event_seq"
 	// FieldStatus holds the string denoting the status field in the database.
@@ -106,6 +108,7 @@ var Columns = []string{
 	FieldTransactionCount,
 	FieldLowBalanceThreshold,
 	FieldBalanceLevel,
+	FieldRechargeBelow,
 	FieldEventSeq,
 	FieldStatus,
 }
@@ -243,6 +246,11 @@ func ByLowBalanceThreshold(opts ...sql.OrderTermOption) OrderOption {
 // ByBalanceLevel orders the results by the balance_level field.
 func ByBalanceLevel(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldBalanceLevel, opts...).ToFunc()
+}
+
+// ByRechargeBelow orders the results by the recharge_below field.
+func ByRechargeBelow(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldRechargeBelow, opts...).ToFunc()
 }
 
 // ByEventSeq orders the results by the event_seq field.

@@ -100,6 +100,11 @@ func LowBalanceThreshold(v int64) predicate.User {
 	return predicate.User(sql.FieldEQ(FieldLowBalanceThreshold, v))
 }
 
+// RechargeBelow applies equality check predicate on the "recharge_below" field. It's identical to RechargeBelowEQ.
+func RechargeBelow(v int64) predicate.User {
+	return predicate.User(sql.FieldEQ(FieldRechargeBelow, v))
+}
+
 // EventSeq applies equality check predicate on the "event_seq" field. It's identical to EventSeqEQ.
 func EventSeq(v int64) predicate.User {
 	return predicate.User(sql.FieldEQ(FieldEventSeq, v))
@@ -483,6 +488,56 @@ func BalanceLevelIsNil() predicate.User {
 // BalanceLevelNotNil applies the NotNil predicate on the "balance_level" field.
 func BalanceLevelNotNil() predicate.User {
 	return predicate.User(sql.FieldNotNull(FieldBalanceLevel))
+}
+
+// RechargeBelowEQ applies the EQ predicate on the "recharge_below" field.
+func RechargeBelowEQ(v int64) predicate.User {
+	return predicate.User(sql.FieldEQ(FieldRechargeBelow, v))
+}
+
+// RechargeBelowNEQ applies the NEQ predicate on the "recharge_below" field.
+func RechargeBelowNEQ(v int64) predicate.User {
+	return predicate.User(sql.FieldNEQ(FieldRechargeBelow, v))
+}
+
+// RechargeBelowIn applies the In predicate on the "recharge_below" field.
+func RechargeBelowIn(vs ...int64) predicate.User {
+	return predicate.User(sql.FieldIn(FieldRechargeBelow, vs...))
+}
+
+// RechargeBelowNotIn applies the NotIn predicate on the "recharge_below" field.
+func RechargeBelowNotIn(vs ...int64) predicate.User {
+	return predicate.User(sql.FieldNotIn(FieldRechargeBelow, vs...))
+}
+
+// RechargeBelowGT applies the GT predicate on the "recharge_below" field.
+func RechargeBelowGT(v int64) predicate.User {
+	return predicate.User(sql.FieldGT(FieldRechargeBelow, v))
+}
+
+// RechargeBelowGTE applies the GTE predicate on the "recharge_below" field.
+func RechargeBelowGTE(v int64) predicate.User {
+	return predicate.User(sql.FieldGTE(FieldRechargeBelow, v))
+}
+
+// RechargeBelowLT applies the LT predicate on the "recharge_below" field.
+func RechargeBelowLT(v int64) predicate.User {
+	return predicate.User(sql.FieldLT(FieldRechargeBelow, v))
+}
+
+// RechargeBelowLTE applies the LTE predicate on the "recharge_below" field.
+func RechargeBelowLTE(v int64) predicate.User {
+	return predicate.User(sql.FieldLTE(FieldRechargeBelow, v))
+}
+
+// RechargeBelowIsNil applies the IsNil predicate on the "recharge_below" field.
+func RechargeBelowIsNil() predicate.User {
+	return predicate.User(sql.FieldIsNull(FieldRechargeBelow))
+}
+
+// RechargeBelowNotNil applies the NotNil predicate on the "recharge_below" field.
+func RechargeBelowNotNil() predicate.User {
+	return predicate.User(sql.FieldNotNull(FieldRechargeBelow))
 }
 
 // EventSeqEQ applies the EQ predicate on the "event_seq" field.

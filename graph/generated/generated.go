@@ -354,6 +354,7 @@ type ComplexityRoot struct {
 		Credits                 func(childComplexity int) int
 		Currency                func(childComplexity int) int
 		ID                      func(childComplexity int) int
+		Kind                    func(childComplexity int) int
 		Livemode                func(childComplexity int) int
 		Lots                    func(childComplexity int) int
 		Package                 func(childComplexity int) int
@@ -2021,6 +2022,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Payment.ID(childComplexity), true
+	case "Payment.kind":
+		if e.ComplexityRoot.Payment.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Payment.Kind(childComplexity), true
 	case "Payment.livemode":
 		if e.ComplexityRoot.Payment.Livemode == nil {
 			break
@@ -4326,6 +4333,7 @@ type Payment implements Node {
   createdAt: Time!
   updatedAt: Time!
   userId: ID!
+  kind: PaymentKind!
   packageId: ID!
   """
   price paid, in the currency's minor units
@@ -4402,6 +4410,13 @@ type PaymentEdge {
   A cursor for use in pagination.
   """
   cursor: Cursor!
+}
+"""
+PaymentKind is enum for the field kind
+"""
+enum PaymentKind @goModel(model: "github.com/tally-billing/tally/ent/payment.Kind") {
+  CHECKOUT
+  RECHARGE
 }
 """
 Ordering options for Payment connections
@@ -4485,6 +4500,13 @@ input PaymentWhereInput {
   userIDHasSuffix: ID
   userIDEqualFold: ID
   userIDContainsFold: ID
+  """
+  kind field predicates
+  """
+  kind: PaymentKind
+  kindNEQ: PaymentKind
+  kindIn: [PaymentKind!]
+  kindNotIn: [PaymentKind!]
   """
   status field predicates
   """
@@ -6927,6 +6949,8 @@ func (ec *executionContext) childFields_Payment(ctx context.Context, field graph
 		return ec.fieldContext_Payment_updatedAt(ctx, field)
 	case "userId":
 		return ec.fieldContext_Payment_userId(ctx, field)
+	case "kind":
+		return ec.fieldContext_Payment_kind(ctx, field)
 	case "packageId":
 		return ec.fieldContext_Payment_packageId(ctx, field)
 	case "amount":
@@ -14262,6 +14286,29 @@ func (ec *executionContext) _Payment_userId(ctx context.Context, field graphql.C
 }
 func (ec *executionContext) fieldContext_Payment_userId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Payment", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Payment_kind(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Payment_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v payment.Kind) graphql.Marshaler {
+			return ec.marshalNPaymentKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Payment_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Payment", field, false, false, "PaymentKind")
 }
 
 func (ec *executionContext) _Payment_packageId(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
@@ -24260,7 +24307,7 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "stripeCheckoutSessionID", "stripeCheckoutSessionIDNEQ", "stripeCheckoutSessionIDIn", "stripeCheckoutSessionIDNotIn", "stripeCheckoutSessionIDGT", "stripeCheckoutSessionIDGTE", "stripeCheckoutSessionIDLT", "stripeCheckoutSessionIDLTE", "stripeCheckoutSessionIDContains", "stripeCheckoutSessionIDHasPrefix", "stripeCheckoutSessionIDHasSuffix", "stripeCheckoutSessionIDIsNil", "stripeCheckoutSessionIDNotNil", "stripeCheckoutSessionIDEqualFold", "stripeCheckoutSessionIDContainsFold", "stripePaymentIntentID", "stripePaymentIntentIDNEQ", "stripePaymentIntentIDIn", "stripePaymentIntentIDNotIn", "stripePaymentIntentIDGT", "stripePaymentIntentIDGTE", "stripePaymentIntentIDLT", "stripePaymentIntentIDLTE", "stripePaymentIntentIDContains", "stripePaymentIntentIDHasPrefix", "stripePaymentIntentIDHasSuffix", "stripePaymentIntentIDIsNil", "stripePaymentIntentIDNotNil", "stripePaymentIntentIDEqualFold", "stripePaymentIntentIDContainsFold", "stripeChargeID", "stripeChargeIDNEQ", "stripeChargeIDIn", "stripeChargeIDNotIn", "stripeChargeIDGT", "stripeChargeIDGTE", "stripeChargeIDLT", "stripeChargeIDLTE", "stripeChargeIDContains", "stripeChargeIDHasPrefix", "stripeChargeIDHasSuffix", "stripeChargeIDIsNil", "stripeChargeIDNotNil", "stripeChargeIDEqualFold", "stripeChargeIDContainsFold", "hasUser", "hasUserWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "kind", "kindNEQ", "kindIn", "kindNotIn", "status", "statusNEQ", "statusIn", "statusNotIn", "stripeCheckoutSessionID", "stripeCheckoutSessionIDNEQ", "stripeCheckoutSessionIDIn", "stripeCheckoutSessionIDNotIn", "stripeCheckoutSessionIDGT", "stripeCheckoutSessionIDGTE", "stripeCheckoutSessionIDLT", "stripeCheckoutSessionIDLTE", "stripeCheckoutSessionIDContains", "stripeCheckoutSessionIDHasPrefix", "stripeCheckoutSessionIDHasSuffix", "stripeCheckoutSessionIDIsNil", "stripeCheckoutSessionIDNotNil", "stripeCheckoutSessionIDEqualFold", "stripeCheckoutSessionIDContainsFold", "stripePaymentIntentID", "stripePaymentIntentIDNEQ", "stripePaymentIntentIDIn", "stripePaymentIntentIDNotIn", "stripePaymentIntentIDGT", "stripePaymentIntentIDGTE", "stripePaymentIntentIDLT", "stripePaymentIntentIDLTE", "stripePaymentIntentIDContains", "stripePaymentIntentIDHasPrefix", "stripePaymentIntentIDHasSuffix", "stripePaymentIntentIDIsNil", "stripePaymentIntentIDNotNil", "stripePaymentIntentIDEqualFold", "stripePaymentIntentIDContainsFold", "stripeChargeID", "stripeChargeIDNEQ", "stripeChargeIDIn", "stripeChargeIDNotIn", "stripeChargeIDGT", "stripeChargeIDGTE", "stripeChargeIDLT", "stripeChargeIDLTE", "stripeChargeIDContains", "stripeChargeIDHasPrefix", "stripeChargeIDHasSuffix", "stripeChargeIDIsNil", "stripeChargeIDNotNil", "stripeChargeIDEqualFold", "stripeChargeIDContainsFold", "hasUser", "hasUserWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -24505,6 +24552,34 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 				return it, err
 			}
 			it.UserIDContainsFold = data
+		case "kind":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kind"))
+			data, err := ec.unmarshalOPaymentKind2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Kind = data
+		case "kindNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kindNEQ"))
+			data, err := ec.unmarshalOPaymentKind2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KindNEQ = data
+		case "kindIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kindIn"))
+			data, err := ec.unmarshalOPaymentKind2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKindᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KindIn = data
+		case "kindNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kindNotIn"))
+			data, err := ec.unmarshalOPaymentKind2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKindᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KindNotIn = data
 		case "status":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
 			data, err := ec.unmarshalOPaymentStatus2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐStatus(ctx, v)
@@ -30141,6 +30216,11 @@ func (ec *executionContext) _Payment(ctx context.Context, sel ast.SelectionSet, 
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "kind":
+			out.Values[i] = ec._Payment_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		case "packageId":
 			out.Values[i] = ec._Payment_packageId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
@@ -32816,6 +32896,16 @@ func (ec *executionContext) marshalNPaymentConnection2ᚖgithubᚗcomᚋtallyᚑ
 	return ec._PaymentConnection(ctx, sel, v)
 }
 
+func (ec *executionContext) unmarshalNPaymentKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx context.Context, v any) (payment.Kind, error) {
+	var res payment.Kind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNPaymentKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx context.Context, sel ast.SelectionSet, v payment.Kind) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) unmarshalNPaymentOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentOrderField(ctx context.Context, v any) (*ent.PaymentOrderField, error) {
 	var res = new(ent.PaymentOrderField)
 	err := res.UnmarshalGQL(v)
@@ -34206,6 +34296,58 @@ func (ec *executionContext) marshalOPaymentEdge2ᚖgithubᚗcomᚋtallyᚑbillin
 		return graphql.Null
 	}
 	return ec._PaymentEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOPaymentKind2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKindᚄ(ctx context.Context, v any) ([]payment.Kind, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]payment.Kind, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNPaymentKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOPaymentKind2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKindᚄ(ctx context.Context, sel ast.SelectionSet, v []payment.Kind) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNPaymentKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOPaymentKind2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx context.Context, v any) (*payment.Kind, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(payment.Kind)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOPaymentKind2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx context.Context, sel ast.SelectionSet, v *payment.Kind) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) unmarshalOPaymentOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentOrder(ctx context.Context, v any) (*ent.PaymentOrder, error) {
