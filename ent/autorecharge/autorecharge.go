@@ -148,15 +148,15 @@ var (
 // Status defines the type for the "status" enum field.
 type Status string
 
-// StatusACTIVE is the default value of the Status enum.
-const DefaultStatus = StatusACTIVE
+// StatusActive is the default value of the Status enum.
+const DefaultStatus = StatusActive
 
 // Status values.
 const (
-	StatusACTIVE          Status = "ACTIVE"
-	StatusACTION_REQUIRED Status = "ACTION_REQUIRED"
-	StatusFAILING         Status = "FAILING"
-	StatusDISABLED        Status = "DISABLED"
+	StatusActive         Status = "ACTIVE"
+	StatusActionRequired Status = "ACTION_REQUIRED"
+	StatusFailing        Status = "FAILING"
+	StatusDisabled       Status = "DISABLED"
 )
 
 func (s Status) String() string {
@@ -166,7 +166,7 @@ func (s Status) String() string {
 // StatusValidator is a validator for the "status" field enum values. It is called by the builders before save.
 func StatusValidator(s Status) error {
 	switch s {
-	case StatusACTIVE, StatusACTION_REQUIRED, StatusFAILING, StatusDISABLED:
+	case StatusActive, StatusActionRequired, StatusFailing, StatusDisabled:
 		return nil
 	default:
 		return fmt.Errorf("autorecharge: invalid enum value for status field: %q", s)

@@ -28,7 +28,7 @@ func (AutoRecharge) Fields() []ent.Field {
 		// Most charged in a calendar month (UTC), in the pack's minor
 		// units.
 		field.Int64("monthly_limit_amount").Default(0).NonNegative(),
-		field.Enum("status").Values("ACTIVE", "ACTION_REQUIRED", "FAILING", "DISABLED").Default("ACTIVE"),
+		field.Enum("status").NamedValues("Active", "ACTIVE", "ActionRequired", "ACTION_REQUIRED", "Failing", "FAILING", "Disabled", "DISABLED").Default("ACTIVE"),
 		field.String("last_error").Optional().MaxLen(1000),
 		field.Time("last_recharge_at").Optional().Nillable(),
 		field.Int("consecutive_failures").Default(0).NonNegative(),

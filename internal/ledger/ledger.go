@@ -106,6 +106,7 @@ type Service struct {
 	events      EventWriter // nil: no outbound events
 	// defaultThreshold is the low-balance threshold of users without one.
 	defaultThreshold int64
+	recharges        RechargeTrigger // nil: no auto-recharge
 	stats            counters
 	spends           *batch.Batcher[*spendCall]
 	tracer           trace.Tracer  // nil: tracing is off (see tracing.go)
@@ -278,7 +279,7 @@ func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *
 	if err = t.flushLots(ctx); err != nil {
 		return database.ClassifyTx(err)
 	}
-	if err = t.emitLevels(ctx); err != nil {
+	if err = t.lookAtBalances(ctx); err != nil {
 		return database.ClassifyTx(err)
 	}
 	if err = t.writeEvents(ctx); err != nil {

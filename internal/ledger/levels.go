@@ -99,32 +99,48 @@ func crossings(from, to user.BalanceLevel) []string {
 	return nil
 }
 
-// emitLevels compares, for every user the transaction moved who has a
-// threshold, the available credits after it with the level the events
-// last told, under the user's lock: concurrent movements across a
-// threshold are serialized by that lock, so exactly one of them sees the
-// crossing, on any number of replicas. It costs one statement (the
-// balances, all users at once) when no level changes.
-func (t *Tx) emitLevels(ctx context.Context) error {
-	if t.s.events == nil || len(t.moved) == 0 {
+// lookAtBalances reads, in one statement, the balances after the
+// transaction of every user it moved who has a low-balance threshold or
+// auto-recharge, and hands them to the level events and the recharges.
+func (t *Tx) lookAtBalances(ctx context.Context) error {
+	if len(t.moved) == 0 || (t.s.events == nil && t.s.recharges == nil) {
 		return nil
 	}
 	var ids []string
 	for _, u := range t.moved {
-		if t.s.Threshold(u) > 0 {
+		if t.watchesLevel(u) || t.watchesRecharge(u) {
 			ids = append(ids, u.ID)
 		}
 	}
 	if len(ids) == 0 {
 		return nil
 	}
+	slices.Sort(ids)
 	balances, err := t.s.balancesAt(ctx, t.ent, t.now, ids)
 	if err != nil {
 		return err
 	}
+	if err := t.emitLevels(ctx, ids, balances); err != nil {
+		return err
+	}
+	return t.triggerRecharges(ctx, ids, balances)
+}
+
+func (t *Tx) watchesLevel(u *ent.User) bool { return t.s.events != nil && t.s.Threshold(u) > 0 }
+
+// emitLevels compares, for every user the transaction moved who has a
+// threshold, the available credits after it with the level the events
+// last told, under the user's lock: concurrent movements across a
+// threshold are serialized by that lock, so exactly one of them sees the
+// crossing, on any number of replicas. It writes nothing when no level
+// changes.
+func (t *Tx) emitLevels(ctx context.Context, ids []string, balances map[string]Balance) error {
 	levels := map[string]any{}
 	for _, id := range ids {
 		u, b := t.moved[id], balances[id]
+		if !t.watchesLevel(u) {
+			continue
+		}
 		from := user.BalanceLevelOK
 		if u.BalanceLevel != nil {
 			from = *u.BalanceLevel
@@ -144,7 +160,7 @@ func (t *Tx) emitLevels(ctx context.Context) error {
 		return nil
 	}
 	// One statement for every user of the batch that crossed.
-	err = database.UpdateRows(user.Table, slices.Sorted(maps.Keys(levels))).
+	err := database.UpdateRows(user.Table, slices.Sorted(maps.Keys(levels))).
 		SetEach(user.FieldBalanceLevel, "", levels).Exec(ctx, t.s.db, t.ent)
 	if err != nil {
 		return fmt.Errorf("ledger: recording the balance levels of %d users: %w", len(levels), err)

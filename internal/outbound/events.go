@@ -11,7 +11,7 @@ import (
 )
 
 // Types are the outbound event types an endpoint may subscribe to (those
-// of auto-recharge and plans join when those exist).
+// of plans join when plans exist).
 var Types = []string{
 	ledger.EventBalanceLow, ledger.EventBalanceDepleted, ledger.EventBalanceRecovered,
 	ledger.EventCreditsExpiring, ledger.EventCreditsExpired,

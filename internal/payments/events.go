@@ -346,6 +346,20 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 			return matched{mismatch: namesNothing()}, nil
 		}
 		q = q.Where(byIntentOrCharge(dp.PaymentIntent, chargeID))
+	case ev.Type == "payment_intent.succeeded" || ev.Type == "payment_intent.payment_failed":
+		var pi stripe.PaymentIntent
+		if err := json.Unmarshal(ev.Data.Raw, &pi); err != nil {
+			d := failed("malformed PaymentIntent: %v", err)
+			return matched{mismatch: &d}, nil
+		}
+		// Only recharges are decided by their intent; a Checkout
+		// purchase's intent is its session's, whose events decide it.
+		ref := pi.Metadata[rechargeRef]
+		if ref == "" {
+			d := ignored("not a recharge: a Checkout purchase is decided by its session's events")
+			return matched{mismatch: &d}, nil
+		}
+		q = q.Where(payment.ID(ref), payment.KindEQ(payment.KindRECHARGE))
 	default:
 		d := ignored("Tally does not handle %s events", ev.Type)
 		return matched{mismatch: &d}, nil
@@ -356,11 +370,12 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 	}
 	switch len(ps) {
 	case 0:
-		if !strings.HasPrefix(string(ev.Type), "checkout.session.") {
+		if !strings.HasPrefix(string(ev.Type), "checkout.session.") && !strings.HasPrefix(string(ev.Type), "payment_intent.") {
 			// A charge or dispute is matched through the payment intent,
 			// which Tally learns when the session completes: an early one
-			// waits for it. (A Checkout Session names its payment itself,
-			// so an unknown one is not Tally's.)
+			// waits for it. (A Checkout Session, and a recharge's intent,
+			// name their payment themselves, written before Stripe heard
+			// of them, so an unknown one is not Tally's.)
 			return matched{}, &DeferredError{Reason: "no payment matches this event yet"}
 		}
 		d := failed("no payment matches this event")

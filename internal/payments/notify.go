@@ -14,6 +14,11 @@ const (
 	EventPaymentRefunded      = "payment.refunded"
 	EventPaymentDisputed      = "payment.disputed"
 	EventPaymentDisputeClosed = "payment.dispute_closed"
+
+	EventRechargeSucceeded      = "recharge.succeeded"
+	EventRechargeFailed         = "recharge.failed"
+	EventRechargeActionRequired = "recharge.action_required"
+	EventRechargeDisabled       = "recharge.disabled"
 )
 
 // paymentFacts is what a payment event says of its payment.

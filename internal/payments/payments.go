@@ -31,7 +31,13 @@ type Config struct {
 	// to LiveKey(SecretKey)). Events of the other mode are never applied,
 	// and payments and customers are recorded in this mode.
 	Livemode bool
+	// RechargeRetryAfter is how long auto-recharge waits after a declined
+	// recharge before it tries again (DefaultRechargeRetryAfter when 0).
+	RechargeRetryAfter time.Duration
 }
+
+// DefaultRechargeRetryAfter is the wait after a declined recharge.
+const DefaultRechargeRetryAfter = time.Hour
 
 // LiveKey says whether a Stripe API key acts on live data: a live secret
 // or restricted key. No key, or a test key, is test mode.
@@ -49,6 +55,8 @@ type Service struct {
 	now      func() time.Time
 	// purchases coalesces concurrent Checkout Session events.
 	purchases *batch.Batcher[*purchase]
+	// rechargeRetryAfter is Config.RechargeRetryAfter.
+	rechargeRetryAfter time.Duration
 }
 
 // ErrStripeDisabled is returned by operations that call Stripe when no
@@ -57,7 +65,10 @@ var ErrStripeDisabled = errors.New("payments: Stripe is not configured (set STRI
 
 // New returns the payments service.
 func New(db *database.DB, l *ledger.Service, cfg Config) *Service {
-	s := &Service{db: db, ledger: l, livemode: cfg.Livemode, now: time.Now}
+	s := &Service{db: db, ledger: l, livemode: cfg.Livemode, now: time.Now, rechargeRetryAfter: cfg.RechargeRetryAfter}
+	if s.rechargeRetryAfter <= 0 {
+		s.rechargeRetryAfter = DefaultRechargeRetryAfter
+	}
 	s.purchases = newPurchaseBatcher(s)
 	if cfg.SecretKey != "" {
 		s.stripe = newStripeClient(cfg)

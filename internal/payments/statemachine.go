@@ -60,6 +60,13 @@ func (s *Service) apply(ctx context.Context, t *ledger.Tx, ev *stripe.Event, p *
 		} else {
 			d, err = s.applyDisputeClosed(ctx, t, p, &dp)
 		}
+	case "payment_intent.succeeded", "payment_intent.payment_failed":
+		var pi stripe.PaymentIntent
+		if err := json.Unmarshal(ev.Data.Raw, &pi); err != nil {
+			d = failed("malformed PaymentIntent: %v", err)
+			break
+		}
+		d, err = s.applyIntent(ctx, t, ev.Type, p, &pi)
 	default:
 		d = ignored("Tally does not handle %s events", ev.Type)
 	}
