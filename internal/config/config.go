@@ -71,6 +71,9 @@ type Config struct {
 	// StripeWebhookTolerance is how far a webhook signature's timestamp may
 	// be from now, in the past or the future.
 	StripeWebhookTolerance time.Duration
+	// RechargeRetryAfter is how long auto-recharge waits after a declined
+	// recharge before it tries again.
+	RechargeRetryAfter time.Duration
 
 	// Playground and Introspection default to on in development only.
 	Playground    bool
@@ -146,6 +149,7 @@ func Load(env Source) (Config, error) {
 
 		StripeWebhookAPIVersions: r.list("STRIPE_WEBHOOK_API_VERSIONS"),
 		StripeWebhookTolerance:   r.duration("STRIPE_WEBHOOK_TOLERANCE", 300*time.Second),
+		RechargeRetryAfter:       r.duration("TALLY_RECHARGE_RETRY_AFTER", time.Hour),
 
 		ShutdownTimeout:   r.duration("TALLY_SHUTDOWN_TIMEOUT", 20*time.Second),
 		SweepInterval:     r.duration("TALLY_SWEEP_INTERVAL", time.Minute),

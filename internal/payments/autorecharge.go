@@ -75,9 +75,9 @@ func (s *Service) SetAutoRecharge(ctx context.Context, userID string, req AutoRe
 	if req.IdempotencyKey != "" {
 		scope := ledger.Actor{Kind: ledger.ActorUser, ID: userID}.String()
 		k, err := idempotency.NewRequest(scope, req.IdempotencyKey, autoRechargeOp, struct {
-			Enabled                  bool
-			Threshold, Limit         int64
-			PackageID                string
+			Enabled          bool
+			Threshold, Limit int64
+			PackageID        string
 		}{req.Enabled, req.ThresholdCredits, req.MonthlyLimitAmount, req.PackageID})
 		if err != nil {
 			return nil, err

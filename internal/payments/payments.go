@@ -34,6 +34,9 @@ type Config struct {
 	// RechargeRetryAfter is how long auto-recharge waits after a declined
 	// recharge before it tries again (DefaultRechargeRetryAfter when 0).
 	RechargeRetryAfter time.Duration
+	// Jobs inserts the jobs that payments cause (recharges, saved cards)
+	// in the transaction of their cause; nil writes none.
+	Jobs JobInserter
 }
 
 // DefaultRechargeRetryAfter is the wait after a declined recharge.
@@ -57,6 +60,7 @@ type Service struct {
 	purchases *batch.Batcher[*purchase]
 	// rechargeRetryAfter is Config.RechargeRetryAfter.
 	rechargeRetryAfter time.Duration
+	jobs               JobInserter
 }
 
 // ErrStripeDisabled is returned by operations that call Stripe when no
@@ -65,7 +69,8 @@ var ErrStripeDisabled = errors.New("payments: Stripe is not configured (set STRI
 
 // New returns the payments service.
 func New(db *database.DB, l *ledger.Service, cfg Config) *Service {
-	s := &Service{db: db, ledger: l, livemode: cfg.Livemode, now: time.Now, rechargeRetryAfter: cfg.RechargeRetryAfter}
+	s := &Service{db: db, ledger: l, livemode: cfg.Livemode, now: time.Now, rechargeRetryAfter: cfg.RechargeRetryAfter,
+		jobs: cfg.Jobs}
 	if s.rechargeRetryAfter <= 0 {
 		s.rechargeRetryAfter = DefaultRechargeRetryAfter
 	}

@@ -58,8 +58,10 @@ type rechargeWorker struct {
 	s *Service
 }
 
-// RegisterRecharges adds the recharge job's worker.
-func (s *Service) RegisterRecharges(w *river.Workers) { river.AddWorker(w, &rechargeWorker{s: s}) }
+// RegisterJobs adds the workers of the payments' jobs.
+func (s *Service) RegisterJobs(w *river.Workers) {
+	river.AddWorker(w, &rechargeWorker{s: s})
+}
 
 // Work charges the payment off-session and applies Stripe's answer. An
 // answer that says nothing of the outcome (no answer, a 5xx, a 409 of a

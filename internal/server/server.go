@@ -143,19 +143,28 @@ func (s *Server) buildServices(cfg config.Config, publishing ledger.Option, o op
 		return err
 	}
 	s.policy = outbound.Policy{AllowHTTP: cfg.Outbound.AllowHTTP, AllowPrivate: cfg.Outbound.AllowPrivate}
+	livemode := payments.LiveKey(cfg.StripeSecretKey)
 	s.ledger = ledger.New(s.db, publishing, ledger.WithTracerProvider(o.tracing),
-		outbound.LedgerEvents(s.db, cfg.Outbound.LowBalanceThreshold, s.inserter))
+		outbound.LedgerEvents(s.db, cfg.Outbound.LowBalanceThreshold, s.inserter),
+		ledger.WithRecharges(payments.NewRecharger(s.inserter, livemode)))
 	s.metrics.watchLedger(s.ledger)
 	s.payments = payments.New(s.db, s.ledger, payments.Config{
-		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
+		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: livemode,
+		RechargeRetryAfter: cfg.RechargeRetryAfter, Jobs: s.inserter,
 	})
 	logger := s.logger.With("component", "jobs")
 	deliverer := outbound.NewDeliverer(s.db, outbound.NewSender(s.policy, cfg.Outbound.Timeout), logger).WithSchedule(o.retries)
 	s.jobs, err = jobs.New(s.db, s.ledger, jobs.Config{
 		Workers: cfg.Workers, CheckInterval: cfg.CheckInterval, SweepInterval: cfg.SweepInterval, PollInterval: o.jobPoll,
 		Invariants: s.payments.Invariants(), Logger: logger,
-		Register:     deliverer.Register,
-		Queues:       map[string]river.QueueConfig{outbound.Queue: outbound.QueueConfig(cfg.Outbound.Workers, o.jobPoll)},
+		Register: func(w *river.Workers) {
+			deliverer.Register(w)
+			s.payments.RegisterJobs(w)
+		},
+		Queues: map[string]river.QueueConfig{
+			outbound.Queue:         outbound.QueueConfig(cfg.Outbound.Workers, o.jobPoll),
+			payments.RechargeQueue: payments.RechargeQueueConfig(cfg.Workers),
+		},
 		Timeout:      cfg.Outbound.JobTimeout,
 		ExpiryNotice: cfg.Outbound.ExpiryNotice,
 		RescueAfter:  cfg.Outbound.RescueAfter,
