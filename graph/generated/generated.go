@@ -16,6 +16,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/autorecharge"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditreservation"
 	"github.com/tally-billing/tally/ent/credittransaction"
@@ -41,6 +42,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	AdminActionConnection() AdminActionConnectionResolver
+	AutoRecharge() AutoRechargeResolver
 	CreditStatement() CreditStatementResolver
 	CreditTransaction() CreditTransactionResolver
 	CreditTransactionConnection() CreditTransactionConnectionResolver
@@ -87,6 +89,18 @@ type ComplexityRoot struct {
 	AdminActionEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	AutoRecharge struct {
+		ChargedThisMonthAmount func(childComplexity int) int
+		Enabled                func(childComplexity int) int
+		LastError              func(childComplexity int) int
+		LastRechargeAt         func(childComplexity int) int
+		MonthlyLimitAmount     func(childComplexity int) int
+		Package                func(childComplexity int) int
+		PaymentMethod          func(childComplexity int) int
+		Status                 func(childComplexity int) int
+		ThresholdCredits       func(childComplexity int) int
 	}
 
 	BackgroundJob struct {
@@ -332,6 +346,7 @@ type ComplexityRoot struct {
 		ReserveCredits              func(childComplexity int, input model.ReserveCreditsInput) int
 		RevokeCredits               func(childComplexity int, input model.RevokeCreditsInput) int
 		RotateWebhookEndpointSecret func(childComplexity int, input model.RotateWebhookEndpointSecretInput) int
+		SetAutoRecharge             func(childComplexity int, input model.SetAutoRechargeInput) int
 		SetLowBalanceThreshold      func(childComplexity int, input model.SetLowBalanceThresholdInput) int
 		SpendCredits                func(childComplexity int, input model.SpendCreditsInput) int
 		StartLedgerCheck            func(childComplexity int) int
@@ -480,6 +495,19 @@ type ComplexityRoot struct {
 		Secret   func(childComplexity int) int
 	}
 
+	SavedCard struct {
+		Brand    func(childComplexity int) int
+		ExpMonth func(childComplexity int) int
+		ExpYear  func(childComplexity int) int
+		Last4    func(childComplexity int) int
+	}
+
+	SetAutoRechargePayload struct {
+		AutoRecharge func(childComplexity int) int
+		Replayed     func(childComplexity int) int
+		User         func(childComplexity int) int
+	}
+
 	SetLowBalanceThresholdPayload struct {
 		EffectiveThreshold func(childComplexity int) int
 		User               func(childComplexity int) int
@@ -515,6 +543,7 @@ type ComplexityRoot struct {
 	}
 
 	User struct {
+		AutoRecharge        func(childComplexity int) int
 		AvailableCredits    func(childComplexity int) int
 		BalanceAt           func(childComplexity int, time time.Time) int
 		CreatedAt           func(childComplexity int) int
@@ -612,6 +641,12 @@ type ComplexityRoot struct {
 type AdminActionConnectionResolver interface {
 	TotalCountCapped(ctx context.Context, obj *ent.AdminActionConnection) (bool, error)
 }
+type AutoRechargeResolver interface {
+	Package(ctx context.Context, obj *ent.AutoRecharge) (*ent.CreditPackage, error)
+
+	ChargedThisMonthAmount(ctx context.Context, obj *ent.AutoRecharge) (int, error)
+	PaymentMethod(ctx context.Context, obj *ent.AutoRecharge) (*model.SavedCard, error)
+}
 type CreditStatementResolver interface {
 	Transactions(ctx context.Context, obj *ledger.Statement, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditTransactionConnection, error)
 }
@@ -636,6 +671,7 @@ type MutationResolver interface {
 	CreateCreditPackage(ctx context.Context, input model.CreateCreditPackageInput) (*model.CreateCreditPackagePayload, error)
 	UpdateCreditPackage(ctx context.Context, input model.UpdateCreditPackageInput) (*model.UpdateCreditPackagePayload, error)
 	StartLedgerCheck(ctx context.Context) (*model.StartLedgerCheckPayload, error)
+	SetAutoRecharge(ctx context.Context, input model.SetAutoRechargeInput) (*model.SetAutoRechargePayload, error)
 	CreateWebhookEndpoint(ctx context.Context, input model.CreateWebhookEndpointInput) (*model.CreateWebhookEndpointPayload, error)
 	UpdateWebhookEndpoint(ctx context.Context, input model.UpdateWebhookEndpointInput) (*model.UpdateWebhookEndpointPayload, error)
 	RotateWebhookEndpointSecret(ctx context.Context, input model.RotateWebhookEndpointSecretInput) (*model.RotateWebhookEndpointSecretPayload, error)
@@ -672,6 +708,7 @@ type SubscriptionResolver interface {
 type UserResolver interface {
 	Lots(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) (*ent.CreditLotConnection, error)
 	Reservations(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder) (*ent.CreditReservationConnection, error)
+	AutoRecharge(ctx context.Context, obj *ent.User) (*ent.AutoRecharge, error)
 	AvailableCredits(ctx context.Context, obj *ent.User) (int, error)
 	ReservedCredits(ctx context.Context, obj *ent.User) (int, error)
 	HeldCredits(ctx context.Context, obj *ent.User) (int, error)
@@ -830,6 +867,61 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AdminActionEdge.Node(childComplexity), true
+
+	case "AutoRecharge.chargedThisMonthAmount":
+		if e.ComplexityRoot.AutoRecharge.ChargedThisMonthAmount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AutoRecharge.ChargedThisMonthAmount(childComplexity), true
+	case "AutoRecharge.enabled":
+		if e.ComplexityRoot.AutoRecharge.Enabled == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AutoRecharge.Enabled(childComplexity), true
+	case "AutoRecharge.lastError":
+		if e.ComplexityRoot.AutoRecharge.LastError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AutoRecharge.LastError(childComplexity), true
+	case "AutoRecharge.lastRechargeAt":
+		if e.ComplexityRoot.AutoRecharge.LastRechargeAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AutoRecharge.LastRechargeAt(childComplexity), true
+	case "AutoRecharge.monthlyLimitAmount":
+		if e.ComplexityRoot.AutoRecharge.MonthlyLimitAmount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AutoRecharge.MonthlyLimitAmount(childComplexity), true
+	case "AutoRecharge.package":
+		if e.ComplexityRoot.AutoRecharge.Package == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AutoRecharge.Package(childComplexity), true
+	case "AutoRecharge.paymentMethod":
+		if e.ComplexityRoot.AutoRecharge.PaymentMethod == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AutoRecharge.PaymentMethod(childComplexity), true
+	case "AutoRecharge.status":
+		if e.ComplexityRoot.AutoRecharge.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AutoRecharge.Status(childComplexity), true
+	case "AutoRecharge.thresholdCredits":
+		if e.ComplexityRoot.AutoRecharge.ThresholdCredits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AutoRecharge.ThresholdCredits(childComplexity), true
 
 	case "BackgroundJob.args":
 		if e.ComplexityRoot.BackgroundJob.Args == nil {
@@ -1899,6 +1991,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateWebhookEndpointSecret(childComplexity, args["input"].(model.RotateWebhookEndpointSecretInput)), true
+	case "Mutation.setAutoRecharge":
+		if e.ComplexityRoot.Mutation.SetAutoRecharge == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setAutoRecharge_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetAutoRecharge(childComplexity, args["input"].(model.SetAutoRechargeInput)), true
 	case "Mutation.setLowBalanceThreshold":
 		if e.ComplexityRoot.Mutation.SetLowBalanceThreshold == nil {
 			break
@@ -2590,6 +2693,50 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.RotateWebhookEndpointSecretPayload.Secret(childComplexity), true
 
+	case "SavedCard.brand":
+		if e.ComplexityRoot.SavedCard.Brand == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SavedCard.Brand(childComplexity), true
+	case "SavedCard.expMonth":
+		if e.ComplexityRoot.SavedCard.ExpMonth == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SavedCard.ExpMonth(childComplexity), true
+	case "SavedCard.expYear":
+		if e.ComplexityRoot.SavedCard.ExpYear == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SavedCard.ExpYear(childComplexity), true
+	case "SavedCard.last4":
+		if e.ComplexityRoot.SavedCard.Last4 == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SavedCard.Last4(childComplexity), true
+
+	case "SetAutoRechargePayload.autoRecharge":
+		if e.ComplexityRoot.SetAutoRechargePayload.AutoRecharge == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SetAutoRechargePayload.AutoRecharge(childComplexity), true
+	case "SetAutoRechargePayload.replayed":
+		if e.ComplexityRoot.SetAutoRechargePayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SetAutoRechargePayload.Replayed(childComplexity), true
+	case "SetAutoRechargePayload.user":
+		if e.ComplexityRoot.SetAutoRechargePayload.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SetAutoRechargePayload.User(childComplexity), true
+
 	case "SetLowBalanceThresholdPayload.effectiveThreshold":
 		if e.ComplexityRoot.SetLowBalanceThresholdPayload.EffectiveThreshold == nil {
 			break
@@ -2675,6 +2822,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.UpdateWebhookEndpointPayload.Endpoint(childComplexity), true
 
+	case "User.autoRecharge":
+		if e.ComplexityRoot.User.AutoRecharge == nil {
+			break
+		}
+
+		return e.ComplexityRoot.User.AutoRecharge(childComplexity), true
 	case "User.availableCredits":
 		if e.ComplexityRoot.User.AvailableCredits == nil {
 			break
@@ -3115,6 +3268,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("ReserveCreditsInput", ec.unmarshalInputReserveCreditsInput),
 			graphql.NewInputUnmarshaler("RevokeCreditsInput", ec.unmarshalInputRevokeCreditsInput),
 			graphql.NewInputUnmarshaler("RotateWebhookEndpointSecretInput", ec.unmarshalInputRotateWebhookEndpointSecretInput),
+			graphql.NewInputUnmarshaler("SetAutoRechargeInput", ec.unmarshalInputSetAutoRechargeInput),
 			graphql.NewInputUnmarshaler("SetLowBalanceThresholdInput", ec.unmarshalInputSetLowBalanceThresholdInput),
 			graphql.NewInputUnmarshaler("SpendCreditsInput", ec.unmarshalInputSpendCreditsInput),
 			graphql.NewInputUnmarshaler("UnfreezeUserInput", ec.unmarshalInputUnfreezeUserInput),
@@ -3220,6 +3374,103 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
+	{Name: "../autorecharge.graphqls", Input: `"""
+Where a user's auto-recharge stands.
+"""
+enum AutoRechargeStatus {
+  """
+  Recharges start when the credits fall below the threshold.
+  """
+  ACTIVE
+  """
+  The card's bank asks the customer to authenticate a recharge: the
+  application brings them back on-session (the recharge.action_required
+  event carries the payment intent's client secret). Completing it
+  resumes ACTIVE; saving another card gives that recharge up.
+  """
+  ACTION_REQUIRED
+  """
+  The last recharge was declined; the next waits TALLY_RECHARGE_RETRY_AFTER.
+  """
+  FAILING
+  """
+  Three recharges in a row failed: off until setAutoRecharge turns it on again.
+  """
+  DISABLED
+}
+
+"""
+A saved card, as far as its owner may see it.
+"""
+type SavedCard {
+  brand: String!
+  last4: String!
+  expMonth: Int!
+  expYear: Int!
+}
+
+"""
+A user's auto-recharge: when a movement leaves their available credits
+below thresholdCredits, Tally charges the saved card off-session for the
+pack, once at a time and within the monthly limit.
+"""
+type AutoRecharge {
+  enabled: Boolean!
+  thresholdCredits: Int!
+  package: CreditPackage
+  """
+  The most recharges may charge in a calendar month (UTC), in the pack's
+  currency's minor units.
+  """
+  monthlyLimitAmount: Int!
+  """
+  What this month's recharges charged or are charging (failed ones not counted).
+  """
+  chargedThisMonthAmount: Int!
+  paymentMethod: SavedCard
+  status: AutoRechargeStatus!
+  lastError: String
+  lastRechargeAt: Time
+}
+
+extend type User {
+  """
+  Auto-recharge, null until a card is saved or settings are made.
+  """
+  autoRecharge: AutoRecharge
+}
+
+input SetAutoRechargeInput {
+  userId: ID
+  externalUserId: String
+  enabled: Boolean!
+  thresholdCredits: Int!
+  """
+  The pack each recharge buys; required to turn auto-recharge on.
+  """
+  packageId: ID
+  monthlyLimitAmount: Int!
+  """
+  Optional: the same key with the same request changes nothing again.
+  """
+  idempotencyKey: String
+}
+
+type SetAutoRechargePayload {
+  autoRecharge: AutoRecharge!
+  user: User!
+  replayed: Boolean!
+}
+
+extend type Mutation {
+  """
+  Users set their own; admins anyone's (audited). Turning it on needs a
+  saved card; when the credits are already below the threshold, a
+  recharge starts at once.
+  """
+  setAutoRecharge(input: SetAutoRechargeInput!): SetAutoRechargePayload! @hasRole(roles: [USER, ADMIN])
+}
+`, BuiltIn: false},
 	{Name: "../ent.graphqls", Input: `directive @goField(forceResolver: Boolean, name: String, omittable: Boolean) on FIELD_DEFINITION | INPUT_FIELD_DEFINITION
 directive @goModel(model: String, models: [String!], forceGenerate: Boolean) on OBJECT | INPUT_OBJECT | SCALAR | ENUM | INTERFACE | UNION
 type AdminAction implements Node {
@@ -6481,6 +6732,30 @@ func (ec *executionContext) childFields_AdminActionEdge(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type AdminActionEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_AutoRecharge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "enabled":
+		return ec.fieldContext_AutoRecharge_enabled(ctx, field)
+	case "thresholdCredits":
+		return ec.fieldContext_AutoRecharge_thresholdCredits(ctx, field)
+	case "package":
+		return ec.fieldContext_AutoRecharge_package(ctx, field)
+	case "monthlyLimitAmount":
+		return ec.fieldContext_AutoRecharge_monthlyLimitAmount(ctx, field)
+	case "chargedThisMonthAmount":
+		return ec.fieldContext_AutoRecharge_chargedThisMonthAmount(ctx, field)
+	case "paymentMethod":
+		return ec.fieldContext_AutoRecharge_paymentMethod(ctx, field)
+	case "status":
+		return ec.fieldContext_AutoRecharge_status(ctx, field)
+	case "lastError":
+		return ec.fieldContext_AutoRecharge_lastError(ctx, field)
+	case "lastRechargeAt":
+		return ec.fieldContext_AutoRecharge_lastRechargeAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AutoRecharge", field.Name)
+}
+
 func (ec *executionContext) childFields_BackgroundJob(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -7169,6 +7444,32 @@ func (ec *executionContext) childFields_RotateWebhookEndpointSecretPayload(ctx c
 	return nil, fmt.Errorf("no field named %q was found under type RotateWebhookEndpointSecretPayload", field.Name)
 }
 
+func (ec *executionContext) childFields_SavedCard(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "brand":
+		return ec.fieldContext_SavedCard_brand(ctx, field)
+	case "last4":
+		return ec.fieldContext_SavedCard_last4(ctx, field)
+	case "expMonth":
+		return ec.fieldContext_SavedCard_expMonth(ctx, field)
+	case "expYear":
+		return ec.fieldContext_SavedCard_expYear(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SavedCard", field.Name)
+}
+
+func (ec *executionContext) childFields_SetAutoRechargePayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "autoRecharge":
+		return ec.fieldContext_SetAutoRechargePayload_autoRecharge(ctx, field)
+	case "user":
+		return ec.fieldContext_SetAutoRechargePayload_user(ctx, field)
+	case "replayed":
+		return ec.fieldContext_SetAutoRechargePayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SetAutoRechargePayload", field.Name)
+}
+
 func (ec *executionContext) childFields_SetLowBalanceThresholdPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "user":
@@ -7251,6 +7552,8 @@ func (ec *executionContext) childFields_User(ctx context.Context, field graphql.
 		return ec.fieldContext_User_lots(ctx, field)
 	case "reservations":
 		return ec.fieldContext_User_reservations(ctx, field)
+	case "autoRecharge":
+		return ec.fieldContext_User_autoRecharge(ctx, field)
 	case "availableCredits":
 		return ec.fieldContext_User_availableCredits(ctx, field)
 	case "reservedCredits":
@@ -7765,6 +8068,20 @@ func (ec *executionContext) field_Mutation_rotateWebhookEndpointSecret_args(ctx 
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.RotateWebhookEndpointSecretInput, error) {
 			return ec.unmarshalNRotateWebhookEndpointSecretInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRotateWebhookEndpointSecretInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setAutoRecharge_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SetAutoRechargeInput, error) {
+			return ec.unmarshalNSetAutoRechargeInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSetAutoRechargeInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -9182,6 +9499,231 @@ func (ec *executionContext) _AdminActionEdge_cursor(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_AdminActionEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AdminActionEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _AutoRecharge_enabled(ctx context.Context, field graphql.CollectedField, obj *ent.AutoRecharge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AutoRecharge_enabled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Enabled, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AutoRecharge_enabled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AutoRecharge", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _AutoRecharge_thresholdCredits(ctx context.Context, field graphql.CollectedField, obj *ent.AutoRecharge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AutoRecharge_thresholdCredits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ThresholdCredits, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AutoRecharge_thresholdCredits(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AutoRecharge", field, false, false, "Int")
+}
+
+func (ec *executionContext) _AutoRecharge_package(ctx context.Context, field graphql.CollectedField, obj *ent.AutoRecharge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AutoRecharge_package(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.AutoRecharge().Package(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditPackage) graphql.Marshaler {
+			return ec.marshalOCreditPackage2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackage(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AutoRecharge_package(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AutoRecharge",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPackage(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AutoRecharge_monthlyLimitAmount(ctx context.Context, field graphql.CollectedField, obj *ent.AutoRecharge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AutoRecharge_monthlyLimitAmount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MonthlyLimitAmount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AutoRecharge_monthlyLimitAmount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AutoRecharge", field, false, false, "Int")
+}
+
+func (ec *executionContext) _AutoRecharge_chargedThisMonthAmount(ctx context.Context, field graphql.CollectedField, obj *ent.AutoRecharge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AutoRecharge_chargedThisMonthAmount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.AutoRecharge().ChargedThisMonthAmount(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AutoRecharge_chargedThisMonthAmount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AutoRecharge", field, true, true, "Int")
+}
+
+func (ec *executionContext) _AutoRecharge_paymentMethod(ctx context.Context, field graphql.CollectedField, obj *ent.AutoRecharge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AutoRecharge_paymentMethod(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.AutoRecharge().PaymentMethod(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SavedCard) graphql.Marshaler {
+			return ec.marshalOSavedCard2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSavedCard(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AutoRecharge_paymentMethod(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AutoRecharge",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SavedCard(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _AutoRecharge_status(ctx context.Context, field graphql.CollectedField, obj *ent.AutoRecharge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AutoRecharge_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v autorecharge.Status) graphql.Marshaler {
+			return ec.marshalNAutoRechargeStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋautorechargeᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AutoRecharge_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AutoRecharge", field, false, false, "AutoRechargeStatus")
+}
+
+func (ec *executionContext) _AutoRecharge_lastError(ctx context.Context, field graphql.CollectedField, obj *ent.AutoRecharge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AutoRecharge_lastError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AutoRecharge_lastError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AutoRecharge", field, false, false, "String")
+}
+
+func (ec *executionContext) _AutoRecharge_lastRechargeAt(ctx context.Context, field graphql.CollectedField, obj *ent.AutoRecharge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AutoRecharge_lastRechargeAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastRechargeAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AutoRecharge_lastRechargeAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AutoRecharge", field, false, false, "Time")
 }
 
 func (ec *executionContext) _BackgroundJob_id(ctx context.Context, field graphql.CollectedField, obj *jobs.Job) (ret graphql.Marshaler) {
@@ -13757,6 +14299,68 @@ func (ec *executionContext) fieldContext_Mutation_startLedgerCheck(_ context.Con
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_setAutoRecharge(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setAutoRecharge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetAutoRecharge(ctx, fc.Args["input"].(model.SetAutoRechargeInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.SetAutoRechargePayload
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.SetAutoRechargePayload
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SetAutoRechargePayload) graphql.Marshaler {
+			return ec.marshalNSetAutoRechargePayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSetAutoRechargePayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setAutoRecharge(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SetAutoRechargePayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setAutoRecharge_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_createWebhookEndpoint(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -16952,6 +17556,185 @@ func (ec *executionContext) fieldContext_RotateWebhookEndpointSecretPayload_secr
 	return graphql.NewScalarFieldContext("RotateWebhookEndpointSecretPayload", field, false, false, "String")
 }
 
+func (ec *executionContext) _SavedCard_brand(ctx context.Context, field graphql.CollectedField, obj *model.SavedCard) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SavedCard_brand(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Brand, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SavedCard_brand(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SavedCard", field, false, false, "String")
+}
+
+func (ec *executionContext) _SavedCard_last4(ctx context.Context, field graphql.CollectedField, obj *model.SavedCard) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SavedCard_last4(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Last4, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SavedCard_last4(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SavedCard", field, false, false, "String")
+}
+
+func (ec *executionContext) _SavedCard_expMonth(ctx context.Context, field graphql.CollectedField, obj *model.SavedCard) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SavedCard_expMonth(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExpMonth, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SavedCard_expMonth(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SavedCard", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SavedCard_expYear(ctx context.Context, field graphql.CollectedField, obj *model.SavedCard) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SavedCard_expYear(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExpYear, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SavedCard_expYear(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SavedCard", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SetAutoRechargePayload_autoRecharge(ctx context.Context, field graphql.CollectedField, obj *model.SetAutoRechargePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SetAutoRechargePayload_autoRecharge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AutoRecharge, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AutoRecharge) graphql.Marshaler {
+			return ec.marshalNAutoRecharge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAutoRecharge(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SetAutoRechargePayload_autoRecharge(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SetAutoRechargePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AutoRecharge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SetAutoRechargePayload_user(ctx context.Context, field graphql.CollectedField, obj *model.SetAutoRechargePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SetAutoRechargePayload_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SetAutoRechargePayload_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SetAutoRechargePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SetAutoRechargePayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.SetAutoRechargePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SetAutoRechargePayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SetAutoRechargePayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SetAutoRechargePayload", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _SetLowBalanceThresholdPayload_user(ctx context.Context, field graphql.CollectedField, obj *model.SetLowBalanceThresholdPayload) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -17627,6 +18410,38 @@ func (ec *executionContext) fieldContext_User_reservations(ctx context.Context, 
 	if fc.Args, err = ec.field_User_reservations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _User_autoRecharge(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_autoRecharge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.User().AutoRecharge(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AutoRecharge) graphql.Marshaler {
+			return ec.marshalOAutoRecharge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAutoRecharge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_User_autoRecharge(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AutoRecharge(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -26621,6 +27436,90 @@ func UnmarshalRotateWebhookEndpointSecretInput(ctx context.Context, raw any) (mo
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputSetAutoRechargeInput(ctx context.Context, obj any) (model.SetAutoRechargeInput, error) {
+	var it model.SetAutoRechargeInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"userId", "externalUserId", "enabled", "thresholdCredits", "packageId", "monthlyLimitAmount", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "externalUserId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("externalUserId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExternalUserID = data
+		case "enabled":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("enabled"))
+			data, err := ec.unmarshalNBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Enabled = data
+		case "thresholdCredits":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("thresholdCredits"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ThresholdCredits = data
+		case "packageId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("packageId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PackageID = data
+		case "monthlyLimitAmount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("monthlyLimitAmount"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.MonthlyLimitAmount = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSetAutoRechargeInput unmarshals raw into the SetAutoRechargeInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSetAutoRechargeInput(ctx context.Context, raw any) (model.SetAutoRechargeInput, error) {
+	var out model.SetAutoRechargeInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetAutoRechargeInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputSetLowBalanceThresholdInput(ctx context.Context, obj any) (model.SetLowBalanceThresholdInput, error) {
 	var it model.SetLowBalanceThresholdInput
 	if obj == nil {
@@ -28458,6 +29357,82 @@ func (ec *executionContext) _AdminActionEdge(ctx context.Context, sel ast.Select
 	return out
 }
 
+var autoRechargeImplementors = []string{"AutoRecharge"}
+
+func (ec *executionContext) _AutoRecharge(ctx context.Context, sel ast.SelectionSet, obj *ent.AutoRecharge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, autoRechargeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("AutoRecharge")
+		case "enabled":
+			out.Values[i] = ec._AutoRecharge_enabled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "thresholdCredits":
+			out.Values[i] = ec._AutoRecharge_thresholdCredits(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "package":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._AutoRecharge_package(ctx, field, obj)
+				})
+		case "monthlyLimitAmount":
+			out.Values[i] = ec._AutoRecharge_monthlyLimitAmount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "chargedThisMonthAmount":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._AutoRecharge_chargedThisMonthAmount(ctx, field, obj)
+				})
+		case "paymentMethod":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._AutoRecharge_paymentMethod(ctx, field, obj)
+				})
+		case "status":
+			out.Values[i] = ec._AutoRecharge_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lastError":
+			out.Values[i] = ec._AutoRecharge_lastError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lastRechargeAt":
+			out.Values[i] = ec._AutoRecharge_lastRechargeAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var backgroundJobImplementors = []string{"BackgroundJob"}
 
 func (ec *executionContext) _BackgroundJob(ctx context.Context, sel ast.SelectionSet, obj *jobs.Job) graphql.Marshaler {
@@ -30078,6 +31053,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "setAutoRecharge":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setAutoRecharge(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createWebhookEndpoint":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createWebhookEndpoint(ctx, field)
@@ -31092,6 +32074,97 @@ func (ec *executionContext) _RotateWebhookEndpointSecretPayload(ctx context.Cont
 	return out
 }
 
+var savedCardImplementors = []string{"SavedCard"}
+
+func (ec *executionContext) _SavedCard(ctx context.Context, sel ast.SelectionSet, obj *model.SavedCard) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, savedCardImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SavedCard")
+		case "brand":
+			out.Values[i] = ec._SavedCard_brand(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "last4":
+			out.Values[i] = ec._SavedCard_last4(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "expMonth":
+			out.Values[i] = ec._SavedCard_expMonth(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "expYear":
+			out.Values[i] = ec._SavedCard_expYear(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var setAutoRechargePayloadImplementors = []string{"SetAutoRechargePayload"}
+
+func (ec *executionContext) _SetAutoRechargePayload(ctx context.Context, sel ast.SelectionSet, obj *model.SetAutoRechargePayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, setAutoRechargePayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SetAutoRechargePayload")
+		case "autoRecharge":
+			out.Values[i] = ec._SetAutoRechargePayload_autoRecharge(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "user":
+			out.Values[i] = ec._SetAutoRechargePayload_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._SetAutoRechargePayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var setLowBalanceThresholdPayloadImplementors = []string{"SetLowBalanceThresholdPayload"}
 
 func (ec *executionContext) _SetLowBalanceThresholdPayload(ctx context.Context, sel ast.SelectionSet, obj *model.SetLowBalanceThresholdPayload) graphql.Marshaler {
@@ -31402,6 +32475,12 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._User_reservations(ctx, field, obj)
+				})
+		case "autoRecharge":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_autoRecharge(ctx, field, obj)
 				})
 		case "availableCredits":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
@@ -32329,6 +33408,24 @@ func (ec *executionContext) unmarshalNAdminActionWhereInput2ᚖgithubᚗcomᚋta
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNAutoRecharge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAutoRecharge(ctx context.Context, sel ast.SelectionSet, v *ent.AutoRecharge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "AutoRecharge!")
+		return graphql.Null
+	}
+	return ec._AutoRecharge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNAutoRechargeStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋautorechargeᚐStatus(ctx context.Context, v any) (autorecharge.Status, error) {
+	var res autorecharge.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNAutoRechargeStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋautorechargeᚐStatus(ctx context.Context, sel ast.SelectionSet, v autorecharge.Status) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNBackgroundJob2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋjobsᚐJobᚄ(ctx context.Context, sel ast.SelectionSet, v []*jobs.Job) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -33130,6 +34227,19 @@ func (ec *executionContext) marshalNRotateWebhookEndpointSecretPayload2ᚖgithub
 	return ec._RotateWebhookEndpointSecretPayload(ctx, sel, v)
 }
 
+func (ec *executionContext) unmarshalNSetAutoRechargeInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSetAutoRechargeInput(ctx context.Context, v any) (model.SetAutoRechargeInput, error) {
+	res, err := ec.unmarshalInputSetAutoRechargeInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSetAutoRechargePayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSetAutoRechargePayload(ctx context.Context, sel ast.SelectionSet, v *model.SetAutoRechargePayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SetAutoRechargePayload!")
+		return graphql.Null
+	}
+	return ec._SetAutoRechargePayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNSetLowBalanceThresholdInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSetLowBalanceThresholdInput(ctx context.Context, v any) (model.SetLowBalanceThresholdInput, error) {
 	res, err := ec.unmarshalInputSetLowBalanceThresholdInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -33607,6 +34717,13 @@ func (ec *executionContext) unmarshalOAdminActionWhereInput2ᚖgithubᚗcomᚋta
 	}
 	res, err := ec.unmarshalInputAdminActionWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOAutoRecharge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAutoRecharge(ctx context.Context, sel ast.SelectionSet, v *ent.AutoRecharge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._AutoRecharge(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOBoolean2bool(ctx context.Context, v any) (bool, error) {
@@ -34589,6 +35706,13 @@ func (ec *executionContext) unmarshalOProcessedEventWhereInput2ᚖgithubᚗcom�
 	}
 	res, err := ec.unmarshalInputProcessedEventWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOSavedCard2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐSavedCard(ctx context.Context, sel ast.SelectionSet, v *model.SavedCard) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SavedCard(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOString2string(ctx context.Context, v any) (string, error) {

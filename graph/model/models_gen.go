@@ -274,6 +274,32 @@ type RotateWebhookEndpointSecretPayload struct {
 	Secret   string               `json:"secret"`
 }
 
+// A saved card, as far as its owner may see it.
+type SavedCard struct {
+	Brand    string `json:"brand"`
+	Last4    string `json:"last4"`
+	ExpMonth int    `json:"expMonth"`
+	ExpYear  int    `json:"expYear"`
+}
+
+type SetAutoRechargeInput struct {
+	UserID           *string `json:"userId,omitempty"`
+	ExternalUserID   *string `json:"externalUserId,omitempty"`
+	Enabled          bool    `json:"enabled"`
+	ThresholdCredits int     `json:"thresholdCredits"`
+	// The pack each recharge buys; required to turn auto-recharge on.
+	PackageID          *string `json:"packageId,omitempty"`
+	MonthlyLimitAmount int     `json:"monthlyLimitAmount"`
+	// Optional: the same key with the same request changes nothing again.
+	IdempotencyKey *string `json:"idempotencyKey,omitempty"`
+}
+
+type SetAutoRechargePayload struct {
+	AutoRecharge *ent.AutoRecharge `json:"autoRecharge"`
+	User         *ent.User         `json:"user"`
+	Replayed     bool              `json:"replayed"`
+}
+
 // Set below how many available credits a user is low (balance.low,
 // balance.depleted and balance.recovered events): users for themselves,
 // services and admins for anyone. null restores the server's default

@@ -204,6 +204,12 @@ func (s *Service) AutoRechargeOf(ctx context.Context, userID string) (*ent.AutoR
 	return autoRechargeOf(ctx, s.db.Ent, userID)
 }
 
+// ChargedThisMonth is what the user's recharges of this calendar month
+// (UTC) charged or are charging.
+func (s *Service) ChargedThisMonth(ctx context.Context, userID string) (int64, error) {
+	return chargedThisMonth(ctx, s.db.Ent, userID, s.now())
+}
+
 // canCharge says whether a recharge may be started for these settings at
 // all (the trigger also checks what is in flight, the wait after a
 // decline and the month's limit).
