@@ -1,17 +1,12 @@
 package payments_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
-	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -30,135 +25,20 @@ import (
 func TestMain(m *testing.M) { os.Exit(stripemock.Run(m)) }
 
 // sentRequest is one request Tally sent to Stripe.
-type sentRequest struct {
-	Method, Path, IdempotencyKey string
-	Form                         url.Values
-}
-
-// recordingStripe sits between the service and stripe-mock. It records what Tally
-// sends, honours idempotency keys as Stripe does (stripe-mock does not: the
-// same key with the same parameters replays the first answer, with other
-// parameters it is an idempotency_error), and can answer some requests itself
-// to play a failing Stripe.
-type recordingStripe struct {
-	t   testing.TB
-	srv *httptest.Server
-
-	mu    sync.Mutex
-	reqs  []sentRequest
-	fault func(sentRequest) (status int, body string)
-	keys  map[string]*stripeReplay
-}
-
-type stripeReplay struct {
-	mu     sync.Mutex
-	form   url.Values
-	done   bool
-	status int
-	header http.Header
-	body   []byte
-}
-
-func newRecordingStripe(t testing.TB) *recordingStripe {
-	target, err := url.Parse(stripemock.Start(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &recordingStripe{t: t, keys: map[string]*stripeReplay{}}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		form, _ := url.ParseQuery(string(body))
-		if r.Method == http.MethodGet {
-			form = r.URL.Query()
-		}
-		req := sentRequest{Method: r.Method, Path: r.URL.Path, IdempotencyKey: r.Header.Get("Idempotency-Key"), Form: form}
-		f.mu.Lock()
-		f.reqs = append(f.reqs, req)
-		fault := f.fault
-		f.mu.Unlock()
-		if fault != nil {
-			if status, body := fault(req); status != 0 {
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(status)
-				_, _ = io.WriteString(w, body)
-				return
-			}
-		}
-		forward := func(w http.ResponseWriter) {
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			proxy.ServeHTTP(w, r)
-		}
-		if r.Method != http.MethodPost || req.IdempotencyKey == "" {
-			forward(w)
-			return
-		}
-		f.mu.Lock()
-		ans, ok := f.keys[req.IdempotencyKey]
-		if !ok {
-			ans = &stripeReplay{form: form}
-			f.keys[req.IdempotencyKey] = ans
-		}
-		f.mu.Unlock()
-		ans.mu.Lock() // a concurrent request with the key waits for the first
-		defer ans.mu.Unlock()
-		if !reflect.DeepEqual(ans.form, form) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			_, _ = io.WriteString(w, `{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters they were first used with."}}`)
-			return
-		}
-		if !ans.done {
-			rec := httptest.NewRecorder()
-			forward(rec)
-			ans.done, ans.status, ans.header, ans.body = true, rec.Code, rec.Header(), rec.Body.Bytes()
-		}
-		for k, v := range ans.header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(ans.status)
-		_, _ = w.Write(ans.body)
-	}))
-	t.Cleanup(f.srv.Close)
-	return f
-}
-
-// failWith makes Stripe answer requests for which answer returns a status.
-func (f *recordingStripe) failWith(answer func(sentRequest) (int, string)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fault = answer
-}
-
-// requests returns what Tally sent to path (every path if empty).
-func (f *recordingStripe) requests(method, path string) []sentRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []sentRequest
-	for _, r := range f.reqs {
-		if (method == "" || r.Method == method) && (path == "" || r.Path == path) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+type sentRequest = stripemock.Request
 
 type purchaseEnv struct {
 	t      *testing.T
 	ctx    context.Context
 	db     *database.DB
 	svc    *payments.Service
-	stripe *recordingStripe
+	stripe *stripemock.Recorder
 	n      int
 }
 
 func newPurchaseEnv(t *testing.T, db *database.DB) *purchaseEnv {
-	f := &purchaseEnv{t: t, ctx: context.Background(), db: db, stripe: newRecordingStripe(t)}
-	f.svc = payments.New(db, ledger.New(db), payments.Config{SecretKey: "sk_test_123", APIBase: f.stripe.srv.URL})
+	f := &purchaseEnv{t: t, ctx: context.Background(), db: db, stripe: stripemock.NewRecorder(t)}
+	f.svc = payments.New(db, ledger.New(db), payments.Config{SecretKey: "sk_test_123", APIBase: f.stripe.URL()})
 	return f
 }
 
@@ -256,13 +136,13 @@ func TestCheckoutCreatesPendingPaymentAndSession(t *testing.T) {
 		if len(customers) != 1 || customers[0].UserID != u.ID || customers[0].Livemode {
 			t.Fatalf("customers %+v: want one test-mode customer of %s", customers, u.ID)
 		}
-		custReqs := f.stripe.requests(http.MethodPost, "/v1/customers")
+		custReqs := f.stripe.Requests(http.MethodPost, "/v1/customers")
 		if len(custReqs) != 1 || custReqs[0].IdempotencyKey != "tally-customer-"+u.ID ||
 			custReqs[0].Form.Get("metadata[user_id]") != u.ID || custReqs[0].Form.Get("metadata[external_id]") != "alice" {
 			t.Fatalf("customer requests %+v", custReqs)
 		}
 
-		sessReqs := f.stripe.requests(http.MethodPost, "/v1/checkout/sessions")
+		sessReqs := f.stripe.Requests(http.MethodPost, "/v1/checkout/sessions")
 		if len(sessReqs) != 1 {
 			t.Fatalf("%d session requests, want 1", len(sessReqs))
 		}
@@ -301,10 +181,10 @@ func TestCheckoutCreatesPendingPaymentAndSession(t *testing.T) {
 		if c := f.rows(); c != (purchaseRows{Payments: 2, Customers: 1, Keys: 2}) {
 			t.Fatalf("rows %+v after two purchases", c)
 		}
-		if n := len(f.stripe.requests(http.MethodPost, "/v1/customers")); n != 1 {
+		if n := len(f.stripe.Requests(http.MethodPost, "/v1/customers")); n != 1 {
 			t.Fatalf("%d customer creations, want 1", n)
 		}
-		last := f.stripe.requests(http.MethodPost, "/v1/checkout/sessions")[1]
+		last := f.stripe.Requests(http.MethodPost, "/v1/checkout/sessions")[1]
 		if last.Form.Get("customer") != customers[0].StripeCustomerID {
 			t.Fatalf("second session for customer %q, want %q", last.Form.Get("customer"), customers[0].StripeCustomerID)
 		}
@@ -319,7 +199,7 @@ func TestCheckoutUsesThePacksStripePrice(t *testing.T) {
 		pkg = pkg.Update().SetStripePriceID("price_1Pack").SaveX(f.ctx)
 
 		f.checkout(u.ID, checkoutReq(pkg.ID, "k"))
-		form := f.stripe.requests(http.MethodPost, "/v1/checkout/sessions")[0].Form
+		form := f.stripe.Requests(http.MethodPost, "/v1/checkout/sessions")[0].Form
 		if form.Get("line_items[0][price]") != "price_1Pack" || form.Has("line_items[0][price_data][unit_amount]") {
 			t.Fatalf("line item %v: want price price_1Pack and no price_data", form)
 		}
@@ -338,7 +218,7 @@ func TestCheckoutIdempotency(t *testing.T) {
 		if !again.Replayed || again.Payment.ID != first.Payment.ID || again.SessionID != first.SessionID || again.URL == "" {
 			t.Fatalf("retry returned %+v, want a replay of payment %s / %s", again, first.Payment.ID, first.SessionID)
 		}
-		if n := len(f.stripe.requests(http.MethodPost, "/v1/checkout/sessions")); n != 1 {
+		if n := len(f.stripe.Requests(http.MethodPost, "/v1/checkout/sessions")); n != 1 {
 			t.Fatalf("%d sessions created, want 1", n)
 		}
 
@@ -386,7 +266,7 @@ func TestCheckoutResumesARequestThatStoppedBeforeStripe(t *testing.T) {
 			t.Fatalf("stored session %v, want %s", stored.StripeCheckoutSessionID, res.SessionID)
 		}
 		keys := map[string]bool{}
-		for _, r := range f.stripe.requests(http.MethodPost, "/v1/checkout/sessions") {
+		for _, r := range f.stripe.Requests(http.MethodPost, "/v1/checkout/sessions") {
 			keys[r.IdempotencyKey] = true
 		}
 		if len(keys) != 1 || !keys["tally-checkout-"+res.Payment.ID] {
@@ -425,12 +305,12 @@ func TestConcurrentCheckoutsOfANewUserMakeOneCustomer(t *testing.T) {
 		if len(customers) != 1 {
 			t.Fatalf("%d StripeCustomer rows, want 1", len(customers))
 		}
-		for _, r := range f.stripe.requests(http.MethodPost, "/v1/checkout/sessions") {
+		for _, r := range f.stripe.Requests(http.MethodPost, "/v1/checkout/sessions") {
 			if r.Form.Get("customer") != customers[0].StripeCustomerID {
 				t.Fatalf("a session for customer %q, want %q", r.Form.Get("customer"), customers[0].StripeCustomerID)
 			}
 		}
-		for _, r := range f.stripe.requests(http.MethodPost, "/v1/customers") {
+		for _, r := range f.stripe.Requests(http.MethodPost, "/v1/customers") {
 			if r.IdempotencyKey != "tally-customer-"+u.ID {
 				t.Fatalf("customer created with idempotency key %q", r.IdempotencyKey)
 			}
@@ -523,7 +403,7 @@ func TestCheckoutRefusals(t *testing.T) {
 		if c := f.rows(); c != (purchaseRows{}) {
 			t.Fatalf("refusals wrote rows: %+v", c)
 		}
-		if reqs := f.stripe.requests("", ""); len(reqs) != 0 {
+		if reqs := f.stripe.Requests("", ""); len(reqs) != 0 {
 			t.Fatalf("refusals called Stripe: %+v", reqs)
 		}
 		// A refused request does not use up its key.
@@ -606,7 +486,7 @@ func TestCheckoutWhenStripeFails(t *testing.T) {
 				f := newPurchaseEnv(t, db)
 				u := f.user("alice")
 				pkg := f.pack(100, 500)
-				f.stripe.failWith(c.answer)
+				f.stripe.FailWith(c.answer)
 
 				_, err := f.svc.CreateCheckoutSession(f.ctx, u.ID, checkoutReq(pkg.ID, "k"))
 				wantAppCode(t, err, c.code)
@@ -623,12 +503,12 @@ func TestCheckoutWhenStripeFails(t *testing.T) {
 
 				// Stripe recovers: the same key now makes the purchase, under a
 				// new payment (so a new Stripe idempotency key).
-				f.stripe.failWith(nil)
+				f.stripe.FailWith(nil)
 				res := f.checkout(u.ID, checkoutReq(pkg.ID, "k"))
 				if res.Replayed || res.SessionID == "" {
 					t.Fatalf("retry after the failure: %+v", res)
 				}
-				sessions := f.stripe.requests(http.MethodPost, "/v1/checkout/sessions")
+				sessions := f.stripe.Requests(http.MethodPost, "/v1/checkout/sessions")
 				for _, r := range sessions[:len(sessions)-1] {
 					if r.Form.Get("client_reference_id") == res.Payment.ID {
 						t.Fatalf("the failed attempt and the retry share payment %s", res.Payment.ID)

@@ -47,7 +47,7 @@ func TestRefundAsksStripeAndChangesNothingInTally(t *testing.T) {
 		if r == nil || !strings.HasPrefix(r.ID, "re_") {
 			t.Fatalf("refund %+v: want Stripe's refund", r)
 		}
-		reqs := f.stripe.requests(http.MethodPost, "/v1/refunds")
+		reqs := f.stripe.Requests(http.MethodPost, "/v1/refunds")
 		if len(reqs) != 1 {
 			t.Fatalf("%d refund requests, want 1", len(reqs))
 		}
@@ -99,7 +99,7 @@ func TestRefundWithFreeTextReasonAndLongKey(t *testing.T) {
 		if _, err := f.svc.CreateRefund(f.ctx, p.ID, 1000, "goodwill after outage", key); err != nil {
 			t.Fatal(err)
 		}
-		reqs := f.stripe.requests(http.MethodPost, "/v1/refunds")
+		reqs := f.stripe.Requests(http.MethodPost, "/v1/refunds")
 		if reqs[0].Form.Has("reason") || reqs[0].Form.Get("metadata[reason]") != "goodwill after outage" {
 			t.Fatalf("free-text reason sent as %v: want it in metadata only", reqs[0].Form)
 		}
@@ -141,7 +141,7 @@ func TestRefundRefusals(t *testing.T) {
 				t.Errorf("%s: got %s (%v), want %s", c.name, got, err, c.code)
 			}
 		}
-		if reqs := f.stripe.requests("", ""); len(reqs) != 0 {
+		if reqs := f.stripe.Requests("", ""); len(reqs) != 0 {
 			t.Fatalf("refusals called Stripe: %+v", reqs)
 		}
 		// Exactly what is left is fine.
@@ -156,7 +156,7 @@ func TestRefundWhenStripeRefusesOrFails(t *testing.T) {
 		f := newPurchaseEnv(t, db)
 		p := f.paid(payment.StatusSucceeded, 0, "pi_789")
 
-		f.stripe.failWith(func(sentRequest) (int, string) {
+		f.stripe.FailWith(func(sentRequest) (int, string) {
 			return 400, `{"error":{"type":"invalid_request_error","code":"charge_already_refunded","message":"Charge ch_1 has already been refunded."}}`
 		})
 		_, err := f.svc.CreateRefund(f.ctx, p.ID, 100, "", "k1")
@@ -165,7 +165,7 @@ func TestRefundWhenStripeRefusesOrFails(t *testing.T) {
 			t.Fatalf("message %q does not say why Stripe refused", ae.Message)
 		}
 
-		f.stripe.failWith(func(sentRequest) (int, string) {
+		f.stripe.FailWith(func(sentRequest) (int, string) {
 			return 500, `{"error":{"type":"api_error","message":"database shard 7 down"}}`
 		})
 		_, err = f.svc.CreateRefund(f.ctx, p.ID, 100, "", "k2")

@@ -1,0 +1,181 @@
+package stripemock
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"reflect"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+// Request is one request the code under test sent to Stripe.
+type Request struct {
+	Method, Path, IdempotencyKey string
+	Form                         url.Values
+}
+
+// Recorder sits between the code under test and stripe-mock. It records
+// what is sent, honours idempotency keys as Stripe does (stripe-mock does
+// not: the same key with the same parameters replays the first answer,
+// with other parameters it is an idempotency_error), and can answer some
+// requests itself (FailWith) or change stripe-mock's fixture answers
+// (Rewrite) to play Stripe's outcomes: a declined card, an intent that
+// succeeded. Requests it answers through stripe-mock are checked against
+// Stripe's OpenAPI description there.
+type Recorder struct {
+	t   testing.TB
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	reqs    []Request
+	fault   func(Request) (status int, body string)
+	rewrite func(Request, map[string]any)
+	keys    map[string]*replay
+}
+
+type replay struct {
+	mu     sync.Mutex
+	form   url.Values
+	done   bool
+	status int
+	header http.Header
+	body   []byte
+}
+
+// NewRecorder starts a recorder in front of this test binary's
+// stripe-mock; it stops with the test.
+func NewRecorder(t testing.TB) *Recorder {
+	target, err := url.Parse(Start(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Recorder{t: t, keys: map[string]*replay{}}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		form, _ := url.ParseQuery(string(body))
+		if r.Method == http.MethodGet {
+			form = r.URL.Query()
+		}
+		req := Request{Method: r.Method, Path: r.URL.Path, IdempotencyKey: r.Header.Get("Idempotency-Key"), Form: form}
+		f.mu.Lock()
+		f.reqs = append(f.reqs, req)
+		fault := f.fault
+		f.mu.Unlock()
+		if fault != nil {
+			if status, body := fault(req); status != 0 {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(status)
+				_, _ = io.WriteString(w, body)
+				return
+			}
+		}
+		forward := func(w http.ResponseWriter) {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			rec := httptest.NewRecorder()
+			proxy.ServeHTTP(rec, r)
+			out := f.rewritten(req, rec.Code, rec.Body.Bytes())
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(out)
+		}
+		if r.Method != http.MethodPost || req.IdempotencyKey == "" {
+			forward(w)
+			return
+		}
+		f.mu.Lock()
+		ans, ok := f.keys[req.IdempotencyKey]
+		if !ok {
+			ans = &replay{form: form}
+			f.keys[req.IdempotencyKey] = ans
+		}
+		f.mu.Unlock()
+		ans.mu.Lock() // a concurrent request with the key waits for the first
+		defer ans.mu.Unlock()
+		if !reflect.DeepEqual(ans.form, form) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters they were first used with."}}`)
+			return
+		}
+		if !ans.done {
+			rec := httptest.NewRecorder()
+			forward(rec)
+			ans.done, ans.status, ans.header, ans.body = true, rec.Code, rec.Header(), rec.Body.Bytes()
+		}
+		for k, v := range ans.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(ans.status)
+		_, _ = w.Write(ans.body)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// URL is the recorder's base URL, to use as Stripe's API base.
+func (f *Recorder) URL() string { return f.srv.URL }
+
+// FailWith makes Stripe answer requests for which answer returns a status
+// with that status and body, without asking stripe-mock.
+func (f *Recorder) FailWith(answer func(Request) (int, string)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fault = answer
+}
+
+// Rewrite changes stripe-mock's successful JSON answers before they are
+// returned (and replayed for their idempotency key): change edits the
+// decoded object in place.
+func (f *Recorder) Rewrite(change func(Request, map[string]any)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rewrite = change
+}
+
+func (f *Recorder) rewritten(req Request, status int, body []byte) []byte {
+	f.mu.Lock()
+	change := f.rewrite
+	f.mu.Unlock()
+	if change == nil || status != http.StatusOK {
+		return body
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(body, &obj); err != nil {
+		return body
+	}
+	change(req, obj)
+	out, err := json.Marshal(obj)
+	if err != nil {
+		f.t.Errorf("stripemock: encoding a rewritten answer: %v", err)
+		return body
+	}
+	return out
+}
+
+// Requests returns what was sent with method to path (every method or
+// path if empty).
+func (f *Recorder) Requests(method, path string) []Request {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Request
+	for _, r := range f.reqs {
+		if (method == "" || r.Method == method) && (path == "" || r.Path == path) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
