@@ -1,5 +1,12 @@
 package payments
 
+import (
+	"context"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
 // QueuedPurchases is how many Checkout Session events wait for a batch.
 func QueuedPurchases(s *Service) int { return s.purchases.Queued(func(*purchase) bool { return true }) }
 
@@ -8,3 +15,12 @@ func PurchaseBatchesRunning(s *Service) int { return s.purchases.Running() }
 
 // MaxPurchaseBatchesInFlight is how many purchase batches may run at once.
 const MaxPurchaseBatchesInFlight = maxPurchaseBatchesInFlight
+
+// RunRecharge runs the recharge job of a payment as River's attempt n.
+func RunRecharge(ctx context.Context, s *Service, paymentID string, attempt int) error {
+	w := &rechargeWorker{s: s}
+	return w.Work(ctx, &river.Job[RechargeArgs]{JobRow: &rivertype.JobRow{Attempt: attempt}, Args: RechargeArgs{PaymentID: paymentID}})
+}
+
+// RechargeAttempts is how often the recharge job tries.
+const RechargeAttempts = rechargeAttempts
