@@ -26,6 +26,8 @@ var HandledEventTypes = []string{
 	"charge.refunded",
 	"charge.dispute.created",
 	"charge.dispute.closed",
+	"payment_intent.succeeded",
+	"payment_intent.payment_failed",
 }
 
 // ReplayEvent fetches an event from Stripe and processes it as a delivery
