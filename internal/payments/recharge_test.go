@@ -66,7 +66,7 @@ func newRechargeEnv(t *testing.T, db *database.DB, limit int64) *rechargeEnv {
 		t.Fatal(err)
 	}
 	// stripe-mock answers with a fixture; Stripe charges what it was asked.
-	e.intentsAnswer("succeeded")
+	e.stripe.IntentsAnswer("succeeded")
 	return e
 }
 
@@ -75,28 +75,6 @@ func (e *rechargeEnv) clock() time.Time { return *e.now.Load() }
 func (e *rechargeEnv) advance(d time.Duration) {
 	next := e.clock().Add(d)
 	e.now.Store(&next)
-}
-
-// intentsAnswer makes created intents come back with status, and with the
-// amount, currency and metadata that were sent.
-func (e *rechargeEnv) intentsAnswer(status string) {
-	e.stripe.Rewrite(func(r stripemock.Request, obj map[string]any) {
-		if r.Method != http.MethodPost || r.Path != intentsPath {
-			return
-		}
-		obj["status"] = status
-		obj["amount"] = atoi(r.Form.Get("amount"))
-		obj["currency"] = r.Form.Get("currency")
-		obj["metadata"] = map[string]any{"tally_payment_id": r.Form.Get("metadata[tally_payment_id]"), "user_id": r.Form.Get("metadata[user_id]")}
-		obj["latest_charge"] = "ch_" + r.Form.Get("metadata[tally_payment_id]")
-		obj["client_secret"] = "pi_secret_" + r.Form.Get("metadata[tally_payment_id]")
-	})
-}
-
-func atoi(s string) int64 {
-	var n int64
-	_, _ = fmt.Sscan(s, &n)
-	return n
 }
 
 func (e *rechargeEnv) grant(n int64) {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -37,6 +38,9 @@ type Recorder struct {
 	fault   func(Request) (status int, body string)
 	rewrite func(Request, map[string]any)
 	keys    map[string]*replay
+	// hold and released are Hold's.
+	hold     func(Request) bool
+	released chan struct{}
 }
 
 type replay struct {
@@ -115,6 +119,7 @@ func NewRecorder(t testing.TB) *Recorder {
 			rec := httptest.NewRecorder()
 			forward(rec)
 			ans.done, ans.status, ans.header, ans.body = true, rec.Code, rec.Header(), rec.Body.Bytes()
+			f.held(req, r.Context().Done())
 		}
 		for k, v := range ans.header {
 			w.Header()[k] = v
@@ -178,4 +183,64 @@ func (f *Recorder) Requests(method, path string) []Request {
 		}
 	}
 	return out
+}
+
+// IntentsAnswer makes the PaymentIntents created through the recorder come
+// back with status and with what was asked of them (amount, currency,
+// customer, metadata), as Stripe's would: stripe-mock's fixture says
+// requires_payment_method for a fixed amount whatever was sent.
+func (f *Recorder) IntentsAnswer(status string) {
+	f.Rewrite(func(r Request, obj map[string]any) {
+		if r.Method != http.MethodPost || r.Path != "/v1/payment_intents" {
+			return
+		}
+		amount, _ := strconv.ParseInt(r.Form.Get("amount"), 10, 64)
+		obj["status"] = status
+		obj["amount"] = amount
+		obj["currency"] = r.Form.Get("currency")
+		obj["customer"] = r.Form.Get("customer")
+		metadata := map[string]any{}
+		for k, v := range r.Form {
+			if name, ok := strings.CutPrefix(k, "metadata["); ok && len(v) > 0 {
+				metadata[strings.TrimSuffix(name, "]")] = v[0]
+			}
+		}
+		obj["metadata"] = metadata
+		obj["latest_charge"] = "ch_" + obj["id"].(string)
+		obj["client_secret"] = obj["id"].(string) + "_secret_sim"
+	})
+}
+
+// Hold makes the answers to requests that match wait, once Stripe's side
+// of them is done (answered by stripe-mock and kept for their idempotency
+// key), until Release or until the caller goes away: a process killed
+// while Stripe has acted but before it heard the answer.
+func (f *Recorder) Hold(match func(Request) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hold, f.released = match, make(chan struct{})
+}
+
+// Release lets held answers go.
+func (f *Recorder) Release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released != nil {
+		close(f.released)
+		f.hold, f.released = nil, nil
+	}
+}
+
+// held waits, for a request that Hold matches, until Release or done.
+func (f *Recorder) held(req Request, done <-chan struct{}) {
+	f.mu.Lock()
+	match, released := f.hold, f.released
+	f.mu.Unlock()
+	if match == nil || !match(req) {
+		return
+	}
+	select {
+	case <-released:
+	case <-done:
+	}
 }
