@@ -209,6 +209,9 @@ type Tx struct {
 	// moved are the users the transaction wrote a movement for, whose
 	// balance levels are looked at before it commits (levels.go).
 	moved map[string]*ent.User
+	// lookForRecharge are users not moved whose auto-recharge threshold
+	// is looked at all the same (see LookForRecharge).
+	lookForRecharge map[string]*ent.User
 	// events are the outbound events written just before the commit.
 	events []Event
 	// fingerprints are those of the keyed requests being served, which

@@ -103,12 +103,17 @@ func crossings(from, to user.BalanceLevel) []string {
 // transaction of every user it moved who has a low-balance threshold or
 // auto-recharge, and hands them to the level events and the recharges.
 func (t *Tx) lookAtBalances(ctx context.Context) error {
-	if len(t.moved) == 0 || (t.s.events == nil && t.s.recharges == nil) {
+	if (len(t.moved) == 0 && len(t.lookForRecharge) == 0) || (t.s.events == nil && t.s.recharges == nil) {
 		return nil
 	}
 	var ids []string
 	for _, u := range t.moved {
 		if t.watchesLevel(u) || t.watchesRecharge(u) {
+			ids = append(ids, u.ID)
+		}
+	}
+	for _, u := range t.lookForRecharge {
+		if _, moved := t.moved[u.ID]; !moved && t.watchesRecharge(u) {
 			ids = append(ids, u.ID)
 		}
 	}
@@ -126,6 +131,15 @@ func (t *Tx) lookAtBalances(ctx context.Context) error {
 	return t.triggerRecharges(ctx, ids, balances)
 }
 
+// watched is the transaction's copy of a user it looks at before the
+// commit.
+func (t *Tx) watched(id string) *ent.User {
+	if u, ok := t.moved[id]; ok {
+		return u
+	}
+	return t.lookForRecharge[id]
+}
+
 func (t *Tx) watchesLevel(u *ent.User) bool { return t.s.events != nil && t.s.Threshold(u) > 0 }
 
 // emitLevels compares, for every user the transaction moved who has a
@@ -138,7 +152,7 @@ func (t *Tx) emitLevels(ctx context.Context, ids []string, balances map[string]B
 	levels := map[string]any{}
 	for _, id := range ids {
 		u, b := t.moved[id], balances[id]
-		if !t.watchesLevel(u) {
+		if u == nil || !t.watchesLevel(u) {
 			continue
 		}
 		from := user.BalanceLevelOK

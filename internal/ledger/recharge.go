@@ -34,7 +34,7 @@ func (t *Tx) watchesRecharge(u *ent.User) bool { return t.s.recharges != nil && 
 func (t *Tx) triggerRecharges(ctx context.Context, ids []string, balances map[string]Balance) error {
 	var needs []RechargeNeed
 	for _, id := range ids {
-		u := t.moved[id]
+		u := t.watched(id)
 		if t.watchesRecharge(u) && balances[id].Available < *u.RechargeBelow {
 			needs = append(needs, RechargeNeed{User: u, Balance: balances[id]})
 		}
@@ -72,13 +72,13 @@ func (t *Tx) SetRechargeBelow(ctx context.Context, userID string, below *int64) 
 	return nil
 }
 
-// Moved says the transaction counts u as moved, so that its balance is
-// looked at before the commit (levels and recharges) although no posting
-// of this transaction touched it: auto-recharge just turned on below the
-// threshold.
-func (t *Tx) Moved(u *ent.User) {
-	if t.moved == nil {
-		t.moved = make(map[string]*ent.User)
+// LookForRecharge has the transaction look, before it commits, whether u
+// is below their auto-recharge threshold although no posting of it
+// touched them (auto-recharge just turned on below the threshold). Their
+// balance level is not looked at: nothing moved.
+func (t *Tx) LookForRecharge(u *ent.User) {
+	if t.lookForRecharge == nil {
+		t.lookForRecharge = make(map[string]*ent.User)
 	}
-	t.moved[u.ID] = u
+	t.lookForRecharge[u.ID] = u
 }

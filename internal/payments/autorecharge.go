@@ -170,7 +170,7 @@ func (s *Service) applySettings(ctx context.Context, t *ledger.Tx, u *ent.User, 
 		return nil, err
 	}
 	// Turned on below the threshold: the need is there already.
-	t.Moved(u)
+	t.LookForRecharge(u)
 	return a, nil
 }
 
