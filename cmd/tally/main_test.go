@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/tally-billing/tally/internal/stripemock"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -27,7 +29,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(stripemock.Run(m))
 }
 
 // tally prepares `tally args...` run in dir with only the given environment.
