@@ -115,17 +115,38 @@ const spendStatementBudget = 8
 // path. Each one under the account's lock lengthens the time every other
 // spend on that account waits; a change that adds one fails here.
 func TestSpendStatementBudget(t *testing.T) {
-	spendStatementBudgetWith(t, nil, 0)
+	spendStatementBudgetWith(t, nil, 0, nil)
 }
 
 // TestSpendStatementBudgetWithThreshold: with a low-balance threshold (not
 // crossed) a spend costs one statement more, the read of the available
 // credits it is compared with.
 func TestSpendStatementBudgetWithThreshold(t *testing.T) {
-	spendStatementBudgetWith(t, map[string]string{"TALLY_LOW_BALANCE_THRESHOLD": "10"}, 1)
+	spendStatementBudgetWith(t, map[string]string{"TALLY_LOW_BALANCE_THRESHOLD": "10"}, 1, nil)
 }
 
-func spendStatementBudgetWith(t *testing.T, env map[string]string, more int64) {
+// TestSpendStatementBudgetWithAutoRecharge: with auto-recharge on and the
+// credits above its threshold, a spend costs one statement more (the
+// available credits, as with a low-balance threshold); below it, with the
+// recharge on its way, one more again (the settings, which say a recharge
+// is in flight).
+func TestSpendStatementBudgetWithAutoRecharge(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		threshold int
+		more      int64
+	}{{"above", 10, 1}, {"below with a recharge in flight", 1000, 2}} {
+		t.Run(c.name, func(t *testing.T) {
+			spendStatementBudgetWith(t, nil, c.more, func(a *api, db *database.DB) {
+				savedCard(t, db, "alice")
+				pkg := rechargePack(t, db)
+				a.ok(token(t, "alice", auth.RoleUser), setAutoRecharge, rechargeInput(pkg.ID, map[string]any{"thresholdCredits": c.threshold}))
+			})
+		})
+	}
+}
+
+func spendStatementBudgetWith(t *testing.T, env map[string]string, more int64, setup func(*api, *database.DB)) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		var mu sync.Mutex
 		var statements []string
@@ -134,6 +155,9 @@ func spendStatementBudgetWith(t *testing.T, env map[string]string, more int64) {
 		a.ok(admin, grantMutation, map[string]any{"input": map[string]any{
 			"externalUserId": "alice", "amount": 100, "reason": "seed", "idempotencyKey": "seed",
 		}})
+		if setup != nil {
+			setup(a, db)
+		}
 		spend := `mutation($input: SpendCreditsInput!) { spendCredits(input: $input) {
 			transaction { id amount } user { creditsBalance } replayed } }`
 		// The first spend looks the user's external id up; later ones know it.
