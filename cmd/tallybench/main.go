@@ -54,6 +54,7 @@ type options struct {
 	baselineDriver string
 	scale          bool
 	lowBalance     int64 // TALLY_LOW_BALANCE_THRESHOLD for the server; 0: none
+	autoRecharge   int64 // every account's auto-recharge threshold; 0: off
 	scaleOpts      scaleOptions
 }
 
@@ -89,7 +90,7 @@ func main() {
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("tallybench", flag.ContinueOnError)
 	var o options
-	var clients, workloads, depths, threshold string
+	var clients, workloads, depths, threshold, recharge string
 	fs.StringVar(&o.db, "db", "sqlite", "database: sqlite or postgres")
 	fs.StringVar(&o.pgURL, "pg-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		"PostgreSQL server on which a fresh database is created and dropped (with --db postgres)")
@@ -107,6 +108,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.tallyBin, "tally", "", "a tally binary to run instead of building ./cmd/tally")
 	fs.StringVar(&o.baselineDriver, "baseline-driver", "pgx", "PostgreSQL baselines through pgx (pgxpool) or sql (database/sql over pgx's stdlib, as Tally)")
 	fs.StringVar(&threshold, "low-balance-threshold", "", "the server's TALLY_LOW_BALANCE_THRESHOLD (seed: the seeded balance, so each account's first spend crosses it), with its events delivered to a receiver of the harness")
+	fs.StringVar(&recharge, "auto-recharge", "", "turn auto-recharge on for every account below this threshold (seed: the seeded balance, so each account's first spend starts a recharge, which stays in flight: the server has no Stripe key)")
 	fs.BoolVar(&o.scale, "scale", false, "instead of the workloads, time the API's operations on two seeded PostgreSQL databases, --small-url and --large-url")
 	fs.StringVar(&o.scaleOpts.smallURL, "small-url", "", "--scale: the small seeded database")
 	fs.StringVar(&o.scaleOpts.largeURL, "large-url", "", "--scale: the large seeded database")
@@ -131,7 +133,10 @@ func parseFlags(args []string) (options, error) {
 		return o, err
 	}
 	var err error
-	if o.lowBalance, err = parseThreshold(threshold); err != nil {
+	if o.lowBalance, err = parseThreshold("--low-balance-threshold", threshold); err != nil {
+		return o, err
+	}
+	if o.autoRecharge, err = parseThreshold("--auto-recharge", recharge); err != nil {
 		return o, err
 	}
 	if o.clients, err = intList("--clients", clients, 1, 1024); err != nil {

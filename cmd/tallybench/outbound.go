@@ -19,7 +19,7 @@ import (
 // parseThreshold reads --low-balance-threshold: "" or "0" is none, "seed"
 // the balance every benchmark account is seeded with (so that each
 // account's first spend crosses it), else a number of credits.
-func parseThreshold(s string) (int64, error) {
+func parseThreshold(flag, s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	switch s {
 	case "", "0":
@@ -31,7 +31,7 @@ func parseThreshold(s string) (int64, error) {
 	// The server's own limit (config's maxThreshold): a larger value
 	// would only make it refuse to start.
 	if err != nil || n < 0 || n > 1<<53-1 {
-		return 0, fmt.Errorf("--low-balance-threshold: %q is not seed or a number from 0 to 2^53-1", s)
+		return 0, fmt.Errorf("%s: %q is not seed or a number from 0 to 2^53-1", flag, s)
 	}
 	return n, nil
 }

@@ -8,12 +8,12 @@ import (
 
 func TestParseThreshold(t *testing.T) {
 	for in, want := range map[string]int64{"": 0, "0": 0, " 100 ": 100, "seed": seedBalance, "9007199254740991": 1<<53 - 1} {
-		if got, err := parseThreshold(in); err != nil || got != want {
+		if got, err := parseThreshold("--low-balance-threshold", in); err != nil || got != want {
 			t.Errorf("parseThreshold(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"-1", "9007199254740992", "1e6", "Seed", "10 credits"} {
-		if got, err := parseThreshold(in); err == nil {
+		if got, err := parseThreshold("--low-balance-threshold", in); err == nil {
 			t.Errorf("parseThreshold(%q) = %d, want an error", in, got)
 		}
 	}

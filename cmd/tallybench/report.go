@@ -74,11 +74,13 @@ type settings struct {
 	Accounts       int      `json:"accounts"`
 	History        int      `json:"history"`
 	// LowBalanceThreshold is --low-balance-threshold (0: none).
-	LowBalanceThreshold int64    `json:"low_balance_threshold,omitempty"`
-	Depths              []int    `json:"depths"`
-	DuplicateShare      float64  `json:"duplicate_share"`
-	PoolSize            int      `json:"pool_size"`
-	Env                 []string `json:"env,omitempty"` // TALLY_* settings passed through
+	LowBalanceThreshold int64 `json:"low_balance_threshold,omitempty"`
+	// AutoRechargeThreshold is --auto-recharge (0: off).
+	AutoRechargeThreshold int64    `json:"auto_recharge_threshold,omitempty"`
+	Depths                []int    `json:"depths"`
+	DuplicateShare        float64  `json:"duplicate_share"`
+	PoolSize              int      `json:"pool_size"`
+	Env                   []string `json:"env,omitempty"` // TALLY_* settings passed through
 }
 
 func newResults(o options, poolSize int) *results {
@@ -112,7 +114,8 @@ func newResults(o options, poolSize int) *results {
 		Machine: m,
 		Settings: settings{Database: o.db, BaselineDriver: driver, Duration: o.duration.String(), Warmup: o.warmup.String(), Rounds: o.rounds,
 			Clients: o.clients, Workloads: ws, Accounts: o.accounts, History: o.history, Depths: o.depths,
-			DuplicateShare: o.dupShare, PoolSize: poolSize, Env: env, LowBalanceThreshold: o.lowBalance},
+			DuplicateShare: o.dupShare, PoolSize: poolSize, Env: env, LowBalanceThreshold: o.lowBalance,
+			AutoRechargeThreshold: o.autoRecharge},
 		samples:   map[string][]sample{},
 		workloads: map[string]*workload{},
 		rates:     map[string][]float64{},
@@ -255,6 +258,9 @@ func (r *results) markdown() string {
 		r.Machine.NumCPU, r.Machine.GoVersion)
 	if r.Settings.LowBalanceThreshold > 0 {
 		fmt.Fprintf(&b, "Low-balance threshold %d on every account, events delivered to a local receiver.\n\n", r.Settings.LowBalanceThreshold)
+	}
+	if r.Settings.AutoRechargeThreshold > 0 {
+		fmt.Fprintf(&b, "Auto-recharge on every account below %d credits (recharges stay in flight: no Stripe key).\n\n", r.Settings.AutoRechargeThreshold)
 	}
 	b.WriteString("| workload | clients | ops/s | p50 ms | p95 ms | p99 ms | errors | retries/op | server RSS MiB | server CPU | ops/s vs baseline | p99 vs baseline |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")

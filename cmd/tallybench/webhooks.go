@@ -62,13 +62,8 @@ type hookEvent struct {
 
 // seedHooks creates a set's buyers and the pack they buy.
 func (e *env) seedHooks(ctx context.Context, name string, raw bool, dupShare float64) (*hookSet, error) {
-	if e.packID == "" {
-		pkg, err := e.db.Ent.CreditPackage.Create().SetName("tallybench pack").
-			SetCredits(packCredits).SetPriceAmount(packPrice).SetCurrency(packCurr).Save(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("creating W4's credit pack: %w", err)
-		}
-		e.packID = pkg.ID
+	if _, err := e.rechargePack(ctx); err != nil {
+		return nil, err
 	}
 	ids, _, err := e.createUsers(ctx, name, buyersPer)
 	if err != nil {
