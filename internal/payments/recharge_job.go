@@ -85,6 +85,12 @@ func (w *rechargeWorker) Work(ctx context.Context, job *river.Job[RechargeArgs])
 	if err != nil {
 		return fmt.Errorf("payments: reading the auto-recharge of %s: %w", p.UserID, err)
 	}
+	if !a.Enabled {
+		// Turned off since the recharge was written: nobody wants it now.
+		return s.inTx(ctx, p, func(ctx context.Context, t *ledger.Tx, p *ent.Payment) (decision, error) {
+			return decision{}, s.giveUp(ctx, t, p.ID, payment.StatusPending)
+		})
+	}
 	if s.stripe == nil {
 		// Without a Stripe key (development) the recharge waits for its
 		// payment_intent events, which `tally simulate recharge` posts.

@@ -133,12 +133,29 @@ func (s *Service) rechargeNeedsAction(ctx context.Context, t *ledger.Tx, p *ent.
 }
 
 // giveUpAwaiting fails a recharge that waits for the customer, when a new
-// card replaces the one it asked them to authenticate. Not a failure of
-// the card: the count of failures is left alone.
+// card replaces the one it asked them to authenticate.
 func (s *Service) giveUpAwaiting(ctx context.Context, t *ledger.Tx, paymentID string) error {
-	_, err := t.Ent().Payment.Update().
-		Where(payment.ID(paymentID), payment.StatusEQ(payment.StatusAwaitingPayment)).
+	return s.giveUp(ctx, t, paymentID, payment.StatusAwaitingPayment)
+}
+
+// giveUp fails a recharge still in status from, and frees its user's
+// in-flight mark: not a failure of the card, so the count of failures is
+// left alone and nothing is told. Should its intent succeed after all, it
+// is granted like any paid recharge.
+func (s *Service) giveUp(ctx context.Context, t *ledger.Tx, paymentID string, from payment.Status) error {
+	n, err := t.Ent().Payment.Update().
+		Where(payment.ID(paymentID), payment.StatusEQ(from)).
 		SetStatus(payment.StatusFailed).ClearRechargeSlot().
+		Save(ctx)
+	if err != nil {
+		return fmt.Errorf("payments: giving up recharge %s: %w", paymentID, err)
+	}
+	if n == 0 {
+		return nil
+	}
+	_, err = t.Ent().AutoRecharge.Update().
+		Where(autorecharge.InFlightPaymentID(paymentID)).
+		ClearInFlightPaymentID().
 		Save(ctx)
 	if err != nil {
 		return fmt.Errorf("payments: giving up recharge %s: %w", paymentID, err)

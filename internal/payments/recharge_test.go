@@ -485,3 +485,27 @@ func TestRechargeMonthlyLimitUnderConcurrency(t *testing.T) {
 		}
 	})
 }
+
+// TestRechargeTurnedOffBeforeTheCharge: auto-recharge turned off while a
+// recharge waits for its job: the card is not charged.
+func TestRechargeTurnedOffBeforeTheCharge(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		e := newRechargeEnv(t, db, 5000)
+		if err := e.spend(20); err != nil {
+			t.Fatal(err)
+		}
+		p := e.onlyRecharge()
+		if _, err := e.svc.SetAutoRecharge(e.ctx, e.user.ID, payments.AutoRechargeRequest{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := payments.RunRecharge(e.ctx, e.svc, p.ID, 1); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(e.stripe.Requests(http.MethodPost, intentsPath)); n != 0 {
+			t.Fatalf("%d intents created after auto-recharge was turned off", n)
+		}
+		if p, a := e.onlyRecharge(), e.settings(); p.Status != payment.StatusFailed || a.InFlightPaymentID != nil || a.ConsecutiveFailures != 0 {
+			t.Fatalf("payment %s, settings %+v", p.Status, a)
+		}
+	})
+}
