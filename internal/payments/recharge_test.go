@@ -509,3 +509,45 @@ func TestRechargeTurnedOffBeforeTheCharge(t *testing.T) {
 		}
 	})
 }
+
+// TestRechargeRefundAndDisputeClawBack: a recharge's charge is refunded
+// in part and then disputed and lost, like any purchase's.
+func TestRechargeRefundAndDisputeClawBack(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		e := newRechargeEnv(t, db, 5000)
+		if err := e.spend(20); err != nil {
+			t.Fatal(err)
+		}
+		e.runPending()
+		p := e.onlyRecharge()
+		if p.Status != payment.StatusSucceeded || p.StripeChargeID == nil || e.balance() != 140 {
+			t.Fatalf("recharge %+v, balance %d", p, e.balance())
+		}
+		deliver := func(id, typ string, obj map[string]any) string {
+			ev, raw := event(id, typ, obj)
+			out, err := e.svc.HandleEvent(e.ctx, ev, raw)
+			if err != nil {
+				t.Fatalf("%s: %v", typ, err)
+			}
+			return out
+		}
+		ch := map[string]any{"id": *p.StripeChargeID, "object": "charge", "amount": p.Amount, "amount_refunded": 400,
+			"currency": p.Currency, "payment_intent": *p.StripePaymentIntentID}
+		if out := deliver("evt_rc_refund", "charge.refunded", ch); out != payments.OutcomeApplied || e.balance() != 100 {
+			t.Fatalf("refund of 40%%: %s, balance %d", out, e.balance())
+		}
+		dp := map[string]any{"id": "dp_rc", "object": "dispute", "amount": p.Amount, "currency": p.Currency,
+			"charge": *p.StripeChargeID, "payment_intent": *p.StripePaymentIntentID}
+		dp["status"] = "needs_response"
+		deliver("evt_rc_dispute", "charge.dispute.created", dp)
+		dp["status"] = "lost"
+		if out := deliver("evt_rc_lost", "charge.dispute.closed", dp); out != payments.OutcomeApplied || e.balance() != 40 {
+			t.Fatalf("lost dispute: %s, balance %d", out, e.balance())
+		}
+		// (The hold of the dispute took the credits below the threshold
+		// again: a second recharge started, as for any movement.)
+		if p := db.Ent.Payment.GetX(e.ctx, p.ID); p.Status != payment.StatusChargedBack {
+			t.Fatalf("recharge %s after a lost dispute", p.Status)
+		}
+	})
+}
