@@ -43,6 +43,11 @@ var fieldReads = map[string]int{
 	// One statement: two sums over the user's postings and the period's
 	// transactions grouped by kind.
 	"User.statement": 1,
+	// The user's settings; in them, this month's charges and the pack
+	// each read again.
+	"User.autoRecharge":                   1,
+	"AutoRecharge.chargedThisMonthAmount": 1,
+	"AutoRecharge.package":                1,
 }
 
 // batchedConnections are the connections whose first pages the users of a

@@ -125,6 +125,10 @@ func TestAliasesPayForWhatTheyRead(t *testing.T) {
 			fmt.Fprintf(&packs, " a%d: creditPackages { b%d: id }", i, i)
 		}
 		a.limited("", "{"+packs.String()+" }", nil, "complexity")
+		// A user's auto-recharge is read per user of a list, and its
+		// month's charges and pack again each.
+		a.limited(token(t, "root", auth.RoleAdmin),
+			`{ users(first: 100) { edges { node { autoRecharge { chargedThisMonthAmount package { id } } } } } }`, nil, "complexity")
 
 		// Lists of ids are bounded, and nodes pays for each id.
 		ids := make([]string, graph.MaxListItems+1)
