@@ -1,5 +1,13 @@
 package payments
 
+import (
+	"context"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stripe/stripe-go/v76"
+)
+
 // QueuedPurchases is how many Checkout Session events wait for a batch.
 func QueuedPurchases(s *Service) int { return s.purchases.Queued(func(*purchase) bool { return true }) }
 
@@ -8,3 +16,16 @@ func PurchaseBatchesRunning(s *Service) int { return s.purchases.Running() }
 
 // MaxPurchaseBatchesInFlight is how many purchase batches may run at once.
 const MaxPurchaseBatchesInFlight = maxPurchaseBatchesInFlight
+
+// WorkSaveCard runs the save_card job once, as River would on its first
+// attempt.
+func WorkSaveCard(ctx context.Context, s *Service, args SaveCardArgs) error {
+	job := &river.Job[SaveCardArgs]{JobRow: &rivertype.JobRow{Attempt: 1, MaxAttempts: saveCardAttempts}, Args: args}
+	return (&saveCardWorker{s: s}).Work(ctx, job)
+}
+
+// HandleAlone decides an event on its own, as a Checkout Session event
+// is when its batch cannot take it.
+func HandleAlone(ctx context.Context, s *Service, ev *stripe.Event, payload []byte) (string, error) {
+	return s.handleUnbatched(ctx, ev, payload, s.now().UTC(), nil)
+}
