@@ -62,7 +62,7 @@ func (r *mutationResolver) CreateCheckoutSession(ctx context.Context, input mode
 	}
 	res, err := r.Payments.CreateCheckoutSession(ctx, me.ID, payments.CheckoutRequest{
 		PackageID: input.PackageID, SuccessURL: input.SuccessURL, CancelURL: input.CancelURL,
-		IdempotencyKey: input.IdempotencyKey,
+		IdempotencyKey: input.IdempotencyKey, SaveCard: input.SaveCard != nil && *input.SaveCard,
 	})
 	if err != nil {
 		return nil, err

@@ -107,5 +107,7 @@ func reconcileService(cfg config.Config, db *database.DB) (*payments.Service, er
 	l := ledger.New(db, outbound.LedgerEvents(db, cfg.Outbound.LowBalanceThreshold, inserter))
 	return payments.New(db, l, payments.Config{
 		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: payments.LiveKey(cfg.StripeSecretKey),
+		// Repairs queue what the webhook would have: the saving of cards.
+		Jobs: inserter,
 	}), nil
 }

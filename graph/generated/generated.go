@@ -124,6 +124,12 @@ type ComplexityRoot struct {
 		User        func(childComplexity int) int
 	}
 
+	CreateCardSetupSessionPayload struct {
+		Replayed  func(childComplexity int) int
+		SessionID func(childComplexity int) int
+		URL       func(childComplexity int) int
+	}
+
 	CreateCheckoutSessionPayload struct {
 		CheckoutURL func(childComplexity int) int
 		Payment     func(childComplexity int) int
@@ -333,6 +339,7 @@ type ComplexityRoot struct {
 
 	Mutation struct {
 		CaptureReservation          func(childComplexity int, input model.CaptureReservationInput) int
+		CreateCardSetupSession      func(childComplexity int, input model.CreateCardSetupSessionInput) int
 		CreateCheckoutSession       func(childComplexity int, input model.CreateCheckoutSessionInput) int
 		CreateCreditPackage         func(childComplexity int, input model.CreateCreditPackageInput) int
 		CreateWebhookEndpoint       func(childComplexity int, input model.CreateWebhookEndpointInput) int
@@ -672,6 +679,7 @@ type MutationResolver interface {
 	UpdateCreditPackage(ctx context.Context, input model.UpdateCreditPackageInput) (*model.UpdateCreditPackagePayload, error)
 	StartLedgerCheck(ctx context.Context) (*model.StartLedgerCheckPayload, error)
 	SetAutoRecharge(ctx context.Context, input model.SetAutoRechargeInput) (*model.SetAutoRechargePayload, error)
+	CreateCardSetupSession(ctx context.Context, input model.CreateCardSetupSessionInput) (*model.CreateCardSetupSessionPayload, error)
 	CreateWebhookEndpoint(ctx context.Context, input model.CreateWebhookEndpointInput) (*model.CreateWebhookEndpointPayload, error)
 	UpdateWebhookEndpoint(ctx context.Context, input model.UpdateWebhookEndpointInput) (*model.UpdateWebhookEndpointPayload, error)
 	RotateWebhookEndpointSecret(ctx context.Context, input model.RotateWebhookEndpointSecretInput) (*model.RotateWebhookEndpointSecretPayload, error)
@@ -1014,6 +1022,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CaptureReservationPayload.User(childComplexity), true
+
+	case "CreateCardSetupSessionPayload.replayed":
+		if e.ComplexityRoot.CreateCardSetupSessionPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCardSetupSessionPayload.Replayed(childComplexity), true
+	case "CreateCardSetupSessionPayload.sessionId":
+		if e.ComplexityRoot.CreateCardSetupSessionPayload.SessionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCardSetupSessionPayload.SessionID(childComplexity), true
+	case "CreateCardSetupSessionPayload.url":
+		if e.ComplexityRoot.CreateCardSetupSessionPayload.URL == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCardSetupSessionPayload.URL(childComplexity), true
 
 	case "CreateCheckoutSessionPayload.checkoutUrl":
 		if e.ComplexityRoot.CreateCheckoutSessionPayload.CheckoutURL == nil {
@@ -1848,6 +1875,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CaptureReservation(childComplexity, args["input"].(model.CaptureReservationInput)), true
+	case "Mutation.createCardSetupSession":
+		if e.ComplexityRoot.Mutation.CreateCardSetupSession == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createCardSetupSession_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateCardSetupSession(childComplexity, args["input"].(model.CreateCardSetupSessionInput)), true
 	case "Mutation.createCheckoutSession":
 		if e.ComplexityRoot.Mutation.CreateCheckoutSession == nil {
 			break
@@ -3240,6 +3278,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("AdminActionOrder", ec.unmarshalInputAdminActionOrder),
 			graphql.NewInputUnmarshaler("AdminActionWhereInput", ec.unmarshalInputAdminActionWhereInput),
 			graphql.NewInputUnmarshaler("CaptureReservationInput", ec.unmarshalInputCaptureReservationInput),
+			graphql.NewInputUnmarshaler("CreateCardSetupSessionInput", ec.unmarshalInputCreateCardSetupSessionInput),
 			graphql.NewInputUnmarshaler("CreateCheckoutSessionInput", ec.unmarshalInputCreateCheckoutSessionInput),
 			graphql.NewInputUnmarshaler("CreateCreditPackageInput", ec.unmarshalInputCreateCreditPackageInput),
 			graphql.NewInputUnmarshaler("CreateWebhookEndpointInput", ec.unmarshalInputCreateWebhookEndpointInput),
@@ -3469,6 +3508,39 @@ extend type Mutation {
   recharge starts at once.
   """
   setAutoRecharge(input: SetAutoRechargeInput!): SetAutoRechargePayload! @hasRole(roles: [USER, ADMIN])
+}
+`, BuiltIn: false},
+	{Name: "../cards.graphqls", Input: `"""
+Save a card for auto-recharge without buying anything: send the user to
+url, Stripe's hosted page in setup mode. The card is saved (replacing the
+one before) once Stripe reports the session completed (webhook). For the
+caller's own account.
+"""
+input CreateCardSetupSessionInput {
+  """
+  Where Stripe sends the user back: absolute http(s) URLs. successUrl may
+  hold Stripe's {CHECKOUT_SESSION_ID}.
+  """
+  successUrl: String!
+  cancelUrl: String!
+  """
+  The same key with the same request returns the same session (replayed);
+  with another request it is IDEMPOTENCY_KEY_REUSED.
+  """
+  idempotencyKey: String!
+}
+
+type CreateCardSetupSessionPayload {
+  """
+  Stripe's hosted page (empty when a replayed request's session has ended).
+  """
+  url: String!
+  sessionId: String!
+  replayed: Boolean!
+}
+
+extend type Mutation {
+  createCardSetupSession(input: CreateCardSetupSessionInput!): CreateCardSetupSessionPayload! @hasRole(roles: [USER, ADMIN])
 }
 `, BuiltIn: false},
 	{Name: "../ent.graphqls", Input: `directive @goField(forceResolver: Boolean, name: String, omittable: Boolean) on FIELD_DEFINITION | INPUT_FIELD_DEFINITION
@@ -6413,6 +6485,13 @@ input CreateCheckoutSessionInput {
   successUrl: String!
   cancelUrl: String!
   idempotencyKey: String!
+  """
+  Keep the card for auto-recharge: Checkout sets it up for later
+  off-session charges, and it is saved once the payment succeeds. Part of
+  the request: the same idempotency key with another saveCard is
+  IDEMPOTENCY_KEY_REUSED.
+  """
+  saveCard: Boolean
 }
 
 type CreateCheckoutSessionPayload {
@@ -6796,6 +6875,18 @@ func (ec *executionContext) childFields_CaptureReservationPayload(ctx context.Co
 		return ec.fieldContext_CaptureReservationPayload_replayed(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CaptureReservationPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_CreateCardSetupSessionPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "url":
+		return ec.fieldContext_CreateCardSetupSessionPayload_url(ctx, field)
+	case "sessionId":
+		return ec.fieldContext_CreateCardSetupSessionPayload_sessionId(ctx, field)
+	case "replayed":
+		return ec.fieldContext_CreateCardSetupSessionPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreateCardSetupSessionPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_CreateCheckoutSessionPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -7886,6 +7977,20 @@ func (ec *executionContext) field_Mutation_captureReservation_args(ctx context.C
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.CaptureReservationInput, error) {
 			return ec.unmarshalNCaptureReservationInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCaptureReservationInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createCardSetupSession_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateCardSetupSessionInput, error) {
+			return ec.unmarshalNCreateCardSetupSessionInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCardSetupSessionInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -10096,6 +10201,75 @@ func (ec *executionContext) _CaptureReservationPayload_replayed(ctx context.Cont
 }
 func (ec *executionContext) fieldContext_CaptureReservationPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CaptureReservationPayload", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CreateCardSetupSessionPayload_url(ctx context.Context, field graphql.CollectedField, obj *model.CreateCardSetupSessionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCardSetupSessionPayload_url(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.URL, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCardSetupSessionPayload_url(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateCardSetupSessionPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreateCardSetupSessionPayload_sessionId(ctx context.Context, field graphql.CollectedField, obj *model.CreateCardSetupSessionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCardSetupSessionPayload_sessionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SessionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCardSetupSessionPayload_sessionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateCardSetupSessionPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreateCardSetupSessionPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.CreateCardSetupSessionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCardSetupSessionPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCardSetupSessionPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateCardSetupSessionPayload", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _CreateCheckoutSessionPayload_checkoutUrl(ctx context.Context, field graphql.CollectedField, obj *model.CreateCheckoutSessionPayload) (ret graphql.Marshaler) {
@@ -14355,6 +14529,68 @@ func (ec *executionContext) fieldContext_Mutation_setAutoRecharge(ctx context.Co
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_setAutoRecharge_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createCardSetupSession(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createCardSetupSession(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateCardSetupSession(ctx, fc.Args["input"].(model.CreateCardSetupSessionInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.CreateCardSetupSessionPayload
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.CreateCardSetupSessionPayload
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CreateCardSetupSessionPayload) graphql.Marshaler {
+			return ec.marshalNCreateCardSetupSessionPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCardSetupSessionPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createCardSetupSession(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreateCardSetupSessionPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createCardSetupSession_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -21584,6 +21820,62 @@ func UnmarshalCaptureReservationInput(ctx context.Context, raw any) (model.Captu
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCreateCardSetupSessionInput(ctx context.Context, obj any) (model.CreateCardSetupSessionInput, error) {
+	var it model.CreateCardSetupSessionInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"successUrl", "cancelUrl", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "successUrl":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("successUrl"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SuccessURL = data
+		case "cancelUrl":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cancelUrl"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CancelURL = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateCardSetupSessionInput unmarshals raw into the CreateCardSetupSessionInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateCardSetupSessionInput(ctx context.Context, raw any) (model.CreateCardSetupSessionInput, error) {
+	var out model.CreateCardSetupSessionInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateCardSetupSessionInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCreateCheckoutSessionInput(ctx context.Context, obj any) (model.CreateCheckoutSessionInput, error) {
 	var it model.CreateCheckoutSessionInput
 	if obj == nil {
@@ -21595,7 +21887,7 @@ func (ec *executionContext) unmarshalInputCreateCheckoutSessionInput(ctx context
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"packageId", "successUrl", "cancelUrl", "idempotencyKey"}
+	fieldsInOrder := [...]string{"packageId", "successUrl", "cancelUrl", "idempotencyKey", "saveCard"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -21630,6 +21922,13 @@ func (ec *executionContext) unmarshalInputCreateCheckoutSessionInput(ctx context
 				return it, err
 			}
 			it.IdempotencyKey = data
+		case "saveCard":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("saveCard"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SaveCard = data
 		}
 	}
 	return it, nil
@@ -29564,6 +29863,49 @@ func (ec *executionContext) _CaptureReservationPayload(ctx context.Context, sel 
 	return out
 }
 
+var createCardSetupSessionPayloadImplementors = []string{"CreateCardSetupSessionPayload"}
+
+func (ec *executionContext) _CreateCardSetupSessionPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCardSetupSessionPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, createCardSetupSessionPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreateCardSetupSessionPayload")
+		case "url":
+			out.Values[i] = ec._CreateCardSetupSessionPayload_url(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sessionId":
+			out.Values[i] = ec._CreateCardSetupSessionPayload_sessionId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._CreateCardSetupSessionPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var createCheckoutSessionPayloadImplementors = []string{"CreateCheckoutSessionPayload"}
 
 func (ec *executionContext) _CreateCheckoutSessionPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCheckoutSessionPayload) graphql.Marshaler {
@@ -31056,6 +31398,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "setAutoRecharge":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_setAutoRecharge(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createCardSetupSession":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createCardSetupSession(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -33475,6 +33824,19 @@ func (ec *executionContext) marshalNCaptureReservationPayload2ᚖgithubᚗcomᚋ
 		return graphql.Null
 	}
 	return ec._CaptureReservationPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCreateCardSetupSessionInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCardSetupSessionInput(ctx context.Context, v any) (model.CreateCardSetupSessionInput, error) {
+	res, err := ec.unmarshalInputCreateCardSetupSessionInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreateCardSetupSessionPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCardSetupSessionPayload(ctx context.Context, sel ast.SelectionSet, v *model.CreateCardSetupSessionPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreateCardSetupSessionPayload!")
+		return graphql.Null
+	}
+	return ec._CreateCardSetupSessionPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNCreateCheckoutSessionInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCheckoutSessionInput(ctx context.Context, v any) (model.CreateCheckoutSessionInput, error) {

@@ -27,6 +27,27 @@ type CaptureReservationPayload struct {
 	Replayed    bool                   `json:"replayed"`
 }
 
+// Save a card for auto-recharge without buying anything: send the user to
+// url, Stripe's hosted page in setup mode. The card is saved (replacing the
+// one before) once Stripe reports the session completed (webhook). For the
+// caller's own account.
+type CreateCardSetupSessionInput struct {
+	// Where Stripe sends the user back: absolute http(s) URLs. successUrl may
+	// hold Stripe's {CHECKOUT_SESSION_ID}.
+	SuccessURL string `json:"successUrl"`
+	CancelURL  string `json:"cancelUrl"`
+	// The same key with the same request returns the same session (replayed);
+	// with another request it is IDEMPOTENCY_KEY_REUSED.
+	IdempotencyKey string `json:"idempotencyKey"`
+}
+
+type CreateCardSetupSessionPayload struct {
+	// Stripe's hosted page (empty when a replayed request's session has ended).
+	URL       string `json:"url"`
+	SessionID string `json:"sessionId"`
+	Replayed  bool   `json:"replayed"`
+}
+
 // Start buying a credit pack through Stripe Checkout: send the buyer to
 // checkoutUrl. Credits arrive when Stripe reports the payment (webhook).
 type CreateCheckoutSessionInput struct {
@@ -36,6 +57,11 @@ type CreateCheckoutSessionInput struct {
 	SuccessURL     string `json:"successUrl"`
 	CancelURL      string `json:"cancelUrl"`
 	IdempotencyKey string `json:"idempotencyKey"`
+	// Keep the card for auto-recharge: Checkout sets it up for later
+	// off-session charges, and it is saved once the payment succeeds. Part of
+	// the request: the same idempotency key with another saveCard is
+	// IDEMPOTENCY_KEY_REUSED.
+	SaveCard *bool `json:"saveCard,omitempty"`
 }
 
 type CreateCheckoutSessionPayload struct {

@@ -221,6 +221,7 @@ type purchaseWrites struct {
 	grants  []ledger.GrantRequest
 	records []*ent.ProcessedEventCreate
 	writes  []sessionWrite
+	cards   []SaveCardArgs // the cards of paid purchases made with saveCard
 }
 
 // decidePurchases decides each event of the batch on the payments read
@@ -250,6 +251,9 @@ func decidePurchases(tx *ent.Tx, calls []*purchase, ps []*ent.Payment, prior map
 			eff := decideSession(c.ev.Type, p, c.sess)
 			if eff.grant {
 				w.grants = append(w.grants, purchaseGrant(p))
+				if job, ok := purchaseCard(p, c.sess); ok {
+					w.cards = append(w.cards, job)
+				}
 			}
 			if eff.write {
 				w.writes = append(w.writes, newSessionWrite(p, c.sess, eff))
@@ -277,6 +281,12 @@ func (s *Service) writePurchases(ctx context.Context, t *ledger.Tx, w purchaseWr
 	if len(w.grants) > 0 {
 		if _, err := t.GrantMany(ctx, webhookActor, w.grants); err != nil {
 			return fmt.Errorf("payments: granting %d payments: %w", len(w.grants), err)
+		}
+	}
+	// Few purchases ask to save the card: one insert each.
+	for _, job := range w.cards {
+		if err := s.queueSaveCard(ctx, t, job); err != nil {
+			return err
 		}
 	}
 	if len(w.records) == 0 {

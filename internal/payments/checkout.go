@@ -31,6 +31,10 @@ type CheckoutRequest struct {
 	// IdempotencyKey is the caller's key, scoped to the user: the same key
 	// with the same request returns the same purchase.
 	IdempotencyKey string
+	// SaveCard asks Checkout to keep the card for auto-recharge (Stripe
+	// attaches it to the customer once the payment succeeds; the webhook
+	// then queues the job that saves it, see savecard_job.go).
+	SaveCard bool
 }
 
 // CheckoutResult is a started purchase.
@@ -143,8 +147,12 @@ func validateReturnURL(name, raw string) error {
 // ledger's keys are, with what its fingerprint covers.
 func (r CheckoutRequest) keyedRequest(userID string) (idempotency.Request, error) {
 	scope := ledger.Actor{Kind: ledger.ActorUser, ID: userID}.String()
-	return idempotency.NewRequest(scope, r.IdempotencyKey, checkoutOp,
-		struct{ PackageID, SuccessURL, CancelURL string }{r.PackageID, r.SuccessURL, r.CancelURL})
+	// SaveCard is left out when false, so that keys recorded before it
+	// existed keep their fingerprints.
+	return idempotency.NewRequest(scope, r.IdempotencyKey, checkoutOp, struct {
+		PackageID, SuccessURL, CancelURL string
+		SaveCard                         bool `json:",omitempty"`
+	}{r.PackageID, r.SuccessURL, r.CancelURL, r.SaveCard})
 }
 
 // checkoutRecord is what a checkout's idempotency record remembers.
@@ -308,6 +316,7 @@ func (s *Service) insertPendingPayment(ctx context.Context, key idempotency.Requ
 			SetCredits(pkg.Credits).
 			SetStatus(payment.StatusPending).
 			SetLivemode(s.livemode).
+			SetSaveCard(req.SaveCard).
 			Save(ctx)
 		if err != nil {
 			return fmt.Errorf("payments: writing the pending payment: %w", err)
@@ -351,6 +360,11 @@ func (s *Service) openCheckoutSession(ctx context.Context, key idempotency.Key, 
 		Metadata:          metadata,
 		// Charge and refund events name the PaymentIntent, not the session.
 		PaymentIntentData: &stripe.CheckoutSessionPaymentIntentDataParams{Metadata: metadata},
+	}
+	if p.SaveCard {
+		// From the payment, as the rest: a resumed request sends what the
+		// first one did, which the Stripe idempotency key requires.
+		params.PaymentIntentData.SetupFutureUsage = stripe.String(string(stripe.PaymentIntentSetupFutureUsageOffSession))
 	}
 	params.Context = ctx
 	params.SetIdempotencyKey("tally-checkout-" + p.ID)

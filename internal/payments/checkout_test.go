@@ -486,7 +486,7 @@ func TestCheckoutWhenStripeFails(t *testing.T) {
 				f := newPurchaseEnv(t, db)
 				u := f.user("alice")
 				pkg := f.pack(100, 500)
-				f.stripe.FailWith(c.answer)
+				f.stripe.AnswerWith(c.answer)
 
 				_, err := f.svc.CreateCheckoutSession(f.ctx, u.ID, checkoutReq(pkg.ID, "k"))
 				wantAppCode(t, err, c.code)
@@ -503,7 +503,7 @@ func TestCheckoutWhenStripeFails(t *testing.T) {
 
 				// Stripe recovers: the same key now makes the purchase, under a
 				// new payment (so a new Stripe idempotency key).
-				f.stripe.FailWith(nil)
+				f.stripe.AnswerWith(nil)
 				res := f.checkout(u.ID, checkoutReq(pkg.ID, "k"))
 				if res.Replayed || res.SessionID == "" {
 					t.Fatalf("retry after the failure: %+v", res)

@@ -80,7 +80,9 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		// Checkout Session events share a transaction (see applyPurchases),
 		// which also finds their payments and records.
 		var sess stripe.CheckoutSession
-		if err := json.Unmarshal(ev.Data.Raw, &sess); err == nil {
+		// A setup-mode session is not a purchase: it saves a card (see
+		// matchCardSetup), alone.
+		if err := json.Unmarshal(ev.Data.Raw, &sess); err == nil && sess.Mode != stripe.CheckoutSessionModeSetup {
 			c := &purchase{ev: ev, payload: payload, sess: &sess, ref: sessionPaymentRef(&sess), received: received,
 				parent: trace.SpanContextFromContext(ctx)}
 			s.purchases.Do(c)
@@ -146,7 +148,8 @@ func (s *Service) applyLocked(ctx context.Context, t *ledger.Tx, ev *stripe.Even
 	target matched, seen *ent.ProcessedEvent, attempts int, also func(context.Context, *ent.Tx) error,
 ) (string, error) {
 	var p *ent.Payment
-	if target.payment != nil {
+	switch {
+	case target.payment != nil:
 		if _, err := t.LockUser(ctx, target.payment.UserID); err != nil {
 			return "", err
 		}
@@ -154,6 +157,11 @@ func (s *Service) applyLocked(ctx context.Context, t *ledger.Tx, ev *stripe.Even
 		var err error
 		if p, err = t.Ent().Payment.Get(ctx, target.payment.ID); err != nil {
 			return "", fmt.Errorf("payments: reading payment %s: %w", target.payment.ID, err)
+		}
+	case target.cardSetup != nil:
+		// Ordered with the user's other card changes (SaveCard).
+		if _, err := t.LockUser(ctx, target.cardSetup.userID); err != nil {
+			return "", err
 		}
 	}
 	// The first attempt trusts the read made before the transaction,
@@ -175,7 +183,12 @@ func (s *Service) applyLocked(ctx context.Context, t *ledger.Tx, ev *stripe.Even
 	d := target.mismatch
 	if d == nil {
 		var err error
-		if d, err = s.apply(ctx, t, ev, p); err != nil {
+		if target.cardSetup != nil {
+			d, err = s.applyCardSetup(ctx, t, target.cardSetup)
+		} else {
+			d, err = s.apply(ctx, t, ev, p)
+		}
+		if err != nil {
 			return "", err
 		}
 	}
@@ -303,10 +316,12 @@ func (s *Service) recordDeferred(ctx context.Context, ev *stripe.Event, payload 
 	}
 }
 
-// matched is the payment an event concerns, or why none matches.
+// matched is the payment an event concerns (or the card setup, for a
+// setup-mode Checkout Session), or why none matches.
 type matched struct {
-	payment  *ent.Payment
-	mismatch *decision
+	payment   *ent.Payment
+	cardSetup *cardSetup
+	mismatch  *decision
 }
 
 // match finds the event's payment: a Checkout Session through its
@@ -320,6 +335,9 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 		if err := json.Unmarshal(ev.Data.Raw, &sess); err != nil {
 			d := failed("malformed Checkout Session: %v", err)
 			return matched{mismatch: &d}, nil
+		}
+		if sess.Mode == stripe.CheckoutSessionModeSetup {
+			return s.matchCardSetup(ctx, ev, &sess)
 		}
 		q = q.Where(payment.Or(payment.ID(sessionPaymentRef(&sess)), payment.StripeCheckoutSessionID(sess.ID)))
 	case ev.Type == "charge.refunded":

@@ -5,6 +5,7 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+	"github.com/stripe/stripe-go/v76"
 )
 
 // QueuedPurchases is how many Checkout Session events wait for a batch.
@@ -24,3 +25,16 @@ func RunRecharge(ctx context.Context, s *Service, paymentID string, attempt int)
 
 // RechargeAttempts is how often the recharge job tries.
 const RechargeAttempts = rechargeAttempts
+
+// WorkSaveCard runs the save_card job once, as River would on its first
+// attempt.
+func WorkSaveCard(ctx context.Context, s *Service, args SaveCardArgs) error {
+	job := &river.Job[SaveCardArgs]{JobRow: &rivertype.JobRow{Attempt: 1, MaxAttempts: saveCardAttempts}, Args: args}
+	return (&saveCardWorker{s: s}).Work(ctx, job)
+}
+
+// HandleAlone decides an event on its own, as a Checkout Session event
+// is when its batch cannot take it.
+func HandleAlone(ctx context.Context, s *Service, ev *stripe.Event, payload []byte) (string, error) {
+	return s.handleUnbatched(ctx, ev, payload, s.now().UTC(), nil)
+}

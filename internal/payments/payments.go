@@ -6,6 +6,7 @@ package payments
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -37,6 +38,8 @@ type Config struct {
 	// Jobs inserts the jobs that payments cause (recharges, saved cards)
 	// in the transaction of their cause; nil writes none.
 	Jobs JobInserter
+	// Logger receives what the payments' jobs give up (nil: discarded).
+	Logger *slog.Logger
 }
 
 // DefaultRechargeRetryAfter is the wait after a declined recharge.
@@ -61,6 +64,7 @@ type Service struct {
 	// rechargeRetryAfter is Config.RechargeRetryAfter.
 	rechargeRetryAfter time.Duration
 	jobs               JobInserter
+	logger             *slog.Logger
 }
 
 // ErrStripeDisabled is returned by operations that call Stripe when no
@@ -70,7 +74,10 @@ var ErrStripeDisabled = errors.New("payments: Stripe is not configured (set STRI
 // New returns the payments service.
 func New(db *database.DB, l *ledger.Service, cfg Config) *Service {
 	s := &Service{db: db, ledger: l, livemode: cfg.Livemode, now: time.Now, rechargeRetryAfter: cfg.RechargeRetryAfter,
-		jobs: cfg.Jobs}
+		jobs: cfg.Jobs, logger: cfg.Logger}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
 	if s.rechargeRetryAfter <= 0 {
 		s.rechargeRetryAfter = DefaultRechargeRetryAfter
 	}

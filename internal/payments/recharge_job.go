@@ -61,6 +61,7 @@ type rechargeWorker struct {
 // RegisterJobs adds the workers of the payments' jobs.
 func (s *Service) RegisterJobs(w *river.Workers) {
 	river.AddWorker(w, &rechargeWorker{s: s})
+	river.AddWorker(w, &saveCardWorker{s: s})
 }
 
 // Work charges the payment off-session and applies Stripe's answer. An

@@ -258,7 +258,7 @@ func declined(code string) func(stripemock.Request) (int, string) {
 func TestRechargeDeclinesBackOffThenDisable(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		e := newRechargeEnv(t, db, 50000)
-		e.stripe.FailWith(declined("card_declined"))
+		e.stripe.AnswerWith(declined("card_declined"))
 		if err := e.spend(20); err != nil {
 			t.Fatal(err)
 		}
@@ -303,7 +303,7 @@ func TestRechargeDeclinesBackOffThenDisable(t *testing.T) {
 func TestRechargeAuthenticationPausesUntilCompleted(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		e := newRechargeEnv(t, db, 5000)
-		e.stripe.FailWith(declined("authentication_required"))
+		e.stripe.AnswerWith(declined("authentication_required"))
 		if err := e.spend(20); err != nil {
 			t.Fatal(err)
 		}
@@ -369,7 +369,7 @@ func TestRechargeEventOrdersConverge(t *testing.T) {
 func TestRechargeUnknownOutcomeRetriesWithTheSameKey(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		e := newRechargeEnv(t, db, 5000)
-		e.stripe.FailWith(func(r stripemock.Request) (int, string) {
+		e.stripe.AnswerWith(func(r stripemock.Request) (int, string) {
 			if r.Method == http.MethodPost && r.Path == intentsPath {
 				return http.StatusInternalServerError, `{"error":{"type":"api_error","message":"boom"}}`
 			}
@@ -385,7 +385,7 @@ func TestRechargeUnknownOutcomeRetriesWithTheSameKey(t *testing.T) {
 		if e.onlyRecharge().Status != payment.StatusPending {
 			t.Fatal("an unknown outcome settled the payment")
 		}
-		e.stripe.FailWith(nil)
+		e.stripe.AnswerWith(nil)
 		if err := payments.RunRecharge(e.ctx, e.svc, p.ID, 2); err != nil {
 			t.Fatal(err)
 		}
@@ -402,7 +402,7 @@ func TestRechargeUnknownOutcomeRetriesWithTheSameKey(t *testing.T) {
 func TestRechargeLastTryGivesUp(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		e := newRechargeEnv(t, db, 5000)
-		e.stripe.FailWith(func(r stripemock.Request) (int, string) {
+		e.stripe.AnswerWith(func(r stripemock.Request) (int, string) {
 			if r.Method == http.MethodPost && r.Path == intentsPath {
 				return http.StatusServiceUnavailable, `{"error":{"type":"api_error","message":"down"}}`
 			}

@@ -156,7 +156,7 @@ func TestRefundWhenStripeRefusesOrFails(t *testing.T) {
 		f := newPurchaseEnv(t, db)
 		p := f.paid(payment.StatusSucceeded, 0, "pi_789")
 
-		f.stripe.FailWith(func(sentRequest) (int, string) {
+		f.stripe.AnswerWith(func(sentRequest) (int, string) {
 			return 400, `{"error":{"type":"invalid_request_error","code":"charge_already_refunded","message":"Charge ch_1 has already been refunded."}}`
 		})
 		_, err := f.svc.CreateRefund(f.ctx, p.ID, 100, "", "k1")
@@ -165,7 +165,7 @@ func TestRefundWhenStripeRefusesOrFails(t *testing.T) {
 			t.Fatalf("message %q does not say why Stripe refused", ae.Message)
 		}
 
-		f.stripe.FailWith(func(sentRequest) (int, string) {
+		f.stripe.AnswerWith(func(sentRequest) (int, string) {
 			return 500, `{"error":{"type":"api_error","message":"database shard 7 down"}}`
 		})
 		_, err = f.svc.CreateRefund(f.ctx, p.ID, 100, "", "k2")

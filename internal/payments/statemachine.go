@@ -79,6 +79,12 @@ func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Eve
 		if _, err := t.Grant(ctx, webhookActor, purchaseGrant(p)); err != nil {
 			return decision{}, fmt.Errorf("payments: granting payment %s: %w", p.ID, err)
 		}
+		// Paid: the card it was asked to keep is attached to the customer.
+		if job, ok := purchaseCard(p, sess); ok {
+			if err := s.queueSaveCard(ctx, t, job); err != nil {
+				return decision{}, err
+			}
+		}
 	}
 	if !eff.write {
 		return eff.d, nil

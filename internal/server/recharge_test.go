@@ -213,7 +213,7 @@ func TestSetAutoRechargeRefusals(t *testing.T) {
 func TestRechargeActionRequired(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		rec := stripemock.NewRecorder(t)
-		rec.FailWith(func(r stripemock.Request) (int, string) {
+		rec.AnswerWith(func(r stripemock.Request) (int, string) {
 			if r.Method != http.MethodPost || r.Path != "/v1/payment_intents" {
 				return 0, ""
 			}

@@ -150,7 +150,7 @@ func (s *Server) buildServices(cfg config.Config, publishing ledger.Option, o op
 	s.metrics.watchLedger(s.ledger)
 	s.payments = payments.New(s.db, s.ledger, payments.Config{
 		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: livemode,
-		RechargeRetryAfter: cfg.RechargeRetryAfter, Jobs: s.inserter,
+		RechargeRetryAfter: cfg.RechargeRetryAfter, Jobs: s.inserter, Logger: s.logger.With("component", "payments"),
 	})
 	logger := s.logger.With("component", "jobs")
 	deliverer := outbound.NewDeliverer(s.db, outbound.NewSender(s.policy, cfg.Outbound.Timeout), logger).WithSchedule(o.retries)

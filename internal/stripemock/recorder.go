@@ -25,7 +25,7 @@ type Request struct {
 // what is sent, honours idempotency keys as Stripe does (stripe-mock does
 // not: the same key with the same parameters replays the first answer,
 // with other parameters it is an idempotency_error), and can answer some
-// requests itself (FailWith) or change stripe-mock's fixture answers
+// requests itself (AnswerWith: a failure, or an object stripe-mock cannot give) or change stripe-mock's fixture answers
 // (Rewrite) to play Stripe's outcomes: a declined card, an intent that
 // succeeded. Requests it answers through stripe-mock are checked against
 // Stripe's OpenAPI description there.
@@ -134,9 +134,9 @@ func NewRecorder(t testing.TB) *Recorder {
 // URL is the recorder's base URL, to use as Stripe's API base.
 func (f *Recorder) URL() string { return f.srv.URL }
 
-// FailWith makes Stripe answer requests for which answer returns a status
+// AnswerWith makes Stripe answer requests for which answer returns a status
 // with that status and body, without asking stripe-mock.
-func (f *Recorder) FailWith(answer func(Request) (int, string)) {
+func (f *Recorder) AnswerWith(answer func(Request) (int, string)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fault = answer
