@@ -140,6 +140,26 @@ func waitFor(t *testing.T, ok func() bool) {
 	}
 }
 
+// spendOnBoth spends 1 credit of the user n times at once, half through
+// each server, as the application backend would.
+func spendOnBoth(t *testing.T, a, b *api, externalID string, n int) {
+	t.Helper()
+	service := token(t, "backend", auth.RoleService)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			srv := a
+			if i%2 == 1 {
+				srv = b
+			}
+			srv.ok(service, spendFrom, map[string]any{"u": externalID, "n": 1, "k": fmt.Sprintf("s%d", i)})
+		}()
+	}
+	wg.Wait()
+}
+
 // TestThresholdCrossedOnceUnderConcurrency: 64 concurrent spends on two
 // servers over one database take a user across the threshold; one
 // balance.low event is written, not one per spend below it.
@@ -148,20 +168,7 @@ func TestThresholdCrossedOnceUnderConcurrency(t *testing.T) {
 		a, _, admin := outboundAPI(t, db, nil)
 		b := newAPI(t, db, map[string]string{"TALLY_LOW_BALANCE_THRESHOLD": "100", "TALLY_CHECK_INTERVAL": "1h"})
 		a.ok(admin, grantMutationTo, map[string]any{"u": "alice", "n": 130, "k": "g1"})
-		service := token(t, "backend", auth.RoleService)
-		var wg sync.WaitGroup
-		for i := range 64 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv := a
-				if i%2 == 1 {
-					srv = b
-				}
-				srv.ok(service, spendFrom, map[string]any{"u": "alice", "n": 1, "k": fmt.Sprintf("s%d", i)})
-			}()
-		}
-		wg.Wait()
+		spendOnBoth(t, a, b, "alice", 64)
 		var low, seq int
 		if err := db.SQL.QueryRow(`SELECT COUNT(*) FROM webhook_events WHERE type = 'balance.low'`).Scan(&low); err != nil {
 			t.Fatal(err)

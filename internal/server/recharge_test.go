@@ -3,10 +3,8 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -103,20 +101,7 @@ func TestRechargeOncePerNeedOnTwoReplicas(t *testing.T) {
 			t.Fatalf("settings: %s", r.Data)
 		}
 		a.ok(admin, grantMutationTo, map[string]any{"u": "alice", "n": 130, "k": "g1"})
-		service := token(t, "backend", auth.RoleService)
-		var wg sync.WaitGroup
-		for i := range 64 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv := a
-				if i%2 == 1 {
-					srv = b
-				}
-				srv.ok(service, spendFrom, map[string]any{"u": "alice", "n": 1, "k": fmt.Sprintf("s%d", i)})
-			}()
-		}
-		wg.Wait()
+		spendOnBoth(t, a, b, "alice", 64)
 		p := waitRecharge(t, db, alice.ID, payment.StatusSucceeded)
 		if n := len(rec.Requests(http.MethodPost, "/v1/payment_intents")); n != 1 {
 			t.Fatalf("%d PaymentIntents created for one need", n)
