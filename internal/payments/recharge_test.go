@@ -49,7 +49,7 @@ func newRechargeEnv(t *testing.T, db *database.DB, limit int64) *rechargeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.l = ledger.New(db, ledger.WithClock(e.clock), ledger.WithRecharges(payments.NewRecharger(inserter, false)))
+	e.l = ledger.New(db, ledger.WithClock(e.clock), ledger.WithRecharges(payments.NewRecharger(db, inserter, false)))
 	e.svc = payments.New(db, e.l, payments.Config{SecretKey: "sk_test_123", APIBase: e.stripe.URL(), Jobs: inserter})
 	e.user = db.Ent.User.Create().SetExternalID("recharger").SaveX(e.ctx)
 	e.pack = db.Ent.CreditPackage.Create().SetName("Top-up").SetCredits(100).SetPriceAmount(1000).SetCurrency("eur").SaveX(e.ctx)

@@ -11,12 +11,14 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/autorecharge"
 	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
 // JobInserter inserts jobs in a transaction (jobs.Inserter).
 type JobInserter interface {
 	InsertTx(ctx context.Context, tx *sql.Tx, args river.JobArgs) (bool, error)
+	InsertManyTx(ctx context.Context, tx *sql.Tx, params []river.InsertManyParams) error
 }
 
 // Recharger starts recharges in the transactions whose movements leave a
@@ -24,70 +26,105 @@ type JobInserter interface {
 // RECHARGE payment and the job that charges it commit with the movement,
 // or neither does.
 type Recharger struct {
+	db       *database.DB
 	jobs     JobInserter
 	livemode bool
 }
 
 // NewRecharger returns the trigger of recharges in the given Stripe mode.
-func NewRecharger(jobs JobInserter, livemode bool) *Recharger {
-	return &Recharger{jobs: jobs, livemode: livemode}
+func NewRecharger(db *database.DB, jobs JobInserter, livemode bool) *Recharger {
+	return &Recharger{db: db, jobs: jobs, livemode: livemode}
 }
 
 // TriggerRecharges starts, for each user, a recharge if none is in flight,
 // the wait after a decline is over and the month's limit allows the pack.
-// One read of the settings when nothing starts (a recharge already on its
-// way, most often). Runs under the users' locks; the unique recharge slot
-// of payments stops a second one in flight even if that lock were missed.
+// It runs under the users' locks; the unique recharge slot of payments
+// stops a second one in flight even if that lock were missed. The users of
+// a batch of movements (coalesced spends) share its statements: the
+// settings (one read, all that is made while a recharge is on its way),
+// then, for those that start one, the month's charges, the payments, the
+// in-flight marks and the jobs, one statement each.
 func (r *Recharger) TriggerRecharges(ctx context.Context, t *ledger.Tx, needs []ledger.RechargeNeed) error {
-	for _, n := range needs {
-		if err := r.trigger(ctx, t, n.User); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (r *Recharger) trigger(ctx context.Context, t *ledger.Tx, u *ent.User) error {
 	c := t.Ent().Client()
-	a, err := c.AutoRecharge.Query().
-		Where(autorecharge.UserID(u.ID), autorecharge.InFlightPaymentIDIsNil(),
+	ids := make([]string, len(needs))
+	for i, n := range needs {
+		ids[i] = n.User.ID
+	}
+	settings, err := c.AutoRecharge.Query().
+		Where(autorecharge.UserIDIn(ids...), autorecharge.InFlightPaymentIDIsNil(),
 			autorecharge.Or(autorecharge.RetryAfterIsNil(), autorecharge.RetryAfterLTE(t.Now()))).
 		WithPackage().
-		Only(ctx)
-	if ent.IsNotFound(err) {
-		return nil // in flight, waiting after a decline, or off
-	}
+		Order(ent.Asc(autorecharge.FieldUserID)).
+		All(ctx)
 	if err != nil {
-		return fmt.Errorf("payments: reading the auto-recharge of %s: %w", u.ID, err)
+		return fmt.Errorf("payments: reading the auto-recharge of %d users: %w", len(ids), err)
 	}
-	pkg := a.Edges.Package
-	if !canCharge(a) || pkg == nil {
+	var due []*ent.AutoRecharge
+	for _, a := range settings {
+		switch pkg := a.Edges.Package; {
+		case !canCharge(a) || pkg == nil:
+		case !pkg.Active:
+			if err := noteProblem(ctx, a, "the recharge pack is no longer on sale"); err != nil {
+				return err
+			}
+		default:
+			due = append(due, a)
+		}
+	}
+	if len(due) == 0 {
 		return nil
 	}
-	if !pkg.Active {
-		return noteProblem(ctx, a, "the recharge pack is no longer on sale")
+	return r.start(ctx, t, due)
+}
+
+// start writes the recharges of the users due one, within their limits.
+func (r *Recharger) start(ctx context.Context, t *ledger.Tx, due []*ent.AutoRecharge) error {
+	c := t.Ent().Client()
+	users := make([]string, len(due))
+	for i, a := range due {
+		users[i] = a.UserID
 	}
-	charged, err := chargedThisMonth(ctx, c, u.ID, t.Now())
+	charged, err := chargedThisMonthMany(ctx, c, users, t.Now())
 	if err != nil {
 		return err
 	}
-	if charged+pkg.PriceAmount > a.MonthlyLimitAmount {
-		return noteProblem(ctx, a, fmt.Sprintf("the monthly limit %d would be exceeded (%d charged this month)", a.MonthlyLimitAmount, charged))
+	var starting []*ent.AutoRecharge
+	var creates []*ent.PaymentCreate
+	for _, a := range due {
+		pkg := a.Edges.Package
+		if spent := charged[a.UserID]; spent+pkg.PriceAmount > a.MonthlyLimitAmount {
+			if err := noteProblem(ctx, a, fmt.Sprintf("the monthly limit %d would be exceeded (%d charged this month)", a.MonthlyLimitAmount, spent)); err != nil {
+				return err
+			}
+			continue
+		}
+		starting = append(starting, a)
+		creates = append(creates, c.Payment.Create().
+			SetUserID(a.UserID).SetKind(payment.KindRECHARGE).SetPackageID(pkg.ID).
+			SetAmount(pkg.PriceAmount).SetCurrency(pkg.Currency).SetCredits(pkg.Credits).
+			SetStatus(payment.StatusPending).SetLivemode(r.livemode).
+			SetRechargeSlot(a.UserID))
 	}
-	p, err := c.Payment.Create().
-		SetUserID(u.ID).SetKind(payment.KindRECHARGE).SetPackageID(pkg.ID).
-		SetAmount(pkg.PriceAmount).SetCurrency(pkg.Currency).SetCredits(pkg.Credits).
-		SetStatus(payment.StatusPending).SetLivemode(r.livemode).
-		SetRechargeSlot(u.ID).
-		Save(ctx)
+	if len(starting) == 0 {
+		return nil
+	}
+	ps, err := c.Payment.CreateBulk(creates...).Save(ctx)
 	if err != nil {
-		return fmt.Errorf("payments: writing the recharge payment of %s: %w", u.ID, err)
+		return fmt.Errorf("payments: writing %d recharge payments: %w", len(creates), err)
 	}
-	if err := a.Update().SetInFlightPaymentID(p.ID).Exec(ctx); err != nil {
-		return fmt.Errorf("payments: recording the recharge in flight of %s: %w", u.ID, err)
+	marks := make(map[string]any, len(ps))
+	ids := make([]string, len(ps))
+	jobs := make([]river.InsertManyParams, len(ps))
+	for i, p := range ps {
+		marks[starting[i].ID], ids[i] = p.ID, starting[i].ID
+		jobs[i] = river.InsertManyParams{Args: RechargeArgs{PaymentID: p.ID}}
 	}
-	if _, err := r.jobs.InsertTx(ctx, t.SQL(), RechargeArgs{PaymentID: p.ID}); err != nil {
-		return fmt.Errorf("payments: queueing recharge %s: %w", p.ID, err)
+	err = database.UpdateRows(autorecharge.Table, ids).SetEach(autorecharge.FieldInFlightPaymentID, "", marks).Exec(ctx, r.db, t.Ent())
+	if err != nil {
+		return fmt.Errorf("payments: recording %d recharges in flight: %w", len(ps), err)
+	}
+	if err := r.jobs.InsertManyTx(ctx, t.SQL(), jobs); err != nil {
+		return fmt.Errorf("payments: queueing %d recharges: %w", len(jobs), err)
 	}
 	return nil
 }
@@ -108,19 +145,29 @@ func noteProblem(ctx context.Context, a *ent.AutoRecharge, problem string) error
 // chargedThisMonth is what the user's recharges of this calendar month
 // (UTC) charged or may still charge: all but the failed ones.
 func chargedThisMonth(ctx context.Context, c *ent.Client, userID string, now time.Time) (int64, error) {
+	sums, err := chargedThisMonthMany(ctx, c, []string{userID}, now)
+	return sums[userID], err
+}
+
+// chargedThisMonthMany is chargedThisMonth of several users, in one
+// statement.
+func chargedThisMonthMany(ctx context.Context, c *ent.Client, userIDs []string, now time.Time) (map[string]int64, error) {
 	var rows []struct {
-		Sum sql.NullInt64 `json:"sum"`
+		UserID string        `json:"user_id"`
+		Sum    sql.NullInt64 `json:"sum"`
 	}
 	err := c.Payment.Query().
-		Where(payment.UserID(userID), payment.CreatedAtGTE(monthStart(now)), payment.KindEQ(payment.KindRECHARGE),
+		Where(payment.UserIDIn(userIDs...), payment.CreatedAtGTE(monthStart(now)), payment.KindEQ(payment.KindRECHARGE),
 			payment.StatusNotIn(payment.StatusFailed, payment.StatusExpired)).
+		GroupBy(payment.FieldUserID).
 		Aggregate(ent.As(ent.Sum(payment.FieldAmount), "sum")).
 		Scan(ctx, &rows)
 	if err != nil {
-		return 0, fmt.Errorf("payments: summing this month's recharges of %s: %w", userID, err)
+		return nil, fmt.Errorf("payments: summing this month's recharges of %d users: %w", len(userIDs), err)
 	}
-	if len(rows) == 0 || !rows[0].Sum.Valid {
-		return 0, nil
+	sums := make(map[string]int64, len(rows))
+	for _, row := range rows {
+		sums[row.UserID] = row.Sum.Int64
 	}
-	return rows[0].Sum.Int64, nil
+	return sums, nil
 }

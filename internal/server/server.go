@@ -146,7 +146,7 @@ func (s *Server) buildServices(cfg config.Config, publishing ledger.Option, o op
 	livemode := payments.LiveKey(cfg.StripeSecretKey)
 	s.ledger = ledger.New(s.db, publishing, ledger.WithTracerProvider(o.tracing),
 		outbound.LedgerEvents(s.db, cfg.Outbound.LowBalanceThreshold, s.inserter),
-		ledger.WithRecharges(payments.NewRecharger(s.inserter, livemode)))
+		ledger.WithRecharges(payments.NewRecharger(s.db, s.inserter, livemode)))
 	s.metrics.watchLedger(s.ledger)
 	s.payments = payments.New(s.db, s.ledger, payments.Config{
 		SecretKey: cfg.StripeSecretKey, APIBase: cfg.StripeAPIBase, Livemode: livemode,
