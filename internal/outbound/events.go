@@ -17,6 +17,8 @@ var Types = []string{
 	ledger.EventCreditsExpiring, ledger.EventCreditsExpired,
 	payments.EventPaymentSucceeded, payments.EventPaymentFailed, payments.EventPaymentRefunded,
 	payments.EventPaymentDisputed, payments.EventPaymentDisputeClosed,
+	payments.EventRechargeSucceeded, payments.EventRechargeFailed, payments.EventRechargeActionRequired,
+	payments.EventRechargeDisabled,
 }
 
 // KnownType says whether t is an event type Tally sends.
