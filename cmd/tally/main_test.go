@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/tally-billing/tally/internal/stripemock"
-
 	"bytes"
 	"context"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tally-billing/tally/internal/stripemock"
 	"github.com/tally-billing/tally/internal/testdb"
 )
 

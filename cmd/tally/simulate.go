@@ -29,16 +29,18 @@ func newSimulateCommand() *cobra.Command {
 	var server string
 	cmd := &cobra.Command{
 		Use:   "simulate",
-		Short: "Walk a purchase through a running Tally without Stripe (development)",
+		Short: "Walk a purchase or a recharge through a running Tally without Stripe (development)",
 		Long: `Writes what a Stripe Checkout would and posts the events Stripe would send,
 signed with the webhook secret, to a running tally serve (same DATABASE_URL).
 The server is --server, else $TALLY_ADDR, else 127.0.0.1:8080, as for serve.
-Exits 0 only when the webhook applied the event (or had already).`,
+Exits 0 only when the webhook applied the event (or had already).
+simulate card only writes to the database (a saved card); it posts nothing.`,
 	}
 	cmd.PersistentFlags().StringVar(&server, "server", "", "the running server, http://HOST:PORT or HOST:PORT (default: $TALLY_ADDR, else 127.0.0.1:8080)")
 	addSettingFlags(cmd.PersistentFlags(), "database-url")
 
-	cmd.AddCommand(newSimulatePurchase(&server), newSimulateRefund(&server), newSimulateDispute(&server))
+	cmd.AddCommand(newSimulatePurchase(&server), newSimulateRefund(&server), newSimulateDispute(&server),
+		newSimulateCard(), newSimulateRecharge(&server))
 	return cmd
 }
 

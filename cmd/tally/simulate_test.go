@@ -137,6 +137,13 @@ func TestSimulateCommandLineMistakes(t *testing.T) {
 		{"negative amount", nil, []string{"refund", "--payment", "pay_x", "--amount", "-5"}, 2, "--amount must be at least 1"},
 		{"amount beyond int64", nil, []string{"refund", "--payment", "pay_x", "--amount", "9223372036854775808"}, 2, "--amount"},
 		{"unknown outcome", nil, []string{"dispute", "--payment", "pay_x", "--outcome", "draw"}, 2, "--outcome is won or lost"},
+		{"card without a user", nil, []string{"card"}, 2, "--user is required"},
+		{"card for a long user", nil, []string{"card", "--user", strings.Repeat("u", 256)}, 2, "--user is longer than 255 bytes"},
+		{"recharge without a user", nil, []string{"recharge", "--outcome", "declined"}, 2, "--user is required"},
+		{"unknown recharge outcome", nil, []string{"recharge", "--user", "alice", "--outcome", "maybe"}, 2, "--outcome is succeeded, declined or authentication_required"},
+		{"empty recharge outcome", nil, []string{"recharge", "--user", "alice", "--outcome="}, 2, "--outcome is succeeded"},
+		{"card in production", []string{"TALLY_ENV=production", "TALLY_JWT_SECRET=kR7vQ2xN9pLm4tWz8cYb3sHf6jDg1aEu5oVi0qTn"}, []string{"card", "--user", "alice"}, 1, "development"},
+		{"card on a database never migrated", nil, []string{"card", "--user", "alice"}, 1, "is not migrated: start tally serve once"},
 		{"server not a URL", nil, []string{"refund", "--payment", "pay_x", "--server", "ftp://x"}, 2, "--server"},
 		{"server with a path", nil, []string{"refund", "--payment", "pay_x", "--server", "http://h:1/api"}, 2, "--server"},
 		{"no port to reach", []string{"TALLY_ADDR=127.0.0.1:0"}, []string{"refund", "--payment", "pay_x"}, 1, "TALLY_ADDR"},
@@ -164,7 +171,13 @@ func TestSimulateRefusalsOnAMigratedDatabase(t *testing.T) {
 	if _, stderr, code := run(t, dir, nil, "migrate", "up"); code != 0 {
 		t.Fatalf("migrate up: %s", stderr)
 	}
+	// A user without a recharge in flight: a card and nothing else.
+	if out, stderr, code := run(t, dir, nil, "simulate", "card", "--user", "carol"); code != 0 || !strings.Contains(out, "card saved") {
+		t.Fatalf("simulate card: exit %d\n%s%s", code, out, stderr)
+	}
 	for args, want := range map[string]string{
+		"recharge --user nobody":                   `--user: no user "nobody" in this database`,
+		"recharge --user carol":                    "no recharge in flight: turn auto-recharge on (setAutoRecharge) and spend below the threshold",
 		"refund --payment pay_nope":                `--payment: no payment "pay_nope"`,
 		"dispute --payment pay_nope --outcome won": `--payment: no payment "pay_nope"`,
 		"purchase --user alice --package pkg_nope": `no credit pack with id "pkg_nope"`,

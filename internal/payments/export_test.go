@@ -2,6 +2,7 @@ package payments
 
 import (
 	"context"
+	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -38,3 +39,6 @@ func WorkSaveCard(ctx context.Context, s *Service, args SaveCardArgs) error {
 func HandleAlone(ctx context.Context, s *Service, ev *stripe.Event, payload []byte) (string, error) {
 	return s.handleUnbatched(ctx, ev, payload, s.now().UTC(), nil)
 }
+
+// SetClock makes the service read the time from now.
+func SetClock(s *Service, now func() time.Time) { s.now = now }

@@ -59,6 +59,9 @@ type ReconcileOptions struct {
 	Since time.Duration
 	// Apply repairs what is missing; otherwise it only reports.
 	Apply bool
+	// RechargeGrace is how long a recharge may be in flight before it is
+	// reported (DefaultRechargeGrace when 0).
+	RechargeGrace time.Duration
 	// Progress, when set, is told what is being done on long runs.
 	Progress func(format string, args ...any)
 }
@@ -80,14 +83,19 @@ type ReconcileReport struct {
 	EventsChecked  int
 	// Unprocessed are handled events Stripe has that Tally has not applied.
 	Unprocessed []string
-	Repaired    int
-	Failures    []string
+	// StaleRecharges are the recharges in flight for longer than
+	// RechargeGrace (with a Stripe key, with what Stripe says of them).
+	StaleRecharges []StaleRecharge
+	RechargeGrace  time.Duration
+	Repaired       int
+	Failures       []string
 }
 
 // Reconcile checks the ledger's and the payments' invariants (Check), then
 // compares Stripe with what Tally applied: paid Checkout Sessions whose
-// credits are missing, and events of the handled types that were never
-// applied (or still wait).
+// credits are missing, events of the handled types that were never
+// applied (or still wait), and recharges in flight for longer than they
+// should be, whose intents may have succeeded unannounced.
 // With Apply it processes what is missing through the same path as a
 // webhook delivery, so a repair is applied at most once however often
 // Reconcile runs.
@@ -111,18 +119,17 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 	if err != nil {
 		return r, err
 	}
-	if s.stripe == nil {
-		return r, nil
+	if s.stripe != nil {
+		r.StripeChecked = true
+		since := s.now().Add(-opts.Since).Unix()
+		if err := s.reconcileSessions(ctx, &r, opts.Apply, since, progress); err != nil {
+			return r, err
+		}
+		if err := s.reconcileEvents(ctx, &r, opts.Apply, since, progress); err != nil {
+			return r, err
+		}
 	}
-	r.StripeChecked = true
-	since := s.now().Add(-opts.Since).Unix()
-	if err := s.reconcileSessions(ctx, &r, opts.Apply, since, progress); err != nil {
-		return r, err
-	}
-	if err := s.reconcileEvents(ctx, &r, opts.Apply, since, progress); err != nil {
-		return r, err
-	}
-	return r, nil
+	return r, s.reconcileRecharges(ctx, &r, opts, progress)
 }
 
 // reconcileSessions finds the Checkout Sessions created since (a Unix time)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/tally-billing/tally/ent"
-	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/pulid"
 )
@@ -21,12 +20,9 @@ import (
 // SimulatedPayment writes a pending payment of the pack for the user with
 // the external id (created if new), as createCheckoutSession would.
 func SimulatedPayment(ctx context.Context, client *ent.Client, externalUserID, packageID string) (*ent.Payment, error) {
-	u, err := client.User.Query().Where(user.ExternalID(externalUserID)).Only(ctx)
-	if ent.IsNotFound(err) {
-		u, err = client.User.Create().SetExternalID(externalUserID).Save(ctx)
-	}
+	u, err := SimulatedUser(ctx, client, externalUserID)
 	if err != nil {
-		return nil, fmt.Errorf("payments: finding user %s: %w", externalUserID, err)
+		return nil, err
 	}
 	pkg, err := client.CreditPackage.Get(ctx, packageID)
 	if ent.IsNotFound(err) {
