@@ -97,13 +97,18 @@ set -euo pipefail
 				`"creditsBalance":458`,
 				"outcome applied", // each simulated event
 				`"status":"CHARGED_BACK"`, `"amountRefunded":250`,
+				// auto-recharge
+				"card saved: visa 4242", `"status":"ACTIVE","thresholdCredits":400,"paymentMethod":{"brand":"visa","last4":"4242"}`,
+				`"creditsBalance":358,"payments":{"edges":[{"node":{"kind":"RECHARGE","status":"PENDING"}}]}`,
+				`"creditsBalance":358,"autoRecharge":{"status":"ACTION_REQUIRED"`,
+				`"creditsBalance":358,"autoRecharge":{"status":"FAILING","lastError":"the card was declined: Your card was declined.","chargedThisMonthAmount":1000}`,
 			} {
 				if !strings.Contains(got, want) {
 					t.Errorf("the walkthrough's output lacks %s:\n%s", want, got)
 				}
 			}
-			if n := strings.Count(got, "outcome applied"); n != 3 {
-				t.Errorf("%d events applied, want the refund and both dispute events:\n%s", n, got)
+			if n := strings.Count(got, "outcome applied"); n != 7 {
+				t.Errorf("%d events applied, want the refund, both dispute events and four recharge outcomes:\n%s", n, got)
 			}
 		})
 	}
