@@ -30,7 +30,7 @@ func (r *autoRechargeResolver) Package(ctx context.Context, obj *ent.AutoRecharg
 
 // ChargedThisMonthAmount is the resolver for the chargedThisMonthAmount field.
 func (r *autoRechargeResolver) ChargedThisMonthAmount(ctx context.Context, obj *ent.AutoRecharge) (int, error) {
-	n, err := r.Payments.ChargedThisMonth(ctx, obj.UserID)
+	n, err := r.Payments.ChargedThisMonth(ctx, obj)
 	return int(n), err
 }
 

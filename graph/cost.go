@@ -46,7 +46,7 @@ var fieldReads = map[string]int{
 	// The user's settings; in them, this month's charges and the pack
 	// each read again.
 	"User.autoRecharge":                   1,
-	"AutoRecharge.chargedThisMonthAmount": 1,
+	"AutoRecharge.chargedThisMonthAmount": 2, // the pack's currency, then the sum
 	"AutoRecharge.package":                1,
 }
 

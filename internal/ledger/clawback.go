@@ -39,6 +39,7 @@ func (t *Tx) Clawback(ctx context.Context, actor Actor, req ClawbackRequest) (*R
 	if err != nil {
 		return nil, err
 	}
+	t.noRecharge(p.UserID)
 	return t.once(ctx, actor, req.IdempotencyKey, "clawback", req, p.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
 		lot, err := t.paymentLot(ctx, p)
 		if err != nil {
@@ -115,6 +116,7 @@ func (t *Tx) HoldPayment(ctx context.Context, actor Actor, req PaymentRequest) (
 	if err != nil {
 		return nil, err
 	}
+	t.noRecharge(p.UserID)
 	return t.once(ctx, actor, req.IdempotencyKey, "hold_payment", req, p.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
 		lot, err := t.paymentLot(ctx, p)
 		if err != nil {

@@ -212,6 +212,9 @@ type Tx struct {
 	// lookForRecharge are users not moved whose auto-recharge threshold
 	// is looked at all the same (see LookForRecharge).
 	lookForRecharge map[string]*ent.User
+	// noRecharges are users the transaction may not start a recharge for
+	// (it claws back or holds their credits).
+	noRecharges map[string]bool
 	// events are the outbound events written just before the commit.
 	events []Event
 	// fingerprints are those of the keyed requests being served, which

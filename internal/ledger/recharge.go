@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 )
 
@@ -26,7 +27,22 @@ type RechargeTrigger interface {
 // below their auto-recharge threshold.
 func WithRecharges(r RechargeTrigger) Option { return func(s *Service) { s.recharges = r } }
 
-func (t *Tx) watchesRecharge(u *ent.User) bool { return t.s.recharges != nil && u.RechargeBelow != nil }
+// watchesRecharge says whether the transaction may start a recharge for
+// u: not for a frozen account, nor in a transaction that takes credits
+// back for a refund or a dispute (charging the card the customer is
+// disputing, or was just refunded, again at once is not what they asked
+// for, and looks like fraud to their bank).
+func (t *Tx) watchesRecharge(u *ent.User) bool {
+	return t.s.recharges != nil && u.RechargeBelow != nil && u.Status != user.StatusFrozen && !t.noRecharges[u.ID]
+}
+
+// noRecharge keeps the transaction from starting a recharge for the user.
+func (t *Tx) noRecharge(userID string) {
+	if t.noRecharges == nil {
+		t.noRecharges = make(map[string]bool)
+	}
+	t.noRecharges[userID] = true
+}
 
 // triggerRecharges hands the trigger the users now below their threshold.
 // Users with auto-recharge off cost nothing here: recharge_below is on the

@@ -159,7 +159,10 @@ func (s *Service) applySettings(ctx context.Context, t *ledger.Tx, u *ent.User, 
 			return nil, apperr.Invalid("monthlyLimitAmount",
 				"monthlyLimitAmount %d is less than the pack's price %d: no recharge could ever be made", req.MonthlyLimitAmount, pkg.PriceAmount)
 		}
-		if a.Status != autorecharge.StatusActionRequired {
+		// Turned on (again): a fresh start, unless a recharge waits for
+		// the customer. Settings changed while on leave the wait after a
+		// decline as it is: calling again is not a way around it.
+		if (!a.Enabled || a.Status == autorecharge.StatusDisabled) && a.Status != autorecharge.StatusActionRequired {
 			update.SetStatus(autorecharge.StatusActive).SetConsecutiveFailures(0).ClearRetryAfter().SetLastError("")
 		}
 	}
@@ -205,9 +208,17 @@ func (s *Service) AutoRechargeOf(ctx context.Context, userID string) (*ent.AutoR
 }
 
 // ChargedThisMonth is what the user's recharges of this calendar month
-// (UTC) charged or are charging.
-func (s *Service) ChargedThisMonth(ctx context.Context, userID string) (int64, error) {
-	return chargedThisMonth(ctx, s.db.Ent, userID, s.now())
+// (UTC) charged or are charging, in the currency of their pack (that of
+// the monthly limit); 0 without a pack.
+func (s *Service) ChargedThisMonth(ctx context.Context, a *ent.AutoRecharge) (int64, error) {
+	if a.PackageID == nil {
+		return 0, nil
+	}
+	pkg, err := s.db.Ent.CreditPackage.Get(ctx, *a.PackageID)
+	if err != nil {
+		return 0, fmt.Errorf("payments: reading the recharge pack of %s: %w", a.UserID, err)
+	}
+	return chargedThisMonth(ctx, s.db.Ent, a.UserID, pkg.Currency, s.now())
 }
 
 // canCharge says whether a recharge may be started for these settings at
@@ -256,7 +267,8 @@ func (s *Service) SaveCard(ctx context.Context, userID string, c Card) error {
 		update := a.Update().SetStripeCustomerID(c.CustomerID).SetStripePaymentMethodID(c.PaymentMethodID).
 			SetCardBrand(apperr.Clip(c.Brand, 32)).SetCardLast4(apperr.Clip(c.Last4, 4)).
 			SetCardExpMonth(c.ExpMonth).SetCardExpYear(c.ExpYear)
-		if a.Status == autorecharge.StatusActionRequired {
+		switch a.Status {
+		case autorecharge.StatusActionRequired:
 			if a.InFlightPaymentID != nil {
 				if err := s.giveUpAwaiting(ctx, t, *a.InFlightPaymentID); err != nil {
 					return err
@@ -264,10 +276,16 @@ func (s *Service) SaveCard(ctx context.Context, userID string, c Card) error {
 				update.ClearInFlightPaymentID()
 			}
 			update.SetStatus(autorecharge.StatusActive).SetLastError("")
+		case autorecharge.StatusFailing:
+			// Another card: no reason to wait after the old one's decline.
+			update.SetStatus(autorecharge.StatusActive).SetConsecutiveFailures(0).ClearRetryAfter().SetLastError("")
 		}
 		if a, err = update.Save(ctx); err != nil {
 			return fmt.Errorf("payments: saving the card of %s: %w", userID, err)
 		}
+		// A user already below the threshold (out of credits while the
+		// old card failed) is recharged with the new one at once.
+		t.LookForRecharge(u)
 		return syncRechargeBelow(ctx, t, u, a)
 	})
 }

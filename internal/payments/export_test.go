@@ -19,9 +19,16 @@ func PurchaseBatchesRunning(s *Service) int { return s.purchases.Running() }
 const MaxPurchaseBatchesInFlight = maxPurchaseBatchesInFlight
 
 // RunRecharge runs the recharge job of a payment as River's attempt n.
+// The card is the one saved now, as the trigger would have sent it.
 func RunRecharge(ctx context.Context, s *Service, paymentID string, attempt int) error {
+	args := RechargeArgs{PaymentID: paymentID}
+	if p, err := s.db.Ent.Payment.Get(ctx, paymentID); err == nil {
+		if a, err := autoRechargeOf(ctx, s.db.Ent, p.UserID); err == nil && a != nil {
+			args.Customer, args.PaymentMethod = a.StripeCustomerID, a.StripePaymentMethodID
+		}
+	}
 	w := &rechargeWorker{s: s}
-	return w.Work(ctx, &river.Job[RechargeArgs]{JobRow: &rivertype.JobRow{Attempt: attempt}, Args: RechargeArgs{PaymentID: paymentID}})
+	return w.Work(ctx, &river.Job[RechargeArgs]{JobRow: &rivertype.JobRow{Attempt: attempt}, Args: args})
 }
 
 // RechargeAttempts is how often the recharge job tries.

@@ -37,6 +37,11 @@ const rechargeRef = "tally_payment_id"
 // a job run twice (its process died after Stripe answered) charges once.
 type RechargeArgs struct {
 	PaymentID string `json:"payment_id"`
+	// The card charged, as saved when the recharge started: every try
+	// sends the same parameters with its idempotency key, whatever card
+	// is saved meanwhile (Stripe refuses a key reused with others).
+	Customer      string `json:"customer"`
+	PaymentMethod string `json:"payment_method"`
 }
 
 // Kind names the job in River's table.
@@ -67,9 +72,10 @@ func (s *Service) RegisterJobs(w *river.Workers) {
 // Work charges the payment off-session and applies Stripe's answer. An
 // answer that says nothing of the outcome (no answer, a 5xx, a 409 of a
 // concurrent request with the key) is retried by River, with the same
-// idempotency key; the last try gives the payment up as FAILED, and a
-// charge that went through after all is still granted by its
-// payment_intent.succeeded event.
+// idempotency key. After the last try the payment stays PENDING, its
+// slot held: whether the card was charged is still unknown, and failing
+// it would let another recharge charge the card again. tally reconcile
+// finds it and asks Stripe; its payment_intent events settle it too.
 func (w *rechargeWorker) Work(ctx context.Context, job *river.Job[RechargeArgs]) error {
 	s := w.s
 	p, err := s.db.Ent.Payment.Get(ctx, job.Args.PaymentID)
@@ -86,25 +92,31 @@ func (w *rechargeWorker) Work(ctx context.Context, job *river.Job[RechargeArgs])
 	if err != nil {
 		return fmt.Errorf("payments: reading the auto-recharge of %s: %w", p.UserID, err)
 	}
-	if !a.Enabled {
-		// Turned off since the recharge was written: nobody wants it now.
-		return s.inTx(ctx, p, func(ctx context.Context, t *ledger.Tx, p *ent.Payment) (decision, error) {
-			return decision{}, s.giveUp(ctx, t, p.ID, payment.StatusPending)
-		})
-	}
 	if s.stripe == nil {
 		// Without a Stripe key (development) the recharge waits for its
 		// payment_intent events, which `tally simulate recharge` posts.
 		return nil
 	}
-	pi, err := s.chargeOffSession(ctx, p, a, job.Attempt > 1)
+	var pi *stripe.PaymentIntent
+	switch {
+	case a.Enabled:
+		pi, err = s.chargeOffSession(ctx, p, job.Args, job.Attempt > 1)
+	case job.Attempt > 1:
+		// Turned off, but an earlier try may have charged: its intent,
+		// if there is one, decides.
+		if pi, err = s.findRechargeIntent(ctx, p, job.Args.Customer); err == nil && pi == nil {
+			return s.turnedOff(ctx, p)
+		}
+	default:
+		return s.turnedOff(ctx, p)
+	}
 	out := classifyCharge(pi, err)
 	switch out.kind {
 	case chargeUnknown:
-		if job.Attempt < rechargeAttempts {
-			return fmt.Errorf("payments: charging recharge %s (tried again with the same idempotency key): %w", p.ID, err)
+		if job.Attempt >= rechargeAttempts {
+			s.noteUnknown(ctx, p)
 		}
-		out = chargeOutcome{kind: chargeDeclined, reason: "Stripe could not be reached"}
+		return fmt.Errorf("payments: charging recharge %s (tried again with the same idempotency key): %w", p.ID, err)
 	case chargeProcessing:
 		// The payment_intent.succeeded or payment_failed event decides.
 		return s.db.Ent.Payment.Update().Where(payment.ID(p.ID), payment.StripePaymentIntentIDIsNil()).
@@ -120,6 +132,23 @@ func (w *rechargeWorker) Work(ctx context.Context, job *river.Job[RechargeArgs])
 			return s.rechargeFailed(ctx, t, p, out.intentID(), out.reason)
 		}
 	})
+}
+
+// turnedOff gives up a recharge whose auto-recharge was turned off before
+// any try charged it: nobody wants it now.
+func (s *Service) turnedOff(ctx context.Context, p *ent.Payment) error {
+	return s.inTx(ctx, p, func(ctx context.Context, t *ledger.Tx, p *ent.Payment) (decision, error) {
+		return decision{}, s.giveUp(ctx, t, p.ID, payment.StatusPending)
+	})
+}
+
+// noteUnknown tells admins and the user why a recharge stays in flight
+// after its last try. Best effort: the payment's state is what matters.
+func (s *Service) noteUnknown(ctx context.Context, p *ent.Payment) {
+	const problem = "Stripe could not be reached: the recharge waits for Stripe's answer (tally reconcile asks)"
+	_ = s.db.Ent.AutoRecharge.Update().
+		Where(autorecharge.UserID(p.UserID), autorecharge.InFlightPaymentID(p.ID)).
+		SetLastError(problem).Exec(ctx)
 }
 
 // inTx applies an outcome to the payment in one transaction, under its
@@ -141,17 +170,17 @@ func (s *Service) inTx(ctx context.Context, p *ent.Payment, apply func(context.C
 // chargeOffSession asks Stripe to charge the saved card. A retry first
 // looks for the intent an earlier try made, whose answer was lost: past
 // Stripe's 24 hours the idempotency key alone would not find it.
-func (s *Service) chargeOffSession(ctx context.Context, p *ent.Payment, a *ent.AutoRecharge, retry bool) (*stripe.PaymentIntent, error) {
+func (s *Service) chargeOffSession(ctx context.Context, p *ent.Payment, card RechargeArgs, retry bool) (*stripe.PaymentIntent, error) {
 	if retry {
-		if pi, err := s.findRechargeIntent(ctx, p, a); pi != nil || err != nil {
+		if pi, err := s.findRechargeIntent(ctx, p, card.Customer); pi != nil || err != nil {
 			return pi, err
 		}
 	}
 	params := &stripe.PaymentIntentParams{
 		Amount:        stripe.Int64(p.Amount),
 		Currency:      stripe.String(p.Currency),
-		Customer:      stripe.String(a.StripeCustomerID),
-		PaymentMethod: stripe.String(a.StripePaymentMethodID),
+		Customer:      stripe.String(card.Customer),
+		PaymentMethod: stripe.String(card.PaymentMethod),
 		OffSession:    stripe.Bool(true),
 		Confirm:       stripe.Bool(true),
 		Metadata:      map[string]string{rechargeRef: p.ID, "user_id": p.UserID, "package_id": p.PackageID},
@@ -163,9 +192,9 @@ func (s *Service) chargeOffSession(ctx context.Context, p *ent.Payment, a *ent.A
 
 // findRechargeIntent is the customer's intent for p made by an earlier
 // try, nil if there is none.
-func (s *Service) findRechargeIntent(ctx context.Context, p *ent.Payment, a *ent.AutoRecharge) (*stripe.PaymentIntent, error) {
+func (s *Service) findRechargeIntent(ctx context.Context, p *ent.Payment, customer string) (*stripe.PaymentIntent, error) {
 	params := &stripe.PaymentIntentListParams{
-		Customer:     stripe.String(a.StripeCustomerID),
+		Customer:     stripe.String(customer),
 		CreatedRange: &stripe.RangeQueryParams{GreaterThanOrEqual: p.CreatedAt.Add(-5 * time.Minute).Unix()},
 	}
 	params.Context = ctx
@@ -234,6 +263,7 @@ func classifyCharge(pi *stripe.PaymentIntent, err error) chargeOutcome {
 		}
 		return chargeOutcome{kind: chargeDeclined, intent: se.PaymentIntent, reason: reason}
 	case se.HTTPStatusCode >= 500, se.HTTPStatusCode == 0, se.HTTPStatusCode == http.StatusConflict,
+		se.Type == stripe.ErrorTypeIdempotency,
 		se.HTTPStatusCode == http.StatusTooManyRequests, se.Code == stripe.ErrorCodeLockTimeout,
 		se.HTTPStatusCode == http.StatusUnauthorized, se.HTTPStatusCode == http.StatusForbidden:
 		return chargeOutcome{kind: chargeUnknown}

@@ -44,7 +44,13 @@ func (s *Service) rechargePaid(ctx context.Context, t *ledger.Tx, p *ent.Payment
 		return decision{}, fmt.Errorf("payments: recording recharge %s paid: %w", p.ID, err)
 	}
 	a, err := s.settled(ctx, t, p, func(a *ent.AutoRecharge, u *ent.AutoRechargeUpdateOne) {
-		u.SetLastRechargeAt(t.Now()).SetConsecutiveFailures(0).ClearRetryAfter().SetLastError("")
+		u.SetLastRechargeAt(t.Now())
+		// A late success of a recharge given up says nothing of another
+		// one now in flight (which may be waiting for the customer).
+		if a.InFlightPaymentID != nil && *a.InFlightPaymentID != p.ID {
+			return
+		}
+		u.SetConsecutiveFailures(0).ClearRetryAfter().SetLastError("")
 		if a.Status == autorecharge.StatusActionRequired || a.Status == autorecharge.StatusFailing {
 			u.SetStatus(autorecharge.StatusActive)
 		}

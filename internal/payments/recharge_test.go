@@ -13,6 +13,7 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/autorecharge"
 	"github.com/tally-billing/tally/ent/payment"
+	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/jobs"
@@ -399,7 +400,10 @@ func TestRechargeUnknownOutcomeRetriesWithTheSameKey(t *testing.T) {
 	})
 }
 
-func TestRechargeLastTryGivesUp(t *testing.T) {
+// TestRechargeLastTryKeepsItInFlight: after the last try at a Stripe
+// that never answered, whether the card was charged is unknown: the
+// recharge stays in flight (no other may charge the card) for reconcile.
+func TestRechargeLastTryKeepsItInFlight(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db *database.DB) {
 		e := newRechargeEnv(t, db, 5000)
 		e.stripe.AnswerWith(func(r stripemock.Request) (int, string) {
@@ -412,12 +416,18 @@ func TestRechargeLastTryGivesUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := e.onlyRecharge()
-		if err := payments.RunRecharge(e.ctx, e.svc, p.ID, payments.RechargeAttempts); err != nil {
-			t.Fatal(err)
+		if err := payments.RunRecharge(e.ctx, e.svc, p.ID, payments.RechargeAttempts); err == nil {
+			t.Fatal("the last try reported success")
 		}
-		if p, a := e.onlyRecharge(), e.settings(); p.Status != payment.StatusFailed || a.Status != autorecharge.StatusFailing || a.InFlightPaymentID != nil {
+		p, a := e.onlyRecharge(), e.settings()
+		if p.Status != payment.StatusPending || p.RechargeSlot == nil || a.InFlightPaymentID == nil ||
+			!strings.Contains(a.LastError, "could not be reached") {
 			t.Fatalf("after the last try: %s %+v", p.Status, a)
 		}
+		if err := e.spend(1); err != nil {
+			t.Fatal(err)
+		}
+		e.onlyRecharge()
 	})
 }
 
@@ -544,10 +554,91 @@ func TestRechargeRefundAndDisputeClawBack(t *testing.T) {
 		if out := deliver("evt_rc_lost", "charge.dispute.closed", dp); out != payments.OutcomeApplied || e.balance() != 40 {
 			t.Fatalf("lost dispute: %s, balance %d", out, e.balance())
 		}
-		// (The hold of the dispute took the credits below the threshold
-		// again: a second recharge started, as for any movement.)
-		if p := db.Ent.Payment.GetX(e.ctx, p.ID); p.Status != payment.StatusChargedBack {
+		// The dispute's hold took the credits below the threshold, and its
+		// loss took them back: neither charged the card again.
+		if p := e.onlyRecharge(); p.Status != payment.StatusChargedBack {
 			t.Fatalf("recharge %s after a lost dispute", p.Status)
+		}
+	})
+}
+
+// TestRechargeTurnedOffAfterAnEarlierTryCharged: turned off while the
+// job's first try went unanswered, but Stripe had charged: the retry
+// finds the intent and grants it rather than giving the recharge up.
+func TestRechargeTurnedOffAfterAnEarlierTryCharged(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		e := newRechargeEnv(t, db, 5000)
+		if err := e.spend(20); err != nil {
+			t.Fatal(err)
+		}
+		p := e.onlyRecharge()
+		e.stripe.AnswerWith(func(r stripemock.Request) (int, string) {
+			if r.Method == http.MethodGet && r.Path == intentsPath {
+				return http.StatusOK, fmt.Sprintf(`{"object":"list","url":"/v1/payment_intents","has_more":false,"data":[
+					{"id":"pi_earlier","object":"payment_intent","status":"succeeded","amount":1000,"currency":"eur",
+					"latest_charge":"ch_earlier","metadata":{"tally_payment_id":%q}}]}`, p.ID)
+			}
+			return 0, ""
+		})
+		if _, err := e.svc.SetAutoRecharge(e.ctx, e.user.ID, payments.AutoRechargeRequest{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := payments.RunRecharge(e.ctx, e.svc, p.ID, 2); err != nil {
+			t.Fatal(err)
+		}
+		if p := e.onlyRecharge(); p.Status != payment.StatusSucceeded || e.balance() != 140 ||
+			len(e.stripe.Requests(http.MethodPost, intentsPath)) != 0 {
+			t.Fatalf("recharge %s, balance %d", p.Status, e.balance())
+		}
+	})
+}
+
+// TestRechargeAfterADecline: setting auto-recharge again does not skip
+// the wait after a decline; saving another card does, and starts the
+// recharge the user needs at once, without waiting for a movement.
+func TestRechargeAfterADecline(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		e := newRechargeEnv(t, db, 5000)
+		e.stripe.AnswerWith(declined("card_declined"))
+		if err := e.spend(20); err != nil {
+			t.Fatal(err)
+		}
+		e.runPending()
+		again := payments.AutoRechargeRequest{Enabled: true, ThresholdCredits: 50, PackageID: e.pack.ID, MonthlyLimitAmount: 5000}
+		if _, err := e.svc.SetAutoRecharge(e.ctx, e.user.ID, again, nil); err != nil {
+			t.Fatal(err)
+		}
+		if a := e.settings(); a.Status != autorecharge.StatusFailing || a.RetryAfter == nil || len(e.recharges()) != 1 {
+			t.Fatalf("set again after a decline: %+v, %d recharges", a, len(e.recharges()))
+		}
+		e.stripe.AnswerWith(nil)
+		if err := e.svc.SaveCard(e.ctx, e.user.ID, payments.Card{CustomerID: "cus_recharger", PaymentMethodID: "pm_card_mastercard",
+			Brand: "mastercard", Last4: "4444", ExpMonth: 1, ExpYear: 2031}); err != nil {
+			t.Fatal(err)
+		}
+		ps := e.recharges()
+		if a := e.settings(); a.Status != autorecharge.StatusActive || len(ps) != 2 || ps[1].Status != payment.StatusPending {
+			t.Fatalf("after a new card: %+v, %d recharges", a, len(ps))
+		}
+		e.runPending()
+		if sent := e.stripe.Requests(http.MethodPost, intentsPath); sent[len(sent)-1].Form.Get("payment_method") != "pm_card_mastercard" || e.balance() != 140 {
+			t.Fatalf("charged %v, balance %d", sent[len(sent)-1].Form, e.balance())
+		}
+	})
+}
+
+// TestNoRechargeForAFrozenAccount: a frozen user's credits leaving below
+// the threshold (an admin's revoke) do not charge their card.
+func TestNoRechargeForAFrozenAccount(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		e := newRechargeEnv(t, db, 5000)
+		db.Ent.User.UpdateOneID(e.user.ID).SetStatus(user.StatusFrozen).ExecX(e.ctx)
+		if _, err := e.l.Revoke(e.ctx, ledger.Actor{Kind: ledger.ActorAdmin, ID: "root"}, ledger.RevokeRequest{
+			UserID: e.user.ID, Amount: 30, Reason: "test", IdempotencyKey: "r1"}); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(e.recharges()); n != 0 {
+			t.Fatalf("%d recharges for a frozen account", n)
 		}
 	})
 }

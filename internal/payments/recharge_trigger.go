@@ -92,7 +92,7 @@ func (r *Recharger) start(ctx context.Context, t *ledger.Tx, due []*ent.AutoRech
 	var creates []*ent.PaymentCreate
 	for _, a := range due {
 		pkg := a.Edges.Package
-		if spent := charged[a.UserID]; spent+pkg.PriceAmount > a.MonthlyLimitAmount {
+		if spent := charged[a.UserID][pkg.Currency]; spent+pkg.PriceAmount > a.MonthlyLimitAmount {
 			if err := noteProblem(ctx, a, fmt.Sprintf("the monthly limit %d would be exceeded (%d charged this month)", a.MonthlyLimitAmount, spent)); err != nil {
 				return err
 			}
@@ -117,7 +117,8 @@ func (r *Recharger) start(ctx context.Context, t *ledger.Tx, due []*ent.AutoRech
 	jobs := make([]river.InsertManyParams, len(ps))
 	for i, p := range ps {
 		marks[starting[i].ID], ids[i] = p.ID, starting[i].ID
-		jobs[i] = river.InsertManyParams{Args: RechargeArgs{PaymentID: p.ID}}
+		jobs[i] = river.InsertManyParams{Args: RechargeArgs{PaymentID: p.ID,
+			Customer: starting[i].StripeCustomerID, PaymentMethod: starting[i].StripePaymentMethodID}}
 	}
 	err = database.UpdateRows(autorecharge.Table, ids).SetEach(autorecharge.FieldInFlightPaymentID, "", marks).Exec(ctx, r.db, t.Ent())
 	if err != nil {
@@ -143,31 +144,36 @@ func noteProblem(ctx context.Context, a *ent.AutoRecharge, problem string) error
 }
 
 // chargedThisMonth is what the user's recharges of this calendar month
-// (UTC) charged or may still charge: all but the failed ones.
-func chargedThisMonth(ctx context.Context, c *ent.Client, userID string, now time.Time) (int64, error) {
+// (UTC) charged or may still charge in currency: all but the failed ones.
+func chargedThisMonth(ctx context.Context, c *ent.Client, userID, currency string, now time.Time) (int64, error) {
 	sums, err := chargedThisMonthMany(ctx, c, []string{userID}, now)
-	return sums[userID], err
+	return sums[userID][currency], err
 }
 
-// chargedThisMonthMany is chargedThisMonth of several users, in one
-// statement.
-func chargedThisMonthMany(ctx context.Context, c *ent.Client, userIDs []string, now time.Time) (map[string]int64, error) {
+// chargedThisMonthMany is chargedThisMonth of several users, by user and
+// currency (a limit is in its pack's currency; amounts of another cannot
+// be added to it), in one statement.
+func chargedThisMonthMany(ctx context.Context, c *ent.Client, userIDs []string, now time.Time) (map[string]map[string]int64, error) {
 	var rows []struct {
-		UserID string        `json:"user_id"`
-		Sum    sql.NullInt64 `json:"sum"`
+		UserID   string        `json:"user_id"`
+		Currency string        `json:"currency"`
+		Sum      sql.NullInt64 `json:"sum"`
 	}
 	err := c.Payment.Query().
 		Where(payment.UserIDIn(userIDs...), payment.CreatedAtGTE(monthStart(now)), payment.KindEQ(payment.KindRECHARGE),
 			payment.StatusNotIn(payment.StatusFailed, payment.StatusExpired)).
-		GroupBy(payment.FieldUserID).
+		GroupBy(payment.FieldUserID, payment.FieldCurrency).
 		Aggregate(ent.As(ent.Sum(payment.FieldAmount), "sum")).
 		Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("payments: summing this month's recharges of %d users: %w", len(userIDs), err)
 	}
-	sums := make(map[string]int64, len(rows))
+	sums := make(map[string]map[string]int64, len(rows))
 	for _, row := range rows {
-		sums[row.UserID] = row.Sum.Int64
+		if sums[row.UserID] == nil {
+			sums[row.UserID] = map[string]int64{}
+		}
+		sums[row.UserID][row.Currency] = row.Sum.Int64
 	}
 	return sums, nil
 }

@@ -143,7 +143,7 @@ func (s *Service) rechargeIntentOf(ctx context.Context, p *ent.Payment) (*stripe
 	if a.StripeCustomerID == "" {
 		return nil, nil
 	}
-	pi, err := s.findRechargeIntent(ctx, p, a)
+	pi, err := s.findRechargeIntent(ctx, p, a.StripeCustomerID)
 	if err != nil {
 		return nil, stripeError("listing the payment intents of "+a.StripeCustomerID, err)
 	}

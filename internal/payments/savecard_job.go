@@ -134,7 +134,9 @@ func (s *Service) fetchCard(ctx context.Context, args SaveCardArgs) (Card, error
 		return Card{}, refuseCard("%s has not succeeded", got.id)
 	case got.userID != "" && got.userID != args.UserID:
 		return Card{}, refuseCard("%s is of another user", got.id)
-	case got.customer != nil && got.customer.ID != sc.StripeCustomerID:
+	case got.customer == nil || got.customer.ID == "":
+		return Card{}, refuseCard("%s names no customer", got.id)
+	case got.customer.ID != sc.StripeCustomerID:
 		return Card{}, refuseCard("%s is of customer %s, not the user's %s", got.id, got.customer.ID, sc.StripeCustomerID)
 	case pm == nil || pm.ID == "":
 		return Card{}, refuseCard("%s has no payment method", got.id)
