@@ -55,6 +55,10 @@ type Config struct {
 	// never wait behind a long check.
 	Register func(*river.Workers)
 	Queues   map[string]river.QueueConfig
+	// Periodic are other packages' jobs run every SweepInterval (the
+	// payments' recharge sweep), inserted in the default queue unless
+	// their InsertOpts say otherwise.
+	Periodic []river.JobArgs
 	// Timeout bounds one attempt of any job (DefaultTimeout when 0): a
 	// long check is cut and goes on in its next attempt from the progress
 	// it recorded, so that no job runs long enough to hold up River's
@@ -145,6 +149,12 @@ func periodic(cfg Config) []*river.PeriodicJob {
 	}{
 		{cfg.CheckInterval, IncrementalCheckArgs{}},
 		{cfg.SweepInterval, ExpirySweepArgs{}},
+	}
+	for _, args := range cfg.Periodic {
+		every = append(every, struct {
+			interval time.Duration
+			args     river.JobArgs
+		}{cfg.SweepInterval, args})
 	}
 	var jobs []*river.PeriodicJob
 	for _, e := range every {

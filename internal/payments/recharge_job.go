@@ -66,6 +66,7 @@ type rechargeWorker struct {
 // RegisterJobs adds the workers of the payments' jobs.
 func (s *Service) RegisterJobs(w *river.Workers) {
 	river.AddWorker(w, &rechargeWorker{s: s})
+	river.AddWorker(w, &rechargeSweepWorker{s: s})
 	river.AddWorker(w, &saveCardWorker{s: s})
 }
 

@@ -642,3 +642,40 @@ func TestNoRechargeForAFrozenAccount(t *testing.T) {
 		}
 	})
 }
+
+// TestRechargeSweepAfterTheWait: a user out of credits after a decline
+// moves no more (their spends are refused); once the wait is over, the
+// sweep starts the recharge they need, once.
+func TestRechargeSweepAfterTheWait(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		e := newRechargeEnv(t, db, 5000)
+		payments.SetClock(e.svc, e.clock)
+		e.stripe.AnswerWith(declined("card_declined"))
+		if err := e.spend(20); err != nil {
+			t.Fatal(err)
+		}
+		e.runPending()
+		if err := e.spend(e.balance()); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := e.svc.SweepRecharges(e.ctx); err != nil || n != 0 || len(e.recharges()) != 1 {
+			t.Fatalf("swept %d during the wait (%v), %d recharges", n, err, len(e.recharges()))
+		}
+		e.stripe.AnswerWith(nil)
+		e.advance(payments.DefaultRechargeRetryAfter + time.Minute)
+		if n, err := e.svc.SweepRecharges(e.ctx); err != nil || n != 1 {
+			t.Fatalf("swept %d after the wait: %v", n, err)
+		}
+		ps := e.recharges()
+		if len(ps) != 2 || ps[1].Status != payment.StatusPending {
+			t.Fatalf("%d recharges after the sweep", len(ps))
+		}
+		if n, err := e.svc.SweepRecharges(e.ctx); err != nil || n != 0 {
+			t.Fatalf("swept %d again: %v", n, err)
+		}
+		e.runPending()
+		if e.balance() != 100 || e.settings().Status != autorecharge.StatusActive {
+			t.Fatalf("balance %d, %+v", e.balance(), e.settings())
+		}
+	})
+}

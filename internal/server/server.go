@@ -161,6 +161,7 @@ func (s *Server) buildServices(cfg config.Config, publishing ledger.Option, o op
 			deliverer.Register(w)
 			s.payments.RegisterJobs(w)
 		},
+		Periodic: []river.JobArgs{payments.RechargeSweepArgs{}},
 		Queues: map[string]river.QueueConfig{
 			outbound.Queue:         outbound.QueueConfig(cfg.Outbound.Workers, o.jobPoll),
 			payments.RechargeQueue: payments.RechargeQueueConfig(cfg.Workers),
