@@ -169,16 +169,13 @@ func simulatedPaymentByID(ctx context.Context, client *ent.Client, id string) (*
 func withSimulation(cmd *cobra.Command, server string,
 	prepare func(context.Context, *ent.Client) (*ent.Payment, []byte, error),
 ) error {
-	cfg, err := loadConfig(cmd.Flags())
+	cfg, err := simulationConfig(cmd)
 	if err != nil {
 		return err
 	}
 	base, err := serverBase(server, cfg.Addr)
 	if err != nil {
 		return err
-	}
-	if cfg.Env == config.Production {
-		return errors.New("simulate is for development; it refuses TALLY_ENV=production")
 	}
 	ctx := cmd.Context()
 	db, err := openCurrent(ctx, cfg)
@@ -267,4 +264,13 @@ func eventReason(ctx context.Context, client *ent.Client, body []byte) string {
 
 func oneLine(b []byte) string {
 	return strings.Join(strings.Fields(string(b)), " ")
+}
+
+// simulationConfig loads the configuration and refuses production.
+func simulationConfig(cmd *cobra.Command) (config.Config, error) {
+	cfg, err := loadConfig(cmd.Flags())
+	if err == nil && cfg.Env == config.Production {
+		err = errors.New("simulate is for development; it refuses TALLY_ENV=production")
+	}
+	return cfg, err
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/auth"
-	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/payments"
 )
 
@@ -41,12 +40,9 @@ func newSimulateCard() *cobra.Command {
 			if err := checkSimulatedUser(externalUser); err != nil {
 				return err
 			}
-			cfg, err := loadConfig(cmd.Flags())
+			cfg, err := simulationConfig(cmd)
 			if err != nil {
 				return err
-			}
-			if cfg.Env == config.Production {
-				return errors.New("simulate is for development; it refuses TALLY_ENV=production")
 			}
 			ctx := cmd.Context()
 			db, err := openCurrent(ctx, cfg)
