@@ -20,7 +20,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
@@ -51,8 +53,12 @@ type Client struct {
 	CreditLot *CreditLotClient
 	// CreditPackage is the client for interacting with the CreditPackage builders.
 	CreditPackage *CreditPackageClient
+	// CreditPlan is the client for interacting with the CreditPlan builders.
+	CreditPlan *CreditPlanClient
 	// CreditReservation is the client for interacting with the CreditReservation builders.
 	CreditReservation *CreditReservationClient
+	// CreditSubscription is the client for interacting with the CreditSubscription builders.
+	CreditSubscription *CreditSubscriptionClient
 	// CreditTransaction is the client for interacting with the CreditTransaction builders.
 	CreditTransaction *CreditTransactionClient
 	// DevSecret is the client for interacting with the DevSecret builders.
@@ -91,7 +97,9 @@ func (c *Client) init() {
 	c.CreditLedger = NewCreditLedgerClient(c.config)
 	c.CreditLot = NewCreditLotClient(c.config)
 	c.CreditPackage = NewCreditPackageClient(c.config)
+	c.CreditPlan = NewCreditPlanClient(c.config)
 	c.CreditReservation = NewCreditReservationClient(c.config)
+	c.CreditSubscription = NewCreditSubscriptionClient(c.config)
 	c.CreditTransaction = NewCreditTransactionClient(c.config)
 	c.DevSecret = NewDevSecretClient(c.config)
 	c.IdempotencyKey = NewIdempotencyKeyClient(c.config)
@@ -193,25 +201,27 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 	cfg := c.config
 	cfg.driver = tx
 	return &Tx{
-		ctx:               ctx,
-		config:            cfg,
-		AdminAction:       NewAdminActionClient(cfg),
-		AutoRecharge:      NewAutoRechargeClient(cfg),
-		CreditLedger:      NewCreditLedgerClient(cfg),
-		CreditLot:         NewCreditLotClient(cfg),
-		CreditPackage:     NewCreditPackageClient(cfg),
-		CreditReservation: NewCreditReservationClient(cfg),
-		CreditTransaction: NewCreditTransactionClient(cfg),
-		DevSecret:         NewDevSecretClient(cfg),
-		IdempotencyKey:    NewIdempotencyKeyClient(cfg),
-		LedgerCheck:       NewLedgerCheckClient(cfg),
-		Payment:           NewPaymentClient(cfg),
-		ProcessedEvent:    NewProcessedEventClient(cfg),
-		StripeCustomer:    NewStripeCustomerClient(cfg),
-		User:              NewUserClient(cfg),
-		WebhookDelivery:   NewWebhookDeliveryClient(cfg),
-		WebhookEndpoint:   NewWebhookEndpointClient(cfg),
-		WebhookEvent:      NewWebhookEventClient(cfg),
+		ctx:                ctx,
+		config:             cfg,
+		AdminAction:        NewAdminActionClient(cfg),
+		AutoRecharge:       NewAutoRechargeClient(cfg),
+		CreditLedger:       NewCreditLedgerClient(cfg),
+		CreditLot:          NewCreditLotClient(cfg),
+		CreditPackage:      NewCreditPackageClient(cfg),
+		CreditPlan:         NewCreditPlanClient(cfg),
+		CreditReservation:  NewCreditReservationClient(cfg),
+		CreditSubscription: NewCreditSubscriptionClient(cfg),
+		CreditTransaction:  NewCreditTransactionClient(cfg),
+		DevSecret:          NewDevSecretClient(cfg),
+		IdempotencyKey:     NewIdempotencyKeyClient(cfg),
+		LedgerCheck:        NewLedgerCheckClient(cfg),
+		Payment:            NewPaymentClient(cfg),
+		ProcessedEvent:     NewProcessedEventClient(cfg),
+		StripeCustomer:     NewStripeCustomerClient(cfg),
+		User:               NewUserClient(cfg),
+		WebhookDelivery:    NewWebhookDeliveryClient(cfg),
+		WebhookEndpoint:    NewWebhookEndpointClient(cfg),
+		WebhookEvent:       NewWebhookEventClient(cfg),
 	}, nil
 }
 
@@ -229,25 +239,27 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 	cfg := c.config
 	cfg.driver = &txDriver{tx: tx, drv: c.driver}
 	return &Tx{
-		ctx:               ctx,
-		config:            cfg,
-		AdminAction:       NewAdminActionClient(cfg),
-		AutoRecharge:      NewAutoRechargeClient(cfg),
-		CreditLedger:      NewCreditLedgerClient(cfg),
-		CreditLot:         NewCreditLotClient(cfg),
-		CreditPackage:     NewCreditPackageClient(cfg),
-		CreditReservation: NewCreditReservationClient(cfg),
-		CreditTransaction: NewCreditTransactionClient(cfg),
-		DevSecret:         NewDevSecretClient(cfg),
-		IdempotencyKey:    NewIdempotencyKeyClient(cfg),
-		LedgerCheck:       NewLedgerCheckClient(cfg),
-		Payment:           NewPaymentClient(cfg),
-		ProcessedEvent:    NewProcessedEventClient(cfg),
-		StripeCustomer:    NewStripeCustomerClient(cfg),
-		User:              NewUserClient(cfg),
-		WebhookDelivery:   NewWebhookDeliveryClient(cfg),
-		WebhookEndpoint:   NewWebhookEndpointClient(cfg),
-		WebhookEvent:      NewWebhookEventClient(cfg),
+		ctx:                ctx,
+		config:             cfg,
+		AdminAction:        NewAdminActionClient(cfg),
+		AutoRecharge:       NewAutoRechargeClient(cfg),
+		CreditLedger:       NewCreditLedgerClient(cfg),
+		CreditLot:          NewCreditLotClient(cfg),
+		CreditPackage:      NewCreditPackageClient(cfg),
+		CreditPlan:         NewCreditPlanClient(cfg),
+		CreditReservation:  NewCreditReservationClient(cfg),
+		CreditSubscription: NewCreditSubscriptionClient(cfg),
+		CreditTransaction:  NewCreditTransactionClient(cfg),
+		DevSecret:          NewDevSecretClient(cfg),
+		IdempotencyKey:     NewIdempotencyKeyClient(cfg),
+		LedgerCheck:        NewLedgerCheckClient(cfg),
+		Payment:            NewPaymentClient(cfg),
+		ProcessedEvent:     NewProcessedEventClient(cfg),
+		StripeCustomer:     NewStripeCustomerClient(cfg),
+		User:               NewUserClient(cfg),
+		WebhookDelivery:    NewWebhookDeliveryClient(cfg),
+		WebhookEndpoint:    NewWebhookEndpointClient(cfg),
+		WebhookEvent:       NewWebhookEventClient(cfg),
 	}, nil
 }
 
@@ -278,9 +290,9 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.AdminAction, c.AutoRecharge, c.CreditLedger, c.CreditLot, c.CreditPackage,
-		c.CreditReservation, c.CreditTransaction, c.DevSecret, c.IdempotencyKey,
-		c.LedgerCheck, c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
-		c.WebhookDelivery, c.WebhookEndpoint, c.WebhookEvent,
+		c.CreditPlan, c.CreditReservation, c.CreditSubscription, c.CreditTransaction,
+		c.DevSecret, c.IdempotencyKey, c.LedgerCheck, c.Payment, c.ProcessedEvent,
+		c.StripeCustomer, c.User, c.WebhookDelivery, c.WebhookEndpoint, c.WebhookEvent,
 	} {
 		n.Use(hooks...)
 	}
@@ -291,9 +303,9 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.AdminAction, c.AutoRecharge, c.CreditLedger, c.CreditLot, c.CreditPackage,
-		c.CreditReservation, c.CreditTransaction, c.DevSecret, c.IdempotencyKey,
-		c.LedgerCheck, c.Payment, c.ProcessedEvent, c.StripeCustomer, c.User,
-		c.WebhookDelivery, c.WebhookEndpoint, c.WebhookEvent,
+		c.CreditPlan, c.CreditReservation, c.CreditSubscription, c.CreditTransaction,
+		c.DevSecret, c.IdempotencyKey, c.LedgerCheck, c.Payment, c.ProcessedEvent,
+		c.StripeCustomer, c.User, c.WebhookDelivery, c.WebhookEndpoint, c.WebhookEvent,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -312,8 +324,12 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.CreditLot.mutate(ctx, m)
 	case *CreditPackageMutation:
 		return c.CreditPackage.mutate(ctx, m)
+	case *CreditPlanMutation:
+		return c.CreditPlan.mutate(ctx, m)
 	case *CreditReservationMutation:
 		return c.CreditReservation.mutate(ctx, m)
+	case *CreditSubscriptionMutation:
+		return c.CreditSubscription.mutate(ctx, m)
 	case *CreditTransactionMutation:
 		return c.CreditTransaction.mutate(ctx, m)
 	case *DevSecretMutation:
@@ -1182,6 +1198,139 @@ func (c *CreditPackageClient) mutate(ctx context.Context, m *CreditPackageMutati
 	}
 }
 
+// CreditPlanClient is a client for the CreditPlan schema.
+type CreditPlanClient struct {
+	config
+}
+
+// NewCreditPlanClient returns a client for the CreditPlan from the given config.
+func NewCreditPlanClient(c config) *CreditPlanClient {
+	return &CreditPlanClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `creditplan.Hooks(f(g(h())))`.
+func (c *CreditPlanClient) Use(hooks ...Hook) {
+	c.hooks.CreditPlan = append(c.hooks.CreditPlan, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `creditplan.Intercept(f(g(h())))`.
+func (c *CreditPlanClient) Intercept(interceptors ...Interceptor) {
+	c.inters.CreditPlan = append(c.inters.CreditPlan, interceptors...)
+}
+
+// Create returns a builder for creating a CreditPlan entity.
+func (c *CreditPlanClient) Create() *CreditPlanCreate {
+	mutation := newCreditPlanMutation(c.config, OpCreate)
+	return &CreditPlanCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of CreditPlan entities.
+func (c *CreditPlanClient) CreateBulk(builders ...*CreditPlanCreate) *CreditPlanCreateBulk {
+	return &CreditPlanCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *CreditPlanClient) MapCreateBulk(slice any, setFunc func(*CreditPlanCreate, int)) *CreditPlanCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &CreditPlanCreateBulk{err: fmt.Errorf("calling to CreditPlanClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*CreditPlanCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &CreditPlanCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for CreditPlan.
+func (c *CreditPlanClient) Update() *CreditPlanUpdate {
+	mutation := newCreditPlanMutation(c.config, OpUpdate)
+	return &CreditPlanUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *CreditPlanClient) UpdateOne(_m *CreditPlan) *CreditPlanUpdateOne {
+	mutation := newCreditPlanMutation(c.config, OpUpdateOne, withCreditPlan(_m))
+	return &CreditPlanUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *CreditPlanClient) UpdateOneID(id string) *CreditPlanUpdateOne {
+	mutation := newCreditPlanMutation(c.config, OpUpdateOne, withCreditPlanID(id))
+	return &CreditPlanUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for CreditPlan.
+func (c *CreditPlanClient) Delete() *CreditPlanDelete {
+	mutation := newCreditPlanMutation(c.config, OpDelete)
+	return &CreditPlanDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *CreditPlanClient) DeleteOne(_m *CreditPlan) *CreditPlanDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *CreditPlanClient) DeleteOneID(id string) *CreditPlanDeleteOne {
+	builder := c.Delete().Where(creditplan.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &CreditPlanDeleteOne{builder}
+}
+
+// Query returns a query builder for CreditPlan.
+func (c *CreditPlanClient) Query() *CreditPlanQuery {
+	return &CreditPlanQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeCreditPlan},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a CreditPlan entity by its id.
+func (c *CreditPlanClient) Get(ctx context.Context, id string) (*CreditPlan, error) {
+	return c.Query().Where(creditplan.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *CreditPlanClient) GetX(ctx context.Context, id string) *CreditPlan {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *CreditPlanClient) Hooks() []Hook {
+	return c.hooks.CreditPlan
+}
+
+// Interceptors returns the client interceptors.
+func (c *CreditPlanClient) Interceptors() []Interceptor {
+	return c.inters.CreditPlan
+}
+
+func (c *CreditPlanClient) mutate(ctx context.Context, m *CreditPlanMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&CreditPlanCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&CreditPlanUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&CreditPlanUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&CreditPlanDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown CreditPlan mutation op: %q", m.Op())
+	}
+}
+
 // CreditReservationClient is a client for the CreditReservation schema.
 type CreditReservationClient struct {
 	config
@@ -1344,6 +1493,187 @@ func (c *CreditReservationClient) mutate(ctx context.Context, m *CreditReservati
 		return (&CreditReservationDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown CreditReservation mutation op: %q", m.Op())
+	}
+}
+
+// CreditSubscriptionClient is a client for the CreditSubscription schema.
+type CreditSubscriptionClient struct {
+	config
+}
+
+// NewCreditSubscriptionClient returns a client for the CreditSubscription from the given config.
+func NewCreditSubscriptionClient(c config) *CreditSubscriptionClient {
+	return &CreditSubscriptionClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `creditsubscription.Hooks(f(g(h())))`.
+func (c *CreditSubscriptionClient) Use(hooks ...Hook) {
+	c.hooks.CreditSubscription = append(c.hooks.CreditSubscription, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `creditsubscription.Intercept(f(g(h())))`.
+func (c *CreditSubscriptionClient) Intercept(interceptors ...Interceptor) {
+	c.inters.CreditSubscription = append(c.inters.CreditSubscription, interceptors...)
+}
+
+// Create returns a builder for creating a CreditSubscription entity.
+func (c *CreditSubscriptionClient) Create() *CreditSubscriptionCreate {
+	mutation := newCreditSubscriptionMutation(c.config, OpCreate)
+	return &CreditSubscriptionCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of CreditSubscription entities.
+func (c *CreditSubscriptionClient) CreateBulk(builders ...*CreditSubscriptionCreate) *CreditSubscriptionCreateBulk {
+	return &CreditSubscriptionCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *CreditSubscriptionClient) MapCreateBulk(slice any, setFunc func(*CreditSubscriptionCreate, int)) *CreditSubscriptionCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &CreditSubscriptionCreateBulk{err: fmt.Errorf("calling to CreditSubscriptionClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*CreditSubscriptionCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &CreditSubscriptionCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for CreditSubscription.
+func (c *CreditSubscriptionClient) Update() *CreditSubscriptionUpdate {
+	mutation := newCreditSubscriptionMutation(c.config, OpUpdate)
+	return &CreditSubscriptionUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *CreditSubscriptionClient) UpdateOne(_m *CreditSubscription) *CreditSubscriptionUpdateOne {
+	mutation := newCreditSubscriptionMutation(c.config, OpUpdateOne, withCreditSubscription(_m))
+	return &CreditSubscriptionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *CreditSubscriptionClient) UpdateOneID(id string) *CreditSubscriptionUpdateOne {
+	mutation := newCreditSubscriptionMutation(c.config, OpUpdateOne, withCreditSubscriptionID(id))
+	return &CreditSubscriptionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for CreditSubscription.
+func (c *CreditSubscriptionClient) Delete() *CreditSubscriptionDelete {
+	mutation := newCreditSubscriptionMutation(c.config, OpDelete)
+	return &CreditSubscriptionDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *CreditSubscriptionClient) DeleteOne(_m *CreditSubscription) *CreditSubscriptionDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *CreditSubscriptionClient) DeleteOneID(id string) *CreditSubscriptionDeleteOne {
+	builder := c.Delete().Where(creditsubscription.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &CreditSubscriptionDeleteOne{builder}
+}
+
+// Query returns a query builder for CreditSubscription.
+func (c *CreditSubscriptionClient) Query() *CreditSubscriptionQuery {
+	return &CreditSubscriptionQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeCreditSubscription},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a CreditSubscription entity by its id.
+func (c *CreditSubscriptionClient) Get(ctx context.Context, id string) (*CreditSubscription, error) {
+	return c.Query().Where(creditsubscription.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *CreditSubscriptionClient) GetX(ctx context.Context, id string) *CreditSubscription {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryUser queries the user edge of a CreditSubscription.
+func (c *CreditSubscriptionClient) QueryUser(_m *CreditSubscription) *UserQuery {
+	query := (&UserClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(creditsubscription.Table, creditsubscription.FieldID, id),
+			sqlgraph.To(user.Table, user.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, creditsubscription.UserTable, creditsubscription.UserColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryPlan queries the plan edge of a CreditSubscription.
+func (c *CreditSubscriptionClient) QueryPlan(_m *CreditSubscription) *CreditPlanQuery {
+	query := (&CreditPlanClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(creditsubscription.Table, creditsubscription.FieldID, id),
+			sqlgraph.To(creditplan.Table, creditplan.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, creditsubscription.PlanTable, creditsubscription.PlanColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryPayments queries the payments edge of a CreditSubscription.
+func (c *CreditSubscriptionClient) QueryPayments(_m *CreditSubscription) *PaymentQuery {
+	query := (&PaymentClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(creditsubscription.Table, creditsubscription.FieldID, id),
+			sqlgraph.To(payment.Table, payment.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, creditsubscription.PaymentsTable, creditsubscription.PaymentsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *CreditSubscriptionClient) Hooks() []Hook {
+	return c.hooks.CreditSubscription
+}
+
+// Interceptors returns the client interceptors.
+func (c *CreditSubscriptionClient) Interceptors() []Interceptor {
+	return c.inters.CreditSubscription
+}
+
+func (c *CreditSubscriptionClient) mutate(ctx context.Context, m *CreditSubscriptionMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&CreditSubscriptionCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&CreditSubscriptionUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&CreditSubscriptionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&CreditSubscriptionDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown CreditSubscription mutation op: %q", m.Op())
 	}
 }
 
@@ -2115,6 +2445,38 @@ func (c *PaymentClient) QueryPackage(_m *Payment) *CreditPackageQuery {
 	return query
 }
 
+// QueryPlan queries the plan edge of a Payment.
+func (c *PaymentClient) QueryPlan(_m *Payment) *CreditPlanQuery {
+	query := (&CreditPlanClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(payment.Table, payment.FieldID, id),
+			sqlgraph.To(creditplan.Table, creditplan.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, payment.PlanTable, payment.PlanColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QuerySubscription queries the subscription edge of a Payment.
+func (c *PaymentClient) QuerySubscription(_m *Payment) *CreditSubscriptionQuery {
+	query := (&CreditSubscriptionClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(payment.Table, payment.FieldID, id),
+			sqlgraph.To(creditsubscription.Table, creditsubscription.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, payment.SubscriptionTable, payment.SubscriptionColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
 // QueryTransactions queries the transactions edge of a Payment.
 func (c *PaymentClient) QueryTransactions(_m *Payment) *CreditTransactionQuery {
 	query := (&CreditTransactionClient{config: c.config}).Query()
@@ -2674,6 +3036,22 @@ func (c *UserClient) QueryReservations(_m *User) *CreditReservationQuery {
 	return query
 }
 
+// QuerySubscriptions queries the subscriptions edge of a User.
+func (c *UserClient) QuerySubscriptions(_m *User) *CreditSubscriptionQuery {
+	query := (&CreditSubscriptionClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(user.Table, user.FieldID, id),
+			sqlgraph.To(creditsubscription.Table, creditsubscription.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, user.SubscriptionsTable, user.SubscriptionsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
 // QueryPostings queries the postings edge of a User.
 func (c *UserClient) QueryPostings(_m *User) *CreditLedgerQuery {
 	query := (&CreditLedgerClient{config: c.config}).Query()
@@ -3181,16 +3559,16 @@ func (c *WebhookEventClient) mutate(ctx context.Context, m *WebhookEventMutation
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		AdminAction, AutoRecharge, CreditLedger, CreditLot, CreditPackage,
-		CreditReservation, CreditTransaction, DevSecret, IdempotencyKey, LedgerCheck,
-		Payment, ProcessedEvent, StripeCustomer, User, WebhookDelivery,
-		WebhookEndpoint, WebhookEvent []ent.Hook
+		AdminAction, AutoRecharge, CreditLedger, CreditLot, CreditPackage, CreditPlan,
+		CreditReservation, CreditSubscription, CreditTransaction, DevSecret,
+		IdempotencyKey, LedgerCheck, Payment, ProcessedEvent, StripeCustomer, User,
+		WebhookDelivery, WebhookEndpoint, WebhookEvent []ent.Hook
 	}
 	inters struct {
-		AdminAction, AutoRecharge, CreditLedger, CreditLot, CreditPackage,
-		CreditReservation, CreditTransaction, DevSecret, IdempotencyKey, LedgerCheck,
-		Payment, ProcessedEvent, StripeCustomer, User, WebhookDelivery,
-		WebhookEndpoint, WebhookEvent []ent.Interceptor
+		AdminAction, AutoRecharge, CreditLedger, CreditLot, CreditPackage, CreditPlan,
+		CreditReservation, CreditSubscription, CreditTransaction, DevSecret,
+		IdempotencyKey, LedgerCheck, Payment, ProcessedEvent, StripeCustomer, User,
+		WebhookDelivery, WebhookEndpoint, WebhookEvent []ent.Interceptor
 	}
 )
 

@@ -17,7 +17,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
@@ -89,23 +91,25 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
-			adminaction.Table:       adminaction.ValidColumn,
-			autorecharge.Table:      autorecharge.ValidColumn,
-			creditledger.Table:      creditledger.ValidColumn,
-			creditlot.Table:         creditlot.ValidColumn,
-			creditpackage.Table:     creditpackage.ValidColumn,
-			creditreservation.Table: creditreservation.ValidColumn,
-			credittransaction.Table: credittransaction.ValidColumn,
-			devsecret.Table:         devsecret.ValidColumn,
-			idempotencykey.Table:    idempotencykey.ValidColumn,
-			ledgercheck.Table:       ledgercheck.ValidColumn,
-			payment.Table:           payment.ValidColumn,
-			processedevent.Table:    processedevent.ValidColumn,
-			stripecustomer.Table:    stripecustomer.ValidColumn,
-			user.Table:              user.ValidColumn,
-			webhookdelivery.Table:   webhookdelivery.ValidColumn,
-			webhookendpoint.Table:   webhookendpoint.ValidColumn,
-			webhookevent.Table:      webhookevent.ValidColumn,
+			adminaction.Table:        adminaction.ValidColumn,
+			autorecharge.Table:       autorecharge.ValidColumn,
+			creditledger.Table:       creditledger.ValidColumn,
+			creditlot.Table:          creditlot.ValidColumn,
+			creditpackage.Table:      creditpackage.ValidColumn,
+			creditplan.Table:         creditplan.ValidColumn,
+			creditreservation.Table:  creditreservation.ValidColumn,
+			creditsubscription.Table: creditsubscription.ValidColumn,
+			credittransaction.Table:  credittransaction.ValidColumn,
+			devsecret.Table:          devsecret.ValidColumn,
+			idempotencykey.Table:     idempotencykey.ValidColumn,
+			ledgercheck.Table:        ledgercheck.ValidColumn,
+			payment.Table:            payment.ValidColumn,
+			processedevent.Table:     processedevent.ValidColumn,
+			stripecustomer.Table:     stripecustomer.ValidColumn,
+			user.Table:               user.ValidColumn,
+			webhookdelivery.Table:    webhookdelivery.ValidColumn,
+			webhookendpoint.Table:    webhookendpoint.ValidColumn,
+			webhookevent.Table:       webhookevent.ValidColumn,
 		})
 	})
 	return columnCheck(t, c)

@@ -14,7 +14,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -691,6 +693,155 @@ func newCreditPackagePaginateArgs(rv map[string]any) *creditpackagePaginateArgs 
 }
 
 // CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *CreditPlanQuery) CollectFields(ctx context.Context, satisfies ...string) (*CreditPlanQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *CreditPlanQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(creditplan.Columns))
+		selectedFields = []string{creditplan.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+		case "createdAt":
+			if _, ok := fieldSeen[creditplan.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldCreatedAt)
+				fieldSeen[creditplan.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[creditplan.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldUpdatedAt)
+				fieldSeen[creditplan.FieldUpdatedAt] = struct{}{}
+			}
+		case "name":
+			if _, ok := fieldSeen[creditplan.FieldName]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldName)
+				fieldSeen[creditplan.FieldName] = struct{}{}
+			}
+		case "description":
+			if _, ok := fieldSeen[creditplan.FieldDescription]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldDescription)
+				fieldSeen[creditplan.FieldDescription] = struct{}{}
+			}
+		case "creditsPerPeriod":
+			if _, ok := fieldSeen[creditplan.FieldCreditsPerPeriod]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldCreditsPerPeriod)
+				fieldSeen[creditplan.FieldCreditsPerPeriod] = struct{}{}
+			}
+		case "interval":
+			if _, ok := fieldSeen[creditplan.FieldInterval]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldInterval)
+				fieldSeen[creditplan.FieldInterval] = struct{}{}
+			}
+		case "priceAmount":
+			if _, ok := fieldSeen[creditplan.FieldPriceAmount]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldPriceAmount)
+				fieldSeen[creditplan.FieldPriceAmount] = struct{}{}
+			}
+		case "currency":
+			if _, ok := fieldSeen[creditplan.FieldCurrency]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldCurrency)
+				fieldSeen[creditplan.FieldCurrency] = struct{}{}
+			}
+		case "stripePriceId":
+			if _, ok := fieldSeen[creditplan.FieldStripePriceID]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldStripePriceID)
+				fieldSeen[creditplan.FieldStripePriceID] = struct{}{}
+			}
+		case "rollover":
+			if _, ok := fieldSeen[creditplan.FieldRollover]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldRollover)
+				fieldSeen[creditplan.FieldRollover] = struct{}{}
+			}
+		case "rolloverCap":
+			if _, ok := fieldSeen[creditplan.FieldRolloverCap]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldRolloverCap)
+				fieldSeen[creditplan.FieldRolloverCap] = struct{}{}
+			}
+		case "active":
+			if _, ok := fieldSeen[creditplan.FieldActive]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldActive)
+				fieldSeen[creditplan.FieldActive] = struct{}{}
+			}
+		case "sortOrder":
+			if _, ok := fieldSeen[creditplan.FieldSortOrder]; !ok {
+				selectedFields = append(selectedFields, creditplan.FieldSortOrder)
+				fieldSeen[creditplan.FieldSortOrder] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type creditplanPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []CreditPlanPaginateOption
+}
+
+func newCreditPlanPaginateArgs(rv map[string]any) *creditplanPaginateArgs {
+	args := &creditplanPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &CreditPlanOrder{Field: &CreditPlanOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithCreditPlanOrder(order))
+			}
+		case *CreditPlanOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithCreditPlanOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*CreditPlanWhereInput); ok {
+		args.opts = append(args.opts, WithCreditPlanFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
 func (_q *CreditReservationQuery) CollectFields(ctx context.Context, satisfies ...string) (*CreditReservationQuery, error) {
 	fc := graphql.GetFieldContext(ctx)
 	if fc == nil {
@@ -843,6 +994,180 @@ func newCreditReservationPaginateArgs(rv map[string]any) *creditreservationPagin
 	}
 	if v, ok := rv[whereField].(*CreditReservationWhereInput); ok {
 		args.opts = append(args.opts, WithCreditReservationFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *CreditSubscriptionQuery) CollectFields(ctx context.Context, satisfies ...string) (*CreditSubscriptionQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *CreditSubscriptionQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(creditsubscription.Columns))
+		selectedFields = []string{creditsubscription.FieldID}
+	)
+	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+		switch field.Name {
+
+		case "user":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&UserClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, userImplementors)...); err != nil {
+				return err
+			}
+			_q.withUser = query
+			if _, ok := fieldSeen[creditsubscription.FieldUserID]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldUserID)
+				fieldSeen[creditsubscription.FieldUserID] = struct{}{}
+			}
+
+		case "plan":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&CreditPlanClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, creditplanImplementors)...); err != nil {
+				return err
+			}
+			_q.withPlan = query
+			if _, ok := fieldSeen[creditsubscription.FieldPlanID]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldPlanID)
+				fieldSeen[creditsubscription.FieldPlanID] = struct{}{}
+			}
+		case "createdAt":
+			if _, ok := fieldSeen[creditsubscription.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldCreatedAt)
+				fieldSeen[creditsubscription.FieldCreatedAt] = struct{}{}
+			}
+		case "updatedAt":
+			if _, ok := fieldSeen[creditsubscription.FieldUpdatedAt]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldUpdatedAt)
+				fieldSeen[creditsubscription.FieldUpdatedAt] = struct{}{}
+			}
+		case "userId":
+			if _, ok := fieldSeen[creditsubscription.FieldUserID]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldUserID)
+				fieldSeen[creditsubscription.FieldUserID] = struct{}{}
+			}
+		case "planId":
+			if _, ok := fieldSeen[creditsubscription.FieldPlanID]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldPlanID)
+				fieldSeen[creditsubscription.FieldPlanID] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[creditsubscription.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldStatus)
+				fieldSeen[creditsubscription.FieldStatus] = struct{}{}
+			}
+		case "currentPeriodStart":
+			if _, ok := fieldSeen[creditsubscription.FieldCurrentPeriodStart]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldCurrentPeriodStart)
+				fieldSeen[creditsubscription.FieldCurrentPeriodStart] = struct{}{}
+			}
+		case "currentPeriodEnd":
+			if _, ok := fieldSeen[creditsubscription.FieldCurrentPeriodEnd]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldCurrentPeriodEnd)
+				fieldSeen[creditsubscription.FieldCurrentPeriodEnd] = struct{}{}
+			}
+		case "cancelAtPeriodEnd":
+			if _, ok := fieldSeen[creditsubscription.FieldCancelAtPeriodEnd]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldCancelAtPeriodEnd)
+				fieldSeen[creditsubscription.FieldCancelAtPeriodEnd] = struct{}{}
+			}
+		case "canceledAt":
+			if _, ok := fieldSeen[creditsubscription.FieldCanceledAt]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldCanceledAt)
+				fieldSeen[creditsubscription.FieldCanceledAt] = struct{}{}
+			}
+		case "stripeSubscriptionId":
+			if _, ok := fieldSeen[creditsubscription.FieldStripeSubscriptionID]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldStripeSubscriptionID)
+				fieldSeen[creditsubscription.FieldStripeSubscriptionID] = struct{}{}
+			}
+		case "stripeCheckoutSessionId":
+			if _, ok := fieldSeen[creditsubscription.FieldStripeCheckoutSessionID]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldStripeCheckoutSessionID)
+				fieldSeen[creditsubscription.FieldStripeCheckoutSessionID] = struct{}{}
+			}
+		case "livemode":
+			if _, ok := fieldSeen[creditsubscription.FieldLivemode]; !ok {
+				selectedFields = append(selectedFields, creditsubscription.FieldLivemode)
+				fieldSeen[creditsubscription.FieldLivemode] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type creditsubscriptionPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []CreditSubscriptionPaginateOption
+}
+
+func newCreditSubscriptionPaginateArgs(rv map[string]any) *creditsubscriptionPaginateArgs {
+	args := &creditsubscriptionPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &CreditSubscriptionOrder{Field: &CreditSubscriptionOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithCreditSubscriptionOrder(order))
+			}
+		case *CreditSubscriptionOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithCreditSubscriptionOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*CreditSubscriptionWhereInput); ok {
+		args.opts = append(args.opts, WithCreditSubscriptionFilter(v.Filter))
 	}
 	return args
 }
@@ -1086,6 +1411,36 @@ func (_q *PaymentQuery) collectField(ctx context.Context, oneNode bool, opCtx *g
 				fieldSeen[payment.FieldPackageID] = struct{}{}
 			}
 
+		case "plan":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&CreditPlanClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, creditplanImplementors)...); err != nil {
+				return err
+			}
+			_q.withPlan = query
+			if _, ok := fieldSeen[payment.FieldPlanID]; !ok {
+				selectedFields = append(selectedFields, payment.FieldPlanID)
+				fieldSeen[payment.FieldPlanID] = struct{}{}
+			}
+
+		case "subscription":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&CreditSubscriptionClient{config: _q.config}).Query()
+			)
+			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, creditsubscriptionImplementors)...); err != nil {
+				return err
+			}
+			_q.withSubscription = query
+			if _, ok := fieldSeen[payment.FieldSubscriptionID]; !ok {
+				selectedFields = append(selectedFields, payment.FieldSubscriptionID)
+				fieldSeen[payment.FieldSubscriptionID] = struct{}{}
+			}
+
 		case "transactions":
 			var (
 				alias = field.Alias
@@ -1129,10 +1484,10 @@ func (_q *PaymentQuery) collectField(ctx context.Context, oneNode bool, opCtx *g
 						}
 						for i := range nodes {
 							n := m[nodes[i].ID]
-							if nodes[i].Edges.totalCount[2] == nil {
-								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							if nodes[i].Edges.totalCount[4] == nil {
+								nodes[i].Edges.totalCount[4] = make(map[string]int)
 							}
-							nodes[i].Edges.totalCount[2][alias] = n
+							nodes[i].Edges.totalCount[4][alias] = n
 						}
 						return nil
 					})
@@ -1140,10 +1495,10 @@ func (_q *PaymentQuery) collectField(ctx context.Context, oneNode bool, opCtx *g
 					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*Payment) error {
 						for i := range nodes {
 							n := len(nodes[i].Edges.Transactions)
-							if nodes[i].Edges.totalCount[2] == nil {
-								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							if nodes[i].Edges.totalCount[4] == nil {
+								nodes[i].Edges.totalCount[4] = make(map[string]int)
 							}
-							nodes[i].Edges.totalCount[2][alias] = n
+							nodes[i].Edges.totalCount[4][alias] = n
 						}
 						return nil
 					})
@@ -1211,6 +1566,31 @@ func (_q *PaymentQuery) collectField(ctx context.Context, oneNode bool, opCtx *g
 			if _, ok := fieldSeen[payment.FieldPackageID]; !ok {
 				selectedFields = append(selectedFields, payment.FieldPackageID)
 				fieldSeen[payment.FieldPackageID] = struct{}{}
+			}
+		case "planId":
+			if _, ok := fieldSeen[payment.FieldPlanID]; !ok {
+				selectedFields = append(selectedFields, payment.FieldPlanID)
+				fieldSeen[payment.FieldPlanID] = struct{}{}
+			}
+		case "subscriptionId":
+			if _, ok := fieldSeen[payment.FieldSubscriptionID]; !ok {
+				selectedFields = append(selectedFields, payment.FieldSubscriptionID)
+				fieldSeen[payment.FieldSubscriptionID] = struct{}{}
+			}
+		case "stripeInvoiceId":
+			if _, ok := fieldSeen[payment.FieldStripeInvoiceID]; !ok {
+				selectedFields = append(selectedFields, payment.FieldStripeInvoiceID)
+				fieldSeen[payment.FieldStripeInvoiceID] = struct{}{}
+			}
+		case "periodStart":
+			if _, ok := fieldSeen[payment.FieldPeriodStart]; !ok {
+				selectedFields = append(selectedFields, payment.FieldPeriodStart)
+				fieldSeen[payment.FieldPeriodStart] = struct{}{}
+			}
+		case "periodEnd":
+			if _, ok := fieldSeen[payment.FieldPeriodEnd]; !ok {
+				selectedFields = append(selectedFields, payment.FieldPeriodEnd)
+				fieldSeen[payment.FieldPeriodEnd] = struct{}{}
 			}
 		case "amount":
 			if _, ok := fieldSeen[payment.FieldAmount]; !ok {
@@ -1671,6 +2051,95 @@ func (_q *UserQuery) collectField(ctx context.Context, oneNode bool, opCtx *grap
 				query = pager.applyOrder(query)
 			}
 			_q.WithNamedReservations(alias, func(wq *CreditReservationQuery) {
+				*wq = *query
+			})
+
+		case "subscriptions":
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&CreditSubscriptionClient{config: _q.config}).Query()
+			)
+			args := newCreditSubscriptionPaginateArgs(fieldArgs(ctx, nil, path...))
+			if err := validateFirstLast(args.first, args.last); err != nil {
+				return fmt.Errorf("validate first and last in path %q: %w", path, err)
+			}
+			pager, err := newCreditSubscriptionPager(args.opts, args.last != nil)
+			if err != nil {
+				return fmt.Errorf("create new pager in path %q: %w", path, err)
+			}
+			if query, err = pager.applyFilter(query); err != nil {
+				return err
+			}
+			ignoredEdges := !hasCollectedField(ctx, append(path, edgesField)...)
+			if hasCollectedField(ctx, append(path, totalCountField)...) || hasCollectedField(ctx, append(path, pageInfoField)...) {
+				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
+				if hasPagination || ignoredEdges {
+					query := query.Clone()
+					_q.loadTotal = append(_q.loadTotal, func(ctx context.Context, nodes []*User) error {
+						ids := make([]driver.Value, len(nodes))
+						for i := range nodes {
+							ids[i] = nodes[i].ID
+						}
+						var v []struct {
+							NodeID string `sql:"user_id"`
+							Count  int    `sql:"count"`
+						}
+						query.Where(func(s *sql.Selector) {
+							s.Where(sql.InValues(s.C(user.SubscriptionsColumn), ids...))
+						})
+						if err := query.GroupBy(user.SubscriptionsColumn).Aggregate(Count()).Scan(ctx, &v); err != nil {
+							return err
+						}
+						m := make(map[string]int, len(v))
+						for i := range v {
+							m[v[i].NodeID] = v[i].Count
+						}
+						for i := range nodes {
+							n := m[nodes[i].ID]
+							if nodes[i].Edges.totalCount[2] == nil {
+								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[2][alias] = n
+						}
+						return nil
+					})
+				} else {
+					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*User) error {
+						for i := range nodes {
+							n := len(nodes[i].Edges.Subscriptions)
+							if nodes[i].Edges.totalCount[2] == nil {
+								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[2][alias] = n
+						}
+						return nil
+					})
+				}
+			}
+			if ignoredEdges || (args.first != nil && *args.first == 0) || (args.last != nil && *args.last == 0) {
+				continue
+			}
+			if query, err = pager.applyCursors(query, args.after, args.before); err != nil {
+				return err
+			}
+			path = append(path, edgesField, nodeField)
+			if field := collectedField(ctx, path...); field != nil {
+				if err := query.collectField(ctx, false, opCtx, *field, path, mayAddCondition(satisfies, creditsubscriptionImplementors)...); err != nil {
+					return err
+				}
+			}
+			if limit := paginateLimit(args.first, args.last); limit > 0 {
+				if oneNode {
+					pager.applyOrder(query.Limit(limit))
+				} else {
+					modify := entgql.LimitPerRow(user.SubscriptionsColumn, limit, pager.orderExpr(query))
+					query.modifiers = append(query.modifiers, modify)
+				}
+			} else {
+				query = pager.applyOrder(query)
+			}
+			_q.WithNamedSubscriptions(alias, func(wq *CreditSubscriptionQuery) {
 				*wq = *query
 			})
 		case "createdAt":

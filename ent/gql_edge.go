@@ -100,6 +100,22 @@ func (_m *CreditReservation) Transactions(ctx context.Context) (result []*Credit
 	return result, err
 }
 
+func (_m *CreditSubscription) User(ctx context.Context) (*User, error) {
+	result, err := _m.Edges.UserOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryUser().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *CreditSubscription) Plan(ctx context.Context) (*CreditPlan, error) {
+	result, err := _m.Edges.PlanOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryPlan().Only(ctx)
+	}
+	return result, err
+}
+
 func (_m *CreditTransaction) User(ctx context.Context) (*User, error) {
 	result, err := _m.Edges.UserOrErr()
 	if IsNotLoaded(err) {
@@ -149,7 +165,23 @@ func (_m *Payment) Package(ctx context.Context) (*CreditPackage, error) {
 	if IsNotLoaded(err) {
 		result, err = _m.QueryPackage().Only(ctx)
 	}
-	return result, err
+	return result, MaskNotFound(err)
+}
+
+func (_m *Payment) Plan(ctx context.Context) (*CreditPlan, error) {
+	result, err := _m.Edges.PlanOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryPlan().Only(ctx)
+	}
+	return result, MaskNotFound(err)
+}
+
+func (_m *Payment) Subscription(ctx context.Context) (*CreditSubscription, error) {
+	result, err := _m.Edges.SubscriptionOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QuerySubscription().Only(ctx)
+	}
+	return result, MaskNotFound(err)
 }
 
 func (_m *Payment) Transactions(
@@ -159,7 +191,7 @@ func (_m *Payment) Transactions(
 		WithCreditTransactionOrder(orderBy),
 	}
 	alias := graphql.GetFieldContext(ctx).Field.Alias
-	totalCount, hasTotalCount := _m.Edges.totalCount[2][alias]
+	totalCount, hasTotalCount := _m.Edges.totalCount[4][alias]
 	if nodes, err := _m.NamedTransactions(alias); err == nil || hasTotalCount {
 		pager, err := newCreditTransactionPager(opts, last != nil)
 		if err != nil {
@@ -230,6 +262,26 @@ func (_m *User) Reservations(
 		return conn, nil
 	}
 	return _m.QueryReservations().Paginate(ctx, after, first, before, last, opts...)
+}
+
+func (_m *User) Subscriptions(
+	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditSubscriptionOrder,
+) (*CreditSubscriptionConnection, error) {
+	opts := []CreditSubscriptionPaginateOption{
+		WithCreditSubscriptionOrder(orderBy),
+	}
+	alias := graphql.GetFieldContext(ctx).Field.Alias
+	totalCount, hasTotalCount := _m.Edges.totalCount[2][alias]
+	if nodes, err := _m.NamedSubscriptions(alias); err == nil || hasTotalCount {
+		pager, err := newCreditSubscriptionPager(opts, last != nil)
+		if err != nil {
+			return nil, err
+		}
+		conn := &CreditSubscriptionConnection{Edges: []*CreditSubscriptionEdge{}, TotalCount: totalCount}
+		conn.build(nodes, pager, after, first, before, last)
+		return conn, nil
+	}
+	return _m.QuerySubscriptions().Paginate(ctx, after, first, before, last, opts...)
 }
 
 func (_m *WebhookDelivery) Event(ctx context.Context) (*WebhookEvent, error) {

@@ -13,7 +13,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -48,10 +50,20 @@ var creditpackageImplementors = []string{"CreditPackage", "Node"}
 // IsNode implements the Node interface check for GQLGen.
 func (*CreditPackage) IsNode() {}
 
+var creditplanImplementors = []string{"CreditPlan", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*CreditPlan) IsNode() {}
+
 var creditreservationImplementors = []string{"CreditReservation", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*CreditReservation) IsNode() {}
+
+var creditsubscriptionImplementors = []string{"CreditSubscription", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*CreditSubscription) IsNode() {}
 
 var credittransactionImplementors = []string{"CreditTransaction", "Node"}
 
@@ -182,11 +194,29 @@ func (c *Client) noder(ctx context.Context, table string, id string) (Noder, err
 			}
 		}
 		return query.Only(ctx)
+	case creditplan.Table:
+		query := c.CreditPlan.Query().
+			Where(creditplan.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, creditplanImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
 	case creditreservation.Table:
 		query := c.CreditReservation.Query().
 			Where(creditreservation.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, creditreservationImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case creditsubscription.Table:
+		query := c.CreditSubscription.Query().
+			Where(creditsubscription.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, creditsubscriptionImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -391,10 +421,42 @@ func (c *Client) noders(ctx context.Context, table string, ids []string) ([]Node
 				*noder = node
 			}
 		}
+	case creditplan.Table:
+		query := c.CreditPlan.Query().
+			Where(creditplan.IDIn(ids...))
+		query, err := query.CollectFields(ctx, creditplanImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
 	case creditreservation.Table:
 		query := c.CreditReservation.Query().
 			Where(creditreservation.IDIn(ids...))
 		query, err := query.CollectFields(ctx, creditreservationImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case creditsubscription.Table:
+		query := c.CreditSubscription.Query().
+			Where(creditsubscription.IDIn(ids...))
+		query, err := query.CollectFields(ctx, creditsubscriptionImplementors...)
 		if err != nil {
 			return nil, err
 		}

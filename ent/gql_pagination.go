@@ -18,7 +18,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -1440,6 +1442,338 @@ func (_m *CreditPackage) ToEdge(order *CreditPackageOrder) *CreditPackageEdge {
 	}
 }
 
+// CreditPlanEdge is the edge representation of CreditPlan.
+type CreditPlanEdge struct {
+	Node   *CreditPlan `json:"node"`
+	Cursor Cursor      `json:"cursor"`
+}
+
+// CreditPlanConnection is the connection containing edges to CreditPlan.
+type CreditPlanConnection struct {
+	Edges      []*CreditPlanEdge `json:"edges"`
+	PageInfo   PageInfo          `json:"pageInfo"`
+	TotalCount int               `json:"totalCount"`
+}
+
+func (c *CreditPlanConnection) build(nodes []*CreditPlan, pager *creditplanPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *CreditPlan
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *CreditPlan {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *CreditPlan {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*CreditPlanEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &CreditPlanEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// CreditPlanPaginateOption enables pagination customization.
+type CreditPlanPaginateOption func(*creditplanPager) error
+
+// WithCreditPlanOrder configures pagination ordering.
+func WithCreditPlanOrder(order *CreditPlanOrder) CreditPlanPaginateOption {
+	if order == nil {
+		order = DefaultCreditPlanOrder
+	}
+	o := *order
+	return func(pager *creditplanPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultCreditPlanOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithCreditPlanFilter configures pagination filter.
+func WithCreditPlanFilter(filter func(*CreditPlanQuery) (*CreditPlanQuery, error)) CreditPlanPaginateOption {
+	return func(pager *creditplanPager) error {
+		if filter == nil {
+			return errors.New("CreditPlanQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type creditplanPager struct {
+	reverse bool
+	order   *CreditPlanOrder
+	filter  func(*CreditPlanQuery) (*CreditPlanQuery, error)
+}
+
+func newCreditPlanPager(opts []CreditPlanPaginateOption, reverse bool) (*creditplanPager, error) {
+	pager := &creditplanPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultCreditPlanOrder
+	}
+	return pager, nil
+}
+
+func (p *creditplanPager) applyFilter(query *CreditPlanQuery) (*CreditPlanQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *creditplanPager) toCursor(_m *CreditPlan) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *creditplanPager) applyCursors(query *CreditPlanQuery, after, before *Cursor) (*CreditPlanQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultCreditPlanOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *creditplanPager) applyOrder(query *CreditPlanQuery) *CreditPlanQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultCreditPlanOrder.Field {
+		query = query.Order(DefaultCreditPlanOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *creditplanPager) orderExpr(query *CreditPlanQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultCreditPlanOrder.Field {
+			b.Comma().Ident(DefaultCreditPlanOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to CreditPlan.
+func (_m *CreditPlanQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...CreditPlanPaginateOption,
+) (*CreditPlanConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newCreditPlanPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &CreditPlanConnection{Edges: []*CreditPlanEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// CreditPlanOrderFieldID orders CreditPlan by id.
+	CreditPlanOrderFieldID = &CreditPlanOrderField{
+		Value: func(_m *CreditPlan) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: creditplan.FieldID,
+		toTerm: creditplan.ByID,
+		toCursor: func(_m *CreditPlan) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.ID,
+			}
+		},
+	}
+	// CreditPlanOrderFieldCreatedAt orders CreditPlan by created_at.
+	CreditPlanOrderFieldCreatedAt = &CreditPlanOrderField{
+		Value: func(_m *CreditPlan) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: creditplan.FieldCreatedAt,
+		toTerm: creditplan.ByCreatedAt,
+		toCursor: func(_m *CreditPlan) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+	// CreditPlanOrderFieldName orders CreditPlan by name.
+	CreditPlanOrderFieldName = &CreditPlanOrderField{
+		Value: func(_m *CreditPlan) (ent.Value, error) {
+			return _m.Name, nil
+		},
+		column: creditplan.FieldName,
+		toTerm: creditplan.ByName,
+		toCursor: func(_m *CreditPlan) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.Name,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f CreditPlanOrderField) String() string {
+	var str string
+	switch f.column {
+	case CreditPlanOrderFieldID.column:
+		str = "ID"
+	case CreditPlanOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	case CreditPlanOrderFieldName.column:
+		str = "NAME"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f CreditPlanOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *CreditPlanOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("CreditPlanOrderField %T must be a string", v)
+	}
+	switch str {
+	case "ID":
+		*f = *CreditPlanOrderFieldID
+	case "CREATED_AT":
+		*f = *CreditPlanOrderFieldCreatedAt
+	case "NAME":
+		*f = *CreditPlanOrderFieldName
+	default:
+		return fmt.Errorf("%s is not a valid CreditPlanOrderField", str)
+	}
+	return nil
+}
+
+// CreditPlanOrderField defines the ordering field of CreditPlan.
+type CreditPlanOrderField struct {
+	// Value extracts the ordering value from the given CreditPlan.
+	Value    func(*CreditPlan) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) creditplan.OrderOption
+	toCursor func(*CreditPlan) Cursor
+}
+
+// CreditPlanOrder defines the ordering of CreditPlan.
+type CreditPlanOrder struct {
+	Direction OrderDirection        `json:"direction"`
+	Field     *CreditPlanOrderField `json:"field"`
+}
+
+// DefaultCreditPlanOrder is the default ordering of CreditPlan.
+var DefaultCreditPlanOrder = &CreditPlanOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &CreditPlanOrderField{
+		Value: func(_m *CreditPlan) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: creditplan.FieldID,
+		toTerm: creditplan.ByID,
+		toCursor: func(_m *CreditPlan) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts CreditPlan into CreditPlanEdge.
+func (_m *CreditPlan) ToEdge(order *CreditPlanOrder) *CreditPlanEdge {
+	if order == nil {
+		order = DefaultCreditPlanOrder
+	}
+	return &CreditPlanEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
 // CreditReservationEdge is the edge representation of CreditReservation.
 type CreditReservationEdge struct {
 	Node   *CreditReservation `json:"node"`
@@ -1785,6 +2119,320 @@ func (_m *CreditReservation) ToEdge(order *CreditReservationOrder) *CreditReserv
 		order = DefaultCreditReservationOrder
 	}
 	return &CreditReservationEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// CreditSubscriptionEdge is the edge representation of CreditSubscription.
+type CreditSubscriptionEdge struct {
+	Node   *CreditSubscription `json:"node"`
+	Cursor Cursor              `json:"cursor"`
+}
+
+// CreditSubscriptionConnection is the connection containing edges to CreditSubscription.
+type CreditSubscriptionConnection struct {
+	Edges      []*CreditSubscriptionEdge `json:"edges"`
+	PageInfo   PageInfo                  `json:"pageInfo"`
+	TotalCount int                       `json:"totalCount"`
+}
+
+func (c *CreditSubscriptionConnection) build(nodes []*CreditSubscription, pager *creditsubscriptionPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *CreditSubscription
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *CreditSubscription {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *CreditSubscription {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*CreditSubscriptionEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &CreditSubscriptionEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// CreditSubscriptionPaginateOption enables pagination customization.
+type CreditSubscriptionPaginateOption func(*creditsubscriptionPager) error
+
+// WithCreditSubscriptionOrder configures pagination ordering.
+func WithCreditSubscriptionOrder(order *CreditSubscriptionOrder) CreditSubscriptionPaginateOption {
+	if order == nil {
+		order = DefaultCreditSubscriptionOrder
+	}
+	o := *order
+	return func(pager *creditsubscriptionPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultCreditSubscriptionOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithCreditSubscriptionFilter configures pagination filter.
+func WithCreditSubscriptionFilter(filter func(*CreditSubscriptionQuery) (*CreditSubscriptionQuery, error)) CreditSubscriptionPaginateOption {
+	return func(pager *creditsubscriptionPager) error {
+		if filter == nil {
+			return errors.New("CreditSubscriptionQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type creditsubscriptionPager struct {
+	reverse bool
+	order   *CreditSubscriptionOrder
+	filter  func(*CreditSubscriptionQuery) (*CreditSubscriptionQuery, error)
+}
+
+func newCreditSubscriptionPager(opts []CreditSubscriptionPaginateOption, reverse bool) (*creditsubscriptionPager, error) {
+	pager := &creditsubscriptionPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultCreditSubscriptionOrder
+	}
+	return pager, nil
+}
+
+func (p *creditsubscriptionPager) applyFilter(query *CreditSubscriptionQuery) (*CreditSubscriptionQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *creditsubscriptionPager) toCursor(_m *CreditSubscription) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *creditsubscriptionPager) applyCursors(query *CreditSubscriptionQuery, after, before *Cursor) (*CreditSubscriptionQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultCreditSubscriptionOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *creditsubscriptionPager) applyOrder(query *CreditSubscriptionQuery) *CreditSubscriptionQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultCreditSubscriptionOrder.Field {
+		query = query.Order(DefaultCreditSubscriptionOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *creditsubscriptionPager) orderExpr(query *CreditSubscriptionQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultCreditSubscriptionOrder.Field {
+			b.Comma().Ident(DefaultCreditSubscriptionOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to CreditSubscription.
+func (_m *CreditSubscriptionQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...CreditSubscriptionPaginateOption,
+) (*CreditSubscriptionConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newCreditSubscriptionPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &CreditSubscriptionConnection{Edges: []*CreditSubscriptionEdge{}}
+	ignoredEdges := !hasCollectedField(ctx, edgesField)
+	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if field := collectedField(ctx, edgesField, nodeField); field != nil {
+		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// CreditSubscriptionOrderFieldID orders CreditSubscription by id.
+	CreditSubscriptionOrderFieldID = &CreditSubscriptionOrderField{
+		Value: func(_m *CreditSubscription) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: creditsubscription.FieldID,
+		toTerm: creditsubscription.ByID,
+		toCursor: func(_m *CreditSubscription) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.ID,
+			}
+		},
+	}
+	// CreditSubscriptionOrderFieldCreatedAt orders CreditSubscription by created_at.
+	CreditSubscriptionOrderFieldCreatedAt = &CreditSubscriptionOrderField{
+		Value: func(_m *CreditSubscription) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: creditsubscription.FieldCreatedAt,
+		toTerm: creditsubscription.ByCreatedAt,
+		toCursor: func(_m *CreditSubscription) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f CreditSubscriptionOrderField) String() string {
+	var str string
+	switch f.column {
+	case CreditSubscriptionOrderFieldID.column:
+		str = "ID"
+	case CreditSubscriptionOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f CreditSubscriptionOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *CreditSubscriptionOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("CreditSubscriptionOrderField %T must be a string", v)
+	}
+	switch str {
+	case "ID":
+		*f = *CreditSubscriptionOrderFieldID
+	case "CREATED_AT":
+		*f = *CreditSubscriptionOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid CreditSubscriptionOrderField", str)
+	}
+	return nil
+}
+
+// CreditSubscriptionOrderField defines the ordering field of CreditSubscription.
+type CreditSubscriptionOrderField struct {
+	// Value extracts the ordering value from the given CreditSubscription.
+	Value    func(*CreditSubscription) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) creditsubscription.OrderOption
+	toCursor func(*CreditSubscription) Cursor
+}
+
+// CreditSubscriptionOrder defines the ordering of CreditSubscription.
+type CreditSubscriptionOrder struct {
+	Direction OrderDirection                `json:"direction"`
+	Field     *CreditSubscriptionOrderField `json:"field"`
+}
+
+// DefaultCreditSubscriptionOrder is the default ordering of CreditSubscription.
+var DefaultCreditSubscriptionOrder = &CreditSubscriptionOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &CreditSubscriptionOrderField{
+		Value: func(_m *CreditSubscription) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: creditsubscription.FieldID,
+		toTerm: creditsubscription.ByID,
+		toCursor: func(_m *CreditSubscription) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts CreditSubscription into CreditSubscriptionEdge.
+func (_m *CreditSubscription) ToEdge(order *CreditSubscriptionOrder) *CreditSubscriptionEdge {
+	if order == nil {
+		order = DefaultCreditSubscriptionOrder
+	}
+	return &CreditSubscriptionEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

@@ -11,7 +11,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/predicate"
@@ -2133,6 +2135,594 @@ func (i *CreditPackageWhereInput) P() (predicate.CreditPackage, error) {
 	}
 }
 
+// CreditPlanWhereInput represents a where input for filtering CreditPlan queries.
+type CreditPlanWhereInput struct {
+	Predicates []predicate.CreditPlan  `json:"-"`
+	Not        *CreditPlanWhereInput   `json:"not,omitempty"`
+	Or         []*CreditPlanWhereInput `json:"or,omitempty"`
+	And        []*CreditPlanWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "name" field predicates.
+	Name             *string  `json:"name,omitempty"`
+	NameNEQ          *string  `json:"nameNEQ,omitempty"`
+	NameIn           []string `json:"nameIn,omitempty"`
+	NameNotIn        []string `json:"nameNotIn,omitempty"`
+	NameGT           *string  `json:"nameGT,omitempty"`
+	NameGTE          *string  `json:"nameGTE,omitempty"`
+	NameLT           *string  `json:"nameLT,omitempty"`
+	NameLTE          *string  `json:"nameLTE,omitempty"`
+	NameContains     *string  `json:"nameContains,omitempty"`
+	NameHasPrefix    *string  `json:"nameHasPrefix,omitempty"`
+	NameHasSuffix    *string  `json:"nameHasSuffix,omitempty"`
+	NameEqualFold    *string  `json:"nameEqualFold,omitempty"`
+	NameContainsFold *string  `json:"nameContainsFold,omitempty"`
+
+	// "description" field predicates.
+	Description             *string  `json:"description,omitempty"`
+	DescriptionNEQ          *string  `json:"descriptionNEQ,omitempty"`
+	DescriptionIn           []string `json:"descriptionIn,omitempty"`
+	DescriptionNotIn        []string `json:"descriptionNotIn,omitempty"`
+	DescriptionGT           *string  `json:"descriptionGT,omitempty"`
+	DescriptionGTE          *string  `json:"descriptionGTE,omitempty"`
+	DescriptionLT           *string  `json:"descriptionLT,omitempty"`
+	DescriptionLTE          *string  `json:"descriptionLTE,omitempty"`
+	DescriptionContains     *string  `json:"descriptionContains,omitempty"`
+	DescriptionHasPrefix    *string  `json:"descriptionHasPrefix,omitempty"`
+	DescriptionHasSuffix    *string  `json:"descriptionHasSuffix,omitempty"`
+	DescriptionIsNil        bool     `json:"descriptionIsNil,omitempty"`
+	DescriptionNotNil       bool     `json:"descriptionNotNil,omitempty"`
+	DescriptionEqualFold    *string  `json:"descriptionEqualFold,omitempty"`
+	DescriptionContainsFold *string  `json:"descriptionContainsFold,omitempty"`
+
+	// "credits_per_period" field predicates.
+	CreditsPerPeriod      *int64  `json:"creditsPerPeriod,omitempty"`
+	CreditsPerPeriodNEQ   *int64  `json:"creditsPerPeriodNEQ,omitempty"`
+	CreditsPerPeriodIn    []int64 `json:"creditsPerPeriodIn,omitempty"`
+	CreditsPerPeriodNotIn []int64 `json:"creditsPerPeriodNotIn,omitempty"`
+	CreditsPerPeriodGT    *int64  `json:"creditsPerPeriodGT,omitempty"`
+	CreditsPerPeriodGTE   *int64  `json:"creditsPerPeriodGTE,omitempty"`
+	CreditsPerPeriodLT    *int64  `json:"creditsPerPeriodLT,omitempty"`
+	CreditsPerPeriodLTE   *int64  `json:"creditsPerPeriodLTE,omitempty"`
+
+	// "interval" field predicates.
+	Interval      *creditplan.Interval  `json:"interval,omitempty"`
+	IntervalNEQ   *creditplan.Interval  `json:"intervalNEQ,omitempty"`
+	IntervalIn    []creditplan.Interval `json:"intervalIn,omitempty"`
+	IntervalNotIn []creditplan.Interval `json:"intervalNotIn,omitempty"`
+
+	// "price_amount" field predicates.
+	PriceAmount      *int64  `json:"priceAmount,omitempty"`
+	PriceAmountNEQ   *int64  `json:"priceAmountNEQ,omitempty"`
+	PriceAmountIn    []int64 `json:"priceAmountIn,omitempty"`
+	PriceAmountNotIn []int64 `json:"priceAmountNotIn,omitempty"`
+	PriceAmountGT    *int64  `json:"priceAmountGT,omitempty"`
+	PriceAmountGTE   *int64  `json:"priceAmountGTE,omitempty"`
+	PriceAmountLT    *int64  `json:"priceAmountLT,omitempty"`
+	PriceAmountLTE   *int64  `json:"priceAmountLTE,omitempty"`
+
+	// "currency" field predicates.
+	Currency             *string  `json:"currency,omitempty"`
+	CurrencyNEQ          *string  `json:"currencyNEQ,omitempty"`
+	CurrencyIn           []string `json:"currencyIn,omitempty"`
+	CurrencyNotIn        []string `json:"currencyNotIn,omitempty"`
+	CurrencyGT           *string  `json:"currencyGT,omitempty"`
+	CurrencyGTE          *string  `json:"currencyGTE,omitempty"`
+	CurrencyLT           *string  `json:"currencyLT,omitempty"`
+	CurrencyLTE          *string  `json:"currencyLTE,omitempty"`
+	CurrencyContains     *string  `json:"currencyContains,omitempty"`
+	CurrencyHasPrefix    *string  `json:"currencyHasPrefix,omitempty"`
+	CurrencyHasSuffix    *string  `json:"currencyHasSuffix,omitempty"`
+	CurrencyEqualFold    *string  `json:"currencyEqualFold,omitempty"`
+	CurrencyContainsFold *string  `json:"currencyContainsFold,omitempty"`
+
+	// "stripe_price_id" field predicates.
+	StripePriceID             *string  `json:"stripePriceID,omitempty"`
+	StripePriceIDNEQ          *string  `json:"stripePriceIDNEQ,omitempty"`
+	StripePriceIDIn           []string `json:"stripePriceIDIn,omitempty"`
+	StripePriceIDNotIn        []string `json:"stripePriceIDNotIn,omitempty"`
+	StripePriceIDGT           *string  `json:"stripePriceIDGT,omitempty"`
+	StripePriceIDGTE          *string  `json:"stripePriceIDGTE,omitempty"`
+	StripePriceIDLT           *string  `json:"stripePriceIDLT,omitempty"`
+	StripePriceIDLTE          *string  `json:"stripePriceIDLTE,omitempty"`
+	StripePriceIDContains     *string  `json:"stripePriceIDContains,omitempty"`
+	StripePriceIDHasPrefix    *string  `json:"stripePriceIDHasPrefix,omitempty"`
+	StripePriceIDHasSuffix    *string  `json:"stripePriceIDHasSuffix,omitempty"`
+	StripePriceIDIsNil        bool     `json:"stripePriceIDIsNil,omitempty"`
+	StripePriceIDNotNil       bool     `json:"stripePriceIDNotNil,omitempty"`
+	StripePriceIDEqualFold    *string  `json:"stripePriceIDEqualFold,omitempty"`
+	StripePriceIDContainsFold *string  `json:"stripePriceIDContainsFold,omitempty"`
+
+	// "rollover" field predicates.
+	Rollover      *creditplan.Rollover  `json:"rollover,omitempty"`
+	RolloverNEQ   *creditplan.Rollover  `json:"rolloverNEQ,omitempty"`
+	RolloverIn    []creditplan.Rollover `json:"rolloverIn,omitempty"`
+	RolloverNotIn []creditplan.Rollover `json:"rolloverNotIn,omitempty"`
+
+	// "rollover_cap" field predicates.
+	RolloverCap       *int64  `json:"rolloverCap,omitempty"`
+	RolloverCapNEQ    *int64  `json:"rolloverCapNEQ,omitempty"`
+	RolloverCapIn     []int64 `json:"rolloverCapIn,omitempty"`
+	RolloverCapNotIn  []int64 `json:"rolloverCapNotIn,omitempty"`
+	RolloverCapGT     *int64  `json:"rolloverCapGT,omitempty"`
+	RolloverCapGTE    *int64  `json:"rolloverCapGTE,omitempty"`
+	RolloverCapLT     *int64  `json:"rolloverCapLT,omitempty"`
+	RolloverCapLTE    *int64  `json:"rolloverCapLTE,omitempty"`
+	RolloverCapIsNil  bool    `json:"rolloverCapIsNil,omitempty"`
+	RolloverCapNotNil bool    `json:"rolloverCapNotNil,omitempty"`
+
+	// "active" field predicates.
+	Active    *bool `json:"active,omitempty"`
+	ActiveNEQ *bool `json:"activeNEQ,omitempty"`
+
+	// "sort_order" field predicates.
+	SortOrder      *int  `json:"sortOrder,omitempty"`
+	SortOrderNEQ   *int  `json:"sortOrderNEQ,omitempty"`
+	SortOrderIn    []int `json:"sortOrderIn,omitempty"`
+	SortOrderNotIn []int `json:"sortOrderNotIn,omitempty"`
+	SortOrderGT    *int  `json:"sortOrderGT,omitempty"`
+	SortOrderGTE   *int  `json:"sortOrderGTE,omitempty"`
+	SortOrderLT    *int  `json:"sortOrderLT,omitempty"`
+	SortOrderLTE   *int  `json:"sortOrderLTE,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *CreditPlanWhereInput) AddPredicates(predicates ...predicate.CreditPlan) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the CreditPlanWhereInput filter on the CreditPlanQuery builder.
+func (i *CreditPlanWhereInput) Filter(q *CreditPlanQuery) (*CreditPlanQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyCreditPlanWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyCreditPlanWhereInput is returned in case the CreditPlanWhereInput is empty.
+var ErrEmptyCreditPlanWhereInput = errors.New("ent: empty predicate CreditPlanWhereInput")
+
+// P returns a predicate for filtering creditplans.
+// An error is returned if the input is empty or invalid.
+func (i *CreditPlanWhereInput) P() (predicate.CreditPlan, error) {
+	var predicates []predicate.CreditPlan
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, creditplan.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.CreditPlan, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, creditplan.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.CreditPlan, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, creditplan.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, creditplan.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, creditplan.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, creditplan.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, creditplan.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, creditplan.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, creditplan.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, creditplan.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, creditplan.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, creditplan.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, creditplan.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, creditplan.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, creditplan.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, creditplan.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, creditplan.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, creditplan.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, creditplan.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, creditplan.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, creditplan.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.Name != nil {
+		predicates = append(predicates, creditplan.NameEQ(*i.Name))
+	}
+	if i.NameNEQ != nil {
+		predicates = append(predicates, creditplan.NameNEQ(*i.NameNEQ))
+	}
+	if len(i.NameIn) > 0 {
+		predicates = append(predicates, creditplan.NameIn(i.NameIn...))
+	}
+	if len(i.NameNotIn) > 0 {
+		predicates = append(predicates, creditplan.NameNotIn(i.NameNotIn...))
+	}
+	if i.NameGT != nil {
+		predicates = append(predicates, creditplan.NameGT(*i.NameGT))
+	}
+	if i.NameGTE != nil {
+		predicates = append(predicates, creditplan.NameGTE(*i.NameGTE))
+	}
+	if i.NameLT != nil {
+		predicates = append(predicates, creditplan.NameLT(*i.NameLT))
+	}
+	if i.NameLTE != nil {
+		predicates = append(predicates, creditplan.NameLTE(*i.NameLTE))
+	}
+	if i.NameContains != nil {
+		predicates = append(predicates, creditplan.NameContains(*i.NameContains))
+	}
+	if i.NameHasPrefix != nil {
+		predicates = append(predicates, creditplan.NameHasPrefix(*i.NameHasPrefix))
+	}
+	if i.NameHasSuffix != nil {
+		predicates = append(predicates, creditplan.NameHasSuffix(*i.NameHasSuffix))
+	}
+	if i.NameEqualFold != nil {
+		predicates = append(predicates, creditplan.NameEqualFold(*i.NameEqualFold))
+	}
+	if i.NameContainsFold != nil {
+		predicates = append(predicates, creditplan.NameContainsFold(*i.NameContainsFold))
+	}
+	if i.Description != nil {
+		predicates = append(predicates, creditplan.DescriptionEQ(*i.Description))
+	}
+	if i.DescriptionNEQ != nil {
+		predicates = append(predicates, creditplan.DescriptionNEQ(*i.DescriptionNEQ))
+	}
+	if len(i.DescriptionIn) > 0 {
+		predicates = append(predicates, creditplan.DescriptionIn(i.DescriptionIn...))
+	}
+	if len(i.DescriptionNotIn) > 0 {
+		predicates = append(predicates, creditplan.DescriptionNotIn(i.DescriptionNotIn...))
+	}
+	if i.DescriptionGT != nil {
+		predicates = append(predicates, creditplan.DescriptionGT(*i.DescriptionGT))
+	}
+	if i.DescriptionGTE != nil {
+		predicates = append(predicates, creditplan.DescriptionGTE(*i.DescriptionGTE))
+	}
+	if i.DescriptionLT != nil {
+		predicates = append(predicates, creditplan.DescriptionLT(*i.DescriptionLT))
+	}
+	if i.DescriptionLTE != nil {
+		predicates = append(predicates, creditplan.DescriptionLTE(*i.DescriptionLTE))
+	}
+	if i.DescriptionContains != nil {
+		predicates = append(predicates, creditplan.DescriptionContains(*i.DescriptionContains))
+	}
+	if i.DescriptionHasPrefix != nil {
+		predicates = append(predicates, creditplan.DescriptionHasPrefix(*i.DescriptionHasPrefix))
+	}
+	if i.DescriptionHasSuffix != nil {
+		predicates = append(predicates, creditplan.DescriptionHasSuffix(*i.DescriptionHasSuffix))
+	}
+	if i.DescriptionIsNil {
+		predicates = append(predicates, creditplan.DescriptionIsNil())
+	}
+	if i.DescriptionNotNil {
+		predicates = append(predicates, creditplan.DescriptionNotNil())
+	}
+	if i.DescriptionEqualFold != nil {
+		predicates = append(predicates, creditplan.DescriptionEqualFold(*i.DescriptionEqualFold))
+	}
+	if i.DescriptionContainsFold != nil {
+		predicates = append(predicates, creditplan.DescriptionContainsFold(*i.DescriptionContainsFold))
+	}
+	if i.CreditsPerPeriod != nil {
+		predicates = append(predicates, creditplan.CreditsPerPeriodEQ(*i.CreditsPerPeriod))
+	}
+	if i.CreditsPerPeriodNEQ != nil {
+		predicates = append(predicates, creditplan.CreditsPerPeriodNEQ(*i.CreditsPerPeriodNEQ))
+	}
+	if len(i.CreditsPerPeriodIn) > 0 {
+		predicates = append(predicates, creditplan.CreditsPerPeriodIn(i.CreditsPerPeriodIn...))
+	}
+	if len(i.CreditsPerPeriodNotIn) > 0 {
+		predicates = append(predicates, creditplan.CreditsPerPeriodNotIn(i.CreditsPerPeriodNotIn...))
+	}
+	if i.CreditsPerPeriodGT != nil {
+		predicates = append(predicates, creditplan.CreditsPerPeriodGT(*i.CreditsPerPeriodGT))
+	}
+	if i.CreditsPerPeriodGTE != nil {
+		predicates = append(predicates, creditplan.CreditsPerPeriodGTE(*i.CreditsPerPeriodGTE))
+	}
+	if i.CreditsPerPeriodLT != nil {
+		predicates = append(predicates, creditplan.CreditsPerPeriodLT(*i.CreditsPerPeriodLT))
+	}
+	if i.CreditsPerPeriodLTE != nil {
+		predicates = append(predicates, creditplan.CreditsPerPeriodLTE(*i.CreditsPerPeriodLTE))
+	}
+	if i.Interval != nil {
+		predicates = append(predicates, creditplan.IntervalEQ(*i.Interval))
+	}
+	if i.IntervalNEQ != nil {
+		predicates = append(predicates, creditplan.IntervalNEQ(*i.IntervalNEQ))
+	}
+	if len(i.IntervalIn) > 0 {
+		predicates = append(predicates, creditplan.IntervalIn(i.IntervalIn...))
+	}
+	if len(i.IntervalNotIn) > 0 {
+		predicates = append(predicates, creditplan.IntervalNotIn(i.IntervalNotIn...))
+	}
+	if i.PriceAmount != nil {
+		predicates = append(predicates, creditplan.PriceAmountEQ(*i.PriceAmount))
+	}
+	if i.PriceAmountNEQ != nil {
+		predicates = append(predicates, creditplan.PriceAmountNEQ(*i.PriceAmountNEQ))
+	}
+	if len(i.PriceAmountIn) > 0 {
+		predicates = append(predicates, creditplan.PriceAmountIn(i.PriceAmountIn...))
+	}
+	if len(i.PriceAmountNotIn) > 0 {
+		predicates = append(predicates, creditplan.PriceAmountNotIn(i.PriceAmountNotIn...))
+	}
+	if i.PriceAmountGT != nil {
+		predicates = append(predicates, creditplan.PriceAmountGT(*i.PriceAmountGT))
+	}
+	if i.PriceAmountGTE != nil {
+		predicates = append(predicates, creditplan.PriceAmountGTE(*i.PriceAmountGTE))
+	}
+	if i.PriceAmountLT != nil {
+		predicates = append(predicates, creditplan.PriceAmountLT(*i.PriceAmountLT))
+	}
+	if i.PriceAmountLTE != nil {
+		predicates = append(predicates, creditplan.PriceAmountLTE(*i.PriceAmountLTE))
+	}
+	if i.Currency != nil {
+		predicates = append(predicates, creditplan.CurrencyEQ(*i.Currency))
+	}
+	if i.CurrencyNEQ != nil {
+		predicates = append(predicates, creditplan.CurrencyNEQ(*i.CurrencyNEQ))
+	}
+	if len(i.CurrencyIn) > 0 {
+		predicates = append(predicates, creditplan.CurrencyIn(i.CurrencyIn...))
+	}
+	if len(i.CurrencyNotIn) > 0 {
+		predicates = append(predicates, creditplan.CurrencyNotIn(i.CurrencyNotIn...))
+	}
+	if i.CurrencyGT != nil {
+		predicates = append(predicates, creditplan.CurrencyGT(*i.CurrencyGT))
+	}
+	if i.CurrencyGTE != nil {
+		predicates = append(predicates, creditplan.CurrencyGTE(*i.CurrencyGTE))
+	}
+	if i.CurrencyLT != nil {
+		predicates = append(predicates, creditplan.CurrencyLT(*i.CurrencyLT))
+	}
+	if i.CurrencyLTE != nil {
+		predicates = append(predicates, creditplan.CurrencyLTE(*i.CurrencyLTE))
+	}
+	if i.CurrencyContains != nil {
+		predicates = append(predicates, creditplan.CurrencyContains(*i.CurrencyContains))
+	}
+	if i.CurrencyHasPrefix != nil {
+		predicates = append(predicates, creditplan.CurrencyHasPrefix(*i.CurrencyHasPrefix))
+	}
+	if i.CurrencyHasSuffix != nil {
+		predicates = append(predicates, creditplan.CurrencyHasSuffix(*i.CurrencyHasSuffix))
+	}
+	if i.CurrencyEqualFold != nil {
+		predicates = append(predicates, creditplan.CurrencyEqualFold(*i.CurrencyEqualFold))
+	}
+	if i.CurrencyContainsFold != nil {
+		predicates = append(predicates, creditplan.CurrencyContainsFold(*i.CurrencyContainsFold))
+	}
+	if i.StripePriceID != nil {
+		predicates = append(predicates, creditplan.StripePriceIDEQ(*i.StripePriceID))
+	}
+	if i.StripePriceIDNEQ != nil {
+		predicates = append(predicates, creditplan.StripePriceIDNEQ(*i.StripePriceIDNEQ))
+	}
+	if len(i.StripePriceIDIn) > 0 {
+		predicates = append(predicates, creditplan.StripePriceIDIn(i.StripePriceIDIn...))
+	}
+	if len(i.StripePriceIDNotIn) > 0 {
+		predicates = append(predicates, creditplan.StripePriceIDNotIn(i.StripePriceIDNotIn...))
+	}
+	if i.StripePriceIDGT != nil {
+		predicates = append(predicates, creditplan.StripePriceIDGT(*i.StripePriceIDGT))
+	}
+	if i.StripePriceIDGTE != nil {
+		predicates = append(predicates, creditplan.StripePriceIDGTE(*i.StripePriceIDGTE))
+	}
+	if i.StripePriceIDLT != nil {
+		predicates = append(predicates, creditplan.StripePriceIDLT(*i.StripePriceIDLT))
+	}
+	if i.StripePriceIDLTE != nil {
+		predicates = append(predicates, creditplan.StripePriceIDLTE(*i.StripePriceIDLTE))
+	}
+	if i.StripePriceIDContains != nil {
+		predicates = append(predicates, creditplan.StripePriceIDContains(*i.StripePriceIDContains))
+	}
+	if i.StripePriceIDHasPrefix != nil {
+		predicates = append(predicates, creditplan.StripePriceIDHasPrefix(*i.StripePriceIDHasPrefix))
+	}
+	if i.StripePriceIDHasSuffix != nil {
+		predicates = append(predicates, creditplan.StripePriceIDHasSuffix(*i.StripePriceIDHasSuffix))
+	}
+	if i.StripePriceIDIsNil {
+		predicates = append(predicates, creditplan.StripePriceIDIsNil())
+	}
+	if i.StripePriceIDNotNil {
+		predicates = append(predicates, creditplan.StripePriceIDNotNil())
+	}
+	if i.StripePriceIDEqualFold != nil {
+		predicates = append(predicates, creditplan.StripePriceIDEqualFold(*i.StripePriceIDEqualFold))
+	}
+	if i.StripePriceIDContainsFold != nil {
+		predicates = append(predicates, creditplan.StripePriceIDContainsFold(*i.StripePriceIDContainsFold))
+	}
+	if i.Rollover != nil {
+		predicates = append(predicates, creditplan.RolloverEQ(*i.Rollover))
+	}
+	if i.RolloverNEQ != nil {
+		predicates = append(predicates, creditplan.RolloverNEQ(*i.RolloverNEQ))
+	}
+	if len(i.RolloverIn) > 0 {
+		predicates = append(predicates, creditplan.RolloverIn(i.RolloverIn...))
+	}
+	if len(i.RolloverNotIn) > 0 {
+		predicates = append(predicates, creditplan.RolloverNotIn(i.RolloverNotIn...))
+	}
+	if i.RolloverCap != nil {
+		predicates = append(predicates, creditplan.RolloverCapEQ(*i.RolloverCap))
+	}
+	if i.RolloverCapNEQ != nil {
+		predicates = append(predicates, creditplan.RolloverCapNEQ(*i.RolloverCapNEQ))
+	}
+	if len(i.RolloverCapIn) > 0 {
+		predicates = append(predicates, creditplan.RolloverCapIn(i.RolloverCapIn...))
+	}
+	if len(i.RolloverCapNotIn) > 0 {
+		predicates = append(predicates, creditplan.RolloverCapNotIn(i.RolloverCapNotIn...))
+	}
+	if i.RolloverCapGT != nil {
+		predicates = append(predicates, creditplan.RolloverCapGT(*i.RolloverCapGT))
+	}
+	if i.RolloverCapGTE != nil {
+		predicates = append(predicates, creditplan.RolloverCapGTE(*i.RolloverCapGTE))
+	}
+	if i.RolloverCapLT != nil {
+		predicates = append(predicates, creditplan.RolloverCapLT(*i.RolloverCapLT))
+	}
+	if i.RolloverCapLTE != nil {
+		predicates = append(predicates, creditplan.RolloverCapLTE(*i.RolloverCapLTE))
+	}
+	if i.RolloverCapIsNil {
+		predicates = append(predicates, creditplan.RolloverCapIsNil())
+	}
+	if i.RolloverCapNotNil {
+		predicates = append(predicates, creditplan.RolloverCapNotNil())
+	}
+	if i.Active != nil {
+		predicates = append(predicates, creditplan.ActiveEQ(*i.Active))
+	}
+	if i.ActiveNEQ != nil {
+		predicates = append(predicates, creditplan.ActiveNEQ(*i.ActiveNEQ))
+	}
+	if i.SortOrder != nil {
+		predicates = append(predicates, creditplan.SortOrderEQ(*i.SortOrder))
+	}
+	if i.SortOrderNEQ != nil {
+		predicates = append(predicates, creditplan.SortOrderNEQ(*i.SortOrderNEQ))
+	}
+	if len(i.SortOrderIn) > 0 {
+		predicates = append(predicates, creditplan.SortOrderIn(i.SortOrderIn...))
+	}
+	if len(i.SortOrderNotIn) > 0 {
+		predicates = append(predicates, creditplan.SortOrderNotIn(i.SortOrderNotIn...))
+	}
+	if i.SortOrderGT != nil {
+		predicates = append(predicates, creditplan.SortOrderGT(*i.SortOrderGT))
+	}
+	if i.SortOrderGTE != nil {
+		predicates = append(predicates, creditplan.SortOrderGTE(*i.SortOrderGTE))
+	}
+	if i.SortOrderLT != nil {
+		predicates = append(predicates, creditplan.SortOrderLT(*i.SortOrderLT))
+	}
+	if i.SortOrderLTE != nil {
+		predicates = append(predicates, creditplan.SortOrderLTE(*i.SortOrderLTE))
+	}
+
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyCreditPlanWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return creditplan.And(predicates...), nil
+	}
+}
+
 // CreditReservationWhereInput represents a where input for filtering CreditReservation queries.
 type CreditReservationWhereInput struct {
 	Predicates []predicate.CreditReservation  `json:"-"`
@@ -2621,6 +3211,390 @@ func (i *CreditReservationWhereInput) P() (predicate.CreditReservation, error) {
 	}
 }
 
+// CreditSubscriptionWhereInput represents a where input for filtering CreditSubscription queries.
+type CreditSubscriptionWhereInput struct {
+	Predicates []predicate.CreditSubscription  `json:"-"`
+	Not        *CreditSubscriptionWhereInput   `json:"not,omitempty"`
+	Or         []*CreditSubscriptionWhereInput `json:"or,omitempty"`
+	And        []*CreditSubscriptionWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID             *string  `json:"id,omitempty"`
+	IDNEQ          *string  `json:"idNEQ,omitempty"`
+	IDIn           []string `json:"idIn,omitempty"`
+	IDNotIn        []string `json:"idNotIn,omitempty"`
+	IDGT           *string  `json:"idGT,omitempty"`
+	IDGTE          *string  `json:"idGTE,omitempty"`
+	IDLT           *string  `json:"idLT,omitempty"`
+	IDLTE          *string  `json:"idLTE,omitempty"`
+	IDEqualFold    *string  `json:"idEqualFold,omitempty"`
+	IDContainsFold *string  `json:"idContainsFold,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "user_id" field predicates.
+	UserID             *string  `json:"userID,omitempty"`
+	UserIDNEQ          *string  `json:"userIDNEQ,omitempty"`
+	UserIDIn           []string `json:"userIDIn,omitempty"`
+	UserIDNotIn        []string `json:"userIDNotIn,omitempty"`
+	UserIDGT           *string  `json:"userIDGT,omitempty"`
+	UserIDGTE          *string  `json:"userIDGTE,omitempty"`
+	UserIDLT           *string  `json:"userIDLT,omitempty"`
+	UserIDLTE          *string  `json:"userIDLTE,omitempty"`
+	UserIDContains     *string  `json:"userIDContains,omitempty"`
+	UserIDHasPrefix    *string  `json:"userIDHasPrefix,omitempty"`
+	UserIDHasSuffix    *string  `json:"userIDHasSuffix,omitempty"`
+	UserIDEqualFold    *string  `json:"userIDEqualFold,omitempty"`
+	UserIDContainsFold *string  `json:"userIDContainsFold,omitempty"`
+
+	// "status" field predicates.
+	Status      *creditsubscription.Status  `json:"status,omitempty"`
+	StatusNEQ   *creditsubscription.Status  `json:"statusNEQ,omitempty"`
+	StatusIn    []creditsubscription.Status `json:"statusIn,omitempty"`
+	StatusNotIn []creditsubscription.Status `json:"statusNotIn,omitempty"`
+
+	// "stripe_subscription_id" field predicates.
+	StripeSubscriptionID             *string  `json:"stripeSubscriptionID,omitempty"`
+	StripeSubscriptionIDNEQ          *string  `json:"stripeSubscriptionIDNEQ,omitempty"`
+	StripeSubscriptionIDIn           []string `json:"stripeSubscriptionIDIn,omitempty"`
+	StripeSubscriptionIDNotIn        []string `json:"stripeSubscriptionIDNotIn,omitempty"`
+	StripeSubscriptionIDGT           *string  `json:"stripeSubscriptionIDGT,omitempty"`
+	StripeSubscriptionIDGTE          *string  `json:"stripeSubscriptionIDGTE,omitempty"`
+	StripeSubscriptionIDLT           *string  `json:"stripeSubscriptionIDLT,omitempty"`
+	StripeSubscriptionIDLTE          *string  `json:"stripeSubscriptionIDLTE,omitempty"`
+	StripeSubscriptionIDContains     *string  `json:"stripeSubscriptionIDContains,omitempty"`
+	StripeSubscriptionIDHasPrefix    *string  `json:"stripeSubscriptionIDHasPrefix,omitempty"`
+	StripeSubscriptionIDHasSuffix    *string  `json:"stripeSubscriptionIDHasSuffix,omitempty"`
+	StripeSubscriptionIDIsNil        bool     `json:"stripeSubscriptionIDIsNil,omitempty"`
+	StripeSubscriptionIDNotNil       bool     `json:"stripeSubscriptionIDNotNil,omitempty"`
+	StripeSubscriptionIDEqualFold    *string  `json:"stripeSubscriptionIDEqualFold,omitempty"`
+	StripeSubscriptionIDContainsFold *string  `json:"stripeSubscriptionIDContainsFold,omitempty"`
+
+	// "stripe_checkout_session_id" field predicates.
+	StripeCheckoutSessionID             *string  `json:"stripeCheckoutSessionID,omitempty"`
+	StripeCheckoutSessionIDNEQ          *string  `json:"stripeCheckoutSessionIDNEQ,omitempty"`
+	StripeCheckoutSessionIDIn           []string `json:"stripeCheckoutSessionIDIn,omitempty"`
+	StripeCheckoutSessionIDNotIn        []string `json:"stripeCheckoutSessionIDNotIn,omitempty"`
+	StripeCheckoutSessionIDGT           *string  `json:"stripeCheckoutSessionIDGT,omitempty"`
+	StripeCheckoutSessionIDGTE          *string  `json:"stripeCheckoutSessionIDGTE,omitempty"`
+	StripeCheckoutSessionIDLT           *string  `json:"stripeCheckoutSessionIDLT,omitempty"`
+	StripeCheckoutSessionIDLTE          *string  `json:"stripeCheckoutSessionIDLTE,omitempty"`
+	StripeCheckoutSessionIDContains     *string  `json:"stripeCheckoutSessionIDContains,omitempty"`
+	StripeCheckoutSessionIDHasPrefix    *string  `json:"stripeCheckoutSessionIDHasPrefix,omitempty"`
+	StripeCheckoutSessionIDHasSuffix    *string  `json:"stripeCheckoutSessionIDHasSuffix,omitempty"`
+	StripeCheckoutSessionIDIsNil        bool     `json:"stripeCheckoutSessionIDIsNil,omitempty"`
+	StripeCheckoutSessionIDNotNil       bool     `json:"stripeCheckoutSessionIDNotNil,omitempty"`
+	StripeCheckoutSessionIDEqualFold    *string  `json:"stripeCheckoutSessionIDEqualFold,omitempty"`
+	StripeCheckoutSessionIDContainsFold *string  `json:"stripeCheckoutSessionIDContainsFold,omitempty"`
+
+	// "user" edge predicates.
+	HasUser     *bool             `json:"hasUser,omitempty"`
+	HasUserWith []*UserWhereInput `json:"hasUserWith,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *CreditSubscriptionWhereInput) AddPredicates(predicates ...predicate.CreditSubscription) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the CreditSubscriptionWhereInput filter on the CreditSubscriptionQuery builder.
+func (i *CreditSubscriptionWhereInput) Filter(q *CreditSubscriptionQuery) (*CreditSubscriptionQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyCreditSubscriptionWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyCreditSubscriptionWhereInput is returned in case the CreditSubscriptionWhereInput is empty.
+var ErrEmptyCreditSubscriptionWhereInput = errors.New("ent: empty predicate CreditSubscriptionWhereInput")
+
+// P returns a predicate for filtering creditsubscriptions.
+// An error is returned if the input is empty or invalid.
+func (i *CreditSubscriptionWhereInput) P() (predicate.CreditSubscription, error) {
+	var predicates []predicate.CreditSubscription
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, creditsubscription.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.CreditSubscription, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, creditsubscription.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.CreditSubscription, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, creditsubscription.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, creditsubscription.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, creditsubscription.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, creditsubscription.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, creditsubscription.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, creditsubscription.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, creditsubscription.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, creditsubscription.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, creditsubscription.IDLTE(*i.IDLTE))
+	}
+	if i.IDEqualFold != nil {
+		predicates = append(predicates, creditsubscription.IDEqualFold(*i.IDEqualFold))
+	}
+	if i.IDContainsFold != nil {
+		predicates = append(predicates, creditsubscription.IDContainsFold(*i.IDContainsFold))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, creditsubscription.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, creditsubscription.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, creditsubscription.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, creditsubscription.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, creditsubscription.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, creditsubscription.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, creditsubscription.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, creditsubscription.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.UserID != nil {
+		predicates = append(predicates, creditsubscription.UserIDEQ(*i.UserID))
+	}
+	if i.UserIDNEQ != nil {
+		predicates = append(predicates, creditsubscription.UserIDNEQ(*i.UserIDNEQ))
+	}
+	if len(i.UserIDIn) > 0 {
+		predicates = append(predicates, creditsubscription.UserIDIn(i.UserIDIn...))
+	}
+	if len(i.UserIDNotIn) > 0 {
+		predicates = append(predicates, creditsubscription.UserIDNotIn(i.UserIDNotIn...))
+	}
+	if i.UserIDGT != nil {
+		predicates = append(predicates, creditsubscription.UserIDGT(*i.UserIDGT))
+	}
+	if i.UserIDGTE != nil {
+		predicates = append(predicates, creditsubscription.UserIDGTE(*i.UserIDGTE))
+	}
+	if i.UserIDLT != nil {
+		predicates = append(predicates, creditsubscription.UserIDLT(*i.UserIDLT))
+	}
+	if i.UserIDLTE != nil {
+		predicates = append(predicates, creditsubscription.UserIDLTE(*i.UserIDLTE))
+	}
+	if i.UserIDContains != nil {
+		predicates = append(predicates, creditsubscription.UserIDContains(*i.UserIDContains))
+	}
+	if i.UserIDHasPrefix != nil {
+		predicates = append(predicates, creditsubscription.UserIDHasPrefix(*i.UserIDHasPrefix))
+	}
+	if i.UserIDHasSuffix != nil {
+		predicates = append(predicates, creditsubscription.UserIDHasSuffix(*i.UserIDHasSuffix))
+	}
+	if i.UserIDEqualFold != nil {
+		predicates = append(predicates, creditsubscription.UserIDEqualFold(*i.UserIDEqualFold))
+	}
+	if i.UserIDContainsFold != nil {
+		predicates = append(predicates, creditsubscription.UserIDContainsFold(*i.UserIDContainsFold))
+	}
+	if i.Status != nil {
+		predicates = append(predicates, creditsubscription.StatusEQ(*i.Status))
+	}
+	if i.StatusNEQ != nil {
+		predicates = append(predicates, creditsubscription.StatusNEQ(*i.StatusNEQ))
+	}
+	if len(i.StatusIn) > 0 {
+		predicates = append(predicates, creditsubscription.StatusIn(i.StatusIn...))
+	}
+	if len(i.StatusNotIn) > 0 {
+		predicates = append(predicates, creditsubscription.StatusNotIn(i.StatusNotIn...))
+	}
+	if i.StripeSubscriptionID != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDEQ(*i.StripeSubscriptionID))
+	}
+	if i.StripeSubscriptionIDNEQ != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDNEQ(*i.StripeSubscriptionIDNEQ))
+	}
+	if len(i.StripeSubscriptionIDIn) > 0 {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDIn(i.StripeSubscriptionIDIn...))
+	}
+	if len(i.StripeSubscriptionIDNotIn) > 0 {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDNotIn(i.StripeSubscriptionIDNotIn...))
+	}
+	if i.StripeSubscriptionIDGT != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDGT(*i.StripeSubscriptionIDGT))
+	}
+	if i.StripeSubscriptionIDGTE != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDGTE(*i.StripeSubscriptionIDGTE))
+	}
+	if i.StripeSubscriptionIDLT != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDLT(*i.StripeSubscriptionIDLT))
+	}
+	if i.StripeSubscriptionIDLTE != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDLTE(*i.StripeSubscriptionIDLTE))
+	}
+	if i.StripeSubscriptionIDContains != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDContains(*i.StripeSubscriptionIDContains))
+	}
+	if i.StripeSubscriptionIDHasPrefix != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDHasPrefix(*i.StripeSubscriptionIDHasPrefix))
+	}
+	if i.StripeSubscriptionIDHasSuffix != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDHasSuffix(*i.StripeSubscriptionIDHasSuffix))
+	}
+	if i.StripeSubscriptionIDIsNil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDIsNil())
+	}
+	if i.StripeSubscriptionIDNotNil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDNotNil())
+	}
+	if i.StripeSubscriptionIDEqualFold != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDEqualFold(*i.StripeSubscriptionIDEqualFold))
+	}
+	if i.StripeSubscriptionIDContainsFold != nil {
+		predicates = append(predicates, creditsubscription.StripeSubscriptionIDContainsFold(*i.StripeSubscriptionIDContainsFold))
+	}
+	if i.StripeCheckoutSessionID != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDEQ(*i.StripeCheckoutSessionID))
+	}
+	if i.StripeCheckoutSessionIDNEQ != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDNEQ(*i.StripeCheckoutSessionIDNEQ))
+	}
+	if len(i.StripeCheckoutSessionIDIn) > 0 {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDIn(i.StripeCheckoutSessionIDIn...))
+	}
+	if len(i.StripeCheckoutSessionIDNotIn) > 0 {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDNotIn(i.StripeCheckoutSessionIDNotIn...))
+	}
+	if i.StripeCheckoutSessionIDGT != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDGT(*i.StripeCheckoutSessionIDGT))
+	}
+	if i.StripeCheckoutSessionIDGTE != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDGTE(*i.StripeCheckoutSessionIDGTE))
+	}
+	if i.StripeCheckoutSessionIDLT != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDLT(*i.StripeCheckoutSessionIDLT))
+	}
+	if i.StripeCheckoutSessionIDLTE != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDLTE(*i.StripeCheckoutSessionIDLTE))
+	}
+	if i.StripeCheckoutSessionIDContains != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDContains(*i.StripeCheckoutSessionIDContains))
+	}
+	if i.StripeCheckoutSessionIDHasPrefix != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDHasPrefix(*i.StripeCheckoutSessionIDHasPrefix))
+	}
+	if i.StripeCheckoutSessionIDHasSuffix != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDHasSuffix(*i.StripeCheckoutSessionIDHasSuffix))
+	}
+	if i.StripeCheckoutSessionIDIsNil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDIsNil())
+	}
+	if i.StripeCheckoutSessionIDNotNil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDNotNil())
+	}
+	if i.StripeCheckoutSessionIDEqualFold != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDEqualFold(*i.StripeCheckoutSessionIDEqualFold))
+	}
+	if i.StripeCheckoutSessionIDContainsFold != nil {
+		predicates = append(predicates, creditsubscription.StripeCheckoutSessionIDContainsFold(*i.StripeCheckoutSessionIDContainsFold))
+	}
+
+	if i.HasUser != nil {
+		p := creditsubscription.HasUser()
+		if !*i.HasUser {
+			p = creditsubscription.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasUserWith) > 0 {
+		with := make([]predicate.User, 0, len(i.HasUserWith))
+		for _, w := range i.HasUserWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasUserWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, creditsubscription.HasUserWith(with...))
+	}
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyCreditSubscriptionWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return creditsubscription.And(predicates...), nil
+	}
+}
+
 // CreditTransactionWhereInput represents a where input for filtering CreditTransaction queries.
 type CreditTransactionWhereInput struct {
 	Predicates []predicate.CreditTransaction  `json:"-"`
@@ -3099,6 +4073,40 @@ type PaymentWhereInput struct {
 	KindIn    []payment.Kind `json:"kindIn,omitempty"`
 	KindNotIn []payment.Kind `json:"kindNotIn,omitempty"`
 
+	// "subscription_id" field predicates.
+	SubscriptionID             *string  `json:"subscriptionID,omitempty"`
+	SubscriptionIDNEQ          *string  `json:"subscriptionIDNEQ,omitempty"`
+	SubscriptionIDIn           []string `json:"subscriptionIDIn,omitempty"`
+	SubscriptionIDNotIn        []string `json:"subscriptionIDNotIn,omitempty"`
+	SubscriptionIDGT           *string  `json:"subscriptionIDGT,omitempty"`
+	SubscriptionIDGTE          *string  `json:"subscriptionIDGTE,omitempty"`
+	SubscriptionIDLT           *string  `json:"subscriptionIDLT,omitempty"`
+	SubscriptionIDLTE          *string  `json:"subscriptionIDLTE,omitempty"`
+	SubscriptionIDContains     *string  `json:"subscriptionIDContains,omitempty"`
+	SubscriptionIDHasPrefix    *string  `json:"subscriptionIDHasPrefix,omitempty"`
+	SubscriptionIDHasSuffix    *string  `json:"subscriptionIDHasSuffix,omitempty"`
+	SubscriptionIDIsNil        bool     `json:"subscriptionIDIsNil,omitempty"`
+	SubscriptionIDNotNil       bool     `json:"subscriptionIDNotNil,omitempty"`
+	SubscriptionIDEqualFold    *string  `json:"subscriptionIDEqualFold,omitempty"`
+	SubscriptionIDContainsFold *string  `json:"subscriptionIDContainsFold,omitempty"`
+
+	// "stripe_invoice_id" field predicates.
+	StripeInvoiceID             *string  `json:"stripeInvoiceID,omitempty"`
+	StripeInvoiceIDNEQ          *string  `json:"stripeInvoiceIDNEQ,omitempty"`
+	StripeInvoiceIDIn           []string `json:"stripeInvoiceIDIn,omitempty"`
+	StripeInvoiceIDNotIn        []string `json:"stripeInvoiceIDNotIn,omitempty"`
+	StripeInvoiceIDGT           *string  `json:"stripeInvoiceIDGT,omitempty"`
+	StripeInvoiceIDGTE          *string  `json:"stripeInvoiceIDGTE,omitempty"`
+	StripeInvoiceIDLT           *string  `json:"stripeInvoiceIDLT,omitempty"`
+	StripeInvoiceIDLTE          *string  `json:"stripeInvoiceIDLTE,omitempty"`
+	StripeInvoiceIDContains     *string  `json:"stripeInvoiceIDContains,omitempty"`
+	StripeInvoiceIDHasPrefix    *string  `json:"stripeInvoiceIDHasPrefix,omitempty"`
+	StripeInvoiceIDHasSuffix    *string  `json:"stripeInvoiceIDHasSuffix,omitempty"`
+	StripeInvoiceIDIsNil        bool     `json:"stripeInvoiceIDIsNil,omitempty"`
+	StripeInvoiceIDNotNil       bool     `json:"stripeInvoiceIDNotNil,omitempty"`
+	StripeInvoiceIDEqualFold    *string  `json:"stripeInvoiceIDEqualFold,omitempty"`
+	StripeInvoiceIDContainsFold *string  `json:"stripeInvoiceIDContainsFold,omitempty"`
+
 	// "status" field predicates.
 	Status      *payment.Status  `json:"status,omitempty"`
 	StatusNEQ   *payment.Status  `json:"statusNEQ,omitempty"`
@@ -3159,6 +4167,10 @@ type PaymentWhereInput struct {
 	// "user" edge predicates.
 	HasUser     *bool             `json:"hasUser,omitempty"`
 	HasUserWith []*UserWhereInput `json:"hasUserWith,omitempty"`
+
+	// "subscription" edge predicates.
+	HasSubscription     *bool                           `json:"hasSubscription,omitempty"`
+	HasSubscriptionWith []*CreditSubscriptionWhereInput `json:"hasSubscriptionWith,omitempty"`
 }
 
 // AddPredicates adds custom predicates to the where input to be used during the filtering phase.
@@ -3337,6 +4349,96 @@ func (i *PaymentWhereInput) P() (predicate.Payment, error) {
 	if len(i.KindNotIn) > 0 {
 		predicates = append(predicates, payment.KindNotIn(i.KindNotIn...))
 	}
+	if i.SubscriptionID != nil {
+		predicates = append(predicates, payment.SubscriptionIDEQ(*i.SubscriptionID))
+	}
+	if i.SubscriptionIDNEQ != nil {
+		predicates = append(predicates, payment.SubscriptionIDNEQ(*i.SubscriptionIDNEQ))
+	}
+	if len(i.SubscriptionIDIn) > 0 {
+		predicates = append(predicates, payment.SubscriptionIDIn(i.SubscriptionIDIn...))
+	}
+	if len(i.SubscriptionIDNotIn) > 0 {
+		predicates = append(predicates, payment.SubscriptionIDNotIn(i.SubscriptionIDNotIn...))
+	}
+	if i.SubscriptionIDGT != nil {
+		predicates = append(predicates, payment.SubscriptionIDGT(*i.SubscriptionIDGT))
+	}
+	if i.SubscriptionIDGTE != nil {
+		predicates = append(predicates, payment.SubscriptionIDGTE(*i.SubscriptionIDGTE))
+	}
+	if i.SubscriptionIDLT != nil {
+		predicates = append(predicates, payment.SubscriptionIDLT(*i.SubscriptionIDLT))
+	}
+	if i.SubscriptionIDLTE != nil {
+		predicates = append(predicates, payment.SubscriptionIDLTE(*i.SubscriptionIDLTE))
+	}
+	if i.SubscriptionIDContains != nil {
+		predicates = append(predicates, payment.SubscriptionIDContains(*i.SubscriptionIDContains))
+	}
+	if i.SubscriptionIDHasPrefix != nil {
+		predicates = append(predicates, payment.SubscriptionIDHasPrefix(*i.SubscriptionIDHasPrefix))
+	}
+	if i.SubscriptionIDHasSuffix != nil {
+		predicates = append(predicates, payment.SubscriptionIDHasSuffix(*i.SubscriptionIDHasSuffix))
+	}
+	if i.SubscriptionIDIsNil {
+		predicates = append(predicates, payment.SubscriptionIDIsNil())
+	}
+	if i.SubscriptionIDNotNil {
+		predicates = append(predicates, payment.SubscriptionIDNotNil())
+	}
+	if i.SubscriptionIDEqualFold != nil {
+		predicates = append(predicates, payment.SubscriptionIDEqualFold(*i.SubscriptionIDEqualFold))
+	}
+	if i.SubscriptionIDContainsFold != nil {
+		predicates = append(predicates, payment.SubscriptionIDContainsFold(*i.SubscriptionIDContainsFold))
+	}
+	if i.StripeInvoiceID != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDEQ(*i.StripeInvoiceID))
+	}
+	if i.StripeInvoiceIDNEQ != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDNEQ(*i.StripeInvoiceIDNEQ))
+	}
+	if len(i.StripeInvoiceIDIn) > 0 {
+		predicates = append(predicates, payment.StripeInvoiceIDIn(i.StripeInvoiceIDIn...))
+	}
+	if len(i.StripeInvoiceIDNotIn) > 0 {
+		predicates = append(predicates, payment.StripeInvoiceIDNotIn(i.StripeInvoiceIDNotIn...))
+	}
+	if i.StripeInvoiceIDGT != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDGT(*i.StripeInvoiceIDGT))
+	}
+	if i.StripeInvoiceIDGTE != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDGTE(*i.StripeInvoiceIDGTE))
+	}
+	if i.StripeInvoiceIDLT != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDLT(*i.StripeInvoiceIDLT))
+	}
+	if i.StripeInvoiceIDLTE != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDLTE(*i.StripeInvoiceIDLTE))
+	}
+	if i.StripeInvoiceIDContains != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDContains(*i.StripeInvoiceIDContains))
+	}
+	if i.StripeInvoiceIDHasPrefix != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDHasPrefix(*i.StripeInvoiceIDHasPrefix))
+	}
+	if i.StripeInvoiceIDHasSuffix != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDHasSuffix(*i.StripeInvoiceIDHasSuffix))
+	}
+	if i.StripeInvoiceIDIsNil {
+		predicates = append(predicates, payment.StripeInvoiceIDIsNil())
+	}
+	if i.StripeInvoiceIDNotNil {
+		predicates = append(predicates, payment.StripeInvoiceIDNotNil())
+	}
+	if i.StripeInvoiceIDEqualFold != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDEqualFold(*i.StripeInvoiceIDEqualFold))
+	}
+	if i.StripeInvoiceIDContainsFold != nil {
+		predicates = append(predicates, payment.StripeInvoiceIDContainsFold(*i.StripeInvoiceIDContainsFold))
+	}
 	if i.Status != nil {
 		predicates = append(predicates, payment.StatusEQ(*i.Status))
 	}
@@ -3502,6 +4604,24 @@ func (i *PaymentWhereInput) P() (predicate.Payment, error) {
 			with = append(with, p)
 		}
 		predicates = append(predicates, payment.HasUserWith(with...))
+	}
+	if i.HasSubscription != nil {
+		p := payment.HasSubscription()
+		if !*i.HasSubscription {
+			p = payment.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasSubscriptionWith) > 0 {
+		with := make([]predicate.CreditSubscription, 0, len(i.HasSubscriptionWith))
+		for _, w := range i.HasSubscriptionWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasSubscriptionWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, payment.HasSubscriptionWith(with...))
 	}
 	switch len(predicates) {
 	case 0:

@@ -16,7 +16,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
@@ -41,23 +43,25 @@ const (
 	OpUpdateOne = ent.OpUpdateOne
 
 	// Node types.
-	TypeAdminAction       = "AdminAction"
-	TypeAutoRecharge      = "AutoRecharge"
-	TypeCreditLedger      = "CreditLedger"
-	TypeCreditLot         = "CreditLot"
-	TypeCreditPackage     = "CreditPackage"
-	TypeCreditReservation = "CreditReservation"
-	TypeCreditTransaction = "CreditTransaction"
-	TypeDevSecret         = "DevSecret"
-	TypeIdempotencyKey    = "IdempotencyKey"
-	TypeLedgerCheck       = "LedgerCheck"
-	TypePayment           = "Payment"
-	TypeProcessedEvent    = "ProcessedEvent"
-	TypeStripeCustomer    = "StripeCustomer"
-	TypeUser              = "User"
-	TypeWebhookDelivery   = "WebhookDelivery"
-	TypeWebhookEndpoint   = "WebhookEndpoint"
-	TypeWebhookEvent      = "WebhookEvent"
+	TypeAdminAction        = "AdminAction"
+	TypeAutoRecharge       = "AutoRecharge"
+	TypeCreditLedger       = "CreditLedger"
+	TypeCreditLot          = "CreditLot"
+	TypeCreditPackage      = "CreditPackage"
+	TypeCreditPlan         = "CreditPlan"
+	TypeCreditReservation  = "CreditReservation"
+	TypeCreditSubscription = "CreditSubscription"
+	TypeCreditTransaction  = "CreditTransaction"
+	TypeDevSecret          = "DevSecret"
+	TypeIdempotencyKey     = "IdempotencyKey"
+	TypeLedgerCheck        = "LedgerCheck"
+	TypePayment            = "Payment"
+	TypeProcessedEvent     = "ProcessedEvent"
+	TypeStripeCustomer     = "StripeCustomer"
+	TypeUser               = "User"
+	TypeWebhookDelivery    = "WebhookDelivery"
+	TypeWebhookEndpoint    = "WebhookEndpoint"
+	TypeWebhookEvent       = "WebhookEvent"
 )
 
 // AdminActionMutation represents an operation that mutates the AdminAction nodes in the graph.
@@ -6264,6 +6268,1182 @@ func (m *CreditPackageMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown CreditPackage edge %s", name)
 }
 
+// CreditPlanMutation represents an operation that mutates the CreditPlan nodes in the graph.
+type CreditPlanMutation struct {
+	config
+	op                    Op
+	typ                   string
+	id                    *string
+	created_at            *time.Time
+	updated_at            *time.Time
+	name                  *string
+	description           *string
+	credits_per_period    *int64
+	addcredits_per_period *int64
+	interval              *creditplan.Interval
+	price_amount          *int64
+	addprice_amount       *int64
+	currency              *string
+	stripe_price_id       *string
+	rollover              *creditplan.Rollover
+	rollover_cap          *int64
+	addrollover_cap       *int64
+	active                *bool
+	sort_order            *int
+	addsort_order         *int
+	clearedFields         map[string]struct{}
+	done                  bool
+	oldValue              func(context.Context) (*CreditPlan, error)
+	predicates            []predicate.CreditPlan
+}
+
+var _ ent.Mutation = (*CreditPlanMutation)(nil)
+
+// creditplanOption allows management of the mutation configuration using functional options.
+type creditplanOption func(*CreditPlanMutation)
+
+// newCreditPlanMutation creates new mutation for the CreditPlan entity.
+func newCreditPlanMutation(c config, op Op, opts ...creditplanOption) *CreditPlanMutation {
+	m := &CreditPlanMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeCreditPlan,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withCreditPlanID sets the ID field of the mutation.
+func withCreditPlanID(id string) creditplanOption {
+	return func(m *CreditPlanMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *CreditPlan
+		)
+		m.oldValue = func(ctx context.Context) (*CreditPlan, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().CreditPlan.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withCreditPlan sets the old CreditPlan of the mutation.
+func withCreditPlan(node *CreditPlan) creditplanOption {
+	return func(m *CreditPlanMutation) {
+		m.oldValue = func(context.Context) (*CreditPlan, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m CreditPlanMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m CreditPlanMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of CreditPlan entities.
+func (m *CreditPlanMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *CreditPlanMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *CreditPlanMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().CreditPlan.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *CreditPlanMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *CreditPlanMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *CreditPlanMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *CreditPlanMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *CreditPlanMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *CreditPlanMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetName sets the "name" field.
+func (m *CreditPlanMutation) SetName(s string) {
+	m.name = &s
+}
+
+// Name returns the value of the "name" field in the mutation.
+func (m *CreditPlanMutation) Name() (r string, exists bool) {
+	v := m.name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldName returns the old "name" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldName(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldName: %w", err)
+	}
+	return oldValue.Name, nil
+}
+
+// ResetName resets all changes to the "name" field.
+func (m *CreditPlanMutation) ResetName() {
+	m.name = nil
+}
+
+// SetDescription sets the "description" field.
+func (m *CreditPlanMutation) SetDescription(s string) {
+	m.description = &s
+}
+
+// Description returns the value of the "description" field in the mutation.
+func (m *CreditPlanMutation) Description() (r string, exists bool) {
+	v := m.description
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDescription returns the old "description" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldDescription(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDescription is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDescription requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDescription: %w", err)
+	}
+	return oldValue.Description, nil
+}
+
+// ClearDescription clears the value of the "description" field.
+func (m *CreditPlanMutation) ClearDescription() {
+	m.description = nil
+	m.clearedFields[creditplan.FieldDescription] = struct{}{}
+}
+
+// DescriptionCleared returns if the "description" field was cleared in this mutation.
+func (m *CreditPlanMutation) DescriptionCleared() bool {
+	_, ok := m.clearedFields[creditplan.FieldDescription]
+	return ok
+}
+
+// ResetDescription resets all changes to the "description" field.
+func (m *CreditPlanMutation) ResetDescription() {
+	m.description = nil
+	delete(m.clearedFields, creditplan.FieldDescription)
+}
+
+// SetCreditsPerPeriod sets the "credits_per_period" field.
+func (m *CreditPlanMutation) SetCreditsPerPeriod(i int64) {
+	m.credits_per_period = &i
+	m.addcredits_per_period = nil
+}
+
+// CreditsPerPeriod returns the value of the "credits_per_period" field in the mutation.
+func (m *CreditPlanMutation) CreditsPerPeriod() (r int64, exists bool) {
+	v := m.credits_per_period
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreditsPerPeriod returns the old "credits_per_period" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldCreditsPerPeriod(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreditsPerPeriod is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreditsPerPeriod requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreditsPerPeriod: %w", err)
+	}
+	return oldValue.CreditsPerPeriod, nil
+}
+
+// AddCreditsPerPeriod adds i to the "credits_per_period" field.
+func (m *CreditPlanMutation) AddCreditsPerPeriod(i int64) {
+	if m.addcredits_per_period != nil {
+		*m.addcredits_per_period += i
+	} else {
+		m.addcredits_per_period = &i
+	}
+}
+
+// AddedCreditsPerPeriod returns the value that was added to the "credits_per_period" field in this mutation.
+func (m *CreditPlanMutation) AddedCreditsPerPeriod() (r int64, exists bool) {
+	v := m.addcredits_per_period
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCreditsPerPeriod resets all changes to the "credits_per_period" field.
+func (m *CreditPlanMutation) ResetCreditsPerPeriod() {
+	m.credits_per_period = nil
+	m.addcredits_per_period = nil
+}
+
+// SetInterval sets the "interval" field.
+func (m *CreditPlanMutation) SetInterval(c creditplan.Interval) {
+	m.interval = &c
+}
+
+// Interval returns the value of the "interval" field in the mutation.
+func (m *CreditPlanMutation) Interval() (r creditplan.Interval, exists bool) {
+	v := m.interval
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInterval returns the old "interval" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldInterval(ctx context.Context) (v creditplan.Interval, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInterval is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInterval requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInterval: %w", err)
+	}
+	return oldValue.Interval, nil
+}
+
+// ResetInterval resets all changes to the "interval" field.
+func (m *CreditPlanMutation) ResetInterval() {
+	m.interval = nil
+}
+
+// SetPriceAmount sets the "price_amount" field.
+func (m *CreditPlanMutation) SetPriceAmount(i int64) {
+	m.price_amount = &i
+	m.addprice_amount = nil
+}
+
+// PriceAmount returns the value of the "price_amount" field in the mutation.
+func (m *CreditPlanMutation) PriceAmount() (r int64, exists bool) {
+	v := m.price_amount
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPriceAmount returns the old "price_amount" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldPriceAmount(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPriceAmount is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPriceAmount requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPriceAmount: %w", err)
+	}
+	return oldValue.PriceAmount, nil
+}
+
+// AddPriceAmount adds i to the "price_amount" field.
+func (m *CreditPlanMutation) AddPriceAmount(i int64) {
+	if m.addprice_amount != nil {
+		*m.addprice_amount += i
+	} else {
+		m.addprice_amount = &i
+	}
+}
+
+// AddedPriceAmount returns the value that was added to the "price_amount" field in this mutation.
+func (m *CreditPlanMutation) AddedPriceAmount() (r int64, exists bool) {
+	v := m.addprice_amount
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPriceAmount resets all changes to the "price_amount" field.
+func (m *CreditPlanMutation) ResetPriceAmount() {
+	m.price_amount = nil
+	m.addprice_amount = nil
+}
+
+// SetCurrency sets the "currency" field.
+func (m *CreditPlanMutation) SetCurrency(s string) {
+	m.currency = &s
+}
+
+// Currency returns the value of the "currency" field in the mutation.
+func (m *CreditPlanMutation) Currency() (r string, exists bool) {
+	v := m.currency
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCurrency returns the old "currency" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldCurrency(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCurrency is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCurrency requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCurrency: %w", err)
+	}
+	return oldValue.Currency, nil
+}
+
+// ResetCurrency resets all changes to the "currency" field.
+func (m *CreditPlanMutation) ResetCurrency() {
+	m.currency = nil
+}
+
+// SetStripePriceID sets the "stripe_price_id" field.
+func (m *CreditPlanMutation) SetStripePriceID(s string) {
+	m.stripe_price_id = &s
+}
+
+// StripePriceID returns the value of the "stripe_price_id" field in the mutation.
+func (m *CreditPlanMutation) StripePriceID() (r string, exists bool) {
+	v := m.stripe_price_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStripePriceID returns the old "stripe_price_id" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldStripePriceID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStripePriceID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStripePriceID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStripePriceID: %w", err)
+	}
+	return oldValue.StripePriceID, nil
+}
+
+// ClearStripePriceID clears the value of the "stripe_price_id" field.
+func (m *CreditPlanMutation) ClearStripePriceID() {
+	m.stripe_price_id = nil
+	m.clearedFields[creditplan.FieldStripePriceID] = struct{}{}
+}
+
+// StripePriceIDCleared returns if the "stripe_price_id" field was cleared in this mutation.
+func (m *CreditPlanMutation) StripePriceIDCleared() bool {
+	_, ok := m.clearedFields[creditplan.FieldStripePriceID]
+	return ok
+}
+
+// ResetStripePriceID resets all changes to the "stripe_price_id" field.
+func (m *CreditPlanMutation) ResetStripePriceID() {
+	m.stripe_price_id = nil
+	delete(m.clearedFields, creditplan.FieldStripePriceID)
+}
+
+// SetRollover sets the "rollover" field.
+func (m *CreditPlanMutation) SetRollover(c creditplan.Rollover) {
+	m.rollover = &c
+}
+
+// Rollover returns the value of the "rollover" field in the mutation.
+func (m *CreditPlanMutation) Rollover() (r creditplan.Rollover, exists bool) {
+	v := m.rollover
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRollover returns the old "rollover" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldRollover(ctx context.Context) (v creditplan.Rollover, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRollover is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRollover requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRollover: %w", err)
+	}
+	return oldValue.Rollover, nil
+}
+
+// ResetRollover resets all changes to the "rollover" field.
+func (m *CreditPlanMutation) ResetRollover() {
+	m.rollover = nil
+}
+
+// SetRolloverCap sets the "rollover_cap" field.
+func (m *CreditPlanMutation) SetRolloverCap(i int64) {
+	m.rollover_cap = &i
+	m.addrollover_cap = nil
+}
+
+// RolloverCap returns the value of the "rollover_cap" field in the mutation.
+func (m *CreditPlanMutation) RolloverCap() (r int64, exists bool) {
+	v := m.rollover_cap
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRolloverCap returns the old "rollover_cap" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldRolloverCap(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRolloverCap is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRolloverCap requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRolloverCap: %w", err)
+	}
+	return oldValue.RolloverCap, nil
+}
+
+// AddRolloverCap adds i to the "rollover_cap" field.
+func (m *CreditPlanMutation) AddRolloverCap(i int64) {
+	if m.addrollover_cap != nil {
+		*m.addrollover_cap += i
+	} else {
+		m.addrollover_cap = &i
+	}
+}
+
+// AddedRolloverCap returns the value that was added to the "rollover_cap" field in this mutation.
+func (m *CreditPlanMutation) AddedRolloverCap() (r int64, exists bool) {
+	v := m.addrollover_cap
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearRolloverCap clears the value of the "rollover_cap" field.
+func (m *CreditPlanMutation) ClearRolloverCap() {
+	m.rollover_cap = nil
+	m.addrollover_cap = nil
+	m.clearedFields[creditplan.FieldRolloverCap] = struct{}{}
+}
+
+// RolloverCapCleared returns if the "rollover_cap" field was cleared in this mutation.
+func (m *CreditPlanMutation) RolloverCapCleared() bool {
+	_, ok := m.clearedFields[creditplan.FieldRolloverCap]
+	return ok
+}
+
+// ResetRolloverCap resets all changes to the "rollover_cap" field.
+func (m *CreditPlanMutation) ResetRolloverCap() {
+	m.rollover_cap = nil
+	m.addrollover_cap = nil
+	delete(m.clearedFields, creditplan.FieldRolloverCap)
+}
+
+// SetActive sets the "active" field.
+func (m *CreditPlanMutation) SetActive(b bool) {
+	m.active = &b
+}
+
+// Active returns the value of the "active" field in the mutation.
+func (m *CreditPlanMutation) Active() (r bool, exists bool) {
+	v := m.active
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldActive returns the old "active" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldActive(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldActive is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldActive requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldActive: %w", err)
+	}
+	return oldValue.Active, nil
+}
+
+// ResetActive resets all changes to the "active" field.
+func (m *CreditPlanMutation) ResetActive() {
+	m.active = nil
+}
+
+// SetSortOrder sets the "sort_order" field.
+func (m *CreditPlanMutation) SetSortOrder(i int) {
+	m.sort_order = &i
+	m.addsort_order = nil
+}
+
+// SortOrder returns the value of the "sort_order" field in the mutation.
+func (m *CreditPlanMutation) SortOrder() (r int, exists bool) {
+	v := m.sort_order
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSortOrder returns the old "sort_order" field's value of the CreditPlan entity.
+// If the CreditPlan object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditPlanMutation) OldSortOrder(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSortOrder is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSortOrder requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSortOrder: %w", err)
+	}
+	return oldValue.SortOrder, nil
+}
+
+// AddSortOrder adds i to the "sort_order" field.
+func (m *CreditPlanMutation) AddSortOrder(i int) {
+	if m.addsort_order != nil {
+		*m.addsort_order += i
+	} else {
+		m.addsort_order = &i
+	}
+}
+
+// AddedSortOrder returns the value that was added to the "sort_order" field in this mutation.
+func (m *CreditPlanMutation) AddedSortOrder() (r int, exists bool) {
+	v := m.addsort_order
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetSortOrder resets all changes to the "sort_order" field.
+func (m *CreditPlanMutation) ResetSortOrder() {
+	m.sort_order = nil
+	m.addsort_order = nil
+}
+
+// Where appends a list predicates to the CreditPlanMutation builder.
+func (m *CreditPlanMutation) Where(ps ...predicate.CreditPlan) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the CreditPlanMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *CreditPlanMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.CreditPlan, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *CreditPlanMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *CreditPlanMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (CreditPlan).
+func (m *CreditPlanMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *CreditPlanMutation) Fields() []string {
+	fields := make([]string, 0, 13)
+	if m.created_at != nil {
+		fields = append(fields, creditplan.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, creditplan.FieldUpdatedAt)
+	}
+	if m.name != nil {
+		fields = append(fields, creditplan.FieldName)
+	}
+	if m.description != nil {
+		fields = append(fields, creditplan.FieldDescription)
+	}
+	if m.credits_per_period != nil {
+		fields = append(fields, creditplan.FieldCreditsPerPeriod)
+	}
+	if m.interval != nil {
+		fields = append(fields, creditplan.FieldInterval)
+	}
+	if m.price_amount != nil {
+		fields = append(fields, creditplan.FieldPriceAmount)
+	}
+	if m.currency != nil {
+		fields = append(fields, creditplan.FieldCurrency)
+	}
+	if m.stripe_price_id != nil {
+		fields = append(fields, creditplan.FieldStripePriceID)
+	}
+	if m.rollover != nil {
+		fields = append(fields, creditplan.FieldRollover)
+	}
+	if m.rollover_cap != nil {
+		fields = append(fields, creditplan.FieldRolloverCap)
+	}
+	if m.active != nil {
+		fields = append(fields, creditplan.FieldActive)
+	}
+	if m.sort_order != nil {
+		fields = append(fields, creditplan.FieldSortOrder)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *CreditPlanMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case creditplan.FieldCreatedAt:
+		return m.CreatedAt()
+	case creditplan.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case creditplan.FieldName:
+		return m.Name()
+	case creditplan.FieldDescription:
+		return m.Description()
+	case creditplan.FieldCreditsPerPeriod:
+		return m.CreditsPerPeriod()
+	case creditplan.FieldInterval:
+		return m.Interval()
+	case creditplan.FieldPriceAmount:
+		return m.PriceAmount()
+	case creditplan.FieldCurrency:
+		return m.Currency()
+	case creditplan.FieldStripePriceID:
+		return m.StripePriceID()
+	case creditplan.FieldRollover:
+		return m.Rollover()
+	case creditplan.FieldRolloverCap:
+		return m.RolloverCap()
+	case creditplan.FieldActive:
+		return m.Active()
+	case creditplan.FieldSortOrder:
+		return m.SortOrder()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *CreditPlanMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case creditplan.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case creditplan.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case creditplan.FieldName:
+		return m.OldName(ctx)
+	case creditplan.FieldDescription:
+		return m.OldDescription(ctx)
+	case creditplan.FieldCreditsPerPeriod:
+		return m.OldCreditsPerPeriod(ctx)
+	case creditplan.FieldInterval:
+		return m.OldInterval(ctx)
+	case creditplan.FieldPriceAmount:
+		return m.OldPriceAmount(ctx)
+	case creditplan.FieldCurrency:
+		return m.OldCurrency(ctx)
+	case creditplan.FieldStripePriceID:
+		return m.OldStripePriceID(ctx)
+	case creditplan.FieldRollover:
+		return m.OldRollover(ctx)
+	case creditplan.FieldRolloverCap:
+		return m.OldRolloverCap(ctx)
+	case creditplan.FieldActive:
+		return m.OldActive(ctx)
+	case creditplan.FieldSortOrder:
+		return m.OldSortOrder(ctx)
+	}
+	return nil, fmt.Errorf("unknown CreditPlan field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *CreditPlanMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case creditplan.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case creditplan.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case creditplan.FieldName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetName(v)
+		return nil
+	case creditplan.FieldDescription:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDescription(v)
+		return nil
+	case creditplan.FieldCreditsPerPeriod:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreditsPerPeriod(v)
+		return nil
+	case creditplan.FieldInterval:
+		v, ok := value.(creditplan.Interval)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInterval(v)
+		return nil
+	case creditplan.FieldPriceAmount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPriceAmount(v)
+		return nil
+	case creditplan.FieldCurrency:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCurrency(v)
+		return nil
+	case creditplan.FieldStripePriceID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStripePriceID(v)
+		return nil
+	case creditplan.FieldRollover:
+		v, ok := value.(creditplan.Rollover)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRollover(v)
+		return nil
+	case creditplan.FieldRolloverCap:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRolloverCap(v)
+		return nil
+	case creditplan.FieldActive:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetActive(v)
+		return nil
+	case creditplan.FieldSortOrder:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSortOrder(v)
+		return nil
+	}
+	return fmt.Errorf("unknown CreditPlan field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *CreditPlanMutation) AddedFields() []string {
+	var fields []string
+	if m.addcredits_per_period != nil {
+		fields = append(fields, creditplan.FieldCreditsPerPeriod)
+	}
+	if m.addprice_amount != nil {
+		fields = append(fields, creditplan.FieldPriceAmount)
+	}
+	if m.addrollover_cap != nil {
+		fields = append(fields, creditplan.FieldRolloverCap)
+	}
+	if m.addsort_order != nil {
+		fields = append(fields, creditplan.FieldSortOrder)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *CreditPlanMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case creditplan.FieldCreditsPerPeriod:
+		return m.AddedCreditsPerPeriod()
+	case creditplan.FieldPriceAmount:
+		return m.AddedPriceAmount()
+	case creditplan.FieldRolloverCap:
+		return m.AddedRolloverCap()
+	case creditplan.FieldSortOrder:
+		return m.AddedSortOrder()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *CreditPlanMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case creditplan.FieldCreditsPerPeriod:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCreditsPerPeriod(v)
+		return nil
+	case creditplan.FieldPriceAmount:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPriceAmount(v)
+		return nil
+	case creditplan.FieldRolloverCap:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRolloverCap(v)
+		return nil
+	case creditplan.FieldSortOrder:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSortOrder(v)
+		return nil
+	}
+	return fmt.Errorf("unknown CreditPlan numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *CreditPlanMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(creditplan.FieldDescription) {
+		fields = append(fields, creditplan.FieldDescription)
+	}
+	if m.FieldCleared(creditplan.FieldStripePriceID) {
+		fields = append(fields, creditplan.FieldStripePriceID)
+	}
+	if m.FieldCleared(creditplan.FieldRolloverCap) {
+		fields = append(fields, creditplan.FieldRolloverCap)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *CreditPlanMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *CreditPlanMutation) ClearField(name string) error {
+	switch name {
+	case creditplan.FieldDescription:
+		m.ClearDescription()
+		return nil
+	case creditplan.FieldStripePriceID:
+		m.ClearStripePriceID()
+		return nil
+	case creditplan.FieldRolloverCap:
+		m.ClearRolloverCap()
+		return nil
+	}
+	return fmt.Errorf("unknown CreditPlan nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *CreditPlanMutation) ResetField(name string) error {
+	switch name {
+	case creditplan.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case creditplan.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case creditplan.FieldName:
+		m.ResetName()
+		return nil
+	case creditplan.FieldDescription:
+		m.ResetDescription()
+		return nil
+	case creditplan.FieldCreditsPerPeriod:
+		m.ResetCreditsPerPeriod()
+		return nil
+	case creditplan.FieldInterval:
+		m.ResetInterval()
+		return nil
+	case creditplan.FieldPriceAmount:
+		m.ResetPriceAmount()
+		return nil
+	case creditplan.FieldCurrency:
+		m.ResetCurrency()
+		return nil
+	case creditplan.FieldStripePriceID:
+		m.ResetStripePriceID()
+		return nil
+	case creditplan.FieldRollover:
+		m.ResetRollover()
+		return nil
+	case creditplan.FieldRolloverCap:
+		m.ResetRolloverCap()
+		return nil
+	case creditplan.FieldActive:
+		m.ResetActive()
+		return nil
+	case creditplan.FieldSortOrder:
+		m.ResetSortOrder()
+		return nil
+	}
+	return fmt.Errorf("unknown CreditPlan field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *CreditPlanMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *CreditPlanMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *CreditPlanMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *CreditPlanMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *CreditPlanMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *CreditPlanMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *CreditPlanMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown CreditPlan unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *CreditPlanMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown CreditPlan edge %s", name)
+}
+
 // CreditReservationMutation represents an operation that mutates the CreditReservation nodes in the graph.
 type CreditReservationMutation struct {
 	config
@@ -7275,6 +8455,1361 @@ func (m *CreditReservationMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown CreditReservation edge %s", name)
+}
+
+// CreditSubscriptionMutation represents an operation that mutates the CreditSubscription nodes in the graph.
+type CreditSubscriptionMutation struct {
+	config
+	op                         Op
+	typ                        string
+	id                         *string
+	created_at                 *time.Time
+	updated_at                 *time.Time
+	status                     *creditsubscription.Status
+	current_period_start       *time.Time
+	current_period_end         *time.Time
+	cancel_at_period_end       *bool
+	canceled_at                *time.Time
+	stripe_subscription_id     *string
+	stripe_checkout_session_id *string
+	livemode                   *bool
+	synced_at                  *time.Time
+	synced_event_id            *string
+	clearedFields              map[string]struct{}
+	user                       *string
+	cleareduser                bool
+	plan                       *string
+	clearedplan                bool
+	payments                   map[string]struct{}
+	removedpayments            map[string]struct{}
+	clearedpayments            bool
+	done                       bool
+	oldValue                   func(context.Context) (*CreditSubscription, error)
+	predicates                 []predicate.CreditSubscription
+}
+
+var _ ent.Mutation = (*CreditSubscriptionMutation)(nil)
+
+// creditsubscriptionOption allows management of the mutation configuration using functional options.
+type creditsubscriptionOption func(*CreditSubscriptionMutation)
+
+// newCreditSubscriptionMutation creates new mutation for the CreditSubscription entity.
+func newCreditSubscriptionMutation(c config, op Op, opts ...creditsubscriptionOption) *CreditSubscriptionMutation {
+	m := &CreditSubscriptionMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeCreditSubscription,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withCreditSubscriptionID sets the ID field of the mutation.
+func withCreditSubscriptionID(id string) creditsubscriptionOption {
+	return func(m *CreditSubscriptionMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *CreditSubscription
+		)
+		m.oldValue = func(ctx context.Context) (*CreditSubscription, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().CreditSubscription.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withCreditSubscription sets the old CreditSubscription of the mutation.
+func withCreditSubscription(node *CreditSubscription) creditsubscriptionOption {
+	return func(m *CreditSubscriptionMutation) {
+		m.oldValue = func(context.Context) (*CreditSubscription, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m CreditSubscriptionMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m CreditSubscriptionMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of CreditSubscription entities.
+func (m *CreditSubscriptionMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *CreditSubscriptionMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *CreditSubscriptionMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().CreditSubscription.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *CreditSubscriptionMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *CreditSubscriptionMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *CreditSubscriptionMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *CreditSubscriptionMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *CreditSubscriptionMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *CreditSubscriptionMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetUserID sets the "user_id" field.
+func (m *CreditSubscriptionMutation) SetUserID(s string) {
+	m.user = &s
+}
+
+// UserID returns the value of the "user_id" field in the mutation.
+func (m *CreditSubscriptionMutation) UserID() (r string, exists bool) {
+	v := m.user
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUserID returns the old "user_id" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldUserID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUserID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUserID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUserID: %w", err)
+	}
+	return oldValue.UserID, nil
+}
+
+// ResetUserID resets all changes to the "user_id" field.
+func (m *CreditSubscriptionMutation) ResetUserID() {
+	m.user = nil
+}
+
+// SetPlanID sets the "plan_id" field.
+func (m *CreditSubscriptionMutation) SetPlanID(s string) {
+	m.plan = &s
+}
+
+// PlanID returns the value of the "plan_id" field in the mutation.
+func (m *CreditSubscriptionMutation) PlanID() (r string, exists bool) {
+	v := m.plan
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPlanID returns the old "plan_id" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldPlanID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPlanID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPlanID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPlanID: %w", err)
+	}
+	return oldValue.PlanID, nil
+}
+
+// ResetPlanID resets all changes to the "plan_id" field.
+func (m *CreditSubscriptionMutation) ResetPlanID() {
+	m.plan = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *CreditSubscriptionMutation) SetStatus(c creditsubscription.Status) {
+	m.status = &c
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *CreditSubscriptionMutation) Status() (r creditsubscription.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldStatus(ctx context.Context) (v creditsubscription.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *CreditSubscriptionMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetCurrentPeriodStart sets the "current_period_start" field.
+func (m *CreditSubscriptionMutation) SetCurrentPeriodStart(t time.Time) {
+	m.current_period_start = &t
+}
+
+// CurrentPeriodStart returns the value of the "current_period_start" field in the mutation.
+func (m *CreditSubscriptionMutation) CurrentPeriodStart() (r time.Time, exists bool) {
+	v := m.current_period_start
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCurrentPeriodStart returns the old "current_period_start" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldCurrentPeriodStart(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCurrentPeriodStart is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCurrentPeriodStart requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCurrentPeriodStart: %w", err)
+	}
+	return oldValue.CurrentPeriodStart, nil
+}
+
+// ClearCurrentPeriodStart clears the value of the "current_period_start" field.
+func (m *CreditSubscriptionMutation) ClearCurrentPeriodStart() {
+	m.current_period_start = nil
+	m.clearedFields[creditsubscription.FieldCurrentPeriodStart] = struct{}{}
+}
+
+// CurrentPeriodStartCleared returns if the "current_period_start" field was cleared in this mutation.
+func (m *CreditSubscriptionMutation) CurrentPeriodStartCleared() bool {
+	_, ok := m.clearedFields[creditsubscription.FieldCurrentPeriodStart]
+	return ok
+}
+
+// ResetCurrentPeriodStart resets all changes to the "current_period_start" field.
+func (m *CreditSubscriptionMutation) ResetCurrentPeriodStart() {
+	m.current_period_start = nil
+	delete(m.clearedFields, creditsubscription.FieldCurrentPeriodStart)
+}
+
+// SetCurrentPeriodEnd sets the "current_period_end" field.
+func (m *CreditSubscriptionMutation) SetCurrentPeriodEnd(t time.Time) {
+	m.current_period_end = &t
+}
+
+// CurrentPeriodEnd returns the value of the "current_period_end" field in the mutation.
+func (m *CreditSubscriptionMutation) CurrentPeriodEnd() (r time.Time, exists bool) {
+	v := m.current_period_end
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCurrentPeriodEnd returns the old "current_period_end" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldCurrentPeriodEnd(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCurrentPeriodEnd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCurrentPeriodEnd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCurrentPeriodEnd: %w", err)
+	}
+	return oldValue.CurrentPeriodEnd, nil
+}
+
+// ClearCurrentPeriodEnd clears the value of the "current_period_end" field.
+func (m *CreditSubscriptionMutation) ClearCurrentPeriodEnd() {
+	m.current_period_end = nil
+	m.clearedFields[creditsubscription.FieldCurrentPeriodEnd] = struct{}{}
+}
+
+// CurrentPeriodEndCleared returns if the "current_period_end" field was cleared in this mutation.
+func (m *CreditSubscriptionMutation) CurrentPeriodEndCleared() bool {
+	_, ok := m.clearedFields[creditsubscription.FieldCurrentPeriodEnd]
+	return ok
+}
+
+// ResetCurrentPeriodEnd resets all changes to the "current_period_end" field.
+func (m *CreditSubscriptionMutation) ResetCurrentPeriodEnd() {
+	m.current_period_end = nil
+	delete(m.clearedFields, creditsubscription.FieldCurrentPeriodEnd)
+}
+
+// SetCancelAtPeriodEnd sets the "cancel_at_period_end" field.
+func (m *CreditSubscriptionMutation) SetCancelAtPeriodEnd(b bool) {
+	m.cancel_at_period_end = &b
+}
+
+// CancelAtPeriodEnd returns the value of the "cancel_at_period_end" field in the mutation.
+func (m *CreditSubscriptionMutation) CancelAtPeriodEnd() (r bool, exists bool) {
+	v := m.cancel_at_period_end
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCancelAtPeriodEnd returns the old "cancel_at_period_end" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldCancelAtPeriodEnd(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCancelAtPeriodEnd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCancelAtPeriodEnd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCancelAtPeriodEnd: %w", err)
+	}
+	return oldValue.CancelAtPeriodEnd, nil
+}
+
+// ResetCancelAtPeriodEnd resets all changes to the "cancel_at_period_end" field.
+func (m *CreditSubscriptionMutation) ResetCancelAtPeriodEnd() {
+	m.cancel_at_period_end = nil
+}
+
+// SetCanceledAt sets the "canceled_at" field.
+func (m *CreditSubscriptionMutation) SetCanceledAt(t time.Time) {
+	m.canceled_at = &t
+}
+
+// CanceledAt returns the value of the "canceled_at" field in the mutation.
+func (m *CreditSubscriptionMutation) CanceledAt() (r time.Time, exists bool) {
+	v := m.canceled_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCanceledAt returns the old "canceled_at" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldCanceledAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCanceledAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCanceledAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCanceledAt: %w", err)
+	}
+	return oldValue.CanceledAt, nil
+}
+
+// ClearCanceledAt clears the value of the "canceled_at" field.
+func (m *CreditSubscriptionMutation) ClearCanceledAt() {
+	m.canceled_at = nil
+	m.clearedFields[creditsubscription.FieldCanceledAt] = struct{}{}
+}
+
+// CanceledAtCleared returns if the "canceled_at" field was cleared in this mutation.
+func (m *CreditSubscriptionMutation) CanceledAtCleared() bool {
+	_, ok := m.clearedFields[creditsubscription.FieldCanceledAt]
+	return ok
+}
+
+// ResetCanceledAt resets all changes to the "canceled_at" field.
+func (m *CreditSubscriptionMutation) ResetCanceledAt() {
+	m.canceled_at = nil
+	delete(m.clearedFields, creditsubscription.FieldCanceledAt)
+}
+
+// SetStripeSubscriptionID sets the "stripe_subscription_id" field.
+func (m *CreditSubscriptionMutation) SetStripeSubscriptionID(s string) {
+	m.stripe_subscription_id = &s
+}
+
+// StripeSubscriptionID returns the value of the "stripe_subscription_id" field in the mutation.
+func (m *CreditSubscriptionMutation) StripeSubscriptionID() (r string, exists bool) {
+	v := m.stripe_subscription_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStripeSubscriptionID returns the old "stripe_subscription_id" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldStripeSubscriptionID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStripeSubscriptionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStripeSubscriptionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStripeSubscriptionID: %w", err)
+	}
+	return oldValue.StripeSubscriptionID, nil
+}
+
+// ClearStripeSubscriptionID clears the value of the "stripe_subscription_id" field.
+func (m *CreditSubscriptionMutation) ClearStripeSubscriptionID() {
+	m.stripe_subscription_id = nil
+	m.clearedFields[creditsubscription.FieldStripeSubscriptionID] = struct{}{}
+}
+
+// StripeSubscriptionIDCleared returns if the "stripe_subscription_id" field was cleared in this mutation.
+func (m *CreditSubscriptionMutation) StripeSubscriptionIDCleared() bool {
+	_, ok := m.clearedFields[creditsubscription.FieldStripeSubscriptionID]
+	return ok
+}
+
+// ResetStripeSubscriptionID resets all changes to the "stripe_subscription_id" field.
+func (m *CreditSubscriptionMutation) ResetStripeSubscriptionID() {
+	m.stripe_subscription_id = nil
+	delete(m.clearedFields, creditsubscription.FieldStripeSubscriptionID)
+}
+
+// SetStripeCheckoutSessionID sets the "stripe_checkout_session_id" field.
+func (m *CreditSubscriptionMutation) SetStripeCheckoutSessionID(s string) {
+	m.stripe_checkout_session_id = &s
+}
+
+// StripeCheckoutSessionID returns the value of the "stripe_checkout_session_id" field in the mutation.
+func (m *CreditSubscriptionMutation) StripeCheckoutSessionID() (r string, exists bool) {
+	v := m.stripe_checkout_session_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStripeCheckoutSessionID returns the old "stripe_checkout_session_id" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldStripeCheckoutSessionID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStripeCheckoutSessionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStripeCheckoutSessionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStripeCheckoutSessionID: %w", err)
+	}
+	return oldValue.StripeCheckoutSessionID, nil
+}
+
+// ClearStripeCheckoutSessionID clears the value of the "stripe_checkout_session_id" field.
+func (m *CreditSubscriptionMutation) ClearStripeCheckoutSessionID() {
+	m.stripe_checkout_session_id = nil
+	m.clearedFields[creditsubscription.FieldStripeCheckoutSessionID] = struct{}{}
+}
+
+// StripeCheckoutSessionIDCleared returns if the "stripe_checkout_session_id" field was cleared in this mutation.
+func (m *CreditSubscriptionMutation) StripeCheckoutSessionIDCleared() bool {
+	_, ok := m.clearedFields[creditsubscription.FieldStripeCheckoutSessionID]
+	return ok
+}
+
+// ResetStripeCheckoutSessionID resets all changes to the "stripe_checkout_session_id" field.
+func (m *CreditSubscriptionMutation) ResetStripeCheckoutSessionID() {
+	m.stripe_checkout_session_id = nil
+	delete(m.clearedFields, creditsubscription.FieldStripeCheckoutSessionID)
+}
+
+// SetLivemode sets the "livemode" field.
+func (m *CreditSubscriptionMutation) SetLivemode(b bool) {
+	m.livemode = &b
+}
+
+// Livemode returns the value of the "livemode" field in the mutation.
+func (m *CreditSubscriptionMutation) Livemode() (r bool, exists bool) {
+	v := m.livemode
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLivemode returns the old "livemode" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldLivemode(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLivemode is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLivemode requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLivemode: %w", err)
+	}
+	return oldValue.Livemode, nil
+}
+
+// ResetLivemode resets all changes to the "livemode" field.
+func (m *CreditSubscriptionMutation) ResetLivemode() {
+	m.livemode = nil
+}
+
+// SetSyncedAt sets the "synced_at" field.
+func (m *CreditSubscriptionMutation) SetSyncedAt(t time.Time) {
+	m.synced_at = &t
+}
+
+// SyncedAt returns the value of the "synced_at" field in the mutation.
+func (m *CreditSubscriptionMutation) SyncedAt() (r time.Time, exists bool) {
+	v := m.synced_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSyncedAt returns the old "synced_at" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldSyncedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSyncedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSyncedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSyncedAt: %w", err)
+	}
+	return oldValue.SyncedAt, nil
+}
+
+// ClearSyncedAt clears the value of the "synced_at" field.
+func (m *CreditSubscriptionMutation) ClearSyncedAt() {
+	m.synced_at = nil
+	m.clearedFields[creditsubscription.FieldSyncedAt] = struct{}{}
+}
+
+// SyncedAtCleared returns if the "synced_at" field was cleared in this mutation.
+func (m *CreditSubscriptionMutation) SyncedAtCleared() bool {
+	_, ok := m.clearedFields[creditsubscription.FieldSyncedAt]
+	return ok
+}
+
+// ResetSyncedAt resets all changes to the "synced_at" field.
+func (m *CreditSubscriptionMutation) ResetSyncedAt() {
+	m.synced_at = nil
+	delete(m.clearedFields, creditsubscription.FieldSyncedAt)
+}
+
+// SetSyncedEventID sets the "synced_event_id" field.
+func (m *CreditSubscriptionMutation) SetSyncedEventID(s string) {
+	m.synced_event_id = &s
+}
+
+// SyncedEventID returns the value of the "synced_event_id" field in the mutation.
+func (m *CreditSubscriptionMutation) SyncedEventID() (r string, exists bool) {
+	v := m.synced_event_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSyncedEventID returns the old "synced_event_id" field's value of the CreditSubscription entity.
+// If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *CreditSubscriptionMutation) OldSyncedEventID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSyncedEventID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSyncedEventID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSyncedEventID: %w", err)
+	}
+	return oldValue.SyncedEventID, nil
+}
+
+// ClearSyncedEventID clears the value of the "synced_event_id" field.
+func (m *CreditSubscriptionMutation) ClearSyncedEventID() {
+	m.synced_event_id = nil
+	m.clearedFields[creditsubscription.FieldSyncedEventID] = struct{}{}
+}
+
+// SyncedEventIDCleared returns if the "synced_event_id" field was cleared in this mutation.
+func (m *CreditSubscriptionMutation) SyncedEventIDCleared() bool {
+	_, ok := m.clearedFields[creditsubscription.FieldSyncedEventID]
+	return ok
+}
+
+// ResetSyncedEventID resets all changes to the "synced_event_id" field.
+func (m *CreditSubscriptionMutation) ResetSyncedEventID() {
+	m.synced_event_id = nil
+	delete(m.clearedFields, creditsubscription.FieldSyncedEventID)
+}
+
+// ClearUser clears the "user" edge to the User entity.
+func (m *CreditSubscriptionMutation) ClearUser() {
+	m.cleareduser = true
+	m.clearedFields[creditsubscription.FieldUserID] = struct{}{}
+}
+
+// UserCleared reports if the "user" edge to the User entity was cleared.
+func (m *CreditSubscriptionMutation) UserCleared() bool {
+	return m.cleareduser
+}
+
+// UserIDs returns the "user" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// UserID instead. It exists only for internal usage by the builders.
+func (m *CreditSubscriptionMutation) UserIDs() (ids []string) {
+	if id := m.user; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetUser resets all changes to the "user" edge.
+func (m *CreditSubscriptionMutation) ResetUser() {
+	m.user = nil
+	m.cleareduser = false
+}
+
+// ClearPlan clears the "plan" edge to the CreditPlan entity.
+func (m *CreditSubscriptionMutation) ClearPlan() {
+	m.clearedplan = true
+	m.clearedFields[creditsubscription.FieldPlanID] = struct{}{}
+}
+
+// PlanCleared reports if the "plan" edge to the CreditPlan entity was cleared.
+func (m *CreditSubscriptionMutation) PlanCleared() bool {
+	return m.clearedplan
+}
+
+// PlanIDs returns the "plan" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// PlanID instead. It exists only for internal usage by the builders.
+func (m *CreditSubscriptionMutation) PlanIDs() (ids []string) {
+	if id := m.plan; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetPlan resets all changes to the "plan" edge.
+func (m *CreditSubscriptionMutation) ResetPlan() {
+	m.plan = nil
+	m.clearedplan = false
+}
+
+// AddPaymentIDs adds the "payments" edge to the Payment entity by ids.
+func (m *CreditSubscriptionMutation) AddPaymentIDs(ids ...string) {
+	if m.payments == nil {
+		m.payments = make(map[string]struct{})
+	}
+	for i := range ids {
+		m.payments[ids[i]] = struct{}{}
+	}
+}
+
+// ClearPayments clears the "payments" edge to the Payment entity.
+func (m *CreditSubscriptionMutation) ClearPayments() {
+	m.clearedpayments = true
+}
+
+// PaymentsCleared reports if the "payments" edge to the Payment entity was cleared.
+func (m *CreditSubscriptionMutation) PaymentsCleared() bool {
+	return m.clearedpayments
+}
+
+// RemovePaymentIDs removes the "payments" edge to the Payment entity by IDs.
+func (m *CreditSubscriptionMutation) RemovePaymentIDs(ids ...string) {
+	if m.removedpayments == nil {
+		m.removedpayments = make(map[string]struct{})
+	}
+	for i := range ids {
+		delete(m.payments, ids[i])
+		m.removedpayments[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedPayments returns the removed IDs of the "payments" edge to the Payment entity.
+func (m *CreditSubscriptionMutation) RemovedPaymentsIDs() (ids []string) {
+	for id := range m.removedpayments {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// PaymentsIDs returns the "payments" edge IDs in the mutation.
+func (m *CreditSubscriptionMutation) PaymentsIDs() (ids []string) {
+	for id := range m.payments {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetPayments resets all changes to the "payments" edge.
+func (m *CreditSubscriptionMutation) ResetPayments() {
+	m.payments = nil
+	m.clearedpayments = false
+	m.removedpayments = nil
+}
+
+// Where appends a list predicates to the CreditSubscriptionMutation builder.
+func (m *CreditSubscriptionMutation) Where(ps ...predicate.CreditSubscription) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the CreditSubscriptionMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *CreditSubscriptionMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.CreditSubscription, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *CreditSubscriptionMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *CreditSubscriptionMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (CreditSubscription).
+func (m *CreditSubscriptionMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *CreditSubscriptionMutation) Fields() []string {
+	fields := make([]string, 0, 14)
+	if m.created_at != nil {
+		fields = append(fields, creditsubscription.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, creditsubscription.FieldUpdatedAt)
+	}
+	if m.user != nil {
+		fields = append(fields, creditsubscription.FieldUserID)
+	}
+	if m.plan != nil {
+		fields = append(fields, creditsubscription.FieldPlanID)
+	}
+	if m.status != nil {
+		fields = append(fields, creditsubscription.FieldStatus)
+	}
+	if m.current_period_start != nil {
+		fields = append(fields, creditsubscription.FieldCurrentPeriodStart)
+	}
+	if m.current_period_end != nil {
+		fields = append(fields, creditsubscription.FieldCurrentPeriodEnd)
+	}
+	if m.cancel_at_period_end != nil {
+		fields = append(fields, creditsubscription.FieldCancelAtPeriodEnd)
+	}
+	if m.canceled_at != nil {
+		fields = append(fields, creditsubscription.FieldCanceledAt)
+	}
+	if m.stripe_subscription_id != nil {
+		fields = append(fields, creditsubscription.FieldStripeSubscriptionID)
+	}
+	if m.stripe_checkout_session_id != nil {
+		fields = append(fields, creditsubscription.FieldStripeCheckoutSessionID)
+	}
+	if m.livemode != nil {
+		fields = append(fields, creditsubscription.FieldLivemode)
+	}
+	if m.synced_at != nil {
+		fields = append(fields, creditsubscription.FieldSyncedAt)
+	}
+	if m.synced_event_id != nil {
+		fields = append(fields, creditsubscription.FieldSyncedEventID)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *CreditSubscriptionMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case creditsubscription.FieldCreatedAt:
+		return m.CreatedAt()
+	case creditsubscription.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case creditsubscription.FieldUserID:
+		return m.UserID()
+	case creditsubscription.FieldPlanID:
+		return m.PlanID()
+	case creditsubscription.FieldStatus:
+		return m.Status()
+	case creditsubscription.FieldCurrentPeriodStart:
+		return m.CurrentPeriodStart()
+	case creditsubscription.FieldCurrentPeriodEnd:
+		return m.CurrentPeriodEnd()
+	case creditsubscription.FieldCancelAtPeriodEnd:
+		return m.CancelAtPeriodEnd()
+	case creditsubscription.FieldCanceledAt:
+		return m.CanceledAt()
+	case creditsubscription.FieldStripeSubscriptionID:
+		return m.StripeSubscriptionID()
+	case creditsubscription.FieldStripeCheckoutSessionID:
+		return m.StripeCheckoutSessionID()
+	case creditsubscription.FieldLivemode:
+		return m.Livemode()
+	case creditsubscription.FieldSyncedAt:
+		return m.SyncedAt()
+	case creditsubscription.FieldSyncedEventID:
+		return m.SyncedEventID()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *CreditSubscriptionMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case creditsubscription.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case creditsubscription.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case creditsubscription.FieldUserID:
+		return m.OldUserID(ctx)
+	case creditsubscription.FieldPlanID:
+		return m.OldPlanID(ctx)
+	case creditsubscription.FieldStatus:
+		return m.OldStatus(ctx)
+	case creditsubscription.FieldCurrentPeriodStart:
+		return m.OldCurrentPeriodStart(ctx)
+	case creditsubscription.FieldCurrentPeriodEnd:
+		return m.OldCurrentPeriodEnd(ctx)
+	case creditsubscription.FieldCancelAtPeriodEnd:
+		return m.OldCancelAtPeriodEnd(ctx)
+	case creditsubscription.FieldCanceledAt:
+		return m.OldCanceledAt(ctx)
+	case creditsubscription.FieldStripeSubscriptionID:
+		return m.OldStripeSubscriptionID(ctx)
+	case creditsubscription.FieldStripeCheckoutSessionID:
+		return m.OldStripeCheckoutSessionID(ctx)
+	case creditsubscription.FieldLivemode:
+		return m.OldLivemode(ctx)
+	case creditsubscription.FieldSyncedAt:
+		return m.OldSyncedAt(ctx)
+	case creditsubscription.FieldSyncedEventID:
+		return m.OldSyncedEventID(ctx)
+	}
+	return nil, fmt.Errorf("unknown CreditSubscription field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *CreditSubscriptionMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case creditsubscription.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case creditsubscription.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case creditsubscription.FieldUserID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUserID(v)
+		return nil
+	case creditsubscription.FieldPlanID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPlanID(v)
+		return nil
+	case creditsubscription.FieldStatus:
+		v, ok := value.(creditsubscription.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case creditsubscription.FieldCurrentPeriodStart:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCurrentPeriodStart(v)
+		return nil
+	case creditsubscription.FieldCurrentPeriodEnd:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCurrentPeriodEnd(v)
+		return nil
+	case creditsubscription.FieldCancelAtPeriodEnd:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCancelAtPeriodEnd(v)
+		return nil
+	case creditsubscription.FieldCanceledAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCanceledAt(v)
+		return nil
+	case creditsubscription.FieldStripeSubscriptionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStripeSubscriptionID(v)
+		return nil
+	case creditsubscription.FieldStripeCheckoutSessionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStripeCheckoutSessionID(v)
+		return nil
+	case creditsubscription.FieldLivemode:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLivemode(v)
+		return nil
+	case creditsubscription.FieldSyncedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSyncedAt(v)
+		return nil
+	case creditsubscription.FieldSyncedEventID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSyncedEventID(v)
+		return nil
+	}
+	return fmt.Errorf("unknown CreditSubscription field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *CreditSubscriptionMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *CreditSubscriptionMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *CreditSubscriptionMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown CreditSubscription numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *CreditSubscriptionMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(creditsubscription.FieldCurrentPeriodStart) {
+		fields = append(fields, creditsubscription.FieldCurrentPeriodStart)
+	}
+	if m.FieldCleared(creditsubscription.FieldCurrentPeriodEnd) {
+		fields = append(fields, creditsubscription.FieldCurrentPeriodEnd)
+	}
+	if m.FieldCleared(creditsubscription.FieldCanceledAt) {
+		fields = append(fields, creditsubscription.FieldCanceledAt)
+	}
+	if m.FieldCleared(creditsubscription.FieldStripeSubscriptionID) {
+		fields = append(fields, creditsubscription.FieldStripeSubscriptionID)
+	}
+	if m.FieldCleared(creditsubscription.FieldStripeCheckoutSessionID) {
+		fields = append(fields, creditsubscription.FieldStripeCheckoutSessionID)
+	}
+	if m.FieldCleared(creditsubscription.FieldSyncedAt) {
+		fields = append(fields, creditsubscription.FieldSyncedAt)
+	}
+	if m.FieldCleared(creditsubscription.FieldSyncedEventID) {
+		fields = append(fields, creditsubscription.FieldSyncedEventID)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *CreditSubscriptionMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *CreditSubscriptionMutation) ClearField(name string) error {
+	switch name {
+	case creditsubscription.FieldCurrentPeriodStart:
+		m.ClearCurrentPeriodStart()
+		return nil
+	case creditsubscription.FieldCurrentPeriodEnd:
+		m.ClearCurrentPeriodEnd()
+		return nil
+	case creditsubscription.FieldCanceledAt:
+		m.ClearCanceledAt()
+		return nil
+	case creditsubscription.FieldStripeSubscriptionID:
+		m.ClearStripeSubscriptionID()
+		return nil
+	case creditsubscription.FieldStripeCheckoutSessionID:
+		m.ClearStripeCheckoutSessionID()
+		return nil
+	case creditsubscription.FieldSyncedAt:
+		m.ClearSyncedAt()
+		return nil
+	case creditsubscription.FieldSyncedEventID:
+		m.ClearSyncedEventID()
+		return nil
+	}
+	return fmt.Errorf("unknown CreditSubscription nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *CreditSubscriptionMutation) ResetField(name string) error {
+	switch name {
+	case creditsubscription.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case creditsubscription.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case creditsubscription.FieldUserID:
+		m.ResetUserID()
+		return nil
+	case creditsubscription.FieldPlanID:
+		m.ResetPlanID()
+		return nil
+	case creditsubscription.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case creditsubscription.FieldCurrentPeriodStart:
+		m.ResetCurrentPeriodStart()
+		return nil
+	case creditsubscription.FieldCurrentPeriodEnd:
+		m.ResetCurrentPeriodEnd()
+		return nil
+	case creditsubscription.FieldCancelAtPeriodEnd:
+		m.ResetCancelAtPeriodEnd()
+		return nil
+	case creditsubscription.FieldCanceledAt:
+		m.ResetCanceledAt()
+		return nil
+	case creditsubscription.FieldStripeSubscriptionID:
+		m.ResetStripeSubscriptionID()
+		return nil
+	case creditsubscription.FieldStripeCheckoutSessionID:
+		m.ResetStripeCheckoutSessionID()
+		return nil
+	case creditsubscription.FieldLivemode:
+		m.ResetLivemode()
+		return nil
+	case creditsubscription.FieldSyncedAt:
+		m.ResetSyncedAt()
+		return nil
+	case creditsubscription.FieldSyncedEventID:
+		m.ResetSyncedEventID()
+		return nil
+	}
+	return fmt.Errorf("unknown CreditSubscription field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *CreditSubscriptionMutation) AddedEdges() []string {
+	edges := make([]string, 0, 3)
+	if m.user != nil {
+		edges = append(edges, creditsubscription.EdgeUser)
+	}
+	if m.plan != nil {
+		edges = append(edges, creditsubscription.EdgePlan)
+	}
+	if m.payments != nil {
+		edges = append(edges, creditsubscription.EdgePayments)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *CreditSubscriptionMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case creditsubscription.EdgeUser:
+		if id := m.user; id != nil {
+			return []ent.Value{*id}
+		}
+	case creditsubscription.EdgePlan:
+		if id := m.plan; id != nil {
+			return []ent.Value{*id}
+		}
+	case creditsubscription.EdgePayments:
+		ids := make([]ent.Value, 0, len(m.payments))
+		for id := range m.payments {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *CreditSubscriptionMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 3)
+	if m.removedpayments != nil {
+		edges = append(edges, creditsubscription.EdgePayments)
+	}
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *CreditSubscriptionMutation) RemovedIDs(name string) []ent.Value {
+	switch name {
+	case creditsubscription.EdgePayments:
+		ids := make([]ent.Value, 0, len(m.removedpayments))
+		for id := range m.removedpayments {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *CreditSubscriptionMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 3)
+	if m.cleareduser {
+		edges = append(edges, creditsubscription.EdgeUser)
+	}
+	if m.clearedplan {
+		edges = append(edges, creditsubscription.EdgePlan)
+	}
+	if m.clearedpayments {
+		edges = append(edges, creditsubscription.EdgePayments)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *CreditSubscriptionMutation) EdgeCleared(name string) bool {
+	switch name {
+	case creditsubscription.EdgeUser:
+		return m.cleareduser
+	case creditsubscription.EdgePlan:
+		return m.clearedplan
+	case creditsubscription.EdgePayments:
+		return m.clearedpayments
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *CreditSubscriptionMutation) ClearEdge(name string) error {
+	switch name {
+	case creditsubscription.EdgeUser:
+		m.ClearUser()
+		return nil
+	case creditsubscription.EdgePlan:
+		m.ClearPlan()
+		return nil
+	}
+	return fmt.Errorf("unknown CreditSubscription unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *CreditSubscriptionMutation) ResetEdge(name string) error {
+	switch name {
+	case creditsubscription.EdgeUser:
+		m.ResetUser()
+		return nil
+	case creditsubscription.EdgePlan:
+		m.ResetPlan()
+		return nil
+	case creditsubscription.EdgePayments:
+		m.ResetPayments()
+		return nil
+	}
+	return fmt.Errorf("unknown CreditSubscription edge %s", name)
 }
 
 // CreditTransactionMutation represents an operation that mutates the CreditTransaction nodes in the graph.
@@ -11731,6 +14266,9 @@ type PaymentMutation struct {
 	kind                       *payment.Kind
 	save_card                  *bool
 	recharge_slot              *string
+	stripe_invoice_id          *string
+	period_start               *time.Time
+	period_end                 *time.Time
 	amount                     *int64
 	addamount                  *int64
 	currency                   *string
@@ -11750,6 +14288,10 @@ type PaymentMutation struct {
 	cleareduser                bool
 	_package                   *string
 	cleared_package            bool
+	plan                       *string
+	clearedplan                bool
+	subscription               *string
+	clearedsubscription        bool
 	transactions               map[string]struct{}
 	removedtransactions        map[string]struct{}
 	clearedtransactions        bool
@@ -12114,7 +14656,7 @@ func (m *PaymentMutation) PackageID() (r string, exists bool) {
 // OldPackageID returns the old "package_id" field's value of the Payment entity.
 // If the Payment object wasn't provided to the builder, the object is fetched from the database.
 // An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *PaymentMutation) OldPackageID(ctx context.Context) (v string, err error) {
+func (m *PaymentMutation) OldPackageID(ctx context.Context) (v *string, err error) {
 	if !m.op.Is(OpUpdateOne) {
 		return v, errors.New("OldPackageID is only allowed on UpdateOne operations")
 	}
@@ -12128,9 +14670,267 @@ func (m *PaymentMutation) OldPackageID(ctx context.Context) (v string, err error
 	return oldValue.PackageID, nil
 }
 
+// ClearPackageID clears the value of the "package_id" field.
+func (m *PaymentMutation) ClearPackageID() {
+	m._package = nil
+	m.clearedFields[payment.FieldPackageID] = struct{}{}
+}
+
+// PackageIDCleared returns if the "package_id" field was cleared in this mutation.
+func (m *PaymentMutation) PackageIDCleared() bool {
+	_, ok := m.clearedFields[payment.FieldPackageID]
+	return ok
+}
+
 // ResetPackageID resets all changes to the "package_id" field.
 func (m *PaymentMutation) ResetPackageID() {
 	m._package = nil
+	delete(m.clearedFields, payment.FieldPackageID)
+}
+
+// SetPlanID sets the "plan_id" field.
+func (m *PaymentMutation) SetPlanID(s string) {
+	m.plan = &s
+}
+
+// PlanID returns the value of the "plan_id" field in the mutation.
+func (m *PaymentMutation) PlanID() (r string, exists bool) {
+	v := m.plan
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPlanID returns the old "plan_id" field's value of the Payment entity.
+// If the Payment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PaymentMutation) OldPlanID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPlanID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPlanID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPlanID: %w", err)
+	}
+	return oldValue.PlanID, nil
+}
+
+// ClearPlanID clears the value of the "plan_id" field.
+func (m *PaymentMutation) ClearPlanID() {
+	m.plan = nil
+	m.clearedFields[payment.FieldPlanID] = struct{}{}
+}
+
+// PlanIDCleared returns if the "plan_id" field was cleared in this mutation.
+func (m *PaymentMutation) PlanIDCleared() bool {
+	_, ok := m.clearedFields[payment.FieldPlanID]
+	return ok
+}
+
+// ResetPlanID resets all changes to the "plan_id" field.
+func (m *PaymentMutation) ResetPlanID() {
+	m.plan = nil
+	delete(m.clearedFields, payment.FieldPlanID)
+}
+
+// SetSubscriptionID sets the "subscription_id" field.
+func (m *PaymentMutation) SetSubscriptionID(s string) {
+	m.subscription = &s
+}
+
+// SubscriptionID returns the value of the "subscription_id" field in the mutation.
+func (m *PaymentMutation) SubscriptionID() (r string, exists bool) {
+	v := m.subscription
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSubscriptionID returns the old "subscription_id" field's value of the Payment entity.
+// If the Payment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PaymentMutation) OldSubscriptionID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSubscriptionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSubscriptionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSubscriptionID: %w", err)
+	}
+	return oldValue.SubscriptionID, nil
+}
+
+// ClearSubscriptionID clears the value of the "subscription_id" field.
+func (m *PaymentMutation) ClearSubscriptionID() {
+	m.subscription = nil
+	m.clearedFields[payment.FieldSubscriptionID] = struct{}{}
+}
+
+// SubscriptionIDCleared returns if the "subscription_id" field was cleared in this mutation.
+func (m *PaymentMutation) SubscriptionIDCleared() bool {
+	_, ok := m.clearedFields[payment.FieldSubscriptionID]
+	return ok
+}
+
+// ResetSubscriptionID resets all changes to the "subscription_id" field.
+func (m *PaymentMutation) ResetSubscriptionID() {
+	m.subscription = nil
+	delete(m.clearedFields, payment.FieldSubscriptionID)
+}
+
+// SetStripeInvoiceID sets the "stripe_invoice_id" field.
+func (m *PaymentMutation) SetStripeInvoiceID(s string) {
+	m.stripe_invoice_id = &s
+}
+
+// StripeInvoiceID returns the value of the "stripe_invoice_id" field in the mutation.
+func (m *PaymentMutation) StripeInvoiceID() (r string, exists bool) {
+	v := m.stripe_invoice_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStripeInvoiceID returns the old "stripe_invoice_id" field's value of the Payment entity.
+// If the Payment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PaymentMutation) OldStripeInvoiceID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStripeInvoiceID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStripeInvoiceID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStripeInvoiceID: %w", err)
+	}
+	return oldValue.StripeInvoiceID, nil
+}
+
+// ClearStripeInvoiceID clears the value of the "stripe_invoice_id" field.
+func (m *PaymentMutation) ClearStripeInvoiceID() {
+	m.stripe_invoice_id = nil
+	m.clearedFields[payment.FieldStripeInvoiceID] = struct{}{}
+}
+
+// StripeInvoiceIDCleared returns if the "stripe_invoice_id" field was cleared in this mutation.
+func (m *PaymentMutation) StripeInvoiceIDCleared() bool {
+	_, ok := m.clearedFields[payment.FieldStripeInvoiceID]
+	return ok
+}
+
+// ResetStripeInvoiceID resets all changes to the "stripe_invoice_id" field.
+func (m *PaymentMutation) ResetStripeInvoiceID() {
+	m.stripe_invoice_id = nil
+	delete(m.clearedFields, payment.FieldStripeInvoiceID)
+}
+
+// SetPeriodStart sets the "period_start" field.
+func (m *PaymentMutation) SetPeriodStart(t time.Time) {
+	m.period_start = &t
+}
+
+// PeriodStart returns the value of the "period_start" field in the mutation.
+func (m *PaymentMutation) PeriodStart() (r time.Time, exists bool) {
+	v := m.period_start
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPeriodStart returns the old "period_start" field's value of the Payment entity.
+// If the Payment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PaymentMutation) OldPeriodStart(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPeriodStart is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPeriodStart requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPeriodStart: %w", err)
+	}
+	return oldValue.PeriodStart, nil
+}
+
+// ClearPeriodStart clears the value of the "period_start" field.
+func (m *PaymentMutation) ClearPeriodStart() {
+	m.period_start = nil
+	m.clearedFields[payment.FieldPeriodStart] = struct{}{}
+}
+
+// PeriodStartCleared returns if the "period_start" field was cleared in this mutation.
+func (m *PaymentMutation) PeriodStartCleared() bool {
+	_, ok := m.clearedFields[payment.FieldPeriodStart]
+	return ok
+}
+
+// ResetPeriodStart resets all changes to the "period_start" field.
+func (m *PaymentMutation) ResetPeriodStart() {
+	m.period_start = nil
+	delete(m.clearedFields, payment.FieldPeriodStart)
+}
+
+// SetPeriodEnd sets the "period_end" field.
+func (m *PaymentMutation) SetPeriodEnd(t time.Time) {
+	m.period_end = &t
+}
+
+// PeriodEnd returns the value of the "period_end" field in the mutation.
+func (m *PaymentMutation) PeriodEnd() (r time.Time, exists bool) {
+	v := m.period_end
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPeriodEnd returns the old "period_end" field's value of the Payment entity.
+// If the Payment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *PaymentMutation) OldPeriodEnd(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPeriodEnd is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPeriodEnd requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPeriodEnd: %w", err)
+	}
+	return oldValue.PeriodEnd, nil
+}
+
+// ClearPeriodEnd clears the value of the "period_end" field.
+func (m *PaymentMutation) ClearPeriodEnd() {
+	m.period_end = nil
+	m.clearedFields[payment.FieldPeriodEnd] = struct{}{}
+}
+
+// PeriodEndCleared returns if the "period_end" field was cleared in this mutation.
+func (m *PaymentMutation) PeriodEndCleared() bool {
+	_, ok := m.clearedFields[payment.FieldPeriodEnd]
+	return ok
+}
+
+// ResetPeriodEnd resets all changes to the "period_end" field.
+func (m *PaymentMutation) ResetPeriodEnd() {
+	m.period_end = nil
+	delete(m.clearedFields, payment.FieldPeriodEnd)
 }
 
 // SetAmount sets the "amount" field.
@@ -12689,7 +15489,7 @@ func (m *PaymentMutation) ClearPackage() {
 
 // PackageCleared reports if the "package" edge to the CreditPackage entity was cleared.
 func (m *PaymentMutation) PackageCleared() bool {
-	return m.cleared_package
+	return m.PackageIDCleared() || m.cleared_package
 }
 
 // PackageIDs returns the "package" edge IDs in the mutation.
@@ -12706,6 +15506,60 @@ func (m *PaymentMutation) PackageIDs() (ids []string) {
 func (m *PaymentMutation) ResetPackage() {
 	m._package = nil
 	m.cleared_package = false
+}
+
+// ClearPlan clears the "plan" edge to the CreditPlan entity.
+func (m *PaymentMutation) ClearPlan() {
+	m.clearedplan = true
+	m.clearedFields[payment.FieldPlanID] = struct{}{}
+}
+
+// PlanCleared reports if the "plan" edge to the CreditPlan entity was cleared.
+func (m *PaymentMutation) PlanCleared() bool {
+	return m.PlanIDCleared() || m.clearedplan
+}
+
+// PlanIDs returns the "plan" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// PlanID instead. It exists only for internal usage by the builders.
+func (m *PaymentMutation) PlanIDs() (ids []string) {
+	if id := m.plan; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetPlan resets all changes to the "plan" edge.
+func (m *PaymentMutation) ResetPlan() {
+	m.plan = nil
+	m.clearedplan = false
+}
+
+// ClearSubscription clears the "subscription" edge to the CreditSubscription entity.
+func (m *PaymentMutation) ClearSubscription() {
+	m.clearedsubscription = true
+	m.clearedFields[payment.FieldSubscriptionID] = struct{}{}
+}
+
+// SubscriptionCleared reports if the "subscription" edge to the CreditSubscription entity was cleared.
+func (m *PaymentMutation) SubscriptionCleared() bool {
+	return m.SubscriptionIDCleared() || m.clearedsubscription
+}
+
+// SubscriptionIDs returns the "subscription" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// SubscriptionID instead. It exists only for internal usage by the builders.
+func (m *PaymentMutation) SubscriptionIDs() (ids []string) {
+	if id := m.subscription; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetSubscription resets all changes to the "subscription" edge.
+func (m *PaymentMutation) ResetSubscription() {
+	m.subscription = nil
+	m.clearedsubscription = false
 }
 
 // AddTransactionIDs adds the "transactions" edge to the CreditTransaction entity by ids.
@@ -12904,7 +15758,7 @@ func (m *PaymentMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *PaymentMutation) Fields() []string {
-	fields := make([]string, 0, 18)
+	fields := make([]string, 0, 23)
 	if m.created_at != nil {
 		fields = append(fields, payment.FieldCreatedAt)
 	}
@@ -12925,6 +15779,21 @@ func (m *PaymentMutation) Fields() []string {
 	}
 	if m._package != nil {
 		fields = append(fields, payment.FieldPackageID)
+	}
+	if m.plan != nil {
+		fields = append(fields, payment.FieldPlanID)
+	}
+	if m.subscription != nil {
+		fields = append(fields, payment.FieldSubscriptionID)
+	}
+	if m.stripe_invoice_id != nil {
+		fields = append(fields, payment.FieldStripeInvoiceID)
+	}
+	if m.period_start != nil {
+		fields = append(fields, payment.FieldPeriodStart)
+	}
+	if m.period_end != nil {
+		fields = append(fields, payment.FieldPeriodEnd)
 	}
 	if m.amount != nil {
 		fields = append(fields, payment.FieldAmount)
@@ -12981,6 +15850,16 @@ func (m *PaymentMutation) Field(name string) (ent.Value, bool) {
 		return m.RechargeSlot()
 	case payment.FieldPackageID:
 		return m.PackageID()
+	case payment.FieldPlanID:
+		return m.PlanID()
+	case payment.FieldSubscriptionID:
+		return m.SubscriptionID()
+	case payment.FieldStripeInvoiceID:
+		return m.StripeInvoiceID()
+	case payment.FieldPeriodStart:
+		return m.PeriodStart()
+	case payment.FieldPeriodEnd:
+		return m.PeriodEnd()
 	case payment.FieldAmount:
 		return m.Amount()
 	case payment.FieldCurrency:
@@ -13026,6 +15905,16 @@ func (m *PaymentMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldRechargeSlot(ctx)
 	case payment.FieldPackageID:
 		return m.OldPackageID(ctx)
+	case payment.FieldPlanID:
+		return m.OldPlanID(ctx)
+	case payment.FieldSubscriptionID:
+		return m.OldSubscriptionID(ctx)
+	case payment.FieldStripeInvoiceID:
+		return m.OldStripeInvoiceID(ctx)
+	case payment.FieldPeriodStart:
+		return m.OldPeriodStart(ctx)
+	case payment.FieldPeriodEnd:
+		return m.OldPeriodEnd(ctx)
 	case payment.FieldAmount:
 		return m.OldAmount(ctx)
 	case payment.FieldCurrency:
@@ -13105,6 +15994,41 @@ func (m *PaymentMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetPackageID(v)
+		return nil
+	case payment.FieldPlanID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPlanID(v)
+		return nil
+	case payment.FieldSubscriptionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSubscriptionID(v)
+		return nil
+	case payment.FieldStripeInvoiceID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStripeInvoiceID(v)
+		return nil
+	case payment.FieldPeriodStart:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPeriodStart(v)
+		return nil
+	case payment.FieldPeriodEnd:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPeriodEnd(v)
 		return nil
 	case payment.FieldAmount:
 		v, ok := value.(int64)
@@ -13255,6 +16179,24 @@ func (m *PaymentMutation) ClearedFields() []string {
 	if m.FieldCleared(payment.FieldRechargeSlot) {
 		fields = append(fields, payment.FieldRechargeSlot)
 	}
+	if m.FieldCleared(payment.FieldPackageID) {
+		fields = append(fields, payment.FieldPackageID)
+	}
+	if m.FieldCleared(payment.FieldPlanID) {
+		fields = append(fields, payment.FieldPlanID)
+	}
+	if m.FieldCleared(payment.FieldSubscriptionID) {
+		fields = append(fields, payment.FieldSubscriptionID)
+	}
+	if m.FieldCleared(payment.FieldStripeInvoiceID) {
+		fields = append(fields, payment.FieldStripeInvoiceID)
+	}
+	if m.FieldCleared(payment.FieldPeriodStart) {
+		fields = append(fields, payment.FieldPeriodStart)
+	}
+	if m.FieldCleared(payment.FieldPeriodEnd) {
+		fields = append(fields, payment.FieldPeriodEnd)
+	}
 	if m.FieldCleared(payment.FieldStatusBeforeDispute) {
 		fields = append(fields, payment.FieldStatusBeforeDispute)
 	}
@@ -13286,6 +16228,24 @@ func (m *PaymentMutation) ClearField(name string) error {
 	switch name {
 	case payment.FieldRechargeSlot:
 		m.ClearRechargeSlot()
+		return nil
+	case payment.FieldPackageID:
+		m.ClearPackageID()
+		return nil
+	case payment.FieldPlanID:
+		m.ClearPlanID()
+		return nil
+	case payment.FieldSubscriptionID:
+		m.ClearSubscriptionID()
+		return nil
+	case payment.FieldStripeInvoiceID:
+		m.ClearStripeInvoiceID()
+		return nil
+	case payment.FieldPeriodStart:
+		m.ClearPeriodStart()
+		return nil
+	case payment.FieldPeriodEnd:
+		m.ClearPeriodEnd()
 		return nil
 	case payment.FieldStatusBeforeDispute:
 		m.ClearStatusBeforeDispute()
@@ -13331,6 +16291,21 @@ func (m *PaymentMutation) ResetField(name string) error {
 	case payment.FieldPackageID:
 		m.ResetPackageID()
 		return nil
+	case payment.FieldPlanID:
+		m.ResetPlanID()
+		return nil
+	case payment.FieldSubscriptionID:
+		m.ResetSubscriptionID()
+		return nil
+	case payment.FieldStripeInvoiceID:
+		m.ResetStripeInvoiceID()
+		return nil
+	case payment.FieldPeriodStart:
+		m.ResetPeriodStart()
+		return nil
+	case payment.FieldPeriodEnd:
+		m.ResetPeriodEnd()
+		return nil
 	case payment.FieldAmount:
 		m.ResetAmount()
 		return nil
@@ -13370,12 +16345,18 @@ func (m *PaymentMutation) ResetField(name string) error {
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *PaymentMutation) AddedEdges() []string {
-	edges := make([]string, 0, 5)
+	edges := make([]string, 0, 7)
 	if m.user != nil {
 		edges = append(edges, payment.EdgeUser)
 	}
 	if m._package != nil {
 		edges = append(edges, payment.EdgePackage)
+	}
+	if m.plan != nil {
+		edges = append(edges, payment.EdgePlan)
+	}
+	if m.subscription != nil {
+		edges = append(edges, payment.EdgeSubscription)
 	}
 	if m.transactions != nil {
 		edges = append(edges, payment.EdgeTransactions)
@@ -13399,6 +16380,14 @@ func (m *PaymentMutation) AddedIDs(name string) []ent.Value {
 		}
 	case payment.EdgePackage:
 		if id := m._package; id != nil {
+			return []ent.Value{*id}
+		}
+	case payment.EdgePlan:
+		if id := m.plan; id != nil {
+			return []ent.Value{*id}
+		}
+	case payment.EdgeSubscription:
+		if id := m.subscription; id != nil {
 			return []ent.Value{*id}
 		}
 	case payment.EdgeTransactions:
@@ -13425,7 +16414,7 @@ func (m *PaymentMutation) AddedIDs(name string) []ent.Value {
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *PaymentMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 5)
+	edges := make([]string, 0, 7)
 	if m.removedtransactions != nil {
 		edges = append(edges, payment.EdgeTransactions)
 	}
@@ -13466,12 +16455,18 @@ func (m *PaymentMutation) RemovedIDs(name string) []ent.Value {
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *PaymentMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 5)
+	edges := make([]string, 0, 7)
 	if m.cleareduser {
 		edges = append(edges, payment.EdgeUser)
 	}
 	if m.cleared_package {
 		edges = append(edges, payment.EdgePackage)
+	}
+	if m.clearedplan {
+		edges = append(edges, payment.EdgePlan)
+	}
+	if m.clearedsubscription {
+		edges = append(edges, payment.EdgeSubscription)
 	}
 	if m.clearedtransactions {
 		edges = append(edges, payment.EdgeTransactions)
@@ -13493,6 +16488,10 @@ func (m *PaymentMutation) EdgeCleared(name string) bool {
 		return m.cleareduser
 	case payment.EdgePackage:
 		return m.cleared_package
+	case payment.EdgePlan:
+		return m.clearedplan
+	case payment.EdgeSubscription:
+		return m.clearedsubscription
 	case payment.EdgeTransactions:
 		return m.clearedtransactions
 	case payment.EdgeLots:
@@ -13513,6 +16512,12 @@ func (m *PaymentMutation) ClearEdge(name string) error {
 	case payment.EdgePackage:
 		m.ClearPackage()
 		return nil
+	case payment.EdgePlan:
+		m.ClearPlan()
+		return nil
+	case payment.EdgeSubscription:
+		m.ClearSubscription()
+		return nil
 	}
 	return fmt.Errorf("unknown Payment unique edge %s", name)
 }
@@ -13526,6 +16531,12 @@ func (m *PaymentMutation) ResetEdge(name string) error {
 		return nil
 	case payment.EdgePackage:
 		m.ResetPackage()
+		return nil
+	case payment.EdgePlan:
+		m.ResetPlan()
+		return nil
+	case payment.EdgeSubscription:
+		m.ResetSubscription()
 		return nil
 	case payment.EdgeTransactions:
 		m.ResetTransactions()
@@ -15186,6 +18197,9 @@ type UserMutation struct {
 	reservations             map[string]struct{}
 	removedreservations      map[string]struct{}
 	clearedreservations      bool
+	subscriptions            map[string]struct{}
+	removedsubscriptions     map[string]struct{}
+	clearedsubscriptions     bool
 	postings                 map[string]struct{}
 	removedpostings          map[string]struct{}
 	clearedpostings          bool
@@ -16118,6 +19132,60 @@ func (m *UserMutation) ResetReservations() {
 	m.removedreservations = nil
 }
 
+// AddSubscriptionIDs adds the "subscriptions" edge to the CreditSubscription entity by ids.
+func (m *UserMutation) AddSubscriptionIDs(ids ...string) {
+	if m.subscriptions == nil {
+		m.subscriptions = make(map[string]struct{})
+	}
+	for i := range ids {
+		m.subscriptions[ids[i]] = struct{}{}
+	}
+}
+
+// ClearSubscriptions clears the "subscriptions" edge to the CreditSubscription entity.
+func (m *UserMutation) ClearSubscriptions() {
+	m.clearedsubscriptions = true
+}
+
+// SubscriptionsCleared reports if the "subscriptions" edge to the CreditSubscription entity was cleared.
+func (m *UserMutation) SubscriptionsCleared() bool {
+	return m.clearedsubscriptions
+}
+
+// RemoveSubscriptionIDs removes the "subscriptions" edge to the CreditSubscription entity by IDs.
+func (m *UserMutation) RemoveSubscriptionIDs(ids ...string) {
+	if m.removedsubscriptions == nil {
+		m.removedsubscriptions = make(map[string]struct{})
+	}
+	for i := range ids {
+		delete(m.subscriptions, ids[i])
+		m.removedsubscriptions[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedSubscriptions returns the removed IDs of the "subscriptions" edge to the CreditSubscription entity.
+func (m *UserMutation) RemovedSubscriptionsIDs() (ids []string) {
+	for id := range m.removedsubscriptions {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// SubscriptionsIDs returns the "subscriptions" edge IDs in the mutation.
+func (m *UserMutation) SubscriptionsIDs() (ids []string) {
+	for id := range m.subscriptions {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetSubscriptions resets all changes to the "subscriptions" edge.
+func (m *UserMutation) ResetSubscriptions() {
+	m.subscriptions = nil
+	m.clearedsubscriptions = false
+	m.removedsubscriptions = nil
+}
+
 // AddPostingIDs adds the "postings" edge to the CreditLedger entity by ids.
 func (m *UserMutation) AddPostingIDs(ids ...string) {
 	if m.postings == nil {
@@ -16565,7 +19633,7 @@ func (m *UserMutation) ResetField(name string) error {
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *UserMutation) AddedEdges() []string {
-	edges := make([]string, 0, 6)
+	edges := make([]string, 0, 7)
 	if m.stripe_customers != nil {
 		edges = append(edges, user.EdgeStripeCustomers)
 	}
@@ -16580,6 +19648,9 @@ func (m *UserMutation) AddedEdges() []string {
 	}
 	if m.reservations != nil {
 		edges = append(edges, user.EdgeReservations)
+	}
+	if m.subscriptions != nil {
+		edges = append(edges, user.EdgeSubscriptions)
 	}
 	if m.postings != nil {
 		edges = append(edges, user.EdgePostings)
@@ -16621,6 +19692,12 @@ func (m *UserMutation) AddedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case user.EdgeSubscriptions:
+		ids := make([]ent.Value, 0, len(m.subscriptions))
+		for id := range m.subscriptions {
+			ids = append(ids, id)
+		}
+		return ids
 	case user.EdgePostings:
 		ids := make([]ent.Value, 0, len(m.postings))
 		for id := range m.postings {
@@ -16633,7 +19710,7 @@ func (m *UserMutation) AddedIDs(name string) []ent.Value {
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *UserMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 6)
+	edges := make([]string, 0, 7)
 	if m.removedstripe_customers != nil {
 		edges = append(edges, user.EdgeStripeCustomers)
 	}
@@ -16648,6 +19725,9 @@ func (m *UserMutation) RemovedEdges() []string {
 	}
 	if m.removedreservations != nil {
 		edges = append(edges, user.EdgeReservations)
+	}
+	if m.removedsubscriptions != nil {
+		edges = append(edges, user.EdgeSubscriptions)
 	}
 	if m.removedpostings != nil {
 		edges = append(edges, user.EdgePostings)
@@ -16689,6 +19769,12 @@ func (m *UserMutation) RemovedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case user.EdgeSubscriptions:
+		ids := make([]ent.Value, 0, len(m.removedsubscriptions))
+		for id := range m.removedsubscriptions {
+			ids = append(ids, id)
+		}
+		return ids
 	case user.EdgePostings:
 		ids := make([]ent.Value, 0, len(m.removedpostings))
 		for id := range m.removedpostings {
@@ -16701,7 +19787,7 @@ func (m *UserMutation) RemovedIDs(name string) []ent.Value {
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *UserMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 6)
+	edges := make([]string, 0, 7)
 	if m.clearedstripe_customers {
 		edges = append(edges, user.EdgeStripeCustomers)
 	}
@@ -16716,6 +19802,9 @@ func (m *UserMutation) ClearedEdges() []string {
 	}
 	if m.clearedreservations {
 		edges = append(edges, user.EdgeReservations)
+	}
+	if m.clearedsubscriptions {
+		edges = append(edges, user.EdgeSubscriptions)
 	}
 	if m.clearedpostings {
 		edges = append(edges, user.EdgePostings)
@@ -16737,6 +19826,8 @@ func (m *UserMutation) EdgeCleared(name string) bool {
 		return m.clearedlots
 	case user.EdgeReservations:
 		return m.clearedreservations
+	case user.EdgeSubscriptions:
+		return m.clearedsubscriptions
 	case user.EdgePostings:
 		return m.clearedpostings
 	}
@@ -16769,6 +19860,9 @@ func (m *UserMutation) ResetEdge(name string) error {
 		return nil
 	case user.EdgeReservations:
 		m.ResetReservations()
+		return nil
+	case user.EdgeSubscriptions:
+		m.ResetSubscriptions()
 		return nil
 	case user.EdgePostings:
 		m.ResetPostings()

@@ -10,6 +10,8 @@ import (
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/user"
 )
@@ -32,7 +34,17 @@ type Payment struct {
 	// RechargeSlot holds the value of the "recharge_slot" field.
 	RechargeSlot *string `json:"recharge_slot,omitempty"`
 	// PackageID holds the value of the "package_id" field.
-	PackageID string `json:"package_id,omitempty"`
+	PackageID *string `json:"package_id,omitempty"`
+	// PlanID holds the value of the "plan_id" field.
+	PlanID *string `json:"plan_id,omitempty"`
+	// SubscriptionID holds the value of the "subscription_id" field.
+	SubscriptionID *string `json:"subscription_id,omitempty"`
+	// StripeInvoiceID holds the value of the "stripe_invoice_id" field.
+	StripeInvoiceID *string `json:"stripe_invoice_id,omitempty"`
+	// PeriodStart holds the value of the "period_start" field.
+	PeriodStart *time.Time `json:"period_start,omitempty"`
+	// PeriodEnd holds the value of the "period_end" field.
+	PeriodEnd *time.Time `json:"period_end,omitempty"`
 	// price paid, in the currency's minor units
 	Amount int64 `json:"amount,omitempty"`
 	// Currency holds the value of the "currency" field.
@@ -67,6 +79,10 @@ type PaymentEdges struct {
 	User *User `json:"user,omitempty"`
 	// Package holds the value of the package edge.
 	Package *CreditPackage `json:"package,omitempty"`
+	// Plan holds the value of the plan edge.
+	Plan *CreditPlan `json:"plan,omitempty"`
+	// Subscription holds the value of the subscription edge.
+	Subscription *CreditSubscription `json:"subscription,omitempty"`
 	// Transactions holds the value of the transactions edge.
 	Transactions []*CreditTransaction `json:"transactions,omitempty"`
 	// Lots holds the value of the lots edge.
@@ -75,9 +91,9 @@ type PaymentEdges struct {
 	Events []*ProcessedEvent `json:"events,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [5]bool
+	loadedTypes [7]bool
 	// totalCount holds the count of the edges above.
-	totalCount [4]map[string]int
+	totalCount [6]map[string]int
 
 	namedTransactions map[string][]*CreditTransaction
 	namedLots         map[string][]*CreditLot
@@ -106,10 +122,32 @@ func (e PaymentEdges) PackageOrErr() (*CreditPackage, error) {
 	return nil, &NotLoadedError{edge: "package"}
 }
 
+// PlanOrErr returns the Plan value or an error if the edge
+// was not loaded in eager-loading, or loaded but was not found.
+func (e PaymentEdges) PlanOrErr() (*CreditPlan, error) {
+	if e.Plan != nil {
+		return e.Plan, nil
+	} else if e.loadedTypes[2] {
+		return nil, &NotFoundError{label: creditplan.Label}
+	}
+	return nil, &NotLoadedError{edge: "plan"}
+}
+
+// SubscriptionOrErr returns the Subscription value or an error if the edge
+// was not loaded in eager-loading, or loaded but was not found.
+func (e PaymentEdges) SubscriptionOrErr() (*CreditSubscription, error) {
+	if e.Subscription != nil {
+		return e.Subscription, nil
+	} else if e.loadedTypes[3] {
+		return nil, &NotFoundError{label: creditsubscription.Label}
+	}
+	return nil, &NotLoadedError{edge: "subscription"}
+}
+
 // TransactionsOrErr returns the Transactions value or an error if the edge
 // was not loaded in eager-loading.
 func (e PaymentEdges) TransactionsOrErr() ([]*CreditTransaction, error) {
-	if e.loadedTypes[2] {
+	if e.loadedTypes[4] {
 		return e.Transactions, nil
 	}
 	return nil, &NotLoadedError{edge: "transactions"}
@@ -118,7 +156,7 @@ func (e PaymentEdges) TransactionsOrErr() ([]*CreditTransaction, error) {
 // LotsOrErr returns the Lots value or an error if the edge
 // was not loaded in eager-loading.
 func (e PaymentEdges) LotsOrErr() ([]*CreditLot, error) {
-	if e.loadedTypes[3] {
+	if e.loadedTypes[5] {
 		return e.Lots, nil
 	}
 	return nil, &NotLoadedError{edge: "lots"}
@@ -127,7 +165,7 @@ func (e PaymentEdges) LotsOrErr() ([]*CreditLot, error) {
 // EventsOrErr returns the Events value or an error if the edge
 // was not loaded in eager-loading.
 func (e PaymentEdges) EventsOrErr() ([]*ProcessedEvent, error) {
-	if e.loadedTypes[4] {
+	if e.loadedTypes[6] {
 		return e.Events, nil
 	}
 	return nil, &NotLoadedError{edge: "events"}
@@ -142,9 +180,9 @@ func (*Payment) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullBool)
 		case payment.FieldAmount, payment.FieldCredits, payment.FieldAmountRefunded:
 			values[i] = new(sql.NullInt64)
-		case payment.FieldID, payment.FieldUserID, payment.FieldKind, payment.FieldRechargeSlot, payment.FieldPackageID, payment.FieldCurrency, payment.FieldStatus, payment.FieldStatusBeforeDispute, payment.FieldStripeCheckoutSessionID, payment.FieldStripePaymentIntentID, payment.FieldStripeChargeID:
+		case payment.FieldID, payment.FieldUserID, payment.FieldKind, payment.FieldRechargeSlot, payment.FieldPackageID, payment.FieldPlanID, payment.FieldSubscriptionID, payment.FieldStripeInvoiceID, payment.FieldCurrency, payment.FieldStatus, payment.FieldStatusBeforeDispute, payment.FieldStripeCheckoutSessionID, payment.FieldStripePaymentIntentID, payment.FieldStripeChargeID:
 			values[i] = new(sql.NullString)
-		case payment.FieldCreatedAt, payment.FieldUpdatedAt, payment.FieldPaidAt:
+		case payment.FieldCreatedAt, payment.FieldUpdatedAt, payment.FieldPeriodStart, payment.FieldPeriodEnd, payment.FieldPaidAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -208,7 +246,43 @@ func (_m *Payment) assignValues(columns []string, values []any) error {
 			if value, ok := values[i].(*sql.NullString); !ok {
 				return fmt.Errorf("unexpected type %T for field package_id", values[i])
 			} else if value.Valid {
-				_m.PackageID = value.String
+				_m.PackageID = new(string)
+				*_m.PackageID = value.String
+			}
+		case payment.FieldPlanID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field plan_id", values[i])
+			} else if value.Valid {
+				_m.PlanID = new(string)
+				*_m.PlanID = value.String
+			}
+		case payment.FieldSubscriptionID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field subscription_id", values[i])
+			} else if value.Valid {
+				_m.SubscriptionID = new(string)
+				*_m.SubscriptionID = value.String
+			}
+		case payment.FieldStripeInvoiceID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field stripe_invoice_id", values[i])
+			} else if value.Valid {
+				_m.StripeInvoiceID = new(string)
+				*_m.StripeInvoiceID = value.String
+			}
+		case payment.FieldPeriodStart:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field period_start", values[i])
+			} else if value.Valid {
+				_m.PeriodStart = new(time.Time)
+				*_m.PeriodStart = value.Time
+			}
+		case payment.FieldPeriodEnd:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field period_end", values[i])
+			} else if value.Valid {
+				_m.PeriodEnd = new(time.Time)
+				*_m.PeriodEnd = value.Time
 			}
 		case payment.FieldAmount:
 			if value, ok := values[i].(*sql.NullInt64); !ok {
@@ -304,6 +378,16 @@ func (_m *Payment) QueryPackage() *CreditPackageQuery {
 	return NewPaymentClient(_m.config).QueryPackage(_m)
 }
 
+// QueryPlan queries the "plan" edge of the Payment entity.
+func (_m *Payment) QueryPlan() *CreditPlanQuery {
+	return NewPaymentClient(_m.config).QueryPlan(_m)
+}
+
+// QuerySubscription queries the "subscription" edge of the Payment entity.
+func (_m *Payment) QuerySubscription() *CreditSubscriptionQuery {
+	return NewPaymentClient(_m.config).QuerySubscription(_m)
+}
+
 // QueryTransactions queries the "transactions" edge of the Payment entity.
 func (_m *Payment) QueryTransactions() *CreditTransactionQuery {
 	return NewPaymentClient(_m.config).QueryTransactions(_m)
@@ -362,8 +446,35 @@ func (_m *Payment) String() string {
 		builder.WriteString(*v)
 	}
 	builder.WriteString(", ")
-	builder.WriteString("package_id=")
-	builder.WriteString(_m.PackageID)
+	if v := _m.PackageID; v != nil {
+		builder.WriteString("package_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.PlanID; v != nil {
+		builder.WriteString("plan_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.SubscriptionID; v != nil {
+		builder.WriteString("subscription_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.StripeInvoiceID; v != nil {
+		builder.WriteString("stripe_invoice_id=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.PeriodStart; v != nil {
+		builder.WriteString("period_start=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.PeriodEnd; v != nil {
+		builder.WriteString("period_end=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
 	builder.WriteString(", ")
 	builder.WriteString("amount=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Amount))

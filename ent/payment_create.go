@@ -14,6 +14,8 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -107,6 +109,84 @@ func (_c *PaymentCreate) SetNillableRechargeSlot(v *string) *PaymentCreate {
 // SetPackageID sets the "package_id" field.
 func (_c *PaymentCreate) SetPackageID(v string) *PaymentCreate {
 	_c.mutation.SetPackageID(v)
+	return _c
+}
+
+// SetNillablePackageID sets the "package_id" field if the given value is not nil.
+func (_c *PaymentCreate) SetNillablePackageID(v *string) *PaymentCreate {
+	if v != nil {
+		_c.SetPackageID(*v)
+	}
+	return _c
+}
+
+// SetPlanID sets the "plan_id" field.
+func (_c *PaymentCreate) SetPlanID(v string) *PaymentCreate {
+	_c.mutation.SetPlanID(v)
+	return _c
+}
+
+// SetNillablePlanID sets the "plan_id" field if the given value is not nil.
+func (_c *PaymentCreate) SetNillablePlanID(v *string) *PaymentCreate {
+	if v != nil {
+		_c.SetPlanID(*v)
+	}
+	return _c
+}
+
+// SetSubscriptionID sets the "subscription_id" field.
+func (_c *PaymentCreate) SetSubscriptionID(v string) *PaymentCreate {
+	_c.mutation.SetSubscriptionID(v)
+	return _c
+}
+
+// SetNillableSubscriptionID sets the "subscription_id" field if the given value is not nil.
+func (_c *PaymentCreate) SetNillableSubscriptionID(v *string) *PaymentCreate {
+	if v != nil {
+		_c.SetSubscriptionID(*v)
+	}
+	return _c
+}
+
+// SetStripeInvoiceID sets the "stripe_invoice_id" field.
+func (_c *PaymentCreate) SetStripeInvoiceID(v string) *PaymentCreate {
+	_c.mutation.SetStripeInvoiceID(v)
+	return _c
+}
+
+// SetNillableStripeInvoiceID sets the "stripe_invoice_id" field if the given value is not nil.
+func (_c *PaymentCreate) SetNillableStripeInvoiceID(v *string) *PaymentCreate {
+	if v != nil {
+		_c.SetStripeInvoiceID(*v)
+	}
+	return _c
+}
+
+// SetPeriodStart sets the "period_start" field.
+func (_c *PaymentCreate) SetPeriodStart(v time.Time) *PaymentCreate {
+	_c.mutation.SetPeriodStart(v)
+	return _c
+}
+
+// SetNillablePeriodStart sets the "period_start" field if the given value is not nil.
+func (_c *PaymentCreate) SetNillablePeriodStart(v *time.Time) *PaymentCreate {
+	if v != nil {
+		_c.SetPeriodStart(*v)
+	}
+	return _c
+}
+
+// SetPeriodEnd sets the "period_end" field.
+func (_c *PaymentCreate) SetPeriodEnd(v time.Time) *PaymentCreate {
+	_c.mutation.SetPeriodEnd(v)
+	return _c
+}
+
+// SetNillablePeriodEnd sets the "period_end" field if the given value is not nil.
+func (_c *PaymentCreate) SetNillablePeriodEnd(v *time.Time) *PaymentCreate {
+	if v != nil {
+		_c.SetPeriodEnd(*v)
+	}
 	return _c
 }
 
@@ -264,6 +344,16 @@ func (_c *PaymentCreate) SetPackage(v *CreditPackage) *PaymentCreate {
 	return _c.SetPackageID(v.ID)
 }
 
+// SetPlan sets the "plan" edge to the CreditPlan entity.
+func (_c *PaymentCreate) SetPlan(v *CreditPlan) *PaymentCreate {
+	return _c.SetPlanID(v.ID)
+}
+
+// SetSubscription sets the "subscription" edge to the CreditSubscription entity.
+func (_c *PaymentCreate) SetSubscription(v *CreditSubscription) *PaymentCreate {
+	return _c.SetSubscriptionID(v.ID)
+}
+
 // AddTransactionIDs adds the "transactions" edge to the CreditTransaction entity by IDs.
 func (_c *PaymentCreate) AddTransactionIDs(ids ...string) *PaymentCreate {
 	_c.mutation.AddTransactionIDs(ids...)
@@ -405,8 +495,10 @@ func (_c *PaymentCreate) check() error {
 			return &ValidationError{Name: "recharge_slot", err: fmt.Errorf(`ent: validator failed for field "Payment.recharge_slot": %w`, err)}
 		}
 	}
-	if _, ok := _c.mutation.PackageID(); !ok {
-		return &ValidationError{Name: "package_id", err: errors.New(`ent: missing required field "Payment.package_id"`)}
+	if v, ok := _c.mutation.StripeInvoiceID(); ok {
+		if err := payment.StripeInvoiceIDValidator(v); err != nil {
+			return &ValidationError{Name: "stripe_invoice_id", err: fmt.Errorf(`ent: validator failed for field "Payment.stripe_invoice_id": %w`, err)}
+		}
 	}
 	if _, ok := _c.mutation.Amount(); !ok {
 		return &ValidationError{Name: "amount", err: errors.New(`ent: missing required field "Payment.amount"`)}
@@ -479,9 +571,6 @@ func (_c *PaymentCreate) check() error {
 	if len(_c.mutation.UserIDs()) == 0 {
 		return &ValidationError{Name: "user", err: errors.New(`ent: missing required edge "Payment.user"`)}
 	}
-	if len(_c.mutation.PackageIDs()) == 0 {
-		return &ValidationError{Name: "package", err: errors.New(`ent: missing required edge "Payment.package"`)}
-	}
 	return nil
 }
 
@@ -537,6 +626,18 @@ func (_c *PaymentCreate) createSpec() (*Payment, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.RechargeSlot(); ok {
 		_spec.SetField(payment.FieldRechargeSlot, field.TypeString, value)
 		_node.RechargeSlot = &value
+	}
+	if value, ok := _c.mutation.StripeInvoiceID(); ok {
+		_spec.SetField(payment.FieldStripeInvoiceID, field.TypeString, value)
+		_node.StripeInvoiceID = &value
+	}
+	if value, ok := _c.mutation.PeriodStart(); ok {
+		_spec.SetField(payment.FieldPeriodStart, field.TypeTime, value)
+		_node.PeriodStart = &value
+	}
+	if value, ok := _c.mutation.PeriodEnd(); ok {
+		_spec.SetField(payment.FieldPeriodEnd, field.TypeTime, value)
+		_node.PeriodEnd = &value
 	}
 	if value, ok := _c.mutation.Amount(); ok {
 		_spec.SetField(payment.FieldAmount, field.TypeInt64, value)
@@ -613,7 +714,41 @@ func (_c *PaymentCreate) createSpec() (*Payment, *sqlgraph.CreateSpec) {
 		for _, k := range nodes {
 			edge.Target.Nodes = append(edge.Target.Nodes, k)
 		}
-		_node.PackageID = nodes[0]
+		_node.PackageID = &nodes[0]
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.PlanIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: false,
+			Table:   payment.PlanTable,
+			Columns: []string{payment.PlanColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(creditplan.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_node.PlanID = &nodes[0]
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.SubscriptionIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: true,
+			Table:   payment.SubscriptionTable,
+			Columns: []string{payment.SubscriptionColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(creditsubscription.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_node.SubscriptionID = &nodes[0]
 		_spec.Edges = append(_spec.Edges, edge)
 	}
 	if nodes := _c.mutation.TransactionsIDs(); len(nodes) > 0 {
@@ -909,6 +1044,21 @@ func (u *PaymentUpsertOne) UpdateNewValues() *PaymentUpsertOne {
 		}
 		if _, exists := u.create.mutation.PackageID(); exists {
 			s.SetIgnore(payment.FieldPackageID)
+		}
+		if _, exists := u.create.mutation.PlanID(); exists {
+			s.SetIgnore(payment.FieldPlanID)
+		}
+		if _, exists := u.create.mutation.SubscriptionID(); exists {
+			s.SetIgnore(payment.FieldSubscriptionID)
+		}
+		if _, exists := u.create.mutation.StripeInvoiceID(); exists {
+			s.SetIgnore(payment.FieldStripeInvoiceID)
+		}
+		if _, exists := u.create.mutation.PeriodStart(); exists {
+			s.SetIgnore(payment.FieldPeriodStart)
+		}
+		if _, exists := u.create.mutation.PeriodEnd(); exists {
+			s.SetIgnore(payment.FieldPeriodEnd)
 		}
 		if _, exists := u.create.mutation.Amount(); exists {
 			s.SetIgnore(payment.FieldAmount)
@@ -1336,6 +1486,21 @@ func (u *PaymentUpsertBulk) UpdateNewValues() *PaymentUpsertBulk {
 			}
 			if _, exists := b.mutation.PackageID(); exists {
 				s.SetIgnore(payment.FieldPackageID)
+			}
+			if _, exists := b.mutation.PlanID(); exists {
+				s.SetIgnore(payment.FieldPlanID)
+			}
+			if _, exists := b.mutation.SubscriptionID(); exists {
+				s.SetIgnore(payment.FieldSubscriptionID)
+			}
+			if _, exists := b.mutation.StripeInvoiceID(); exists {
+				s.SetIgnore(payment.FieldStripeInvoiceID)
+			}
+			if _, exists := b.mutation.PeriodStart(); exists {
+				s.SetIgnore(payment.FieldPeriodStart)
+			}
+			if _, exists := b.mutation.PeriodEnd(); exists {
+				s.SetIgnore(payment.FieldPeriodEnd)
 			}
 			if _, exists := b.mutation.Amount(); exists {
 				s.SetIgnore(payment.FieldAmount)

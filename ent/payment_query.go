@@ -15,6 +15,8 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/predicate"
@@ -31,6 +33,8 @@ type PaymentQuery struct {
 	predicates            []predicate.Payment
 	withUser              *UserQuery
 	withPackage           *CreditPackageQuery
+	withPlan              *CreditPlanQuery
+	withSubscription      *CreditSubscriptionQuery
 	withTransactions      *CreditTransactionQuery
 	withLots              *CreditLotQuery
 	withEvents            *ProcessedEventQuery
@@ -112,6 +116,50 @@ func (_q *PaymentQuery) QueryPackage() *CreditPackageQuery {
 			sqlgraph.From(payment.Table, payment.FieldID, selector),
 			sqlgraph.To(creditpackage.Table, creditpackage.FieldID),
 			sqlgraph.Edge(sqlgraph.M2O, false, payment.PackageTable, payment.PackageColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryPlan chains the current query on the "plan" edge.
+func (_q *PaymentQuery) QueryPlan() *CreditPlanQuery {
+	query := (&CreditPlanClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(payment.Table, payment.FieldID, selector),
+			sqlgraph.To(creditplan.Table, creditplan.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, payment.PlanTable, payment.PlanColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QuerySubscription chains the current query on the "subscription" edge.
+func (_q *PaymentQuery) QuerySubscription() *CreditSubscriptionQuery {
+	query := (&CreditSubscriptionClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(payment.Table, payment.FieldID, selector),
+			sqlgraph.To(creditsubscription.Table, creditsubscription.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, payment.SubscriptionTable, payment.SubscriptionColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -379,6 +427,8 @@ func (_q *PaymentQuery) Clone() *PaymentQuery {
 		predicates:       append([]predicate.Payment{}, _q.predicates...),
 		withUser:         _q.withUser.Clone(),
 		withPackage:      _q.withPackage.Clone(),
+		withPlan:         _q.withPlan.Clone(),
+		withSubscription: _q.withSubscription.Clone(),
 		withTransactions: _q.withTransactions.Clone(),
 		withLots:         _q.withLots.Clone(),
 		withEvents:       _q.withEvents.Clone(),
@@ -408,6 +458,28 @@ func (_q *PaymentQuery) WithPackage(opts ...func(*CreditPackageQuery)) *PaymentQ
 		opt(query)
 	}
 	_q.withPackage = query
+	return _q
+}
+
+// WithPlan tells the query-builder to eager-load the nodes that are connected to
+// the "plan" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *PaymentQuery) WithPlan(opts ...func(*CreditPlanQuery)) *PaymentQuery {
+	query := (&CreditPlanClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withPlan = query
+	return _q
+}
+
+// WithSubscription tells the query-builder to eager-load the nodes that are connected to
+// the "subscription" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *PaymentQuery) WithSubscription(opts ...func(*CreditSubscriptionQuery)) *PaymentQuery {
+	query := (&CreditSubscriptionClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withSubscription = query
 	return _q
 }
 
@@ -522,9 +594,11 @@ func (_q *PaymentQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Paym
 	var (
 		nodes       = []*Payment{}
 		_spec       = _q.querySpec()
-		loadedTypes = [5]bool{
+		loadedTypes = [7]bool{
 			_q.withUser != nil,
 			_q.withPackage != nil,
+			_q.withPlan != nil,
+			_q.withSubscription != nil,
 			_q.withTransactions != nil,
 			_q.withLots != nil,
 			_q.withEvents != nil,
@@ -560,6 +634,18 @@ func (_q *PaymentQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Paym
 	if query := _q.withPackage; query != nil {
 		if err := _q.loadPackage(ctx, query, nodes, nil,
 			func(n *Payment, e *CreditPackage) { n.Edges.Package = e }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withPlan; query != nil {
+		if err := _q.loadPlan(ctx, query, nodes, nil,
+			func(n *Payment, e *CreditPlan) { n.Edges.Plan = e }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withSubscription; query != nil {
+		if err := _q.loadSubscription(ctx, query, nodes, nil,
+			func(n *Payment, e *CreditSubscription) { n.Edges.Subscription = e }); err != nil {
 			return nil, err
 		}
 	}
@@ -646,7 +732,10 @@ func (_q *PaymentQuery) loadPackage(ctx context.Context, query *CreditPackageQue
 	ids := make([]string, 0, len(nodes))
 	nodeids := make(map[string][]*Payment)
 	for i := range nodes {
-		fk := nodes[i].PackageID
+		if nodes[i].PackageID == nil {
+			continue
+		}
+		fk := *nodes[i].PackageID
 		if _, ok := nodeids[fk]; !ok {
 			ids = append(ids, fk)
 		}
@@ -664,6 +753,70 @@ func (_q *PaymentQuery) loadPackage(ctx context.Context, query *CreditPackageQue
 		nodes, ok := nodeids[n.ID]
 		if !ok {
 			return fmt.Errorf(`unexpected foreign-key "package_id" returned %v`, n.ID)
+		}
+		for i := range nodes {
+			assign(nodes[i], n)
+		}
+	}
+	return nil
+}
+func (_q *PaymentQuery) loadPlan(ctx context.Context, query *CreditPlanQuery, nodes []*Payment, init func(*Payment), assign func(*Payment, *CreditPlan)) error {
+	ids := make([]string, 0, len(nodes))
+	nodeids := make(map[string][]*Payment)
+	for i := range nodes {
+		if nodes[i].PlanID == nil {
+			continue
+		}
+		fk := *nodes[i].PlanID
+		if _, ok := nodeids[fk]; !ok {
+			ids = append(ids, fk)
+		}
+		nodeids[fk] = append(nodeids[fk], nodes[i])
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	query.Where(creditplan.IDIn(ids...))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		nodes, ok := nodeids[n.ID]
+		if !ok {
+			return fmt.Errorf(`unexpected foreign-key "plan_id" returned %v`, n.ID)
+		}
+		for i := range nodes {
+			assign(nodes[i], n)
+		}
+	}
+	return nil
+}
+func (_q *PaymentQuery) loadSubscription(ctx context.Context, query *CreditSubscriptionQuery, nodes []*Payment, init func(*Payment), assign func(*Payment, *CreditSubscription)) error {
+	ids := make([]string, 0, len(nodes))
+	nodeids := make(map[string][]*Payment)
+	for i := range nodes {
+		if nodes[i].SubscriptionID == nil {
+			continue
+		}
+		fk := *nodes[i].SubscriptionID
+		if _, ok := nodeids[fk]; !ok {
+			ids = append(ids, fk)
+		}
+		nodeids[fk] = append(nodeids[fk], nodes[i])
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	query.Where(creditsubscription.IDIn(ids...))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		nodes, ok := nodeids[n.ID]
+		if !ok {
+			return fmt.Errorf(`unexpected foreign-key "subscription_id" returned %v`, n.ID)
 		}
 		for i := range nodes {
 			assign(nodes[i], n)
@@ -804,6 +957,12 @@ func (_q *PaymentQuery) querySpec() *sqlgraph.QuerySpec {
 		}
 		if _q.withPackage != nil {
 			_spec.Node.AddColumnOnce(payment.FieldPackageID)
+		}
+		if _q.withPlan != nil {
+			_spec.Node.AddColumnOnce(payment.FieldPlanID)
+		}
+		if _q.withSubscription != nil {
+			_spec.Node.AddColumnOnce(payment.FieldSubscriptionID)
 		}
 	}
 	if ps := _q.predicates; len(ps) > 0 {

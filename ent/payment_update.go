@@ -396,9 +396,6 @@ func (_u *PaymentUpdate) check() error {
 	if _u.mutation.UserCleared() && len(_u.mutation.UserIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "Payment.user"`)
 	}
-	if _u.mutation.PackageCleared() && len(_u.mutation.PackageIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "Payment.package"`)
-	}
 	return nil
 }
 
@@ -428,6 +425,15 @@ func (_u *PaymentUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.RechargeSlotCleared() {
 		_spec.ClearField(payment.FieldRechargeSlot, field.TypeString)
+	}
+	if _u.mutation.StripeInvoiceIDCleared() {
+		_spec.ClearField(payment.FieldStripeInvoiceID, field.TypeString)
+	}
+	if _u.mutation.PeriodStartCleared() {
+		_spec.ClearField(payment.FieldPeriodStart, field.TypeTime)
+	}
+	if _u.mutation.PeriodEndCleared() {
+		_spec.ClearField(payment.FieldPeriodEnd, field.TypeTime)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(payment.FieldStatus, field.TypeEnum, value)
@@ -1005,9 +1011,6 @@ func (_u *PaymentUpdateOne) check() error {
 	if _u.mutation.UserCleared() && len(_u.mutation.UserIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "Payment.user"`)
 	}
-	if _u.mutation.PackageCleared() && len(_u.mutation.PackageIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "Payment.package"`)
-	}
 	return nil
 }
 
@@ -1054,6 +1057,15 @@ func (_u *PaymentUpdateOne) sqlSave(ctx context.Context) (_node *Payment, err er
 	}
 	if _u.mutation.RechargeSlotCleared() {
 		_spec.ClearField(payment.FieldRechargeSlot, field.TypeString)
+	}
+	if _u.mutation.StripeInvoiceIDCleared() {
+		_spec.ClearField(payment.FieldStripeInvoiceID, field.TypeString)
+	}
+	if _u.mutation.PeriodStartCleared() {
+		_spec.ClearField(payment.FieldPeriodStart, field.TypeTime)
+	}
+	if _u.mutation.PeriodEndCleared() {
+		_spec.ClearField(payment.FieldPeriodEnd, field.TypeTime)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(payment.FieldStatus, field.TypeEnum, value)

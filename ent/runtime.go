@@ -10,7 +10,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
@@ -396,6 +398,107 @@ func init() {
 			return nil
 		}
 	}()
+	creditplanMixin := schema.CreditPlan{}.Mixin()
+	creditplanMixinFields0 := creditplanMixin[0].Fields()
+	_ = creditplanMixinFields0
+	creditplanMixinFields1 := creditplanMixin[1].Fields()
+	_ = creditplanMixinFields1
+	creditplanFields := schema.CreditPlan{}.Fields()
+	_ = creditplanFields
+	// creditplanDescCreatedAt is the schema descriptor for created_at field.
+	creditplanDescCreatedAt := creditplanMixinFields1[0].Descriptor()
+	// creditplan.DefaultCreatedAt holds the default value on creation for the created_at field.
+	creditplan.DefaultCreatedAt = creditplanDescCreatedAt.Default.(func() time.Time)
+	// creditplanDescUpdatedAt is the schema descriptor for updated_at field.
+	creditplanDescUpdatedAt := creditplanMixinFields1[1].Descriptor()
+	// creditplan.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	creditplan.DefaultUpdatedAt = creditplanDescUpdatedAt.Default.(func() time.Time)
+	// creditplan.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	creditplan.UpdateDefaultUpdatedAt = creditplanDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// creditplanDescName is the schema descriptor for name field.
+	creditplanDescName := creditplanFields[0].Descriptor()
+	// creditplan.NameValidator is a validator for the "name" field. It is called by the builders before save.
+	creditplan.NameValidator = func() func(string) error {
+		validators := creditplanDescName.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(name string) error {
+			for _, fn := range fns {
+				if err := fn(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// creditplanDescDescription is the schema descriptor for description field.
+	creditplanDescDescription := creditplanFields[1].Descriptor()
+	// creditplan.DescriptionValidator is a validator for the "description" field. It is called by the builders before save.
+	creditplan.DescriptionValidator = creditplanDescDescription.Validators[0].(func(string) error)
+	// creditplanDescCreditsPerPeriod is the schema descriptor for credits_per_period field.
+	creditplanDescCreditsPerPeriod := creditplanFields[2].Descriptor()
+	// creditplan.CreditsPerPeriodValidator is a validator for the "credits_per_period" field. It is called by the builders before save.
+	creditplan.CreditsPerPeriodValidator = creditplanDescCreditsPerPeriod.Validators[0].(func(int64) error)
+	// creditplanDescPriceAmount is the schema descriptor for price_amount field.
+	creditplanDescPriceAmount := creditplanFields[4].Descriptor()
+	// creditplan.PriceAmountValidator is a validator for the "price_amount" field. It is called by the builders before save.
+	creditplan.PriceAmountValidator = creditplanDescPriceAmount.Validators[0].(func(int64) error)
+	// creditplanDescCurrency is the schema descriptor for currency field.
+	creditplanDescCurrency := creditplanFields[5].Descriptor()
+	// creditplan.CurrencyValidator is a validator for the "currency" field. It is called by the builders before save.
+	creditplan.CurrencyValidator = func() func(string) error {
+		validators := creditplanDescCurrency.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(currency string) error {
+			for _, fn := range fns {
+				if err := fn(currency); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// creditplanDescStripePriceID is the schema descriptor for stripe_price_id field.
+	creditplanDescStripePriceID := creditplanFields[6].Descriptor()
+	// creditplan.StripePriceIDValidator is a validator for the "stripe_price_id" field. It is called by the builders before save.
+	creditplan.StripePriceIDValidator = creditplanDescStripePriceID.Validators[0].(func(string) error)
+	// creditplanDescRolloverCap is the schema descriptor for rollover_cap field.
+	creditplanDescRolloverCap := creditplanFields[8].Descriptor()
+	// creditplan.RolloverCapValidator is a validator for the "rollover_cap" field. It is called by the builders before save.
+	creditplan.RolloverCapValidator = creditplanDescRolloverCap.Validators[0].(func(int64) error)
+	// creditplanDescActive is the schema descriptor for active field.
+	creditplanDescActive := creditplanFields[9].Descriptor()
+	// creditplan.DefaultActive holds the default value on creation for the active field.
+	creditplan.DefaultActive = creditplanDescActive.Default.(bool)
+	// creditplanDescSortOrder is the schema descriptor for sort_order field.
+	creditplanDescSortOrder := creditplanFields[10].Descriptor()
+	// creditplan.DefaultSortOrder holds the default value on creation for the sort_order field.
+	creditplan.DefaultSortOrder = creditplanDescSortOrder.Default.(int)
+	// creditplanDescID is the schema descriptor for id field.
+	creditplanDescID := creditplanMixinFields0[0].Descriptor()
+	// creditplan.DefaultID holds the default value on creation for the id field.
+	creditplan.DefaultID = creditplanDescID.Default.(func() string)
+	// creditplan.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	creditplan.IDValidator = func() func(string) error {
+		validators := creditplanDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
 	creditreservationMixin := schema.CreditReservation{}.Mixin()
 	creditreservationMixinFields0 := creditreservationMixin[0].Fields()
 	_ = creditreservationMixinFields0
@@ -434,6 +537,63 @@ func init() {
 	// creditreservation.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	creditreservation.IDValidator = func() func(string) error {
 		validators := creditreservationDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	creditsubscriptionMixin := schema.CreditSubscription{}.Mixin()
+	creditsubscriptionMixinFields0 := creditsubscriptionMixin[0].Fields()
+	_ = creditsubscriptionMixinFields0
+	creditsubscriptionMixinFields1 := creditsubscriptionMixin[1].Fields()
+	_ = creditsubscriptionMixinFields1
+	creditsubscriptionFields := schema.CreditSubscription{}.Fields()
+	_ = creditsubscriptionFields
+	// creditsubscriptionDescCreatedAt is the schema descriptor for created_at field.
+	creditsubscriptionDescCreatedAt := creditsubscriptionMixinFields1[0].Descriptor()
+	// creditsubscription.DefaultCreatedAt holds the default value on creation for the created_at field.
+	creditsubscription.DefaultCreatedAt = creditsubscriptionDescCreatedAt.Default.(func() time.Time)
+	// creditsubscriptionDescUpdatedAt is the schema descriptor for updated_at field.
+	creditsubscriptionDescUpdatedAt := creditsubscriptionMixinFields1[1].Descriptor()
+	// creditsubscription.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	creditsubscription.DefaultUpdatedAt = creditsubscriptionDescUpdatedAt.Default.(func() time.Time)
+	// creditsubscription.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	creditsubscription.UpdateDefaultUpdatedAt = creditsubscriptionDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// creditsubscriptionDescCancelAtPeriodEnd is the schema descriptor for cancel_at_period_end field.
+	creditsubscriptionDescCancelAtPeriodEnd := creditsubscriptionFields[5].Descriptor()
+	// creditsubscription.DefaultCancelAtPeriodEnd holds the default value on creation for the cancel_at_period_end field.
+	creditsubscription.DefaultCancelAtPeriodEnd = creditsubscriptionDescCancelAtPeriodEnd.Default.(bool)
+	// creditsubscriptionDescStripeSubscriptionID is the schema descriptor for stripe_subscription_id field.
+	creditsubscriptionDescStripeSubscriptionID := creditsubscriptionFields[7].Descriptor()
+	// creditsubscription.StripeSubscriptionIDValidator is a validator for the "stripe_subscription_id" field. It is called by the builders before save.
+	creditsubscription.StripeSubscriptionIDValidator = creditsubscriptionDescStripeSubscriptionID.Validators[0].(func(string) error)
+	// creditsubscriptionDescStripeCheckoutSessionID is the schema descriptor for stripe_checkout_session_id field.
+	creditsubscriptionDescStripeCheckoutSessionID := creditsubscriptionFields[8].Descriptor()
+	// creditsubscription.StripeCheckoutSessionIDValidator is a validator for the "stripe_checkout_session_id" field. It is called by the builders before save.
+	creditsubscription.StripeCheckoutSessionIDValidator = creditsubscriptionDescStripeCheckoutSessionID.Validators[0].(func(string) error)
+	// creditsubscriptionDescLivemode is the schema descriptor for livemode field.
+	creditsubscriptionDescLivemode := creditsubscriptionFields[9].Descriptor()
+	// creditsubscription.DefaultLivemode holds the default value on creation for the livemode field.
+	creditsubscription.DefaultLivemode = creditsubscriptionDescLivemode.Default.(bool)
+	// creditsubscriptionDescSyncedEventID is the schema descriptor for synced_event_id field.
+	creditsubscriptionDescSyncedEventID := creditsubscriptionFields[11].Descriptor()
+	// creditsubscription.SyncedEventIDValidator is a validator for the "synced_event_id" field. It is called by the builders before save.
+	creditsubscription.SyncedEventIDValidator = creditsubscriptionDescSyncedEventID.Validators[0].(func(string) error)
+	// creditsubscriptionDescID is the schema descriptor for id field.
+	creditsubscriptionDescID := creditsubscriptionMixinFields0[0].Descriptor()
+	// creditsubscription.DefaultID holds the default value on creation for the id field.
+	creditsubscription.DefaultID = creditsubscriptionDescID.Default.(func() string)
+	// creditsubscription.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	creditsubscription.IDValidator = func() func(string) error {
+		validators := creditsubscriptionDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),
@@ -776,12 +936,16 @@ func init() {
 	paymentDescRechargeSlot := paymentFields[3].Descriptor()
 	// payment.RechargeSlotValidator is a validator for the "recharge_slot" field. It is called by the builders before save.
 	payment.RechargeSlotValidator = paymentDescRechargeSlot.Validators[0].(func(string) error)
+	// paymentDescStripeInvoiceID is the schema descriptor for stripe_invoice_id field.
+	paymentDescStripeInvoiceID := paymentFields[7].Descriptor()
+	// payment.StripeInvoiceIDValidator is a validator for the "stripe_invoice_id" field. It is called by the builders before save.
+	payment.StripeInvoiceIDValidator = paymentDescStripeInvoiceID.Validators[0].(func(string) error)
 	// paymentDescAmount is the schema descriptor for amount field.
-	paymentDescAmount := paymentFields[5].Descriptor()
+	paymentDescAmount := paymentFields[10].Descriptor()
 	// payment.AmountValidator is a validator for the "amount" field. It is called by the builders before save.
 	payment.AmountValidator = paymentDescAmount.Validators[0].(func(int64) error)
 	// paymentDescCurrency is the schema descriptor for currency field.
-	paymentDescCurrency := paymentFields[6].Descriptor()
+	paymentDescCurrency := paymentFields[11].Descriptor()
 	// payment.CurrencyValidator is a validator for the "currency" field. It is called by the builders before save.
 	payment.CurrencyValidator = func() func(string) error {
 		validators := paymentDescCurrency.Validators
@@ -799,33 +963,33 @@ func init() {
 		}
 	}()
 	// paymentDescCredits is the schema descriptor for credits field.
-	paymentDescCredits := paymentFields[7].Descriptor()
+	paymentDescCredits := paymentFields[12].Descriptor()
 	// payment.CreditsValidator is a validator for the "credits" field. It is called by the builders before save.
 	payment.CreditsValidator = paymentDescCredits.Validators[0].(func(int64) error)
 	// paymentDescStatusBeforeDispute is the schema descriptor for status_before_dispute field.
-	paymentDescStatusBeforeDispute := paymentFields[9].Descriptor()
+	paymentDescStatusBeforeDispute := paymentFields[14].Descriptor()
 	// payment.StatusBeforeDisputeValidator is a validator for the "status_before_dispute" field. It is called by the builders before save.
 	payment.StatusBeforeDisputeValidator = paymentDescStatusBeforeDispute.Validators[0].(func(string) error)
 	// paymentDescAmountRefunded is the schema descriptor for amount_refunded field.
-	paymentDescAmountRefunded := paymentFields[10].Descriptor()
+	paymentDescAmountRefunded := paymentFields[15].Descriptor()
 	// payment.DefaultAmountRefunded holds the default value on creation for the amount_refunded field.
 	payment.DefaultAmountRefunded = paymentDescAmountRefunded.Default.(int64)
 	// payment.AmountRefundedValidator is a validator for the "amount_refunded" field. It is called by the builders before save.
 	payment.AmountRefundedValidator = paymentDescAmountRefunded.Validators[0].(func(int64) error)
 	// paymentDescStripeCheckoutSessionID is the schema descriptor for stripe_checkout_session_id field.
-	paymentDescStripeCheckoutSessionID := paymentFields[11].Descriptor()
+	paymentDescStripeCheckoutSessionID := paymentFields[16].Descriptor()
 	// payment.StripeCheckoutSessionIDValidator is a validator for the "stripe_checkout_session_id" field. It is called by the builders before save.
 	payment.StripeCheckoutSessionIDValidator = paymentDescStripeCheckoutSessionID.Validators[0].(func(string) error)
 	// paymentDescStripePaymentIntentID is the schema descriptor for stripe_payment_intent_id field.
-	paymentDescStripePaymentIntentID := paymentFields[12].Descriptor()
+	paymentDescStripePaymentIntentID := paymentFields[17].Descriptor()
 	// payment.StripePaymentIntentIDValidator is a validator for the "stripe_payment_intent_id" field. It is called by the builders before save.
 	payment.StripePaymentIntentIDValidator = paymentDescStripePaymentIntentID.Validators[0].(func(string) error)
 	// paymentDescStripeChargeID is the schema descriptor for stripe_charge_id field.
-	paymentDescStripeChargeID := paymentFields[13].Descriptor()
+	paymentDescStripeChargeID := paymentFields[18].Descriptor()
 	// payment.StripeChargeIDValidator is a validator for the "stripe_charge_id" field. It is called by the builders before save.
 	payment.StripeChargeIDValidator = paymentDescStripeChargeID.Validators[0].(func(string) error)
 	// paymentDescLivemode is the schema descriptor for livemode field.
-	paymentDescLivemode := paymentFields[14].Descriptor()
+	paymentDescLivemode := paymentFields[19].Descriptor()
 	// payment.DefaultLivemode holds the default value on creation for the livemode field.
 	payment.DefaultLivemode = paymentDescLivemode.Default.(bool)
 	// paymentDescID is the schema descriptor for id field.

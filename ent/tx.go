@@ -24,8 +24,12 @@ type Tx struct {
 	CreditLot *CreditLotClient
 	// CreditPackage is the client for interacting with the CreditPackage builders.
 	CreditPackage *CreditPackageClient
+	// CreditPlan is the client for interacting with the CreditPlan builders.
+	CreditPlan *CreditPlanClient
 	// CreditReservation is the client for interacting with the CreditReservation builders.
 	CreditReservation *CreditReservationClient
+	// CreditSubscription is the client for interacting with the CreditSubscription builders.
+	CreditSubscription *CreditSubscriptionClient
 	// CreditTransaction is the client for interacting with the CreditTransaction builders.
 	CreditTransaction *CreditTransactionClient
 	// DevSecret is the client for interacting with the DevSecret builders.
@@ -184,7 +188,9 @@ func (tx *Tx) init() {
 	tx.CreditLedger = NewCreditLedgerClient(tx.config)
 	tx.CreditLot = NewCreditLotClient(tx.config)
 	tx.CreditPackage = NewCreditPackageClient(tx.config)
+	tx.CreditPlan = NewCreditPlanClient(tx.config)
 	tx.CreditReservation = NewCreditReservationClient(tx.config)
+	tx.CreditSubscription = NewCreditSubscriptionClient(tx.config)
 	tx.CreditTransaction = NewCreditTransactionClient(tx.config)
 	tx.DevSecret = NewDevSecretClient(tx.config)
 	tx.IdempotencyKey = NewIdempotencyKeyClient(tx.config)

@@ -57,19 +57,22 @@ type UserEdges struct {
 	Lots []*CreditLot `json:"lots,omitempty"`
 	// Reservations holds the value of the reservations edge.
 	Reservations []*CreditReservation `json:"reservations,omitempty"`
+	// Subscriptions holds the value of the subscriptions edge.
+	Subscriptions []*CreditSubscription `json:"subscriptions,omitempty"`
 	// Postings holds the value of the postings edge.
 	Postings []*CreditLedger `json:"postings,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [6]bool
+	loadedTypes [7]bool
 	// totalCount holds the count of the edges above.
-	totalCount [2]map[string]int
+	totalCount [3]map[string]int
 
 	namedStripeCustomers map[string][]*StripeCustomer
 	namedPayments        map[string][]*Payment
 	namedTransactions    map[string][]*CreditTransaction
 	namedLots            map[string][]*CreditLot
 	namedReservations    map[string][]*CreditReservation
+	namedSubscriptions   map[string][]*CreditSubscription
 	namedPostings        map[string][]*CreditLedger
 }
 
@@ -118,10 +121,19 @@ func (e UserEdges) ReservationsOrErr() ([]*CreditReservation, error) {
 	return nil, &NotLoadedError{edge: "reservations"}
 }
 
+// SubscriptionsOrErr returns the Subscriptions value or an error if the edge
+// was not loaded in eager-loading.
+func (e UserEdges) SubscriptionsOrErr() ([]*CreditSubscription, error) {
+	if e.loadedTypes[5] {
+		return e.Subscriptions, nil
+	}
+	return nil, &NotLoadedError{edge: "subscriptions"}
+}
+
 // PostingsOrErr returns the Postings value or an error if the edge
 // was not loaded in eager-loading.
 func (e UserEdges) PostingsOrErr() ([]*CreditLedger, error) {
-	if e.loadedTypes[5] {
+	if e.loadedTypes[6] {
 		return e.Postings, nil
 	}
 	return nil, &NotLoadedError{edge: "postings"}
@@ -264,6 +276,11 @@ func (_m *User) QueryLots() *CreditLotQuery {
 // QueryReservations queries the "reservations" edge of the User entity.
 func (_m *User) QueryReservations() *CreditReservationQuery {
 	return NewUserClient(_m.config).QueryReservations(_m)
+}
+
+// QuerySubscriptions queries the "subscriptions" edge of the User entity.
+func (_m *User) QuerySubscriptions() *CreditSubscriptionQuery {
+	return NewUserClient(_m.config).QuerySubscriptions(_m)
 }
 
 // QueryPostings queries the "postings" edge of the User entity.
@@ -453,6 +470,30 @@ func (_m *User) appendNamedReservations(name string, edges ...*CreditReservation
 		_m.Edges.namedReservations[name] = []*CreditReservation{}
 	} else {
 		_m.Edges.namedReservations[name] = append(_m.Edges.namedReservations[name], edges...)
+	}
+}
+
+// NamedSubscriptions returns the Subscriptions named value or an error if the edge was not
+// loaded in eager-loading with this name.
+func (_m *User) NamedSubscriptions(name string) ([]*CreditSubscription, error) {
+	if _m.Edges.namedSubscriptions == nil {
+		return nil, &NotLoadedError{edge: name}
+	}
+	nodes, ok := _m.Edges.namedSubscriptions[name]
+	if !ok {
+		return nil, &NotLoadedError{edge: name}
+	}
+	return nodes, nil
+}
+
+func (_m *User) appendNamedSubscriptions(name string, edges ...*CreditSubscription) {
+	if _m.Edges.namedSubscriptions == nil {
+		_m.Edges.namedSubscriptions = make(map[string][]*CreditSubscription)
+	}
+	if len(edges) == 0 {
+		_m.Edges.namedSubscriptions[name] = []*CreditSubscription{}
+	} else {
+		_m.Edges.namedSubscriptions[name] = append(_m.Edges.namedSubscriptions[name], edges...)
 	}
 }
 

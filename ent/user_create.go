@@ -15,6 +15,7 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/stripecustomer"
@@ -262,6 +263,21 @@ func (_c *UserCreate) AddReservations(v ...*CreditReservation) *UserCreate {
 		ids[i] = v[i].ID
 	}
 	return _c.AddReservationIDs(ids...)
+}
+
+// AddSubscriptionIDs adds the "subscriptions" edge to the CreditSubscription entity by IDs.
+func (_c *UserCreate) AddSubscriptionIDs(ids ...string) *UserCreate {
+	_c.mutation.AddSubscriptionIDs(ids...)
+	return _c
+}
+
+// AddSubscriptions adds the "subscriptions" edges to the CreditSubscription entity.
+func (_c *UserCreate) AddSubscriptions(v ...*CreditSubscription) *UserCreate {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _c.AddSubscriptionIDs(ids...)
 }
 
 // AddPostingIDs adds the "postings" edge to the CreditLedger entity by IDs.
@@ -555,6 +571,22 @@ func (_c *UserCreate) createSpec() (*User, *sqlgraph.CreateSpec) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(creditreservation.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.SubscriptionsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   user.SubscriptionsTable,
+			Columns: []string{user.SubscriptionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(creditsubscription.FieldID, field.TypeString),
 			},
 		}
 		for _, k := range nodes {

@@ -16,6 +16,7 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/predicate"
@@ -35,6 +36,7 @@ type UserQuery struct {
 	withTransactions         *CreditTransactionQuery
 	withLots                 *CreditLotQuery
 	withReservations         *CreditReservationQuery
+	withSubscriptions        *CreditSubscriptionQuery
 	withPostings             *CreditLedgerQuery
 	loadTotal                []func(context.Context, []*User) error
 	modifiers                []func(*sql.Selector)
@@ -43,6 +45,7 @@ type UserQuery struct {
 	withNamedTransactions    map[string]*CreditTransactionQuery
 	withNamedLots            map[string]*CreditLotQuery
 	withNamedReservations    map[string]*CreditReservationQuery
+	withNamedSubscriptions   map[string]*CreditSubscriptionQuery
 	withNamedPostings        map[string]*CreditLedgerQuery
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
@@ -183,6 +186,28 @@ func (_q *UserQuery) QueryReservations() *CreditReservationQuery {
 			sqlgraph.From(user.Table, user.FieldID, selector),
 			sqlgraph.To(creditreservation.Table, creditreservation.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, false, user.ReservationsTable, user.ReservationsColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QuerySubscriptions chains the current query on the "subscriptions" edge.
+func (_q *UserQuery) QuerySubscriptions() *CreditSubscriptionQuery {
+	query := (&CreditSubscriptionClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(user.Table, user.FieldID, selector),
+			sqlgraph.To(creditsubscription.Table, creditsubscription.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, user.SubscriptionsTable, user.SubscriptionsColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -409,6 +434,7 @@ func (_q *UserQuery) Clone() *UserQuery {
 		withTransactions:    _q.withTransactions.Clone(),
 		withLots:            _q.withLots.Clone(),
 		withReservations:    _q.withReservations.Clone(),
+		withSubscriptions:   _q.withSubscriptions.Clone(),
 		withPostings:        _q.withPostings.Clone(),
 		// clone intermediate query.
 		sql:       _q.sql.Clone(),
@@ -469,6 +495,17 @@ func (_q *UserQuery) WithReservations(opts ...func(*CreditReservationQuery)) *Us
 		opt(query)
 	}
 	_q.withReservations = query
+	return _q
+}
+
+// WithSubscriptions tells the query-builder to eager-load the nodes that are connected to
+// the "subscriptions" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *UserQuery) WithSubscriptions(opts ...func(*CreditSubscriptionQuery)) *UserQuery {
+	query := (&CreditSubscriptionClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withSubscriptions = query
 	return _q
 }
 
@@ -561,12 +598,13 @@ func (_q *UserQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*User, e
 	var (
 		nodes       = []*User{}
 		_spec       = _q.querySpec()
-		loadedTypes = [6]bool{
+		loadedTypes = [7]bool{
 			_q.withStripeCustomers != nil,
 			_q.withPayments != nil,
 			_q.withTransactions != nil,
 			_q.withLots != nil,
 			_q.withReservations != nil,
+			_q.withSubscriptions != nil,
 			_q.withPostings != nil,
 		}
 	)
@@ -626,6 +664,13 @@ func (_q *UserQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*User, e
 			return nil, err
 		}
 	}
+	if query := _q.withSubscriptions; query != nil {
+		if err := _q.loadSubscriptions(ctx, query, nodes,
+			func(n *User) { n.Edges.Subscriptions = []*CreditSubscription{} },
+			func(n *User, e *CreditSubscription) { n.Edges.Subscriptions = append(n.Edges.Subscriptions, e) }); err != nil {
+			return nil, err
+		}
+	}
 	if query := _q.withPostings; query != nil {
 		if err := _q.loadPostings(ctx, query, nodes,
 			func(n *User) { n.Edges.Postings = []*CreditLedger{} },
@@ -665,6 +710,13 @@ func (_q *UserQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*User, e
 		if err := _q.loadReservations(ctx, query, nodes,
 			func(n *User) { n.appendNamedReservations(name) },
 			func(n *User, e *CreditReservation) { n.appendNamedReservations(name, e) }); err != nil {
+			return nil, err
+		}
+	}
+	for name, query := range _q.withNamedSubscriptions {
+		if err := _q.loadSubscriptions(ctx, query, nodes,
+			func(n *User) { n.appendNamedSubscriptions(name) },
+			func(n *User, e *CreditSubscription) { n.appendNamedSubscriptions(name, e) }); err != nil {
 			return nil, err
 		}
 	}
@@ -818,6 +870,36 @@ func (_q *UserQuery) loadReservations(ctx context.Context, query *CreditReservat
 	}
 	query.Where(predicate.CreditReservation(func(s *sql.Selector) {
 		s.Where(sql.InValues(s.C(user.ReservationsColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.UserID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "user_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *UserQuery) loadSubscriptions(ctx context.Context, query *CreditSubscriptionQuery, nodes []*User, init func(*User), assign func(*User, *CreditSubscription)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[string]*User)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+		if init != nil {
+			init(nodes[i])
+		}
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(creditsubscription.FieldUserID)
+	}
+	query.Where(predicate.CreditSubscription(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(user.SubscriptionsColumn), fks...))
 	}))
 	neighbors, err := query.All(ctx)
 	if err != nil {
@@ -1053,6 +1135,20 @@ func (_q *UserQuery) WithNamedReservations(name string, opts ...func(*CreditRese
 		_q.withNamedReservations = make(map[string]*CreditReservationQuery)
 	}
 	_q.withNamedReservations[name] = query
+	return _q
+}
+
+// WithNamedSubscriptions tells the query-builder to eager-load the nodes that are connected to the "subscriptions"
+// edge with the given name. The optional arguments are used to configure the query builder of the edge.
+func (_q *UserQuery) WithNamedSubscriptions(name string, opts ...func(*CreditSubscriptionQuery)) *UserQuery {
+	query := (&CreditSubscriptionClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	if _q.withNamedSubscriptions == nil {
+		_q.withNamedSubscriptions = make(map[string]*CreditSubscriptionQuery)
+	}
+	_q.withNamedSubscriptions[name] = query
 	return _q
 }
 

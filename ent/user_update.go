@@ -14,6 +14,7 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/predicate"
@@ -287,6 +288,21 @@ func (_u *UserUpdate) AddReservations(v ...*CreditReservation) *UserUpdate {
 	return _u.AddReservationIDs(ids...)
 }
 
+// AddSubscriptionIDs adds the "subscriptions" edge to the CreditSubscription entity by IDs.
+func (_u *UserUpdate) AddSubscriptionIDs(ids ...string) *UserUpdate {
+	_u.mutation.AddSubscriptionIDs(ids...)
+	return _u
+}
+
+// AddSubscriptions adds the "subscriptions" edges to the CreditSubscription entity.
+func (_u *UserUpdate) AddSubscriptions(v ...*CreditSubscription) *UserUpdate {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddSubscriptionIDs(ids...)
+}
+
 // AddPostingIDs adds the "postings" edge to the CreditLedger entity by IDs.
 func (_u *UserUpdate) AddPostingIDs(ids ...string) *UserUpdate {
 	_u.mutation.AddPostingIDs(ids...)
@@ -410,6 +426,27 @@ func (_u *UserUpdate) RemoveReservations(v ...*CreditReservation) *UserUpdate {
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveReservationIDs(ids...)
+}
+
+// ClearSubscriptions clears all "subscriptions" edges to the CreditSubscription entity.
+func (_u *UserUpdate) ClearSubscriptions() *UserUpdate {
+	_u.mutation.ClearSubscriptions()
+	return _u
+}
+
+// RemoveSubscriptionIDs removes the "subscriptions" edge to CreditSubscription entities by IDs.
+func (_u *UserUpdate) RemoveSubscriptionIDs(ids ...string) *UserUpdate {
+	_u.mutation.RemoveSubscriptionIDs(ids...)
+	return _u
+}
+
+// RemoveSubscriptions removes "subscriptions" edges to CreditSubscription entities.
+func (_u *UserUpdate) RemoveSubscriptions(v ...*CreditSubscription) *UserUpdate {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveSubscriptionIDs(ids...)
 }
 
 // ClearPostings clears all "postings" edges to the CreditLedger entity.
@@ -796,6 +833,51 @@ func (_u *UserUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 		}
 		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
+	if _u.mutation.SubscriptionsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   user.SubscriptionsTable,
+			Columns: []string{user.SubscriptionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(creditsubscription.FieldID, field.TypeString),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedSubscriptionsIDs(); len(nodes) > 0 && !_u.mutation.SubscriptionsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   user.SubscriptionsTable,
+			Columns: []string{user.SubscriptionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(creditsubscription.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.SubscriptionsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   user.SubscriptionsTable,
+			Columns: []string{user.SubscriptionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(creditsubscription.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
 	if _u.mutation.PostingsCleared() {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -1115,6 +1197,21 @@ func (_u *UserUpdateOne) AddReservations(v ...*CreditReservation) *UserUpdateOne
 	return _u.AddReservationIDs(ids...)
 }
 
+// AddSubscriptionIDs adds the "subscriptions" edge to the CreditSubscription entity by IDs.
+func (_u *UserUpdateOne) AddSubscriptionIDs(ids ...string) *UserUpdateOne {
+	_u.mutation.AddSubscriptionIDs(ids...)
+	return _u
+}
+
+// AddSubscriptions adds the "subscriptions" edges to the CreditSubscription entity.
+func (_u *UserUpdateOne) AddSubscriptions(v ...*CreditSubscription) *UserUpdateOne {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddSubscriptionIDs(ids...)
+}
+
 // AddPostingIDs adds the "postings" edge to the CreditLedger entity by IDs.
 func (_u *UserUpdateOne) AddPostingIDs(ids ...string) *UserUpdateOne {
 	_u.mutation.AddPostingIDs(ids...)
@@ -1238,6 +1335,27 @@ func (_u *UserUpdateOne) RemoveReservations(v ...*CreditReservation) *UserUpdate
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveReservationIDs(ids...)
+}
+
+// ClearSubscriptions clears all "subscriptions" edges to the CreditSubscription entity.
+func (_u *UserUpdateOne) ClearSubscriptions() *UserUpdateOne {
+	_u.mutation.ClearSubscriptions()
+	return _u
+}
+
+// RemoveSubscriptionIDs removes the "subscriptions" edge to CreditSubscription entities by IDs.
+func (_u *UserUpdateOne) RemoveSubscriptionIDs(ids ...string) *UserUpdateOne {
+	_u.mutation.RemoveSubscriptionIDs(ids...)
+	return _u
+}
+
+// RemoveSubscriptions removes "subscriptions" edges to CreditSubscription entities.
+func (_u *UserUpdateOne) RemoveSubscriptions(v ...*CreditSubscription) *UserUpdateOne {
+	ids := make([]string, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveSubscriptionIDs(ids...)
 }
 
 // ClearPostings clears all "postings" edges to the CreditLedger entity.
@@ -1647,6 +1765,51 @@ func (_u *UserUpdateOne) sqlSave(ctx context.Context) (_node *User, err error) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(creditreservation.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.SubscriptionsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   user.SubscriptionsTable,
+			Columns: []string{user.SubscriptionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(creditsubscription.FieldID, field.TypeString),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedSubscriptionsIDs(); len(nodes) > 0 && !_u.mutation.SubscriptionsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   user.SubscriptionsTable,
+			Columns: []string{user.SubscriptionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(creditsubscription.FieldID, field.TypeString),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.SubscriptionsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   user.SubscriptionsTable,
+			Columns: []string{user.SubscriptionsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(creditsubscription.FieldID, field.TypeString),
 			},
 		}
 		for _, k := range nodes {

@@ -7,6 +7,7 @@ package graph
 
 import (
 	"context"
+	"fmt"
 
 	"entgo.io/contrib/entgql"
 	"github.com/99designs/gqlgen/graphql"
@@ -47,6 +48,11 @@ func (r *queryResolver) AdminActions(ctx context.Context, after *entgql.Cursor[s
 		},
 		cappedCount(counted.IDs),
 		func(c *ent.AdminActionConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
+}
+
+// Subscriptions is the resolver for the subscriptions field.
+func (r *queryResolver) Subscriptions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditSubscriptionOrder, where *ent.CreditSubscriptionWhereInput) (*ent.CreditSubscriptionConnection, error) {
+	panic(fmt.Errorf("not implemented: Subscriptions - subscriptions"))
 }
 
 // CreditTransactions is the resolver for the creditTransactions field.

@@ -157,6 +157,7 @@ const (
 	KindHold            Kind = "HOLD"
 	KindCapture         Kind = "CAPTURE"
 	KindRelease         Kind = "RELEASE"
+	KindRollover        Kind = "ROLLOVER"
 )
 
 func (k Kind) String() string {
@@ -166,7 +167,7 @@ func (k Kind) String() string {
 // KindValidator is a validator for the "kind" field enum values. It is called by the builders before save.
 func KindValidator(k Kind) error {
 	switch k {
-	case KindPurchase, KindSpend, KindGrant, KindRevoke, KindRefundClawback, KindDisputeHold, KindDisputeRelease, KindDisputeClawback, KindExpiry, KindHold, KindCapture, KindRelease:
+	case KindPurchase, KindSpend, KindGrant, KindRevoke, KindRefundClawback, KindDisputeHold, KindDisputeRelease, KindDisputeClawback, KindExpiry, KindHold, KindCapture, KindRelease, KindRollover:
 		return nil
 	default:
 		return fmt.Errorf("credittransaction: invalid enum value for kind field: %q", k)

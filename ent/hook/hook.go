@@ -69,6 +69,18 @@ func (f CreditPackageFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Valu
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.CreditPackageMutation", m)
 }
 
+// The CreditPlanFunc type is an adapter to allow the use of ordinary
+// function as CreditPlan mutator.
+type CreditPlanFunc func(context.Context, *ent.CreditPlanMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f CreditPlanFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.CreditPlanMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.CreditPlanMutation", m)
+}
+
 // The CreditReservationFunc type is an adapter to allow the use of ordinary
 // function as CreditReservation mutator.
 type CreditReservationFunc func(context.Context, *ent.CreditReservationMutation) (ent.Value, error)
@@ -79,6 +91,18 @@ func (f CreditReservationFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.
 		return f(ctx, mv)
 	}
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.CreditReservationMutation", m)
+}
+
+// The CreditSubscriptionFunc type is an adapter to allow the use of ordinary
+// function as CreditSubscription mutator.
+type CreditSubscriptionFunc func(context.Context, *ent.CreditSubscriptionMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f CreditSubscriptionFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.CreditSubscriptionMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.CreditSubscriptionMutation", m)
 }
 
 // The CreditTransactionFunc type is an adapter to allow the use of ordinary

@@ -13,7 +13,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/devsecret"
 	"github.com/tally-billing/tally/ent/idempotencykey"
@@ -219,6 +221,33 @@ func (f TraverseCreditPackage) Traverse(ctx context.Context, q ent.Query) error 
 	return fmt.Errorf("unexpected query type %T. expect *ent.CreditPackageQuery", q)
 }
 
+// The CreditPlanFunc type is an adapter to allow the use of ordinary function as a Querier.
+type CreditPlanFunc func(context.Context, *ent.CreditPlanQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f CreditPlanFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.CreditPlanQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.CreditPlanQuery", q)
+}
+
+// The TraverseCreditPlan type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseCreditPlan func(context.Context, *ent.CreditPlanQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseCreditPlan) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseCreditPlan) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.CreditPlanQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.CreditPlanQuery", q)
+}
+
 // The CreditReservationFunc type is an adapter to allow the use of ordinary function as a Querier.
 type CreditReservationFunc func(context.Context, *ent.CreditReservationQuery) (ent.Value, error)
 
@@ -244,6 +273,33 @@ func (f TraverseCreditReservation) Traverse(ctx context.Context, q ent.Query) er
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.CreditReservationQuery", q)
+}
+
+// The CreditSubscriptionFunc type is an adapter to allow the use of ordinary function as a Querier.
+type CreditSubscriptionFunc func(context.Context, *ent.CreditSubscriptionQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f CreditSubscriptionFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.CreditSubscriptionQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.CreditSubscriptionQuery", q)
+}
+
+// The TraverseCreditSubscription type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseCreditSubscription func(context.Context, *ent.CreditSubscriptionQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseCreditSubscription) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseCreditSubscription) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.CreditSubscriptionQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.CreditSubscriptionQuery", q)
 }
 
 // The CreditTransactionFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -556,8 +612,12 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.CreditLotQuery, predicate.CreditLot, creditlot.OrderOption]{typ: ent.TypeCreditLot, tq: q}, nil
 	case *ent.CreditPackageQuery:
 		return &query[*ent.CreditPackageQuery, predicate.CreditPackage, creditpackage.OrderOption]{typ: ent.TypeCreditPackage, tq: q}, nil
+	case *ent.CreditPlanQuery:
+		return &query[*ent.CreditPlanQuery, predicate.CreditPlan, creditplan.OrderOption]{typ: ent.TypeCreditPlan, tq: q}, nil
 	case *ent.CreditReservationQuery:
 		return &query[*ent.CreditReservationQuery, predicate.CreditReservation, creditreservation.OrderOption]{typ: ent.TypeCreditReservation, tq: q}, nil
+	case *ent.CreditSubscriptionQuery:
+		return &query[*ent.CreditSubscriptionQuery, predicate.CreditSubscription, creditsubscription.OrderOption]{typ: ent.TypeCreditSubscription, tq: q}, nil
 	case *ent.CreditTransactionQuery:
 		return &query[*ent.CreditTransactionQuery, predicate.CreditTransaction, credittransaction.OrderOption]{typ: ent.TypeCreditTransaction, tq: q}, nil
 	case *ent.DevSecretQuery:

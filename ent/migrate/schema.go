@@ -306,6 +306,46 @@ var (
 			},
 		},
 	}
+	// CreditPlansColumns holds the columns for the "credit_plans" table.
+	CreditPlansColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "name", Type: field.TypeString, Size: 100},
+		{Name: "description", Type: field.TypeString, Nullable: true, Size: 1000},
+		{Name: "credits_per_period", Type: field.TypeInt64},
+		{Name: "interval", Type: field.TypeEnum, Enums: []string{"MONTH", "YEAR"}},
+		{Name: "price_amount", Type: field.TypeInt64},
+		{Name: "currency", Type: field.TypeString, Size: 3},
+		{Name: "stripe_price_id", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "rollover", Type: field.TypeEnum, Enums: []string{"NONE", "CAPPED", "ALL"}, Default: "NONE"},
+		{Name: "rollover_cap", Type: field.TypeInt64, Nullable: true},
+		{Name: "active", Type: field.TypeBool, Default: true},
+		{Name: "sort_order", Type: field.TypeInt, Default: 0},
+	}
+	// CreditPlansTable holds the schema information for the "credit_plans" table.
+	CreditPlansTable = &schema.Table{
+		Name:       "credit_plans",
+		Columns:    CreditPlansColumns,
+		PrimaryKey: []*schema.Column{CreditPlansColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "creditplan_name",
+				Unique:  true,
+				Columns: []*schema.Column{CreditPlansColumns[3]},
+			},
+			{
+				Name:    "creditplan_active_sort_order",
+				Unique:  false,
+				Columns: []*schema.Column{CreditPlansColumns[12], CreditPlansColumns[13]},
+			},
+			{
+				Name:    "creditplan_stripe_price_id",
+				Unique:  false,
+				Columns: []*schema.Column{CreditPlansColumns[9]},
+			},
+		},
+	}
 	// CreditReservationsColumns holds the columns for the "credit_reservations" table.
 	CreditReservationsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
@@ -345,11 +385,76 @@ var (
 			},
 		},
 	}
+	// CreditSubscriptionsColumns holds the columns for the "credit_subscriptions" table.
+	CreditSubscriptionsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"INCOMPLETE", "ACTIVE", "PAST_DUE", "CANCELED"}, Default: "INCOMPLETE"},
+		{Name: "current_period_start", Type: field.TypeTime, Nullable: true},
+		{Name: "current_period_end", Type: field.TypeTime, Nullable: true},
+		{Name: "cancel_at_period_end", Type: field.TypeBool, Default: false},
+		{Name: "canceled_at", Type: field.TypeTime, Nullable: true},
+		{Name: "stripe_subscription_id", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "stripe_checkout_session_id", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "livemode", Type: field.TypeBool, Default: false},
+		{Name: "synced_at", Type: field.TypeTime, Nullable: true},
+		{Name: "synced_event_id", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "plan_id", Type: field.TypeString, Size: 40},
+		{Name: "user_id", Type: field.TypeString, Size: 40},
+	}
+	// CreditSubscriptionsTable holds the schema information for the "credit_subscriptions" table.
+	CreditSubscriptionsTable = &schema.Table{
+		Name:       "credit_subscriptions",
+		Columns:    CreditSubscriptionsColumns,
+		PrimaryKey: []*schema.Column{CreditSubscriptionsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "credit_subscriptions_credit_plans_plan",
+				Columns:    []*schema.Column{CreditSubscriptionsColumns[13]},
+				RefColumns: []*schema.Column{CreditPlansColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "credit_subscriptions_users_subscriptions",
+				Columns:    []*schema.Column{CreditSubscriptionsColumns[14]},
+				RefColumns: []*schema.Column{UsersColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "creditsubscription_stripe_subscription_id",
+				Unique:  true,
+				Columns: []*schema.Column{CreditSubscriptionsColumns[8]},
+			},
+			{
+				Name:    "creditsubscription_stripe_checkout_session_id",
+				Unique:  true,
+				Columns: []*schema.Column{CreditSubscriptionsColumns[9]},
+			},
+			{
+				Name:    "creditsubscription_user_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{CreditSubscriptionsColumns[14], CreditSubscriptionsColumns[1]},
+			},
+			{
+				Name:    "creditsubscription_status_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{CreditSubscriptionsColumns[3], CreditSubscriptionsColumns[1]},
+			},
+			{
+				Name:    "creditsubscription_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{CreditSubscriptionsColumns[1]},
+			},
+		},
+	}
 	// CreditTransactionsColumns holds the columns for the "credit_transactions" table.
 	CreditTransactionsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 40},
 		{Name: "created_at", Type: field.TypeTime},
-		{Name: "kind", Type: field.TypeEnum, Enums: []string{"PURCHASE", "SPEND", "GRANT", "REVOKE", "REFUND_CLAWBACK", "DISPUTE_HOLD", "DISPUTE_RELEASE", "DISPUTE_CLAWBACK", "EXPIRY", "HOLD", "CAPTURE", "RELEASE"}},
+		{Name: "kind", Type: field.TypeEnum, Enums: []string{"PURCHASE", "SPEND", "GRANT", "REVOKE", "REFUND_CLAWBACK", "DISPUTE_HOLD", "DISPUTE_RELEASE", "DISPUTE_CLAWBACK", "EXPIRY", "HOLD", "CAPTURE", "RELEASE", "ROLLOVER"}},
 		{Name: "amount", Type: field.TypeInt64},
 		{Name: "reason", Type: field.TypeString, Nullable: true, Size: 1000},
 		{Name: "actor", Type: field.TypeString, Size: 300},
@@ -521,9 +626,12 @@ var (
 		{Name: "id", Type: field.TypeString, Size: 40},
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "updated_at", Type: field.TypeTime},
-		{Name: "kind", Type: field.TypeEnum, Enums: []string{"CHECKOUT", "RECHARGE"}, Default: "CHECKOUT"},
+		{Name: "kind", Type: field.TypeEnum, Enums: []string{"CHECKOUT", "RECHARGE", "SUBSCRIPTION"}, Default: "CHECKOUT"},
 		{Name: "save_card", Type: field.TypeBool, Default: false},
 		{Name: "recharge_slot", Type: field.TypeString, Nullable: true, Size: 40},
+		{Name: "stripe_invoice_id", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "period_start", Type: field.TypeTime, Nullable: true},
+		{Name: "period_end", Type: field.TypeTime, Nullable: true},
 		{Name: "amount", Type: field.TypeInt64},
 		{Name: "currency", Type: field.TypeString, Size: 3},
 		{Name: "credits", Type: field.TypeInt64},
@@ -535,7 +643,9 @@ var (
 		{Name: "stripe_charge_id", Type: field.TypeString, Nullable: true, Size: 255},
 		{Name: "livemode", Type: field.TypeBool, Default: false},
 		{Name: "paid_at", Type: field.TypeTime, Nullable: true},
-		{Name: "package_id", Type: field.TypeString, Size: 40},
+		{Name: "subscription_id", Type: field.TypeString, Nullable: true, Size: 40},
+		{Name: "package_id", Type: field.TypeString, Nullable: true, Size: 40},
+		{Name: "plan_id", Type: field.TypeString, Nullable: true, Size: 40},
 		{Name: "user_id", Type: field.TypeString, Size: 40},
 	}
 	// PaymentsTable holds the schema information for the "payments" table.
@@ -545,14 +655,26 @@ var (
 		PrimaryKey: []*schema.Column{PaymentsColumns[0]},
 		ForeignKeys: []*schema.ForeignKey{
 			{
+				Symbol:     "payments_credit_subscriptions_payments",
+				Columns:    []*schema.Column{PaymentsColumns[20]},
+				RefColumns: []*schema.Column{CreditSubscriptionsColumns[0]},
+				OnDelete:   schema.Restrict,
+			},
+			{
 				Symbol:     "payments_credit_packages_package",
-				Columns:    []*schema.Column{PaymentsColumns[17]},
+				Columns:    []*schema.Column{PaymentsColumns[21]},
 				RefColumns: []*schema.Column{CreditPackagesColumns[0]},
-				OnDelete:   schema.NoAction,
+				OnDelete:   schema.Restrict,
+			},
+			{
+				Symbol:     "payments_credit_plans_plan",
+				Columns:    []*schema.Column{PaymentsColumns[22]},
+				RefColumns: []*schema.Column{CreditPlansColumns[0]},
+				OnDelete:   schema.Restrict,
 			},
 			{
 				Symbol:     "payments_users_payments",
-				Columns:    []*schema.Column{PaymentsColumns[18]},
+				Columns:    []*schema.Column{PaymentsColumns[23]},
 				RefColumns: []*schema.Column{UsersColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -561,17 +683,17 @@ var (
 			{
 				Name:    "payment_stripe_checkout_session_id",
 				Unique:  true,
-				Columns: []*schema.Column{PaymentsColumns[12]},
+				Columns: []*schema.Column{PaymentsColumns[15]},
 			},
 			{
 				Name:    "payment_stripe_payment_intent_id",
 				Unique:  true,
-				Columns: []*schema.Column{PaymentsColumns[13]},
+				Columns: []*schema.Column{PaymentsColumns[16]},
 			},
 			{
 				Name:    "payment_stripe_charge_id",
 				Unique:  true,
-				Columns: []*schema.Column{PaymentsColumns[14]},
+				Columns: []*schema.Column{PaymentsColumns[17]},
 			},
 			{
 				Name:    "payment_recharge_slot",
@@ -579,14 +701,24 @@ var (
 				Columns: []*schema.Column{PaymentsColumns[5]},
 			},
 			{
+				Name:    "payment_stripe_invoice_id",
+				Unique:  true,
+				Columns: []*schema.Column{PaymentsColumns[6]},
+			},
+			{
+				Name:    "payment_subscription_id_period_end",
+				Unique:  false,
+				Columns: []*schema.Column{PaymentsColumns[20], PaymentsColumns[8]},
+			},
+			{
 				Name:    "payment_user_id_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{PaymentsColumns[18], PaymentsColumns[1]},
+				Columns: []*schema.Column{PaymentsColumns[23], PaymentsColumns[1]},
 			},
 			{
 				Name:    "payment_status_created_at",
 				Unique:  false,
-				Columns: []*schema.Column{PaymentsColumns[9], PaymentsColumns[1]},
+				Columns: []*schema.Column{PaymentsColumns[12], PaymentsColumns[1]},
 			},
 			{
 				Name:    "payment_created_at",
@@ -840,7 +972,9 @@ var (
 		CreditLedgersTable,
 		CreditLotsTable,
 		CreditPackagesTable,
+		CreditPlansTable,
 		CreditReservationsTable,
+		CreditSubscriptionsTable,
 		CreditTransactionsTable,
 		DevSecretsTable,
 		IdempotencyKeysTable,
@@ -875,11 +1009,15 @@ func init() {
 	CreditReservationsTable.Annotation.Checks = map[string]string{
 		"credit_reservation_capture": "captured_amount <= amount",
 	}
+	CreditSubscriptionsTable.ForeignKeys[0].RefTable = CreditPlansTable
+	CreditSubscriptionsTable.ForeignKeys[1].RefTable = UsersTable
 	CreditTransactionsTable.ForeignKeys[0].RefTable = CreditReservationsTable
 	CreditTransactionsTable.ForeignKeys[1].RefTable = PaymentsTable
 	CreditTransactionsTable.ForeignKeys[2].RefTable = UsersTable
-	PaymentsTable.ForeignKeys[0].RefTable = CreditPackagesTable
-	PaymentsTable.ForeignKeys[1].RefTable = UsersTable
+	PaymentsTable.ForeignKeys[0].RefTable = CreditSubscriptionsTable
+	PaymentsTable.ForeignKeys[1].RefTable = CreditPackagesTable
+	PaymentsTable.ForeignKeys[2].RefTable = CreditPlansTable
+	PaymentsTable.ForeignKeys[3].RefTable = UsersTable
 	ProcessedEventsTable.ForeignKeys[0].RefTable = PaymentsTable
 	StripeCustomersTable.ForeignKeys[0].RefTable = UsersTable
 	WebhookDeliveriesTable.ForeignKeys[0].RefTable = WebhookEndpointsTable

@@ -31,6 +31,16 @@ const (
 	FieldRechargeSlot = "recharge_slot"
 	// FieldPackageID holds the string denoting the package_id field in the database.
 	FieldPackageID = "package_id"
+	// FieldPlanID holds the string denoting the plan_id field in the database.
+	FieldPlanID = "plan_id"
+	// FieldSubscriptionID holds the string denoting the subscription_id field in the database.
+	FieldSubscriptionID = "subscription_id"
+	// FieldStripeInvoiceID holds the string denoting the stripe_invoice_id field in the database.
+	FieldStripeInvoiceID = "stripe_invoice_id"
+	// FieldPeriodStart holds the string denoting the period_start field in the database.
+	FieldPeriodStart = "period_start"
+	// FieldPeriodEnd holds the string denoting the period_end field in the database.
+	FieldPeriodEnd = "period_end"
 	// FieldAmount holds the string denoting the amount field in the database.
 	FieldAmount = "amount"
 	// FieldCurrency holds the string denoting the currency field in the database.
@@ -57,6 +67,10 @@ const (
 	EdgeUser = "user"
 	// EdgePackage holds the string denoting the package edge name in mutations.
 	EdgePackage = "package"
+	// EdgePlan holds the string denoting the plan edge name in mutations.
+	EdgePlan = "plan"
+	// EdgeSubscription holds the string denoting the subscription edge name in mutations.
+	EdgeSubscription = "subscription"
 	// EdgeTransactions holds the string denoting the transactions edge name in mutations.
 	EdgeTransactions = "transactions"
 	// EdgeLots holds the string denoting the lots edge name in mutations.
@@ -79,6 +93,20 @@ const (
 	PackageInverseTable = "credit_packages"
 	// PackageColumn is the table column denoting the package relation/edge.
 	PackageColumn = "package_id"
+	// PlanTable is the table that holds the plan relation/edge.
+	PlanTable = "payments"
+	// PlanInverseTable is the table name for the CreditPlan entity.
+	// It exists in this package in order to avoid circular dependency with the "creditplan" package.
+	PlanInverseTable = "credit_plans"
+	// PlanColumn is the table column denoting the plan relation/edge.
+	PlanColumn = "plan_id"
+	// SubscriptionTable is the table that holds the subscription relation/edge.
+	SubscriptionTable = "payments"
+	// SubscriptionInverseTable is the table name for the CreditSubscription entity.
+	// It exists in this package in order to avoid circular dependency with the "creditsubscription" package.
+	SubscriptionInverseTable = "credit_subscriptions"
+	// SubscriptionColumn is the table column denoting the subscription relation/edge.
+	SubscriptionColumn = "subscription_id"
 	// TransactionsTable is the table that holds the transactions relation/edge.
 	TransactionsTable = "credit_transactions"
 	// TransactionsInverseTable is the table name for the CreditTransaction entity.
@@ -112,6 +140,11 @@ var Columns = []string{
 	FieldSaveCard,
 	FieldRechargeSlot,
 	FieldPackageID,
+	FieldPlanID,
+	FieldSubscriptionID,
+	FieldStripeInvoiceID,
+	FieldPeriodStart,
+	FieldPeriodEnd,
 	FieldAmount,
 	FieldCurrency,
 	FieldCredits,
@@ -146,6 +179,8 @@ var (
 	DefaultSaveCard bool
 	// RechargeSlotValidator is a validator for the "recharge_slot" field. It is called by the builders before save.
 	RechargeSlotValidator func(string) error
+	// StripeInvoiceIDValidator is a validator for the "stripe_invoice_id" field. It is called by the builders before save.
+	StripeInvoiceIDValidator func(string) error
 	// AmountValidator is a validator for the "amount" field. It is called by the builders before save.
 	AmountValidator func(int64) error
 	// CurrencyValidator is a validator for the "currency" field. It is called by the builders before save.
@@ -180,8 +215,9 @@ const DefaultKind = KindCHECKOUT
 
 // Kind values.
 const (
-	KindCHECKOUT Kind = "CHECKOUT"
-	KindRECHARGE Kind = "RECHARGE"
+	KindCHECKOUT     Kind = "CHECKOUT"
+	KindRECHARGE     Kind = "RECHARGE"
+	KindSUBSCRIPTION Kind = "SUBSCRIPTION"
 )
 
 func (k Kind) String() string {
@@ -191,7 +227,7 @@ func (k Kind) String() string {
 // KindValidator is a validator for the "kind" field enum values. It is called by the builders before save.
 func KindValidator(k Kind) error {
 	switch k {
-	case KindCHECKOUT, KindRECHARGE:
+	case KindCHECKOUT, KindRECHARGE, KindSUBSCRIPTION:
 		return nil
 	default:
 		return fmt.Errorf("payment: invalid enum value for kind field: %q", k)
@@ -274,6 +310,31 @@ func ByPackageID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldPackageID, opts...).ToFunc()
 }
 
+// ByPlanID orders the results by the plan_id field.
+func ByPlanID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldPlanID, opts...).ToFunc()
+}
+
+// BySubscriptionID orders the results by the subscription_id field.
+func BySubscriptionID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSubscriptionID, opts...).ToFunc()
+}
+
+// ByStripeInvoiceID orders the results by the stripe_invoice_id field.
+func ByStripeInvoiceID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldStripeInvoiceID, opts...).ToFunc()
+}
+
+// ByPeriodStart orders the results by the period_start field.
+func ByPeriodStart(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldPeriodStart, opts...).ToFunc()
+}
+
+// ByPeriodEnd orders the results by the period_end field.
+func ByPeriodEnd(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldPeriodEnd, opts...).ToFunc()
+}
+
 // ByAmount orders the results by the amount field.
 func ByAmount(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldAmount, opts...).ToFunc()
@@ -343,6 +404,20 @@ func ByPackageField(field string, opts ...sql.OrderTermOption) OrderOption {
 	}
 }
 
+// ByPlanField orders the results by plan field.
+func ByPlanField(field string, opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newPlanStep(), sql.OrderByField(field, opts...))
+	}
+}
+
+// BySubscriptionField orders the results by subscription field.
+func BySubscriptionField(field string, opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newSubscriptionStep(), sql.OrderByField(field, opts...))
+	}
+}
+
 // ByTransactionsCount orders the results by transactions count.
 func ByTransactionsCount(opts ...sql.OrderTermOption) OrderOption {
 	return func(s *sql.Selector) {
@@ -396,6 +471,20 @@ func newPackageStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(PackageInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.M2O, false, PackageTable, PackageColumn),
+	)
+}
+func newPlanStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(PlanInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.M2O, false, PlanTable, PlanColumn),
+	)
+}
+func newSubscriptionStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(SubscriptionInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.M2O, true, SubscriptionTable, SubscriptionColumn),
 	)
 }
 func newTransactionsStep() *sqlgraph.Step {

@@ -95,6 +95,31 @@ func PackageID(v string) predicate.Payment {
 	return predicate.Payment(sql.FieldEQ(FieldPackageID, v))
 }
 
+// PlanID applies equality check predicate on the "plan_id" field. It's identical to PlanIDEQ.
+func PlanID(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldPlanID, v))
+}
+
+// SubscriptionID applies equality check predicate on the "subscription_id" field. It's identical to SubscriptionIDEQ.
+func SubscriptionID(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldSubscriptionID, v))
+}
+
+// StripeInvoiceID applies equality check predicate on the "stripe_invoice_id" field. It's identical to StripeInvoiceIDEQ.
+func StripeInvoiceID(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldStripeInvoiceID, v))
+}
+
+// PeriodStart applies equality check predicate on the "period_start" field. It's identical to PeriodStartEQ.
+func PeriodStart(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldPeriodStart, v))
+}
+
+// PeriodEnd applies equality check predicate on the "period_end" field. It's identical to PeriodEndEQ.
+func PeriodEnd(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldPeriodEnd, v))
+}
+
 // Amount applies equality check predicate on the "amount" field. It's identical to AmountEQ.
 func Amount(v int64) predicate.Payment {
 	return predicate.Payment(sql.FieldEQ(FieldAmount, v))
@@ -450,6 +475,16 @@ func PackageIDHasSuffix(v string) predicate.Payment {
 	return predicate.Payment(sql.FieldHasSuffix(FieldPackageID, v))
 }
 
+// PackageIDIsNil applies the IsNil predicate on the "package_id" field.
+func PackageIDIsNil() predicate.Payment {
+	return predicate.Payment(sql.FieldIsNull(FieldPackageID))
+}
+
+// PackageIDNotNil applies the NotNil predicate on the "package_id" field.
+func PackageIDNotNil() predicate.Payment {
+	return predicate.Payment(sql.FieldNotNull(FieldPackageID))
+}
+
 // PackageIDEqualFold applies the EqualFold predicate on the "package_id" field.
 func PackageIDEqualFold(v string) predicate.Payment {
 	return predicate.Payment(sql.FieldEqualFold(FieldPackageID, v))
@@ -458,6 +493,331 @@ func PackageIDEqualFold(v string) predicate.Payment {
 // PackageIDContainsFold applies the ContainsFold predicate on the "package_id" field.
 func PackageIDContainsFold(v string) predicate.Payment {
 	return predicate.Payment(sql.FieldContainsFold(FieldPackageID, v))
+}
+
+// PlanIDEQ applies the EQ predicate on the "plan_id" field.
+func PlanIDEQ(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldPlanID, v))
+}
+
+// PlanIDNEQ applies the NEQ predicate on the "plan_id" field.
+func PlanIDNEQ(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldNEQ(FieldPlanID, v))
+}
+
+// PlanIDIn applies the In predicate on the "plan_id" field.
+func PlanIDIn(vs ...string) predicate.Payment {
+	return predicate.Payment(sql.FieldIn(FieldPlanID, vs...))
+}
+
+// PlanIDNotIn applies the NotIn predicate on the "plan_id" field.
+func PlanIDNotIn(vs ...string) predicate.Payment {
+	return predicate.Payment(sql.FieldNotIn(FieldPlanID, vs...))
+}
+
+// PlanIDGT applies the GT predicate on the "plan_id" field.
+func PlanIDGT(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldGT(FieldPlanID, v))
+}
+
+// PlanIDGTE applies the GTE predicate on the "plan_id" field.
+func PlanIDGTE(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldGTE(FieldPlanID, v))
+}
+
+// PlanIDLT applies the LT predicate on the "plan_id" field.
+func PlanIDLT(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldLT(FieldPlanID, v))
+}
+
+// PlanIDLTE applies the LTE predicate on the "plan_id" field.
+func PlanIDLTE(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldLTE(FieldPlanID, v))
+}
+
+// PlanIDContains applies the Contains predicate on the "plan_id" field.
+func PlanIDContains(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldContains(FieldPlanID, v))
+}
+
+// PlanIDHasPrefix applies the HasPrefix predicate on the "plan_id" field.
+func PlanIDHasPrefix(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldHasPrefix(FieldPlanID, v))
+}
+
+// PlanIDHasSuffix applies the HasSuffix predicate on the "plan_id" field.
+func PlanIDHasSuffix(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldHasSuffix(FieldPlanID, v))
+}
+
+// PlanIDIsNil applies the IsNil predicate on the "plan_id" field.
+func PlanIDIsNil() predicate.Payment {
+	return predicate.Payment(sql.FieldIsNull(FieldPlanID))
+}
+
+// PlanIDNotNil applies the NotNil predicate on the "plan_id" field.
+func PlanIDNotNil() predicate.Payment {
+	return predicate.Payment(sql.FieldNotNull(FieldPlanID))
+}
+
+// PlanIDEqualFold applies the EqualFold predicate on the "plan_id" field.
+func PlanIDEqualFold(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEqualFold(FieldPlanID, v))
+}
+
+// PlanIDContainsFold applies the ContainsFold predicate on the "plan_id" field.
+func PlanIDContainsFold(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldContainsFold(FieldPlanID, v))
+}
+
+// SubscriptionIDEQ applies the EQ predicate on the "subscription_id" field.
+func SubscriptionIDEQ(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDNEQ applies the NEQ predicate on the "subscription_id" field.
+func SubscriptionIDNEQ(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldNEQ(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDIn applies the In predicate on the "subscription_id" field.
+func SubscriptionIDIn(vs ...string) predicate.Payment {
+	return predicate.Payment(sql.FieldIn(FieldSubscriptionID, vs...))
+}
+
+// SubscriptionIDNotIn applies the NotIn predicate on the "subscription_id" field.
+func SubscriptionIDNotIn(vs ...string) predicate.Payment {
+	return predicate.Payment(sql.FieldNotIn(FieldSubscriptionID, vs...))
+}
+
+// SubscriptionIDGT applies the GT predicate on the "subscription_id" field.
+func SubscriptionIDGT(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldGT(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDGTE applies the GTE predicate on the "subscription_id" field.
+func SubscriptionIDGTE(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldGTE(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDLT applies the LT predicate on the "subscription_id" field.
+func SubscriptionIDLT(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldLT(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDLTE applies the LTE predicate on the "subscription_id" field.
+func SubscriptionIDLTE(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldLTE(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDContains applies the Contains predicate on the "subscription_id" field.
+func SubscriptionIDContains(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldContains(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDHasPrefix applies the HasPrefix predicate on the "subscription_id" field.
+func SubscriptionIDHasPrefix(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldHasPrefix(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDHasSuffix applies the HasSuffix predicate on the "subscription_id" field.
+func SubscriptionIDHasSuffix(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldHasSuffix(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDIsNil applies the IsNil predicate on the "subscription_id" field.
+func SubscriptionIDIsNil() predicate.Payment {
+	return predicate.Payment(sql.FieldIsNull(FieldSubscriptionID))
+}
+
+// SubscriptionIDNotNil applies the NotNil predicate on the "subscription_id" field.
+func SubscriptionIDNotNil() predicate.Payment {
+	return predicate.Payment(sql.FieldNotNull(FieldSubscriptionID))
+}
+
+// SubscriptionIDEqualFold applies the EqualFold predicate on the "subscription_id" field.
+func SubscriptionIDEqualFold(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEqualFold(FieldSubscriptionID, v))
+}
+
+// SubscriptionIDContainsFold applies the ContainsFold predicate on the "subscription_id" field.
+func SubscriptionIDContainsFold(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldContainsFold(FieldSubscriptionID, v))
+}
+
+// StripeInvoiceIDEQ applies the EQ predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDEQ(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDNEQ applies the NEQ predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDNEQ(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldNEQ(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDIn applies the In predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDIn(vs ...string) predicate.Payment {
+	return predicate.Payment(sql.FieldIn(FieldStripeInvoiceID, vs...))
+}
+
+// StripeInvoiceIDNotIn applies the NotIn predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDNotIn(vs ...string) predicate.Payment {
+	return predicate.Payment(sql.FieldNotIn(FieldStripeInvoiceID, vs...))
+}
+
+// StripeInvoiceIDGT applies the GT predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDGT(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldGT(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDGTE applies the GTE predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDGTE(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldGTE(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDLT applies the LT predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDLT(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldLT(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDLTE applies the LTE predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDLTE(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldLTE(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDContains applies the Contains predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDContains(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldContains(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDHasPrefix applies the HasPrefix predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDHasPrefix(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldHasPrefix(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDHasSuffix applies the HasSuffix predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDHasSuffix(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldHasSuffix(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDIsNil applies the IsNil predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDIsNil() predicate.Payment {
+	return predicate.Payment(sql.FieldIsNull(FieldStripeInvoiceID))
+}
+
+// StripeInvoiceIDNotNil applies the NotNil predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDNotNil() predicate.Payment {
+	return predicate.Payment(sql.FieldNotNull(FieldStripeInvoiceID))
+}
+
+// StripeInvoiceIDEqualFold applies the EqualFold predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDEqualFold(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldEqualFold(FieldStripeInvoiceID, v))
+}
+
+// StripeInvoiceIDContainsFold applies the ContainsFold predicate on the "stripe_invoice_id" field.
+func StripeInvoiceIDContainsFold(v string) predicate.Payment {
+	return predicate.Payment(sql.FieldContainsFold(FieldStripeInvoiceID, v))
+}
+
+// PeriodStartEQ applies the EQ predicate on the "period_start" field.
+func PeriodStartEQ(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldPeriodStart, v))
+}
+
+// PeriodStartNEQ applies the NEQ predicate on the "period_start" field.
+func PeriodStartNEQ(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldNEQ(FieldPeriodStart, v))
+}
+
+// PeriodStartIn applies the In predicate on the "period_start" field.
+func PeriodStartIn(vs ...time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldIn(FieldPeriodStart, vs...))
+}
+
+// PeriodStartNotIn applies the NotIn predicate on the "period_start" field.
+func PeriodStartNotIn(vs ...time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldNotIn(FieldPeriodStart, vs...))
+}
+
+// PeriodStartGT applies the GT predicate on the "period_start" field.
+func PeriodStartGT(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldGT(FieldPeriodStart, v))
+}
+
+// PeriodStartGTE applies the GTE predicate on the "period_start" field.
+func PeriodStartGTE(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldGTE(FieldPeriodStart, v))
+}
+
+// PeriodStartLT applies the LT predicate on the "period_start" field.
+func PeriodStartLT(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldLT(FieldPeriodStart, v))
+}
+
+// PeriodStartLTE applies the LTE predicate on the "period_start" field.
+func PeriodStartLTE(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldLTE(FieldPeriodStart, v))
+}
+
+// PeriodStartIsNil applies the IsNil predicate on the "period_start" field.
+func PeriodStartIsNil() predicate.Payment {
+	return predicate.Payment(sql.FieldIsNull(FieldPeriodStart))
+}
+
+// PeriodStartNotNil applies the NotNil predicate on the "period_start" field.
+func PeriodStartNotNil() predicate.Payment {
+	return predicate.Payment(sql.FieldNotNull(FieldPeriodStart))
+}
+
+// PeriodEndEQ applies the EQ predicate on the "period_end" field.
+func PeriodEndEQ(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldEQ(FieldPeriodEnd, v))
+}
+
+// PeriodEndNEQ applies the NEQ predicate on the "period_end" field.
+func PeriodEndNEQ(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldNEQ(FieldPeriodEnd, v))
+}
+
+// PeriodEndIn applies the In predicate on the "period_end" field.
+func PeriodEndIn(vs ...time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldIn(FieldPeriodEnd, vs...))
+}
+
+// PeriodEndNotIn applies the NotIn predicate on the "period_end" field.
+func PeriodEndNotIn(vs ...time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldNotIn(FieldPeriodEnd, vs...))
+}
+
+// PeriodEndGT applies the GT predicate on the "period_end" field.
+func PeriodEndGT(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldGT(FieldPeriodEnd, v))
+}
+
+// PeriodEndGTE applies the GTE predicate on the "period_end" field.
+func PeriodEndGTE(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldGTE(FieldPeriodEnd, v))
+}
+
+// PeriodEndLT applies the LT predicate on the "period_end" field.
+func PeriodEndLT(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldLT(FieldPeriodEnd, v))
+}
+
+// PeriodEndLTE applies the LTE predicate on the "period_end" field.
+func PeriodEndLTE(v time.Time) predicate.Payment {
+	return predicate.Payment(sql.FieldLTE(FieldPeriodEnd, v))
+}
+
+// PeriodEndIsNil applies the IsNil predicate on the "period_end" field.
+func PeriodEndIsNil() predicate.Payment {
+	return predicate.Payment(sql.FieldIsNull(FieldPeriodEnd))
+}
+
+// PeriodEndNotNil applies the NotNil predicate on the "period_end" field.
+func PeriodEndNotNil() predicate.Payment {
+	return predicate.Payment(sql.FieldNotNull(FieldPeriodEnd))
 }
 
 // AmountEQ applies the EQ predicate on the "amount" field.
@@ -1063,6 +1423,52 @@ func HasPackage() predicate.Payment {
 func HasPackageWith(preds ...predicate.CreditPackage) predicate.Payment {
 	return predicate.Payment(func(s *sql.Selector) {
 		step := newPackageStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasPlan applies the HasEdge predicate on the "plan" edge.
+func HasPlan() predicate.Payment {
+	return predicate.Payment(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, PlanTable, PlanColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasPlanWith applies the HasEdge predicate on the "plan" edge with a given conditions (other predicates).
+func HasPlanWith(preds ...predicate.CreditPlan) predicate.Payment {
+	return predicate.Payment(func(s *sql.Selector) {
+		step := newPlanStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasSubscription applies the HasEdge predicate on the "subscription" edge.
+func HasSubscription() predicate.Payment {
+	return predicate.Payment(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, SubscriptionTable, SubscriptionColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasSubscriptionWith applies the HasEdge predicate on the "subscription" edge with a given conditions (other predicates).
+func HasSubscriptionWith(preds ...predicate.CreditSubscription) predicate.Payment {
+	return predicate.Payment(func(s *sql.Selector) {
+		step := newSubscriptionStep()
 		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
 			for _, p := range preds {
 				p(s)

@@ -21,8 +21,14 @@ type CreditLot func(*sql.Selector)
 // CreditPackage is the predicate function for creditpackage builders.
 type CreditPackage func(*sql.Selector)
 
+// CreditPlan is the predicate function for creditplan builders.
+type CreditPlan func(*sql.Selector)
+
 // CreditReservation is the predicate function for creditreservation builders.
 type CreditReservation func(*sql.Selector)
+
+// CreditSubscription is the predicate function for creditsubscription builders.
+type CreditSubscription func(*sql.Selector)
 
 // CreditTransaction is the predicate function for credittransaction builders.
 type CreditTransaction func(*sql.Selector)

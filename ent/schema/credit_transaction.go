@@ -36,6 +36,7 @@ func (CreditTransaction) Fields() []ent.Field {
 				"Hold", "HOLD",
 				"Capture", "CAPTURE",
 				"Release", "RELEASE",
+				"Rollover", "ROLLOVER",
 			).
 			Immutable(),
 		field.Int64("amount").

@@ -59,6 +59,8 @@ var IDPrefixes = map[string]string{
 	"whe": "WebhookEvent",
 	"whd": "WebhookDelivery",
 	"arc": "AutoRecharge",
+	"pln": "CreditPlan",
+	"sub": "CreditSubscription",
 }
 
 // restrictDelete keeps an optional reference from being cleared when its

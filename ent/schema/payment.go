@@ -37,8 +37,10 @@ func (Payment) Fields() []ent.Field {
 		// CHECKOUT: bought through Stripe Checkout, decided by the
 		// session's events. RECHARGE: an off-session PaymentIntent that
 		// auto-recharge made, decided by the intent (see
-		// internal/payments/recharge*.go).
-		field.Enum("kind").Values("CHECKOUT", "RECHARGE").Default("CHECKOUT").Immutable(),
+		// internal/payments/recharge*.go). SUBSCRIPTION: a paid invoice of
+		// a plan's subscription, decided by invoice.paid (see
+		// internal/payments/subscription*.go).
+		field.Enum("kind").Values("CHECKOUT", "RECHARGE", "SUBSCRIPTION").Default("CHECKOUT").Immutable(),
 		// The buyer asked Checkout to keep the card for auto-recharge.
 		field.Bool("save_card").Default(false).Immutable().Annotations(entgql.Skip()),
 		// The user's id while a recharge payment is in flight (PENDING or
@@ -46,7 +48,16 @@ func (Payment) Fields() []ent.Field {
 		// the database's guarantee of one recharge in flight per user,
 		// however many movements on however many replicas trigger one.
 		field.String("recharge_slot").Optional().Nillable().MaxLen(40).Annotations(entgql.Skip()),
-		field.String("package_id").Annotations(entgql.MapsTo("packageId"), unindexed).Immutable(),
+		// The pack bought; nil for a subscription's invoice, which names
+		// its plan instead.
+		field.String("package_id").Annotations(entgql.MapsTo("packageId"), unindexed).Optional().Nillable().Immutable(),
+		field.String("plan_id").Annotations(entgql.MapsTo("planId"), unindexed).Optional().Nillable().Immutable(),
+		field.String("subscription_id").Annotations(entgql.MapsTo("subscriptionId")).Optional().Nillable().Immutable(),
+		field.String("stripe_invoice_id").Annotations(entgql.MapsTo("stripeInvoiceId")).Optional().Nillable().MaxLen(255).Immutable(),
+		// The period a subscription's invoice paid for: its credits
+		// expire at period_end.
+		field.Time("period_start").Optional().Nillable().Immutable().Annotations(unindexed),
+		field.Time("period_end").Optional().Nillable().Immutable().Annotations(unindexed),
 		field.Int64("amount").Positive().Immutable().
 			Comment("price paid, in the currency's minor units").
 			Annotations(unindexed),
@@ -79,8 +90,13 @@ func (Payment) Edges() []ent.Edge {
 		edge.From("user", User.Type).Ref("payments").
 			Field("user_id").Unique().Required().Immutable(),
 		edge.To("package", CreditPackage.Type).
-			Field("package_id").Unique().Required().Immutable().
-			Annotations(unindexed),
+			Field("package_id").Unique().Immutable().
+			Annotations(unindexed, restrictDelete),
+		edge.To("plan", CreditPlan.Type).
+			Field("plan_id").Unique().Immutable().
+			Annotations(unindexed, restrictDelete),
+		edge.From("subscription", CreditSubscription.Type).Ref("payments").
+			Field("subscription_id").Unique().Immutable(),
 		edge.To("transactions", CreditTransaction.Type).
 			Annotations(entgql.RelayConnection(), restrictDelete, unindexed),
 		edge.To("lots", CreditLot.Type).
@@ -97,6 +113,12 @@ func (Payment) Indexes() []ent.Index {
 		index.Fields("stripe_payment_intent_id").Unique(),
 		index.Fields("stripe_charge_id").Unique(),
 		index.Fields("recharge_slot").Unique(),
+		// A paid invoice is one payment, however many times its events
+		// arrive.
+		index.Fields("stripe_invoice_id").Unique(),
+		// A subscription's payments by period: the renewal finds the
+		// previous period's.
+		index.Fields("subscription_id", "period_end"),
 		index.Fields("user_id", "created_at"),
 		index.Fields("status", "created_at"),
 		index.Fields("created_at"),

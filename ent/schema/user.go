@@ -87,6 +87,8 @@ func (User) Edges() []ent.Edge {
 			Annotations(entgql.RelayConnection(), unindexed),
 		edge.To("reservations", CreditReservation.Type).
 			Annotations(entgql.RelayConnection(), unindexed),
+		edge.To("subscriptions", CreditSubscription.Type).
+			Annotations(entgql.RelayConnection(), unindexed),
 		edge.To("postings", CreditLedger.Type).
 			Annotations(entgql.Skip(), restrictDelete),
 	}

@@ -49,6 +49,8 @@ const (
 	EdgeLots = "lots"
 	// EdgeReservations holds the string denoting the reservations edge name in mutations.
 	EdgeReservations = "reservations"
+	// EdgeSubscriptions holds the string denoting the subscriptions edge name in mutations.
+	EdgeSubscriptions = "subscriptions"
 	// EdgePostings holds the string denoting the postings edge name in mutations.
 	EdgePostings = "postings"
 	// Table holds the table name of the user in the database.
@@ -88,6 +90,13 @@ const (
 	ReservationsInverseTable = "credit_reservations"
 	// ReservationsColumn is the table column denoting the reservations relation/edge.
 	ReservationsColumn = "user_id"
+	// SubscriptionsTable is the table that holds the subscriptions relation/edge.
+	SubscriptionsTable = "credit_subscriptions"
+	// SubscriptionsInverseTable is the table name for the CreditSubscription entity.
+	// It exists in this package in order to avoid circular dependency with the "creditsubscription" package.
+	SubscriptionsInverseTable = "credit_subscriptions"
+	// SubscriptionsColumn is the table column denoting the subscriptions relation/edge.
+	SubscriptionsColumn = "user_id"
 	// PostingsTable is the table that holds the postings relation/edge.
 	PostingsTable = "credit_ledgers"
 	// PostingsInverseTable is the table name for the CreditLedger entity.
@@ -333,6 +342,20 @@ func ByReservations(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
 	}
 }
 
+// BySubscriptionsCount orders the results by subscriptions count.
+func BySubscriptionsCount(opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborsCount(s, newSubscriptionsStep(), opts...)
+	}
+}
+
+// BySubscriptions orders the results by subscriptions terms.
+func BySubscriptions(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newSubscriptionsStep(), append([]sql.OrderTerm{term}, terms...)...)
+	}
+}
+
 // ByPostingsCount orders the results by postings count.
 func ByPostingsCount(opts ...sql.OrderTermOption) OrderOption {
 	return func(s *sql.Selector) {
@@ -379,6 +402,13 @@ func newReservationsStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(ReservationsInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, false, ReservationsTable, ReservationsColumn),
+	)
+}
+func newSubscriptionsStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(SubscriptionsInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2M, false, SubscriptionsTable, SubscriptionsColumn),
 	)
 }
 func newPostingsStep() *sqlgraph.Step {

@@ -18,7 +18,9 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/autorecharge"
 	"github.com/tally-billing/tally/ent/creditlot"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -207,6 +209,34 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	CreditPlan struct {
+		Active           func(childComplexity int) int
+		CreatedAt        func(childComplexity int) int
+		CreditsPerPeriod func(childComplexity int) int
+		Currency         func(childComplexity int) int
+		Description      func(childComplexity int) int
+		ID               func(childComplexity int) int
+		Interval         func(childComplexity int) int
+		Name             func(childComplexity int) int
+		PriceAmount      func(childComplexity int) int
+		Rollover         func(childComplexity int) int
+		RolloverCap      func(childComplexity int) int
+		SortOrder        func(childComplexity int) int
+		StripePriceID    func(childComplexity int) int
+		UpdatedAt        func(childComplexity int) int
+	}
+
+	CreditPlanConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	CreditPlanEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
 	CreditReservation struct {
 		Amount         func(childComplexity int) int
 		CapturedAmount func(childComplexity int) int
@@ -246,6 +276,35 @@ type ComplexityRoot struct {
 		Amount       func(childComplexity int) int
 		Kind         func(childComplexity int) int
 		Transactions func(childComplexity int) int
+	}
+
+	CreditSubscription struct {
+		CancelAtPeriodEnd       func(childComplexity int) int
+		CanceledAt              func(childComplexity int) int
+		CreatedAt               func(childComplexity int) int
+		CurrentPeriodEnd        func(childComplexity int) int
+		CurrentPeriodStart      func(childComplexity int) int
+		ID                      func(childComplexity int) int
+		Livemode                func(childComplexity int) int
+		Plan                    func(childComplexity int) int
+		PlanID                  func(childComplexity int) int
+		Status                  func(childComplexity int) int
+		StripeCheckoutSessionID func(childComplexity int) int
+		StripeSubscriptionID    func(childComplexity int) int
+		UpdatedAt               func(childComplexity int) int
+		User                    func(childComplexity int) int
+		UserID                  func(childComplexity int) int
+	}
+
+	CreditSubscriptionConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	CreditSubscriptionEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
 	}
 
 	CreditTransaction struct {
@@ -382,10 +441,17 @@ type ComplexityRoot struct {
 		Package                 func(childComplexity int) int
 		PackageID               func(childComplexity int) int
 		PaidAt                  func(childComplexity int) int
+		PeriodEnd               func(childComplexity int) int
+		PeriodStart             func(childComplexity int) int
+		Plan                    func(childComplexity int) int
+		PlanID                  func(childComplexity int) int
 		Status                  func(childComplexity int) int
 		StripeChargeID          func(childComplexity int) int
 		StripeCheckoutSessionID func(childComplexity int) int
+		StripeInvoiceID         func(childComplexity int) int
 		StripePaymentIntentID   func(childComplexity int) int
+		Subscription            func(childComplexity int) int
+		SubscriptionID          func(childComplexity int) int
 		Transactions            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder) int
 		UpdatedAt               func(childComplexity int) int
 		User                    func(childComplexity int) int
@@ -455,6 +521,7 @@ type ComplexityRoot struct {
 		Nodes              func(childComplexity int, ids []string) int
 		Payments           func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.PaymentOrder, where *ent.PaymentWhereInput) int
 		ProcessedEvents    func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ProcessedEventOrder, where *ent.ProcessedEventWhereInput) int
+		Subscriptions      func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditSubscriptionOrder, where *ent.CreditSubscriptionWhereInput) int
 		User               func(childComplexity int, id string) int
 		Users              func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.UserOrder, where *ent.UserWhereInput) int
 		Viewer             func(childComplexity int) int
@@ -566,6 +633,7 @@ type ComplexityRoot struct {
 		ReservedCredits     func(childComplexity int) int
 		Statement           func(childComplexity int, from time.Time, to time.Time) int
 		Status              func(childComplexity int) int
+		Subscriptions       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditSubscriptionOrder) int
 		Transactions        func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) int
 		UpdatedAt           func(childComplexity int) int
 	}
@@ -697,6 +765,7 @@ type QueryResolver interface {
 	Node(ctx context.Context, id string) (ent.Noder, error)
 	Nodes(ctx context.Context, ids []string) ([]ent.Noder, error)
 	AdminActions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AdminActionOrder, where *ent.AdminActionWhereInput) (*ent.AdminActionConnection, error)
+	Subscriptions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditSubscriptionOrder, where *ent.CreditSubscriptionWhereInput) (*ent.CreditSubscriptionConnection, error)
 	CreditTransactions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, error)
 	Payments(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.PaymentOrder, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error)
 	ProcessedEvents(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.ProcessedEventOrder, where *ent.ProcessedEventWhereInput) (*ent.ProcessedEventConnection, error)
@@ -716,6 +785,7 @@ type SubscriptionResolver interface {
 type UserResolver interface {
 	Lots(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) (*ent.CreditLotConnection, error)
 	Reservations(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder) (*ent.CreditReservationConnection, error)
+
 	AutoRecharge(ctx context.Context, obj *ent.User) (*ent.AutoRecharge, error)
 	AvailableCredits(ctx context.Context, obj *ent.User) (int, error)
 	ReservedCredits(ctx context.Context, obj *ent.User) (int, error)
@@ -1334,6 +1404,123 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.CreditPackageEdge.Node(childComplexity), true
 
+	case "CreditPlan.active":
+		if e.ComplexityRoot.CreditPlan.Active == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.Active(childComplexity), true
+	case "CreditPlan.createdAt":
+		if e.ComplexityRoot.CreditPlan.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.CreatedAt(childComplexity), true
+	case "CreditPlan.creditsPerPeriod":
+		if e.ComplexityRoot.CreditPlan.CreditsPerPeriod == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.CreditsPerPeriod(childComplexity), true
+	case "CreditPlan.currency":
+		if e.ComplexityRoot.CreditPlan.Currency == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.Currency(childComplexity), true
+	case "CreditPlan.description":
+		if e.ComplexityRoot.CreditPlan.Description == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.Description(childComplexity), true
+	case "CreditPlan.id":
+		if e.ComplexityRoot.CreditPlan.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.ID(childComplexity), true
+	case "CreditPlan.interval":
+		if e.ComplexityRoot.CreditPlan.Interval == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.Interval(childComplexity), true
+	case "CreditPlan.name":
+		if e.ComplexityRoot.CreditPlan.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.Name(childComplexity), true
+	case "CreditPlan.priceAmount":
+		if e.ComplexityRoot.CreditPlan.PriceAmount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.PriceAmount(childComplexity), true
+	case "CreditPlan.rollover":
+		if e.ComplexityRoot.CreditPlan.Rollover == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.Rollover(childComplexity), true
+	case "CreditPlan.rolloverCap":
+		if e.ComplexityRoot.CreditPlan.RolloverCap == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.RolloverCap(childComplexity), true
+	case "CreditPlan.sortOrder":
+		if e.ComplexityRoot.CreditPlan.SortOrder == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.SortOrder(childComplexity), true
+	case "CreditPlan.stripePriceId":
+		if e.ComplexityRoot.CreditPlan.StripePriceID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.StripePriceID(childComplexity), true
+	case "CreditPlan.updatedAt":
+		if e.ComplexityRoot.CreditPlan.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlan.UpdatedAt(childComplexity), true
+
+	case "CreditPlanConnection.edges":
+		if e.ComplexityRoot.CreditPlanConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlanConnection.Edges(childComplexity), true
+	case "CreditPlanConnection.pageInfo":
+		if e.ComplexityRoot.CreditPlanConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlanConnection.PageInfo(childComplexity), true
+	case "CreditPlanConnection.totalCount":
+		if e.ComplexityRoot.CreditPlanConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlanConnection.TotalCount(childComplexity), true
+
+	case "CreditPlanEdge.cursor":
+		if e.ComplexityRoot.CreditPlanEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlanEdge.Cursor(childComplexity), true
+	case "CreditPlanEdge.node":
+		if e.ComplexityRoot.CreditPlanEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditPlanEdge.Node(childComplexity), true
+
 	case "CreditReservation.amount":
 		if e.ComplexityRoot.CreditReservation.Amount == nil {
 			break
@@ -1499,6 +1686,129 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditStatementTotal.Transactions(childComplexity), true
+
+	case "CreditSubscription.cancelAtPeriodEnd":
+		if e.ComplexityRoot.CreditSubscription.CancelAtPeriodEnd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.CancelAtPeriodEnd(childComplexity), true
+	case "CreditSubscription.canceledAt":
+		if e.ComplexityRoot.CreditSubscription.CanceledAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.CanceledAt(childComplexity), true
+	case "CreditSubscription.createdAt":
+		if e.ComplexityRoot.CreditSubscription.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.CreatedAt(childComplexity), true
+	case "CreditSubscription.currentPeriodEnd":
+		if e.ComplexityRoot.CreditSubscription.CurrentPeriodEnd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.CurrentPeriodEnd(childComplexity), true
+	case "CreditSubscription.currentPeriodStart":
+		if e.ComplexityRoot.CreditSubscription.CurrentPeriodStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.CurrentPeriodStart(childComplexity), true
+	case "CreditSubscription.id":
+		if e.ComplexityRoot.CreditSubscription.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.ID(childComplexity), true
+	case "CreditSubscription.livemode":
+		if e.ComplexityRoot.CreditSubscription.Livemode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.Livemode(childComplexity), true
+	case "CreditSubscription.plan":
+		if e.ComplexityRoot.CreditSubscription.Plan == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.Plan(childComplexity), true
+	case "CreditSubscription.planId":
+		if e.ComplexityRoot.CreditSubscription.PlanID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.PlanID(childComplexity), true
+	case "CreditSubscription.status":
+		if e.ComplexityRoot.CreditSubscription.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.Status(childComplexity), true
+	case "CreditSubscription.stripeCheckoutSessionId":
+		if e.ComplexityRoot.CreditSubscription.StripeCheckoutSessionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.StripeCheckoutSessionID(childComplexity), true
+	case "CreditSubscription.stripeSubscriptionId":
+		if e.ComplexityRoot.CreditSubscription.StripeSubscriptionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.StripeSubscriptionID(childComplexity), true
+	case "CreditSubscription.updatedAt":
+		if e.ComplexityRoot.CreditSubscription.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.UpdatedAt(childComplexity), true
+	case "CreditSubscription.user":
+		if e.ComplexityRoot.CreditSubscription.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.User(childComplexity), true
+	case "CreditSubscription.userId":
+		if e.ComplexityRoot.CreditSubscription.UserID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscription.UserID(childComplexity), true
+
+	case "CreditSubscriptionConnection.edges":
+		if e.ComplexityRoot.CreditSubscriptionConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscriptionConnection.Edges(childComplexity), true
+	case "CreditSubscriptionConnection.pageInfo":
+		if e.ComplexityRoot.CreditSubscriptionConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscriptionConnection.PageInfo(childComplexity), true
+	case "CreditSubscriptionConnection.totalCount":
+		if e.ComplexityRoot.CreditSubscriptionConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscriptionConnection.TotalCount(childComplexity), true
+
+	case "CreditSubscriptionEdge.cursor":
+		if e.ComplexityRoot.CreditSubscriptionEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscriptionEdge.Cursor(childComplexity), true
+	case "CreditSubscriptionEdge.node":
+		if e.ComplexityRoot.CreditSubscriptionEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscriptionEdge.Node(childComplexity), true
 
 	case "CreditTransaction.actor":
 		if e.ComplexityRoot.CreditTransaction.Actor == nil {
@@ -2199,6 +2509,30 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Payment.PaidAt(childComplexity), true
+	case "Payment.periodEnd":
+		if e.ComplexityRoot.Payment.PeriodEnd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Payment.PeriodEnd(childComplexity), true
+	case "Payment.periodStart":
+		if e.ComplexityRoot.Payment.PeriodStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Payment.PeriodStart(childComplexity), true
+	case "Payment.plan":
+		if e.ComplexityRoot.Payment.Plan == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Payment.Plan(childComplexity), true
+	case "Payment.planId":
+		if e.ComplexityRoot.Payment.PlanID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Payment.PlanID(childComplexity), true
 	case "Payment.status":
 		if e.ComplexityRoot.Payment.Status == nil {
 			break
@@ -2217,12 +2551,30 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Payment.StripeCheckoutSessionID(childComplexity), true
+	case "Payment.stripeInvoiceId":
+		if e.ComplexityRoot.Payment.StripeInvoiceID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Payment.StripeInvoiceID(childComplexity), true
 	case "Payment.stripePaymentIntentId":
 		if e.ComplexityRoot.Payment.StripePaymentIntentID == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Payment.StripePaymentIntentID(childComplexity), true
+	case "Payment.subscription":
+		if e.ComplexityRoot.Payment.Subscription == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Payment.Subscription(childComplexity), true
+	case "Payment.subscriptionId":
+		if e.ComplexityRoot.Payment.SubscriptionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Payment.SubscriptionID(childComplexity), true
 	case "Payment.transactions":
 		if e.ComplexityRoot.Payment.Transactions == nil {
 			break
@@ -2559,6 +2911,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.ProcessedEvents(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.ProcessedEventOrder), args["where"].(*ent.ProcessedEventWhereInput)), true
+	case "Query.subscriptions":
+		if e.ComplexityRoot.Query.Subscriptions == nil {
+			break
+		}
+
+		args, err := ec.field_Query_subscriptions_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Subscriptions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditSubscriptionOrder), args["where"].(*ent.CreditSubscriptionWhereInput)), true
 	case "Query.user":
 		if e.ComplexityRoot.Query.User == nil {
 			break
@@ -2981,6 +3344,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.User.Status(childComplexity), true
+	case "User.subscriptions":
+		if e.ComplexityRoot.User.Subscriptions == nil {
+			break
+		}
+
+		args, err := ec.field_User_subscriptions_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.User.Subscriptions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditSubscriptionOrder)), true
 	case "User.transactions":
 		if e.ComplexityRoot.User.Transactions == nil {
 			break
@@ -3286,8 +3660,12 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("CreditLotWhereInput", ec.unmarshalInputCreditLotWhereInput),
 			graphql.NewInputUnmarshaler("CreditPackageOrder", ec.unmarshalInputCreditPackageOrder),
 			graphql.NewInputUnmarshaler("CreditPackageWhereInput", ec.unmarshalInputCreditPackageWhereInput),
+			graphql.NewInputUnmarshaler("CreditPlanOrder", ec.unmarshalInputCreditPlanOrder),
+			graphql.NewInputUnmarshaler("CreditPlanWhereInput", ec.unmarshalInputCreditPlanWhereInput),
 			graphql.NewInputUnmarshaler("CreditReservationOrder", ec.unmarshalInputCreditReservationOrder),
 			graphql.NewInputUnmarshaler("CreditReservationWhereInput", ec.unmarshalInputCreditReservationWhereInput),
+			graphql.NewInputUnmarshaler("CreditSubscriptionOrder", ec.unmarshalInputCreditSubscriptionOrder),
+			graphql.NewInputUnmarshaler("CreditSubscriptionWhereInput", ec.unmarshalInputCreditSubscriptionWhereInput),
 			graphql.NewInputUnmarshaler("CreditTransactionOrder", ec.unmarshalInputCreditTransactionOrder),
 			graphql.NewInputUnmarshaler("CreditTransactionWhereInput", ec.unmarshalInputCreditTransactionWhereInput),
 			graphql.NewInputUnmarshaler("DeleteWebhookEndpointInput", ec.unmarshalInputDeleteWebhookEndpointInput),
@@ -4200,6 +4578,263 @@ input CreditPackageWhereInput {
   sortOrderLT: Int
   sortOrderLTE: Int
 }
+type CreditPlan implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  name: String!
+  description: String
+  creditsPerPeriod: Int!
+  interval: CreditPlanInterval!
+  """
+  price of one period in the currency's minor units
+  """
+  priceAmount: Int!
+  """
+  ISO 4217 code, lower case as Stripe writes it
+  """
+  currency: String!
+  stripePriceId: String
+  rollover: CreditPlanRollover!
+  rolloverCap: Int
+  active: Boolean!
+  """
+  where the plan appears in the shop; lower first
+  """
+  sortOrder: Int!
+}
+"""
+A connection to a list of items.
+"""
+type CreditPlanConnection {
+  """
+  A list of edges.
+  """
+  edges: [CreditPlanEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type CreditPlanEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: CreditPlan
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+CreditPlanInterval is enum for the field interval
+"""
+enum CreditPlanInterval @goModel(model: "github.com/tally-billing/tally/ent/creditplan.Interval") {
+  MONTH
+  YEAR
+}
+"""
+Ordering options for CreditPlan connections
+"""
+input CreditPlanOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order CreditPlans.
+  """
+  field: CreditPlanOrderField!
+}
+"""
+Properties by which CreditPlan connections can be ordered.
+"""
+enum CreditPlanOrderField {
+  ID
+  CREATED_AT
+  NAME
+}
+"""
+CreditPlanRollover is enum for the field rollover
+"""
+enum CreditPlanRollover @goModel(model: "github.com/tally-billing/tally/ent/creditplan.Rollover") {
+  NONE
+  CAPPED
+  ALL
+}
+"""
+CreditPlanWhereInput is used for filtering CreditPlan objects.
+Input was generated by ent.
+"""
+input CreditPlanWhereInput {
+  not: CreditPlanWhereInput
+  and: [CreditPlanWhereInput!]
+  or: [CreditPlanWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  name field predicates
+  """
+  name: String
+  nameNEQ: String
+  nameIn: [String!]
+  nameNotIn: [String!]
+  nameGT: String
+  nameGTE: String
+  nameLT: String
+  nameLTE: String
+  nameContains: String
+  nameHasPrefix: String
+  nameHasSuffix: String
+  nameEqualFold: String
+  nameContainsFold: String
+  """
+  description field predicates
+  """
+  description: String
+  descriptionNEQ: String
+  descriptionIn: [String!]
+  descriptionNotIn: [String!]
+  descriptionGT: String
+  descriptionGTE: String
+  descriptionLT: String
+  descriptionLTE: String
+  descriptionContains: String
+  descriptionHasPrefix: String
+  descriptionHasSuffix: String
+  descriptionIsNil: Boolean
+  descriptionNotNil: Boolean
+  descriptionEqualFold: String
+  descriptionContainsFold: String
+  """
+  credits_per_period field predicates
+  """
+  creditsPerPeriod: Int
+  creditsPerPeriodNEQ: Int
+  creditsPerPeriodIn: [Int!]
+  creditsPerPeriodNotIn: [Int!]
+  creditsPerPeriodGT: Int
+  creditsPerPeriodGTE: Int
+  creditsPerPeriodLT: Int
+  creditsPerPeriodLTE: Int
+  """
+  interval field predicates
+  """
+  interval: CreditPlanInterval
+  intervalNEQ: CreditPlanInterval
+  intervalIn: [CreditPlanInterval!]
+  intervalNotIn: [CreditPlanInterval!]
+  """
+  price_amount field predicates
+  """
+  priceAmount: Int
+  priceAmountNEQ: Int
+  priceAmountIn: [Int!]
+  priceAmountNotIn: [Int!]
+  priceAmountGT: Int
+  priceAmountGTE: Int
+  priceAmountLT: Int
+  priceAmountLTE: Int
+  """
+  currency field predicates
+  """
+  currency: String
+  currencyNEQ: String
+  currencyIn: [String!]
+  currencyNotIn: [String!]
+  currencyGT: String
+  currencyGTE: String
+  currencyLT: String
+  currencyLTE: String
+  currencyContains: String
+  currencyHasPrefix: String
+  currencyHasSuffix: String
+  currencyEqualFold: String
+  currencyContainsFold: String
+  """
+  stripe_price_id field predicates
+  """
+  stripePriceID: String
+  stripePriceIDNEQ: String
+  stripePriceIDIn: [String!]
+  stripePriceIDNotIn: [String!]
+  stripePriceIDGT: String
+  stripePriceIDGTE: String
+  stripePriceIDLT: String
+  stripePriceIDLTE: String
+  stripePriceIDContains: String
+  stripePriceIDHasPrefix: String
+  stripePriceIDHasSuffix: String
+  stripePriceIDIsNil: Boolean
+  stripePriceIDNotNil: Boolean
+  stripePriceIDEqualFold: String
+  stripePriceIDContainsFold: String
+  """
+  rollover field predicates
+  """
+  rollover: CreditPlanRollover
+  rolloverNEQ: CreditPlanRollover
+  rolloverIn: [CreditPlanRollover!]
+  rolloverNotIn: [CreditPlanRollover!]
+  """
+  rollover_cap field predicates
+  """
+  rolloverCap: Int
+  rolloverCapNEQ: Int
+  rolloverCapIn: [Int!]
+  rolloverCapNotIn: [Int!]
+  rolloverCapGT: Int
+  rolloverCapGTE: Int
+  rolloverCapLT: Int
+  rolloverCapLTE: Int
+  rolloverCapIsNil: Boolean
+  rolloverCapNotNil: Boolean
+  """
+  active field predicates
+  """
+  active: Boolean
+  activeNEQ: Boolean
+  """
+  sort_order field predicates
+  """
+  sortOrder: Int
+  sortOrderNEQ: Int
+  sortOrderIn: [Int!]
+  sortOrderNotIn: [Int!]
+  sortOrderGT: Int
+  sortOrderGTE: Int
+  sortOrderLT: Int
+  sortOrderLTE: Int
+}
 type CreditReservation implements Node {
   id: ID!
   createdAt: Time!
@@ -4405,6 +5040,179 @@ input CreditReservationWhereInput {
   hasTransactions: Boolean
   hasTransactionsWith: [CreditTransactionWhereInput!]
 }
+type CreditSubscription implements Node {
+  id: ID!
+  createdAt: Time!
+  updatedAt: Time!
+  userId: ID!
+  planId: ID!
+  status: CreditSubscriptionStatus!
+  currentPeriodStart: Time
+  currentPeriodEnd: Time
+  cancelAtPeriodEnd: Boolean!
+  canceledAt: Time
+  stripeSubscriptionId: String
+  stripeCheckoutSessionId: String
+  livemode: Boolean!
+  user: User!
+  plan: CreditPlan!
+}
+"""
+A connection to a list of items.
+"""
+type CreditSubscriptionConnection {
+  """
+  A list of edges.
+  """
+  edges: [CreditSubscriptionEdge]
+  """
+  Information to aid in pagination.
+  """
+  pageInfo: PageInfo!
+  """
+  Identifies the total count of items in the connection.
+  """
+  totalCount: Int!
+}
+"""
+An edge in a connection.
+"""
+type CreditSubscriptionEdge {
+  """
+  The item at the end of the edge.
+  """
+  node: CreditSubscription
+  """
+  A cursor for use in pagination.
+  """
+  cursor: Cursor!
+}
+"""
+Ordering options for CreditSubscription connections
+"""
+input CreditSubscriptionOrder {
+  """
+  The ordering direction.
+  """
+  direction: OrderDirection! = ASC
+  """
+  The field by which to order CreditSubscriptions.
+  """
+  field: CreditSubscriptionOrderField!
+}
+"""
+Properties by which CreditSubscription connections can be ordered.
+"""
+enum CreditSubscriptionOrderField {
+  ID
+  CREATED_AT
+}
+"""
+CreditSubscriptionStatus is enum for the field status
+"""
+enum CreditSubscriptionStatus @goModel(model: "github.com/tally-billing/tally/ent/creditsubscription.Status") {
+  INCOMPLETE
+  ACTIVE
+  PAST_DUE
+  CANCELED
+}
+"""
+CreditSubscriptionWhereInput is used for filtering CreditSubscription objects.
+Input was generated by ent.
+"""
+input CreditSubscriptionWhereInput {
+  not: CreditSubscriptionWhereInput
+  and: [CreditSubscriptionWhereInput!]
+  or: [CreditSubscriptionWhereInput!]
+  """
+  id field predicates
+  """
+  id: ID
+  idNEQ: ID
+  idIn: [ID!]
+  idNotIn: [ID!]
+  idGT: ID
+  idGTE: ID
+  idLT: ID
+  idLTE: ID
+  idEqualFold: ID
+  idContainsFold: ID
+  """
+  created_at field predicates
+  """
+  createdAt: Time
+  createdAtNEQ: Time
+  createdAtIn: [Time!]
+  createdAtNotIn: [Time!]
+  createdAtGT: Time
+  createdAtGTE: Time
+  createdAtLT: Time
+  createdAtLTE: Time
+  """
+  user_id field predicates
+  """
+  userID: ID
+  userIDNEQ: ID
+  userIDIn: [ID!]
+  userIDNotIn: [ID!]
+  userIDGT: ID
+  userIDGTE: ID
+  userIDLT: ID
+  userIDLTE: ID
+  userIDContains: ID
+  userIDHasPrefix: ID
+  userIDHasSuffix: ID
+  userIDEqualFold: ID
+  userIDContainsFold: ID
+  """
+  status field predicates
+  """
+  status: CreditSubscriptionStatus
+  statusNEQ: CreditSubscriptionStatus
+  statusIn: [CreditSubscriptionStatus!]
+  statusNotIn: [CreditSubscriptionStatus!]
+  """
+  stripe_subscription_id field predicates
+  """
+  stripeSubscriptionID: String
+  stripeSubscriptionIDNEQ: String
+  stripeSubscriptionIDIn: [String!]
+  stripeSubscriptionIDNotIn: [String!]
+  stripeSubscriptionIDGT: String
+  stripeSubscriptionIDGTE: String
+  stripeSubscriptionIDLT: String
+  stripeSubscriptionIDLTE: String
+  stripeSubscriptionIDContains: String
+  stripeSubscriptionIDHasPrefix: String
+  stripeSubscriptionIDHasSuffix: String
+  stripeSubscriptionIDIsNil: Boolean
+  stripeSubscriptionIDNotNil: Boolean
+  stripeSubscriptionIDEqualFold: String
+  stripeSubscriptionIDContainsFold: String
+  """
+  stripe_checkout_session_id field predicates
+  """
+  stripeCheckoutSessionID: String
+  stripeCheckoutSessionIDNEQ: String
+  stripeCheckoutSessionIDIn: [String!]
+  stripeCheckoutSessionIDNotIn: [String!]
+  stripeCheckoutSessionIDGT: String
+  stripeCheckoutSessionIDGTE: String
+  stripeCheckoutSessionIDLT: String
+  stripeCheckoutSessionIDLTE: String
+  stripeCheckoutSessionIDContains: String
+  stripeCheckoutSessionIDHasPrefix: String
+  stripeCheckoutSessionIDHasSuffix: String
+  stripeCheckoutSessionIDIsNil: Boolean
+  stripeCheckoutSessionIDNotNil: Boolean
+  stripeCheckoutSessionIDEqualFold: String
+  stripeCheckoutSessionIDContainsFold: String
+  """
+  user edge predicates
+  """
+  hasUser: Boolean
+  hasUserWith: [UserWhereInput!]
+}
 type CreditTransaction implements Node {
   id: ID!
   createdAt: Time!
@@ -4473,6 +5281,7 @@ enum CreditTransactionKind @goModel(model: "github.com/tally-billing/tally/ent/c
   HOLD
   CAPTURE
   RELEASE
+  ROLLOVER
 }
 """
 Ordering options for CreditTransaction connections
@@ -4657,7 +5466,12 @@ type Payment implements Node {
   updatedAt: Time!
   userId: ID!
   kind: PaymentKind!
-  packageId: ID!
+  packageId: ID
+  planId: ID
+  subscriptionId: ID
+  stripeInvoiceId: String
+  periodStart: Time
+  periodEnd: Time
   """
   price paid, in the currency's minor units
   """
@@ -4675,7 +5489,9 @@ type Payment implements Node {
   livemode: Boolean!
   paidAt: Time
   user: User!
-  package: CreditPackage!
+  package: CreditPackage
+  plan: CreditPlan
+  subscription: CreditSubscription
   transactions(
     """
     Returns the elements in the list that come after the specified cursor.
@@ -4740,6 +5556,7 @@ PaymentKind is enum for the field kind
 enum PaymentKind @goModel(model: "github.com/tally-billing/tally/ent/payment.Kind") {
   CHECKOUT
   RECHARGE
+  SUBSCRIPTION
 }
 """
 Ordering options for Payment connections
@@ -4831,6 +5648,42 @@ input PaymentWhereInput {
   kindIn: [PaymentKind!]
   kindNotIn: [PaymentKind!]
   """
+  subscription_id field predicates
+  """
+  subscriptionID: ID
+  subscriptionIDNEQ: ID
+  subscriptionIDIn: [ID!]
+  subscriptionIDNotIn: [ID!]
+  subscriptionIDGT: ID
+  subscriptionIDGTE: ID
+  subscriptionIDLT: ID
+  subscriptionIDLTE: ID
+  subscriptionIDContains: ID
+  subscriptionIDHasPrefix: ID
+  subscriptionIDHasSuffix: ID
+  subscriptionIDIsNil: Boolean
+  subscriptionIDNotNil: Boolean
+  subscriptionIDEqualFold: ID
+  subscriptionIDContainsFold: ID
+  """
+  stripe_invoice_id field predicates
+  """
+  stripeInvoiceID: String
+  stripeInvoiceIDNEQ: String
+  stripeInvoiceIDIn: [String!]
+  stripeInvoiceIDNotIn: [String!]
+  stripeInvoiceIDGT: String
+  stripeInvoiceIDGTE: String
+  stripeInvoiceIDLT: String
+  stripeInvoiceIDLTE: String
+  stripeInvoiceIDContains: String
+  stripeInvoiceIDHasPrefix: String
+  stripeInvoiceIDHasSuffix: String
+  stripeInvoiceIDIsNil: Boolean
+  stripeInvoiceIDNotNil: Boolean
+  stripeInvoiceIDEqualFold: String
+  stripeInvoiceIDContainsFold: String
+  """
   status field predicates
   """
   status: PaymentStatus
@@ -4896,6 +5749,11 @@ input PaymentWhereInput {
   """
   hasUser: Boolean
   hasUserWith: [UserWhereInput!]
+  """
+  subscription edge predicates
+  """
+  hasSubscription: Boolean
+  hasSubscriptionWith: [CreditSubscriptionWhereInput!]
 }
 type Posting implements Node @goModel(model: "github.com/tally-billing/tally/ent.CreditLedger") {
   id: ID!
@@ -5288,6 +6146,40 @@ type Query {
     where: AdminActionWhereInput
   ): AdminActionConnection! @admin
   """
+  Subscriptions, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
+  """
+  subscriptions(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for CreditSubscriptions returned from the connection.
+    """
+    orderBy: CreditSubscriptionOrder
+
+    """
+    Filtering options for CreditSubscriptions returned from the connection.
+    """
+    where: CreditSubscriptionWhereInput
+  ): CreditSubscriptionConnection! @admin
+  """
   Every user's credit transactions, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   creditTransactions(
@@ -5560,6 +6452,32 @@ type User implements Node {
     """
     orderBy: CreditReservationOrder
   ): CreditReservationConnection!
+  subscriptions(
+    """
+    Returns the elements in the list that come after the specified cursor.
+    """
+    after: Cursor
+
+    """
+    Returns the first _n_ elements from the list.
+    """
+    first: Int
+
+    """
+    Returns the elements in the list that come before the specified cursor.
+    """
+    before: Cursor
+
+    """
+    Returns the last _n_ elements from the list.
+    """
+    last: Int
+
+    """
+    Ordering options for CreditSubscriptions returned from the connection.
+    """
+    orderBy: CreditSubscriptionOrder
+  ): CreditSubscriptionConnection!
 }
 """
 A connection to a list of items.
@@ -7031,6 +7949,50 @@ func (ec *executionContext) childFields_CreditPackageEdge(ctx context.Context, f
 	return nil, fmt.Errorf("no field named %q was found under type CreditPackageEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_CreditPlan(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_CreditPlan_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_CreditPlan_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_CreditPlan_updatedAt(ctx, field)
+	case "name":
+		return ec.fieldContext_CreditPlan_name(ctx, field)
+	case "description":
+		return ec.fieldContext_CreditPlan_description(ctx, field)
+	case "creditsPerPeriod":
+		return ec.fieldContext_CreditPlan_creditsPerPeriod(ctx, field)
+	case "interval":
+		return ec.fieldContext_CreditPlan_interval(ctx, field)
+	case "priceAmount":
+		return ec.fieldContext_CreditPlan_priceAmount(ctx, field)
+	case "currency":
+		return ec.fieldContext_CreditPlan_currency(ctx, field)
+	case "stripePriceId":
+		return ec.fieldContext_CreditPlan_stripePriceId(ctx, field)
+	case "rollover":
+		return ec.fieldContext_CreditPlan_rollover(ctx, field)
+	case "rolloverCap":
+		return ec.fieldContext_CreditPlan_rolloverCap(ctx, field)
+	case "active":
+		return ec.fieldContext_CreditPlan_active(ctx, field)
+	case "sortOrder":
+		return ec.fieldContext_CreditPlan_sortOrder(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreditPlan", field.Name)
+}
+
+func (ec *executionContext) childFields_CreditPlanEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_CreditPlanEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_CreditPlanEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreditPlanEdge", field.Name)
+}
+
 func (ec *executionContext) childFields_CreditReservation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -7111,6 +8073,64 @@ func (ec *executionContext) childFields_CreditStatementTotal(ctx context.Context
 		return ec.fieldContext_CreditStatementTotal_amount(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CreditStatementTotal", field.Name)
+}
+
+func (ec *executionContext) childFields_CreditSubscription(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_CreditSubscription_id(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_CreditSubscription_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_CreditSubscription_updatedAt(ctx, field)
+	case "userId":
+		return ec.fieldContext_CreditSubscription_userId(ctx, field)
+	case "planId":
+		return ec.fieldContext_CreditSubscription_planId(ctx, field)
+	case "status":
+		return ec.fieldContext_CreditSubscription_status(ctx, field)
+	case "currentPeriodStart":
+		return ec.fieldContext_CreditSubscription_currentPeriodStart(ctx, field)
+	case "currentPeriodEnd":
+		return ec.fieldContext_CreditSubscription_currentPeriodEnd(ctx, field)
+	case "cancelAtPeriodEnd":
+		return ec.fieldContext_CreditSubscription_cancelAtPeriodEnd(ctx, field)
+	case "canceledAt":
+		return ec.fieldContext_CreditSubscription_canceledAt(ctx, field)
+	case "stripeSubscriptionId":
+		return ec.fieldContext_CreditSubscription_stripeSubscriptionId(ctx, field)
+	case "stripeCheckoutSessionId":
+		return ec.fieldContext_CreditSubscription_stripeCheckoutSessionId(ctx, field)
+	case "livemode":
+		return ec.fieldContext_CreditSubscription_livemode(ctx, field)
+	case "user":
+		return ec.fieldContext_CreditSubscription_user(ctx, field)
+	case "plan":
+		return ec.fieldContext_CreditSubscription_plan(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreditSubscription", field.Name)
+}
+
+func (ec *executionContext) childFields_CreditSubscriptionConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_CreditSubscriptionConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_CreditSubscriptionConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_CreditSubscriptionConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreditSubscriptionConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_CreditSubscriptionEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_CreditSubscriptionEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_CreditSubscriptionEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreditSubscriptionEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_CreditTransaction(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -7319,6 +8339,16 @@ func (ec *executionContext) childFields_Payment(ctx context.Context, field graph
 		return ec.fieldContext_Payment_kind(ctx, field)
 	case "packageId":
 		return ec.fieldContext_Payment_packageId(ctx, field)
+	case "planId":
+		return ec.fieldContext_Payment_planId(ctx, field)
+	case "subscriptionId":
+		return ec.fieldContext_Payment_subscriptionId(ctx, field)
+	case "stripeInvoiceId":
+		return ec.fieldContext_Payment_stripeInvoiceId(ctx, field)
+	case "periodStart":
+		return ec.fieldContext_Payment_periodStart(ctx, field)
+	case "periodEnd":
+		return ec.fieldContext_Payment_periodEnd(ctx, field)
 	case "amount":
 		return ec.fieldContext_Payment_amount(ctx, field)
 	case "currency":
@@ -7343,6 +8373,10 @@ func (ec *executionContext) childFields_Payment(ctx context.Context, field graph
 		return ec.fieldContext_Payment_user(ctx, field)
 	case "package":
 		return ec.fieldContext_Payment_package(ctx, field)
+	case "plan":
+		return ec.fieldContext_Payment_plan(ctx, field)
+	case "subscription":
+		return ec.fieldContext_Payment_subscription(ctx, field)
 	case "transactions":
 		return ec.fieldContext_Payment_transactions(ctx, field)
 	case "lots":
@@ -7643,6 +8677,8 @@ func (ec *executionContext) childFields_User(ctx context.Context, field graphql.
 		return ec.fieldContext_User_lots(ctx, field)
 	case "reservations":
 		return ec.fieldContext_User_reservations(ctx, field)
+	case "subscriptions":
+		return ec.fieldContext_User_subscriptions(ctx, field)
 	case "autoRecharge":
 		return ec.fieldContext_User_autoRecharge(ctx, field)
 	case "availableCredits":
@@ -8599,6 +9635,60 @@ func (ec *executionContext) field_Query_processedEvents_args(ctx context.Context
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_subscriptions_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.CreditSubscriptionOrder, error) {
+			return ec.unmarshalOCreditSubscriptionOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.CreditSubscriptionWhereInput, error) {
+			return ec.unmarshalOCreditSubscriptionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
 func (ec *executionContext) field_Query_user_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -8946,6 +10036,52 @@ func (ec *executionContext) field_User_statement_args(ctx context.Context, rawAr
 		return nil, err
 	}
 	args["to"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_User_subscriptions_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[string], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.CreditSubscriptionOrder, error) {
+			return ec.unmarshalOCreditSubscriptionOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
 	return args, nil
 }
 
@@ -11470,6 +12606,470 @@ func (ec *executionContext) fieldContext_CreditPackageEdge_cursor(_ context.Cont
 	return graphql.NewScalarFieldContext("CreditPackageEdge", field, false, false, "Cursor")
 }
 
+func (ec *executionContext) _CreditPlan_id(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CreditPlan_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CreditPlan_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CreditPlan_name(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreditPlan_description(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_description(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Description, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_description(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreditPlan_creditsPerPeriod(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_creditsPerPeriod(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreditsPerPeriod, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_creditsPerPeriod(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditPlan_interval(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_interval(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Interval, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v creditplan.Interval) graphql.Marshaler {
+			return ec.marshalNCreditPlanInterval2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_interval(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "CreditPlanInterval")
+}
+
+func (ec *executionContext) _CreditPlan_priceAmount(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_priceAmount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PriceAmount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_priceAmount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditPlan_currency(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_currency(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Currency, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_currency(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreditPlan_stripePriceId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_stripePriceId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StripePriceID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_stripePriceId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreditPlan_rollover(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_rollover(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rollover, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v creditplan.Rollover) graphql.Marshaler {
+			return ec.marshalNCreditPlanRollover2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_rollover(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "CreditPlanRollover")
+}
+
+func (ec *executionContext) _CreditPlan_rolloverCap(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_rolloverCap(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RolloverCap, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_rolloverCap(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditPlan_active(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_active(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Active, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_active(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CreditPlan_sortOrder(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlan) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlan_sortOrder(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SortOrder, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlan_sortOrder(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlan", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditPlanConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlanConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlanConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.CreditPlanEdge) graphql.Marshaler {
+			return ec.marshalOCreditPlanEdge2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlanConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditPlanConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPlanEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditPlanConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlanConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlanConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlanConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditPlanConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditPlanConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlanConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlanConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlanConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlanConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditPlanEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlanEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlanEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditPlan) graphql.Marshaler {
+			return ec.marshalOCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlanEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditPlanEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPlan(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditPlanEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.CreditPlanEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditPlanEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditPlanEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditPlanEdge", field, false, false, "Cursor")
+}
+
 func (ec *executionContext) _CreditReservation_id(ctx context.Context, field graphql.CollectedField, obj *ent.CreditReservation) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -12141,6 +13741,511 @@ func (ec *executionContext) _CreditStatementTotal_amount(ctx context.Context, fi
 }
 func (ec *executionContext) fieldContext_CreditStatementTotal_amount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("CreditStatementTotal", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditSubscription_id(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CreditSubscription_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CreditSubscription_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CreditSubscription_userId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_userId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UserID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_userId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CreditSubscription_planId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_planId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PlanID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_planId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "ID")
+}
+
+func (ec *executionContext) _CreditSubscription_status(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v creditsubscription.Status) graphql.Marshaler {
+			return ec.marshalNCreditSubscriptionStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "CreditSubscriptionStatus")
+}
+
+func (ec *executionContext) _CreditSubscription_currentPeriodStart(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_currentPeriodStart(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CurrentPeriodStart, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_currentPeriodStart(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CreditSubscription_currentPeriodEnd(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_currentPeriodEnd(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CurrentPeriodEnd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_currentPeriodEnd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CreditSubscription_cancelAtPeriodEnd(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_cancelAtPeriodEnd(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CancelAtPeriodEnd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_cancelAtPeriodEnd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CreditSubscription_canceledAt(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_canceledAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CanceledAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_canceledAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "Time")
+}
+
+func (ec *executionContext) _CreditSubscription_stripeSubscriptionId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_stripeSubscriptionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StripeSubscriptionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_stripeSubscriptionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreditSubscription_stripeCheckoutSessionId(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_stripeCheckoutSessionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StripeCheckoutSessionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_stripeCheckoutSessionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreditSubscription_livemode(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_livemode(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Livemode, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_livemode(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscription", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CreditSubscription_user(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditSubscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditSubscription_plan(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscription) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscription_plan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Plan(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditPlan) graphql.Marshaler {
+			return ec.marshalNCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscription_plan(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditSubscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPlan(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditSubscriptionConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscriptionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscriptionConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.CreditSubscriptionEdge) graphql.Marshaler {
+			return ec.marshalOCreditSubscriptionEdge2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscriptionConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditSubscriptionConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditSubscriptionEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditSubscriptionConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscriptionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscriptionConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[string]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscriptionConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditSubscriptionConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditSubscriptionConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscriptionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscriptionConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscriptionConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscriptionConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreditSubscriptionEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscriptionEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscriptionEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscription) graphql.Marshaler {
+			return ec.marshalOCreditSubscription2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscription(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscriptionEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreditSubscriptionEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditSubscription(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreditSubscriptionEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscriptionEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscriptionEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[string]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscriptionEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscriptionEdge", field, false, false, "Cursor")
 }
 
 func (ec *executionContext) _CreditTransaction_id(ctx context.Context, field graphql.CollectedField, obj *ent.CreditTransaction) (ret graphql.Marshaler) {
@@ -15163,15 +17268,130 @@ func (ec *executionContext) _Payment_packageId(ctx context.Context, field graphq
 			return obj.PackageID, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
-			return ec.marshalNID2string(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_Payment_packageId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Payment", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Payment_planId(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Payment_planId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PlanID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Payment_planId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Payment", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Payment_subscriptionId(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Payment_subscriptionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SubscriptionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Payment_subscriptionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Payment", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Payment_stripeInvoiceId(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Payment_stripeInvoiceId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StripeInvoiceID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Payment_stripeInvoiceId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Payment", field, false, false, "String")
+}
+
+func (ec *executionContext) _Payment_periodStart(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Payment_periodStart(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PeriodStart, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Payment_periodStart(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Payment", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Payment_periodEnd(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Payment_periodEnd(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PeriodEnd, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Payment_periodEnd(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Payment", field, false, false, "Time")
 }
 
 func (ec *executionContext) _Payment_amount(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
@@ -15449,10 +17669,10 @@ func (ec *executionContext) _Payment_package(ctx context.Context, field graphql.
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditPackage) graphql.Marshaler {
-			return ec.marshalNCreditPackage2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackage(ctx, selections, v)
+			return ec.marshalOCreditPackage2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackage(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_Payment_package(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -15463,6 +17683,70 @@ func (ec *executionContext) fieldContext_Payment_package(_ context.Context, fiel
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_CreditPackage(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Payment_plan(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Payment_plan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Plan(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditPlan) graphql.Marshaler {
+			return ec.marshalOCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Payment_plan(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Payment",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPlan(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Payment_subscription(ctx context.Context, field graphql.CollectedField, obj *ent.Payment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Payment_subscription(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Subscription(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscription) graphql.Marshaler {
+			return ec.marshalOCreditSubscription2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscription(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Payment_subscription(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Payment",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditSubscription(ctx, field)
 		},
 	}
 	return fc, nil
@@ -16578,6 +18862,63 @@ func (ec *executionContext) fieldContext_Query_adminActions(ctx context.Context,
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_adminActions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_subscriptions(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_subscriptions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Subscriptions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditSubscriptionOrder), fc.Args["where"].(*ent.CreditSubscriptionWhereInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *ent.CreditSubscriptionConnection
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscriptionConnection) graphql.Marshaler {
+			return ec.marshalNCreditSubscriptionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_subscriptions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditSubscriptionConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_subscriptions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -18644,6 +20985,50 @@ func (ec *executionContext) fieldContext_User_reservations(ctx context.Context, 
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_User_reservations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _User_subscriptions(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_subscriptions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return obj.Subscriptions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditSubscriptionOrder))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscriptionConnection) graphql.Marshaler {
+			return ec.marshalNCreditSubscriptionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_subscriptions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditSubscriptionConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_User_subscriptions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -23795,6 +26180,941 @@ func UnmarshalCreditPackageWhereInput(ctx context.Context, raw any) (ent.CreditP
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCreditPlanOrder(ctx context.Context, obj any) (ent.CreditPlanOrder, error) {
+	var it ent.CreditPlanOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNCreditPlanOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreditPlanOrder unmarshals raw into the CreditPlanOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreditPlanOrder(ctx context.Context, raw any) (ent.CreditPlanOrder, error) {
+	var out ent.CreditPlanOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreditPlanOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreditPlanWhereInput(ctx context.Context, obj any) (ent.CreditPlanWhereInput, error) {
+	var it ent.CreditPlanWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameEqualFold", "nameContainsFold", "description", "descriptionNEQ", "descriptionIn", "descriptionNotIn", "descriptionGT", "descriptionGTE", "descriptionLT", "descriptionLTE", "descriptionContains", "descriptionHasPrefix", "descriptionHasSuffix", "descriptionIsNil", "descriptionNotNil", "descriptionEqualFold", "descriptionContainsFold", "creditsPerPeriod", "creditsPerPeriodNEQ", "creditsPerPeriodIn", "creditsPerPeriodNotIn", "creditsPerPeriodGT", "creditsPerPeriodGTE", "creditsPerPeriodLT", "creditsPerPeriodLTE", "interval", "intervalNEQ", "intervalIn", "intervalNotIn", "priceAmount", "priceAmountNEQ", "priceAmountIn", "priceAmountNotIn", "priceAmountGT", "priceAmountGTE", "priceAmountLT", "priceAmountLTE", "currency", "currencyNEQ", "currencyIn", "currencyNotIn", "currencyGT", "currencyGTE", "currencyLT", "currencyLTE", "currencyContains", "currencyHasPrefix", "currencyHasSuffix", "currencyEqualFold", "currencyContainsFold", "stripePriceID", "stripePriceIDNEQ", "stripePriceIDIn", "stripePriceIDNotIn", "stripePriceIDGT", "stripePriceIDGTE", "stripePriceIDLT", "stripePriceIDLTE", "stripePriceIDContains", "stripePriceIDHasPrefix", "stripePriceIDHasSuffix", "stripePriceIDIsNil", "stripePriceIDNotNil", "stripePriceIDEqualFold", "stripePriceIDContainsFold", "rollover", "rolloverNEQ", "rolloverIn", "rolloverNotIn", "rolloverCap", "rolloverCapNEQ", "rolloverCapIn", "rolloverCapNotIn", "rolloverCapGT", "rolloverCapGTE", "rolloverCapLT", "rolloverCapLTE", "rolloverCapIsNil", "rolloverCapNotNil", "active", "activeNEQ", "sortOrder", "sortOrderNEQ", "sortOrderIn", "sortOrderNotIn", "sortOrderGT", "sortOrderGTE", "sortOrderLT", "sortOrderLTE"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOCreditPlanWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOCreditPlanWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOCreditPlanWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "nameNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNEQ = data
+		case "nameIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameIn = data
+		case "nameNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameNotIn = data
+		case "nameGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGT = data
+		case "nameGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameGTE = data
+		case "nameLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLT = data
+		case "nameLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameLTE = data
+		case "nameContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContains = data
+		case "nameHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasPrefix = data
+		case "nameHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameHasSuffix = data
+		case "nameEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameEqualFold = data
+		case "nameContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("nameContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.NameContainsFold = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
+		case "descriptionNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionNEQ = data
+		case "descriptionIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionIn = data
+		case "descriptionNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionNotIn = data
+		case "descriptionGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionGT = data
+		case "descriptionGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionGTE = data
+		case "descriptionLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionLT = data
+		case "descriptionLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionLTE = data
+		case "descriptionContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionContains = data
+		case "descriptionHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionHasPrefix = data
+		case "descriptionHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionHasSuffix = data
+		case "descriptionIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionIsNil = data
+		case "descriptionNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionNotNil = data
+		case "descriptionEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionEqualFold = data
+		case "descriptionContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("descriptionContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DescriptionContainsFold = data
+		case "creditsPerPeriod":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriod"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriod = data
+		case "creditsPerPeriodNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriodNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriodNEQ = data
+		case "creditsPerPeriodIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriodIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriodIn = data
+		case "creditsPerPeriodNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriodNotIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriodNotIn = data
+		case "creditsPerPeriodGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriodGT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriodGT = data
+		case "creditsPerPeriodGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriodGTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriodGTE = data
+		case "creditsPerPeriodLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriodLT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriodLT = data
+		case "creditsPerPeriodLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriodLTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriodLTE = data
+		case "interval":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("interval"))
+			data, err := ec.unmarshalOCreditPlanInterval2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Interval = data
+		case "intervalNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("intervalNEQ"))
+			data, err := ec.unmarshalOCreditPlanInterval2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IntervalNEQ = data
+		case "intervalIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("intervalIn"))
+			data, err := ec.unmarshalOCreditPlanInterval2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐIntervalᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IntervalIn = data
+		case "intervalNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("intervalNotIn"))
+			data, err := ec.unmarshalOCreditPlanInterval2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐIntervalᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IntervalNotIn = data
+		case "priceAmount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmount"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmount = data
+		case "priceAmountNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmountNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmountNEQ = data
+		case "priceAmountIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmountIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmountIn = data
+		case "priceAmountNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmountNotIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmountNotIn = data
+		case "priceAmountGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmountGT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmountGT = data
+		case "priceAmountGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmountGTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmountGTE = data
+		case "priceAmountLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmountLT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmountLT = data
+		case "priceAmountLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmountLTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmountLTE = data
+		case "currency":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currency"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Currency = data
+		case "currencyNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyNEQ = data
+		case "currencyIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyIn = data
+		case "currencyNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyNotIn = data
+		case "currencyGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyGT = data
+		case "currencyGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyGTE = data
+		case "currencyLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyLT = data
+		case "currencyLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyLTE = data
+		case "currencyContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyContains = data
+		case "currencyHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyHasPrefix = data
+		case "currencyHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyHasSuffix = data
+		case "currencyEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyEqualFold = data
+		case "currencyContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currencyContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CurrencyContainsFold = data
+		case "stripePriceID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceID = data
+		case "stripePriceIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDNEQ = data
+		case "stripePriceIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDIn = data
+		case "stripePriceIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDNotIn = data
+		case "stripePriceIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDGT = data
+		case "stripePriceIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDGTE = data
+		case "stripePriceIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDLT = data
+		case "stripePriceIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDLTE = data
+		case "stripePriceIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDContains = data
+		case "stripePriceIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDHasPrefix = data
+		case "stripePriceIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDHasSuffix = data
+		case "stripePriceIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDIsNil = data
+		case "stripePriceIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDNotNil = data
+		case "stripePriceIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDEqualFold = data
+		case "stripePriceIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceIDContainsFold = data
+		case "rollover":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rollover"))
+			data, err := ec.unmarshalOCreditPlanRollover2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Rollover = data
+		case "rolloverNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverNEQ"))
+			data, err := ec.unmarshalOCreditPlanRollover2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverNEQ = data
+		case "rolloverIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverIn"))
+			data, err := ec.unmarshalOCreditPlanRollover2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRolloverᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverIn = data
+		case "rolloverNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverNotIn"))
+			data, err := ec.unmarshalOCreditPlanRollover2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRolloverᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverNotIn = data
+		case "rolloverCap":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCap"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCap = data
+		case "rolloverCapNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCapNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCapNEQ = data
+		case "rolloverCapIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCapIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCapIn = data
+		case "rolloverCapNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCapNotIn"))
+			data, err := ec.unmarshalOInt2ᚕint64ᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCapNotIn = data
+		case "rolloverCapGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCapGT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCapGT = data
+		case "rolloverCapGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCapGTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCapGTE = data
+		case "rolloverCapLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCapLT"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCapLT = data
+		case "rolloverCapLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCapLTE"))
+			data, err := ec.unmarshalOInt2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCapLTE = data
+		case "rolloverCapIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCapIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCapIsNil = data
+		case "rolloverCapNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCapNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCapNotNil = data
+		case "active":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("active"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Active = data
+		case "activeNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("activeNEQ"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ActiveNEQ = data
+		case "sortOrder":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrder"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrder = data
+		case "sortOrderNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrderNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrderNEQ = data
+		case "sortOrderIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrderIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrderIn = data
+		case "sortOrderNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrderNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrderNotIn = data
+		case "sortOrderGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrderGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrderGT = data
+		case "sortOrderGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrderGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrderGTE = data
+		case "sortOrderLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrderLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrderLT = data
+		case "sortOrderLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrderLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrderLTE = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreditPlanWhereInput unmarshals raw into the CreditPlanWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreditPlanWhereInput(ctx context.Context, raw any) (ent.CreditPlanWhereInput, error) {
+	var out ent.CreditPlanWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreditPlanWhereInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCreditReservationOrder(ctx context.Context, obj any) (ent.CreditReservationOrder, error) {
 	var it ent.CreditReservationOrder
 	if obj == nil {
@@ -24517,6 +27837,584 @@ func (ec *executionContext) unmarshalInputCreditReservationWhereInput(ctx contex
 func UnmarshalCreditReservationWhereInput(ctx context.Context, raw any) (ent.CreditReservationWhereInput, error) {
 	var out ent.CreditReservationWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreditReservationWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreditSubscriptionOrder(ctx context.Context, obj any) (ent.CreditSubscriptionOrder, error) {
+	var it ent.CreditSubscriptionOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNCreditSubscriptionOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreditSubscriptionOrder unmarshals raw into the CreditSubscriptionOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreditSubscriptionOrder(ctx context.Context, raw any) (ent.CreditSubscriptionOrder, error) {
+	var out ent.CreditSubscriptionOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreditSubscriptionOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreditSubscriptionWhereInput(ctx context.Context, obj any) (ent.CreditSubscriptionWhereInput, error) {
+	var it ent.CreditSubscriptionWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "stripeSubscriptionID", "stripeSubscriptionIDNEQ", "stripeSubscriptionIDIn", "stripeSubscriptionIDNotIn", "stripeSubscriptionIDGT", "stripeSubscriptionIDGTE", "stripeSubscriptionIDLT", "stripeSubscriptionIDLTE", "stripeSubscriptionIDContains", "stripeSubscriptionIDHasPrefix", "stripeSubscriptionIDHasSuffix", "stripeSubscriptionIDIsNil", "stripeSubscriptionIDNotNil", "stripeSubscriptionIDEqualFold", "stripeSubscriptionIDContainsFold", "stripeCheckoutSessionID", "stripeCheckoutSessionIDNEQ", "stripeCheckoutSessionIDIn", "stripeCheckoutSessionIDNotIn", "stripeCheckoutSessionIDGT", "stripeCheckoutSessionIDGTE", "stripeCheckoutSessionIDLT", "stripeCheckoutSessionIDLTE", "stripeCheckoutSessionIDContains", "stripeCheckoutSessionIDHasPrefix", "stripeCheckoutSessionIDHasSuffix", "stripeCheckoutSessionIDIsNil", "stripeCheckoutSessionIDNotNil", "stripeCheckoutSessionIDEqualFold", "stripeCheckoutSessionIDContainsFold", "hasUser", "hasUserWith"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOCreditSubscriptionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOCreditSubscriptionWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOCreditSubscriptionWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "idEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDEqualFold = data
+		case "idContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDContainsFold = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "userID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "userIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDNEQ = data
+		case "userIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDIn = data
+		case "userIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDNotIn = data
+		case "userIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDGT = data
+		case "userIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDGTE = data
+		case "userIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDLT = data
+		case "userIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDLTE = data
+		case "userIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDContains"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDContains = data
+		case "userIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDHasPrefix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDHasPrefix = data
+		case "userIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDHasSuffix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDHasSuffix = data
+		case "userIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDEqualFold = data
+		case "userIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIDContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIDContainsFold = data
+		case "status":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
+			data, err := ec.unmarshalOCreditSubscriptionStatus2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Status = data
+		case "statusNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusNEQ"))
+			data, err := ec.unmarshalOCreditSubscriptionStatus2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusNEQ = data
+		case "statusIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusIn"))
+			data, err := ec.unmarshalOCreditSubscriptionStatus2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatusᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusIn = data
+		case "statusNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusNotIn"))
+			data, err := ec.unmarshalOCreditSubscriptionStatus2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatusᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusNotIn = data
+		case "stripeSubscriptionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionID = data
+		case "stripeSubscriptionIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDNEQ = data
+		case "stripeSubscriptionIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDIn = data
+		case "stripeSubscriptionIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDNotIn = data
+		case "stripeSubscriptionIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDGT = data
+		case "stripeSubscriptionIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDGTE = data
+		case "stripeSubscriptionIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDLT = data
+		case "stripeSubscriptionIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDLTE = data
+		case "stripeSubscriptionIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDContains = data
+		case "stripeSubscriptionIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDHasPrefix = data
+		case "stripeSubscriptionIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDHasSuffix = data
+		case "stripeSubscriptionIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDIsNil = data
+		case "stripeSubscriptionIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDNotNil = data
+		case "stripeSubscriptionIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDEqualFold = data
+		case "stripeSubscriptionIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeSubscriptionIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeSubscriptionIDContainsFold = data
+		case "stripeCheckoutSessionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionID = data
+		case "stripeCheckoutSessionIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDNEQ = data
+		case "stripeCheckoutSessionIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDIn = data
+		case "stripeCheckoutSessionIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDNotIn = data
+		case "stripeCheckoutSessionIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDGT = data
+		case "stripeCheckoutSessionIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDGTE = data
+		case "stripeCheckoutSessionIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDLT = data
+		case "stripeCheckoutSessionIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDLTE = data
+		case "stripeCheckoutSessionIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDContains = data
+		case "stripeCheckoutSessionIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDHasPrefix = data
+		case "stripeCheckoutSessionIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDHasSuffix = data
+		case "stripeCheckoutSessionIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDIsNil = data
+		case "stripeCheckoutSessionIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDNotNil = data
+		case "stripeCheckoutSessionIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDEqualFold = data
+		case "stripeCheckoutSessionIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeCheckoutSessionIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeCheckoutSessionIDContainsFold = data
+		case "hasUser":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasUser"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasUser = data
+		case "hasUserWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasUserWith"))
+			data, err := ec.unmarshalOUserWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUserWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasUserWith = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreditSubscriptionWhereInput unmarshals raw into the CreditSubscriptionWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreditSubscriptionWhereInput(ctx context.Context, raw any) (ent.CreditSubscriptionWhereInput, error) {
+	var out ent.CreditSubscriptionWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreditSubscriptionWhereInput", raw, &out)
 	return out, err
 }
 
@@ -25421,7 +29319,7 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "kind", "kindNEQ", "kindIn", "kindNotIn", "status", "statusNEQ", "statusIn", "statusNotIn", "stripeCheckoutSessionID", "stripeCheckoutSessionIDNEQ", "stripeCheckoutSessionIDIn", "stripeCheckoutSessionIDNotIn", "stripeCheckoutSessionIDGT", "stripeCheckoutSessionIDGTE", "stripeCheckoutSessionIDLT", "stripeCheckoutSessionIDLTE", "stripeCheckoutSessionIDContains", "stripeCheckoutSessionIDHasPrefix", "stripeCheckoutSessionIDHasSuffix", "stripeCheckoutSessionIDIsNil", "stripeCheckoutSessionIDNotNil", "stripeCheckoutSessionIDEqualFold", "stripeCheckoutSessionIDContainsFold", "stripePaymentIntentID", "stripePaymentIntentIDNEQ", "stripePaymentIntentIDIn", "stripePaymentIntentIDNotIn", "stripePaymentIntentIDGT", "stripePaymentIntentIDGTE", "stripePaymentIntentIDLT", "stripePaymentIntentIDLTE", "stripePaymentIntentIDContains", "stripePaymentIntentIDHasPrefix", "stripePaymentIntentIDHasSuffix", "stripePaymentIntentIDIsNil", "stripePaymentIntentIDNotNil", "stripePaymentIntentIDEqualFold", "stripePaymentIntentIDContainsFold", "stripeChargeID", "stripeChargeIDNEQ", "stripeChargeIDIn", "stripeChargeIDNotIn", "stripeChargeIDGT", "stripeChargeIDGTE", "stripeChargeIDLT", "stripeChargeIDLTE", "stripeChargeIDContains", "stripeChargeIDHasPrefix", "stripeChargeIDHasSuffix", "stripeChargeIDIsNil", "stripeChargeIDNotNil", "stripeChargeIDEqualFold", "stripeChargeIDContainsFold", "hasUser", "hasUserWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "idEqualFold", "idContainsFold", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "userID", "userIDNEQ", "userIDIn", "userIDNotIn", "userIDGT", "userIDGTE", "userIDLT", "userIDLTE", "userIDContains", "userIDHasPrefix", "userIDHasSuffix", "userIDEqualFold", "userIDContainsFold", "kind", "kindNEQ", "kindIn", "kindNotIn", "subscriptionID", "subscriptionIDNEQ", "subscriptionIDIn", "subscriptionIDNotIn", "subscriptionIDGT", "subscriptionIDGTE", "subscriptionIDLT", "subscriptionIDLTE", "subscriptionIDContains", "subscriptionIDHasPrefix", "subscriptionIDHasSuffix", "subscriptionIDIsNil", "subscriptionIDNotNil", "subscriptionIDEqualFold", "subscriptionIDContainsFold", "stripeInvoiceID", "stripeInvoiceIDNEQ", "stripeInvoiceIDIn", "stripeInvoiceIDNotIn", "stripeInvoiceIDGT", "stripeInvoiceIDGTE", "stripeInvoiceIDLT", "stripeInvoiceIDLTE", "stripeInvoiceIDContains", "stripeInvoiceIDHasPrefix", "stripeInvoiceIDHasSuffix", "stripeInvoiceIDIsNil", "stripeInvoiceIDNotNil", "stripeInvoiceIDEqualFold", "stripeInvoiceIDContainsFold", "status", "statusNEQ", "statusIn", "statusNotIn", "stripeCheckoutSessionID", "stripeCheckoutSessionIDNEQ", "stripeCheckoutSessionIDIn", "stripeCheckoutSessionIDNotIn", "stripeCheckoutSessionIDGT", "stripeCheckoutSessionIDGTE", "stripeCheckoutSessionIDLT", "stripeCheckoutSessionIDLTE", "stripeCheckoutSessionIDContains", "stripeCheckoutSessionIDHasPrefix", "stripeCheckoutSessionIDHasSuffix", "stripeCheckoutSessionIDIsNil", "stripeCheckoutSessionIDNotNil", "stripeCheckoutSessionIDEqualFold", "stripeCheckoutSessionIDContainsFold", "stripePaymentIntentID", "stripePaymentIntentIDNEQ", "stripePaymentIntentIDIn", "stripePaymentIntentIDNotIn", "stripePaymentIntentIDGT", "stripePaymentIntentIDGTE", "stripePaymentIntentIDLT", "stripePaymentIntentIDLTE", "stripePaymentIntentIDContains", "stripePaymentIntentIDHasPrefix", "stripePaymentIntentIDHasSuffix", "stripePaymentIntentIDIsNil", "stripePaymentIntentIDNotNil", "stripePaymentIntentIDEqualFold", "stripePaymentIntentIDContainsFold", "stripeChargeID", "stripeChargeIDNEQ", "stripeChargeIDIn", "stripeChargeIDNotIn", "stripeChargeIDGT", "stripeChargeIDGTE", "stripeChargeIDLT", "stripeChargeIDLTE", "stripeChargeIDContains", "stripeChargeIDHasPrefix", "stripeChargeIDHasSuffix", "stripeChargeIDIsNil", "stripeChargeIDNotNil", "stripeChargeIDEqualFold", "stripeChargeIDContainsFold", "hasUser", "hasUserWith", "hasSubscription", "hasSubscriptionWith"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -25694,6 +29592,216 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 				return it, err
 			}
 			it.KindNotIn = data
+		case "subscriptionID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionID"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionID = data
+		case "subscriptionIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDNEQ"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDNEQ = data
+		case "subscriptionIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDIn = data
+		case "subscriptionIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDNotIn"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDNotIn = data
+		case "subscriptionIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDGT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDGT = data
+		case "subscriptionIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDGTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDGTE = data
+		case "subscriptionIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDLT"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDLT = data
+		case "subscriptionIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDLTE"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDLTE = data
+		case "subscriptionIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDContains"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDContains = data
+		case "subscriptionIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDHasPrefix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDHasPrefix = data
+		case "subscriptionIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDHasSuffix"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDHasSuffix = data
+		case "subscriptionIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDIsNil = data
+		case "subscriptionIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDNotNil = data
+		case "subscriptionIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDEqualFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDEqualFold = data
+		case "subscriptionIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionIDContainsFold"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionIDContainsFold = data
+		case "stripeInvoiceID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceID = data
+		case "stripeInvoiceIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDNEQ = data
+		case "stripeInvoiceIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDIn = data
+		case "stripeInvoiceIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDNotIn = data
+		case "stripeInvoiceIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDGT = data
+		case "stripeInvoiceIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDGTE = data
+		case "stripeInvoiceIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDLT = data
+		case "stripeInvoiceIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDLTE = data
+		case "stripeInvoiceIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDContains = data
+		case "stripeInvoiceIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDHasPrefix = data
+		case "stripeInvoiceIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDHasSuffix = data
+		case "stripeInvoiceIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDIsNil = data
+		case "stripeInvoiceIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDNotNil = data
+		case "stripeInvoiceIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDEqualFold = data
+		case "stripeInvoiceIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripeInvoiceIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripeInvoiceIDContainsFold = data
 		case "status":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
 			data, err := ec.unmarshalOPaymentStatus2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐStatus(ctx, v)
@@ -26051,6 +30159,20 @@ func (ec *executionContext) unmarshalInputPaymentWhereInput(ctx context.Context,
 				return it, err
 			}
 			it.HasUserWith = data
+		case "hasSubscription":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasSubscription"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasSubscription = data
+		case "hasSubscriptionWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasSubscriptionWith"))
+			data, err := ec.unmarshalOCreditSubscriptionWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasSubscriptionWith = data
 		}
 	}
 	return it, nil
@@ -29430,11 +33552,21 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._CreditTransaction(ctx, sel, obj)
+	case *ent.CreditSubscription:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._CreditSubscription(ctx, sel, obj)
 	case *ent.CreditReservation:
 		if obj == nil {
 			return graphql.Null
 		}
 		return ec._CreditReservation(ctx, sel, obj)
+	case *ent.CreditPlan:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._CreditPlan(ctx, sel, obj)
 	case *ent.CreditPackage:
 		if obj == nil {
 			return graphql.Null
@@ -30424,6 +34556,185 @@ func (ec *executionContext) _CreditPackageEdge(ctx context.Context, sel ast.Sele
 	return out
 }
 
+var creditPlanImplementors = []string{"CreditPlan", "Node"}
+
+func (ec *executionContext) _CreditPlan(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditPlan) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditPlanImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreditPlan")
+		case "id":
+			out.Values[i] = ec._CreditPlan_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._CreditPlan_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._CreditPlan_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "name":
+			out.Values[i] = ec._CreditPlan_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "description":
+			out.Values[i] = ec._CreditPlan_description(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "creditsPerPeriod":
+			out.Values[i] = ec._CreditPlan_creditsPerPeriod(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "interval":
+			out.Values[i] = ec._CreditPlan_interval(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "priceAmount":
+			out.Values[i] = ec._CreditPlan_priceAmount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "currency":
+			out.Values[i] = ec._CreditPlan_currency(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stripePriceId":
+			out.Values[i] = ec._CreditPlan_stripePriceId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "rollover":
+			out.Values[i] = ec._CreditPlan_rollover(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rolloverCap":
+			out.Values[i] = ec._CreditPlan_rolloverCap(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "active":
+			out.Values[i] = ec._CreditPlan_active(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sortOrder":
+			out.Values[i] = ec._CreditPlan_sortOrder(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var creditPlanConnectionImplementors = []string{"CreditPlanConnection"}
+
+func (ec *executionContext) _CreditPlanConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditPlanConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditPlanConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreditPlanConnection")
+		case "edges":
+			out.Values[i] = ec._CreditPlanConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._CreditPlanConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._CreditPlanConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var creditPlanEdgeImplementors = []string{"CreditPlanEdge"}
+
+func (ec *executionContext) _CreditPlanEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditPlanEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditPlanEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreditPlanEdge")
+		case "node":
+			out.Values[i] = ec._CreditPlanEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._CreditPlanEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var creditReservationImplementors = []string{"CreditReservation", "Node"}
 
 func (ec *executionContext) _CreditReservation(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditReservation) graphql.Marshaler {
@@ -30677,6 +34988,192 @@ func (ec *executionContext) _CreditStatementTotal(ctx context.Context, sel ast.S
 			}
 		case "amount":
 			out.Values[i] = ec._CreditStatementTotal_amount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var creditSubscriptionImplementors = []string{"CreditSubscription", "Node"}
+
+func (ec *executionContext) _CreditSubscription(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditSubscription) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditSubscriptionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreditSubscription")
+		case "id":
+			out.Values[i] = ec._CreditSubscription_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._CreditSubscription_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "updatedAt":
+			out.Values[i] = ec._CreditSubscription_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "userId":
+			out.Values[i] = ec._CreditSubscription_userId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "planId":
+			out.Values[i] = ec._CreditSubscription_planId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._CreditSubscription_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "currentPeriodStart":
+			out.Values[i] = ec._CreditSubscription_currentPeriodStart(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "currentPeriodEnd":
+			out.Values[i] = ec._CreditSubscription_currentPeriodEnd(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "cancelAtPeriodEnd":
+			out.Values[i] = ec._CreditSubscription_cancelAtPeriodEnd(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "canceledAt":
+			out.Values[i] = ec._CreditSubscription_canceledAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "stripeSubscriptionId":
+			out.Values[i] = ec._CreditSubscription_stripeSubscriptionId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "stripeCheckoutSessionId":
+			out.Values[i] = ec._CreditSubscription_stripeCheckoutSessionId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "livemode":
+			out.Values[i] = ec._CreditSubscription_livemode(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "user":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CreditSubscription_user(ctx, field, obj)
+				})
+		case "plan":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CreditSubscription_plan(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var creditSubscriptionConnectionImplementors = []string{"CreditSubscriptionConnection"}
+
+func (ec *executionContext) _CreditSubscriptionConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditSubscriptionConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditSubscriptionConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreditSubscriptionConnection")
+		case "edges":
+			out.Values[i] = ec._CreditSubscriptionConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._CreditSubscriptionConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._CreditSubscriptionConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var creditSubscriptionEdgeImplementors = []string{"CreditSubscriptionEdge"}
+
+func (ec *executionContext) _CreditSubscriptionEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditSubscriptionEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, creditSubscriptionEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreditSubscriptionEdge")
+		case "node":
+			out.Values[i] = ec._CreditSubscriptionEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._CreditSubscriptionEdge_cursor(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -31554,7 +36051,32 @@ func (ec *executionContext) _Payment(ctx context.Context, sel ast.SelectionSet, 
 			}
 		case "packageId":
 			out.Values[i] = ec._Payment_packageId(ctx, field, obj)
-			if out.Values[i] == graphql.Null {
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "planId":
+			out.Values[i] = ec._Payment_planId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "subscriptionId":
+			out.Values[i] = ec._Payment_subscriptionId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "stripeInvoiceId":
+			out.Values[i] = ec._Payment_stripeInvoiceId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "periodStart":
+			out.Values[i] = ec._Payment_periodStart(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "periodEnd":
+			out.Values[i] = ec._Payment_periodEnd(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "amount":
@@ -31615,9 +36137,21 @@ func (ec *executionContext) _Payment(ctx context.Context, sel ast.SelectionSet, 
 				})
 		case "package":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
+				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Payment_package(ctx, field, obj)
+				})
+		case "plan":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Payment_plan(ctx, field, obj)
+				})
+		case "subscription":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Payment_subscription(ctx, field, obj)
 				})
 		case "transactions":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
@@ -32033,6 +36567,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_adminActions(ctx, field)
+				})
+		case "subscriptions":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_subscriptions(ctx, field)
 				})
 		case "creditTransactions":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -32824,6 +37364,12 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._User_reservations(ctx, field, obj)
+				})
+		case "subscriptions":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_subscriptions(ctx, field, obj)
 				})
 		case "autoRecharge":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
@@ -33974,6 +38520,53 @@ func (ec *executionContext) unmarshalNCreditPackageWhereInput2ᚖgithubᚗcomᚋ
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx context.Context, sel ast.SelectionSet, v *ent.CreditPlan) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreditPlan!")
+		return graphql.Null
+	}
+	return ec._CreditPlan(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCreditPlanInterval2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx context.Context, v any) (creditplan.Interval, error) {
+	var res creditplan.Interval
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreditPlanInterval2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx context.Context, sel ast.SelectionSet, v creditplan.Interval) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNCreditPlanOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanOrderField(ctx context.Context, v any) (*ent.CreditPlanOrderField, error) {
+	var res = new(ent.CreditPlanOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreditPlanOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.CreditPlanOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreditPlanOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNCreditPlanRollover2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx context.Context, v any) (creditplan.Rollover, error) {
+	var res creditplan.Rollover
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreditPlanRollover2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx context.Context, sel ast.SelectionSet, v creditplan.Rollover) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNCreditPlanWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanWhereInput(ctx context.Context, v any) (*ent.CreditPlanWhereInput, error) {
+	res, err := ec.unmarshalInputCreditPlanWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalNCreditReservation2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservation(ctx context.Context, sel ast.SelectionSet, v *ent.CreditReservation) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "CreditReservation!")
@@ -34045,6 +38638,43 @@ func (ec *executionContext) marshalNCreditStatementTotal2ᚕgithubᚗcomᚋtally
 	}
 
 	return ret
+}
+
+func (ec *executionContext) marshalNCreditSubscriptionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionConnection(ctx context.Context, sel ast.SelectionSet, v *ent.CreditSubscriptionConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreditSubscriptionConnection!")
+		return graphql.Null
+	}
+	return ec._CreditSubscriptionConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCreditSubscriptionOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionOrderField(ctx context.Context, v any) (*ent.CreditSubscriptionOrderField, error) {
+	var res = new(ent.CreditSubscriptionOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreditSubscriptionOrderField2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.CreditSubscriptionOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreditSubscriptionOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNCreditSubscriptionStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx context.Context, v any) (creditsubscription.Status, error) {
+	var res creditsubscription.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreditSubscriptionStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx context.Context, sel ast.SelectionSet, v creditsubscription.Status) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNCreditSubscriptionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionWhereInput(ctx context.Context, v any) (*ent.CreditSubscriptionWhereInput, error) {
+	res, err := ec.unmarshalInputCreditSubscriptionWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalNCreditTransaction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransaction(ctx context.Context, sel ast.SelectionSet, v *ent.CreditTransaction) graphql.Marshaler {
@@ -35301,6 +39931,162 @@ func (ec *executionContext) unmarshalOCreditPackageWhereInput2ᚖgithubᚗcomᚋ
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalOCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx context.Context, sel ast.SelectionSet, v *ent.CreditPlan) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._CreditPlan(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOCreditPlanEdge2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.CreditPlanEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOCreditPlanEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOCreditPlanEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanEdge(ctx context.Context, sel ast.SelectionSet, v *ent.CreditPlanEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._CreditPlanEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOCreditPlanInterval2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐIntervalᚄ(ctx context.Context, v any) ([]creditplan.Interval, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]creditplan.Interval, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCreditPlanInterval2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOCreditPlanInterval2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐIntervalᚄ(ctx context.Context, sel ast.SelectionSet, v []creditplan.Interval) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCreditPlanInterval2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOCreditPlanInterval2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx context.Context, v any) (*creditplan.Interval, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(creditplan.Interval)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOCreditPlanInterval2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx context.Context, sel ast.SelectionSet, v *creditplan.Interval) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOCreditPlanRollover2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRolloverᚄ(ctx context.Context, v any) ([]creditplan.Rollover, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]creditplan.Rollover, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCreditPlanRollover2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOCreditPlanRollover2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRolloverᚄ(ctx context.Context, sel ast.SelectionSet, v []creditplan.Rollover) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCreditPlanRollover2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOCreditPlanRollover2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx context.Context, v any) (*creditplan.Rollover, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(creditplan.Rollover)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOCreditPlanRollover2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx context.Context, sel ast.SelectionSet, v *creditplan.Rollover) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOCreditPlanWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanWhereInputᚄ(ctx context.Context, v any) ([]*ent.CreditPlanWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.CreditPlanWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCreditPlanWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOCreditPlanWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanWhereInput(ctx context.Context, v any) (*ent.CreditPlanWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputCreditPlanWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalOCreditReservation2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservation(ctx context.Context, sel ast.SelectionSet, v *ent.CreditReservation) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -35410,6 +40196,118 @@ func (ec *executionContext) unmarshalOCreditReservationWhereInput2ᚖgithubᚗco
 		return nil, nil
 	}
 	res, err := ec.unmarshalInputCreditReservationWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOCreditSubscription2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscription(ctx context.Context, sel ast.SelectionSet, v *ent.CreditSubscription) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._CreditSubscription(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOCreditSubscriptionEdge2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.CreditSubscriptionEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOCreditSubscriptionEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOCreditSubscriptionEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionEdge(ctx context.Context, sel ast.SelectionSet, v *ent.CreditSubscriptionEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._CreditSubscriptionEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOCreditSubscriptionOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionOrder(ctx context.Context, v any) (*ent.CreditSubscriptionOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputCreditSubscriptionOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOCreditSubscriptionStatus2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatusᚄ(ctx context.Context, v any) ([]creditsubscription.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]creditsubscription.Status, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCreditSubscriptionStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOCreditSubscriptionStatus2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatusᚄ(ctx context.Context, sel ast.SelectionSet, v []creditsubscription.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCreditSubscriptionStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOCreditSubscriptionStatus2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx context.Context, v any) (*creditsubscription.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(creditsubscription.Status)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOCreditSubscriptionStatus2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx context.Context, sel ast.SelectionSet, v *creditsubscription.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOCreditSubscriptionWhereInput2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionWhereInputᚄ(ctx context.Context, v any) ([]*ent.CreditSubscriptionWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.CreditSubscriptionWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCreditSubscriptionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOCreditSubscriptionWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionWhereInput(ctx context.Context, v any) (*ent.CreditSubscriptionWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputCreditSubscriptionWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 

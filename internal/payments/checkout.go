@@ -202,9 +202,9 @@ func (s *Service) resumeCheckout(ctx context.Context, key idempotency.Key, req C
 	if err != nil {
 		return nil, fmt.Errorf("payments: reading user %s of payment %s: %w", p.UserID, p.ID, err)
 	}
-	pkg, err := s.db.Ent.CreditPackage.Get(ctx, p.PackageID)
+	pkg, err := s.db.Ent.CreditPackage.Get(ctx, packageID(p))
 	if err != nil {
-		return nil, fmt.Errorf("payments: reading package %s of payment %s: %w", p.PackageID, p.ID, err)
+		return nil, fmt.Errorf("payments: reading package %s of payment %s: %w", packageID(p), p.ID, err)
 	}
 	customerID, err := s.ensureStripeCustomer(ctx, u)
 	if err != nil {
@@ -337,7 +337,7 @@ func (s *Service) insertPendingPayment(ctx context.Context, key idempotency.Requ
 func (s *Service) openCheckoutSession(ctx context.Context, key idempotency.Key, req CheckoutRequest,
 	p *ent.Payment, pkg *ent.CreditPackage, customerID string, replayed bool,
 ) (*CheckoutResult, error) {
-	metadata := map[string]string{"payment_id": p.ID, "user_id": p.UserID, "package_id": p.PackageID}
+	metadata := map[string]string{"payment_id": p.ID, "user_id": p.UserID, "package_id": packageID(p)}
 	item := &stripe.CheckoutSessionLineItemParams{Quantity: stripe.Int64(1)}
 	if pkg.StripePriceID != "" {
 		item.Price = stripe.String(pkg.StripePriceID)

@@ -120,7 +120,7 @@ func TestCheckoutCreatesPendingPaymentAndSession(t *testing.T) {
 		if res.Replayed || res.URL == "" || res.SessionID == "" {
 			t.Fatalf("result %+v: want a fresh session with a URL", res)
 		}
-		if p.Status != payment.StatusPending || p.UserID != u.ID || p.PackageID != pkg.ID ||
+		if p.Status != payment.StatusPending || p.UserID != u.ID || p.PackageID == nil || *p.PackageID != pkg.ID ||
 			p.Amount != 1299 || p.Currency != "eur" || p.Credits != 500 || p.Livemode || p.AmountRefunded != 0 {
 			t.Fatalf("payment %+v: want PENDING, 1299 eur for 500 credits of %s", p, pkg.ID)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
 
+	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/internal/batch"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
@@ -86,4 +87,13 @@ func New(db *database.DB, l *ledger.Service, cfg Config) *Service {
 		s.stripe = newStripeClient(cfg)
 	}
 	return s
+}
+
+// packageID is the pack a payment bought: empty for a subscription's
+// invoice, which has none.
+func packageID(p *ent.Payment) string {
+	if p.PackageID == nil {
+		return ""
+	}
+	return *p.PackageID
 }

@@ -184,7 +184,7 @@ func (s *Service) chargeOffSession(ctx context.Context, p *ent.Payment, card Rec
 		PaymentMethod: stripe.String(card.PaymentMethod),
 		OffSession:    stripe.Bool(true),
 		Confirm:       stripe.Bool(true),
-		Metadata:      map[string]string{rechargeRef: p.ID, "user_id": p.UserID, "package_id": p.PackageID},
+		Metadata:      map[string]string{rechargeRef: p.ID, "user_id": p.UserID, "package_id": packageID(p)},
 	}
 	params.Context = ctx
 	params.SetIdempotencyKey("tally-recharge-" + p.ID)

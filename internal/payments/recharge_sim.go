@@ -93,7 +93,7 @@ func SimulatedRechargeEvent(p *ent.Payment, a *ent.AutoRecharge, outcome Recharg
 	id := intentOf(p)
 	pi := map[string]any{
 		"id": id, "object": "payment_intent", "amount": p.Amount, "currency": p.Currency, "client_secret": id + "_secret_sim",
-		"metadata": map[string]string{rechargeRef: p.ID, "user_id": p.UserID, "package_id": p.PackageID},
+		"metadata": map[string]string{rechargeRef: p.ID, "user_id": p.UserID, "package_id": packageID(p)},
 	}
 	if a != nil && a.StripeCustomerID != "" {
 		pi["customer"] = a.StripeCustomerID
