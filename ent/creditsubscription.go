@@ -43,10 +43,10 @@ type CreditSubscription struct {
 	StripeCheckoutSessionID *string `json:"stripe_checkout_session_id,omitempty"`
 	// Livemode holds the value of the "livemode" field.
 	Livemode bool `json:"livemode,omitempty"`
-	// SyncedAt holds the value of the "synced_at" field.
-	SyncedAt *time.Time `json:"synced_at,omitempty"`
-	// SyncedEventID holds the value of the "synced_event_id" field.
-	SyncedEventID string `json:"synced_event_id,omitempty"`
+	// StatusMark holds the value of the "status_mark" field.
+	StatusMark string `json:"status_mark,omitempty"`
+	// CancelMark holds the value of the "cancel_mark" field.
+	CancelMark string `json:"cancel_mark,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the CreditSubscriptionQuery when eager-loading is set.
 	Edges        CreditSubscriptionEdges `json:"edges"`
@@ -108,9 +108,9 @@ func (*CreditSubscription) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case creditsubscription.FieldCancelAtPeriodEnd, creditsubscription.FieldLivemode:
 			values[i] = new(sql.NullBool)
-		case creditsubscription.FieldID, creditsubscription.FieldUserID, creditsubscription.FieldPlanID, creditsubscription.FieldStatus, creditsubscription.FieldStripeSubscriptionID, creditsubscription.FieldStripeCheckoutSessionID, creditsubscription.FieldSyncedEventID:
+		case creditsubscription.FieldID, creditsubscription.FieldUserID, creditsubscription.FieldPlanID, creditsubscription.FieldStatus, creditsubscription.FieldStripeSubscriptionID, creditsubscription.FieldStripeCheckoutSessionID, creditsubscription.FieldStatusMark, creditsubscription.FieldCancelMark:
 			values[i] = new(sql.NullString)
-		case creditsubscription.FieldCreatedAt, creditsubscription.FieldUpdatedAt, creditsubscription.FieldCurrentPeriodStart, creditsubscription.FieldCurrentPeriodEnd, creditsubscription.FieldCanceledAt, creditsubscription.FieldSyncedAt:
+		case creditsubscription.FieldCreatedAt, creditsubscription.FieldUpdatedAt, creditsubscription.FieldCurrentPeriodStart, creditsubscription.FieldCurrentPeriodEnd, creditsubscription.FieldCanceledAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -210,18 +210,17 @@ func (_m *CreditSubscription) assignValues(columns []string, values []any) error
 			} else if value.Valid {
 				_m.Livemode = value.Bool
 			}
-		case creditsubscription.FieldSyncedAt:
-			if value, ok := values[i].(*sql.NullTime); !ok {
-				return fmt.Errorf("unexpected type %T for field synced_at", values[i])
-			} else if value.Valid {
-				_m.SyncedAt = new(time.Time)
-				*_m.SyncedAt = value.Time
-			}
-		case creditsubscription.FieldSyncedEventID:
+		case creditsubscription.FieldStatusMark:
 			if value, ok := values[i].(*sql.NullString); !ok {
-				return fmt.Errorf("unexpected type %T for field synced_event_id", values[i])
+				return fmt.Errorf("unexpected type %T for field status_mark", values[i])
 			} else if value.Valid {
-				_m.SyncedEventID = value.String
+				_m.StatusMark = value.String
+			}
+		case creditsubscription.FieldCancelMark:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field cancel_mark", values[i])
+			} else if value.Valid {
+				_m.CancelMark = value.String
 			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
@@ -320,13 +319,11 @@ func (_m *CreditSubscription) String() string {
 	builder.WriteString("livemode=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Livemode))
 	builder.WriteString(", ")
-	if v := _m.SyncedAt; v != nil {
-		builder.WriteString("synced_at=")
-		builder.WriteString(v.Format(time.ANSIC))
-	}
+	builder.WriteString("status_mark=")
+	builder.WriteString(_m.StatusMark)
 	builder.WriteString(", ")
-	builder.WriteString("synced_event_id=")
-	builder.WriteString(_m.SyncedEventID)
+	builder.WriteString("cancel_mark=")
+	builder.WriteString(_m.CancelMark)
 	builder.WriteByte(')')
 	return builder.String()
 }

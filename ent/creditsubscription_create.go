@@ -178,30 +178,30 @@ func (_c *CreditSubscriptionCreate) SetNillableLivemode(v *bool) *CreditSubscrip
 	return _c
 }
 
-// SetSyncedAt sets the "synced_at" field.
-func (_c *CreditSubscriptionCreate) SetSyncedAt(v time.Time) *CreditSubscriptionCreate {
-	_c.mutation.SetSyncedAt(v)
+// SetStatusMark sets the "status_mark" field.
+func (_c *CreditSubscriptionCreate) SetStatusMark(v string) *CreditSubscriptionCreate {
+	_c.mutation.SetStatusMark(v)
 	return _c
 }
 
-// SetNillableSyncedAt sets the "synced_at" field if the given value is not nil.
-func (_c *CreditSubscriptionCreate) SetNillableSyncedAt(v *time.Time) *CreditSubscriptionCreate {
+// SetNillableStatusMark sets the "status_mark" field if the given value is not nil.
+func (_c *CreditSubscriptionCreate) SetNillableStatusMark(v *string) *CreditSubscriptionCreate {
 	if v != nil {
-		_c.SetSyncedAt(*v)
+		_c.SetStatusMark(*v)
 	}
 	return _c
 }
 
-// SetSyncedEventID sets the "synced_event_id" field.
-func (_c *CreditSubscriptionCreate) SetSyncedEventID(v string) *CreditSubscriptionCreate {
-	_c.mutation.SetSyncedEventID(v)
+// SetCancelMark sets the "cancel_mark" field.
+func (_c *CreditSubscriptionCreate) SetCancelMark(v string) *CreditSubscriptionCreate {
+	_c.mutation.SetCancelMark(v)
 	return _c
 }
 
-// SetNillableSyncedEventID sets the "synced_event_id" field if the given value is not nil.
-func (_c *CreditSubscriptionCreate) SetNillableSyncedEventID(v *string) *CreditSubscriptionCreate {
+// SetNillableCancelMark sets the "cancel_mark" field if the given value is not nil.
+func (_c *CreditSubscriptionCreate) SetNillableCancelMark(v *string) *CreditSubscriptionCreate {
 	if v != nil {
-		_c.SetSyncedEventID(*v)
+		_c.SetCancelMark(*v)
 	}
 	return _c
 }
@@ -344,9 +344,14 @@ func (_c *CreditSubscriptionCreate) check() error {
 	if _, ok := _c.mutation.Livemode(); !ok {
 		return &ValidationError{Name: "livemode", err: errors.New(`ent: missing required field "CreditSubscription.livemode"`)}
 	}
-	if v, ok := _c.mutation.SyncedEventID(); ok {
-		if err := creditsubscription.SyncedEventIDValidator(v); err != nil {
-			return &ValidationError{Name: "synced_event_id", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.synced_event_id": %w`, err)}
+	if v, ok := _c.mutation.StatusMark(); ok {
+		if err := creditsubscription.StatusMarkValidator(v); err != nil {
+			return &ValidationError{Name: "status_mark", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.status_mark": %w`, err)}
+		}
+	}
+	if v, ok := _c.mutation.CancelMark(); ok {
+		if err := creditsubscription.CancelMarkValidator(v); err != nil {
+			return &ValidationError{Name: "cancel_mark", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.cancel_mark": %w`, err)}
 		}
 	}
 	if v, ok := _c.mutation.ID(); ok {
@@ -436,13 +441,13 @@ func (_c *CreditSubscriptionCreate) createSpec() (*CreditSubscription, *sqlgraph
 		_spec.SetField(creditsubscription.FieldLivemode, field.TypeBool, value)
 		_node.Livemode = value
 	}
-	if value, ok := _c.mutation.SyncedAt(); ok {
-		_spec.SetField(creditsubscription.FieldSyncedAt, field.TypeTime, value)
-		_node.SyncedAt = &value
+	if value, ok := _c.mutation.StatusMark(); ok {
+		_spec.SetField(creditsubscription.FieldStatusMark, field.TypeString, value)
+		_node.StatusMark = value
 	}
-	if value, ok := _c.mutation.SyncedEventID(); ok {
-		_spec.SetField(creditsubscription.FieldSyncedEventID, field.TypeString, value)
-		_node.SyncedEventID = value
+	if value, ok := _c.mutation.CancelMark(); ok {
+		_spec.SetField(creditsubscription.FieldCancelMark, field.TypeString, value)
+		_node.CancelMark = value
 	}
 	if nodes := _c.mutation.UserIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -696,39 +701,39 @@ func (u *CreditSubscriptionUpsert) UpdateLivemode() *CreditSubscriptionUpsert {
 	return u
 }
 
-// SetSyncedAt sets the "synced_at" field.
-func (u *CreditSubscriptionUpsert) SetSyncedAt(v time.Time) *CreditSubscriptionUpsert {
-	u.Set(creditsubscription.FieldSyncedAt, v)
+// SetStatusMark sets the "status_mark" field.
+func (u *CreditSubscriptionUpsert) SetStatusMark(v string) *CreditSubscriptionUpsert {
+	u.Set(creditsubscription.FieldStatusMark, v)
 	return u
 }
 
-// UpdateSyncedAt sets the "synced_at" field to the value that was provided on create.
-func (u *CreditSubscriptionUpsert) UpdateSyncedAt() *CreditSubscriptionUpsert {
-	u.SetExcluded(creditsubscription.FieldSyncedAt)
+// UpdateStatusMark sets the "status_mark" field to the value that was provided on create.
+func (u *CreditSubscriptionUpsert) UpdateStatusMark() *CreditSubscriptionUpsert {
+	u.SetExcluded(creditsubscription.FieldStatusMark)
 	return u
 }
 
-// ClearSyncedAt clears the value of the "synced_at" field.
-func (u *CreditSubscriptionUpsert) ClearSyncedAt() *CreditSubscriptionUpsert {
-	u.SetNull(creditsubscription.FieldSyncedAt)
+// ClearStatusMark clears the value of the "status_mark" field.
+func (u *CreditSubscriptionUpsert) ClearStatusMark() *CreditSubscriptionUpsert {
+	u.SetNull(creditsubscription.FieldStatusMark)
 	return u
 }
 
-// SetSyncedEventID sets the "synced_event_id" field.
-func (u *CreditSubscriptionUpsert) SetSyncedEventID(v string) *CreditSubscriptionUpsert {
-	u.Set(creditsubscription.FieldSyncedEventID, v)
+// SetCancelMark sets the "cancel_mark" field.
+func (u *CreditSubscriptionUpsert) SetCancelMark(v string) *CreditSubscriptionUpsert {
+	u.Set(creditsubscription.FieldCancelMark, v)
 	return u
 }
 
-// UpdateSyncedEventID sets the "synced_event_id" field to the value that was provided on create.
-func (u *CreditSubscriptionUpsert) UpdateSyncedEventID() *CreditSubscriptionUpsert {
-	u.SetExcluded(creditsubscription.FieldSyncedEventID)
+// UpdateCancelMark sets the "cancel_mark" field to the value that was provided on create.
+func (u *CreditSubscriptionUpsert) UpdateCancelMark() *CreditSubscriptionUpsert {
+	u.SetExcluded(creditsubscription.FieldCancelMark)
 	return u
 }
 
-// ClearSyncedEventID clears the value of the "synced_event_id" field.
-func (u *CreditSubscriptionUpsert) ClearSyncedEventID() *CreditSubscriptionUpsert {
-	u.SetNull(creditsubscription.FieldSyncedEventID)
+// ClearCancelMark clears the value of the "cancel_mark" field.
+func (u *CreditSubscriptionUpsert) ClearCancelMark() *CreditSubscriptionUpsert {
+	u.SetNull(creditsubscription.FieldCancelMark)
 	return u
 }
 
@@ -961,45 +966,45 @@ func (u *CreditSubscriptionUpsertOne) UpdateLivemode() *CreditSubscriptionUpsert
 	})
 }
 
-// SetSyncedAt sets the "synced_at" field.
-func (u *CreditSubscriptionUpsertOne) SetSyncedAt(v time.Time) *CreditSubscriptionUpsertOne {
+// SetStatusMark sets the "status_mark" field.
+func (u *CreditSubscriptionUpsertOne) SetStatusMark(v string) *CreditSubscriptionUpsertOne {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.SetSyncedAt(v)
+		s.SetStatusMark(v)
 	})
 }
 
-// UpdateSyncedAt sets the "synced_at" field to the value that was provided on create.
-func (u *CreditSubscriptionUpsertOne) UpdateSyncedAt() *CreditSubscriptionUpsertOne {
+// UpdateStatusMark sets the "status_mark" field to the value that was provided on create.
+func (u *CreditSubscriptionUpsertOne) UpdateStatusMark() *CreditSubscriptionUpsertOne {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.UpdateSyncedAt()
+		s.UpdateStatusMark()
 	})
 }
 
-// ClearSyncedAt clears the value of the "synced_at" field.
-func (u *CreditSubscriptionUpsertOne) ClearSyncedAt() *CreditSubscriptionUpsertOne {
+// ClearStatusMark clears the value of the "status_mark" field.
+func (u *CreditSubscriptionUpsertOne) ClearStatusMark() *CreditSubscriptionUpsertOne {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.ClearSyncedAt()
+		s.ClearStatusMark()
 	})
 }
 
-// SetSyncedEventID sets the "synced_event_id" field.
-func (u *CreditSubscriptionUpsertOne) SetSyncedEventID(v string) *CreditSubscriptionUpsertOne {
+// SetCancelMark sets the "cancel_mark" field.
+func (u *CreditSubscriptionUpsertOne) SetCancelMark(v string) *CreditSubscriptionUpsertOne {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.SetSyncedEventID(v)
+		s.SetCancelMark(v)
 	})
 }
 
-// UpdateSyncedEventID sets the "synced_event_id" field to the value that was provided on create.
-func (u *CreditSubscriptionUpsertOne) UpdateSyncedEventID() *CreditSubscriptionUpsertOne {
+// UpdateCancelMark sets the "cancel_mark" field to the value that was provided on create.
+func (u *CreditSubscriptionUpsertOne) UpdateCancelMark() *CreditSubscriptionUpsertOne {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.UpdateSyncedEventID()
+		s.UpdateCancelMark()
 	})
 }
 
-// ClearSyncedEventID clears the value of the "synced_event_id" field.
-func (u *CreditSubscriptionUpsertOne) ClearSyncedEventID() *CreditSubscriptionUpsertOne {
+// ClearCancelMark clears the value of the "cancel_mark" field.
+func (u *CreditSubscriptionUpsertOne) ClearCancelMark() *CreditSubscriptionUpsertOne {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.ClearSyncedEventID()
+		s.ClearCancelMark()
 	})
 }
 
@@ -1399,45 +1404,45 @@ func (u *CreditSubscriptionUpsertBulk) UpdateLivemode() *CreditSubscriptionUpser
 	})
 }
 
-// SetSyncedAt sets the "synced_at" field.
-func (u *CreditSubscriptionUpsertBulk) SetSyncedAt(v time.Time) *CreditSubscriptionUpsertBulk {
+// SetStatusMark sets the "status_mark" field.
+func (u *CreditSubscriptionUpsertBulk) SetStatusMark(v string) *CreditSubscriptionUpsertBulk {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.SetSyncedAt(v)
+		s.SetStatusMark(v)
 	})
 }
 
-// UpdateSyncedAt sets the "synced_at" field to the value that was provided on create.
-func (u *CreditSubscriptionUpsertBulk) UpdateSyncedAt() *CreditSubscriptionUpsertBulk {
+// UpdateStatusMark sets the "status_mark" field to the value that was provided on create.
+func (u *CreditSubscriptionUpsertBulk) UpdateStatusMark() *CreditSubscriptionUpsertBulk {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.UpdateSyncedAt()
+		s.UpdateStatusMark()
 	})
 }
 
-// ClearSyncedAt clears the value of the "synced_at" field.
-func (u *CreditSubscriptionUpsertBulk) ClearSyncedAt() *CreditSubscriptionUpsertBulk {
+// ClearStatusMark clears the value of the "status_mark" field.
+func (u *CreditSubscriptionUpsertBulk) ClearStatusMark() *CreditSubscriptionUpsertBulk {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.ClearSyncedAt()
+		s.ClearStatusMark()
 	})
 }
 
-// SetSyncedEventID sets the "synced_event_id" field.
-func (u *CreditSubscriptionUpsertBulk) SetSyncedEventID(v string) *CreditSubscriptionUpsertBulk {
+// SetCancelMark sets the "cancel_mark" field.
+func (u *CreditSubscriptionUpsertBulk) SetCancelMark(v string) *CreditSubscriptionUpsertBulk {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.SetSyncedEventID(v)
+		s.SetCancelMark(v)
 	})
 }
 
-// UpdateSyncedEventID sets the "synced_event_id" field to the value that was provided on create.
-func (u *CreditSubscriptionUpsertBulk) UpdateSyncedEventID() *CreditSubscriptionUpsertBulk {
+// UpdateCancelMark sets the "cancel_mark" field to the value that was provided on create.
+func (u *CreditSubscriptionUpsertBulk) UpdateCancelMark() *CreditSubscriptionUpsertBulk {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.UpdateSyncedEventID()
+		s.UpdateCancelMark()
 	})
 }
 
-// ClearSyncedEventID clears the value of the "synced_event_id" field.
-func (u *CreditSubscriptionUpsertBulk) ClearSyncedEventID() *CreditSubscriptionUpsertBulk {
+// ClearCancelMark clears the value of the "cancel_mark" field.
+func (u *CreditSubscriptionUpsertBulk) ClearCancelMark() *CreditSubscriptionUpsertBulk {
 	return u.Update(func(s *CreditSubscriptionUpsert) {
-		s.ClearSyncedEventID()
+		s.ClearCancelMark()
 	})
 }
 

@@ -193,43 +193,43 @@ func (_u *CreditSubscriptionUpdate) SetNillableLivemode(v *bool) *CreditSubscrip
 	return _u
 }
 
-// SetSyncedAt sets the "synced_at" field.
-func (_u *CreditSubscriptionUpdate) SetSyncedAt(v time.Time) *CreditSubscriptionUpdate {
-	_u.mutation.SetSyncedAt(v)
+// SetStatusMark sets the "status_mark" field.
+func (_u *CreditSubscriptionUpdate) SetStatusMark(v string) *CreditSubscriptionUpdate {
+	_u.mutation.SetStatusMark(v)
 	return _u
 }
 
-// SetNillableSyncedAt sets the "synced_at" field if the given value is not nil.
-func (_u *CreditSubscriptionUpdate) SetNillableSyncedAt(v *time.Time) *CreditSubscriptionUpdate {
+// SetNillableStatusMark sets the "status_mark" field if the given value is not nil.
+func (_u *CreditSubscriptionUpdate) SetNillableStatusMark(v *string) *CreditSubscriptionUpdate {
 	if v != nil {
-		_u.SetSyncedAt(*v)
+		_u.SetStatusMark(*v)
 	}
 	return _u
 }
 
-// ClearSyncedAt clears the value of the "synced_at" field.
-func (_u *CreditSubscriptionUpdate) ClearSyncedAt() *CreditSubscriptionUpdate {
-	_u.mutation.ClearSyncedAt()
+// ClearStatusMark clears the value of the "status_mark" field.
+func (_u *CreditSubscriptionUpdate) ClearStatusMark() *CreditSubscriptionUpdate {
+	_u.mutation.ClearStatusMark()
 	return _u
 }
 
-// SetSyncedEventID sets the "synced_event_id" field.
-func (_u *CreditSubscriptionUpdate) SetSyncedEventID(v string) *CreditSubscriptionUpdate {
-	_u.mutation.SetSyncedEventID(v)
+// SetCancelMark sets the "cancel_mark" field.
+func (_u *CreditSubscriptionUpdate) SetCancelMark(v string) *CreditSubscriptionUpdate {
+	_u.mutation.SetCancelMark(v)
 	return _u
 }
 
-// SetNillableSyncedEventID sets the "synced_event_id" field if the given value is not nil.
-func (_u *CreditSubscriptionUpdate) SetNillableSyncedEventID(v *string) *CreditSubscriptionUpdate {
+// SetNillableCancelMark sets the "cancel_mark" field if the given value is not nil.
+func (_u *CreditSubscriptionUpdate) SetNillableCancelMark(v *string) *CreditSubscriptionUpdate {
 	if v != nil {
-		_u.SetSyncedEventID(*v)
+		_u.SetCancelMark(*v)
 	}
 	return _u
 }
 
-// ClearSyncedEventID clears the value of the "synced_event_id" field.
-func (_u *CreditSubscriptionUpdate) ClearSyncedEventID() *CreditSubscriptionUpdate {
-	_u.mutation.ClearSyncedEventID()
+// ClearCancelMark clears the value of the "cancel_mark" field.
+func (_u *CreditSubscriptionUpdate) ClearCancelMark() *CreditSubscriptionUpdate {
+	_u.mutation.ClearCancelMark()
 	return _u
 }
 
@@ -338,9 +338,14 @@ func (_u *CreditSubscriptionUpdate) check() error {
 			return &ValidationError{Name: "stripe_checkout_session_id", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.stripe_checkout_session_id": %w`, err)}
 		}
 	}
-	if v, ok := _u.mutation.SyncedEventID(); ok {
-		if err := creditsubscription.SyncedEventIDValidator(v); err != nil {
-			return &ValidationError{Name: "synced_event_id", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.synced_event_id": %w`, err)}
+	if v, ok := _u.mutation.StatusMark(); ok {
+		if err := creditsubscription.StatusMarkValidator(v); err != nil {
+			return &ValidationError{Name: "status_mark", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.status_mark": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.CancelMark(); ok {
+		if err := creditsubscription.CancelMarkValidator(v); err != nil {
+			return &ValidationError{Name: "cancel_mark", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.cancel_mark": %w`, err)}
 		}
 	}
 	if _u.mutation.UserCleared() && len(_u.mutation.UserIDs()) > 0 {
@@ -412,17 +417,17 @@ func (_u *CreditSubscriptionUpdate) sqlSave(ctx context.Context) (_node int, err
 	if value, ok := _u.mutation.Livemode(); ok {
 		_spec.SetField(creditsubscription.FieldLivemode, field.TypeBool, value)
 	}
-	if value, ok := _u.mutation.SyncedAt(); ok {
-		_spec.SetField(creditsubscription.FieldSyncedAt, field.TypeTime, value)
+	if value, ok := _u.mutation.StatusMark(); ok {
+		_spec.SetField(creditsubscription.FieldStatusMark, field.TypeString, value)
 	}
-	if _u.mutation.SyncedAtCleared() {
-		_spec.ClearField(creditsubscription.FieldSyncedAt, field.TypeTime)
+	if _u.mutation.StatusMarkCleared() {
+		_spec.ClearField(creditsubscription.FieldStatusMark, field.TypeString)
 	}
-	if value, ok := _u.mutation.SyncedEventID(); ok {
-		_spec.SetField(creditsubscription.FieldSyncedEventID, field.TypeString, value)
+	if value, ok := _u.mutation.CancelMark(); ok {
+		_spec.SetField(creditsubscription.FieldCancelMark, field.TypeString, value)
 	}
-	if _u.mutation.SyncedEventIDCleared() {
-		_spec.ClearField(creditsubscription.FieldSyncedEventID, field.TypeString)
+	if _u.mutation.CancelMarkCleared() {
+		_spec.ClearField(creditsubscription.FieldCancelMark, field.TypeString)
 	}
 	if _u.mutation.PlanCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -682,43 +687,43 @@ func (_u *CreditSubscriptionUpdateOne) SetNillableLivemode(v *bool) *CreditSubsc
 	return _u
 }
 
-// SetSyncedAt sets the "synced_at" field.
-func (_u *CreditSubscriptionUpdateOne) SetSyncedAt(v time.Time) *CreditSubscriptionUpdateOne {
-	_u.mutation.SetSyncedAt(v)
+// SetStatusMark sets the "status_mark" field.
+func (_u *CreditSubscriptionUpdateOne) SetStatusMark(v string) *CreditSubscriptionUpdateOne {
+	_u.mutation.SetStatusMark(v)
 	return _u
 }
 
-// SetNillableSyncedAt sets the "synced_at" field if the given value is not nil.
-func (_u *CreditSubscriptionUpdateOne) SetNillableSyncedAt(v *time.Time) *CreditSubscriptionUpdateOne {
+// SetNillableStatusMark sets the "status_mark" field if the given value is not nil.
+func (_u *CreditSubscriptionUpdateOne) SetNillableStatusMark(v *string) *CreditSubscriptionUpdateOne {
 	if v != nil {
-		_u.SetSyncedAt(*v)
+		_u.SetStatusMark(*v)
 	}
 	return _u
 }
 
-// ClearSyncedAt clears the value of the "synced_at" field.
-func (_u *CreditSubscriptionUpdateOne) ClearSyncedAt() *CreditSubscriptionUpdateOne {
-	_u.mutation.ClearSyncedAt()
+// ClearStatusMark clears the value of the "status_mark" field.
+func (_u *CreditSubscriptionUpdateOne) ClearStatusMark() *CreditSubscriptionUpdateOne {
+	_u.mutation.ClearStatusMark()
 	return _u
 }
 
-// SetSyncedEventID sets the "synced_event_id" field.
-func (_u *CreditSubscriptionUpdateOne) SetSyncedEventID(v string) *CreditSubscriptionUpdateOne {
-	_u.mutation.SetSyncedEventID(v)
+// SetCancelMark sets the "cancel_mark" field.
+func (_u *CreditSubscriptionUpdateOne) SetCancelMark(v string) *CreditSubscriptionUpdateOne {
+	_u.mutation.SetCancelMark(v)
 	return _u
 }
 
-// SetNillableSyncedEventID sets the "synced_event_id" field if the given value is not nil.
-func (_u *CreditSubscriptionUpdateOne) SetNillableSyncedEventID(v *string) *CreditSubscriptionUpdateOne {
+// SetNillableCancelMark sets the "cancel_mark" field if the given value is not nil.
+func (_u *CreditSubscriptionUpdateOne) SetNillableCancelMark(v *string) *CreditSubscriptionUpdateOne {
 	if v != nil {
-		_u.SetSyncedEventID(*v)
+		_u.SetCancelMark(*v)
 	}
 	return _u
 }
 
-// ClearSyncedEventID clears the value of the "synced_event_id" field.
-func (_u *CreditSubscriptionUpdateOne) ClearSyncedEventID() *CreditSubscriptionUpdateOne {
-	_u.mutation.ClearSyncedEventID()
+// ClearCancelMark clears the value of the "cancel_mark" field.
+func (_u *CreditSubscriptionUpdateOne) ClearCancelMark() *CreditSubscriptionUpdateOne {
+	_u.mutation.ClearCancelMark()
 	return _u
 }
 
@@ -840,9 +845,14 @@ func (_u *CreditSubscriptionUpdateOne) check() error {
 			return &ValidationError{Name: "stripe_checkout_session_id", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.stripe_checkout_session_id": %w`, err)}
 		}
 	}
-	if v, ok := _u.mutation.SyncedEventID(); ok {
-		if err := creditsubscription.SyncedEventIDValidator(v); err != nil {
-			return &ValidationError{Name: "synced_event_id", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.synced_event_id": %w`, err)}
+	if v, ok := _u.mutation.StatusMark(); ok {
+		if err := creditsubscription.StatusMarkValidator(v); err != nil {
+			return &ValidationError{Name: "status_mark", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.status_mark": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.CancelMark(); ok {
+		if err := creditsubscription.CancelMarkValidator(v); err != nil {
+			return &ValidationError{Name: "cancel_mark", err: fmt.Errorf(`ent: validator failed for field "CreditSubscription.cancel_mark": %w`, err)}
 		}
 	}
 	if _u.mutation.UserCleared() && len(_u.mutation.UserIDs()) > 0 {
@@ -931,17 +941,17 @@ func (_u *CreditSubscriptionUpdateOne) sqlSave(ctx context.Context) (_node *Cred
 	if value, ok := _u.mutation.Livemode(); ok {
 		_spec.SetField(creditsubscription.FieldLivemode, field.TypeBool, value)
 	}
-	if value, ok := _u.mutation.SyncedAt(); ok {
-		_spec.SetField(creditsubscription.FieldSyncedAt, field.TypeTime, value)
+	if value, ok := _u.mutation.StatusMark(); ok {
+		_spec.SetField(creditsubscription.FieldStatusMark, field.TypeString, value)
 	}
-	if _u.mutation.SyncedAtCleared() {
-		_spec.ClearField(creditsubscription.FieldSyncedAt, field.TypeTime)
+	if _u.mutation.StatusMarkCleared() {
+		_spec.ClearField(creditsubscription.FieldStatusMark, field.TypeString)
 	}
-	if value, ok := _u.mutation.SyncedEventID(); ok {
-		_spec.SetField(creditsubscription.FieldSyncedEventID, field.TypeString, value)
+	if value, ok := _u.mutation.CancelMark(); ok {
+		_spec.SetField(creditsubscription.FieldCancelMark, field.TypeString, value)
 	}
-	if _u.mutation.SyncedEventIDCleared() {
-		_spec.ClearField(creditsubscription.FieldSyncedEventID, field.TypeString)
+	if _u.mutation.CancelMarkCleared() {
+		_spec.ClearField(creditsubscription.FieldCancelMark, field.TypeString)
 	}
 	if _u.mutation.PlanCleared() {
 		edge := &sqlgraph.EdgeSpec{

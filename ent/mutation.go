@@ -8473,8 +8473,8 @@ type CreditSubscriptionMutation struct {
 	stripe_subscription_id     *string
 	stripe_checkout_session_id *string
 	livemode                   *bool
-	synced_at                  *time.Time
-	synced_event_id            *string
+	status_mark                *string
+	cancel_mark                *string
 	clearedFields              map[string]struct{}
 	user                       *string
 	cleareduser                bool
@@ -9089,102 +9089,102 @@ func (m *CreditSubscriptionMutation) ResetLivemode() {
 	m.livemode = nil
 }
 
-// SetSyncedAt sets the "synced_at" field.
-func (m *CreditSubscriptionMutation) SetSyncedAt(t time.Time) {
-	m.synced_at = &t
+// SetStatusMark sets the "status_mark" field.
+func (m *CreditSubscriptionMutation) SetStatusMark(s string) {
+	m.status_mark = &s
 }
 
-// SyncedAt returns the value of the "synced_at" field in the mutation.
-func (m *CreditSubscriptionMutation) SyncedAt() (r time.Time, exists bool) {
-	v := m.synced_at
+// StatusMark returns the value of the "status_mark" field in the mutation.
+func (m *CreditSubscriptionMutation) StatusMark() (r string, exists bool) {
+	v := m.status_mark
 	if v == nil {
 		return
 	}
 	return *v, true
 }
 
-// OldSyncedAt returns the old "synced_at" field's value of the CreditSubscription entity.
+// OldStatusMark returns the old "status_mark" field's value of the CreditSubscription entity.
 // If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
 // An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *CreditSubscriptionMutation) OldSyncedAt(ctx context.Context) (v *time.Time, err error) {
+func (m *CreditSubscriptionMutation) OldStatusMark(ctx context.Context) (v string, err error) {
 	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldSyncedAt is only allowed on UpdateOne operations")
+		return v, errors.New("OldStatusMark is only allowed on UpdateOne operations")
 	}
 	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldSyncedAt requires an ID field in the mutation")
+		return v, errors.New("OldStatusMark requires an ID field in the mutation")
 	}
 	oldValue, err := m.oldValue(ctx)
 	if err != nil {
-		return v, fmt.Errorf("querying old value for OldSyncedAt: %w", err)
+		return v, fmt.Errorf("querying old value for OldStatusMark: %w", err)
 	}
-	return oldValue.SyncedAt, nil
+	return oldValue.StatusMark, nil
 }
 
-// ClearSyncedAt clears the value of the "synced_at" field.
-func (m *CreditSubscriptionMutation) ClearSyncedAt() {
-	m.synced_at = nil
-	m.clearedFields[creditsubscription.FieldSyncedAt] = struct{}{}
+// ClearStatusMark clears the value of the "status_mark" field.
+func (m *CreditSubscriptionMutation) ClearStatusMark() {
+	m.status_mark = nil
+	m.clearedFields[creditsubscription.FieldStatusMark] = struct{}{}
 }
 
-// SyncedAtCleared returns if the "synced_at" field was cleared in this mutation.
-func (m *CreditSubscriptionMutation) SyncedAtCleared() bool {
-	_, ok := m.clearedFields[creditsubscription.FieldSyncedAt]
+// StatusMarkCleared returns if the "status_mark" field was cleared in this mutation.
+func (m *CreditSubscriptionMutation) StatusMarkCleared() bool {
+	_, ok := m.clearedFields[creditsubscription.FieldStatusMark]
 	return ok
 }
 
-// ResetSyncedAt resets all changes to the "synced_at" field.
-func (m *CreditSubscriptionMutation) ResetSyncedAt() {
-	m.synced_at = nil
-	delete(m.clearedFields, creditsubscription.FieldSyncedAt)
+// ResetStatusMark resets all changes to the "status_mark" field.
+func (m *CreditSubscriptionMutation) ResetStatusMark() {
+	m.status_mark = nil
+	delete(m.clearedFields, creditsubscription.FieldStatusMark)
 }
 
-// SetSyncedEventID sets the "synced_event_id" field.
-func (m *CreditSubscriptionMutation) SetSyncedEventID(s string) {
-	m.synced_event_id = &s
+// SetCancelMark sets the "cancel_mark" field.
+func (m *CreditSubscriptionMutation) SetCancelMark(s string) {
+	m.cancel_mark = &s
 }
 
-// SyncedEventID returns the value of the "synced_event_id" field in the mutation.
-func (m *CreditSubscriptionMutation) SyncedEventID() (r string, exists bool) {
-	v := m.synced_event_id
+// CancelMark returns the value of the "cancel_mark" field in the mutation.
+func (m *CreditSubscriptionMutation) CancelMark() (r string, exists bool) {
+	v := m.cancel_mark
 	if v == nil {
 		return
 	}
 	return *v, true
 }
 
-// OldSyncedEventID returns the old "synced_event_id" field's value of the CreditSubscription entity.
+// OldCancelMark returns the old "cancel_mark" field's value of the CreditSubscription entity.
 // If the CreditSubscription object wasn't provided to the builder, the object is fetched from the database.
 // An error is returned if the mutation operation is not UpdateOne, or the database query fails.
-func (m *CreditSubscriptionMutation) OldSyncedEventID(ctx context.Context) (v string, err error) {
+func (m *CreditSubscriptionMutation) OldCancelMark(ctx context.Context) (v string, err error) {
 	if !m.op.Is(OpUpdateOne) {
-		return v, errors.New("OldSyncedEventID is only allowed on UpdateOne operations")
+		return v, errors.New("OldCancelMark is only allowed on UpdateOne operations")
 	}
 	if m.id == nil || m.oldValue == nil {
-		return v, errors.New("OldSyncedEventID requires an ID field in the mutation")
+		return v, errors.New("OldCancelMark requires an ID field in the mutation")
 	}
 	oldValue, err := m.oldValue(ctx)
 	if err != nil {
-		return v, fmt.Errorf("querying old value for OldSyncedEventID: %w", err)
+		return v, fmt.Errorf("querying old value for OldCancelMark: %w", err)
 	}
-	return oldValue.SyncedEventID, nil
+	return oldValue.CancelMark, nil
 }
 
-// ClearSyncedEventID clears the value of the "synced_event_id" field.
-func (m *CreditSubscriptionMutation) ClearSyncedEventID() {
-	m.synced_event_id = nil
-	m.clearedFields[creditsubscription.FieldSyncedEventID] = struct{}{}
+// ClearCancelMark clears the value of the "cancel_mark" field.
+func (m *CreditSubscriptionMutation) ClearCancelMark() {
+	m.cancel_mark = nil
+	m.clearedFields[creditsubscription.FieldCancelMark] = struct{}{}
 }
 
-// SyncedEventIDCleared returns if the "synced_event_id" field was cleared in this mutation.
-func (m *CreditSubscriptionMutation) SyncedEventIDCleared() bool {
-	_, ok := m.clearedFields[creditsubscription.FieldSyncedEventID]
+// CancelMarkCleared returns if the "cancel_mark" field was cleared in this mutation.
+func (m *CreditSubscriptionMutation) CancelMarkCleared() bool {
+	_, ok := m.clearedFields[creditsubscription.FieldCancelMark]
 	return ok
 }
 
-// ResetSyncedEventID resets all changes to the "synced_event_id" field.
-func (m *CreditSubscriptionMutation) ResetSyncedEventID() {
-	m.synced_event_id = nil
-	delete(m.clearedFields, creditsubscription.FieldSyncedEventID)
+// ResetCancelMark resets all changes to the "cancel_mark" field.
+func (m *CreditSubscriptionMutation) ResetCancelMark() {
+	m.cancel_mark = nil
+	delete(m.clearedFields, creditsubscription.FieldCancelMark)
 }
 
 // ClearUser clears the "user" edge to the User entity.
@@ -9366,11 +9366,11 @@ func (m *CreditSubscriptionMutation) Fields() []string {
 	if m.livemode != nil {
 		fields = append(fields, creditsubscription.FieldLivemode)
 	}
-	if m.synced_at != nil {
-		fields = append(fields, creditsubscription.FieldSyncedAt)
+	if m.status_mark != nil {
+		fields = append(fields, creditsubscription.FieldStatusMark)
 	}
-	if m.synced_event_id != nil {
-		fields = append(fields, creditsubscription.FieldSyncedEventID)
+	if m.cancel_mark != nil {
+		fields = append(fields, creditsubscription.FieldCancelMark)
 	}
 	return fields
 }
@@ -9404,10 +9404,10 @@ func (m *CreditSubscriptionMutation) Field(name string) (ent.Value, bool) {
 		return m.StripeCheckoutSessionID()
 	case creditsubscription.FieldLivemode:
 		return m.Livemode()
-	case creditsubscription.FieldSyncedAt:
-		return m.SyncedAt()
-	case creditsubscription.FieldSyncedEventID:
-		return m.SyncedEventID()
+	case creditsubscription.FieldStatusMark:
+		return m.StatusMark()
+	case creditsubscription.FieldCancelMark:
+		return m.CancelMark()
 	}
 	return nil, false
 }
@@ -9441,10 +9441,10 @@ func (m *CreditSubscriptionMutation) OldField(ctx context.Context, name string) 
 		return m.OldStripeCheckoutSessionID(ctx)
 	case creditsubscription.FieldLivemode:
 		return m.OldLivemode(ctx)
-	case creditsubscription.FieldSyncedAt:
-		return m.OldSyncedAt(ctx)
-	case creditsubscription.FieldSyncedEventID:
-		return m.OldSyncedEventID(ctx)
+	case creditsubscription.FieldStatusMark:
+		return m.OldStatusMark(ctx)
+	case creditsubscription.FieldCancelMark:
+		return m.OldCancelMark(ctx)
 	}
 	return nil, fmt.Errorf("unknown CreditSubscription field %s", name)
 }
@@ -9538,19 +9538,19 @@ func (m *CreditSubscriptionMutation) SetField(name string, value ent.Value) erro
 		}
 		m.SetLivemode(v)
 		return nil
-	case creditsubscription.FieldSyncedAt:
-		v, ok := value.(time.Time)
-		if !ok {
-			return fmt.Errorf("unexpected type %T for field %s", value, name)
-		}
-		m.SetSyncedAt(v)
-		return nil
-	case creditsubscription.FieldSyncedEventID:
+	case creditsubscription.FieldStatusMark:
 		v, ok := value.(string)
 		if !ok {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
-		m.SetSyncedEventID(v)
+		m.SetStatusMark(v)
+		return nil
+	case creditsubscription.FieldCancelMark:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCancelMark(v)
 		return nil
 	}
 	return fmt.Errorf("unknown CreditSubscription field %s", name)
@@ -9597,11 +9597,11 @@ func (m *CreditSubscriptionMutation) ClearedFields() []string {
 	if m.FieldCleared(creditsubscription.FieldStripeCheckoutSessionID) {
 		fields = append(fields, creditsubscription.FieldStripeCheckoutSessionID)
 	}
-	if m.FieldCleared(creditsubscription.FieldSyncedAt) {
-		fields = append(fields, creditsubscription.FieldSyncedAt)
+	if m.FieldCleared(creditsubscription.FieldStatusMark) {
+		fields = append(fields, creditsubscription.FieldStatusMark)
 	}
-	if m.FieldCleared(creditsubscription.FieldSyncedEventID) {
-		fields = append(fields, creditsubscription.FieldSyncedEventID)
+	if m.FieldCleared(creditsubscription.FieldCancelMark) {
+		fields = append(fields, creditsubscription.FieldCancelMark)
 	}
 	return fields
 }
@@ -9632,11 +9632,11 @@ func (m *CreditSubscriptionMutation) ClearField(name string) error {
 	case creditsubscription.FieldStripeCheckoutSessionID:
 		m.ClearStripeCheckoutSessionID()
 		return nil
-	case creditsubscription.FieldSyncedAt:
-		m.ClearSyncedAt()
+	case creditsubscription.FieldStatusMark:
+		m.ClearStatusMark()
 		return nil
-	case creditsubscription.FieldSyncedEventID:
-		m.ClearSyncedEventID()
+	case creditsubscription.FieldCancelMark:
+		m.ClearCancelMark()
 		return nil
 	}
 	return fmt.Errorf("unknown CreditSubscription nullable field %s", name)
@@ -9682,11 +9682,11 @@ func (m *CreditSubscriptionMutation) ResetField(name string) error {
 	case creditsubscription.FieldLivemode:
 		m.ResetLivemode()
 		return nil
-	case creditsubscription.FieldSyncedAt:
-		m.ResetSyncedAt()
+	case creditsubscription.FieldStatusMark:
+		m.ResetStatusMark()
 		return nil
-	case creditsubscription.FieldSyncedEventID:
-		m.ResetSyncedEventID()
+	case creditsubscription.FieldCancelMark:
+		m.ResetCancelMark()
 		return nil
 	}
 	return fmt.Errorf("unknown CreditSubscription field %s", name)

@@ -583,10 +583,14 @@ func init() {
 	creditsubscriptionDescLivemode := creditsubscriptionFields[9].Descriptor()
 	// creditsubscription.DefaultLivemode holds the default value on creation for the livemode field.
 	creditsubscription.DefaultLivemode = creditsubscriptionDescLivemode.Default.(bool)
-	// creditsubscriptionDescSyncedEventID is the schema descriptor for synced_event_id field.
-	creditsubscriptionDescSyncedEventID := creditsubscriptionFields[11].Descriptor()
-	// creditsubscription.SyncedEventIDValidator is a validator for the "synced_event_id" field. It is called by the builders before save.
-	creditsubscription.SyncedEventIDValidator = creditsubscriptionDescSyncedEventID.Validators[0].(func(string) error)
+	// creditsubscriptionDescStatusMark is the schema descriptor for status_mark field.
+	creditsubscriptionDescStatusMark := creditsubscriptionFields[10].Descriptor()
+	// creditsubscription.StatusMarkValidator is a validator for the "status_mark" field. It is called by the builders before save.
+	creditsubscription.StatusMarkValidator = creditsubscriptionDescStatusMark.Validators[0].(func(string) error)
+	// creditsubscriptionDescCancelMark is the schema descriptor for cancel_mark field.
+	creditsubscriptionDescCancelMark := creditsubscriptionFields[11].Descriptor()
+	// creditsubscription.CancelMarkValidator is a validator for the "cancel_mark" field. It is called by the builders before save.
+	creditsubscription.CancelMarkValidator = creditsubscriptionDescCancelMark.Validators[0].(func(string) error)
 	// creditsubscriptionDescID is the schema descriptor for id field.
 	creditsubscriptionDescID := creditsubscriptionMixinFields0[0].Descriptor()
 	// creditsubscription.DefaultID holds the default value on creation for the id field.

@@ -7,7 +7,6 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"entgo.io/contrib/entgql"
 	"github.com/99designs/gqlgen/graphql"
@@ -52,7 +51,18 @@ func (r *queryResolver) AdminActions(ctx context.Context, after *entgql.Cursor[s
 
 // Subscriptions is the resolver for the subscriptions field.
 func (r *queryResolver) Subscriptions(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditSubscriptionOrder, where *ent.CreditSubscriptionWhereInput) (*ent.CreditSubscriptionConnection, error) {
-	panic(fmt.Errorf("not implemented: Subscriptions - subscriptions"))
+	q, err := where.Filter(r.Client.CreditSubscription.Query())
+	if err != nil {
+		return nil, err
+	}
+	counted := q.Clone().Limit(CountCap + 1)
+	return countedPage(ctx, first, last,
+		func(ctx context.Context) (*ent.CreditSubscriptionConnection, error) {
+			return q.Paginate(ctx, after, first, before, last,
+				ent.WithCreditSubscriptionOrder(orderOr(orderBy, &ent.CreditSubscriptionOrder{Direction: entgql.OrderDirectionDesc, Field: ent.CreditSubscriptionOrderFieldCreatedAt})))
+		},
+		cappedCount(counted.IDs),
+		func(c *ent.CreditSubscriptionConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
 }
 
 // CreditTransactions is the resolver for the creditTransactions field.

@@ -41,10 +41,10 @@ const (
 	FieldStripeCheckoutSessionID = "stripe_checkout_session_id"
 	// FieldLivemode holds the string denoting the livemode field in the database.
 	FieldLivemode = "livemode"
-	// FieldSyncedAt holds the string denoting the synced_at field in the database.
-	FieldSyncedAt = "synced_at"
-	// FieldSyncedEventID holds the string denoting the synced_event_id field in the database.
-	FieldSyncedEventID = "synced_event_id"
+	// FieldStatusMark holds the string denoting the status_mark field in the database.
+	FieldStatusMark = "status_mark"
+	// FieldCancelMark holds the string denoting the cancel_mark field in the database.
+	FieldCancelMark = "cancel_mark"
 	// EdgeUser holds the string denoting the user edge name in mutations.
 	EdgeUser = "user"
 	// EdgePlan holds the string denoting the plan edge name in mutations.
@@ -91,8 +91,8 @@ var Columns = []string{
 	FieldStripeSubscriptionID,
 	FieldStripeCheckoutSessionID,
 	FieldLivemode,
-	FieldSyncedAt,
-	FieldSyncedEventID,
+	FieldStatusMark,
+	FieldCancelMark,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -120,8 +120,10 @@ var (
 	StripeCheckoutSessionIDValidator func(string) error
 	// DefaultLivemode holds the default value on creation for the "livemode" field.
 	DefaultLivemode bool
-	// SyncedEventIDValidator is a validator for the "synced_event_id" field. It is called by the builders before save.
-	SyncedEventIDValidator func(string) error
+	// StatusMarkValidator is a validator for the "status_mark" field. It is called by the builders before save.
+	StatusMarkValidator func(string) error
+	// CancelMarkValidator is a validator for the "cancel_mark" field. It is called by the builders before save.
+	CancelMarkValidator func(string) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() string
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -224,14 +226,14 @@ func ByLivemode(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldLivemode, opts...).ToFunc()
 }
 
-// BySyncedAt orders the results by the synced_at field.
-func BySyncedAt(opts ...sql.OrderTermOption) OrderOption {
-	return sql.OrderByField(FieldSyncedAt, opts...).ToFunc()
+// ByStatusMark orders the results by the status_mark field.
+func ByStatusMark(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldStatusMark, opts...).ToFunc()
 }
 
-// BySyncedEventID orders the results by the synced_event_id field.
-func BySyncedEventID(opts ...sql.OrderTermOption) OrderOption {
-	return sql.OrderByField(FieldSyncedEventID, opts...).ToFunc()
+// ByCancelMark orders the results by the cancel_mark field.
+func ByCancelMark(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldCancelMark, opts...).ToFunc()
 }
 
 // ByUserField orders the results by user field.

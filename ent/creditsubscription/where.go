@@ -120,14 +120,14 @@ func Livemode(v bool) predicate.CreditSubscription {
 	return predicate.CreditSubscription(sql.FieldEQ(FieldLivemode, v))
 }
 
-// SyncedAt applies equality check predicate on the "synced_at" field. It's identical to SyncedAtEQ.
-func SyncedAt(v time.Time) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldEQ(FieldSyncedAt, v))
+// StatusMark applies equality check predicate on the "status_mark" field. It's identical to StatusMarkEQ.
+func StatusMark(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldEQ(FieldStatusMark, v))
 }
 
-// SyncedEventID applies equality check predicate on the "synced_event_id" field. It's identical to SyncedEventIDEQ.
-func SyncedEventID(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldEQ(FieldSyncedEventID, v))
+// CancelMark applies equality check predicate on the "cancel_mark" field. It's identical to CancelMarkEQ.
+func CancelMark(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldEQ(FieldCancelMark, v))
 }
 
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
@@ -680,129 +680,154 @@ func LivemodeNEQ(v bool) predicate.CreditSubscription {
 	return predicate.CreditSubscription(sql.FieldNEQ(FieldLivemode, v))
 }
 
-// SyncedAtEQ applies the EQ predicate on the "synced_at" field.
-func SyncedAtEQ(v time.Time) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldEQ(FieldSyncedAt, v))
+// StatusMarkEQ applies the EQ predicate on the "status_mark" field.
+func StatusMarkEQ(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldEQ(FieldStatusMark, v))
 }
 
-// SyncedAtNEQ applies the NEQ predicate on the "synced_at" field.
-func SyncedAtNEQ(v time.Time) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldNEQ(FieldSyncedAt, v))
+// StatusMarkNEQ applies the NEQ predicate on the "status_mark" field.
+func StatusMarkNEQ(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldNEQ(FieldStatusMark, v))
 }
 
-// SyncedAtIn applies the In predicate on the "synced_at" field.
-func SyncedAtIn(vs ...time.Time) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldIn(FieldSyncedAt, vs...))
+// StatusMarkIn applies the In predicate on the "status_mark" field.
+func StatusMarkIn(vs ...string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldIn(FieldStatusMark, vs...))
 }
 
-// SyncedAtNotIn applies the NotIn predicate on the "synced_at" field.
-func SyncedAtNotIn(vs ...time.Time) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldNotIn(FieldSyncedAt, vs...))
+// StatusMarkNotIn applies the NotIn predicate on the "status_mark" field.
+func StatusMarkNotIn(vs ...string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldNotIn(FieldStatusMark, vs...))
 }
 
-// SyncedAtGT applies the GT predicate on the "synced_at" field.
-func SyncedAtGT(v time.Time) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldGT(FieldSyncedAt, v))
+// StatusMarkGT applies the GT predicate on the "status_mark" field.
+func StatusMarkGT(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldGT(FieldStatusMark, v))
 }
 
-// SyncedAtGTE applies the GTE predicate on the "synced_at" field.
-func SyncedAtGTE(v time.Time) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldGTE(FieldSyncedAt, v))
+// StatusMarkGTE applies the GTE predicate on the "status_mark" field.
+func StatusMarkGTE(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldGTE(FieldStatusMark, v))
 }
 
-// SyncedAtLT applies the LT predicate on the "synced_at" field.
-func SyncedAtLT(v time.Time) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldLT(FieldSyncedAt, v))
+// StatusMarkLT applies the LT predicate on the "status_mark" field.
+func StatusMarkLT(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldLT(FieldStatusMark, v))
 }
 
-// SyncedAtLTE applies the LTE predicate on the "synced_at" field.
-func SyncedAtLTE(v time.Time) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldLTE(FieldSyncedAt, v))
+// StatusMarkLTE applies the LTE predicate on the "status_mark" field.
+func StatusMarkLTE(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldLTE(FieldStatusMark, v))
 }
 
-// SyncedAtIsNil applies the IsNil predicate on the "synced_at" field.
-func SyncedAtIsNil() predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldIsNull(FieldSyncedAt))
+// StatusMarkContains applies the Contains predicate on the "status_mark" field.
+func StatusMarkContains(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldContains(FieldStatusMark, v))
 }
 
-// SyncedAtNotNil applies the NotNil predicate on the "synced_at" field.
-func SyncedAtNotNil() predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldNotNull(FieldSyncedAt))
+// StatusMarkHasPrefix applies the HasPrefix predicate on the "status_mark" field.
+func StatusMarkHasPrefix(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldHasPrefix(FieldStatusMark, v))
 }
 
-// SyncedEventIDEQ applies the EQ predicate on the "synced_event_id" field.
-func SyncedEventIDEQ(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldEQ(FieldSyncedEventID, v))
+// StatusMarkHasSuffix applies the HasSuffix predicate on the "status_mark" field.
+func StatusMarkHasSuffix(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldHasSuffix(FieldStatusMark, v))
 }
 
-// SyncedEventIDNEQ applies the NEQ predicate on the "synced_event_id" field.
-func SyncedEventIDNEQ(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldNEQ(FieldSyncedEventID, v))
+// StatusMarkIsNil applies the IsNil predicate on the "status_mark" field.
+func StatusMarkIsNil() predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldIsNull(FieldStatusMark))
 }
 
-// SyncedEventIDIn applies the In predicate on the "synced_event_id" field.
-func SyncedEventIDIn(vs ...string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldIn(FieldSyncedEventID, vs...))
+// StatusMarkNotNil applies the NotNil predicate on the "status_mark" field.
+func StatusMarkNotNil() predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldNotNull(FieldStatusMark))
 }
 
-// SyncedEventIDNotIn applies the NotIn predicate on the "synced_event_id" field.
-func SyncedEventIDNotIn(vs ...string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldNotIn(FieldSyncedEventID, vs...))
+// StatusMarkEqualFold applies the EqualFold predicate on the "status_mark" field.
+func StatusMarkEqualFold(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldEqualFold(FieldStatusMark, v))
 }
 
-// SyncedEventIDGT applies the GT predicate on the "synced_event_id" field.
-func SyncedEventIDGT(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldGT(FieldSyncedEventID, v))
+// StatusMarkContainsFold applies the ContainsFold predicate on the "status_mark" field.
+func StatusMarkContainsFold(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldContainsFold(FieldStatusMark, v))
 }
 
-// SyncedEventIDGTE applies the GTE predicate on the "synced_event_id" field.
-func SyncedEventIDGTE(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldGTE(FieldSyncedEventID, v))
+// CancelMarkEQ applies the EQ predicate on the "cancel_mark" field.
+func CancelMarkEQ(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldEQ(FieldCancelMark, v))
 }
 
-// SyncedEventIDLT applies the LT predicate on the "synced_event_id" field.
-func SyncedEventIDLT(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldLT(FieldSyncedEventID, v))
+// CancelMarkNEQ applies the NEQ predicate on the "cancel_mark" field.
+func CancelMarkNEQ(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldNEQ(FieldCancelMark, v))
 }
 
-// SyncedEventIDLTE applies the LTE predicate on the "synced_event_id" field.
-func SyncedEventIDLTE(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldLTE(FieldSyncedEventID, v))
+// CancelMarkIn applies the In predicate on the "cancel_mark" field.
+func CancelMarkIn(vs ...string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldIn(FieldCancelMark, vs...))
 }
 
-// SyncedEventIDContains applies the Contains predicate on the "synced_event_id" field.
-func SyncedEventIDContains(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldContains(FieldSyncedEventID, v))
+// CancelMarkNotIn applies the NotIn predicate on the "cancel_mark" field.
+func CancelMarkNotIn(vs ...string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldNotIn(FieldCancelMark, vs...))
 }
 
-// SyncedEventIDHasPrefix applies the HasPrefix predicate on the "synced_event_id" field.
-func SyncedEventIDHasPrefix(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldHasPrefix(FieldSyncedEventID, v))
+// CancelMarkGT applies the GT predicate on the "cancel_mark" field.
+func CancelMarkGT(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldGT(FieldCancelMark, v))
 }
 
-// SyncedEventIDHasSuffix applies the HasSuffix predicate on the "synced_event_id" field.
-func SyncedEventIDHasSuffix(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldHasSuffix(FieldSyncedEventID, v))
+// CancelMarkGTE applies the GTE predicate on the "cancel_mark" field.
+func CancelMarkGTE(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldGTE(FieldCancelMark, v))
 }
 
-// SyncedEventIDIsNil applies the IsNil predicate on the "synced_event_id" field.
-func SyncedEventIDIsNil() predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldIsNull(FieldSyncedEventID))
+// CancelMarkLT applies the LT predicate on the "cancel_mark" field.
+func CancelMarkLT(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldLT(FieldCancelMark, v))
 }
 
-// SyncedEventIDNotNil applies the NotNil predicate on the "synced_event_id" field.
-func SyncedEventIDNotNil() predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldNotNull(FieldSyncedEventID))
+// CancelMarkLTE applies the LTE predicate on the "cancel_mark" field.
+func CancelMarkLTE(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldLTE(FieldCancelMark, v))
 }
 
-// SyncedEventIDEqualFold applies the EqualFold predicate on the "synced_event_id" field.
-func SyncedEventIDEqualFold(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldEqualFold(FieldSyncedEventID, v))
+// CancelMarkContains applies the Contains predicate on the "cancel_mark" field.
+func CancelMarkContains(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldContains(FieldCancelMark, v))
 }
 
-// SyncedEventIDContainsFold applies the ContainsFold predicate on the "synced_event_id" field.
-func SyncedEventIDContainsFold(v string) predicate.CreditSubscription {
-	return predicate.CreditSubscription(sql.FieldContainsFold(FieldSyncedEventID, v))
+// CancelMarkHasPrefix applies the HasPrefix predicate on the "cancel_mark" field.
+func CancelMarkHasPrefix(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldHasPrefix(FieldCancelMark, v))
+}
+
+// CancelMarkHasSuffix applies the HasSuffix predicate on the "cancel_mark" field.
+func CancelMarkHasSuffix(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldHasSuffix(FieldCancelMark, v))
+}
+
+// CancelMarkIsNil applies the IsNil predicate on the "cancel_mark" field.
+func CancelMarkIsNil() predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldIsNull(FieldCancelMark))
+}
+
+// CancelMarkNotNil applies the NotNil predicate on the "cancel_mark" field.
+func CancelMarkNotNil() predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldNotNull(FieldCancelMark))
+}
+
+// CancelMarkEqualFold applies the EqualFold predicate on the "cancel_mark" field.
+func CancelMarkEqualFold(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldEqualFold(FieldCancelMark, v))
+}
+
+// CancelMarkContainsFold applies the ContainsFold predicate on the "cancel_mark" field.
+func CancelMarkContainsFold(v string) predicate.CreditSubscription {
+	return predicate.CreditSubscription(sql.FieldContainsFold(FieldCancelMark, v))
 }
 
 // HasUser applies the HasEdge predicate on the "user" edge.

@@ -398,8 +398,8 @@ var (
 		{Name: "stripe_subscription_id", Type: field.TypeString, Nullable: true, Size: 255},
 		{Name: "stripe_checkout_session_id", Type: field.TypeString, Nullable: true, Size: 255},
 		{Name: "livemode", Type: field.TypeBool, Default: false},
-		{Name: "synced_at", Type: field.TypeTime, Nullable: true},
-		{Name: "synced_event_id", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "status_mark", Type: field.TypeString, Nullable: true, Size: 300},
+		{Name: "cancel_mark", Type: field.TypeString, Nullable: true, Size: 300},
 		{Name: "plan_id", Type: field.TypeString, Size: 40},
 		{Name: "user_id", Type: field.TypeString, Size: 40},
 	}

@@ -36,11 +36,13 @@ func (CreditSubscription) Fields() []ent.Field {
 		field.String("stripe_checkout_session_id").Annotations(entgql.MapsTo("stripeCheckoutSessionId")).
 			Optional().Nillable().MaxLen(255),
 		field.Bool("livemode").Default(false).Annotations(unindexed),
-		// The Stripe event (time, then id) that last set the status,
-		// period and cancellation: an older one delivered late changes
+		// Marks of the Stripe events that last set the status and period
+		// (any subscription or invoice event) and the cancellation (the
+		// subscription's own events): "<zero-padded unix time>/<event id>",
+		// compared as strings. An older event delivered late changes
 		// nothing, so every order of the events ends in the same state.
-		field.Time("synced_at").Optional().Nillable().Annotations(entgql.Skip()),
-		field.String("synced_event_id").Optional().MaxLen(255).Annotations(entgql.Skip()),
+		field.String("status_mark").Optional().MaxLen(300).Annotations(entgql.Skip()),
+		field.String("cancel_mark").Optional().MaxLen(300).Annotations(entgql.Skip()),
 	}
 }
 

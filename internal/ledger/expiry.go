@@ -54,23 +54,34 @@ func (s *Service) expireLot(ctx context.Context, lotID string) (bool, error) {
 		if lot.Remaining == 0 || lot.ExpiresAt == nil || lot.ExpiresAt.After(t.now) {
 			return nil
 		}
-		m := newMovement(credittransaction.KindExpiry, lot.Remaining)
-		m.reason = "lot " + lot.ID + " expired"
-		m.paymentID = lot.PaymentID
-		m.post(UserAccount(u.ID), true, &lot.ID, -lot.Remaining)
-		m.post(AccountExpired, false, &lot.ID, lot.Remaining)
-		lost := lot.Remaining
-		if err := t.setLot(ctx, lot, 0, lot.Held); err != nil {
+		if err := t.expireRest(ctx, u, lot, "lot "+lot.ID+" expired"); err != nil {
 			return err
 		}
-		if _, err := t.write(ctx, systemExpiry, "", u, m); err != nil {
-			return err
-		}
-		t.Emit(Event{Type: EventCreditsExpired, User: u, Data: map[string]any{"lot": lotData(lot, lost)}})
 		expired = true
 		return nil
 	})
 	return expired, err
+}
+
+// expireRest moves what a lot still holds to system:expired, as an EXPIRY
+// transaction of its own: the sweep does it once the lot's time is up, and
+// a subscription's renewal for the period that ended (see EndPeriod), so
+// that whichever comes first, the other finds nothing left.
+func (t *Tx) expireRest(ctx context.Context, u *ent.User, lot *ent.CreditLot, reason string) error {
+	m := newMovement(credittransaction.KindExpiry, lot.Remaining)
+	m.reason = reason
+	m.paymentID = lot.PaymentID
+	m.post(UserAccount(u.ID), true, &lot.ID, -lot.Remaining)
+	m.post(AccountExpired, false, &lot.ID, lot.Remaining)
+	lost := lot.Remaining
+	if err := t.setLot(ctx, lot, 0, lot.Held); err != nil {
+		return err
+	}
+	if _, err := t.write(ctx, systemExpiry, "", u, m); err != nil {
+		return err
+	}
+	t.Emit(Event{Type: EventCreditsExpired, User: u, Data: map[string]any{"lot": lotData(lot, lost)}})
+	return nil
 }
 
 // lotUnderLock locks the user of a lot and reads the lot under that lock:

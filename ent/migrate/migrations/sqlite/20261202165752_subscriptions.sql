@@ -2,10 +2,10 @@
 -- +goose Up
 -- Plans and subscriptions. payments.package_id becomes nullable (a
 -- subscription's invoice buys no pack), which SQLite cannot do in place:
--- the table is rebuilt. Foreign keys are switched off for the rebuild, which SQLite
--- allows outside a transaction only: the migration runs as one statement
--- list on one connection, in a transaction of its own, and its rows are
--- copied as they are, so every reference still holds.
+-- the table is rebuilt. Foreign keys are switched off for the rebuild, which
+-- SQLite allows outside a transaction only: the migration runs as one
+-- statement list on one connection, in a transaction of its own, and its
+-- rows are copied as they are, so every reference still holds.
 -- +goose StatementBegin
 PRAGMA foreign_keys = off;
 BEGIN IMMEDIATE;
@@ -13,7 +13,7 @@ CREATE TABLE `credit_plans` (`id` text NOT NULL, `created_at` datetime NOT NULL,
 CREATE UNIQUE INDEX `creditplan_name` ON `credit_plans` (`name`);
 CREATE INDEX `creditplan_active_sort_order` ON `credit_plans` (`active`, `sort_order`);
 CREATE INDEX `creditplan_stripe_price_id` ON `credit_plans` (`stripe_price_id`);
-CREATE TABLE `credit_subscriptions` (`id` text NOT NULL, `created_at` datetime NOT NULL, `updated_at` datetime NOT NULL, `status` text NOT NULL DEFAULT ('INCOMPLETE'), `current_period_start` datetime NULL, `current_period_end` datetime NULL, `cancel_at_period_end` bool NOT NULL DEFAULT (false), `canceled_at` datetime NULL, `stripe_subscription_id` text NULL, `stripe_checkout_session_id` text NULL, `livemode` bool NOT NULL DEFAULT (false), `synced_at` datetime NULL, `synced_event_id` text NULL, `plan_id` text NOT NULL, `user_id` text NOT NULL, PRIMARY KEY (`id`), CONSTRAINT `credit_subscriptions_credit_plans_plan` FOREIGN KEY (`plan_id`) REFERENCES `credit_plans` (`id`) ON DELETE NO ACTION, CONSTRAINT `credit_subscriptions_users_subscriptions` FOREIGN KEY (`user_id`) REFERENCES `users` (`id`) ON DELETE NO ACTION);
+CREATE TABLE `credit_subscriptions` (`id` text NOT NULL, `created_at` datetime NOT NULL, `updated_at` datetime NOT NULL, `status` text NOT NULL DEFAULT ('INCOMPLETE'), `current_period_start` datetime NULL, `current_period_end` datetime NULL, `cancel_at_period_end` bool NOT NULL DEFAULT (false), `canceled_at` datetime NULL, `stripe_subscription_id` text NULL, `stripe_checkout_session_id` text NULL, `livemode` bool NOT NULL DEFAULT (false), `status_mark` text NULL, `cancel_mark` text NULL, `plan_id` text NOT NULL, `user_id` text NOT NULL, PRIMARY KEY (`id`), CONSTRAINT `credit_subscriptions_credit_plans_plan` FOREIGN KEY (`plan_id`) REFERENCES `credit_plans` (`id`) ON DELETE NO ACTION, CONSTRAINT `credit_subscriptions_users_subscriptions` FOREIGN KEY (`user_id`) REFERENCES `users` (`id`) ON DELETE NO ACTION);
 CREATE UNIQUE INDEX `creditsubscription_stripe_subscription_id` ON `credit_subscriptions` (`stripe_subscription_id`);
 CREATE UNIQUE INDEX `creditsubscription_stripe_checkout_session_id` ON `credit_subscriptions` (`stripe_checkout_session_id`);
 CREATE INDEX `creditsubscription_user_id_created_at` ON `credit_subscriptions` (`user_id`, `created_at`);
@@ -38,8 +38,8 @@ PRAGMA foreign_keys = on;
 -- +goose StatementEnd
 
 -- +goose Down
--- The reverse rebuild; it fails (and changes nothing) while a payment has
--- no pack, i.e. once a subscription has been paid.
+-- The reverse rebuild; it fails (and changes nothing) once a payment has no
+-- pack, i.e. once a subscription has been paid.
 -- +goose StatementBegin
 PRAGMA foreign_keys = off;
 BEGIN IMMEDIATE;

@@ -1,0 +1,147 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/creditledger"
+	"github.com/tally-billing/tally/ent/creditlot"
+	"github.com/tally-billing/tally/ent/credittransaction"
+	"github.com/tally-billing/tally/internal/pulid"
+)
+
+// Rollover rules of a plan: what of a period's unspent credits the next
+// paid period keeps.
+const (
+	RolloverNone   = "NONE"
+	RolloverCapped = "CAPPED"
+	RolloverAll    = "ALL"
+)
+
+// PeriodEnd closes a subscription period at its renewal.
+type PeriodEnd struct {
+	UserID string
+	// LotIDs are the lots of the period that ended: its paid invoices'
+	// and the credits rolled into it.
+	LotIDs []string
+	// Rule and Cap are the plan's rollover rule (Cap for CAPPED).
+	Rule string
+	Cap  int64
+	// NextExpiresAt is the end of the new period: credits rolled over
+	// expire with it.
+	NextExpiresAt time.Time
+	// PaymentID is the renewal's payment, which the rollover names.
+	PaymentID string
+	// IdempotencyKey names the period that ended: one rollover per period.
+	IdempotencyKey string
+}
+
+// EndPeriod closes a subscription's period for its renewal, under the
+// user's lock: what the period's lots still hold expires now (the expiry
+// sweep may have done it already, or does nothing after this), and the part
+// of what expired that the plan's rule keeps comes back as a lot expiring
+// with the new period (a ROLLOVER transaction from system:expired). The
+// amount is read from the expiry postings of those lots, so it is the same
+// whichever of the sweep and the renewal ran first; the key makes the
+// rollover once. It returns the credits rolled over.
+func (t *Tx) EndPeriod(ctx context.Context, actor Actor, req PeriodEnd) (int64, error) {
+	if len(req.LotIDs) == 0 {
+		return 0, nil
+	}
+	u, err := t.lockUser(ctx, req.UserID)
+	if err != nil {
+		return 0, err
+	}
+	lots, err := t.ent.CreditLot.Query().
+		Where(creditlot.IDIn(req.LotIDs...), creditlot.UserID(req.UserID)).
+		Order(creditlot.ByID()).
+		All(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: reading the lots of an ended period: %w", err)
+	}
+	for _, lot := range lots {
+		if lot.Remaining > 0 {
+			if err := t.expireRest(ctx, u, lot, "lot "+lot.ID+" expired: its period ended"); err != nil {
+				return 0, err
+			}
+		}
+	}
+	expired, err := t.expiredFrom(ctx, req.LotIDs)
+	if err != nil {
+		return 0, err
+	}
+	keep := int64(0)
+	switch req.Rule {
+	case RolloverAll:
+		keep = expired
+	case RolloverCapped:
+		keep = min(expired, req.Cap)
+	}
+	if keep <= 0 {
+		return 0, nil
+	}
+	res, err := t.once(ctx, actor, req.IdempotencyKey, "rollover", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
+		return t.rollover(ctx, actor, req, u, keep)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return res.Amount, nil
+}
+
+// expiredFrom sums what expired from the lots.
+func (t *Tx) expiredFrom(ctx context.Context, lotIDs []string) (int64, error) {
+	var sums []struct {
+		Sum int64 `json:"sum"`
+	}
+	err := t.ent.CreditLedger.Query().
+		// Positive: into system:expired. (A rollover lot's own posting
+		// out of it is negative, and is not an expiry.)
+		Where(creditledger.LotIDIn(lotIDs...), creditledger.Account(AccountExpired), creditledger.AmountGT(0)).
+		Aggregate(ent.Sum(creditledger.FieldAmount)).
+		Scan(ctx, &sums)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: summing the expiries of an ended period: %w", err)
+	}
+	if len(sums) == 0 {
+		return 0, nil
+	}
+	return sums[0].Sum, nil
+}
+
+// rollover writes the ROLLOVER transaction and its lot.
+func (t *Tx) rollover(ctx context.Context, actor Actor, req PeriodEnd, u *ent.User, keep int64) (*Result, error) {
+	m := newMovement(credittransaction.KindRollover, keep)
+	m.reason = "unspent credits of the period rolled over"
+	m.paymentID = &req.PaymentID
+	lotID := pulid.New("lot")
+	m.post(AccountExpired, false, &lotID, -keep)
+	kept, err := credit(u, m, lotID, keep)
+	if err != nil {
+		return nil, err
+	}
+	txn, err := t.insertTransaction(ctx, actor, req.IdempotencyKey, u, m)
+	if err != nil {
+		return nil, err
+	}
+	err = t.ent.CreditLot.Create().
+		SetID(lotID).
+		SetUserID(u.ID).
+		SetSource(creditlot.SourceGrant).
+		SetOriginal(keep).
+		SetRemaining(kept).
+		SetExpiresAt(req.NextExpiresAt.UTC()).
+		SetTransactionID(m.id).
+		SetCreatedAt(t.now).
+		SetUpdatedAt(t.now).
+		Exec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: creating the rollover lot: %w", err)
+	}
+	if err := t.writePostings(ctx, []pendingMovement{{actor: actor, key: req.IdempotencyKey, u: u, m: m}}, []*ent.CreditTransaction{txn}); err != nil {
+		return nil, err
+	}
+	return &Result{Transaction: txn, Amount: keep}, nil
+}
