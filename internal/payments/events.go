@@ -81,8 +81,10 @@ func (s *Service) handle(ctx context.Context, ev *stripe.Event, payload []byte, 
 		// which also finds their payments and records.
 		var sess stripe.CheckoutSession
 		// A setup-mode session is not a purchase: it saves a card (see
-		// matchCardSetup), alone.
-		if err := json.Unmarshal(ev.Data.Raw, &sess); err == nil && sess.Mode != stripe.CheckoutSessionModeSetup {
+		// matchCardSetup), alone; nor is a subscription-mode one, which
+		// starts a subscription (see matchSubscription).
+		if err := json.Unmarshal(ev.Data.Raw, &sess); err == nil && sess.Mode != stripe.CheckoutSessionModeSetup &&
+			sess.Mode != stripe.CheckoutSessionModeSubscription {
 			c := &purchase{ev: ev, payload: payload, sess: &sess, ref: sessionPaymentRef(&sess), received: received,
 				parent: trace.SpanContextFromContext(ctx)}
 			s.purchases.Do(c)
@@ -163,6 +165,16 @@ func (s *Service) applyLocked(ctx context.Context, t *ledger.Tx, ev *stripe.Even
 		if _, err := t.LockUser(ctx, target.cardSetup.userID); err != nil {
 			return "", err
 		}
+	case target.subscription != nil:
+		// A subscription's events are ordered with each other and with
+		// the user's movements (a renewal grants, and closes a period).
+		if _, err := t.LockUser(ctx, target.subscription.UserID); err != nil {
+			return "", err
+		}
+		var err error
+		if target.subscription, err = t.Ent().CreditSubscription.Get(ctx, target.subscription.ID); err != nil {
+			return "", fmt.Errorf("payments: reading subscription %s: %w", target.subscription.ID, err)
+		}
 	}
 	// The first attempt trusts the read made before the transaction,
 	// unless the payment moved since (most often a concurrent delivery
@@ -171,7 +183,7 @@ func (s *Service) applyLocked(ctx context.Context, t *ledger.Tx, ev *stripe.Even
 	// guarded update of a deferred record, fail and the transaction run
 	// again, and that attempt reads the record under the lock.
 	prior := seen
-	if attempts > 1 || (p != nil && !p.UpdatedAt.Equal(target.payment.UpdatedAt)) {
+	if attempts > 1 || target.subscription != nil || (p != nil && !p.UpdatedAt.Equal(target.payment.UpdatedAt)) {
 		var err error
 		if prior, err = eventRecord(ctx, t.Ent().ProcessedEvent, ev.ID); err != nil {
 			return "", err
@@ -183,9 +195,12 @@ func (s *Service) applyLocked(ctx context.Context, t *ledger.Tx, ev *stripe.Even
 	d := target.mismatch
 	if d == nil {
 		var err error
-		if target.cardSetup != nil {
+		switch {
+		case target.cardSetup != nil:
 			d, err = s.applyCardSetup(ctx, t, target.cardSetup)
-		} else {
+		case target.subscription != nil:
+			d, p, err = s.applySubscription(ctx, t, ev, target.subscription)
+		default:
 			d, err = s.apply(ctx, t, ev, p)
 		}
 		if err != nil {
@@ -319,9 +334,10 @@ func (s *Service) recordDeferred(ctx context.Context, ev *stripe.Event, payload 
 // matched is the payment an event concerns (or the card setup, for a
 // setup-mode Checkout Session), or why none matches.
 type matched struct {
-	payment   *ent.Payment
-	cardSetup *cardSetup
-	mismatch  *decision
+	payment      *ent.Payment
+	cardSetup    *cardSetup
+	subscription *ent.CreditSubscription
+	mismatch     *decision
 }
 
 // match finds the event's payment: a Checkout Session through its
@@ -338,6 +354,9 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 		}
 		if sess.Mode == stripe.CheckoutSessionModeSetup {
 			return s.matchCardSetup(ctx, ev, &sess)
+		}
+		if sess.Mode == stripe.CheckoutSessionModeSubscription {
+			return s.matchSubscription(ctx, ev)
 		}
 		q = q.Where(payment.Or(payment.ID(sessionPaymentRef(&sess)), payment.StripeCheckoutSessionID(sess.ID)))
 	case ev.Type == "charge.refunded":
@@ -378,6 +397,9 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 			return matched{mismatch: &d}, nil
 		}
 		q = q.Where(payment.ID(ref), payment.KindEQ(payment.KindRECHARGE))
+	case ev.Type == "invoice.paid" || ev.Type == "invoice.payment_failed" ||
+		ev.Type == "customer.subscription.updated" || ev.Type == "customer.subscription.deleted":
+		return s.matchSubscription(ctx, ev)
 	default:
 		d := ignored("Tally does not handle %s events", ev.Type)
 		return matched{mismatch: &d}, nil

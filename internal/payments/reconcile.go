@@ -28,6 +28,10 @@ var HandledEventTypes = []string{
 	"charge.dispute.closed",
 	"payment_intent.succeeded",
 	"payment_intent.payment_failed",
+	"invoice.paid",
+	"invoice.payment_failed",
+	"customer.subscription.updated",
+	"customer.subscription.deleted",
 }
 
 // ReplayEvent fetches an event from Stripe and processes it as a delivery
