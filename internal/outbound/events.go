@@ -10,8 +10,7 @@ import (
 	"github.com/tally-billing/tally/internal/payments"
 )
 
-// Types are the outbound event types an endpoint may subscribe to (those
-// of plans join when plans exist).
+// Types are the outbound event types an endpoint may subscribe to.
 var Types = []string{
 	ledger.EventBalanceLow, ledger.EventBalanceDepleted, ledger.EventBalanceRecovered,
 	ledger.EventCreditsExpiring, ledger.EventCreditsExpired,
@@ -19,6 +18,8 @@ var Types = []string{
 	payments.EventPaymentDisputed, payments.EventPaymentDisputeClosed,
 	payments.EventRechargeSucceeded, payments.EventRechargeFailed, payments.EventRechargeActionRequired,
 	payments.EventRechargeDisabled,
+	payments.EventSubscriptionActivated, payments.EventSubscriptionRenewed, payments.EventSubscriptionPastDue,
+	payments.EventSubscriptionCanceled,
 }
 
 // KnownType says whether t is an event type Tally sends.

@@ -281,3 +281,33 @@ func TestRolloverAllCarriesOverPeriods(t *testing.T) {
 		e.checkLedger()
 	})
 }
+
+// TestPlanChangeGrantsWhatIsPaid: an invoice for a change within the
+// period grants the plan's credits in proportion to what it charged (450
+// of 900: half), expiring with the period; one that charged nothing (a
+// downgrade, paid from Stripe's credit balance) grants nothing. At the
+// renewal both of the period's lots roll over together under the cap.
+func TestPlanChangeGrantsWhatIsPaid(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		e := newSubEnv(t, db, creditplan.RolloverCapped, 1200)
+		sub := e.started()
+		mid := jan.Add(15 * 24 * time.Hour)
+		e.set(mid)
+		change := invoice(sub, mid, feb, 450, "subscription_update")
+		change["id"] = "in_change_" + sub.ID
+		change["lines"].(map[string]any)["data"].([]map[string]any)[0]["proration"] = true
+		e.mustDeliver("evt_change", "invoice.paid", mid, change, payments.OutcomeApplied)
+		if got := e.balance(sub.UserID); got != 1500 {
+			t.Fatalf("balance %d after a change paying half a period, want 1,500", got)
+		}
+		free := invoice(sub, mid, feb, 0, "subscription_update")
+		free["id"] = "in_free_" + sub.ID
+		e.mustDeliver("evt_free", "invoice.paid", mid, free, payments.OutcomeIgnored)
+		e.set(feb.Add(time.Hour))
+		e.renew(sub, feb, mar)
+		if got := e.outcome(sub); got.balance != 2200 || got.rollovers != 1 || got.payments != 3 {
+			t.Fatalf("after renewal: %+v; want 1,000 + 1,200 rolled over (of 1,500)", got)
+		}
+		e.checkLedger()
+	})
+}
