@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tally-billing/tally/ent/creditsubscription"
+	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/stripemock"
@@ -78,6 +79,12 @@ func TestAPISubscriptionCheckout(t *testing.T) {
 		// One live subscription at a time.
 		db.Ent.CreditSubscription.UpdateOneID(subID).SetStatus(creditsubscription.StatusActive).SetStripeSubscriptionID("sub_alice").ExecX(ctx)
 		a.refusedPlan(alice, subscribeMutation, subscribeInput(f.plan.ID, "sub-4"), "CONFLICT", "")
+
+		// A frozen account subscribes to nothing.
+		bob := token(t, "bob", auth.RoleUser)
+		bobID := a.ok(bob, viewerQuery, nil).get(t, "viewer", "id").(string)
+		db.Ent.User.UpdateOneID(bobID).SetStatus(user.StatusFrozen).ExecX(ctx)
+		a.refusedPlan(bob, subscribeMutation, subscribeInput(f.plan.ID, "sub-frozen"), "ACCOUNT_FROZEN", "")
 
 		// An admin subscribes for their own account, as they buy packs.
 		a.ok(admin, viewerQuery, nil)
