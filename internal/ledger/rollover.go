@@ -32,9 +32,12 @@ type PeriodEnd struct {
 	// NextExpiresAt is the end of the new period: credits rolled over
 	// expire with it.
 	NextExpiresAt time.Time
-	// PaymentID is the renewal's payment, which the rollover names.
+	// PaymentID is the renewal's payment, which the rollovers into its
+	// period name.
 	PaymentID string
-	// IdempotencyKey names the period that ended: one rollover per period.
+	// IdempotencyKey names the period that ended; each rollover into the
+	// new period adds to it what has come to expire since the last
+	// ("<key>:<credits rolled over before>"), once.
 	IdempotencyKey string
 }
 
@@ -44,8 +47,11 @@ type PeriodEnd struct {
 // of what expired that the plan's rule keeps comes back as a lot expiring
 // with the new period (a ROLLOVER transaction from system:expired). The
 // amount is read from the expiry postings of those lots, so it is the same
-// whichever of the sweep and the renewal ran first; the key makes the
-// rollover once. It returns the credits rolled over.
+// whichever of the sweep and the renewal ran first. A period may be closed
+// again when more of it comes to expire (a change of plan paid within it
+// and delivered late, credits a won dispute returns): what the rule keeps
+// of the new total, less what was rolled over already, rolls over then.
+// It returns the credits rolled over by this call.
 func (t *Tx) EndPeriod(ctx context.Context, actor Actor, req PeriodEnd) (int64, error) {
 	if len(req.LotIDs) == 0 {
 		return 0, nil
@@ -79,16 +85,44 @@ func (t *Tx) EndPeriod(ctx context.Context, actor Actor, req PeriodEnd) (int64, 
 	case RolloverCapped:
 		keep = min(expired, req.Cap)
 	}
-	if keep <= 0 {
+	already, err := t.rolledInto(ctx, req.UserID, req.PaymentID)
+	if err != nil {
+		return 0, err
+	}
+	if keep <= already {
 		return 0, nil
 	}
-	res, err := t.once(ctx, actor, req.IdempotencyKey, "rollover", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
-		return t.rollover(ctx, actor, req, u, keep)
+	key := fmt.Sprintf("%s:%d", req.IdempotencyKey, already)
+	fingerprint := struct {
+		UserID, PaymentID string
+		Amount            int64
+	}{req.UserID, req.PaymentID, keep - already}
+	res, err := t.once(ctx, actor, key, "rollover", fingerprint, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
+		return t.rollover(ctx, actor, req, key, u, keep-already)
 	})
 	if err != nil {
 		return 0, err
 	}
 	return res.Amount, nil
+}
+
+// rolledInto sums what was rolled over into the period of a payment.
+func (t *Tx) rolledInto(ctx context.Context, userID, paymentID string) (int64, error) {
+	var sums []struct {
+		Sum int64 `json:"sum"`
+	}
+	err := t.ent.CreditTransaction.Query().
+		Where(credittransaction.PaymentID(paymentID), credittransaction.UserID(userID),
+			credittransaction.KindEQ(credittransaction.KindRollover)).
+		Aggregate(ent.Sum(credittransaction.FieldAmount)).
+		Scan(ctx, &sums)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: summing the rollovers into payment %s: %w", paymentID, err)
+	}
+	if len(sums) == 0 {
+		return 0, nil
+	}
+	return sums[0].Sum, nil
 }
 
 // expiredFrom sums what expired from the lots.
@@ -112,7 +146,7 @@ func (t *Tx) expiredFrom(ctx context.Context, lotIDs []string) (int64, error) {
 }
 
 // rollover writes the ROLLOVER transaction and its lot.
-func (t *Tx) rollover(ctx context.Context, actor Actor, req PeriodEnd, u *ent.User, keep int64) (*Result, error) {
+func (t *Tx) rollover(ctx context.Context, actor Actor, req PeriodEnd, key string, u *ent.User, keep int64) (*Result, error) {
 	m := newMovement(credittransaction.KindRollover, keep)
 	m.reason = "unspent credits of the period rolled over"
 	m.paymentID = &req.PaymentID
@@ -122,7 +156,7 @@ func (t *Tx) rollover(ctx context.Context, actor Actor, req PeriodEnd, u *ent.Us
 	if err != nil {
 		return nil, err
 	}
-	txn, err := t.insertTransaction(ctx, actor, req.IdempotencyKey, u, m)
+	txn, err := t.insertTransaction(ctx, actor, key, u, m)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +174,7 @@ func (t *Tx) rollover(ctx context.Context, actor Actor, req PeriodEnd, u *ent.Us
 	if err != nil {
 		return nil, fmt.Errorf("ledger: creating the rollover lot: %w", err)
 	}
-	if err := t.writePostings(ctx, []pendingMovement{{actor: actor, key: req.IdempotencyKey, u: u, m: m}}, []*ent.CreditTransaction{txn}); err != nil {
+	if err := t.writePostings(ctx, []pendingMovement{{actor: actor, key: key, u: u, m: m}}, []*ent.CreditTransaction{txn}); err != nil {
 		return nil, err
 	}
 	return &Result{Transaction: txn, Amount: keep}, nil

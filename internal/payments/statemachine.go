@@ -329,6 +329,9 @@ func (s *Service) applyDisputeClosed(ctx context.Context, t *ledger.Tx, p *ent.P
 	}); err != nil {
 		return decision{}, fmt.Errorf("payments: releasing credits of %s: %w", p.ID, err)
 	}
+	if err := s.reclosePeriod(ctx, t, p); err != nil {
+		return decision{}, err
+	}
 	before := payment.StatusSucceeded
 	if p.StatusBeforeDispute != nil {
 		before = payment.Status(*p.StatusBeforeDispute)

@@ -10,7 +10,6 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/tally-billing/tally/ent"
-	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/predicate"
 	"github.com/tally-billing/tally/internal/ledger"
@@ -201,7 +200,7 @@ func (s *Service) applySubscriptionObject(ctx context.Context, t *ledger.Tx, ev 
 		o.canceledAt = unixPtr(obj.CanceledAt)
 	}
 	if obj.Items != nil && len(obj.Items.Data) > 0 && obj.Items.Data[0].Price != nil && obj.Items.Data[0].Price.ID != "" {
-		plan, err := t.Ent().CreditPlan.Query().Where(creditplan.StripePriceID(obj.Items.Data[0].Price.ID)).First(ctx)
+		plan, err := planOfPrice(ctx, t.Ent().Client(), sub.PlanID, obj.Items.Data[0].Price.ID)
 		if err != nil && !ent.IsNotFound(err) {
 			return decision{}, fmt.Errorf("payments: finding the plan of price %s: %w", obj.Items.Data[0].Price.ID, err)
 		}
