@@ -12,7 +12,6 @@ import (
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/stripecustomer"
-	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/idempotency"
 	"github.com/tally-billing/tally/internal/ledger"
@@ -103,15 +102,9 @@ func (s *Service) CreateCardSetupSession(ctx context.Context, userID string, req
 	} else if found && prior.SessionID != "" {
 		return s.resumeCardSetup(ctx, prior.SessionID)
 	}
-	u, err := s.db.Ent.User.Query().Where(user.ID(userID)).Only(ctx)
-	if ent.IsNotFound(err) {
-		return nil, apperr.New(apperr.NotFound, "no user with id %q", userID)
-	}
+	u, err := loadBuyer(ctx, s.db.Ent, userID, "cards cannot be saved")
 	if err != nil {
-		return nil, fmt.Errorf("payments: reading user %s: %w", userID, err)
-	}
-	if u.Status == user.StatusFrozen {
-		return nil, apperr.New(apperr.AccountFrozen, "the account is frozen; cards cannot be saved")
+		return nil, err
 	}
 	customerID, err := s.ensureStripeCustomer(ctx, u)
 	if err != nil {

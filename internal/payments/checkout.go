@@ -216,15 +216,9 @@ func (s *Service) resumeCheckout(ctx context.Context, key idempotency.Key, req C
 // loadCheckout reads the buyer and the pack and checks that the one may buy
 // the other.
 func loadCheckout(ctx context.Context, c *ent.Client, userID, packageID string) (*ent.User, *ent.CreditPackage, error) {
-	u, err := c.User.Query().Where(user.ID(userID)).Only(ctx)
-	if ent.IsNotFound(err) {
-		return nil, nil, apperr.New(apperr.NotFound, "no user with id %q", userID)
-	}
+	u, err := loadBuyer(ctx, c, userID, "purchases are not possible")
 	if err != nil {
-		return nil, nil, fmt.Errorf("payments: reading user %s: %w", userID, err)
-	}
-	if u.Status == user.StatusFrozen {
-		return nil, nil, apperr.New(apperr.AccountFrozen, "the account is frozen; purchases are not possible")
+		return nil, nil, err
 	}
 	pkg, err := c.CreditPackage.Query().Where(creditpackage.ID(packageID)).Only(ctx)
 	if ent.IsNotFound(err) {
@@ -237,6 +231,22 @@ func loadCheckout(ctx context.Context, c *ent.Client, userID, packageID string) 
 		return nil, nil, apperr.Invalid("packageId", "credit package %q is no longer on sale", packageID)
 	}
 	return u, pkg, nil
+}
+
+// loadBuyer reads a user about to pay Stripe, or to save a card there: one
+// that exists and is not frozen (refused is what is not possible then).
+func loadBuyer(ctx context.Context, c *ent.Client, userID, refused string) (*ent.User, error) {
+	u, err := c.User.Query().Where(user.ID(userID)).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, apperr.New(apperr.NotFound, "no user with id %q", userID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("payments: reading user %s: %w", userID, err)
+	}
+	if u.Status == user.StatusFrozen {
+		return nil, apperr.New(apperr.AccountFrozen, "the account is frozen; %s", refused)
+	}
+	return u, nil
 }
 
 // ensureStripeCustomer returns the user's Stripe customer in the key's mode,
@@ -410,20 +420,30 @@ func (s *Service) openCheckoutSession(ctx context.Context, key idempotency.Key, 
 // key's record so that the key may be used again. A payment that meanwhile
 // got a session (a concurrent retry succeeded) is kept, with its key.
 func (s *Service) abandonCheckout(ctx context.Context, key idempotency.Key, paymentID string) error {
+	return s.abandonAttempt(ctx, key, "pending payment "+paymentID, func(ctx context.Context, tx *ent.Tx) (int, error) {
+		return tx.Payment.Delete().
+			Where(payment.ID(paymentID), payment.StripeCheckoutSessionIDIsNil(), payment.StatusEQ(payment.StatusPending)).
+			Exec(ctx)
+	})
+}
+
+// abandonAttempt deletes what a request wrote before Stripe refused it
+// (del answers how many rows it deleted: none once a concurrent retry has
+// stored its session), with its key's record, so that the key may be used
+// again.
+func (s *Service) abandonAttempt(ctx context.Context, key idempotency.Key, what string, del func(context.Context, *ent.Tx) (int, error)) error {
 	// The cleanup must run even when the caller has gone away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	err := s.ledger.Within(ctx, func(ctx context.Context, tx *ledger.Tx) error {
-		n, err := tx.Ent().Payment.Delete().
-			Where(payment.ID(paymentID), payment.StripeCheckoutSessionIDIsNil(), payment.StatusEQ(payment.StatusPending)).
-			Exec(ctx)
+		n, err := del(ctx, tx.Ent())
 		if err != nil || n == 0 {
 			return err
 		}
 		return idempotency.Forget(ctx, tx.Ent().IdempotencyKey, key)
 	})
 	if err != nil {
-		return fmt.Errorf("payments: deleting pending payment %s after Stripe failed (a retry with the same key finishes it): %w", paymentID, err)
+		return fmt.Errorf("payments: deleting %s after Stripe failed (a retry with the same key finishes it): %w", what, err)
 	}
 	return nil
 }

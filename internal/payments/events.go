@@ -408,6 +408,11 @@ func (s *Service) match(ctx context.Context, ev *stripe.Event) (matched, error) 
 	if err != nil {
 		return matched{}, fmt.Errorf("payments: matching event %s: %w", ev.ID, err)
 	}
+	return onePayment(ev, ps)
+}
+
+// onePayment is the match of an event to the payments found for it.
+func onePayment(ev *stripe.Event, ps []*ent.Payment) (matched, error) {
 	switch len(ps) {
 	case 0:
 		if !strings.HasPrefix(string(ev.Type), "checkout.session.") && !strings.HasPrefix(string(ev.Type), "payment_intent.") {

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditsubscription"
-	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/idempotency"
 	"github.com/tally-billing/tally/internal/ledger"
@@ -144,15 +142,9 @@ func subscribePrior(ctx context.Context, c *ent.Client, key idempotency.Request)
 // loadSubscribe reads the user and the plan and checks that the one may
 // subscribe to the other.
 func loadSubscribe(ctx context.Context, c *ent.Client, userID, planID string) (*ent.User, *ent.CreditPlan, error) {
-	u, err := c.User.Query().Where(user.ID(userID)).Only(ctx)
-	if ent.IsNotFound(err) {
-		return nil, nil, apperr.New(apperr.NotFound, "no user with id %q", userID)
-	}
+	u, err := loadBuyer(ctx, c, userID, "subscriptions are not possible")
 	if err != nil {
-		return nil, nil, fmt.Errorf("payments: reading user %s: %w", userID, err)
-	}
-	if u.Status == user.StatusFrozen {
-		return nil, nil, apperr.New(apperr.AccountFrozen, "the account is frozen; subscriptions are not possible")
+		return nil, nil, err
 	}
 	plan, err := c.CreditPlan.Query().Where(creditplan.ID(planID)).Only(ctx)
 	if ent.IsNotFound(err) {
@@ -298,20 +290,10 @@ func planLineItem(plan *ent.CreditPlan) *stripe.CheckoutSessionLineItemParams {
 // abandonSubscription deletes an INCOMPLETE subscription that got no
 // session, with its key's record.
 func (s *Service) abandonSubscription(ctx context.Context, key idempotency.Key, subID string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	err := s.ledger.Within(ctx, func(ctx context.Context, tx *ledger.Tx) error {
-		n, err := tx.Ent().CreditSubscription.Delete().
+	return s.abandonAttempt(ctx, key, "subscription "+subID, func(ctx context.Context, tx *ent.Tx) (int, error) {
+		return tx.CreditSubscription.Delete().
 			Where(creditsubscription.ID(subID), creditsubscription.StripeCheckoutSessionIDIsNil(),
 				creditsubscription.StatusEQ(creditsubscription.StatusIncomplete)).
 			Exec(ctx)
-		if err != nil || n == 0 {
-			return err
-		}
-		return idempotency.Forget(ctx, tx.Ent().IdempotencyKey, key)
 	})
-	if err != nil {
-		return fmt.Errorf("payments: deleting subscription %s after Stripe failed (a retry with the same key finishes it): %w", subID, err)
-	}
-	return nil
 }

@@ -182,3 +182,28 @@ func TestCancelSubscription(t *testing.T) {
 		wantAppCode(t, err, apperr.Conflict)
 	})
 }
+
+// TestSubscriptionCheckoutResumes: a request that stopped after Stripe
+// made the session but before it was stored (the process killed) is
+// finished by its retry, which meets the same session in Stripe through
+// the subscription's idempotency key.
+func TestSubscriptionCheckoutResumes(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		f := newPurchaseEnv(t, db)
+		u := f.user("subscriber")
+		plan := f.plan("")
+		first, err := f.svc.CreateSubscriptionCheckout(f.ctx, u.ID, subscribeReq(plan.ID, "sub-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Ent.CreditSubscription.UpdateOneID(first.Subscription.ID).ClearStripeCheckoutSessionID().ExecX(f.ctx)
+		again, err := f.svc.CreateSubscriptionCheckout(f.ctx, u.ID, subscribeReq(plan.ID, "sub-1"))
+		if err != nil || !again.Replayed || again.SessionID != first.SessionID || again.Subscription.ID != first.Subscription.ID {
+			t.Fatalf("resumed: %+v %v; want the first session %s", again, err, first.SessionID)
+		}
+		sent := f.stripe.Requests(http.MethodPost, "/v1/checkout/sessions")
+		if len(sent) != 2 || sent[0].IdempotencyKey != sent[1].IdempotencyKey {
+			t.Fatalf("%d session requests, want 2 with one key", len(sent))
+		}
+	})
+}

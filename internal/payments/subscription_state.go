@@ -29,7 +29,7 @@ type observation struct {
 }
 
 // observe applies an observation to a (locked) subscription and tells the
-// application of a move to PAST_DUE or CANCELED. CANCELED is final: a
+// application of a move to PAST_DUE or CANCELED (of one that had begun). CANCELED is final: a
 // subscription Stripe has ended never comes back. The period only moves
 // forward.
 func (s *Service) observe(ctx context.Context, t *ledger.Tx, sub *ent.CreditSubscription, o observation) (*ent.CreditSubscription, error) {
@@ -70,7 +70,10 @@ func (s *Service) observe(ctx context.Context, t *ledger.Tx, sub *ent.CreditSubs
 		case creditsubscription.StatusPastDue:
 			tellSubscription(t, EventSubscriptionPastDue, saved, nil)
 		case creditsubscription.StatusCanceled:
-			tellSubscription(t, EventSubscriptionCanceled, saved, nil)
+			// A Checkout abandoned never began: nothing to tell.
+			if sub.Status != creditsubscription.StatusIncomplete {
+				tellSubscription(t, EventSubscriptionCanceled, saved, nil)
+			}
 		}
 	}
 	return saved, nil
