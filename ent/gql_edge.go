@@ -264,26 +264,6 @@ func (_m *User) Reservations(
 	return _m.QueryReservations().Paginate(ctx, after, first, before, last, opts...)
 }
 
-func (_m *User) Subscriptions(
-	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditSubscriptionOrder,
-) (*CreditSubscriptionConnection, error) {
-	opts := []CreditSubscriptionPaginateOption{
-		WithCreditSubscriptionOrder(orderBy),
-	}
-	alias := graphql.GetFieldContext(ctx).Field.Alias
-	totalCount, hasTotalCount := _m.Edges.totalCount[2][alias]
-	if nodes, err := _m.NamedSubscriptions(alias); err == nil || hasTotalCount {
-		pager, err := newCreditSubscriptionPager(opts, last != nil)
-		if err != nil {
-			return nil, err
-		}
-		conn := &CreditSubscriptionConnection{Edges: []*CreditSubscriptionEdge{}, TotalCount: totalCount}
-		conn.build(nodes, pager, after, first, before, last)
-		return conn, nil
-	}
-	return _m.QuerySubscriptions().Paginate(ctx, after, first, before, last, opts...)
-}
-
 func (_m *WebhookDelivery) Event(ctx context.Context) (*WebhookEvent, error) {
 	result, err := _m.Edges.EventOrErr()
 	if IsNotLoaded(err) {

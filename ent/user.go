@@ -65,7 +65,7 @@ type UserEdges struct {
 	// type was loaded (or requested) in eager-loading or not.
 	loadedTypes [7]bool
 	// totalCount holds the count of the edges above.
-	totalCount [3]map[string]int
+	totalCount [2]map[string]int
 
 	namedStripeCustomers map[string][]*StripeCustomer
 	namedPayments        map[string][]*Payment

@@ -36,6 +36,7 @@ var fieldReads = map[string]int{
 	"Query.viewer":         1,
 	"Query.user":           1,
 	"Query.creditPackages": 1,
+	"Query.creditPlans":    1,
 	"Query.node":           2, // who owns it, then the node
 	// Not the balances nor a user's first pages: see documentReads.
 	// A sum over the user's postings up to the time.
@@ -118,7 +119,7 @@ func (s costedSchema) Complexity(ctx context.Context, typeName, field string, ch
 		// Each id is node(id:): who owns it, then the node.
 		ids, _ := args["ids"].([]any)
 		return max(len(ids), 1) * (fieldReads["Query.node"]*costRead + child), true
-	case "Query.creditPackages":
+	case "Query.creditPackages", "Query.creditPlans":
 		// A short list without pagination: counted as a default page.
 		return costRead + DefaultPageSize*child, true
 	}
@@ -132,7 +133,9 @@ func (s costedSchema) Complexity(ctx context.Context, typeName, field string, ch
 	if def := s.Schema().Types[typeName]; def != nil {
 		if f := def.Fields.ForName(field); f != nil && f.Arguments.ForName("first") != nil {
 			// A connection: one query for the page (two with totalCount),
-			// and what is below it for every item of the page.
+			// and what is below it for every item of the page. A user's
+			// subscriptions are one, read by a query for each user of a
+			// list.
 			return costRead + pageSizeArg(args)*child + costFilterTerm*filterTerms(args["where"]), true
 		}
 	}

@@ -176,6 +176,11 @@ func (r *Resolver) AdminActionConnection() generated.AdminActionConnectionResolv
 	return &adminActionConnectionResolver{r}
 }
 
+// CreditSubscriptionConnection returns generated.CreditSubscriptionConnectionResolver implementation.
+func (r *Resolver) CreditSubscriptionConnection() generated.CreditSubscriptionConnectionResolver {
+	return &creditSubscriptionConnectionResolver{r}
+}
+
 // CreditTransaction returns generated.CreditTransactionResolver implementation.
 func (r *Resolver) CreditTransaction() generated.CreditTransactionResolver {
 	return &creditTransactionResolver{r}
@@ -208,12 +213,13 @@ func (r *Resolver) UserConnection() generated.UserConnectionResolver {
 }
 
 type (
-	adminActionConnectionResolver       struct{ *Resolver }
-	creditTransactionResolver           struct{ *Resolver }
-	creditTransactionConnectionResolver struct{ *Resolver }
-	paymentConnectionResolver           struct{ *Resolver }
-	processedEventConnectionResolver    struct{ *Resolver }
-	queryResolver                       struct{ *Resolver }
-	userResolver                        struct{ *Resolver }
-	userConnectionResolver              struct{ *Resolver }
+	adminActionConnectionResolver        struct{ *Resolver }
+	creditSubscriptionConnectionResolver struct{ *Resolver }
+	creditTransactionResolver            struct{ *Resolver }
+	creditTransactionConnectionResolver  struct{ *Resolver }
+	paymentConnectionResolver            struct{ *Resolver }
+	processedEventConnectionResolver     struct{ *Resolver }
+	queryResolver                        struct{ *Resolver }
+	userResolver                         struct{ *Resolver }
+	userConnectionResolver               struct{ *Resolver }
 )

@@ -100,6 +100,28 @@ func (r *Resolver) userAfter(ctx context.Context, res *ledger.Result, u *ent.Use
 	return r.Client.User.Get(ctx, u.ID)
 }
 
+// cancelCaller is who cancels a subscription: a user, only their own
+// (ownerID, so that another user's is NOT_FOUND), or an admin, anyone's,
+// audited by audit in the transaction that records the cancellation.
+func (r *Resolver) cancelCaller(ctx context.Context, atPeriodEnd bool) (
+	ownerID string, audit func(context.Context, *ent.Tx, *ent.CreditSubscription) error, err error,
+) {
+	if role, _ := callerRole(ctx); role == auth.RoleAdmin {
+		a, err := r.adminCaller(ctx)
+		if err != nil {
+			return "", nil, err
+		}
+		return "", func(ctx context.Context, tx *ent.Tx, sub *ent.CreditSubscription) error {
+			return a.CancelAudit(ctx, tx, sub, atPeriodEnd)
+		}, nil
+	}
+	me, err := r.Accounts.Viewer(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	return me.ID, nil, nil
+}
+
 func callerRole(ctx context.Context) (auth.Role, bool) {
 	c, ok := auth.FromContext(ctx)
 	return c.Role, ok

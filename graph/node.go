@@ -9,7 +9,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -38,6 +40,8 @@ var nodeTables = map[string]string{
 	"wep": webhookendpoint.Table,
 	"whe": webhookevent.Table,
 	"whd": webhookdelivery.Table,
+	"pln": creditplan.Table,
+	"sub": creditsubscription.Table,
 }
 
 func errNodeNotFound(id string) error {
@@ -79,12 +83,12 @@ func (r *Resolver) node(ctx context.Context, id string) (ent.Noder, error) {
 }
 
 // visible applies to a node the authorization of the field that lists it:
-// credit packs are public; a user sees their own objects; admins see
+// credit packs and plans are public; a user sees their own objects; admins see
 // everything; services see only what is public. Ownership is read with a
 // query of its own: the node itself is loaded with only the fields the
 // client selected.
 func (r *Resolver) visible(ctx context.Context, table, id string) (bool, error) {
-	if table == creditpackage.Table {
+	if table == creditpackage.Table || table == creditplan.Table {
 		return true, nil
 	}
 	c, ok := auth.FromContext(ctx)
@@ -114,6 +118,8 @@ func (r *Resolver) visible(ctx context.Context, table, id string) (bool, error) 
 		owners, err = r.Client.CreditLot.Query().Where(creditlot.ID(id)).Select(creditlot.FieldUserID).Strings(ctx)
 	case creditreservation.Table:
 		owners, err = r.Client.CreditReservation.Query().Where(creditreservation.ID(id)).Select(creditreservation.FieldUserID).Strings(ctx)
+	case creditsubscription.Table:
+		owners, err = r.Client.CreditSubscription.Query().Where(creditsubscription.ID(id)).Select(creditsubscription.FieldUserID).Strings(ctx)
 	case creditledger.Table:
 		owners, err = r.Client.CreditLedger.Query().Where(creditledger.ID(id)).
 			QueryTransaction().Select(credittransaction.FieldUserID).Strings(ctx)

@@ -8,7 +8,9 @@ import (
 	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/creditpackage"
+	"github.com/tally-billing/tally/ent/creditplan"
 	"github.com/tally-billing/tally/ent/creditreservation"
+	"github.com/tally-billing/tally/ent/creditsubscription"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -22,13 +24,14 @@ import (
 )
 
 // typeTables are the tables of the entity types GraphQL exposes as nodes,
-// by the type names of the schema's IDPrefixes. StripeCustomer and
-// IdempotencyKey have ids but are not nodes.
+// by the type names of the schema's IDPrefixes. StripeCustomer,
+// IdempotencyKey and the others absent have ids but are not nodes.
 var typeTables = map[string]string{
 	"User": user.Table, "CreditPackage": creditpackage.Table, "Payment": payment.Table,
 	"CreditTransaction": credittransaction.Table, "CreditLedger": creditledger.Table, "CreditLot": creditlot.Table,
 	"CreditReservation": creditreservation.Table, "ProcessedEvent": processedevent.Table, "AdminAction": adminaction.Table,
 	"WebhookEndpoint": webhookendpoint.Table, "WebhookEvent": webhookevent.Table, "WebhookDelivery": webhookdelivery.Table,
+	"CreditPlan": creditplan.Table, "CreditSubscription": creditsubscription.Table,
 }
 
 // FuzzNodeID resolves arbitrary Relay global ids to tables: a malformed id

@@ -8,7 +8,7 @@ import (
 
 // publicFields may be used without a token; every other root field must
 // carry an authorization directive.
-var publicFields = map[string]bool{"creditPackages": true, "node": true, "nodes": true}
+var publicFields = map[string]bool{"creditPackages": true, "creditPlans": true, "node": true, "nodes": true}
 
 // adminFields must be guarded by @admin itself, not by a role list that
 // could grow by mistake.
@@ -17,6 +17,7 @@ var adminFields = map[string]bool{
 	"adminActions": true, "processedEvents": true, "ledgerReport": true,
 	"grantCredits": true, "revokeCredits": true, "freezeUser": true, "unfreezeUser": true,
 	"createCreditPackage": true, "updateCreditPackage": true, "refundPayment": true, "replayStripeEvent": true,
+	"createCreditPlan": true, "updateCreditPlan": true, "subscriptions": true,
 }
 
 // TestEveryRootFieldIsGuarded walks the schema: a new Query, Mutation or

@@ -77,8 +77,10 @@ func (User) Fields() []ent.Field {
 func (User) Edges() []ent.Edge {
 	return []ent.Edge{
 		edge.To("stripe_customers", StripeCustomer.Type),
-		// payments and transactions are served newest first by hand-written
-		// fields (graph/schema.graphqls), not the generated edges.
+		// payments, transactions and subscriptions are served newest first
+		// by hand-written fields (graph/schema.graphqls, graph/plans.graphqls),
+		// not the generated edges, which a list of users would load whole
+		// for each user before any page size applies.
 		edge.To("payments", Payment.Type).
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		edge.To("transactions", CreditTransaction.Type).
@@ -88,7 +90,7 @@ func (User) Edges() []ent.Edge {
 		edge.To("reservations", CreditReservation.Type).
 			Annotations(entgql.RelayConnection(), unindexed),
 		edge.To("subscriptions", CreditSubscription.Type).
-			Annotations(entgql.RelayConnection(), unindexed),
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		edge.To("postings", CreditLedger.Type).
 			Annotations(entgql.Skip(), restrictDelete),
 	}

@@ -46,6 +46,7 @@ type ResolverRoot interface {
 	AdminActionConnection() AdminActionConnectionResolver
 	AutoRecharge() AutoRechargeResolver
 	CreditStatement() CreditStatementResolver
+	CreditSubscriptionConnection() CreditSubscriptionConnectionResolver
 	CreditTransaction() CreditTransactionResolver
 	CreditTransactionConnection() CreditTransactionConnectionResolver
 	Mutation() MutationResolver
@@ -119,6 +120,11 @@ type ComplexityRoot struct {
 		State       func(childComplexity int) int
 	}
 
+	CancelSubscriptionPayload struct {
+		Replayed     func(childComplexity int) int
+		Subscription func(childComplexity int) int
+	}
+
 	CaptureReservationPayload struct {
 		Replayed    func(childComplexity int) int
 		Reservation func(childComplexity int) int
@@ -142,6 +148,18 @@ type ComplexityRoot struct {
 	CreateCreditPackagePayload struct {
 		AdminAction   func(childComplexity int) int
 		CreditPackage func(childComplexity int) int
+	}
+
+	CreateCreditPlanPayload struct {
+		AdminAction func(childComplexity int) int
+		CreditPlan  func(childComplexity int) int
+	}
+
+	CreateSubscriptionCheckoutPayload struct {
+		CheckoutURL  func(childComplexity int) int
+		Replayed     func(childComplexity int) int
+		SessionID    func(childComplexity int) int
+		Subscription func(childComplexity int) int
 	}
 
 	CreateWebhookEndpointPayload struct {
@@ -297,9 +315,10 @@ type ComplexityRoot struct {
 	}
 
 	CreditSubscriptionConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	CreditSubscriptionEdge struct {
@@ -397,10 +416,13 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
+		CancelSubscription          func(childComplexity int, input model.CancelSubscriptionInput) int
 		CaptureReservation          func(childComplexity int, input model.CaptureReservationInput) int
 		CreateCardSetupSession      func(childComplexity int, input model.CreateCardSetupSessionInput) int
 		CreateCheckoutSession       func(childComplexity int, input model.CreateCheckoutSessionInput) int
 		CreateCreditPackage         func(childComplexity int, input model.CreateCreditPackageInput) int
+		CreateCreditPlan            func(childComplexity int, input model.CreateCreditPlanInput) int
+		CreateSubscriptionCheckout  func(childComplexity int, input model.CreateSubscriptionCheckoutInput) int
 		CreateWebhookEndpoint       func(childComplexity int, input model.CreateWebhookEndpointInput) int
 		DeleteWebhookEndpoint       func(childComplexity int, input model.DeleteWebhookEndpointInput) int
 		FreezeUser                  func(childComplexity int, input model.FreezeUserInput) int
@@ -418,6 +440,7 @@ type ComplexityRoot struct {
 		StartLedgerCheck            func(childComplexity int) int
 		UnfreezeUser                func(childComplexity int, input model.UnfreezeUserInput) int
 		UpdateCreditPackage         func(childComplexity int, input model.UpdateCreditPackageInput) int
+		UpdateCreditPlan            func(childComplexity int, input model.UpdateCreditPlanInput) int
 		UpdateWebhookEndpoint       func(childComplexity int, input model.UpdateWebhookEndpointInput) int
 	}
 
@@ -515,6 +538,7 @@ type ComplexityRoot struct {
 		AdminActions       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AdminActionOrder, where *ent.AdminActionWhereInput) int
 		BackgroundJobs     func(childComplexity int, states []string, kinds []string, first *int) int
 		CreditPackages     func(childComplexity int) int
+		CreditPlans        func(childComplexity int) int
 		CreditTransactions func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditTransactionOrder, where *ent.CreditTransactionWhereInput) int
 		LedgerReport       func(childComplexity int) int
 		Node               func(childComplexity int, id string) int
@@ -612,6 +636,11 @@ type ComplexityRoot struct {
 		CreditPackage func(childComplexity int) int
 	}
 
+	UpdateCreditPlanPayload struct {
+		AdminAction func(childComplexity int) int
+		CreditPlan  func(childComplexity int) int
+	}
+
 	UpdateWebhookEndpointPayload struct {
 		Endpoint func(childComplexity int) int
 	}
@@ -633,7 +662,7 @@ type ComplexityRoot struct {
 		ReservedCredits     func(childComplexity int) int
 		Statement           func(childComplexity int, from time.Time, to time.Time) int
 		Status              func(childComplexity int) int
-		Subscriptions       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditSubscriptionOrder) int
+		Subscriptions       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) int
 		Transactions        func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.CreditTransactionWhereInput) int
 		UpdatedAt           func(childComplexity int) int
 	}
@@ -725,6 +754,9 @@ type AutoRechargeResolver interface {
 type CreditStatementResolver interface {
 	Transactions(ctx context.Context, obj *ledger.Statement, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditTransactionConnection, error)
 }
+type CreditSubscriptionConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.CreditSubscriptionConnection) (bool, error)
+}
 type CreditTransactionResolver interface {
 	Metadata(ctx context.Context, obj *ent.CreditTransaction) ([]*model.MetadataEntry, error)
 }
@@ -748,6 +780,10 @@ type MutationResolver interface {
 	StartLedgerCheck(ctx context.Context) (*model.StartLedgerCheckPayload, error)
 	SetAutoRecharge(ctx context.Context, input model.SetAutoRechargeInput) (*model.SetAutoRechargePayload, error)
 	CreateCardSetupSession(ctx context.Context, input model.CreateCardSetupSessionInput) (*model.CreateCardSetupSessionPayload, error)
+	CreateCreditPlan(ctx context.Context, input model.CreateCreditPlanInput) (*model.CreateCreditPlanPayload, error)
+	UpdateCreditPlan(ctx context.Context, input model.UpdateCreditPlanInput) (*model.UpdateCreditPlanPayload, error)
+	CreateSubscriptionCheckout(ctx context.Context, input model.CreateSubscriptionCheckoutInput) (*model.CreateSubscriptionCheckoutPayload, error)
+	CancelSubscription(ctx context.Context, input model.CancelSubscriptionInput) (*model.CancelSubscriptionPayload, error)
 	CreateWebhookEndpoint(ctx context.Context, input model.CreateWebhookEndpointInput) (*model.CreateWebhookEndpointPayload, error)
 	UpdateWebhookEndpoint(ctx context.Context, input model.UpdateWebhookEndpointInput) (*model.UpdateWebhookEndpointPayload, error)
 	RotateWebhookEndpointSecret(ctx context.Context, input model.RotateWebhookEndpointSecretInput) (*model.RotateWebhookEndpointSecretPayload, error)
@@ -773,6 +809,7 @@ type QueryResolver interface {
 	WebhookDeliveries(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookDeliveryOrder, where *ent.WebhookDeliveryWhereInput) (*ent.WebhookDeliveryConnection, error)
 	WebhookEndpoints(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.WebhookEndpointOrder, where *ent.WebhookEndpointWhereInput) (*ent.WebhookEndpointConnection, error)
 	BackgroundJobs(ctx context.Context, states []string, kinds []string, first *int) ([]*jobs.Job, error)
+	CreditPlans(ctx context.Context) ([]*ent.CreditPlan, error)
 	Viewer(ctx context.Context) (*ent.User, error)
 	CreditPackages(ctx context.Context) ([]*ent.CreditPackage, error)
 	User(ctx context.Context, id string) (*ent.User, error)
@@ -785,8 +822,8 @@ type SubscriptionResolver interface {
 type UserResolver interface {
 	Lots(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) (*ent.CreditLotConnection, error)
 	Reservations(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder) (*ent.CreditReservationConnection, error)
-
 	AutoRecharge(ctx context.Context, obj *ent.User) (*ent.AutoRecharge, error)
+	Subscriptions(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditSubscriptionConnection, error)
 	AvailableCredits(ctx context.Context, obj *ent.User) (int, error)
 	ReservedCredits(ctx context.Context, obj *ent.User) (int, error)
 	HeldCredits(ctx context.Context, obj *ent.User) (int, error)
@@ -1068,6 +1105,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.BackgroundJob.State(childComplexity), true
 
+	case "CancelSubscriptionPayload.replayed":
+		if e.ComplexityRoot.CancelSubscriptionPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CancelSubscriptionPayload.Replayed(childComplexity), true
+	case "CancelSubscriptionPayload.subscription":
+		if e.ComplexityRoot.CancelSubscriptionPayload.Subscription == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CancelSubscriptionPayload.Subscription(childComplexity), true
+
 	case "CaptureReservationPayload.replayed":
 		if e.ComplexityRoot.CaptureReservationPayload.Replayed == nil {
 			break
@@ -1149,6 +1199,44 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreateCreditPackagePayload.CreditPackage(childComplexity), true
+
+	case "CreateCreditPlanPayload.adminAction":
+		if e.ComplexityRoot.CreateCreditPlanPayload.AdminAction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCreditPlanPayload.AdminAction(childComplexity), true
+	case "CreateCreditPlanPayload.creditPlan":
+		if e.ComplexityRoot.CreateCreditPlanPayload.CreditPlan == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateCreditPlanPayload.CreditPlan(childComplexity), true
+
+	case "CreateSubscriptionCheckoutPayload.checkoutUrl":
+		if e.ComplexityRoot.CreateSubscriptionCheckoutPayload.CheckoutURL == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateSubscriptionCheckoutPayload.CheckoutURL(childComplexity), true
+	case "CreateSubscriptionCheckoutPayload.replayed":
+		if e.ComplexityRoot.CreateSubscriptionCheckoutPayload.Replayed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateSubscriptionCheckoutPayload.Replayed(childComplexity), true
+	case "CreateSubscriptionCheckoutPayload.sessionId":
+		if e.ComplexityRoot.CreateSubscriptionCheckoutPayload.SessionID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateSubscriptionCheckoutPayload.SessionID(childComplexity), true
+	case "CreateSubscriptionCheckoutPayload.subscription":
+		if e.ComplexityRoot.CreateSubscriptionCheckoutPayload.Subscription == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateSubscriptionCheckoutPayload.Subscription(childComplexity), true
 
 	case "CreateWebhookEndpointPayload.endpoint":
 		if e.ComplexityRoot.CreateWebhookEndpointPayload.Endpoint == nil {
@@ -1796,6 +1884,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CreditSubscriptionConnection.TotalCount(childComplexity), true
+	case "CreditSubscriptionConnection.totalCountCapped":
+		if e.ComplexityRoot.CreditSubscriptionConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreditSubscriptionConnection.TotalCountCapped(childComplexity), true
 
 	case "CreditSubscriptionEdge.cursor":
 		if e.ComplexityRoot.CreditSubscriptionEdge.Cursor == nil {
@@ -2174,6 +2268,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.MetadataEntry.Value(childComplexity), true
 
+	case "Mutation.cancelSubscription":
+		if e.ComplexityRoot.Mutation.CancelSubscription == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_cancelSubscription_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CancelSubscription(childComplexity, args["input"].(model.CancelSubscriptionInput)), true
 	case "Mutation.captureReservation":
 		if e.ComplexityRoot.Mutation.CaptureReservation == nil {
 			break
@@ -2218,6 +2323,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateCreditPackage(childComplexity, args["input"].(model.CreateCreditPackageInput)), true
+	case "Mutation.createCreditPlan":
+		if e.ComplexityRoot.Mutation.CreateCreditPlan == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createCreditPlan_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateCreditPlan(childComplexity, args["input"].(model.CreateCreditPlanInput)), true
+	case "Mutation.createSubscriptionCheckout":
+		if e.ComplexityRoot.Mutation.CreateSubscriptionCheckout == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createSubscriptionCheckout_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateSubscriptionCheckout(childComplexity, args["input"].(model.CreateSubscriptionCheckoutInput)), true
 	case "Mutation.createWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.CreateWebhookEndpoint == nil {
 			break
@@ -2400,6 +2527,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateCreditPackage(childComplexity, args["input"].(model.UpdateCreditPackageInput)), true
+	case "Mutation.updateCreditPlan":
+		if e.ComplexityRoot.Mutation.UpdateCreditPlan == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateCreditPlan_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateCreditPlan(childComplexity, args["input"].(model.UpdateCreditPlanInput)), true
 	case "Mutation.updateWebhookEndpoint":
 		if e.ComplexityRoot.Mutation.UpdateWebhookEndpoint == nil {
 			break
@@ -2849,6 +2987,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.CreditPackages(childComplexity), true
+	case "Query.creditPlans":
+		if e.ComplexityRoot.Query.CreditPlans == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.CreditPlans(childComplexity), true
 	case "Query.creditTransactions":
 		if e.ComplexityRoot.Query.CreditTransactions == nil {
 			break
@@ -3216,6 +3360,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.UpdateCreditPackagePayload.CreditPackage(childComplexity), true
 
+	case "UpdateCreditPlanPayload.adminAction":
+		if e.ComplexityRoot.UpdateCreditPlanPayload.AdminAction == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UpdateCreditPlanPayload.AdminAction(childComplexity), true
+	case "UpdateCreditPlanPayload.creditPlan":
+		if e.ComplexityRoot.UpdateCreditPlanPayload.CreditPlan == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UpdateCreditPlanPayload.CreditPlan(childComplexity), true
+
 	case "UpdateWebhookEndpointPayload.endpoint":
 		if e.ComplexityRoot.UpdateWebhookEndpointPayload.Endpoint == nil {
 			break
@@ -3354,7 +3511,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.User.Subscriptions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].(*ent.CreditSubscriptionOrder)), true
+		return e.ComplexityRoot.User.Subscriptions(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int)), true
 	case "User.transactions":
 		if e.ComplexityRoot.User.Transactions == nil {
 			break
@@ -3651,10 +3808,13 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("AdminActionOrder", ec.unmarshalInputAdminActionOrder),
 			graphql.NewInputUnmarshaler("AdminActionWhereInput", ec.unmarshalInputAdminActionWhereInput),
+			graphql.NewInputUnmarshaler("CancelSubscriptionInput", ec.unmarshalInputCancelSubscriptionInput),
 			graphql.NewInputUnmarshaler("CaptureReservationInput", ec.unmarshalInputCaptureReservationInput),
 			graphql.NewInputUnmarshaler("CreateCardSetupSessionInput", ec.unmarshalInputCreateCardSetupSessionInput),
 			graphql.NewInputUnmarshaler("CreateCheckoutSessionInput", ec.unmarshalInputCreateCheckoutSessionInput),
 			graphql.NewInputUnmarshaler("CreateCreditPackageInput", ec.unmarshalInputCreateCreditPackageInput),
+			graphql.NewInputUnmarshaler("CreateCreditPlanInput", ec.unmarshalInputCreateCreditPlanInput),
+			graphql.NewInputUnmarshaler("CreateSubscriptionCheckoutInput", ec.unmarshalInputCreateSubscriptionCheckoutInput),
 			graphql.NewInputUnmarshaler("CreateWebhookEndpointInput", ec.unmarshalInputCreateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("CreditLotOrder", ec.unmarshalInputCreditLotOrder),
 			graphql.NewInputUnmarshaler("CreditLotWhereInput", ec.unmarshalInputCreditLotWhereInput),
@@ -3690,6 +3850,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("SpendCreditsInput", ec.unmarshalInputSpendCreditsInput),
 			graphql.NewInputUnmarshaler("UnfreezeUserInput", ec.unmarshalInputUnfreezeUserInput),
 			graphql.NewInputUnmarshaler("UpdateCreditPackageInput", ec.unmarshalInputUpdateCreditPackageInput),
+			graphql.NewInputUnmarshaler("UpdateCreditPlanInput", ec.unmarshalInputUpdateCreditPlanInput),
 			graphql.NewInputUnmarshaler("UpdateWebhookEndpointInput", ec.unmarshalInputUpdateWebhookEndpointInput),
 			graphql.NewInputUnmarshaler("UserOrder", ec.unmarshalInputUserOrder),
 			graphql.NewInputUnmarshaler("UserWhereInput", ec.unmarshalInputUserWhereInput),
@@ -6452,32 +6613,6 @@ type User implements Node {
     """
     orderBy: CreditReservationOrder
   ): CreditReservationConnection!
-  subscriptions(
-    """
-    Returns the elements in the list that come after the specified cursor.
-    """
-    after: Cursor
-
-    """
-    Returns the first _n_ elements from the list.
-    """
-    first: Int
-
-    """
-    Returns the elements in the list that come before the specified cursor.
-    """
-    before: Cursor
-
-    """
-    Returns the last _n_ elements from the list.
-    """
-    last: Int
-
-    """
-    Ordering options for CreditSubscriptions returned from the connection.
-    """
-    orderBy: CreditSubscriptionOrder
-  ): CreditSubscriptionConnection!
 }
 """
 A connection to a list of items.
@@ -6915,6 +7050,167 @@ extend type Query {
   given kinds (none: all), at most first (1 to 100).
   """
   backgroundJobs(states: [String!], kinds: [String!], first: Int = 50): [BackgroundJob!]! @admin
+}
+`, BuiltIn: false},
+	{Name: "../plans.graphqls", Input: `# Plans (subscriptions on sale) and users' subscriptions to them. The types
+# CreditPlan and CreditSubscription are generated from the ent schema
+# (ent.graphqls); the Stripe side is internal/payments/subscribe.go and
+# subscription*.go.
+
+extend type Query {
+  """
+  The plans on sale, in shop order. Public.
+  """
+  creditPlans: [CreditPlan!]!
+}
+
+extend type User {
+  """
+  The user's subscriptions, newest first, whatever their status (at most
+  one is ACTIVE or PAST_DUE at a time). totalCount counts at most 1,000.
+  """
+  subscriptions(
+    after: Cursor
+    first: Int
+    before: Cursor
+    last: Int
+  ): CreditSubscriptionConnection!
+}
+
+extend type CreditSubscriptionConnection {
+  """
+  True when totalCount stopped counting at 1,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
+
+input CreateCreditPlanInput {
+  name: String!
+  description: String
+  """
+  Credits granted for each paid period, expiring at the period's end.
+  """
+  creditsPerPeriod: Int!
+  interval: CreditPlanInterval!
+  """
+  The price of one period, in the currency's minor units (cents).
+  """
+  priceAmount: Int!
+  """
+  ISO 4217 code, e.g. usd.
+  """
+  currency: String!
+  """
+  The Stripe price Checkout sells; without one, Checkout is given the
+  plan's price, currency and interval.
+  """
+  stripePriceId: String
+  """
+  What the unspent credits of a period that ends do (default NONE): NONE
+  expire, CAPPED move into the next paid period up to rolloverCap, ALL all
+  move.
+  """
+  rollover: CreditPlanRollover
+  """
+  Required with CAPPED, refused with any other rollover.
+  """
+  rolloverCap: Int
+  sortOrder: Int
+  active: Boolean
+}
+
+type CreateCreditPlanPayload {
+  creditPlan: CreditPlan!
+  adminAction: AdminAction!
+}
+
+"""
+Change a plan (admins). Fields left out keep their value; rolloverCap: null
+clears the cap. The rule of rollover and rolloverCap holds for the plan as
+the change leaves it: moving a CAPPED plan to NONE or ALL takes
+rolloverCap: null in the same change. Subscriptions get the new terms from their next paid
+period; payments already made keep theirs.
+"""
+input UpdateCreditPlanInput {
+  id: ID!
+  name: String
+  description: String
+  creditsPerPeriod: Int
+  interval: CreditPlanInterval
+  priceAmount: Int
+  currency: String
+  stripePriceId: String
+  rollover: CreditPlanRollover
+  rolloverCap: Int @goField(omittable: true)
+  sortOrder: Int
+  active: Boolean
+}
+
+type UpdateCreditPlanPayload {
+  creditPlan: CreditPlan!
+  adminAction: AdminAction!
+}
+
+"""
+Subscribe to a plan through Stripe Checkout (subscription mode): send the
+user to checkoutUrl. The subscription is INCOMPLETE until Stripe reports its
+first invoice paid (webhook), which grants the first period's credits. For
+the caller's own account; a user with an ACTIVE or PAST_DUE subscription is
+refused (CONFLICT).
+"""
+input CreateSubscriptionCheckoutInput {
+  planId: ID!
+  """
+  Where Stripe sends the user back: absolute http(s) URLs. successUrl may
+  hold Stripe's {CHECKOUT_SESSION_ID}.
+  """
+  successUrl: String!
+  cancelUrl: String!
+  """
+  The same key with the same request returns the same subscription and
+  session (replayed); with another request it is IDEMPOTENCY_KEY_REUSED.
+  """
+  idempotencyKey: String!
+}
+
+type CreateSubscriptionCheckoutPayload {
+  """
+  Stripe's hosted page (empty when a replayed request's session has ended).
+  """
+  checkoutUrl: String!
+  sessionId: String!
+  subscription: CreditSubscription!
+  replayed: Boolean!
+}
+
+"""
+Cancel a subscription in Stripe. No credits are granted after it; those
+granted stay until they expire.
+"""
+input CancelSubscriptionInput {
+  subscriptionId: ID!
+  """
+  True lets the period paid for run to its end (cancelAtPeriodEnd); false
+  ends the subscription now (CANCELED).
+  """
+  atPeriodEnd: Boolean!
+  idempotencyKey: String!
+}
+
+type CancelSubscriptionPayload {
+  subscription: CreditSubscription!
+  replayed: Boolean!
+}
+
+extend type Mutation {
+  createCreditPlan(input: CreateCreditPlanInput!): CreateCreditPlanPayload! @admin
+  updateCreditPlan(input: UpdateCreditPlanInput!): UpdateCreditPlanPayload! @admin
+  createSubscriptionCheckout(input: CreateSubscriptionCheckoutInput!): CreateSubscriptionCheckoutPayload! @hasRole(roles: [USER, ADMIN])
+  """
+  Users cancel their own subscriptions (another's is NOT_FOUND); admins
+  anyone's (audited as cancel_subscription).
+  """
+  cancelSubscription(input: CancelSubscriptionInput!): CancelSubscriptionPayload! @hasRole(roles: [USER, ADMIN])
 }
 `, BuiltIn: false},
 	{Name: "../schema.graphqls", Input: `# Tally's hand-written GraphQL schema. Types generated from the ent schema are
@@ -7781,6 +8077,16 @@ func (ec *executionContext) childFields_BackgroundJob(ctx context.Context, field
 	return nil, fmt.Errorf("no field named %q was found under type BackgroundJob", field.Name)
 }
 
+func (ec *executionContext) childFields_CancelSubscriptionPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "subscription":
+		return ec.fieldContext_CancelSubscriptionPayload_subscription(ctx, field)
+	case "replayed":
+		return ec.fieldContext_CancelSubscriptionPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CancelSubscriptionPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_CaptureReservationPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "transaction":
@@ -7829,6 +8135,30 @@ func (ec *executionContext) childFields_CreateCreditPackagePayload(ctx context.C
 		return ec.fieldContext_CreateCreditPackagePayload_adminAction(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CreateCreditPackagePayload", field.Name)
+}
+
+func (ec *executionContext) childFields_CreateCreditPlanPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "creditPlan":
+		return ec.fieldContext_CreateCreditPlanPayload_creditPlan(ctx, field)
+	case "adminAction":
+		return ec.fieldContext_CreateCreditPlanPayload_adminAction(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreateCreditPlanPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_CreateSubscriptionCheckoutPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "checkoutUrl":
+		return ec.fieldContext_CreateSubscriptionCheckoutPayload_checkoutUrl(ctx, field)
+	case "sessionId":
+		return ec.fieldContext_CreateSubscriptionCheckoutPayload_sessionId(ctx, field)
+	case "subscription":
+		return ec.fieldContext_CreateSubscriptionCheckoutPayload_subscription(ctx, field)
+	case "replayed":
+		return ec.fieldContext_CreateSubscriptionCheckoutPayload_replayed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreateSubscriptionCheckoutPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_CreateWebhookEndpointPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -8119,6 +8449,8 @@ func (ec *executionContext) childFields_CreditSubscriptionConnection(ctx context
 		return ec.fieldContext_CreditSubscriptionConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_CreditSubscriptionConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_CreditSubscriptionConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CreditSubscriptionConnection", field.Name)
 }
@@ -8647,6 +8979,16 @@ func (ec *executionContext) childFields_UpdateCreditPackagePayload(ctx context.C
 	return nil, fmt.Errorf("no field named %q was found under type UpdateCreditPackagePayload", field.Name)
 }
 
+func (ec *executionContext) childFields_UpdateCreditPlanPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "creditPlan":
+		return ec.fieldContext_UpdateCreditPlanPayload_creditPlan(ctx, field)
+	case "adminAction":
+		return ec.fieldContext_UpdateCreditPlanPayload_adminAction(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UpdateCreditPlanPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_UpdateWebhookEndpointPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "endpoint":
@@ -8677,10 +9019,10 @@ func (ec *executionContext) childFields_User(ctx context.Context, field graphql.
 		return ec.fieldContext_User_lots(ctx, field)
 	case "reservations":
 		return ec.fieldContext_User_reservations(ctx, field)
-	case "subscriptions":
-		return ec.fieldContext_User_subscriptions(ctx, field)
 	case "autoRecharge":
 		return ec.fieldContext_User_autoRecharge(ctx, field)
+	case "subscriptions":
+		return ec.fieldContext_User_subscriptions(ctx, field)
 	case "availableCredits":
 		return ec.fieldContext_User_availableCredits(ctx, field)
 	case "reservedCredits":
@@ -9007,6 +9349,20 @@ func (ec *executionContext) field_CreditStatement_transactions_args(ctx context.
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_cancelSubscription_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CancelSubscriptionInput, error) {
+			return ec.unmarshalNCancelSubscriptionInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCancelSubscriptionInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_captureReservation_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -9055,6 +9411,34 @@ func (ec *executionContext) field_Mutation_createCreditPackage_args(ctx context.
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.CreateCreditPackageInput, error) {
 			return ec.unmarshalNCreateCreditPackageInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPackageInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createCreditPlan_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateCreditPlanInput, error) {
+			return ec.unmarshalNCreateCreditPlanInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPlanInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_createSubscriptionCheckout_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.CreateSubscriptionCheckoutInput, error) {
+			return ec.unmarshalNCreateSubscriptionCheckoutInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateSubscriptionCheckoutInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -9279,6 +9663,20 @@ func (ec *executionContext) field_Mutation_updateCreditPackage_args(ctx context.
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.UpdateCreditPackageInput, error) {
 			return ec.unmarshalNUpdateCreditPackageInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateCreditPackageInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateCreditPlan_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateCreditPlanInput, error) {
+			return ec.unmarshalNUpdateCreditPlanInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateCreditPlanInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -10074,14 +10472,6 @@ func (ec *executionContext) field_User_subscriptions_args(ctx context.Context, r
 		return nil, err
 	}
 	args["last"] = arg3
-	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
-		func(ctx context.Context, v any) (*ent.CreditSubscriptionOrder, error) {
-			return ec.unmarshalOCreditSubscriptionOrder2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionOrder(ctx, v)
-		})
-	if err != nil {
-		return nil, err
-	}
-	args["orderBy"] = arg4
 	return args, nil
 }
 
@@ -11220,6 +11610,61 @@ func (ec *executionContext) fieldContext_BackgroundJob_lastError(_ context.Conte
 	return graphql.NewScalarFieldContext("BackgroundJob", field, false, false, "String")
 }
 
+func (ec *executionContext) _CancelSubscriptionPayload_subscription(ctx context.Context, field graphql.CollectedField, obj *model.CancelSubscriptionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CancelSubscriptionPayload_subscription(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Subscription, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscription) graphql.Marshaler {
+			return ec.marshalNCreditSubscription2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscription(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CancelSubscriptionPayload_subscription(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CancelSubscriptionPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditSubscription(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CancelSubscriptionPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.CancelSubscriptionPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CancelSubscriptionPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CancelSubscriptionPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CancelSubscriptionPayload", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _CaptureReservationPayload_transaction(ctx context.Context, field graphql.CollectedField, obj *model.CaptureReservationPayload) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -11571,6 +12016,171 @@ func (ec *executionContext) fieldContext_CreateCreditPackagePayload_adminAction(
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _CreateCreditPlanPayload_creditPlan(ctx context.Context, field graphql.CollectedField, obj *model.CreateCreditPlanPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCreditPlanPayload_creditPlan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreditPlan, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditPlan) graphql.Marshaler {
+			return ec.marshalNCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCreditPlanPayload_creditPlan(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreateCreditPlanPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPlan(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreateCreditPlanPayload_adminAction(ctx context.Context, field graphql.CollectedField, obj *model.CreateCreditPlanPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateCreditPlanPayload_adminAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdminAction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+			return ec.marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateCreditPlanPayload_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreateCreditPlanPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminAction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreateSubscriptionCheckoutPayload_checkoutUrl(ctx context.Context, field graphql.CollectedField, obj *model.CreateSubscriptionCheckoutPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateSubscriptionCheckoutPayload_checkoutUrl(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CheckoutURL, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateSubscriptionCheckoutPayload_checkoutUrl(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateSubscriptionCheckoutPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreateSubscriptionCheckoutPayload_sessionId(ctx context.Context, field graphql.CollectedField, obj *model.CreateSubscriptionCheckoutPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateSubscriptionCheckoutPayload_sessionId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SessionID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateSubscriptionCheckoutPayload_sessionId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateSubscriptionCheckoutPayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _CreateSubscriptionCheckoutPayload_subscription(ctx context.Context, field graphql.CollectedField, obj *model.CreateSubscriptionCheckoutPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateSubscriptionCheckoutPayload_subscription(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Subscription, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscription) graphql.Marshaler {
+			return ec.marshalNCreditSubscription2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscription(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateSubscriptionCheckoutPayload_subscription(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreateSubscriptionCheckoutPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditSubscription(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreateSubscriptionCheckoutPayload_replayed(ctx context.Context, field graphql.CollectedField, obj *model.CreateSubscriptionCheckoutPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateSubscriptionCheckoutPayload_replayed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Replayed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateSubscriptionCheckoutPayload_replayed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateSubscriptionCheckoutPayload", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _CreateWebhookEndpointPayload_endpoint(ctx context.Context, field graphql.CollectedField, obj *model.CreateWebhookEndpointPayload) (ret graphql.Marshaler) {
@@ -14193,6 +14803,29 @@ func (ec *executionContext) fieldContext_CreditSubscriptionConnection_totalCount
 	return graphql.NewScalarFieldContext("CreditSubscriptionConnection", field, false, false, "Int")
 }
 
+func (ec *executionContext) _CreditSubscriptionConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscriptionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreditSubscriptionConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.CreditSubscriptionConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreditSubscriptionConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreditSubscriptionConnection", field, true, true, "Boolean")
+}
+
 func (ec *executionContext) _CreditSubscriptionEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.CreditSubscriptionEdge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -16696,6 +17329,244 @@ func (ec *executionContext) fieldContext_Mutation_createCardSetupSession(ctx con
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_createCardSetupSession_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createCreditPlan(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createCreditPlan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateCreditPlan(ctx, fc.Args["input"].(model.CreateCreditPlanInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.CreateCreditPlanPayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CreateCreditPlanPayload) graphql.Marshaler {
+			return ec.marshalNCreateCreditPlanPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPlanPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createCreditPlan(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreateCreditPlanPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createCreditPlan_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updateCreditPlan(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateCreditPlan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateCreditPlan(ctx, fc.Args["input"].(model.UpdateCreditPlanInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Admin == nil {
+					var zeroVal *model.UpdateCreditPlanPayload
+					return zeroVal, errors.New("directive admin is not implemented")
+				}
+				return ec.Directives.Admin(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.UpdateCreditPlanPayload) graphql.Marshaler {
+			return ec.marshalNUpdateCreditPlanPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateCreditPlanPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateCreditPlan(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UpdateCreditPlanPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateCreditPlan_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createSubscriptionCheckout(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createSubscriptionCheckout(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateSubscriptionCheckout(ctx, fc.Args["input"].(model.CreateSubscriptionCheckoutInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.CreateSubscriptionCheckoutPayload
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.CreateSubscriptionCheckoutPayload
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CreateSubscriptionCheckoutPayload) graphql.Marshaler {
+			return ec.marshalNCreateSubscriptionCheckoutPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateSubscriptionCheckoutPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createSubscriptionCheckout(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreateSubscriptionCheckoutPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createSubscriptionCheckout_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_cancelSubscription(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_cancelSubscription(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CancelSubscription(ctx, fc.Args["input"].(model.CancelSubscriptionInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx, []any{"USER", "ADMIN"})
+				if err != nil {
+					var zeroVal *model.CancelSubscriptionPayload
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *model.CancelSubscriptionPayload
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CancelSubscriptionPayload) graphql.Marshaler {
+			return ec.marshalNCancelSubscriptionPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCancelSubscriptionPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_cancelSubscription(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CancelSubscriptionPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_cancelSubscription_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -19324,6 +20195,38 @@ func (ec *executionContext) fieldContext_Query_backgroundJobs(ctx context.Contex
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_creditPlans(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_creditPlans(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().CreditPlans(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.CreditPlan) graphql.Marshaler {
+			return ec.marshalNCreditPlan2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_creditPlans(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPlan(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_viewer(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -20687,6 +21590,70 @@ func (ec *executionContext) fieldContext_UpdateCreditPackagePayload_adminAction(
 	return fc, nil
 }
 
+func (ec *executionContext) _UpdateCreditPlanPayload_creditPlan(ctx context.Context, field graphql.CollectedField, obj *model.UpdateCreditPlanPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UpdateCreditPlanPayload_creditPlan(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreditPlan, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditPlan) graphql.Marshaler {
+			return ec.marshalNCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UpdateCreditPlanPayload_creditPlan(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UpdateCreditPlanPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditPlan(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UpdateCreditPlanPayload_adminAction(ctx context.Context, field graphql.CollectedField, obj *model.UpdateCreditPlanPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UpdateCreditPlanPayload_adminAction(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdminAction, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminAction) graphql.Marshaler {
+			return ec.marshalNAdminAction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UpdateCreditPlanPayload_adminAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UpdateCreditPlanPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AdminAction(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _UpdateWebhookEndpointPayload_endpoint(ctx context.Context, field graphql.CollectedField, obj *model.UpdateWebhookEndpointPayload) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -20991,50 +21958,6 @@ func (ec *executionContext) fieldContext_User_reservations(ctx context.Context, 
 	return fc, nil
 }
 
-func (ec *executionContext) _User_subscriptions(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_User_subscriptions(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			fc := graphql.GetFieldContext(ctx)
-			return obj.Subscriptions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditSubscriptionOrder))
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscriptionConnection) graphql.Marshaler {
-			return ec.marshalNCreditSubscriptionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionConnection(ctx, selections, v)
-		},
-		true,
-		true,
-	)
-}
-func (ec *executionContext) fieldContext_User_subscriptions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	fc = &graphql.FieldContext{
-		Object:     "User",
-		Field:      field,
-		IsMethod:   true,
-		IsResolver: false,
-		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.childFields_CreditSubscriptionConnection(ctx, field)
-		},
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = ec.Recover(ctx, r)
-			ec.Error(ctx, err)
-		}
-	}()
-	ctx = graphql.WithFieldContext(ctx, fc)
-	if fc.Args, err = ec.field_User_subscriptions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
-		ec.Error(ctx, err)
-		return fc, err
-	}
-	return fc, nil
-}
-
 func (ec *executionContext) _User_autoRecharge(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -21063,6 +21986,50 @@ func (ec *executionContext) fieldContext_User_autoRecharge(_ context.Context, fi
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_AutoRecharge(ctx, field)
 		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _User_subscriptions(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_subscriptions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.User().Subscriptions(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscriptionConnection) graphql.Marshaler {
+			return ec.marshalNCreditSubscriptionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_subscriptions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditSubscriptionConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_User_subscriptions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
 	}
 	return fc, nil
 }
@@ -24142,6 +25109,62 @@ func UnmarshalAdminActionWhereInput(ctx context.Context, raw any) (ent.AdminActi
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputCancelSubscriptionInput(ctx context.Context, obj any) (model.CancelSubscriptionInput, error) {
+	var it model.CancelSubscriptionInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"subscriptionId", "atPeriodEnd", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "subscriptionId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("subscriptionId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SubscriptionID = data
+		case "atPeriodEnd":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("atPeriodEnd"))
+			data, err := ec.unmarshalNBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AtPeriodEnd = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCancelSubscriptionInput unmarshals raw into the CancelSubscriptionInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCancelSubscriptionInput(ctx context.Context, raw any) (model.CancelSubscriptionInput, error) {
+	var out model.CancelSubscriptionInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CancelSubscriptionInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputCaptureReservationInput(ctx context.Context, obj any) (model.CaptureReservationInput, error) {
 	var it model.CaptureReservationInput
 	if obj == nil {
@@ -24419,6 +25442,181 @@ func (ec *executionContext) unmarshalInputCreateCreditPackageInput(ctx context.C
 func UnmarshalCreateCreditPackageInput(ctx context.Context, raw any) (model.CreateCreditPackageInput, error) {
 	var out model.CreateCreditPackageInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateCreditPackageInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreateCreditPlanInput(ctx context.Context, obj any) (model.CreateCreditPlanInput, error) {
+	var it model.CreateCreditPlanInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "description", "creditsPerPeriod", "interval", "priceAmount", "currency", "stripePriceId", "rollover", "rolloverCap", "sortOrder", "active"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
+		case "creditsPerPeriod":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriod"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriod = data
+		case "interval":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("interval"))
+			data, err := ec.unmarshalNCreditPlanInterval2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Interval = data
+		case "priceAmount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmount"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmount = data
+		case "currency":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currency"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Currency = data
+		case "stripePriceId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceID = data
+		case "rollover":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rollover"))
+			data, err := ec.unmarshalOCreditPlanRollover2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Rollover = data
+		case "rolloverCap":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCap"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCap = data
+		case "sortOrder":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrder"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrder = data
+		case "active":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("active"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Active = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateCreditPlanInput unmarshals raw into the CreateCreditPlanInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateCreditPlanInput(ctx context.Context, raw any) (model.CreateCreditPlanInput, error) {
+	var out model.CreateCreditPlanInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateCreditPlanInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputCreateSubscriptionCheckoutInput(ctx context.Context, obj any) (model.CreateSubscriptionCheckoutInput, error) {
+	var it model.CreateSubscriptionCheckoutInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"planId", "successUrl", "cancelUrl", "idempotencyKey"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "planId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("planId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PlanID = data
+		case "successUrl":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("successUrl"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SuccessURL = data
+		case "cancelUrl":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("cancelUrl"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CancelURL = data
+		case "idempotencyKey":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idempotencyKey"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IdempotencyKey = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalCreateSubscriptionCheckoutInput unmarshals raw into the CreateSubscriptionCheckoutInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalCreateSubscriptionCheckoutInput(ctx context.Context, raw any) (model.CreateSubscriptionCheckoutInput, error) {
+	var out model.CreateSubscriptionCheckoutInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "CreateSubscriptionCheckoutInput", raw, &out)
 	return out, err
 }
 
@@ -32228,6 +33426,125 @@ func UnmarshalUpdateCreditPackageInput(ctx context.Context, raw any) (model.Upda
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputUpdateCreditPlanInput(ctx context.Context, obj any) (model.UpdateCreditPlanInput, error) {
+	var it model.UpdateCreditPlanInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "name", "description", "creditsPerPeriod", "interval", "priceAmount", "currency", "stripePriceId", "rollover", "rolloverCap", "sortOrder", "active"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "description":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("description"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Description = data
+		case "creditsPerPeriod":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("creditsPerPeriod"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreditsPerPeriod = data
+		case "interval":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("interval"))
+			data, err := ec.unmarshalOCreditPlanInterval2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Interval = data
+		case "priceAmount":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("priceAmount"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PriceAmount = data
+		case "currency":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("currency"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Currency = data
+		case "stripePriceId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("stripePriceId"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StripePriceID = data
+		case "rollover":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rollover"))
+			data, err := ec.unmarshalOCreditPlanRollover2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Rollover = data
+		case "rolloverCap":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("rolloverCap"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RolloverCap = graphql.OmittableOf(data)
+		case "sortOrder":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("sortOrder"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SortOrder = data
+		case "active":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("active"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Active = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateCreditPlanInput unmarshals raw into the UpdateCreditPlanInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateCreditPlanInput(ctx context.Context, raw any) (model.UpdateCreditPlanInput, error) {
+	var out model.UpdateCreditPlanInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateCreditPlanInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputUpdateWebhookEndpointInput(ctx context.Context, obj any) (model.UpdateWebhookEndpointInput, error) {
 	var it model.UpdateWebhookEndpointInput
 	if obj == nil {
@@ -33947,6 +35264,44 @@ func (ec *executionContext) _BackgroundJob(ctx context.Context, sel ast.Selectio
 	return out
 }
 
+var cancelSubscriptionPayloadImplementors = []string{"CancelSubscriptionPayload"}
+
+func (ec *executionContext) _CancelSubscriptionPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CancelSubscriptionPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, cancelSubscriptionPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CancelSubscriptionPayload")
+		case "subscription":
+			out.Values[i] = ec._CancelSubscriptionPayload_subscription(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._CancelSubscriptionPayload_replayed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var captureReservationPayloadImplementors = []string{"CaptureReservationPayload"}
 
 func (ec *executionContext) _CaptureReservationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CaptureReservationPayload) graphql.Marshaler {
@@ -34104,6 +35459,92 @@ func (ec *executionContext) _CreateCreditPackagePayload(ctx context.Context, sel
 			}
 		case "adminAction":
 			out.Values[i] = ec._CreateCreditPackagePayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var createCreditPlanPayloadImplementors = []string{"CreateCreditPlanPayload"}
+
+func (ec *executionContext) _CreateCreditPlanPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCreditPlanPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, createCreditPlanPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreateCreditPlanPayload")
+		case "creditPlan":
+			out.Values[i] = ec._CreateCreditPlanPayload_creditPlan(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adminAction":
+			out.Values[i] = ec._CreateCreditPlanPayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var createSubscriptionCheckoutPayloadImplementors = []string{"CreateSubscriptionCheckoutPayload"}
+
+func (ec *executionContext) _CreateSubscriptionCheckoutPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateSubscriptionCheckoutPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, createSubscriptionCheckoutPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreateSubscriptionCheckoutPayload")
+		case "checkoutUrl":
+			out.Values[i] = ec._CreateSubscriptionCheckoutPayload_checkoutUrl(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "sessionId":
+			out.Values[i] = ec._CreateSubscriptionCheckoutPayload_sessionId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "subscription":
+			out.Values[i] = ec._CreateSubscriptionCheckoutPayload_subscription(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "replayed":
+			out.Values[i] = ec._CreateSubscriptionCheckoutPayload_replayed(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -35127,18 +36568,24 @@ func (ec *executionContext) _CreditSubscriptionConnection(ctx context.Context, s
 		case "edges":
 			out.Values[i] = ec._CreditSubscriptionConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._CreditSubscriptionConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._CreditSubscriptionConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._CreditSubscriptionConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -35906,6 +37353,34 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "createCreditPlan":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createCreditPlan(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updateCreditPlan":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateCreditPlan(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createSubscriptionCheckout":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createSubscriptionCheckout(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "cancelSubscription":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_cancelSubscription(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createWebhookEndpoint":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createWebhookEndpoint(ctx, field)
@@ -36616,6 +38091,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_backgroundJobs(ctx, field)
 				})
+		case "creditPlans":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_creditPlans(ctx, field)
+				})
 		case "viewer":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -37269,6 +38750,44 @@ func (ec *executionContext) _UpdateCreditPackagePayload(ctx context.Context, sel
 	return out
 }
 
+var updateCreditPlanPayloadImplementors = []string{"UpdateCreditPlanPayload"}
+
+func (ec *executionContext) _UpdateCreditPlanPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UpdateCreditPlanPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, updateCreditPlanPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("UpdateCreditPlanPayload")
+		case "creditPlan":
+			out.Values[i] = ec._UpdateCreditPlanPayload_creditPlan(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "adminAction":
+			out.Values[i] = ec._UpdateCreditPlanPayload_adminAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var updateWebhookEndpointPayloadImplementors = []string{"UpdateWebhookEndpointPayload"}
 
 func (ec *executionContext) _UpdateWebhookEndpointPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UpdateWebhookEndpointPayload) graphql.Marshaler {
@@ -37365,17 +38884,17 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._User_reservations(ctx, field, obj)
 				})
-		case "subscriptions":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._User_subscriptions(ctx, field, obj)
-				})
 		case "autoRecharge":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._User_autoRecharge(ctx, field, obj)
+				})
+		case "subscriptions":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_subscriptions(ctx, field, obj)
 				})
 		case "availableCredits":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
@@ -38359,6 +39878,19 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) unmarshalNCancelSubscriptionInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCancelSubscriptionInput(ctx context.Context, v any) (model.CancelSubscriptionInput, error) {
+	res, err := ec.unmarshalInputCancelSubscriptionInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCancelSubscriptionPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCancelSubscriptionPayload(ctx context.Context, sel ast.SelectionSet, v *model.CancelSubscriptionPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CancelSubscriptionPayload!")
+		return graphql.Null
+	}
+	return ec._CancelSubscriptionPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNCaptureReservationInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCaptureReservationInput(ctx context.Context, v any) (model.CaptureReservationInput, error) {
 	res, err := ec.unmarshalInputCaptureReservationInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -38409,6 +39941,32 @@ func (ec *executionContext) marshalNCreateCreditPackagePayload2ᚖgithubᚗcom�
 		return graphql.Null
 	}
 	return ec._CreateCreditPackagePayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCreateCreditPlanInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPlanInput(ctx context.Context, v any) (model.CreateCreditPlanInput, error) {
+	res, err := ec.unmarshalInputCreateCreditPlanInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreateCreditPlanPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateCreditPlanPayload(ctx context.Context, sel ast.SelectionSet, v *model.CreateCreditPlanPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreateCreditPlanPayload!")
+		return graphql.Null
+	}
+	return ec._CreateCreditPlanPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNCreateSubscriptionCheckoutInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateSubscriptionCheckoutInput(ctx context.Context, v any) (model.CreateSubscriptionCheckoutInput, error) {
+	res, err := ec.unmarshalInputCreateSubscriptionCheckoutInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreateSubscriptionCheckoutPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateSubscriptionCheckoutPayload(ctx context.Context, sel ast.SelectionSet, v *model.CreateSubscriptionCheckoutPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreateSubscriptionCheckoutPayload!")
+		return graphql.Null
+	}
+	return ec._CreateSubscriptionCheckoutPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNCreateWebhookEndpointInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐCreateWebhookEndpointInput(ctx context.Context, v any) (model.CreateWebhookEndpointInput, error) {
@@ -38518,6 +40076,22 @@ func (ec *executionContext) marshalNCreditPackageOrderField2ᚖgithubᚗcomᚋta
 func (ec *executionContext) unmarshalNCreditPackageWhereInput2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackageWhereInput(ctx context.Context, v any) (*ent.CreditPackageWhereInput, error) {
 	res, err := ec.unmarshalInputCreditPackageWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCreditPlan2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanᚄ(ctx context.Context, sel ast.SelectionSet, v []*ent.CreditPlan) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalNCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx context.Context, sel ast.SelectionSet, v *ent.CreditPlan) graphql.Marshaler {
@@ -38638,6 +40212,14 @@ func (ec *executionContext) marshalNCreditStatementTotal2ᚕgithubᚗcomᚋtally
 	}
 
 	return ret
+}
+
+func (ec *executionContext) marshalNCreditSubscription2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscription(ctx context.Context, sel ast.SelectionSet, v *ent.CreditSubscription) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreditSubscription!")
+		return graphql.Null
+	}
+	return ec._CreditSubscription(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNCreditSubscriptionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionConnection(ctx context.Context, sel ast.SelectionSet, v *ent.CreditSubscriptionConnection) graphql.Marshaler {
@@ -39347,6 +40929,19 @@ func (ec *executionContext) marshalNUpdateCreditPackagePayload2ᚖgithubᚗcom�
 		return graphql.Null
 	}
 	return ec._UpdateCreditPackagePayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNUpdateCreditPlanInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateCreditPlanInput(ctx context.Context, v any) (model.UpdateCreditPlanInput, error) {
+	res, err := ec.unmarshalInputUpdateCreditPlanInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNUpdateCreditPlanPayload2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateCreditPlanPayload(ctx context.Context, sel ast.SelectionSet, v *model.UpdateCreditPlanPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "UpdateCreditPlanPayload!")
+		return graphql.Null
+	}
+	return ec._UpdateCreditPlanPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNUpdateWebhookEndpointInput2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐUpdateWebhookEndpointInput(ctx context.Context, v any) (model.UpdateWebhookEndpointInput, error) {

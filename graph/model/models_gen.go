@@ -9,8 +9,25 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/creditplan"
 )
+
+// Cancel a subscription in Stripe. No credits are granted after it; those
+// granted stay until they expire.
+type CancelSubscriptionInput struct {
+	SubscriptionID string `json:"subscriptionId"`
+	// True lets the period paid for run to its end (cancelAtPeriodEnd); false
+	// ends the subscription now (CANCELED).
+	AtPeriodEnd    bool   `json:"atPeriodEnd"`
+	IdempotencyKey string `json:"idempotencyKey"`
+}
+
+type CancelSubscriptionPayload struct {
+	Subscription *ent.CreditSubscription `json:"subscription"`
+	Replayed     bool                    `json:"replayed"`
+}
 
 type CaptureReservationInput struct {
 	ReservationID string `json:"reservationId"`
@@ -89,6 +106,58 @@ type CreateCreditPackageInput struct {
 type CreateCreditPackagePayload struct {
 	CreditPackage *ent.CreditPackage `json:"creditPackage"`
 	AdminAction   *ent.AdminAction   `json:"adminAction"`
+}
+
+type CreateCreditPlanInput struct {
+	Name        string  `json:"name"`
+	Description *string `json:"description,omitempty"`
+	// Credits granted for each paid period, expiring at the period's end.
+	CreditsPerPeriod int                 `json:"creditsPerPeriod"`
+	Interval         creditplan.Interval `json:"interval"`
+	// The price of one period, in the currency's minor units (cents).
+	PriceAmount int `json:"priceAmount"`
+	// ISO 4217 code, e.g. usd.
+	Currency string `json:"currency"`
+	// The Stripe price Checkout sells; without one, Checkout is given the
+	// plan's price, currency and interval.
+	StripePriceID *string `json:"stripePriceId,omitempty"`
+	// What the unspent credits of a period that ends do (default NONE): NONE
+	// expire, CAPPED move into the next paid period up to rolloverCap, ALL all
+	// move.
+	Rollover *creditplan.Rollover `json:"rollover,omitempty"`
+	// Required with CAPPED, refused with any other rollover.
+	RolloverCap *int  `json:"rolloverCap,omitempty"`
+	SortOrder   *int  `json:"sortOrder,omitempty"`
+	Active      *bool `json:"active,omitempty"`
+}
+
+type CreateCreditPlanPayload struct {
+	CreditPlan  *ent.CreditPlan  `json:"creditPlan"`
+	AdminAction *ent.AdminAction `json:"adminAction"`
+}
+
+// Subscribe to a plan through Stripe Checkout (subscription mode): send the
+// user to checkoutUrl. The subscription is INCOMPLETE until Stripe reports its
+// first invoice paid (webhook), which grants the first period's credits. For
+// the caller's own account; a user with an ACTIVE or PAST_DUE subscription is
+// refused (CONFLICT).
+type CreateSubscriptionCheckoutInput struct {
+	PlanID string `json:"planId"`
+	// Where Stripe sends the user back: absolute http(s) URLs. successUrl may
+	// hold Stripe's {CHECKOUT_SESSION_ID}.
+	SuccessURL string `json:"successUrl"`
+	CancelURL  string `json:"cancelUrl"`
+	// The same key with the same request returns the same subscription and
+	// session (replayed); with another request it is IDEMPOTENCY_KEY_REUSED.
+	IdempotencyKey string `json:"idempotencyKey"`
+}
+
+type CreateSubscriptionCheckoutPayload struct {
+	// Stripe's hosted page (empty when a replayed request's session has ended).
+	CheckoutURL  string                  `json:"checkoutUrl"`
+	SessionID    string                  `json:"sessionId"`
+	Subscription *ent.CreditSubscription `json:"subscription"`
+	Replayed     bool                    `json:"replayed"`
 }
 
 // Register an endpoint (admins). The payload's secret signs every delivery;
@@ -401,6 +470,31 @@ type UpdateCreditPackageInput struct {
 type UpdateCreditPackagePayload struct {
 	CreditPackage *ent.CreditPackage `json:"creditPackage"`
 	AdminAction   *ent.AdminAction   `json:"adminAction"`
+}
+
+// Change a plan (admins). Fields left out keep their value; rolloverCap: null
+// clears the cap. The rule of rollover and rolloverCap holds for the plan as
+// the change leaves it: moving a CAPPED plan to NONE or ALL takes
+// rolloverCap: null in the same change. Subscriptions get the new terms from their next paid
+// period; payments already made keep theirs.
+type UpdateCreditPlanInput struct {
+	ID               string                  `json:"id"`
+	Name             *string                 `json:"name,omitempty"`
+	Description      *string                 `json:"description,omitempty"`
+	CreditsPerPeriod *int                    `json:"creditsPerPeriod,omitempty"`
+	Interval         *creditplan.Interval    `json:"interval,omitempty"`
+	PriceAmount      *int                    `json:"priceAmount,omitempty"`
+	Currency         *string                 `json:"currency,omitempty"`
+	StripePriceID    *string                 `json:"stripePriceId,omitempty"`
+	Rollover         *creditplan.Rollover    `json:"rollover,omitempty"`
+	RolloverCap      graphql.Omittable[*int] `json:"rolloverCap,omitempty"`
+	SortOrder        *int                    `json:"sortOrder,omitempty"`
+	Active           *bool                   `json:"active,omitempty"`
+}
+
+type UpdateCreditPlanPayload struct {
+	CreditPlan  *ent.CreditPlan  `json:"creditPlan"`
+	AdminAction *ent.AdminAction `json:"adminAction"`
 }
 
 // Change an endpoint (admins); fields left out keep their value. Enabling
