@@ -38,7 +38,7 @@ func walkthroughBlocks(t *testing.T) []string {
 // (building the command again for every line would take minutes).
 func TestREADMEWalkthrough(t *testing.T) {
 	t.Parallel()
-	for _, tool := range []string{"bash", "curl", "grep", "cut", "head"} {
+	for _, tool := range []string{"bash", "curl", "grep", "cut", "head", "uniq"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") != "" {
 				t.Fatalf("%s is needed to run the README: %v", tool, err)
@@ -102,13 +102,20 @@ set -euo pipefail
 				`"creditsBalance":358,"payments":{"edges":[{"node":{"kind":"RECHARGE","status":"PENDING"}}]}`,
 				`"creditsBalance":358,"autoRecharge":{"status":"ACTION_REQUIRED"`,
 				`"creditsBalance":358,"autoRecharge":{"status":"FAILING","lastError":"the card was declined: Your card was declined.","chargedThisMonthAmount":1000}`,
+				// plans and subscriptions: bob's month going by
+				`"creditsBalance":1000,"subscriptions":{"edges":[{"node":{"status":"ACTIVE"`,
+				`"plan":{"name":"Starter monthly"}`, `"creditsBalance":700`,
+				`"creditsBalance":1500,"subscriptions":{"edges":[{"node":{"status":"ACTIVE"`,
+				`"creditsBalance":1500,"subscriptions":{"edges":[{"node":{"status":"PAST_DUE"`,
+				`"creditsBalance":1500,"subscriptions":{"edges":[{"node":{"status":"CANCELED"`,
 			} {
 				if !strings.Contains(got, want) {
 					t.Errorf("the walkthrough's output lacks %s:\n%s", want, got)
 				}
 			}
-			if n := strings.Count(got, "outcome applied"); n != 7 {
-				t.Errorf("%d events applied, want the refund, both dispute events and four recharge outcomes:\n%s", n, got)
+			// simulate subscribe's two lines are taken into $SUB.
+			if n := strings.Count(got, "outcome applied"); n != 11 {
+				t.Errorf("%d events applied, want the refund, both dispute events, four recharge outcomes, a renewal's two events, a failed renewal and a cancellation:\n%s", n, got)
 			}
 		})
 	}

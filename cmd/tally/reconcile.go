@@ -25,8 +25,8 @@ func newReconcileCommand() *cobra.Command {
 		Long: `Checks the ledger's invariants over every user and that every payment granted and
 clawed back exactly what its state and refunds say (in chunks, with its progress
 on standard error every few seconds and memory that does not grow with the ledger), then reads Stripe (paid Checkout
-Sessions and events of the handled types created in the last --since) and lists
-what Tally has not applied. Then it lists the recharges in flight for longer than
+Sessions, events of the handled types and paid subscription invoices created in
+the last --since) and lists what Tally has not applied. Then it lists the recharges in flight for longer than
 --recharge-grace and, with a Stripe key, what Stripe says of their payment intents.
 With --apply, each missing item (a recharge whose intent succeeded too) is processed
 exactly as a webhook delivery would be, so running it again repairs nothing twice.
@@ -91,16 +91,23 @@ func printReconcile(out io.Writer, r payments.ReconcileReport, since time.Durati
 	if !r.StripeChecked {
 		fmt.Fprintln(out, "stripe: not checked (no STRIPE_SECRET_KEY)")
 	} else {
-		fmt.Fprintf(out, "stripe: %d paid sessions and %d events checked since %s\n",
-			r.SessionsChecked, r.EventsChecked, time.Now().Add(-since).UTC().Format(time.RFC3339))
+		fmt.Fprintf(out, "stripe: %d paid sessions, %d events and %d paid invoices checked since %s\n",
+			r.SessionsChecked, r.EventsChecked, r.InvoicesChecked, time.Now().Add(-since).UTC().Format(time.RFC3339))
 		for _, id := range r.PaidNotGranted {
 			fmt.Fprintf(out, "  paid in Stripe, credits not granted: %s\n", id)
 		}
 		for _, id := range r.Unprocessed {
 			fmt.Fprintf(out, "  event not applied: %s\n", id)
 		}
+		for _, inv := range r.UngrantedInvoices {
+			what := "credits not granted"
+			if inv.Repaired {
+				what = "credits granted now"
+			}
+			fmt.Fprintf(out, "  invoice paid in Stripe, %s: %s (subscription %s)\n", what, inv.InvoiceID, inv.SubscriptionID)
+		}
 	}
-	missing := len(r.PaidNotGranted) + len(r.Unprocessed)
+	missing := len(r.PaidNotGranted) + len(r.Unprocessed) + len(r.UngrantedInvoices)
 	stuck := printRecharges(out, r)
 	for _, s := range r.StaleRecharges {
 		if s.Paid {

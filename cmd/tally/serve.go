@@ -102,7 +102,7 @@ func listenServe(fs *pflag.FlagSet, cfg config.Config) (ln, metricsLn net.Listen
 }
 
 // migrateAndSeed brings the database's schema up to date, and adds the
-// demo packages when the configuration asks for them.
+// demo packs and plans when the configuration asks for them.
 func migrateAndSeed(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.Logger) error {
 	m, err := migrator.New(db)
 	if err != nil {
@@ -117,6 +117,9 @@ func migrateAndSeed(ctx context.Context, cfg config.Config, db *database.DB, log
 	}
 	if cfg.SeedDemoData {
 		if _, err := seed.DemoPackages(ctx, db.Ent); err != nil {
+			return err
+		}
+		if _, err := seed.DemoPlans(ctx, db.Ent); err != nil {
 			return err
 		}
 	}

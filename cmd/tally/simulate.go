@@ -29,18 +29,20 @@ func newSimulateCommand() *cobra.Command {
 	var server string
 	cmd := &cobra.Command{
 		Use:   "simulate",
-		Short: "Walk a purchase or a recharge through a running Tally without Stripe (development)",
+		Short: "Walk a purchase, a recharge or a subscription through a running Tally without Stripe (development)",
 		Long: `Writes what a Stripe Checkout would and posts the events Stripe would send,
 signed with the webhook secret, to a running tally serve (same DATABASE_URL).
 The server is --server, else $TALLY_ADDR, else 127.0.0.1:8080, as for serve.
-Exits 0 only when the webhook applied the event (or had already).
+Exits 0 only when the webhook applied the event (or had already); a command
+that posts several stops at the first one not applied.
 simulate card only writes to the database (a saved card); it posts nothing.`,
 	}
 	cmd.PersistentFlags().StringVar(&server, "server", "", "the running server, http://HOST:PORT or HOST:PORT (default: $TALLY_ADDR, else 127.0.0.1:8080)")
 	addSettingFlags(cmd.PersistentFlags(), "database-url")
 
 	cmd.AddCommand(newSimulatePurchase(&server), newSimulateRefund(&server), newSimulateDispute(&server),
-		newSimulateCard(), newSimulateRecharge(&server))
+		newSimulateCard(), newSimulateRecharge(&server),
+		newSimulateSubscribe(&server), newSimulateRenew(&server), newSimulateFailRenewal(&server), newSimulateCancel(&server))
 	return cmd
 }
 
@@ -169,6 +171,21 @@ func simulatedPaymentByID(ctx context.Context, client *ent.Client, id string) (*
 func withSimulation(cmd *cobra.Command, server string,
 	prepare func(context.Context, *ent.Client) (*ent.Payment, []byte, error),
 ) error {
+	return simulateEvents(cmd, server, false, func(ctx context.Context, client *ent.Client) (string, [][]byte, error) {
+		p, body, err := prepare(ctx, client)
+		if err != nil {
+			return "", nil, err
+		}
+		return p.ID, [][]byte{body}, nil
+	})
+}
+
+// simulateEvents prepares events with the database and posts them, signed,
+// in order, to the server's webhook, printing a line for each (with its
+// type when typed), and stops at the first one not applied.
+func simulateEvents(cmd *cobra.Command, server string, typed bool,
+	prepare func(context.Context, *ent.Client) (id string, bodies [][]byte, err error),
+) error {
 	cfg, err := simulationConfig(cmd)
 	if err != nil {
 		return err
@@ -183,17 +200,32 @@ func withSimulation(cmd *cobra.Command, server string,
 		return err
 	}
 	defer db.Close()
-	p, body, err := prepare(ctx, db.Ent)
+	id, bodies, err := prepare(ctx, db.Ent)
 	if err != nil {
 		return err
 	}
-	url := base + "/api/webhooks/stripe"
+	for _, body := range bodies {
+		label := id
+		if typed {
+			label += " " + eventType(body)
+		}
+		if err := postEvent(cmd, db.Ent, base+"/api/webhooks/stripe", cfg.StripeWebhookSecrets[0], label, body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// postEvent posts one signed event and says whether it was applied (now or
+// before).
+func postEvent(cmd *cobra.Command, client *ent.Client, url, secret, label string, body []byte) error {
+	ctx := cmd.Context()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("posting to %s: %w", url, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Stripe-Signature", webhook.Sign(body, cfg.StripeWebhookSecrets[0], time.Now()))
+	req.Header.Set("Stripe-Signature", webhook.Sign(body, secret, time.Now()))
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("posting to %s (is tally serve running there? set --server or TALLY_ADDR): %w", url, err)
@@ -209,12 +241,12 @@ func withSimulation(cmd *cobra.Command, server string,
 		outcome = "none"
 	}
 	// The id first, alone, so that scripts can take it with cut -d' ' -f1.
-	fmt.Fprintf(cmd.OutOrStdout(), "%s outcome %s (webhook answered %d)\n", p.ID, outcome, resp.StatusCode)
+	fmt.Fprintf(cmd.OutOrStdout(), "%s outcome %s (webhook answered %d)\n", label, outcome, resp.StatusCode)
 	switch {
 	case resp.StatusCode >= 300:
 		return fmt.Errorf("the webhook at %s answered %d: %s", url, resp.StatusCode, oneLine(raw))
 	case outcome != payments.OutcomeApplied && outcome != payments.OutcomeDuplicate:
-		return fmt.Errorf("the event was not applied (outcome %s)%s", outcome, eventReason(ctx, db.Ent, body))
+		return fmt.Errorf("the event was not applied (outcome %s)%s", outcome, eventReason(ctx, client, body))
 	}
 	return nil
 }
@@ -245,6 +277,15 @@ func serverBase(flag, addr string) (string, error) {
 		return "", usageError{fmt.Errorf("--server %q is not a server address such as http://127.0.0.1:8080 or 127.0.0.1:8080", flag)}
 	}
 	return u.Scheme + "://" + u.Host, nil
+}
+
+// eventType is the type of an event the simulation made.
+func eventType(body []byte) string {
+	var ev struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(body, &ev)
+	return ev.Type
 }
 
 // eventReason is why the server did not apply the event, as it recorded it.

@@ -78,7 +78,8 @@ type Config struct {
 	// Playground and Introspection default to on in development only.
 	Playground    bool
 	Introspection bool
-	// SeedDemoData writes the demo credit packs once (development default).
+	// SeedDemoData writes the demo credit packs and plans once (development
+	// default).
 	SeedDemoData bool
 
 	ShutdownTimeout time.Duration

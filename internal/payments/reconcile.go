@@ -59,7 +59,8 @@ func (s *Service) ReplayEvent(ctx context.Context, eventID string) (string, erro
 
 // ReconcileOptions bound a reconciliation.
 type ReconcileOptions struct {
-	// Since is how far back Stripe is read (sessions and events).
+	// Since is how far back Stripe is read (sessions, events and
+	// invoices).
 	Since time.Duration
 	// Apply repairs what is missing; otherwise it only reports.
 	Apply bool
@@ -86,7 +87,11 @@ type ReconcileReport struct {
 	PaidNotGranted []string
 	EventsChecked  int
 	// Unprocessed are handled events Stripe has that Tally has not applied.
-	Unprocessed []string
+	Unprocessed     []string
+	InvoicesChecked int
+	// UngrantedInvoices are subscription invoices paid in Stripe whose
+	// credits Tally has not granted.
+	UngrantedInvoices []UngrantedInvoice
 	// StaleRecharges are the recharges in flight for longer than
 	// RechargeGrace (with a Stripe key, with what Stripe says of them).
 	StaleRecharges []StaleRecharge
@@ -98,7 +103,8 @@ type ReconcileReport struct {
 // Reconcile checks the ledger's and the payments' invariants (Check), then
 // compares Stripe with what Tally applied: paid Checkout Sessions whose
 // credits are missing, events of the handled types that were never
-// applied (or still wait), and recharges in flight for longer than they
+// applied (or still wait), paid subscription invoices without their
+// grant, and recharges in flight for longer than they
 // should be, whose intents may have succeeded unannounced.
 // With Apply it processes what is missing through the same path as a
 // webhook delivery, so a repair is applied at most once however often
@@ -130,6 +136,9 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 			return r, err
 		}
 		if err := s.reconcileEvents(ctx, &r, opts.Apply, since, progress); err != nil {
+			return r, err
+		}
+		if err := s.reconcileInvoices(ctx, &r, opts.Apply, since, progress); err != nil {
 			return r, err
 		}
 	}

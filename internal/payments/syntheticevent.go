@@ -10,6 +10,12 @@ import (
 // syntheticEvent builds the event that should have announced a Stripe
 // object, with an id derived from it so that repeats are one event.
 func (s *Service) syntheticEvent(id, typ string, object any) (*stripe.Event, []byte, error) {
+	return s.syntheticEventAt(id, typ, s.now().Unix(), object)
+}
+
+// syntheticEventAt is syntheticEvent created at a given time (Unix
+// seconds): events are ordered by it.
+func (s *Service) syntheticEventAt(id, typ string, created int64, object any) (*stripe.Event, []byte, error) {
 	raw, err := json.Marshal(object)
 	if err != nil {
 		return nil, nil, fmt.Errorf("payments: encoding %s: %w", id, err)
@@ -18,7 +24,7 @@ func (s *Service) syntheticEvent(id, typ string, object any) (*stripe.Event, []b
 	// reads, and an event of the other mode would be refused.
 	payload, err := json.Marshal(map[string]any{
 		"id": id, "object": "event", "type": typ, "api_version": APIVersion, "livemode": s.livemode,
-		"created": s.now().Unix(), "data": map[string]json.RawMessage{"object": raw},
+		"created": created, "data": map[string]json.RawMessage{"object": raw},
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("payments: encoding %s: %w", id, err)
