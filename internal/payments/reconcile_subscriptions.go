@@ -96,11 +96,11 @@ func (s *Service) invoiceOwed(ctx context.Context, inv *stripe.Invoice) (bool, *
 	if err != nil {
 		return false, nil, err
 	}
-	credits, err := invoiceCredits(inv, plan)
+	credits, amount, err := invoiceCredits(inv, plan)
 	if err != nil {
 		return false, nil, err
 	}
-	return credits > 0, sub, nil
+	return credits > 0 && amount > 0, sub, nil
 }
 
 // invoiceSubscription is the subscription an invoice names, by the id Tally
