@@ -77,7 +77,8 @@ func (r SubscribeRequest) keyedRequest(userID string) (idempotency.Request, erro
 // the Stripe idempotency key derives from the subscription's id, and when
 // Stripe refuses the subscription and the key's record are deleted
 // together. A user with an ACTIVE or PAST_DUE subscription is refused
-// (CONFLICT): one plan at a time, changed in Stripe's customer portal.
+// (CONFLICT): one plan at a time, changed in Stripe's customer portal; an
+// earlier checkout still open is expired first (closeOpenCheckouts).
 func (s *Service) CreateSubscriptionCheckout(ctx context.Context, userID string, req SubscribeRequest) (*SubscribeResult, error) {
 	if s.stripe == nil {
 		return nil, errStripeDisabled()
@@ -99,6 +100,9 @@ func (s *Service) CreateSubscriptionCheckout(ctx context.Context, userID string,
 			return nil, err
 		}
 		if _, err := s.ensureStripeCustomer(ctx, u); err != nil {
+			return nil, err
+		}
+		if err := s.closeOpenCheckouts(ctx, userID); err != nil {
 			return nil, err
 		}
 		var sub *ent.CreditSubscription

@@ -207,3 +207,43 @@ func TestSubscriptionCheckoutResumes(t *testing.T) {
 		}
 	})
 }
+
+// TestSecondCheckoutExpiresTheFirst: one plan at a time. A new checkout
+// expires the user's earlier one still open, in Stripe and here; when
+// Stripe says that one was completed, the new one is refused.
+func TestSecondCheckoutExpiresTheFirst(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		f := newPurchaseEnv(t, db)
+		u := f.user("subscriber")
+		plan := f.plan("")
+		first, err := f.svc.CreateSubscriptionCheckout(f.ctx, u.ID, subscribeReq(plan.ID, "tab-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := f.svc.CreateSubscriptionCheckout(f.ctx, u.ID, subscribeReq(plan.ID, "tab-2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expired := f.stripe.Requests(http.MethodPost, "/v1/checkout/sessions/"+first.SessionID+"/expire")
+		if len(expired) != 1 {
+			t.Fatalf("first session expired %d times, want once", len(expired))
+		}
+		if st := db.Ent.CreditSubscription.GetX(f.ctx, first.Subscription.ID).Status; st != creditsubscription.StatusCanceled {
+			t.Fatalf("first subscription %s, want CANCELED", st)
+		}
+		f.stripe.AnswerWith(func(r stripemock.Request) (int, string) {
+			if strings.HasSuffix(r.Path, "/expire") {
+				return http.StatusBadRequest, `{"error":{"type":"invalid_request_error","message":"Only Checkout Sessions with a status of open can be expired."}}`
+			}
+			return 0, ""
+		})
+		_, err = f.svc.CreateSubscriptionCheckout(f.ctx, u.ID, subscribeReq(plan.ID, "tab-3"))
+		wantAppCode(t, err, apperr.Conflict)
+		if st := db.Ent.CreditSubscription.GetX(f.ctx, second.Subscription.ID).Status; st != creditsubscription.StatusIncomplete {
+			t.Fatalf("second subscription %s, want INCOMPLETE", st)
+		}
+		if n := db.Ent.CreditSubscription.Query().CountX(f.ctx); n != 2 {
+			t.Fatalf("%d subscriptions, want 2", n)
+		}
+	})
+}
