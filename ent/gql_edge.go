@@ -224,46 +224,6 @@ func (_m *ProcessedEvent) Payment(ctx context.Context) (*Payment, error) {
 	return result, MaskNotFound(err)
 }
 
-func (_m *User) Lots(
-	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditLotOrder,
-) (*CreditLotConnection, error) {
-	opts := []CreditLotPaginateOption{
-		WithCreditLotOrder(orderBy),
-	}
-	alias := graphql.GetFieldContext(ctx).Field.Alias
-	totalCount, hasTotalCount := _m.Edges.totalCount[0][alias]
-	if nodes, err := _m.NamedLots(alias); err == nil || hasTotalCount {
-		pager, err := newCreditLotPager(opts, last != nil)
-		if err != nil {
-			return nil, err
-		}
-		conn := &CreditLotConnection{Edges: []*CreditLotEdge{}, TotalCount: totalCount}
-		conn.build(nodes, pager, after, first, before, last)
-		return conn, nil
-	}
-	return _m.QueryLots().Paginate(ctx, after, first, before, last, opts...)
-}
-
-func (_m *User) Reservations(
-	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *CreditReservationOrder,
-) (*CreditReservationConnection, error) {
-	opts := []CreditReservationPaginateOption{
-		WithCreditReservationOrder(orderBy),
-	}
-	alias := graphql.GetFieldContext(ctx).Field.Alias
-	totalCount, hasTotalCount := _m.Edges.totalCount[1][alias]
-	if nodes, err := _m.NamedReservations(alias); err == nil || hasTotalCount {
-		pager, err := newCreditReservationPager(opts, last != nil)
-		if err != nil {
-			return nil, err
-		}
-		conn := &CreditReservationConnection{Edges: []*CreditReservationEdge{}, TotalCount: totalCount}
-		conn.build(nodes, pager, after, first, before, last)
-		return conn, nil
-	}
-	return _m.QueryReservations().Paginate(ctx, after, first, before, last, opts...)
-}
-
 func (_m *WebhookDelivery) Event(ctx context.Context) (*WebhookEvent, error) {
 	result, err := _m.Edges.EventOrErr()
 	if IsNotLoaded(err) {

@@ -64,8 +64,6 @@ type UserEdges struct {
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
 	loadedTypes [7]bool
-	// totalCount holds the count of the edges above.
-	totalCount [2]map[string]int
 
 	namedStripeCustomers map[string][]*StripeCustomer
 	namedPayments        map[string][]*Payment

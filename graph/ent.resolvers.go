@@ -161,16 +161,6 @@ func (r *queryResolver) WebhookEndpoints(ctx context.Context, after *entgql.Curs
 		func(c *ent.WebhookEndpointConnection) (*int, *ent.PageInfo) { return &c.TotalCount, &c.PageInfo })
 }
 
-// Lots is the resolver for the lots field.
-func (r *userResolver) Lots(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) (*ent.CreditLotConnection, error) {
-	return r.userLots(ctx, obj, after, first, before, last, orderBy)
-}
-
-// Reservations is the resolver for the reservations field.
-func (r *userResolver) Reservations(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder) (*ent.CreditReservationConnection, error) {
-	return r.userReservations(ctx, obj, after, first, before, last, orderBy)
-}
-
 // AdminActionConnection returns generated.AdminActionConnectionResolver implementation.
 func (r *Resolver) AdminActionConnection() generated.AdminActionConnectionResolver {
 	return &adminActionConnectionResolver{r}
@@ -212,6 +202,16 @@ func (r *Resolver) UserConnection() generated.UserConnectionResolver {
 	return &userConnectionResolver{r}
 }
 
+// WebhookDeliveryConnection returns generated.WebhookDeliveryConnectionResolver implementation.
+func (r *Resolver) WebhookDeliveryConnection() generated.WebhookDeliveryConnectionResolver {
+	return &webhookDeliveryConnectionResolver{r}
+}
+
+// WebhookEndpointConnection returns generated.WebhookEndpointConnectionResolver implementation.
+func (r *Resolver) WebhookEndpointConnection() generated.WebhookEndpointConnectionResolver {
+	return &webhookEndpointConnectionResolver{r}
+}
+
 type (
 	adminActionConnectionResolver        struct{ *Resolver }
 	creditSubscriptionConnectionResolver struct{ *Resolver }
@@ -222,4 +222,6 @@ type (
 	queryResolver                        struct{ *Resolver }
 	userResolver                         struct{ *Resolver }
 	userConnectionResolver               struct{ *Resolver }
+	webhookDeliveryConnectionResolver    struct{ *Resolver }
+	webhookEndpointConnectionResolver    struct{ *Resolver }
 )

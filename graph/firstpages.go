@@ -10,6 +10,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vikstrous/dataloadgen"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/credittransaction"
@@ -24,49 +25,56 @@ const pageOwner = "page_owner"
 // batchedPage says whether a user's connection field can join the batch of
 // the list's other users: a first page, forward. Deeper pages take the
 // keyset path (one user paging is not N+1). cost.go charges the batched
-// pages accordingly (firstPage), so the two must agree.
+// pages accordingly (firstPage), so the two must agree. The batch counts
+// when the per-user path would: totalCount asked, or the pageInfo of a page
+// of no edges, which tells whether there are any.
 func batchedPage(ctx context.Context, after, before *entgql.Cursor[string], first, last *int) (string, pageRequest, bool) {
 	if batching(ctx) == nil || graphql.GetFieldContext(ctx) == nil ||
 		after != nil || before != nil || last != nil || first == nil || *first < 0 {
 		return "", pageRequest{}, false
 	}
+	pageless := *first == 0 || !asksFor(ctx, "edges")
 	return placeOf(ctx), pageRequest{
-		ctx: ctx, first: *first, counted: asksForCount(ctx),
-		pageless: *first == 0 || !asksFor(ctx, "edges"),
+		ctx: ctx, first: *first, pageless: pageless,
+		counted: asksForCount(ctx) || pageless && asksFor(ctx, "pageInfo"),
 	}, true
+}
+
+// firstPageFrom is the user's first page from the response's batch of its
+// place, read by the loader that pick chooses, or ok false when the page
+// cannot be batched. set adds to the request what the page is asked with
+// beyond its size (a filter, an order).
+func firstPageFrom[C any](ctx context.Context, userID string, after, before *entgql.Cursor[string], first, last *int,
+	pick func(*loaders) *dataloadgen.Loader[pageKey, C], set func(*pageRequest),
+) (conn C, ok bool, err error) {
+	place, req, ok := batchedPage(ctx, after, before, first, last)
+	if !ok {
+		return conn, false, nil
+	}
+	l := loadersFrom(ctx)
+	set(&req)
+	l.register(place, req)
+	loader := pick(l)
+	if ids := l.siblings(ctx, place, userID); ids != nil {
+		loader.LoadAllThunk(ctx, pageKeys(ids, place))
+	}
+	conn, err = loader.Load(ctx, pageKey{userID: userID, place: place})
+	return conn, true, err
 }
 
 // firstTransactions is the user's first page of transactions from the
 // response's batch, or ok false when the page cannot be batched.
-func (r *Resolver) firstTransactions(ctx context.Context, userID string, after, before *entgql.Cursor[string], first, last *int, where *ent.CreditTransactionWhereInput) (conn *ent.CreditTransactionConnection, ok bool, err error) {
-	place, req, ok := batchedPage(ctx, after, before, first, last)
-	if !ok {
-		return nil, false, nil
-	}
-	l := loadersFrom(ctx)
-	req.where = where
-	l.register(place, req)
-	if ids := l.siblings(ctx, place, userID); ids != nil {
-		l.transactions.LoadAllThunk(ctx, pageKeys(ids, place))
-	}
-	conn, err = l.transactions.Load(ctx, pageKey{userID: userID, place: place})
-	return conn, true, err
+func (r *Resolver) firstTransactions(ctx context.Context, userID string, after, before *entgql.Cursor[string], first, last *int, where *ent.CreditTransactionWhereInput) (*ent.CreditTransactionConnection, bool, error) {
+	return firstPageFrom(ctx, userID, after, before, first, last,
+		func(l *loaders) *dataloadgen.Loader[pageKey, *ent.CreditTransactionConnection] { return l.transactions },
+		func(req *pageRequest) { req.where = where })
 }
 
 // firstPayments is firstTransactions for payments.
-func (r *Resolver) firstPayments(ctx context.Context, userID string, after, before *entgql.Cursor[string], first, last *int, where *ent.PaymentWhereInput) (conn *ent.PaymentConnection, ok bool, err error) {
-	place, req, ok := batchedPage(ctx, after, before, first, last)
-	if !ok {
-		return nil, false, nil
-	}
-	l := loadersFrom(ctx)
-	req.where = where
-	l.register(place, req)
-	if ids := l.siblings(ctx, place, userID); ids != nil {
-		l.payments.LoadAllThunk(ctx, pageKeys(ids, place))
-	}
-	conn, err = l.payments.Load(ctx, pageKey{userID: userID, place: place})
-	return conn, true, err
+func (r *Resolver) firstPayments(ctx context.Context, userID string, after, before *entgql.Cursor[string], first, last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, bool, error) {
+	return firstPageFrom(ctx, userID, after, before, first, last,
+		func(l *loaders) *dataloadgen.Loader[pageKey, *ent.PaymentConnection] { return l.payments },
+		func(req *pageRequest) { req.where = where })
 }
 
 func pageKeys(userIDs []string, place string) []pageKey {
@@ -188,7 +196,7 @@ func edgesOnly(ctx context.Context) context.Context {
 // firstCreditTransactionEdges fills the users' pages with their first edges.
 func (r *Resolver) firstCreditTransactionEdges(req pageRequest, userIDs []string, filter predicate.CreditTransaction, out map[string]*ent.CreditTransactionConnection) error {
 	q := r.Client.CreditTransaction.Query().Where(func(s *sql.Selector) {
-		s.Where(newestPerUser(s.Dialect(), s.C(credittransaction.FieldID), credittransaction.Table, userIDs, req.first+1, filter))
+		s.Where(firstPerUser(s.Dialect(), s.C(credittransaction.FieldID), credittransaction.Table, userIDs, req.first+1, filter, newestFirst))
 	})
 	q.Modify(func(s *sql.Selector) { s.AppendSelectAs(s.C(credittransaction.FieldUserID), pageOwner) })
 	all, err := q.Paginate(edgesOnly(req.ctx), nil, nil, nil, nil, ent.WithCreditTransactionOrder(&ent.CreditTransactionOrder{
@@ -212,7 +220,7 @@ func (r *Resolver) firstCreditTransactionEdges(req pageRequest, userIDs []string
 // firstPaymentEdges fills the users' pages with their first edges.
 func (r *Resolver) firstPaymentEdges(req pageRequest, userIDs []string, filter predicate.Payment, out map[string]*ent.PaymentConnection) error {
 	q := r.Client.Payment.Query().Where(func(s *sql.Selector) {
-		s.Where(newestPerUser(s.Dialect(), s.C(payment.FieldID), payment.Table, userIDs, req.first+1, filter))
+		s.Where(firstPerUser(s.Dialect(), s.C(payment.FieldID), payment.Table, userIDs, req.first+1, filter, newestFirst))
 	})
 	q.Modify(func(s *sql.Selector) { s.AppendSelectAs(s.C(payment.FieldUserID), pageOwner) })
 	all, err := q.Paginate(edgesOnly(req.ctx), nil, nil, nil, nil, ent.WithPaymentOrder(&ent.PaymentOrder{
@@ -274,17 +282,38 @@ func totalOf(counts map[string]int, userID string, onPage int) int {
 	return counts[userID]
 }
 
-// newestPerUser is the condition that keeps each user's n newest rows of
-// table that pass filter, in the order of the per-user page (created_at,
-// then id, both descending), so the n kept are the ones its LIMIT would
-// keep. col is the outer query's id column.
+// pageOrder is a term of the order of a user's page.
+type pageOrder struct {
+	column string
+	desc   bool
+}
+
+// newestFirst is the order of a user's transactions and payments.
+var newestFirst = []pageOrder{{column: "created_at", desc: true}, {column: "id", desc: true}}
+
+func orderTerms(t *sql.SelectTable, order []pageOrder) []string {
+	terms := make([]string, len(order))
+	for i, o := range order {
+		if o.desc {
+			terms[i] = sql.Desc(t.C(o.column))
+		} else {
+			terms[i] = sql.Asc(t.C(o.column))
+		}
+	}
+	return terms
+}
+
+// firstPerUser is the condition that keeps each user's first n rows of
+// table that pass filter in order, the per-user page's order (which ends
+// with id, so that it is total), so the n kept are the ones its LIMIT
+// would keep. col is the outer query's id column.
 //
-// PostgreSQL reads each user's rows with a LATERAL subquery: a range of the
-// (user_id, created_at, id) index that stops after n rows, as the per-user
-// page does. SQLite has no LATERAL: it ranks the users' rows with
-// ROW_NUMBER(), which reads their whole histories (an embedded database's
-// lists are short).
-func newestPerUser[P ~func(*sql.Selector)](dialectName, col, table string, userIDs []string, n int, filter P) *sql.Predicate {
+// PostgreSQL reads each user's rows with a LATERAL subquery: a range of an
+// index led by user_id that stops after n rows when the index gives the
+// order (as the per-user page does). SQLite has no LATERAL: it ranks the
+// users' rows with ROW_NUMBER(), which reads all of them (an embedded
+// database's lists are short).
+func firstPerUser[P ~func(*sql.Selector)](dialectName, col, table string, userIDs []string, n int, filter P, order []pageOrder) *sql.Predicate {
 	b := sql.Dialect(dialectName)
 	src := b.Table(table).As("page_src")
 	ids := make([]any, len(userIDs))
@@ -293,25 +322,24 @@ func newestPerUser[P ~func(*sql.Selector)](dialectName, col, table string, userI
 	}
 	if dialectName == dialect.Postgres {
 		pu := b.Table("users").As("page_users")
-		newest := b.Select(src.C("id")).From(src).
+		first := b.Select(src.C("id")).From(src).
 			Where(sql.ColumnsEQ(src.C("user_id"), pu.C("id"))).
-			OrderBy(sql.Desc(src.C("created_at")), sql.Desc(src.C("id"))).
+			OrderBy(orderTerms(src, order)...).
 			Limit(n)
 		if filter != nil {
-			filter(newest)
+			filter(first)
 		}
 		return sql.P(func(w *sql.Builder) {
 			w.Ident(col).WriteOp(sql.OpIn).Wrap(func(w *sql.Builder) {
 				w.WriteString("SELECT page_rows.id FROM users AS page_users CROSS JOIN LATERAL ").
-					Wrap(func(w *sql.Builder) { w.Join(newest) }).
+					Wrap(func(w *sql.Builder) { w.Join(first) }).
 					WriteString(" AS page_rows WHERE page_users.id IN ").
 					Wrap(func(w *sql.Builder) { w.Args(ids...) })
 			})
 		})
 	}
 	ranked := b.Select(src.C("id")).
-		AppendSelectExprAs(sql.RowNumber().PartitionBy(src.C("user_id")).
-			OrderBy(sql.Desc(src.C("created_at")), sql.Desc(src.C("id"))), "page_rank").
+		AppendSelectExprAs(sql.RowNumber().PartitionBy(src.C("user_id")).OrderBy(orderTerms(src, order)...), "page_rank").
 		From(src).
 		Where(sql.In(src.C("user_id"), ids...))
 	if filter != nil {

@@ -19,11 +19,13 @@ import (
 // loaders gather what the fields of many users in one response read, so
 // that a page of users costs the statements of one user: the balances of all
 // of them in one statement, the first page of each one's transactions (and
-// payments) in one statement per place of the response.
+// payments, lots, reservations) in one statement per place of the response.
 type loaders struct {
 	balances     *dataloadgen.Loader[string, ledger.Balance]
 	transactions *dataloadgen.Loader[pageKey, *ent.CreditTransactionConnection]
 	payments     *dataloadgen.Loader[pageKey, *ent.PaymentConnection]
+	lots         *dataloadgen.Loader[pageKey, *ent.CreditLotConnection]
+	reservations *dataloadgen.Loader[pageKey, *ent.CreditReservationConnection]
 
 	mu sync.Mutex
 	// queued are the lists whose users were all put in a batch at once
@@ -55,6 +57,9 @@ type pageRequest struct {
 	// where is the field's filter, a *ent.CreditTransactionWhereInput or a
 	// *ent.PaymentWhereInput (nil pointers for none).
 	where any
+	// order is the field's orderBy, a *ent.CreditLotOrder or a
+	// *ent.CreditReservationOrder (nil pointers for the default).
+	order any
 }
 
 type queuedList struct {
@@ -84,6 +89,12 @@ func (r *Resolver) withLoaders(ctx context.Context) context.Context {
 	})
 	l.payments = dataloadgen.NewLoader(func(ctx context.Context, keys []pageKey) ([]*ent.PaymentConnection, []error) {
 		return loadPages(l, keys, r.firstPaymentPages)
+	})
+	l.lots = dataloadgen.NewLoader(func(ctx context.Context, keys []pageKey) ([]*ent.CreditLotConnection, []error) {
+		return loadPages(l, keys, r.firstLotPages)
+	})
+	l.reservations = dataloadgen.NewLoader(func(ctx context.Context, keys []pageKey) ([]*ent.CreditReservationConnection, []error) {
+		return loadPages(l, keys, r.firstReservationPages)
 	})
 	return context.WithValue(ctx, loadersKey{}, l)
 }

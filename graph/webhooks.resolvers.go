@@ -111,3 +111,13 @@ func (r *mutationResolver) SetLowBalanceThreshold(ctx context.Context, input mod
 func (r *queryResolver) WebhookEventTypes(ctx context.Context) ([]string, error) {
 	return outbound.Types, nil
 }
+
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *webhookDeliveryConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.WebhookDeliveryConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
+}
+
+// TotalCountCapped is the resolver for the totalCountCapped field.
+func (r *webhookEndpointConnectionResolver) TotalCountCapped(ctx context.Context, obj *ent.WebhookEndpointConnection) (bool, error) {
+	return wasCapped(ctx, obj), nil
+}

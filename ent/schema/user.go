@@ -77,18 +77,20 @@ func (User) Fields() []ent.Field {
 func (User) Edges() []ent.Edge {
 	return []ent.Edge{
 		edge.To("stripe_customers", StripeCustomer.Type),
-		// payments, transactions and subscriptions are served newest first
-		// by hand-written fields (graph/schema.graphqls, graph/plans.graphqls),
-		// not the generated edges, which a list of users would load whole
-		// for each user before any page size applies.
+		// payments, transactions, lots, reservations and subscriptions are
+		// served by hand-written fields (graph/schema.graphqls,
+		// graph/userlots.graphqls, graph/plans.graphqls), not the generated
+		// edges, which a list of users loaded for the whole list while
+		// collecting its fields: before the page size was checked or
+		// defaulted, so all of each user's rows without first.
 		edge.To("payments", Payment.Type).
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		edge.To("transactions", CreditTransaction.Type).
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		edge.To("lots", CreditLot.Type).
-			Annotations(entgql.RelayConnection(), unindexed),
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		edge.To("reservations", CreditReservation.Type).
-			Annotations(entgql.RelayConnection(), unindexed),
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		edge.To("subscriptions", CreditSubscription.Type).
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		edge.To("postings", CreditLedger.Type).

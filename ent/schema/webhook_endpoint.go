@@ -47,6 +47,6 @@ func (WebhookEndpoint) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
 		entgql.QueryField("webhookEndpoints").Directives(entgql.NewDirective("admin")).
-			Description("The endpoints that receive outbound events, for admins"),
+			Description(adminList("The endpoints that receive outbound events, newest first unless ordered")),
 	}
 }

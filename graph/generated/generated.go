@@ -56,6 +56,8 @@ type ResolverRoot interface {
 	Subscription() SubscriptionResolver
 	User() UserResolver
 	UserConnection() UserConnectionResolver
+	WebhookDeliveryConnection() WebhookDeliveryConnectionResolver
+	WebhookEndpointConnection() WebhookEndpointConnectionResolver
 }
 
 type DirectiveRoot struct {
@@ -696,9 +698,10 @@ type ComplexityRoot struct {
 	}
 
 	WebhookDeliveryConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	WebhookDeliveryEdge struct {
@@ -719,9 +722,10 @@ type ComplexityRoot struct {
 	}
 
 	WebhookEndpointConnection struct {
-		Edges      func(childComplexity int) int
-		PageInfo   func(childComplexity int) int
-		TotalCount func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TotalCount       func(childComplexity int) int
+		TotalCountCapped func(childComplexity int) int
 	}
 
 	WebhookEndpointEdge struct {
@@ -820,8 +824,6 @@ type SubscriptionResolver interface {
 	CreditBalanceChanged(ctx context.Context) (<-chan *model.CreditBalanceChange, error)
 }
 type UserResolver interface {
-	Lots(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) (*ent.CreditLotConnection, error)
-	Reservations(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder) (*ent.CreditReservationConnection, error)
 	AutoRecharge(ctx context.Context, obj *ent.User) (*ent.AutoRecharge, error)
 	Subscriptions(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.CreditSubscriptionConnection, error)
 	AvailableCredits(ctx context.Context, obj *ent.User) (int, error)
@@ -831,9 +833,17 @@ type UserResolver interface {
 	BalanceAt(ctx context.Context, obj *ent.User, time time.Time) (int, error)
 	Statement(ctx context.Context, obj *ent.User, from time.Time, to time.Time) (*ledger.Statement, error)
 	Payments(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, where *ent.PaymentWhereInput) (*ent.PaymentConnection, error)
+	Lots(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditLotOrder) (*ent.CreditLotConnection, error)
+	Reservations(ctx context.Context, obj *ent.User, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CreditReservationOrder) (*ent.CreditReservationConnection, error)
 }
 type UserConnectionResolver interface {
 	TotalCountCapped(ctx context.Context, obj *ent.UserConnection) (bool, error)
+}
+type WebhookDeliveryConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.WebhookDeliveryConnection) (bool, error)
+}
+type WebhookEndpointConnectionResolver interface {
+	TotalCountCapped(ctx context.Context, obj *ent.WebhookEndpointConnection) (bool, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -3665,6 +3675,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.WebhookDeliveryConnection.TotalCount(childComplexity), true
+	case "WebhookDeliveryConnection.totalCountCapped":
+		if e.ComplexityRoot.WebhookDeliveryConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookDeliveryConnection.TotalCountCapped(childComplexity), true
 
 	case "WebhookDeliveryEdge.cursor":
 		if e.ComplexityRoot.WebhookDeliveryEdge.Cursor == nil {
@@ -3752,6 +3768,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.WebhookEndpointConnection.TotalCount(childComplexity), true
+	case "WebhookEndpointConnection.totalCountCapped":
+		if e.ComplexityRoot.WebhookEndpointConnection.TotalCountCapped == nil {
+			break
+		}
+
+		return e.ComplexityRoot.WebhookEndpointConnection.TotalCountCapped(childComplexity), true
 
 	case "WebhookEndpointEdge.cursor":
 		if e.ComplexityRoot.WebhookEndpointEdge.Cursor == nil {
@@ -6511,7 +6533,7 @@ type Query {
     where: WebhookDeliveryWhereInput
   ): WebhookDeliveryConnection! @admin
   """
-  The endpoints that receive outbound events, for admins
+  The endpoints that receive outbound events, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
   webhookEndpoints(
     """
@@ -6561,58 +6583,6 @@ type User implements Node {
   creditsBalance: Int!
   lowBalanceThreshold: Int
   status: UserStatus!
-  lots(
-    """
-    Returns the elements in the list that come after the specified cursor.
-    """
-    after: Cursor
-
-    """
-    Returns the first _n_ elements from the list.
-    """
-    first: Int
-
-    """
-    Returns the elements in the list that come before the specified cursor.
-    """
-    before: Cursor
-
-    """
-    Returns the last _n_ elements from the list.
-    """
-    last: Int
-
-    """
-    Ordering options for CreditLots returned from the connection.
-    """
-    orderBy: CreditLotOrder
-  ): CreditLotConnection!
-  reservations(
-    """
-    Returns the elements in the list that come after the specified cursor.
-    """
-    after: Cursor
-
-    """
-    Returns the first _n_ elements from the list.
-    """
-    first: Int
-
-    """
-    Returns the elements in the list that come before the specified cursor.
-    """
-    before: Cursor
-
-    """
-    Returns the last _n_ elements from the list.
-    """
-    last: Int
-
-    """
-    Ordering options for CreditReservations returned from the connection.
-    """
-    orderBy: CreditReservationOrder
-  ): CreditReservationConnection!
 }
 """
 A connection to a list of items.
@@ -7843,6 +7813,35 @@ extend type ProcessedEventConnection {
   totalCountCapped: Boolean!
 }
 `, BuiltIn: false},
+	{Name: "../userlots.graphqls", Input: `# A user's lots and reservations: fields of their own rather than the ent
+# edges (skipped in ent/schema/user.go), so that in a list of users each
+# page is bounded before it is read (graph/userlots.go).
+
+extend type User {
+  """
+  The user's credit lots, oldest first (by id) unless ordered. totalCount
+  counts all of them.
+  """
+  lots(
+    after: Cursor
+    first: Int
+    before: Cursor
+    last: Int
+    orderBy: CreditLotOrder
+  ): CreditLotConnection!
+  """
+  The user's reservations, whatever their status, oldest first (by id)
+  unless ordered. totalCount counts all of them.
+  """
+  reservations(
+    after: Cursor
+    first: Int
+    before: Cursor
+    last: Int
+    orderBy: CreditReservationOrder
+  ): CreditReservationConnection!
+}
+`, BuiltIn: false},
 	{Name: "../webhooks.graphqls", Input: `# Outbound events: Tally tells the application when something happens to a
 # user's credits, by signed HTTP requests (Standard Webhooks) to the
 # endpoints admins register. See the README, "Outbound events".
@@ -7956,6 +7955,20 @@ extend type Query {
   The outbound event types an endpoint may subscribe to.
   """
   webhookEventTypes: [String!]! @admin
+}
+
+extend type WebhookDeliveryConnection {
+  """
+  True when totalCount stopped counting at 1,000: there are more.
+  """
+  totalCountCapped: Boolean!
+}
+
+extend type WebhookEndpointConnection {
+  """
+  True when totalCount stopped counting at 1,000: there are more.
+  """
+  totalCountCapped: Boolean!
 }
 `, BuiltIn: false},
 }
@@ -9015,10 +9028,6 @@ func (ec *executionContext) childFields_User(ctx context.Context, field graphql.
 		return ec.fieldContext_User_lowBalanceThreshold(ctx, field)
 	case "status":
 		return ec.fieldContext_User_status(ctx, field)
-	case "lots":
-		return ec.fieldContext_User_lots(ctx, field)
-	case "reservations":
-		return ec.fieldContext_User_reservations(ctx, field)
 	case "autoRecharge":
 		return ec.fieldContext_User_autoRecharge(ctx, field)
 	case "subscriptions":
@@ -9037,6 +9046,10 @@ func (ec *executionContext) childFields_User(ctx context.Context, field graphql.
 		return ec.fieldContext_User_statement(ctx, field)
 	case "payments":
 		return ec.fieldContext_User_payments(ctx, field)
+	case "lots":
+		return ec.fieldContext_User_lots(ctx, field)
+	case "reservations":
+		return ec.fieldContext_User_reservations(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type User", field.Name)
 }
@@ -9105,6 +9118,8 @@ func (ec *executionContext) childFields_WebhookDeliveryConnection(ctx context.Co
 		return ec.fieldContext_WebhookDeliveryConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_WebhookDeliveryConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_WebhookDeliveryConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type WebhookDeliveryConnection", field.Name)
 }
@@ -9151,6 +9166,8 @@ func (ec *executionContext) childFields_WebhookEndpointConnection(ctx context.Co
 		return ec.fieldContext_WebhookEndpointConnection_pageInfo(ctx, field)
 	case "totalCount":
 		return ec.fieldContext_WebhookEndpointConnection_totalCount(ctx, field)
+	case "totalCountCapped":
+		return ec.fieldContext_WebhookEndpointConnection_totalCountCapped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type WebhookEndpointConnection", field.Name)
 }
@@ -21870,94 +21887,6 @@ func (ec *executionContext) fieldContext_User_status(_ context.Context, field gr
 	return graphql.NewScalarFieldContext("User", field, false, false, "UserStatus")
 }
 
-func (ec *executionContext) _User_lots(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_User_lots(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.User().Lots(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditLotOrder))
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditLotConnection) graphql.Marshaler {
-			return ec.marshalNCreditLotConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLotConnection(ctx, selections, v)
-		},
-		true,
-		true,
-	)
-}
-func (ec *executionContext) fieldContext_User_lots(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	fc = &graphql.FieldContext{
-		Object:     "User",
-		Field:      field,
-		IsMethod:   true,
-		IsResolver: true,
-		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.childFields_CreditLotConnection(ctx, field)
-		},
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = ec.Recover(ctx, r)
-			ec.Error(ctx, err)
-		}
-	}()
-	ctx = graphql.WithFieldContext(ctx, fc)
-	if fc.Args, err = ec.field_User_lots_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
-		ec.Error(ctx, err)
-		return fc, err
-	}
-	return fc, nil
-}
-
-func (ec *executionContext) _User_reservations(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
-		ctx,
-		ec.OperationContext,
-		field,
-		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.fieldContext_User_reservations(ctx, field)
-		},
-		func(ctx context.Context) (any, error) {
-			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.User().Reservations(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditReservationOrder))
-		},
-		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditReservationConnection) graphql.Marshaler {
-			return ec.marshalNCreditReservationConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservationConnection(ctx, selections, v)
-		},
-		true,
-		true,
-	)
-}
-func (ec *executionContext) fieldContext_User_reservations(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	fc = &graphql.FieldContext{
-		Object:     "User",
-		Field:      field,
-		IsMethod:   true,
-		IsResolver: true,
-		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
-			return ec.childFields_CreditReservationConnection(ctx, field)
-		},
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = ec.Recover(ctx, r)
-			ec.Error(ctx, err)
-		}
-	}()
-	ctx = graphql.WithFieldContext(ctx, fc)
-	if fc.Args, err = ec.field_User_reservations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
-		ec.Error(ctx, err)
-		return fc, err
-	}
-	return fc, nil
-}
-
 func (ec *executionContext) _User_autoRecharge(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -22273,6 +22202,94 @@ func (ec *executionContext) fieldContext_User_payments(ctx context.Context, fiel
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_User_payments_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _User_lots(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_lots(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.User().Lots(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditLotOrder))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditLotConnection) graphql.Marshaler {
+			return ec.marshalNCreditLotConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLotConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_lots(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditLotConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_User_lots_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _User_reservations(ctx context.Context, field graphql.CollectedField, obj *ent.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_reservations(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.User().Reservations(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditReservationOrder))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditReservationConnection) graphql.Marshaler {
+			return ec.marshalNCreditReservationConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservationConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_reservations(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreditReservationConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_User_reservations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -22848,6 +22865,29 @@ func (ec *executionContext) fieldContext_WebhookDeliveryConnection_totalCount(_ 
 	return graphql.NewScalarFieldContext("WebhookDeliveryConnection", field, false, false, "Int")
 }
 
+func (ec *executionContext) _WebhookDeliveryConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.WebhookDeliveryConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WebhookDeliveryConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.WebhookDeliveryConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_WebhookDeliveryConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WebhookDeliveryConnection", field, true, true, "Boolean")
+}
+
 func (ec *executionContext) _WebhookDeliveryEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.WebhookDeliveryEdge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -23195,6 +23235,29 @@ func (ec *executionContext) _WebhookEndpointConnection_totalCount(ctx context.Co
 }
 func (ec *executionContext) fieldContext_WebhookEndpointConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("WebhookEndpointConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _WebhookEndpointConnection_totalCountCapped(ctx context.Context, field graphql.CollectedField, obj *ent.WebhookEndpointConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_WebhookEndpointConnection_totalCountCapped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.WebhookEndpointConnection().TotalCountCapped(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_WebhookEndpointConnection_totalCountCapped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("WebhookEndpointConnection", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _WebhookEndpointEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.WebhookEndpointEdge) (ret graphql.Marshaler) {
@@ -38872,18 +38935,6 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
-		case "lots":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._User_lots(ctx, field, obj)
-				})
-		case "reservations":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._User_reservations(ctx, field, obj)
-				})
 		case "autoRecharge":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, false,
@@ -38937,6 +38988,18 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._User_payments(ctx, field, obj)
+				})
+		case "lots":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_lots(ctx, field, obj)
+				})
+		case "reservations":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._User_reservations(ctx, field, obj)
 				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -39151,18 +39214,24 @@ func (ec *executionContext) _WebhookDeliveryConnection(ctx context.Context, sel 
 		case "edges":
 			out.Values[i] = ec._WebhookDeliveryConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._WebhookDeliveryConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._WebhookDeliveryConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._WebhookDeliveryConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -39305,18 +39374,24 @@ func (ec *executionContext) _WebhookEndpointConnection(ctx context.Context, sel 
 		case "edges":
 			out.Values[i] = ec._WebhookEndpointConnection_edges(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "pageInfo":
 			out.Values[i] = ec._WebhookEndpointConnection_pageInfo(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalCount":
 			out.Values[i] = ec._WebhookEndpointConnection_totalCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "totalCountCapped":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._WebhookEndpointConnection_totalCountCapped(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/webhookdelivery"
 	"github.com/tally-billing/tally/graph"
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/database"
@@ -155,5 +157,47 @@ func TestAdminQueryTimeout(t *testing.T) {
 		if n, err := db.Ent.User.Query().Count(context.Background()); err != nil || n != 200_002 {
 			t.Fatalf("%d users (%v)", n, err)
 		}
+	})
+}
+
+// TestWebhookListsSayWhenCapped: the admin lists of webhook endpoints and
+// deliveries count at most graph.CountCap items, as their descriptions
+// say, and totalCountCapped tells when they stopped there.
+func TestWebhookListsSayWhenCapped(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		ctx := context.Background()
+		a := newAPI(t, db, nil)
+		admin := token(t, "root", auth.RoleAdmin)
+		event := db.Ent.WebhookEvent.Create().SetType("credits.granted").SetSeq(1).SetPayload("{}").SaveX(ctx)
+		endpoints := make([]*ent.WebhookEndpointCreate, graph.CountCap+1)
+		for i := range endpoints {
+			endpoints[i] = db.Ent.WebhookEndpoint.Create().SetURL(fmt.Sprintf("https://hooks.example.com/%d", i)).SetSecret("whsec_test")
+		}
+		created := db.Ent.WebhookEndpoint.CreateBulk(endpoints...).SaveX(ctx)
+		deliveries := make([]*ent.WebhookDeliveryCreate, len(created))
+		for i, e := range created {
+			deliveries[i] = db.Ent.WebhookDelivery.Create().SetEventID(event.ID).SetEndpointID(e.ID).SetSeq(1)
+			if i == 0 {
+				deliveries[i].SetStatus(webhookdelivery.StatusDelivered)
+			}
+		}
+		db.Ent.WebhookDelivery.CreateBulk(deliveries...).SaveX(ctx)
+		for _, c := range []struct {
+			field, where string
+			first, want  int
+		}{
+			{"webhookEndpoints", `{}`, 1, graph.CountCap},
+			{"webhookEndpoints", `{idIn: ["` + created[0].ID + `", "` + created[1].ID + `"]}`, 1, 2},
+			{"webhookDeliveries", `{}`, 0, graph.CountCap},
+			{"webhookDeliveries", `{status: DELIVERED}`, 1, 1},
+		} {
+			q := fmt.Sprintf(`{ %s(first: %d, where: %s) { totalCount totalCountCapped pageInfo { hasNextPage } edges { node { id } } } }`, c.field, c.first, c.where)
+			r := a.ok(admin, q, nil)
+			if r.get(t, c.field, "totalCount") != float64(c.want) || r.get(t, c.field, "totalCountCapped") != (c.want == graph.CountCap) ||
+				r.get(t, c.field, "pageInfo", "hasNextPage") != (c.want > c.first) {
+				t.Errorf("%s: %s", q, r.Data)
+			}
+		}
+		a.refused(token(t, "alice", auth.RoleUser), `{ webhookDeliveries(first: 1) { totalCountCapped } }`, nil, "FORBIDDEN")
 	})
 }

@@ -41,15 +41,23 @@ func loggingAPI(t *testing.T, db *database.DB, log func(string)) (*api, *atomic.
 func loggingAPIWith(t *testing.T, db *database.DB, env map[string]string, log func(string)) (*api, *atomic.Int64) {
 	t.Helper()
 	var n atomic.Int64
-	counted := *db
-	counted.Driver = dialect.DebugWithContext(entsql.OpenDB(db.Dialect, db.SQL),
-		func(_ context.Context, v ...any) {
+	a := driverAPI(t, db, env, func(d dialect.Driver) dialect.Driver {
+		return dialect.DebugWithContext(d, func(_ context.Context, v ...any) {
 			n.Add(1)
 			if log != nil {
 				log(fmt.Sprint(v...))
 			}
 		})
-	counted.Ent = ent.NewClient(ent.Driver(counted.Driver))
+	})
+	return a, &n
+}
+
+// driverAPI is a server whose ent client talks to db through wrap's driver.
+func driverAPI(t *testing.T, db *database.DB, env map[string]string, wrap func(dialect.Driver) dialect.Driver) *api {
+	t.Helper()
+	wrapped := *db
+	wrapped.Driver = wrap(entsql.OpenDB(db.Dialect, db.SQL))
+	wrapped.Ent = ent.NewClient(ent.Driver(wrapped.Driver))
 	vars := map[string]string{"TALLY_JWT_SECRET": testSecret, "DATABASE_URL": db.URL, "TALLY_RATE_LIMIT": "0"}
 	for k, v := range env {
 		vars[k] = v
@@ -58,13 +66,13 @@ func loggingAPIWith(t *testing.T, db *database.DB, env map[string]string, log fu
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(context.Background(), cfg, &counted, slog.New(slog.DiscardHandler))
+	srv, err := server.New(context.Background(), cfg, &wrapped, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() { ts.Close(); srv.Close() })
-	return &api{t: t, ts: ts, db: db, logs: &syncBuffer{}}, &n
+	return &api{t: t, ts: ts, db: db, logs: &syncBuffer{}}
 }
 
 // TestQueryCountsStayFlat: a connection page costs the same number of
