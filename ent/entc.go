@@ -34,7 +34,7 @@ func main() {
 			gen.FeatureModifier,
 			gen.FeatureIntercept,
 		},
-	}, entc.Extensions(ext))
+	}, entc.Extensions(ext), entc.TemplateDir("./ent/template"))
 	if err != nil {
 		log.Fatalf("running ent codegen: %v", err)
 	}

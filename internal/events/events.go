@@ -54,16 +54,16 @@ type Broker interface {
 	Close() error
 }
 
-// Transactional is a broker that publishes through the database: the
-// statement it returns, run in the transaction that made the changes,
-// publishes them all when that transaction commits, and never if it rolls
-// back. One statement for a batch, and no event lost between a commit and
-// a publish.
+// Transactional is a broker that publishes through the database:
+// pg_notify(channel, payload) for each of the payloads it returns, run in
+// order in the transaction that made the changes, publishes them all when
+// that transaction commits, and never if it rolls back. No event is lost
+// between a commit and a publish, and the ledger sends them with the
+// statement that writes the changes (no round trip of their own).
 type Transactional interface {
 	Broker
-	// PublishStatement returns the statement (with its arguments) that
-	// publishes evs.
-	PublishStatement(evs []BalanceChanged) (string, []any, error)
+	// Notifications encodes evs as the payloads of NOTIFYs on channel.
+	Notifications(evs []BalanceChanged) (channel string, payloads []string, err error)
 }
 
 // ErrClosed is returned by a broker's Publish and Subscribe after Close.

@@ -126,6 +126,16 @@ func (b *postgres) Publish(ctx context.Context, ev BalanceChanged) error {
 // PublishStatement is one NOTIFY per event, in one statement. PostgreSQL
 // delivers a transaction's notifications at its commit, in order.
 func (b *postgres) PublishStatement(evs []BalanceChanged) (string, []any, error) {
+	channel, payloads, err := b.Notifications(evs)
+	if err != nil {
+		return "", nil, err
+	}
+	return "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS e(p, n) ORDER BY n",
+		[]any{channel, payloads}, nil
+}
+
+// Notifications encodes each event as the JSON the listeners decode.
+func (b *postgres) Notifications(evs []BalanceChanged) (string, []string, error) {
 	payloads := make([]string, len(evs))
 	for i, ev := range evs {
 		if err := validate(ev); err != nil {
@@ -140,8 +150,7 @@ func (b *postgres) PublishStatement(evs []BalanceChanged) (string, []any, error)
 		}
 		payloads[i] = string(payload)
 	}
-	return "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS e(p, n) ORDER BY n",
-		[]any{b.channel, payloads}, nil
+	return b.channel, payloads, nil
 }
 
 func (b *postgres) Subscribe(ctx context.Context, userID string) (<-chan BalanceChanged, error) {

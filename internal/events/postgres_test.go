@@ -130,7 +130,7 @@ func TestNewPostgresFailsOnUnreachableServer(t *testing.T) {
 // order once it commits, and never from a transaction that rolled back.
 func TestPublishStatementDeliversAtCommitOnly(t *testing.T) {
 	db := postgresDB(t)
-	b := newBroker(t, db).(Transactional)
+	b := newBroker(t, db).(*postgres)
 	ch := subscribe(t, b, t.Context(), "usr_alice")
 	run := func(balances []int64, commit bool) {
 		t.Helper()

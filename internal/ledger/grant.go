@@ -114,8 +114,11 @@ func (t *Tx) GrantMany(ctx context.Context, actor Actor, reqs []GrantRequest) ([
 	if err := t.flushLots(ctx); err != nil {
 		return nil, err
 	}
-	txns, err := t.insertTransactions(ctx, ms)
+	txns, err := t.transactionRows(ms)
 	if err != nil {
+		return nil, err
+	}
+	if err := t.insertTransactions(ctx, txns); err != nil {
 		return nil, err
 	}
 	if err := t.ent.CreditLot.CreateBulk(lots...).Exec(ctx); err != nil {

@@ -102,7 +102,9 @@ type Service struct {
 	now         func() time.Time
 	maxAttempts int
 	notify      func(context.Context, BalanceChange)
-	notifyTx    func(context.Context, *ent.Tx, []BalanceChange) error
+	// notifications, on PostgreSQL, publishes balance changes in the
+	// statement that writes them (see WithNotifications).
+	notifications NotificationEncoder
 	events      EventWriter // nil: no outbound events
 	// defaultThreshold is the low-balance threshold of users without one.
 	defaultThreshold int64
@@ -150,14 +152,6 @@ type BalanceChange struct {
 // feed subscriptions.
 func WithNotifier(notify func(context.Context, BalanceChange)) Option {
 	return func(s *Service) { s.notify = notify }
-}
-
-// WithTxNotifier calls notify with a transaction's balance changes inside
-// it, just before it commits (for a publisher whose messages the database
-// delivers only at commit, such as PostgreSQL's NOTIFY). An error fails the
-// transaction.
-func WithTxNotifier(notify func(context.Context, *ent.Tx, []BalanceChange) error) Option {
-	return func(s *Service) { s.notifyTx = notify }
 }
 
 // Option configures a Service.
@@ -290,11 +284,6 @@ func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *
 	}
 	if err = t.writeEvents(ctx); err != nil {
 		return database.ClassifyTx(err)
-	}
-	if s.notifyTx != nil && len(t.changes) > 0 {
-		if err = s.notifyTx(ctx, tx, t.changes); err != nil {
-			return database.ClassifyTx(fmt.Errorf("ledger: publishing balance changes: %w", err))
-		}
 	}
 	if err = tx.Commit(); err != nil {
 		// Classified before it is wrapped: database/sql's refusal to send

@@ -2,11 +2,14 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 
+	"entgo.io/ent/dialect"
 	"github.com/tally-billing/tally/ent"
+	"github.com/tally-billing/tally/ent/creditledger"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
@@ -64,38 +67,94 @@ type pendingMovement struct {
 	m     *movement
 }
 
-// writeMany records several movements, of one user or several, in order,
-// with one statement per table (a batch of spends is written about as
-// cheaply as one spend): the lots they drew from, the transactions, the
-// postings, and the users' cached balances.
+// writeMany records several movements, of one user or several, in order:
+// the lots they drew from, the transactions, the postings, and the users'
+// cached balances. See writeRows for how many statements that takes.
 func (t *Tx) writeMany(ctx context.Context, ms []pendingMovement) ([]*ent.CreditTransaction, error) {
-	if err := t.flushLots(ctx); err != nil {
-		return nil, err
-	}
-	txns, err := t.insertTransactions(ctx, ms)
+	txns, err := t.transactionRows(ms)
 	if err != nil {
 		return nil, err
 	}
-	if err := t.writePostings(ctx, ms, txns); err != nil {
+	if err := t.writeRows(ctx, ms, txns, true); err != nil {
 		return nil, err
 	}
 	return txns, nil
 }
 
-// insertTransactions writes the movements' transaction rows, in one
-// statement.
-func (t *Tx) insertTransactions(ctx context.Context, ms []pendingMovement) ([]*ent.CreditTransaction, error) {
-	creates := make([]*ent.CreditTransactionCreate, len(ms))
-	for i, k := range ms {
-		creates[i] = t.transactionCreate(k.actor, k.key, k.u, k.m)
-		t.movedUser(k.u)
-	}
-	txns, err := t.ent.CreditTransaction.CreateBulk(creates...).Save(ctx)
+// writePostings records the postings of movements whose transactions are
+// written already (a grant's, which its new lot names), with the users'
+// balances.
+func (t *Tx) writePostings(ctx context.Context, ms []pendingMovement, txns []*ent.CreditTransaction) error {
+	return t.writeRows(ctx, ms, txns, false)
+}
+
+// writeRows writes what the movements change: the lots drawn from, the
+// transactions (unless written already), the postings with the running
+// balance of each user's account, the users' new cached balances and
+// transaction counts, and on PostgreSQL the notifications of the balances
+// that moved. PostgreSQL takes it all as one statement (one round trip
+// while the accounts are locked, see pgwrite.go); SQLite, in process, as
+// one statement per table.
+func (t *Tx) writeRows(ctx context.Context, ms []pendingMovement, txns []*ent.CreditTransaction, insert bool) error {
+	w, err := t.postingsOf(ms, txns)
 	if err != nil {
-		err = keyTaken(err)
-		return nil, fmt.Errorf("ledger: writing %s transactions: %w", ms[0].m.kind, err)
+		return err
 	}
-	return txns, nil
+	if t.s.db.Dialect == dialect.Postgres {
+		var toInsert []*ent.CreditTransaction
+		if insert {
+			toInsert = txns
+		}
+		if err := t.writeStatement(ctx, toInsert, w); err != nil {
+			return err
+		}
+	} else if err := t.writeByTable(ctx, txns, insert, w); err != nil {
+		return err
+	}
+	w.apply(t, txns)
+	return nil
+}
+
+// writeByTable writes the rows with one statement per table.
+func (t *Tx) writeByTable(ctx context.Context, txns []*ent.CreditTransaction, insert bool, w *written) error {
+	if err := t.flushLots(ctx); err != nil {
+		return err
+	}
+	if insert {
+		if err := t.insertTransactions(ctx, txns); err != nil {
+			return err
+		}
+	}
+	if len(w.postings) > 0 {
+		builders := make([]*ent.CreditLedgerCreate, len(w.postings))
+		for i, p := range w.postings {
+			builders[i] = t.ent.CreditLedger.Create().
+				SetID(p.ID).
+				SetTransactionID(p.TransactionID).
+				SetAccount(p.Account).
+				SetAmount(p.Amount).
+				SetNillableLotID(p.LotID).
+				SetNillableUserID(p.UserID).
+				SetNillableBalanceAfter(p.BalanceAfter).
+				SetCreatedAt(p.CreatedAt)
+		}
+		if err := t.ent.CreditLedger.CreateBulk(builders...).Exec(ctx); err != nil {
+			return fmt.Errorf("ledger: writing postings: %w", err)
+		}
+	}
+	return t.saveBalances(ctx, w)
+}
+
+// insertTransactions writes transaction rows, in one statement.
+func (t *Tx) insertTransactions(ctx context.Context, txns []*ent.CreditTransaction) error {
+	creates := make([]*ent.CreditTransactionCreate, len(txns))
+	for i, txn := range txns {
+		creates[i] = t.transactionCreate(txn)
+	}
+	if err := t.ent.CreditTransaction.CreateBulk(creates...).Exec(ctx); err != nil {
+		return fmt.Errorf("ledger: writing %s transactions: %w", txns[0].Kind, keyTaken(err))
+	}
+	return nil
 }
 
 func (t *Tx) movedUser(u *ent.User) {
@@ -108,73 +167,147 @@ func (t *Tx) movedUser(u *ent.User) {
 // insertTransaction writes the transaction row alone, for movements that
 // create rows referring to it (a grant's lot) before their postings.
 func (t *Tx) insertTransaction(ctx context.Context, actor Actor, key string, u *ent.User, m *movement) (*ent.CreditTransaction, error) {
-	t.movedUser(u)
-	txn, err := t.transactionCreate(actor, key, u, m).Save(ctx)
+	txns, err := t.transactionRows([]pendingMovement{{actor: actor, key: key, u: u, m: m}})
 	if err != nil {
-		err = keyTaken(err)
-		return nil, fmt.Errorf("ledger: writing %s transaction: %w", m.kind, err)
+		return nil, err
 	}
-	return txn, nil
+	if err := t.insertTransactions(ctx, txns); err != nil {
+		return nil, err
+	}
+	return txns[0], nil
 }
 
-func (t *Tx) transactionCreate(actor Actor, key string, u *ent.User, m *movement) *ent.CreditTransactionCreate {
-	create := t.ent.CreditTransaction.Create().
-		SetID(m.id).
-		SetUserID(u.ID).
-		SetKind(m.kind).
-		SetAmount(m.amount).
-		SetActor(actor.String()).
-		SetCreatedAt(t.now).
-		SetNillablePaymentID(m.paymentID).
-		SetNillableReservationID(m.reservationID)
-	if m.reason != "" {
-		create.SetReason(m.reason)
-	}
-	if key != "" {
-		create.SetIdempotencyKey(key)
-		if fp := t.fingerprints[idempotency.Key{Scope: actor.String(), Key: key}]; fp != nil {
-			create.SetFingerprint(fp)
+// transactionRows are the movements' transactions as they will be
+// written, checked as ent's builders check them (the PostgreSQL statement
+// does not go through the builders).
+func (t *Tx) transactionRows(ms []pendingMovement) ([]*ent.CreditTransaction, error) {
+	txns := make([]*ent.CreditTransaction, len(ms))
+	for i, k := range ms {
+		txn := &ent.CreditTransaction{
+			ID:            k.m.id,
+			CreatedAt:     t.now,
+			UserID:        k.u.ID,
+			Kind:          k.m.kind,
+			Amount:        k.m.amount,
+			Reason:        k.m.reason,
+			Actor:         k.actor.String(),
+			PaymentID:     k.m.paymentID,
+			ReservationID: k.m.reservationID,
 		}
+		if k.key != "" {
+			txn.IdempotencyKey = &k.key
+			if fp := t.fingerprints[idempotency.Key{Scope: txn.Actor, Key: k.key}]; fp != nil {
+				txn.Fingerprint = &fp
+			}
+		}
+		if len(k.m.metadata) > 0 {
+			txn.Metadata = k.m.metadata
+		}
+		if err := checkTransaction(txn); err != nil {
+			return nil, err
+		}
+		txns[i] = t.ent.CreditTransaction.Attach(txn)
+		t.movedUser(k.u)
 	}
-	if len(m.metadata) > 0 {
-		create.SetMetadata(m.metadata)
+	return txns, nil
+}
+
+// checkTransaction runs the schema's validators on a transaction row.
+func checkTransaction(txn *ent.CreditTransaction) error {
+	checks := []error{
+		credittransaction.IDValidator(txn.ID),
+		credittransaction.KindValidator(txn.Kind),
+		credittransaction.ActorValidator(txn.Actor),
+	}
+	if txn.Reason != "" {
+		checks = append(checks, credittransaction.ReasonValidator(txn.Reason))
+	}
+	if txn.IdempotencyKey != nil {
+		checks = append(checks, credittransaction.IdempotencyKeyValidator(*txn.IdempotencyKey))
+	}
+	if txn.Fingerprint != nil {
+		checks = append(checks, credittransaction.FingerprintValidator(*txn.Fingerprint))
+	}
+	if err := errors.Join(checks...); err != nil {
+		return fmt.Errorf("ledger: a %s transaction: %w", txn.Kind, err)
+	}
+	return nil
+}
+
+func (t *Tx) transactionCreate(txn *ent.CreditTransaction) *ent.CreditTransactionCreate {
+	create := t.ent.CreditTransaction.Create().
+		SetID(txn.ID).
+		SetUserID(txn.UserID).
+		SetKind(txn.Kind).
+		SetAmount(txn.Amount).
+		SetActor(txn.Actor).
+		SetCreatedAt(txn.CreatedAt).
+		SetNillablePaymentID(txn.PaymentID).
+		SetNillableReservationID(txn.ReservationID).
+		SetNillableIdempotencyKey(txn.IdempotencyKey)
+	if txn.Reason != "" {
+		create.SetReason(txn.Reason)
+	}
+	if txn.Fingerprint != nil {
+		create.SetFingerprint(*txn.Fingerprint)
+	}
+	if len(txn.Metadata) > 0 {
+		create.SetMetadata(txn.Metadata)
 	}
 	return create
 }
 
-// writePostings writes the movements' postings, with the running balance
+// written is what a write of movements puts in the database besides the
+// transactions: computed first, written by one of the executors, and
+// applied to the ledger's in-memory copies once written.
+type written struct {
+	postings []*ent.CreditLedger
+	owner    []int       // which transaction each posting belongs to
+	touched  []*ent.User // in the order first moved
+	balances map[string]int64
+	counts   map[string]int64 // transactions added per user
+	changed  map[string]bool  // whose balance moved
+	changes  []BalanceChange
+}
+
+// postingsOf computes the movements' postings, with the running balance
 // of each user's account, and the users' new cached balances and
-// transaction counts (every movement is one more transaction of its user's,
-// even one that leaves the balance as it was: a hold). Each
-// movement's postings must sum to zero: one that does not balance is a bug,
-// refused (and the whole transaction rolled back).
-func (t *Tx) writePostings(ctx context.Context, ms []pendingMovement, txns []*ent.CreditTransaction) error {
-	var builders []*ent.CreditLedgerCreate
-	owner := make([]int, 0, 2*len(ms)) // which transaction each posting belongs to
-	var touched []*ent.User
-	balances := map[string]int64{}
-	counts := map[string]int64{}
-	changed := map[string]bool{} // whose balance moved
+// transaction counts (every movement is one more transaction of its
+// user's, even one that leaves the balance as it was: a hold). Each
+// movement's postings must sum to zero: one that does not balance is a
+// bug, refused (and the whole transaction rolled back).
+func (t *Tx) postingsOf(ms []pendingMovement, txns []*ent.CreditTransaction) (*written, error) {
+	w := &written{
+		owner:    make([]int, 0, 2*len(ms)),
+		balances: map[string]int64{},
+		counts:   map[string]int64{},
+		changed:  map[string]bool{},
+	}
 	for i, k := range ms {
 		var sum int64
 		for _, p := range k.m.postings {
 			sum += p.amount
 		}
 		if sum != 0 {
-			return fmt.Errorf("ledger: %s postings sum to %d, not zero", k.m.kind, sum)
+			return nil, fmt.Errorf("ledger: %s postings sum to %d, not zero", k.m.kind, sum)
 		}
-		balance, seen := balances[k.u.ID]
+		balance, seen := w.balances[k.u.ID]
 		if !seen {
 			balance = k.u.CreditsBalance
 		}
 		before := balance
 		for _, p := range k.m.postings {
-			b := t.ent.CreditLedger.Create().
-				SetTransactionID(txns[i].ID).
-				SetAccount(p.account).
-				SetAmount(p.amount).
-				SetNillableLotID(p.lotID).
-				SetCreatedAt(t.now)
+			if err := creditledger.AccountValidator(p.account); err != nil {
+				return nil, fmt.Errorf("ledger: a posting of a %s transaction: %w", k.m.kind, err)
+			}
+			row := &ent.CreditLedger{
+				ID:            pulid.New("led"),
+				CreatedAt:     t.now,
+				TransactionID: txns[i].ID,
+				Account:       p.account,
+				LotID:         p.lotID,
+				Amount:        p.amount,
+			}
 			if p.onUser {
 				balance += p.amount
 				// credit keeps balances under MaxAmount; a debt, which only
@@ -182,43 +315,46 @@ func (t *Tx) writePostings(ctx context.Context, ms []pendingMovement, txns []*en
 				// a client cannot read exactly (and sums of them stay far
 				// from overflowing).
 				if balance < -MaxAmount {
-					return apperr.New(apperr.InvalidArgument, "the balance would fall below the smallest amount, -%d", MaxAmount)
+					return nil, apperr.New(apperr.InvalidArgument, "the balance would fall below the smallest amount, -%d", MaxAmount)
 				}
-				b.SetUserID(k.u.ID).SetBalanceAfter(balance)
+				after := balance
+				row.UserID, row.BalanceAfter = &k.u.ID, &after
 			}
-			builders = append(builders, b)
-			owner = append(owner, i)
+			w.postings = append(w.postings, t.ent.CreditLedger.Attach(row))
+			w.owner = append(w.owner, i)
 		}
-		balances[k.u.ID] = balance
-		if counts[k.u.ID]++; !seen {
-			touched = append(touched, k.u)
+		w.balances[k.u.ID] = balance
+		if w.counts[k.u.ID]++; !seen {
+			w.touched = append(w.touched, k.u)
 		}
 		if balance != before {
-			changed[k.u.ID] = true
-			t.changes = append(t.changes, BalanceChange{UserID: k.u.ID, Balance: balance, TransactionID: txns[i].ID, At: t.now})
+			w.changed[k.u.ID] = true
+			w.changes = append(w.changes, BalanceChange{UserID: k.u.ID, Balance: balance, TransactionID: txns[i].ID, At: t.now})
 		}
 	}
-	if len(builders) > 0 {
-		postings, err := t.ent.CreditLedger.CreateBulk(builders...).Save(ctx)
-		if err != nil {
-			return fmt.Errorf("ledger: writing postings: %w", err)
-		}
-		for j, p := range postings {
-			txn := txns[owner[j]]
-			txn.Edges.Postings = append(txn.Edges.Postings, p)
-		}
+	return w, nil
+}
+
+// apply brings the ledger's copies of what was written along: the
+// transactions' postings, the users' balances and counts, and the balance
+// changes to publish.
+func (w *written) apply(t *Tx, txns []*ent.CreditTransaction) {
+	for j, p := range w.postings {
+		txn := txns[w.owner[j]]
+		txn.Edges.Postings = append(txn.Edges.Postings, p)
 	}
-	for _, u := range touched {
-		u.CreditsBalance = balances[u.ID]
-		u.TransactionCount += counts[u.ID]
+	for _, u := range w.touched {
+		u.CreditsBalance = w.balances[u.ID]
+		u.TransactionCount += w.counts[u.ID]
 	}
-	return t.saveBalances(ctx, touched, changed, counts)
+	t.changes = append(t.changes, w.changes...)
 }
 
 // saveBalances writes the cached balances that changed and adds the users'
 // new transactions to their counts, in one statement. The count is added,
 // not set: it is right whichever columns the caller read of the row.
-func (t *Tx) saveBalances(ctx context.Context, users []*ent.User, changed map[string]bool, counts map[string]int64) error {
+func (t *Tx) saveBalances(ctx context.Context, w *written) error {
+	users, changed, counts := w.touched, w.changed, w.counts
 	switch len(users) {
 	case 0:
 		return nil
@@ -228,7 +364,7 @@ func (t *Tx) saveBalances(ctx context.Context, users []*ent.User, changed map[st
 		u := users[0]
 		update := t.ent.User.Update().Where(user.ID(u.ID)).AddTransactionCount(counts[u.ID]).SetUpdatedAt(t.now)
 		if changed[u.ID] {
-			update.SetCreditsBalance(u.CreditsBalance)
+			update.SetCreditsBalance(w.balances[u.ID])
 		}
 		err := update.Exec(ctx)
 		if err != nil {
@@ -240,7 +376,7 @@ func (t *Tx) saveBalances(ctx context.Context, users []*ent.User, changed map[st
 	added := make(map[string]any, len(users))
 	for _, u := range users {
 		if changed[u.ID] {
-			values[u.ID] = u.CreditsBalance
+			values[u.ID] = w.balances[u.ID]
 		}
 		added[u.ID] = counts[u.ID]
 	}

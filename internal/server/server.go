@@ -21,7 +21,6 @@ import (
 
 	"github.com/go-chi/cors"
 
-	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/graph"
 	"github.com/tally-billing/tally/internal/admin"
 	"github.com/tally-billing/tally/internal/auth"
@@ -105,17 +104,12 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	s := &Server{cfg: cfg, db: db, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker, tracing: o.tracing}
 	publishing := ledger.WithNotifier(s.publish)
 	if tb, ok := broker.(events.Transactional); ok {
-		publishing = ledger.WithTxNotifier(func(ctx context.Context, tx *ent.Tx, changes []ledger.BalanceChange) error {
+		publishing = ledger.WithNotifications(func(changes []ledger.BalanceChange) (string, []string, error) {
 			evs := make([]events.BalanceChanged, len(changes))
 			for i, c := range changes {
 				evs[i] = events.BalanceChanged{UserID: c.UserID, Balance: c.Balance, TransactionID: c.TransactionID, At: c.At}
 			}
-			query, args, err := tb.PublishStatement(evs)
-			if err != nil {
-				return err
-			}
-			_, err = tx.ExecContext(ctx, query, args...)
-			return err
+			return tb.Notifications(evs)
 		})
 	}
 	if err := s.buildServices(cfg, publishing, o); err != nil {
