@@ -43,20 +43,12 @@ func (t *Tx) Grant(ctx context.Context, actor Actor, req GrantRequest) (*Result,
 		return nil, err
 	}
 	return t.once(ctx, actor, req.IdempotencyKey, "grant", req, req.UserID, lookupOnRefusal, func(u *ent.User) (*Result, error) {
-		m, lot, err := t.grantMovement(u, req)
+		m, err := t.grantMovement(u, req)
 		if err != nil {
 			return nil, err
 		}
-		// The transaction, then the lot (which names it), then the postings
-		// (which name the lot).
-		txn, err := t.insertTransaction(ctx, actor, req.IdempotencyKey, u, m)
+		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
 		if err != nil {
-			return nil, err
-		}
-		if err := lot.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("ledger: creating lot: %w", err)
-		}
-		if err := t.writePostings(ctx, []pendingMovement{{actor: actor, key: req.IdempotencyKey, u: u, m: m}}, []*ent.CreditTransaction{txn}); err != nil {
 			return nil, err
 		}
 		return &Result{Transaction: txn, Amount: req.Amount}, nil
@@ -99,32 +91,19 @@ func (t *Tx) GrantMany(ctx context.Context, actor Actor, reqs []GrantRequest) ([
 	}
 	t.serve(keys...)
 	ms := make([]pendingMovement, len(reqs))
-	lots := make([]*ent.CreditLotCreate, len(reqs))
 	for i, req := range reqs {
 		u := users[req.UserID]
 		if u == nil {
 			return nil, apperr.New(apperr.NotFound, "no user with id %q", req.UserID)
 		}
-		m, lot, err := t.grantMovement(u, req)
+		m, err := t.grantMovement(u, req)
 		if err != nil {
 			return nil, err
 		}
-		ms[i], lots[i] = pendingMovement{actor: actor, key: req.IdempotencyKey, u: u, m: m}, lot
+		ms[i] = pendingMovement{actor: actor, key: req.IdempotencyKey, u: u, m: m}
 	}
-	if err := t.flushLots(ctx); err != nil {
-		return nil, err
-	}
-	txns, err := t.transactionRows(ms)
+	txns, err := t.writeMany(ctx, ms)
 	if err != nil {
-		return nil, err
-	}
-	if err := t.insertTransactions(ctx, txns); err != nil {
-		return nil, err
-	}
-	if err := t.ent.CreditLot.CreateBulk(lots...).Exec(ctx); err != nil {
-		return nil, fmt.Errorf("ledger: creating %d lots: %w", len(lots), err)
-	}
-	if err := t.writePostings(ctx, ms, txns); err != nil {
 		return nil, err
 	}
 	results := make([]*Result, len(reqs))
@@ -150,11 +129,11 @@ func validateGrant(req GrantRequest) error {
 }
 
 // grantMovement is a grant's movement and its new lot, not yet written.
-func (t *Tx) grantMovement(u *ent.User, req GrantRequest) (*movement, *ent.CreditLotCreate, error) {
+func (t *Tx) grantMovement(u *ent.User, req GrantRequest) (*movement, error) {
 	// Checked after the key: a retry of a grant that succeeded returns its
 	// result even once its expiry has passed.
 	if req.ExpiresAt != nil && !req.ExpiresAt.After(t.now) {
-		return nil, nil, apperr.Invalid("expiresAt", "expiresAt must be in the future")
+		return nil, apperr.Invalid("expiresAt", "expiresAt must be in the future")
 	}
 	kind, source, from := credittransaction.KindGrant, creditlot.SourceGrant, AccountGrants
 	if req.Purchase {
@@ -166,21 +145,22 @@ func (t *Tx) grantMovement(u *ent.User, req GrantRequest) (*movement, *ent.Credi
 	m.post(from, false, &lotID, -req.Amount)
 	kept, err := credit(u, m, lotID, req.Amount)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	lot := t.ent.CreditLot.Create().
-		SetID(lotID).
-		SetUserID(u.ID).
-		SetSource(source).
-		SetOriginal(req.Amount).
-		SetRemaining(kept).
-		SetNillableExpiresAt(utc(req.ExpiresAt)).
-		SetPriority(req.Priority).
-		SetNillablePaymentID(req.PaymentID).
-		SetTransactionID(m.id).
-		SetCreatedAt(t.now).
-		SetUpdatedAt(t.now)
-	return m, lot, nil
+	m.lot = &ent.CreditLot{
+		ID:            lotID,
+		UserID:        u.ID,
+		Source:        source,
+		Original:      req.Amount,
+		Remaining:     kept,
+		ExpiresAt:     utc(req.ExpiresAt),
+		Priority:      req.Priority,
+		PaymentID:     req.PaymentID,
+		TransactionID: m.id,
+		CreatedAt:     t.now,
+		UpdatedAt:     t.now,
+	}
+	return m, nil
 }
 
 func utc(t *time.Time) *time.Time {

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tally-billing/tally/ent"
 )
@@ -57,9 +58,19 @@ balances AS (
 ),
 notified AS (
 	SELECT pg_notify($25, v.payload) FROM unnest($26::text[]) WITH ORDINALITY AS v(payload, n) ORDER BY v.n
+),
+new_lots AS (
+	INSERT INTO credit_lots (id, created_at, updated_at, user_id, source, original, remaining, held,
+		expires_at, priority, payment_id, transaction_id)
+	SELECT v.id, $1, $1, v.user_id, v.source, v.original, v.remaining, v.held,
+		v.expires_at, v.priority, v.payment_id, v.transaction_id
+	FROM unnest($27::text[], $28::text[], $29::text[], $30::bigint[], $31::bigint[], $32::bigint[],
+		$33::timestamptz[], $34::bigint[], $35::text[], $36::text[])
+		AS v(id, user_id, source, original, remaining, held, expires_at, priority, payment_id, transaction_id)
+	RETURNING 1
 )
 SELECT (SELECT count(*) FROM lots), (SELECT count(*) FROM txns), (SELECT count(*) FROM postings),
-	(SELECT count(*) FROM balances), (SELECT count(*) FROM notified)`
+	(SELECT count(*) FROM balances), (SELECT count(*) FROM notified), (SELECT count(*) FROM new_lots)`
 
 // NotificationEncoder encodes balance changes as PostgreSQL notifications
 // on channel, one payload each, in order (package events decodes them).
@@ -73,9 +84,8 @@ func WithNotifications(encode NotificationEncoder) Option {
 	return func(s *Service) { s.notifications = encode }
 }
 
-// writeStatement writes the lots drawn from, txns (none when they are
-// written already), w's postings and balances, and the notifications of
-// w's changes, with writeSQL.
+// writeStatement writes the lots drawn from, txns, w's new lots, postings
+// and balances, and the notifications of w's changes, with writeSQL.
 func (t *Tx) writeStatement(ctx context.Context, txns []*ent.CreditTransaction, w *written) error {
 	args, want, err := t.writeArgs(txns, w)
 	if err != nil {
@@ -86,9 +96,9 @@ func (t *Tx) writeStatement(ctx context.Context, txns []*ent.CreditTransaction, 
 		return fmt.Errorf("ledger: writing %d transactions: %w", len(txns), keyTaken(err))
 	}
 	defer rows.Close()
-	var got [5]int64
+	var got writeCounts
 	if rows.Next() {
-		err = rows.Scan(&got[0], &got[1], &got[2], &got[3], &got[4])
+		err = rows.Scan(&got[0], &got[1], &got[2], &got[3], &got[4], &got[5])
 	}
 	if err == nil {
 		err = rows.Err()
@@ -97,14 +107,17 @@ func (t *Tx) writeStatement(ctx context.Context, txns []*ent.CreditTransaction, 
 		return fmt.Errorf("ledger: writing %d transactions: %w", len(txns), keyTaken(err))
 	}
 	if got != want {
-		return fmt.Errorf("ledger: wrote %v rows (lots, transactions, postings, users, notifications), not %v", got, want)
+		return fmt.Errorf("ledger: wrote %v rows (lots, transactions, postings, users, notifications, new lots), not %v", got, want)
 	}
 	clear(t.dirtyLots)
 	return nil
 }
 
+// writeCounts are the rows each part of writeSQL wrote, in its order.
+type writeCounts [6]int64
+
 // writeArgs are writeSQL's arguments, and the counts it must return.
-func (t *Tx) writeArgs(txns []*ent.CreditTransaction, w *written) ([]any, [5]int64, error) {
+func (t *Tx) writeArgs(txns []*ent.CreditTransaction, w *written) ([]any, writeCounts, error) {
 	lotIDs := slices.Sorted(maps.Keys(t.dirtyLots))
 	remaining := make([]int64, len(lotIDs))
 	for i, id := range lotIDs {
@@ -128,7 +141,7 @@ func (t *Tx) writeArgs(txns []*ent.CreditTransaction, w *written) ([]any, [5]int
 		if len(txn.Metadata) > 0 {
 			encoded, err := json.Marshal(txn.Metadata)
 			if err != nil {
-				return nil, [5]int64{}, fmt.Errorf("ledger: encoding the metadata of %s: %w", txn.ID, err)
+				return nil, writeCounts{}, fmt.Errorf("ledger: encoding the metadata of %s: %w", txn.ID, err)
 			}
 			text := string(encoded)
 			metadata[i] = &text
@@ -161,8 +174,19 @@ func (t *Tx) writeArgs(txns []*ent.CreditTransaction, w *written) ([]any, [5]int
 	if t.s.notifications != nil && len(w.changes) > 0 {
 		var err error
 		if channel, payloads, err = t.s.notifications(w.changes); err != nil {
-			return nil, [5]int64{}, fmt.Errorf("ledger: publishing balance changes: %w", err)
+			return nil, writeCounts{}, fmt.Errorf("ledger: publishing balance changes: %w", err)
 		}
+	}
+
+	l := len(w.newLots)
+	newIDs, newUsers, sources := make([]string, l), make([]string, l), make([]string, l)
+	originals, newRemaining, held, priorities := make([]int64, l), make([]int64, l), make([]int64, l), make([]int64, l)
+	expires := make([]*time.Time, l)
+	newPayments, newTxns := make([]*string, l), make([]string, l)
+	for i, lot := range w.newLots {
+		newIDs[i], newUsers[i], sources[i] = lot.ID, lot.UserID, string(lot.Source)
+		originals[i], newRemaining[i], held[i], priorities[i] = lot.Original, lot.Remaining, lot.Held, int64(lot.Priority)
+		expires[i], newPayments[i], newTxns[i] = lot.ExpiresAt, lot.PaymentID, lot.TransactionID
 	}
 
 	args := []any{t.now,
@@ -171,7 +195,8 @@ func (t *Tx) writeArgs(txns []*ent.CreditTransaction, w *written) ([]any, [5]int
 		postingIDs, postingTxns, accounts, postingAmounts, postingUsers, postingLots, balancesAfter,
 		ids, balances, added,
 		channel, payloads,
+		newIDs, newUsers, sources, originals, newRemaining, held, expires, priorities, newPayments, newTxns,
 	}
-	want := [5]int64{int64(len(lotIDs)), int64(n), int64(p), int64(len(users)), int64(len(payloads))}
+	want := writeCounts{int64(len(lotIDs)), int64(n), int64(p), int64(len(users)), int64(len(payloads)), int64(l)}
 	return args, want, nil
 }

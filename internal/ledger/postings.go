@@ -10,6 +10,7 @@ import (
 	"entgo.io/ent/dialect"
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/creditledger"
+	"github.com/tally-billing/tally/ent/creditlot"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
@@ -36,6 +37,10 @@ type movement struct {
 	paymentID     *string
 	reservationID *string
 	postings      []posting
+	// lot is the lot the movement creates (a grant's, a rollover's),
+	// written after its transaction, which it names, and before its
+	// postings, which name it.
+	lot *ent.CreditLot
 }
 
 func newMovement(kind credittransaction.Kind, amount int64) *movement {
@@ -68,61 +73,60 @@ type pendingMovement struct {
 }
 
 // writeMany records several movements, of one user or several, in order:
-// the lots they drew from, the transactions, the postings, and the users'
-// cached balances. See writeRows for how many statements that takes.
+// the lots they drew from, the transactions, the lots they create, the
+// postings with the running balance of each user's account, the users' new
+// cached balances and transaction counts, and on PostgreSQL the
+// notifications of the balances that moved. PostgreSQL takes it all as one
+// statement (one round trip while the accounts are locked, see
+// pgwrite.go); SQLite, in process, as one statement per table.
 func (t *Tx) writeMany(ctx context.Context, ms []pendingMovement) ([]*ent.CreditTransaction, error) {
 	txns, err := t.transactionRows(ms)
 	if err != nil {
 		return nil, err
 	}
-	if err := t.writeRows(ctx, ms, txns, true); err != nil {
+	w, err := t.postingsOf(ms, txns)
+	if err != nil {
 		return nil, err
 	}
+	if t.s.db.Dialect == dialect.Postgres {
+		err = t.writeStatement(ctx, txns, w)
+	} else {
+		err = t.writeByTable(ctx, txns, w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	w.apply(t, txns)
 	return txns, nil
 }
 
-// writePostings records the postings of movements whose transactions are
-// written already (a grant's, which its new lot names), with the users'
-// balances.
-func (t *Tx) writePostings(ctx context.Context, ms []pendingMovement, txns []*ent.CreditTransaction) error {
-	return t.writeRows(ctx, ms, txns, false)
-}
-
-// writeRows writes what the movements change: the lots drawn from, the
-// transactions (unless written already), the postings with the running
-// balance of each user's account, the users' new cached balances and
-// transaction counts, and on PostgreSQL the notifications of the balances
-// that moved. PostgreSQL takes it all as one statement (one round trip
-// while the accounts are locked, see pgwrite.go); SQLite, in process, as
-// one statement per table.
-func (t *Tx) writeRows(ctx context.Context, ms []pendingMovement, txns []*ent.CreditTransaction, insert bool) error {
-	w, err := t.postingsOf(ms, txns)
-	if err != nil {
-		return err
-	}
-	if t.s.db.Dialect == dialect.Postgres {
-		var toInsert []*ent.CreditTransaction
-		if insert {
-			toInsert = txns
-		}
-		if err := t.writeStatement(ctx, toInsert, w); err != nil {
-			return err
-		}
-	} else if err := t.writeByTable(ctx, txns, insert, w); err != nil {
-		return err
-	}
-	w.apply(t, txns)
-	return nil
-}
-
 // writeByTable writes the rows with one statement per table.
-func (t *Tx) writeByTable(ctx context.Context, txns []*ent.CreditTransaction, insert bool, w *written) error {
+func (t *Tx) writeByTable(ctx context.Context, txns []*ent.CreditTransaction, w *written) error {
 	if err := t.flushLots(ctx); err != nil {
 		return err
 	}
-	if insert {
-		if err := t.insertTransactions(ctx, txns); err != nil {
-			return err
+	if err := t.insertTransactions(ctx, txns); err != nil {
+		return err
+	}
+	if len(w.newLots) > 0 {
+		builders := make([]*ent.CreditLotCreate, len(w.newLots))
+		for i, lot := range w.newLots {
+			builders[i] = t.ent.CreditLot.Create().
+				SetID(lot.ID).
+				SetUserID(lot.UserID).
+				SetSource(lot.Source).
+				SetOriginal(lot.Original).
+				SetRemaining(lot.Remaining).
+				SetHeld(lot.Held).
+				SetNillableExpiresAt(lot.ExpiresAt).
+				SetPriority(lot.Priority).
+				SetNillablePaymentID(lot.PaymentID).
+				SetTransactionID(lot.TransactionID).
+				SetCreatedAt(lot.CreatedAt).
+				SetUpdatedAt(lot.UpdatedAt)
+		}
+		if err := t.ent.CreditLot.CreateBulk(builders...).Exec(ctx); err != nil {
+			return fmt.Errorf("ledger: creating %d lots: %w", len(builders), err)
 		}
 	}
 	if len(w.postings) > 0 {
@@ -162,19 +166,6 @@ func (t *Tx) movedUser(u *ent.User) {
 		t.moved = map[string]*ent.User{}
 	}
 	t.moved[u.ID] = u
-}
-
-// insertTransaction writes the transaction row alone, for movements that
-// create rows referring to it (a grant's lot) before their postings.
-func (t *Tx) insertTransaction(ctx context.Context, actor Actor, key string, u *ent.User, m *movement) (*ent.CreditTransaction, error) {
-	txns, err := t.transactionRows([]pendingMovement{{actor: actor, key: key, u: u, m: m}})
-	if err != nil {
-		return nil, err
-	}
-	if err := t.insertTransactions(ctx, txns); err != nil {
-		return nil, err
-	}
-	return txns[0], nil
 }
 
 // transactionRows are the movements' transactions as they will be
@@ -234,6 +225,21 @@ func checkTransaction(txn *ent.CreditTransaction) error {
 	return nil
 }
 
+// checkLot runs the schema's validators on a new lot.
+func checkLot(lot *ent.CreditLot) error {
+	err := errors.Join(
+		creditlot.IDValidator(lot.ID),
+		creditlot.SourceValidator(lot.Source),
+		creditlot.OriginalValidator(lot.Original),
+		creditlot.RemainingValidator(lot.Remaining),
+		creditlot.HeldValidator(lot.Held),
+	)
+	if err != nil {
+		return fmt.Errorf("ledger: a new lot: %w", err)
+	}
+	return nil
+}
+
 func (t *Tx) transactionCreate(txn *ent.CreditTransaction) *ent.CreditTransactionCreate {
 	create := t.ent.CreditTransaction.Create().
 		SetID(txn.ID).
@@ -261,6 +267,7 @@ func (t *Tx) transactionCreate(txn *ent.CreditTransaction) *ent.CreditTransactio
 // transactions: computed first, written by one of the executors, and
 // applied to the ledger's in-memory copies once written.
 type written struct {
+	newLots  []*ent.CreditLot
 	postings []*ent.CreditLedger
 	owner    []int       // which transaction each posting belongs to
 	touched  []*ent.User // in the order first moved
@@ -296,6 +303,12 @@ func (t *Tx) postingsOf(ms []pendingMovement, txns []*ent.CreditTransaction) (*w
 			balance = k.u.CreditsBalance
 		}
 		before := balance
+		if lot := k.m.lot; lot != nil {
+			if err := checkLot(lot); err != nil {
+				return nil, err
+			}
+			w.newLots = append(w.newLots, lot)
+		}
 		for _, p := range k.m.postings {
 			if err := creditledger.AccountValidator(p.account); err != nil {
 				return nil, fmt.Errorf("ledger: a posting of a %s transaction: %w", k.m.kind, err)

@@ -156,25 +156,20 @@ func (t *Tx) rollover(ctx context.Context, actor Actor, req PeriodEnd, key strin
 	if err != nil {
 		return nil, err
 	}
-	txn, err := t.insertTransaction(ctx, actor, key, u, m)
-	if err != nil {
-		return nil, err
+	expires := req.NextExpiresAt.UTC()
+	m.lot = &ent.CreditLot{
+		ID:            lotID,
+		UserID:        u.ID,
+		Source:        creditlot.SourceGrant,
+		Original:      keep,
+		Remaining:     kept,
+		ExpiresAt:     &expires,
+		TransactionID: m.id,
+		CreatedAt:     t.now,
+		UpdatedAt:     t.now,
 	}
-	err = t.ent.CreditLot.Create().
-		SetID(lotID).
-		SetUserID(u.ID).
-		SetSource(creditlot.SourceGrant).
-		SetOriginal(keep).
-		SetRemaining(kept).
-		SetExpiresAt(req.NextExpiresAt.UTC()).
-		SetTransactionID(m.id).
-		SetCreatedAt(t.now).
-		SetUpdatedAt(t.now).
-		Exec(ctx)
+	txn, err := t.write(ctx, actor, key, u, m)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: creating the rollover lot: %w", err)
-	}
-	if err := t.writePostings(ctx, []pendingMovement{{actor: actor, key: key, u: u, m: m}}, []*ent.CreditTransaction{txn}); err != nil {
 		return nil, err
 	}
 	return &Result{Transaction: txn, Amount: keep}, nil
