@@ -56,6 +56,11 @@ type options struct {
 	lowBalance     int64 // TALLY_LOW_BALANCE_THRESHOLD for the server; 0: none
 	autoRecharge   int64 // every account's auto-recharge threshold; 0: off
 	scaleOpts      scaleOptions
+	// dbLatency puts a proxy delaying every packet this long each way
+	// between the server (and the baselines) and PostgreSQL.
+	dbLatency time.Duration
+	// roundTrips runs the round-trips table instead of the workloads.
+	roundTrips bool
 }
 
 func main() {
@@ -112,7 +117,9 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.scale, "scale", false, "instead of the workloads, time the API's operations on two seeded PostgreSQL databases, --small-url and --large-url")
 	fs.StringVar(&o.scaleOpts.smallURL, "small-url", "", "--scale: the small seeded database")
 	fs.StringVar(&o.scaleOpts.largeURL, "large-url", "", "--scale: the large seeded database")
-	fs.IntVar(&o.scaleOpts.requests, "requests", 200, "--scale: timed requests of each operation on each database")
+	fs.IntVar(&o.scaleOpts.requests, "requests", 200, "--scale and --round-trips: timed requests of each operation (on each database)")
+	fs.DurationVar(&o.dbLatency, "db-latency", 0, "with --db postgres, the server and the baselines reach the database through a proxy that delays every packet this long each way (e.g. 1ms, a managed database's distance)")
+	fs.BoolVar(&o.roundTrips, "round-trips", false, "with --db postgres, instead of the workloads, time each operation at one client and count its database round trips (through the --db-latency proxy)")
 	fs.DurationVar(&o.scaleOpts.budget, "op-budget", 20*time.Second, "--scale: an operation stops after this long (and at least 3 requests) even short of --requests")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -125,6 +132,12 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.db != "sqlite" && o.db != "postgres" {
 		return o, fmt.Errorf("--db must be sqlite or postgres, not %q", o.db)
+	}
+	if (o.dbLatency != 0 || o.roundTrips) && o.db != "postgres" {
+		return o, errors.New("--db-latency and --round-trips proxy PostgreSQL's protocol: use them with --db postgres")
+	}
+	if o.dbLatency < 0 || o.scaleOpts.requests < 1 {
+		return o, errors.New("--db-latency must not be negative, --requests must be positive")
 	}
 	if o.baselineDriver != "pgx" && o.baselineDriver != "sql" {
 		return o, fmt.Errorf("--baseline-driver must be pgx or sql, not %q", o.baselineDriver)
@@ -209,6 +222,15 @@ func bench(ctx context.Context, o options) error {
 	defer e.Close()
 	logf("tally (pid %d) is serving on %s", e.server.pid, e.server.baseURL)
 	res := newResults(o, e.poolSize)
+	if o.roundTrips {
+		logf("round trips: %d requests of each operation, one at a time", o.scaleOpts.requests)
+		rows, err := e.roundTrips(ctx, o.scaleOpts.requests)
+		if err != nil {
+			return err
+		}
+		fmt.Print(rtMarkdown(rows, o.dbLatency))
+		return nil
+	}
 	if o.soak > 0 {
 		if err := e.soak(ctx, res); err != nil {
 			return err

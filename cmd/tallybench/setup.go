@@ -13,6 +13,7 @@ import (
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/database"
+	"github.com/tally-billing/tally/internal/faultproxy"
 	"github.com/tally-billing/tally/internal/ledger"
 	"github.com/tally-billing/tally/internal/migrator"
 )
@@ -47,7 +48,8 @@ type env struct {
 	ledger   *ledger.Service
 	raw      rawStore
 	server   *tallyServer
-	receiver *eventReceiver // with --low-balance-threshold
+	receiver *eventReceiver    // with --low-balance-threshold
+	proxy    *faultproxy.Proxy // with --db-latency or --round-trips
 	api      *gqlClient
 	poolSize int
 
@@ -82,11 +84,19 @@ func newEnv(ctx context.Context, o options) (_ *env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The harness's own pool (seeding, checks) goes straight to the
+	// database; the server and the baselines through the proxy, if any.
+	serverURL := url
+	if o.dbLatency > 0 || o.roundTrips {
+		if serverURL, err = e.proxied(url, o.dbLatency); err != nil {
+			return nil, err
+		}
+	}
 	// The server's configuration comes from the environment like a real
 	// deployment's (so that TALLY_DB_MAX_CONNS and friends can be tried),
 	// except what the harness must control.
 	fixed := map[string]string{
-		"DATABASE_URL":     url,
+		"DATABASE_URL":     serverURL,
 		"TALLY_JWT_SECRET": benchSecret,
 		// Set together with the secret, a public key is a config error.
 		"TALLY_JWT_PUBLIC_KEY":  "",
@@ -128,7 +138,7 @@ func newEnv(ctx context.Context, o options) (_ *env, err error) {
 	if err := e.startServer(ctx, fixed); err != nil {
 		return nil, err
 	}
-	if err := e.openBaselines(ctx, url); err != nil {
+	if err := e.openBaselines(ctx, serverURL); err != nil {
 		return nil, err
 	}
 	e.api = newGQLClient(e.server.baseURL, max(maxClients(o.clients), openLoopWorkers))

@@ -5,6 +5,10 @@
 // client, though the server committed), and a database that cannot be
 // reached at all.
 //
+// It can also stand in for a database far away (SetDelay: every packet
+// held for a while each way) and counts the round trips clients make
+// (RoundTrips), for measuring how many a request waits for.
+//
 // It reads the frontend protocol stream to find COMMIT: a simple query
 // ('Q', which is how pgx commits) or an extended-protocol statement ('P'
 // whose text is COMMIT, then 'B' and 'E'). It answers SSLRequest and
@@ -19,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,9 +53,12 @@ type Proxy struct {
 	mode  mode
 	links map[*link]struct{}
 
-	commits atomic.Int64
-	cuts    atomic.Int64
-	wg      sync.WaitGroup
+	delay time.Duration // each way, for connections made from now on
+
+	commits    atomic.Int64
+	cuts       atomic.Int64
+	roundTrips atomic.Int64
+	wg         sync.WaitGroup
 }
 
 // New starts a proxy on 127.0.0.1 (a port of the system's choosing) to
@@ -105,6 +113,21 @@ func (p *Proxy) Refuse() {
 // Pass forwards everything again.
 func (p *Proxy) Pass() { p.setMode(pass) }
 
+// SetDelay holds every packet of the connections made from now on for d
+// on its way to the server and again on its way back, as a database d
+// away would (every round trip then takes at least 2d). The delay is for
+// measuring: the faults (CutAtCommit) are for connections without one.
+func (p *Proxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
+}
+
+// RoundTrips is how many times clients have waited for the server: each
+// simple query, and each Sync of the extended protocol (a statement, or a
+// pipeline of them, ends with one and then waits for the answers).
+func (p *Proxy) RoundTrips() int64 { return p.roundTrips.Load() }
+
 // Commits is how many COMMITs the proxy has forwarded.
 func (p *Proxy) Commits() int { return int(p.commits.Load()) }
 
@@ -154,7 +177,13 @@ func (p *Proxy) accept() {
 		l := &link{p: p, client: client, server: server, drained: make(chan struct{})}
 		p.mu.Lock()
 		p.links[l] = struct{}{}
+		delay := p.delay
 		p.mu.Unlock()
+		l.toServer, l.toClient = l.server, l.client
+		if delay > 0 {
+			l.toServer = newDelayLine(p, l, l.server, delay)
+			l.toClient = newDelayLine(p, l, l.client, delay)
+		}
 		p.wg.Add(2)
 		go l.clientToServer()
 		go l.serverToClient()
@@ -165,6 +194,9 @@ func (p *Proxy) accept() {
 type link struct {
 	p              *Proxy
 	client, server net.Conn
+	// toServer and toClient write to server and client, at once or, with
+	// a delay, later (see delayLine).
+	toServer, toClient io.Writer
 
 	mu sync.Mutex
 	// cut stops the server's bytes from reaching the client: set before a
@@ -193,7 +225,7 @@ func (l *link) serverToClient() {
 		if n > 0 {
 			l.mu.Lock()
 			if !l.cut {
-				_, werr := l.client.Write(buf[:n])
+				_, werr := l.toClient.Write(buf[:n])
 				if werr != nil {
 					err = werr
 				}
@@ -232,6 +264,7 @@ func (l *link) clientToServer() {
 		cutNow := false
 		switch msg[0] {
 		case 'Q':
+			l.p.roundTrips.Add(1)
 			if isCommit(cstring(msg[5:])) {
 				l.p.commits.Add(1)
 				cutNow = l.blockIfCutting()
@@ -251,8 +284,11 @@ func (l *link) clientToServer() {
 			// The server answers an extended-protocol COMMIT once it
 			// reads the Sync (or Flush) after its Execute.
 			cutNow = cutting
+			if msg[0] == 'S' {
+				l.p.roundTrips.Add(1)
+			}
 		}
-		if _, err := l.server.Write(msg); err != nil {
+		if _, err := l.toServer.Write(msg); err != nil {
 			return
 		}
 		if cutNow {
@@ -366,4 +402,51 @@ func isCommit(query string) bool {
 		return false
 	}
 	return len(words) == 1 || strings.EqualFold(words[1], "WORK") || strings.EqualFold(words[1], "TRANSACTION")
+}
+
+// delayLine writes what it is given to a connection d later, in order,
+// without holding up the writer: packets sent close together arrive close
+// together, each d late, as over a long link.
+type delayLine struct {
+	queue chan delayed
+	d     time.Duration
+	done  <-chan struct{} // the link's end
+}
+
+type delayed struct {
+	due time.Time
+	b   []byte
+}
+
+// delayQueue bounds the packets in flight on one direction of a link.
+const delayQueue = 4096
+
+func newDelayLine(p *Proxy, l *link, to net.Conn, d time.Duration) *delayLine {
+	dl := &delayLine{queue: make(chan delayed, delayQueue), d: d, done: l.drained}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			select {
+			case <-l.drained:
+				return
+			case item := <-dl.queue:
+				time.Sleep(time.Until(item.due))
+				if _, err := to.Write(item.b); err != nil {
+					l.close()
+					return
+				}
+			}
+		}
+	}()
+	return dl
+}
+
+func (dl *delayLine) Write(b []byte) (int, error) {
+	select {
+	case dl.queue <- delayed{due: time.Now().Add(dl.d), b: slices.Clone(b)}:
+		return len(b), nil
+	case <-dl.done:
+		return 0, net.ErrClosed
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -161,4 +162,39 @@ func TestRefuse(t *testing.T) {
 		t.Fatalf("connecting once the proxy passes again: %v", err)
 	}
 	c.Close(ctx)
+}
+
+// TestDelayAndRoundTrips: with a delay, each round trip takes at least
+// twice it, and the proxy counts one per simple query and one per
+// extended-protocol Sync, whatever the messages before it.
+func TestDelayAndRoundTrips(t *testing.T) {
+	p, proxied, _ := setup(t)
+	const delay = 25 * time.Millisecond
+	p.SetDelay(delay)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, proxied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	pg := conn.PgConn()
+	for _, step := range []struct {
+		name string
+		run  func() error
+	}{
+		{"simple query", func() error { return pg.Exec(ctx, "SELECT 1").Close() }},
+		{"extended query", func() error { _, err := pg.ExecParams(ctx, "SELECT 1", nil, nil, nil, nil).Close(); return err }},
+	} {
+		before, started := p.RoundTrips(), time.Now()
+		if err := step.run(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		elapsed := time.Since(started)
+		if got := p.RoundTrips() - before; got != 1 {
+			t.Errorf("%s: %d round trips counted, want 1", step.name, got)
+		}
+		if elapsed < 2*delay {
+			t.Errorf("%s took %s through a proxy delaying %s each way", step.name, elapsed, delay)
+		}
+	}
 }

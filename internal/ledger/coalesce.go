@@ -2,8 +2,10 @@ package ledger
 
 import (
 	"context"
+	"slices"
 	"time"
 
+	"entgo.io/ent/dialect"
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/internal/apperr"
@@ -91,14 +93,14 @@ func (s *Service) runSpends(ctx context.Context, calls []*spendCall) {
 // that succeeded must get its result, not a refusal caused by its own
 // effect.
 func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
-	users, err := t.lockSpenders(ctx, calls)
+	users, read, err := t.lockSpenders(ctx, calls)
 	if err != nil {
 		return err
 	}
 	if err := t.replayKnown(ctx, users, t.toLookUpFirst(calls)); err != nil {
 		return err
 	}
-	lots, available, err := t.availableToSpend(ctx, users)
+	lots, available, err := t.availableToSpend(ctx, users, read)
 	if err != nil {
 		return err
 	}
@@ -131,37 +133,51 @@ func (t *Tx) toLookUpFirst(calls []*spendCall) []*spendCall {
 }
 
 // lockSpenders locks the users the calls spend from, in one statement; a
-// call naming no user gets NOT_FOUND.
-func (t *Tx) lockSpenders(ctx context.Context, calls []*spendCall) (map[string]*ent.User, error) {
+// call naming no user gets NOT_FOUND. On PostgreSQL the statement reads
+// their lots too, when it can (see lockread.go); read is nil otherwise.
+func (t *Tx) lockSpenders(ctx context.Context, calls []*spendCall) (_ map[string]*ent.User, read *lotsRead, _ error) {
 	ids := make([]string, 0, len(calls))
 	for _, c := range calls {
 		c.res, c.err, c.sameAs = nil, nil, nil
 		ids = append(ids, c.req.UserID)
 	}
-	users, err := t.lockUsers(ctx, ids)
+	var users map[string]*ent.User
+	var err error
+	if t.s.db.Dialect == dialect.Postgres && len(t.locked) == 0 {
+		users, read, err = t.lockUsersWithLots(ctx, slices.Compact(slices.Sorted(slices.Values(ids))))
+	} else {
+		users, err = t.lockUsers(ctx, ids)
+	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, c := range calls {
 		if users[c.req.UserID] == nil {
 			c.err = apperr.New(apperr.NotFound, "no user with id %q", c.req.UserID)
 		}
 	}
-	return users, nil
+	return users, read, nil
 }
 
 // availableToSpend reads the lots of every account that may spend, in one
-// statement, and what each may spend now.
-func (t *Tx) availableToSpend(ctx context.Context, users map[string]*ent.User) (map[string][]*ent.CreditLot, map[string]int64, error) {
+// statement (unless the lock read them already), and what each may spend
+// now.
+func (t *Tx) availableToSpend(ctx context.Context, users map[string]*ent.User, read *lotsRead) (map[string][]*ent.CreditLot, map[string]int64, error) {
 	var readable []string
 	for id, u := range users {
 		if spendable(u) == nil {
 			readable = append(readable, id)
 		}
 	}
-	lots, reserved, err := t.lotsAndReserved(ctx, readable, "")
-	if err != nil {
-		return nil, nil, err
+	var lots map[string][]*ent.CreditLot
+	var reserved map[string]int64
+	if read != nil {
+		lots, reserved = read.lots, read.reserved
+	} else {
+		var err error
+		if lots, reserved, err = t.lotsAndReserved(ctx, readable, ""); err != nil {
+			return nil, nil, err
+		}
 	}
 	available := make(map[string]int64, len(readable))
 	for _, id := range readable {

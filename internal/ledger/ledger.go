@@ -105,7 +105,7 @@ type Service struct {
 	// notifications, on PostgreSQL, publishes balance changes in the
 	// statement that writes them (see WithNotifications).
 	notifications NotificationEncoder
-	events      EventWriter // nil: no outbound events
+	events        EventWriter // nil: no outbound events
 	// defaultThreshold is the low-balance threshold of users without one.
 	defaultThreshold int64
 	recharges        RechargeTrigger // nil: no auto-recharge
