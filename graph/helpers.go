@@ -75,7 +75,7 @@ func (r *Resolver) adminCaller(ctx context.Context) (admin.Admin, error) {
 func (r *Resolver) reservationTarget(ctx context.Context, reservationID string) (*ent.User, ledger.Actor, error) {
 	res, err := r.Client.CreditReservation.Query().
 		Where(creditreservation.ID(reservationID)).
-		WithUser().
+		Select(creditreservation.FieldUserID).
 		Only(ctx)
 	if ent.IsNotFound(err) {
 		return nil, ledger.Actor{}, apperr.New(apperr.NotFound, "no reservation with id %q", reservationID)
@@ -83,8 +83,7 @@ func (r *Resolver) reservationTarget(ctx context.Context, reservationID string) 
 	if err != nil {
 		return nil, ledger.Actor{}, err
 	}
-	owner := res.Edges.User
-	target, actor, err := r.Accounts.Resolve(ctx, users.Target{UserID: &owner.ID}, users.ForMovement)
+	target, actor, err := r.Accounts.Resolve(ctx, users.Target{UserID: &res.UserID}, users.ForMovement)
 	if apperr.CodeOf(err) == apperr.Forbidden {
 		return nil, ledger.Actor{}, apperr.New(apperr.NotFound, "no reservation with id %q", reservationID)
 	}

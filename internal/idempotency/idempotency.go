@@ -42,6 +42,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"entgo.io/ent/dialect/sql"
+
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/credittransaction"
 	"github.com/tally-billing/tally/ent/idempotencykey"
@@ -166,6 +168,10 @@ func FindMany(ctx context.Context, c *ent.Client, rs []Request) (map[Key]Record,
 			keys = append(keys, r.Key)
 		}
 	}
+	// Nearly every key is new: one statement says so for both tables.
+	if known, err := anyKnown(ctx, c, keys); err != nil || !known {
+		return found, err
+	}
 	if err := findRecords(ctx, c.IdempotencyKey, keys, found); err != nil {
 		return nil, err
 	}
@@ -179,6 +185,35 @@ func FindMany(ctx context.Context, c *ent.Client, rs []Request) (map[Key]Record,
 		return nil, err
 	}
 	return found, nil
+}
+
+// anyKnown says whether a record or a transaction holds one of the keys.
+func anyKnown(ctx context.Context, c *ent.Client, keys []Key) (bool, error) {
+	records := make([]predicate.IdempotencyKey, len(keys))
+	var held []*sql.Predicate
+	for i, k := range keys {
+		records[i] = idempotencykey.And(idempotencykey.Scope(k.Scope), idempotencykey.Key(k.Key))
+	}
+	txns := sql.Table(credittransaction.Table)
+	for _, k := range keys {
+		held = append(held, sql.And(
+			sql.EQ(txns.C(credittransaction.FieldActor), k.Scope),
+			sql.EQ(txns.C(credittransaction.FieldIdempotencyKey), k.Key)))
+	}
+	var rows []struct {
+		Known int `sql:"known"`
+	}
+	err := c.IdempotencyKey.Query().
+		Where(idempotencykey.Or(records...)).
+		Modify(func(s *sql.Selector) {
+			s.SelectExpr(sql.Expr("1 AS known"))
+			s.UnionAll(sql.SelectExpr(sql.Expr("1 AS known")).From(txns).Where(sql.Or(held...)))
+		}).
+		Scan(ctx, &rows)
+	if err != nil {
+		return false, fmt.Errorf("idempotency: looking %d keys up: %w", len(keys), err)
+	}
+	return len(rows) > 0, nil
 }
 
 func findRecords(ctx context.Context, c *ent.IdempotencyKeyClient, keys []Key, found map[Key]Record) error {

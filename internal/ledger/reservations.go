@@ -45,7 +45,7 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 		return nil, err
 	}
 	ttl := req.ttl()
-	return t.once(ctx, actor, req.IdempotencyKey, "reserve", req.Fingerprinted(), req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
+	return t.once(ctx, actor, req.IdempotencyKey, "reserve", req.Fingerprinted(), req.UserID, lookupOnRefusal, func(u *ent.User) (*Result, error) {
 		if err := spendable(u); err != nil {
 			return nil, err
 		}
@@ -100,7 +100,7 @@ func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Res
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	return t.once(ctx, actor, req.IdempotencyKey, "capture", req.Fingerprinted(), req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
+	return t.once(ctx, actor, req.IdempotencyKey, "capture", req.Fingerprinted(), req.UserID, lookupOnRefusal, func(u *ent.User) (*Result, error) {
 		rsv, err := t.openReservation(ctx, u.ID, req.ReservationID)
 		if err != nil {
 			return nil, err
@@ -191,7 +191,7 @@ func (t *Tx) ReleaseReservation(ctx context.Context, actor Actor, req ReleaseReq
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	return t.once(ctx, actor, req.IdempotencyKey, "release", req, req.UserID, lookupFirst, func(u *ent.User) (*Result, error) {
+	return t.once(ctx, actor, req.IdempotencyKey, "release", req, req.UserID, lookupOnRefusal, func(u *ent.User) (*Result, error) {
 		rsv, err := t.openReservation(ctx, u.ID, req.ReservationID)
 		if err != nil {
 			return nil, err
@@ -238,14 +238,19 @@ func (t *Tx) openReservation(ctx context.Context, userID, id string) (*ent.Credi
 }
 
 func (t *Tx) closeReservation(ctx context.Context, rsv *ent.CreditReservation, status creditreservation.Status, captured int64) (*ent.CreditReservation, error) {
-	updated, err := t.ent.CreditReservation.UpdateOne(rsv).
+	// Update, not UpdateOne, which would read the row back: the row is
+	// the one just read, under the user's lock, so its new state is known.
+	err := t.ent.CreditReservation.Update().
+		Where(creditreservation.ID(rsv.ID)).
 		SetStatus(status).
 		SetCapturedAmount(captured).
 		SetClosedAt(t.now).
 		SetUpdatedAt(t.now).
-		Save(ctx)
+		Exec(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: closing reservation %s: %w", rsv.ID, err)
 	}
-	return updated, nil
+	closed, at := *rsv, t.now
+	closed.Status, closed.CapturedAmount, closed.ClosedAt, closed.UpdatedAt = status, captured, &at, at
+	return &closed, nil
 }
