@@ -10,14 +10,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/faultproxy"
@@ -26,23 +21,14 @@ import (
 // proxied starts the proxy in front of the PostgreSQL server of dbURL
 // and returns dbURL through it.
 func (e *env) proxied(dbURL string, delay time.Duration) (string, error) {
-	cfg, err := pgx.ParseConfig(dbURL)
+	p, through, err := faultproxy.Through(dbURL)
 	if err != nil {
 		return "", fmt.Errorf("--db-latency: %w", err)
-	}
-	p, err := faultproxy.New(net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
-	if err != nil {
-		return "", err
 	}
 	p.SetDelay(delay)
 	e.proxy = p
 	e.cleanup = append(e.cleanup, func() { _ = p.Close() })
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		return "", fmt.Errorf("--db-latency needs a URL, not a key=value DSN: %w", err)
-	}
-	u.Host = p.Addr()
-	return u.String(), nil
+	return through, nil
 }
 
 // rtRow is one operation's line of the round-trips table.

@@ -1,4 +1,4 @@
-// Package faultproxy is a TCP proxy for tests that stands between a
+// Package faultproxy is a TCP proxy for tests (and the benchmark) that stands between a
 // client's connections and a PostgreSQL server and injects the faults a
 // network and a database really produce: a COMMIT that reaches the server
 // but whose answer never reaches the client (the outcome is unknown to the
@@ -23,12 +23,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // mode is what the proxy does to the traffic.
@@ -74,15 +77,31 @@ func New(target string) (*Proxy, error) {
 	return p, nil
 }
 
-// Start is New for a test: the proxy is closed when the test ends.
-func Start(tb testing.TB, target string) *Proxy {
-	tb.Helper()
-	p, err := New(target)
-	if err != nil {
-		tb.Fatal(err)
+// Through starts a proxy to the PostgreSQL server of dbURL (a URL, not a
+// key=value DSN) and returns it with dbURL through it.
+func Through(dbURL string) (*Proxy, string, error) {
+	u, err := url.Parse(dbURL)
+	if err != nil || u.Host == "" {
+		return nil, "", fmt.Errorf("faultproxy: %q is not a database URL", redact(dbURL))
 	}
-	tb.Cleanup(func() { _ = p.Close() })
-	return p
+	cfg, err := pgx.ParseConfig(dbURL)
+	if err != nil {
+		return nil, "", fmt.Errorf("faultproxy: %w", err)
+	}
+	p, err := New(net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	if err != nil {
+		return nil, "", err
+	}
+	u.Host = p.Addr()
+	return p, u.String(), nil
+}
+
+// redact drops a URL's password from an error.
+func redact(dbURL string) string {
+	if u, err := url.Parse(dbURL); err == nil {
+		return u.Redacted()
+	}
+	return "the database URL"
 }
 
 // Addr is the proxy's address, host:port.

@@ -2,10 +2,7 @@ package faultproxy_test
 
 import (
 	"context"
-	"net"
-	"net/url"
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -32,16 +29,11 @@ func setup(t *testing.T) (*faultproxy.Proxy, string, *pgx.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = drop(context.Background()) })
-	cfg, err := pgx.ParseConfig(direct)
+	p, proxied, err := faultproxy.Through(direct)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := faultproxy.Start(t, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
-	u, err := url.Parse(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = p.Addr()
+	t.Cleanup(func() { _ = p.Close() })
 	conn, err := pgx.Connect(ctx, direct)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +42,7 @@ func setup(t *testing.T) (*faultproxy.Proxy, string, *pgx.Conn) {
 	if _, err := conn.Exec(ctx, "CREATE TABLE t (x int)"); err != nil {
 		t.Fatal(err)
 	}
-	return p, u.String(), conn
+	return p, proxied, conn
 }
 
 func rows(t *testing.T, conn *pgx.Conn) int {

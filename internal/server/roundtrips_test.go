@@ -3,21 +3,16 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/url"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	"entgo.io/ent/dialect"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/auth"
 	"github.com/tally-billing/tally/internal/config"
 	"github.com/tally-billing/tally/internal/database"
-	"github.com/tally-billing/tally/internal/faultproxy"
 	"github.com/tally-billing/tally/internal/payments"
 	"github.com/tally-billing/tally/internal/server"
 	"github.com/tally-billing/tally/internal/testdb"
@@ -35,7 +30,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 		if db.Dialect != dialect.Postgres {
 			t.Skip("SQLite runs in the process: it has no round trips")
 		}
-		proxy, proxied := proxiedDB(t, db)
+		proxied, proxy := testdb.Proxied(t, db)
 		// Jobs are not polled during the test: their queries would be
 		// counted with the requests'.
 		a := newAPI(t, proxied, nil, server.WithJobPolling(time.Hour))
@@ -129,24 +124,3 @@ const (
 	roundTripWarmup = 3
 	roundTripRuns   = 7
 )
-
-// proxiedDB is db reached through a proxy that counts round trips.
-func proxiedDB(t *testing.T, db *database.DB) (*faultproxy.Proxy, *database.DB) {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := faultproxy.Start(t, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
-	u, err := url.Parse(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = proxy.Addr()
-	proxied, err := database.Open(context.Background(), u.String(), database.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxied.Close() })
-	return proxy, proxied
-}

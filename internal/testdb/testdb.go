@@ -10,11 +10,8 @@ package testdb
 
 import (
 	"context"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -144,13 +141,12 @@ func Proxied(t testing.TB, db *database.DB) (*database.DB, *faultproxy.Proxy) {
 	if strings.HasPrefix(cfg.Host, "/") {
 		t.Fatalf("testdb.Proxied needs PostgreSQL over TCP, not the socket in %s", cfg.Host)
 	}
-	p := faultproxy.Start(t, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
-	u, err := url.Parse(db.URL)
+	p, through, err := faultproxy.Through(db.URL)
 	if err != nil {
-		t.Fatalf("parsing the test database's URL: %v", err)
+		t.Fatal(err)
 	}
-	u.Host = p.Addr()
-	return Open(t, u.String()), p
+	t.Cleanup(func() { _ = p.Close() })
+	return Open(t, through), p
 }
 
 // PlannerDB is a PostgreSQL test database filled by the given statements
