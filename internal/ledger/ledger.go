@@ -200,6 +200,10 @@ type Tx struct {
 	// row changes only through the ledger's own in-memory copy (written back
 	// with each movement), so locking it again need not read it again.
 	locked map[string]*ent.User
+	// prefetched are lots and reservations a user's lock read with it,
+	// for the next look at what the user may spend (and no later: any
+	// write forgets them).
+	prefetched map[string]lotsOf
 	// moved are the users the transaction wrote a movement for, whose
 	// balance levels are looked at before it commits (levels.go).
 	moved map[string]*ent.User

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"entgo.io/ent/dialect"
 	"entgo.io/ent/dialect/sql"
 
 	"github.com/tally-billing/tally/ent"
@@ -116,4 +117,33 @@ func lockedColumns(u *ent.User) (current bool, lots []*ent.CreditLot, reserved i
 		return true, lots, reserved, nil
 	}
 	return false, nil, 0, fmt.Errorf("ledger: the reservations of %s sum to a %T", u.ID, v)
+}
+
+// lockUserWithLots locks the user, on PostgreSQL reading their lots and
+// reservations in the same statement, for the operation's available
+// credits (see available). Elsewhere, or when the transaction holds the
+// user already, it does what lockUser does.
+func (t *Tx) lockUserWithLots(ctx context.Context, userID string) error {
+	if _, held := t.locked[userID]; held || t.s.db.Dialect != dialect.Postgres {
+		return nil // once locks the user, as before
+	}
+	users, read, err := t.lockUsersWithLots(ctx, []string{userID})
+	if err != nil {
+		return err
+	}
+	if users[userID] == nil || read == nil {
+		return nil // once answers NOT_FOUND; stale lots are read again
+	}
+	if t.prefetched == nil {
+		t.prefetched = map[string]lotsOf{}
+	}
+	t.prefetched[userID] = lotsOf{lots: read.lots[userID], reserved: read.reserved[userID]}
+	return nil
+}
+
+// lotsOf are a user's unexpired lots in spend order and the sum of their
+// open reservations.
+type lotsOf struct {
+	lots     []*ent.CreditLot
+	reserved int64
 }

@@ -20,6 +20,7 @@ func (t *Tx) setLot(ctx context.Context, lot *ent.CreditLot, remaining, held int
 }
 
 func (t *Tx) saveLot(ctx context.Context, lot *ent.CreditLot) error {
+	clear(t.prefetched)
 	// Update, not UpdateOne, which would read the row back.
 	err := t.ent.CreditLot.Update().
 		Where(creditlot.ID(lot.ID)).

@@ -76,6 +76,7 @@ type pendingMovement struct {
 // statement (one round trip while the accounts are locked, see
 // pgwrite.go); SQLite, in process, as one statement per table.
 func (t *Tx) writeMany(ctx context.Context, ms []pendingMovement) ([]*ent.CreditTransaction, error) {
+	clear(t.prefetched)
 	txns, err := t.transactionRows(ms)
 	if err != nil {
 		return nil, err

@@ -45,11 +45,14 @@ func (t *Tx) Reserve(ctx context.Context, actor Actor, req ReserveRequest) (*Res
 		return nil, err
 	}
 	ttl := req.ttl()
+	if err := t.lockUserWithLots(ctx, req.UserID); err != nil {
+		return nil, err
+	}
 	return t.once(ctx, actor, req.IdempotencyKey, "reserve", req.Fingerprinted(), req.UserID, lookupOnRefusal, func(u *ent.User) (*Result, error) {
 		if err := spendable(u); err != nil {
 			return nil, err
 		}
-		available, _, err := t.available(ctx, u, "")
+		available, _, err := t.available(ctx, u, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -100,6 +103,9 @@ func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Res
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
+	if err := t.lockUserWithLots(ctx, req.UserID); err != nil {
+		return nil, err
+	}
 	return t.once(ctx, actor, req.IdempotencyKey, "capture", req.Fingerprinted(), req.UserID, lookupOnRefusal, func(u *ent.User) (*Result, error) {
 		rsv, err := t.openReservation(ctx, u.ID, req.ReservationID)
 		if err != nil {
@@ -114,7 +120,7 @@ func (t *Tx) Capture(ctx context.Context, actor Actor, req CaptureRequest) (*Res
 		}
 		m := newMovement(credittransaction.KindCapture, amount)
 		m.reason, m.reservationID = req.Reason, &rsv.ID
-		if err := t.spendFromLots(ctx, u, m, amount, rsv.ID); err != nil {
+		if err := t.spendFromLots(ctx, u, m, amount, rsv); err != nil {
 			return nil, err
 		}
 		txn, err := t.write(ctx, actor, req.IdempotencyKey, u, m)
@@ -238,6 +244,7 @@ func (t *Tx) openReservation(ctx context.Context, userID, id string) (*ent.Credi
 }
 
 func (t *Tx) closeReservation(ctx context.Context, rsv *ent.CreditReservation, status creditreservation.Status, captured int64) (*ent.CreditReservation, error) {
+	clear(t.prefetched)
 	// Update, not UpdateOne, which would read the row back: the row is
 	// the one just read, under the user's lock, so its new state is known.
 	err := t.ent.CreditReservation.Update().

@@ -54,8 +54,9 @@ func (t *Tx) Spend(ctx context.Context, actor Actor, req SpendRequest) (*Result,
 }
 
 // spendFromLots checks that the user may spend amount (leaving aside the
-// reservation being captured, if any) and draws it from the lots.
-func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount int64, capturing string) error {
+// reservation being captured, if any: an open one) and draws it from the
+// lots.
+func (t *Tx) spendFromLots(ctx context.Context, u *ent.User, m *movement, amount int64, capturing *ent.CreditReservation) error {
 	if err := spendable(u); err != nil {
 		return err
 	}
@@ -83,10 +84,24 @@ func spendable(u *ent.User) error {
 }
 
 // available is what the user may spend or reserve now: the balance less
-// open reservations (leaving out the one being captured, if any), and never
-// more than the unexpired lots hold. It returns those lots in spend order.
-func (t *Tx) available(ctx context.Context, u *ent.User, except string) (int64, []*ent.CreditLot, error) {
-	lots, reserved, err := t.lotsAndReserved(ctx, []string{u.ID}, except)
+// open reservations (leaving out except, an open, unexpired reservation
+// being captured, if any), and never more than the unexpired lots hold. It
+// returns those lots in spend order. The lots the user's lock read, if it
+// did (see lockUserWithLots), are used once, instead of reading them again.
+func (t *Tx) available(ctx context.Context, u *ent.User, except *ent.CreditReservation) (int64, []*ent.CreditLot, error) {
+	if read, ok := t.prefetched[u.ID]; ok {
+		delete(t.prefetched, u.ID)
+		reserved := read.reserved
+		if except != nil {
+			reserved -= except.Amount // counted: it is open and unexpired
+		}
+		return availableOf(u.CreditsBalance, reserved, sumRemaining(read.lots)), read.lots, nil
+	}
+	exceptID := ""
+	if except != nil {
+		exceptID = except.ID
+	}
+	lots, reserved, err := t.lotsAndReserved(ctx, []string{u.ID}, exceptID)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -65,13 +65,13 @@ func TestRoundTripsPerRequest(t *testing.T) {
 					"externalUserId": "alice", "amount": 1, "reason": "more", "idempotencyKey": fmt.Sprint("grant-", i),
 				}})
 			}},
-			{"reserveCredits", 7, nil, func(i int) {
+			{"reserveCredits", 6, nil, func(i int) {
 				r := a.ok(svc, reserve, map[string]any{"input": map[string]any{
 					"externalUserId": "alice", "amount": 1, "idempotencyKey": fmt.Sprint("reserve-", i),
 				}})
 				reservation, _ = r.get(t, "reserveCredits", "reservation", "id").(string)
 			}},
-			{"captureReservation", 9, func(i int) {
+			{"captureReservation", 8, func(i int) {
 				r := a.ok(svc, reserve, map[string]any{"input": map[string]any{
 					"externalUserId": "alice", "amount": 1, "idempotencyKey": fmt.Sprint("to-capture-", i),
 				}})
