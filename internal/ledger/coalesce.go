@@ -135,7 +135,7 @@ func (t *Tx) toLookUpFirst(calls []*spendCall) []*spendCall {
 // lockSpenders locks the users the calls spend from, in one statement; a
 // call naming no user gets NOT_FOUND. On PostgreSQL the statement reads
 // their lots too, when it can (see lockread.go); read is nil otherwise.
-func (t *Tx) lockSpenders(ctx context.Context, calls []*spendCall) (_ map[string]*ent.User, read *lotsRead, _ error) {
+func (t *Tx) lockSpenders(ctx context.Context, calls []*spendCall) (_ map[string]*ent.User, read map[string]lotsOf, _ error) {
 	ids := make([]string, 0, len(calls))
 	for _, c := range calls {
 		c.res, c.err, c.sameAs = nil, nil, nil
@@ -162,17 +162,18 @@ func (t *Tx) lockSpenders(ctx context.Context, calls []*spendCall) (_ map[string
 // availableToSpend reads the lots of every account that may spend, in one
 // statement (unless the lock read them already), and what each may spend
 // now.
-func (t *Tx) availableToSpend(ctx context.Context, users map[string]*ent.User, read *lotsRead) (map[string][]*ent.CreditLot, map[string]int64, error) {
+func (t *Tx) availableToSpend(ctx context.Context, users map[string]*ent.User, read map[string]lotsOf) (map[string][]*ent.CreditLot, map[string]int64, error) {
 	var readable []string
 	for id, u := range users {
 		if spendable(u) == nil {
 			readable = append(readable, id)
 		}
 	}
-	var lots map[string][]*ent.CreditLot
-	var reserved map[string]int64
+	lots, reserved := make(map[string][]*ent.CreditLot, len(read)), make(map[string]int64, len(read))
 	if read != nil {
-		lots, reserved = read.lots, read.reserved
+		for id, r := range read {
+			lots[id], reserved[id] = r.lots, r.reserved
+		}
 	} else {
 		var err error
 		if lots, reserved, err = t.lotsAndReserved(ctx, readable, ""); err != nil {

@@ -12,8 +12,9 @@ import (
 	"github.com/tally-billing/tally/ent/user"
 )
 
-// On PostgreSQL a batch of spends locks its users and reads their lots in
-// one statement: one round trip fewer while the accounts are locked.
+// On PostgreSQL a batch of spends (and a reservation, and its capture)
+// locks its users and reads their lots in one statement: one round trip
+// fewer while the accounts are locked.
 //
 // That needs care. Under READ COMMITTED, SELECT … FOR UPDATE that waits
 // for another transaction's lock returns the row as that transaction left
@@ -38,17 +39,11 @@ const (
 	colReserved = "lock_reserved"
 )
 
-// lotsRead are users' unexpired lots in spend order and open reservations.
-type lotsRead struct {
-	lots     map[string][]*ent.CreditLot
-	reserved map[string]int64
-}
-
 // lockUsersWithLots locks the users with ids, in id order, and reads
 // their lots and reservations in the same statement. read is nil when one
 // of the users changed between the statement's snapshot and its lock
 // (then the caller reads the lots again).
-func (t *Tx) lockUsersWithLots(ctx context.Context, ids []string) (_ map[string]*ent.User, read *lotsRead, _ error) {
+func (t *Tx) lockUsersWithLots(ctx context.Context, ids []string) (_ map[string]*ent.User, read map[string]lotsOf, _ error) {
 	now := t.now
 	found, err := t.ent.User.Query().
 		Where(user.IDIn(ids...)).
@@ -73,7 +68,7 @@ func (t *Tx) lockUsersWithLots(ctx context.Context, ids []string) (_ map[string]
 		return nil, nil, fmt.Errorf("ledger: locking %d users: %w", len(ids), err)
 	}
 	users := make(map[string]*ent.User, len(found))
-	read = &lotsRead{lots: map[string][]*ent.CreditLot{}, reserved: map[string]int64{}}
+	read = make(map[string]lotsOf, len(found))
 	for _, u := range found {
 		users[u.ID] = u
 		t.holds(u)
@@ -88,7 +83,7 @@ func (t *Tx) lockUsersWithLots(ctx context.Context, ids []string) (_ map[string]
 			read = nil
 			continue
 		}
-		read.lots[u.ID], read.reserved[u.ID] = lots, reserved
+		read[u.ID] = lotsOf{lots: lots, reserved: reserved}
 	}
 	return users, read, nil
 }
@@ -137,7 +132,7 @@ func (t *Tx) lockUserWithLots(ctx context.Context, userID string) error {
 	if t.prefetched == nil {
 		t.prefetched = map[string]lotsOf{}
 	}
-	t.prefetched[userID] = lotsOf{lots: read.lots[userID], reserved: read.reserved[userID]}
+	t.prefetched[userID] = read[userID]
 	return nil
 }
 
