@@ -12,14 +12,15 @@ import (
 	"github.com/tally-billing/tally/internal/auth"
 )
 
-// directives are the schema's authorization directives. Public fields have
-// none; everything else is guarded here, before its resolver runs.
+// directives are the schema's authorization directives (public fields have
+// none; everything else is guarded here, before its resolver runs) and @page.
 func directives() generated.DirectiveRoot {
 	return generated.DirectiveRoot{
 		HasRole: hasRole,
 		Admin: func(ctx context.Context, obj any, next graphql.Resolver) (any, error) {
 			return hasRole(ctx, obj, next, []model.Role{model.RoleAdmin})
 		},
+		Page: pageArgs,
 	}
 }
 

@@ -94,7 +94,6 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 	}
 	// No entgql.Transactioner: the ledger runs its own transactions (with
 	// retries); an outer one would hold SQLite's write lock against them.
-	srv.AroundFields(pageArgs)
 	srv.AroundResponses(adminDeadline(opts.AdminQueryTimeout))
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 		return next(withCappedConns(r.withLoaders(users.WithRequestCache(ctx))))

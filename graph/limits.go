@@ -20,11 +20,14 @@ const (
 	MaxPageSize     = 100
 )
 
-// pageArgs checks first and last on every connection field and supplies the
-// default page size when neither is given (entgql would return everything).
-func pageArgs(ctx context.Context, next graphql.Resolver) (any, error) {
+// pageArgs, the @page directive, checks first and last of a connection field
+// and supplies the default page size when neither is given (entgql would
+// return everything). A directive rather than a field middleware: gqlgen
+// wraps every field of a response in the field middlewares, scalars
+// included, and that wrapping cost a 50-row history page 14% of its time.
+func pageArgs(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
 	fc := graphql.GetFieldContext(ctx)
-	if fc == nil || fc.Field.Definition == nil || fc.Field.Definition.Arguments.ForName("first") == nil {
+	if fc == nil {
 		return next(ctx)
 	}
 	first, _ := fc.Args["first"].(*int)

@@ -52,3 +52,33 @@ func TestEveryRootFieldIsGuarded(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryPageFieldCarriesPage walks every type of the schema: a field with
+// a first argument and no @page would read as many rows as asked, or all of
+// them when first is left out.
+func TestEveryPageFieldCarriesPage(t *testing.T) {
+	schema := generated.NewExecutableSchema(generated.Config{Resolvers: &Resolver{}, Directives: directives()}).Schema()
+	pages := 0
+	for name, def := range schema.Types {
+		if len(name) > 1 && name[:2] == "__" {
+			continue
+		}
+		for _, f := range def.Fields {
+			if f.Arguments.ForName("first") == nil {
+				if f.Directives.ForName("page") != nil {
+					t.Errorf("%s.%s carries @page but has no first argument", name, f.Name)
+				}
+				continue
+			}
+			pages++
+			if f.Directives.ForName("page") == nil {
+				t.Errorf("%s.%s takes first but has no @page", name, f.Name)
+			}
+		}
+	}
+	// The user's and admins' lists, the statement's, a payment's and the
+	// job list: fewer means the walk missed types.
+	if pages < 16 {
+		t.Errorf("found %d fields with first; the schema has at least 16", pages)
+	}
+}

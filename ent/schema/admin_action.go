@@ -62,7 +62,7 @@ func (AdminAction) Indexes() []ent.Index {
 func (AdminAction) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("adminActions").Directives(entgql.NewDirective("admin")).
+		entgql.QueryField("adminActions").Directives(entgql.NewDirective("admin"), entgql.NewDirective("page")).
 			Description(adminList("The audit trail of admin actions, newest first unless ordered")),
 	}
 }

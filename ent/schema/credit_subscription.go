@@ -72,7 +72,7 @@ func (CreditSubscription) Indexes() []ent.Index {
 func (CreditSubscription) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("subscriptions").Directives(entgql.NewDirective("admin")).
+		entgql.QueryField("subscriptions").Directives(entgql.NewDirective("admin"), entgql.NewDirective("page")).
 			Description(adminList("Subscriptions, newest first unless ordered")),
 	}
 }

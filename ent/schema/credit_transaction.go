@@ -95,7 +95,7 @@ func (CreditTransaction) Indexes() []ent.Index {
 func (CreditTransaction) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("creditTransactions").Directives(entgql.NewDirective("admin")).
+		entgql.QueryField("creditTransactions").Directives(entgql.NewDirective("admin"), entgql.NewDirective("page")).
 			Description(adminList("Every user's credit transactions, newest first unless ordered")),
 	}
 }

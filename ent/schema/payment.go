@@ -98,7 +98,7 @@ func (Payment) Edges() []ent.Edge {
 		edge.From("subscription", CreditSubscription.Type).Ref("payments").
 			Field("subscription_id").Unique().Immutable(),
 		edge.To("transactions", CreditTransaction.Type).
-			Annotations(entgql.RelayConnection(), restrictDelete, unindexed),
+			Annotations(entgql.RelayConnection(), entgql.Directives(entgql.NewDirective("page")), restrictDelete, unindexed),
 		edge.To("lots", CreditLot.Type).
 			Annotations(restrictDelete, unindexed),
 		edge.To("events", ProcessedEvent.Type).
@@ -131,7 +131,7 @@ func (Payment) Indexes() []ent.Index {
 func (Payment) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("payments").Directives(entgql.NewDirective("admin")).
+		entgql.QueryField("payments").Directives(entgql.NewDirective("admin"), entgql.NewDirective("page")).
 			Description(adminList("Payments, newest first unless ordered")),
 	}
 }

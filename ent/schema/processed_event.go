@@ -64,7 +64,7 @@ func (ProcessedEvent) Indexes() []ent.Index {
 func (ProcessedEvent) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("processedEvents").Directives(entgql.NewDirective("admin")).
+		entgql.QueryField("processedEvents").Directives(entgql.NewDirective("admin"), entgql.NewDirective("page")).
 			Description(adminList("Stripe events received, newest first unless ordered")),
 	}
 }

@@ -110,7 +110,7 @@ func (User) Indexes() []ent.Index {
 func (User) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("users").Directives(entgql.NewDirective("admin")).
+		entgql.QueryField("users").Directives(entgql.NewDirective("admin"), entgql.NewDirective("page")).
 			Description(adminList("Users, newest first unless ordered")),
 	}
 }

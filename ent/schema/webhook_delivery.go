@@ -59,7 +59,7 @@ func (WebhookDelivery) Indexes() []ent.Index {
 func (WebhookDelivery) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("webhookDeliveries").Directives(entgql.NewDirective("admin")).
+		entgql.QueryField("webhookDeliveries").Directives(entgql.NewDirective("admin"), entgql.NewDirective("page")).
 			Description(adminList("Outbound event deliveries, newest first unless ordered")),
 	}
 }

@@ -46,7 +46,7 @@ func (WebhookEndpoint) Edges() []ent.Edge {
 func (WebhookEndpoint) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
-		entgql.QueryField("webhookEndpoints").Directives(entgql.NewDirective("admin")).
+		entgql.QueryField("webhookEndpoints").Directives(entgql.NewDirective("admin"), entgql.NewDirective("page")).
 			Description(adminList("The endpoints that receive outbound events, newest first unless ordered")),
 	}
 }

@@ -63,6 +63,7 @@ type ResolverRoot interface {
 type DirectiveRoot struct {
 	Admin   func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
 	HasRole func(ctx context.Context, obj any, next graphql.Resolver, roles []model.Role) (res any, err error)
+	Page    func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
 }
 
 type ComplexityRoot struct {
@@ -5700,7 +5701,7 @@ type Payment implements Node {
     Ordering options for CreditTransactions returned from the connection.
     """
     orderBy: CreditTransactionOrder
-  ): CreditTransactionConnection!
+  ): CreditTransactionConnection! @page
   lots: [CreditLot!]
 }
 """
@@ -6327,7 +6328,7 @@ type Query {
     Filtering options for AdminActions returned from the connection.
     """
     where: AdminActionWhereInput
-  ): AdminActionConnection! @admin
+  ): AdminActionConnection! @admin @page
   """
   Subscriptions, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
@@ -6361,7 +6362,7 @@ type Query {
     Filtering options for CreditSubscriptions returned from the connection.
     """
     where: CreditSubscriptionWhereInput
-  ): CreditSubscriptionConnection! @admin
+  ): CreditSubscriptionConnection! @admin @page
   """
   Every user's credit transactions, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
@@ -6395,7 +6396,7 @@ type Query {
     Filtering options for CreditTransactions returned from the connection.
     """
     where: CreditTransactionWhereInput
-  ): CreditTransactionConnection! @admin
+  ): CreditTransactionConnection! @admin @page
   """
   Payments, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
@@ -6429,7 +6430,7 @@ type Query {
     Filtering options for Payments returned from the connection.
     """
     where: PaymentWhereInput
-  ): PaymentConnection! @admin
+  ): PaymentConnection! @admin @page
   """
   Stripe events received, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
@@ -6463,7 +6464,7 @@ type Query {
     Filtering options for ProcessedEvents returned from the connection.
     """
     where: ProcessedEventWhereInput
-  ): ProcessedEventConnection! @admin
+  ): ProcessedEventConnection! @admin @page
   """
   Users, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
@@ -6497,7 +6498,7 @@ type Query {
     Filtering options for Users returned from the connection.
     """
     where: UserWhereInput
-  ): UserConnection! @admin
+  ): UserConnection! @admin @page
   """
   Outbound event deliveries, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
@@ -6531,7 +6532,7 @@ type Query {
     Filtering options for WebhookDeliveries returned from the connection.
     """
     where: WebhookDeliveryWhereInput
-  ): WebhookDeliveryConnection! @admin
+  ): WebhookDeliveryConnection! @admin @page
   """
   The endpoints that receive outbound events, newest first unless ordered, for admins. totalCount counts at most 1,000 items: a list with more says 1,000, and totalCountCapped true. Filters and orders are on indexed fields only. A query that runs past the admin time limit (10 s by default) is stopped and answered TIMEOUT.
   """
@@ -6565,7 +6566,7 @@ type Query {
     Filtering options for WebhookEndpoints returned from the connection.
     """
     where: WebhookEndpointWhereInput
-  ): WebhookEndpointConnection! @admin
+  ): WebhookEndpointConnection! @admin @page
 }
 """
 The builtin Time type
@@ -7019,7 +7020,7 @@ extend type Query {
   The newest background jobs, for admins: in the given states and of the
   given kinds (none: all), at most first (1 to 100).
   """
-  backgroundJobs(states: [String!], kinds: [String!], first: Int = 50): [BackgroundJob!]! @admin
+  backgroundJobs(states: [String!], kinds: [String!], first: Int = 50): [BackgroundJob!]! @admin @page
 }
 `, BuiltIn: false},
 	{Name: "../plans.graphqls", Input: `# Plans (subscriptions on sale) and users' subscriptions to them. The types
@@ -7044,7 +7045,7 @@ extend type User {
     first: Int
     before: Cursor
     last: Int
-  ): CreditSubscriptionConnection!
+  ): CreditSubscriptionConnection! @page
 }
 
 extend type CreditSubscriptionConnection {
@@ -7201,6 +7202,13 @@ Only admins may use the field.
 directive @admin on FIELD_DEFINITION
 
 """
+The field returns a page: first and last are checked (0 to 100, not both) and
+first defaults to 20 when neither is given. Every field with a first argument
+carries it; a test walks the schema to make sure.
+"""
+directive @page on FIELD_DEFINITION
+
+"""
 The role claim of a caller's token.
 """
 enum Role {
@@ -7262,7 +7270,7 @@ extend type User {
     before: Cursor
     last: Int
     where: CreditTransactionWhereInput
-  ): CreditTransactionConnection!
+  ): CreditTransactionConnection! @page
   """
   The balance as the ledger recorded it at that moment: the sum of the
   user's postings stamped at or before it, not the cached balance. A time in
@@ -7288,7 +7296,7 @@ extend type User {
     before: Cursor
     last: Int
     where: PaymentWhereInput
-  ): PaymentConnection!
+  ): PaymentConnection! @page
 }
 
 """
@@ -7340,7 +7348,7 @@ type CreditStatement @goModel(model: "github.com/tally-billing/tally/internal/le
     first: Int
     before: Cursor
     last: Int
-  ): CreditTransactionConnection! @goField(forceResolver: true)
+  ): CreditTransactionConnection! @goField(forceResolver: true) @page
 }
 
 type CreditStatementTotal @goModel(model: "github.com/tally-billing/tally/internal/ledger.KindTotal") {
@@ -7828,7 +7836,7 @@ extend type User {
     before: Cursor
     last: Int
     orderBy: CreditLotOrder
-  ): CreditLotConnection!
+  ): CreditLotConnection! @page
   """
   The user's reservations, whatever their status, oldest first (by id)
   unless ordered. totalCount counts all of them.
@@ -7839,7 +7847,7 @@ extend type User {
     before: Cursor
     last: Int
     orderBy: CreditReservationOrder
-  ): CreditReservationConnection!
+  ): CreditReservationConnection! @page
 }
 `, BuiltIn: false},
 	{Name: "../webhooks.graphqls", Input: `# Outbound events: Tally tells the application when something happens to a
@@ -14269,7 +14277,20 @@ func (ec *executionContext) _CreditStatement_transactions(ctx context.Context, f
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.CreditStatement().Transactions(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.CreditTransactionConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, obj, directive0)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransactionConnection) graphql.Marshaler {
 			return ec.marshalNCreditTransactionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionConnection(ctx, selections, v)
 		},
@@ -18652,7 +18673,20 @@ func (ec *executionContext) _Payment_transactions(ctx context.Context, field gra
 			fc := graphql.GetFieldContext(ctx)
 			return obj.Transactions(ctx, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditTransactionOrder))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.CreditTransactionConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, obj, directive0)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransactionConnection) graphql.Marshaler {
 			return ec.marshalNCreditTransactionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionConnection(ctx, selections, v)
 		},
@@ -19721,8 +19755,15 @@ func (ec *executionContext) _Query_adminActions(ctx context.Context, field graph
 				}
 				return ec.Directives.Admin(ctx, nil, directive0)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.AdminActionConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.AdminActionConnection) graphql.Marshaler {
@@ -19778,8 +19819,15 @@ func (ec *executionContext) _Query_subscriptions(ctx context.Context, field grap
 				}
 				return ec.Directives.Admin(ctx, nil, directive0)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.CreditSubscriptionConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscriptionConnection) graphql.Marshaler {
@@ -19835,8 +19883,15 @@ func (ec *executionContext) _Query_creditTransactions(ctx context.Context, field
 				}
 				return ec.Directives.Admin(ctx, nil, directive0)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.CreditTransactionConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransactionConnection) graphql.Marshaler {
@@ -19892,8 +19947,15 @@ func (ec *executionContext) _Query_payments(ctx context.Context, field graphql.C
 				}
 				return ec.Directives.Admin(ctx, nil, directive0)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.PaymentConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.PaymentConnection) graphql.Marshaler {
@@ -19949,8 +20011,15 @@ func (ec *executionContext) _Query_processedEvents(ctx context.Context, field gr
 				}
 				return ec.Directives.Admin(ctx, nil, directive0)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.ProcessedEventConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.ProcessedEventConnection) graphql.Marshaler {
@@ -20006,8 +20075,15 @@ func (ec *executionContext) _Query_users(ctx context.Context, field graphql.Coll
 				}
 				return ec.Directives.Admin(ctx, nil, directive0)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.UserConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.UserConnection) graphql.Marshaler {
@@ -20063,8 +20139,15 @@ func (ec *executionContext) _Query_webhookDeliveries(ctx context.Context, field 
 				}
 				return ec.Directives.Admin(ctx, nil, directive0)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.WebhookDeliveryConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.WebhookDeliveryConnection) graphql.Marshaler {
@@ -20120,8 +20203,15 @@ func (ec *executionContext) _Query_webhookEndpoints(ctx context.Context, field g
 				}
 				return ec.Directives.Admin(ctx, nil, directive0)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.WebhookEndpointConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.WebhookEndpointConnection) graphql.Marshaler {
@@ -20177,8 +20267,15 @@ func (ec *executionContext) _Query_backgroundJobs(ctx context.Context, field gra
 				}
 				return ec.Directives.Admin(ctx, nil, directive0)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal []*jobs.Job
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v []*jobs.Job) graphql.Marshaler {
@@ -21931,7 +22028,20 @@ func (ec *executionContext) _User_subscriptions(ctx context.Context, field graph
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.User().Subscriptions(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.CreditSubscriptionConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, obj, directive0)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditSubscriptionConnection) graphql.Marshaler {
 			return ec.marshalNCreditSubscriptionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionConnection(ctx, selections, v)
 		},
@@ -22044,7 +22154,20 @@ func (ec *executionContext) _User_transactions(ctx context.Context, field graphq
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.User().Transactions(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["where"].(*ent.CreditTransactionWhereInput))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.CreditTransactionConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, obj, directive0)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditTransactionConnection) graphql.Marshaler {
 			return ec.marshalNCreditTransactionConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionConnection(ctx, selections, v)
 		},
@@ -22176,7 +22299,20 @@ func (ec *executionContext) _User_payments(ctx context.Context, field graphql.Co
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.User().Payments(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["where"].(*ent.PaymentWhereInput))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.PaymentConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, obj, directive0)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.PaymentConnection) graphql.Marshaler {
 			return ec.marshalNPaymentConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentConnection(ctx, selections, v)
 		},
@@ -22220,7 +22356,20 @@ func (ec *executionContext) _User_lots(ctx context.Context, field graphql.Collec
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.User().Lots(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditLotOrder))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.CreditLotConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, obj, directive0)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditLotConnection) graphql.Marshaler {
 			return ec.marshalNCreditLotConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLotConnection(ctx, selections, v)
 		},
@@ -22264,7 +22413,20 @@ func (ec *executionContext) _User_reservations(ctx context.Context, field graphq
 			fc := graphql.GetFieldContext(ctx)
 			return ec.Resolvers.User().Reservations(ctx, obj, fc.Args["after"].(*entgql.Cursor[string]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[string]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.CreditReservationOrder))
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Page == nil {
+					var zeroVal *ent.CreditReservationConnection
+					return zeroVal, errors.New("directive page is not implemented")
+				}
+				return ec.Directives.Page(ctx, obj, directive0)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.CreditReservationConnection) graphql.Marshaler {
 			return ec.marshalNCreditReservationConnection2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservationConnection(ctx, selections, v)
 		},
