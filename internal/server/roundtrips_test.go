@@ -60,6 +60,9 @@ func TestRoundTripsPerRequest(t *testing.T) {
 			{"viewer { creditsBalance }", 1, nil, func(int) {
 				a.ok(alice, `{ viewer { creditsBalance } }`, nil)
 			}},
+			{"history page of 50", 2, nil, func(int) {
+				a.ok(alice, `{ viewer { transactions(first: 50) { edges { node { id amount kind createdAt } } pageInfo { endCursor hasNextPage } } } }`, nil)
+			}},
 			{"grantCredits", 8, nil, func(i int) {
 				a.ok(admin, grantMutation, map[string]any{"input": map[string]any{
 					"externalUserId": "alice", "amount": 1, "reason": "more", "idempotencyKey": fmt.Sprint("grant-", i),

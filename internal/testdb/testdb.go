@@ -56,6 +56,17 @@ func Each(t *testing.T, body func(t *testing.T, db *database.DB)) {
 	}
 }
 
+// EachInTurn is Each for a test that must have the process to itself, such
+// as one counting allocations (process-wide): the databases one after the
+// other, and, since the test does not call t.Parallel, no other test at the
+// same time.
+func EachInTurn(t *testing.T, body func(t *testing.T, db *database.DB)) {
+	t.Helper()
+	for _, kind := range Kinds() {
+		t.Run(string(kind), func(t *testing.T) { body(t, New(t, kind)) })
+	}
+}
+
 // EachEmpty is Each with a fresh database that has no migrations applied.
 func EachEmpty(t *testing.T, body func(t *testing.T, db *database.DB)) {
 	t.Helper()
