@@ -51,7 +51,7 @@ func firstPageFrom[C any](ctx context.Context, userID string, after, before *ent
 	if !ok {
 		return conn, false, nil
 	}
-	l := loadersFrom(ctx)
+	l := batching(ctx)
 	set(&req)
 	l.register(place, req)
 	loader := pick(l)

@@ -21,6 +21,12 @@ import (
 // of them in one statement, the first page of each one's transactions (and
 // payments, lots, reservations) in one statement per place of the response.
 type loaders struct {
+	// made makes the loaders below on the first field that batches: most
+	// operations (a viewer's balance, one page) have no list of users and
+	// would allocate them for nothing.
+	made sync.Once
+	r    *Resolver
+
 	balances     *dataloadgen.Loader[string, ledger.Balance]
 	transactions *dataloadgen.Loader[pageKey, *ent.CreditTransactionConnection]
 	payments     *dataloadgen.Loader[pageKey, *ent.PaymentConnection]
@@ -80,7 +86,11 @@ func (r *Resolver) withLoaders(ctx context.Context) context.Context {
 	if oc := graphql.GetOperationContext(ctx); oc.Operation == nil || oc.Operation.Operation != ast.Query {
 		return ctx
 	}
-	l := &loaders{pages: map[string]pageRequest{}, queued: map[queuedList]bool{}}
+	return context.WithValue(ctx, loadersKey{}, &loaders{r: r})
+}
+
+func (r *Resolver) makeLoaders(l *loaders) {
+	l.pages, l.queued = map[string]pageRequest{}, map[queuedList]bool{}
 	// One batch may hold more users than one statement takes (several lists
 	// of users in one response); the loader then splits it.
 	l.balances = dataloadgen.NewMappedLoader(r.Ledger.Balances, dataloadgen.WithBatchCapacity(ledger.MaxBalanceBatch))
@@ -96,7 +106,6 @@ func (r *Resolver) withLoaders(ctx context.Context) context.Context {
 	l.reservations = dataloadgen.NewLoader(func(ctx context.Context, keys []pageKey) ([]*ent.CreditReservationConnection, []error) {
 		return loadPages(l, keys, r.firstReservationPages)
 	})
-	return context.WithValue(ctx, loadersKey{}, l)
 }
 
 func loadersFrom(ctx context.Context) *loaders {
@@ -115,6 +124,7 @@ func batching(ctx context.Context) *loaders {
 	}
 	for fc := graphql.GetFieldContext(ctx); fc != nil; fc = fc.Parent {
 		if fc.Index != nil {
+			l.made.Do(func() { l.r.makeLoaders(l) })
 			return l
 		}
 	}

@@ -42,8 +42,8 @@ func TestAllocationsPerRequest(t *testing.T) {
 			name, query string
 			sqlite, pg  float64
 		}{
-			{"viewer { creditsBalance }", `{ viewer { creditsBalance } }`, 415, 405},
-			{"history page of 50", `{ viewer { transactions(first: 50) { edges { node { id amount kind createdAt } } pageInfo { endCursor hasNextPage } } } }`, 6_040, 5_750},
+			{"viewer { creditsBalance }", `{ viewer { creditsBalance } }`, 390, 380},
+			{"history page of 50", `{ viewer { transactions(first: 50) { edges { node { id amount kind createdAt } } pageInfo { endCursor hasNextPage } } } }`, 5_990, 5_720},
 		} {
 			body := fmt.Sprintf(`{"query":%q}`, op.query)
 			request := func() {
