@@ -4,4 +4,4 @@ package tally
 
 // The order matters: ent writes graph/ent.graphqls, which gqlgen then reads.
 //go:generate go run ./ent/entc.go
-//go:generate go tool gqlgen generate
+//go:generate go run ./graph/codegen

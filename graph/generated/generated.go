@@ -40078,7 +40078,7 @@ func (ec *executionContext) marshalNAutoRechargeStatus2githubᚗcomᚋtallyᚑbi
 }
 
 func (ec *executionContext) marshalNBackgroundJob2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋjobsᚐJobᚄ(ctx context.Context, sel ast.SelectionSet, v []*jobs.Job) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNBackgroundJob2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋjobsᚐJob(ctx, sel, v[i])
@@ -40273,7 +40273,7 @@ func (ec *executionContext) unmarshalNCreditLotWhereInput2ᚖgithubᚗcomᚋtall
 }
 
 func (ec *executionContext) marshalNCreditPackage2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackageᚄ(ctx context.Context, sel ast.SelectionSet, v []*ent.CreditPackage) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditPackage2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackage(ctx, sel, v[i])
@@ -40316,7 +40316,7 @@ func (ec *executionContext) unmarshalNCreditPackageWhereInput2ᚖgithubᚗcomᚋ
 }
 
 func (ec *executionContext) marshalNCreditPlan2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanᚄ(ctx context.Context, sel ast.SelectionSet, v []*ent.CreditPlan) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditPlan2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlan(ctx, sel, v[i])
@@ -40436,7 +40436,7 @@ func (ec *executionContext) marshalNCreditStatementTotal2githubᚗcomᚋtallyᚑ
 }
 
 func (ec *executionContext) marshalNCreditStatementTotal2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋledgerᚐKindTotalᚄ(ctx context.Context, sel ast.SelectionSet, v []ledger.KindTotal) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditStatementTotal2githubᚗcomᚋtallyᚑbillingᚋtallyᚋinternalᚋledgerᚐKindTotal(ctx, sel, v[i])
@@ -40704,7 +40704,7 @@ func (ec *executionContext) marshalNLedgerCheckStatus2githubᚗcomᚋtallyᚑbil
 }
 
 func (ec *executionContext) marshalNLedgerProblem2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerProblemᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.LedgerProblem) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNLedgerProblem2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐLedgerProblem(ctx, sel, v[i])
@@ -40736,7 +40736,7 @@ func (ec *executionContext) marshalNLedgerReport2ᚖgithubᚗcomᚋtallyᚑbilli
 }
 
 func (ec *executionContext) marshalNMetadataEntry2ᚕᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntryᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MetadataEntry) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNMetadataEntry2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐMetadataEntry(ctx, sel, v[i])
@@ -40765,7 +40765,7 @@ func (ec *executionContext) unmarshalNMetadataEntryInput2ᚖgithubᚗcomᚋtally
 }
 
 func (ec *executionContext) marshalNNode2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐNoder(ctx context.Context, sel ast.SelectionSet, v []ent.Noder) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalONode2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐNoder(ctx, sel, v[i])
@@ -41010,7 +41010,7 @@ func (ec *executionContext) unmarshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋt
 }
 
 func (ec *executionContext) marshalNRole2ᚕgithubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRoleᚄ(ctx context.Context, sel ast.SelectionSet, v []model.Role) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNRole2githubᚗcomᚋtallyᚑbillingᚋtallyᚋgraphᚋmodelᚐRole(ctx, sel, v[i])
@@ -41346,7 +41346,7 @@ func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlge
 }
 
 func (ec *executionContext) marshalN__Directive2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirectiveᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.Directive) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx, sel, v[i])
@@ -41390,7 +41390,7 @@ func (ec *executionContext) unmarshalN__DirectiveLocation2ᚕstringᚄ(ctx conte
 }
 
 func (ec *executionContext) marshalN__DirectiveLocation2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__DirectiveLocation2string(ctx, sel, v[i])
@@ -41418,7 +41418,7 @@ func (ec *executionContext) marshalN__InputValue2githubᚗcomᚋ99designsᚋgqlg
 }
 
 func (ec *executionContext) marshalN__InputValue2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐInputValueᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.InputValue) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__InputValue2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐInputValue(ctx, sel, v[i])
@@ -41446,7 +41446,7 @@ func (ec *executionContext) marshalN__Type2githubᚗcomᚋ99designsᚋgqlgenᚋg
 }
 
 func (ec *executionContext) marshalN__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐTypeᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.Type) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__Type2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, sel, v[i])
@@ -41494,7 +41494,7 @@ func (ec *executionContext) marshalOAdminActionEdge2ᚕᚖgithubᚗcomᚋtally�
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOAdminActionEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐAdminActionEdge(ctx, sel, v[i])
@@ -41584,7 +41584,7 @@ func (ec *executionContext) marshalOCreditLot2ᚕᚖgithubᚗcomᚋtallyᚑbilli
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditLot2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLot(ctx, sel, v[i])
@@ -41610,7 +41610,7 @@ func (ec *executionContext) marshalOCreditLotEdge2ᚕᚖgithubᚗcomᚋtallyᚑb
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOCreditLotEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLotEdge(ctx, sel, v[i])
@@ -41655,7 +41655,7 @@ func (ec *executionContext) marshalOCreditLotSource2ᚕgithubᚗcomᚋtallyᚑbi
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditLotSource2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditlotᚐSource(ctx, sel, v[i])
@@ -41722,7 +41722,7 @@ func (ec *executionContext) marshalOCreditPackageEdge2ᚕᚖgithubᚗcomᚋtally
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOCreditPackageEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPackageEdge(ctx, sel, v[i])
@@ -41774,7 +41774,7 @@ func (ec *executionContext) marshalOCreditPlanEdge2ᚕᚖgithubᚗcomᚋtallyᚑ
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOCreditPlanEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditPlanEdge(ctx, sel, v[i])
@@ -41811,7 +41811,7 @@ func (ec *executionContext) marshalOCreditPlanInterval2ᚕgithubᚗcomᚋtally�
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditPlanInterval2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐInterval(ctx, sel, v[i])
@@ -41863,7 +41863,7 @@ func (ec *executionContext) marshalOCreditPlanRollover2ᚕgithubᚗcomᚋtally�
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditPlanRollover2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditplanᚐRollover(ctx, sel, v[i])
@@ -41930,7 +41930,7 @@ func (ec *executionContext) marshalOCreditReservationEdge2ᚕᚖgithubᚗcomᚋt
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOCreditReservationEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditReservationEdge(ctx, sel, v[i])
@@ -41975,7 +41975,7 @@ func (ec *executionContext) marshalOCreditReservationStatus2ᚕgithubᚗcomᚋta
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditReservationStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditreservationᚐStatus(ctx, sel, v[i])
@@ -42042,7 +42042,7 @@ func (ec *executionContext) marshalOCreditSubscriptionEdge2ᚕᚖgithubᚗcomᚋ
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOCreditSubscriptionEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditSubscriptionEdge(ctx, sel, v[i])
@@ -42087,7 +42087,7 @@ func (ec *executionContext) marshalOCreditSubscriptionStatus2ᚕgithubᚗcomᚋt
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditSubscriptionStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcreditsubscriptionᚐStatus(ctx, sel, v[i])
@@ -42147,7 +42147,7 @@ func (ec *executionContext) marshalOCreditTransaction2ᚕᚖgithubᚗcomᚋtally
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditTransaction2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransaction(ctx, sel, v[i])
@@ -42173,7 +42173,7 @@ func (ec *executionContext) marshalOCreditTransactionEdge2ᚕᚖgithubᚗcomᚋt
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOCreditTransactionEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditTransactionEdge(ctx, sel, v[i])
@@ -42210,7 +42210,7 @@ func (ec *executionContext) marshalOCreditTransactionKind2ᚕgithubᚗcomᚋtall
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCreditTransactionKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋcredittransactionᚐKind(ctx, sel, v[i])
@@ -42491,7 +42491,7 @@ func (ec *executionContext) marshalOPaymentEdge2ᚕᚖgithubᚗcomᚋtallyᚑbil
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOPaymentEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐPaymentEdge(ctx, sel, v[i])
@@ -42528,7 +42528,7 @@ func (ec *executionContext) marshalOPaymentKind2ᚕgithubᚗcomᚋtallyᚑbillin
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNPaymentKind2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐKind(ctx, sel, v[i])
@@ -42588,7 +42588,7 @@ func (ec *executionContext) marshalOPaymentStatus2ᚕgithubᚗcomᚋtallyᚑbill
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNPaymentStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋpaymentᚐStatus(ctx, sel, v[i])
@@ -42648,7 +42648,7 @@ func (ec *executionContext) marshalOPosting2ᚕᚖgithubᚗcomᚋtallyᚑbilling
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNPosting2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐCreditLedger(ctx, sel, v[i])
@@ -42699,7 +42699,7 @@ func (ec *executionContext) marshalOProcessedEventEdge2ᚕᚖgithubᚗcomᚋtall
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOProcessedEventEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐProcessedEventEdge(ctx, sel, v[i])
@@ -42744,7 +42744,7 @@ func (ec *executionContext) marshalOProcessedEventOutcome2ᚕgithubᚗcomᚋtall
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNProcessedEventOutcome2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋprocessedeventᚐOutcome(ctx, sel, v[i])
@@ -42936,7 +42936,7 @@ func (ec *executionContext) marshalOUserEdge2ᚕᚖgithubᚗcomᚋtallyᚑbillin
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOUserEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐUserEdge(ctx, sel, v[i])
@@ -42981,7 +42981,7 @@ func (ec *executionContext) marshalOUserStatus2ᚕgithubᚗcomᚋtallyᚑbilling
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNUserStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋuserᚐStatus(ctx, sel, v[i])
@@ -43048,7 +43048,7 @@ func (ec *executionContext) marshalOWebhookDeliveryEdge2ᚕᚖgithubᚗcomᚋtal
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOWebhookDeliveryEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐWebhookDeliveryEdge(ctx, sel, v[i])
@@ -43093,7 +43093,7 @@ func (ec *executionContext) marshalOWebhookDeliveryStatus2ᚕgithubᚗcomᚋtall
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNWebhookDeliveryStatus2githubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚋwebhookdeliveryᚐStatus(ctx, sel, v[i])
@@ -43160,7 +43160,7 @@ func (ec *executionContext) marshalOWebhookEndpointEdge2ᚕᚖgithubᚗcomᚋtal
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalOWebhookEndpointEdge2ᚖgithubᚗcomᚋtallyᚑbillingᚋtallyᚋentᚐWebhookEndpointEdge(ctx, sel, v[i])
@@ -43213,7 +43213,7 @@ func (ec *executionContext) marshalO__EnumValue2ᚕgithubᚗcomᚋ99designsᚋgq
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__EnumValue2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐEnumValue(ctx, sel, v[i])
@@ -43232,7 +43232,7 @@ func (ec *executionContext) marshalO__Field2ᚕgithubᚗcomᚋ99designsᚋgqlgen
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__Field2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐField(ctx, sel, v[i])
@@ -43251,7 +43251,7 @@ func (ec *executionContext) marshalO__InputValue2ᚕgithubᚗcomᚋ99designsᚋg
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__InputValue2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐInputValue(ctx, sel, v[i])
@@ -43270,7 +43270,7 @@ func (ec *executionContext) marshalO__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgen�
 	if v == nil {
 		return graphql.Null
 	}
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalList(ctx, sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalN__Type2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, sel, v[i])
