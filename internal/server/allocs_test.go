@@ -44,7 +44,7 @@ func TestAllocationsPerRequest(t *testing.T) {
 			sqlite, pg  float64
 		}{
 			{"viewer { creditsBalance }", `{ viewer { creditsBalance } }`, 380, 370},
-			{"history page of 50", `{ viewer { transactions(first: 50) { edges { node { id amount kind createdAt } } pageInfo { endCursor hasNextPage } } } }`, 5_760, 5_490},
+			{"history page of 50", historyPage, 5_760, 5_490},
 		} {
 			body := fmt.Sprintf(`{"query":%q}`, op.query)
 			request := func() {

@@ -206,6 +206,9 @@ const (
 		replayed transaction { id kind amount metadata { key value } postings { account amount } } user { creditsBalance availableCredits } } }`
 	viewerQuery = `{ viewer { id externalId creditsBalance availableCredits
 		transactions(first: 10) { totalCount edges { node { id kind amount postings { account amount } } } } } }`
+	// historyPage is W3p's page (tallybench): the one the benchmarks, the
+	// round-trip and the allocation budgets measure.
+	historyPage = `{ viewer { transactions(first: 50) { edges { node { id amount kind createdAt } } pageInfo { endCursor hasNextPage } } } }`
 )
 
 func TestAPIAuthentication(t *testing.T) {

@@ -221,7 +221,7 @@ func BenchmarkHistoryPageOverHTTP(b *testing.B) {
 			}
 			b.Run("http", func(b *testing.B) {
 				benchSameQuery(b, ts.URL, tok,
-					`{"query":"{ viewer { transactions(first: 50) { edges { node { id amount kind createdAt } } pageInfo { endCursor hasNextPage } } } }"}`,
+					fmt.Sprintf(`{"query":%q}`, historyPage),
 					`"hasNextPage":true`)
 			})
 			b.Run("raw-select", func(b *testing.B) {
