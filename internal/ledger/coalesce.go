@@ -100,11 +100,11 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 	if err := t.replayKnown(ctx, users, t.toLookUpFirst(calls)); err != nil {
 		return err
 	}
-	lots, available, err := t.availableToSpend(ctx, users, read)
+	lots, standing, err := t.availableToSpend(ctx, users, read)
 	if err != nil {
 		return err
 	}
-	p := t.planSpends(users, lots, available, calls)
+	p := t.planSpends(users, lots, standing, calls)
 	if len(p.refused) > 0 && t.attempt == 1 {
 		if err := t.replayKnown(ctx, users, p.refused); err != nil {
 			return err
@@ -113,7 +113,13 @@ func (t *Tx) spendMany(ctx context.Context, calls []*spendCall) error {
 	if len(p.writes) == 0 {
 		return nil
 	}
-	return t.writeSpends(ctx, users, p)
+	if err := t.writeSpends(ctx, users, p); err != nil {
+		return err
+	}
+	for _, c := range p.spent {
+		t.standsAt(c.req.UserID, standing[c.req.UserID])
+	}
+	return nil
 }
 
 // toLookUpFirst are the calls whose keys are looked up before the work:
@@ -160,9 +166,10 @@ func (t *Tx) lockSpenders(ctx context.Context, calls []*spendCall) (_ map[string
 }
 
 // availableToSpend reads the lots of every account that may spend, in one
-// statement (unless the lock read them already), and what each may spend
-// now.
-func (t *Tx) availableToSpend(ctx context.Context, users map[string]*ent.User, read map[string]lotsOf) (map[string][]*ent.CreditLot, map[string]int64, error) {
+// statement (unless the lock read them already), and where each stands
+// now: its balance, reservations and what it may spend (not what disputes
+// hold, which no spend looks at).
+func (t *Tx) availableToSpend(ctx context.Context, users map[string]*ent.User, read map[string]lotsOf) (map[string][]*ent.CreditLot, map[string]Balance, error) {
 	var readable []string
 	for id, u := range users {
 		if spendable(u) == nil {
@@ -180,11 +187,13 @@ func (t *Tx) availableToSpend(ctx context.Context, users map[string]*ent.User, r
 			return nil, nil, err
 		}
 	}
-	available := make(map[string]int64, len(readable))
+	standing := make(map[string]Balance, len(readable))
 	for _, id := range readable {
-		available[id] = availableOf(users[id].CreditsBalance, reserved[id], sumRemaining(lots[id]))
+		b := Balance{Balance: users[id].CreditsBalance, Reserved: reserved[id]}
+		b.Available = availableOf(b.Balance, b.Reserved, sumRemaining(lots[id]))
+		standing[id] = b
 	}
-	return lots, available, nil
+	return lots, standing, nil
 }
 
 // spendPlan is what a batch will write: the movements of the spends that
@@ -196,9 +205,10 @@ type spendPlan struct {
 }
 
 // planSpends decides each call in order, drawing from the lots in memory:
-// a later spend of an account sees what the earlier ones took. A call that
-// repeats an earlier call's key waits for that call's answer (sameAs).
-func (t *Tx) planSpends(users map[string]*ent.User, lots map[string][]*ent.CreditLot, available map[string]int64, calls []*spendCall) spendPlan {
+// a later spend of an account sees what the earlier ones took, and
+// standing ends as the spends leave each account. A call that repeats an
+// earlier call's key waits for that call's answer (sameAs).
+func (t *Tx) planSpends(users map[string]*ent.User, lots map[string][]*ent.CreditLot, standing map[string]Balance, calls []*spendCall) spendPlan {
 	var p spendPlan
 	first := map[idempotency.Key]*spendCall{}
 	for _, c := range calls {
@@ -210,8 +220,9 @@ func (t *Tx) planSpends(users map[string]*ent.User, lots map[string][]*ent.Credi
 			continue
 		}
 		u := users[c.req.UserID]
-		if c.err = spendable(u); c.err == nil && c.req.Amount > available[u.ID] {
-			c.err = apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", c.req.Amount, available[u.ID])
+		b := standing[u.ID]
+		if c.err = spendable(u); c.err == nil && c.req.Amount > b.Available {
+			c.err = apperr.New(apperr.InsufficientCredits, "%d credits needed, %d available", c.req.Amount, b.Available)
 		}
 		if c.err != nil {
 			p.refused = append(p.refused, c)
@@ -221,7 +232,11 @@ func (t *Tx) planSpends(users map[string]*ent.User, lots map[string][]*ent.Credi
 		m.reason, m.metadata = c.req.Reason, c.req.Metadata
 		t.drawLots(u, m, lots[u.ID], c.req.Amount)
 		m.post(AccountSpent, false, nil, c.req.Amount)
-		available[u.ID] -= c.req.Amount
+		// The amount is at most what is available, so available less it
+		// is what availableOf gives for the balance and lots less it.
+		b.Balance -= c.req.Amount
+		b.Available -= c.req.Amount
+		standing[u.ID] = b
 		t.serve(c.key)
 		p.writes = append(p.writes, pendingMovement{actor: c.actor, key: c.req.IdempotencyKey, u: u, m: m})
 		p.spent = append(p.spent, c)

@@ -207,6 +207,9 @@ type Tx struct {
 	// moved are the users the transaction wrote a movement for, whose
 	// balance levels are looked at before it commits (levels.go).
 	moved map[string]*ent.User
+	// standing are balances after the transaction's movements that the
+	// movements worked out themselves (see standsAt).
+	standing map[string]Balance
 	// lookForRecharge are users not moved whose auto-recharge threshold
 	// is looked at all the same (see LookForRecharge).
 	lookForRecharge map[string]*ent.User

@@ -121,7 +121,7 @@ func (t *Tx) lookAtBalances(ctx context.Context) error {
 		return nil
 	}
 	slices.Sort(ids)
-	balances, err := t.s.balancesAt(ctx, t.ent, t.now, ids)
+	balances, err := t.balancesAfter(ctx, ids)
 	if err != nil {
 		return err
 	}
@@ -129,6 +129,43 @@ func (t *Tx) lookAtBalances(ctx context.Context) error {
 		return err
 	}
 	return t.triggerRecharges(ctx, ids, balances)
+}
+
+// standsAt says where a user's credits stand after the movement just
+// written, as the movement worked it out, so that lookAtBalances need not
+// read it: a batch of spends on thresholds costs no extra round trip. The
+// next movement of the user forgets it (movedUser). Held is not known
+// (0): neither the levels nor the recharges look at it.
+func (t *Tx) standsAt(userID string, b Balance) {
+	if t.standing == nil {
+		t.standing = make(map[string]Balance)
+	}
+	t.standing[userID] = b
+}
+
+// balancesAfter are the balances of users after the transaction: those
+// its movements worked out, and the others read in one statement.
+func (t *Tx) balancesAfter(ctx context.Context, ids []string) (map[string]Balance, error) {
+	var unknown []string
+	for _, id := range ids {
+		if _, known := t.standing[id]; !known {
+			unknown = append(unknown, id)
+		}
+	}
+	balances := make(map[string]Balance, len(ids))
+	if len(unknown) > 0 {
+		read, err := t.s.balancesAt(ctx, t.ent, t.now, unknown)
+		if err != nil {
+			return nil, err
+		}
+		balances = read
+	}
+	for _, id := range ids {
+		if b, known := t.standing[id]; known {
+			balances[id] = b
+		}
+	}
+	return balances, nil
 }
 
 // watched is the transaction's copy of a user it looks at before the

@@ -102,6 +102,7 @@ func (t *Tx) movedUser(u *ent.User) {
 		t.moved = map[string]*ent.User{}
 	}
 	t.moved[u.ID] = u
+	delete(t.standing, u.ID)
 }
 
 // transactionRows are the movements' transactions as they will be

@@ -141,23 +141,22 @@ func TestSpendStatementBudget(t *testing.T) {
 }
 
 // TestSpendStatementBudgetWithThreshold: with a low-balance threshold (not
-// crossed) a spend costs one statement more, the read of the available
-// credits it is compared with.
+// crossed) a spend costs no statement more: the available credits it is
+// compared with are worked out by the spend, not read.
 func TestSpendStatementBudgetWithThreshold(t *testing.T) {
-	spendStatementBudgetWith(t, map[string]string{"TALLY_LOW_BALANCE_THRESHOLD": "10"}, 1, nil)
+	spendStatementBudgetWith(t, map[string]string{"TALLY_LOW_BALANCE_THRESHOLD": "10"}, 0, nil)
 }
 
 // TestSpendStatementBudgetWithAutoRecharge: with auto-recharge on and the
-// credits above its threshold, a spend costs one statement more (the
-// available credits, as with a low-balance threshold); below it, with the
-// recharge on its way, one more again (the settings, which say a recharge
-// is in flight).
+// credits above its threshold, a spend costs no statement more (as with a
+// low-balance threshold); below it, with the recharge on its way, one more
+// (the settings, which say a recharge is in flight).
 func TestSpendStatementBudgetWithAutoRecharge(t *testing.T) {
 	for _, c := range []struct {
 		name      string
 		threshold int
 		more      int64
-	}{{"above", 10, 1}, {"below with a recharge in flight", 1000, 2}} {
+	}{{"above", 10, 0}, {"below with a recharge in flight", 1000, 1}} {
 		t.Run(c.name, func(t *testing.T) {
 			spendStatementBudgetWith(t, nil, c.more, func(a *api, db *database.DB) {
 				savedCard(t, db, "alice")
