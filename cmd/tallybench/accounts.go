@@ -78,6 +78,9 @@ func (e *env) seedAccounts(ctx context.Context, name string, n int, credits int6
 	if err := e.enableAutoRecharge(ctx, s.ids); err != nil {
 		return nil, err
 	}
+	if err := e.crossAtFirstSpend(ctx, s.ids, credits); err != nil {
+		return nil, err
+	}
 	if n > 1 {
 		e.seeded(fmt.Sprintf("%d accounts %s* (ledger grants, %d per transaction)", n, name, seedBatch), started)
 	}

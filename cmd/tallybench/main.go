@@ -53,8 +53,9 @@ type options struct {
 	tallyBin       string
 	baselineDriver string
 	scale          bool
-	lowBalance     int64 // TALLY_LOW_BALANCE_THRESHOLD for the server; 0: none
-	autoRecharge   int64 // every account's auto-recharge threshold; 0: off
+	lowBalance     int64   // TALLY_LOW_BALANCE_THRESHOLD for the server; 0: none
+	autoRecharge   int64   // every account's auto-recharge threshold; 0: off
+	crossingShare  float64 // of the accounts, those whose thresholds are their seeded balance
 	scaleOpts      scaleOptions
 	// dbLatency puts a proxy delaying every packet this long each way
 	// between the server (and the baselines) and PostgreSQL.
@@ -114,6 +115,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.baselineDriver, "baseline-driver", "pgx", "PostgreSQL baselines through pgx (pgxpool) or sql (database/sql over pgx's stdlib, as Tally)")
 	fs.StringVar(&threshold, "low-balance-threshold", "", "the server's TALLY_LOW_BALANCE_THRESHOLD (seed: the seeded balance, so each account's first spend crosses it), with its events delivered to a receiver of the harness")
 	fs.StringVar(&recharge, "auto-recharge", "", "turn auto-recharge on for every account below this threshold (seed: the seeded balance, so each account's first spend starts a recharge, which stays in flight: the server has no Stripe key)")
+	fs.Float64Var(&o.crossingShare, "crossing-share", 0, "with --low-balance-threshold or --auto-recharge: the share of the accounts (e.g. 0.01) whose thresholds are their seeded balance, so that each crosses at its first spend; the others keep the thresholds given")
 	fs.BoolVar(&o.scale, "scale", false, "instead of the workloads, time the API's operations on two seeded PostgreSQL databases, --small-url and --large-url")
 	fs.StringVar(&o.scaleOpts.smallURL, "small-url", "", "--scale: the small seeded database")
 	fs.StringVar(&o.scaleOpts.largeURL, "large-url", "", "--scale: the large seeded database")
@@ -151,6 +153,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.autoRecharge, err = parseThreshold("--auto-recharge", recharge); err != nil {
 		return o, err
+	}
+	if o.crossingShare < 0 || o.crossingShare > 1 || (o.crossingShare > 0 && o.lowBalance == 0 && o.autoRecharge == 0) {
+		return o, errors.New("--crossing-share is a share from 0 to 1, of accounts with --low-balance-threshold or --auto-recharge")
 	}
 	if o.clients, err = intList("--clients", clients, 1, 1024); err != nil {
 		return o, err

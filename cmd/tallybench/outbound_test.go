@@ -25,6 +25,24 @@ func TestParseThreshold(t *testing.T) {
 	}
 }
 
+// TestCrossingShareFlag: a share from 0 to 1, only of accounts that have
+// a threshold to cross.
+func TestCrossingShareFlag(t *testing.T) {
+	o, err := parseFlags([]string{"--low-balance-threshold", "1000", "--crossing-share", "0.01"})
+	if err != nil || o.crossingShare != 0.01 {
+		t.Fatalf("--crossing-share 0.01: %v, %g", err, o.crossingShare)
+	}
+	for _, args := range [][]string{
+		{"--crossing-share", "0.01"},
+		{"--auto-recharge", "1000", "--crossing-share", "-0.1"},
+		{"--auto-recharge", "1000", "--crossing-share", "1.5"},
+	} {
+		if _, err := parseFlags(args); err == nil || !strings.Contains(err.Error(), "--crossing-share") {
+			t.Errorf("%v: %v, want an error naming --crossing-share", args, err)
+		}
+	}
+}
+
 // TestReceiverCountsEventsOnly: deliveries are accepted and counted by
 // type; a body that is not an event is refused and not counted.
 func TestReceiverCountsEventsOnly(t *testing.T) {

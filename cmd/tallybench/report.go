@@ -76,11 +76,13 @@ type settings struct {
 	// LowBalanceThreshold is --low-balance-threshold (0: none).
 	LowBalanceThreshold int64 `json:"low_balance_threshold,omitempty"`
 	// AutoRechargeThreshold is --auto-recharge (0: off).
-	AutoRechargeThreshold int64    `json:"auto_recharge_threshold,omitempty"`
-	Depths                []int    `json:"depths"`
-	DuplicateShare        float64  `json:"duplicate_share"`
-	PoolSize              int      `json:"pool_size"`
-	Env                   []string `json:"env,omitempty"` // TALLY_* settings passed through
+	AutoRechargeThreshold int64 `json:"auto_recharge_threshold,omitempty"`
+	// CrossingShare is --crossing-share (0: none).
+	CrossingShare  float64  `json:"crossing_share,omitempty"`
+	Depths         []int    `json:"depths"`
+	DuplicateShare float64  `json:"duplicate_share"`
+	PoolSize       int      `json:"pool_size"`
+	Env            []string `json:"env,omitempty"` // TALLY_* settings passed through
 }
 
 func newResults(o options, poolSize int) *results {
@@ -115,7 +117,7 @@ func newResults(o options, poolSize int) *results {
 		Settings: settings{Database: o.db, BaselineDriver: driver, Duration: o.duration.String(), Warmup: o.warmup.String(), Rounds: o.rounds,
 			Clients: o.clients, Workloads: ws, Accounts: o.accounts, History: o.history, Depths: o.depths,
 			DuplicateShare: o.dupShare, PoolSize: poolSize, Env: env, LowBalanceThreshold: o.lowBalance,
-			AutoRechargeThreshold: o.autoRecharge},
+			AutoRechargeThreshold: o.autoRecharge, CrossingShare: o.crossingShare},
 		samples:   map[string][]sample{},
 		workloads: map[string]*workload{},
 		rates:     map[string][]float64{},
@@ -261,6 +263,9 @@ func (r *results) markdown() string {
 	}
 	if r.Settings.AutoRechargeThreshold > 0 {
 		fmt.Fprintf(&b, "Auto-recharge on every account below %d credits (recharges stay in flight: no Stripe key).\n\n", r.Settings.AutoRechargeThreshold)
+	}
+	if r.Settings.CrossingShare > 0 {
+		fmt.Fprintf(&b, "A share %g of the accounts has these thresholds at its seeded balance: each of them crosses at its first spend.\n\n", r.Settings.CrossingShare)
 	}
 	b.WriteString("| workload | clients | ops/s | p50 ms | p95 ms | p99 ms | errors | retries/op | server RSS MiB | server CPU | ops/s vs baseline | p99 vs baseline |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
