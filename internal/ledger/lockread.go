@@ -142,3 +142,32 @@ type lotsOf struct {
 	lots     []*ent.CreditLot
 	reserved int64
 }
+
+// LockUsersJoining is LockUsersWhere for a caller that also locks, in the
+// same statement, the rows of a table joined to each user (the payments a
+// batch of webhooks names): join adds the join, its conditions and the
+// columns the caller reads back with Value on the rows returned, one per
+// joined row. PostgreSQL only: both tables are locked FOR NO KEY UPDATE
+// (what updating them takes anyway), and a row waited for comes back as
+// its holder left it in every locked table, so what is read is what the
+// locks protect. Rows are locked in users' id order, each user before its
+// joined rows (a row's tables are locked in the order of FROM), the order
+// every path takes: the user, then the rest.
+func (t *Tx) LockUsersJoining(ctx context.Context, join func(*sql.Selector)) ([]*ent.User, error) {
+	if t.s.db.Dialect != dialect.Postgres {
+		return nil, fmt.Errorf("ledger: LockUsersJoining on %s", t.s.db.Dialect)
+	}
+	rows, err := t.ent.User.Query().Order(user.ByID()).Modify(func(s *sql.Selector) {
+		join(s)
+		s.For(sql.LockNoKeyUpdate)
+	}).All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: locking users and their rows: %w", err)
+	}
+	for _, u := range rows {
+		if _, ok := t.locked[u.ID]; !ok {
+			t.holds(u)
+		}
+	}
+	return rows, nil
+}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"sync"
 	"testing"
-	"time"
 
 	"entgo.io/ent/dialect"
 
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
+	"github.com/tally-billing/tally/internal/ledger/ledgertest"
 	"github.com/tally-billing/tally/internal/testdb"
 )
 
@@ -81,7 +81,7 @@ func TestSpendThatWaitedForTheLockSeesWhatTheHolderWrote(t *testing.T) {
 					holder := <-pids
 					spent := make(chan error, 1)
 					go func() { spent <- waiter.do(ctx, u.ID, c.spend) }()
-					waitUntilBlockedBy(t, db, holder)
+					ledgertest.WaitUntilBlockedBy(t, db, holder)
 					close(release)
 					if err := <-held; err != nil {
 						t.Fatalf("the lock holder: %v", err)
@@ -98,24 +98,4 @@ func TestSpendThatWaitedForTheLockSeesWhatTheHolderWrote(t *testing.T) {
 			}
 		}
 	})
-}
-
-// waitUntilBlockedBy returns once a session waits for a lock the session
-// with pid holds.
-func waitUntilBlockedBy(t *testing.T, db *database.DB, pid int) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var waiting int
-		if err := db.SQL.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the spend never waited for the lock")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

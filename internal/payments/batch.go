@@ -14,7 +14,6 @@ import (
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/payment"
 	"github.com/tally-billing/tally/ent/processedevent"
-	"github.com/tally-billing/tally/ent/user"
 	"github.com/tally-billing/tally/internal/apperr"
 	"github.com/tally-billing/tally/internal/batch"
 	"github.com/tally-billing/tally/internal/database"
@@ -161,7 +160,7 @@ func eventOutcomes(ctx context.Context, c *ent.ProcessedEventClient, calls []*pu
 // the locks (and, on a retry, the events' records), then write the
 // payments' new states, the grants (see ledger.GrantMany) and the records.
 func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*purchase, readRecords bool) error {
-	ps, prior, err := readPurchases(ctx, t, calls, readRecords)
+	ps, prior, err := s.readPurchases(ctx, t, calls, readRecords)
 	if err != nil {
 		return err
 	}
@@ -174,7 +173,7 @@ func (s *Service) applyPurchases(ctx context.Context, t *ledger.Tx, calls []*pur
 // and reads those payments under the locks; with readRecords (a retry) it
 // also reads the events' records. A record still deferred is errAlone: the
 // batch does not complete deferred records.
-func readPurchases(ctx context.Context, t *ledger.Tx, calls []*purchase, readRecords bool,
+func (s *Service) readPurchases(ctx context.Context, t *ledger.Tx, calls []*purchase, readRecords bool,
 ) ([]*ent.Payment, map[string]processedevent.Outcome, error) {
 	var refs, sessionIDs []any
 	for _, c := range calls {
@@ -189,15 +188,7 @@ func readPurchases(ctx context.Context, t *ledger.Tx, calls []*purchase, readRec
 	named := func(id, sessionID string) *sql.Predicate {
 		return sql.Or(sql.In(id, refs...), sql.In(sessionID, sessionIDs...))
 	}
-	if _, err := t.LockUsersWhere(ctx, func(sel *sql.Selector) {
-		sel.Where(sql.In(sel.C(user.FieldID), sql.Select(payment.FieldUserID).From(sql.Table(payment.Table)).
-			Where(named(payment.FieldID, payment.FieldStripeCheckoutSessionID))))
-	}); err != nil {
-		return nil, nil, err
-	}
-	ps, err := t.Ent().Payment.Query().Where(func(sel *sql.Selector) {
-		sel.Where(named(sel.C(payment.FieldID), sel.C(payment.FieldStripeCheckoutSessionID)))
-	}).All(ctx)
+	ps, err := s.lockPurchases(ctx, t, named)
 	if err != nil {
 		return nil, nil, fmt.Errorf("payments: reading the payments of %d events: %w", len(calls), err)
 	}

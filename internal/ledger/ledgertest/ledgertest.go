@@ -4,7 +4,9 @@ package ledgertest
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/tally-billing/tally/internal/database"
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
@@ -36,5 +38,25 @@ func HoldUsers(tb testing.TB, l *ledger.Service, userIDs ...string) (release fun
 		if err := <-finished; err != nil {
 			tb.Fatalf("holding the users: %v", err)
 		}
+	}
+}
+
+// WaitUntilBlockedBy returns once a session of PostgreSQL waits for a lock
+// the session with pid holds.
+func WaitUntilBlockedBy(tb testing.TB, db *database.DB, pid int) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting int
+		if err := db.SQL.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid).Scan(&waiting); err != nil {
+			tb.Fatal(err)
+		}
+		if waiting > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("nothing waited for the lock")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
