@@ -218,6 +218,9 @@ type Tx struct {
 	noRecharges map[string]bool
 	// events are the outbound events written just before the commit.
 	events []Event
+	// readForEvents is what the EventWriter read with the users' lock,
+	// if it did (see LockReader).
+	readForEvents any
 	// fingerprints are those of the keyed requests being served, which
 	// their transactions hold (see serve).
 	fingerprints map[idempotency.Key][]byte

@@ -157,8 +157,12 @@ func (t *Tx) LockUsersJoining(ctx context.Context, join func(*sql.Selector)) ([]
 	if t.s.db.Dialect != dialect.Postgres {
 		return nil, fmt.Errorf("ledger: LockUsersJoining on %s", t.s.db.Dialect)
 	}
+	reader, _ := t.s.events.(LockReader)
 	rows, err := t.ent.User.Query().Order(user.ByID()).Modify(func(s *sql.Selector) {
 		join(s)
+		if reader != nil {
+			s.AppendSelectExprAs(reader.LockColumn(), colForEvents)
+		}
 		s.For(sql.LockNoKeyUpdate)
 	}).All(ctx)
 	if err != nil {
@@ -169,5 +173,33 @@ func (t *Tx) LockUsersJoining(ctx context.Context, join func(*sql.Selector)) ([]
 			t.holds(u)
 		}
 	}
+	if reader != nil && len(rows) > 0 {
+		v, err := rows[0].Value(colForEvents)
+		if err != nil {
+			return nil, err
+		}
+		if t.readForEvents, err = reader.FromLock(v); err != nil {
+			return nil, err
+		}
+	}
 	return rows, nil
 }
+
+// colForEvents is the column of what the EventWriter reads with the lock.
+const colForEvents = "lock_for_events"
+
+// LockReader is an EventWriter that reads what writing events needs (the
+// outbound endpoints) along with LockUsersJoining's statement, whose
+// callers expect to write events (a batch of purchases tells of each
+// payment's success): one round trip fewer while the users are locked.
+type LockReader interface {
+	// LockColumn is an expression of the same value on every row
+	// (uncorrelated); it may lock what it reads until the transaction ends.
+	LockColumn() sql.Querier
+	// FromLock decodes what the column read; ReadWithLock returns it.
+	FromLock(v any) (any, error)
+}
+
+// ReadWithLock is what the EventWriter's LockColumn read in this
+// transaction, or nil when nothing did.
+func (t *Tx) ReadWithLock() any { return t.readForEvents }

@@ -3,11 +3,13 @@ package outbound
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 
 	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
 	"github.com/riverqueue/river"
 
 	"github.com/tally-billing/tally/ent"
@@ -102,8 +104,11 @@ func subscribed(e *ent.WebhookEndpoint, typ string) bool {
 }
 
 // endpoints reads the enabled endpoints, locked against deletion until
-// the transaction ends.
+// the transaction ends (unless the users' lock read them: LockColumn).
 func (w *Writer) endpoints(ctx context.Context, t *ledger.Tx) ([]*ent.WebhookEndpoint, error) {
+	if read, ok := t.ReadWithLock().([]*ent.WebhookEndpoint); ok {
+		return read, nil
+	}
 	query := t.Ent().WebhookEndpoint.Query().
 		Where(webhookendpoint.Enabled(true)).
 		Select(webhookendpoint.FieldID, webhookendpoint.FieldEventTypes)
@@ -207,4 +212,29 @@ func (w *Writer) balancesOf(ctx context.Context, t *ledger.Tx, events []ledger.E
 // jobs itself.
 func LedgerEvents(db *database.DB, defaultThreshold int64, queue Inserter) ledger.Option {
 	return ledger.WithEvents(NewWriter(db, queue), defaultThreshold)
+}
+
+var _ ledger.LockReader = (*Writer)(nil)
+
+// endpointsRead is what LockColumn reads: the enabled endpoints, as
+// endpoints reads them (and locks them: FOR SHARE), as JSON.
+var endpointsRead = fmt.Sprintf(`(SELECT CAST(COALESCE(json_agg(e), '[]') AS TEXT) FROM
+	(SELECT %[1]s, %[2]s FROM %[3]s WHERE %[4]s FOR SHARE) AS e)`,
+	webhookendpoint.FieldID, webhookendpoint.FieldEventTypes, webhookendpoint.Table, webhookendpoint.FieldEnabled)
+
+// LockColumn reads the endpoints with the statement that locks a
+// transaction's users (ledger.LockReader; PostgreSQL only).
+func (w *Writer) LockColumn() entsql.Querier { return entsql.Raw(endpointsRead) }
+
+// FromLock decodes what LockColumn read.
+func (w *Writer) FromLock(v any) (any, error) {
+	text, ok := v.(string)
+	if !ok {
+		return nil, fmt.Errorf("outbound: the endpoints read with the lock as %T", v)
+	}
+	var endpoints []*ent.WebhookEndpoint
+	if err := json.Unmarshal([]byte(text), &endpoints); err != nil {
+		return nil, fmt.Errorf("outbound: decoding the endpoints read with the lock: %w", err)
+	}
+	return endpoints, nil
 }

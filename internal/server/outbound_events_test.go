@@ -69,6 +69,41 @@ func TestPaymentEventsFollowTheStateMachine(t *testing.T) {
 	})
 }
 
+// TestPurchaseTellsTheEnabledEndpointsSubscribed: a purchase's
+// payment.succeeded goes to each enabled endpoint subscribed to it and to
+// no other. (On PostgreSQL a batch of purchases reads the endpoints with
+// the statement that locks its users, not on its own before the commit.)
+func TestPurchaseTellsTheEnabledEndpointsSubscribed(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *database.DB) {
+		a, rcv, admin := outboundAPI(t, db, map[string]string{"TALLY_LOW_BALANCE_THRESHOLD": "0"})
+		endpoint := func(types []string) string {
+			r := a.ok(admin, createEndpoint, map[string]any{"url": rcv.URL, "types": types})
+			return fmt.Sprint(r.get(t, "createWebhookEndpoint", "endpoint", "id"))
+		}
+		everything := db.Ent.WebhookEndpoint.Query().OnlyIDX(context.Background()) // outboundAPI's, of every type
+		subscribed := endpoint([]string{"payment.succeeded"})
+		endpoint([]string{"balance.low"})
+		disabled := endpoint([]string{"payment.succeeded"})
+		a.ok(admin, `mutation($id: ID!) { updateWebhookEndpoint(input: {id: $id, enabled: false}) { endpoint { enabled } } }`,
+			map[string]any{"id": disabled})
+		_, p, _ := pendingPurchase(t, db)
+		if code, outcome := a.stripeEvent("evt_paid", "checkout.session.completed", false, paidSession(p)); code != 200 {
+			t.Fatalf("purchase: %d %s", code, outcome)
+		}
+		var got []string
+		for _, d := range db.Ent.WebhookDelivery.Query().WithEvent().AllX(context.Background()) {
+			if d.Edges.Event.Type != "payment.succeeded" {
+				t.Fatalf("a %s delivery", d.Edges.Event.Type)
+			}
+			got = append(got, d.EndpointID)
+		}
+		slices.Sort(got)
+		if want := []string{subscribed, everything}; !slices.Equal(got, slices.Sorted(slices.Values(want))) {
+			t.Fatalf("payment.succeeded delivered to %v, want %v (subscribed) and %v (every type)", got, subscribed, everything)
+		}
+	})
+}
+
 // TestCreditsExpiringAndExpired: a lot with credits left is told of once
 // as it nears its expiry (however many sweeps run), and a lot that expires
 // once as it does.
