@@ -84,6 +84,9 @@ func (u *RowUpdate) cases(sqlType string, values map[string]any, otherwise strin
 	u.set.WriteString(" ELSE " + otherwise + " END")
 }
 
+// Rows is how many rows the update writes.
+func (u *RowUpdate) Rows() int { return len(u.ids) }
+
 // Statement is the update's SQL with ? placeholders, and its arguments.
 func (u *RowUpdate) Statement() (string, []any) {
 	var q strings.Builder

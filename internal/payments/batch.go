@@ -263,10 +263,11 @@ func decidePurchases(tx *ent.Tx, calls []*purchase, ps []*ent.Payment, prior map
 	return w
 }
 
-// writePurchases writes what decidePurchases decided, one statement per
-// step for the whole batch.
+// writePurchases writes what decidePurchases decided: the payments and
+// the events' records first (a record written concurrently fails the batch
+// before its grants), then the grants.
 func (s *Service) writePurchases(ctx context.Context, t *ledger.Tx, w purchaseWrites, now time.Time) error {
-	if err := s.writeSessions(ctx, t, w.writes, now); err != nil {
+	if err := s.writeSessionsAndRecords(ctx, t, sessionUpdates(t, w.writes, now), w.records); err != nil {
 		return err
 	}
 	if len(w.grants) > 0 {
@@ -279,18 +280,6 @@ func (s *Service) writePurchases(ctx context.Context, t *ledger.Tx, w purchaseWr
 		if err := s.queueSaveCard(ctx, t, job); err != nil {
 			return err
 		}
-	}
-	if len(w.records) == 0 {
-		return nil
-	}
-	err := t.Ent().ProcessedEvent.CreateBulk(w.records...).Exec(ctx)
-	if ent.IsConstraintError(err) {
-		// An event of the batch, delivered concurrently elsewhere, was
-		// recorded first. Start over: the retry finds its record.
-		return fmt.Errorf("payments: an event of the batch was recorded concurrently: %w", ledger.ErrRetry)
-	}
-	if err != nil {
-		return fmt.Errorf("payments: recording %d events: %w", len(w.records), err)
 	}
 	return nil
 }
@@ -326,10 +315,11 @@ func newSessionWrite(p *ent.Payment, sess *stripe.CheckoutSession, eff sessionEf
 	return w
 }
 
-// writeSessions writes payments' session details with one statement per
-// kind of change (a batch of paid sessions is one): what differs from row to
-// row, the session and payment intent ids, is set by a CASE on the id.
-func (s *Service) writeSessions(ctx context.Context, t *ledger.Tx, ws []sessionWrite, now time.Time) error {
+// sessionUpdates are the updates that write payments' session details,
+// one per kind of change (a batch of paid sessions is one): what differs
+// from row to row, the session and payment intent ids, is set by a CASE on
+// the id. The moves they make are told (outbound events).
+func sessionUpdates(t *ledger.Tx, ws []sessionWrite, now time.Time) []*database.RowUpdate {
 	for _, w := range ws {
 		if typ, ok := sessionEvent(w.status); ok && w.status != w.facts.status {
 			f := w.facts
@@ -342,6 +332,7 @@ func (s *Service) writeSessions(ctx context.Context, t *ledger.Tx, ws []sessionW
 		status payment.Status
 	}
 	var kinds []kind
+	var updates []*database.RowUpdate
 	groups := map[kind][]sessionWrite{}
 	for _, w := range ws {
 		k := kind{paid: w.paid, status: w.status}
@@ -372,9 +363,7 @@ func (s *Service) writeSessions(ctx context.Context, t *ledger.Tx, ws []sessionW
 		if len(intents) > 0 {
 			u.SetEach(payment.FieldStripePaymentIntentID, "", intents)
 		}
-		if err := u.Exec(ctx, s.db, t.Ent()); err != nil {
-			return fmt.Errorf("payments: %w", err)
-		}
+		updates = append(updates, u)
 	}
-	return nil
+	return updates
 }
