@@ -218,6 +218,8 @@ type Tx struct {
 	noRecharges map[string]bool
 	// events are the outbound events written just before the commit.
 	events []Event
+	// along are the caller's writes the next ledger write carries.
+	along []Along
 	// readForEvents is what the EventWriter read with the users' lock,
 	// if it did (see LockReader).
 	readForEvents any
@@ -289,6 +291,9 @@ func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *
 	if err = t.flushLots(ctx); err != nil {
 		return database.ClassifyTx(err)
 	}
+	if err = t.flushAlong(ctx); err != nil {
+		return database.ClassifyTx(err)
+	}
 	if err = t.lookAtBalances(ctx); err != nil {
 		return database.ClassifyTx(err)
 	}
@@ -315,8 +320,11 @@ func (s *Service) attempt(ctx context.Context, n int, fn func(context.Context, *
 var ErrRetry = errors.New("retry")
 
 // keyTaken marks a unique violation in writing transactions as
-// idempotency.ErrTaken: the only unique index a new transaction can meet is
-// its key's (ids are new), which a concurrent request with the key took.
+// idempotency.ErrTaken, which Within retries: the unique indexes a new
+// transaction can meet are its key's (ids are new), which a concurrent
+// request with the key took, and those of a caller's rows written along
+// (Along: an event's record), which a concurrent delivery wrote. Either
+// way the next attempt finds what was written.
 func keyTaken(err error) error {
 	var pgErr *pgconn.PgError
 	var sqliteErr *sqlite.Error

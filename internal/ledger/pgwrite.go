@@ -68,8 +68,13 @@ new_lots AS (
 		$33::timestamptz[], $34::bigint[], $35::text[], $36::text[])
 		AS v(id, user_id, source, original, remaining, held, expires_at, priority, payment_id, transaction_id)
 	RETURNING 1
-)
-SELECT (SELECT count(*) FROM lots), (SELECT count(*) FROM txns), (SELECT count(*) FROM postings),
+)` + "\n" + writeCountsSQL
+
+// writeParts is writeSQL's WITH queries, writeCountsSQL its outer SELECT:
+// a caller's writes (Along) join them as WITH queries of their own.
+var writeParts = writeSQL[:strings.LastIndex(writeSQL, "\n"+writeCountsSQL)]
+
+const writeCountsSQL = `SELECT (SELECT count(*) FROM lots), (SELECT count(*) FROM txns), (SELECT count(*) FROM postings),
 	(SELECT count(*) FROM balances), (SELECT count(*) FROM notified), (SELECT count(*) FROM new_lots)`
 
 // NotificationEncoder encodes balance changes as PostgreSQL notifications
@@ -91,23 +96,21 @@ func (t *Tx) writeStatement(ctx context.Context, txns []*ent.CreditTransaction, 
 	if err != nil {
 		return err
 	}
-	rows, err := t.ent.QueryContext(ctx, writeSQL, args...)
-	if err != nil {
+	text, along, alongArgs, alongWant := writeSQL, t.along, []any(nil), []int64(nil)
+	if len(along) > 0 {
+		text, alongArgs, alongWant = alongStatement(writeParts, writeCountsSQL, len(args), along)
+		args = append(args, alongArgs...)
+	}
+	t.along = nil
+	got := make([]int64, len(want)+len(alongWant))
+	if err := t.queryCounts(ctx, text, args, got); err != nil {
 		return fmt.Errorf("ledger: writing %d transactions: %w", len(txns), keyTaken(err))
 	}
-	defer rows.Close()
-	var got writeCounts
-	if rows.Next() {
-		err = rows.Scan(&got[0], &got[1], &got[2], &got[3], &got[4], &got[5])
+	if writeCounts(got[:len(want)]) != want {
+		return fmt.Errorf("ledger: wrote %v rows (lots, transactions, postings, users, notifications, new lots), not %v", got[:len(want)], want)
 	}
-	if err == nil {
-		err = rows.Err()
-	}
-	if err != nil {
-		return fmt.Errorf("ledger: writing %d transactions: %w", len(txns), keyTaken(err))
-	}
-	if got != want {
-		return fmt.Errorf("ledger: wrote %v rows (lots, transactions, postings, users, notifications, new lots), not %v", got, want)
+	if err := checkAlong(along, got[len(want):], alongWant); err != nil {
+		return err
 	}
 	clear(t.dirtyLots)
 	return nil

@@ -2,12 +2,11 @@ package payments
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"entgo.io/ent/dialect"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tally-billing/tally/ent"
 	"github.com/tally-billing/tally/ent/processedevent"
@@ -15,11 +14,22 @@ import (
 	"github.com/tally-billing/tally/internal/ledger"
 )
 
-// writeSessionsAndRecords runs the payments' updates and inserts the
-// events' records. On PostgreSQL that is one statement, the updates and the
-// insert as data-modifying WITH queries, each counted (one round trip fewer
-// while the users are locked; each part writes rows of its own, of users
-// the batch locked). Elsewhere, one statement each.
+// writeSessions runs the updates of the payments' session details at
+// once (the path of one event).
+func (s *Service) writeSessions(ctx context.Context, t *ledger.Tx, ws []sessionWrite, now time.Time) error {
+	for _, u := range sessionUpdates(t, ws, now) {
+		if err := u.Exec(ctx, s.db, t.Ent()); err != nil {
+			return fmt.Errorf("payments: %w", err)
+		}
+	}
+	return nil
+}
+
+// writeSessionsAndRecords writes a batch's payments and the events'
+// records. On PostgreSQL the ledger's write of the batch's grants carries
+// them (ledger.Along: one round trip instead of three while the users are
+// locked), or, with no grant, one statement before the commit. Elsewhere,
+// one statement each, at once.
 func (s *Service) writeSessionsAndRecords(ctx context.Context, t *ledger.Tx, updates []*database.RowUpdate, records []*ent.ProcessedEventCreate) error {
 	if s.db.Dialect != dialect.Postgres {
 		for _, u := range updates {
@@ -32,58 +42,26 @@ func (s *Service) writeSessionsAndRecords(ctx context.Context, t *ledger.Tx, upd
 		}
 		return recorded(t.Ent().ProcessedEvent.CreateBulk(records...).Exec(ctx), len(records))
 	}
-	if len(updates) == 0 && len(records) == 0 {
-		return nil
-	}
-	var parts, counts []string
-	var args []any
-	want := make([]int64, 0, len(updates)+1)
-	for i, u := range updates {
-		text, a := u.Statement()
-		parts = append(parts, fmt.Sprintf("updated%d AS (%s RETURNING 1)", i, text))
-		counts = append(counts, fmt.Sprintf("(SELECT count(*) FROM updated%d)", i))
-		args, want = append(args, a...), append(want, int64(u.Rows()))
+	along := make([]ledger.Along, 0, len(updates)+1)
+	for _, u := range updates {
+		text, args := u.Statement()
+		along = append(along, ledger.Along{What: "payments", SQL: text, Args: args, Rows: int64(u.Rows())})
 	}
 	if len(records) > 0 {
-		text, a, err := insertRecords(records)
+		text, args, err := insertRecords(records)
 		if err != nil {
 			return err
 		}
-		parts = append(parts, "recorded AS ("+text+" RETURNING 1)")
-		counts = append(counts, "(SELECT count(*) FROM recorded)")
-		args, want = append(args, a...), append(want, int64(len(records)))
+		along = append(along, ledger.Along{What: "the events' records", SQL: text, Args: args, Rows: int64(len(records))})
 	}
-	q := "WITH " + strings.Join(parts, ", ") + " SELECT " + strings.Join(counts, ", ")
-	rows, err := t.Ent().QueryContext(ctx, s.db.Rebind(q), args...)
-	if err != nil {
-		return recorded(err, len(records))
-	}
-	defer rows.Close()
-	got := make([]int64, len(want))
-	dest := make([]any, len(got))
-	for i := range got {
-		dest[i] = &got[i]
-	}
-	if !rows.Next() {
-		return recorded(fmt.Errorf("no counts: %w", rows.Err()), len(records))
-	}
-	if err := rows.Scan(dest...); err != nil {
-		return fmt.Errorf("payments: reading what the batch wrote: %w", err)
-	}
-	for i, n := range want {
-		if got[i] != n {
-			return fmt.Errorf("payments: the batch wrote %v rows, want %v", got, want)
-		}
-	}
-	return rows.Close()
+	return t.WriteAlong(along...)
 }
 
 // recorded is what an insert of n events' records returning err means: a
 // record written concurrently (a unique violation) has the batch start over,
 // and the retry finds it.
 func recorded(err error, n int) error {
-	var pgErr *pgconn.PgError
-	if ent.IsConstraintError(err) || (errors.As(err, &pgErr) && pgErr.ConstraintName == recordPerEvent) {
+	if ent.IsConstraintError(err) {
 		return fmt.Errorf("payments: an event of the batch was recorded concurrently: %w", ledger.ErrRetry)
 	}
 	if err != nil {
@@ -91,9 +69,6 @@ func recorded(err error, n int) error {
 	}
 	return nil
 }
-
-// recordPerEvent is the unique index of an event's record.
-const recordPerEvent = "processedevent_stripe_event_id"
 
 // recordColumns are those insertRecords writes.
 var recordColumns = []string{

@@ -89,7 +89,7 @@ func (s *Service) applySession(ctx context.Context, t *ledger.Tx, ev *stripe.Eve
 	if !eff.write {
 		return eff.d, nil
 	}
-	return eff.d, s.writeSessionsAndRecords(ctx, t, sessionUpdates(t, []sessionWrite{newSessionWrite(p, sess, eff)}, s.now().UTC()), nil)
+	return eff.d, s.writeSessions(ctx, t, []sessionWrite{newSessionWrite(p, sess, eff)}, s.now().UTC())
 }
 
 // sessionEffect is what a Checkout Session event does to its payment.

@@ -238,7 +238,7 @@ func TestPurchaseWebhookStatementBudget(t *testing.T) {
 // statements reads the webhook endpoints, to which the purchase's
 // payment.succeeded would go (with none, nothing more is written).
 func purchaseWebhookBudget(db *database.DB) int64 {
-	return perDialect(db, 12, 6)
+	return perDialect(db, 12, 5)
 }
 
 const duplicateWebhookBudget = 1

@@ -82,7 +82,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 			}, func(i int) {
 				a.ok(svc, capture, map[string]any{"input": map[string]any{"reservationId": reservation, "idempotencyKey": fmt.Sprint("capture-", i)}})
 			}},
-			{"purchase webhook", 6, func(i int) {
+			{"purchase webhook", 5, func(i int) {
 				p := db.Ent.Payment.Create().SetUserID(aliceID).SetPackageID(pkg.ID).SetAmount(100).SetCurrency("usd").
 					SetCredits(10).SetStripeCheckoutSessionID(fmt.Sprint("cs_rt_", i)).SaveX(ctx)
 				var err error
