@@ -29,8 +29,9 @@ func (e *env) verify(ctx context.Context) error {
 	for _, p := range report.Problems {
 		// The raw spends are the bare minimum of a spend: they do not draw
 		// from the user's lots, so a baseline user's lots keep holding the
-		// seed, nor count the user's transactions. Those known differences
-		// are not Tally's; every other problem is.
+		// seed, nor count the user's transactions (nor do the raw
+		// purchases, B4's). Those known differences are not Tally's; every
+		// other problem is.
 		if (p.Invariant == "lots_and_balance_disagree" || p.Invariant == "transaction_count_mismatch") && e.lotless[p.Subject] {
 			continue
 		}

@@ -71,6 +71,13 @@ func (e *env) seedHooks(ctx context.Context, name string, raw bool, dupShare flo
 	}
 	h := &hookSet{name: name, userIDs: ids, pkgID: e.packID, dupShare: dupShare, raw: raw}
 	e.hooks = append(e.hooks, h)
+	if raw {
+		// The raw purchases, like the raw spends, do not count the
+		// users' transactions (see verify).
+		for _, id := range ids {
+			e.lotless[id] = true
+		}
+	}
 	return h, nil
 }
 
