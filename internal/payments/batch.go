@@ -264,8 +264,9 @@ func decidePurchases(tx *ent.Tx, calls []*purchase, ps []*ent.Payment, prior map
 }
 
 // writePurchases writes what decidePurchases decided: the payments and
-// the events' records first (a record written concurrently fails the batch
-// before its grants), then the grants.
+// the events' records (on PostgreSQL carried by the grants' statement),
+// the grants, and the jobs that save cards. A record written concurrently
+// fails the whole batch, which is tried again.
 func (s *Service) writePurchases(ctx context.Context, t *ledger.Tx, w purchaseWrites, now time.Time) error {
 	if err := s.writeSessionsAndRecords(ctx, t, sessionUpdates(t, w.writes, now), w.records); err != nil {
 		return err
