@@ -270,13 +270,19 @@ func (d *DB) Rebind(query string) string {
 	if d.Dialect != dialect.Postgres {
 		return query
 	}
+	return NumberFrom(query, 0)
+}
+
+// NumberFrom turns the ? placeholders of query into PostgreSQL's $from+1,
+// $from+2, …: for a statement joined to one that already takes from
+// arguments. As Rebind, the statement must not hold a ? anywhere else.
+func NumberFrom(query string, from int) string {
 	var b strings.Builder
 	b.Grow(len(query) + 8)
-	n := 0
 	for _, r := range query {
 		if r == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
+			from++
+			b.WriteString("$" + strconv.Itoa(from))
 			continue
 		}
 		b.WriteRune(r)

@@ -83,4 +83,7 @@ func TestRebind(t *testing.T) {
 	if got := (&DB{Dialect: dialect.SQLite}).Rebind(q); got != q {
 		t.Errorf("SQLite: %q", got)
 	}
+	if got := NumberFrom(q, 36); got != "SELECT a FROM t WHERE b = $37 AND c > $38" {
+		t.Errorf("numbered after 36 arguments: %q", got)
+	}
 }

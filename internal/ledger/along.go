@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"entgo.io/ent/dialect"
+
+	"github.com/tally-billing/tally/internal/database"
 )
 
 // Along is a write of the caller's that the transaction's next ledger
@@ -73,7 +75,7 @@ func alongStatement(parts, counts string, argc int, along []Along) (string, []an
 		if i > 0 {
 			b.WriteString(",\n")
 		}
-		b.WriteString("along" + strconv.Itoa(i) + " AS (" + numbered(w.SQL, argc+len(args)) + " RETURNING 1)")
+		b.WriteString("along" + strconv.Itoa(i) + " AS (" + database.NumberFrom(w.SQL, argc+len(args)) + " RETURNING 1)")
 		args, want[i] = append(args, w.Args...), w.Rows
 	}
 	b.WriteString("\n")
@@ -89,21 +91,6 @@ func alongStatement(parts, counts string, argc int, along []Along) (string, []an
 		b.WriteString("(SELECT count(*) FROM along" + strconv.Itoa(i) + ")")
 	}
 	return b.String(), args, want
-}
-
-// numbered turns q's ? placeholders into $from+1, $from+2, …
-func numbered(q string, from int) string {
-	var b strings.Builder
-	b.Grow(len(q) + 16)
-	for _, r := range q {
-		if r == '?' {
-			from++
-			b.WriteString("$" + strconv.Itoa(from))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // queryCounts runs a statement whose one row is counts, into got.
