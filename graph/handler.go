@@ -89,13 +89,21 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 	srv.Use(&argumentCheck{})
 	srv.Use(depthLimit{max: opts.MaxDepth})
 	srv.Use(&complexityLimit{limit: opts.ComplexityLimit})
+	plainWrites := true
 	for _, ext := range opts.Extensions {
 		srv.Use(ext)
+		if _, ok := ext.(graphql.FieldInterceptor); ok {
+			plainWrites = false
+		}
 	}
 	// No entgql.Transactioner: the ledger runs its own transactions (with
 	// retries); an outer one would hold SQLite's write lock against them.
 	srv.AroundResponses(adminDeadline(opts.AdminQueryTimeout))
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+		if !plainWrites {
+			// A field interceptor sees only the fields gqlgen resolves.
+			ctx = generated.WithoutPlainWrites(ctx)
+		}
 		return next(withCappedConns(r.withLoaders(users.WithRequestCache(ctx))))
 	})
 	presenter := errorPresenter{logger: opts.Logger, production: opts.Production}

@@ -190,7 +190,7 @@ func writeResponse(w http.ResponseWriter, status int, resp *graphql.Response, ex
 	var body []byte
 	var err error
 	if executed {
-		body, err = json.Marshal(resp)
+		body, err = marshalExecuted(resp)
 	} else {
 		body, err = json.Marshal(struct {
 			Errors     gqlerror.List  `json:"errors"`
@@ -202,6 +202,38 @@ func writeResponse(w http.ResponseWriter, status int, resp *graphql.Response, ex
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// marshalExecuted writes an executed operation's response with its data as
+// the executor wrote it: json.Marshal would scan a RawMessage again to
+// compact and validate it (a tenth of a 50-row page's CPU).
+func marshalExecuted(resp *graphql.Response) ([]byte, error) {
+	if resp.Label != "" || resp.Path != nil || resp.HasNext != nil {
+		return json.Marshal(resp)
+	}
+	body := make([]byte, 0, len(resp.Data)+64)
+	body = append(body, '{')
+	if len(resp.Errors) > 0 {
+		errs, err := json.Marshal(resp.Errors)
+		if err != nil {
+			return nil, err
+		}
+		body = append(append(append(body, `"errors":`...), errs...), ',')
+	}
+	body = append(body, `"data":`...)
+	if len(resp.Data) == 0 {
+		body = append(body, "null"...)
+	} else {
+		body = append(body, resp.Data...)
+	}
+	if len(resp.Extensions) > 0 {
+		ext, err := json.Marshal(resp.Extensions)
+		if err != nil {
+			return nil, err
+		}
+		body = append(append(body, `,"extensions":`...), ext...)
+	}
+	return append(body, '}'), nil
 }
 
 // WriteRequestError answers a request refused before GraphQL saw it, in

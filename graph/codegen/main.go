@@ -1,7 +1,8 @@
 // Command codegen runs gqlgen (as `gqlgen generate` does, with gqlgen.yml)
 // and then lets a list whose elements ask for no resolver be marshaled in
-// order instead of one goroutine per element. Run by `go generate ./...`
-// (see generate.go).
+// order instead of one goroutine per element, and an object whose selection
+// asks only for columns be written by a plain writer (plain.go). Run by
+// `go generate ./...` (see generate.go).
 //
 // gqlgen marshals every element of a list of objects in a goroutine of its
 // own, whatever the elements ask for, and has no setting to stop it. For a
@@ -35,11 +36,14 @@ func main() {
 	if err != nil {
 		log.Fatalf("loading gqlgen.yml: %v", err)
 	}
-	lists := &inOrderLists{}
-	if err := api.Generate(cfg, api.AddPlugin(lists)); err != nil {
+	lists, plain := &inOrderLists{}, &plainWriters{}
+	if err := api.Generate(cfg, api.AddPlugin(lists), api.AddPlugin(plain)); err != nil {
 		log.Fatalf("gqlgen: %v", err)
 	}
 	if err := lists.rewrite(cfg.Exec.Filename); err != nil {
+		log.Fatal(err)
+	}
+	if err := plain.rewrite(cfg.Exec.Filename); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -35140,6 +35140,11 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 var adminActionImplementors = []string{"AdminAction", "Node"}
 
 func (ec *executionContext) _AdminAction(ctx context.Context, sel ast.SelectionSet, obj *ent.AdminAction) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, adminActionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainAdminAction(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, adminActionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35246,6 +35251,11 @@ func (ec *executionContext) _AdminAction(ctx context.Context, sel ast.SelectionS
 var adminActionConnectionImplementors = []string{"AdminActionConnection"}
 
 func (ec *executionContext) _AdminActionConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.AdminActionConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, adminActionConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainAdminActionConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, adminActionConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35295,6 +35305,11 @@ func (ec *executionContext) _AdminActionConnection(ctx context.Context, sel ast.
 var adminActionEdgeImplementors = []string{"AdminActionEdge"}
 
 func (ec *executionContext) _AdminActionEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.AdminActionEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, adminActionEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainAdminActionEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, adminActionEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35333,6 +35348,11 @@ func (ec *executionContext) _AdminActionEdge(ctx context.Context, sel ast.Select
 var autoRechargeImplementors = []string{"AutoRecharge"}
 
 func (ec *executionContext) _AutoRecharge(ctx context.Context, sel ast.SelectionSet, obj *ent.AutoRecharge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, autoRechargeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainAutoRecharge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, autoRechargeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35409,6 +35429,11 @@ func (ec *executionContext) _AutoRecharge(ctx context.Context, sel ast.Selection
 var backgroundJobImplementors = []string{"BackgroundJob"}
 
 func (ec *executionContext) _BackgroundJob(ctx context.Context, sel ast.SelectionSet, obj *jobs.Job) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, backgroundJobImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainBackgroundJob(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, backgroundJobImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35492,6 +35517,11 @@ func (ec *executionContext) _BackgroundJob(ctx context.Context, sel ast.Selectio
 var cancelSubscriptionPayloadImplementors = []string{"CancelSubscriptionPayload"}
 
 func (ec *executionContext) _CancelSubscriptionPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CancelSubscriptionPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, cancelSubscriptionPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCancelSubscriptionPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, cancelSubscriptionPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35530,6 +35560,11 @@ func (ec *executionContext) _CancelSubscriptionPayload(ctx context.Context, sel 
 var captureReservationPayloadImplementors = []string{"CaptureReservationPayload"}
 
 func (ec *executionContext) _CaptureReservationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CaptureReservationPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, captureReservationPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCaptureReservationPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, captureReservationPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35578,6 +35613,11 @@ func (ec *executionContext) _CaptureReservationPayload(ctx context.Context, sel 
 var createCardSetupSessionPayloadImplementors = []string{"CreateCardSetupSessionPayload"}
 
 func (ec *executionContext) _CreateCardSetupSessionPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCardSetupSessionPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, createCardSetupSessionPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreateCardSetupSessionPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, createCardSetupSessionPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35621,6 +35661,11 @@ func (ec *executionContext) _CreateCardSetupSessionPayload(ctx context.Context, 
 var createCheckoutSessionPayloadImplementors = []string{"CreateCheckoutSessionPayload"}
 
 func (ec *executionContext) _CreateCheckoutSessionPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCheckoutSessionPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, createCheckoutSessionPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreateCheckoutSessionPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, createCheckoutSessionPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35669,6 +35714,11 @@ func (ec *executionContext) _CreateCheckoutSessionPayload(ctx context.Context, s
 var createCreditPackagePayloadImplementors = []string{"CreateCreditPackagePayload"}
 
 func (ec *executionContext) _CreateCreditPackagePayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCreditPackagePayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, createCreditPackagePayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreateCreditPackagePayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, createCreditPackagePayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35707,6 +35757,11 @@ func (ec *executionContext) _CreateCreditPackagePayload(ctx context.Context, sel
 var createCreditPlanPayloadImplementors = []string{"CreateCreditPlanPayload"}
 
 func (ec *executionContext) _CreateCreditPlanPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateCreditPlanPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, createCreditPlanPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreateCreditPlanPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, createCreditPlanPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35745,6 +35800,11 @@ func (ec *executionContext) _CreateCreditPlanPayload(ctx context.Context, sel as
 var createSubscriptionCheckoutPayloadImplementors = []string{"CreateSubscriptionCheckoutPayload"}
 
 func (ec *executionContext) _CreateSubscriptionCheckoutPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateSubscriptionCheckoutPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, createSubscriptionCheckoutPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreateSubscriptionCheckoutPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, createSubscriptionCheckoutPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35793,6 +35853,11 @@ func (ec *executionContext) _CreateSubscriptionCheckoutPayload(ctx context.Conte
 var createWebhookEndpointPayloadImplementors = []string{"CreateWebhookEndpointPayload"}
 
 func (ec *executionContext) _CreateWebhookEndpointPayload(ctx context.Context, sel ast.SelectionSet, obj *model.CreateWebhookEndpointPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, createWebhookEndpointPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreateWebhookEndpointPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, createWebhookEndpointPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35831,6 +35896,11 @@ func (ec *executionContext) _CreateWebhookEndpointPayload(ctx context.Context, s
 var creditBalanceChangeImplementors = []string{"CreditBalanceChange"}
 
 func (ec *executionContext) _CreditBalanceChange(ctx context.Context, sel ast.SelectionSet, obj *model.CreditBalanceChange) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditBalanceChangeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditBalanceChange(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditBalanceChangeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35874,6 +35944,11 @@ func (ec *executionContext) _CreditBalanceChange(ctx context.Context, sel ast.Se
 var creditLotImplementors = []string{"CreditLot", "Node"}
 
 func (ec *executionContext) _CreditLot(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditLot) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditLotImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditLot(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditLotImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -35980,6 +36055,11 @@ func (ec *executionContext) _CreditLot(ctx context.Context, sel ast.SelectionSet
 var creditLotConnectionImplementors = []string{"CreditLotConnection"}
 
 func (ec *executionContext) _CreditLotConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditLotConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditLotConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditLotConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditLotConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36023,6 +36103,11 @@ func (ec *executionContext) _CreditLotConnection(ctx context.Context, sel ast.Se
 var creditLotEdgeImplementors = []string{"CreditLotEdge"}
 
 func (ec *executionContext) _CreditLotEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditLotEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditLotEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditLotEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditLotEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36061,6 +36146,11 @@ func (ec *executionContext) _CreditLotEdge(ctx context.Context, sel ast.Selectio
 var creditPackageImplementors = []string{"CreditPackage", "Node"}
 
 func (ec *executionContext) _CreditPackage(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditPackage) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditPackageImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditPackage(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditPackageImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36144,6 +36234,11 @@ func (ec *executionContext) _CreditPackage(ctx context.Context, sel ast.Selectio
 var creditPackageConnectionImplementors = []string{"CreditPackageConnection"}
 
 func (ec *executionContext) _CreditPackageConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditPackageConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditPackageConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditPackageConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditPackageConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36187,6 +36282,11 @@ func (ec *executionContext) _CreditPackageConnection(ctx context.Context, sel as
 var creditPackageEdgeImplementors = []string{"CreditPackageEdge"}
 
 func (ec *executionContext) _CreditPackageEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditPackageEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditPackageEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditPackageEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditPackageEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36225,6 +36325,11 @@ func (ec *executionContext) _CreditPackageEdge(ctx context.Context, sel ast.Sele
 var creditPlanImplementors = []string{"CreditPlan", "Node"}
 
 func (ec *executionContext) _CreditPlan(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditPlan) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditPlanImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditPlan(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditPlanImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36323,6 +36428,11 @@ func (ec *executionContext) _CreditPlan(ctx context.Context, sel ast.SelectionSe
 var creditPlanConnectionImplementors = []string{"CreditPlanConnection"}
 
 func (ec *executionContext) _CreditPlanConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditPlanConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditPlanConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditPlanConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditPlanConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36366,6 +36476,11 @@ func (ec *executionContext) _CreditPlanConnection(ctx context.Context, sel ast.S
 var creditPlanEdgeImplementors = []string{"CreditPlanEdge"}
 
 func (ec *executionContext) _CreditPlanEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditPlanEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditPlanEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditPlanEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditPlanEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36404,6 +36519,11 @@ func (ec *executionContext) _CreditPlanEdge(ctx context.Context, sel ast.Selecti
 var creditReservationImplementors = []string{"CreditReservation", "Node"}
 
 func (ec *executionContext) _CreditReservation(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditReservation) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditReservationImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditReservation(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditReservationImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36494,6 +36614,11 @@ func (ec *executionContext) _CreditReservation(ctx context.Context, sel ast.Sele
 var creditReservationConnectionImplementors = []string{"CreditReservationConnection"}
 
 func (ec *executionContext) _CreditReservationConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditReservationConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditReservationConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditReservationConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditReservationConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36537,6 +36662,11 @@ func (ec *executionContext) _CreditReservationConnection(ctx context.Context, se
 var creditReservationEdgeImplementors = []string{"CreditReservationEdge"}
 
 func (ec *executionContext) _CreditReservationEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditReservationEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditReservationEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditReservationEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditReservationEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36575,6 +36705,11 @@ func (ec *executionContext) _CreditReservationEdge(ctx context.Context, sel ast.
 var creditStatementImplementors = []string{"CreditStatement"}
 
 func (ec *executionContext) _CreditStatement(ctx context.Context, sel ast.SelectionSet, obj *ledger.Statement) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditStatementImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditStatement(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditStatementImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36634,6 +36769,11 @@ func (ec *executionContext) _CreditStatement(ctx context.Context, sel ast.Select
 var creditStatementTotalImplementors = []string{"CreditStatementTotal"}
 
 func (ec *executionContext) _CreditStatementTotal(ctx context.Context, sel ast.SelectionSet, obj *ledger.KindTotal) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditStatementTotalImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditStatementTotal(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditStatementTotalImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36677,6 +36817,11 @@ func (ec *executionContext) _CreditStatementTotal(ctx context.Context, sel ast.S
 var creditSubscriptionImplementors = []string{"CreditSubscription", "Node"}
 
 func (ec *executionContext) _CreditSubscription(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditSubscription) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditSubscriptionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditSubscription(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditSubscriptionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36782,6 +36927,11 @@ func (ec *executionContext) _CreditSubscription(ctx context.Context, sel ast.Sel
 var creditSubscriptionConnectionImplementors = []string{"CreditSubscriptionConnection"}
 
 func (ec *executionContext) _CreditSubscriptionConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditSubscriptionConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditSubscriptionConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditSubscriptionConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditSubscriptionConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36831,6 +36981,11 @@ func (ec *executionContext) _CreditSubscriptionConnection(ctx context.Context, s
 var creditSubscriptionEdgeImplementors = []string{"CreditSubscriptionEdge"}
 
 func (ec *executionContext) _CreditSubscriptionEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditSubscriptionEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditSubscriptionEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditSubscriptionEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditSubscriptionEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36869,6 +37024,11 @@ func (ec *executionContext) _CreditSubscriptionEdge(ctx context.Context, sel ast
 var creditTransactionImplementors = []string{"CreditTransaction", "Node"}
 
 func (ec *executionContext) _CreditTransaction(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditTransaction) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditTransactionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditTransaction(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditTransactionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -36977,6 +37137,11 @@ func (ec *executionContext) _CreditTransaction(ctx context.Context, sel ast.Sele
 var creditTransactionConnectionImplementors = []string{"CreditTransactionConnection"}
 
 func (ec *executionContext) _CreditTransactionConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditTransactionConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditTransactionConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditTransactionConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditTransactionConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37026,6 +37191,11 @@ func (ec *executionContext) _CreditTransactionConnection(ctx context.Context, se
 var creditTransactionEdgeImplementors = []string{"CreditTransactionEdge"}
 
 func (ec *executionContext) _CreditTransactionEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditTransactionEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, creditTransactionEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainCreditTransactionEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, creditTransactionEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37064,6 +37234,11 @@ func (ec *executionContext) _CreditTransactionEdge(ctx context.Context, sel ast.
 var deleteWebhookEndpointPayloadImplementors = []string{"DeleteWebhookEndpointPayload"}
 
 func (ec *executionContext) _DeleteWebhookEndpointPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteWebhookEndpointPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, deleteWebhookEndpointPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainDeleteWebhookEndpointPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, deleteWebhookEndpointPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37097,6 +37272,11 @@ func (ec *executionContext) _DeleteWebhookEndpointPayload(ctx context.Context, s
 var freezeUserPayloadImplementors = []string{"FreezeUserPayload"}
 
 func (ec *executionContext) _FreezeUserPayload(ctx context.Context, sel ast.SelectionSet, obj *model.FreezeUserPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, freezeUserPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainFreezeUserPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, freezeUserPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37135,6 +37315,11 @@ func (ec *executionContext) _FreezeUserPayload(ctx context.Context, sel ast.Sele
 var grantCreditsPayloadImplementors = []string{"GrantCreditsPayload"}
 
 func (ec *executionContext) _GrantCreditsPayload(ctx context.Context, sel ast.SelectionSet, obj *model.GrantCreditsPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, grantCreditsPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainGrantCreditsPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, grantCreditsPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37183,6 +37368,11 @@ func (ec *executionContext) _GrantCreditsPayload(ctx context.Context, sel ast.Se
 var ledgerCheckImplementors = []string{"LedgerCheck"}
 
 func (ec *executionContext) _LedgerCheck(ctx context.Context, sel ast.SelectionSet, obj *model.LedgerCheck) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, ledgerCheckImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainLedgerCheck(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, ledgerCheckImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37296,6 +37486,11 @@ func (ec *executionContext) _LedgerCheck(ctx context.Context, sel ast.SelectionS
 var ledgerProblemImplementors = []string{"LedgerProblem"}
 
 func (ec *executionContext) _LedgerProblem(ctx context.Context, sel ast.SelectionSet, obj *model.LedgerProblem) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, ledgerProblemImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainLedgerProblem(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, ledgerProblemImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37339,6 +37534,11 @@ func (ec *executionContext) _LedgerProblem(ctx context.Context, sel ast.Selectio
 var ledgerReportImplementors = []string{"LedgerReport"}
 
 func (ec *executionContext) _LedgerReport(ctx context.Context, sel ast.SelectionSet, obj *model.LedgerReport) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, ledgerReportImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainLedgerReport(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, ledgerReportImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37412,6 +37612,11 @@ func (ec *executionContext) _LedgerReport(ctx context.Context, sel ast.Selection
 var metadataEntryImplementors = []string{"MetadataEntry"}
 
 func (ec *executionContext) _MetadataEntry(ctx context.Context, sel ast.SelectionSet, obj *model.MetadataEntry) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, metadataEntryImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainMetadataEntry(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, metadataEntryImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37668,6 +37873,11 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 var pageInfoImplementors = []string{"PageInfo"}
 
 func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet, obj *entgql.PageInfo[string]) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, pageInfoImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainPageInfo(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, pageInfoImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37716,6 +37926,11 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 var paymentImplementors = []string{"Payment", "Node"}
 
 func (ec *executionContext) _Payment(ctx context.Context, sel ast.SelectionSet, obj *ent.Payment) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, paymentImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainPayment(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, paymentImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37885,6 +38100,11 @@ func (ec *executionContext) _Payment(ctx context.Context, sel ast.SelectionSet, 
 var paymentConnectionImplementors = []string{"PaymentConnection"}
 
 func (ec *executionContext) _PaymentConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.PaymentConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, paymentConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainPaymentConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, paymentConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37934,6 +38154,11 @@ func (ec *executionContext) _PaymentConnection(ctx context.Context, sel ast.Sele
 var paymentEdgeImplementors = []string{"PaymentEdge"}
 
 func (ec *executionContext) _PaymentEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.PaymentEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, paymentEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainPaymentEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, paymentEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -37972,6 +38197,11 @@ func (ec *executionContext) _PaymentEdge(ctx context.Context, sel ast.SelectionS
 var postingImplementors = []string{"Posting", "Node"}
 
 func (ec *executionContext) _Posting(ctx context.Context, sel ast.SelectionSet, obj *ent.CreditLedger) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, postingImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainPosting(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, postingImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38058,6 +38288,11 @@ func (ec *executionContext) _Posting(ctx context.Context, sel ast.SelectionSet, 
 var processedEventImplementors = []string{"ProcessedEvent", "Node"}
 
 func (ec *executionContext) _ProcessedEvent(ctx context.Context, sel ast.SelectionSet, obj *ent.ProcessedEvent) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, processedEventImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainProcessedEvent(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, processedEventImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38147,6 +38382,11 @@ func (ec *executionContext) _ProcessedEvent(ctx context.Context, sel ast.Selecti
 var processedEventConnectionImplementors = []string{"ProcessedEventConnection"}
 
 func (ec *executionContext) _ProcessedEventConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.ProcessedEventConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, processedEventConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainProcessedEventConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, processedEventConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38196,6 +38436,11 @@ func (ec *executionContext) _ProcessedEventConnection(ctx context.Context, sel a
 var processedEventEdgeImplementors = []string{"ProcessedEventEdge"}
 
 func (ec *executionContext) _ProcessedEventEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.ProcessedEventEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, processedEventEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainProcessedEventEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, processedEventEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38386,6 +38631,11 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 var redeliverWebhookEventPayloadImplementors = []string{"RedeliverWebhookEventPayload"}
 
 func (ec *executionContext) _RedeliverWebhookEventPayload(ctx context.Context, sel ast.SelectionSet, obj *model.RedeliverWebhookEventPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, redeliverWebhookEventPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainRedeliverWebhookEventPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, redeliverWebhookEventPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38419,6 +38669,11 @@ func (ec *executionContext) _RedeliverWebhookEventPayload(ctx context.Context, s
 var refundPaymentPayloadImplementors = []string{"RefundPaymentPayload"}
 
 func (ec *executionContext) _RefundPaymentPayload(ctx context.Context, sel ast.SelectionSet, obj *model.RefundPaymentPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, refundPaymentPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainRefundPaymentPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, refundPaymentPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38462,6 +38717,11 @@ func (ec *executionContext) _RefundPaymentPayload(ctx context.Context, sel ast.S
 var releaseReservationPayloadImplementors = []string{"ReleaseReservationPayload"}
 
 func (ec *executionContext) _ReleaseReservationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ReleaseReservationPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, releaseReservationPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainReleaseReservationPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, releaseReservationPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38505,6 +38765,11 @@ func (ec *executionContext) _ReleaseReservationPayload(ctx context.Context, sel 
 var replayStripeEventPayloadImplementors = []string{"ReplayStripeEventPayload"}
 
 func (ec *executionContext) _ReplayStripeEventPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ReplayStripeEventPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, replayStripeEventPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainReplayStripeEventPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, replayStripeEventPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38538,6 +38803,11 @@ func (ec *executionContext) _ReplayStripeEventPayload(ctx context.Context, sel a
 var reserveCreditsPayloadImplementors = []string{"ReserveCreditsPayload"}
 
 func (ec *executionContext) _ReserveCreditsPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ReserveCreditsPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, reserveCreditsPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainReserveCreditsPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, reserveCreditsPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38581,6 +38851,11 @@ func (ec *executionContext) _ReserveCreditsPayload(ctx context.Context, sel ast.
 var revokeCreditsPayloadImplementors = []string{"RevokeCreditsPayload"}
 
 func (ec *executionContext) _RevokeCreditsPayload(ctx context.Context, sel ast.SelectionSet, obj *model.RevokeCreditsPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, revokeCreditsPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainRevokeCreditsPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, revokeCreditsPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38634,6 +38909,11 @@ func (ec *executionContext) _RevokeCreditsPayload(ctx context.Context, sel ast.S
 var rotateWebhookEndpointSecretPayloadImplementors = []string{"RotateWebhookEndpointSecretPayload"}
 
 func (ec *executionContext) _RotateWebhookEndpointSecretPayload(ctx context.Context, sel ast.SelectionSet, obj *model.RotateWebhookEndpointSecretPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, rotateWebhookEndpointSecretPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainRotateWebhookEndpointSecretPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, rotateWebhookEndpointSecretPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38672,6 +38952,11 @@ func (ec *executionContext) _RotateWebhookEndpointSecretPayload(ctx context.Cont
 var savedCardImplementors = []string{"SavedCard"}
 
 func (ec *executionContext) _SavedCard(ctx context.Context, sel ast.SelectionSet, obj *model.SavedCard) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, savedCardImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainSavedCard(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, savedCardImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38720,6 +39005,11 @@ func (ec *executionContext) _SavedCard(ctx context.Context, sel ast.SelectionSet
 var setAutoRechargePayloadImplementors = []string{"SetAutoRechargePayload"}
 
 func (ec *executionContext) _SetAutoRechargePayload(ctx context.Context, sel ast.SelectionSet, obj *model.SetAutoRechargePayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, setAutoRechargePayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainSetAutoRechargePayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, setAutoRechargePayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38763,6 +39053,11 @@ func (ec *executionContext) _SetAutoRechargePayload(ctx context.Context, sel ast
 var setLowBalanceThresholdPayloadImplementors = []string{"SetLowBalanceThresholdPayload"}
 
 func (ec *executionContext) _SetLowBalanceThresholdPayload(ctx context.Context, sel ast.SelectionSet, obj *model.SetLowBalanceThresholdPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, setLowBalanceThresholdPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainSetLowBalanceThresholdPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, setLowBalanceThresholdPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38801,6 +39096,11 @@ func (ec *executionContext) _SetLowBalanceThresholdPayload(ctx context.Context, 
 var spendCreditsPayloadImplementors = []string{"SpendCreditsPayload"}
 
 func (ec *executionContext) _SpendCreditsPayload(ctx context.Context, sel ast.SelectionSet, obj *model.SpendCreditsPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, spendCreditsPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainSpendCreditsPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, spendCreditsPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38844,6 +39144,11 @@ func (ec *executionContext) _SpendCreditsPayload(ctx context.Context, sel ast.Se
 var startLedgerCheckPayloadImplementors = []string{"StartLedgerCheckPayload"}
 
 func (ec *executionContext) _StartLedgerCheckPayload(ctx context.Context, sel ast.SelectionSet, obj *model.StartLedgerCheckPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, startLedgerCheckPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainStartLedgerCheckPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, startLedgerCheckPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38902,6 +39207,11 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 var unfreezeUserPayloadImplementors = []string{"UnfreezeUserPayload"}
 
 func (ec *executionContext) _UnfreezeUserPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UnfreezeUserPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, unfreezeUserPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainUnfreezeUserPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, unfreezeUserPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38940,6 +39250,11 @@ func (ec *executionContext) _UnfreezeUserPayload(ctx context.Context, sel ast.Se
 var updateCreditPackagePayloadImplementors = []string{"UpdateCreditPackagePayload"}
 
 func (ec *executionContext) _UpdateCreditPackagePayload(ctx context.Context, sel ast.SelectionSet, obj *model.UpdateCreditPackagePayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, updateCreditPackagePayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainUpdateCreditPackagePayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, updateCreditPackagePayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -38978,6 +39293,11 @@ func (ec *executionContext) _UpdateCreditPackagePayload(ctx context.Context, sel
 var updateCreditPlanPayloadImplementors = []string{"UpdateCreditPlanPayload"}
 
 func (ec *executionContext) _UpdateCreditPlanPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UpdateCreditPlanPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, updateCreditPlanPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainUpdateCreditPlanPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, updateCreditPlanPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39016,6 +39336,11 @@ func (ec *executionContext) _UpdateCreditPlanPayload(ctx context.Context, sel as
 var updateWebhookEndpointPayloadImplementors = []string{"UpdateWebhookEndpointPayload"}
 
 func (ec *executionContext) _UpdateWebhookEndpointPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UpdateWebhookEndpointPayload) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, updateWebhookEndpointPayloadImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainUpdateWebhookEndpointPayload(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, updateWebhookEndpointPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39049,6 +39374,11 @@ func (ec *executionContext) _UpdateWebhookEndpointPayload(ctx context.Context, s
 var userImplementors = []string{"User", "Node"}
 
 func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj *ent.User) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, userImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainUser(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, userImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39183,6 +39513,11 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 var userConnectionImplementors = []string{"UserConnection"}
 
 func (ec *executionContext) _UserConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.UserConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, userConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainUserConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, userConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39232,6 +39567,11 @@ func (ec *executionContext) _UserConnection(ctx context.Context, sel ast.Selecti
 var userEdgeImplementors = []string{"UserEdge"}
 
 func (ec *executionContext) _UserEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.UserEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, userEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainUserEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, userEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39270,6 +39610,11 @@ func (ec *executionContext) _UserEdge(ctx context.Context, sel ast.SelectionSet,
 var webhookDeliveryImplementors = []string{"WebhookDelivery", "Node"}
 
 func (ec *executionContext) _WebhookDelivery(ctx context.Context, sel ast.SelectionSet, obj *ent.WebhookDelivery) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, webhookDeliveryImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainWebhookDelivery(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, webhookDeliveryImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39365,6 +39710,11 @@ func (ec *executionContext) _WebhookDelivery(ctx context.Context, sel ast.Select
 var webhookDeliveryConnectionImplementors = []string{"WebhookDeliveryConnection"}
 
 func (ec *executionContext) _WebhookDeliveryConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.WebhookDeliveryConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, webhookDeliveryConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainWebhookDeliveryConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, webhookDeliveryConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39414,6 +39764,11 @@ func (ec *executionContext) _WebhookDeliveryConnection(ctx context.Context, sel 
 var webhookDeliveryEdgeImplementors = []string{"WebhookDeliveryEdge"}
 
 func (ec *executionContext) _WebhookDeliveryEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.WebhookDeliveryEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, webhookDeliveryEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainWebhookDeliveryEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, webhookDeliveryEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39452,6 +39807,11 @@ func (ec *executionContext) _WebhookDeliveryEdge(ctx context.Context, sel ast.Se
 var webhookEndpointImplementors = []string{"WebhookEndpoint", "Node"}
 
 func (ec *executionContext) _WebhookEndpoint(ctx context.Context, sel ast.SelectionSet, obj *ent.WebhookEndpoint) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, webhookEndpointImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainWebhookEndpoint(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, webhookEndpointImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39525,6 +39885,11 @@ func (ec *executionContext) _WebhookEndpoint(ctx context.Context, sel ast.Select
 var webhookEndpointConnectionImplementors = []string{"WebhookEndpointConnection"}
 
 func (ec *executionContext) _WebhookEndpointConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.WebhookEndpointConnection) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, webhookEndpointConnectionImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainWebhookEndpointConnection(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, webhookEndpointConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39574,6 +39939,11 @@ func (ec *executionContext) _WebhookEndpointConnection(ctx context.Context, sel 
 var webhookEndpointEdgeImplementors = []string{"WebhookEndpointEdge"}
 
 func (ec *executionContext) _WebhookEndpointEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.WebhookEndpointEdge) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, webhookEndpointEdgeImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainWebhookEndpointEdge(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, webhookEndpointEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -39612,6 +39982,11 @@ func (ec *executionContext) _WebhookEndpointEdge(ctx context.Context, sel ast.Se
 var webhookEventImplementors = []string{"WebhookEvent", "Node"}
 
 func (ec *executionContext) _WebhookEvent(ctx context.Context, sel ast.SelectionSet, obj *ent.WebhookEvent) graphql.Marshaler {
+	if m := writePlain(ctx, ec.OperationContext, sel, webhookEventImplementors, func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool {
+		return ec.plainWebhookEvent(ctx, w, fields, obj)
+	}); m != nil {
+		return m
+	}
 	fields := graphql.CollectFields(ec.OperationContext, sel, webhookEventImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -43293,3 +43668,2488 @@ func (ec *executionContext) marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgen�
 }
 
 // endregion ***************************** type.gotpl *****************************
+
+func (ec *executionContext) plainAdminAction(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.AdminAction) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"AdminAction\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "adminId":
+			graphql.MarshalString(obj.AdminID).MarshalGQL(w)
+		case "action":
+			graphql.MarshalString(obj.Action).MarshalGQL(w)
+		case "targetId":
+			graphql.MarshalString(obj.TargetID).MarshalGQL(w)
+		case "targetUserId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.TargetUserID), false) {
+				return false
+			}
+		case "amount":
+			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.Amount), false) {
+				return false
+			}
+		case "reason":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Reason), false) {
+				return false
+			}
+		case "balanceBefore":
+			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.BalanceBefore), false) {
+				return false
+			}
+		case "balanceAfter":
+			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.BalanceAfter), false) {
+				return false
+			}
+		case "requestId":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.RequestID), false) {
+				return false
+			}
+		case "transactionId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.TransactionID), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainAdminActionConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.AdminActionConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"AdminActionConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, adminActionEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainAdminActionEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainAdminActionEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.AdminActionEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"AdminActionEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainAutoRecharge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.AutoRecharge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"AutoRecharge\"")
+		case "enabled":
+			w.bool(obj.Enabled)
+		case "thresholdCredits":
+			w.int(int64(obj.ThresholdCredits))
+		case "monthlyLimitAmount":
+			w.int(int64(obj.MonthlyLimitAmount))
+		case "status":
+			obj.Status.MarshalGQL(w)
+		case "lastError":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.LastError), false) {
+				return false
+			}
+		case "lastRechargeAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.LastRechargeAt), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainBackgroundJob(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *jobs.Job) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"BackgroundJob\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "kind":
+			graphql.MarshalString(obj.Kind).MarshalGQL(w)
+		case "queue":
+			graphql.MarshalString(obj.Queue).MarshalGQL(w)
+		case "state":
+			graphql.MarshalString(obj.State).MarshalGQL(w)
+		case "attempt":
+			w.int(int64(obj.Attempt))
+		case "maxAttempts":
+			w.int(int64(obj.MaxAttempts))
+		case "args":
+			graphql.MarshalString(obj.Args).MarshalGQL(w)
+		case "scheduledAt":
+			if !w.time(obj.ScheduledAt) {
+				return false
+			}
+		case "attemptedAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.AttemptedAt), false) {
+				return false
+			}
+		case "finalizedAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.FinalizedAt), false) {
+				return false
+			}
+		case "lastError":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.LastError), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCancelSubscriptionPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.CancelSubscriptionPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CancelSubscriptionPayload\"")
+		case "subscription":
+			if obj.Subscription == nil {
+				return false
+			} else if !ec.plainCreditSubscription(ctx, w, w.collect(ec.OperationContext, field.Selections, creditSubscriptionImplementors), obj.Subscription) {
+				return false
+			}
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCaptureReservationPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.CaptureReservationPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CaptureReservationPayload\"")
+		case "transaction":
+			if obj.Transaction == nil {
+				return false
+			} else if !ec.plainCreditTransaction(ctx, w, w.collect(ec.OperationContext, field.Selections, creditTransactionImplementors), obj.Transaction) {
+				return false
+			}
+		case "reservation":
+			if obj.Reservation == nil {
+				return false
+			} else if !ec.plainCreditReservation(ctx, w, w.collect(ec.OperationContext, field.Selections, creditReservationImplementors), obj.Reservation) {
+				return false
+			}
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreateCardSetupSessionPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.CreateCardSetupSessionPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreateCardSetupSessionPayload\"")
+		case "url":
+			graphql.MarshalString(obj.URL).MarshalGQL(w)
+		case "sessionId":
+			graphql.MarshalString(obj.SessionID).MarshalGQL(w)
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreateCheckoutSessionPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.CreateCheckoutSessionPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreateCheckoutSessionPayload\"")
+		case "checkoutUrl":
+			graphql.MarshalString(obj.CheckoutURL).MarshalGQL(w)
+		case "sessionId":
+			graphql.MarshalString(obj.SessionID).MarshalGQL(w)
+		case "payment":
+			if obj.Payment == nil {
+				return false
+			} else if !ec.plainPayment(ctx, w, w.collect(ec.OperationContext, field.Selections, paymentImplementors), obj.Payment) {
+				return false
+			}
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreateCreditPackagePayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.CreateCreditPackagePayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreateCreditPackagePayload\"")
+		case "creditPackage":
+			if obj.CreditPackage == nil {
+				return false
+			} else if !ec.plainCreditPackage(ctx, w, w.collect(ec.OperationContext, field.Selections, creditPackageImplementors), obj.CreditPackage) {
+				return false
+			}
+		case "adminAction":
+			if obj.AdminAction == nil {
+				return false
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.AdminAction) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreateCreditPlanPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.CreateCreditPlanPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreateCreditPlanPayload\"")
+		case "creditPlan":
+			if obj.CreditPlan == nil {
+				return false
+			} else if !ec.plainCreditPlan(ctx, w, w.collect(ec.OperationContext, field.Selections, creditPlanImplementors), obj.CreditPlan) {
+				return false
+			}
+		case "adminAction":
+			if obj.AdminAction == nil {
+				return false
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.AdminAction) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreateSubscriptionCheckoutPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.CreateSubscriptionCheckoutPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreateSubscriptionCheckoutPayload\"")
+		case "checkoutUrl":
+			graphql.MarshalString(obj.CheckoutURL).MarshalGQL(w)
+		case "sessionId":
+			graphql.MarshalString(obj.SessionID).MarshalGQL(w)
+		case "subscription":
+			if obj.Subscription == nil {
+				return false
+			} else if !ec.plainCreditSubscription(ctx, w, w.collect(ec.OperationContext, field.Selections, creditSubscriptionImplementors), obj.Subscription) {
+				return false
+			}
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreateWebhookEndpointPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.CreateWebhookEndpointPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreateWebhookEndpointPayload\"")
+		case "endpoint":
+			if obj.Endpoint == nil {
+				return false
+			} else if !ec.plainWebhookEndpoint(ctx, w, w.collect(ec.OperationContext, field.Selections, webhookEndpointImplementors), obj.Endpoint) {
+				return false
+			}
+		case "secret":
+			graphql.MarshalString(obj.Secret).MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditBalanceChange(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.CreditBalanceChange) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditBalanceChange\"")
+		case "balance":
+			w.int(int64(obj.Balance))
+		case "transactionId":
+			graphql.MarshalString(obj.TransactionID).MarshalGQL(w)
+		case "at":
+			if !w.time(obj.At) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditLot(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditLot) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditLot\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "updatedAt":
+			if !w.time(obj.UpdatedAt) {
+				return false
+			}
+		case "userId":
+			graphql.MarshalString(obj.UserID).MarshalGQL(w)
+		case "source":
+			obj.Source.MarshalGQL(w)
+		case "original":
+			w.int(int64(obj.Original))
+		case "remaining":
+			w.int(int64(obj.Remaining))
+		case "held":
+			w.int(int64(obj.Held))
+		case "expiresAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.ExpiresAt), false) {
+				return false
+			}
+		case "priority":
+			w.int(int64(obj.Priority))
+		case "paymentId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PaymentID), false) {
+				return false
+			}
+		case "transactionId":
+			graphql.MarshalString(obj.TransactionID).MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditLotConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditLotConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditLotConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, creditLotEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainCreditLotEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditLotEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditLotEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditLotEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainCreditLot(ctx, w, w.collect(ec.OperationContext, field.Selections, creditLotImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditPackage(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditPackage) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditPackage\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "updatedAt":
+			if !w.time(obj.UpdatedAt) {
+				return false
+			}
+		case "name":
+			graphql.MarshalString(obj.Name).MarshalGQL(w)
+		case "description":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Description), false) {
+				return false
+			}
+		case "credits":
+			w.int(int64(obj.Credits))
+		case "priceAmount":
+			w.int(int64(obj.PriceAmount))
+		case "currency":
+			graphql.MarshalString(obj.Currency).MarshalGQL(w)
+		case "stripePriceId":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.StripePriceID), false) {
+				return false
+			}
+		case "active":
+			w.bool(obj.Active)
+		case "sortOrder":
+			w.int(int64(obj.SortOrder))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditPackageConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditPackageConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditPackageConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, creditPackageEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainCreditPackageEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditPackageEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditPackageEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditPackageEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainCreditPackage(ctx, w, w.collect(ec.OperationContext, field.Selections, creditPackageImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditPlan(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditPlan) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditPlan\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "updatedAt":
+			if !w.time(obj.UpdatedAt) {
+				return false
+			}
+		case "name":
+			graphql.MarshalString(obj.Name).MarshalGQL(w)
+		case "description":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Description), false) {
+				return false
+			}
+		case "creditsPerPeriod":
+			w.int(int64(obj.CreditsPerPeriod))
+		case "interval":
+			obj.Interval.MarshalGQL(w)
+		case "priceAmount":
+			w.int(int64(obj.PriceAmount))
+		case "currency":
+			graphql.MarshalString(obj.Currency).MarshalGQL(w)
+		case "stripePriceId":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.StripePriceID), false) {
+				return false
+			}
+		case "rollover":
+			obj.Rollover.MarshalGQL(w)
+		case "rolloverCap":
+			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.RolloverCap), false) {
+				return false
+			}
+		case "active":
+			w.bool(obj.Active)
+		case "sortOrder":
+			w.int(int64(obj.SortOrder))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditPlanConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditPlanConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditPlanConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, creditPlanEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainCreditPlanEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditPlanEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditPlanEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditPlanEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainCreditPlan(ctx, w, w.collect(ec.OperationContext, field.Selections, creditPlanImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditReservation(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditReservation) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditReservation\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "updatedAt":
+			if !w.time(obj.UpdatedAt) {
+				return false
+			}
+		case "userId":
+			graphql.MarshalString(obj.UserID).MarshalGQL(w)
+		case "amount":
+			w.int(int64(obj.Amount))
+		case "capturedAmount":
+			w.int(int64(obj.CapturedAmount))
+		case "status":
+			obj.Status.MarshalGQL(w)
+		case "expiresAt":
+			if !w.time(obj.ExpiresAt) {
+				return false
+			}
+		case "reason":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Reason), false) {
+				return false
+			}
+		case "closedAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.ClosedAt), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditReservationConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditReservationConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditReservationConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, creditReservationEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainCreditReservationEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditReservationEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditReservationEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditReservationEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainCreditReservation(ctx, w, w.collect(ec.OperationContext, field.Selections, creditReservationImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditStatement(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ledger.Statement) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditStatement\"")
+		case "from":
+			if !w.time(obj.From) {
+				return false
+			}
+		case "to":
+			if !w.time(obj.To) {
+				return false
+			}
+		case "openingBalance":
+			w.int(int64(obj.OpeningBalance))
+		case "closingBalance":
+			w.int(int64(obj.ClosingBalance))
+		case "totals":
+			if obj.Totals == nil {
+				w.WriteString("[]")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, creditStatementTotalImplementors)
+			w.WriteByte('[')
+			for j := range obj.Totals {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if !ec.plainCreditStatementTotal(ctx, w, children, &obj.Totals[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditStatementTotal(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ledger.KindTotal) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditStatementTotal\"")
+		case "kind":
+			obj.Kind.MarshalGQL(w)
+		case "transactions":
+			w.int(int64(obj.Transactions))
+		case "amount":
+			w.int(int64(obj.Amount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditSubscription(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditSubscription) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditSubscription\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "updatedAt":
+			if !w.time(obj.UpdatedAt) {
+				return false
+			}
+		case "userId":
+			graphql.MarshalString(obj.UserID).MarshalGQL(w)
+		case "planId":
+			graphql.MarshalString(obj.PlanID).MarshalGQL(w)
+		case "status":
+			obj.Status.MarshalGQL(w)
+		case "currentPeriodStart":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.CurrentPeriodStart), false) {
+				return false
+			}
+		case "currentPeriodEnd":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.CurrentPeriodEnd), false) {
+				return false
+			}
+		case "cancelAtPeriodEnd":
+			w.bool(obj.CancelAtPeriodEnd)
+		case "canceledAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.CanceledAt), false) {
+				return false
+			}
+		case "stripeSubscriptionId":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeSubscriptionID), false) {
+				return false
+			}
+		case "stripeCheckoutSessionId":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeCheckoutSessionID), false) {
+				return false
+			}
+		case "livemode":
+			w.bool(obj.Livemode)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditSubscriptionConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditSubscriptionConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditSubscriptionConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, creditSubscriptionEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainCreditSubscriptionEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditSubscriptionEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditSubscriptionEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditSubscriptionEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainCreditSubscription(ctx, w, w.collect(ec.OperationContext, field.Selections, creditSubscriptionImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditTransaction(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditTransaction) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditTransaction\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "userId":
+			graphql.MarshalString(obj.UserID).MarshalGQL(w)
+		case "kind":
+			obj.Kind.MarshalGQL(w)
+		case "amount":
+			w.int(int64(obj.Amount))
+		case "reason":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Reason), false) {
+				return false
+			}
+		case "actor":
+			graphql.MarshalString(obj.Actor).MarshalGQL(w)
+		case "idempotencyKey":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.IdempotencyKey), false) {
+				return false
+			}
+		case "paymentId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PaymentID), false) {
+				return false
+			}
+		case "reservationId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.ReservationID), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditTransactionConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditTransactionConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditTransactionConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, creditTransactionEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainCreditTransactionEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainCreditTransactionEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditTransactionEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"CreditTransactionEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainCreditTransaction(ctx, w, w.collect(ec.OperationContext, field.Selections, creditTransactionImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainDeleteWebhookEndpointPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.DeleteWebhookEndpointPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"DeleteWebhookEndpointPayload\"")
+		case "deletedId":
+			graphql.MarshalString(obj.DeletedID).MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainFreezeUserPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.FreezeUserPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"FreezeUserPayload\"")
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "adminAction":
+			if obj.AdminAction == nil {
+				return false
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.AdminAction) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainGrantCreditsPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.GrantCreditsPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"GrantCreditsPayload\"")
+		case "transaction":
+			if obj.Transaction == nil {
+				return false
+			} else if !ec.plainCreditTransaction(ctx, w, w.collect(ec.OperationContext, field.Selections, creditTransactionImplementors), obj.Transaction) {
+				return false
+			}
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "adminAction":
+			if obj.AdminAction == nil {
+				return false
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.AdminAction) {
+				return false
+			}
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainLedgerCheck(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.LedgerCheck) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"LedgerCheck\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "kind":
+			obj.Kind.MarshalGQL(w)
+		case "status":
+			obj.Status.MarshalGQL(w)
+		case "requestedAt":
+			if !w.time(obj.RequestedAt) {
+				return false
+			}
+		case "startedAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.StartedAt), false) {
+				return false
+			}
+		case "finishedAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.FinishedAt), false) {
+				return false
+			}
+		case "ageSeconds":
+			w.int(int64(obj.AgeSeconds))
+		case "phase":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Phase), false) {
+				return false
+			}
+		case "users":
+			w.int(int64(obj.Users))
+		case "transactions":
+			w.int(int64(obj.Transactions))
+		case "payments":
+			w.int(int64(obj.Payments))
+		case "postings":
+			w.int(int64(obj.Postings))
+		case "lots":
+			w.int(int64(obj.Lots))
+		case "problemCount":
+			w.int(int64(obj.ProblemCount))
+		case "problems":
+			if obj.Problems == nil {
+				w.WriteString("[]")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, ledgerProblemImplementors)
+			w.WriteByte('[')
+			for j := range obj.Problems {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Problems[j] == nil {
+					return false
+				} else if !ec.plainLedgerProblem(ctx, w, children, obj.Problems[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "error":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Error), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainLedgerProblem(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.LedgerProblem) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"LedgerProblem\"")
+		case "invariant":
+			graphql.MarshalString(obj.Invariant).MarshalGQL(w)
+		case "subject":
+			graphql.MarshalString(obj.Subject).MarshalGQL(w)
+		case "detail":
+			graphql.MarshalString(obj.Detail).MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainLedgerReport(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.LedgerReport) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"LedgerReport\"")
+		case "ok":
+			w.bool(obj.Ok)
+		case "users":
+			w.int(int64(obj.Users))
+		case "transactions":
+			w.int(int64(obj.Transactions))
+		case "postings":
+			w.int(int64(obj.Postings))
+		case "lots":
+			w.int(int64(obj.Lots))
+		case "problems":
+			if obj.Problems == nil {
+				w.WriteString("[]")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, ledgerProblemImplementors)
+			w.WriteByte('[')
+			for j := range obj.Problems {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Problems[j] == nil {
+					return false
+				} else if !ec.plainLedgerProblem(ctx, w, children, obj.Problems[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "fullCheck":
+			if obj.FullCheck == nil {
+				w.WriteString("null")
+			} else if !ec.plainLedgerCheck(ctx, w, w.collect(ec.OperationContext, field.Selections, ledgerCheckImplementors), obj.FullCheck) {
+				return false
+			}
+		case "lastFinishedFullCheck":
+			if obj.LastFinishedFullCheck == nil {
+				w.WriteString("null")
+			} else if !ec.plainLedgerCheck(ctx, w, w.collect(ec.OperationContext, field.Selections, ledgerCheckImplementors), obj.LastFinishedFullCheck) {
+				return false
+			}
+		case "incrementalCheck":
+			if obj.IncrementalCheck == nil {
+				w.WriteString("null")
+			} else if !ec.plainLedgerCheck(ctx, w, w.collect(ec.OperationContext, field.Selections, ledgerCheckImplementors), obj.IncrementalCheck) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainMetadataEntry(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.MetadataEntry) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"MetadataEntry\"")
+		case "key":
+			graphql.MarshalString(obj.Key).MarshalGQL(w)
+		case "value":
+			graphql.MarshalString(obj.Value).MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainPageInfo(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *entgql.PageInfo[string]) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"PageInfo\"")
+		case "hasNextPage":
+			w.bool(obj.HasNextPage)
+		case "hasPreviousPage":
+			w.bool(obj.HasPreviousPage)
+		case "startCursor":
+			if !w.value(ec.marshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.StartCursor), false) {
+				return false
+			}
+		case "endCursor":
+			if !w.value(ec.marshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.EndCursor), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainPayment(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.Payment) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"Payment\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "updatedAt":
+			if !w.time(obj.UpdatedAt) {
+				return false
+			}
+		case "userId":
+			graphql.MarshalString(obj.UserID).MarshalGQL(w)
+		case "kind":
+			obj.Kind.MarshalGQL(w)
+		case "packageId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PackageID), false) {
+				return false
+			}
+		case "planId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PlanID), false) {
+				return false
+			}
+		case "subscriptionId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.SubscriptionID), false) {
+				return false
+			}
+		case "stripeInvoiceId":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeInvoiceID), false) {
+				return false
+			}
+		case "periodStart":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.PeriodStart), false) {
+				return false
+			}
+		case "periodEnd":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.PeriodEnd), false) {
+				return false
+			}
+		case "amount":
+			w.int(int64(obj.Amount))
+		case "currency":
+			graphql.MarshalString(obj.Currency).MarshalGQL(w)
+		case "credits":
+			w.int(int64(obj.Credits))
+		case "status":
+			obj.Status.MarshalGQL(w)
+		case "amountRefunded":
+			w.int(int64(obj.AmountRefunded))
+		case "stripeCheckoutSessionId":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeCheckoutSessionID), false) {
+				return false
+			}
+		case "stripePaymentIntentId":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripePaymentIntentID), false) {
+				return false
+			}
+		case "stripeChargeId":
+			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeChargeID), false) {
+				return false
+			}
+		case "livemode":
+			w.bool(obj.Livemode)
+		case "paidAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.PaidAt), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainPaymentConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.PaymentConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"PaymentConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, paymentEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainPaymentEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainPaymentEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.PaymentEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"PaymentEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainPayment(ctx, w, w.collect(ec.OperationContext, field.Selections, paymentImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainPosting(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.CreditLedger) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"Posting\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "transactionId":
+			graphql.MarshalString(obj.TransactionID).MarshalGQL(w)
+		case "account":
+			graphql.MarshalString(obj.Account).MarshalGQL(w)
+		case "userId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.UserID), false) {
+				return false
+			}
+		case "lotId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.LotID), false) {
+				return false
+			}
+		case "amount":
+			w.int(int64(obj.Amount))
+		case "balanceAfter":
+			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.BalanceAfter), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainProcessedEvent(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.ProcessedEvent) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"ProcessedEvent\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "stripeEventId":
+			graphql.MarshalString(obj.StripeEventID).MarshalGQL(w)
+		case "type":
+			graphql.MarshalString(obj.Type).MarshalGQL(w)
+		case "livemode":
+			w.bool(obj.Livemode)
+		case "apiVersion":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.APIVersion), false) {
+				return false
+			}
+		case "outcome":
+			obj.Outcome.MarshalGQL(w)
+		case "error":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Error), false) {
+				return false
+			}
+		case "paymentId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PaymentID), false) {
+				return false
+			}
+		case "attempts":
+			w.int(int64(obj.Attempts))
+		case "receivedAt":
+			if !w.time(obj.ReceivedAt) {
+				return false
+			}
+		case "processedAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.ProcessedAt), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainProcessedEventConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.ProcessedEventConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"ProcessedEventConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, processedEventEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainProcessedEventEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainProcessedEventEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.ProcessedEventEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"ProcessedEventEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainProcessedEvent(ctx, w, w.collect(ec.OperationContext, field.Selections, processedEventImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainRedeliverWebhookEventPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.RedeliverWebhookEventPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"RedeliverWebhookEventPayload\"")
+		case "delivery":
+			if obj.Delivery == nil {
+				return false
+			} else if !ec.plainWebhookDelivery(ctx, w, w.collect(ec.OperationContext, field.Selections, webhookDeliveryImplementors), obj.Delivery) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainRefundPaymentPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.RefundPaymentPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"RefundPaymentPayload\"")
+		case "payment":
+			if obj.Payment == nil {
+				return false
+			} else if !ec.plainPayment(ctx, w, w.collect(ec.OperationContext, field.Selections, paymentImplementors), obj.Payment) {
+				return false
+			}
+		case "refundId":
+			graphql.MarshalString(obj.RefundID).MarshalGQL(w)
+		case "adminAction":
+			if obj.AdminAction == nil {
+				return false
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.AdminAction) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainReleaseReservationPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.ReleaseReservationPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"ReleaseReservationPayload\"")
+		case "reservation":
+			if obj.Reservation == nil {
+				return false
+			} else if !ec.plainCreditReservation(ctx, w, w.collect(ec.OperationContext, field.Selections, creditReservationImplementors), obj.Reservation) {
+				return false
+			}
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainReplayStripeEventPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.ReplayStripeEventPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"ReplayStripeEventPayload\"")
+		case "outcome":
+			graphql.MarshalString(obj.Outcome).MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainReserveCreditsPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.ReserveCreditsPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"ReserveCreditsPayload\"")
+		case "reservation":
+			if obj.Reservation == nil {
+				return false
+			} else if !ec.plainCreditReservation(ctx, w, w.collect(ec.OperationContext, field.Selections, creditReservationImplementors), obj.Reservation) {
+				return false
+			}
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainRevokeCreditsPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.RevokeCreditsPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"RevokeCreditsPayload\"")
+		case "transaction":
+			if obj.Transaction == nil {
+				return false
+			} else if !ec.plainCreditTransaction(ctx, w, w.collect(ec.OperationContext, field.Selections, creditTransactionImplementors), obj.Transaction) {
+				return false
+			}
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "adminAction":
+			if obj.AdminAction == nil {
+				return false
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.AdminAction) {
+				return false
+			}
+		case "revokedAmount":
+			w.int(int64(obj.RevokedAmount))
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainRotateWebhookEndpointSecretPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.RotateWebhookEndpointSecretPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"RotateWebhookEndpointSecretPayload\"")
+		case "endpoint":
+			if obj.Endpoint == nil {
+				return false
+			} else if !ec.plainWebhookEndpoint(ctx, w, w.collect(ec.OperationContext, field.Selections, webhookEndpointImplementors), obj.Endpoint) {
+				return false
+			}
+		case "secret":
+			graphql.MarshalString(obj.Secret).MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainSavedCard(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.SavedCard) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"SavedCard\"")
+		case "brand":
+			graphql.MarshalString(obj.Brand).MarshalGQL(w)
+		case "last4":
+			graphql.MarshalString(obj.Last4).MarshalGQL(w)
+		case "expMonth":
+			w.int(int64(obj.ExpMonth))
+		case "expYear":
+			w.int(int64(obj.ExpYear))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainSetAutoRechargePayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.SetAutoRechargePayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"SetAutoRechargePayload\"")
+		case "autoRecharge":
+			if obj.AutoRecharge == nil {
+				return false
+			} else if !ec.plainAutoRecharge(ctx, w, w.collect(ec.OperationContext, field.Selections, autoRechargeImplementors), obj.AutoRecharge) {
+				return false
+			}
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainSetLowBalanceThresholdPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.SetLowBalanceThresholdPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"SetLowBalanceThresholdPayload\"")
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "effectiveThreshold":
+			w.int(int64(obj.EffectiveThreshold))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainSpendCreditsPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.SpendCreditsPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"SpendCreditsPayload\"")
+		case "transaction":
+			if obj.Transaction == nil {
+				return false
+			} else if !ec.plainCreditTransaction(ctx, w, w.collect(ec.OperationContext, field.Selections, creditTransactionImplementors), obj.Transaction) {
+				return false
+			}
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "replayed":
+			w.bool(obj.Replayed)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainStartLedgerCheckPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.StartLedgerCheckPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"StartLedgerCheckPayload\"")
+		case "check":
+			if obj.Check == nil {
+				return false
+			} else if !ec.plainLedgerCheck(ctx, w, w.collect(ec.OperationContext, field.Selections, ledgerCheckImplementors), obj.Check) {
+				return false
+			}
+		case "started":
+			w.bool(obj.Started)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainUnfreezeUserPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.UnfreezeUserPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"UnfreezeUserPayload\"")
+		case "user":
+			if obj.User == nil {
+				return false
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.User) {
+				return false
+			}
+		case "adminAction":
+			if obj.AdminAction == nil {
+				return false
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.AdminAction) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainUpdateCreditPackagePayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.UpdateCreditPackagePayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"UpdateCreditPackagePayload\"")
+		case "creditPackage":
+			if obj.CreditPackage == nil {
+				return false
+			} else if !ec.plainCreditPackage(ctx, w, w.collect(ec.OperationContext, field.Selections, creditPackageImplementors), obj.CreditPackage) {
+				return false
+			}
+		case "adminAction":
+			if obj.AdminAction == nil {
+				return false
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.AdminAction) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainUpdateCreditPlanPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.UpdateCreditPlanPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"UpdateCreditPlanPayload\"")
+		case "creditPlan":
+			if obj.CreditPlan == nil {
+				return false
+			} else if !ec.plainCreditPlan(ctx, w, w.collect(ec.OperationContext, field.Selections, creditPlanImplementors), obj.CreditPlan) {
+				return false
+			}
+		case "adminAction":
+			if obj.AdminAction == nil {
+				return false
+			} else if !ec.plainAdminAction(ctx, w, w.collect(ec.OperationContext, field.Selections, adminActionImplementors), obj.AdminAction) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainUpdateWebhookEndpointPayload(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *model.UpdateWebhookEndpointPayload) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"UpdateWebhookEndpointPayload\"")
+		case "endpoint":
+			if obj.Endpoint == nil {
+				return false
+			} else if !ec.plainWebhookEndpoint(ctx, w, w.collect(ec.OperationContext, field.Selections, webhookEndpointImplementors), obj.Endpoint) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainUser(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.User) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"User\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "updatedAt":
+			if !w.time(obj.UpdatedAt) {
+				return false
+			}
+		case "externalId":
+			graphql.MarshalString(obj.ExternalID).MarshalGQL(w)
+		case "email":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Email), false) {
+				return false
+			}
+		case "creditsBalance":
+			w.int(int64(obj.CreditsBalance))
+		case "lowBalanceThreshold":
+			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.LowBalanceThreshold), false) {
+				return false
+			}
+		case "status":
+			obj.Status.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainUserConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.UserConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"UserConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, userEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainUserEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainUserEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.UserEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"UserEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainUser(ctx, w, w.collect(ec.OperationContext, field.Selections, userImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainWebhookDelivery(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.WebhookDelivery) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"WebhookDelivery\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "updatedAt":
+			if !w.time(obj.UpdatedAt) {
+				return false
+			}
+		case "eventId":
+			graphql.MarshalString(obj.EventID).MarshalGQL(w)
+		case "endpointId":
+			graphql.MarshalString(obj.EndpointID).MarshalGQL(w)
+		case "status":
+			obj.Status.MarshalGQL(w)
+		case "attempts":
+			w.int(int64(obj.Attempts))
+		case "lastError":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.LastError), false) {
+				return false
+			}
+		case "lastResponseStatus":
+			if !w.value(ec.marshalOInt2ᚖint(ctx, field.Selections, obj.LastResponseStatus), false) {
+				return false
+			}
+		case "nextAttemptAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.NextAttemptAt), false) {
+				return false
+			}
+		case "deliveredAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.DeliveredAt), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainWebhookDeliveryConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.WebhookDeliveryConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"WebhookDeliveryConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, webhookDeliveryEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainWebhookDeliveryEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainWebhookDeliveryEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.WebhookDeliveryEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"WebhookDeliveryEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainWebhookDelivery(ctx, w, w.collect(ec.OperationContext, field.Selections, webhookDeliveryImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainWebhookEndpoint(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.WebhookEndpoint) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"WebhookEndpoint\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "updatedAt":
+			if !w.time(obj.UpdatedAt) {
+				return false
+			}
+		case "url":
+			graphql.MarshalString(obj.URL).MarshalGQL(w)
+		case "description":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Description), false) {
+				return false
+			}
+		case "eventTypes":
+			if !w.value(ec.marshalOString2ᚕstringᚄ(ctx, field.Selections, obj.EventTypes), false) {
+				return false
+			}
+		case "enabled":
+			w.bool(obj.Enabled)
+		case "disabledReason":
+			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.DisabledReason), false) {
+				return false
+			}
+		case "previousSecretExpiresAt":
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.PreviousSecretExpiresAt), false) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainWebhookEndpointConnection(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.WebhookEndpointConnection) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"WebhookEndpointConnection\"")
+		case "edges":
+			if obj.Edges == nil {
+				w.WriteString("null")
+				break
+			}
+			children := w.collect(ec.OperationContext, field.Selections, webhookEndpointEdgeImplementors)
+			w.WriteByte('[')
+			for j := range obj.Edges {
+				if j > 0 {
+					w.WriteByte(',')
+				}
+				if obj.Edges[j] == nil {
+					w.WriteString("null")
+				} else if !ec.plainWebhookEndpointEdge(ctx, w, children, obj.Edges[j]) {
+					return false
+				}
+			}
+			w.WriteByte(']')
+		case "pageInfo":
+			if !ec.plainPageInfo(ctx, w, w.collect(ec.OperationContext, field.Selections, pageInfoImplementors), &obj.PageInfo) {
+				return false
+			}
+		case "totalCount":
+			w.int(int64(obj.TotalCount))
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainWebhookEndpointEdge(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.WebhookEndpointEdge) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"WebhookEndpointEdge\"")
+		case "node":
+			if obj.Node == nil {
+				w.WriteString("null")
+			} else if !ec.plainWebhookEndpoint(ctx, w, w.collect(ec.OperationContext, field.Selections, webhookEndpointImplementors), obj.Node) {
+				return false
+			}
+		case "cursor":
+			obj.Cursor.MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}
+
+func (ec *executionContext) plainWebhookEvent(ctx context.Context, w *plainWriter, fields []graphql.CollectedField, obj *ent.WebhookEvent) bool {
+	w.WriteByte('{')
+	for i, field := range fields {
+		w.key(i, field.Alias)
+		switch field.Name {
+		case "__typename":
+			w.WriteString("\"WebhookEvent\"")
+		case "id":
+			graphql.MarshalString(obj.ID).MarshalGQL(w)
+		case "createdAt":
+			if !w.time(obj.CreatedAt) {
+				return false
+			}
+		case "type":
+			graphql.MarshalString(obj.Type).MarshalGQL(w)
+		case "userId":
+			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.UserID), false) {
+				return false
+			}
+		case "payload":
+			graphql.MarshalString(obj.Payload).MarshalGQL(w)
+		default:
+			return false
+		}
+	}
+	w.WriteByte('}')
+	return true
+}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/riverqueue/river"
@@ -55,6 +56,8 @@ type Server struct {
 	policy   outbound.Policy // the webhook endpoint URLs allowed
 	ready    *readiness
 	tracing  trace.TracerProvider
+	// graphQLExtensions are added after the tracing's.
+	graphQLExtensions []graphql.HandlerExtension
 	handler  http.Handler
 }
 
@@ -64,6 +67,7 @@ type Option func(*options)
 type options struct {
 	readiness ReadinessOptions
 	tracing   trace.TracerProvider
+	graphQL   []graphql.HandlerExtension
 	jobPoll   time.Duration
 	retries   []time.Duration
 }
@@ -85,6 +89,12 @@ func WithReadiness(o ReadinessOptions) Option { return func(opts *options) { opt
 // nil, the server adds no tracing at all.
 func WithTracing(tp trace.TracerProvider) Option { return func(opts *options) { opts.tracing = tp } }
 
+// WithGraphQLExtensions adds extensions to the GraphQL handler, after the
+// server's own (see graph.Options.Extensions).
+func WithGraphQLExtensions(exts ...graphql.HandlerExtension) Option {
+	return func(opts *options) { opts.graphQL = append(opts.graphQL, exts...) }
+}
+
 // New builds the server's services and routes over db, and starts its
 // readiness probe. Close releases what it started (the probe and the event
 // broker's connections).
@@ -101,7 +111,7 @@ func New(ctx context.Context, cfg config.Config, db *database.DB, logger *slog.L
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, db: db, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker, tracing: o.tracing}
+	s := &Server{cfg: cfg, db: db, logger: logger, metrics: newMetrics(), verifier: verifier, events: broker, tracing: o.tracing, graphQLExtensions: o.graphQL}
 	publishing := ledger.WithNotifier(s.publish)
 	if tb, ok := broker.(events.Transactional); ok {
 		publishing = ledger.WithNotifications(func(changes []ledger.BalanceChange) (string, []string, error) {
@@ -236,7 +246,7 @@ func (s *Server) routes(ctx context.Context) (http.Handler, error) {
 		AllowedOrigins:    s.cfg.CORSOrigins,
 		AdminQueryTimeout: s.cfg.AdminQueryTimeout,
 		Logger:            s.logger,
-		Extensions:        s.graphQLTracing(),
+		Extensions:        append(s.graphQLTracing(), s.graphQLExtensions...),
 	})
 	api := chi.Chain()
 	if len(s.cfg.CORSOrigins) > 0 {
