@@ -26,7 +26,7 @@ type fieldsSeen struct {
 	seen map[string]int
 }
 
-func (*fieldsSeen) ExtensionName() string                   { return "fieldsSeen" }
+func (*fieldsSeen) ExtensionName() string                  { return "fieldsSeen" }
 func (*fieldsSeen) Validate(gqlgen.ExecutableSchema) error { return nil }
 
 func (f *fieldsSeen) InterceptField(ctx context.Context, next gqlgen.Resolver) (any, error) {

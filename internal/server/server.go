@@ -58,7 +58,7 @@ type Server struct {
 	tracing  trace.TracerProvider
 	// graphQLExtensions are added after the tracing's.
 	graphQLExtensions []graphql.HandlerExtension
-	handler  http.Handler
+	handler           http.Handler
 }
 
 // Option tunes a Server beyond its configuration (tests).
