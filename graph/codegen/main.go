@@ -117,6 +117,7 @@ package generated
 
 import (
 	"context"
+	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -158,32 +159,43 @@ func marshalList(ctx context.Context, sel ast.SelectionSet, length int, workerLi
 // that may wait. A field of an interface or a union counts as one: which
 // type's field runs is known only per element.
 func asksResolved(oc *graphql.OperationContext, sel ast.SelectionSet) bool {
+	return !everyField(oc, sel, waitsNot, nil)
+}
+
+func waitsNot(f *ast.Field) bool {
+	if strings.HasPrefix(f.Name, "__") {
+		return true
+	}
+	def := f.ObjectDefinition
+	return def != nil && def.Kind == ast.Object && !resolvedFields[def.Name][f.Name]
+}
+
+// everyField says whether ok holds for every field the selection asks for,
+// at any depth, through its fragments; allow, when set, must also hold for
+// the directives of every field and fragment.
+func everyField(oc *graphql.OperationContext, sel ast.SelectionSet, ok func(*ast.Field) bool, allow func(ast.DirectiveList) bool) bool {
 	for _, s := range sel {
 		switch s := s.(type) {
 		case *ast.Field:
-			if len(s.Name) > 1 && s.Name[:2] == "__" {
-				continue
-			}
-			def := s.ObjectDefinition
-			if def == nil || def.Kind != ast.Object || resolvedFields[def.Name][s.Name] || asksResolved(oc, s.SelectionSet) {
-				return true
+			if allow != nil && !allow(s.Directives) || !ok(s) || !everyField(oc, s.SelectionSet, ok, allow) {
+				return false
 			}
 		case *ast.InlineFragment:
-			if asksResolved(oc, s.SelectionSet) {
-				return true
+			if allow != nil && !allow(s.Directives) || !everyField(oc, s.SelectionSet, ok, allow) {
+				return false
 			}
 		case *ast.FragmentSpread:
 			def := s.Definition
 			if def == nil && oc != nil && oc.Doc != nil {
 				def = oc.Doc.Fragments.ForName(s.Name)
 			}
-			if def == nil || asksResolved(oc, def.SelectionSet) {
-				return true
+			if allow != nil && !allow(s.Directives) || def == nil || !everyField(oc, def.SelectionSet, ok, allow) {
+				return false
 			}
 		default:
-			return true
+			return false
 		}
 	}
-	return false
+	return true
 }
 `

@@ -296,36 +296,15 @@ func WithoutPlainWrites(ctx context.Context) context.Context {
 // is plain. Only @skip and @include are allowed (CollectFields applies them);
 // @defer, or any other directive, leaves the object to gqlgen.
 func plainable(oc *graphql.OperationContext, sel ast.SelectionSet) bool {
-	for _, s := range sel {
-		switch s := s.(type) {
-		case *ast.Field:
-			if !onlySkipOrInclude(s.Directives) {
-				return false
-			}
-			if s.Name == "__typename" {
-				continue
-			}
-			def := s.ObjectDefinition
-			if def == nil || def.Kind != ast.Object || !plainFields[def.Name][s.Name] || !plainable(oc, s.SelectionSet) {
-				return false
-			}
-		case *ast.InlineFragment:
-			if !onlySkipOrInclude(s.Directives) || !plainable(oc, s.SelectionSet) {
-				return false
-			}
-		case *ast.FragmentSpread:
-			def := s.Definition
-			if def == nil && oc != nil && oc.Doc != nil {
-				def = oc.Doc.Fragments.ForName(s.Name)
-			}
-			if !onlySkipOrInclude(s.Directives) || def == nil || !plainable(oc, def.SelectionSet) {
-				return false
-			}
-		default:
-			return false
-		}
+	return everyField(oc, sel, isPlain, onlySkipOrInclude)
+}
+
+func isPlain(f *ast.Field) bool {
+	if f.Name == "__typename" {
+		return true
 	}
-	return true
+	def := f.ObjectDefinition
+	return def != nil && def.Kind == ast.Object && plainFields[def.Name][f.Name]
 }
 
 func onlySkipOrInclude(directives ast.DirectiveList) bool {
