@@ -2,16 +2,9 @@
 
 package generated
 
-import (
-	"context"
-	"strings"
-
-	"github.com/99designs/gqlgen/graphql"
-	"github.com/vektah/gqlparser/v2/ast"
-)
-
 // resolvedFields are, by type, the fields gqlgen resolves concurrently
 // (a resolver, or a method taking a context): the ones that may wait.
+// marshalList (marshal.go) reads them.
 var resolvedFields = map[string]map[string]bool{
 	"AdminAction":                  {"admin": true, "targetUser": true, "transaction": true},
 	"AdminActionConnection":        {"totalCountCapped": true},
@@ -35,75 +28,4 @@ var resolvedFields = map[string]map[string]bool{
 	"WebhookDelivery":              {"endpoint": true, "event": true},
 	"WebhookDeliveryConnection":    {"totalCountCapped": true},
 	"WebhookEndpointConnection":    {"totalCountCapped": true},
-}
-
-// marshalList marshals a list's elements in order when their selection asks
-// for no field that may wait, and leaves them to gqlgen's goroutine per
-// element otherwise (where a resolver's wait overlaps the others').
-func marshalList(ctx context.Context, sel ast.SelectionSet, length int, workerLimit int64, omitPanicHandler bool,
-	marshalElement func(ctx context.Context, i int) graphql.Marshaler,
-) graphql.Array {
-	if length < 2 || asksResolved(graphql.GetOperationContext(ctx), sel) {
-		return graphql.MarshalSliceConcurrently(ctx, length, workerLimit, omitPanicHandler, marshalElement)
-	}
-	ret := make(graphql.Array, length)
-	for i := range length {
-		childCtx := graphql.WithFieldContext(ctx, &graphql.FieldContext{Index: &i})
-		func() {
-			if !omitPanicHandler {
-				defer func() {
-					if r := recover(); r != nil {
-						graphql.AddError(childCtx, graphql.Recover(childCtx, r))
-						ret[i] = graphql.Null
-					}
-				}()
-			}
-			ret[i] = marshalElement(childCtx, i)
-		}()
-	}
-	return ret
-}
-
-// asksResolved says whether the selection, at any depth, asks for a field
-// that may wait. A field of an interface or a union counts as one: which
-// type's field runs is known only per element.
-func asksResolved(oc *graphql.OperationContext, sel ast.SelectionSet) bool {
-	return !everyField(oc, sel, waitsNot, nil)
-}
-
-func waitsNot(f *ast.Field) bool {
-	if strings.HasPrefix(f.Name, "__") {
-		return true
-	}
-	def := f.ObjectDefinition
-	return def != nil && def.Kind == ast.Object && !resolvedFields[def.Name][f.Name]
-}
-
-// everyField says whether ok holds for every field the selection asks for,
-// at any depth, through its fragments; allow, when set, must also hold for
-// the directives of every field and fragment.
-func everyField(oc *graphql.OperationContext, sel ast.SelectionSet, ok func(*ast.Field) bool, allow func(ast.DirectiveList) bool) bool {
-	for _, s := range sel {
-		switch s := s.(type) {
-		case *ast.Field:
-			if allow != nil && !allow(s.Directives) || !ok(s) || !everyField(oc, s.SelectionSet, ok, allow) {
-				return false
-			}
-		case *ast.InlineFragment:
-			if allow != nil && !allow(s.Directives) || !everyField(oc, s.SelectionSet, ok, allow) {
-				return false
-			}
-		case *ast.FragmentSpread:
-			def := s.Definition
-			if def == nil && oc != nil && oc.Doc != nil {
-				def = oc.Doc.Fragments.ForName(s.Name)
-			}
-			if allow != nil && !allow(s.Directives) || def == nil || !everyField(oc, def.SelectionSet, ok, allow) {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return true
 }

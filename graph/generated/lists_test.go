@@ -34,33 +34,33 @@ func TestAsksResolved(t *testing.T) {
 		{"through an inline fragment", `node { ... on CreditTransaction { reservation { id } } }`, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			query := fmt.Sprintf(page, c.edge)
-			for name, frag := range fragments {
-				if strings.Contains(c.edge, "..."+name) {
-					query += "\n" + frag
-				}
-			}
-			doc, errs := gqlparser.LoadQuery(parsedSchema, query)
-			if errs != nil {
-				t.Fatalf("query: %v", errs)
-			}
-			oc := &graphql.OperationContext{Doc: doc}
-			edges := field(t, doc.Operations[0].SelectionSet, "viewer", "transactions", "edges")
-			if got := asksResolved(oc, edges.SelectionSet); got != c.resolved {
+			oc, set := selectionOf(t, fmt.Sprintf(page, c.edge), fragments, "viewer", "transactions", "edges")
+			if got := asksResolved(oc, set); got != c.resolved {
 				t.Errorf("asksResolved = %v, want %v", got, c.resolved)
 			}
 		})
 	}
 	t.Run("a field of an interface", func(t *testing.T) {
-		doc, errs := gqlparser.LoadQuery(parsedSchema, `query { nodes(ids: ["a", "b"]) { id } }`)
-		if errs != nil {
-			t.Fatalf("query: %v", errs)
-		}
-		nodes := field(t, doc.Operations[0].SelectionSet, "nodes")
-		if !asksResolved(&graphql.OperationContext{Doc: doc}, nodes.SelectionSet) {
+		if !asksResolved(selectionOf(t, `query { nodes(ids: ["a", "b"]) { id } }`, nil, "nodes")) {
 			t.Error("a Node's id counted as a column: the element's type is known only per element")
 		}
 	})
+}
+
+// selectionOf parses query, with the fragments it spreads, and returns the
+// selection of the field at path.
+func selectionOf(t *testing.T, query string, fragments map[string]string, path ...string) (*graphql.OperationContext, ast.SelectionSet) {
+	t.Helper()
+	for name, frag := range fragments {
+		if strings.Contains(query, "..."+name) {
+			query += "\n" + frag
+		}
+	}
+	doc, errs := gqlparser.LoadQuery(parsedSchema, query)
+	if errs != nil {
+		t.Fatalf("query: %v", errs)
+	}
+	return &graphql.OperationContext{Doc: doc}, field(t, doc.Operations[0].SelectionSet, path...).SelectionSet
 }
 
 func field(t *testing.T, set ast.SelectionSet, path ...string) *ast.Field {

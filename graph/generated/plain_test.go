@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/99designs/gqlgen/graphql"
-	"github.com/vektah/gqlparser/v2"
 )
 
 // TestPlainable: a connection is written by its plain writer only when
@@ -43,30 +40,14 @@ func TestPlainable(t *testing.T) {
 			if strings.Contains(c.connection, "$no") {
 				variables = "($no: Boolean!)"
 			}
-			query := fmt.Sprintf(page, variables, c.connection)
-			for name, frag := range fragments {
-				if strings.Contains(c.connection, "..."+name) {
-					query += "\n" + frag
-				}
-			}
-			doc, errs := gqlparser.LoadQuery(parsedSchema, query)
-			if errs != nil {
-				t.Fatalf("query: %v", errs)
-			}
-			oc := &graphql.OperationContext{Doc: doc}
-			connection := field(t, doc.Operations[0].SelectionSet, "viewer", "transactions")
-			if got := plainable(oc, connection.SelectionSet); got != c.plain {
+			oc, set := selectionOf(t, fmt.Sprintf(page, variables, c.connection), fragments, "viewer", "transactions")
+			if got := plainable(oc, set); got != c.plain {
 				t.Errorf("plainable = %v, want %v", got, c.plain)
 			}
 		})
 	}
 	t.Run("a field of an interface", func(t *testing.T) {
-		doc, errs := gqlparser.LoadQuery(parsedSchema, `query { nodes(ids: ["a", "b"]) { id } }`)
-		if errs != nil {
-			t.Fatalf("query: %v", errs)
-		}
-		nodes := field(t, doc.Operations[0].SelectionSet, "nodes")
-		if plainable(&graphql.OperationContext{Doc: doc}, nodes.SelectionSet) {
+		if plainable(selectionOf(t, `query { nodes(ids: ["a", "b"]) { id } }`, nil, "nodes")) {
 			t.Error("a Node's id counted as a column: which type's field it is is known only per element")
 		}
 	})

@@ -1,12 +1,10 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -68,20 +66,12 @@ func FuzzSpendVariables(f *testing.F) {
 	alice := token(f, "alice", auth.RoleUser)
 	admin := token(f, "root", auth.RoleAdmin)
 	post := func(t testing.TB, tok string, body []byte) (int, result) {
-		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/graphql", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		status, raw := postGraphQL(t, ts.URL, tok, body)
 		var r result
-		raw, _ := io.ReadAll(resp.Body)
 		if err := json.Unmarshal(raw, &r); err != nil {
-			t.Fatalf("status %d, body %q: %v", resp.StatusCode, raw, err)
+			t.Fatalf("status %d, body %q: %v", status, raw, err)
 		}
-		return resp.StatusCode, r
+		return status, r
 	}
 	grant, _ := json.Marshal(map[string]any{"query": grantMutation, "variables": map[string]any{"input": map[string]any{
 		"externalUserId": "alice", "amount": ledger.MaxAmount / 2, "reason": "fuzz", "idempotencyKey": "fuzz-seed"}}})

@@ -46,10 +46,9 @@ func (f *fieldsSeen) count(field string) int {
 	return f.seen[field]
 }
 
-// rawGraphQL posts an operation and returns the response as written.
-func rawGraphQL(t *testing.T, url, tok, query string, vars map[string]any) (int, []byte) {
+// postGraphQL posts a request body and returns the response as written.
+func postGraphQL(t testing.TB, url, tok string, body []byte) (int, []byte) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
 	req, err := http.NewRequest(http.MethodPost, url+"/graphql", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -118,8 +117,9 @@ func TestPlainWritesAnswerAsGqlgen(t *testing.T) {
 			{name: "an admin's list", tok: admin, query: `{ creditTransactions(first: 20) { totalCount edges { cursor node { ...Columns } } } } ` + columns},
 			{name: "a refused page size", tok: alice, query: `{ viewer { transactions(first: 100000) { edges { node { id } } } } }`, refused: true},
 		} {
-			status, got := rawGraphQL(t, plain.ts.URL, c.tok, c.query, c.vars)
-			wantStatus, want := rawGraphQL(t, executor.ts.URL, c.tok, c.query, c.vars)
+			body, _ := json.Marshal(map[string]any{"query": c.query, "variables": c.vars})
+			status, got := postGraphQL(t, plain.ts.URL, c.tok, body)
+			wantStatus, want := postGraphQL(t, executor.ts.URL, c.tok, body)
 			if status != wantStatus || !bytes.Equal(got, want) {
 				t.Errorf("%s: plain writers answered\n%d %s\ngqlgen alone\n%d %s", c.name, status, got, wantStatus, want)
 			}
