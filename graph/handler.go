@@ -13,6 +13,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/tally-billing/tally/graph/generated"
 	"github.com/tally-billing/tally/internal/auth"
@@ -89,21 +90,16 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 	srv.Use(&argumentCheck{})
 	srv.Use(depthLimit{max: opts.MaxDepth})
 	srv.Use(&complexityLimit{limit: opts.ComplexityLimit})
-	plainWrites := true
 	for _, ext := range opts.Extensions {
 		srv.Use(ext)
 		if _, ok := ext.(graphql.FieldInterceptor); ok {
-			plainWrites = false
+			srv.Use(gqlgenOnly{})
 		}
 	}
 	// No entgql.Transactioner: the ledger runs its own transactions (with
 	// retries); an outer one would hold SQLite's write lock against them.
 	srv.AroundResponses(adminDeadline(opts.AdminQueryTimeout))
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
-		if !plainWrites {
-			// A field interceptor sees only the fields gqlgen resolves.
-			ctx = generated.WithoutPlainWrites(ctx)
-		}
 		return next(withCappedConns(r.withLoaders(users.WithRequestCache(ctx))))
 	})
 	presenter := errorPresenter{logger: opts.Logger, production: opts.Production}
@@ -113,6 +109,18 @@ func NewHandler(r *Resolver, opts Options) http.Handler {
 		return errInternal
 	})
 	return withSockets(srv)
+}
+
+// gqlgenOnly turns the plain writers off (graph/codegen) for every
+// operation: a field interceptor sees only the fields gqlgen resolves.
+type gqlgenOnly struct{}
+
+func (gqlgenOnly) ExtensionName() string                   { return "gqlgenOnly" }
+func (gqlgenOnly) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (gqlgenOnly) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	generated.WithoutPlainWrites(oc)
+	return nil
 }
 
 // smallQueries keeps parsed documents of short queries only, so that the

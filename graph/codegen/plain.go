@@ -177,7 +177,7 @@ func (o *plainObject) writeWriter(b *bytes.Buffer, objType string) {
 				b.WriteString(direct)
 				break
 			}
-			fmt.Fprintf(b, "\t\t\tif !w.value(ec.%s(ctx, field.Selections, %s), %t) {\n\t\t\t\treturn false\n\t\t\t}\n", ref.MarshalFunc(), value, ref.GQL.NonNull)
+			fmt.Fprintf(b, "\t\t\tif !w.value(ec.%s(w.quiet(ctx), field.Selections, %s), %t) {\n\t\t\t\treturn false\n\t\t\t}\n", ref.MarshalFunc(), value, ref.GQL.NonNull)
 		case !f.list:
 			writeObject(b, "\t\t\t", f.child, value, ref.IsNilable(), ref.GQL.NonNull,
 				fmt.Sprintf("w.collect(ec.OperationContext, field.Selections, %s)", implementors(f.child)))

@@ -43689,31 +43689,31 @@ func (ec *executionContext) plainAdminAction(ctx context.Context, w *plainWriter
 		case "targetId":
 			graphql.MarshalString(obj.TargetID).MarshalGQL(w)
 		case "targetUserId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.TargetUserID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.TargetUserID), false) {
 				return false
 			}
 		case "amount":
-			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.Amount), false) {
+			if !w.value(ec.marshalOInt2ᚖint64(w.quiet(ctx), field.Selections, obj.Amount), false) {
 				return false
 			}
 		case "reason":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Reason), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.Reason), false) {
 				return false
 			}
 		case "balanceBefore":
-			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.BalanceBefore), false) {
+			if !w.value(ec.marshalOInt2ᚖint64(w.quiet(ctx), field.Selections, obj.BalanceBefore), false) {
 				return false
 			}
 		case "balanceAfter":
-			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.BalanceAfter), false) {
+			if !w.value(ec.marshalOInt2ᚖint64(w.quiet(ctx), field.Selections, obj.BalanceAfter), false) {
 				return false
 			}
 		case "requestId":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.RequestID), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.RequestID), false) {
 				return false
 			}
 		case "transactionId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.TransactionID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.TransactionID), false) {
 				return false
 			}
 		default:
@@ -43802,11 +43802,11 @@ func (ec *executionContext) plainAutoRecharge(ctx context.Context, w *plainWrite
 		case "status":
 			obj.Status.MarshalGQL(w)
 		case "lastError":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.LastError), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.LastError), false) {
 				return false
 			}
 		case "lastRechargeAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.LastRechargeAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.LastRechargeAt), false) {
 				return false
 			}
 		default:
@@ -43843,15 +43843,15 @@ func (ec *executionContext) plainBackgroundJob(ctx context.Context, w *plainWrit
 				return false
 			}
 		case "attemptedAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.AttemptedAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.AttemptedAt), false) {
 				return false
 			}
 		case "finalizedAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.FinalizedAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.FinalizedAt), false) {
 				return false
 			}
 		case "lastError":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.LastError), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.LastError), false) {
 				return false
 			}
 		default:
@@ -44123,13 +44123,13 @@ func (ec *executionContext) plainCreditLot(ctx context.Context, w *plainWriter, 
 		case "held":
 			w.int(int64(obj.Held))
 		case "expiresAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.ExpiresAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.ExpiresAt), false) {
 				return false
 			}
 		case "priority":
 			w.int(int64(obj.Priority))
 		case "paymentId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PaymentID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.PaymentID), false) {
 				return false
 			}
 		case "transactionId":
@@ -44224,7 +44224,7 @@ func (ec *executionContext) plainCreditPackage(ctx context.Context, w *plainWrit
 		case "name":
 			graphql.MarshalString(obj.Name).MarshalGQL(w)
 		case "description":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Description), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.Description), false) {
 				return false
 			}
 		case "credits":
@@ -44234,7 +44234,7 @@ func (ec *executionContext) plainCreditPackage(ctx context.Context, w *plainWrit
 		case "currency":
 			graphql.MarshalString(obj.Currency).MarshalGQL(w)
 		case "stripePriceId":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.StripePriceID), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.StripePriceID), false) {
 				return false
 			}
 		case "active":
@@ -44331,7 +44331,7 @@ func (ec *executionContext) plainCreditPlan(ctx context.Context, w *plainWriter,
 		case "name":
 			graphql.MarshalString(obj.Name).MarshalGQL(w)
 		case "description":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Description), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.Description), false) {
 				return false
 			}
 		case "creditsPerPeriod":
@@ -44343,13 +44343,13 @@ func (ec *executionContext) plainCreditPlan(ctx context.Context, w *plainWriter,
 		case "currency":
 			graphql.MarshalString(obj.Currency).MarshalGQL(w)
 		case "stripePriceId":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.StripePriceID), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.StripePriceID), false) {
 				return false
 			}
 		case "rollover":
 			obj.Rollover.MarshalGQL(w)
 		case "rolloverCap":
-			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.RolloverCap), false) {
+			if !w.value(ec.marshalOInt2ᚖint64(w.quiet(ctx), field.Selections, obj.RolloverCap), false) {
 				return false
 			}
 		case "active":
@@ -44456,11 +44456,11 @@ func (ec *executionContext) plainCreditReservation(ctx context.Context, w *plain
 				return false
 			}
 		case "reason":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Reason), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.Reason), false) {
 				return false
 			}
 		case "closedAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.ClosedAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.ClosedAt), false) {
 				return false
 			}
 		default:
@@ -44621,25 +44621,25 @@ func (ec *executionContext) plainCreditSubscription(ctx context.Context, w *plai
 		case "status":
 			obj.Status.MarshalGQL(w)
 		case "currentPeriodStart":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.CurrentPeriodStart), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.CurrentPeriodStart), false) {
 				return false
 			}
 		case "currentPeriodEnd":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.CurrentPeriodEnd), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.CurrentPeriodEnd), false) {
 				return false
 			}
 		case "cancelAtPeriodEnd":
 			w.bool(obj.CancelAtPeriodEnd)
 		case "canceledAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.CanceledAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.CanceledAt), false) {
 				return false
 			}
 		case "stripeSubscriptionId":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeSubscriptionID), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.StripeSubscriptionID), false) {
 				return false
 			}
 		case "stripeCheckoutSessionId":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeCheckoutSessionID), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.StripeCheckoutSessionID), false) {
 				return false
 			}
 		case "livemode":
@@ -44734,21 +44734,21 @@ func (ec *executionContext) plainCreditTransaction(ctx context.Context, w *plain
 		case "amount":
 			w.int(int64(obj.Amount))
 		case "reason":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Reason), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.Reason), false) {
 				return false
 			}
 		case "actor":
 			graphql.MarshalString(obj.Actor).MarshalGQL(w)
 		case "idempotencyKey":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.IdempotencyKey), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.IdempotencyKey), false) {
 				return false
 			}
 		case "paymentId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PaymentID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.PaymentID), false) {
 				return false
 			}
 		case "reservationId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.ReservationID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.ReservationID), false) {
 				return false
 			}
 		default:
@@ -44918,17 +44918,17 @@ func (ec *executionContext) plainLedgerCheck(ctx context.Context, w *plainWriter
 				return false
 			}
 		case "startedAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.StartedAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.StartedAt), false) {
 				return false
 			}
 		case "finishedAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.FinishedAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.FinishedAt), false) {
 				return false
 			}
 		case "ageSeconds":
 			w.int(int64(obj.AgeSeconds))
 		case "phase":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Phase), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.Phase), false) {
 				return false
 			}
 		case "users":
@@ -44962,7 +44962,7 @@ func (ec *executionContext) plainLedgerCheck(ctx context.Context, w *plainWriter
 			}
 			w.WriteByte(']')
 		case "error":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Error), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.Error), false) {
 				return false
 			}
 		default:
@@ -45086,11 +45086,11 @@ func (ec *executionContext) plainPageInfo(ctx context.Context, w *plainWriter, f
 		case "hasPreviousPage":
 			w.bool(obj.HasPreviousPage)
 		case "startCursor":
-			if !w.value(ec.marshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.StartCursor), false) {
+			if !w.value(ec.marshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(w.quiet(ctx), field.Selections, obj.StartCursor), false) {
 				return false
 			}
 		case "endCursor":
-			if !w.value(ec.marshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.EndCursor), false) {
+			if !w.value(ec.marshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(w.quiet(ctx), field.Selections, obj.EndCursor), false) {
 				return false
 			}
 		default:
@@ -45123,27 +45123,27 @@ func (ec *executionContext) plainPayment(ctx context.Context, w *plainWriter, fi
 		case "kind":
 			obj.Kind.MarshalGQL(w)
 		case "packageId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PackageID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.PackageID), false) {
 				return false
 			}
 		case "planId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PlanID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.PlanID), false) {
 				return false
 			}
 		case "subscriptionId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.SubscriptionID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.SubscriptionID), false) {
 				return false
 			}
 		case "stripeInvoiceId":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeInvoiceID), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.StripeInvoiceID), false) {
 				return false
 			}
 		case "periodStart":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.PeriodStart), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.PeriodStart), false) {
 				return false
 			}
 		case "periodEnd":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.PeriodEnd), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.PeriodEnd), false) {
 				return false
 			}
 		case "amount":
@@ -45157,21 +45157,21 @@ func (ec *executionContext) plainPayment(ctx context.Context, w *plainWriter, fi
 		case "amountRefunded":
 			w.int(int64(obj.AmountRefunded))
 		case "stripeCheckoutSessionId":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeCheckoutSessionID), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.StripeCheckoutSessionID), false) {
 				return false
 			}
 		case "stripePaymentIntentId":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripePaymentIntentID), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.StripePaymentIntentID), false) {
 				return false
 			}
 		case "stripeChargeId":
-			if !w.value(ec.marshalOString2ᚖstring(ctx, field.Selections, obj.StripeChargeID), false) {
+			if !w.value(ec.marshalOString2ᚖstring(w.quiet(ctx), field.Selections, obj.StripeChargeID), false) {
 				return false
 			}
 		case "livemode":
 			w.bool(obj.Livemode)
 		case "paidAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.PaidAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.PaidAt), false) {
 				return false
 			}
 		default:
@@ -45262,17 +45262,17 @@ func (ec *executionContext) plainPosting(ctx context.Context, w *plainWriter, fi
 		case "account":
 			graphql.MarshalString(obj.Account).MarshalGQL(w)
 		case "userId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.UserID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.UserID), false) {
 				return false
 			}
 		case "lotId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.LotID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.LotID), false) {
 				return false
 			}
 		case "amount":
 			w.int(int64(obj.Amount))
 		case "balanceAfter":
-			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.BalanceAfter), false) {
+			if !w.value(ec.marshalOInt2ᚖint64(w.quiet(ctx), field.Selections, obj.BalanceAfter), false) {
 				return false
 			}
 		default:
@@ -45299,17 +45299,17 @@ func (ec *executionContext) plainProcessedEvent(ctx context.Context, w *plainWri
 		case "livemode":
 			w.bool(obj.Livemode)
 		case "apiVersion":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.APIVersion), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.APIVersion), false) {
 				return false
 			}
 		case "outcome":
 			obj.Outcome.MarshalGQL(w)
 		case "error":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Error), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.Error), false) {
 				return false
 			}
 		case "paymentId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.PaymentID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.PaymentID), false) {
 				return false
 			}
 		case "attempts":
@@ -45319,7 +45319,7 @@ func (ec *executionContext) plainProcessedEvent(ctx context.Context, w *plainWri
 				return false
 			}
 		case "processedAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.ProcessedAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.ProcessedAt), false) {
 				return false
 			}
 		default:
@@ -45826,13 +45826,13 @@ func (ec *executionContext) plainUser(ctx context.Context, w *plainWriter, field
 		case "externalId":
 			graphql.MarshalString(obj.ExternalID).MarshalGQL(w)
 		case "email":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Email), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.Email), false) {
 				return false
 			}
 		case "creditsBalance":
 			w.int(int64(obj.CreditsBalance))
 		case "lowBalanceThreshold":
-			if !w.value(ec.marshalOInt2ᚖint64(ctx, field.Selections, obj.LowBalanceThreshold), false) {
+			if !w.value(ec.marshalOInt2ᚖint64(w.quiet(ctx), field.Selections, obj.LowBalanceThreshold), false) {
 				return false
 			}
 		case "status":
@@ -45933,19 +45933,19 @@ func (ec *executionContext) plainWebhookDelivery(ctx context.Context, w *plainWr
 		case "attempts":
 			w.int(int64(obj.Attempts))
 		case "lastError":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.LastError), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.LastError), false) {
 				return false
 			}
 		case "lastResponseStatus":
-			if !w.value(ec.marshalOInt2ᚖint(ctx, field.Selections, obj.LastResponseStatus), false) {
+			if !w.value(ec.marshalOInt2ᚖint(w.quiet(ctx), field.Selections, obj.LastResponseStatus), false) {
 				return false
 			}
 		case "nextAttemptAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.NextAttemptAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.NextAttemptAt), false) {
 				return false
 			}
 		case "deliveredAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.DeliveredAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.DeliveredAt), false) {
 				return false
 			}
 		default:
@@ -46038,21 +46038,21 @@ func (ec *executionContext) plainWebhookEndpoint(ctx context.Context, w *plainWr
 		case "url":
 			graphql.MarshalString(obj.URL).MarshalGQL(w)
 		case "description":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.Description), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.Description), false) {
 				return false
 			}
 		case "eventTypes":
-			if !w.value(ec.marshalOString2ᚕstringᚄ(ctx, field.Selections, obj.EventTypes), false) {
+			if !w.value(ec.marshalOString2ᚕstringᚄ(w.quiet(ctx), field.Selections, obj.EventTypes), false) {
 				return false
 			}
 		case "enabled":
 			w.bool(obj.Enabled)
 		case "disabledReason":
-			if !w.value(ec.marshalOString2string(ctx, field.Selections, obj.DisabledReason), false) {
+			if !w.value(ec.marshalOString2string(w.quiet(ctx), field.Selections, obj.DisabledReason), false) {
 				return false
 			}
 		case "previousSecretExpiresAt":
-			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.PreviousSecretExpiresAt), false) {
+			if !w.value(ec.marshalOTime2ᚖtimeᚐTime(w.quiet(ctx), field.Selections, obj.PreviousSecretExpiresAt), false) {
 				return false
 			}
 		default:
@@ -46141,7 +46141,7 @@ func (ec *executionContext) plainWebhookEvent(ctx context.Context, w *plainWrite
 		case "type":
 			graphql.MarshalString(obj.Type).MarshalGQL(w)
 		case "userId":
-			if !w.value(ec.marshalOID2ᚖstring(ctx, field.Selections, obj.UserID), false) {
+			if !w.value(ec.marshalOID2ᚖstring(w.quiet(ctx), field.Selections, obj.UserID), false) {
 				return false
 			}
 		case "payload":

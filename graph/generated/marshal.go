@@ -94,27 +94,40 @@ func everyField(oc *graphql.OperationContext, sel ast.SelectionSet, ok func(*ast
 func writePlain(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, implementors []string,
 	write func(ctx context.Context, w *plainWriter, fields []graphql.CollectedField) bool,
 ) graphql.Marshaler {
-	if !plainable(oc, sel) || ctx.Value(noPlainWrites{}) != nil {
+	if oc.Stats.GetExtension(plainWritesOff) != nil || !plainable(oc, sel) {
 		return nil
 	}
-	scratch := graphql.WithResponseContext(ctx, keepError, nil)
 	w := &plainWriter{}
-	if !write(scratch, w, graphql.CollectFields(oc, sel, implementors)) || graphql.GetErrors(scratch) != nil {
+	if !write(ctx, w, graphql.CollectFields(oc, sel, implementors)) || w.quietCtx != nil && graphql.GetErrors(w.quietCtx) != nil {
 		return nil
 	}
 	return w
+}
+
+// quiet is ctx with errors kept apart, for the marshal functions that may
+// add one (a null where the schema says non-null): gqlgen, marshaling the
+// object again, adds it to the response on its path. Made on first use: the
+// common columns are written without a marshal function.
+func (w *plainWriter) quiet(ctx context.Context) context.Context {
+	if w.quietCtx == nil {
+		w.quietCtx = graphql.WithResponseContext(ctx, keepError, nil)
+	}
+	return w.quietCtx
 }
 
 func keepError(_ context.Context, err error) *gqlerror.Error {
 	return &gqlerror.Error{Message: err.Error()}
 }
 
-type noPlainWrites struct{}
+const plainWritesOff = "tally.plainWritesOff"
 
 // WithoutPlainWrites makes every field of the operation go through gqlgen's
-// executor: a field interceptor sees only the fields that do.
-func WithoutPlainWrites(ctx context.Context) context.Context {
-	return context.WithValue(ctx, noPlainWrites{}, true)
+// executor, as a field interceptor sees only the fields that do (call it
+// from an OperationContextMutator). The mark is kept in the operation's
+// stats, server-side: a lookup in a map, where a context value would be a
+// walk up every context the executor added.
+func WithoutPlainWrites(oc *graphql.OperationContext) {
+	oc.Stats.SetExtension(plainWritesOff, true)
 }
 
 // plainable says whether every field the selection asks for, at any depth,
@@ -146,6 +159,7 @@ func onlySkipOrInclude(directives ast.DirectiveList) bool {
 type plainWriter struct {
 	bytes.Buffer
 	collected []collected
+	quietCtx  context.Context
 }
 
 type collected struct {
